@@ -1,2 +1,52 @@
+/* tools/kiln.c — the `kiln` command: dispatches to the subcommands in cmd_*.c. */
 #include <stdio.h>
-int main(void) { puts("kiln"); return 0; }
+#include <string.h>
+
+#include "tool.h"
+
+static void usage(FILE *f)
+{
+    fputs("usage: kiln <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  targets                          list targets and what each runs natively\n"
+          "  ir RECIPE --shape M,N,K [--layer NAME] [--target T] [--print-after-all]\n"
+          "                                   print the IR a recipe gives (after every pass with the flag)\n"
+          "  run RECIPE --shape M,N,K [--layer NAME] [--target T] [--seed S] [--check] [--verbose]\n"
+          "                                   build the layer on deterministic random data and run it\n"
+          "  help                             this text\n"
+          "\n"
+          "Without --layer, ir and run take one example layer per rule of the recipe.\n"
+          "Exit codes: 0 ok, 1 --check failed, 2 bad input (recipe, IR, options), 3 no device,\n"
+          "4 internal error.\n",
+          f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_INPUT;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("kiln %s\n", KILN_VERSION);
+        return EXIT_OK;
+    }
+    ToolArgs a = {.cmd = cmd};
+    int rc = tool_parse_args(argc, argv, 2, &a);
+    if (rc)
+        return rc;
+    if (!strcmp(cmd, "targets"))
+        return cmd_targets(&a);
+    if (!strcmp(cmd, "ir"))
+        return cmd_ir(&a);
+    if (!strcmp(cmd, "run"))
+        return cmd_run(&a);
+    fprintf(stderr, "kiln: unknown command '%s' (valid: targets, ir, run, help)\n", cmd);
+    return EXIT_INPUT;
+}

@@ -1,0 +1,194 @@
+/* api/compile.c — kernel IR -> canonical kernel -> cache key -> (cached) object -> JIT. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "compile.h"
+#include "ir/numerics.h"
+
+struct KilnCompiler {
+    KilnCache *cache;
+    KilnCpuJit *jit;
+    int nloaded;
+    char (*loaded)[64]; /* symbols already added to the JIT */
+};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+int kiln_kernel_canon(const KilnFunc *f, KilnModule *m, KilnFunc **out, KilnDiag *d)
+{
+    const KilnInst *g = kiln_find_qgemm(f);
+    if (!g)
+        return kiln_diag_set(d, KILN_EINPUT, "func @\"%s\": no qgemm to compile", f->name);
+    const KilnType *wt = &f->values[g->ops[1]].type;
+    const KilnType *yt = &f->values[g->result].type;
+    int64_t N = wt->dim[0], K = wt->dim[1];
+    KilnFunc *k = kiln_func_new(m, "kernel");
+    for (int i = 0; i < f->nattrs; i++)
+        if (!strcmp(f->attrs[i].key, "target"))
+            k->attrs[k->nattrs++] = f->attrs[i];
+    int x = kiln_func_param(k, "x", kiln_type2(KILN_F32, 1, K));
+    int w = kiln_emit(k, KILN_OP_WEIGHT, NULL, 0, kiln_type2(KILN_F32, N, K), "w");
+    kiln_set_str(k, kiln_last(k), "name", "w");
+    KilnType qt = *wt;
+    int q = kiln_emit(k, KILN_OP_QUANTIZE, &w, 1, qt, "wq");
+    const KilnAttr *lay = kiln_get(g, "layout");
+    int p = kiln_emit(k, KILN_OP_PREPACK, &q, 1, qt, "wp");
+    kiln_set_str(k, kiln_last(k), "layout", lay ? lay->s : "");
+    int ops[3] = {x, p, -1}, nops = 2;
+    if (g->nops == 3) {
+        ops[2] = kiln_emit(k, KILN_OP_WEIGHT, NULL, 0, kiln_type1(KILN_F32, N), "b");
+        kiln_set_str(k, kiln_last(k), "name", "b");
+        nops = 3;
+    }
+    KilnType ot = *yt;
+    ot.dim[0] = 1;
+    int y = kiln_emit(k, KILN_OP_QGEMM, ops, nops, ot, "y");
+    KilnInst *kg = kiln_last(k);
+    for (int i = 0; i < g->nattrs; i++)
+        if (strcmp(g->attrs[i].key, "why")) /* the reason is for people, not the kernel */
+            kg->attrs[kg->nattrs++] = g->attrs[i];
+    kiln_emit(k, KILN_OP_RETURN, &y, 1, (KilnType){0}, NULL);
+    *out = k;
+    return 0;
+}
+
+int kiln_compiler_new(const char *cache_dir, KilnCompiler **out, KilnDiag *d)
+{
+    KilnCompiler *c = calloc(1, sizeof *c);
+    if (!c)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    int rc = kiln_cache_open(cache_dir, &c->cache, d);
+    if (!rc)
+        rc = kiln_cpu_jit_new(&c->jit, d);
+    if (rc) {
+        kiln_compiler_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void kiln_compiler_free(KilnCompiler *c)
+{
+    if (!c)
+        return;
+    if (c->jit)
+        kiln_cpu_jit_free(c->jit);
+    if (c->cache)
+        kiln_cache_close(c->cache);
+    free(c->loaded);
+    free(c);
+}
+
+/* Key material: versions, then the canonical kernel's text (which names the target). */
+static char *key_material(const KilnModule *km, size_t *len)
+{
+    char *text = kiln_print_module_str(km);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text) + 256;
+    char *key = malloc(n);
+    if (key)
+        *len = (size_t)snprintf(key, n, "kiln %s\nllvm %s\nabi qgemm-1\n%s", KILN_VERSION,
+                                kiln_cpu_llvm_version(), text);
+    free(text);
+    return key;
+}
+
+static int object_for(KilnCompiler *c, const KilnFunc *f, KilnFunc **canon, KilnModule *km,
+                      void **obj, size_t *len, char symbol[64], bool *hit, KilnDiag *d)
+{
+    int rc = kiln_kernel_canon(f, km, canon, d);
+    if (rc)
+        return rc;
+    size_t klen = 0;
+    char *key = key_material(km, &klen);
+    if (!key)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    uint8_t h[32];
+    char hex[65];
+    kiln_sha256(key, klen, h);
+    kiln_sha256_hex(h, hex);
+    snprintf(symbol, 64, "kiln_qgemm_%.16s", hex);
+    rc = kiln_cache_get(c->cache, key, klen, obj, len, d);
+    if (rc == 0) {
+        *hit = true;
+    } else if (rc == 1) {
+        *hit = false;
+        rc = kiln_cpu_emit_object(*canon, symbol, obj, len, d);
+        if (!rc && kiln_cache_put(c->cache, key, klen, *obj, *len, d)) {
+            char buf[1400];
+            fprintf(stderr, "kiln: warning: could not store kernel in the cache: %s\n",
+                    kiln_diag_format(d, buf, sizeof buf));
+            memset(d, 0, sizeof *d);
+        }
+    }
+    free(key);
+    return rc;
+}
+
+int kiln_compile_object(KilnCompiler *c, const KilnFunc *f, void **obj, size_t *len,
+                        char symbol[64], bool *hit, KilnDiag *d)
+{
+    KilnModule *km = kiln_module_new();
+    KilnFunc *canon;
+    int rc = object_for(c, f, &canon, km, obj, len, symbol, hit, d);
+    kiln_module_free(km);
+    return rc;
+}
+
+int kiln_compile_qgemm(KilnCompiler *c, const KilnFunc *f, KilnCompiled *out, KilnDiag *d)
+{
+    memset(out, 0, sizeof *out);
+    double t0 = now_ms();
+    KilnModule *km = kiln_module_new();
+    KilnFunc *canon;
+    void *obj = NULL;
+    size_t len = 0;
+    int rc = object_for(c, f, &canon, km, &obj, &len, out->symbol, &out->cache_hit, d);
+    if (!rc)
+        rc = kiln_layout_for(kiln_find_qgemm(canon), canon, &out->layout, d);
+    bool loaded = false;
+    for (int i = 0; !rc && i < c->nloaded; i++)
+        loaded |= !strcmp(c->loaded[i], out->symbol);
+    if (!rc && !loaded) {
+        rc = kiln_cpu_jit_add_object(c->jit, obj, len, d);
+        if (!rc) {
+            char(*l)[64] = realloc(c->loaded, (size_t)(c->nloaded + 1) * sizeof *l);
+            if (!l)
+                rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+            else {
+                c->loaded = l;
+                memcpy(c->loaded[c->nloaded++], out->symbol, 64);
+            }
+        }
+    }
+    void *fn = NULL;
+    if (!rc)
+        rc = kiln_cpu_jit_lookup(c->jit, out->symbol, &fn, d);
+    out->fn = (KilnQGemmFn)fn;
+    out->compile_ms = now_ms() - t0;
+    free(obj);
+    kiln_module_free(km);
+    return rc;
+}
+
+int kiln_calibrate_static(KilnFunc *f, const float *x, int64_t n)
+{
+    KilnInst *g = (KilnInst *)kiln_find_qgemm(f);
+    KilnAttr *act = g ? (KilnAttr *)kiln_get(g, "act") : NULL;
+    if (!act || act->q.dynamic || act->q.scale != 0)
+        return 0;
+    float lo, hi;
+    kiln_slice_range(x, n, 1, act->q.calib, act->q.pct, &lo, &hi);
+    KilnQParams p = kiln_qparams_from_range(act->q.fmt, act->q.symmetric, lo, hi);
+    act->q.scale = p.scale;
+    act->q.zero = p.zero;
+    return 1;
+}

@@ -1,0 +1,56 @@
+/* codegen/cpu/gen.h — internals shared by the CPU code generator's files: the
+ * generator state and the small LLVM-builder helpers (not part of the public API). */
+#ifndef KILN_CODEGEN_CPU_GEN_H
+#define KILN_CODEGEN_CPU_GEN_H
+
+#include <llvm-c/Core.h>
+
+#include "codegen/cpu/cpu.h"
+
+typedef struct KilnGen {
+    LLVMContextRef c;
+    LLVMModuleRef m;
+    LLVMBuilderRef b;      /* the body */
+    LLVMBuilderRef ab;     /* allocas, at the end of the entry block */
+    LLVMValueRef fn;
+    const KilnLayout *l;
+    LLVMTypeRef i1, i8, i16, i32, i64, f32, f16, bf16, ptr, vf, vi; /* vf/vi: VL lanes */
+    LLVMValueRef x, M, wp, bias, y, n0, n1, scratch; /* the kernel's arguments */
+    const char *cpu, *features; /* also written as function attributes */
+} KilnGen;
+
+/* A counted loop over an i64 induction variable kept in an alloca (SROA turns it
+ * into a phi); the body is emitted between loop_begin and loop_end. */
+typedef struct KilnLoop {
+    LLVMValueRef var;
+    LLVMBasicBlockRef head, exit;
+    LLVMValueRef step;
+} KilnLoop;
+
+LLVMValueRef kg_i32(KilnGen *g, int64_t v);
+LLVMValueRef kg_i64(KilnGen *g, int64_t v);
+LLVMValueRef kg_f32(KilnGen *g, double v);
+LLVMValueRef kg_alloca(KilnGen *g, LLVMTypeRef t, const char *name);
+LLVMValueRef kg_gep(KilnGen *g, LLVMValueRef base, LLVMValueRef byte_off);
+LLVMValueRef kg_load(KilnGen *g, LLVMTypeRef t, LLVMValueRef p);
+void kg_store(KilnGen *g, LLVMValueRef v, LLVMValueRef p);
+LLVMValueRef kg_splat(KilnGen *g, LLVMValueRef scalar, unsigned n);
+LLVMValueRef kg_call_intr(KilnGen *g, const char *name, LLVMTypeRef *over, unsigned nover,
+                          LLVMValueRef *args, unsigned nargs);
+LLVMValueRef kg_call_libm(KilnGen *g, const char *name, LLVMValueRef x);
+LLVMValueRef kg_loop_begin(KilnGen *g, KilnLoop *lp, LLVMValueRef start, LLVMValueRef end,
+                           int64_t step);
+void kg_loop_end(KilnGen *g, KilnLoop *lp);
+LLVMTypeRef kg_vec(LLVMTypeRef el, unsigned n);
+
+/* Rounding helpers shared by activation prep and the output store. */
+LLVMValueRef kg_f32_to_bf16_bits(KilnGen *g, LLVMValueRef x);  /* i16, RNE, NaN kept */
+LLVMValueRef kg_round_act(KilnGen *g, KilnDType dt, LLVMValueRef x); /* kiln_round_to */
+LLVMValueRef kg_fp8_round(KilnGen *g, KilnQFormat f, LLVMValueRef v); /* dec(enc(v)) */
+
+/* qgemm_act.c: quantize/convert all M activation rows into scratch. */
+void kg_emit_act_prep(KilnGen *g);
+/* qgemm_gen.c: the whole kernel function `symbol` into g->m. */
+int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d);
+
+#endif

@@ -1,0 +1,172 @@
+/* codegen/cpu/qgemm_act.c — the kernel prologue: quantize (int8, fp8) or round
+ * (f16/bf16) all M activation rows into scratch in the layout the inner loop
+ * reads (ir/layout.h), with the numerics of ir/numerics.h: minmax range with 0
+ * included, scale = absmax/qmax (sym) or (hi-lo)/255 (asym), zero range -> scale 1,
+ * q = clamp(roundeven(x/s) + z, qmin, qmax). */
+#include "codegen/cpu/gen.h"
+#include "ir/numerics.h"
+
+typedef struct RowParams {
+    LLVMValueRef s, z; /* f32 scale, f32 zero point */
+} RowParams;
+
+/* min/max over x[m0*K .. m1*K), with 0 included. */
+static void emit_range(KilnGen *g, LLVMValueRef begin, LLVMValueRef end, LLVMValueRef *lo,
+                       LLVMValueRef *hi)
+{
+    LLVMValueRef vlo = kg_alloca(g, g->f32, "lo"), vhi = kg_alloca(g, g->f32, "hi");
+    LLVMBuildStore(g->b, kg_f32(g, 0), vlo);
+    LLVMBuildStore(g->b, kg_f32(g, 0), vhi);
+    KilnLoop lp;
+    LLVMValueRef i = kg_loop_begin(g, &lp, begin, end, 1);
+    LLVMValueRef xv = kg_load(g, g->f32, kg_gep(g, g->x, LLVMBuildMul(g->b, i, kg_i64(g, 4), "")));
+    LLVMTypeRef ft = g->f32;
+    LLVMValueRef a[2] = {LLVMBuildLoad2(g->b, g->f32, vlo, ""), xv};
+    LLVMBuildStore(g->b, kg_call_intr(g, "llvm.minnum", &ft, 1, a, 2), vlo);
+    LLVMValueRef c[2] = {LLVMBuildLoad2(g->b, g->f32, vhi, ""), xv};
+    LLVMBuildStore(g->b, kg_call_intr(g, "llvm.maxnum", &ft, 1, c, 2), vhi);
+    kg_loop_end(g, &lp);
+    *lo = LLVMBuildLoad2(g->b, g->f32, vlo, "");
+    *hi = LLVMBuildLoad2(g->b, g->f32, vhi, "");
+}
+
+static LLVMValueRef fselect_zero_to_one(KilnGen *g, LLVMValueRef s)
+{
+    LLVMValueRef z = LLVMBuildFCmp(g->b, LLVMRealOEQ, s, kg_f32(g, 0), "");
+    return LLVMBuildSelect(g->b, z, kg_f32(g, 1), s, "");
+}
+
+static LLVMValueRef fclamp(KilnGen *g, LLVMValueRef v, double lo, double hi)
+{
+    LLVMTypeRef ft = g->f32;
+    LLVMValueRef a[2] = {v, kg_f32(g, lo)};
+    v = kg_call_intr(g, "llvm.maxnum", &ft, 1, a, 2);
+    LLVMValueRef b[2] = {v, kg_f32(g, hi)};
+    return kg_call_intr(g, "llvm.minnum", &ft, 1, b, 2);
+}
+
+static RowParams params_from_range(KilnGen *g, LLVMValueRef lo, LLVMValueRef hi)
+{
+    const KilnQuantSpec *q = &g->l->aspec;
+    LLVMBuilderRef b = g->b;
+    RowParams p;
+    LLVMTypeRef ft = g->f32;
+    if (q->symmetric || q->fmt != KILN_QF_INT8) {
+        LLVMValueRef al = kg_call_intr(g, "llvm.fabs", &ft, 1, &lo, 1);
+        LLVMValueRef m[2] = {al, hi};
+        LLVMValueRef amax = kg_call_intr(g, "llvm.maxnum", &ft, 1, m, 2);
+        p.s = fselect_zero_to_one(
+            g, LLVMBuildFDiv(b, amax, kg_f32(g, kiln_qformat_qmax(q->fmt, true)), ""));
+        p.z = kg_f32(g, 0);
+    } else {
+        LLVMValueRef s = LLVMBuildFDiv(b, LLVMBuildFSub(b, hi, lo, ""), kg_f32(g, 255), "");
+        p.s = fselect_zero_to_one(g, s);
+        LLVMValueRef nl = LLVMBuildFNeg(b, lo, "");
+        LLVMValueRef r = LLVMBuildFDiv(b, nl, p.s, "");
+        p.z = fclamp(g, kg_call_intr(g, "llvm.roundeven", &ft, 1, &r, 1), 0, 255);
+    }
+    return p;
+}
+
+static void store_i32(KilnGen *g, LLVMValueRef v, LLVMValueRef base, int64_t off)
+{
+    kg_store(g, v, kg_gep(g, base, kg_i64(g, off)));
+}
+
+/* One row of int8 activations: codes (i16 q-z or u8 q+off), s, ca, asum[g]. */
+static void emit_int8_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowParams p)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    bool sym = l->aspec.symmetric;
+    double qmin = sym ? -127 : 0, qmax = sym ? 127 : 255;
+    int off = (l->family == KILN_KF_U8S8_VNNI && sym) ? 128 : 0;
+    LLVMValueRef zi = LLVMBuildFPToSI(b, p.z, g->i32, "");
+    LLVMValueRef acc = kg_alloca(g, g->i32, "asum");
+    LLVMValueRef xrow = kg_gep(g, g->x, LLVMBuildMul(b, m, kg_i64(g, l->K * 4), ""));
+    LLVMValueRef meta = kg_gep(g, rowp, kg_i64(g, (int64_t)l->meta_off));
+    KilnLoop lg;
+    LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
+    LLVMBuildStore(b, kg_i32(g, 0), acc);
+    LLVMValueRef k0 = LLVMBuildMul(b, gi, kg_i64(g, l->group), "");
+    KilnLoop lk;
+    LLVMValueRef k = kg_loop_begin(g, &lk, k0, LLVMBuildAdd(b, k0, kg_i64(g, l->group), ""), 1);
+    LLVMValueRef xv = kg_load(g, g->f32, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
+    LLVMTypeRef ft = g->f32;
+    LLVMValueRef r = LLVMBuildFDiv(b, xv, p.s, "");
+    r = kg_call_intr(g, "llvm.roundeven", &ft, 1, &r, 1);
+    LLVMValueRef qf = fclamp(g, LLVMBuildFAdd(b, r, p.z, ""), qmin, qmax);
+    LLVMValueRef qi = LLVMBuildFPToSI(b, qf, g->i32, "");
+    LLVMValueRef dq = LLVMBuildSub(b, qi, zi, "");
+    if (l->family == KILN_KF_I16_MADD)
+        kg_store(g, LLVMBuildTrunc(b, dq, g->i16, ""),
+                 kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 2), "")));
+    else
+        kg_store(g, LLVMBuildTrunc(b, LLVMBuildAdd(b, qi, kg_i32(g, off), ""), g->i8, ""),
+                 kg_gep(g, rowp, k));
+    LLVMBuildStore(b, LLVMBuildAdd(b, LLVMBuildLoad2(b, g->i32, acc, ""), dq, ""), acc);
+    kg_loop_end(g, &lk);
+    kg_store(g, LLVMBuildLoad2(b, g->i32, acc, ""),
+             kg_gep(g, meta, LLVMBuildAdd(b, kg_i64(g, 8), LLVMBuildMul(b, gi, kg_i64(g, 4), ""), "")));
+    kg_loop_end(g, &lg);
+    kg_store(g, p.s, meta);
+    store_i32(g, LLVMBuildAdd(b, zi, kg_i32(g, off), ""), meta, 4);
+}
+
+/* One row of f32 values for the f32-fma / bf16-dot inner loops. */
+static void emit_float_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowParams p)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    LLVMValueRef xrow = kg_gep(g, g->x, LLVMBuildMul(b, m, kg_i64(g, l->K * 4), ""));
+    KilnLoop lk;
+    LLVMValueRef k = kg_loop_begin(g, &lk, kg_i64(g, 0), kg_i64(g, l->K), 1);
+    LLVMValueRef xv = kg_load(g, g->f32, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
+    if (l->weight_only) {
+        if (l->family == KILN_KF_BF16_DOT)
+            kg_store(g, kg_f32_to_bf16_bits(g, xv),
+                     kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 2), "")));
+        else
+            kg_store(g, kg_round_act(g, l->act_dtype, xv),
+                     kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
+    } else {
+        LLVMValueRef v = kg_fp8_round(g, l->aspec.fmt, LLVMBuildFDiv(b, xv, p.s, ""));
+        kg_store(g, v, kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
+    }
+    kg_loop_end(g, &lk);
+    if (!l->weight_only)
+        kg_store(g, p.s, kg_gep(g, rowp, kg_i64(g, (int64_t)l->meta_off)));
+}
+
+void kg_emit_act_prep(KilnGen *g)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    if (l->scratch_per_row == 0)
+        return; /* f32 weight-only: the inner loop reads x */
+    RowParams p = {kg_f32(g, 1), kg_f32(g, 0)};
+    bool quant = !l->weight_only;
+    if (quant && !l->aspec.dynamic) {
+        p.s = kg_f32(g, l->aspec.scale);
+        p.z = kg_f32(g, l->aspec.symmetric ? 0 : l->aspec.zero);
+    } else if (quant && l->aspec.gran == KILN_GRAN_TENSOR) {
+        LLVMValueRef lo, hi;
+        emit_range(g, kg_i64(g, 0), LLVMBuildMul(b, g->M, kg_i64(g, l->K), ""), &lo, &hi);
+        p = params_from_range(g, lo, hi);
+    }
+    KilnLoop lm;
+    LLVMValueRef m = kg_loop_begin(g, &lm, kg_i64(g, 0), g->M, 1);
+    LLVMValueRef rowp =
+        kg_gep(g, g->scratch, LLVMBuildMul(b, m, kg_i64(g, (int64_t)l->scratch_per_row), ""));
+    RowParams rp = p;
+    if (quant && l->aspec.dynamic && l->aspec.gran == KILN_GRAN_TOKEN) {
+        LLVMValueRef lo, hi, start = LLVMBuildMul(b, m, kg_i64(g, l->K), "");
+        emit_range(g, start, LLVMBuildAdd(b, start, kg_i64(g, l->K), ""), &lo, &hi);
+        rp = params_from_range(g, lo, hi);
+    }
+    if (l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U8S8_VNNI)
+        emit_int8_row(g, m, rowp, rp);
+    else
+        emit_float_row(g, m, rowp, rp);
+    kg_loop_end(g, &lm);
+}

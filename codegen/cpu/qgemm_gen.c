@@ -1,0 +1,379 @@
+/* codegen/cpu/qgemm_gen.c — the qgemm kernel as LLVM IR: prologue (activation
+ * prep), loops over panels [n0,n1) and M, and a register-blocked micro-kernel of
+ * R rows x NR columns (NV vectors of VL lanes) per family (layout.h), combining
+ * per-group integer/float partial sums with the weight scales in the accumulator,
+ * then a per-element epilogue (bias, silu/gelu, output rounding). */
+#include <math.h>
+#include <string.h>
+
+#include "codegen/cpu/gen.h"
+
+#define MAXR 8
+#define MAXNV 4
+
+typedef struct Tile {
+    int R, NV;
+    LLVMValueRef m0, p, ncols, wpanel;
+    LLVMValueRef rowp[MAXR], meta[MAXR];
+    LLVMValueRef facc[MAXR][MAXNV], gacc[MAXR][MAXNV]; /* allocas */
+} Tile;
+
+static bool int_family(const KilnLayout *l)
+{
+    return l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U8S8_VNNI;
+}
+static bool fp8_weights(const KilnLayout *l)
+{
+    return l->wspec.fmt == KILN_QF_FP8_E4M3 || l->wspec.fmt == KILN_QF_FP8_E5M2;
+}
+
+/* Codes of one vector's columns for k-block kblk: <VL*KR x i8>, int4 unpacked
+ * (sign-extended nibbles, low nibble first) so the order is [n][kr]. */
+static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kblk, int v)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    unsigned n = (unsigned)(l->VL * l->KR);
+    LLVMValueRef el = LLVMBuildAdd(b, LLVMBuildMul(b, kblk, kg_i64(g, l->NR * l->KR), ""),
+                                   kg_i64(g, (int64_t)v * n), "");
+    if (kiln_dtype_bits(l->wdt) == 8)
+        return kg_load(g, kg_vec(g->i8, n), kg_gep(g, t->wpanel, el));
+    LLVMTypeRef ht = kg_vec(g->i8, n / 2);
+    LLVMValueRef by = kg_load(g, ht, kg_gep(g, t->wpanel, LLVMBuildSDiv(b, el, kg_i64(g, 2), "")));
+    LLVMValueRef four = kg_splat(g, LLVMConstInt(g->i8, 4, 0), n / 2);
+    LLVMValueRef lo = LLVMBuildAShr(b, LLVMBuildShl(b, by, four, ""), four, "");
+    LLVMValueRef hi = LLVMBuildAShr(b, by, four, "");
+    LLVMValueRef mask[64];
+    for (unsigned i = 0; i < n; i++)
+        mask[i] = kg_i32(g, (i & 1) ? n / 2 + i / 2 : i / 2);
+    return LLVMBuildShuffleVector(b, lo, hi, LLVMConstVector(mask, n), "");
+}
+
+/* fp8 bytes -> f32: shift exponent+mantissa into f32 position, multiply by the
+ * bias difference (exact, also for subnormals), put the sign back. */
+static LLVMValueRef fp8_decode(KilnGen *g, LLVMValueRef codes, unsigned n)
+{
+    LLVMBuilderRef b = g->b;
+    bool e4 = g->l->wspec.fmt == KILN_QF_FP8_E4M3;
+    LLVMTypeRef vi = kg_vec(g->i32, n), vf = kg_vec(g->f32, n);
+    LLVMValueRef u = LLVMBuildZExt(b, codes, vi, "");
+    LLVMValueRef sign = LLVMBuildShl(b, LLVMBuildAnd(b, u, kg_splat(g, kg_i32(g, 0x80), n), ""),
+                                     kg_splat(g, kg_i32(g, 24), n), "");
+    LLVMValueRef em = LLVMBuildAnd(b, u, kg_splat(g, kg_i32(g, 0x7F), n), "");
+    em = LLVMBuildShl(b, em, kg_splat(g, kg_i32(g, e4 ? 20 : 21), n), "");
+    LLVMValueRef f = LLVMBuildFMul(b, LLVMBuildBitCast(b, em, vf, ""),
+                                   kg_splat(g, kg_f32(g, ldexp(1.0, e4 ? 120 : 112)), n), "");
+    LLVMValueRef bits = LLVMBuildOr(b, LLVMBuildBitCast(b, f, vi, ""), sign, "");
+    return LLVMBuildBitCast(b, bits, vf, "");
+}
+
+/* Byte offset of (panel, group, vector v) in a [P][ngroups][NR] x 4-byte section. */
+static LLVMValueRef vec_sect(KilnGen *g, Tile *t, size_t sect, LLVMValueRef gi, int v)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    LLVMValueRef pg = LLVMBuildAdd(b, LLVMBuildMul(b, t->p, kg_i64(g, l->ngroups), ""), gi, "");
+    LLVMValueRef e = LLVMBuildAdd(b, LLVMBuildMul(b, pg, kg_i64(g, l->NR), ""),
+                                  kg_i64(g, (int64_t)v * l->VL), "");
+    return kg_gep(g, g->wp, LLVMBuildAdd(b, kg_i64(g, (int64_t)sect),
+                                         LLVMBuildMul(b, e, kg_i64(g, 4), ""), ""));
+}
+
+/* Weight vector(s) for one k-block in the form the family's dot instruction takes. */
+static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kblk, int v, LLVMValueRef zv)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    unsigned n = (unsigned)(l->VL * l->KR);
+    LLVMValueRef c = load_codes(g, t, kblk, v);
+    switch (l->family) {
+    case KILN_KF_I16_MADD: return LLVMBuildSExt(b, c, kg_vec(g->i16, n), "");
+    case KILN_KF_U8S8_VNNI: return LLVMBuildBitCast(b, c, g->vi, "");
+    case KILN_KF_F32_FMA:
+    case KILN_KF_BF16_DOT: {
+        LLVMValueRef f;
+        if (fp8_weights(l)) {
+            f = fp8_decode(g, c, n);
+        } else {
+            LLVMValueRef ci = LLVMBuildSExt(b, c, kg_vec(g->i32, n), "");
+            if (zv)
+                ci = LLVMBuildSub(b, ci, zv, "");
+            f = LLVMBuildSIToFP(b, ci, kg_vec(g->f32, n), "");
+        }
+        if (l->family == KILN_KF_F32_FMA)
+            return f;
+        /* (q - z) and fp8 values are exact in bf16: truncation is exact. */
+        LLVMValueRef bits = LLVMBuildLShr(b, LLVMBuildBitCast(b, f, kg_vec(g->i32, n), ""),
+                                          kg_splat(g, kg_i32(g, 16), n), "");
+        return LLVMBuildBitCast(b, LLVMBuildTrunc(b, bits, kg_vec(g->i16, n), ""), g->vi, "");
+    }
+    }
+    return NULL;
+}
+
+static LLVMValueRef act_operand(KilnGen *g, Tile *t, int r, LLVMValueRef k)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    switch (l->family) {
+    case KILN_KF_I16_MADD: {
+        LLVMValueRef a = kg_load(g, g->i32, kg_gep(g, t->rowp[r], LLVMBuildMul(b, k, kg_i64(g, 2), "")));
+        return LLVMBuildBitCast(b, kg_splat(g, a, (unsigned)l->VL), kg_vec(g->i16, (unsigned)l->VL * 2), "");
+    }
+    case KILN_KF_U8S8_VNNI:
+        return kg_splat(g, kg_load(g, g->i32, kg_gep(g, t->rowp[r], k)), (unsigned)l->VL);
+    case KILN_KF_BF16_DOT: /* a pair of bf16 */
+        return kg_splat(g, kg_load(g, g->i32, kg_gep(g, t->rowp[r], LLVMBuildMul(b, k, kg_i64(g, 2), ""))),
+                        (unsigned)l->VL);
+    case KILN_KF_F32_FMA:
+        return kg_splat(g, kg_load(g, g->f32, kg_gep(g, t->rowp[r], LLVMBuildMul(b, k, kg_i64(g, 4), ""))),
+                        (unsigned)l->VL);
+    }
+    return NULL;
+}
+
+static LLVMValueRef dot(KilnGen *g, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef w)
+{
+    switch (g->l->family) {
+    case KILN_KF_I16_MADD: {
+        LLVMValueRef args[2] = {a, w};
+        return LLVMBuildAdd(g->b, acc, kg_call_intr(g, "llvm.x86.avx2.pmadd.wd", NULL, 0, args, 2), "");
+    }
+    case KILN_KF_U8S8_VNNI: {
+        LLVMValueRef args[3] = {acc, a, w};
+        return kg_call_intr(g, "llvm.x86.avx512.vpdpbusd.512", NULL, 0, args, 3);
+    }
+    case KILN_KF_BF16_DOT: {
+        /* LLVM 16's optimizer crashes on <32 x bfloat> values (the intrinsic's
+         * operand type), so the instruction goes in as inline asm on i32 lanes. */
+        LLVMValueRef args[3] = {acc, a, w};
+        LLVMTypeRef pt[3] = {g->vf, g->vi, g->vi};
+        LLVMTypeRef ft = LLVMFunctionType(g->vf, pt, 3, 0);
+        static const char text[] = "vdpbf16ps $3, $2, $0", cons[] = "=v,0,v,v";
+        LLVMValueRef ia = LLVMGetInlineAsm(ft, (char *)text, sizeof text - 1, (char *)cons,
+                                           sizeof cons - 1, 0, 0, LLVMInlineAsmDialectATT, 0);
+        return LLVMBuildCall2(g->b, ft, ia, args, 3, "");
+    }
+    case KILN_KF_F32_FMA: {
+        LLVMValueRef args[3] = {a, w, acc};
+        LLVMTypeRef vt = g->vf;
+        return kg_call_intr(g, "llvm.fma", &vt, 1, args, 3);
+    }
+    }
+    return NULL;
+}
+
+static LLVMValueRef ld(KilnGen *g, LLVMTypeRef t, LLVMValueRef p) { return LLVMBuildLoad2(g->b, t, p, ""); }
+static void st(KilnGen *g, LLVMValueRef v, LLVMValueRef p) { LLVMBuildStore(g->b, v, p); }
+
+/* Zero points of the group, widened to the code vector's lanes (KR per column). */
+static LLVMValueRef group_zeros(KilnGen *g, Tile *t, LLVMValueRef gi, int v)
+{
+    const KilnLayout *l = g->l;
+    if (!l->zeros_off || int_family(l))
+        return NULL;
+    LLVMValueRef z = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
+    if (l->KR == 1)
+        return z;
+    unsigned n = (unsigned)(l->VL * l->KR);
+    LLVMValueRef mask[64];
+    for (unsigned i = 0; i < n; i++)
+        mask[i] = kg_i32(g, (int)(i / (unsigned)l->KR));
+    return LLVMBuildShuffleVector(g->b, z, LLVMGetUndef(g->vi), LLVMConstVector(mask, n), "");
+}
+
+static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    unsigned VL = (unsigned)l->VL;
+    for (int v = 0; v < t->NV; v++) {
+        LLVMValueRef sv = kg_load(g, g->vf, vec_sect(g, t, l->scales_off, gi, v));
+        LLVMValueRef wsum = l->wsum_off ? kg_load(g, g->vi, vec_sect(g, t, l->wsum_off, gi, v)) : NULL;
+        LLVMValueRef zv = (l->zeros_off && int_family(l))
+                              ? kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v)) : NULL;
+        for (int r = 0; r < t->R; r++) {
+            LLVMValueRef ga = ld(g, int_family(l) ? g->vi : g->vf, t->gacc[r][v]);
+            LLVMValueRef fa = ld(g, g->vf, t->facc[r][v]);
+            if (!int_family(l)) {
+                st(g, LLVMBuildFAdd(b, fa, LLVMBuildFMul(b, sv, ga, ""), ""), t->facc[r][v]);
+                continue;
+            }
+            if (wsum) {
+                LLVMValueRef ca = kg_load(g, g->i32, kg_gep(g, t->meta[r], kg_i64(g, 4)));
+                ga = LLVMBuildSub(b, ga, LLVMBuildMul(b, wsum, kg_splat(g, ca, VL), ""), "");
+            }
+            if (zv) {
+                LLVMValueRef off = LLVMBuildAdd(b, kg_i64(g, 8), LLVMBuildMul(b, gi, kg_i64(g, 4), ""), "");
+                LLVMValueRef as = kg_load(g, g->i32, kg_gep(g, t->meta[r], off));
+                ga = LLVMBuildSub(b, ga, LLVMBuildMul(b, zv, kg_splat(g, as, VL), ""), "");
+            }
+            LLVMValueRef f = LLVMBuildSIToFP(b, ga, g->vf, "");
+            if (l->group_mode) {
+                st(g, LLVMBuildFAdd(b, fa, LLVMBuildFMul(b, sv, f, ""), ""), t->facc[r][v]);
+            } else { /* the interpreter's order: ((float)acc * s_a) * s_w */
+                LLVMValueRef sa = kg_splat(g, kg_load(g, g->f32, t->meta[r]), VL);
+                st(g, LLVMBuildFMul(b, LLVMBuildFMul(b, f, sa, ""), sv, ""), t->facc[r][v]);
+            }
+        }
+    }
+}
+
+static void emit_epilogue_store(KilnGen *g, Tile *t, LLVMValueRef tmp);
+
+static void emit_tile(KilnGen *g, Tile *t)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    LLVMTypeRef gt = int_family(l) ? g->vi : g->vf;
+    for (int r = 0; r < t->R; r++) {
+        LLVMValueRef m = LLVMBuildAdd(b, t->m0, kg_i64(g, r), "");
+        if (l->scratch_per_row) {
+            t->rowp[r] = kg_gep(g, g->scratch, LLVMBuildMul(b, m, kg_i64(g, (int64_t)l->scratch_per_row), ""));
+            t->meta[r] = kg_gep(g, t->rowp[r], kg_i64(g, (int64_t)l->meta_off));
+        } else {
+            t->rowp[r] = kg_gep(g, g->x, LLVMBuildMul(b, m, kg_i64(g, l->K * 4), ""));
+            t->meta[r] = NULL;
+        }
+        for (int v = 0; v < t->NV; v++) {
+            t->facc[r][v] = kg_alloca(g, g->vf, "facc");
+            t->gacc[r][v] = kg_alloca(g, gt, "gacc");
+            st(g, LLVMConstNull(g->vf), t->facc[r][v]);
+        }
+    }
+    int64_t bpg = l->group / l->KR; /* k-blocks per group */
+    KilnLoop lg;
+    LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
+    LLVMValueRef zv[MAXNV];
+    for (int v = 0; v < t->NV; v++) {
+        zv[v] = group_zeros(g, t, gi, v);
+        for (int r = 0; r < t->R; r++)
+            st(g, LLVMConstNull(gt), t->gacc[r][v]);
+    }
+    LLVMValueRef kb0 = LLVMBuildMul(b, gi, kg_i64(g, bpg), "");
+    KilnLoop lk;
+    LLVMValueRef kblk = kg_loop_begin(g, &lk, kb0, LLVMBuildAdd(b, kb0, kg_i64(g, bpg), ""), 1);
+    LLVMValueRef k = LLVMBuildMul(b, kblk, kg_i64(g, l->KR), "");
+    LLVMValueRef w[MAXNV];
+    for (int v = 0; v < t->NV; v++)
+        w[v] = weight_operand(g, t, kblk, v, zv[v]);
+    for (int r = 0; r < t->R; r++) {
+        LLVMValueRef a = act_operand(g, t, r, k);
+        for (int v = 0; v < t->NV; v++)
+            st(g, dot(g, ld(g, gt, t->gacc[r][v]), a, w[v]), t->gacc[r][v]);
+    }
+    kg_loop_end(g, &lk);
+    group_end(g, t, gi);
+    kg_loop_end(g, &lg);
+
+    bool scale_after = !l->weight_only && (l->group_mode || !int_family(l));
+    LLVMValueRef tmp = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(MAXR * l->NR)), "tile");
+    for (int r = 0; r < t->R; r++)
+        for (int v = 0; v < t->NV; v++) {
+            LLVMValueRef f = ld(g, g->vf, t->facc[r][v]);
+            if (scale_after)
+                f = LLVMBuildFMul(b, f, kg_splat(g, kg_load(g, g->f32, t->meta[r]), (unsigned)l->VL), "");
+            kg_store(g, f, kg_gep(g, tmp, kg_i64(g, ((int64_t)r * l->NR + (int64_t)v * l->VL) * 4)));
+        }
+    emit_epilogue_store(g, t, tmp);
+}
+
+static void emit_epilogue_store(KilnGen *g, Tile *t, LLVMValueRef tmp)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    KilnLoop lj;
+    LLVMValueRef j = kg_loop_begin(g, &lj, kg_i64(g, 0), t->ncols, 1);
+    LLVMValueRef n = LLVMBuildAdd(b, LLVMBuildMul(b, t->p, kg_i64(g, l->NR), ""), j, "");
+    LLVMValueRef bias = l->has_bias
+        ? kg_load(g, g->f32, kg_gep(g, g->bias, LLVMBuildMul(b, n, kg_i64(g, 4), ""))) : NULL;
+    int osz = l->out_dt == KILN_F32 ? 4 : 2;
+    for (int r = 0; r < t->R; r++) {
+        LLVMValueRef off = LLVMBuildMul(b, LLVMBuildAdd(b, j, kg_i64(g, (int64_t)r * l->NR), ""), kg_i64(g, 4), "");
+        LLVMValueRef v = kg_load(g, g->f32, kg_gep(g, tmp, off));
+        if (bias)
+            v = LLVMBuildFAdd(b, v, bias, "");
+        if (l->epilogue == KILN_EPI_SILU) {
+            LLVMValueRef e = kg_call_libm(g, "expf", LLVMBuildFNeg(b, v, ""));
+            v = LLVMBuildFDiv(b, v, LLVMBuildFAdd(b, kg_f32(g, 1), e, ""), "");
+        } else if (l->epilogue == KILN_EPI_GELU) {
+            LLVMValueRef e = kg_call_libm(g, "erff", LLVMBuildFMul(b, v, kg_f32(g, M_SQRT1_2), ""));
+            v = LLVMBuildFMul(b, LLVMBuildFMul(b, kg_f32(g, 0.5), v, ""),
+                              LLVMBuildFAdd(b, kg_f32(g, 1), e, ""), "");
+        }
+        LLVMValueRef row = LLVMBuildAdd(b, t->m0, kg_i64(g, r), "");
+        LLVMValueRef idx = LLVMBuildAdd(b, LLVMBuildMul(b, row, kg_i64(g, l->N), ""), n, "");
+        LLVMValueRef p = kg_gep(g, g->y, LLVMBuildMul(b, idx, kg_i64(g, osz), ""));
+        if (l->out_dt == KILN_F16)
+            v = LLVMBuildBitCast(b, LLVMBuildFPTrunc(b, v, g->f16, ""), g->i16, "");
+        else if (l->out_dt == KILN_BF16)
+            v = kg_f32_to_bf16_bits(g, v);
+        kg_store(g, v, p);
+    }
+    kg_loop_end(g, &lj);
+}
+
+static void add_fn_attr(KilnGen *g, const char *k, const char *v)
+{
+    LLVMAttributeRef a = LLVMCreateStringAttribute(g->c, k, (unsigned)strlen(k), v, (unsigned)strlen(v));
+    LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex, a);
+}
+
+static void add_enum_attr(KilnGen *g, unsigned idx, const char *k)
+{
+    unsigned kind = LLVMGetEnumAttributeKindForName(k, strlen(k));
+    LLVMAddAttributeAtIndex(g->fn, idx, LLVMCreateEnumAttribute(g->c, kind, 0));
+}
+
+int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
+{
+    const KilnLayout *l = g->l;
+    if (l->NR > MAXNV * l->VL || l->MR > MAXR)
+        return kiln_diag_set(d, KILN_EINTERNAL, "qgemm codegen: tile %dx%d too large", l->MR, l->NR);
+    LLVMTypeRef params[8] = {g->ptr, g->i64, g->ptr, g->ptr, g->ptr, g->i64, g->i64, g->ptr};
+    g->fn = LLVMAddFunction(g->m, symbol, LLVMFunctionType(LLVMVoidTypeInContext(g->c), params, 8, 0));
+    add_fn_attr(g, "target-cpu", g->cpu);
+    add_fn_attr(g, "target-features", g->features);
+    if (l->VL == 16) {
+        add_fn_attr(g, "min-legal-vector-width", "512");
+        add_fn_attr(g, "prefer-vector-width", "512");
+    }
+    add_enum_attr(g, LLVMAttributeFunctionIndex, "nounwind");
+    add_enum_attr(g, 5, "noalias"); /* y */
+    add_enum_attr(g, 8, "noalias"); /* scratch */
+    LLVMValueRef *args[8] = {&g->x, &g->M, &g->wp, &g->bias, &g->y, &g->n0, &g->n1, &g->scratch};
+    for (unsigned i = 0; i < 8; i++)
+        *args[i] = LLVMGetParam(g->fn, i);
+    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(g->c, g->fn, "entry");
+    LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(g->c, g->fn, "start");
+    LLVMPositionBuilderAtEnd(g->ab, entry);
+    LLVMPositionBuilderAtEnd(g->b, start);
+    LLVMBuilderRef b = g->b;
+
+    kg_emit_act_prep(g);
+    LLVMValueRef NR = kg_i64(g, l->NR);
+    LLVMValueRef p0 = LLVMBuildSDiv(b, g->n0, NR, "");
+    LLVMValueRef p1 = LLVMBuildSDiv(b, LLVMBuildAdd(b, g->n1, kg_i64(g, l->NR - 1), ""), NR, "");
+    KilnLoop lp;
+    Tile t = {.NV = l->NR / l->VL};
+    t.p = kg_loop_begin(g, &lp, p0, p1, 1);
+    LLVMValueRef rem = LLVMBuildSub(b, g->n1, LLVMBuildMul(b, t.p, NR, ""), "");
+    t.ncols = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rem, NR, ""), rem, NR, "");
+    t.wpanel = kg_gep(g, g->wp, LLVMBuildAdd(b, kg_i64(g, (int64_t)l->codes_off),
+                                              LLVMBuildMul(b, t.p, kg_i64(g, (int64_t)l->panel_code_bytes), ""), ""));
+    LLVMValueRef mfull = LLVMBuildMul(b, LLVMBuildSDiv(b, g->M, kg_i64(g, l->MR), ""), kg_i64(g, l->MR), "");
+    KilnLoop lm;
+    t.R = l->MR;
+    t.m0 = kg_loop_begin(g, &lm, kg_i64(g, 0), mfull, l->MR);
+    emit_tile(g, &t);
+    kg_loop_end(g, &lm);
+    KilnLoop lr;
+    t.R = 1;
+    t.m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
+    emit_tile(g, &t);
+    kg_loop_end(g, &lr);
+    kg_loop_end(g, &lp);
+    LLVMBuildRetVoid(b);
+    LLVMBuildBr(g->ab, start);
+    return 0;
+}

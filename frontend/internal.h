@@ -1,0 +1,108 @@
+/* frontend/internal.h — the parsed recipe as plain C data, shared by the loader
+ * (dsl.c), the matcher (match.c) and lowering (lower.c). Not for other folders. */
+#ifndef KILN_FRONTEND_INTERNAL_H
+#define KILN_FRONTEND_INTERNAL_H
+
+#include <lua.h>
+
+#include "frontend/recipe.h"
+
+/* Option bits: which options a format constructor was given. */
+enum {
+    OPT_SYMMETRIC = 1 << 0,
+    OPT_PER = 1 << 1,
+    OPT_GROUP = 1 << 2,
+    OPT_DYNAMIC = 1 << 3,
+    OPT_SCALE = 1 << 4,
+    OPT_ZERO = 1 << 5,
+    OPT_CALIB = 1 << 6,
+    OPT_PERCENTILE = 1 << 7,
+    OPT_METHOD = 1 << 8,
+};
+
+/* What a user wrote for per = "...": the KilnGran values plus kv_cache's head. */
+enum { PER_NONE = -1, PER_HEAD = KILN_NGRANS };
+
+/* A format value: a quantized format (int8 {...}) or a float pass-through (f16). */
+typedef struct KFormat {
+    bool is_float;
+    KilnDType fdt; /* is_float: F32, F16 or BF16 */
+    KilnQuantSpec q;
+    int per;      /* PER_NONE, a KilnGran, or PER_HEAD, as written */
+    unsigned set; /* OPT_* given by the user */
+    int line;     /* where the constructor was called; 0 for a bare default */
+} KFormat;
+
+typedef enum { ACT_NONE, ACT_SILU, ACT_GELU } KAct;
+
+typedef struct KRule {
+    char *pattern;
+    bool lua; /* Lua pattern instead of glob */
+    int line;
+    KFormat w;   /* resolved weight format (always quantized) */
+    KFormat a;   /* resolved activation format (float for weight-only) */
+    bool bias;
+    KAct act;
+    KilnDType out; /* F32, F16 or BF16 */
+    char *example;
+} KRule;
+
+typedef struct KPattern {
+    char *pattern;
+    bool lua;
+} KPattern;
+
+typedef struct KLimit {
+    size_t used, max;
+    bool hit;
+} KLimit;
+
+struct KilnRecipe {
+    char *name, *file, *target;
+    int line;
+    int nrules;
+    KRule *rules;
+    int nignore;
+    KPattern *ignore;
+    bool has_kv;
+    KFormat kv;
+    /* Kept for matching Lua patterns with Lua's own matcher after load. */
+    lua_State *L;
+    lua_CFunction find;
+    KLimit *limit; /* the state's allocator budget; outlives L */
+};
+
+/* What the loader tracks while a recipe runs; reached from the state's extra space. */
+typedef struct KLoadCtx {
+    bool err_set; /* first DSL error wins, even if the recipe pcall'd it away */
+    int err_line;
+    char err[700];
+    long instr;     /* Lua instructions run so far, in hook steps */
+    bool instr_hit;
+    int last_line;  /* last line the line hook saw: position for errors Lua gives none */
+    lua_CFunction find; /* string.find as opened, before the recipe could replace it */
+    const char *src;    /* the recipe text, for kiln__key_line */
+    size_t len;
+} KLoadCtx;
+
+/* dsl.c */
+KLoadCtx *kiln__ctx(lua_State *L);
+/* Register recipe, rule, int4, int8, fp8_e4m3, fp8_e5m2, f32, f16, bf16. */
+void kiln__dsl_open(lua_State *L);
+/* The KilnRecipe inside a returned recipe value (ownership moves to the caller),
+ * or NULL when the value at idx is not one. */
+KilnRecipe *kiln__dsl_take(lua_State *L, int idx);
+void kiln__recipe_free_data(KilnRecipe *r);
+
+/* match.c */
+bool kiln__pattern_match(const KilnRecipe *r, const char *pattern, bool lua, const char *name);
+void kiln__make_examples(KilnRecipe *r);
+
+/* dupkeys.c: find `name = ` keys repeated in one table constructor. Returns the
+ * line of the first repeat (0 if none), the key in key[], the first line in *first. */
+int kiln__dup_keys(const char *src, size_t len, char *key, size_t keyn, int *first);
+/* Line of the first `key =` field at or after from_line (from_line if none): puts
+ * errors about a table's key on the key's own line. */
+int kiln__key_line(const char *src, size_t len, int from_line, const char *key);
+
+#endif

@@ -1,0 +1,195 @@
+/* frontend/match.c — which rule a layer name falls under: glob and Lua-pattern
+ * matching, the ignore list, first-match-wins, and example names per rule. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "frontend/internal.h"
+
+bool kiln_glob_match(const char *p, const char *s)
+{
+    /* Iterative with one backtrack point: linear-ish, no recursion on '*'. */
+    const char *star = NULL, *mark = NULL;
+    while (*s) {
+        if (*p == '*') {
+            star = p++;
+            mark = s;
+        } else if (*p == '?' || *p == *s) {
+            p++;
+            s++;
+        } else if (star) {
+            p = star + 1;
+            s = ++mark;
+        } else {
+            return false;
+        }
+    }
+    while (*p == '*')
+        p++;
+    return *p == 0;
+}
+
+/* Lua patterns go through Lua's own matcher (string.find as opened at load,
+ * which the recipe could not replace); unanchored unless the pattern says ^/$. */
+static bool lua_match(const KilnRecipe *r, const char *pattern, const char *name)
+{
+    lua_State *L = r->L;
+    if (!L || !r->find)
+        return false;
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, r->find);
+    lua_pushstring(L, name);
+    lua_pushstring(L, pattern);
+    bool hit = lua_pcall(L, 2, 1, 0) == LUA_OK && !lua_isnil(L, -1);
+    lua_settop(L, top);
+    return hit;
+}
+
+bool kiln__pattern_match(const KilnRecipe *r, const char *pattern, bool lua, const char *name)
+{
+    return lua ? lua_match(r, pattern, name) : kiln_glob_match(pattern, name);
+}
+
+bool kiln_recipe_ignored(const KilnRecipe *r, const char *layer)
+{
+    for (int i = 0; i < r->nignore; i++)
+        if (kiln__pattern_match(r, r->ignore[i].pattern, r->ignore[i].lua, layer))
+            return true;
+    return false;
+}
+
+int kiln_recipe_match(const KilnRecipe *r, const char *layer)
+{
+    if (!layer || kiln_recipe_ignored(r, layer))
+        return -1;
+    for (int i = 0; i < r->nrules; i++)
+        if (kiln__pattern_match(r, r->rules[i].pattern, r->rules[i].lua, layer))
+            return i;
+    return -1;
+}
+
+/* ------------------------------------------------------------------ examples */
+
+typedef struct Buf {
+    char s[512];
+    size_t n;
+} Buf;
+
+static void put(Buf *b, const char *s)
+{
+    while (*s && b->n + 1 < sizeof b->s)
+        b->s[b->n++] = *s++;
+    b->s[b->n] = 0;
+}
+
+static void putc_(Buf *b, char c)
+{
+    char t[2] = {c, 0};
+    put(b, t);
+}
+
+/* Glob: a leading '*' stands for the model prefix, other '*' for `fill`. */
+static void glob_example(const char *p, const char *fill, Buf *b)
+{
+    for (const char *q = p; *q; q++) {
+        if (*q == '*')
+            put(b, q == p ? "model.layers.0" : fill);
+        else if (*q == '?')
+            putc_(b, 'x');
+        else
+            putc_(b, *q);
+    }
+}
+
+/* Lua pattern: keep literal characters, one instance of each class or set,
+ * drop optional items and anchors. */
+static void lua_example(const char *p, Buf *b)
+{
+    bool anchored = *p == '^';
+    if (anchored)
+        p++;
+    Buf t = {0};
+    while (*p) {
+        char item[2] = {0, 0};
+        const char *next = p + 1;
+        if (*p == '%' && p[1]) {
+            char c = p[1];
+            item[0] = c == 'd' ? '0' : (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ? 'x' : c;
+            next = p + 2;
+            if (c == 'b' || c == 'f') { /* %bxy, %f[set]: give up on these parts */
+                item[0] = 0;
+                next = p + 2 + (c == 'b' ? (p[2] && p[3] ? 2 : 0) : 0);
+                if (c == 'f' && *next == '[')
+                    while (*next && *next != ']')
+                        next++;
+                if (c == 'f' && *next)
+                    next++;
+            }
+        } else if (*p == '[') {
+            const char *q = p + 1;
+            if (*q == '^') { /* a negated set: pick a character it does not name */
+                item[0] = strchr(q, 'x') && strchr(q, 'x') < strchr(q, ']') ? 'y' : 'x';
+                q++;
+            } else {
+                item[0] = *q == '%' && q[1] ? (q[1] == 'd' ? '0' : q[1] >= 'a' && q[1] <= 'z' ? 'x' : q[1])
+                                            : *q;
+            }
+            do {
+                if (!*q)
+                    break;
+                if (*q == '%' && q[1])
+                    q++;
+                q++;
+            } while (*q && *q != ']');
+            next = *q ? q + 1 : q;
+        } else if (*p == '.') {
+            item[0] = 'x';
+        } else if (*p == '$' && !p[1]) {
+            break;
+        } else {
+            item[0] = *p;
+        }
+        if (*next == '*' || *next == '-' || *next == '?') {
+            next++; /* optional: leave it out */
+        } else {
+            if (*next == '+')
+                next++;
+            if (item[0])
+                put(&t, item);
+        }
+        p = next;
+    }
+    if (!anchored && (t.n == 0 || t.s[0] == '.'))
+        put(b, "model.layers.0");
+    put(b, t.s);
+}
+
+static bool example_ok(const KilnRecipe *r, int i, const char *name)
+{
+    return kiln_recipe_match(r, name) == i;
+}
+
+void kiln__make_examples(KilnRecipe *r)
+{
+    static const char *const fills[] = {"x", "proj", "layers.0", "up_proj", "0", "a.b"};
+    for (int i = 0; i < r->nrules; i++) {
+        KRule *k = &r->rules[i];
+        Buf b = {0};
+        if (k->lua) {
+            lua_example(k->pattern, &b);
+        } else {
+            glob_example(k->pattern, fills[0], &b);
+            for (size_t f = 0; f < sizeof fills / sizeof fills[0] && !example_ok(r, i, b.s); f++) {
+                Buf c = {0};
+                glob_example(k->pattern, fills[f], &c);
+                if (example_ok(r, i, c.s))
+                    b = c;
+            }
+        }
+        size_t n = strlen(b.s) + 1;
+        k->example = malloc(n);
+        if (k->example)
+            memcpy(k->example, b.s, n);
+    }
+}

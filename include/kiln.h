@@ -1,0 +1,75 @@
+/* kiln.h — kiln's public C API, the only header an inference engine includes: load a
+ * recipe, compile (or fetch from the on-disk cache) the kernel for a linear layer,
+ * quantize and prepack its weights, and run it on activations.
+ * docs/api.md has a complete example program. */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum kiln_status {
+    KILN_STATUS_OK = 0,
+    KILN_STATUS_INPUT = 2,    /* bad recipe, shape, option or argument */
+    KILN_STATUS_NODEV = 3,    /* the target's device or toolkit is not present */
+    KILN_STATUS_INTERNAL = 4, /* a bug or an out-of-memory: please report */
+} kiln_status;
+
+typedef enum kiln_dtype { KILN_DTYPE_F32, KILN_DTYPE_F16, KILN_DTYPE_BF16 } kiln_dtype;
+
+typedef struct kiln_ctx kiln_ctx;       /* target, kernel cache, JIT, thread pool */
+typedef struct kiln_recipe kiln_recipe; /* a loaded recipe */
+typedef struct kiln_layer kiln_layer;   /* a compiled kernel with its prepacked weights */
+
+typedef struct kiln_options {
+    const char *target;    /* "cpu" (NULL: the host), "avx2", "avx512" */
+    const char *cache_dir; /* NULL: $KILN_CACHE_DIR, else ~/.cache/kiln */
+    int num_threads;       /* 0: $KILN_NUM_THREADS, else the number of cores */
+    int verbose;           /* 1: report cache hits/misses and compile times on stderr */
+} kiln_options;
+
+/* opts may be NULL (all defaults). On failure *out is NULL; the message is printed
+ * by kiln_error(NULL). */
+kiln_status kiln_ctx_create(const kiln_options *opts, kiln_ctx **out);
+void kiln_ctx_destroy(kiln_ctx *ctx);
+/* The message of the last failure on ctx (or of the last kiln_ctx_create when ctx
+ * is NULL); "" when none. "FILE:LINE: message" for recipe errors. */
+const char *kiln_error(const kiln_ctx *ctx);
+/* The resolved target name ("avx2", "avx512"). */
+const char *kiln_ctx_target(const kiln_ctx *ctx);
+
+kiln_status kiln_recipe_open(kiln_ctx *ctx, const char *path, kiln_recipe **out);
+void kiln_recipe_close(kiln_recipe *r);
+
+typedef struct kiln_layer_desc {
+    const char *name;     /* the layer's name, matched against the recipe's rules */
+    int64_t N, K;         /* outputs and inputs: weight is [N, K] */
+    const float *weight;  /* [N, K] row-major f32 (PyTorch Linear layout) */
+    const float *bias;    /* [N] or NULL; used when the recipe's epilogue asks for bias */
+    const float *calib_x; /* [calib_rows, K] activations for static scales, or NULL */
+    int64_t calib_rows;
+} kiln_layer_desc;
+
+/* Compile (or fetch) the layer's kernel and quantize + prepack its weights; the
+ * caller's weight/bias buffers are not kept. */
+kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_layer_desc *desc,
+                              kiln_layer **out);
+/* y[M, N] = epilogue(x[M, K] · Wᵀ + b), y of kiln_layer_out_dtype. Any M >= 1. */
+kiln_status kiln_layer_run(kiln_layer *l, const float *x, int64_t M, void *y);
+kiln_dtype kiln_layer_out_dtype(const kiln_layer *l);
+/* The kernel chosen for the layer, e.g. "avx2-i16-madd"; "f32" for an ignored layer. */
+const char *kiln_layer_kernel(const kiln_layer *l);
+/* Bytes of the prepacked weights (codes, scales, zero points). */
+size_t kiln_layer_weight_bytes(const kiln_layer *l);
+/* The kernel IR (text) the layer was compiled from. */
+const char *kiln_layer_ir(const kiln_layer *l);
+void kiln_layer_destroy(kiln_layer *l);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,276 @@
+/* ir/layout.c — choosing the prepacked CPU weight layout for a qgemm and packing
+ * quantized weights into it (byte layout documented in layout.h). libc only. */
+#include "layout.h"
+
+#include <string.h>
+
+#include "numerics.h"
+
+static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+const KilnInst *kiln_find_qgemm(const KilnFunc *f)
+{
+    for (int i = 0; f && i < f->ninsts; i++)
+        if (!f->insts[i].dead && f->insts[i].op == KILN_OP_QGEMM)
+            return &f->insts[i];
+    return NULL;
+}
+
+/* "cpu" is the host: avx512 kernels need VNNI and BF16 as well as AVX-512F. */
+static const char *resolve_isa(const char *isa)
+{
+    if (strcmp(isa, "cpu") != 0)
+        return isa;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512bf16"))
+        return "avx512";
+#endif
+    return "avx2";
+}
+
+static bool is_int_fmt(KilnQFormat f) { return f == KILN_QF_INT8 || f == KILN_QF_INT4; }
+static bool is_fp8_fmt(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2; }
+
+static int choose_family(bool avx512, const KilnQuantSpec *w, const KilnQuantSpec *act,
+                         KilnDType act_dtype, KilnLayout *l, KilnDiag *d)
+{
+    if (act) {
+        if (is_int_fmt(act->fmt) && act->fmt == KILN_QF_INT8 && is_int_fmt(w->fmt)) {
+            l->family = avx512 ? KILN_KF_U8S8_VNNI : KILN_KF_I16_MADD;
+            return 0;
+        }
+        if (is_fp8_fmt(act->fmt) && is_fp8_fmt(w->fmt)) {
+            l->family = KILN_KF_F32_FMA;
+            return 0;
+        }
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "qgemm: no CPU kernel for %s activations with %s weights "
+                             "(int8 acts need int8/int4 weights, fp8 acts need fp8 weights)",
+                             kiln_qformat_name(act->fmt), kiln_qformat_name(w->fmt));
+    }
+    if (act_dtype != KILN_F32 && act_dtype != KILN_F16 && act_dtype != KILN_BF16)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: act_dtype must be f32, f16 or bf16, got %s",
+                             kiln_dtype_name(act_dtype));
+    l->family = (avx512 && act_dtype == KILN_BF16) ? KILN_KF_BF16_DOT : KILN_KF_F32_FMA;
+    return 0;
+}
+
+static const char *family_name(KilnKernelFamily f)
+{
+    switch (f) {
+    case KILN_KF_I16_MADD: return "i16-madd";
+    case KILN_KF_U8S8_VNNI: return "u8s8-vnni";
+    case KILN_KF_F32_FMA: return "f32-fma";
+    case KILN_KF_BF16_DOT: return "bf16-dot";
+    }
+    return "?";
+}
+
+int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec *act,
+                     KilnDType act_dtype, bool has_bias, KilnEpilogue epi, KilnDType out_dt,
+                     KilnLayout *l, KilnDiag *d)
+{
+    memset(l, 0, sizeof *l);
+    if (!isa_in)
+        return kiln_diag_set(d, KILN_EINPUT, "CPU kernel: function has no `target` attribute");
+    const char *isa = resolve_isa(isa_in);
+    bool avx512 = strcmp(isa, "avx512") == 0;
+    if (!avx512 && strcmp(isa, "avx2") != 0)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "CPU kernel: unknown target '%s' (valid: avx2, avx512, cpu)", isa_in);
+    if (wt->rank != 2 || wt->dim[0] <= 0 || wt->dim[1] <= 0)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: weight must be a non-empty [N,K] matrix");
+    const KilnQuantSpec *w = &wt->q;
+    if (!is_int_fmt(w->fmt) && !is_fp8_fmt(w->fmt))
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: weight is not quantized (%s)",
+                             kiln_dtype_name(wt->dt));
+    if (w->gran != KILN_GRAN_TENSOR && w->gran != KILN_GRAN_CHANNEL && w->gran != KILN_GRAN_GROUP)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "qgemm: weight granularity %s not supported by CPU kernels "
+                             "(pick_layout resolves auto)", kiln_gran_name(w->gran));
+    if (act && act->gran != KILN_GRAN_TENSOR && act->gran != KILN_GRAN_TOKEN)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: activation granularity %s not supported",
+                             kiln_gran_name(act->gran));
+    if (act && !act->dynamic && !(act->scale > 0))
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "qgemm: static activation quantization needs a calibrated scale > 0");
+    if (out_dt != KILN_F32 && out_dt != KILN_F16 && out_dt != KILN_BF16)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: output dtype must be f32, f16 or bf16");
+    int rc = choose_family(avx512, w, act, act_dtype, l, d);
+    if (rc)
+        return rc;
+
+    snprintf(l->name, sizeof l->name, "%s-%s", isa, family_name(l->family));
+    snprintf(l->isa, sizeof l->isa, "%s", isa);
+    l->N = wt->dim[0];
+    l->K = wt->dim[1];
+    l->VL = avx512 ? 16 : 8;
+    l->NR = 2 * l->VL;
+    l->MR = 4;
+    l->KR = l->family == KILN_KF_U8S8_VNNI ? 4 : l->family == KILN_KF_F32_FMA ? 1 : 2;
+    l->wspec = *w;
+    l->wdt = wt->dt;
+    l->wbias = wt->dt == KILN_U8 ? 128 : wt->dt == KILN_U4 ? 8 : 0;
+    l->group_mode = w->gran == KILN_GRAN_GROUP;
+    l->group = l->group_mode ? w->group : l->K;
+    if (l->group <= 0 || l->K % l->group != 0)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: group %lld does not divide K = %lld",
+                             (long long)l->group, (long long)l->K);
+    if (l->group % l->KR != 0)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "qgemm: layout %s needs K and the group to be multiples of %d "
+                             "(K = %lld, group = %lld)", l->name, l->KR, (long long)l->K,
+                             (long long)l->group);
+    l->ngroups = l->K / l->group;
+    l->npanels = (l->N + l->NR - 1) / l->NR;
+    int bits = kiln_dtype_bits(wt->dt);
+    l->panel_code_bytes = (size_t)l->K * (size_t)l->NR * (size_t)bits / 8;
+    size_t vec_bytes = (size_t)l->npanels * (size_t)l->ngroups * (size_t)l->NR * 4;
+    l->codes_off = 64;
+    l->scales_off = align64(l->codes_off + (size_t)l->npanels * l->panel_code_bytes);
+    size_t end = align64(l->scales_off + vec_bytes);
+    if (!w->symmetric && is_int_fmt(w->fmt)) {
+        l->zeros_off = end;
+        end = align64(end + vec_bytes);
+    }
+    if (l->family == KILN_KF_U8S8_VNNI) {
+        l->wsum_off = end;
+        end = align64(end + vec_bytes);
+    }
+    l->pack_bytes = end;
+
+    l->weight_only = act == NULL;
+    l->act_dtype = act ? KILN_F32 : act_dtype;
+    if (act) {
+        l->aspec = *act;
+        l->adt = kiln_qformat_storage(act->fmt, act->symmetric);
+    }
+    size_t K = (size_t)l->K;
+    switch (l->family) {
+    case KILN_KF_I16_MADD: l->act_row_bytes = 2 * K; break;
+    case KILN_KF_U8S8_VNNI: l->act_row_bytes = K; break;
+    case KILN_KF_BF16_DOT: l->act_row_bytes = 2 * K; break;
+    case KILN_KF_F32_FMA:
+        l->act_row_bytes = (act || act_dtype != KILN_F32) ? 4 * K : 0;
+        break;
+    }
+    l->meta_off = align64(l->act_row_bytes);
+    l->scratch_per_row = l->meta_off + (act ? align64(8 + 4 * (size_t)l->ngroups) : 0);
+    l->scratch_fixed = 0;
+    l->has_bias = has_bias;
+    l->epilogue = epi;
+    l->out_dt = out_dt;
+    return 0;
+}
+
+int kiln_layout_for(const KilnInst *q, const KilnFunc *f, KilnLayout *out, KilnDiag *d)
+{
+    if (!q || q->op != KILN_OP_QGEMM || q->nops < 2)
+        return kiln_diag_set(d, KILN_EINPUT, "CPU kernel: function '%s' has no qgemm",
+                             f && f->name ? f->name : "?");
+    const KilnAttr *ta = kiln_fget(f, "target");
+    const char *isa = ta && (ta->kind == KILN_ATTR_STR || ta->kind == KILN_ATTR_IDENT) ? ta->s : NULL;
+    const KilnType *wt = &f->values[q->ops[1]].type;
+    const KilnAttr *aa = kiln_get(q, "act");
+    const KilnQuantSpec *act = aa && aa->kind == KILN_ATTR_SPEC && aa->q.fmt != KILN_QF_NONE
+                                   ? &aa->q : NULL;
+    KilnDType adt = KILN_F32;
+    const KilnAttr *ad = kiln_get(q, "act_dtype");
+    if (ad && ad->s && kiln_dtype_parse(ad->s, strlen(ad->s), &adt) != 0)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: unknown act_dtype '%s'", ad->s);
+    if (!act && !ad)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: weight-only qgemm needs act_dtype");
+    KilnEpilogue epi = KILN_EPI_NONE;
+    const KilnAttr *ea = kiln_get(q, "epilogue");
+    if (ea && ea->s) {
+        if (strcmp(ea->s, "silu") == 0)
+            epi = KILN_EPI_SILU;
+        else if (strcmp(ea->s, "gelu") == 0)
+            epi = KILN_EPI_GELU;
+        else if (strcmp(ea->s, "none") != 0)
+            return kiln_diag_set(d, KILN_EINPUT, "qgemm: unknown epilogue '%s'", ea->s);
+    }
+    const KilnType *xt = &f->values[q->ops[0]].type;
+    const KilnType *yt = &f->values[q->result].type;
+    if (xt->rank != 2 || xt->dim[1] != wt->dim[1])
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: activation K does not match weight K");
+    return kiln_layout_make(isa, wt, act, adt, q->nops > 2, epi, yt->dt, out, d);
+}
+
+size_t kiln_layout_scratch_bytes(const KilnLayout *l, int64_t M)
+{
+    return l->scratch_per_row * (size_t)(M > 0 ? M : 0) + l->scratch_fixed;
+}
+
+static int64_t scale_index(const KilnLayout *l, int64_t n, int64_t g)
+{
+    switch (l->wspec.gran) {
+    case KILN_GRAN_TENSOR: return 0;
+    case KILN_GRAN_CHANNEL: return n;
+    default: return n * l->ngroups + g;
+    }
+}
+
+int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag *d)
+{
+    if (!wq || !wq->data || !wq->scales || wq->type.dt != l->wdt || wq->type.rank != 2 ||
+        wq->type.dim[0] != l->N || wq->type.dim[1] != l->K)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "prepack: weight tensor does not match layout %s (%s[%lld,%lld])",
+                             l->name, kiln_dtype_name(l->wdt), (long long)l->N, (long long)l->K);
+    if (l->zeros_off && !wq->zeros)
+        return kiln_diag_set(d, KILN_EINPUT, "prepack: asymmetric weight without zero points");
+    uint8_t *b = blob;
+    memset(b, 0, l->pack_bytes);
+    memcpy(b, "KILNPK1", 8);
+    int64_t hdr[4] = {l->N, l->K, l->NR, l->KR};
+    memcpy(b + 8, hdr, sizeof hdr);
+    size_t row_bytes = kiln_row_bytes(l->wdt, l->K);
+    bool int4 = kiln_dtype_bits(l->wdt) == 4;
+    int64_t NR = l->NR, KR = l->KR;
+    for (int64_t p = 0; p < l->npanels; p++) {
+        uint8_t *pc = b + l->codes_off + (size_t)p * l->panel_code_bytes;
+        for (int64_t nn = 0; nn < NR; nn++) {
+            int64_t n = p * NR + nn;
+            if (n >= l->N)
+                continue; /* padding stays 0 */
+            const uint8_t *row = (const uint8_t *)wq->data + (size_t)n * row_bytes;
+            for (int64_t k = 0; k < l->K; k++) {
+                int32_t c = kiln_code_get(l->wdt, row, k) - l->wbias;
+                int64_t e = ((k / KR) * NR + nn) * KR + k % KR;
+                if (int4)
+                    pc[e / 2] |= (uint8_t)((c & 0xF) << (4 * (e & 1)));
+                else
+                    pc[e] = (uint8_t)c;
+            }
+        }
+    }
+    for (int64_t p = 0; p < l->npanels; p++)
+        for (int64_t g = 0; g < l->ngroups; g++)
+            for (int64_t nn = 0; nn < NR; nn++) {
+                int64_t n = p * NR + nn;
+                if (n >= l->N)
+                    continue;
+                size_t at = ((size_t)(p * l->ngroups + g) * (size_t)NR + (size_t)nn) * 4;
+                int64_t si = scale_index(l, n, g);
+                if (si >= wq->nscales)
+                    return kiln_diag_set(d, KILN_EINPUT, "prepack: weight has %lld scales, "
+                                         "layout needs index %lld", (long long)wq->nscales,
+                                         (long long)si);
+                memcpy(b + l->scales_off + at, &wq->scales[si], 4);
+                if (l->zeros_off) {
+                    int32_t z = wq->zeros[si] - l->wbias;
+                    memcpy(b + l->zeros_off + at, &z, 4);
+                }
+                if (l->wsum_off) {
+                    const uint8_t *row = (const uint8_t *)wq->data + (size_t)n * row_bytes;
+                    int32_t s = 0;
+                    for (int64_t k = g * l->group; k < (g + 1) * l->group; k++)
+                        s += kiln_code_get(l->wdt, row, k) - l->wbias;
+                    memcpy(b + l->wsum_off + at, &s, 4);
+                }
+            }
+    return 0;
+}

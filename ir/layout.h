@@ -1,0 +1,96 @@
+/* ir/layout.h — the prepacked CPU weight layout: what a qgemm kernel and the
+ * prepacker agree on (panel width, k-interleave, where codes/scales/zeros/sums
+ * live in the blob, how much scratch a call needs). libc only, so the runtime
+ * prepacks at load time without LLVM. docs/jit-aot.md has the pictures. */
+#ifndef KILN_LAYOUT_H
+#define KILN_LAYOUT_H
+
+#include "ir.h"
+
+/* Kernel families. The layout name is "<isa>-<family>", e.g. "avx2-i16-madd":
+ *   i16-madd  avx2: int8/int4 weights x int8 activations; codes sign-extended to
+ *             i16, vpmaddwd (exact int32), KR = 2.
+ *   u8s8-vnni avx512: same math with vpdpbusd: activations stored u8 = q+128 (or
+ *             the u8 code of an asymmetric activation), weights s8, KR = 4; the
+ *             blob carries wsum = sum of the stored weight codes per (n, group)
+ *             to remove the activation offset exactly.
+ *   f32-fma   weight-only (int8/int4/fp8 weights, f32/f16/bf16 activations) and
+ *             fp8 x fp8: weights decoded to f32 in registers, FMA, KR = 1.
+ *   bf16-dot  avx512, bf16 activations, weight-only: (q - z) or fp8 values are
+ *             exact in bf16, vdpbf16ps, KR = 2. */
+typedef enum {
+    KILN_KF_I16_MADD,
+    KILN_KF_U8S8_VNNI,
+    KILN_KF_F32_FMA,
+    KILN_KF_BF16_DOT,
+} KilnKernelFamily;
+
+typedef enum { KILN_EPI_NONE, KILN_EPI_SILU, KILN_EPI_GELU } KilnEpilogue;
+
+/* Blob byte layout (all offsets from the blob start, every section 64-aligned):
+ *   [0, 64)        header: "KILNPK1\0", then int64 N, K, NR, KR (informative)
+ *   codes_off      P = ceil(N/NR) panels of panel_code_bytes each. A panel holds
+ *                  K/KR blocks; a block is NR*KR codes in order [n][kr] (column
+ *                  n's KR consecutive k values together), one byte per code for
+ *                  8-bit formats; int4 codes are packed two per byte in that same
+ *                  sequence (element 2j low nibble, 2j+1 high nibble). Integer
+ *                  codes are stored as c = q - wbias (wbias 128 for u8, 8 for u4,
+ *                  else 0) so every stored code is signed (s8 / s4). fp8 codes are
+ *                  stored as is. Columns past N are padded with code 0.
+ *   scales_off     f32 [P][ngroups][NR]: weight scale of (n, group); per-tensor
+ *                  and per-channel scales are replicated (ngroups = 1). Pad 0.
+ *   zeros_off      i32 [P][ngroups][NR]: z - wbias (asymmetric weights only; 0 =
+ *                  absent).
+ *   wsum_off       i32 [P][ngroups][NR]: sum over the group's k of c (u8s8-vnni
+ *                  only; 0 = absent).
+ * Scratch (per call, per thread): scratch_per_row bytes for each of the M rows,
+ * plus scratch_fixed bytes. Row r at r * scratch_per_row holds
+ *   [0, act_row_bytes)  the prepared activations: i16 q-z (i16-madd), u8 q+off
+ *                       (vnni), f32 rounded/fp8-decoded values (f32-fma), bf16
+ *                       pairs (bf16-dot); zero-padded to the 64-byte boundary
+ *   meta_off            f32 s_a, i32 ca (activation offset removed with wsum),
+ *                       then i32 asum[ngroups] = sum of (q - z) per group. */
+typedef struct KilnLayout {
+    char name[48];     /* "avx2-i16-madd", ... (the qgemm `layout` attr) */
+    char isa[16];      /* "avx2" or "avx512" ("cpu" resolved to the host) */
+    KilnKernelFamily family;
+    int64_t N, K;
+    int NR, KR;        /* panel width (output columns) and k-interleave */
+    int MR;            /* rows of the register block */
+    int VL;            /* f32/i32 lanes of one vector register */
+    KilnQuantSpec wspec;
+    KilnDType wdt;     /* storage dtype of the weight codes */
+    int wbias;         /* subtracted from integer codes when packing */
+    int64_t group;     /* k per scale group (K when not grouped) */
+    int64_t ngroups;
+    bool group_mode;   /* weight gran == group: per-group float combination */
+    int64_t npanels;
+    size_t panel_code_bytes, codes_off, scales_off, zeros_off, wsum_off, pack_bytes;
+    /* activations */
+    bool weight_only;
+    KilnDType act_dtype;  /* weight-only: f32/f16/bf16 */
+    KilnQuantSpec aspec;  /* quantized activations */
+    KilnDType adt;        /* their storage dtype */
+    size_t act_row_bytes, meta_off, scratch_per_row, scratch_fixed;
+    /* epilogue */
+    bool has_bias;
+    KilnEpilogue epilogue;
+    KilnDType out_dt;
+} KilnLayout;
+
+/* The first live qgemm of f (NULL if none). */
+const KilnInst *kiln_find_qgemm(const KilnFunc *f);
+/* Layout for a qgemm in f (target from f's `target` attr: avx2, avx512, cpu).
+ * Errors (KILN_EINPUT): unknown target, unsupported operand combination, K not
+ * a multiple of KR, group not a multiple of KR. */
+int kiln_layout_for(const KilnInst *qgemm, const KilnFunc *f, KilnLayout *out, KilnDiag *d);
+/* Same, from explicit parts (used by kiln_layout_for). isa: avx2|avx512|cpu. */
+int kiln_layout_make(const char *isa, const KilnType *wtype, const KilnQuantSpec *act,
+                     KilnDType act_dtype, bool has_bias, KilnEpilogue epi, KilnDType out_dt,
+                     KilnLayout *out, KilnDiag *d);
+/* Pack a quantized weight (codes + scales + zeros per ir.h) into blob
+ * (l->pack_bytes bytes, any alignment; 64 recommended). */
+int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag *d);
+size_t kiln_layout_scratch_bytes(const KilnLayout *l, int64_t M);
+
+#endif

@@ -1,0 +1,497 @@
+/* ir/numerics.c — kiln's scalar numerics, defined once: rounding, f16/bf16, FP8, integer
+ * quantization, INT4 packing and scale/zero choice. docs/numerics.md is the user's view. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "numerics.h"
+
+static uint32_t f32_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* ------------------------------------------------------------------ rounding */
+
+/* Explicit so that a caller who changed fesetround() still gets the same codes. */
+float kiln_round_even(float x)
+{
+    if (!(fabsf(x) < 8388608.0f)) /* NaN, Inf and |x| >= 2^23 are already integers */
+        return x;
+    float t = (float)(int32_t)x; /* truncation toward zero, exact for |x| < 2^23 */
+    float frac = x - t;          /* exact: both share the exponent range */
+    float step = x < 0 ? -1.0f : 1.0f;
+    float afrac = fabsf(frac);
+    if (afrac > 0.5f || (afrac == 0.5f && ((int32_t)t & 1)))
+        t += step;
+    return copysignf(t, x); /* keeps -0 for -0.0 and for -0.4 */
+}
+
+/* ------------------------------------------------------------------ f16 / bf16 */
+
+uint16_t kiln_f32_to_f16(float x)
+{
+    uint32_t u = f32_bits(x);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    u &= 0x7fffffff;
+    if (u > 0x7f800000) /* NaN: keep the top payload bits, force quiet */
+        return (uint16_t)(sign | 0x7e00 | ((u >> 13) & 0x3ff));
+    if (u >= 0x477ff000) /* >= 65520 rounds past 65504: Inf */
+        return (uint16_t)(sign | 0x7c00);
+    if (u < 0x38800000) { /* below 2^-14: f16 subnormal, code m means m * 2^-24 */
+        int e = (int)(u >> 23);
+        int shift = 126 - e;
+        if (shift > 24)
+            return sign;
+        uint32_t mant = (u & 0x7fffff) | 0x800000;
+        uint32_t q = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1)))
+            q++;
+        return (uint16_t)(sign | q); /* q == 0x400 is the smallest normal: right encoding */
+    }
+    uint32_t h = (u >> 13) - (112u << 10); /* rebias 127 -> 15 */
+    uint32_t rem = u & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
+        h++; /* a carry into the exponent is the correct rounding */
+    return (uint16_t)(sign | h);
+}
+
+float kiln_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    if (e == 0x1f)
+        return bits_f32(sign | 0x7f800000 | (m ? 0x400000 | (m << 13) : 0));
+    if (e == 0) {
+        float v = (float)m * 0x1p-24f;
+        return sign ? -v : v;
+    }
+    return bits_f32(sign | ((e + 112) << 23) | (m << 13));
+}
+
+uint16_t kiln_f32_to_bf16(float x)
+{
+    uint32_t u = f32_bits(x);
+    if ((u & 0x7fffffff) > 0x7f800000)
+        return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fff + ((u >> 16) & 1); /* RNE; overflow carries into Inf */
+    return (uint16_t)(u >> 16);
+}
+
+float kiln_bf16_to_f32(uint16_t b) { return bits_f32((uint32_t)b << 16); }
+
+float kiln_round_to(KilnDType dt, float x)
+{
+    switch (dt) {
+    case KILN_F16: return kiln_f16_to_f32(kiln_f32_to_f16(x));
+    case KILN_BF16: return kiln_bf16_to_f32(kiln_f32_to_bf16(x));
+    default: return x;
+    }
+}
+
+/* ------------------------------------------------------------------ FP8 */
+
+/* Saturating RNE encode of a minifloat with `mbits` mantissa bits and bias `bias`;
+ * `maxcode` is the largest finite magnitude code. The caller handles NaN. */
+static uint8_t fp8_encode(float x, int mbits, int bias, float maxval, uint8_t maxcode)
+{
+    uint8_t sign = (f32_bits(x) >> 24) & 0x80;
+    float a = fabsf(x);
+    if (a > maxval) /* Inf too: SATFINITE */
+        return sign | maxcode;
+    int e; /* a = f * 2^e, f in [0.5, 1) */
+    frexpf(a, &e);
+    int E = e - 1; /* a in [2^E, 2^(E+1)) */
+    int emin = 1 - bias;
+    int qexp = (a == 0.0f || E < emin) ? emin - mbits : E - mbits; /* exponent of one ulp */
+    float r = kiln_round_even(ldexpf(a, -qexp)); /* exact scaling, then integer rounding */
+    uint32_t q = (uint32_t)r;
+    uint32_t code;
+    if (qexp == emin - mbits)
+        code = q; /* subnormal; q == 2^mbits lands on the smallest normal's encoding */
+    else
+        code = ((uint32_t)(E + bias - 1) << mbits) + q; /* q includes the implicit bit */
+    if (code > maxcode) /* cannot happen for a <= maxval; kept as a guard */
+        code = maxcode;
+    return (uint8_t)(sign | code);
+}
+
+uint8_t kiln_fp8_e4m3_encode(float x)
+{
+    if (isnan(x))
+        return 0x7f;
+    return fp8_encode(x, 3, 7, KILN_E4M3_MAX, 0x7e);
+}
+
+uint8_t kiln_fp8_e5m2_encode(float x)
+{
+    if (isnan(x))
+        return 0x7f;
+    return fp8_encode(x, 2, 15, KILN_E5M2_MAX, 0x7b);
+}
+
+float kiln_fp8_e4m3_decode(uint8_t b)
+{
+    int e = (b >> 3) & 0xf, m = b & 7;
+    if ((b & 0x7f) == 0x7f)
+        return NAN;
+    float v = e ? ldexpf((float)(8 + m), e - 10) : ldexpf((float)m, -9);
+    return (b & 0x80) ? -v : v;
+}
+
+float kiln_fp8_e5m2_decode(uint8_t b)
+{
+    int e = (b >> 2) & 0x1f, m = b & 3;
+    float v;
+    if (e == 31)
+        v = m ? NAN : INFINITY;
+    else
+        v = e ? ldexpf((float)(4 + m), e - 17) : ldexpf((float)m, -16);
+    return (b & 0x80) ? -v : v;
+}
+
+/* ------------------------------------------------------------------ formats */
+
+int kiln_qformat_bits(KilnQFormat f)
+{
+    switch (f) {
+    case KILN_QF_INT4: return 4;
+    case KILN_QF_INT8:
+    case KILN_QF_FP8_E4M3:
+    case KILN_QF_FP8_E5M2: return 8;
+    default: return 0;
+    }
+}
+
+static bool is_fp8(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2; }
+static bool is_int(KilnQFormat f) { return f == KILN_QF_INT8 || f == KILN_QF_INT4; }
+
+float kiln_qformat_qmax(KilnQFormat f, bool symmetric)
+{
+    switch (f) {
+    case KILN_QF_INT8: return symmetric ? 127.0f : 255.0f;
+    case KILN_QF_INT4: return symmetric ? 7.0f : 15.0f;
+    case KILN_QF_FP8_E4M3: return KILN_E4M3_MAX;
+    case KILN_QF_FP8_E5M2: return KILN_E5M2_MAX;
+    default: return 0.0f;
+    }
+}
+
+int32_t kiln_qformat_qmin(KilnQFormat f, bool symmetric)
+{
+    if (is_int(f))
+        return symmetric ? -(int32_t)kiln_qformat_qmax(f, true) : 0;
+    if (is_fp8(f))
+        return -(int32_t)kiln_qformat_qmax(f, true);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ ranges and params */
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Non-finite values are ignored when choosing a range: one Inf must not make every
+ * other code of the slice zero. */
+void kiln_slice_range(const float *x, int64_t n, int64_t stride, KilnCalib calib, float pct,
+                      float *lo, float *hi)
+{
+    float mn = 0.0f, mx = 0.0f;
+    int64_t nfin = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i * stride];
+        if (!isfinite(v))
+            continue;
+        nfin++;
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    *lo = mn;
+    *hi = mx;
+    if (calib != KILN_CAL_PERCENTILE || !(pct > 0.0f) || pct >= 100.0f || nfin == 0)
+        return;
+    float *mag = malloc((size_t)nfin * sizeof *mag);
+    if (!mag) /* out of memory: minmax is a safe superset */
+        return;
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i * stride];
+        if (isfinite(v))
+            mag[k++] = fabsf(v);
+    }
+    qsort(mag, (size_t)nfin, sizeof *mag, cmp_float);
+    /* Nearest rank: the smallest c with at least pct% of |x| <= c. The slack absorbs
+     * pct's float representation (99.9f is 99.9000015, which must still give 999 of 1000). */
+    double want = (double)pct / 100.0 * (double)nfin - 1e-7 * (double)nfin;
+    int64_t rank = (int64_t)ceil(want);
+    rank = rank < 1 ? 1 : rank > nfin ? nfin : rank;
+    float c = mag[rank - 1];
+    free(mag);
+    *lo = mn < -c ? -c : mn;
+    *hi = mx > c ? c : mx;
+}
+
+KilnQParams kiln_qparams_from_range(KilnQFormat f, bool symmetric, float lo, float hi)
+{
+    KilnQParams p = {1.0f, 0};
+    lo = lo < 0.0f ? lo : 0.0f;
+    hi = hi > 0.0f ? hi : 0.0f;
+    if (is_fp8(f) || symmetric) {
+        float amax = fmaxf(-lo, hi);
+        float qmax = kiln_qformat_qmax(f, true);
+        if (amax > 0.0f && qmax > 0.0f)
+            p.scale = amax / qmax;
+    } else {
+        float levels = kiln_qformat_qmax(f, false);
+        if (hi - lo > 0.0f && levels > 0.0f) {
+            p.scale = (hi - lo) / levels;
+            float z = kiln_round_even(-lo / p.scale);
+            p.zero = z < 0.0f ? 0 : z > levels ? (int32_t)levels : (int32_t)z;
+        }
+    }
+    if (!(p.scale > 0.0f)) /* underflow of a tiny range: codes become 0 */
+        p.scale = 1.0f;
+    if (isinf(p.scale)) /* range wider than FLT_MAX */
+        p.scale = FLT_MAX;
+    return p;
+}
+
+int32_t kiln_quantize_value(KilnQFormat f, bool symmetric, KilnQParams p, float x)
+{
+    if (f == KILN_QF_FP8_E4M3)
+        return kiln_fp8_e4m3_encode(x / p.scale);
+    if (f == KILN_QF_FP8_E5M2)
+        return kiln_fp8_e5m2_encode(x / p.scale);
+    if (!is_int(f))
+        return 0;
+    int32_t zero = symmetric ? 0 : p.zero;
+    float r = kiln_round_even(x / p.scale);
+    if (isnan(r)) /* NaN carries no magnitude: the code of 0.0 */
+        return zero;
+    double q = (double)r + zero; /* double: no int overflow for huge r */
+    double qmin = kiln_qformat_qmin(f, symmetric), qmax = kiln_qformat_qmax(f, symmetric);
+    q = q < qmin ? qmin : q > qmax ? qmax : q;
+    return (int32_t)q;
+}
+
+float kiln_dequantize_value(KilnQFormat f, bool symmetric, KilnQParams p, int32_t code)
+{
+    if (f == KILN_QF_FP8_E4M3)
+        return kiln_fp8_e4m3_decode((uint8_t)code) * p.scale;
+    if (f == KILN_QF_FP8_E5M2)
+        return kiln_fp8_e5m2_decode((uint8_t)code) * p.scale;
+    return (float)(code - (symmetric ? 0 : p.zero)) * p.scale;
+}
+
+/* ------------------------------------------------------------------ code storage */
+
+int32_t kiln_code_get(KilnDType dt, const void *row, int64_t i)
+{
+    const uint8_t *b = row;
+    switch (dt) {
+    case KILN_I8: return ((const int8_t *)row)[i];
+    case KILN_U8:
+    case KILN_E4M3:
+    case KILN_E5M2: return b[i];
+    case KILN_I4: {
+        int32_t v = (b[i >> 1] >> ((i & 1) * 4)) & 0xf;
+        return v >= 8 ? v - 16 : v;
+    }
+    case KILN_U4: return (b[i >> 1] >> ((i & 1) * 4)) & 0xf;
+    default: return 0;
+    }
+}
+
+void kiln_code_set(KilnDType dt, void *row, int64_t i, int32_t code)
+{
+    uint8_t *b = row;
+    switch (dt) {
+    case KILN_I8: ((int8_t *)row)[i] = (int8_t)code; break;
+    case KILN_U8:
+    case KILN_E4M3:
+    case KILN_E5M2: b[i] = (uint8_t)code; break;
+    case KILN_I4:
+    case KILN_U4: {
+        int sh = (int)(i & 1) * 4;
+        b[i >> 1] = (uint8_t)((b[i >> 1] & ~(0xf << sh)) | ((code & 0xf) << sh));
+        break;
+    }
+    default: break;
+    }
+}
+
+size_t kiln_row_bytes(KilnDType dt, int64_t cols)
+{
+    if (cols <= 0)
+        return 0;
+    if (dt == KILN_I4 || dt == KILN_U4)
+        return (size_t)(cols + 1) / 2;
+    return (size_t)cols * (size_t)(kiln_dtype_bits(dt) / 8);
+}
+
+void kiln_int4_pack(const int8_t *v, int64_t n, uint8_t *out)
+{
+    for (int64_t j = 0; 2 * j < n; j++) {
+        uint8_t hi = 2 * j + 1 < n ? (uint8_t)(v[2 * j + 1] & 0xf) : 0;
+        out[j] = (uint8_t)((v[2 * j] & 0xf) | (hi << 4));
+    }
+}
+
+void kiln_int4_unpack(const uint8_t *in, int64_t n, bool is_signed, int8_t *v)
+{
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (int8_t)kiln_code_get(is_signed ? KILN_I4 : KILN_U4, in, i);
+}
+
+/* ------------------------------------------------------------------ matrices */
+
+/* Slices per row and the length of one slice for a spec on [rows, cols]. */
+static int check_spec(const KilnQuantSpec *s, int64_t rows, int64_t cols, bool need_zeros,
+                      const void *zeros, KilnDiag *d)
+{
+    if (!is_int(s->fmt) && !is_fp8(s->fmt))
+        return kiln_diag_set(d, KILN_EINPUT, "cannot quantize with format %s",
+                             kiln_qformat_name(s->fmt));
+    if (rows < 0 || cols < 0)
+        return kiln_diag_set(d, KILN_EINPUT, "bad matrix shape [%lld,%lld]", (long long)rows,
+                             (long long)cols);
+    if (s->gran == KILN_GRAN_AUTO)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "granularity auto must be resolved by the layout pass before "
+                             "quantizing a [%lld,%lld] matrix",
+                             (long long)rows, (long long)cols);
+    if ((unsigned)s->gran >= KILN_NGRANS)
+        return kiln_diag_set(d, KILN_EINPUT, "bad granularity %d", (int)s->gran);
+    if (s->gran == KILN_GRAN_GROUP && (s->group <= 0 || cols % s->group != 0))
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "group size %d does not divide the %lld columns of a [%lld,%lld] "
+                             "matrix",
+                             (int)s->group, (long long)cols, (long long)rows, (long long)cols);
+    if (need_zeros && is_int(s->fmt) && !s->symmetric && !zeros)
+        return kiln_diag_set(d, KILN_EINPUT, "asymmetric %s needs zero points",
+                             kiln_qformat_name(s->fmt));
+    return 0;
+}
+
+/* Length of one scale slice along a row (tensor: the whole matrix, handled by caller). */
+static int64_t slice_len(const KilnQuantSpec *s, int64_t cols)
+{
+    return s->gran == KILN_GRAN_GROUP ? s->group : cols;
+}
+
+int kiln_quantize_matrix(const KilnQuantSpec *spec, const float *x, int64_t rows, int64_t cols,
+                         void *out, float *scales, int32_t *zeros, KilnDiag *d)
+{
+    int rc = check_spec(spec, rows, cols, true, zeros, d);
+    if (rc)
+        return rc;
+    bool sym = spec->symmetric || is_fp8(spec->fmt);
+    KilnDType dt = kiln_qformat_storage(spec->fmt, sym);
+    bool fixed = !spec->dynamic && spec->scale > 0.0f;
+    KilnQParams fixedp = {spec->scale, sym ? 0 : spec->zero};
+    size_t rb = kiln_row_bytes(dt, cols);
+    if (rows == 0 || cols == 0) {
+        if (spec->gran == KILN_GRAN_TENSOR) {
+            scales[0] = fixed ? fixedp.scale : 1.0f;
+            if (zeros)
+                zeros[0] = fixed ? fixedp.zero : 0;
+        }
+        return 0;
+    }
+    if (spec->gran == KILN_GRAN_TENSOR) {
+        KilnQParams p = fixedp;
+        if (!fixed) {
+            float lo, hi;
+            kiln_slice_range(x, rows * cols, 1, spec->calib, spec->pct, &lo, &hi);
+            p = kiln_qparams_from_range(spec->fmt, sym, lo, hi);
+        }
+        scales[0] = p.scale;
+        if (zeros)
+            zeros[0] = p.zero;
+        for (int64_t r = 0; r < rows; r++) {
+            uint8_t *row = (uint8_t *)out + (size_t)r * rb;
+            memset(row, 0, rb);
+            for (int64_t c = 0; c < cols; c++)
+                kiln_code_set(dt, row, c, kiln_quantize_value(spec->fmt, sym, p, x[r * cols + c]));
+        }
+        return 0;
+    }
+    int64_t len = slice_len(spec, cols), per_row = cols / len;
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *row = (uint8_t *)out + (size_t)r * rb;
+        memset(row, 0, rb);
+        for (int64_t j = 0; j < per_row; j++) {
+            const float *s = x + r * cols + j * len;
+            KilnQParams p = fixedp;
+            if (!fixed) {
+                float lo, hi;
+                kiln_slice_range(s, len, 1, spec->calib, spec->pct, &lo, &hi);
+                p = kiln_qparams_from_range(spec->fmt, sym, lo, hi);
+            }
+            scales[r * per_row + j] = p.scale;
+            if (zeros)
+                zeros[r * per_row + j] = p.zero;
+            for (int64_t c = 0; c < len; c++)
+                kiln_code_set(dt, row, j * len + c, kiln_quantize_value(spec->fmt, sym, p, s[c]));
+        }
+    }
+    return 0;
+}
+
+int kiln_dequantize_matrix(const KilnQuantSpec *spec, const void *codes, const float *scales,
+                           const int32_t *zeros, int64_t rows, int64_t cols, float *out,
+                           KilnDiag *d)
+{
+    int rc = check_spec(spec, rows, cols, true, zeros, d);
+    if (rc)
+        return rc;
+    bool sym = spec->symmetric || is_fp8(spec->fmt);
+    KilnDType dt = kiln_qformat_storage(spec->fmt, sym);
+    size_t rb = kiln_row_bytes(dt, cols);
+    int64_t len = slice_len(spec, cols), per_row = len ? cols / len : 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *row = (const uint8_t *)codes + (size_t)r * rb;
+        for (int64_t c = 0; c < cols; c++) {
+            int64_t si = spec->gran == KILN_GRAN_TENSOR ? 0 : r * per_row + c / len;
+            KilnQParams p = {scales[si], (zeros && !sym) ? zeros[si] : 0};
+            out[r * cols + c] = kiln_dequantize_value(spec->fmt, sym, p, kiln_code_get(dt, row, c));
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ error stats */
+
+KilnErrStats kiln_error_stats(const float *ref, const float *y, int64_t n)
+{
+    KilnErrStats s = {0, 0, INFINITY};
+    double maxref = 0, sig = 0, noise = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double r = ref[i], e = fabs((double)ref[i] - (double)y[i]);
+        if (isnan(e)) /* a NaN where the reference has none (or vice versa) is total error */
+            e = (isnan(r) && isnan(y[i])) ? 0 : INFINITY;
+        s.max_abs = e > s.max_abs ? e : s.max_abs;
+        maxref = fabs(r) > maxref ? fabs(r) : maxref;
+        sig += isfinite(r) ? r * r : 0;
+        noise += e * e;
+    }
+    s.rel = maxref > 0 ? s.max_abs / maxref : (s.max_abs > 0 ? INFINITY : 0);
+    if (noise > 0)
+        s.sqnr_db = 10.0 * log10(sig / noise);
+    return s;
+}

@@ -1,0 +1,233 @@
+/* passes/fuse_qgemm.c — fuse a quantized layer's dequantize + matmul (+ bias_add,
+ * silu/gelu, output cast) into one qgemm, the kernel IR codegen consumes.
+ * Patterns it does not recognise are left as they are. */
+#include <string.h>
+
+#include "passes/passes.h"
+
+/* What the matmul's activation operand turned out to be. */
+typedef struct {
+    int x;             /* the f32 activation the qgemm reads */
+    bool has_act;      /* quantized activations: act spec */
+    KilnQuantSpec act;
+    KilnDType act_dtype; /* weight-only: the precision activations are rounded to */
+    int feeders[3];    /* insts (indices) between x and the matmul, to drop if unused */
+    int nfeeders;
+} ActMatch;
+
+static KilnInst *def_of(KilnFunc *f, int v)
+{
+    KilnInst *in = kiln_def(f, v);
+    return in && !in->dead ? in : NULL;
+}
+
+static int index_of(const KilnFunc *f, const KilnInst *in) { return (int)(in - f->insts); }
+
+static bool is_f32(const KilnFunc *f, int v)
+{
+    const KilnType *t = &f->values[v].type;
+    return t->dt == KILN_F32 && t->q.fmt == KILN_QF_NONE;
+}
+
+/* The weight side: dequantize(Q), Q = quantize(weight|const) or prepack. Returns Q
+ * or -1; *deq gets the dequantize's index. */
+static int match_weight(KilnFunc *f, int b, int *deq)
+{
+    KilnInst *dq = def_of(f, b);
+    if (!dq || dq->op != KILN_OP_DEQUANTIZE || dq->nops != 1)
+        return -1;
+    int q = dq->ops[0];
+    KilnInst *qi = def_of(f, q);
+    const KilnType *qt = &f->values[q].type;
+    if (!qi || qt->q.fmt == KILN_QF_NONE || qt->rank != 2 || qt->q.dynamic)
+        return -1;
+    if (qi->op == KILN_OP_QUANTIZE) {
+        KilnInst *src = def_of(f, qi->ops[0]);
+        if (!src || (src->op != KILN_OP_WEIGHT && src->op != KILN_OP_CONST))
+            return -1;
+    } else if (qi->op != KILN_OP_PREPACK) {
+        return -1;
+    }
+    *deq = index_of(f, dq);
+    return q;
+}
+
+/* The activation side; false when the pattern is not one we know. */
+static bool match_act(KilnFunc *f, int a, ActMatch *am)
+{
+    memset(am, 0, sizeof *am);
+    KilnInst *ai = def_of(f, a);
+    if (!ai || (ai->op != KILN_OP_DEQUANTIZE && ai->op != KILN_OP_CAST)) {
+        /* plain f32 activations (a parameter or any other f32 producer) */
+        if (!is_f32(f, a) || (ai && (ai->op == KILN_OP_WEIGHT || ai->op == KILN_OP_CONST)))
+            return false;
+        am->x = a;
+        am->act_dtype = KILN_F32;
+        return true;
+    }
+    if (!is_f32(f, a))
+        return false;
+    int inner = ai->ops[0];
+    KilnInst *ii = def_of(f, inner);
+    if (!ii || ii->nops != 1 || !is_f32(f, ii->ops[0]))
+        return false;
+    const KilnType *it = &f->values[inner].type;
+    if (ai->op == KILN_OP_DEQUANTIZE) {
+        /* dequantize(dynquant(x)) or dequantize(quantize(x)) with a static spec */
+        bool dyn = ii->op == KILN_OP_DYNQUANT;
+        bool stat = ii->op == KILN_OP_QUANTIZE && !it->q.dynamic;
+        if ((!dyn && !stat) || it->q.fmt == KILN_QF_NONE)
+            return false;
+        KilnInst *src = def_of(f, ii->ops[0]);
+        if (src && (src->op == KILN_OP_WEIGHT || src->op == KILN_OP_CONST))
+            return false; /* both operands weights: not a layer we know */
+        am->has_act = true;
+        am->act = it->q;
+    } else {
+        /* cast(cast(x : f16|bf16) : f32): weight-only with 16-bit activations */
+        if (ii->op != KILN_OP_CAST || (it->dt != KILN_F16 && it->dt != KILN_BF16) ||
+            it->q.fmt != KILN_QF_NONE)
+            return false;
+        am->act_dtype = it->dt;
+    }
+    am->x = ii->ops[0];
+    am->feeders[am->nfeeders++] = index_of(f, ai);
+    am->feeders[am->nfeeders++] = index_of(f, ii);
+    return true;
+}
+
+/* The one live instruction using v, or NULL when v has zero or several uses. */
+static KilnInst *single_user(KilnFunc *f, int v)
+{
+    KilnInst *user = NULL;
+    for (int i = 0; i < f->ninsts; i++) {
+        KilnInst *in = &f->insts[i];
+        if (in->dead)
+            continue;
+        for (int j = 0; j < in->nops; j++)
+            if (in->ops[j] == v) {
+                if (user)
+                    return NULL;
+                user = in;
+            }
+    }
+    return user;
+}
+
+/* int activations pair with int weights and fp8 with fp8 (docs/ir.md, qgemm);
+ * anything else stays a matmul and the verifier/interpreter deal with it. */
+static bool formats_pair(const ActMatch *am, const KilnType *wt)
+{
+    if (!am->has_act)
+        return true;
+    bool act_fp8 = am->act.fmt == KILN_QF_FP8_E4M3 || am->act.fmt == KILN_QF_FP8_E5M2;
+    bool w_fp8 = wt->q.fmt == KILN_QF_FP8_E4M3 || wt->q.fmt == KILN_QF_FP8_E5M2;
+    if (act_fp8)
+        return w_fp8;
+    return am->act.fmt == KILN_QF_INT8 && !w_fp8;
+}
+
+/* Try to fuse the matmul at index mi; true when it was replaced. */
+static bool fuse_one(KilnFunc *f, int mi)
+{
+    KilnInst *mm = &f->insts[mi];
+    int a = mm->ops[0], b = mm->ops[1], wdeq;
+    int q = match_weight(f, b, &wdeq);
+    ActMatch am;
+    if (q < 0 || !match_act(f, a, &am) || !formats_pair(&am, &f->values[q].type))
+        return false;
+
+    /* Absorb the epilogue chain: bias_add, then silu|gelu, then a cast to f16|bf16,
+     * each only when it is the sole user (otherwise the f32 value is needed). */
+    int chain[4] = {mi}, nchain = 1, bias = -1;
+    const char *epilogue = NULL;
+    KilnDType out_dt = KILN_F32;
+    int cur = mm->result;
+    KilnInst *u = single_user(f, cur);
+    if (u && u->op == KILN_OP_BIAS_ADD && u->ops[0] == cur && u->ops[1] != cur) {
+        const KilnType *bt = &f->values[u->ops[1]].type;
+        if (bt->rank == 1 && bt->dt == KILN_F32 && bt->q.fmt == KILN_QF_NONE) {
+            bias = u->ops[1];
+            chain[nchain++] = index_of(f, u);
+            cur = u->result;
+            u = single_user(f, cur);
+        }
+    }
+    if (u && (u->op == KILN_OP_SILU || u->op == KILN_OP_GELU)) {
+        epilogue = u->op == KILN_OP_SILU ? "silu" : "gelu";
+        chain[nchain++] = index_of(f, u);
+        cur = u->result;
+        u = single_user(f, cur);
+    }
+    if (u && u->op == KILN_OP_CAST) {
+        const KilnType *ct = &f->values[u->result].type;
+        if ((ct->dt == KILN_F16 || ct->dt == KILN_BF16) && ct->q.fmt == KILN_QF_NONE) {
+            out_dt = ct->dt;
+            chain[nchain++] = index_of(f, u);
+            cur = u->result;
+        }
+    }
+
+    /* The qgemm takes the place (and the name) of the last absorbed value, so the
+     * printed IR reads as the same layer with fewer steps. */
+    int last = chain[nchain - 1];
+    KilnType rt = f->values[cur].type;
+    rt.dt = out_dt;
+    const char *name = f->values[cur].name;
+    f->values[cur].name = kiln_pass_fresh_name(f, name ? name : "y");
+    int ops[3] = {am.x, q, bias};
+    int y = kiln_insert(f, last, KILN_OP_QGEMM, ops, bias >= 0 ? 3 : 2, rt,
+                        name ? name : kiln_pass_fresh_name(f, "y"));
+    /* kiln_insert shifted every instruction from `last` on by one */
+    for (int i = 0; i < nchain; i++)
+        chain[i] += chain[i] >= last;
+    for (int i = 0; i < am.nfeeders; i++)
+        am.feeders[i] += am.feeders[i] >= last;
+    wdeq += wdeq >= last;
+
+    KilnInst *qg = &f->insts[last];
+    if (am.has_act)
+        kiln_set_spec(f, qg, "act", &am.act);
+    else
+        kiln_set_ident(f, qg, "act_dtype", kiln_dtype_name(am.act_dtype));
+    if (epilogue)
+        kiln_set_ident(f, qg, "epilogue", epilogue);
+
+    kiln_replace_uses(f, cur, y);
+    for (int i = 0; i < nchain; i++)
+        f->insts[chain[i]].dead = true;
+    /* The dequantizes (and the activation casts/quantizes) feeding only the matmul
+     * are now unused; drop them here, innermost last, so a fused layer reads clean
+     * without waiting for dce. */
+    int feed[4] = {wdeq, 0, 0, 0}, nfeed = 1;
+    for (int i = 0; i < am.nfeeders; i++)
+        feed[nfeed++] = am.feeders[i];
+    for (int i = 0; i < nfeed; i++) {
+        KilnInst *fi = &f->insts[feed[i]];
+        if (!fi->dead && kiln_count_uses(f, fi->result) == 0)
+            fi->dead = true;
+    }
+    return true;
+}
+
+static void fuse_func(KilnFunc *f)
+{
+    for (int i = 0; i < f->ninsts; i++) {
+        KilnInst *in = &f->insts[i];
+        if (in->dead || in->op != KILN_OP_MATMUL || in->nops != 2)
+            continue;
+        /* a fused matmul is now dead at i or i+1, and the qgemm is not a matmul,
+         * so the scan simply goes on */
+        fuse_one(f, i);
+    }
+    kiln_func_compact(f);
+}
+
+int kiln_pass_fuse_qgemm(KilnModule *m, const KilnTarget *t, KilnDiag *d)
+{
+    (void)t;
+    (void)d;
+    for (int i = 0; i < m->nfuncs; i++)
+        fuse_func(m->funcs[i]);
+    return KILN_OK;
+}

@@ -1,0 +1,422 @@
+/* passes/pick_layout.c — per target: resolve scale granularity "auto", choose each
+ * qgemm's kernel layout and write it with the human reason (`layout`, `why`).
+ * The table and its reasoning are in docs/targets.md; keep the two in step. */
+#include <stdarg.h>
+#include <string.h>
+
+#include "passes/passes.h"
+
+typedef struct {
+    KilnFunc *f;
+    KilnInst *qg;
+    const KilnTarget *t;
+    const char *layer; /* function name, for messages */
+    const char *yname;
+    const KilnType *wt; /* resolved weight type */
+    bool has_act;
+    KilnQuantSpec act;
+    KilnDType act_dtype;
+    char layout[64];
+    char why[1024];
+    char note[256]; /* how auto was resolved, appended to why */
+} Pick;
+
+static bool is_fp8(KilnQFormat q) { return q == KILN_QF_FP8_E4M3 || q == KILN_QF_FP8_E5M2; }
+
+static void append(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void append(char *buf, size_t n, const char *fmt, ...)
+{
+    size_t len = strlen(buf);
+    if (len + 1 >= n)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, n - len, fmt, ap);
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------- granularity */
+
+/* Largest of 128, 64, 32 dividing K: 128 keeps the scale stream small (one f32 per
+ * 64 bytes of int4 codes), smaller groups only when K forces them. */
+static int auto_group(int64_t k)
+{
+    static const int gs[] = {128, 64, 32};
+    for (int i = 0; i < 3; i++)
+        if (k % gs[i] == 0)
+            return gs[i];
+    return 0;
+}
+
+/* Resolve the weight spec of operand 1 (through any prepacks) and write it back to
+ * every value on the way, so types stay equal along the chain. */
+static int resolve_weight(Pick *p, KilnDiag *d)
+{
+    KilnFunc *f = p->f;
+    int chain[8], n = 0;
+    for (int v = p->qg->ops[1]; v >= 0 && n < 8;) {
+        chain[n++] = v;
+        KilnInst *di = kiln_def(f, v);
+        v = di && di->op == KILN_OP_PREPACK ? di->ops[0] : -1;
+    }
+    KilnType wt = f->values[chain[0]].type;
+    if (wt.q.fmt == KILN_QF_NONE || wt.rank != 2)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "layer \"%s\": %%%s = qgemm: operand 2 must be a quantized weight "
+                             "[N,K]",
+                             p->layer, p->yname);
+    int64_t K = wt.dim[1];
+    if (wt.q.gran == KILN_GRAN_AUTO) {
+        if (wt.q.fmt == KILN_QF_INT4) {
+            int g = auto_group(K);
+            if (!g)
+                return kiln_diag_set(d, KILN_EINPUT,
+                                     "layer \"%s\": int4 weights with per = auto need a group "
+                                     "size of 128, 64 or 32 dividing K, but K=%lld (target %s); "
+                                     "give the rule per = \"channel\" or a group that divides K",
+                                     p->layer, (long long)K, p->t->name);
+            wt.q.gran = KILN_GRAN_GROUP;
+            wt.q.group = g;
+            snprintf(p->note, sizeof p->note,
+                     "weight scales auto -> group=%d (largest of 128, 64, 32 dividing K=%lld)", g,
+                     (long long)K);
+        } else {
+            wt.q.gran = KILN_GRAN_CHANNEL;
+            snprintf(p->note, sizeof p->note,
+                     "weight scales auto -> channel (%s: one scale per output row keeps the "
+                     "inner loop free of scales)",
+                     kiln_qformat_name(wt.q.fmt));
+        }
+        for (int i = 0; i < n; i++)
+            f->values[chain[i]].type.q = wt.q;
+    }
+    if (wt.q.gran == KILN_GRAN_GROUP && (wt.q.group <= 0 || K % wt.q.group != 0))
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "layer \"%s\": weight group=%d does not divide K=%lld (N=%lld, "
+                             "target %s)",
+                             p->layer, (int)wt.q.group, (long long)K, (long long)wt.dim[0],
+                             p->t->name);
+    if (wt.q.gran == KILN_GRAN_TOKEN)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "layer \"%s\": weight scales cannot be per token (use channel, "
+                             "group or tensor)",
+                             p->layer);
+    p->wt = &f->values[chain[0]].type;
+    return KILN_OK;
+}
+
+static int read_act(Pick *p, KilnDiag *d)
+{
+    const KilnAttr *a = kiln_get(p->qg, "act");
+    const KilnAttr *ad = kiln_get(p->qg, "act_dtype");
+    if (a && a->kind == KILN_ATTR_SPEC) {
+        p->has_act = true;
+        p->act = a->q;
+        if (p->act.gran == KILN_GRAN_AUTO) {
+            /* dynamic: per token costs one absmax per row and follows outliers;
+             * static: one calibrated scale is all there is */
+            p->act.gran = p->act.dynamic ? KILN_GRAN_TOKEN : KILN_GRAN_TENSOR;
+            kiln_set_spec(p->f, p->qg, "act", &p->act);
+        }
+        bool ok = p->act.fmt == KILN_QF_INT8 ? !is_fp8(p->wt->q.fmt)
+                  : is_fp8(p->act.fmt)       ? is_fp8(p->wt->q.fmt)
+                                             : false;
+        if (!ok)
+            return kiln_diag_set(d, KILN_EINPUT,
+                                 "layer \"%s\": %%%s = qgemm: %s activations with %s weights "
+                                 "have no kernel (int8 acts need int8/int4 weights, fp8 acts "
+                                 "need fp8 weights)",
+                                 p->layer, p->yname, kiln_qformat_name(p->act.fmt),
+                                 kiln_qformat_name(p->wt->q.fmt));
+        return KILN_OK;
+    }
+    KilnDType dt;
+    if (!ad || ad->kind != KILN_ATTR_IDENT || !ad->s ||
+        kiln_dtype_parse(ad->s, strlen(ad->s), &dt) != 0 ||
+        (dt != KILN_F32 && dt != KILN_F16 && dt != KILN_BF16))
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "layer \"%s\": %%%s = qgemm: weight-only qgemm needs act_dtype = "
+                             "f32, f16 or bf16",
+                             p->layer, p->yname);
+    p->act_dtype = dt;
+    return KILN_OK;
+}
+
+/* ---------------------------------------------------------------- reasons */
+
+static const char *bits_name(const KilnQuantSpec *q)
+{
+    switch (q->fmt) {
+    case KILN_QF_INT8: return "int8";
+    case KILN_QF_INT4: return "int4";
+    case KILN_QF_FP8_E4M3: return "fp8 e4m3";
+    case KILN_QF_FP8_E5M2: return "fp8 e5m2";
+    default: return "?";
+    }
+}
+
+static int storage_bits(const KilnQuantSpec *q)
+{
+    return kiln_dtype_bits(kiln_qformat_storage(q->fmt, q->symmetric));
+}
+
+/* Where the scales go, e.g. "per-token act scales and per-channel weight scales
+ * applied in the epilogue". */
+static void scales_phrase(Pick *p, bool integer)
+{
+    char act[64] = "";
+    if (p->has_act)
+        snprintf(act, sizeof act, "%s act scale%s",
+                 p->act.gran == KILN_GRAN_TOKEN ? "per-token"
+                 : p->act.dynamic               ? "per-tensor dynamic"
+                                                : "static per-tensor",
+                 p->act.gran == KILN_GRAN_TOKEN ? "s" : "");
+    const KilnQuantSpec *w = &p->wt->q;
+    char *why = p->why;
+    if (w->gran == KILN_GRAN_GROUP) {
+        if (act[0])
+            append(why, sizeof p->why, "; %s applied in the epilogue", act);
+        append(why, sizeof p->why,
+               "; group=%d weight scales (stored next to the packed codes) applied to each "
+               "group's %s partial sum",
+               (int)w->group, integer ? "exact int32" : "f32");
+    } else {
+        append(why, sizeof p->why, "; %s%s%s weight scale%s applied in the epilogue", act,
+               act[0] ? " and " : "", w->gran == KILN_GRAN_CHANNEL ? "per-channel" : "per-tensor",
+               w->gran == KILN_GRAN_CHANNEL ? "s" : "");
+    }
+}
+
+static void set_layout(Pick *p, const char *fmt, const char *prefix)
+{
+    snprintf(p->layout, sizeof p->layout, fmt, prefix);
+}
+
+/* int8 activations x int8/int4 weights */
+static void pick_int(Pick *p, const char *sm)
+{
+    const KilnQuantSpec *w = &p->wt->q;
+    bool asym_w = !w->symmetric, asym_a = !p->act.symmetric;
+    const char *t = p->t->name;
+    switch (p->t->kind) {
+    case KILN_TGT_INTERP:
+        set_layout(p, "reference", "");
+        snprintf(p->why, sizeof p->why,
+                 "interp: scalar reference, exact integer sums of (q_a-z_a)(q_w-z_w) then scaled");
+        return;
+    case KILN_TGT_CPU:
+        if (p->t->isa & KILN_ISA_VNNI) {
+            set_layout(p, "avx512-vnni-u8s8", "");
+            snprintf(p->why, sizeof p->why,
+                     "%s: VNNI vpdpbusd wants u8 activations x s8 weights; %s", t,
+                     asym_a ? "asymmetric u8 activations feed it directly and "
+                              "z_a*rowsum(q_w) (precomputed at prepack) is subtracted"
+                            : "activations are shifted to u8 by +128 and 128*rowsum(q_w) "
+                              "(precomputed at prepack) is subtracted, so int32 sums stay exact");
+            if (asym_w && w->fmt == KILN_QF_INT4)
+                append(p->why, sizeof p->why,
+                       "; asymmetric int4 weights: u4 codes fit s8 as they are and the "
+                       "zero-point term z_w*sum(q_a) is corrected per row (still exact int32)");
+            else if (asym_w)
+                append(p->why, sizeof p->why,
+                       "; asymmetric int8 weights: u8 codes re-centred to s8 by -128 and the "
+                       "(z_w-128)*sum(q_a) term corrected per row (still exact int32)");
+        } else {
+            set_layout(p, "avx2-i16-madd", "");
+            snprintf(p->why, sizeof p->why,
+                     "%s: no int8 dot product (VNNI) on x86-64-v3; int8 activations and %s "
+                     "weights sign-extended to int16, vpmaddwd sums pairs into exact int32%s",
+                     t, bits_name(w),
+                     asym_a || asym_w ? "; zero points subtracted in int16 before the multiply"
+                                      : "");
+        }
+        break;
+    case KILN_TGT_CUDA:
+        set_layout(p, "%s-mma-s8", sm);
+        snprintf(p->why, sizeof p->why,
+                 "%s: tensor cores mma.sync.m16n8k32 s8 x s8 -> exact s32%s%s", t,
+                 w->fmt == KILN_QF_INT4 ? "; int4 weights unpacked to s8 in registers" : "",
+                 asym_a || asym_w ? "; zero points corrected with row sums in the epilogue" : "");
+        break;
+    }
+    scales_phrase(p, true);
+}
+
+/* act = {...} becomes act_dtype = f16 in the same place, so the printed qgemm reads
+ * as before with only that attribute changed. */
+static void replace_act_with_f16(Pick *p)
+{
+    kiln_pass_unset(p->qg, "act_dtype");
+    for (int i = 0; i < p->qg->nattrs; i++) {
+        KilnAttr *a = &p->qg->attrs[i];
+        if (strcmp(a->key, "act") == 0) {
+            memset(a, 0, sizeof *a);
+            a->key = kiln_arena_strdup(p->f->mod->arena, "act_dtype");
+            a->kind = KILN_ATTR_IDENT;
+            a->s = kiln_arena_strdup(p->f->mod->arena, "f16");
+            return;
+        }
+    }
+    kiln_set_ident(p->f, p->qg, "act_dtype", "f16");
+}
+
+/* fp8 activations x fp8 weights */
+static void pick_fp8(Pick *p, const char *sm)
+{
+    const char *t = p->t->name;
+    switch (p->t->kind) {
+    case KILN_TGT_INTERP:
+        set_layout(p, "reference", "");
+        snprintf(p->why, sizeof p->why,
+                 "interp: scalar reference, fp8 codes decoded to f32, f32 accumulate");
+        return;
+    case KILN_TGT_CPU:
+        if (p->t->isa & KILN_ISA_BF16) {
+            set_layout(p, "avx512-fp8-bf16-dot", "");
+            snprintf(p->why, sizeof p->why,
+                     "%s: no FP8 arithmetic on x86; e4m3 and e5m2 values are exact in bf16 "
+                     "(3 and 2 mantissa bits fit bf16's 7, exponents fit), so codes decode to "
+                     "bf16 and vdpbf16ps multiplies pairs with f32 accumulate",
+                     t);
+        } else {
+            set_layout(p, "avx2-fp8-f32-fma", "");
+            snprintf(p->why, sizeof p->why,
+                     "%s: no FP8 arithmetic on x86; e4m3/e5m2 codes of both operands decoded "
+                     "exactly to f32 and multiplied with FMA, f32 accumulate",
+                     t);
+        }
+        break;
+    case KILN_TGT_CUDA:
+        if (p->t->sm < 89) {
+            /* No FP8 mma before Ada: keep the 8-bit weights (the bandwidth win) and
+             * run the activations in f16, which holds every e4m3/e5m2 value. */
+            char spec[128];
+            kiln_spec_print(&p->act, spec, sizeof spec);
+            replace_act_with_f16(p);
+            p->has_act = false;
+            p->act_dtype = KILN_F16;
+            set_layout(p, "%s-fp8-weightonly-f16", sm);
+            snprintf(p->why, sizeof p->why,
+                     "%s has no FP8 tensor cores: FP8 weights kept, activations run in f16 "
+                     "(act {%s} dropped); weights decode exactly to f16 in registers, "
+                     "mma.sync.m16n8k16 f16 with f32 accumulate",
+                     t, spec);
+            break;
+        }
+        set_layout(p, "%s-mma-fp8", sm);
+        snprintf(p->why, sizeof p->why,
+                 "%s: native FP8 tensor cores, mma.sync.m16n8k32 e4m3/e5m2 with f32 accumulate%s",
+                 t, p->t->sm >= 90 ? " (wgmma later)" : "");
+        break;
+    }
+    scales_phrase(p, false);
+}
+
+/* weight-only: activations rounded to act_dtype, weights dequantized */
+static void pick_weight_only(Pick *p, const char *sm)
+{
+    const KilnQuantSpec *w = &p->wt->q;
+    const char *t = p->t->name, *ad = kiln_dtype_name(p->act_dtype);
+    switch (p->t->kind) {
+    case KILN_TGT_INTERP:
+        set_layout(p, "reference", "");
+        snprintf(p->why, sizeof p->why,
+                 "interp: scalar reference, %s activations%s, weights dequantized to f32, f32 "
+                 "accumulate",
+                 ad, p->act_dtype == KILN_F32 ? "" : " (rounded from f32)");
+        return;
+    case KILN_TGT_CPU:
+        if ((p->t->isa & KILN_ISA_BF16) && p->act_dtype == KILN_BF16) {
+            set_layout(p, "avx512-bf16-dot", "");
+            snprintf(p->why, sizeof p->why,
+                     "%s: weight-only %s with bf16 activations: vdpbf16ps multiplies bf16 pairs "
+                     "into f32; integer codes (q-z, |v| <= 255) and fp8 values are exact in bf16, "
+                     "so products are exact and scales apply after the dot",
+                     t, bits_name(w));
+        } else {
+            bool v4 = p->t->isa & KILN_ISA_AVX512;
+            set_layout(p, v4 ? "avx512-f32-fma-dequant" : "avx2-f32-fma-dequant", "");
+            snprintf(p->why, sizeof p->why,
+                     "%s: weight-only %s with %s activations: decode is memory-bound, so weights "
+                     "stay %d-bit in memory and are dequantized in registers to f32, then %s FMA "
+                     "in f32%s",
+                     t, bits_name(w), ad, storage_bits(w), v4 ? "16-wide" : "8-wide",
+                     p->act_dtype == KILN_F16  ? " (activations rounded through f16 with F16C)"
+                     : p->act_dtype == KILN_BF16 ? " (activations rounded to bf16 first)"
+                                                 : "");
+        }
+        break;
+    case KILN_TGT_CUDA:
+        if (p->act_dtype == KILN_F32) {
+            /* f16/bf16 tensor cores would round f32 activations: CUDA cores keep them exact */
+            set_layout(p, "%s-f32-fma-dequant", sm);
+            snprintf(p->why, sizeof p->why,
+                     "%s: weight-only %s with f32 activations: f16/bf16 tensor cores would round "
+                     "the activations, so weights are dequantized in registers and FFMA runs on "
+                     "CUDA cores",
+                     t, bits_name(w));
+        } else if (is_fp8(w->fmt) && p->t->sm < 89 && p->act_dtype == KILN_F16) {
+            set_layout(p, "%s-fp8-weightonly-f16", sm);
+            snprintf(p->why, sizeof p->why,
+                     "%s: weight-only fp8, no FP8 tensor cores: weights decode exactly to f16 in "
+                     "registers, mma.sync.m16n8k16 f16 with f32 accumulate",
+                     t);
+        } else {
+            set_layout(p, p->act_dtype == KILN_F16 ? "%s-mma-f16-dequant" : "%s-mma-bf16-dequant",
+                       sm);
+            snprintf(p->why, sizeof p->why,
+                     "%s: weight-only %s: weights stay %d-bit in memory (decode is "
+                     "bandwidth-bound) and convert exactly to %s in registers%s, mma.sync.m16n8k16 "
+                     "%s with f32 accumulate",
+                     t, bits_name(w), storage_bits(w), ad,
+                     w->fmt == KILN_QF_INT4 ? " (int4 via lop3 magic-number tricks)" : "", ad);
+        }
+        break;
+    }
+    scales_phrase(p, false);
+}
+
+/* ---------------------------------------------------------------- driver */
+
+static int pick_one(KilnFunc *f, int qi, const KilnTarget *t, KilnDiag *d)
+{
+    Pick p = {0};
+    p.f = f;
+    p.qg = &f->insts[qi];
+    p.t = t;
+    p.layer = f->name;
+    p.yname = f->values[p.qg->result].name;
+    int rc = resolve_weight(&p, d);
+    if (!rc)
+        rc = read_act(&p, d);
+    if (rc)
+        return rc;
+    char sm[16];
+    snprintf(sm, sizeof sm, "sm%d", t->sm);
+    if (!p.has_act)
+        pick_weight_only(&p, sm);
+    else if (is_fp8(p.act.fmt))
+        pick_fp8(&p, sm);
+    else
+        pick_int(&p, sm);
+    if (p.note[0])
+        append(p.why, sizeof p.why, "; %s", p.note);
+    kiln_set_str(f, p.qg, "layout", p.layout);
+    kiln_set_str(f, p.qg, "why", p.why);
+    return KILN_OK;
+}
+
+int kiln_pass_pick_layout(KilnModule *m, const KilnTarget *t, KilnDiag *d)
+{
+    for (int i = 0; i < m->nfuncs; i++) {
+        KilnFunc *f = m->funcs[i];
+        for (int j = 0; j < f->ninsts; j++) {
+            if (f->insts[j].dead || f->insts[j].op != KILN_OP_QGEMM)
+                continue;
+            int rc = pick_one(f, j, t, d);
+            if (rc)
+                return rc;
+        }
+    }
+    return KILN_OK;
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the test command: set up, build, run the whole suite (plain build),
+# then again under AddressSanitizer + UndefinedBehaviorSanitizer, then the leak check
+# of the core programs under valgrind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -d ../shared/testdata ]; then
+  echo "test: ../shared/testdata is missing (the FP8 reference tables live there); tests that read it will fail" >&2
+fi
+jobs=$(nproc)
+
+bash scripts/setup.sh build
+(cd build && ctest --output-on-failure -j"$jobs")
+
+bash scripts/setup.sh build-asan -DKILN_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+   ctest --output-on-failure -j"$jobs")
+
+bash scripts/valgrind.sh build

@@ -1,0 +1,4 @@
+-- a misspelt option name
+return recipe "bad" {
+  rule "*" { weights = int4 { grp = 128 } },
+}

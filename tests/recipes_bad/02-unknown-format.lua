@@ -1,0 +1,6 @@
+-- int3 is not a format
+return recipe "bad" {
+  rule "*" {
+    weights = int3 { group = 128 },
+  },
+}

@@ -1,0 +1,6 @@
+-- per value misspelt
+return recipe "bad" {
+  rule "*" {
+    weights = int8 { per = "chanel" },
+  },
+}

@@ -1,0 +1,4 @@
+-- forgot `return`
+recipe "bad" {
+  rule "*" { weights = int8 },
+}

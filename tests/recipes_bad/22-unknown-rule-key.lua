@@ -1,0 +1,7 @@
+-- `weight` instead of `weights`
+return recipe "bad" {
+  rule "*" {
+    activations = f16,
+    weight = int8,
+  },
+}

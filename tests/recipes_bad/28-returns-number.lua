@@ -1,0 +1,2 @@
+-- returning something else
+return 42

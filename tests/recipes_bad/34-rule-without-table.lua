@@ -1,0 +1,4 @@
+-- a rule without its table
+return recipe "bad" {
+  rule "*",
+}

@@ -1,0 +1,6 @@
+-- formats are values, not strings
+return recipe "bad" {
+  rule "*" {
+    weights = "int8",
+  },
+}

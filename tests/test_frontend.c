@@ -1,0 +1,687 @@
+/* tests/test_frontend.c — the recipe frontend: every broken recipe in
+ * tests/recipes_bad gives its expected line and message; glob and Lua-pattern
+ * matching; first match wins; ignore; defaults; every shipped recipe loads and
+ * lowers to IR that verifies; exact lowered IR for a few layers; limits. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "frontend/recipe.h"
+
+#define SRC KILN_SOURCE_DIR
+
+static KilnRecipe *load_str(const char *src)
+{
+    KilnRecipe *r = NULL;
+    KilnDiag d = {0};
+    int rc = kiln_recipe_load_string(src, strlen(src), "inline.lua", &r, &d);
+    if (rc) {
+        char buf[1200];
+        fprintf(stderr, "unexpected error: %s\n", kiln_diag_format(&d, buf, sizeof buf));
+    }
+    assert_int_equal(rc, 0);
+    assert_non_null(r);
+    return r;
+}
+
+/* Load src expecting an error at `line` whose message contains `sub`. */
+static void expect_error(const char *src, int line, const char *sub)
+{
+    KilnRecipe *r = NULL;
+    KilnDiag d = {0};
+    int rc = kiln_recipe_load_string(src, strlen(src), "inline.lua", &r, &d);
+    if (rc != KILN_EINPUT || d.line != line || !strstr(d.msg, sub))
+        fprintf(stderr, "expected %d: %s\n     got %d: %s (rc %d)\n", line, sub, d.line, d.msg, rc);
+    assert_int_equal(rc, KILN_EINPUT);
+    assert_int_equal(d.code, KILN_EINPUT);
+    assert_null(r);
+    assert_string_equal(d.file, "inline.lua");
+    assert_int_equal(d.line, line);
+    assert_non_null(strstr(d.msg, sub));
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = calloc(1, (size_t)n + 1);
+    if (fread(s, 1, (size_t)n, f) != (size_t)n) {
+        free(s);
+        s = NULL;
+    }
+    fclose(f);
+    return s;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted names of the files in dir ending in ext. */
+static int list_dir(const char *dir, const char *ext, char ***out)
+{
+    DIR *dp = opendir(dir);
+    assert_non_null(dp);
+    int n = 0;
+    char **v = NULL;
+    for (struct dirent *e; (e = readdir(dp));) {
+        size_t l = strlen(e->d_name), el = strlen(ext);
+        if (l > el && strcmp(e->d_name + l - el, ext) == 0) {
+            v = realloc(v, (size_t)(n + 1) * sizeof *v);
+            v[n++] = strdup(e->d_name);
+        }
+    }
+    closedir(dp);
+    qsort(v, (size_t)n, sizeof *v, cmp_str);
+    *out = v;
+    return n;
+}
+
+static void free_list(char **v, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* ------------------------------------------------------------------ broken recipes */
+
+static void test_bad_recipes(void **state)
+{
+    (void)state;
+    const char *dir = SRC "/tests/recipes_bad";
+    char **names;
+    int n = list_dir(dir, ".lua", &names);
+    assert_true(n >= 24);
+    int failures = 0;
+    for (int i = 0; i < n; i++) {
+        char path[1024], epath[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        snprintf(epath, sizeof epath, "%.*s.expected", (int)(strlen(path) - 4), path);
+        char *exp = slurp(epath);
+        assert_non_null(exp); /* every broken recipe says what it expects */
+        exp[strcspn(exp, "\n")] = 0;
+        int line = atoi(exp);
+        const char *sub = strchr(exp, ':');
+        assert_non_null(sub);
+        sub += 2;
+        KilnRecipe *r = NULL;
+        KilnDiag d = {0};
+        clock_t t0 = clock();
+        int rc = kiln_recipe_load(path, &r, &d);
+        double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
+        bool ok = rc == KILN_EINPUT && d.code == KILN_EINPUT && r == NULL && d.file &&
+                  strcmp(d.file, path) == 0 && d.line == line && strstr(d.msg, sub) && secs < 20;
+        if (!ok) {
+            fprintf(stderr, "%s: expected %d: %s\n    got rc %d line %d: %s (%.1fs)\n", names[i], line,
+                    sub, rc, d.line, d.msg, secs);
+            failures++;
+        }
+        kiln_recipe_free(r);
+        free(exp);
+    }
+    free_list(names, n);
+    assert_int_equal(failures, 0);
+}
+
+static void test_missing_file(void **state)
+{
+    (void)state;
+    KilnRecipe *r = (KilnRecipe *)1;
+    KilnDiag d = {0};
+    const char *path = SRC "/tests/recipes_bad/no-such-recipe.lua";
+    assert_int_equal(kiln_recipe_load(path, &r, &d), KILN_EINPUT);
+    assert_null(r);
+    assert_string_equal(d.file, path);
+    assert_non_null(strstr(d.msg, "cannot open recipe"));
+}
+
+static void test_chunkname_default(void **state)
+{
+    (void)state;
+    KilnRecipe *r = NULL;
+    KilnDiag d = {0};
+    const char *src = "return recipe 'x' {\n rule '*' { weights = int8 { per = 'row' } } }";
+    assert_int_equal(kiln_recipe_load_string(src, strlen(src), NULL, &r, &d), KILN_EINPUT);
+    assert_string_equal(d.file, "<string>");
+    assert_int_equal(d.line, 2);
+    char buf[1200];
+    assert_non_null(strstr(kiln_diag_format(&d, buf, sizeof buf), "<string>:2: int8 {...}: bad per = 'row'"));
+}
+
+/* ------------------------------------------------------------------ matching */
+
+static void test_glob(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *pat, *name;
+        bool want;
+    } cases[] = {
+        {"*", "model.layers.0.mlp.up_proj", true},
+        {"*", "", true},
+        {"*.mlp.*", "model.layers.0.mlp.up_proj", true},
+        {"*.mlp.*", "model.layers.0.attn.q_proj", false},
+        {"*.mlp.*", "mlp.up", false}, /* the leading '*.' needs a dot before mlp */
+        {"lm_head", "lm_head", true},
+        {"lm_head", "model.lm_head", false}, /* whole-name match */
+        {"*lm_head", "model.lm_head", true},
+        {"*.gate", "model.layers.3.mlp.gate", true},
+        {"*.gate", "model.layers.3.mlp.gate_proj", false},
+        {"layers.?.mlp", "layers.7.mlp", true},
+        {"layers.?.mlp", "layers.17.mlp", false},
+        {"layers.??.mlp", "layers.17.mlp", true},
+        {"*a*b*c", "xxaxxbxxc", true},
+        {"*a*b*c", "xxaxxcxxb", false},
+        {"a*", "a", true},
+        {"?", "", false},
+        {"**.x", "y.x", true},
+        {"*.layers.*.self_attn.*_proj", "model.layers.31.self_attn.k_proj", true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (kiln_glob_match(cases[i].pat, cases[i].name) != cases[i].want)
+            fprintf(stderr, "glob '%s' on '%s': want %d\n", cases[i].pat, cases[i].name, cases[i].want);
+        assert_int_equal(kiln_glob_match(cases[i].pat, cases[i].name), cases[i].want);
+    }
+}
+
+static void test_lua_patterns(void **state)
+{
+    (void)state;
+    KilnRecipe *r = load_str("return recipe 'lp' {\n"
+                             "  ignore = { 'lua:^model%.layers%.[0-1]%.' },\n"
+                             "  rule '%.q_proj$' { match = 'lua', weights = int8 },\n"
+                             "  rule 'lua:layers%.%d+%.mlp' { weights = int4 },\n"
+                             "  rule 'mlp' { match = 'glob', weights = fp8_e4m3 },\n"
+                             "}\n");
+    assert_int_equal(kiln_recipe_nrules(r), 3);
+    assert_string_equal(kiln_recipe_rule_pattern(r, 0), "%.q_proj$");
+    assert_string_equal(kiln_recipe_rule_pattern(r, 1), "layers%.%d+%.mlp");
+    /* layers 0 and 1 are ignored by the anchored Lua pattern */
+    assert_true(kiln_recipe_ignored(r, "model.layers.0.attn.q_proj"));
+    assert_true(kiln_recipe_ignored(r, "model.layers.1.mlp.up"));
+    assert_false(kiln_recipe_ignored(r, "model.layers.2.mlp.up"));
+    assert_false(kiln_recipe_ignored(r, "xmodel.layers.0.mlp.up"));
+    assert_int_equal(kiln_recipe_match(r, "model.layers.0.attn.q_proj"), -1);
+    /* unanchored Lua pattern: found anywhere; '$' anchors the end */
+    assert_int_equal(kiln_recipe_match(r, "model.layers.5.attn.q_proj"), 0);
+    assert_int_equal(kiln_recipe_match(r, "model.layers.5.attn.q_proj.lora"), -1);
+    assert_int_equal(kiln_recipe_match(r, "model.layers.12.mlp.down_proj"), 1);
+    assert_int_equal(kiln_recipe_match(r, "model.layers.x.mlp.down_proj"), -1);
+    /* glob without wildcards: exact */
+    assert_int_equal(kiln_recipe_match(r, "mlp"), 2);
+    /* examples: literal characters of the Lua pattern, a model prefix */
+    const char *ex0 = kiln_recipe_rule_example(r, 0);
+    assert_string_equal(ex0, "model.layers.0.q_proj");
+    assert_string_equal(kiln_recipe_rule_example(r, 1), "layers.0.mlp");
+    assert_int_equal(kiln_recipe_match(r, kiln_recipe_rule_example(r, 1)), 1);
+    kiln_recipe_free(r);
+}
+
+static void test_first_match_and_ignore(void **state)
+{
+    (void)state;
+    KilnRecipe *r = NULL;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_recipe_load(SRC "/recipes/mixed.lua", &r, &d), 0);
+    assert_string_equal(kiln_recipe_name(r), "mixed");
+    assert_string_equal(kiln_recipe_target(r), "cpu");
+    assert_int_equal(kiln_recipe_nrules(r), 4);
+    assert_true(kiln_recipe_ignored(r, "lm_head"));
+    assert_true(kiln_recipe_ignored(r, "model.layers.3.mlp.gate"));
+    assert_false(kiln_recipe_ignored(r, "model.layers.3.mlp.gate_proj"));
+    assert_int_equal(kiln_recipe_match(r, "lm_head"), -1);
+    assert_int_equal(kiln_recipe_match(r, "model.layers.3.mlp.gate"), -1);
+    /* first match wins: up_proj would also match "*" */
+    assert_int_equal(kiln_recipe_match(r, "model.layers.0.mlp.up_proj"), 0);
+    assert_int_equal(kiln_recipe_match(r, "model.layers.0.attn.q_proj"), 1);
+    /* the Lua rule is anchored with $: this one falls through to the glob rule */
+    assert_int_equal(kiln_recipe_match(r, "model.layers.0.attn.q_proj_lora"), 2);
+    assert_int_equal(kiln_recipe_match(r, "model.layers.0.attn.o_proj"), 2);
+    assert_int_equal(kiln_recipe_match(r, "model.layers.0.mlp.down_proj"), 3);
+    assert_int_equal(kiln_recipe_match(r, "embed"), 3);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(kiln_recipe_match(r, kiln_recipe_rule_example(r, i)), i);
+    assert_string_equal(kiln_recipe_rule_example(r, 0), "model.layers.0.mlp.up_proj");
+    assert_string_equal(kiln_recipe_rule_example(r, 1), "model.layers.0.attn.q_proj");
+    assert_string_equal(kiln_recipe_rule_example(r, 2), "model.layers.0.attn.x");
+    assert_string_equal(kiln_recipe_rule_example(r, 3), "model.layers.0");
+    assert_null(kiln_recipe_rule_pattern(r, 4));
+    assert_null(kiln_recipe_rule_example(r, -1));
+    kiln_recipe_free(r);
+}
+
+/* ------------------------------------------------------------------ lowering helpers */
+
+static KilnFunc *lower(const KilnRecipe *r, KilnModule *m, const char *layer, int64_t M, int64_t N,
+                       int64_t K, const char *target)
+{
+    KilnFunc *f = NULL;
+    KilnDiag d = {0};
+    int rc = kiln_lower_layer(r, layer, M, N, K, target, m, &f, &d);
+    if (rc)
+        fprintf(stderr, "lower %s: %s\n", layer, d.msg);
+    assert_int_equal(rc, 0);
+    assert_non_null(f);
+    KilnDiag vd = {0};
+    rc = kiln_verify_func(f, &vd);
+    if (rc)
+        fprintf(stderr, "verify %s: %s\n", layer, vd.msg);
+    assert_int_equal(rc, 0);
+    return f;
+}
+
+static void expect_ops(const KilnFunc *f, const KilnOp *ops, int n)
+{
+    assert_int_equal(f->ninsts, n);
+    for (int i = 0; i < n; i++) {
+        if (f->insts[i].op != ops[i])
+            fprintf(stderr, "inst %d: want %s got %s\n", i, kiln_op_name(ops[i]), kiln_op_name(f->insts[i].op));
+        assert_int_equal(f->insts[i].op, ops[i]);
+    }
+}
+
+static const char *type_str(const KilnFunc *f, int i, char *buf)
+{
+    KilnType t = f->values[f->insts[i].result].type;
+    kiln_type_print(&t, buf, 128);
+    return buf;
+}
+
+static const char *fattr_s(const KilnFunc *f, const char *key)
+{
+    const KilnAttr *a = kiln_fget(f, key);
+    return a ? a->s : NULL;
+}
+
+static char *print_func(const KilnFunc *f)
+{
+    char *s = NULL;
+    size_t n = 0;
+    FILE *mf = open_memstream(&s, &n);
+    kiln_print_func(mf, f);
+    fclose(mf);
+    return s;
+}
+
+/* ------------------------------------------------------------------ lowering */
+
+static void test_lower_w4a8(void **state)
+{
+    (void)state;
+    KilnRecipe *r = NULL;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_recipe_load(SRC "/recipes/w4a8.lua", &r, &d), 0);
+    KilnModule *m = kiln_module_new();
+    KilnFunc *f = lower(r, m, "model.layers.0.mlp.up_proj", 16, 512, 256, "avx2");
+    static const KilnOp ops[] = {KILN_OP_WEIGHT, KILN_OP_QUANTIZE, KILN_OP_DEQUANTIZE, KILN_OP_DYNQUANT,
+                                 KILN_OP_DEQUANTIZE, KILN_OP_MATMUL, KILN_OP_RETURN};
+    expect_ops(f, ops, 7);
+    char b[128];
+    assert_string_equal(type_str(f, 0, b), "f32[512,256]");
+    assert_string_equal(type_str(f, 1, b), "i4[512,256]{int4 sym group=128}");
+    assert_string_equal(type_str(f, 2, b), "f32[512,256]");
+    assert_string_equal(type_str(f, 3, b), "i8[16,256]{int8 sym token dynamic}");
+    assert_string_equal(type_str(f, 4, b), "f32[16,256]");
+    assert_string_equal(type_str(f, 5, b), "f32[16,512]");
+    assert_string_equal(kiln_get(&f->insts[0], "name")->s, "model.layers.0.mlp.up_proj.weight");
+    assert_int_equal(f->nparams, 1);
+    assert_string_equal(f->name, "model.layers.0.mlp.up_proj");
+    assert_string_equal(fattr_s(f, "recipe"), "w4a8");
+    assert_string_equal(fattr_s(f, "rule"), "*");
+    assert_string_equal(fattr_s(f, "target"), "avx2");
+    assert_string_equal(fattr_s(f, "method"), "rtn");
+    assert_null(kiln_fget(f, "kv_cache"));
+    char *txt = print_func(f);
+    const char *want =
+        "func @\"model.layers.0.mlp.up_proj\"(%x: f32[16,256]) -> f32[16,512] attributes {recipe = "
+        "\"w4a8\", rule = \"*\", target = avx2, method = rtn} {\n"
+        "  %w = weight {name = \"model.layers.0.mlp.up_proj.weight\"} : f32[512,256]\n"
+        "  %wq = quantize %w : i4[512,256]{int4 sym group=128}\n"
+        "  %wd = dequantize %wq : f32[512,256]\n"
+        "  %xq = dynquant %x : i8[16,256]{int8 sym token dynamic}\n"
+        "  %xd = dequantize %xq : f32[16,256]\n"
+        "  %y = matmul %xd, %wd : f32[16,512]\n"
+        "  return %y\n"
+        "}\n";
+    if (strcmp(txt, want))
+        fprintf(stderr, "printed:\n%s\nwant:\n%s", txt, want);
+    assert_string_equal(txt, want);
+    /* the printed text parses back to the same text */
+    KilnModule *m2 = kiln_module_new();
+    KilnDiag pd = {0};
+    assert_int_equal(kiln_parse_module(txt, strlen(txt), "lowered", m2, &pd), 0);
+    char *txt2 = print_func(m2->funcs[0]);
+    assert_string_equal(txt2, txt);
+    free(txt2);
+    kiln_module_free(m2);
+    free(txt);
+    /* lm_head is ignored: plain f32 matmul, no method */
+    f = lower(r, m, "lm_head", 4, 1000, 256, NULL);
+    static const KilnOp plain[] = {KILN_OP_WEIGHT, KILN_OP_MATMUL, KILN_OP_RETURN};
+    expect_ops(f, plain, 3);
+    assert_string_equal(type_str(f, 1, b), "f32[4,1000]");
+    assert_string_equal(fattr_s(f, "rule"), "(ignored)");
+    assert_string_equal(fattr_s(f, "target"), "cpu");
+    assert_null(kiln_fget(f, "method"));
+    assert_int_equal(m->nfuncs, 2);
+    kiln_module_free(m);
+    kiln_recipe_free(r);
+}
+
+static void test_lower_mixed_epilogue_kv(void **state)
+{
+    (void)state;
+    KilnRecipe *r = NULL;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_recipe_load(SRC "/recipes/mixed.lua", &r, &d), 0);
+    KilnModule *m = kiln_module_new();
+    KilnFunc *f = lower(r, m, "model.layers.2.mlp.up_proj", 8, 384, 128, NULL);
+    static const KilnOp ops[] = {KILN_OP_WEIGHT, KILN_OP_QUANTIZE, KILN_OP_DEQUANTIZE, KILN_OP_DYNQUANT,
+                                 KILN_OP_DEQUANTIZE, KILN_OP_MATMUL, KILN_OP_WEIGHT,   KILN_OP_BIAS_ADD,
+                                 KILN_OP_SILU,       KILN_OP_CAST,   KILN_OP_RETURN};
+    expect_ops(f, ops, 11);
+    char b[128];
+    assert_string_equal(type_str(f, 1, b), "i8[384,128]{int8 sym channel}");
+    assert_string_equal(type_str(f, 6, b), "f32[384]");
+    assert_string_equal(kiln_get(&f->insts[6], "name")->s, "model.layers.2.mlp.up_proj.bias");
+    assert_string_equal(type_str(f, 9, b), "f16[8,384]");
+    assert_string_equal(fattr_s(f, "target"), "cpu"); /* the recipe's own target */
+    const KilnAttr *kv = kiln_fget(f, "kv_cache");
+    assert_non_null(kv);
+    assert_int_equal(kv->kind, KILN_ATTR_SPEC);
+    assert_int_equal(kv->q.fmt, KILN_QF_FP8_E4M3);
+    assert_int_equal(kv->q.gran, KILN_GRAN_CHANNEL); /* per = "head" */
+
+    f = lower(r, m, "model.layers.2.attn.q_proj", 8, 256, 256, "sm_90");
+    assert_string_equal(type_str(f, 1, b), "e4m3[256,256]{fp8_e4m3 sym channel}");
+    assert_string_equal(type_str(f, 3, b), "e4m3[8,256]{fp8_e4m3 sym token dynamic}");
+    assert_string_equal(fattr_s(f, "target"), "sm_90");
+    assert_string_equal(fattr_s(f, "rule"), "%.attn%.q_proj$");
+
+    f = lower(r, m, "model.layers.2.attn.k_proj", 8, 256, 256, NULL);
+    static const KilnOp wo[] = {KILN_OP_WEIGHT, KILN_OP_QUANTIZE, KILN_OP_DEQUANTIZE, KILN_OP_CAST,
+                                KILN_OP_CAST,   KILN_OP_MATMUL,   KILN_OP_RETURN};
+    expect_ops(f, wo, 7);
+    assert_string_equal(type_str(f, 1, b), "i4[256,256]{int4 sym auto}");
+    assert_string_equal(type_str(f, 3, b), "bf16[8,256]");
+
+    f = lower(r, m, "model.layers.2.mlp.down_proj", 1, 128, 384, NULL);
+    assert_string_equal(type_str(f, 1, b), "u4[128,384]{int4 asym group=128}");
+    assert_string_equal(type_str(f, 3, b), "f16[1,384]");
+    kiln_module_free(m);
+    kiln_recipe_free(r);
+}
+
+static void test_lower_errors(void **state)
+{
+    (void)state;
+    KilnRecipe *r = NULL;
+    KilnDiag d = {0};
+    const char *path = SRC "/recipes/w4a16-g128-asym.lua";
+    assert_int_equal(kiln_recipe_load(path, &r, &d), 0);
+    KilnModule *m = kiln_module_new();
+    KilnFunc *f = (KilnFunc *)1;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(kiln_lower_layer(r, "model.layers.0.mlp.up_proj", 4, 64, 100, NULL, m, &f, &d),
+                     KILN_EINPUT);
+    assert_null(f);
+    assert_int_equal(m->nfuncs, 0); /* nothing half-built left behind */
+    assert_string_equal(d.file, kiln_recipe_file(r));
+    assert_string_equal(d.file, path);
+    assert_int_equal(d.line, 7); /* the rule's line in the recipe */
+    assert_non_null(strstr(d.msg, "layer 'model.layers.0.mlp.up_proj': group 128 does not divide K=100"));
+    /* lm_head is ignored, so no group constraint applies to it */
+    assert_int_equal(kiln_lower_layer(r, "lm_head", 4, 64, 100, NULL, m, &f, &d), 0);
+    assert_int_equal(m->nfuncs, 1);
+    memset(&d, 0, sizeof d);
+    assert_int_equal(kiln_lower_layer(r, "x", 0, 64, 128, NULL, m, &f, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "bad shape M=0"));
+    assert_int_equal(kiln_lower_layer(r, "x", 4, -1, 128, NULL, m, &f, &d), KILN_EINPUT);
+    assert_int_equal(kiln_lower_layer(r, "x", 4, 64, 128, "tpu", m, &f, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "unknown target 'tpu' (valid: interp, cpu, avx2"));
+    assert_int_equal(kiln_lower_layer(r, "", 4, 64, 128, NULL, m, &f, &d), KILN_EINPUT);
+    assert_int_equal(m->nfuncs, 1);
+    kiln_module_free(m);
+    kiln_recipe_free(r);
+}
+
+static void test_unmatched_layer(void **state)
+{
+    (void)state;
+    KilnRecipe *r = load_str("return recipe 'only-mlp' {\n"
+                             "  rule '*.mlp.*' { weights = int8 },\n"
+                             "}\n");
+    assert_int_equal(kiln_recipe_match(r, "model.layers.0.attn.q_proj"), -1);
+    assert_false(kiln_recipe_ignored(r, "model.layers.0.attn.q_proj"));
+    assert_null(kiln_recipe_target(r));
+    KilnModule *m = kiln_module_new();
+    KilnFunc *f = lower(r, m, "model.layers.0.attn.q_proj", 2, 128, 128, NULL);
+    static const KilnOp plain[] = {KILN_OP_WEIGHT, KILN_OP_MATMUL, KILN_OP_RETURN};
+    expect_ops(f, plain, 3);
+    assert_string_equal(fattr_s(f, "rule"), "(none)");
+    assert_string_equal(fattr_s(f, "recipe"), "only-mlp");
+    kiln_module_free(m);
+    kiln_recipe_free(r);
+}
+
+/* ------------------------------------------------------------------ defaults and options */
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    KilnRecipe *r = load_str("return recipe 'defaults' {\n"
+                             "  kv_cache = f16,\n"
+                             "  rule 'a' { weights = int4 },\n"
+                             "  rule 'b' { weights = int8 },\n"
+                             "  rule 'c' { weights = fp8_e5m2, activations = fp8_e5m2 },\n"
+                             "  rule 'd' { weights = int8, activations = int8 },\n"
+                             "  rule 'e' { weights = int8, activations = int8 { scale = 0.5 } },\n"
+                             "  rule 'f' { weights = int4 { per = 'group' }, activations = f32,\n"
+                             "             epilogue = { act = 'gelu', out = bf16 } },\n"
+                             "  rule 'g' { weights = int8 { calib = 'percentile' },\n"
+                             "             activations = int8 { symmetric = false, dynamic = false, scale = 0.25, zero = 7 } },\n"
+                             "  rule 'h' { weights = int4 { per = 'channel', symmetric = false } },\n"
+                             "}\n");
+    KilnModule *m = kiln_module_new();
+    char b[128];
+    KilnFunc *f = lower(r, m, "a", 3, 64, 256, NULL);
+    assert_string_equal(type_str(f, 1, b), "i4[64,256]{int4 sym group=128}");
+    assert_string_equal(type_str(f, 3, b), "f16[3,256]"); /* weight-only default: f16 acts */
+    const KilnAttr *kv = kiln_fget(f, "kv_cache");
+    assert_int_equal(kv->kind, KILN_ATTR_IDENT);
+    assert_string_equal(kv->s, "f16");
+    f = lower(r, m, "b", 3, 64, 256, NULL);
+    assert_string_equal(type_str(f, 1, b), "i8[64,256]{int8 sym channel}");
+    f = lower(r, m, "c", 3, 64, 256, NULL);
+    assert_string_equal(type_str(f, 1, b), "e5m2[64,256]{fp8_e5m2 sym channel}");
+    assert_string_equal(type_str(f, 3, b), "e5m2[3,256]{fp8_e5m2 sym token dynamic}");
+    f = lower(r, m, "d", 3, 64, 256, NULL);
+    assert_int_equal(f->insts[3].op, KILN_OP_DYNQUANT);
+    assert_string_equal(type_str(f, 3, b), "i8[3,256]{int8 sym token dynamic}");
+    f = lower(r, m, "e", 3, 64, 256, NULL); /* a given scale means static, per tensor */
+    assert_int_equal(f->insts[3].op, KILN_OP_QUANTIZE);
+    assert_string_equal(type_str(f, 3, b), "i8[3,256]{int8 sym tensor scale=0.5}");
+    f = lower(r, m, "f", 3, 64, 256, NULL);
+    static const KilnOp fo[] = {KILN_OP_WEIGHT, KILN_OP_QUANTIZE, KILN_OP_DEQUANTIZE, KILN_OP_MATMUL,
+                                KILN_OP_GELU,   KILN_OP_CAST,     KILN_OP_RETURN};
+    expect_ops(f, fo, 7); /* f32 activations: x goes straight into the matmul */
+    assert_int_equal(f->insts[3].ops[0], f->params[0]);
+    assert_string_equal(type_str(f, 1, b), "i4[64,256]{int4 sym group=128}");
+    assert_string_equal(type_str(f, 5, b), "bf16[3,64]");
+    f = lower(r, m, "g", 3, 64, 256, NULL);
+    assert_string_equal(type_str(f, 1, b), "i8[64,256]{int8 sym channel pct=99.9}");
+    assert_string_equal(type_str(f, 3, b), "u8[3,256]{int8 asym tensor scale=0.25 zero=7}");
+    f = lower(r, m, "h", 3, 64, 100, NULL); /* per-channel int4: any K */
+    assert_string_equal(type_str(f, 1, b), "u4[64,100]{int4 asym channel}");
+    kiln_module_free(m);
+    kiln_recipe_free(r);
+}
+
+static void test_inline_errors(void **state)
+{
+    (void)state;
+    expect_error("return recipe 'x' {\n"
+                 "  rule '*' { weights = int8 { symmetric = 1 } } }",
+                 2, "symmetric must be true or false, got number");
+    expect_error("return recipe 'x' {\n"
+                 "  rule '*' { weights = int8 {\n"
+                 "  } {} } }",
+                 2, "int8 {...} already has its options");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int8 { 'channel' } } }", 2,
+                 "expected name = value, got a positional value (string)");
+    expect_error("return recipe 'x' {\n rule '*' { weights = f16 { } } }", 2, "f16 takes no options");
+    expect_error("return recipe '' { rule '*' { weights = int8 } }", 1, "recipe expects a non-empty name");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int8, epilogue = { out = 'f64' } } }", 2,
+                 "bad out = 'f64' (valid: f32, f16, bf16)");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int8,\n epilogue = { bias = 1 } } }", 3,
+                 "bias must be true or false");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int8,\n match = 'regex' } }", 3,
+                 "bad match = regex (valid: glob, lua)");
+    expect_error("return recipe 'x' {\n ignore = { 'a', 'a' },\n rule '*' { weights = int8 } }", 2,
+                 "duplicate ignore pattern 'a'");
+    expect_error("return recipe 'x' {\n ignore = 'lua:[x',\n rule '*' { weights = int8 } }", 2,
+                 "bad Lua pattern '[x'");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int8 { scale = -1 } } }", 2,
+                 "scale must be a positive finite number");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int8 { scale = 1 } } }", 2,
+                 "option 'scale' is for activations, not weights");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int8,\n activations = int8 { dynamic = true, scale = 1 } } }",
+                 3, "option 'scale' sets a static scale; it needs dynamic = false");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int8,\n activations = int8 { method = 'rtn' } } }",
+                 3, "option 'method' is for weights, not activations");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int4 { per = 'token' } } }", 2,
+                 "weights cannot be per = \"token\" (valid: tensor, channel, group, auto)");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int4 { dynamic = true } } }", 2,
+                 "unknown option 'dynamic' in int4 {...}");
+    expect_error("return recipe 'x' {\n 42,\n rule '*' { weights = int8 } }", 1,
+                 "item 1 is number, expected rule");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int8 { calib = 'minmax', percentile = 99 } } }", 2,
+                 "percentile = 99 needs calib = \"percentile\"");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int8 { group = 1.5 } } }", 2,
+                 "group must be a positive whole number");
+    expect_error("error({})", 1, "not a string");
+    expect_error("local x = string.rep('x', 1 << 40)\nreturn x", 1, "");
+    expect_error("local function f() return f() + 1 end\nf()", 1, "");
+    expect_error("return recipe 'x' {\n rule '*' { weights = int8 } } {}", 1, "attempt to call a kiln.recipe value");
+}
+
+static void test_sandbox(void **state)
+{
+    (void)state;
+    /* rawget: the strict global table would raise on a missing name */
+    KilnRecipe *r = load_str(
+        "for _, n in ipairs({'io', 'os', 'package', 'debug', 'require', 'load', 'loadfile', 'dofile',\n"
+        "                    'collectgarbage', 'print'}) do\n"
+        "  assert(rawget(_G, n) == nil, n)\n"
+        "end\n"
+        "assert(string.dump == nil)\n"
+        "assert(math.floor(2.5) == 2 and table.concat({'a', 'b'}) == 'ab')\n"
+        "-- a helper function with multiple assignment inside a table is not a duplicate key\n"
+        "local cfg = { f = function() local a, b = 1, 2; local c, b2 = a, b; return c + b2 end }\n"
+        "local g = 64 * cfg.f() // 3\n"
+        "return recipe 'sandboxed' { rule '*' { weights = int4 { group = g } } }\n");
+    assert_string_equal(kiln_recipe_name(r), "sandboxed");
+    KilnModule *m = kiln_module_new();
+    char b[128];
+    KilnFunc *f = lower(r, m, "l", 1, 8, 128, NULL);
+    assert_string_equal(type_str(f, 1, b), "i4[8,128]{int4 sym group=64}");
+    kiln_module_free(m);
+    kiln_recipe_free(r);
+}
+
+static void test_limits_are_quick(void **state)
+{
+    (void)state;
+    static const char *const hostile[] = {
+        "while true do end",
+        "local t = {} for i = 1, 1e9 do t[i] = i end",
+        "local s = 'x' while true do s = s .. s end",
+        "local function f() while true do pcall(f) end end f()",
+    };
+    for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++) {
+        KilnRecipe *r = NULL;
+        KilnDiag d = {0};
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = kiln_recipe_load_string(hostile[i], strlen(hostile[i]), "hostile.lua", &r, &d);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        fprintf(stderr, "hostile %zu: %.2fs: %d: %s\n", i, secs, d.line, d.msg);
+        assert_int_equal(rc, KILN_EINPUT);
+        assert_null(r);
+        assert_int_equal(d.line, 1);
+        assert_true(strstr(d.msg, "Lua instructions") || strstr(d.msg, "MiB of memory") ||
+                    strstr(d.msg, "stack overflow"));
+        /* a hang would never come back; under valgrind set KILN_TEST_NO_TIMING */
+        if (!getenv("KILN_TEST_NO_TIMING"))
+            assert_true(secs < 15);
+    }
+}
+
+static void test_shipped_recipes(void **state)
+{
+    (void)state;
+    char **names;
+    int n = list_dir(SRC "/recipes", ".lua", &names);
+    assert_true(n >= 10);
+    for (int i = 0; i < n; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/recipes/%s", SRC, names[i]);
+        KilnRecipe *r = NULL;
+        KilnDiag d = {0};
+        int rc = kiln_recipe_load(path, &r, &d);
+        if (rc)
+            fprintf(stderr, "%s:%d: %s\n", path, d.line, d.msg);
+        assert_int_equal(rc, 0);
+        /* each recipe is named after its file */
+        assert_int_equal(strncmp(kiln_recipe_name(r), names[i], strlen(names[i]) - 4), 0);
+        assert_int_equal(strlen(kiln_recipe_name(r)), strlen(names[i]) - 4);
+        assert_string_equal(kiln_recipe_file(r), path);
+        KilnModule *m = kiln_module_new();
+        for (int k = 0; k < kiln_recipe_nrules(r); k++) {
+            const char *ex = kiln_recipe_rule_example(r, k);
+            assert_int_equal(kiln_recipe_match(r, ex), k);
+            lower(r, m, ex, 16, 256, 512, NULL);
+            lower(r, m, ex, 1, 384, 128, "sm_80");
+        }
+        kiln_module_free(m);
+        kiln_recipe_free(r);
+    }
+    free_list(names, n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_recipes),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_chunkname_default),
+        cmocka_unit_test(test_glob),
+        cmocka_unit_test(test_lua_patterns),
+        cmocka_unit_test(test_first_match_and_ignore),
+        cmocka_unit_test(test_lower_w4a8),
+        cmocka_unit_test(test_lower_mixed_epilogue_kv),
+        cmocka_unit_test(test_lower_errors),
+        cmocka_unit_test(test_unmatched_layer),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_inline_errors),
+        cmocka_unit_test(test_sandbox),
+        cmocka_unit_test(test_limits_are_quick),
+        cmocka_unit_test(test_shipped_recipes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

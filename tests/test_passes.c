@@ -1,0 +1,620 @@
+/* tests/test_passes.c — the passes and targets: text tests (the .kir files in tests/passes,
+ * first line "; RUN: <pass|pipeline> target=<t>[ expect-error]", output compared
+ * with the sibling .expected) plus unit tests of target lookup, layout reasons,
+ * the sm_80 FP8 rewrite, dce and the pipeline. KILN_UPDATE_EXPECTED=1 rewrites the
+ * .expected files (review the diff before committing). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "passes/passes.h"
+
+#ifndef KILN_SOURCE_DIR
+#define KILN_SOURCE_DIR "."
+#endif
+
+/* ---------------------------------------------------------------- helpers */
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+        free(s);
+        s = NULL;
+    }
+    if (s)
+        s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+static KilnTarget target(const char *name)
+{
+    KilnTarget t;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_target_lookup(name, &t, &d), 0);
+    return t;
+}
+
+/* A single layer as frontend/lower.c emits it; act: "dyn", "static", "f16", "bf16",
+ * "f32", "fp8". wfmt/wsym/wgran say the weight spec. */
+static KilnModule *layer_ex(const char *act, KilnQFormat wfmt, bool wsym, KilnGran wgran,
+                            int group, int64_t M, int64_t N, int64_t K, bool epilogue)
+{
+    KilnModule *m = kiln_module_new();
+    KilnFunc *f = kiln_func_new(m, "model.layers.0.mlp.up_proj");
+    int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, M, K));
+    int w = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type2(KILN_F32, N, K), "w");
+    kiln_set_str(f, kiln_last(f), "name", "model.layers.0.mlp.up_proj.weight");
+    KilnType wt = kiln_type2(kiln_qformat_storage(wfmt, wsym), N, K);
+    wt.q = (KilnQuantSpec){.fmt = wfmt, .symmetric = wsym, .gran = wgran, .group = group};
+    int wq = kiln_emit(f, KILN_OP_QUANTIZE, &w, 1, wt, "wq");
+    int wd = kiln_emit(f, KILN_OP_DEQUANTIZE, &wq, 1, kiln_type2(KILN_F32, N, K), "wd");
+    int xd = x;
+    if (!strcmp(act, "dyn") || !strcmp(act, "static") || !strcmp(act, "fp8")) {
+        bool fp8 = !strcmp(act, "fp8"), dyn = strcmp(act, "static") != 0;
+        KilnType at = kiln_type2(fp8 ? KILN_E4M3 : KILN_I8, M, K);
+        at.q = (KilnQuantSpec){.fmt = fp8 ? KILN_QF_FP8_E4M3 : KILN_QF_INT8,
+                               .symmetric = true,
+                               .gran = dyn ? KILN_GRAN_TOKEN : KILN_GRAN_TENSOR,
+                               .dynamic = dyn,
+                               .scale = dyn ? 0.0f : 0.05f};
+        int xq = kiln_emit(f, dyn ? KILN_OP_DYNQUANT : KILN_OP_QUANTIZE, &x, 1, at, "xq");
+        xd = kiln_emit(f, KILN_OP_DEQUANTIZE, &xq, 1, kiln_type2(KILN_F32, M, K), "xd");
+    } else if (!strcmp(act, "f16") || !strcmp(act, "bf16")) {
+        int xa = kiln_emit(f, KILN_OP_CAST, &x, 1,
+                           kiln_type2(act[0] == 'f' ? KILN_F16 : KILN_BF16, M, K), "xa");
+        xd = kiln_emit(f, KILN_OP_CAST, &xa, 1, kiln_type2(KILN_F32, M, K), "xd");
+    }
+    int ops[2] = {xd, wd};
+    int y = kiln_emit(f, KILN_OP_MATMUL, ops, 2, kiln_type2(KILN_F32, M, N), "y");
+    if (epilogue) {
+        /* bias_add, silu, cast to f16: the chain fuse_qgemm absorbs */
+        int b = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type1(KILN_F32, N), "b");
+        kiln_set_str(f, kiln_last(f), "name", "model.layers.0.mlp.up_proj.bias");
+        int bo[2] = {y, b};
+        y = kiln_emit(f, KILN_OP_BIAS_ADD, bo, 2, kiln_type2(KILN_F32, M, N), "yb");
+        y = kiln_emit(f, KILN_OP_SILU, &y, 1, kiln_type2(KILN_F32, M, N), "ys");
+        y = kiln_emit(f, KILN_OP_CAST, &y, 1, kiln_type2(KILN_F16, M, N), "yh");
+    }
+    kiln_emit(f, KILN_OP_RETURN, &y, 1, f->values[y].type, NULL);
+    return m;
+}
+
+static KilnModule *layer(const char *act, KilnQFormat wfmt, bool wsym, KilnGran wgran, int group,
+                         int64_t M, int64_t N, int64_t K)
+{
+    return layer_ex(act, wfmt, wsym, wgran, group, M, N, K, false);
+}
+
+static KilnInst *find_op(KilnModule *m, KilnOp op)
+{
+    KilnFunc *f = m->funcs[0];
+    for (int i = 0; i < f->ninsts; i++)
+        if (!f->insts[i].dead && f->insts[i].op == op)
+            return &f->insts[i];
+    return NULL;
+}
+
+static const char *attr_s(const KilnInst *in, const char *key)
+{
+    const KilnAttr *a = kiln_get(in, key);
+    return a && (a->kind == KILN_ATTR_STR || a->kind == KILN_ATTR_IDENT) ? a->s : NULL;
+}
+
+/* fuse + pick_layout on one layer for target tname; returns the module */
+static KilnModule *fused(const char *tname, const char *act, KilnQFormat wfmt, bool wsym,
+                         KilnGran wgran, int group, int64_t K)
+{
+    KilnModule *m = layer(act, wfmt, wsym, wgran, group, 4, 64, K);
+    KilnTarget t = target(tname);
+    KilnDiag d = {0};
+    assert_int_equal(kiln_pass_fuse_qgemm(m, &t, &d), 0);
+    int rc = kiln_pass_pick_layout(m, &t, &d);
+    if (rc)
+        print_message("pick_layout: %s\n", d.msg);
+    assert_int_equal(rc, 0);
+    return m;
+}
+
+static void expect_layout(const char *tname, const char *act, KilnQFormat wfmt, bool wsym,
+                          KilnGran wgran, int group, int64_t K, const char *layout,
+                          const char *why_part)
+{
+    KilnModule *m = fused(tname, act, wfmt, wsym, wgran, group, K);
+    KilnInst *qg = find_op(m, KILN_OP_QGEMM);
+    assert_non_null(qg);
+    assert_string_equal(attr_s(qg, "layout"), layout);
+    const char *why = attr_s(qg, "why");
+    assert_non_null(why);
+    if (!strstr(why, why_part))
+        print_message("why = \"%s\"\nwanted \"%s\"\n", why, why_part);
+    assert_non_null(strstr(why, why_part));
+    kiln_module_free(m);
+}
+
+/* ---------------------------------------------------------------- targets */
+
+static void test_target_lookup(void **state)
+{
+    (void)state;
+    KilnTarget t;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_target_lookup("avx512", &t, &d), 0);
+    assert_true(t.kind == KILN_TGT_CPU && (t.isa & KILN_ISA_VNNI) && (t.isa & KILN_ISA_BF16));
+    assert_int_equal(kiln_target_lookup("sm_89", &t, &d), 0);
+    assert_int_equal(t.sm, 89);
+    assert_int_equal(kiln_target_lookup("interp", &t, &d), 0);
+    assert_int_equal(t.kind, KILN_TGT_INTERP);
+    assert_int_equal(kiln_target_lookup("cuda", &t, &d), 0);
+    assert_string_equal(t.name, "sm_80");
+    assert_non_null(strstr(t.summary, "alias"));
+
+    assert_int_equal(kiln_target_lookup("avx1024", &t, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "unknown target \"avx1024\""));
+    int n;
+    const KilnTarget *all = kiln_targets(&n);
+    assert_true(n >= 8);
+    for (int i = 0; i < n; i++) {
+        assert_non_null(strstr(d.msg, all[i].name));
+        assert_true(all[i].summary && all[i].summary[0]);
+    }
+}
+
+static void test_target_cpu(void **state)
+{
+    (void)state;
+    KilnTarget t;
+    KilnDiag d = {0};
+    unsigned isa = kiln_host_isa();
+    int rc = kiln_target_lookup("cpu", &t, &d);
+    if (!(isa & KILN_ISA_AVX2)) {
+        assert_int_equal(rc, KILN_ENODEV);
+        return;
+    }
+    assert_int_equal(rc, 0);
+    /* the project's build machine is AVX2+FMA+F16C without AVX-512 */
+    bool v4 = (isa & (KILN_ISA_AVX512 | KILN_ISA_VNNI | KILN_ISA_BF16)) ==
+              (KILN_ISA_AVX512 | KILN_ISA_VNNI | KILN_ISA_BF16);
+    assert_string_equal(t.name, v4 ? "avx512" : "avx2");
+    print_message("cpu resolves to %s on this machine\n", t.name);
+
+    assert_int_equal(kiln_target_resolve_cpu(0, &t, &d), KILN_ENODEV);
+    assert_non_null(strstr(d.msg, "this CPU lacks AVX2"));
+    assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_AVX2 | KILN_ISA_FMA | KILN_ISA_AVX512, &t,
+                                             &d),
+                     0);
+    assert_string_equal(t.name, "avx2"); /* AVX-512F without VNNI/BF16 runs avx2 kernels */
+    assert_int_equal(kiln_target_resolve_cpu(0x3f, &t, &d), 0);
+    assert_string_equal(t.name, "avx512");
+}
+
+/* ---------------------------------------------------------------- pick_layout */
+
+static void test_layouts_cpu(void **state)
+{
+    (void)state;
+    const bool S = true, A = false;
+    const KilnGran CH = KILN_GRAN_CHANNEL, GR = KILN_GRAN_GROUP, AU = KILN_GRAN_AUTO;
+    expect_layout("interp", "dyn", KILN_QF_INT8, S, CH, 0, 256, "reference", "interp:");
+    expect_layout("interp", "f32", KILN_QF_INT4, A, AU, 0, 256, "reference",
+                  "auto -> group=128");
+    expect_layout("avx2", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx2-i16-madd", "vpmaddwd");
+    expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-i16-madd",
+                  "group=64 weight scales");
+    expect_layout("avx2", "f16", KILN_QF_INT4, A, AU, 0, 96, "avx2-f32-fma-dequant",
+                  "auto -> group=32 (largest of 128, 64, 32 dividing K=96)");
+    expect_layout("avx2", "bf16", KILN_QF_FP8_E4M3, S, CH, 0, 64, "avx2-f32-fma-dequant",
+                  "dequantized in registers to f32");
+    expect_layout("avx2", "fp8", KILN_QF_FP8_E4M3, S, AU, 0, 64, "avx2-fp8-f32-fma",
+                  "auto -> channel");
+    expect_layout("avx512", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx512-vnni-u8s8",
+                  "avx512: VNNI vpdpbusd wants u8 activations x s8 weights; activations are "
+                  "shifted to u8 by +128");
+    expect_layout("avx512", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx512-vnni-u8s8",
+                  "per-token act scales and per-channel weight scales applied in the epilogue");
+    expect_layout("avx512", "static", KILN_QF_INT4, A, GR, 128, 256, "avx512-vnni-u8s8",
+                  "zero-point term");
+    expect_layout("avx512", "bf16", KILN_QF_INT4, A, GR, 128, 256, "avx512-bf16-dot",
+                  "vdpbf16ps");
+    expect_layout("avx512", "f16", KILN_QF_INT4, A, GR, 128, 256, "avx512-f32-fma-dequant",
+                  "16-wide FMA");
+    expect_layout("avx512", "fp8", KILN_QF_FP8_E4M3, S, CH, 0, 256, "avx512-fp8-bf16-dot",
+                  "exact in bf16");
+}
+
+static void test_layouts_gpu(void **state)
+{
+    (void)state;
+    const bool S = true, A = false;
+    const KilnGran CH = KILN_GRAN_CHANNEL, GR = KILN_GRAN_GROUP;
+    expect_layout("sm_80", "dyn", KILN_QF_INT8, S, CH, 0, 256, "sm80-mma-s8", "m16n8k32 s8");
+    expect_layout("sm_80", "f16", KILN_QF_INT4, A, GR, 128, 256, "sm80-mma-f16-dequant",
+                  "m16n8k16 f16");
+    expect_layout("sm_80", "bf16", KILN_QF_INT4, A, GR, 128, 256, "sm80-mma-bf16-dequant",
+                  "m16n8k16 bf16");
+    expect_layout("sm_80", "f32", KILN_QF_INT8, S, CH, 0, 256, "sm80-f32-fma-dequant",
+                  "CUDA cores");
+    expect_layout("sm_89", "fp8", KILN_QF_FP8_E4M3, S, CH, 0, 256, "sm89-mma-fp8",
+                  "native FP8 tensor cores");
+    expect_layout("sm_89", "dyn", KILN_QF_INT4, S, GR, 128, 256, "sm89-mma-s8",
+                  "int4 weights unpacked to s8");
+    expect_layout("sm_90", "fp8", KILN_QF_FP8_E4M3, S, CH, 0, 256, "sm90-mma-fp8", "e4m3/e5m2");
+    expect_layout("sm_90", "dyn", KILN_QF_INT8, S, CH, 0, 256, "sm90-mma-s8", "mma.sync");
+    expect_layout("sm_90", "f16", KILN_QF_FP8_E5M2, S, CH, 0, 256, "sm90-mma-f16-dequant",
+                  "weight-only fp8 e5m2");
+}
+
+static void test_sm80_fp8_rewrite(void **state)
+{
+    (void)state;
+    KilnModule *m = fused("sm_80", "fp8", KILN_QF_FP8_E4M3, true, KILN_GRAN_CHANNEL, 0, 128);
+    KilnInst *qg = find_op(m, KILN_OP_QGEMM);
+    assert_null(kiln_get(qg, "act"));
+    assert_string_equal(attr_s(qg, "act_dtype"), "f16");
+    assert_string_equal(attr_s(qg, "layout"), "sm80-fp8-weightonly-f16");
+    assert_non_null(strstr(attr_s(qg, "why"),
+                           "sm_80 has no FP8 tensor cores: FP8 weights kept, activations run in "
+                           "f16"));
+    /* a second run keeps the layout: the rewritten qgemm is a weight-only fp8 one */
+    KilnTarget t = target("sm_80");
+    KilnDiag d = {0};
+    assert_int_equal(kiln_pass_pick_layout(m, &t, &d), 0);
+    qg = find_op(m, KILN_OP_QGEMM);
+    assert_string_equal(attr_s(qg, "layout"), "sm80-fp8-weightonly-f16");
+    kiln_module_free(m);
+    /* sm_89 keeps fp8 activations */
+    m = fused("sm_89", "fp8", KILN_QF_FP8_E4M3, true, KILN_GRAN_CHANNEL, 0, 128);
+    qg = find_op(m, KILN_OP_QGEMM);
+    assert_non_null(kiln_get(qg, "act"));
+    kiln_module_free(m);
+}
+
+static void test_layout_errors(void **state)
+{
+    (void)state;
+    KilnTarget t = target("avx2");
+    KilnDiag d = {0};
+    /* auto int4 with K=100: no group among 128/64/32 */
+    KilnModule *m = layer("f16", KILN_QF_INT4, false, KILN_GRAN_AUTO, 0, 2, 8, 100);
+    assert_int_equal(kiln_pass_fuse_qgemm(m, &t, &d), 0);
+    assert_int_equal(kiln_pass_pick_layout(m, &t, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "model.layers.0.mlp.up_proj"));
+    assert_non_null(strstr(d.msg, "K=100"));
+    kiln_module_free(m);
+    /* explicit group that does not divide K */
+    m = layer("dyn", KILN_QF_INT4, true, KILN_GRAN_GROUP, 128, 2, 8, 96);
+    assert_int_equal(kiln_pass_fuse_qgemm(m, &t, &d), 0);
+    assert_int_equal(kiln_pass_pick_layout(m, &t, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "group=128 does not divide K=96"));
+    kiln_module_free(m);
+}
+
+/* ---------------------------------------------------------------- fuse, dce, pipeline */
+
+static void test_fuse_patterns(void **state)
+{
+    (void)state;
+    KilnTarget t = target("interp");
+    KilnDiag d = {0};
+    /* f32 activations: weight-only with act_dtype f32, one qgemm, the dequantize gone */
+    KilnModule *m = layer("f32", KILN_QF_INT8, true, KILN_GRAN_CHANNEL, 0, 2, 8, 16);
+    assert_int_equal(kiln_pass_fuse_qgemm(m, &t, &d), 0);
+    KilnInst *qg = find_op(m, KILN_OP_QGEMM);
+    assert_non_null(qg);
+    assert_string_equal(attr_s(qg, "act_dtype"), "f32");
+    assert_null(find_op(m, KILN_OP_MATMUL));
+    assert_null(find_op(m, KILN_OP_DEQUANTIZE));
+    KilnFunc *f = m->funcs[0];
+    assert_string_equal(f->values[qg->result].name, "y"); /* takes the matmul's name */
+    assert_string_equal(f->values[qg->ops[0]].name, "x");
+    assert_int_equal(f->values[qg->ops[1]].type.q.fmt, KILN_QF_INT8);
+    kiln_module_free(m);
+
+    /* int8 activations with fp8 weights have no kernel: left as a matmul */
+    m = layer("dyn", KILN_QF_FP8_E4M3, true, KILN_GRAN_CHANNEL, 0, 2, 8, 16);
+    assert_int_equal(kiln_pass_fuse_qgemm(m, &t, &d), 0);
+    assert_null(find_op(m, KILN_OP_QGEMM));
+    assert_non_null(find_op(m, KILN_OP_MATMUL));
+    kiln_module_free(m);
+}
+
+static void test_dce_fixed_point(void **state)
+{
+    (void)state;
+    KilnModule *m = kiln_module_new();
+    KilnFunc *f = kiln_func_new(m, "dce");
+    int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, 2, 4));
+    /* a chain of three unused values, then one used */
+    int a = kiln_emit(f, KILN_OP_CAST, &x, 1, kiln_type2(KILN_F16, 2, 4), "a");
+    int b = kiln_emit(f, KILN_OP_CAST, &a, 1, kiln_type2(KILN_F32, 2, 4), "b");
+    kiln_emit(f, KILN_OP_SILU, &b, 1, kiln_type2(KILN_F32, 2, 4), "c");
+    int e = kiln_emit(f, KILN_OP_GELU, &x, 1, kiln_type2(KILN_F32, 2, 4), "e");
+    kiln_emit(f, KILN_OP_RETURN, &e, 1, kiln_type2(KILN_F32, 2, 4), NULL);
+    KilnTarget t = target("interp");
+    KilnDiag d = {0};
+    assert_int_equal(kiln_pass_dce(m, &t, &d), 0);
+    assert_int_equal(f->ninsts, 2);
+    assert_int_equal(f->insts[0].op, KILN_OP_GELU);
+    assert_int_equal(f->insts[1].op, KILN_OP_RETURN);
+    assert_int_equal(f->values[e].def, 0);
+    kiln_module_free(m);
+}
+
+static void test_pipeline_print_after_all(void **state)
+{
+    (void)state;
+    KilnModule *m = layer("dyn", KILN_QF_INT4, false, KILN_GRAN_AUTO, 0, 4, 32, 256);
+    KilnTarget t = target("avx2");
+    KilnDiag d = {0};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    int rc = kiln_run_pipeline(m, &t, out, &d);
+    fclose(out);
+    if (rc)
+        print_message("pipeline: %s\n", d.msg);
+    assert_int_equal(rc, 0);
+    int n;
+    const char *const *names = kiln_pass_names(&n);
+    assert_int_equal(n, 5);
+    for (int i = 0; i < n; i++) {
+        char hdr[64];
+        snprintf(hdr, sizeof hdr, "; *** IR after %s ***", names[i]);
+        assert_non_null(strstr(buf, hdr));
+    }
+    /* the end state: weight, quantize (auto resolved), prepack, qgemm, return */
+    assert_non_null(strstr(buf, "u4[32,256]{int4 asym group=128}"));
+    KilnFunc *f = m->funcs[0];
+    assert_int_equal(f->ninsts, 5);
+    assert_int_equal(f->insts[2].op, KILN_OP_PREPACK);
+    assert_int_equal(f->insts[3].op, KILN_OP_QGEMM);
+    assert_string_equal(attr_s(&f->insts[2], "layout"), "avx2-i16-madd");
+    free(buf);
+
+    assert_int_equal(kiln_run_pass("fold_everything", m, &t, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "pick_layout"));
+    kiln_module_free(m);
+}
+
+/* ---------------------------------------------------------------- fusion keeps the meaning */
+
+/* Deterministic weights in [-1, 1) from the name, so both runs see the same data. */
+static int fake_weights(void *ctx, const char *name, KilnTensor *out, KilnDiag *d)
+{
+    (void)ctx;
+    (void)d;
+    uint32_t h = 2166136261u;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    float *w = out->data;
+    for (int64_t i = 0; i < kiln_type_numel(&out->type); i++) {
+        h = h * 1664525u + 1013904223u;
+        w[i] = (float)(h >> 8) / 8388608.0f - 1.0f;
+    }
+    return 0;
+}
+
+static float out_at(const KilnTensor *t, int64_t i)
+{
+    if (t->type.dt == KILN_F16) {
+        /* f16 bits -> f32 without numerics.h, enough for normal values */
+        uint16_t h = ((const uint16_t *)t->data)[i];
+        int e = (h >> 10) & 31, mant = h & 1023;
+        float v = e ? ldexpf(1.0f + mant / 1024.0f, e - 15) : ldexpf(mant / 1024.0f, -14);
+        return (h & 0x8000) ? -v : v;
+    }
+    return ((const float *)t->data)[i];
+}
+
+/* The interpreter on a layer before and after fuse_qgemm: the qgemm is defined to
+ * compute what the unfused ops compute, up to f32 reassociation (integer paths sum
+ * exactly, then scale once) and one f16 rounding step of the output. */
+static void check_fusion_equivalent(const char *act, KilnQFormat wfmt, bool wsym, KilnGran gran,
+                                    int group, bool epi)
+{
+    const int64_t M = 3, N = 16, K = 64;
+    KilnModule *ref = layer_ex(act, wfmt, wsym, gran, group, M, N, K, epi);
+    KilnModule *fus = layer_ex(act, wfmt, wsym, gran, group, M, N, K, epi);
+    KilnTarget t = target("interp");
+    KilnDiag d = {0};
+    assert_int_equal(kiln_pass_fuse_qgemm(fus, &t, &d), 0);
+    assert_non_null(find_op(fus, KILN_OP_QGEMM));
+    assert_null(find_op(fus, KILN_OP_MATMUL));
+
+    KilnTensor x;
+    KilnType xt = kiln_type2(KILN_F32, M, K);
+    assert_int_equal(kiln_tensor_alloc(&x, &xt), 0);
+    float *xv = x.data;
+    for (int64_t i = 0; i < M * K; i++)
+        xv[i] = (float)((i * 37) % 101) / 25.0f - 2.0f;
+    KilnTensor y0, y1;
+    int rc = kiln_interp_run(ref->funcs[0], &x, 1, fake_weights, NULL, &y0, &d);
+    if (rc)
+        print_message("interp (unfused): %s\n", d.msg);
+    assert_int_equal(rc, 0);
+    rc = kiln_interp_run(fus->funcs[0], &x, 1, fake_weights, NULL, &y1, &d);
+    if (rc)
+        print_message("interp (fused): %s\n", d.msg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(y0.type.dt, y1.type.dt);
+    for (int64_t i = 0; i < M * N; i++) {
+        float a = out_at(&y0, i), b = out_at(&y1, i);
+        /* f32 sums of K=64 terms of size <= 2: ~1e-5 relative; an f16 output may
+         * round one ulp (2^-11 relative) the other way */
+        float tol = (epi ? 2e-3f : 1e-4f) * (1.0f + fabsf(a));
+        if (fabsf(a - b) > tol)
+            print_message("%s: y[%lld] unfused %g fused %g\n", act, (long long)i, a, b);
+        assert_true(fabsf(a - b) <= tol);
+    }
+    kiln_tensor_free(&x);
+    kiln_tensor_free(&y0);
+    kiln_tensor_free(&y1);
+    kiln_module_free(ref);
+    kiln_module_free(fus);
+}
+
+static void test_fusion_equivalent(void **state)
+{
+    (void)state;
+    check_fusion_equivalent("dyn", KILN_QF_INT8, true, KILN_GRAN_CHANNEL, 0, false);
+    check_fusion_equivalent("dyn", KILN_QF_INT4, false, KILN_GRAN_GROUP, 32, true);
+    check_fusion_equivalent("static", KILN_QF_INT8, false, KILN_GRAN_CHANNEL, 0, false);
+    check_fusion_equivalent("f16", KILN_QF_INT4, false, KILN_GRAN_GROUP, 32, true);
+    check_fusion_equivalent("bf16", KILN_QF_FP8_E4M3, true, KILN_GRAN_CHANNEL, 0, false);
+    check_fusion_equivalent("f32", KILN_QF_INT8, true, KILN_GRAN_TENSOR, 0, true);
+    check_fusion_equivalent("fp8", KILN_QF_FP8_E4M3, true, KILN_GRAN_CHANNEL, 0, true);
+}
+
+/* ---------------------------------------------------------------- text tests */
+
+static int run_text_test(const char *dir, const char *base)
+{
+    char path[1024], epath[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, base);
+    snprintf(epath, sizeof epath, "%s/%.*s.expected", dir, (int)(strlen(base) - 4), base);
+    char *text = read_text(path);
+    if (!text) {
+        print_message("%s: cannot read\n", path);
+        return 1;
+    }
+    char pass[64] = "", tname[64] = "", extra[64] = "";
+    if (sscanf(text, "; RUN: %63s target=%63s %63s", pass, tname, extra) < 2) {
+        print_message("%s: first line must be \"; RUN: <pass> target=<target>\"\n", path);
+        free(text);
+        return 1;
+    }
+    bool want_error = strcmp(extra, "expect-error") == 0;
+    int fails = 0;
+    KilnModule *m = kiln_module_new();
+    KilnDiag d = {0};
+    KilnTarget t;
+    char *got = NULL;
+    int rc = kiln_parse_module(text, strlen(text), path, m, &d);
+    if (!rc)
+        rc = kiln_target_lookup(tname, &t, &d);
+    if (rc) {
+        print_message("%s: setup: %s\n", path, d.msg);
+        fails++;
+        goto done;
+    }
+    rc = strcmp(pass, "pipeline") == 0 ? kiln_run_pipeline(m, &t, NULL, &d)
+                                       : kiln_run_pass(pass, m, &t, &d);
+    if (want_error) {
+        if (!rc) {
+            print_message("%s: expected an error, the pass succeeded\n", path);
+            fails++;
+            goto done;
+        }
+        got = malloc(strlen(d.msg) + 2);
+        sprintf(got, "%s\n", d.msg);
+    } else {
+        if (rc) {
+            print_message("%s: %s failed: %s\n", path, pass, d.msg);
+            fails++;
+            goto done;
+        }
+        got = kiln_print_module_str(m);
+        /* what a pass prints must parse back to the same text */
+        KilnModule *m2 = kiln_module_new();
+        KilnDiag d2 = {0};
+        if (kiln_parse_module(got, strlen(got), "<printed>", m2, &d2) != 0) {
+            print_message("%s: printed IR does not parse: %s\n", path, d2.msg);
+            fails++;
+        } else {
+            char *again = kiln_print_module_str(m2);
+            if (strcmp(again, got) != 0) {
+                print_message("%s: print -> parse -> print differs\n", path);
+                fails++;
+            }
+            free(again);
+        }
+        kiln_module_free(m2);
+    }
+    if (getenv("KILN_UPDATE_EXPECTED")) {
+        FILE *o = fopen(epath, "wb");
+        if (o) {
+            fputs(got, o);
+            fclose(o);
+        }
+        goto done;
+    }
+    char *want = read_text(epath);
+    if (!want) {
+        print_message("%s: missing (KILN_UPDATE_EXPECTED=1 writes it)\n", epath);
+        fails++;
+    } else if (want_error ? strstr(got, want) == NULL && strcmp(got, want) != 0
+                          : strcmp(got, want) != 0) {
+        print_message("%s: output differs\n--- got\n%s--- expected\n%s", path, got, want);
+        fails++;
+    }
+    free(want);
+done:
+    free(got);
+    free(text);
+    kiln_module_free(m);
+    return fails;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void test_text(void **state)
+{
+    (void)state;
+    const char *dir = KILN_SOURCE_DIR "/tests/passes";
+    DIR *dp = opendir(dir);
+    assert_non_null(dp);
+    char *names[512];
+    int n = 0;
+    for (struct dirent *e; (e = readdir(dp)) && n < 512;) {
+        size_t l = strlen(e->d_name);
+        if (l > 4 && strcmp(e->d_name + l - 4, ".kir") == 0)
+            names[n++] = strdup(e->d_name);
+    }
+    closedir(dp);
+    qsort(names, (size_t)n, sizeof names[0], cmp_str);
+    int fails = 0;
+    for (int i = 0; i < n; i++) {
+        int f = run_text_test(dir, names[i]);
+        print_message("%s %s\n", f ? "FAIL" : "ok  ", names[i]);
+        fails += f;
+        free(names[i]);
+    }
+    assert_true(n >= 10);
+    assert_int_equal(fails, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_target_lookup),
+        cmocka_unit_test(test_target_cpu),
+        cmocka_unit_test(test_layouts_cpu),
+        cmocka_unit_test(test_layouts_gpu),
+        cmocka_unit_test(test_sm80_fp8_rewrite),
+        cmocka_unit_test(test_layout_errors),
+        cmocka_unit_test(test_fuse_patterns),
+        cmocka_unit_test(test_dce_fixed_point),
+        cmocka_unit_test(test_pipeline_print_after_all),
+        cmocka_unit_test(test_fusion_equivalent),
+        cmocka_unit_test(test_text),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

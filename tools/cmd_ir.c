@@ -1,0 +1,92 @@
+/* tools/cmd_ir.c — `kiln ir` and `kiln targets`: show what the compiler does with a recipe. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "frontend/recipe.h"
+#include "passes/passes.h"
+#include "tool.h"
+
+int cmd_targets(const ToolArgs *a)
+{
+    (void)a;
+    int n;
+    const KilnTarget *t = kiln_targets(&n);
+    KilnTarget host;
+    KilnDiag d = {0};
+    bool have_host = kiln_target_lookup("cpu", &host, &d) == 0;
+    printf("%-8s %-6s %s\n", "target", "kind", "runs natively");
+    for (int i = 0; i < n; i++) {
+        const char *kind = t[i].kind == KILN_TGT_INTERP ? "interp"
+                           : t[i].kind == KILN_TGT_CPU  ? "cpu"
+                                                        : "cuda";
+        printf("%-8s %-6s %s\n", t[i].name, kind, t[i].summary);
+    }
+    if (have_host)
+        printf("\nthis machine: cpu = %s\n", host.name);
+    return EXIT_OK;
+}
+
+/* Lower the layers a command works on into m: the named one, or one example per rule. */
+int tool_lower(const ToolArgs *a, const KilnRecipe *r, const char *target, KilnModule *m,
+               KilnDiag *d)
+{
+    KilnFunc *f;
+    if (a->layer)
+        return kiln_lower_layer(r, a->layer, a->M, a->N, a->K, target, m, &f, d);
+    for (int i = 0; i < kiln_recipe_nrules(r); i++) {
+        int rc = kiln_lower_layer(r, kiln_recipe_rule_example(r, i), a->M, a->N, a->K, target, m,
+                                  &f, d);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+const char *tool_target_name(const ToolArgs *a, const KilnRecipe *r, const char *dflt)
+{
+    if (a->target)
+        return a->target;
+    if (kiln_recipe_target(r))
+        return kiln_recipe_target(r);
+    return dflt;
+}
+
+int cmd_ir(const ToolArgs *a)
+{
+    if (!a->recipe || !a->have_shape) {
+        fprintf(stderr, "kiln ir: usage: kiln ir RECIPE --shape M,N,K [--layer NAME] [--target T] "
+                        "[--print-after-all]\n");
+        return EXIT_INPUT;
+    }
+    KilnDiag d = {0};
+    KilnRecipe *r = NULL;
+    KilnModule *m = NULL;
+    int rc = kiln_recipe_load(a->recipe, &r, &d);
+    if (rc)
+        goto fail;
+    const char *tname = tool_target_name(a, r, "cpu");
+    KilnTarget t;
+    if ((rc = kiln_target_lookup(tname, &t, &d)))
+        goto fail;
+    m = kiln_module_new();
+    if ((rc = tool_lower(a, r, t.name, m, &d)))
+        goto fail;
+    printf("; kiln ir: recipe %s (%s), target %s, shape M=%lld N=%lld K=%lld\n", a->recipe,
+           kiln_recipe_name(r), t.name, (long long)a->M, (long long)a->N, (long long)a->K);
+    if (a->print_after_all) {
+        printf("; *** IR after lower ***\n");
+        kiln_print_module(stdout, m);
+    }
+    if ((rc = kiln_run_pipeline(m, &t, a->print_after_all ? stdout : NULL, &d)))
+        goto fail;
+    if (!a->print_after_all)
+        kiln_print_module(stdout, m);
+    kiln_module_free(m);
+    kiln_recipe_free(r);
+    return EXIT_OK;
+fail:
+    tool_error(&d);
+    kiln_module_free(m);
+    kiln_recipe_free(r);
+    return tool_exit_code(rc);
+}

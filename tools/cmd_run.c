@@ -1,0 +1,357 @@
+/* tools/cmd_run.c — `kiln run`: build a layer on deterministic random data and run it on
+ * a target. --check compares: interp against the unquantized f32 result (SQNR floor);
+ * a CPU kernel against the reference interpreter on the same kernel IR (tolerance
+ * derived from K and the formats, docs/numerics.md). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/compile.h"
+#include "frontend/recipe.h"
+#include "ir/numerics.h"
+#include "kiln.h"
+#include "passes/passes.h"
+#include "tool.h"
+
+int tool_exit_code(int rc)
+{
+    return rc == KILN_EINPUT ? EXIT_INPUT : rc == KILN_ENODEV ? EXIT_NODEV : EXIT_INTERNAL;
+}
+
+typedef struct DataCtx {
+    uint64_t seed;
+} DataCtx;
+
+/* Weights N(0, 1/sqrt(K)) so outputs stay O(1); biases N(0, 0.1). */
+static int make_weight(void *ctx, const char *name, KilnTensor *out, KilnDiag *d)
+{
+    const DataCtx *c = ctx;
+    if (out->type.dt != KILN_F32)
+        return kiln_diag_set(d, KILN_EINTERNAL, "weight '%s' is not f32", name);
+    int64_t n = kiln_type_numel(&out->type);
+    int64_t k = out->type.dim[out->type.rank - 1];
+    float sigma = out->type.rank == 1 ? 0.1f : (float)(1.0 / sqrt((double)k));
+    tool_fill_normal(out->data, n, c->seed, name, sigma);
+    return 0;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+/* The f32 reference of a lowered layer: same weight, bias and activation, no quantization. */
+static KilnFunc *reference_func(KilnModule *m, const KilnFunc *q, const KilnInst *g)
+{
+    const KilnType *xt = &q->values[q->params[0]].type;
+    int64_t M = xt->dim[0], K = xt->dim[1], N = q->values[g->result].type.dim[1];
+    char name[600];
+    snprintf(name, sizeof name, "%s.f32", q->name);
+    KilnFunc *f = kiln_func_new(m, name);
+    int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, M, K));
+    snprintf(name, sizeof name, "%s.weight", q->name);
+    int w = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type2(KILN_F32, N, K), "w");
+    kiln_set_str(f, kiln_last(f), "name", name);
+    int ops[2] = {x, w};
+    int y = kiln_emit(f, KILN_OP_MATMUL, ops, 2, kiln_type2(KILN_F32, M, N), NULL);
+    if (g->op == KILN_OP_QGEMM && g->nops == 3) {
+        snprintf(name, sizeof name, "%s.bias", q->name);
+        int b = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type1(KILN_F32, N), "b");
+        kiln_set_str(f, kiln_last(f), "name", name);
+        int ob[2] = {y, b};
+        y = kiln_emit(f, KILN_OP_BIAS_ADD, ob, 2, kiln_type2(KILN_F32, M, N), NULL);
+    }
+    const KilnAttr *epi = g->op == KILN_OP_QGEMM ? kiln_get(g, "epilogue") : NULL;
+    if (epi && !strcmp(epi->s, "silu"))
+        y = kiln_emit(f, KILN_OP_SILU, &y, 1, kiln_type2(KILN_F32, M, N), NULL);
+    else if (epi && !strcmp(epi->s, "gelu"))
+        y = kiln_emit(f, KILN_OP_GELU, &y, 1, kiln_type2(KILN_F32, M, N), NULL);
+    kiln_emit(f, KILN_OP_RETURN, &y, 1, (KilnType){0}, NULL);
+    return f;
+}
+
+static float value_at(KilnDType dt, const void *data, int64_t i)
+{
+    if (dt == KILN_F32)
+        return ((const float *)data)[i];
+    uint16_t h = ((const uint16_t *)data)[i];
+    return dt == KILN_F16 ? kiln_f16_to_f32(h) : kiln_bf16_to_f32(h);
+}
+
+/* SQNR floor against f32 on Gaussian data: the weakest format of weights and
+ * activations sets it (docs/numerics.md explains the numbers). */
+static double sqnr_floor(const KilnFunc *f, const KilnInst *g)
+{
+    static const double fl[KILN_NQFORMATS] = {[KILN_QF_NONE] = 40, [KILN_QF_INT8] = 30,
+                                              [KILN_QF_INT4] = 14, [KILN_QF_FP8_E4M3] = 25,
+                                              [KILN_QF_FP8_E5M2] = 18};
+    if (g->op != KILN_OP_QGEMM)
+        return 60;
+    const KilnAttr *act = kiln_get(g, "act");
+    double fw = fl[f->values[g->ops[1]].type.q.fmt];
+    double fa = act ? fl[act->q.fmt] : 40;
+    double floor_db = fw < fa ? fw : fa;
+    if (f->values[g->result].type.dt != KILN_F32 && floor_db > 30)
+        floor_db = 30; /* 16-bit output rounding */
+    return floor_db;
+}
+
+/* Kernel vs interpreter. Both compute the same quantized math; they may differ only
+ * in the order of float operations. With u = 2^-24 and B = Σ_k |a_k|·|w_k| (from the
+ * dequantized operands), f32 summation in any order is within K·u·B (Higham); we allow
+ * 2·K·u·B + 8u·|y| for the scale products, plus one unit in the last place of a 16-bit
+ * output, times 1.25 for silu/gelu (|derivative| <= 1.13). Integer paths are exact in
+ * their accumulators, so they pass far inside this bound. */
+static int check_kernel(const KilnFunc *f, const KilnInst *g, const float *x, const void *y,
+                        const KilnTensor *yi, DataCtx *dc, int64_t M, int64_t N, int64_t K,
+                        double *worst)
+{
+    KilnDiag d = {0};
+    const KilnType *wt = &f->values[g->ops[1]].type;
+    KilnTensor w = {0}, wq = {0};
+    KilnType wf = kiln_type2(KILN_F32, N, K);
+    char name[600];
+    snprintf(name, sizeof name, "%s.weight", f->name);
+    float *deq = malloc(sizeof(float) * (size_t)(N * K));
+    int rc = kiln_tensor_alloc(&w, &wf) || kiln_tensor_alloc(&wq, wt) || !deq;
+    if (!rc)
+        rc = make_weight(dc, name, &w, &d) ||
+             kiln_quantize_matrix(&wt->q, w.data, N, K, wq.data, wq.scales, wq.zeros, &d) ||
+             kiln_dequantize_matrix(&wt->q, wq.data, wq.scales, wq.zeros, N, K, deq, &d);
+    int bad = 0;
+    *worst = 0;
+    const double u = 0x1p-24;
+    KilnDType odt = f->values[g->result].type.dt;
+    double ulp16 = odt == KILN_F16 ? 0x1p-10 : odt == KILN_BF16 ? 0x1p-7 : 0;
+    const KilnAttr *epi = kiln_get(g, "epilogue");
+    double fudge = epi && strcmp(epi->s, "none") ? 1.25 : 1.0;
+    for (int64_t m = 0; !rc && m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double B = 0;
+            for (int64_t k = 0; k < K; k++)
+                B += fabs(x[m * K + k]) * fabs(deq[n * K + k]);
+            double ref = value_at(odt, yi->data, m * N + n);
+            double got = value_at(odt, y, m * N + n);
+            double tol = fudge * (2.0 * (double)K * u * B * 1.02 + 8 * u * fabs(ref)) +
+                         ulp16 * fabs(ref) + 1e-30;
+            double err = fabs(got - ref);
+            if (!(err <= tol)) {
+                if (bad++ < 5)
+                    printf("  MISMATCH y[%lld,%lld]: kernel %.9g, interpreter %.9g, |diff| %.3g "
+                           "> tolerance %.3g\n",
+                           (long long)m, (long long)n, got, ref, err, tol);
+            }
+            if (err / tol > *worst)
+                *worst = err / tol;
+        }
+    if (rc && d.code)
+        tool_error(&d);
+    free(deq);
+    kiln_tensor_free(&w);
+    kiln_tensor_free(&wq);
+    return rc ? -1 : bad;
+}
+
+typedef struct RunCtx {
+    const ToolArgs *a;
+    const KilnTarget *t;
+    kiln_ctx *api;
+    kiln_recipe *recipe;
+    bool ok;
+} RunCtx;
+
+/* Run f's kernel through the public API (the path an engine takes). */
+static int run_cpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, const float *xcal,
+                   DataCtx *dc, void **yout)
+{
+    int64_t M = f->values[f->params[0]].type.dim[0], K = f->values[f->params[0]].type.dim[1];
+    int64_t N = f->values[g->result].type.dim[1];
+    KilnTensor w = {0}, b = {0};
+    KilnType wt = kiln_type2(KILN_F32, N, K), bt = kiln_type1(KILN_F32, N);
+    char wname[600], bname[600];
+    snprintf(wname, sizeof wname, "%s.weight", f->name);
+    snprintf(bname, sizeof bname, "%s.bias", f->name);
+    KilnDiag d = {0};
+    if (kiln_tensor_alloc(&w, &wt) || kiln_tensor_alloc(&b, &bt) ||
+        make_weight(dc, wname, &w, &d) || make_weight(dc, bname, &b, &d))
+        return EXIT_INTERNAL;
+    kiln_layer_desc desc = {.name = f->name, .N = N, .K = K, .weight = w.data, .bias = b.data,
+                            .calib_x = xcal, .calib_rows = M};
+    kiln_layer *l = NULL;
+    int e = EXIT_OK;
+    if (kiln_layer_create(rc->api, rc->recipe, &desc, &l)) {
+        fprintf(stderr, "kiln: %s\n", kiln_error(rc->api));
+        e = EXIT_INPUT;
+    } else {
+        size_t osz = kiln_layer_out_dtype(l) == KILN_DTYPE_F32 ? 4 : 2;
+        *yout = malloc(osz * (size_t)(M * N));
+        double best = 1e30;
+        for (int rep = 0; rep < 3 && *yout; rep++) {
+            double t0 = now_ms();
+            if (kiln_layer_run(l, x, M, *yout)) {
+                fprintf(stderr, "kiln: %s\n", kiln_error(rc->api));
+                e = EXIT_INTERNAL;
+                break;
+            }
+            double dt = now_ms() - t0;
+            best = dt < best ? dt : best;
+        }
+        if (!e)
+            printf("  kernel ran in %.3f ms (best of 3), prepacked weights %zu bytes\n", best,
+                   kiln_layer_weight_bytes(l));
+    }
+    kiln_layer_destroy(l);
+    kiln_tensor_free(&w);
+    kiln_tensor_free(&b);
+    return e;
+}
+
+static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
+{
+    const ToolArgs *a = rc->a;
+    KilnDiag d = {0};
+    const KilnType *xt = &f->values[f->params[0]].type;
+    int64_t M = xt->dim[0], K = xt->dim[1];
+    const KilnInst *g = NULL;
+    for (int i = 0; i < f->ninsts; i++)
+        if (f->insts[i].op == KILN_OP_QGEMM || f->insts[i].op == KILN_OP_MATMUL)
+            g = &f->insts[i];
+    if (!g) {
+        fprintf(stderr, "kiln: func @\"%s\" has no matmul or qgemm\n", f->name);
+        return EXIT_INTERNAL;
+    }
+    int64_t N = f->values[g->result].type.dim[1];
+    KilnTensor x = {0}, yi = {0}, yref = {0};
+    void *ycpu = NULL;
+    float *xcal = malloc(sizeof(float) * (size_t)(M * K));
+    int e = EXIT_OK;
+    if (!xcal || kiln_tensor_alloc(&x, xt)) {
+        free(xcal);
+        return EXIT_INTERNAL;
+    }
+    tool_fill_normal(x.data, M * K, a->seed, "x", 1.0f);
+    tool_fill_normal(xcal, M * K, a->seed + 1000, "x", 1.0f); /* a separate calibration batch */
+    if (kiln_calibrate_static(f, xcal, M * K) && a->verbose)
+        printf("  calibrated the static activation scale on a separate batch (minmax)\n");
+
+    const KilnAttr *lay = kiln_get(g, "layout");
+    DataCtx dc = {a->seed};
+    bool cpu = rc->t->kind == KILN_TGT_CPU;
+    printf("layer %s  M=%lld N=%lld K=%lld  target %s  kernel %s\n", f->name, (long long)M,
+           (long long)N, (long long)K, rc->t->name,
+           lay ? lay->s : (g->op == KILN_OP_MATMUL ? "f32 matmul (not quantized)" : "-"));
+    if (cpu && g->op != KILN_OP_QGEMM) {
+        printf("  not quantized by the recipe: runs in f32 outside kiln's kernels; skipped\n");
+        goto out;
+    }
+    bool need_interp = !cpu || a->check;
+    double t0 = now_ms();
+    if (need_interp && kiln_interp_run(f, &x, 1, make_weight, &dc, &yi, &d)) {
+        tool_error(&d);
+        e = tool_exit_code(d.code);
+        goto out;
+    }
+    if (!cpu)
+        printf("  interpreter ran in %.3f ms\n", now_ms() - t0);
+    if (cpu && (e = run_cpu(rc, f, g, x.data, xcal, &dc, &ycpu)))
+        goto out;
+    KilnDType odt = f->values[g->result].type.dt;
+    const void *y = cpu ? ycpu : yi.data;
+    printf("  y[0..%d] =", M * N < 4 ? (int)(M * N) - 1 : 3);
+    for (int64_t i = 0; i < M * N && i < 4; i++)
+        printf(" %.6g", value_at(odt, y, i));
+    printf("\n");
+    if (!a->check)
+        goto out;
+
+    KilnFunc *rf = reference_func(m, f, g);
+    if (kiln_interp_run(rf, &x, 1, make_weight, &dc, &yref, &d)) {
+        tool_error(&d);
+        e = tool_exit_code(d.code);
+        goto out;
+    }
+    float *yf = malloc(sizeof(float) * (size_t)(M * N));
+    for (int64_t i = 0; yf && i < M * N; i++)
+        yf[i] = value_at(odt, y, i);
+    KilnErrStats st = kiln_error_stats(yref.data, yf, M * N);
+    free(yf);
+    double floor_db = sqnr_floor(f, g);
+    bool pass_q = st.sqnr_db >= floor_db;
+    printf("  quantization error vs f32: max abs %.4g, rel %.4g, SQNR %.2f dB (floor %.0f dB): "
+           "%s\n",
+           st.max_abs, st.rel, st.sqnr_db, floor_db, pass_q ? "PASS" : "FAIL");
+    rc->ok = rc->ok && pass_q;
+    if (cpu) {
+        double worst;
+        int bad = check_kernel(f, g, x.data, ycpu, &yi, &dc, M, N, K, &worst);
+        printf("  kernel vs reference interpreter: %s (%d of %lld outside tolerance; worst "
+               "|diff|/tolerance %.3g)\n",
+               bad == 0 ? "PASS" : "FAIL", bad < 0 ? 0 : bad, (long long)(M * N), worst);
+        rc->ok = rc->ok && bad == 0;
+    }
+out:
+    free(xcal);
+    free(ycpu);
+    kiln_tensor_free(&x);
+    kiln_tensor_free(&yi);
+    kiln_tensor_free(&yref);
+    return e;
+}
+
+int cmd_run(const ToolArgs *a)
+{
+    if (!a->recipe || !a->have_shape) {
+        fprintf(stderr, "kiln run: usage: kiln run RECIPE --shape M,N,K [--layer NAME] "
+                        "[--target T] [--seed S] [--check] [--verbose]\n");
+        return EXIT_INPUT;
+    }
+    KilnDiag d = {0};
+    KilnRecipe *r = NULL;
+    KilnModule *m = NULL;
+    RunCtx rc = {.a = a, .ok = true};
+    int e = EXIT_OK;
+    int krc = kiln_recipe_load(a->recipe, &r, &d);
+    KilnTarget t;
+    if (!krc)
+        krc = kiln_target_lookup(tool_target_name(a, r, "cpu"), &t, &d);
+    if (krc)
+        goto fail;
+    rc.t = &t;
+    if (t.kind == KILN_TGT_CUDA) {
+        kiln_diag_set(&d, KILN_EINPUT,
+                      "target '%s': the GPU backend is not in this build yet (runs: interp, "
+                      "cpu, avx2, avx512)",
+                      t.name);
+        goto fail;
+    }
+    if (t.kind == KILN_TGT_CPU) {
+        kiln_options o = {.target = t.name, .verbose = a->verbose};
+        if (kiln_ctx_create(&o, &rc.api) || kiln_recipe_open(rc.api, a->recipe, &rc.recipe)) {
+            fprintf(stderr, "kiln: %s\n", kiln_error(rc.api));
+            e = rc.api ? EXIT_INPUT : EXIT_NODEV;
+            goto done;
+        }
+    }
+    m = kiln_module_new();
+    if ((krc = tool_lower(a, r, t.name, m, &d)) || (krc = kiln_run_pipeline(m, &t, NULL, &d)))
+        goto fail;
+    int nf = m->nfuncs;
+    for (int i = 0; i < nf && !e; i++)
+        e = run_one(&rc, m->funcs[i], m);
+    if (!e && !rc.ok)
+        e = EXIT_MISMATCH;
+    goto done;
+fail:
+    tool_error(&d);
+    e = tool_exit_code(d.code);
+done:
+    kiln_recipe_close(rc.recipe);
+    kiln_ctx_destroy(rc.api);
+    kiln_module_free(m);
+    kiln_recipe_free(r);
+    return e;
+}

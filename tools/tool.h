@@ -1,0 +1,47 @@
+/* tools/tool.h — shared pieces of the `kiln` command: argument parsing, deterministic
+ * test data, and the per-subcommand entry points. */
+#ifndef KILN_TOOL_H
+#define KILN_TOOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ir/ir.h"
+
+/* Exit codes of the command (also documented in README). */
+enum { EXIT_OK = 0, EXIT_MISMATCH = 1, EXIT_INPUT = 2, EXIT_NODEV = 3, EXIT_INTERNAL = 4 };
+
+typedef struct ToolArgs {
+    const char *cmd;
+    const char *recipe;
+    const char *layer;   /* NULL: one layer per rule */
+    const char *target;  /* NULL: recipe's, else "cpu" (run: "interp" until a backend exists) */
+    const char *out_dir; /* aot -o */
+    const char *shapes_file;
+    int64_t M, N, K;
+    bool have_shape;
+    uint64_t seed;
+    bool check, verbose, print_after_all, json;
+} ToolArgs;
+
+/* util.c */
+int tool_parse_args(int argc, char **argv, int first, ToolArgs *a);
+int tool_parse_shape(const char *s, int64_t *M, int64_t *N, int64_t *K);
+void tool_error(const KilnDiag *d);
+/* Deterministic data: a stream seeded by (seed, name) of N(0, sigma) floats. */
+void tool_fill_normal(float *x, int64_t n, uint64_t seed, const char *name, float sigma);
+uint64_t tool_hash(const char *s);
+
+/* cmd_ir.c: lower the named layer, or one example layer per rule, into m. */
+struct KilnRecipe;
+int tool_lower(const ToolArgs *a, const struct KilnRecipe *r, const char *target, KilnModule *m,
+               KilnDiag *d);
+const char *tool_target_name(const ToolArgs *a, const struct KilnRecipe *r, const char *dflt);
+int tool_exit_code(int kiln_rc);
+
+/* cmd_*.c */
+int cmd_targets(const ToolArgs *a);
+int cmd_ir(const ToolArgs *a);
+int cmd_run(const ToolArgs *a);
+
+#endif

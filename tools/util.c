@@ -1,0 +1,133 @@
+/* tools/util.c — argument parsing and deterministic random data for the `kiln` command. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tool.h"
+
+void tool_error(const KilnDiag *d)
+{
+    char buf[1400];
+    fprintf(stderr, "kiln: %s\n", kiln_diag_format(d, buf, sizeof buf));
+}
+
+static int parse_i64(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v <= 0 || v > (1LL << 31))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int tool_parse_shape(const char *s, int64_t *M, int64_t *N, int64_t *K)
+{
+    char buf[128];
+    if (strlen(s) >= sizeof buf)
+        return -1;
+    strcpy(buf, s);
+    char *parts[3];
+    int n = 0;
+    for (char *tok = strtok(buf, ",x"); tok && n < 4; tok = strtok(NULL, ",x"))
+        parts[n < 3 ? n : 2] = tok, n++;
+    if (n != 3)
+        return -1;
+    return parse_i64(parts[0], M) || parse_i64(parts[1], N) || parse_i64(parts[2], K) ? -1 : 0;
+}
+
+int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
+{
+    a->seed = 1;
+    for (int i = first; i < argc; i++) {
+        const char *s = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEEDV                                                          \
+    do {                                                               \
+        if (!v) {                                                      \
+            fprintf(stderr, "kiln: option %s needs a value\n", s);     \
+            return EXIT_INPUT;                                         \
+        }                                                              \
+        i++;                                                           \
+    } while (0)
+        if (!strcmp(s, "--layer")) {
+            NEEDV;
+            a->layer = v;
+        } else if (!strcmp(s, "--target")) {
+            NEEDV;
+            a->target = v;
+        } else if (!strcmp(s, "--shape")) {
+            NEEDV;
+            if (tool_parse_shape(v, &a->M, &a->N, &a->K)) {
+                fprintf(stderr, "kiln: bad --shape '%s': expected M,N,K (positive integers)\n", v);
+                return EXIT_INPUT;
+            }
+            a->have_shape = true;
+        } else if (!strcmp(s, "--shapes")) {
+            NEEDV;
+            a->shapes_file = v;
+        } else if (!strcmp(s, "--seed")) {
+            NEEDV;
+            char *end;
+            errno = 0;
+            a->seed = strtoull(v, &end, 10);
+            if (errno || *end || end == v) {
+                fprintf(stderr, "kiln: bad --seed '%s'\n", v);
+                return EXIT_INPUT;
+            }
+        } else if (!strcmp(s, "-o")) {
+            NEEDV;
+            a->out_dir = v;
+        } else if (!strcmp(s, "--check")) {
+            a->check = true;
+        } else if (!strcmp(s, "--verbose") || !strcmp(s, "-v")) {
+            a->verbose = true;
+        } else if (!strcmp(s, "--print-after-all")) {
+            a->print_after_all = true;
+        } else if (!strcmp(s, "--json")) {
+            a->json = true;
+        } else if (s[0] == '-') {
+            fprintf(stderr, "kiln: unknown option '%s' (run 'kiln help')\n", s);
+            return EXIT_INPUT;
+        } else if (!a->recipe) {
+            a->recipe = s;
+        } else {
+            fprintf(stderr, "kiln: unexpected argument '%s'\n", s);
+            return EXIT_INPUT;
+        }
+#undef NEEDV
+    }
+    return EXIT_OK;
+}
+
+uint64_t tool_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+void tool_fill_normal(float *x, int64_t n, uint64_t seed, const char *name, float sigma)
+{
+    uint64_t s = seed * 0x2545F4914F6CDD1DULL ^ tool_hash(name);
+    for (int64_t i = 0; i < n; i += 2) {
+        double u1 = ((splitmix(&s) >> 11) + 1) * 0x1.0p-53, u2 = (splitmix(&s) >> 11) * 0x1.0p-53;
+        double r = sqrt(-2 * log(u1)) * sigma;
+        x[i] = (float)(r * cos(2 * M_PI * u2));
+        if (i + 1 < n)
+            x[i + 1] = (float)(r * sin(2 * M_PI * u2));
+    }
+}
