@@ -85,6 +85,49 @@ static int choice(const char *s, const char *const *names, int n)
     return -1;
 }
 
+/* Edit distance, capped: only small distances matter for suggestions. */
+static int edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40)
+        return 99;
+    int row[41];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* "; did you mean 'x'?" for a near miss, else "". */
+static const char *suggest(char *buf, size_t n, const char *s, const char *const *names, int count)
+{
+    int best = 3, bi = -1;
+    for (int i = 0; i < count; i++) {
+        int dist = edit_distance(s, names[i]);
+        if (dist < best) {
+            best = dist;
+            bi = i;
+        }
+    }
+    if (bi < 0 || (int)strlen(s) <= best)
+        return "";
+    snprintf(buf, n, "; did you mean '%s'?", names[bi]);
+    return buf;
+}
+
 static void join(char *buf, size_t n, const char *const *names, int count)
 {
     buf[0] = 0;
@@ -126,8 +169,9 @@ static void check_keys(lua_State *L, int idx, const char *const *names, int n, i
     if (have_bad) {
         char valid[256];
         join(valid, sizeof valid, names, n);
-        dsl_error(L, key_line(L, line, bad), "unknown %s '%s' in %s (valid: %s%s)", noun, bad, where,
-                  valid, allow_list ? ", and the rules" : "");
+        char hint[80];
+        dsl_error(L, key_line(L, line, bad), "unknown %s '%s' in %s (valid: %s%s)%s", noun, bad, where,
+                  valid, allow_list ? ", and the rules" : "", suggest(hint, sizeof hint, bad, names, n));
     }
 }
 
@@ -190,8 +234,10 @@ static int opt_choice(lua_State *L, int t, const char *key, const char *const *n
                   what(L, -1));
     const char *s = lua_tostring(L, -1);
     int i = choice(s, names, n);
+    char hint[80];
     if (i < 0)
-        dsl_error(L, line, "%s {...}: bad %s = '%s' (valid: %s)", ctor, key, s, valid);
+        dsl_error(L, line, "%s {...}: bad %s = '%s' (valid: %s)%s", ctor, key, s, valid,
+                  suggest(hint, sizeof hint, s, names, n));
     lua_pop(L, 1);
     return i;
 }
@@ -766,11 +812,14 @@ static void new_mt(lua_State *L, const char *name, lua_CFunction call, lua_CFunc
  * format (int3) or a library the sandbox leaves out (io, os). */
 static int strict_index(lua_State *L)
 {
+    static const char *const dsl[] = {"recipe", "rule", "int4", "int8", "fp8_e4m3",
+                                       "fp8_e5m2", "f32", "f16", "bf16"};
     const char *k = lua_tostring(L, 2);
+    char hint[80] = "";
     return dsl_error(L, caller_line(L),
                      "unknown name '%s' (the recipe language has: recipe, rule, int4, int8, fp8_e4m3, "
-                     "fp8_e5m2, f32, f16, bf16, and Lua's base, string, table and math libraries)",
-                     k ? k : "?");
+                     "fp8_e5m2, f32, f16, bf16, and Lua's base, string, table and math libraries)%s",
+                     k ? k : "?", k ? suggest(hint, sizeof hint, k, dsl, 9) : "");
 }
 
 void kiln__dsl_open(lua_State *L)

@@ -66,7 +66,8 @@ struct KilnRecipe {
     KPattern *ignore;
     bool has_kv;
     KFormat kv;
-    /* Kept for matching Lua patterns with Lua's own matcher after load. */
+    /* A fresh state with only the string library, for matching Lua patterns with
+     * Lua's own matcher; NULL when the recipe has none. */
     lua_State *L;
     lua_CFunction find;
     KLimit *limit; /* the state's allocator budget; outlives L */

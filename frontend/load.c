@@ -148,6 +148,40 @@ static char *dupstr(const char *s)
     return p;
 }
 
+static bool uses_lua_patterns(const KilnRecipe *r)
+{
+    for (int i = 0; i < r->nrules; i++)
+        if (r->rules[i].lua)
+            return true;
+    for (int i = 0; i < r->nignore; i++)
+        if (r->ignore[i].lua)
+            return true;
+    return false;
+}
+
+static int open_string(lua_State *L)
+{
+    luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 0);
+    lua_getfield(L, -1, "find");
+    *(lua_CFunction *)lua_touserdata(L, 1) = lua_tocfunction(L, -1);
+    return 0;
+}
+
+static lua_State *matcher_state(KLimit *lim, lua_CFunction *find)
+{
+    lua_State *L = lua_newstate(limited_alloc, lim);
+    if (!L)
+        return NULL;
+    *(KLoadCtx **)lua_getextraspace(L) = NULL;
+    lua_pushcfunction(L, open_string);
+    lua_pushlightuserdata(L, find);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK || !*find) {
+        lua_close(L);
+        return NULL;
+    }
+    return L;
+}
+
 static int load_impl(const char *src, size_t len, const char *file, KilnRecipe **out, KilnDiag *d)
 {
     *out = NULL;
@@ -199,12 +233,14 @@ static int load_impl(const char *src, size_t len, const char *file, KilnRecipe *
                  luaL_typename(L, -1));
         return fail(L, &ctx, lim, LUA_ERRRUN, file, d);
     }
-    lua_settop(L, 0);
-    lua_gc(L, LUA_GCCOLLECT);
-    *(KLoadCtx **)lua_getextraspace(L) = NULL;
-    r->L = L;
-    r->find = ctx.find;
+    /* Nothing the recipe left behind (globals, metatables, memory) outlives the
+     * load: Lua patterns get a fresh state holding only the string library. */
+    lua_close(L);
     r->limit = lim;
+    if (uses_lua_patterns(r) && !(r->L = matcher_state(lim, &r->find))) {
+        kiln_recipe_free(r);
+        return kiln_diag_set(d, KILN_EINTERNAL, "cannot create a Lua state");
+    }
     r->file = dupstr(file);
     kiln__make_examples(r);
     *out = r;

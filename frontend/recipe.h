@@ -28,7 +28,9 @@ const char *kiln_recipe_rule_pattern(const KilnRecipe *r, int i);
  * otherwise its best guess. For `kiln ir` without --layer. */
 const char *kiln_recipe_rule_example(const KilnRecipe *r, int i);
 bool kiln_recipe_ignored(const KilnRecipe *r, const char *layer);
-int kiln_recipe_match(const KilnRecipe *r, const char *layer); /* rule index, -1 none/ignored */
+/* rule index, -1 none/ignored. A recipe with Lua patterns matches through its
+ * own small Lua state: do not match against one recipe from two threads at once. */
+int kiln_recipe_match(const KilnRecipe *r, const char *layer);
 
 /* Lower one linear layer y[M,N] = x[M,K]·W[N,K]ᵀ to graph IR as a new function in
  * m named after the layer (form: docs/recipes.md, "What a rule lowers to").

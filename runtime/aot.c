@@ -13,6 +13,7 @@ struct KilnAot {
     void *lib;
     int nkernels;
     KilnAotKernel *kernels;
+    void **fns; /* dlsym results, filled on first lookup */
 };
 
 /* Field readers: each records a clear "FILE: kernels[i]: field ..." error. */
@@ -146,7 +147,8 @@ static int read_manifest(KilnAot *a, KilnDiag *d)
     if (ks->len > 1000000)
         return kiln_diag_set(d, KILN_EINPUT, "%s: too many kernels", a->manifest_path);
     a->kernels = calloc(ks->len ? ks->len : 1, sizeof *a->kernels);
-    if (!a->kernels)
+    a->fns = calloc(ks->len ? ks->len : 1, sizeof *a->fns);
+    if (!a->kernels || !a->fns)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     for (size_t i = 0; i < ks->len; i++) {
         c.index = (int)i;
@@ -231,6 +233,10 @@ int kiln_aot_lookup(KilnAot *a, const char *kernel_name, void **fn, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINPUT, "%s has no kernel named '%s' (it lists %d kernel%s)",
                              a->manifest_path, kernel_name, a->nkernels,
                              a->nkernels == 1 ? "" : "s");
+    if (a->fns[i]) {
+        *fn = a->fns[i];
+        return 0;
+    }
     dlerror();
     void *f = dlsym(a->lib, a->kernels[i].symbol);
     if (!f)
@@ -239,6 +245,7 @@ int kiln_aot_lookup(KilnAot *a, const char *kernel_name, void **fn, KilnDiag *d)
                              "'%s'); the library and manifest do not match, rebuild with "
                              "`kiln aot`",
                              a->lib_path, a->kernels[i].symbol, kernel_name);
+    a->fns[i] = f;
     *fn = f;
     return 0;
 }
@@ -262,6 +269,7 @@ void kiln_aot_close(KilnAot *a)
     for (int i = 0; i < a->nkernels; i++)
         kiln_ffi_sig_free(a->kernels[i].sig);
     free(a->kernels);
+    free(a->fns);
     kiln_json_free(a->manifest);
     free(a->lib_path);
     free(a->manifest_path);

@@ -1,10 +1,12 @@
 /* runtime/cache.c — the content-addressed on-disk kernel cache: one file per key,
  * written atomically, checked on every read (docs/jit-aot.md, "Kernel cache"). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/runtime.h"
@@ -54,6 +56,28 @@ static int mkdir_p(const char *path, KilnDiag *d)
     return 0;
 }
 
+/* A writer that died between mkstemp and rename leaves a .tmp- file behind; one
+ * older than a day cannot belong to a live writer (they take milliseconds). */
+static void remove_stale_temps(const char *dir)
+{
+    DIR *dd = opendir(dir);
+    if (!dd)
+        return;
+    time_t now = time(NULL);
+    struct dirent *e;
+    char path[4096];
+    struct stat st;
+    while ((e = readdir(dd))) {
+        if (strncmp(e->d_name, ".tmp-", 5) != 0)
+            continue;
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path)
+            continue;
+        if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime > 24 * 3600)
+            unlink(path);
+    }
+    closedir(dd);
+}
+
 int kiln_cache_open(const char *dir, KilnCache **out, KilnDiag *d)
 {
     *out = NULL;
@@ -88,6 +112,7 @@ int kiln_cache_open(const char *dir, KilnCache **out, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     }
     c->dir = path;
+    remove_stale_temps(path);
     *out = c;
     return 0;
 }

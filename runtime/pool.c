@@ -76,6 +76,7 @@ typedef struct {
     int index;
     bool started;
 } Worker;
+_Static_assert(sizeof(Worker) % LINE == 0, "worker slots must not share cache lines");
 
 struct KilnPool {
     int n; /* threads including the caller */

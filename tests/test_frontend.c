@@ -664,6 +664,61 @@ static void test_shipped_recipes(void **state)
     free_list(names, n);
 }
 
+/* Mutated recipes (bytes deleted, replaced, duplicated) either load or fail
+ * with a located KILN_EINPUT; never crash (run under ASan in CI). */
+static void test_mutations(void **state)
+{
+    (void)state;
+    static const char alphabet[] = "{}()[]=,\"'-.*%$?:0123456789 \nabcdefghijklmnopqrstuvwxyz_";
+    char **names;
+    int n = list_dir(SRC "/recipes", ".lua", &names);
+    uint64_t seed = 0x9E3779B97F4A7C15ull;
+    int loaded = 0, failed = 0;
+    for (int i = 0; i < n; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/recipes/%s", SRC, names[i]);
+        char *orig = slurp(path);
+        size_t len = strlen(orig);
+        char *buf = malloc(len + 64);
+        for (int iter = 0; iter < 300; iter++) {
+            memcpy(buf, orig, len + 1);
+            size_t blen = len;
+            int edits = 1 + iter % 3;
+            for (int e = 0; e < edits; e++) {
+                seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+                size_t pos = (size_t)(seed >> 8) % blen;
+                char c = alphabet[(seed >> 40) % (sizeof alphabet - 1)];
+                switch ((seed >> 32) % 3) {
+                case 0: memmove(buf + pos, buf + pos + 1, blen - pos); blen--; break;
+                case 1: buf[pos] = c; break;
+                default: memmove(buf + pos + 1, buf + pos, blen - pos + 1); buf[pos] = c; blen++; break;
+                }
+            }
+            KilnRecipe *r = NULL;
+            KilnDiag d = {0};
+            int rc = kiln_recipe_load_string(buf, blen, "mutant.lua", &r, &d);
+            if (rc == 0) {
+                assert_non_null(r);
+                assert_true(kiln_recipe_nrules(r) >= 1);
+                loaded++;
+            } else {
+                if (rc != KILN_EINPUT || d.line < 1 || !d.file || !d.msg[0])
+                    fprintf(stderr, "mutant of %s: rc %d line %d: %s\n%s\n", names[i], rc, d.line, d.msg, buf);
+                assert_int_equal(rc, KILN_EINPUT);
+                assert_true(d.line >= 1);
+                assert_string_equal(d.file, "mutant.lua");
+                assert_true(d.msg[0] != 0);
+                failed++;
+            }
+            kiln_recipe_free(r);
+        }
+        free(buf);
+        free(orig);
+    }
+    free_list(names, n);
+    assert_true(loaded > 0 && failed > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -682,6 +737,7 @@ int main(void)
         cmocka_unit_test(test_sandbox),
         cmocka_unit_test(test_limits_are_quick),
         cmocka_unit_test(test_shipped_recipes),
+        cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

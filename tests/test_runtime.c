@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/runtime.h"
@@ -85,16 +86,18 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
+/* Entries of dir whose name starts with prefix (NULL: all but . and ..). */
 static int count_files(const char *dir, const char *prefix)
 {
     DIR *dd = opendir(dir);
     assert_non_null(dd);
     int n = 0;
     struct dirent *e;
-    while ((e = readdir(dd)))
-        if (e->d_name[0] != '.' || (prefix && !strncmp(e->d_name, prefix, strlen(prefix))))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-                n += !prefix || !strncmp(e->d_name, prefix, strlen(prefix));
+    while ((e = readdir(dd))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        n += !prefix || !strncmp(e->d_name, prefix, strlen(prefix));
+    }
     closedir(dd);
     return n;
 }
@@ -498,6 +501,7 @@ int main(void)
         cmocka_unit_test(test_cache_key_mismatch),
         cmocka_unit_test(test_cache_concurrent_processes),
         cmocka_unit_test(test_cache_dir_choice),
+        cmocka_unit_test(test_cache_stale_temps),
         cmocka_unit_test(test_json_valid),
         cmocka_unit_test(test_json_invalid),
         cmocka_unit_test(test_json_depth),

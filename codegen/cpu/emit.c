@@ -22,7 +22,6 @@ static void init_llvm(void)
     LLVMInitializeX86AsmPrinter();
     LLVMInitializeX86AsmParser();
 }
-void kiln_cpu_init_llvm(void);
 void kiln_cpu_init_llvm(void) { pthread_once(&init_once, init_llvm); }
 
 const char *kiln_cpu_llvm_version(void)
@@ -114,9 +113,11 @@ static int build(const KilnFunc *f, const char *symbol, Built *bt, KilnDiag *d)
     g.features = bt->mc.features;
     g.c = bt->c = LLVMContextCreate();
     g.m = bt->m = LLVMModuleCreateWithNameInContext(symbol, g.c);
-    char *dl = LLVMCopyStringRepOfTargetData(LLVMCreateTargetDataLayout(bt->mc.tm));
+    LLVMTargetDataRef td = LLVMCreateTargetDataLayout(bt->mc.tm);
+    char *dl = LLVMCopyStringRepOfTargetData(td);
     LLVMSetDataLayout(g.m, dl);
     LLVMDisposeMessage(dl);
+    LLVMDisposeTargetData(td);
     LLVMSetTarget(g.m, "x86_64-unknown-linux-gnu");
     g.b = LLVMCreateBuilderInContext(g.c);
     g.ab = LLVMCreateBuilderInContext(g.c);

@@ -48,6 +48,9 @@ LLVMValueRef kg_f32_to_bf16_bits(KilnGen *g, LLVMValueRef x);  /* i16, RNE, NaN 
 LLVMValueRef kg_round_act(KilnGen *g, KilnDType dt, LLVMValueRef x); /* kiln_round_to */
 LLVMValueRef kg_fp8_round(KilnGen *g, KilnQFormat f, LLVMValueRef v); /* dec(enc(v)) */
 
+/* emit.c: LLVM's x86 target, initialized once per process. */
+void kiln_cpu_init_llvm(void);
+
 /* qgemm_act.c: quantize/convert all M activation rows into scratch. */
 void kg_emit_act_prep(KilnGen *g);
 /* qgemm_gen.c: the whole kernel function `symbol` into g->m. */

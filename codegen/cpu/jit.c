@@ -9,9 +9,7 @@
 #include <llvm-c/Orc.h>
 #include <llvm-c/Target.h>
 
-#include "codegen/cpu/cpu.h"
-
-void kiln_cpu_init_llvm(void);
+#include "codegen/cpu/gen.h"
 
 struct KilnCpuJit {
     LLVMOrcLLJITRef jit;

@@ -1,0 +1,500 @@
+/* tests/test_cpu_codegen.c — the LLVM CPU qgemm kernels against the reference
+ * interpreter: every recipe family (W8A8 int8 dynamic/static sym/asym, W8A16,
+ * W4A16 groups, W4A8, FP8 W8A8 and weight-only), epilogues and output dtypes,
+ * odd shapes, split [n0,n1) calls; avx512 kernels checked as assembly (run only
+ * on a host with VNNI+BF16); object -> fresh JIT; bad kernel IR errors.
+ *
+ * Tolerances (docs/jit-aot.md "Code generation"):
+ *  - int8-activation paths: the integer sums are exact and the kernel combines
+ *    scales in the interpreter's order, so y matches bit for bit; we allow
+ *    4 ulp of |ref| for the float epilogue (same libm calls, but the compiler may
+ *    keep an intermediate in a different precision).
+ *  - float paths (weight-only, fp8): both sides sum K products in f32 in a
+ *    different order (the kernel per group with the scale applied per group,
+ *    fma), so |y - ref| <= 2·K·2^-23·Σ_k|a_k||w_k| (the classic recursive-sum
+ *    bound γ_K ≈ K·u per side, u = 2^-24, times two sides, times 2 for the
+ *    activations being bounded by |x| instead of their rounded/fp8 values), times
+ *    1.2 for the epilogue's slope (|silu'|, |gelu'| <= 1.13), plus one ulp of the
+ *    output format when it is f16 (2^-10·|ref| + 2^-24) or bf16 (2^-7·|ref|). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "codegen/cpu/cpu.h"
+#include "ir/layout.h"
+#include "ir/numerics.h"
+
+typedef struct Case {
+    const char *name;
+    KilnQuantSpec w;
+    bool quant_act;
+    KilnQuantSpec act;
+    KilnDType act_dtype;
+    bool bias;
+    const char *epi;
+    KilnDType out;
+} Case;
+
+#define WS(f, s, g, grp) {.fmt = KILN_QF_##f, .symmetric = s, .gran = KILN_GRAN_##g, .group = grp}
+#define AD(f, s, g) {.fmt = KILN_QF_##f, .symmetric = s, .gran = KILN_GRAN_##g, .dynamic = true}
+#define AS(f, s, sc, z) {.fmt = KILN_QF_##f, .symmetric = s, .gran = KILN_GRAN_TENSOR, .scale = sc, .zero = z}
+
+static const Case cases[] = {
+    {"w8a8 dyn-token sym / w channel", WS(INT8, true, CHANNEL, 0), true, AD(INT8, true, TOKEN), KILN_F32, false, "none", KILN_F32},
+    {"w8a8 dyn-token asym / w asym channel", WS(INT8, false, CHANNEL, 0), true, AD(INT8, false, TOKEN), KILN_F32, true, "silu", KILN_F32},
+    {"w8a8 static sym / w tensor", WS(INT8, true, TENSOR, 0), true, AS(INT8, true, 0.011f, 0), KILN_F32, true, "none", KILN_BF16},
+    {"w8a8 static asym / w channel", WS(INT8, true, CHANNEL, 0), true, AS(INT8, false, 0.009f, 120), KILN_F32, false, "gelu", KILN_F16},
+    {"w8a8 dyn-tensor sym / w asym tensor", WS(INT8, false, TENSOR, 0), true, AD(INT8, true, TENSOR), KILN_F32, false, "none", KILN_F32},
+    {"w8a16 f16 / w channel", WS(INT8, true, CHANNEL, 0), false, {0}, KILN_F16, false, "none", KILN_F16},
+    {"w8a16 bf16 / w asym channel", WS(INT8, false, CHANNEL, 0), false, {0}, KILN_BF16, true, "silu", KILN_BF16},
+    {"w8a16 f32 / w tensor", WS(INT8, true, TENSOR, 0), false, {0}, KILN_F32, false, "none", KILN_F32},
+    {"w4a16 f16 / g32 sym", WS(INT4, true, GROUP, 32), false, {0}, KILN_F16, true, "none", KILN_F32},
+    {"w4a16 bf16 / g64 asym", WS(INT4, false, GROUP, 64), false, {0}, KILN_BF16, false, "gelu", KILN_F32},
+    {"w4a16 f32 / g128 asym", WS(INT4, false, GROUP, 128), false, {0}, KILN_F32, false, "none", KILN_F16},
+    {"w4a8 g32 sym / dyn-token", WS(INT4, true, GROUP, 32), true, AD(INT8, true, TOKEN), KILN_F32, true, "none", KILN_F32},
+    {"w4a8 g128 asym / dyn-token", WS(INT4, false, GROUP, 128), true, AD(INT8, true, TOKEN), KILN_F32, false, "silu", KILN_F16},
+    {"w4a8 g64 asym / dyn-token asym", WS(INT4, false, GROUP, 64), true, AD(INT8, false, TOKEN), KILN_F32, false, "none", KILN_F32},
+    {"fp8 e4m3 w8a8 token / w channel", WS(FP8_E4M3, true, CHANNEL, 0), true, AD(FP8_E4M3, true, TOKEN), KILN_F32, true, "none", KILN_F32},
+    {"fp8 e5m2 w8a8 token / w tensor", WS(FP8_E5M2, true, TENSOR, 0), true, AD(FP8_E5M2, true, TOKEN), KILN_F32, false, "gelu", KILN_BF16},
+    {"fp8 e4m3 weight-only f16 / channel", WS(FP8_E4M3, true, CHANNEL, 0), false, {0}, KILN_F16, false, "none", KILN_F32},
+    {"fp8 e5m2 weight-only bf16 / tensor", WS(FP8_E5M2, true, TENSOR, 0), false, {0}, KILN_BF16, true, "silu", KILN_F32},
+};
+#define NCASES (sizeof cases / sizeof cases[0])
+
+static bool is_int_path(const Case *c) { return c->quant_act && c->act.fmt == KILN_QF_INT8; }
+
+/* ------------------------------------------------------------------ data */
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static float frand(void)
+{
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng >> 40) / (double)(1u << 24)) * 2.0f - 1.0f;
+}
+
+typedef struct Weights {
+    int64_t N, K;
+    float *w, *bias;
+} Weights;
+
+static int weight_fn(void *ctx, const char *name, KilnTensor *out, KilnDiag *d)
+{
+    Weights *W = ctx;
+    size_t n = strstr(name, "bias") ? (size_t)W->N : (size_t)(W->N * W->K);
+    memcpy(out->data, strstr(name, "bias") ? W->bias : W->w, n * sizeof(float));
+    return 0;
+}
+
+/* The kernel IR the passes produce: weight -> quantize -> prepack -> qgemm. */
+static KilnFunc *build_kernel(KilnModule *mod, const Case *c, int64_t M, int64_t N, int64_t K,
+                              const char *target)
+{
+    KilnFunc *f = kiln_func_new(mod, "layer.proj");
+    kiln_fset_ident(f, "target", target);
+    int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, M, K));
+    int w = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type2(KILN_F32, N, K), "w");
+    kiln_set_str(f, kiln_last(f), "name", "layer.proj.weight");
+    KilnType qt = kiln_type2(kiln_qformat_storage(c->w.fmt, c->w.symmetric), N, K);
+    qt.q = c->w;
+    int wq = kiln_emit(f, KILN_OP_QUANTIZE, &w, 1, qt, "wq");
+    int p = kiln_emit(f, KILN_OP_PREPACK, &wq, 1, qt, "p");
+    int ops[3] = {x, p, -1}, nops = 2;
+    if (c->bias) {
+        ops[2] = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type1(KILN_F32, N), "b");
+        kiln_set_str(f, kiln_last(f), "name", "layer.proj.bias");
+        nops = 3;
+    }
+    int y = kiln_emit(f, KILN_OP_QGEMM, ops, nops, kiln_type2(c->out, M, N), "y");
+    KilnInst *q = kiln_last(f);
+    if (c->quant_act)
+        kiln_set_spec(f, q, "act", &c->act);
+    else
+        kiln_set_ident(f, q, "act_dtype", kiln_dtype_name(c->act_dtype));
+    kiln_set_ident(f, q, "epilogue", c->epi);
+    kiln_emit(f, KILN_OP_RETURN, &y, 1, kiln_type2(c->out, M, N), NULL);
+    return f;
+}
+
+static float out_at(KilnDType dt, const void *y, int64_t i)
+{
+    if (dt == KILN_F16)
+        return kiln_f16_to_f32(((const uint16_t *)y)[i]);
+    if (dt == KILN_BF16)
+        return kiln_bf16_to_f32(((const uint16_t *)y)[i]);
+    return ((const float *)y)[i];
+}
+
+static double host_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static bool host_runs_avx512(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni") &&
+           __builtin_cpu_supports("avx512bf16");
+}
+
+/* Compile one case for (N,K,target), run for each M, compare; returns failures. */
+static int run_case(const Case *c, int64_t N, int64_t K, const char *target, const int64_t *Ms,
+                    int nM, bool run, double *compile_ms)
+{
+    KilnModule *mod = kiln_module_new();
+    KilnFunc *f = build_kernel(mod, c, 4, N, K, target);
+    KilnDiag d = {0};
+    KilnLayout l;
+    assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+    double t0 = host_ms();
+    void *obj = NULL;
+    size_t len = 0;
+    int rc = kiln_cpu_emit_object(f, "qgemm_kernel", &obj, &len, &d);
+    if (rc)
+        fail_msg("%s: %s", c->name, d.msg);
+    if (compile_ms)
+        *compile_ms = host_ms() - t0;
+    if (!run) {
+        free(obj);
+        kiln_module_free(mod);
+        return 0;
+    }
+    KilnCpuJit *j;
+    assert_int_equal(kiln_cpu_jit_new(&j, &d), 0);
+    if (kiln_cpu_jit_add_object(j, obj, len, &d))
+        fail_msg("%s", d.msg);
+    void *fnp;
+    if (kiln_cpu_jit_lookup(j, "qgemm_kernel", &fnp, &d))
+        fail_msg("%s", d.msg);
+    KilnQGemmFn fn = (KilnQGemmFn)fnp;
+
+    Weights W = {N, K, malloc(sizeof(float) * (size_t)(N * K)), malloc(sizeof(float) * (size_t)N)};
+    for (int64_t i = 0; i < N * K; i++)
+        W.w[i] = 0.5f * frand();
+    for (int64_t i = 0; i < N; i++)
+        W.bias[i] = frand();
+    KilnType qt = kiln_type2(l.wdt, N, K);
+    qt.q = c->w;
+    KilnTensor wq;
+    assert_int_equal(kiln_tensor_alloc(&wq, &qt), 0);
+    assert_int_equal(kiln_quantize_matrix(&c->w, W.w, N, K, wq.data, wq.scales, wq.zeros, &d), 0);
+    void *blob = aligned_alloc(64, (l.pack_bytes + 63) & ~(size_t)63);
+    assert_int_equal(kiln_prepack(&l, &wq, blob, &d), 0);
+    float *deq = malloc(sizeof(float) * (size_t)(N * K));
+    assert_int_equal(kiln_dequantize_matrix(&c->w, wq.data, wq.scales, wq.zeros, N, K, deq, &d), 0);
+
+    int failures = 0;
+    for (int mi = 0; mi < nM; mi++) {
+        int64_t M = Ms[mi];
+        KilnModule *mm = kiln_module_new();
+        KilnFunc *fm = build_kernel(mm, c, M, N, K, target);
+        KilnTensor xt;
+        KilnType xty = kiln_type2(KILN_F32, M, K);
+        kiln_tensor_alloc(&xt, &xty);
+        float *x = xt.data;
+        for (int64_t i = 0; i < M * K; i++)
+            x[i] = frand() * (i % 37 == 0 ? 8.0f : 1.0f);
+        if (M >= 3)
+            memset(x + K, 0, sizeof(float) * (size_t)K); /* an all-zero row: scale 1 */
+        KilnTensor ref;
+        rc = kiln_interp_run(fm, &xt, 1, weight_fn, &W, &ref, &d);
+        if (rc)
+            fail_msg("interp %s: %s", c->name, d.msg);
+        size_t osz = c->out == KILN_F32 ? 4 : 2;
+        void *y = malloc(osz * (size_t)(M * N)), *y2 = malloc(osz * (size_t)(M * N));
+        size_t sb = kiln_layout_scratch_bytes(&l, M);
+        void *scratch = sb ? malloc(sb) : NULL;
+        memset(y, 0xAB, osz * (size_t)(M * N));
+        fn(x, M, blob, W.bias, y, 0, N, scratch);
+        /* two calls split at a panel boundary */
+        int64_t split = N > l.NR ? l.NR * ((N / l.NR + 1) / 2) : 0;
+        memset(y2, 0xAB, osz * (size_t)(M * N));
+        fn(x, M, blob, W.bias, y2, 0, split, scratch);
+        fn(x, M, blob, W.bias, y2, split, N, scratch);
+        for (int64_t i = 0; i < M * N; i++) {
+            float r = out_at(c->out, ref.data, i), v = out_at(c->out, y, i), v2 = out_at(c->out, y2, i);
+            double tol;
+            if (is_int_path(c)) {
+                tol = 4.0 * ldexp(fabs(r), -23) + 1e-30;
+            } else {
+                int64_t m = i / N, n = i % N;
+                double s = 0;
+                for (int64_t k = 0; k < K; k++)
+                    s += fabs(x[m * K + k]) * fabs(deq[n * K + k]);
+                tol = 1.2 * 2.0 * (double)K * ldexp(s, -23) + 1e-30;
+            }
+            if (c->out == KILN_F16)
+                tol += ldexp(fabs(r), -10) + ldexp(1, -24);
+            else if (c->out == KILN_BF16)
+                tol += ldexp(fabs(r), -7);
+            if (!(fabs(v - r) <= tol) || !(fabs(v2 - r) <= tol)) {
+                if (failures++ < 5)
+                    print_error("%s [%s] M=%lld N=%lld K=%lld at (%lld,%lld): kernel %.9g split %.9g ref %.9g tol %.3g\n",
+                                c->name, target, (long long)M, (long long)N, (long long)K,
+                                (long long)(i / N), (long long)(i % N), v, v2, r, tol);
+            }
+        }
+        free(y);
+        free(y2);
+        free(scratch);
+        kiln_tensor_free(&ref);
+        kiln_tensor_free(&xt);
+        kiln_module_free(mm);
+    }
+    free(deq);
+    free(blob);
+    kiln_tensor_free(&wq);
+    free(W.w);
+    free(W.bias);
+    kiln_cpu_jit_free(j);
+    free(obj);
+    kiln_module_free(mod);
+    return failures;
+}
+
+static const int64_t Ms[] = {1, 3, 16, 67};
+static const int64_t Ns[] = {1, 7, 16, 33, 100};
+static const int64_t Ks[] = {128, 256, 384};
+
+static void test_avx2_all_recipes(void **state)
+{
+    int failures = 0;
+    for (size_t ci = 0; ci < NCASES; ci++)
+        for (int ni = 0; ni < 5; ni++) {
+            int64_t K = Ks[(ni + ci) % 3];
+            failures += run_case(&cases[ci], Ns[ni], K, "avx2", Ms, 4, true, NULL);
+        }
+    assert_int_equal(failures, 0);
+}
+
+static void test_avx2_all_k(void **state)
+{
+    /* every K for a representative of each family */
+    static const size_t pick[] = {0, 6, 9, 12, 14};
+    int failures = 0;
+    for (size_t i = 0; i < sizeof pick / sizeof pick[0]; i++)
+        for (int ki = 0; ki < 3; ki++)
+            failures += run_case(&cases[pick[i]], 33, Ks[ki], "avx2", Ms, 4, true, NULL);
+    assert_int_equal(failures, 0);
+}
+
+static void test_avx512(void **state)
+{
+    bool run = host_runs_avx512();
+    if (!run)
+        printf("[ SKIP ] running avx512 kernels: host lacks AVX-512F/VNNI/BF16 (assembly checked only)\n");
+    int failures = 0;
+    for (size_t ci = 0; ci < NCASES; ci++) {
+        const Case *c = &cases[ci];
+        KilnModule *mod = kiln_module_new();
+        KilnFunc *f = build_kernel(mod, c, 4, 100, 256, "avx512");
+        KilnDiag d = {0};
+        char *as = NULL;
+        if (kiln_cpu_emit_asm(f, "k512", &as, &d))
+            fail_msg("%s: %s", c->name, d.msg);
+        assert_non_null(strstr(as, "zmm"));
+        if (is_int_path(c))
+            assert_non_null(strstr(as, "vpdpbusd"));
+        if (!c->quant_act && c->act_dtype == KILN_BF16)
+            assert_non_null(strstr(as, "vdpbf16ps"));
+        free(as);
+        kiln_module_free(mod);
+        if (run)
+            for (int ni = 0; ni < 5; ni++)
+                failures += run_case(c, Ns[ni], Ks[(ni + ci) % 3], "avx512", Ms, 4, true, NULL);
+    }
+    assert_int_equal(failures, 0);
+}
+
+static void test_avx2_asm(void **state)
+{
+    KilnModule *mod = kiln_module_new();
+    KilnFunc *f = build_kernel(mod, &cases[0], 4, 64, 256, "avx2");
+    KilnDiag d = {0};
+    char *as = NULL;
+    assert_int_equal(kiln_cpu_emit_asm(f, "k", &as, &d), 0);
+    assert_non_null(strstr(as, "vpmaddwd"));
+    assert_non_null(strstr(as, "ymm"));
+    assert_null(strstr(as, "zmm"));
+    free(as);
+    kiln_module_free(mod);
+    mod = kiln_module_new();
+    f = build_kernel(mod, &cases[8], 4, 64, 256, "avx2");
+    assert_int_equal(kiln_cpu_emit_asm(f, "k", &as, &d), 0);
+    assert_non_null(strstr(as, "vfmadd"));
+    assert_non_null(strstr(as, "vcvtps2ph")); /* f16 activation rounding through F16C */
+    free(as);
+    kiln_module_free(mod);
+}
+
+/* Cold compile (IR build + O2 + object) and JIT load times, object sizes. */
+static void test_compile_time(void **state)
+{
+    static const size_t pick[] = {0, 9, 12, 14};
+    for (size_t i = 0; i < sizeof pick / sizeof pick[0]; i++) {
+        const Case *c = &cases[pick[i]];
+        KilnModule *mod = kiln_module_new();
+        KilnFunc *f = build_kernel(mod, c, 16, 4096, 4096, "avx2");
+        KilnDiag d = {0};
+        double t0 = host_ms();
+        void *obj;
+        size_t len;
+        assert_int_equal(kiln_cpu_emit_object(f, "qgemm_kernel", &obj, &len, &d), 0);
+        double t1 = host_ms();
+        KilnCpuJit *j;
+        void *fn;
+        assert_int_equal(kiln_cpu_jit_new(&j, &d), 0);
+        assert_int_equal(kiln_cpu_jit_add_object(j, obj, len, &d), 0);
+        assert_int_equal(kiln_cpu_jit_lookup(j, "qgemm_kernel", &fn, &d), 0);
+        double t2 = host_ms();
+        assert_non_null(fn);
+        /* one warm single-thread run of M=16 for a throughput figure */
+        KilnLayout l;
+        assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+        KilnType qt = kiln_type2(l.wdt, 4096, 4096);
+        qt.q = c->w;
+        KilnTensor wq;
+        assert_int_equal(kiln_tensor_alloc(&wq, &qt), 0);
+        void *blob = malloc(l.pack_bytes);
+        assert_int_equal(kiln_prepack(&l, &wq, blob, &d), 0);
+        float *x = calloc(16 * 4096, sizeof(float)), *y = calloc(16 * 4096, sizeof(float));
+        void *scratch = malloc(kiln_layout_scratch_bytes(&l, 16) + 1);
+        ((KilnQGemmFn)fn)(x, 16, blob, x, y, 0, 4096, scratch); /* x doubles as a zero bias */
+        double t3 = host_ms();
+        ((KilnQGemmFn)fn)(x, 16, blob, x, y, 0, 4096, scratch); /* x doubles as a zero bias */
+        double run_ms = host_ms() - t3;
+        printf("[ TIME ] %-36s N=K=4096 avx2: compile %.1f ms, JIT load %.2f ms, object %zu B, "
+               "M=16 run %.2f ms (%.1f GOP/s, 1 thread)\n", c->name, t1 - t0, t2 - t1, len, run_ms,
+               2.0 * 16 * 4096 * 4096 / (run_ms * 1e6));
+        free(x);
+        free(y);
+        free(scratch);
+        free(blob);
+        kiln_tensor_free(&wq);
+        kiln_cpu_jit_free(j);
+        free(obj);
+        kiln_module_free(mod);
+    }
+}
+
+/* The object bytes alone are enough: a fresh JIT in a fresh state runs them. */
+static void test_object_roundtrip(void **state)
+{
+    KilnModule *mod = kiln_module_new();
+    KilnFunc *f = build_kernel(mod, &cases[7], 2, 16, 128, "avx2");
+    KilnDiag d = {0};
+    void *obj;
+    size_t len;
+    assert_int_equal(kiln_cpu_emit_object(f, "roundtrip", &obj, &len, &d), 0);
+    assert_true(len > 4 && memcmp(obj, "\x7f" "ELF", 4) == 0);
+    KilnCpuJit *j;
+    assert_int_equal(kiln_cpu_jit_new(&j, &d), 0);
+    assert_int_equal(kiln_cpu_jit_add_object(j, obj, len, &d), 0);
+    void *fn;
+    assert_int_equal(kiln_cpu_jit_lookup(j, "roundtrip", &fn, &d), 0);
+    void *nofn;
+    assert_int_not_equal(kiln_cpu_jit_lookup(j, "missing_symbol", &nofn, &d), 0);
+    assert_non_null(strstr(d.msg, "missing_symbol"));
+    /* a hand-made weight: all codes 1, scale 0.5 -> y = 0.5 * sum(x) */
+    KilnLayout l;
+    assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+    KilnType qt = kiln_type2(KILN_I8, 16, 128);
+    qt.q = cases[7].w;
+    KilnTensor wq;
+    kiln_tensor_alloc(&wq, &qt);
+    memset(wq.data, 1, 16 * 128);
+    wq.scales[0] = 0.5f;
+    void *blob = malloc(l.pack_bytes);
+    assert_int_equal(kiln_prepack(&l, &wq, blob, &d), 0);
+    float x[2 * 128], y[2 * 16];
+    for (int i = 0; i < 256; i++)
+        x[i] = i < 128 ? 1.0f : -0.25f;
+    ((KilnQGemmFn)fn)(x, 2, blob, NULL, y, 0, 16, NULL);
+    for (int n = 0; n < 16; n++) {
+        assert_float_equal(y[n], 64.0f, 0);
+        assert_float_equal(y[16 + n], -16.0f, 0);
+    }
+    free(blob);
+    kiln_tensor_free(&wq);
+    kiln_cpu_jit_free(j);
+    free(obj);
+    kiln_module_free(mod);
+    assert_non_null(kiln_cpu_llvm_version());
+    assert_int_equal(strncmp(kiln_cpu_llvm_version(), "16.", 3), 0);
+}
+
+static void test_bad_kernel_ir(void **state)
+{
+    KilnDiag d = {0};
+    void *obj = NULL;
+    size_t len;
+    /* no qgemm */
+    KilnModule *mod = kiln_module_new();
+    KilnFunc *f = kiln_func_new(mod, "empty");
+    kiln_fset_ident(f, "target", "avx2");
+    int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, 2, 8));
+    kiln_emit(f, KILN_OP_RETURN, &x, 1, kiln_type2(KILN_F32, 2, 8), NULL);
+    assert_int_equal(kiln_cpu_emit_object(f, "k", &obj, &len, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "no qgemm"));
+    kiln_module_free(mod);
+    /* unknown target */
+    mod = kiln_module_new();
+    f = build_kernel(mod, &cases[0], 2, 16, 128, "avx9000");
+    memset(&d, 0, sizeof d);
+    assert_int_equal(kiln_cpu_emit_object(f, "k", &obj, &len, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "avx9000"));
+    kiln_module_free(mod);
+    /* int8 activations with an fp8 weight */
+    Case bad = cases[0];
+    bad.w = (KilnQuantSpec)WS(FP8_E4M3, true, CHANNEL, 0);
+    mod = kiln_module_new();
+    f = build_kernel(mod, &bad, 2, 16, 128, "avx2");
+    memset(&d, 0, sizeof d);
+    assert_int_equal(kiln_cpu_emit_object(f, "k", &obj, &len, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "fp8"));
+    kiln_module_free(mod);
+    /* K not a multiple of the k-interleave (vnni needs 4) */
+    bad = cases[0];
+    mod = kiln_module_new();
+    f = build_kernel(mod, &bad, 2, 16, 130, "avx512");
+    memset(&d, 0, sizeof d);
+    assert_int_equal(kiln_cpu_emit_object(f, "k", &obj, &len, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "multiples of 4"));
+    kiln_module_free(mod);
+    /* prepack of a mismatched tensor */
+    mod = kiln_module_new();
+    f = build_kernel(mod, &cases[0], 2, 16, 128, "avx2");
+    KilnLayout l;
+    assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+    KilnType qt = kiln_type2(KILN_I8, 8, 128);
+    qt.q = cases[0].w;
+    KilnTensor wq;
+    kiln_tensor_alloc(&wq, &qt);
+    char blob[64];
+    assert_int_equal(kiln_prepack(&l, &wq, blob, &d), KILN_EINPUT);
+    kiln_tensor_free(&wq);
+    kiln_module_free(mod);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_kernel_ir),
+        cmocka_unit_test(test_object_roundtrip),
+        cmocka_unit_test(test_avx2_asm),
+        cmocka_unit_test(test_avx2_all_recipes),
+        cmocka_unit_test(test_avx2_all_k),
+        cmocka_unit_test(test_avx512),
+        cmocka_unit_test(test_compile_time),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
