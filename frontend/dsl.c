@@ -1,21 +1,13 @@
 /* frontend/dsl.c — the recipe language's globals (recipe, rule, int4, int8, fp8_e4m3,
  * fp8_e5m2, f32, f16, bf16): each checks what it is given where it is called, so
  * an error carries the line of the offending rule or option, and builds C data. */
-#include <ctype.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
 
 #include "frontend/internal.h"
-
-#define MT_FORMAT "kiln.format"
-#define MT_RULEB "kiln.rule_builder"
-#define MT_RULE "kiln.rule"
-#define MT_RECIPEB "kiln.recipe_builder"
-#define MT_RECIPE "kiln.recipe"
 
 typedef struct RuleUD {
     KRule r; /* pattern lives in the userdata's user value until the recipe copies it */
@@ -28,152 +20,6 @@ typedef struct BuilderUD {
 typedef struct RecipeUD {
     KilnRecipe *r; /* NULL once taken */
 } RecipeUD;
-
-KLoadCtx *kiln__ctx(lua_State *L) { return *(KLoadCtx **)lua_getextraspace(L); }
-
-/* Record the first error with its line and unwind the recipe. */
-static int dsl_error(lua_State *L, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int dsl_error(lua_State *L, int line, const char *fmt, ...)
-{
-    KLoadCtx *c = kiln__ctx(L);
-    if (!c->err_set) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c->err, sizeof c->err, fmt, ap);
-        va_end(ap);
-        c->err_line = line > 0 ? line : c->last_line;
-        c->err_set = true;
-    }
-    lua_pushstring(L, c->err);
-    return lua_error(L);
-}
-
-/* The line of the Lua code that called the running C function. */
-static int caller_line(lua_State *L)
-{
-    lua_Debug ar;
-    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar) && ar.currentline > 0)
-        return ar.currentline;
-    return kiln__ctx(L)->last_line;
-}
-
-/* The line of `key =` at or after line `from`: errors about a key point at it. */
-static int key_line(lua_State *L, int from, const char *key)
-{
-    KLoadCtx *c = kiln__ctx(L);
-    return c->src ? kiln__key_line(c->src, c->len, from, key) : from;
-}
-
-/* A short name for what a value is, for "expected X, got Y". */
-static const char *what(lua_State *L, int idx)
-{
-    if (luaL_testudata(L, idx, MT_FORMAT))
-        return "a format";
-    if (luaL_testudata(L, idx, MT_RULE) || luaL_testudata(L, idx, MT_RULEB))
-        return "a rule";
-    if (luaL_testudata(L, idx, MT_RECIPE) || luaL_testudata(L, idx, MT_RECIPEB))
-        return "a recipe";
-    return luaL_typename(L, idx);
-}
-
-static int choice(const char *s, const char *const *names, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (strcmp(s, names[i]) == 0)
-            return i;
-    return -1;
-}
-
-/* Edit distance, capped: only small distances matter for suggestions. */
-static int edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 40 || lb > 40)
-        return 99;
-    int row[41];
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        int diag = row[0];
-        row[0] = (int)i;
-        for (size_t j = 1; j <= lb; j++) {
-            int up = row[j];
-            int best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
-/* "; did you mean 'x'?" for a near miss, else "". */
-static const char *suggest(char *buf, size_t n, const char *s, const char *const *names, int count)
-{
-    int best = 3, bi = -1;
-    for (int i = 0; i < count; i++) {
-        int dist = edit_distance(s, names[i]);
-        if (dist < best) {
-            best = dist;
-            bi = i;
-        }
-    }
-    if (bi < 0 || (int)strlen(s) <= best)
-        return "";
-    snprintf(buf, n, "; did you mean '%s'?", names[bi]);
-    return buf;
-}
-
-static void join(char *buf, size_t n, const char *const *names, int count)
-{
-    buf[0] = 0;
-    for (int i = 0; i < count; i++) {
-        strncat(buf, i ? ", " : "", n - strlen(buf) - 1);
-        strncat(buf, names[i], n - strlen(buf) - 1);
-    }
-}
-
-/* Reject keys of the table at idx that are not in names[]; the smallest bad key
- * is reported so the message does not depend on hash order. */
-static void check_keys(lua_State *L, int idx, const char *const *names, int n, int line,
-                       const char *where, const char *noun, bool allow_list)
-{
-    idx = lua_absindex(L, idx);
-    char bad[128] = "";
-    bool have_bad = false;
-    lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) { /* key at -2, value at -1 */
-        if (lua_type(L, -2) == LUA_TSTRING) {
-            const char *k = lua_tostring(L, -2);
-            if (choice(k, names, n) < 0 && (!have_bad || strcmp(k, bad) < 0)) {
-                snprintf(bad, sizeof bad, "%s", k);
-                have_bad = true;
-            }
-        } else if (allow_list && lua_isinteger(L, -2) && lua_tointeger(L, -2) >= 1 &&
-                   lua_tointeger(L, -2) <= len) {
-            /* a list item: checked by the caller */
-        } else if (allow_list) {
-            dsl_error(L, line, "%s: unexpected %s key; rules go in a plain list", where,
-                      luaL_typename(L, -2));
-        } else {
-            dsl_error(L, line, "%s: expected name = value, got a positional value (%s)", where,
-                      what(L, -1));
-        }
-        lua_pop(L, 1);
-    }
-    if (have_bad) {
-        char valid[256];
-        join(valid, sizeof valid, names, n);
-        char hint[80];
-        dsl_error(L, key_line(L, line, bad), "unknown %s '%s' in %s (valid: %s%s)%s", noun, bad, where,
-                  valid, allow_list ? ", and the rules" : "", suggest(hint, sizeof hint, bad, names, n));
-    }
-}
 
 /* ------------------------------------------------------------------ formats */
 
@@ -209,7 +55,7 @@ static KFormat *push_format(lua_State *L, const KFormat *f)
 static bool opt_bool(lua_State *L, int t, const char *key, const char *ctor, int line)
 {
     if (lua_getfield(L, t, key) != LUA_TBOOLEAN)
-        dsl_error(L, line, "%s {...}: %s must be true or false, got %s", ctor, key, what(L, -1));
+        kiln__dsl_error(L, line, "%s {...}: %s must be true or false, got %s", ctor, key, kiln__what(L, -1));
     bool v = lua_toboolean(L, -1);
     lua_pop(L, 1);
     return v;
@@ -218,7 +64,7 @@ static bool opt_bool(lua_State *L, int t, const char *key, const char *ctor, int
 static lua_Number opt_num(lua_State *L, int t, const char *key, const char *ctor, int line)
 {
     if (lua_getfield(L, t, key) != LUA_TNUMBER)
-        dsl_error(L, line, "%s {...}: %s must be a number, got %s", ctor, key, what(L, -1));
+        kiln__dsl_error(L, line, "%s {...}: %s must be a number, got %s", ctor, key, kiln__what(L, -1));
     lua_Number v = lua_tonumber(L, -1);
     lua_pop(L, 1);
     return v;
@@ -228,16 +74,16 @@ static int opt_choice(lua_State *L, int t, const char *key, const char *const *n
                       const char *ctor, int line)
 {
     char valid[256];
-    join(valid, sizeof valid, names, n);
+    kiln__join(valid, sizeof valid, names, n);
     if (lua_getfield(L, t, key) != LUA_TSTRING)
-        dsl_error(L, line, "%s {...}: %s must be a string (valid: %s), got %s", ctor, key, valid,
-                  what(L, -1));
+        kiln__dsl_error(L, line, "%s {...}: %s must be a string (valid: %s), got %s", ctor, key, valid,
+                  kiln__what(L, -1));
     const char *s = lua_tostring(L, -1);
-    int i = choice(s, names, n);
+    int i = kiln__choice(s, names, n);
     char hint[80];
     if (i < 0)
-        dsl_error(L, line, "%s {...}: bad %s = '%s' (valid: %s)%s", ctor, key, s, valid,
-                  suggest(hint, sizeof hint, s, names, n));
+        kiln__dsl_error(L, line, "%s {...}: bad %s = '%s' (valid: %s)%s", ctor, key, s, valid,
+                  kiln__suggest(hint, sizeof hint, s, names, n));
     lua_pop(L, 1);
     return i;
 }
@@ -245,14 +91,14 @@ static int opt_choice(lua_State *L, int t, const char *key, const char *const *n
 static void parse_method(lua_State *L, int t, const char *ctor, int line)
 {
     if (lua_getfield(L, t, "method") != LUA_TSTRING)
-        dsl_error(L, line, "%s {...}: method must be a string (valid: rtn, gptq, awq, smoothquant), got %s",
-                  ctor, what(L, -1));
+        kiln__dsl_error(L, line, "%s {...}: method must be a string (valid: rtn, gptq, awq, smoothquant), got %s",
+                  ctor, kiln__what(L, -1));
     const char *s = lua_tostring(L, -1);
-    int i = choice(s, method_names, 4);
+    int i = kiln__choice(s, method_names, 4);
     if (i < 0)
-        dsl_error(L, line, "unknown method '%s' (valid: rtn, gptq, awq, smoothquant)", s);
+        kiln__dsl_error(L, line, "unknown method '%s' (valid: rtn, gptq, awq, smoothquant)", s);
     if (i > 0)
-        dsl_error(L, line, "method not implemented yet in this version: %s; available: rtn", s);
+        kiln__dsl_error(L, line, "method not implemented yet in this version: %s; available: rtn", s);
     lua_pop(L, 1);
 }
 
@@ -260,12 +106,12 @@ static void parse_method(lua_State *L, int t, const char *ctor, int line)
 static int fmt_call(lua_State *L)
 {
     KFormat *base = luaL_checkudata(L, 1, MT_FORMAT);
-    int line = caller_line(L);
+    int line = kiln__caller_line(L);
     const char *ctor = fmt_name(base);
     if (base->is_float)
-        dsl_error(L, line, "%s takes no options: write activations = %s", ctor, ctor);
+        kiln__dsl_error(L, line, "%s takes no options: write activations = %s", ctor, ctor);
     if (base->line)
-        dsl_error(L, line, "%s {...} already has its options; write one table", ctor);
+        kiln__dsl_error(L, line, "%s {...} already has its options; write one table", ctor);
     KFormat f = *base;
     f.line = line;
     if (lua_isnoneornil(L, 2)) {
@@ -273,17 +119,17 @@ static int fmt_call(lua_State *L)
         return 1;
     }
     if (!lua_istable(L, 2))
-        dsl_error(L, line, "%s expects an options table, e.g. %s { per = \"channel\" }; got %s", ctor,
-                  ctor, what(L, 2));
+        kiln__dsl_error(L, line, "%s expects an options table, e.g. %s { per = \"channel\" }; got %s", ctor,
+                  ctor, kiln__what(L, 2));
     bool int4 = f.q.fmt == KILN_QF_INT4;
     /* int4 has no activation options: int4 activations are not supported. */
     static const char *const int4_opts[] = {"symmetric", "per", "group", "calib", "percentile", "method"};
     char where[64];
     snprintf(where, sizeof where, "%s {...}", ctor);
     if (int4)
-        check_keys(L, 2, int4_opts, 6, line, where, "option", false);
+        kiln__check_keys(L, 2, int4_opts, 6, line, where, "option", false);
     else
-        check_keys(L, 2, opt_names, NOPTS, line, where, "option", false);
+        kiln__check_keys(L, 2, opt_names, NOPTS, line, where, "option", false);
     for (int i = 0; i < NOPTS; i++) {
         int ty = lua_getfield(L, 2, opt_names[i]);
         lua_pop(L, 1);
@@ -293,17 +139,17 @@ static int fmt_call(lua_State *L)
     if (f.set & OPT_SYMMETRIC) {
         f.q.symmetric = opt_bool(L, 2, "symmetric", ctor, line);
         if (!f.q.symmetric && is_fp8(f.q.fmt))
-            dsl_error(L, line, "%s is always symmetric: symmetric = false is not supported", ctor);
+            kiln__dsl_error(L, line, "%s is always symmetric: symmetric = false is not supported", ctor);
     }
     if (f.set & OPT_PER)
         f.per = opt_choice(L, 2, "per", per_names, 6, ctor, line);
     if (f.set & OPT_GROUP) {
         lua_Number g = opt_num(L, 2, "group", ctor, line);
         if (!(g >= 1 && g <= (1 << 24)) || g != floor(g))
-            dsl_error(L, line, "%s {...}: group must be a positive whole number (at most 16777216), got %g",
+            kiln__dsl_error(L, line, "%s {...}: group must be a positive whole number (at most 16777216), got %g",
                       ctor, (double)g);
         if (f.per != PER_NONE && f.per != KILN_GRAN_GROUP)
-            dsl_error(L, line, "%s {...}: group = %d needs per = \"group\" (got per = \"%s\")", ctor,
+            kiln__dsl_error(L, line, "%s {...}: group = %d needs per = \"group\" (got per = \"%s\")", ctor,
                       (int)g, per_names[f.per]);
         f.per = KILN_GRAN_GROUP;
         f.q.group = (int32_t)g;
@@ -313,15 +159,15 @@ static int fmt_call(lua_State *L)
     if (f.set & OPT_SCALE) {
         lua_Number s = opt_num(L, 2, "scale", ctor, line);
         if (!(s > 0) || !isfinite(s) || (float)s == 0 || !isfinite((float)s))
-            dsl_error(L, line, "%s {...}: scale must be a positive finite number, got %g", ctor, (double)s);
+            kiln__dsl_error(L, line, "%s {...}: scale must be a positive finite number, got %g", ctor, (double)s);
         f.q.scale = (float)s;
     }
     if (f.set & OPT_ZERO) {
         lua_Number z = opt_num(L, 2, "zero", ctor, line);
         if (f.q.symmetric)
-            dsl_error(L, line, "%s {...}: zero is for asymmetric formats; add symmetric = false", ctor);
+            kiln__dsl_error(L, line, "%s {...}: zero is for asymmetric formats; add symmetric = false", ctor);
         if (z != floor(z) || z < 0 || z > 255)
-            dsl_error(L, line, "%s {...}: zero must be a whole number in 0..255, got %g", ctor, (double)z);
+            kiln__dsl_error(L, line, "%s {...}: zero must be a whole number in 0..255, got %g", ctor, (double)z);
         f.q.zero = (int32_t)z;
     }
     if (f.set & OPT_CALIB) {
@@ -331,9 +177,9 @@ static int fmt_call(lua_State *L)
     if (f.set & OPT_PERCENTILE) {
         lua_Number p = opt_num(L, 2, "percentile", ctor, line);
         if (!(p > 0 && p <= 100))
-            dsl_error(L, line, "%s {...}: percentile must be in (0, 100], got %g", ctor, (double)p);
+            kiln__dsl_error(L, line, "%s {...}: percentile must be in (0, 100], got %g", ctor, (double)p);
         if ((f.set & OPT_CALIB) && f.q.calib != KILN_CAL_PERCENTILE)
-            dsl_error(L, line, "%s {...}: percentile = %g needs calib = \"percentile\" (got \"minmax\")",
+            kiln__dsl_error(L, line, "%s {...}: percentile = %g needs calib = \"percentile\" (got \"minmax\")",
                       ctor, (double)p);
         f.q.calib = KILN_CAL_PERCENTILE;
         f.q.pct = (float)p;
@@ -359,22 +205,22 @@ static int fmt_tostring(lua_State *L)
  * format (int8 without options) the line of its key in the rule or recipe. */
 static int fline(lua_State *L, const KFormat *f, int rline, const char *key)
 {
-    return f->line ? f->line : key_line(L, rline, key);
+    return f->line ? f->line : kiln__key_line_at(L, rline, key);
 }
 
 static void resolve_weights(lua_State *L, KFormat *f, int rline, const char *pat)
 {
     if (f->is_float)
-        dsl_error(L, fline(L, f, rline, "weights"),
+        kiln__dsl_error(L, fline(L, f, rline, "weights"),
                   "rule \"%s\": weights = %s is not a quantized format (valid: int4, int8, fp8_e4m3, "
                   "fp8_e5m2; list the layer in ignore = {...} to keep it in f32)",
                   pat, fmt_name(f));
     unsigned act_only = f->set & (OPT_DYNAMIC | OPT_SCALE | OPT_ZERO);
     if (act_only)
-        dsl_error(L, fline(L, f, rline, "weights"), "rule \"%s\": option '%s' is for activations, not weights", pat,
+        kiln__dsl_error(L, fline(L, f, rline, "weights"), "rule \"%s\": option '%s' is for activations, not weights", pat,
                   first_opt(act_only));
     if (f->per == KILN_GRAN_TOKEN || f->per == PER_HEAD)
-        dsl_error(L, fline(L, f, rline, "weights"), "rule \"%s\": weights cannot be per = \"%s\" (valid: tensor, channel, group, auto)",
+        kiln__dsl_error(L, fline(L, f, rline, "weights"), "rule \"%s\": weights cannot be per = \"%s\" (valid: tensor, channel, group, auto)",
                   pat, per_names[f->per]);
     if (f->per == PER_NONE)
         f->per = f->q.fmt == KILN_QF_INT4 ? KILN_GRAN_GROUP : KILN_GRAN_CHANNEL;
@@ -389,38 +235,38 @@ static void resolve_acts(lua_State *L, KFormat *a, const KFormat *w, int rline, 
     if (a->is_float)
         return;
     if (a->q.fmt == KILN_QF_INT4)
-        dsl_error(L, fline(L, a, rline, "activations"),
+        kiln__dsl_error(L, fline(L, a, rline, "activations"),
                   "rule \"%s\": int4 activations are not supported (valid: int8, fp8_e4m3, fp8_e5m2, "
                   "f16, bf16, f32)",
                   pat);
     unsigned wonly = a->set & (OPT_GROUP | OPT_METHOD);
     if (wonly)
-        dsl_error(L, fline(L, a, rline, "activations"), "rule \"%s\": option '%s' is for weights, not activations", pat,
+        kiln__dsl_error(L, fline(L, a, rline, "activations"), "rule \"%s\": option '%s' is for weights, not activations", pat,
                   first_opt(wonly));
     if (a->per != PER_NONE && a->per != KILN_GRAN_TOKEN && a->per != KILN_GRAN_TENSOR)
-        dsl_error(L, fline(L, a, rline, "activations"), "rule \"%s\": activations cannot be per = \"%s\" (valid: token, tensor)", pat,
+        kiln__dsl_error(L, fline(L, a, rline, "activations"), "rule \"%s\": activations cannot be per = \"%s\" (valid: token, tensor)", pat,
                   per_names[a->per]);
     unsigned stat = a->set & (OPT_SCALE | OPT_ZERO | OPT_CALIB | OPT_PERCENTILE);
     if (!(a->set & OPT_DYNAMIC))
         a->q.dynamic = !stat;
     if (a->q.dynamic && stat)
-        dsl_error(L, fline(L, a, rline, "activations"), "rule \"%s\": option '%s' sets a static scale; it needs dynamic = false", pat,
+        kiln__dsl_error(L, fline(L, a, rline, "activations"), "rule \"%s\": option '%s' sets a static scale; it needs dynamic = false", pat,
                   first_opt(stat));
     if (a->q.dynamic && !a->q.symmetric)
-        dsl_error(L, fline(L, a, rline, "activations"),
+        kiln__dsl_error(L, fline(L, a, rline, "activations"),
                   "rule \"%s\": dynamic activations are symmetric (drop symmetric = false, or use a "
                   "static scale with dynamic = false)",
                   pat);
     if (a->per == PER_NONE)
         a->per = a->q.dynamic ? KILN_GRAN_TOKEN : KILN_GRAN_TENSOR;
     if (!a->q.dynamic && a->per == KILN_GRAN_TOKEN)
-        dsl_error(L, fline(L, a, rline, "activations"),
+        kiln__dsl_error(L, fline(L, a, rline, "activations"),
                   "rule \"%s\": static activation scales are per = \"tensor\" (per-token scales are "
                   "dynamic)",
                   pat);
     a->q.gran = (KilnGran)a->per;
     if (is_fp8(a->q.fmt) != is_fp8(w->q.fmt))
-        dsl_error(L, fline(L, a, rline, "activations"),
+        kiln__dsl_error(L, fline(L, a, rline, "activations"),
                   "rule \"%s\": %s activations with %s weights are not supported (int8 activations "
                   "need int4/int8 weights, fp8 activations need fp8 weights)",
                   pat, fmt_name(a), fmt_name(w));
@@ -431,19 +277,18 @@ static void resolve_kv(lua_State *L, KFormat *k, int rline)
     if (k->is_float)
         return;
     if (k->q.fmt == KILN_QF_INT4)
-        dsl_error(L, fline(L, k, rline, "kv_cache"), "kv_cache = int4 is not supported (valid: int8, fp8_e4m3, fp8_e5m2, f16, bf16, f32)");
+        kiln__dsl_error(L, fline(L, k, rline, "kv_cache"), "kv_cache = int4 is not supported (valid: int8, fp8_e4m3, fp8_e5m2, f16, bf16, f32)");
     unsigned bad = k->set & (OPT_GROUP | OPT_METHOD);
     if (bad)
-        dsl_error(L, fline(L, k, rline, "kv_cache"), "option '%s' does not apply to kv_cache", first_opt(bad));
+        kiln__dsl_error(L, fline(L, k, rline, "kv_cache"), "option '%s' does not apply to kv_cache", first_opt(bad));
     if (k->per != PER_NONE && k->per != KILN_GRAN_TENSOR && k->per != PER_HEAD)
-        dsl_error(L, fline(L, k, rline, "kv_cache"), "kv_cache cannot be per = \"%s\" (valid: tensor, head)", per_names[k->per]);
+        kiln__dsl_error(L, fline(L, k, rline, "kv_cache"), "kv_cache cannot be per = \"%s\" (valid: tensor, head)", per_names[k->per]);
     if (k->q.dynamic && (k->set & (OPT_SCALE | OPT_ZERO)))
-        dsl_error(L, fline(L, k, rline, "kv_cache"), "kv_cache: option '%s' sets a static scale; it needs dynamic = false",
+        kiln__dsl_error(L, fline(L, k, rline, "kv_cache"), "kv_cache: option '%s' sets a static scale; it needs dynamic = false",
                   first_opt(k->set & (OPT_SCALE | OPT_ZERO)));
     /* One scale per KV head is recorded as per-channel of the KV projection. */
     k->q.gran = k->per == PER_HEAD ? KILN_GRAN_CHANNEL : KILN_GRAN_TENSOR;
 }
-
 
 /* ------------------------------------------------------------------ rules */
 
@@ -480,21 +325,21 @@ static void check_lua_pattern(lua_State *L, const char *pat, int line)
 {
     const char *why = lua_pattern_problem(pat);
     if (why)
-        dsl_error(L, line, "bad Lua pattern '%s': %s", pat, why);
+        kiln__dsl_error(L, line, "bad Lua pattern '%s': %s", pat, why);
     lua_pushcfunction(L, kiln__ctx(L)->find);
     lua_pushstring(L, pat);
     lua_pushstring(L, pat);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK)
-        dsl_error(L, line, "bad Lua pattern '%s': %s", pat, lua_tostring(L, -1));
+        kiln__dsl_error(L, line, "bad Lua pattern '%s': %s", pat, lua_tostring(L, -1));
 }
 
 /* rule "pattern" and recipe "name": remember the string and the caller's line
  * in a builder whose __call takes the settings table. */
 static int push_builder(lua_State *L, const char *mt, const char *usage)
 {
-    int line = caller_line(L);
+    int line = kiln__caller_line(L);
     if (lua_type(L, 1) != LUA_TSTRING || lua_rawlen(L, 1) == 0)
-        dsl_error(L, line, "%s; got %s", usage, what(L, 1));
+        kiln__dsl_error(L, line, "%s; got %s", usage, kiln__what(L, 1));
     BuilderUD *b = lua_newuserdatauv(L, sizeof *b, 1);
     b->line = line;
     lua_pushvalue(L, 1);
@@ -518,10 +363,10 @@ static KFormat *get_format(lua_State *L, int t, const char *key, const char *whe
     KFormat *f = luaL_testudata(L, -1, MT_FORMAT);
     if (!f) {
         if (lua_type(L, -1) == LUA_TSTRING)
-            dsl_error(L, key_line(L, line, key), "%s: %s = \"%s\" is a string; write the format without quotes (e.g. %s = int8)",
+            kiln__dsl_error(L, kiln__key_line_at(L, line, key), "%s: %s = \"%s\" is a string; write the format without quotes (e.g. %s = int8)",
                       where, key, lua_tostring(L, -1), key);
-        dsl_error(L, key_line(L, line, key), "%s: %s must be a format (int4, int8, fp8_e4m3, fp8_e5m2, f16, bf16, f32), got %s",
-                  where, key, what(L, -1));
+        kiln__dsl_error(L, kiln__key_line_at(L, line, key), "%s: %s must be a format (int4, int8, fp8_e4m3, fp8_e5m2, f16, bf16, f32), got %s",
+                  where, key, kiln__what(L, -1));
     }
     lua_pop(L, 1); /* the userdata stays reachable from the table */
     return f;
@@ -535,19 +380,19 @@ static void parse_epilogue(lua_State *L, int t, KRule *r, const char *where, int
     char ew[240];
     snprintf(ew, sizeof ew, "%s epilogue", where);
     if (!lua_istable(L, t))
-        dsl_error(L, key_line(L, line, "epilogue"), "%s must be a table { bias = true, act = \"silu\", out = \"f16\" }, got %s", ew,
-                  what(L, t));
-    check_keys(L, t, keys, 3, line, ew, "key", false);
+        kiln__dsl_error(L, kiln__key_line_at(L, line, "epilogue"), "%s must be a table { bias = true, act = \"silu\", out = \"f16\" }, got %s", ew,
+                  kiln__what(L, t));
+    kiln__check_keys(L, t, keys, 3, line, ew, "key", false);
     if (lua_getfield(L, t, "bias") != LUA_TNIL && !lua_isboolean(L, -1))
-        dsl_error(L, key_line(L, line, "bias"), "%s: bias must be true or false, got %s", ew, what(L, -1));
+        kiln__dsl_error(L, kiln__key_line_at(L, line, "bias"), "%s: bias must be true or false, got %s", ew, kiln__what(L, -1));
     r->bias = lua_toboolean(L, -1);
     lua_pop(L, 1);
     if (lua_getfield(L, t, "act") != LUA_TNIL) {
-        int i = lua_type(L, -1) == LUA_TSTRING ? choice(lua_tostring(L, -1), acts, 3) : -1;
+        int i = lua_type(L, -1) == LUA_TSTRING ? kiln__choice(lua_tostring(L, -1), acts, 3) : -1;
         if (i < 0)
-            dsl_error(L, key_line(L, line, "act"), "%s: bad act = %s%s%s (valid: none, silu, gelu)", ew,
+            kiln__dsl_error(L, kiln__key_line_at(L, line, "act"), "%s: bad act = %s%s%s (valid: none, silu, gelu)", ew,
                       lua_type(L, -1) == LUA_TSTRING ? "'" : "",
-                      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : what(L, -1),
+                      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : kiln__what(L, -1),
                       lua_type(L, -1) == LUA_TSTRING ? "'" : "");
         r->act = (KAct)i;
     }
@@ -555,17 +400,17 @@ static void parse_epilogue(lua_State *L, int t, KRule *r, const char *where, int
     r->out = KILN_F32;
     if (lua_getfield(L, t, "out") != LUA_TNIL) {
         KFormat *f = luaL_testudata(L, -1, MT_FORMAT);
-        int i = lua_type(L, -1) == LUA_TSTRING ? choice(lua_tostring(L, -1), outs, 3) : -1;
+        int i = lua_type(L, -1) == LUA_TSTRING ? kiln__choice(lua_tostring(L, -1), outs, 3) : -1;
         if (f && f->is_float)
             r->out = f->fdt;
         else if (i >= 0)
             r->out = i == 0 ? KILN_F32 : i == 1 ? KILN_F16 : KILN_BF16;
         else
-            dsl_error(L, key_line(L, line, "out"), "%s: bad out = %s%s%s (valid: f32, f16, bf16)", ew,
+            kiln__dsl_error(L, kiln__key_line_at(L, line, "out"), "%s: bad out = %s%s%s (valid: f32, f16, bf16)", ew,
                       lua_type(L, -1) == LUA_TSTRING ? "'" : "",
                       lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
                       : f                            ? fmt_name(f)
-                                                     : what(L, -1),
+                                                     : kiln__what(L, -1),
                       lua_type(L, -1) == LUA_TSTRING ? "'" : "");
     }
     lua_pop(L, 1);
@@ -582,10 +427,10 @@ static int ruleb_call(lua_State *L)
     char where[200];
     snprintf(where, sizeof where, "rule \"%.160s\" {...}", pat);
     if (!lua_istable(L, 2))
-        dsl_error(L, line, "rule \"%s\" expects a table: rule \"%s\" { weights = int8 }; got %s", pat, pat,
-                  what(L, 2));
+        kiln__dsl_error(L, line, "rule \"%s\" expects a table: rule \"%s\" { weights = int8 }; got %s", pat, pat,
+                  kiln__what(L, 2));
     static const char *const keys[] = {"weights", "activations", "epilogue", "match"};
-    check_keys(L, 2, keys, 4, line, where, "key", false);
+    kiln__check_keys(L, 2, keys, 4, line, where, "key", false);
 
     RuleUD *u = lua_newuserdatauv(L, sizeof *u, 1);
     memset(u, 0, sizeof *u);
@@ -599,8 +444,8 @@ static int ruleb_call(lua_State *L)
     if (lua_getfield(L, 2, "match") != LUA_TNIL) {
         const char *m = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
         if (!m || (strcmp(m, "lua") && strcmp(m, "glob")))
-            dsl_error(L, key_line(L, line, "match"), "%s: bad match = %s (valid: glob, lua)", where,
-                      m ? m : what(L, -1));
+            kiln__dsl_error(L, kiln__key_line_at(L, line, "match"), "%s: bad match = %s (valid: glob, lua)", where,
+                      m ? m : kiln__what(L, -1));
         r->lua = strcmp(m, "lua") == 0;
     }
     lua_pop(L, 1);
@@ -613,7 +458,7 @@ static int ruleb_call(lua_State *L)
 
     KFormat *w = get_format(L, 2, "weights", where, line);
     if (!w)
-        dsl_error(L, line, "%s has no weights = ... (e.g. weights = int4 { group = 128 })", where);
+        kiln__dsl_error(L, line, "%s has no weights = ... (e.g. weights = int4 { group = 128 })", where);
     r->w = *w;
     resolve_weights(L, &r->w, line, pat);
     KFormat *a = get_format(L, 2, "activations", where, line);
@@ -652,7 +497,7 @@ static void parse_pattern(const char *s, KPattern *p)
 
 static void parse_ignore(lua_State *L, KilnRecipe *r, int rline)
 {
-    int line = key_line(L, rline, "ignore");
+    int line = kiln__key_line_at(L, rline, "ignore");
     int t = lua_gettop(L);
     if (lua_type(L, t) == LUA_TSTRING) { /* ignore = "lm_head": a list of one */
         lua_createtable(L, 1, 0);
@@ -661,23 +506,23 @@ static void parse_ignore(lua_State *L, KilnRecipe *r, int rline)
         lua_replace(L, t);
     }
     if (!lua_istable(L, t))
-        dsl_error(L, line, "ignore must be a list of layer patterns { \"lm_head\", ... }, got %s", what(L, t));
+        kiln__dsl_error(L, line, "ignore must be a list of layer patterns { \"lm_head\", ... }, got %s", kiln__what(L, t));
     lua_Integer n = (lua_Integer)lua_rawlen(L, t);
     lua_pushnil(L);
     while (lua_next(L, t)) {
         lua_pop(L, 1);
         if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > n)
-            dsl_error(L, line, "ignore must be a plain list of patterns { \"lm_head\", \"*.gate\" }");
+            kiln__dsl_error(L, line, "ignore must be a plain list of patterns { \"lm_head\", \"*.gate\" }");
     }
     r->ignore = calloc((size_t)n + 1, sizeof *r->ignore);
     for (lua_Integer i = 1; i <= n; i++) {
         if (lua_rawgeti(L, t, i) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
-            dsl_error(L, line, "ignore item %lld must be a non-empty pattern string, got %s", (long long)i,
-                      what(L, -1));
+            kiln__dsl_error(L, line, "ignore item %lld must be a non-empty pattern string, got %s", (long long)i,
+                      kiln__what(L, -1));
         const char *s = lua_tostring(L, -1);
         for (int j = 0; j < r->nignore; j++)
             if (strcmp(r->ignore[j].pattern, strncmp(s, "lua:", 4) ? s : s + 4) == 0)
-                dsl_error(L, line, "duplicate ignore pattern '%s'", s);
+                kiln__dsl_error(L, line, "duplicate ignore pattern '%s'", s);
         parse_pattern(s, &r->ignore[r->nignore]);
         r->nignore++;
         if (r->ignore[r->nignore - 1].lua)
@@ -690,7 +535,7 @@ static void parse_rules(lua_State *L, KilnRecipe *r, int t, const char *name, in
 {
     lua_Integer n = (lua_Integer)lua_rawlen(L, t);
     if (n == 0)
-        dsl_error(L, line, "recipe \"%s\" has no rules (add e.g. rule \"*\" { weights = int8 })", name);
+        kiln__dsl_error(L, line, "recipe \"%s\" has no rules (add e.g. rule \"*\" { weights = int8 })", name);
     r->rules = calloc((size_t)n, sizeof *r->rules);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, t, i);
@@ -699,11 +544,11 @@ static void parse_rules(lua_State *L, KilnRecipe *r, int t, const char *name, in
             BuilderUD *b = luaL_testudata(L, -1, MT_RULEB);
             if (b) {
                 lua_getiuservalue(L, -1, 1);
-                dsl_error(L, b->line, "rule \"%s\" needs its settings: rule \"%s\" { weights = ... }",
+                kiln__dsl_error(L, b->line, "rule \"%s\" needs its settings: rule \"%s\" { weights = ... }",
                           lua_tostring(L, -1), lua_tostring(L, -1));
             }
-            dsl_error(L, line, "recipe \"%s\": item %lld is %s, expected rule \"pattern\" { ... }", name,
-                      (long long)i, what(L, -1));
+            kiln__dsl_error(L, line, "recipe \"%s\": item %lld is %s, expected rule \"pattern\" { ... }", name,
+                      (long long)i, kiln__what(L, -1));
         }
         lua_getiuservalue(L, -1, 1);
         const char *pat = lua_tostring(L, -1);
@@ -714,18 +559,20 @@ static void parse_rules(lua_State *L, KilnRecipe *r, int t, const char *name, in
         r->nrules++;
         for (int j = 0; j < r->nrules - 1; j++)
             if (strcmp(r->rules[j].pattern, k->pattern) == 0 && r->rules[j].lua == k->lua)
-                dsl_error(L, k->line, "duplicate rule pattern '%s' (first at line %d): this rule can never match",
+                kiln__dsl_error(L, k->line, "duplicate rule pattern '%s' (first at line %d): this rule can never match",
                           pat, r->rules[j].line);
         lua_pop(L, 2);
     }
 }
 
-static const char *const targets[] = {"interp", "cpu", "avx2", "avx512", "sm_80", "sm_89", "sm_90"};
-const char kiln_recipe_targets[] = "interp, cpu, avx2, avx512, sm_80, sm_89, sm_90";
+/* The names passes/target.c knows; "cpu" and "cuda" are resolved there to this
+ * machine's ISA / the device's arch. */
+static const char *const targets[] = {"interp", "cpu", "avx2", "avx512", "cuda", "sm_80", "sm_89", "sm_90"};
+const char kiln_recipe_targets[] = "interp, cpu, avx2, avx512, cuda, sm_80, sm_89, sm_90";
 
 bool kiln_recipe_target_valid(const char *name)
 {
-    return name && choice(name, targets, (int)(sizeof targets / sizeof targets[0])) >= 0;
+    return name && kiln__choice(name, targets, (int)(sizeof targets / sizeof targets[0])) >= 0;
 }
 
 /* recipe "name" { rules..., target = ..., ignore = {...}, kv_cache = ... } */
@@ -738,10 +585,10 @@ static int recipeb_call(lua_State *L)
     char where[200];
     snprintf(where, sizeof where, "recipe \"%.160s\" {...}", name);
     if (!lua_istable(L, 2))
-        dsl_error(L, line, "recipe \"%s\" expects a table: recipe \"%s\" { rule \"*\" { ... } }; got %s", name,
-                  name, what(L, 2));
+        kiln__dsl_error(L, line, "recipe \"%s\" expects a table: recipe \"%s\" { rule \"*\" { ... } }; got %s", name,
+                  name, kiln__what(L, 2));
     static const char *const keys[] = {"target", "ignore", "kv_cache"};
-    check_keys(L, 2, keys, 3, line, where, "key", true);
+    kiln__check_keys(L, 2, keys, 3, line, where, "key", true);
 
     RecipeUD *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->r = NULL;
@@ -751,8 +598,8 @@ static int recipeb_call(lua_State *L)
     r->line = line;
     if (lua_getfield(L, 2, "target") != LUA_TNIL) {
         if (lua_type(L, -1) != LUA_TSTRING || !kiln_recipe_target_valid(lua_tostring(L, -1)))
-            dsl_error(L, key_line(L, line, "target"), "unknown target '%s' (valid: %s)",
-                      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : what(L, -1), kiln_recipe_targets);
+            kiln__dsl_error(L, kiln__key_line_at(L, line, "target"), "unknown target '%s' (valid: %s)",
+                      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : kiln__what(L, -1), kiln_recipe_targets);
         r->target = xstrdup(lua_tostring(L, -1));
     }
     lua_pop(L, 1);
@@ -816,10 +663,10 @@ static int strict_index(lua_State *L)
                                        "fp8_e5m2", "f32", "f16", "bf16"};
     const char *k = lua_tostring(L, 2);
     char hint[80] = "";
-    return dsl_error(L, caller_line(L),
+    return kiln__dsl_error(L, kiln__caller_line(L),
                      "unknown name '%s' (the recipe language has: recipe, rule, int4, int8, fp8_e4m3, "
                      "fp8_e5m2, f32, f16, bf16, and Lua's base, string, table and math libraries)%s",
-                     k ? k : "?", k ? suggest(hint, sizeof hint, k, dsl, 9) : "");
+                     k ? k : "?", k ? kiln__suggest(hint, sizeof hint, k, dsl, 9) : "");
 }
 
 void kiln__dsl_open(lua_State *L)

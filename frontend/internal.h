@@ -86,8 +86,30 @@ typedef struct KLoadCtx {
     size_t len;
 } KLoadCtx;
 
-/* dsl.c */
+/* Metatable names of the recipe language's values. */
+#define MT_FORMAT "kiln.format"
+#define MT_RULEB "kiln.rule_builder"
+#define MT_RULE "kiln.rule"
+#define MT_RECIPEB "kiln.recipe_builder"
+#define MT_RECIPE "kiln.recipe"
+
+/* dslcheck.c */
 KLoadCtx *kiln__ctx(lua_State *L);
+/* Record the first error (message, line; line 0: the last line run) and unwind. */
+int kiln__dsl_error(lua_State *L, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int kiln__caller_line(lua_State *L);             /* line of the Lua code calling this C function */
+int kiln__key_line_at(lua_State *L, int from, const char *key); /* line of `key =` from `from` on */
+const char *kiln__what(lua_State *L, int idx);   /* "a format", "a rule", "number", ... */
+int kiln__choice(const char *s, const char *const *names, int n); /* index or -1 */
+void kiln__join(char *buf, size_t n, const char *const *names, int count); /* "a, b, c" */
+/* "; did you mean 'x'?" for a near miss among names, else "". */
+const char *kiln__suggest(char *buf, size_t n, const char *s, const char *const *names, int count);
+/* Reject keys of the table at idx not in names[] (noun: "option" or "key";
+ * allow_list also accepts the list part 1..#t). */
+void kiln__check_keys(lua_State *L, int idx, const char *const *names, int n, int line, const char *where,
+                      const char *noun, bool allow_list);
+
+/* dsl.c */
 /* Register recipe, rule, int4, int8, fp8_e4m3, fp8_e5m2, f32, f16, bf16. */
 void kiln__dsl_open(lua_State *L);
 /* The KilnRecipe inside a returned recipe value (ownership moves to the caller),
