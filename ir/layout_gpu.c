@@ -1,0 +1,194 @@
+/* ir/layout_gpu.c — the GPU weight blob and scratch layout (ir/layout_gpu.h): deciding
+ * the family and padded sizes of a qgemm for an sm_XX target, and prepacking. libc only. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "layout.h"
+#include "layout_gpu.h"
+#include "numerics.h"
+
+static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+static size_t align256(size_t v) { return (v + 255) / 256 * 256; }
+
+static bool is_fp8(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2; }
+static bool is_int(KilnQFormat f) { return f == KILN_QF_INT8 || f == KILN_QF_INT4; }
+
+static int parse_sm(const KilnFunc *f, int *sm, KilnDiag *d)
+{
+    const KilnAttr *ta = kiln_fget(f, "target");
+    const char *t = ta && (ta->kind == KILN_ATTR_STR || ta->kind == KILN_ATTR_IDENT) ? ta->s : "";
+    if (!strcmp(t, "sm_80"))
+        *sm = 80;
+    else if (!strcmp(t, "sm_89"))
+        *sm = 89;
+    else if (!strcmp(t, "sm_90"))
+        *sm = 90;
+    else
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "GPU kernel: function '%s' has target '%s' (valid: sm_80, sm_89, sm_90)",
+                             f->name, t);
+    return 0;
+}
+
+static int pick_family(KilnGpuLayout *l, const KilnInst *q, const KilnFunc *f, KilnDiag *d)
+{
+    const KilnAttr *aa = kiln_get(q, "act");
+    const KilnQuantSpec *ws = &l->wspec;
+    if (aa && aa->kind == KILN_ATTR_SPEC && aa->q.fmt != KILN_QF_NONE) {
+        l->aspec = aa->q;
+        const KilnQuantSpec *as = &l->aspec;
+        if (as->fmt == KILN_QF_INT4)
+            return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': int4 activations are not supported", f->name);
+        if (as->gran != KILN_GRAN_TOKEN && as->gran != KILN_GRAN_TENSOR)
+            return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': act granularity must be token or tensor, got %s",
+                                 f->name, kiln_gran_name(as->gran));
+        if (as->dynamic && as->calib == KILN_CAL_PERCENTILE && as->pct > 0 && as->pct < 100)
+            return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': dynamic percentile activation scales are not supported on GPU (use min/max)", f->name);
+        bool sym = as->symmetric || is_fp8(as->fmt);
+        l->adt = kiln_qformat_storage(as->fmt, sym);
+        l->azero = !sym;
+        l->act_esz = 1;
+        if (is_int(as->fmt) && is_int(ws->fmt)) {
+            l->family = KILN_GK_MMA_S8;
+        } else if (is_fp8(as->fmt) && is_fp8(ws->fmt)) {
+            if (l->sm < 89)
+                return kiln_diag_set(d, KILN_EINPUT,
+                                     "GPU kernel '%s': sm_%d has no FP8 tensor cores (pick_layout rewrites fp8 "
+                                     "activations to f16 weight-only there)", f->name, l->sm);
+            l->family = KILN_GK_MMA_FP8;
+        } else {
+            return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': act %s with a %s weight: integer and fp8 do not mix",
+                                 f->name, kiln_qformat_name(as->fmt), kiln_qformat_name(ws->fmt));
+        }
+        return 0;
+    }
+    const KilnAttr *ad = kiln_get(q, "act_dtype");
+    if (!ad || !ad->s || kiln_dtype_parse(ad->s, strlen(ad->s), &l->act_dtype) ||
+        (l->act_dtype != KILN_F16 && l->act_dtype != KILN_BF16 && l->act_dtype != KILN_F32))
+        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': weight-only qgemm needs act_dtype f16, bf16 or f32",
+                             f->name);
+    l->weight_only = true;
+    l->family = l->act_dtype == KILN_F16    ? KILN_GK_MMA_F16
+                : l->act_dtype == KILN_BF16 ? KILN_GK_MMA_BF16
+                                            : KILN_GK_F32_FMA;
+    l->act_esz = l->act_dtype == KILN_F32 ? 4 : 2;
+    return 0;
+}
+
+int kiln_gpu_layout_for(const KilnInst *q, const KilnFunc *f, KilnGpuLayout *out, KilnDiag *d)
+{
+    memset(out, 0, sizeof *out);
+    if (!q || q->op != KILN_OP_QGEMM || q->nops < 2)
+        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel: function '%s' has no qgemm",
+                             f && f->name ? f->name : "?");
+    KilnGpuLayout *l = out;
+    int rc = parse_sm(f, &l->sm, d);
+    if (rc)
+        return rc;
+    const KilnType *wt = &f->values[q->ops[1]].type, *xt = &f->values[q->ops[0]].type;
+    const KilnType *yt = &f->values[q->result].type;
+    if (wt->q.fmt == KILN_QF_NONE)
+        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': unquantized (f32) weights have no GPU kernel yet", f->name);
+    if (wt->rank != 2 || xt->rank != 2 || xt->dim[1] != wt->dim[1])
+        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': qgemm needs x[M,K] and a quantized w[N,K]", f->name);
+    l->wspec = wt->q;
+    l->wdt = wt->dt;
+    l->wbits = kiln_dtype_bits(wt->dt);
+    if (l->wbits != 4 && l->wbits != 8)
+        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': weight storage %s is not 4 or 8 bits", f->name,
+                             kiln_dtype_name(wt->dt));
+    if ((rc = pick_family(l, q, f, d)))
+        return rc;
+    l->N = wt->dim[0];
+    l->K = wt->dim[1];
+    l->NP = round_up(l->N, KILN_GPU_BN);
+    l->KP = round_up(l->K, KILN_GPU_BK);
+    if (l->wspec.gran == KILN_GRAN_AUTO)
+        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': weight granularity auto was not resolved", f->name);
+    l->group_mode = l->wspec.gran == KILN_GRAN_GROUP;
+    if (l->group_mode && (l->wspec.group <= 0 || l->wspec.group % KILN_GPU_BK || l->K % l->wspec.group))
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "GPU kernel '%s': group=%d must be a multiple of %d dividing K=%lld", f->name,
+                             l->wspec.group, KILN_GPU_BK, (long long)l->K);
+    l->glen = l->group_mode ? l->wspec.group : l->KP;
+    l->ngroups = l->KP / l->glen;
+    l->wzero = is_int(l->wspec.fmt) && !l->wspec.symmetric;
+    l->row_bytes = (size_t)(l->KP * l->wbits / 8);
+    size_t nsc = (size_t)(l->NP * l->ngroups) * 4;
+    l->codes_off = 256;
+    l->scales_off = l->codes_off + align256(l->row_bytes * (size_t)l->NP);
+    l->zeros_off = l->scales_off + align256(nsc);
+    l->wsum_off = l->zeros_off + align256(nsc);
+    l->pack_bytes = l->wsum_off + align256(nsc);
+    l->has_bias = q->nops > 2;
+    const KilnAttr *ea = kiln_get(q, "epilogue");
+    if (ea && ea->s && strcmp(ea->s, "none")) {
+        if (!strcmp(ea->s, "silu"))
+            l->epilogue = 1;
+        else if (!strcmp(ea->s, "gelu"))
+            l->epilogue = 2;
+        else
+            return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': unknown epilogue '%s'", f->name, ea->s);
+    }
+    l->out_dt = yt->dt;
+    if (l->out_dt != KILN_F32 && l->out_dt != KILN_F16 && l->out_dt != KILN_BF16)
+        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': output must be f32, f16 or bf16", f->name);
+    const KilnAttr *la = kiln_get(q, "layout");
+    snprintf(l->name, sizeof l->name, "%s", la && la->s ? la->s : "gpu");
+    return 0;
+}
+
+static int64_t scale_index(const KilnQuantSpec *ws, int64_t n, int64_t j, int64_t ng)
+{
+    return ws->gran == KILN_GRAN_TENSOR ? 0 : ws->gran == KILN_GRAN_GROUP ? n * ng + j : n;
+}
+
+int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, KilnDiag *d)
+{
+    const KilnType *t = &wq->type;
+    if (t->rank != 2 || t->dim[0] != l->N || t->dim[1] != l->K || t->dt != l->wdt ||
+        t->q.fmt != l->wspec.fmt || !wq->scales || wq->nscales != kiln_type_nscales(t) ||
+        (l->wzero && !wq->zeros))
+        return kiln_diag_set(d, KILN_EINPUT, "GPU prepack: weight tensor does not match the layout '%s' "
+                             "(%lldx%lld %s with scales%s)", l->name, (long long)l->N, (long long)l->K,
+                             kiln_dtype_name(l->wdt), l->wzero ? " and zero points" : "");
+    uint8_t *b = blob;
+    memset(b, 0, l->pack_bytes);
+    memcpy(b, "KILNGP1", 8);
+    int64_t hdr[6] = {l->N, l->K, l->NP, l->KP, l->ngroups, l->glen};
+    memcpy(b + 8, hdr, sizeof hdr);
+    float *sc = (float *)(b + l->scales_off);
+    int32_t *zs = (int32_t *)(b + l->zeros_off), *ws = (int32_t *)(b + l->wsum_off);
+    size_t srb = kiln_row_bytes(l->wdt, l->K);
+    bool fp8 = is_fp8(l->wspec.fmt);
+    for (int64_t n = 0; n < l->N; n++) {
+        const uint8_t *src = (const uint8_t *)wq->data + (size_t)n * srb;
+        uint8_t *dst = b + l->codes_off + (size_t)n * l->row_bytes;
+        for (int64_t j = 0; j < l->ngroups; j++) {
+            int64_t si = scale_index(&l->wspec, n, j, l->ngroups);
+            int32_t z = l->wzero ? wq->zeros[si] : 0;
+            sc[n * l->ngroups + j] = wq->scales[si];
+            zs[n * l->ngroups + j] = z;
+            int32_t sum = 0;
+            for (int64_t k = j * l->glen; k < (j + 1) * l->glen; k++) {
+                int32_t c = k < l->K ? kiln_code_get(l->wdt, src, k) : (fp8 ? 0 : z);
+                kiln_code_set(l->wdt, dst, k, c);
+                sum += c;
+            }
+            ws[n * l->ngroups + j] = sum;
+        }
+    }
+    return 0;
+}
+
+size_t kiln_gpu_scratch_bytes(const KilnGpuLayout *l, int64_t M)
+{
+    size_t mp = (size_t)round_up(M > 0 ? M : 1, KILN_GPU_BM);
+    return align256(mp * (size_t)l->KP * (size_t)l->act_esz) + 2 * align256(mp * 4) +
+           align256(mp * (size_t)l->ngroups * 4) + align256(mp * 8);
+}
+
+bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M)
+{
+    return l->family == KILN_GK_F32_FMA || M <= KILN_GPU_GEMV_MAX_M;
+}

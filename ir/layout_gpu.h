@@ -1,0 +1,84 @@
+/* ir/layout_gpu.h — the prepacked GPU weight layout and the per-call scratch layout
+ * that kiln's CUDA qgemm kernels (codegen/ptx) read: what the generator, the prepacker
+ * and the CUDA runtime agree on. libc only, so runtime/cuda.c prepacks at load time
+ * without NVRTC. docs/gpu.md has the byte-level description. */
+#ifndef KILN_LAYOUT_GPU_H
+#define KILN_LAYOUT_GPU_H
+
+#include "ir.h"
+
+/* Kernel families (one per operand combination; docs/gpu.md):
+ *   MMA_S8    int8 act x int8/int4 weight: mma.sync m16n8k32 s8/u8 -> exact s32
+ *   MMA_FP8   fp8 act x fp8 weight (sm_89+): mma.sync m16n8k32 e4m3/e5m2 -> f32
+ *   MMA_F16   weight-only, f16 acts: codes -> f16 in registers, mma m16n8k16 f16 -> f32
+ *   MMA_BF16  weight-only, bf16 acts: same with bf16
+ *   F32_FMA   weight-only, f32 acts: CUDA-core FFMA (tensor cores would round x) */
+typedef enum {
+    KILN_GK_MMA_S8,
+    KILN_GK_MMA_FP8,
+    KILN_GK_MMA_F16,
+    KILN_GK_MMA_BF16,
+    KILN_GK_F32_FMA,
+} KilnGpuFamily;
+
+/* Tiles of the GEMM kernel; K and group lengths are padded to KILN_GPU_BK. */
+#define KILN_GPU_BM 64
+#define KILN_GPU_BN 64
+#define KILN_GPU_BK 32
+/* Rows handled by the GEMV kernel per block; launches with M <= KILN_GPU_GEMV_MAX_M
+ * (and every f32-fma launch) use the GEMV kernel, larger M the tensor-core GEMM. */
+#define KILN_GPU_GEMV_ROWS 4
+#define KILN_GPU_GEMV_MAX_M 8
+
+/* Blob (all offsets from the blob start, every section 256-aligned):
+ *   [0, 256)     header: "KILNGP1\0", int64 N, K, NP, KP, NG, GLEN (informative)
+ *   codes_off    NP rows of row_bytes: row n holds the KP codes of W[n, :] in the
+ *                interpreter's storage form (i8/u8/e4m3/e5m2 one byte each; i4/u4
+ *                two per byte, element 2j in the low nibble). Columns K..KP-1 hold
+ *                the code of 0 (the zero point, or 0); rows N..NP-1 are 0.
+ *   scales_off   f32 [NP][NG]: s_w of (n, group); per-tensor/channel replicated (NG 1).
+ *   zeros_off    i32 [NP][NG]: z_w (asymmetric integer weights; else all 0).
+ *   wsum_off     i32 [NP][NG]: sum of the stored codes over the group's GLEN k
+ *                (integer weights; the activation zero-point correction).
+ * Scratch (per call; kiln_gpu_scratch_bytes), MP = M rounded up to KILN_GPU_BM, each
+ * section 256-aligned, in this order: A [MP][KP] prepared activations (act_esz bytes
+ * each: s8/u8/fp8 codes, f16/bf16, or f32), f32 sa[MP], i32 za[MP], i32 asum[MP][NG],
+ * f32 range[MP][2]. */
+typedef struct KilnGpuLayout {
+    char name[48];  /* the qgemm `layout` attr, e.g. "sm80-mma-s8" */
+    int sm;         /* 80, 89, 90 */
+    KilnGpuFamily family;
+    int64_t N, K, NP, KP; /* NP: N rounded up to BN; KP: K rounded up to BK */
+    KilnQuantSpec wspec;
+    KilnDType wdt;
+    int wbits;
+    bool group_mode;
+    int64_t glen, ngroups; /* k per scale group (KP when not grouped) and their count */
+    bool wzero;            /* asymmetric integer weights */
+    size_t row_bytes, codes_off, scales_off, zeros_off, wsum_off, pack_bytes;
+    /* activations */
+    bool weight_only;
+    KilnDType act_dtype; /* weight-only: f16/bf16/f32 */
+    KilnQuantSpec aspec; /* quantized activations */
+    KilnDType adt;       /* their storage dtype */
+    int act_esz;         /* bytes per prepared activation element */
+    bool azero;          /* asymmetric (u8) activations */
+    /* epilogue */
+    bool has_bias;
+    int epilogue; /* 0 none, 1 silu, 2 gelu */
+    KilnDType out_dt;
+} KilnGpuLayout;
+
+/* Layout for a qgemm of f (arch from f's `target` attr: sm_80, sm_89, sm_90).
+ * KILN_EINPUT for: a non-CUDA target, fp8 activations on sm_80, a group that is not
+ * a multiple of KILN_GPU_BK, dynamic percentile calibration, int4 activations. */
+int kiln_gpu_layout_for(const KilnInst *qgemm, const KilnFunc *f, KilnGpuLayout *out,
+                        KilnDiag *d);
+/* Pack a quantized weight (ir.h storage, scales, zeros) into blob (l->pack_bytes). */
+int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, KilnDiag *d);
+/* Scratch bytes a launch with M rows needs (and the A buffer's offset is 0). */
+size_t kiln_gpu_scratch_bytes(const KilnGpuLayout *l, int64_t M);
+/* Whether a launch with M rows uses the GEMV kernel (else the GEMM kernel). */
+bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M);
+
+#endif

@@ -1,0 +1,509 @@
+/* tests/test_ptx.c — the GPU backend without a GPU: every recipe's layers, lowered for
+ * sm_80, sm_89 and sm_90, compile through NVRTC to PTX and cubin; the PTX holds the
+ * instructions each family promises (and not the ones it must not), ptxas reports no
+ * register spills, kernel names/counts match, odd shapes compile, the GPU prepacker
+ * writes the documented bytes, and a missing NVRTC is a clear KILN_ENODEV. Each
+ * distinct module is compiled once (setup) and reused by every assertion. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "codegen/ptx/ptx.h"
+#include "frontend/recipe.h"
+#include "ir/layout.h"
+#include "ir/layout_gpu.h"
+#include "ir/numerics.h"
+#include "passes/passes.h"
+
+typedef struct Case {
+    char what[200]; /* recipe/layer@arch shape */
+    char arch[8];
+    KilnGpuLayout l;
+    int nkernels;
+    char names[KILN_PTX_MAX_KERNELS][96];
+    char *ptx, *log;
+    size_t cubin_len;
+    int rc;
+    char err[1200];
+    double ms;
+} Case;
+
+static Case g_cases[256];
+static int g_ncases;
+static bool g_have_nvrtc;
+static double g_total_ms;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+/* A static activation spec without a scale gets one, as `kiln run` calibration would. */
+static void give_static_scale(KilnFunc *f)
+{
+    KilnInst *g = (KilnInst *)kiln_find_qgemm(f);
+    for (int i = 0; g && i < g->nattrs; i++)
+        if (!strcmp(g->attrs[i].key, "act") && !g->attrs[i].q.dynamic && g->attrs[i].q.scale == 0) {
+            g->attrs[i].q.scale = 0.0234375f;
+            g->attrs[i].q.zero = g->attrs[i].q.symmetric ? 0 : 128;
+        }
+}
+
+static void compile_case(const char *recipe_path, const char *arch, int64_t M, int64_t N, int64_t K)
+{
+    KilnDiag d = {0};
+    KilnRecipe *r = NULL;
+    if (kiln_recipe_load(recipe_path, &r, &d)) {
+        fail_msg("%s: %s", recipe_path, d.msg);
+        return;
+    }
+    KilnTarget t;
+    if (kiln_target_lookup(arch, &t, &d))
+        fail_msg("%s", d.msg);
+    for (int i = 0; i < kiln_recipe_nrules(r); i++) {
+        KilnModule *m = kiln_module_new();
+        KilnFunc *f;
+        const char *layer = kiln_recipe_rule_example(r, i);
+        int rc = kiln_lower_layer(r, layer, M, N, K, t.name, m, &f, &d);
+        if (!rc)
+            rc = kiln_run_pipeline(m, &t, NULL, &d);
+        if (rc)
+            fail_msg("%s %s: %s", recipe_path, layer, d.msg);
+        f = m->funcs[0];
+        const KilnInst *gq = kiln_find_qgemm(f);
+        if (!gq || f->values[gq->ops[1]].type.q.fmt == KILN_QF_NONE) { /* an ignored f32 layer */
+            kiln_module_free(m);
+            continue;
+        }
+        give_static_scale(f);
+        assert_true(g_ncases < (int)(sizeof g_cases / sizeof *g_cases));
+        Case *c = &g_cases[g_ncases++];
+        const char *base = strrchr(recipe_path, '/');
+        snprintf(c->what, sizeof c->what, "%s/%s@%s %lldx%lldx%lld", base ? base + 1 : recipe_path, layer,
+                 arch, (long long)M, (long long)N, (long long)K);
+        snprintf(c->arch, sizeof c->arch, "%s", arch);
+        if (kiln_gpu_layout_for(kiln_find_qgemm(f), f, &c->l, &d))
+            fail_msg("%s: %s", c->what, d.msg);
+        c->nkernels = kiln_ptx_kernel_names(f, "kq", c->names, &d);
+        double t0 = now_ms();
+        void *cubin = NULL;
+        KilnDiag cd = {0};
+        c->rc = kiln_ptx_emit(f, arch, "kq", &c->ptx, &cubin, &c->cubin_len, &c->log, &cd);
+        c->ms = now_ms() - t0;
+        g_total_ms += c->ms;
+        snprintf(c->err, sizeof c->err, "%s", cd.msg);
+        free(cubin);
+        kiln_module_free(m);
+    }
+    kiln_recipe_free(r);
+}
+
+static int setup_all(void **state)
+{
+    (void)state;
+    KilnDiag d = {0};
+    g_have_nvrtc = kiln_nvrtc_version(&d) != NULL;
+    if (!g_have_nvrtc)
+        return 0;
+    DIR *dir = opendir(KILN_SOURCE_DIR "/recipes");
+    if (!dir)
+        return -1;
+    char paths[64][512];
+    int np = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) && np < 64)
+        if (strlen(e->d_name) > 4 && !strcmp(e->d_name + strlen(e->d_name) - 4, ".lua"))
+            snprintf(paths[np++], sizeof paths[0], "%s/recipes/%s", KILN_SOURCE_DIR, e->d_name);
+    closedir(dir);
+    static const char *const archs[] = {"sm_80", "sm_89", "sm_90"};
+    for (int i = 0; i < np; i++)
+        for (int a = 0; a < 3; a++)
+            compile_case(paths[i], archs[a], 16, 256, 512);
+    /* odd shapes: N and K off the 64/32 tiles (K a multiple of the group for int4) */
+    compile_case(KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua", "sm_80", 1, 40, 72);
+    compile_case(KILN_SOURCE_DIR "/recipes/w8a16.lua", "sm_80", 3, 100, 200);
+    compile_case(KILN_SOURCE_DIR "/recipes/fp8-e4m3-dynamic.lua", "sm_89", 5, 72, 40);
+    compile_case(KILN_SOURCE_DIR "/recipes/w4a16-g32-sym.lua", "sm_90", 1, 33, 96);
+    compile_case(KILN_SOURCE_DIR "/recipes/w4a8.lua", "sm_90", 67, 130, 384);
+    printf("NVRTC %s: %d modules compiled (PTX + cubin) in %.1f s, %.0f ms each on average\n",
+           kiln_nvrtc_version(&d), g_ncases, g_total_ms / 1e3, g_ncases ? g_total_ms / g_ncases : 0.0);
+    return 0;
+}
+
+static int teardown_all(void **state)
+{
+    (void)state;
+    for (int i = 0; i < g_ncases; i++) {
+        free(g_cases[i].ptx);
+        free(g_cases[i].log);
+    }
+    return 0;
+}
+
+#define NEED_NVRTC()                                                                               \
+    do {                                                                                           \
+        if (!g_have_nvrtc) {                                                                       \
+            printf("SKIP: NVRTC not found (install the CUDA toolkit or set KILN_NVRTC)\n");        \
+            skip();                                                                                \
+        }                                                                                          \
+    } while (0)
+
+static void test_nvrtc_version(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    KilnDiag d = {0};
+    const char *v = kiln_nvrtc_version(&d);
+    assert_non_null(v);
+    int major = 0, minor = -1;
+    assert_int_equal(sscanf(v, "%d.%d", &major, &minor), 2);
+    assert_true(major >= 12);
+}
+
+static void test_all_compile(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    assert_true(g_ncases >= 3 * 10);
+    int bad = 0;
+    for (int i = 0; i < g_ncases; i++)
+        if (g_cases[i].rc || !g_cases[i].ptx || g_cases[i].cubin_len == 0) {
+            printf("FAIL %s: rc %d: %.600s\n", g_cases[i].what, g_cases[i].rc, g_cases[i].err);
+            bad++;
+        }
+    assert_int_equal(bad, 0);
+}
+
+static bool has(const char *ptx, const char *s) { return ptx && strstr(ptx, s) != NULL; }
+
+static void test_instructions(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    int bad = 0;
+    for (int i = 0; i < g_ncases; i++) {
+        const Case *c = &g_cases[i];
+        const char *p = c->ptx;
+        if (!p)
+            continue;
+        bool ok = true;
+        char why[160] = "";
+#define EXPECT(cond, msg)                                                                          \
+    do {                                                                                           \
+        if (ok && !(cond)) {                                                                       \
+            ok = false;                                                                            \
+            snprintf(why, sizeof why, "%s", msg);                                                  \
+        }                                                                                          \
+    } while (0)
+        EXPECT(!has(p, "e4m3.e4m3.f32") || c->l.sm >= 89, "e4m3 mma on sm_80");
+        EXPECT(c->l.sm >= 89 || !has(p, ".e4m3") || c->l.family != KILN_GK_MMA_FP8, "fp8 family on sm_80");
+        switch (c->l.family) {
+        case KILN_GK_MMA_S8:
+            EXPECT(has(p, "mma.sync.aligned.m16n8k32.row.col.s32.") && has(p, "s8.s32"), "no s8 m16n8k32 mma");
+            EXPECT(has(p, "cp.async.cg.shared.global"), "no cp.async in the GEMM");
+            EXPECT(!has(p, "m16n8k16"), "f16 mma in an int8 kernel");
+            break;
+        case KILN_GK_MMA_FP8: {
+            char want[96];
+            snprintf(want, sizeof want, "mma.sync.aligned.m16n8k32.row.col.f32.%s.%s.f32",
+                     c->l.adt == KILN_E4M3 ? "e4m3" : "e5m2", c->l.wdt == KILN_E4M3 ? "e4m3" : "e5m2");
+            EXPECT(c->l.sm >= 89, "fp8 mma family below sm_89");
+            EXPECT(has(p, want), "no fp8 m16n8k32 mma of the act x weight formats");
+            EXPECT(has(p, "cp.async.cg.shared.global"), "no cp.async in the GEMM");
+            EXPECT(has(p, c->l.adt == KILN_E4M3 ? "cvt.rn.satfinite.e4m3x2.f32" : "cvt.rn.satfinite.e5m2x2.f32"),
+                   "activations not quantized with cvt satfinite");
+            break;
+        }
+        case KILN_GK_MMA_F16:
+        case KILN_GK_MMA_BF16:
+            EXPECT(has(p, c->l.family == KILN_GK_MMA_F16 ? "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
+                                                          : "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"),
+                   "no 16-bit m16n8k16 mma for weight-only");
+            EXPECT(!has(p, "m16n8k32"), "8-bit mma in a weight-only kernel");
+            EXPECT(has(p, "cp.async.cg.shared.global"), "no cp.async in the GEMM");
+            if (c->l.wbits == 4)
+                EXPECT(has(p, "lop3.b32") && has(p, c->l.family == KILN_GK_MMA_F16 ? "1677747200" : "1124090624"),
+                       "int4 not converted with the lop3 magic number (0x64006400 / 0x43004300)");
+            if (c->l.wdt == KILN_E4M3 && c->l.sm >= 89)
+                EXPECT(has(p, "cvt.rn.f16x2.e4m3x2"), "sm_89+ fp8 weights not converted by cvt");
+            break;
+        case KILN_GK_F32_FMA:
+            EXPECT(!has(p, "mma.sync"), "tensor cores in the f32 kernel");
+            EXPECT(has(p, "fma.rn.f32"), "no f32 FMA");
+            break;
+        }
+        EXPECT(has(p, ".entry kq_gemv"), "no GEMV kernel (small M)");
+        if (!ok) {
+            printf("FAIL %s (%s): %s\n", c->what, c->l.name, why);
+            bad++;
+        }
+    }
+    assert_int_equal(bad, 0);
+}
+
+/* Every "N bytes spill stores, M bytes spill loads" line of ptxas -v must be 0/0. */
+static void test_no_spills(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    int bad = 0, lines = 0, maxreg = 0;
+    for (int i = 0; i < g_ncases; i++) {
+        const char *s = g_cases[i].log;
+        for (const char *p = s; p && (p = strstr(p, "bytes spill stores")); p++) {
+            const char *ls = p;
+            while (ls > s && ls[-1] != '\n')
+                ls--;
+            int st = -1, ld = -1;
+            const char *q = strstr(ls, "stack frame, ");
+            if (q)
+                sscanf(q, "stack frame, %d bytes spill stores, %d bytes spill loads", &st, &ld);
+            lines++;
+            if (st != 0 || ld != 0) {
+                printf("FAIL %s: spills (%d stores, %d loads)\n", g_cases[i].what, st, ld);
+                bad++;
+            }
+        }
+        for (const char *p = s; p && (p = strstr(p, "Used ")); p++) {
+            int r = 0;
+            if (sscanf(p, "Used %d registers", &r) == 1 && r > maxreg)
+                maxreg = r;
+        }
+    }
+    printf("ptxas: %d kernel reports, 0 spills expected; at most %d registers per thread\n", lines, maxreg);
+    int kernels = 0;
+    for (int i = 0; i < g_ncases; i++)
+        kernels += g_cases[i].nkernels;
+    assert_int_equal(lines, kernels);
+    assert_int_equal(bad, 0);
+}
+
+static int count(const char *s, const char *sub)
+{
+    int n = 0;
+    for (const char *p = s; p && (p = strstr(p, sub)); p += strlen(sub))
+        n++;
+    return n;
+}
+
+static void test_kernel_names(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    for (int i = 0; i < g_ncases; i++) {
+        const Case *c = &g_cases[i];
+        if (!c->ptx)
+            continue;
+        bool dyn = !c->l.weight_only && c->l.aspec.dynamic;
+        int want = 2 + dyn + (c->l.family != KILN_GK_F32_FMA);
+        assert_int_equal(c->nkernels, want);
+        assert_int_equal(count(c->ptx, ".entry "), want);
+        for (int k = 0; k < c->nkernels; k++) {
+            char e[120];
+            snprintf(e, sizeof e, ".entry %s(", c->names[k]);
+            if (!has(c->ptx, e))
+                fail_msg("%s: PTX lacks kernel %s", c->what, c->names[k]);
+        }
+    }
+}
+
+static void test_odd_shapes(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    int odd = 0;
+    for (int i = 0; i < g_ncases; i++) {
+        const Case *c = &g_cases[i];
+        if (c->l.N % 64 == 0 && c->l.K % 32 == 0)
+            continue;
+        odd++;
+        assert_int_equal(c->rc, 0);
+        assert_true(c->l.NP % 64 == 0 && c->l.NP >= c->l.N && c->l.KP % 32 == 0 && c->l.KP >= c->l.K);
+        assert_true(has(c->ptx, ".entry kq_gemv"));
+        char nk[64];
+        snprintf(nk, sizeof nk, "%lld", (long long)c->l.N); /* N is a constant of the module */
+        assert_true(has(c->ptx, nk));
+    }
+    assert_true(odd >= 4);
+}
+
+static void test_template_embedded(void **state)
+{
+    (void)state;
+    extern const char kiln_ptx_template[];
+    FILE *f = fopen(KILN_SOURCE_DIR "/codegen/ptx/qgemm_template.cu", "rb");
+    assert_non_null(f);
+    static char buf[1 << 17];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    if (strcmp(buf, kiln_ptx_template))
+        fail_msg("codegen/ptx/qgemm_template.c is stale: run codegen/ptx/embed.sh");
+}
+
+static void test_nvrtc_absent(void **state)
+{
+    (void)state;
+    const char *old = getenv("KILN_NVRTC");
+    char saved[1024] = "";
+    if (old)
+        snprintf(saved, sizeof saved, "%s", old);
+    setenv("KILN_NVRTC", "/nonexistent/kiln/libnvrtc.so", 1);
+    KilnDiag d = {0};
+    assert_null(kiln_nvrtc_version(&d));
+    assert_int_equal(d.code, KILN_ENODEV);
+    assert_non_null(strstr(d.msg, "NVRTC not found (install the CUDA toolkit or set KILN_NVRTC)"));
+    KilnDiag d2 = {0};
+    char *ptx = (char *)1;
+    assert_int_equal(kiln_nvrtc_compile("extern \"C\" __global__ void k() {}", "sm_80", &ptx, NULL, NULL,
+                                        NULL, &d2),
+                     KILN_ENODEV);
+    assert_null(ptx);
+    assert_non_null(strstr(d2.msg, "NVRTC not found"));
+    if (old)
+        setenv("KILN_NVRTC", saved, 1);
+    else
+        unsetenv("KILN_NVRTC");
+    KilnDiag d3 = {0};
+    if (g_have_nvrtc) /* and it comes back once the variable is gone */
+        assert_non_null(kiln_nvrtc_version(&d3));
+}
+
+/* Hand-built IR for the layout and prepack tests. */
+static KilnFunc *tiny(KilnModule *m, const char *target, KilnType wt, const char *act_dtype)
+{
+    KilnFunc *f = kiln_func_new(m, "tiny");
+    kiln_fset_ident(f, "target", target);
+    int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, 2, wt.dim[1]));
+    int w = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type2(KILN_F32, wt.dim[0], wt.dim[1]), "w");
+    kiln_set_str(f, kiln_last(f), "name", "w");
+    int q = kiln_emit(f, KILN_OP_QUANTIZE, &w, 1, wt, "wq");
+    int ops[2] = {x, q};
+    int y = kiln_emit(f, KILN_OP_QGEMM, ops, 2, kiln_type2(KILN_F32, 2, wt.dim[0]), "y");
+    kiln_set_ident(f, kiln_last(f), "act_dtype", act_dtype);
+    kiln_emit(f, KILN_OP_RETURN, &y, 1, (KilnType){0}, NULL);
+    return f;
+}
+
+static void test_prepack_bytes(void **state)
+{
+    (void)state;
+    /* u8 asymmetric per-channel weight 2x40: K pads to 64 with the zero point */
+    KilnModule *m = kiln_module_new();
+    KilnType wt = kiln_type2(KILN_U8, 2, 40);
+    wt.q = (KilnQuantSpec){.fmt = KILN_QF_INT8, .symmetric = false, .gran = KILN_GRAN_CHANNEL};
+    KilnFunc *f = tiny(m, "sm_80", wt, "f16");
+    KilnGpuLayout l;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_gpu_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+    assert_int_equal(l.family, KILN_GK_MMA_F16);
+    assert_int_equal(l.NP, 64);
+    assert_int_equal(l.KP, 64);
+    assert_int_equal(l.ngroups, 1);
+    assert_int_equal(l.row_bytes, 64);
+    assert_int_equal(l.codes_off, 256);
+    assert_int_equal(l.scales_off, 256 + 64 * 64);
+    assert_int_equal(l.zeros_off, l.scales_off + 256);
+    KilnTensor t;
+    assert_int_equal(kiln_tensor_alloc(&t, &wt), 0);
+    uint8_t *codes = t.data;
+    for (int i = 0; i < 80; i++)
+        codes[i] = (uint8_t)(i * 3);
+    t.scales[0] = 0.5f;
+    t.scales[1] = 0.25f;
+    t.zeros[0] = 7;
+    t.zeros[1] = 200;
+    uint8_t *blob = malloc(l.pack_bytes);
+    assert_int_equal(kiln_gpu_prepack(&l, &t, blob, &d), 0);
+    assert_memory_equal(blob, "KILNGP1", 8);
+    assert_int_equal(blob[256 + 5], 15);       /* W[0,5] */
+    assert_int_equal(blob[256 + 64 + 1], 123); /* W[1,1] = code 41*3 */
+    assert_int_equal(blob[256 + 40], 7);       /* pad k = z of row 0 */
+    assert_int_equal(blob[256 + 64 + 63], 200);
+    float s1;
+    memcpy(&s1, blob + l.scales_off + 4, 4);
+    assert_true(s1 == 0.25f);
+    int32_t z1, ws0;
+    memcpy(&z1, blob + l.zeros_off + 4, 4);
+    assert_int_equal(z1, 200);
+    memcpy(&ws0, blob + l.wsum_off, 4);
+    int32_t want = 0;
+    for (int k = 0; k < 40; k++)
+        want += (k * 3) & 0xFF;
+    assert_int_equal(ws0, want + 24 * 7);
+    free(blob);
+    kiln_tensor_free(&t);
+    kiln_module_free(m);
+
+    /* i4 groups of 32, K 64: two groups per row, nibbles kept in ir.h order */
+    m = kiln_module_new();
+    wt = kiln_type2(KILN_I4, 3, 64);
+    wt.q = (KilnQuantSpec){.fmt = KILN_QF_INT4, .symmetric = true, .gran = KILN_GRAN_GROUP, .group = 32};
+    f = tiny(m, "sm_90", wt, "bf16");
+    assert_int_equal(kiln_gpu_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+    assert_int_equal(l.family, KILN_GK_MMA_BF16);
+    assert_int_equal(l.ngroups, 2);
+    assert_int_equal(l.glen, 32);
+    assert_int_equal(l.row_bytes, 32);
+    assert_int_equal(kiln_tensor_alloc(&t, &wt), 0);
+    for (int n = 0; n < 3; n++)
+        for (int k = 0; k < 64; k++)
+            kiln_code_set(KILN_I4, (uint8_t *)t.data + n * 32, k, (k % 15) - 7);
+    for (int i = 0; i < 6; i++)
+        t.scales[i] = (float)(i + 1);
+    blob = malloc(l.pack_bytes);
+    assert_int_equal(kiln_gpu_prepack(&l, &t, blob, &d), 0);
+    assert_int_equal(kiln_code_get(KILN_I4, blob + 256 + 32 * 2, 3), 3 - 7);
+    assert_int_equal(blob[256 + 0], (uint8_t)(((-7) & 0xF) | (((-6) & 0xF) << 4)));
+    float s5;
+    memcpy(&s5, blob + l.scales_off + 5 * 4, 4);
+    assert_true(s5 == 6.0f); /* (n=2, j=1) */
+    free(blob);
+    kiln_tensor_free(&t);
+    kiln_module_free(m);
+}
+
+static void test_layout_errors(void **state)
+{
+    (void)state;
+    KilnModule *m = kiln_module_new();
+    KilnType wt = kiln_type2(KILN_I4, 8, 64);
+    wt.q = (KilnQuantSpec){.fmt = KILN_QF_INT4, .symmetric = true, .gran = KILN_GRAN_GROUP, .group = 16};
+    KilnFunc *f = tiny(m, "sm_80", wt, "f16");
+    KilnGpuLayout l;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_gpu_layout_for(kiln_find_qgemm(f), f, &l, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "group=16 must be a multiple of 32"));
+    KilnFunc *g = tiny(m, "avx2", kiln_type2(KILN_I8, 8, 64), "f16");
+    g->values[g->insts[1].result].type.q = (KilnQuantSpec){.fmt = KILN_QF_INT8, .symmetric = true,
+                                                          .gran = KILN_GRAN_CHANNEL};
+    memset(&d, 0, sizeof d);
+    assert_int_equal(kiln_gpu_layout_for(kiln_find_qgemm(g), g, &l, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "valid: sm_80, sm_89, sm_90"));
+    char *src = NULL;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(kiln_ptx_source(g, "sm_80", "bad name", &src, &d), KILN_EINPUT);
+    assert_null(src);
+    kiln_module_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_template_embedded), cmocka_unit_test(test_prepack_bytes),
+        cmocka_unit_test(test_layout_errors),     cmocka_unit_test(test_nvrtc_version),
+        cmocka_unit_test(test_all_compile),       cmocka_unit_test(test_instructions),
+        cmocka_unit_test(test_no_spills),         cmocka_unit_test(test_kernel_names),
+        cmocka_unit_test(test_odd_shapes),        cmocka_unit_test(test_nvrtc_absent),
+    };
+    return cmocka_run_group_tests(tests, setup_all, teardown_all);
+}
