@@ -36,7 +36,8 @@ int kiln_kernel_canon(const KilnFunc *f, KilnModule *m, KilnFunc **out, KilnDiag
     int w = kiln_emit(k, KILN_OP_WEIGHT, NULL, 0, kiln_type2(KILN_F32, N, K), "w");
     kiln_set_str(k, kiln_last(k), "name", "w");
     KilnType qt = *wt;
-    int q = kiln_emit(k, KILN_OP_QUANTIZE, &w, 1, qt, "wq");
+    /* an f32 weight (a layer the recipe leaves unquantized) is prepacked as it is */
+    int q = qt.q.fmt == KILN_QF_NONE ? w : kiln_emit(k, KILN_OP_QUANTIZE, &w, 1, qt, "wq");
     const KilnAttr *lay = kiln_get(g, "layout");
     int p = kiln_emit(k, KILN_OP_PREPACK, &q, 1, qt, "wp");
     kiln_set_str(k, kiln_last(k), "layout", lay ? lay->s : "");
@@ -63,9 +64,16 @@ int kiln_compiler_new(const char *cache_dir, KilnCompiler **out, KilnDiag *d)
     KilnCompiler *c = calloc(1, sizeof *c);
     if (!c)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    int rc = kiln_cache_open(cache_dir, &c->cache, d);
-    if (!rc)
-        rc = kiln_cpu_jit_new(&c->jit, d);
+    /* A cache that cannot be opened costs speed, not correctness: warn and compile
+     * every kernel afresh. */
+    if (kiln_cache_open(cache_dir, &c->cache, d)) {
+        char buf[1400];
+        fprintf(stderr, "kiln: warning: kernel cache disabled: %s\n",
+                kiln_diag_format(d, buf, sizeof buf));
+        memset(d, 0, sizeof *d);
+        c->cache = NULL;
+    }
+    int rc = kiln_cpu_jit_new(&c->jit, d);
     if (rc) {
         kiln_compiler_free(c);
         return rc;
@@ -116,13 +124,13 @@ static int object_for(KilnCompiler *c, const KilnFunc *f, KilnFunc **canon, Kiln
     kiln_sha256(key, klen, h);
     kiln_sha256_hex(h, hex);
     snprintf(symbol, 64, "kiln_qgemm_%.16s", hex);
-    rc = kiln_cache_get(c->cache, key, klen, obj, len, d);
+    rc = c->cache ? kiln_cache_get(c->cache, key, klen, obj, len, d) : 1;
     if (rc == 0) {
         *hit = true;
     } else if (rc == 1) {
         *hit = false;
         rc = kiln_cpu_emit_object(*canon, symbol, obj, len, d);
-        if (!rc && kiln_cache_put(c->cache, key, klen, *obj, *len, d)) {
+        if (!rc && c->cache && kiln_cache_put(c->cache, key, klen, *obj, *len, d)) {
             char buf[1400];
             fprintf(stderr, "kiln: warning: could not store kernel in the cache: %s\n",
                     kiln_diag_format(d, buf, sizeof buf));

@@ -133,7 +133,9 @@ static int prepack_weights(kiln_layer *l, const KilnFunc *f, const kiln_layer_de
     const KilnInst *g = kiln_find_qgemm(f);
     KilnTensor wq = {0};
     int rc = kiln_tensor_alloc(&wq, &f->values[g->ops[1]].type);
-    if (!rc)
+    if (!rc && wq.type.q.fmt == KILN_QF_NONE) /* a layer the recipe leaves in f32 */
+        memcpy(wq.data, desc->weight, sizeof(float) * (size_t)(desc->N * desc->K));
+    else if (!rc)
         rc = kiln_quantize_matrix(&wq.type.q, desc->weight, desc->N, desc->K, wq.data, wq.scales,
                                   wq.zeros, d);
     if (!rc) {
@@ -162,11 +164,9 @@ kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_la
         rc = kiln_lower_layer(r->r, desc->name, 1, desc->N, desc->K, ctx->target.name, m, &f, &d);
     if (!rc)
         rc = kiln_run_pipeline(m, &ctx->target, NULL, &d);
-    if (!rc && !kiln_find_qgemm(f))
-        rc = kiln_diag_set(&d, KILN_EINPUT,
-                           "layer '%s' is not quantized by recipe '%s' (ignored or unmatched): "
-                           "run it in f32 outside kiln",
-                           desc->name, kiln_recipe_name(r->r));
+    if (!rc && !kiln_find_qgemm(f)) /* every layer fuses, ignored ones on f32 weights */
+        rc = kiln_diag_set(&d, KILN_EINTERNAL, "layer '%s': the passes left no qgemm",
+                           desc->name);
     if (!rc)
         rc = calibrate(f, desc, &d);
     if (!rc)

@@ -474,7 +474,8 @@ static int quant_act(Interp *c, const KilnQuantSpec *act, const float *x, int64_
     return 0;
 }
 
-/* Case 1: a = round_to(act_dtype, x); y = Σ_k a·deqW, f32 in ascending k. */
+/* Case 1: a = round_to(act_dtype, x); y = Σ_k a·deqW, f32 in ascending k
+ * (deqW = w for a plain f32 weight). */
 static int qgemm_weight_only(Interp *c, const KilnTensor *xt, const KilnTensor *w, KilnDType adt,
                              int64_t M, int64_t N, int64_t K, float *y)
 {
@@ -489,10 +490,13 @@ static int qgemm_weight_only(Interp *c, const KilnTensor *xt, const KilnTensor *
     const float *x = xt->data;
     for (int64_t i = 0; i < M * K; i++)
         a[i] = kiln_round_to(adt, x[i]);
-    size_t rb = kiln_row_bytes(w->type.dt, K);
+    bool f32w = ws->fmt == KILN_QF_NONE; /* an unquantized layer: deqW = w */
+    size_t rb = f32w ? (size_t)K * sizeof(float) : kiln_row_bytes(w->type.dt, K);
     for (int64_t n = 0; n < N; n++) {
         const uint8_t *row = (const uint8_t *)w->data + (size_t)n * rb;
-        for (int64_t k = 0; k < K; k++) {
+        for (int64_t k = 0; k < K && f32w; k++)
+            dw[k] = ((const float *)w->data)[n * K + k];
+        for (int64_t k = 0; k < K && !f32w; k++) {
             int64_t si = w_sidx(ws, n, k, K);
             KilnQParams p = {w->scales[si], (!sym && w->zeros) ? w->zeros[si] : 0};
             dw[k] = kiln_dequantize_value(ws->fmt, sym, p, kiln_code_get(w->type.dt, row, k));
@@ -597,9 +601,10 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
         return fail(c, KILN_EINPUT, "activations %%%s must be f32[M,K], got %s", vname(c, ids[0]),
                     tstr(xt).s);
     const KilnQuantSpec *ws = &wt->q;
-    if (ws->fmt == KILN_QF_NONE || wt->rank != 2 ||
-        wt->dt != kiln_qformat_storage(ws->fmt, ws->symmetric || is_fp8_fmt(ws->fmt)))
-        return fail(c, KILN_EINPUT, "weight %%%s must be a quantized [N,K] value, got %s",
+    bool f32w = ws->fmt == KILN_QF_NONE && wt->dt == KILN_F32; /* unquantized layer */
+    if ((ws->fmt == KILN_QF_NONE && !f32w) || wt->rank != 2 ||
+        (!f32w && wt->dt != kiln_qformat_storage(ws->fmt, ws->symmetric || is_fp8_fmt(ws->fmt))))
+        return fail(c, KILN_EINPUT, "weight %%%s must be a quantized or f32 [N,K] value, got %s",
                     vname(c, ids[1]), tstr(wt).s);
     int64_t M = xt->dim[0], K = xt->dim[1], N = wt->dim[0];
     if (wt->dim[1] != K)
@@ -614,13 +619,13 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
                  bias->type.rank != 1 || bias->type.dim[0] != N))
         return fail(c, KILN_EINPUT, "bias %%%s must be f32[%lld], got %s", vname(c, ids[2]),
                     (long long)N, tstr(&bias->type).s);
-    if (ws->gran == KILN_GRAN_AUTO ||
-        (ws->gran == KILN_GRAN_GROUP && (ws->group <= 0 || K % ws->group)))
+    if (!f32w && (ws->gran == KILN_GRAN_AUTO ||
+                  (ws->gran == KILN_GRAN_GROUP && (ws->group <= 0 || K % ws->group))))
         return fail(c, KILN_EINPUT, "weight %s: granularity must be tensor, channel or a group "
                                     "dividing K=%lld",
                     tstr(wt).s, (long long)K);
-    if (!w->scales || w->nscales != kiln_type_nscales(wt) ||
-        (is_int_fmt(ws->fmt) && !ws->symmetric && !w->zeros))
+    if (!f32w && (!w->scales || w->nscales != kiln_type_nscales(wt) ||
+                  (is_int_fmt(ws->fmt) && !ws->symmetric && !w->zeros)))
         return fail(c, KILN_EINPUT, "weight %%%s lacks its %lld scales/zero points",
                     vname(c, ids[1]), (long long)kiln_type_nscales(wt));
     const char *epi, *adt_name;
@@ -644,6 +649,10 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
                       adt_name ? ", got " : "", adt_name ? adt_name : "");
         else
             rc = qgemm_weight_only(c, x, w, adt, M, N, K, y);
+    } else if (f32w) {
+        rc = fail(c, KILN_EINPUT, "act %s with f32 weight %%%s: an unquantized weight takes "
+                                  "act_dtype, not quantized activations",
+                  kiln_qformat_name(act->q.fmt), vname(c, ids[1]));
     } else if ((is_int_fmt(act->q.fmt) && is_int_fmt(ws->fmt)) ||
                (is_fp8_fmt(act->q.fmt) && is_fp8_fmt(ws->fmt))) {
         rc = qgemm_quantized(c, &act->q, x, w, M, N, K, y);

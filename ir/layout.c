@@ -36,6 +36,11 @@ static bool is_fp8_fmt(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KIL
 static int choose_family(bool avx512, const KilnQuantSpec *w, const KilnQuantSpec *act,
                          KilnDType act_dtype, KilnLayout *l, KilnDiag *d)
 {
+    if (act && w->fmt == KILN_QF_NONE)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "qgemm: f32 (unquantized) weights take f32/f16/bf16 activations "
+                             "(act_dtype), not quantized %s activations",
+                             kiln_qformat_name(act->fmt));
     if (act) {
         if (is_int_fmt(act->fmt) && act->fmt == KILN_QF_INT8 && is_int_fmt(w->fmt)) {
             l->family = avx512 ? KILN_KF_U8S8_VNNI : KILN_KF_I16_MADD;
@@ -53,7 +58,11 @@ static int choose_family(bool avx512, const KilnQuantSpec *w, const KilnQuantSpe
     if (act_dtype != KILN_F32 && act_dtype != KILN_F16 && act_dtype != KILN_BF16)
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: act_dtype must be f32, f16 or bf16, got %s",
                              kiln_dtype_name(act_dtype));
-    l->family = (avx512 && act_dtype == KILN_BF16) ? KILN_KF_BF16_DOT : KILN_KF_F32_FMA;
+    /* bf16-dot needs weight values exact in bf16: true of integer codes (q - z)
+     * and fp8 values, not of f32 weights, which stay on f32 FMA */
+    bool exact_bf16 = w->fmt != KILN_QF_NONE;
+    l->family = (avx512 && act_dtype == KILN_BF16 && exact_bf16) ? KILN_KF_BF16_DOT
+                                                                : KILN_KF_F32_FMA;
     return 0;
 }
 
@@ -83,10 +92,15 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     if (wt->rank != 2 || wt->dim[0] <= 0 || wt->dim[1] <= 0)
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: weight must be a non-empty [N,K] matrix");
     const KilnQuantSpec *w = &wt->q;
-    if (!is_int_fmt(w->fmt) && !is_fp8_fmt(w->fmt))
-        return kiln_diag_set(d, KILN_EINPUT, "qgemm: weight is not quantized (%s)",
+    bool f32w = w->fmt == KILN_QF_NONE;
+    if (f32w && wt->dt != KILN_F32)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "qgemm: weight must be quantized or plain f32, got %s",
                              kiln_dtype_name(wt->dt));
-    if (w->gran != KILN_GRAN_TENSOR && w->gran != KILN_GRAN_CHANNEL && w->gran != KILN_GRAN_GROUP)
+    if (!f32w && !is_int_fmt(w->fmt) && !is_fp8_fmt(w->fmt))
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: weight format %s has no CPU kernel",
+                             kiln_qformat_name(w->fmt));
+    if (!f32w && w->gran != KILN_GRAN_TENSOR && w->gran != KILN_GRAN_CHANNEL && w->gran != KILN_GRAN_GROUP)
         return kiln_diag_set(d, KILN_EINPUT,
                              "qgemm: weight granularity %s not supported by CPU kernels "
                              "(pick_layout resolves auto)", kiln_gran_name(w->gran));
@@ -113,7 +127,7 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     l->wspec = *w;
     l->wdt = wt->dt;
     l->wbias = wt->dt == KILN_U8 ? 128 : wt->dt == KILN_U4 ? 8 : 0;
-    l->group_mode = w->gran == KILN_GRAN_GROUP;
+    l->group_mode = !f32w && w->gran == KILN_GRAN_GROUP;
     l->group = l->group_mode ? w->group : l->K;
     if (l->group <= 0 || l->K % l->group != 0)
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: group %lld does not divide K = %lld",
@@ -129,8 +143,11 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     l->panel_code_bytes = (size_t)l->K * (size_t)l->NR * (size_t)bits / 8;
     size_t vec_bytes = (size_t)l->npanels * (size_t)l->ngroups * (size_t)l->NR * 4;
     l->codes_off = 64;
-    l->scales_off = align64(l->codes_off + (size_t)l->npanels * l->panel_code_bytes);
-    size_t end = align64(l->scales_off + vec_bytes);
+    size_t end = align64(l->codes_off + (size_t)l->npanels * l->panel_code_bytes);
+    if (!f32w) { /* f32 weights carry no scales: scales_off stays 0 */
+        l->scales_off = end;
+        end = align64(end + vec_bytes);
+    }
     if (!w->symmetric && is_int_fmt(w->fmt)) {
         l->zeros_off = end;
         end = align64(end + vec_bytes);
@@ -196,7 +213,17 @@ int kiln_layout_for(const KilnInst *q, const KilnFunc *f, KilnLayout *out, KilnD
     const KilnType *yt = &f->values[q->result].type;
     if (xt->rank != 2 || xt->dim[1] != wt->dim[1])
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: activation K does not match weight K");
-    return kiln_layout_make(isa, wt, act, adt, q->nops > 2, epi, yt->dt, out, d);
+    int rc = kiln_layout_make(isa, wt, act, adt, q->nops > 2, epi, yt->dt, out, d);
+    if (rc)
+        return rc;
+    /* pick_layout writes the name this function computes; a different one means the
+     * IR was planned for another kernel (hand-edited, or a stale cache entry) */
+    const KilnAttr *la = kiln_get(q, "layout");
+    if (la && la->kind == KILN_ATTR_STR && la->s && strcmp(la->s, out->name) != 0)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "qgemm layout '%s' but the code generator makes '%s' for this target",
+                             la->s, out->name);
+    return 0;
 }
 
 size_t kiln_layout_scratch_bytes(const KilnLayout *l, int64_t M)
@@ -213,9 +240,24 @@ static int64_t scale_index(const KilnLayout *l, int64_t n, int64_t g)
     }
 }
 
+/* f32 weights: panel p holds w[p*NR + nn][k] at k*NR + nn (KR = 1), columns past N 0. */
+static void pack_f32(const KilnLayout *l, const float *w, uint8_t *b)
+{
+    for (int64_t p = 0; p < l->npanels; p++) {
+        uint8_t *pc = b + l->codes_off + (size_t)p * l->panel_code_bytes;
+        for (int64_t nn = 0; nn < l->NR && p * l->NR + nn < l->N; nn++) {
+            const float *row = w + (size_t)(p * l->NR + nn) * (size_t)l->K;
+            for (int64_t k = 0; k < l->K; k++) /* memcpy: the blob may be unaligned */
+                memcpy(pc + (size_t)(k * l->NR + nn) * 4, &row[k], 4);
+        }
+    }
+}
+
 int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag *d)
 {
-    if (!wq || !wq->data || !wq->scales || wq->type.dt != l->wdt || wq->type.rank != 2 ||
+    bool f32w = l->wdt == KILN_F32;
+    if (!wq || !wq->data || (!f32w && !wq->scales) || wq->type.dt != l->wdt ||
+        (wq->type.q.fmt == KILN_QF_NONE) != f32w || wq->type.rank != 2 ||
         wq->type.dim[0] != l->N || wq->type.dim[1] != l->K)
         return kiln_diag_set(d, KILN_EINPUT,
                              "prepack: weight tensor does not match layout %s (%s[%lld,%lld])",
@@ -227,6 +269,10 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
     memcpy(b, "KILNPK1", 8);
     int64_t hdr[4] = {l->N, l->K, l->NR, l->KR};
     memcpy(b + 8, hdr, sizeof hdr);
+    if (f32w) {
+        pack_f32(l, wq->data, b);
+        return 0;
+    }
     size_t row_bytes = kiln_row_bytes(l->wdt, l->K);
     bool int4 = kiln_dtype_bits(l->wdt) == 4;
     int64_t NR = l->NR, KR = l->KR;

@@ -14,8 +14,9 @@
  *             the u8 code of an asymmetric activation), weights s8, KR = 4; the
  *             blob carries wsum = sum of the stored weight codes per (n, group)
  *             to remove the activation offset exactly.
- *   f32-fma   weight-only (int8/int4/fp8 weights, f32/f16/bf16 activations) and
- *             fp8 x fp8: weights decoded to f32 in registers, FMA, KR = 1.
+ *   f32-fma   weight-only (int8/int4/fp8 weights, f32/f16/bf16 activations),
+ *             fp8 x fp8, and plain f32 weights (a layer the recipe does not
+ *             quantize): weights decoded to (or loaded as) f32, FMA, KR = 1.
  *   bf16-dot  avx512, bf16 activations, weight-only: (q - z) or fp8 values are
  *             exact in bf16, vdpbf16ps, KR = 2. */
 typedef enum {
@@ -36,9 +37,12 @@ typedef enum { KILN_EPI_NONE, KILN_EPI_SILU, KILN_EPI_GELU } KilnEpilogue;
  *                  sequence (element 2j low nibble, 2j+1 high nibble). Integer
  *                  codes are stored as c = q - wbias (wbias 128 for u8, 8 for u4,
  *                  else 0) so every stored code is signed (s8 / s4). fp8 codes are
- *                  stored as is. Columns past N are padded with code 0.
+ *                  stored as is. f32 weights (wdt F32, no quant spec) are stored
+ *                  as f32 values, 4 bytes each, in the same order (KR = 1).
+ *                  Columns past N are padded with code 0.
  *   scales_off     f32 [P][ngroups][NR]: weight scale of (n, group); per-tensor
  *                  and per-channel scales are replicated (ngroups = 1). Pad 0.
+ *                  0 = absent (f32 weights).
  *   zeros_off      i32 [P][ngroups][NR]: z - wbias (asymmetric weights only; 0 =
  *                  absent).
  *   wsum_off       i32 [P][ngroups][NR]: sum over the group's k of c (u8s8-vnni
@@ -82,14 +86,18 @@ typedef struct KilnLayout {
 const KilnInst *kiln_find_qgemm(const KilnFunc *f);
 /* Layout for a qgemm in f (target from f's `target` attr: avx2, avx512, cpu).
  * Errors (KILN_EINPUT): unknown target, unsupported operand combination, K not
- * a multiple of KR, group not a multiple of KR. */
+ * a multiple of KR, group not a multiple of KR, a `layout` attr on the qgemm
+ * that is not the name computed here (pick_layout writes exactly that name). */
 int kiln_layout_for(const KilnInst *qgemm, const KilnFunc *f, KilnLayout *out, KilnDiag *d);
-/* Same, from explicit parts (used by kiln_layout_for). isa: avx2|avx512|cpu. */
+/* Same, from explicit parts (used by kiln_layout_for and pick_layout, so the
+ * `layout` attr and the kernel cannot disagree). isa: avx2|avx512|cpu. wtype is
+ * a quantized [N,K] type or plain f32[N,K] (then act must be NULL). */
 int kiln_layout_make(const char *isa, const KilnType *wtype, const KilnQuantSpec *act,
                      KilnDType act_dtype, bool has_bias, KilnEpilogue epi, KilnDType out_dt,
                      KilnLayout *out, KilnDiag *d);
-/* Pack a quantized weight (codes + scales + zeros per ir.h) into blob
- * (l->pack_bytes bytes, any alignment; 64 recommended). */
+/* Pack a quantized weight (codes + scales + zeros per ir.h), or for an f32
+ * layout a plain f32 [N,K] tensor, into blob (l->pack_bytes bytes, any
+ * alignment; 64 recommended). */
 int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag *d);
 size_t kiln_layout_scratch_bytes(const KilnLayout *l, int64_t M);
 

@@ -178,12 +178,15 @@ static int check_qgemm(V *v, const KilnType *r)
     if (r->dim[0] != M)
         return bad(v, "result %s has M=%lld, expected M=%lld from operand 1 (%%%s)", tstr(r).s,
                    (long long)r->dim[0], (long long)M, nm(v, x));
-    if (!quantized(tw) || tw->rank != 2 || tw->dim[0] != N || tw->dim[1] != K)
-        return bad(v, "operand 2 (%%%s): expected a quantized [%lld,%lld] weight, got %s",
+    /* the weight is quantized, or plain f32 for a layer the recipe leaves unquantized
+     * (deqW = w) */
+    bool f32w = plain(tw, KILN_F32);
+    if ((!quantized(tw) && !f32w) || tw->rank != 2 || tw->dim[0] != N || tw->dim[1] != K)
+        return bad(v, "operand 2 (%%%s): expected a quantized or f32 [%lld,%lld] weight, got %s",
                    nm(v, w), (long long)N, (long long)K, tstr(tw).s);
     char what[96];
     snprintf(what, sizeof what, "operand 2 (%%%.60s)", nm(v, w));
-    int rc = check_spec(v, what, &tw->q, ROLE_WEIGHT, 2, K);
+    int rc = f32w ? 0 : check_spec(v, what, &tw->q, ROLE_WEIGHT, 2, K);
     if (rc)
         return rc;
     if (in->nops == 3) {
@@ -196,6 +199,10 @@ static int check_qgemm(V *v, const KilnType *r)
     if (act) {
         if (act->kind != KILN_ATTR_SPEC)
             return bad(v, "attribute 'act' must be a spec");
+        if (f32w)
+            return bad(v, "act %s with f32 weight %%%s: an unquantized weight takes "
+                          "act_dtype = f32|f16|bf16, not quantized activations",
+                       kiln_qformat_name(act->q.fmt), nm(v, w));
         if ((rc = check_spec(v, "act", &act->q, ROLE_ACT, 2, K)))
             return rc;
         if (act->q.fmt == KILN_QF_INT4)
@@ -331,9 +338,9 @@ static int check_op(V *v)
             return bad(v, "result: expected %s, got %s", tstr(ta).s, tstr(r).s);
         return 0;
     case KILN_OP_PREPACK:
-        if (!quantized(ta))
-            return bad(v, "operand 1 (%%%s): expected a quantized weight, got %s", nm(v, a),
-                       tstr(ta).s);
+        if (!quantized(ta) && !plain(ta, KILN_F32))
+            return bad(v, "operand 1 (%%%s): expected a quantized or f32 weight, got %s",
+                       nm(v, a), tstr(ta).s);
         if (!kiln_type_eq(r, ta))
             return bad(v, "result: expected %s (the operand's type), got %s", tstr(ta).s,
                        tstr(r).s);

@@ -1,6 +1,7 @@
-/* passes/fuse_qgemm.c — fuse a quantized layer's dequantize + matmul (+ bias_add,
- * silu/gelu, output cast) into one qgemm, the kernel IR codegen consumes.
- * Patterns it does not recognise are left as they are. */
+/* passes/fuse_qgemm.c — fuse a layer's dequantize + matmul (+ bias_add, silu/gelu,
+ * output cast) into one qgemm, the kernel IR codegen consumes; an unquantized
+ * layer's f32 matmul becomes a qgemm with the f32 weight. Patterns it does not
+ * recognise are left as they are. */
 #include <string.h>
 
 #include "passes/passes.h"
@@ -29,11 +30,17 @@ static bool is_f32(const KilnFunc *f, int v)
     return t->dt == KILN_F32 && t->q.fmt == KILN_QF_NONE;
 }
 
-/* The weight side: dequantize(Q), Q = quantize(weight|const) or prepack. Returns Q
- * or -1; *deq gets the dequantize's index. */
+/* The weight side: dequantize(Q), Q = quantize(weight|const) or prepack; or, for a
+ * layer the recipe leaves unquantized, the f32 weight|const itself (or its prepack),
+ * which the qgemm takes as is (deqW = w). Returns Q (or the f32 weight) or -1;
+ * *deq gets the dequantize's index, -1 when there is none. */
 static int match_weight(KilnFunc *f, int b, int *deq)
 {
     KilnInst *dq = def_of(f, b);
+    *deq = -1;
+    if (dq && (dq->op == KILN_OP_WEIGHT || dq->op == KILN_OP_CONST || dq->op == KILN_OP_PREPACK) &&
+        is_f32(f, b) && f->values[b].type.rank == 2)
+        return b;
     if (!dq || dq->op != KILN_OP_DEQUANTIZE || dq->nops != 1)
         return -1;
     int q = dq->ops[0];
@@ -120,6 +127,8 @@ static bool formats_pair(const ActMatch *am, const KilnType *wt)
 {
     if (!am->has_act)
         return true;
+    if (wt->q.fmt == KILN_QF_NONE)
+        return false; /* quantized activations with an f32 weight: no such kernel */
     bool act_fp8 = am->act.fmt == KILN_QF_FP8_E4M3 || am->act.fmt == KILN_QF_FP8_E5M2;
     bool w_fp8 = wt->q.fmt == KILN_QF_FP8_E4M3 || wt->q.fmt == KILN_QF_FP8_E5M2;
     if (act_fp8)
@@ -183,7 +192,8 @@ static bool fuse_one(KilnFunc *f, int mi)
         chain[i] += chain[i] >= last;
     for (int i = 0; i < am.nfeeders; i++)
         am.feeders[i] += am.feeders[i] >= last;
-    wdeq += wdeq >= last;
+    if (wdeq >= 0)
+        wdeq += wdeq >= last;
 
     KilnInst *qg = &f->insts[last];
     if (am.has_act)
@@ -199,7 +209,7 @@ static bool fuse_one(KilnFunc *f, int mi)
     /* The dequantizes (and the activation casts/quantizes) feeding only the matmul
      * are now unused; drop them here, innermost last, so a fused layer reads clean
      * without waiting for dce. */
-    int feed[4] = {wdeq, 0, 0, 0}, nfeed = 1;
+    int feed[4] = {wdeq, 0, 0, 0}, nfeed = wdeq >= 0 ? 1 : 0;
     for (int i = 0; i < am.nfeeders; i++)
         feed[nfeed++] = am.feeders[i];
     for (int i = 0; i < nfeed; i++) {

@@ -1,9 +1,11 @@
 /* passes/pick_layout.c — per target: resolve scale granularity "auto", choose each
- * qgemm's kernel layout and write it with the human reason (`layout`, `why`).
+ * qgemm's kernel layout and write it with the human reason (`layout`, `why`). CPU
+ * layout names come from ir/layout.c (the code generator's own choice).
  * The table and its reasoning are in docs/targets.md; keep the two in step. */
 #include <stdarg.h>
 #include <string.h>
 
+#include "ir/layout.h"
 #include "passes/passes.h"
 
 typedef struct {
@@ -13,6 +15,7 @@ typedef struct {
     const char *layer; /* function name, for messages */
     const char *yname;
     const KilnType *wt; /* resolved weight type */
+    bool f32w;          /* plain f32 weight: a layer the recipe leaves unquantized */
     bool has_act;
     KilnQuantSpec act;
     KilnDType act_dtype;
@@ -60,10 +63,15 @@ static int resolve_weight(Pick *p, KilnDiag *d)
         v = di && di->op == KILN_OP_PREPACK ? di->ops[0] : -1;
     }
     KilnType wt = f->values[chain[0]].type;
+    if (wt.rank == 2 && wt.q.fmt == KILN_QF_NONE && wt.dt == KILN_F32) {
+        p->f32w = true; /* nothing to resolve: no scales */
+        p->wt = &f->values[chain[0]].type;
+        return KILN_OK;
+    }
     if (wt.q.fmt == KILN_QF_NONE || wt.rank != 2)
         return kiln_diag_set(d, KILN_EINPUT,
-                             "layer \"%s\": %%%s = qgemm: operand 2 must be a quantized weight "
-                             "[N,K]",
+                             "layer \"%s\": %%%s = qgemm: operand 2 must be a quantized or f32 "
+                             "weight [N,K]",
                              p->layer, p->yname);
     int64_t K = wt.dim[1];
     if (wt.q.gran == KILN_GRAN_AUTO) {
@@ -109,6 +117,11 @@ static int read_act(Pick *p, KilnDiag *d)
 {
     const KilnAttr *a = kiln_get(p->qg, "act");
     const KilnAttr *ad = kiln_get(p->qg, "act_dtype");
+    if (a && a->kind == KILN_ATTR_SPEC && p->f32w)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "layer \"%s\": %%%s = qgemm: f32 weights take act_dtype = f32, f16 "
+                             "or bf16, not quantized activations",
+                             p->layer, p->yname);
     if (a && a->kind == KILN_ATTR_SPEC) {
         p->has_act = true;
         p->act = a->q;
@@ -204,33 +217,7 @@ static void pick_int(Pick *p, const char *sm)
         snprintf(p->why, sizeof p->why,
                  "interp: scalar reference, exact integer sums of (q_a-z_a)(q_w-z_w) then scaled");
         return;
-    case KILN_TGT_CPU:
-        if (p->t->isa & KILN_ISA_VNNI) {
-            set_layout(p, "avx512-vnni-u8s8", "");
-            snprintf(p->why, sizeof p->why,
-                     "%s: VNNI vpdpbusd wants u8 activations x s8 weights; %s", t,
-                     asym_a ? "asymmetric u8 activations feed it directly and "
-                              "z_a*rowsum(q_w) (precomputed at prepack) is subtracted"
-                            : "activations are shifted to u8 by +128 and 128*rowsum(q_w) "
-                              "(precomputed at prepack) is subtracted, so int32 sums stay exact");
-            if (asym_w && w->fmt == KILN_QF_INT4)
-                append(p->why, sizeof p->why,
-                       "; asymmetric int4 weights: u4 codes fit s8 as they are and the "
-                       "zero-point term z_w*sum(q_a) is corrected per row (still exact int32)");
-            else if (asym_w)
-                append(p->why, sizeof p->why,
-                       "; asymmetric int8 weights: u8 codes re-centred to s8 by -128 and the "
-                       "(z_w-128)*sum(q_a) term corrected per row (still exact int32)");
-        } else {
-            set_layout(p, "avx2-i16-madd", "");
-            snprintf(p->why, sizeof p->why,
-                     "%s: no int8 dot product (VNNI) on x86-64-v3; int8 activations and %s "
-                     "weights sign-extended to int16, vpmaddwd sums pairs into exact int32%s",
-                     t, bits_name(w),
-                     asym_a || asym_w ? "; zero points subtracted in int16 before the multiply"
-                                      : "");
-        }
-        break;
+    case KILN_TGT_CPU: return; /* pick_cpu */
     case KILN_TGT_CUDA:
         set_layout(p, "%s-mma-s8", sm);
         snprintf(p->why, sizeof p->why,
@@ -270,22 +257,7 @@ static void pick_fp8(Pick *p, const char *sm)
         snprintf(p->why, sizeof p->why,
                  "interp: scalar reference, fp8 codes decoded to f32, f32 accumulate");
         return;
-    case KILN_TGT_CPU:
-        if (p->t->isa & KILN_ISA_BF16) {
-            set_layout(p, "avx512-fp8-bf16-dot", "");
-            snprintf(p->why, sizeof p->why,
-                     "%s: no FP8 arithmetic on x86; e4m3 and e5m2 values are exact in bf16 "
-                     "(3 and 2 mantissa bits fit bf16's 7, exponents fit), so codes decode to "
-                     "bf16 and vdpbf16ps multiplies pairs with f32 accumulate",
-                     t);
-        } else {
-            set_layout(p, "avx2-fp8-f32-fma", "");
-            snprintf(p->why, sizeof p->why,
-                     "%s: no FP8 arithmetic on x86; e4m3/e5m2 codes of both operands decoded "
-                     "exactly to f32 and multiplied with FMA, f32 accumulate",
-                     t);
-        }
-        break;
+    case KILN_TGT_CPU: return; /* pick_cpu */
     case KILN_TGT_CUDA:
         if (p->t->sm < 89) {
             /* No FP8 mma before Ada: keep the 8-bit weights (the bandwidth win) and
@@ -325,27 +297,7 @@ static void pick_weight_only(Pick *p, const char *sm)
                  "accumulate",
                  ad, p->act_dtype == KILN_F32 ? "" : " (rounded from f32)");
         return;
-    case KILN_TGT_CPU:
-        if ((p->t->isa & KILN_ISA_BF16) && p->act_dtype == KILN_BF16) {
-            set_layout(p, "avx512-bf16-dot", "");
-            snprintf(p->why, sizeof p->why,
-                     "%s: weight-only %s with bf16 activations: vdpbf16ps multiplies bf16 pairs "
-                     "into f32; integer codes (q-z, |v| <= 255) and fp8 values are exact in bf16, "
-                     "so products are exact and scales apply after the dot",
-                     t, bits_name(w));
-        } else {
-            bool v4 = p->t->isa & KILN_ISA_AVX512;
-            set_layout(p, v4 ? "avx512-f32-fma-dequant" : "avx2-f32-fma-dequant", "");
-            snprintf(p->why, sizeof p->why,
-                     "%s: weight-only %s with %s activations: decode is memory-bound, so weights "
-                     "stay %d-bit in memory and are dequantized in registers to f32, then %s FMA "
-                     "in f32%s",
-                     t, bits_name(w), ad, storage_bits(w), v4 ? "16-wide" : "8-wide",
-                     p->act_dtype == KILN_F16  ? " (activations rounded through f16 with F16C)"
-                     : p->act_dtype == KILN_BF16 ? " (activations rounded to bf16 first)"
-                                                 : "");
-        }
-        break;
+    case KILN_TGT_CPU: return; /* pick_cpu */
     case KILN_TGT_CUDA:
         if (p->act_dtype == KILN_F32) {
             /* f16/bf16 tensor cores would round f32 activations: CUDA cores keep them exact */
@@ -376,6 +328,138 @@ static void pick_weight_only(Pick *p, const char *sm)
     scales_phrase(p, false);
 }
 
+/* An unquantized layer's f32 weights (interp and CUDA; CPU goes through pick_cpu). */
+static void pick_f32_weights(Pick *p, const char *sm)
+{
+    const char *t = p->t->name, *ad = kiln_dtype_name(p->act_dtype);
+    if (p->t->kind == KILN_TGT_INTERP) {
+        set_layout(p, "reference", "");
+        snprintf(p->why, sizeof p->why,
+                 "interp: scalar reference, unquantized f32 weights, %s activations, f32 "
+                 "accumulate",
+                 ad);
+        return;
+    }
+    set_layout(p, "%s-f32-fma", sm);
+    snprintf(p->why, sizeof p->why,
+             "%s: the recipe leaves this layer unquantized: f32 weights, %s activations; the GPU "
+             "path for f32 weights is a plain FMA GEMM on CUDA cores (f16/bf16 tensor cores "
+             "would round the weights)",
+             t, ad);
+}
+
+/* ---------------------------------------------------------------- CPU */
+
+/* The CPU `layout` is the name ir/layout.c gives the kernel the code generator
+ * builds (kiln_layout_make), so IR and kernel cannot disagree; `why` describes what
+ * that kernel family does (codegen/cpu/qgemm_gen.c, qgemm_act.c). */
+static int cpu_layout(Pick *p, KilnLayout *l, KilnDiag *d)
+{
+    KilnQuantSpec act = p->act;
+    if (p->has_act && !act.dynamic && !(act.scale > 0))
+        act.scale = 1; /* calibrated after the passes; the scale does not pick the kernel */
+    KilnEpilogue epi = KILN_EPI_NONE;
+    const KilnAttr *ea = kiln_get(p->qg, "epilogue");
+    if (ea && ea->s && strcmp(ea->s, "silu") == 0)
+        epi = KILN_EPI_SILU;
+    else if (ea && ea->s && strcmp(ea->s, "gelu") == 0)
+        epi = KILN_EPI_GELU;
+    KilnDType out_dt = p->f->values[p->qg->result].type.dt;
+    KilnDiag ld = {0};
+    int rc = kiln_layout_make(p->t->name, p->wt, p->has_act ? &act : NULL, p->act_dtype,
+                              p->qg->nops > 2, epi, out_dt, l, &ld);
+    if (rc) {
+        const char *msg = strncmp(ld.msg, "qgemm: ", 7) == 0 ? ld.msg + 7 : ld.msg;
+        return kiln_diag_set(d, rc, "layer \"%s\": %%%s = qgemm: %s (target %s)", p->layer,
+                             p->yname, msg, p->t->name);
+    }
+    snprintf(p->layout, sizeof p->layout, "%s", l->name);
+    return KILN_OK;
+}
+
+static const char *act_round_note(KilnDType dt)
+{
+    return dt == KILN_F16    ? " (activations rounded to f16 first)"
+           : dt == KILN_BF16 ? " (activations rounded to bf16 first)"
+                             : "";
+}
+
+static void why_int(Pick *p, const KilnLayout *l)
+{
+    const KilnQuantSpec *w = &p->wt->q;
+    const char *t = p->t->name;
+    int wb = l->wbias;
+    if (l->family == KILN_KF_U8S8_VNNI) {
+        snprintf(p->why, sizeof p->why,
+                 "%s: VNNI vpdpbusd multiplies u8 activations by s8 weights into exact int32; "
+                 "%s, and the offset times the weight code sums (precomputed at prepack) is "
+                 "subtracted, so int32 sums stay exact",
+                 t, p->act.symmetric ? "symmetric int8 activations are stored as u8 q+128"
+                                     : "asymmetric activations go in as their u8 codes");
+    } else {
+        snprintf(p->why, sizeof p->why,
+                 "%s: no int8 dot product (VNNI) on x86-64-v3; activations quantized to int16 "
+                 "q-z, %s weight codes sign-extended to int16, vpmaddwd sums pairs into exact "
+                 "int32",
+                 t, bits_name(w));
+    }
+    if (!w->symmetric)
+        append(p->why, sizeof p->why,
+               "; asymmetric %s weights stored re-centred (code - %d) and the zero-point term "
+               "(z_w - %d)*sum(q_a - z_a) subtracted per %s, still exact int32",
+               bits_name(w), wb, wb, l->group_mode ? "group" : "row");
+}
+
+static void why_float(Pick *p, const KilnLayout *l)
+{
+    const KilnQuantSpec *w = &p->wt->q;
+    const char *t = p->t->name, *ad = kiln_dtype_name(p->act_dtype);
+    if (p->f32w) {
+        snprintf(p->why, sizeof p->why,
+                 "%s: the recipe leaves this layer unquantized: f32 weights packed in %d-column "
+                 "panels, %d-row x %d-column register blocks of %d-wide FMA, f32 accumulate%s",
+                 t, l->NR, l->MR, l->NR, l->VL, act_round_note(p->act_dtype));
+    } else if (l->family == KILN_KF_BF16_DOT) {
+        snprintf(p->why, sizeof p->why,
+                 "%s: weight-only %s with bf16 activations: vdpbf16ps multiplies bf16 pairs "
+                 "into f32; integer codes (q-z, |v| <= 255) and fp8 values are exact in bf16, "
+                 "so products are exact and scales apply after the dot",
+                 t, bits_name(w));
+    } else if (p->has_act) {
+        snprintf(p->why, sizeof p->why,
+                 "%s: no FP8 arithmetic on x86; activations quantized to %s and decoded back "
+                 "to f32 (exact), weight codes decoded exactly to f32 in registers, %d-wide "
+                 "FMA with f32 accumulate",
+                 t, bits_name(&p->act), l->VL);
+    } else {
+        snprintf(p->why, sizeof p->why,
+                 "%s: weight-only %s with %s activations: decode is memory-bound, so weights "
+                 "stay %d-bit in memory and are converted to f32 in registers (%s), then "
+                 "%d-wide FMA in f32%s%s",
+                 t, bits_name(w), ad, storage_bits(w),
+                 is_fp8(w->fmt) ? "exact fp8 decode" : "q - z",
+                 l->VL, act_round_note(p->act_dtype),
+                 p->act_dtype == KILN_F16 && l->VL == 16
+                     ? "; no f16 dot instruction in this ISA" : "");
+    }
+}
+
+static int pick_cpu(Pick *p, KilnDiag *d)
+{
+    KilnLayout l;
+    int rc = cpu_layout(p, &l, d);
+    if (rc)
+        return rc;
+    bool integer = l.family == KILN_KF_I16_MADD || l.family == KILN_KF_U8S8_VNNI;
+    if (integer)
+        why_int(p, &l);
+    else
+        why_float(p, &l);
+    if (!p->f32w)
+        scales_phrase(p, integer);
+    return KILN_OK;
+}
+
 /* ---------------------------------------------------------------- driver */
 
 static int pick_one(KilnFunc *f, int qi, const KilnTarget *t, KilnDiag *d)
@@ -393,12 +477,18 @@ static int pick_one(KilnFunc *f, int qi, const KilnTarget *t, KilnDiag *d)
         return rc;
     char sm[16];
     snprintf(sm, sizeof sm, "sm%d", t->sm);
-    if (!p.has_act)
+    if (t->kind == KILN_TGT_CPU)
+        rc = pick_cpu(&p, d);
+    else if (p.f32w)
+        pick_f32_weights(&p, sm);
+    else if (!p.has_act)
         pick_weight_only(&p, sm);
     else if (is_fp8(p.act.fmt))
         pick_fp8(&p, sm);
     else
         pick_int(&p, sm);
+    if (rc)
+        return rc;
     if (p.note[0])
         append(p.why, sizeof p.why, "; %s", p.note);
     kiln_set_str(f, p.qg, "layout", p.layout);

@@ -1,6 +1,7 @@
-/* passes/prepack.c — for CPU and GPU targets, route each qgemm's quantized weight
- * through `prepack` (same type, attribute layout = the qgemm's layout), the point
- * where kiln_prepack() reorders codes and scales into the kernel's tile layout.
+/* passes/prepack.c — for CPU and GPU targets, route each qgemm's weight (quantized,
+ * or f32 for an unquantized layer) through `prepack` (same type, attribute layout =
+ * the qgemm's layout), the point where kiln_prepack() reorders codes and scales
+ * into the kernel's tile layout.
  * The interpreter reads weights as they are, so for it this pass does nothing. */
 #include <stdio.h>
 
@@ -14,11 +15,11 @@ static int prepack_func(KilnFunc *f, KilnDiag *d)
             continue;
         int wq = qg->ops[1];
         KilnInst *wi = kiln_def(f, wq);
-        if (!wi || wi->op != KILN_OP_QUANTIZE)
-            continue; /* already prepacked, or not a weight we fold */
-        KilnInst *src = kiln_def(f, wi->ops[0]);
+        /* a quantized weight is quantize(weight|const); an unquantized layer's f32
+         * weight is the weight|const itself */
+        KilnInst *src = wi && wi->op == KILN_OP_QUANTIZE ? kiln_def(f, wi->ops[0]) : wi;
         if (!src || (src->op != KILN_OP_WEIGHT && src->op != KILN_OP_CONST))
-            continue;
+            continue; /* already prepacked, or not a weight we fold */
         const KilnAttr *lay = kiln_get(qg, "layout");
         if (!lay || lay->kind != KILN_ATTR_STR)
             return kiln_diag_set(d, KILN_EINPUT,

@@ -289,12 +289,11 @@ int kiln_rt_cpu_supports(const char *target)
     if (strcmp(target, "avx2") == 0)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
     if (strncmp(target, "avx512", 6) == 0) {
+        /* kiln's avx512 target is x86-64-v4 plus VNNI and BF16 (passes/target.c):
+         * its kernels use vpdpbusd and vdpbf16ps, so all of them are required. */
         int ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl");
-        if (strstr(target, "vnni"))
-            ok = ok && __builtin_cpu_supports("avx512vnni");
-        if (strstr(target, "bf16"))
-            ok = ok && __builtin_cpu_supports("avx512bf16");
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                 __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16");
         return ok ? 1 : 0;
     }
 #endif

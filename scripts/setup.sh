@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=(build-essential cmake ninja-build pkg-config llvm-16-dev liblua5.4-dev libffi-dev
-      libcmocka-dev valgrind)
+      libcmocka-dev valgrind bible-kjv-text python3-pip)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,7 @@ fi
 jobs=$(nproc)
 
 bash scripts/setup.sh build
+bash scripts/fetch-models.sh   # the real-model tests read them ($KILN_MODELS_DIR or ~/.cache/kiln/models)
 (cd build && ctest --output-on-failure -j"$jobs")
 
 bash scripts/setup.sh build-asan -DKILN_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug

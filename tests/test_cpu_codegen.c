@@ -1,6 +1,7 @@
 /* tests/test_cpu_codegen.c — the LLVM CPU qgemm kernels against the reference
  * interpreter: every recipe family (W8A8 int8 dynamic/static sym/asym, W8A16,
- * W4A16 groups, W4A8, FP8 W8A8 and weight-only), epilogues and output dtypes,
+ * W4A16 groups, W4A8, FP8 W8A8 and weight-only, f32 weights of unquantized
+ * layers), epilogues and output dtypes,
  * odd shapes, split [n0,n1) calls; avx512 kernels checked as assembly (run only
  * on a host with VNNI+BF16); object -> fresh JIT; bad kernel IR errors.
  *
@@ -66,10 +67,16 @@ static const Case cases[] = {
     {"fp8 e5m2 w8a8 token / w tensor", WS(FP8_E5M2, true, TENSOR, 0), true, AD(FP8_E5M2, true, TOKEN), KILN_F32, false, "gelu", KILN_BF16},
     {"fp8 e4m3 weight-only f16 / channel", WS(FP8_E4M3, true, CHANNEL, 0), false, {0}, KILN_F16, false, "none", KILN_F32},
     {"fp8 e5m2 weight-only bf16 / tensor", WS(FP8_E5M2, true, TENSOR, 0), false, {0}, KILN_BF16, true, "silu", KILN_F32},
+    /* unquantized layers: plain f32 weights (w.fmt NONE), deqW = w */
+    {"f32 weights f32 acts / bias gelu", {0}, false, {0}, KILN_F32, true, "gelu", KILN_F32},
+    {"f32 weights f16 acts / silu bf16 out", {0}, false, {0}, KILN_F16, false, "silu", KILN_BF16},
+    {"f32 weights bf16 acts / bias f16 out", {0}, false, {0}, KILN_BF16, true, "none", KILN_F16},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
+#define F32_CASE 18 /* "f32 weights f32 acts / bias gelu" */
 
 static bool is_int_path(const Case *c) { return c->quant_act && c->act.fmt == KILN_QF_INT8; }
+static bool is_f32_weight(const Case *c) { return c->w.fmt == KILN_QF_NONE; }
 
 /* ------------------------------------------------------------------ data */
 
@@ -93,7 +100,8 @@ static int weight_fn(void *ctx, const char *name, KilnTensor *out, KilnDiag *d)
     return 0;
 }
 
-/* The kernel IR the passes produce: weight -> quantize -> prepack -> qgemm. */
+/* The kernel IR the passes produce: weight -> quantize -> prepack -> qgemm (an f32
+ * weight goes to prepack directly). */
 static KilnFunc *build_kernel(KilnModule *mod, const Case *c, int64_t M, int64_t N, int64_t K,
                               const char *target)
 {
@@ -104,7 +112,7 @@ static KilnFunc *build_kernel(KilnModule *mod, const Case *c, int64_t M, int64_t
     kiln_set_str(f, kiln_last(f), "name", "layer.proj.weight");
     KilnType qt = kiln_type2(kiln_qformat_storage(c->w.fmt, c->w.symmetric), N, K);
     qt.q = c->w;
-    int wq = kiln_emit(f, KILN_OP_QUANTIZE, &w, 1, qt, "wq");
+    int wq = is_f32_weight(c) ? w : kiln_emit(f, KILN_OP_QUANTIZE, &w, 1, qt, "wq");
     int p = kiln_emit(f, KILN_OP_PREPACK, &wq, 1, qt, "p");
     int ops[3] = {x, p, -1}, nops = 2;
     if (c->bias) {
@@ -186,11 +194,16 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
     qt.q = c->w;
     KilnTensor wq;
     assert_int_equal(kiln_tensor_alloc(&wq, &qt), 0);
-    assert_int_equal(kiln_quantize_matrix(&c->w, W.w, N, K, wq.data, wq.scales, wq.zeros, &d), 0);
+    float *deq = malloc(sizeof(float) * (size_t)(N * K));
+    if (is_f32_weight(c)) {
+        memcpy(wq.data, W.w, sizeof(float) * (size_t)(N * K));
+        memcpy(deq, W.w, sizeof(float) * (size_t)(N * K));
+    } else {
+        assert_int_equal(kiln_quantize_matrix(&c->w, W.w, N, K, wq.data, wq.scales, wq.zeros, &d), 0);
+        assert_int_equal(kiln_dequantize_matrix(&c->w, wq.data, wq.scales, wq.zeros, N, K, deq, &d), 0);
+    }
     void *blob = aligned_alloc(64, (l.pack_bytes + 63) & ~(size_t)63);
     assert_int_equal(kiln_prepack(&l, &wq, blob, &d), 0);
-    float *deq = malloc(sizeof(float) * (size_t)(N * K));
-    assert_int_equal(kiln_dequantize_matrix(&c->w, wq.data, wq.scales, wq.zeros, N, K, deq, &d), 0);
 
     int failures = 0;
     for (int mi = 0; mi < nM; mi++) {
@@ -304,8 +317,10 @@ static void test_avx512(void **state)
         assert_non_null(strstr(as, "zmm"));
         if (is_int_path(c))
             assert_non_null(strstr(as, "vpdpbusd"));
-        if (!c->quant_act && c->act_dtype == KILN_BF16)
+        if (!c->quant_act && c->act_dtype == KILN_BF16 && !is_f32_weight(c))
             assert_non_null(strstr(as, "vdpbf16ps"));
+        if (is_f32_weight(c)) /* f32 weights are not exact in bf16: FMA, never bf16-dot */
+            assert_null(strstr(as, "vdpbf16ps"));
         free(as);
         kiln_module_free(mod);
         if (run)
@@ -339,7 +354,7 @@ static void test_avx2_asm(void **state)
 /* Cold compile (IR build + O2 + object) and JIT load times, object sizes. */
 static void test_compile_time(void **state)
 {
-    static const size_t pick[] = {0, 9, 12, 14};
+    static const size_t pick[] = {0, 9, 12, 14, F32_CASE};
     for (size_t i = 0; i < sizeof pick / sizeof pick[0]; i++) {
         const Case *c = &cases[pick[i]];
         KilnModule *mod = kiln_module_new();
@@ -485,6 +500,74 @@ static void test_bad_kernel_ir(void **state)
     kiln_module_free(mod);
 }
 
+/* Unquantized layers: f32 weights through the f32-fma kernel, odd K (KR = 1), odd N,
+ * M with a remainder under the 4-row block; the `layout` attr must be the kernel's. */
+static void test_f32_weights(void **state)
+{
+    assert_string_equal(cases[F32_CASE].name, "f32 weights f32 acts / bias gelu");
+    static const int64_t Ms13[] = {1, 3, 67};
+    static const int64_t Nodd[] = {1, 17, 45};
+    int failures = 0;
+    for (size_t ci = F32_CASE; ci < NCASES; ci++)
+        for (int ni = 0; ni < 3; ni++)
+            failures += run_case(&cases[ci], Nodd[ni], ni == 1 ? 63 : 200, "avx2", Ms13, 3, true, NULL);
+    assert_int_equal(failures, 0);
+
+    KilnModule *mod = kiln_module_new();
+    KilnFunc *f = build_kernel(mod, &cases[F32_CASE], 4, 40, 64, "avx2");
+    KilnInst *q = (KilnInst *)kiln_find_qgemm(f);
+    KilnDiag d = {0};
+    KilnLayout l;
+    assert_int_equal(kiln_layout_for(q, f, &l, &d), 0);
+    assert_string_equal(l.name, "avx2-f32-fma");
+    assert_int_equal(l.wdt, KILN_F32);
+    assert_int_equal(l.scales_off, 0);
+    assert_int_equal(l.zeros_off, 0);
+    assert_int_equal(l.scratch_per_row, 0); /* f32 acts: the kernel reads x */
+    /* 40 columns -> 3 panels of 16, 64 f32 each column: 3 * 16 * 64 * 4 bytes + header */
+    assert_int_equal(l.pack_bytes, 64 + 3 * 16 * 64 * 4);
+    char *as = NULL;
+    assert_int_equal(kiln_cpu_emit_asm(f, "k", &as, &d), 0);
+    assert_non_null(strstr(as, "vfmadd"));
+    free(as);
+    /* a hand-made check of the packing: w[n][k] = n + k/1000, x = e_k -> y = w[:,k] */
+    KilnType wt = kiln_type2(KILN_F32, 40, 64);
+    KilnTensor w;
+    assert_int_equal(kiln_tensor_alloc(&w, &wt), 0);
+    for (int n = 0; n < 40; n++)
+        for (int k = 0; k < 64; k++)
+            ((float *)w.data)[n * 64 + k] = (float)n + (float)k / 1000.0f;
+    void *blob = malloc(l.pack_bytes);
+    assert_int_equal(kiln_prepack(&l, &w, blob, &d), 0);
+    float pv;
+    memcpy(&pv, (char *)blob + 64 + ((size_t)5 * 16 + 3) * 4, 4); /* panel 0, k 5, column 3 */
+    assert_float_equal(pv, 3.005f, 0);
+    memcpy(&pv, (char *)blob + 64 + (size_t)16 * 64 * 4 * 2 + ((size_t)7 * 16 + 9) * 4, 4);
+    assert_float_equal(pv, 0.0f, 0); /* column 41 of panel 2 is padding */
+    /* a quantized tensor does not fit an f32 layout */
+    KilnType it = kiln_type2(KILN_I8, 40, 64);
+    it.q = cases[0].w;
+    KilnTensor wi;
+    kiln_tensor_alloc(&wi, &it);
+    assert_int_equal(kiln_prepack(&l, &wi, blob, &d), KILN_EINPUT);
+    kiln_tensor_free(&wi);
+    free(blob);
+    kiln_tensor_free(&w);
+
+    /* a layout attr that is not what the code generator makes is an error */
+    kiln_set_str(f, q, "layout", "avx2-f32-fma-dequant");
+    assert_int_equal(kiln_layout_for(q, f, &l, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "qgemm layout 'avx2-f32-fma-dequant' but the code generator "
+                                  "makes 'avx2-f32-fma' for this target"));
+    kiln_set_str(f, q, "layout", "avx2-f32-fma");
+    assert_int_equal(kiln_layout_for(q, f, &l, &d), 0);
+    /* f32 weights with quantized activations: no kernel */
+    kiln_set_spec(f, q, "act", &cases[0].act);
+    assert_int_equal(kiln_layout_for(q, f, &l, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "f32 (unquantized) weights"));
+    kiln_module_free(mod);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -493,6 +576,7 @@ int main(void)
         cmocka_unit_test(test_avx2_asm),
         cmocka_unit_test(test_avx2_all_recipes),
         cmocka_unit_test(test_avx2_all_k),
+        cmocka_unit_test(test_f32_weights),
         cmocka_unit_test(test_avx512),
         cmocka_unit_test(test_compile_time),
     };

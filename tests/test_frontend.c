@@ -654,7 +654,9 @@ static void test_shipped_recipes(void **state)
         KilnModule *m = kiln_module_new();
         for (int k = 0; k < kiln_recipe_nrules(r); k++) {
             const char *ex = kiln_recipe_rule_example(r, k);
-            assert_int_equal(kiln_recipe_match(r, ex), k);
+            /* f32.lua ignores every layer: its one rule is never reached */
+            if (!kiln_recipe_ignored(r, ex))
+                assert_int_equal(kiln_recipe_match(r, ex), k);
             lower(r, m, ex, 16, 256, 512, NULL);
             lower(r, m, ex, 1, 384, 128, "sm_80");
         }

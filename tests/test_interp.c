@@ -509,6 +509,83 @@ static void test_qgemm_hand(void **state)
     kiln_tensor_free(&out);
 }
 
+/* An unquantized layer: qgemm on a plain f32 weight (deqW = w). */
+static KilnTensor run_f32w(const float *x, const float *w, const float *bias, const char *adt,
+                           const char *epi, KilnDType out, const char *act_spec, int *rc,
+                           KilnDiag *d)
+{
+    KilnModule *m = kiln_module_new();
+    KilnFunc *f = kiln_func_new(m, "lm_head");
+    int xv = kiln_func_param(f, "x", kiln_type2(KILN_F32, 2, 3));
+    int ops[3] = {xv, emit_weight(f, "w", kiln_type2(KILN_F32, 2, 3)), -1};
+    if (bias)
+        ops[2] = emit_weight(f, "b", kiln_type1(KILN_F32, 2));
+    int y = kiln_emit(f, KILN_OP_QGEMM, ops, bias ? 3 : 2, kiln_type2(out, 2, 2), "y");
+    KilnInst *q = kiln_last(f);
+    if (adt)
+        kiln_set_ident(f, q, "act_dtype", adt);
+    if (act_spec) {
+        KilnQuantSpec a = spec(KILN_QF_INT8, true, KILN_GRAN_TOKEN, 0);
+        a.dynamic = true;
+        kiln_set_spec(f, q, "act", &a);
+    }
+    if (epi)
+        kiln_set_ident(f, q, "epilogue", epi);
+    emit_return(f, y);
+    Weights ws = {{{"w", w, 6}, {"b", bias, 2}}, bias ? 2 : 1};
+    KilnTensor in = f32_tensor(2, 3, x), o = {0};
+    *rc = kiln_interp_run(f, &in, 1, provide, &ws, &o, d);
+    kiln_tensor_free(&in);
+    kiln_module_free(m);
+    return o;
+}
+
+static void test_qgemm_f32_weights(void **state)
+{
+    (void)state;
+    /* the matmul_hand numbers: y = [[-2, 5.5], [-2, 16]]; bias [0.5, -1] ->
+     * [[-1.5, 4.5], [-1.5, 15]] */
+    float a[6] = {1, 2, 3, 4, 5, 6}, b[6] = {1, 0, -1, 2, 1, 0.5f}, bias[2] = {0.5f, -1};
+    KilnDiag d = {0};
+    int rc;
+    KilnTensor o = run_f32w(a, b, NULL, "f32", NULL, KILN_F32, NULL, &rc, &d);
+    assert_int_equal(rc, 0);
+    const float *y = o.data;
+    assert_true(y[0] == -2.0f && y[1] == 5.5f && y[2] == -2.0f && y[3] == 16.0f);
+    kiln_tensor_free(&o);
+    o = run_f32w(a, b, bias, "f32", "gelu", KILN_F32, NULL, &rc, &d);
+    assert_int_equal(rc, 0);
+    const double want[4] = {-1.5, 4.5, -1.5, 15};
+    for (int i = 0; i < 4; i++)
+        assert_float_equal(((float *)o.data)[i], 0.5 * want[i] * (1 + erf(want[i] / sqrt(2.0))),
+                           1e-6);
+    kiln_tensor_free(&o);
+    /* bf16 activations: x = 1.00390625 rounds to 1 in bf16 (8 bits), so y = w·1 */
+    float xb[6] = {1.00390625f, 0, 0, 0, 0, 1.00390625f};
+    o = run_f32w(xb, b, NULL, "bf16", NULL, KILN_F16, NULL, &rc, &d);
+    assert_int_equal(rc, 0);
+    const uint16_t *h = o.data;
+    assert_int_equal(h[0], kiln_f32_to_f16(1.0f));
+    assert_int_equal(h[1], kiln_f32_to_f16(2.0f));
+    assert_int_equal(h[2], kiln_f32_to_f16(-1.0f));
+    assert_int_equal(h[3], kiln_f32_to_f16(0.5f));
+    kiln_tensor_free(&o);
+    /* f32 activations keep the 1/256 */
+    o = run_f32w(xb, b, NULL, "f32", NULL, KILN_F32, NULL, &rc, &d);
+    assert_true(((float *)o.data)[1] == 2.0078125f);
+    kiln_tensor_free(&o);
+    /* errors: quantized activations, no act_dtype */
+    o = run_f32w(a, b, NULL, NULL, NULL, KILN_F32, "int8", &rc, &d);
+    assert_int_equal(rc, KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "act int8 with f32 weight"));
+    kiln_tensor_free(&o);
+    memset(&d, 0, sizeof d);
+    o = run_f32w(a, b, NULL, NULL, NULL, KILN_F32, NULL, &rc, &d);
+    assert_int_equal(rc, KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "act_dtype"));
+    kiln_tensor_free(&o);
+}
+
 /* ------------------------------------------------------------------ errors */
 
 static void test_errors(void **state)
@@ -625,6 +702,7 @@ int main(void)
         cmocka_unit_test(test_static_act_uncalibrated),
         cmocka_unit_test(test_qgemm_cases),
         cmocka_unit_test(test_qgemm_hand),
+        cmocka_unit_test(test_qgemm_f32_weights),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

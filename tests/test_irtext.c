@@ -268,9 +268,18 @@ static const struct {
     int line; /* of the failing instruction, 0 for the function */
     const char *want;
 } bad_verify[] = {
-    {W "  %y = qgemm %x, %w {act_dtype = f32} : f32[4,8]\n  return %y\n", 3,
-     "verify: func @\"v\": %y = qgemm: operand 2 (%w): expected a quantized [8,16] weight, got "
-     "f32[8,16]"},
+    {W "  %wh = cast %w : f16[8,16]\n  %y = qgemm %x, %wh {act_dtype = f32} : f32[4,8]\n  return %y\n", 4,
+     "verify: func @\"v\": %y = qgemm: operand 2 (%wh): expected a quantized or f32 [8,16] "
+     "weight, got f16[8,16]"},
+    {W "  %y = qgemm %x, %w {act_dtype = f32} : f32[4,9]\n  return %y\n", 3,
+     "%y = qgemm: operand 2 (%w): expected a quantized or f32 [9,16] weight, got f32[8,16]"},
+    {W "  %y = qgemm %x, %w {act = {int8 sym token dynamic}} : f32[4,8]\n  return %y\n", 3,
+     "act int8 with f32 weight %w: an unquantized weight takes act_dtype = f32|f16|bf16"},
+    {W "  %y = qgemm %x, %w : f32[4,8]\n  return %y\n", 3,
+     "missing required attribute 'act_dtype'"},
+    {W "  %wh = cast %w : f16[8,16]\n  %p = prepack %wh {layout = \"l\"} : f16[8,16]\n"
+       "  return %p\n", 4,
+     "%p = prepack: operand 1 (%wh): expected a quantized or f32 weight, got f16[8,16]"},
     {W "  %y = matmul %x15, %w : f32[4,8]\n  return %y\n", 3,
      "verify: func @\"v\": %y = matmul: operand 2 (%w) has K=16, expected K=15 to match operand 1 "
      "(%x15)"},

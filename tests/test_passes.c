@@ -60,10 +60,13 @@ static KilnModule *layer_ex(const char *act, KilnQFormat wfmt, bool wsym, KilnGr
     int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, M, K));
     int w = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type2(KILN_F32, N, K), "w");
     kiln_set_str(f, kiln_last(f), "name", "model.layers.0.mlp.up_proj.weight");
-    KilnType wt = kiln_type2(kiln_qformat_storage(wfmt, wsym), N, K);
-    wt.q = (KilnQuantSpec){.fmt = wfmt, .symmetric = wsym, .gran = wgran, .group = group};
-    int wq = kiln_emit(f, KILN_OP_QUANTIZE, &w, 1, wt, "wq");
-    int wd = kiln_emit(f, KILN_OP_DEQUANTIZE, &wq, 1, kiln_type2(KILN_F32, N, K), "wd");
+    int wd = w; /* wfmt NONE: a layer the recipe leaves unquantized, plain f32 weight */
+    if (wfmt != KILN_QF_NONE) {
+        KilnType wt = kiln_type2(kiln_qformat_storage(wfmt, wsym), N, K);
+        wt.q = (KilnQuantSpec){.fmt = wfmt, .symmetric = wsym, .gran = wgran, .group = group};
+        int wq = kiln_emit(f, KILN_OP_QUANTIZE, &w, 1, wt, "wq");
+        wd = kiln_emit(f, KILN_OP_DEQUANTIZE, &wq, 1, kiln_type2(KILN_F32, N, K), "wd");
+    }
     int xd = x;
     if (!strcmp(act, "dyn") || !strcmp(act, "static") || !strcmp(act, "fp8")) {
         bool fp8 = !strcmp(act, "fp8"), dyn = strcmp(act, "static") != 0;
@@ -216,25 +219,38 @@ static void test_layouts_cpu(void **state)
     expect_layout("avx2", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx2-i16-madd", "vpmaddwd");
     expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-i16-madd",
                   "group=64 weight scales");
-    expect_layout("avx2", "f16", KILN_QF_INT4, A, AU, 0, 96, "avx2-f32-fma-dequant",
+    expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-i16-madd",
+                  "asymmetric int4 weights stored re-centred (code - 8) and the zero-point term "
+                  "(z_w - 8)*sum(q_a - z_a) subtracted per group");
+    expect_layout("avx2", "f16", KILN_QF_INT4, A, AU, 0, 96, "avx2-f32-fma",
                   "auto -> group=32 (largest of 128, 64, 32 dividing K=96)");
-    expect_layout("avx2", "bf16", KILN_QF_FP8_E4M3, S, CH, 0, 64, "avx2-f32-fma-dequant",
-                  "dequantized in registers to f32");
-    expect_layout("avx2", "fp8", KILN_QF_FP8_E4M3, S, AU, 0, 64, "avx2-fp8-f32-fma",
+    expect_layout("avx2", "bf16", KILN_QF_FP8_E4M3, S, CH, 0, 64, "avx2-f32-fma",
+                  "converted to f32 in registers (exact fp8 decode), then 8-wide FMA in f32 "
+                  "(activations rounded to bf16 first)");
+    expect_layout("avx2", "fp8", KILN_QF_FP8_E4M3, S, AU, 0, 64, "avx2-f32-fma",
                   "auto -> channel");
-    expect_layout("avx512", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx512-vnni-u8s8",
-                  "avx512: VNNI vpdpbusd wants u8 activations x s8 weights; activations are "
-                  "shifted to u8 by +128");
-    expect_layout("avx512", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx512-vnni-u8s8",
+    expect_layout("avx2", "f32", KILN_QF_NONE, S, CH, 0, 64, "avx2-f32-fma",
+                  "the recipe leaves this layer unquantized: f32 weights packed in 16-column "
+                  "panels, 4-row x 16-column register blocks of 8-wide FMA");
+    expect_layout("avx2", "f16", KILN_QF_NONE, S, CH, 0, 64, "avx2-f32-fma",
+                  "(activations rounded to f16 first)");
+    expect_layout("avx512", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx512-u8s8-vnni",
+                  "avx512: VNNI vpdpbusd multiplies u8 activations by s8 weights into exact "
+                  "int32; symmetric int8 activations are stored as u8 q+128");
+    expect_layout("avx512", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx512-u8s8-vnni",
                   "per-token act scales and per-channel weight scales applied in the epilogue");
-    expect_layout("avx512", "static", KILN_QF_INT4, A, GR, 128, 256, "avx512-vnni-u8s8",
+    expect_layout("avx512", "static", KILN_QF_INT4, A, GR, 128, 256, "avx512-u8s8-vnni",
                   "zero-point term");
     expect_layout("avx512", "bf16", KILN_QF_INT4, A, GR, 128, 256, "avx512-bf16-dot",
                   "vdpbf16ps");
-    expect_layout("avx512", "f16", KILN_QF_INT4, A, GR, 128, 256, "avx512-f32-fma-dequant",
+    expect_layout("avx512", "f16", KILN_QF_INT4, A, GR, 128, 256, "avx512-f32-fma",
                   "16-wide FMA");
-    expect_layout("avx512", "fp8", KILN_QF_FP8_E4M3, S, CH, 0, 256, "avx512-fp8-bf16-dot",
-                  "exact in bf16");
+    /* H5's kernels run fp8 x fp8 on f32 FMA on avx512 too (no bf16-dot for it) */
+    expect_layout("avx512", "fp8", KILN_QF_FP8_E4M3, S, CH, 0, 256, "avx512-f32-fma",
+                  "weight codes decoded exactly to f32 in registers, 16-wide FMA");
+    /* f32 weights are not exact in bf16: bf16 activations still take f32 FMA */
+    expect_layout("avx512", "bf16", KILN_QF_NONE, S, CH, 0, 256, "avx512-f32-fma",
+                  "register blocks of 16-wide FMA, f32 accumulate (activations rounded to bf16");
 }
 
 static void test_layouts_gpu(void **state)
@@ -257,6 +273,10 @@ static void test_layouts_gpu(void **state)
     expect_layout("sm_90", "dyn", KILN_QF_INT8, S, CH, 0, 256, "sm90-mma-s8", "mma.sync");
     expect_layout("sm_90", "f16", KILN_QF_FP8_E5M2, S, CH, 0, 256, "sm90-mma-f16-dequant",
                   "weight-only fp8 e5m2");
+    expect_layout("sm_80", "f32", KILN_QF_NONE, S, CH, 0, 256, "sm80-f32-fma",
+                  "the GPU path for f32 weights is a plain FMA GEMM");
+    expect_layout("interp", "f32", KILN_QF_NONE, S, CH, 0, 256, "reference",
+                  "unquantized f32 weights");
 }
 
 static void test_sm80_fp8_rewrite(void **state)
@@ -301,6 +321,65 @@ static void test_layout_errors(void **state)
     assert_int_equal(kiln_pass_fuse_qgemm(m, &t, &d), 0);
     assert_int_equal(kiln_pass_pick_layout(m, &t, &d), KILN_EINPUT);
     assert_non_null(strstr(d.msg, "group=128 does not divide K=96"));
+    kiln_module_free(m);
+    /* the kernel's own constraints (ir/layout.c) surface here, with the layer name:
+     * i16-madd reads k in pairs, so K = 63 has no avx2 int8 kernel */
+    m = layer("dyn", KILN_QF_INT8, true, KILN_GRAN_CHANNEL, 0, 2, 8, 63);
+    assert_int_equal(kiln_pass_fuse_qgemm(m, &t, &d), 0);
+    assert_int_equal(kiln_pass_pick_layout(m, &t, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "layer \"model.layers.0.mlp.up_proj\": %y = qgemm: layout "
+                                  "avx2-i16-madd needs K and the group to be multiples of 2"));
+    assert_non_null(strstr(d.msg, "(target avx2)"));
+    kiln_module_free(m);
+    /* the same K is fine for f32 FMA (k one at a time), weight-only and f32 weights */
+    m = layer("f32", KILN_QF_NONE, true, KILN_GRAN_CHANNEL, 0, 2, 8, 63);
+    assert_int_equal(kiln_pass_fuse_qgemm(m, &t, &d), 0);
+    assert_int_equal(kiln_pass_pick_layout(m, &t, &d), 0);
+    kiln_module_free(m);
+}
+
+/* Layers the recipe leaves unquantized: matmul(x, f32 weight) becomes a qgemm whose
+ * weight is the f32 weight itself, on every target, and prepack routes it too. */
+static void test_fuse_f32_weights(void **state)
+{
+    (void)state;
+    const char *targets[] = {"interp", "avx2", "avx512", "sm_80"};
+    for (int i = 0; i < 4; i++) {
+        KilnModule *m = layer_ex("f32", KILN_QF_NONE, true, KILN_GRAN_CHANNEL, 0, 3, 24, 40, true);
+        KilnTarget t = target(targets[i]);
+        KilnDiag d = {0};
+        int rc = kiln_run_pipeline(m, &t, NULL, &d);
+        if (rc)
+            print_message("%s: %s\n", targets[i], d.msg);
+        assert_int_equal(rc, 0);
+        assert_null(find_op(m, KILN_OP_MATMUL));
+        KilnInst *qg = find_op(m, KILN_OP_QGEMM);
+        assert_non_null(qg);
+        KilnFunc *f = m->funcs[0];
+        assert_string_equal(attr_s(qg, "act_dtype"), "f32");
+        assert_string_equal(attr_s(qg, "epilogue"), "silu");
+        assert_int_equal(qg->nops, 3); /* the bias */
+        assert_int_equal(f->values[qg->result].type.dt, KILN_F16);
+        const KilnType *wt = &f->values[qg->ops[1]].type;
+        assert_int_equal(wt->dt, KILN_F32);
+        assert_int_equal(wt->q.fmt, KILN_QF_NONE);
+        KilnInst *wi = kiln_def(f, qg->ops[1]);
+        assert_non_null(wi);
+        assert_int_equal(wi->op, t.kind == KILN_TGT_INTERP ? KILN_OP_WEIGHT : KILN_OP_PREPACK);
+        const char *want = t.kind == KILN_TGT_INTERP ? "reference"
+                           : t.kind == KILN_TGT_CUDA ? "sm80-f32-fma"
+                                                     : NULL;
+        char cpu[32];
+        snprintf(cpu, sizeof cpu, "%s-f32-fma", t.name);
+        assert_string_equal(attr_s(qg, "layout"), want ? want : cpu);
+        kiln_module_free(m);
+    }
+    /* quantized activations with an f32 weight have no kernel: stays a matmul */
+    KilnModule *m = layer("dyn", KILN_QF_NONE, true, KILN_GRAN_CHANNEL, 0, 2, 8, 16);
+    KilnTarget t = target("avx2");
+    KilnDiag d = {0};
+    assert_int_equal(kiln_pass_fuse_qgemm(m, &t, &d), 0);
+    assert_null(find_op(m, KILN_OP_QGEMM));
     kiln_module_free(m);
 }
 
@@ -478,6 +557,8 @@ static void test_fusion_equivalent(void **state)
     check_fusion_equivalent("bf16", KILN_QF_FP8_E4M3, true, KILN_GRAN_CHANNEL, 0, false);
     check_fusion_equivalent("f32", KILN_QF_INT8, true, KILN_GRAN_TENSOR, 0, true);
     check_fusion_equivalent("fp8", KILN_QF_FP8_E4M3, true, KILN_GRAN_CHANNEL, 0, true);
+    check_fusion_equivalent("f32", KILN_QF_NONE, true, KILN_GRAN_CHANNEL, 0, true);
+    check_fusion_equivalent("bf16", KILN_QF_NONE, true, KILN_GRAN_CHANNEL, 0, false);
 }
 
 /* ---------------------------------------------------------------- text tests */
@@ -610,6 +691,7 @@ int main(void)
         cmocka_unit_test(test_layouts_gpu),
         cmocka_unit_test(test_sm80_fp8_rewrite),
         cmocka_unit_test(test_layout_errors),
+        cmocka_unit_test(test_fuse_f32_weights),
         cmocka_unit_test(test_fuse_patterns),
         cmocka_unit_test(test_dce_fixed_point),
         cmocka_unit_test(test_pipeline_print_after_all),

@@ -14,6 +14,17 @@ static void usage(FILE *f)
           "                                   print the IR a recipe gives (after every pass with the flag)\n"
           "  run RECIPE --shape M,N,K [--layer NAME] [--target T] [--seed S] [--check] [--verbose]\n"
           "                                   build the layer on deterministic random data and run it\n"
+          "  aot RECIPE (--shapes FILE | --shape M,N,K [--layer NAME]) [--target T] -o DIR\n"
+          "                                   compile the layers' kernels ahead of time into DIR:\n"
+          "                                   libkiln_kernels.so, kiln_kernels.h, manifest.json\n"
+          "  eval RECIPE [--model minilm|smollm2|PATH] [--text FILE] [--tokens N] [--sentences N]\n"
+          "       [--window W] [--stride S] [--per-layer] [--json] [--target T] [--verbose]\n"
+          "                                   run a real model in f32 and under the recipe: perplexity\n"
+          "                                   or embedding cosine, size, speed, kernels (docs/models.md)\n"
+          "  bench RECIPE --shape M,N,K [--layer NAME] [--target T] [--threads N] [--repeat R]\n"
+          "       [--warmup W] [--cold] [--probe-ms MS] [--json]\n"
+          "                                   time the layer's kernel against this machine's measured\n"
+          "                                   bandwidth and compute peaks (docs/bench.md)\n"
           "  help                             this text\n"
           "\n"
           "Without --layer, ir and run take one example layer per rule of the recipe.\n"
@@ -47,6 +58,13 @@ int main(int argc, char **argv)
         return cmd_ir(&a);
     if (!strcmp(cmd, "run"))
         return cmd_run(&a);
-    fprintf(stderr, "kiln: unknown command '%s' (valid: targets, ir, run, help)\n", cmd);
+    if (!strcmp(cmd, "eval"))
+        return cmd_eval(&a);
+    if (!strcmp(cmd, "aot"))
+        return cmd_aot(&a);
+    if (!strcmp(cmd, "bench"))
+        return cmd_bench(&a);
+    fprintf(stderr, "kiln: unknown command '%s' (valid: targets, ir, run, aot, eval, bench, help)\n",
+            cmd);
     return EXIT_INPUT;
 }

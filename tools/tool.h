@@ -22,6 +22,13 @@ typedef struct ToolArgs {
     bool have_shape;
     uint64_t seed;
     bool check, verbose, print_after_all, json;
+    /* eval */
+    const char *model, *text;
+    int64_t tokens, sentences, window, stride;
+    bool per_layer;
+    /* bench */
+    int64_t threads, repeat, warmup, probe_ms; /* 0: default (warmup: have_warmup) */
+    bool have_warmup, cold;
 } ToolArgs;
 
 /* util.c */
@@ -43,5 +50,8 @@ int tool_exit_code(int kiln_rc);
 int cmd_targets(const ToolArgs *a);
 int cmd_ir(const ToolArgs *a);
 int cmd_run(const ToolArgs *a);
+int cmd_eval(const ToolArgs *a);
+int cmd_aot(const ToolArgs *a);
+int cmd_bench(const ToolArgs *a);
 
 #endif

@@ -82,6 +82,40 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
         } else if (!strcmp(s, "-o")) {
             NEEDV;
             a->out_dir = v;
+        } else if (!strcmp(s, "--model")) {
+            NEEDV;
+            a->model = v;
+        } else if (!strcmp(s, "--text")) {
+            NEEDV;
+            a->text = v;
+        } else if (!strcmp(s, "--tokens") || !strcmp(s, "--sentences") ||
+                   !strcmp(s, "--window") || !strcmp(s, "--stride")) {
+            NEEDV;
+            int64_t *dst = s[2] == 't' ? &a->tokens : s[3] == 'e' ? &a->sentences
+                           : s[2] == 'w' ? &a->window : &a->stride;
+            if (parse_i64(v, dst)) {
+                fprintf(stderr, "kiln: bad %s '%s': expected a positive integer\n", s, v);
+                return EXIT_INPUT;
+            }
+        } else if (!strcmp(s, "--threads") || !strcmp(s, "--repeat") ||
+                   !strcmp(s, "--probe-ms")) {
+            NEEDV;
+            int64_t *dst = s[2] == 't' ? &a->threads : s[2] == 'r' ? &a->repeat : &a->probe_ms;
+            if (parse_i64(v, dst)) {
+                fprintf(stderr, "kiln: bad %s '%s': expected a positive integer\n", s, v);
+                return EXIT_INPUT;
+            }
+        } else if (!strcmp(s, "--warmup")) {
+            NEEDV;
+            a->have_warmup = true;
+            if (strcmp(v, "0") && parse_i64(v, &a->warmup)) {
+                fprintf(stderr, "kiln: bad --warmup '%s': expected an integer >= 0\n", v);
+                return EXIT_INPUT;
+            }
+        } else if (!strcmp(s, "--cold")) {
+            a->cold = true;
+        } else if (!strcmp(s, "--per-layer")) {
+            a->per_layer = true;
         } else if (!strcmp(s, "--check")) {
             a->check = true;
         } else if (!strcmp(s, "--verbose") || !strcmp(s, "-v")) {

@@ -85,6 +85,11 @@ static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kblk, int v
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
     unsigned n = (unsigned)(l->VL * l->KR);
+    if (l->wdt == KILN_F32) { /* unquantized layer: the panel holds the f32 weights (KR = 1) */
+        LLVMValueRef el = LLVMBuildAdd(b, LLVMBuildMul(b, kblk, kg_i64(g, l->NR), ""),
+                                       kg_i64(g, (int64_t)v * l->VL), "");
+        return kg_load(g, g->vf, kg_gep(g, t->wpanel, LLVMBuildMul(b, el, kg_i64(g, 4), "")));
+    }
     LLVMValueRef c = load_codes(g, t, kblk, v);
     switch (l->family) {
     case KILN_KF_I16_MADD: return LLVMBuildSExt(b, c, kg_vec(g->i16, n), "");
@@ -188,6 +193,12 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
     LLVMBuilderRef b = g->b;
     unsigned VL = (unsigned)l->VL;
     for (int v = 0; v < t->NV; v++) {
+        if (!l->scales_off) { /* f32 weights: no scales, the sum is the result */
+            for (int r = 0; r < t->R; r++)
+                st(g, LLVMBuildFAdd(b, ld(g, g->vf, t->facc[r][v]), ld(g, g->vf, t->gacc[r][v]), ""),
+                   t->facc[r][v]);
+            continue;
+        }
         LLVMValueRef sv = kg_load(g, g->vf, vec_sect(g, t, l->scales_off, gi, v));
         LLVMValueRef wsum = l->wsum_off ? kg_load(g, g->vi, vec_sect(g, t, l->wsum_off, gi, v)) : NULL;
         LLVMValueRef zv = (l->zeros_off && int_family(l))

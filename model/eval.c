@@ -1,0 +1,656 @@
+/* model/eval.c — `kiln eval`: runs a real model in f32 and under a recipe and prints one
+ * table: perplexity (decoder, sliding window) or mean cosine similarity of sentence
+ * embeddings vs f32 (encoder), weight bytes, speed, KV cache bytes and the kernels used;
+ * --per-layer adds each linear layer's SQNR vs f32 on the same input. Methodology:
+ * docs/models.md. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "frontend/recipe.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "runtime/runtime.h"
+
+/* Texts (King James Bible, Debian package bible-kjv-text): calibration and evaluation
+ * come from different books so static scales never see the evaluation text. */
+#define CALIB_RANGE "Gen1:1-3:24"
+#define EVAL_RANGE "John1:1-21:25"
+#define CALIB_ROWS 512 /* activation rows kept per layer for static scales */
+
+int kiln_model_path(const char *which, char *buf, size_t n, KilnDiag *d)
+{
+    const char *env = getenv("KILN_MODELS_DIR"), *home = getenv("HOME");
+    char dir[2048];
+    if (env && *env)
+        snprintf(dir, sizeof dir, "%s", env);
+    else
+        snprintf(dir, sizeof dir, "%s/.cache/kiln/models", home ? home : ".");
+    if (!strcmp(which, "minilm"))
+        snprintf(buf, n, "%s/minilm", dir);
+    else if (!strcmp(which, "smollm2"))
+        snprintf(buf, n, "%s/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", dir);
+    else
+        snprintf(buf, n, "%s", which);
+    struct stat st;
+    if (stat(buf, &st))
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "model '%s' not found at %s: run scripts/fetch-models.sh (or pass "
+                             "--model PATH)",
+                             which, buf);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ texts */
+
+typedef struct Lines {
+    char **v;
+    int n;
+} Lines;
+
+static void lines_free(Lines *l)
+{
+    for (int i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL, l->n = 0;
+}
+
+static int lines_add(Lines *l, const char *s, size_t len)
+{
+    while (len && (s[len - 1] == '\n' || s[len - 1] == '\r' || s[len - 1] == ' '))
+        len--;
+    if (!len)
+        return 0;
+    char **nv = realloc(l->v, sizeof *nv * (size_t)(l->n + 1));
+    if (!nv)
+        return -1;
+    l->v = nv;
+    if (!(l->v[l->n] = strndup(s, len)))
+        return -1;
+    l->n++;
+    return 0;
+}
+
+/* One verse per line from the `bible` program, the "Book1:1 " reference dropped. */
+static int bible_lines(const char *range, Lines *out, KilnDiag *d)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "bible -f %s 2>/dev/null", range);
+    FILE *p = popen(cmd, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while (p && (len = getline(&line, &cap, p)) > 0) {
+        const char *sp = strchr(line, ' ');
+        if (sp && lines_add(out, sp + 1, (size_t)(len - (sp + 1 - line)))) {
+            free(line);
+            pclose(p);
+            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        }
+    }
+    free(line);
+    if (p)
+        pclose(p);
+    if (out->n < 10) {
+        lines_free(out);
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "no evaluation text: install bible-kjv-text or pass --text FILE");
+    }
+    return 0;
+}
+
+static int file_lines(const char *path, Lines *out, KilnDiag *d)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return kiln_diag_set(d, KILN_EINPUT, "cannot open --text %s", path);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int rc = 0;
+    while (!rc && (len = getline(&line, &cap, f)) > 0)
+        if (lines_add(out, line, (size_t)len))
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    free(line);
+    fclose(f);
+    if (!rc && out->n < 2)
+        rc = kiln_diag_set(d, KILN_EINPUT, "--text %s: needs at least 2 non-empty lines", path);
+    return rc;
+}
+
+/* Calibration and evaluation lines. --text FILE: calibration is the Bible's Genesis when
+ * the package is there, else the first tenth of FILE (then evaluated on the rest). */
+static int load_texts(const KilnEvalOpts *o, Lines *cal, Lines *ev, char *desc, size_t n,
+                      KilnDiag *d)
+{
+    KilnDiag ignore = {0};
+    if (!o->text) {
+        int rc = bible_lines(EVAL_RANGE, ev, d);
+        if (!rc)
+            rc = bible_lines(CALIB_RANGE, cal, d);
+        snprintf(desc, n, "eval: KJV Bible %s; calibration: %s (bible-kjv-text)", EVAL_RANGE,
+                 CALIB_RANGE);
+        return rc;
+    }
+    int rc = file_lines(o->text, ev, d);
+    if (rc)
+        return rc;
+    if (!bible_lines(CALIB_RANGE, cal, &ignore)) {
+        snprintf(desc, n, "eval: %s; calibration: KJV %s", o->text, CALIB_RANGE);
+        return 0;
+    }
+    int nc = ev->n / 10 > 0 ? ev->n / 10 : 1;
+    for (int i = 0; i < nc; i++)
+        if (lines_add(cal, ev->v[i], strlen(ev->v[i])))
+            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int i = 0; i < nc; i++)
+        free(ev->v[i]);
+    memmove(ev->v, ev->v + nc, sizeof *ev->v * (size_t)(ev->n - nc));
+    ev->n -= nc;
+    snprintf(desc, n, "eval: %s after its first %d lines; calibration: those lines", o->text, nc);
+    return 0;
+}
+
+static char *join(const Lines *l, int from, int to)
+{
+    size_t n = 1;
+    for (int i = from; i < to; i++)
+        n += strlen(l->v[i]) + 1;
+    char *s = malloc(n), *p = s;
+    if (!s)
+        return NULL;
+    for (int i = from; i < to; i++)
+        p += sprintf(p, "%s%s", l->v[i], i + 1 < to ? "\n" : "");
+    *p = 0;
+    return s;
+}
+
+/* ------------------------------------------------------------------ rows */
+
+typedef struct Row {
+    char name[128];
+    char kv[48];
+    double metric, metric_min; /* ppl, or mean / min cosine */
+    double wbytes;
+    double ms_per_unit, units_per_s; /* per token (decoder) or per sentence (encoder) */
+    double kv_bytes;                 /* per token */
+    char kernels[600];
+} Row;
+
+static void summarise_kernels(const KilnLinear *ls, int n, char *out, size_t cap)
+{
+    const char *names[32];
+    int counts[32], nn = 0;
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+        while (j < nn && strcmp(names[j], ls[i].kernel))
+            j++;
+        if (j == nn && nn < 32)
+            names[nn] = ls[i].kernel, counts[nn++] = 0;
+        if (j < nn)
+            counts[j]++;
+    }
+    size_t p = 0;
+    out[0] = 0;
+    for (int j = 0; j < nn && p < cap; j++)
+        p += (size_t)snprintf(out + p, cap - p, "%s%s x%d", j ? ", " : "", names[j], counts[j]);
+}
+
+static double weight_bytes(const KilnLinear *ls, int n)
+{
+    double b = 0;
+    for (int i = 0; i < n; i++)
+        b += (double)ls[i].wbytes;
+    return b;
+}
+
+/* ------------------------------------------------------------------ decoder */
+
+typedef struct DecCfg {
+    int32_t *ids;
+    int ntok, window, stride;
+} DecCfg;
+
+/* Perplexity over ids with a sliding window (HF-style: each window re-reads up to
+ * window-stride tokens of context and scores only tokens not scored before). */
+static int decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
+                       const KilnKVCache *calib, const DecCfg *c, Row *row, KilnDiag *d)
+{
+    int V = kiln_llama_vocab(m);
+    KilnKVCache kv;
+    int rc = kiln_llama_kv_init(m, &kv, kvs, c->window, d);
+    if (rc)
+        return rc;
+    if (calib && kvs->fmt >= KILN_KV_FP8_E4M3 && !kvs->dynamic) { /* calibrated static scales */
+        memcpy(kv.ks, calib->ks, sizeof(float) * (size_t)kv.nlayers * kv.nscale);
+        memcpy(kv.vs, calib->vs, sizeof(float) * (size_t)kv.nlayers * kv.nscale);
+    }
+    float *logits = malloc(sizeof(float) * (size_t)c->window * V);
+    if (!logits) {
+        kiln_kv_free(&kv);
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    }
+    double nll = 0, ms = 0;
+    int64_t scored = 0, forwarded = 0;
+    int prev_end = 0;
+    for (int b = 0; !rc && prev_end < c->ntok; b += c->stride) {
+        int e = b + c->window < c->ntok ? b + c->window : c->ntok;
+        int first = prev_end > b + 1 ? prev_end : b + 1;
+        if (first >= e)
+            break;
+        int nlast = e - first + 1;
+        double t0 = kiln_now_ms();
+        rc = kiln_llama_forward(m, pool, &kv, c->ids + b, e - b, 0, nlast, logits, d);
+        ms += kiln_now_ms() - t0;
+        forwarded += e - b;
+        for (int t = first; !rc && t < e; t++) {
+            const float *lg = logits + (size_t)(t - 1 - (e - nlast)) * V;
+            float mx = -INFINITY;
+            for (int j = 0; j < V; j++)
+                mx = lg[j] > mx ? lg[j] : mx;
+            double s = 0;
+            for (int j = 0; j < V; j++)
+                s += exp((double)lg[j] - mx);
+            nll += log(s) + mx - lg[c->ids[t]];
+            scored++;
+        }
+        prev_end = e;
+    }
+    if (!rc) {
+        row->metric = exp(nll / (double)(scored ? scored : 1));
+        row->ms_per_unit = ms / (double)forwarded;
+        row->units_per_s = 1e3 * (double)forwarded / ms;
+        row->kv_bytes = (double)kiln_kv_bytes_per_token(&kv);
+        kiln_kv_spec_name(kvs, row->kv, sizeof row->kv);
+    }
+    free(logits);
+    kiln_kv_free(&kv);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ encoder */
+
+#define ENC_BATCH 16
+
+static int encoder_embed(KilnBert *m, KilnPool *pool, const Lines *s, float *emb, double *ms,
+                         KilnDiag *d)
+{
+    int D = kiln_bert_dim(m);
+    double t0 = kiln_now_ms();
+    for (int i = 0; i < s->n; i += ENC_BATCH) {
+        int nb = s->n - i < ENC_BATCH ? s->n - i : ENC_BATCH;
+        int rc = kiln_bert_embed(m, pool, (const char *const *)s->v + i, nb,
+                                 emb + (size_t)i * D, NULL, d);
+        if (rc)
+            return rc;
+    }
+    *ms = kiln_now_ms() - t0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ output */
+
+static int cmp_sqnr(const void *a, const void *b)
+{
+    const KilnLinear *x = *(const KilnLinear *const *)a, *y = *(const KilnLinear *const *)b;
+    double sx = x->noise > 0 ? x->sig / x->noise : INFINITY;
+    double sy = y->noise > 0 ? y->sig / y->noise : INFINITY;
+    return sx < sy ? -1 : sx > sy;
+}
+
+static double sqnr_db(const KilnLinear *l)
+{
+    return l->noise > 0 ? 10 * log10(l->sig / l->noise) : INFINITY;
+}
+
+static void print_text(const char *title, const char *texts, bool dec, const Row *rows, int nrows,
+                       KilnLinear **order, int nl)
+{
+    printf("%s\n%s\n\n", title, texts);
+    printf("%-34s %10s %9s %10s %10s %9s  %-22s %s\n", "row", dec ? "ppl" : "cos_mean",
+           dec ? "dppl%" : "cos_min", "weight_MB", dec ? "ms/tok" : "ms/sent",
+           dec ? "tok/s" : "sent/s", dec ? "kv (B/token)" : "", "kernels");
+    for (int i = 0; i < nrows; i++) {
+        const Row *r = &rows[i];
+        char kv[80] = "";
+        if (dec)
+            snprintf(kv, sizeof kv, "%s (%.0f)", r->kv, r->kv_bytes);
+        if (dec)
+            printf("%-34s %10.4f %+9.3f %10.2f %10.3f %9.1f  %-22s %s\n", r->name, r->metric,
+                   100 * (r->metric / rows[0].metric - 1), r->wbytes / 1e6, r->ms_per_unit,
+                   r->units_per_s, kv, r->kernels);
+        else
+            printf("%-34s %10.5f %9.5f %10.2f %10.3f %9.1f  %-22s %s\n", r->name, r->metric,
+                   r->metric_min, r->wbytes / 1e6, r->ms_per_unit, r->units_per_s, kv,
+                   r->kernels);
+    }
+    if (order) {
+        printf("\nper-layer SQNR of the recipe's output vs f32 on the same input (worst first)\n");
+        printf("%-44s %10s %-24s %12s\n", "layer", "SQNR_dB", "kernel", "weight_bytes");
+        for (int i = 0; i < nl; i++)
+            printf("%-44s %10.2f %-24s %12zu\n", order[i]->name, sqnr_db(order[i]),
+                   order[i]->kernel, order[i]->wbytes);
+    }
+}
+
+static void print_json(const char *model, const char *recipe, const char *texts, bool dec,
+                       const KilnEvalOpts *o, const DecCfg *dc, int nsent, const Row *rows,
+                       int nrows, KilnLinear **order, int nl)
+{
+    KilnJsonWriter w;
+    kiln_jw_init(&w, stdout);
+    kiln_jw_begin_object(&w);
+    kiln_jw_key(&w, "model"), kiln_jw_string(&w, model);
+    kiln_jw_key(&w, "recipe"), kiln_jw_string(&w, recipe);
+    kiln_jw_key(&w, "texts"), kiln_jw_string(&w, texts);
+    kiln_jw_key(&w, "metric"), kiln_jw_string(&w, dec ? "perplexity" : "cosine_vs_f32");
+    if (dec) {
+        kiln_jw_key(&w, "tokens"), kiln_jw_int(&w, dc->ntok);
+        kiln_jw_key(&w, "window"), kiln_jw_int(&w, dc->window);
+        kiln_jw_key(&w, "stride"), kiln_jw_int(&w, dc->stride);
+    } else {
+        kiln_jw_key(&w, "sentences"), kiln_jw_int(&w, nsent);
+    }
+    kiln_jw_key(&w, "rows");
+    kiln_jw_begin_array(&w);
+    for (int i = 0; i < nrows; i++) {
+        const Row *r = &rows[i];
+        kiln_jw_begin_object(&w);
+        kiln_jw_key(&w, "name"), kiln_jw_string(&w, r->name);
+        if (dec) {
+            kiln_jw_key(&w, "ppl"), kiln_jw_double(&w, r->metric);
+            kiln_jw_key(&w, "ppl_rel_increase"), kiln_jw_double(&w, r->metric / rows[0].metric - 1);
+            kiln_jw_key(&w, "kv_cache"), kiln_jw_string(&w, r->kv);
+            kiln_jw_key(&w, "kv_bytes_per_token"), kiln_jw_double(&w, r->kv_bytes);
+            kiln_jw_key(&w, "ms_per_token"), kiln_jw_double(&w, r->ms_per_unit);
+            kiln_jw_key(&w, "tokens_per_s"), kiln_jw_double(&w, r->units_per_s);
+        } else {
+            kiln_jw_key(&w, "cos_mean"), kiln_jw_double(&w, r->metric);
+            kiln_jw_key(&w, "cos_min"), kiln_jw_double(&w, r->metric_min);
+            kiln_jw_key(&w, "ms_per_sentence"), kiln_jw_double(&w, r->ms_per_unit);
+            kiln_jw_key(&w, "sentences_per_s"), kiln_jw_double(&w, r->units_per_s);
+        }
+        kiln_jw_key(&w, "weight_bytes"), kiln_jw_double(&w, r->wbytes);
+        kiln_jw_key(&w, "kernels"), kiln_jw_string(&w, r->kernels);
+        kiln_jw_end_object(&w);
+    }
+    kiln_jw_end_array(&w);
+    if (order) {
+        kiln_jw_key(&w, "per_layer");
+        kiln_jw_begin_array(&w);
+        for (int i = 0; i < nl; i++) {
+            kiln_jw_begin_object(&w);
+            kiln_jw_key(&w, "layer"), kiln_jw_string(&w, order[i]->name);
+            kiln_jw_key(&w, "source"), kiln_jw_string(&w, order[i]->src);
+            double s = sqnr_db(order[i]);
+            kiln_jw_key(&w, "sqnr_db"), isfinite(s) ? kiln_jw_double(&w, s) : kiln_jw_string(&w, "inf");
+            kiln_jw_key(&w, "kernel"), kiln_jw_string(&w, order[i]->kernel);
+            kiln_jw_key(&w, "weight_bytes"), kiln_jw_int(&w, (int64_t)order[i]->wbytes);
+            kiln_jw_end_object(&w);
+        }
+        kiln_jw_end_array(&w);
+    }
+    (void)o;
+    kiln_jw_end_object(&w);
+    KilnDiag jd = {0};
+    kiln_jw_finish(&w, &jd);
+    fputc('\n', stdout);
+}
+
+/* ------------------------------------------------------------------ driver */
+
+static void capture(KilnLinear *ls, int n, bool on)
+{
+    for (int i = 0; i < n; i++) {
+        if (on && !ls[i].cap) {
+            ls[i].cap = malloc(sizeof(float) * (size_t)(CALIB_ROWS * ls[i].K));
+            ls[i].cap_max = ls[i].cap ? CALIB_ROWS : 0;
+            ls[i].cap_rows = 0;
+        } else if (!on) {
+            free(ls[i].cap);
+            ls[i].cap = NULL;
+            ls[i].cap_max = ls[i].cap_rows = 0;
+        }
+    }
+}
+
+static void track(KilnLinear *ls, int n, bool on)
+{
+    for (int i = 0; i < n; i++)
+        ls[i].track = on, ls[i].sig = ls[i].noise = 0;
+}
+
+/* The f32 baseline is recipes/f32.lua (everything ignored: kiln's f32 kernels) when it
+ * sits beside the recipe; else the model's own f32 GEMM (the kernels column says which). */
+static void open_f32(const char *recipe, KilnRunCtx *base, KilnRunCtx *f32)
+{
+    *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool};
+    char path[4096];
+    const char *slash = strrchr(recipe, '/');
+    snprintf(path, sizeof path, "%.*sf32.lua", slash ? (int)(slash - recipe + 1) : 0, recipe);
+    KilnDiag d = {0};
+    if (kiln_recipe_load(path, &f32->fr, &d))
+        return;
+    if (kiln_recipe_open(base->ctx, path, &f32->recipe)) {
+        kiln_recipe_free(f32->fr);
+        f32->fr = NULL;
+    }
+}
+
+static void recipe_label(const KilnRecipe *fr, const char *suffix, char *out, size_t n)
+{
+    snprintf(out, n, "%s%s", kiln_recipe_name(fr), suffix);
+}
+
+int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
+{
+    char path[4096], texts[512];
+    const char *model = o->model ? o->model : "smollm2";
+    int rc = kiln_model_path(model, path, sizeof path, d);
+    if (rc)
+        return rc;
+    struct stat st;
+    bool dec = !(stat(path, &st) == 0 && S_ISDIR(st.st_mode));
+    Lines cal = {0}, ev = {0};
+    KilnRunCtx rc_ = {0};
+    KilnBert *bert = NULL;
+    KilnLlama *llama = NULL;
+    KilnLinear *ls = NULL;
+    Row rows[3];
+    memset(rows, 0, sizeof rows);
+    int nrows = 0, nl = 0, nsent = 0;
+    KilnLinear **order = NULL;
+    DecCfg dc = {0};
+    float *e32 = NULL, *eq = NULL;
+    kiln_options kopt = {.target = o->target, .verbose = o->verbose};
+    rc = load_texts(o, &cal, &ev, texts, sizeof texts, d);
+    if (!rc)
+        rc = kiln_recipe_load(o->recipe, &rc_.fr, d);
+    if (!rc && kiln_ctx_create(&kopt, &rc_.ctx))
+        rc = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(NULL));
+    if (!rc && kiln_recipe_open(rc_.ctx, o->recipe, &rc_.recipe))
+        rc = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(rc_.ctx));
+    if (!rc)
+        rc = kiln_pool_new(0, &rc_.pool, d);
+    KilnKVSpec kvs, kv32 = {KILN_KV_F32, false, true, 0};
+    if (!rc)
+        rc = kiln_kv_spec_from_recipe(rc_.fr, &kvs, d);
+    KilnRunCtx f32 = {0};
+    if (!rc)
+        open_f32(o->recipe, &rc_, &f32);
+    if (!rc && o->verbose)
+        fprintf(stderr, "kiln eval: loading %s\n", path);
+    if (!rc)
+        rc = dec ? kiln_llama_load(path, &llama, d) : kiln_bert_load(path, &bert, d);
+    if (!rc)
+        ls = dec ? kiln_llama_linears(llama, &nl) : kiln_bert_linears(bert, &nl);
+    char title[9000];
+    if (!rc && dec) {
+        snprintf(title, sizeof title,
+                 "kiln eval: %s = SmolLM2-135M-Instruct (Llama, %d linear layers; \"full precision\" "
+                 "= its Q4_1 GGUF dequantized to f32), recipe %s, target %s",
+                 path, nl, o->recipe, kiln_ctx_target(rc_.ctx));
+        char *txt = join(&ev, 0, ev.n), *ctxt = join(&cal, 0, cal.n);
+        int want = o->tokens > 0 ? o->tokens : 1024;
+        dc.window = o->window > 0 ? o->window : 512;
+        dc.stride = o->stride > 0 ? o->stride : dc.window / 2;
+        if (dc.stride > dc.window)
+            dc.stride = dc.window;
+        dc.ids = malloc(sizeof(int32_t) * (size_t)(want + 1));
+        int32_t *cids = malloc(sizeof(int32_t) * 256);
+        const KilnTokenizer *tk = kiln_llama_tokenizer(llama, d);
+        int nc = 0;
+        if (!txt || !ctxt || !dc.ids || !cids)
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        else if (!tk)
+            rc = KILN_EINPUT;
+        if (!rc && (dc.ntok = kiln_tok_encode(tk, txt, 0, dc.ids, want, NULL, d)) < 0)
+            rc = KILN_EINPUT;
+        if (!rc && (nc = kiln_tok_encode(tk, ctxt, 0, cids, 256, NULL, d)) < 0)
+            rc = KILN_EINPUT;
+        if (!rc && dc.ntok < 2)
+            rc = kiln_diag_set(d, KILN_EINPUT, "evaluation text has fewer than 2 tokens");
+        if (!rc && dc.window > dc.ntok)
+            dc.window = dc.ntok;
+        if (!rc && dc.stride > dc.window)
+            dc.stride = dc.window;
+        free(txt), free(ctxt);
+        /* f32 row; its calibration run captures layer inputs and KV ranges */
+        if (!rc) {
+            snprintf(rows[0].name, sizeof rows[0].name, "f32");
+            rc = kiln_linears_bind(ls, nl, f32.recipe ? &f32 : NULL, d);
+        }
+        if (!rc)
+            rc = decoder_ppl(llama, rc_.pool, &kv32, NULL, &dc, &rows[0], d);
+        KilnKVCache ckv = {0};
+        if (!rc) {
+            rows[0].wbytes = weight_bytes(ls, nl);
+            summarise_kernels(ls, nl, rows[0].kernels, sizeof rows[0].kernels);
+            capture(ls, nl, true);
+            rc = kiln_llama_kv_init(llama, &ckv, &kvs, nc > 0 ? nc : 1, d);
+        }
+        if (!rc && nc > 0) {
+            kiln_kv_calib_begin(&ckv);
+            rc = kiln_llama_forward(llama, rc_.pool, &ckv, cids, nc, 0, 0, NULL, d);
+            kiln_kv_calib_end(&ckv);
+        }
+        if (!rc && o->verbose)
+            fprintf(stderr, "kiln eval: binding %d layers to %s\n", nl, o->recipe);
+        if (!rc)
+            rc = kiln_linears_bind(ls, nl, &rc_, d);
+        capture(ls, nl, false);
+        free(cids);
+        if (!rc && o->per_layer)
+            track(ls, nl, true);
+        /* recipe row with f32 KV, then with the recipe's KV (static scales from ckv) */
+        if (!rc) {
+            recipe_label(rc_.fr, kvs.fmt == KILN_KV_F32 ? "" : " (f32 KV)", rows[1].name,
+                         sizeof rows[1].name);
+            rc = decoder_ppl(llama, rc_.pool, &kv32, NULL, &dc, &rows[1], d);
+            rows[1].wbytes = weight_bytes(ls, nl);
+            summarise_kernels(ls, nl, rows[1].kernels, sizeof rows[1].kernels);
+            nrows = 2;
+        }
+        if (!rc && kvs.fmt != KILN_KV_F32) {
+            for (int i = 0; i < nl; i++)
+                ls[i].track = false; /* keep the f32-KV run's SQNR */
+            char kvn[48];
+            snprintf(rows[2].name, sizeof rows[2].name, "%s + KV %s", kiln_recipe_name(rc_.fr),
+                     kiln_kv_spec_name(&kvs, kvn, sizeof kvn));
+            rc = decoder_ppl(llama, rc_.pool, &kvs, &ckv, &dc, &rows[2], d);
+            rows[2].wbytes = rows[1].wbytes;
+            memcpy(rows[2].kernels, rows[1].kernels, sizeof rows[2].kernels);
+            nrows = 3;
+        }
+        kiln_kv_free(&ckv);
+    } else if (!rc) {
+        int D = kiln_bert_dim(bert);
+        int want = o->sentences > 0 ? o->sentences : 128;
+        Lines evs = {ev.v, ev.n < want ? ev.n : want};
+        nsent = evs.n;
+        snprintf(title, sizeof title,
+                 "kiln eval: %s = all-MiniLM-L6-v2 (BERT encoder, %d linear layers, f32 "
+                 "safetensors), recipe %s, target %s, %d sentences",
+                 path, nl, o->recipe, kiln_ctx_target(rc_.ctx), evs.n);
+        e32 = malloc(sizeof(float) * (size_t)evs.n * D);
+        eq = malloc(sizeof(float) * (size_t)evs.n * D);
+        float *ce = malloc(sizeof(float) * (size_t)(cal.n < 32 ? cal.n : 32) * D);
+        if (!e32 || !eq || !ce)
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        double ms = 0;
+        if (!rc)
+            rc = kiln_linears_bind(ls, nl, f32.recipe ? &f32 : NULL, d);
+        if (!rc)
+            rc = encoder_embed(bert, rc_.pool, &evs, e32, &ms, d);
+        if (!rc) {
+            snprintf(rows[0].name, sizeof rows[0].name, "f32");
+            rows[0].metric = rows[0].metric_min = 1;
+            rows[0].ms_per_unit = ms / evs.n, rows[0].units_per_s = 1e3 * evs.n / ms;
+            rows[0].wbytes = weight_bytes(ls, nl);
+            summarise_kernels(ls, nl, rows[0].kernels, sizeof rows[0].kernels);
+            capture(ls, nl, true);
+            Lines c32 = {cal.v, cal.n < 32 ? cal.n : 32};
+            rc = kiln_bert_embed(bert, rc_.pool, (const char *const *)c32.v, c32.n, ce, NULL, d);
+        }
+        if (!rc)
+            rc = kiln_linears_bind(ls, nl, &rc_, d);
+        capture(ls, nl, false);
+        free(ce);
+        if (!rc && o->per_layer)
+            track(ls, nl, true);
+        if (!rc)
+            rc = encoder_embed(bert, rc_.pool, &evs, eq, &ms, d);
+        if (!rc) {
+            Row *r = &rows[1];
+            recipe_label(rc_.fr, "", r->name, sizeof r->name);
+            double sum = 0, mn = 1;
+            for (int i = 0; i < evs.n; i++) {
+                double c = 0;
+                for (int e = 0; e < D; e++)
+                    c += (double)e32[(size_t)i * D + e] * eq[(size_t)i * D + e];
+                sum += c;
+                mn = c < mn ? c : mn;
+            }
+            r->metric = sum / evs.n, r->metric_min = mn;
+            r->ms_per_unit = ms / evs.n, r->units_per_s = 1e3 * evs.n / ms;
+            r->wbytes = weight_bytes(ls, nl);
+            summarise_kernels(ls, nl, r->kernels, sizeof r->kernels);
+            nrows = 2;
+        }
+    }
+    if (!rc && o->per_layer) {
+        order = malloc(sizeof *order * (size_t)nl);
+        if (!order)
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        for (int i = 0; !rc && i < nl; i++)
+            order[i] = &ls[i];
+        if (order)
+            qsort(order, (size_t)nl, sizeof *order, cmp_sqnr);
+    }
+    if (!rc && o->json)
+        print_json(path, o->recipe, texts, dec, o, &dc, nsent, rows, nrows, order, nl);
+    else if (!rc)
+        print_text(title, texts, dec, rows, nrows, order, nl);
+    free(order), free(dc.ids), free(e32), free(eq);
+    kiln_llama_free(llama);
+    kiln_bert_free(bert);
+    kiln_pool_free(rc_.pool);
+    kiln_recipe_close(f32.recipe);
+    kiln_recipe_free(f32.fr);
+    kiln_recipe_close(rc_.recipe);
+    char msg[1400];
+    if (rc && d->file) { /* d->file may point into the recipe freed next */
+        kiln_diag_format(d, msg, sizeof msg);
+        KilnDiag nd = {0};
+        kiln_diag_set(&nd, d->code, "%s", msg);
+        *d = nd;
+    }
+    kiln_recipe_free(rc_.fr);
+    kiln_ctx_destroy(rc_.ctx);
+    lines_free(&ev);
+    lines_free(&cal);
+    return rc;
+}

@@ -1,0 +1,164 @@
+/* model/model.h — the two real models (a BERT sentence encoder and a Llama decoder)
+ * run in f32 with every linear layer executed by a kiln kernel chosen by a recipe,
+ * their KV cache formats, the shared f32 ops, and `kiln eval` (docs/models.md). */
+#ifndef KILN_MODEL_H
+#define KILN_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ir/ir.h"
+#include "kiln.h"
+
+struct KilnPool;
+struct KilnRecipe;
+
+/* ------------------------------------------------------------------ ops.c */
+
+/* y[M,N] = x[M,K]·W[N,K]ᵀ (+ b[N] when b). Cache-blocked, AVX2+FMA when the CPU has
+ * it, split over pool's threads (pool NULL: serial). */
+void kiln_gemm_f32(struct KilnPool *pool, const float *x, int64_t M, const float *w,
+                   const float *b, int64_t N, int64_t K, float *y);
+void kiln_layernorm(float *x, int64_t M, int64_t D, const float *g, const float *b, float eps);
+/* Normalises x (in place) with weight g: x·g/rms(x). */
+void kiln_rmsnorm(float *x, int64_t M, int64_t D, const float *g, float eps);
+void kiln_softmax(float *x, int64_t n);
+void kiln_gelu_erf(float *x, int64_t n);
+float kiln_silu1(float x);
+/* Rotary embedding on one head vector of size hd at position pos, GGUF "norm"
+ * layout: adjacent pairs (x[2i], x[2i+1]) rotate by pos·theta^(-2i/hd). */
+void kiln_rope_norm(float *x, int hd, int pos, float theta);
+double kiln_now_ms(void);
+
+/* A linear layer: its f32 weights (always kept: the f32 baseline and --per-layer
+ * compare against them) and the kiln layer that runs it under a recipe. */
+typedef struct KilnLinear {
+    char name[160];     /* the name recipes match (docs/models.md, "Layer names") */
+    char src[160];      /* the checkpoint's tensor name, minus ".weight" */
+    int64_t N, K;
+    float *w, *b;       /* owned; b may be NULL */
+    kiln_layer *kl;     /* NULL: runs in f32 here (f32 baseline, or ignored) */
+    bool bias_in_kernel;
+    const char *kernel; /* "f32" or kiln_layer_kernel() */
+    size_t wbytes;
+    /* --per-layer: energies of the f32 output and of (kernel - f32) on the same input */
+    bool track;
+    double sig, noise;
+    /* calibration capture: the layer's input rows (first cap_max rows) */
+    float *cap;
+    int64_t cap_rows, cap_max;
+    float *tmp; /* scratch for tracking / f16 outputs */
+    int64_t tmp_n;
+} KilnLinear;
+
+/* Everything a model runs with: the kiln context, the recipe (NULL = f32), the
+ * recipe as the frontend sees it (for kv_cache and the ignore list) and a pool. */
+typedef struct KilnRunCtx {
+    kiln_ctx *ctx;
+    kiln_recipe *recipe;
+    struct KilnRecipe *fr;
+    struct KilnPool *pool;
+} KilnRunCtx;
+
+int kiln_linear_run(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M, float *y,
+                    KilnDiag *d);
+/* Binds every layer to the recipe (rc->recipe NULL: f32 for all). Layers the recipe
+ * ignores run in f32: through kiln's own "f32" kernel when kiln_layer_create gives
+ * one, else through kiln_gemm_f32. Static activation scales calibrate from cap. */
+int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d);
+void kiln_linears_unbind(KilnLinear *ls, int n);
+void kiln_linears_free(KilnLinear *ls, int n);
+
+/* ------------------------------------------------------------------ kvcache.c */
+
+typedef enum { KILN_KV_F32, KILN_KV_F16, KILN_KV_BF16, KILN_KV_FP8_E4M3, KILN_KV_FP8_E5M2,
+               KILN_KV_INT8 } KilnKVFormat;
+
+typedef struct KilnKVSpec {
+    KilnKVFormat fmt;
+    bool per_head; /* scales per KV head (else one per tensor / per token) */
+    bool dynamic;  /* scales computed on every write (per token and head/tensor) */
+    float scale;   /* static scale given by the recipe (0: calibrate) */
+} KilnKVSpec;
+
+typedef struct KilnKVCache {
+    KilnKVSpec spec;
+    int nlayers, nkv, hd, cap;
+    size_t esz;         /* bytes per element */
+    uint8_t *k, *v;     /* [layer][pos][nkv*hd] */
+    float *ks, *vs;     /* dynamic: [layer][pos][nscale]; static: [layer][nscale] */
+    int nscale;         /* per_head ? nkv : 1 */
+    /* static calibration: running absmax [layer][nscale] while calibrating */
+    bool calibrating;
+    float *kmax, *vmax;
+} KilnKVCache;
+
+/* The recipe's kv_cache (f32 when it has none). Reads the function attribute
+ * kv_cache of a dummy lowered layer. */
+int kiln_kv_spec_from_recipe(const struct KilnRecipe *r, KilnKVSpec *out, KilnDiag *d);
+const char *kiln_kv_spec_name(const KilnKVSpec *s, char *buf, size_t n);
+int kiln_kv_init(KilnKVCache *c, const KilnKVSpec *s, int nlayers, int nkv, int hd, int cap,
+                 KilnDiag *d);
+void kiln_kv_free(KilnKVCache *c);
+/* k, v: [nkv*hd] of one token. */
+void kiln_kv_write(KilnKVCache *c, int layer, int pos, const float *k, const float *v);
+/* Dequantized K (which 0) or V (1) of head h at pos into out[hd]. */
+void kiln_kv_read(const KilnKVCache *c, int which, int layer, int pos, int h, float *out);
+/* Bytes per token (all layers), scales included. */
+size_t kiln_kv_bytes_per_token(const KilnKVCache *c);
+/* Static scales: start/finish a calibration pass (absmax of the written values). */
+void kiln_kv_calib_begin(KilnKVCache *c);
+void kiln_kv_calib_end(KilnKVCache *c);
+
+/* ------------------------------------------------------------------ bert.c */
+
+typedef struct KilnBert KilnBert;
+struct KilnTokenizer;
+/* dir holds model.safetensors, config.json, vocab.txt. */
+int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d);
+void kiln_bert_free(KilnBert *m);
+KilnLinear *kiln_bert_linears(KilnBert *m, int *n);
+int kiln_bert_dim(const KilnBert *m);
+/* Sentence embeddings (mean pooled over the tokens, L2 normalised), out[n][dim].
+ * All sentences' tokens go through the linear layers as one batch; attention stays
+ * within each sentence, so no padding is needed. ntok (optional) gets the tokens. */
+int kiln_bert_embed(KilnBert *m, struct KilnPool *pool, const char *const *texts, int n,
+                    float *out, int64_t *ntok, KilnDiag *d);
+
+/* ------------------------------------------------------------------ llama.c */
+
+typedef struct KilnLlama KilnLlama;
+int kiln_llama_load(const char *gguf_path, KilnLlama **out, KilnDiag *d);
+void kiln_llama_free(KilnLlama *m);
+KilnLinear *kiln_llama_linears(KilnLlama *m, int *n);
+int kiln_llama_vocab(const KilnLlama *m);
+int kiln_llama_ctx_max(const KilnLlama *m);
+/* NULL (d set) when the GGUF's tokenizer could not be built. */
+const struct KilnTokenizer *kiln_llama_tokenizer(const KilnLlama *m, KilnDiag *d);
+int kiln_llama_kv_init(const KilnLlama *m, KilnKVCache *c, const KilnKVSpec *s, int cap,
+                       KilnDiag *d);
+/* Runs T tokens at positions pos0.. (the cache holds 0..pos0-1), writes their K/V
+ * to the cache, and the logits of the last nlast tokens to logits[nlast][vocab]
+ * (nlast 0: only the cache; the output head runs on those rows only). */
+int kiln_llama_forward(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv, const int32_t *ids,
+                       int T, int pos0, int nlast, float *logits, KilnDiag *d);
+
+/* ------------------------------------------------------------------ eval.c */
+
+typedef struct KilnEvalOpts {
+    const char *recipe; /* path */
+    const char *model;  /* "minilm", "smollm2", a directory (BERT) or a .gguf path */
+    const char *text;   /* NULL: the Bible text (bible-kjv-text) */
+    int tokens;         /* decoder: tokens to score (0: default) */
+    int sentences;      /* encoder: sentences (0: default) */
+    int window, stride; /* decoder perplexity (0: defaults) */
+    const char *target;
+    bool per_layer, json, verbose;
+} KilnEvalOpts;
+
+/* Default model locations ($KILN_MODELS_DIR, else ~/.cache/kiln/models). */
+int kiln_model_path(const char *which, char *buf, size_t n, KilnDiag *d);
+int kiln_eval(const KilnEvalOpts *o, KilnDiag *d);
+
+#endif

@@ -1,0 +1,312 @@
+/* tools/bench_probes.c — machine-limit probes for `kiln bench`: streaming read bandwidth
+ * and FMA / vpmaddwd / (when present) VNNI and BF16 peaks, each on 1..T threads,
+ * written with intrinsics in functions compiled for their own ISA so the tool itself
+ * still runs on any x86-64. */
+#include "bench_probes.h"
+
+#include <immintrin.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Results land here so the compiler must compute them. */
+static volatile double probe_sink;
+
+double bench_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double bench_median(double *v, int n)
+{
+    if (n <= 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* ------------------------------------------------------------------ threads */
+
+typedef struct ProbeJob {
+    void (*fn)(struct ProbeJob *);
+    const float *buf; /* read: this thread's slice */
+    size_t n;         /* read: floats in the slice */
+    long iters;       /* compute: loop trips */
+    double result;
+} ProbeJob;
+
+static void *job_main(void *p)
+{
+    ProbeJob *j = p;
+    j->fn(j);
+    return NULL;
+}
+
+/* Runs jobs[0..T) concurrently (job 0 on the caller) and returns the wall time in ms,
+ * or -1 when a thread could not be started. */
+static double run_jobs(ProbeJob *jobs, int T)
+{
+    pthread_t th[64];
+    int started = 0;
+    double t0 = bench_now_ms();
+    for (int i = 1; i < T; i++) {
+        if (pthread_create(&th[i], NULL, job_main, &jobs[i]))
+            break;
+        started++;
+    }
+    jobs[0].fn(&jobs[0]);
+    for (int i = 1; i <= started; i++)
+        pthread_join(th[i], NULL);
+    double dt = bench_now_ms() - t0;
+    for (int i = 0; i < T; i++)
+        probe_sink += jobs[i].result;
+    return started == T - 1 ? dt : -1;
+}
+
+/* ------------------------------------------------------------------ kernels */
+
+__attribute__((target("avx2,fma"))) static void read_kernel(ProbeJob *j)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float *p = j->buf;
+    size_t n = j->n & ~(size_t)31;
+    for (size_t i = 0; i < n; i += 32) {
+        a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
+        a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
+        a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
+        a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    float v[8];
+    _mm256_storeu_ps(v, s);
+    j->result = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+}
+
+/* 12 independent chains: enough to cover FMA latency (4-5 cycles) times 2 pipes. */
+#define CHAINS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+__attribute__((target("avx2,fma"))) static void fma_kernel(ProbeJob *j)
+{
+    __m256 b = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-7f);
+#define DECL(i) __m256 f##i = _mm256_set1_ps((float)(i));
+#define STEP(i) f##i = _mm256_fmadd_ps(f##i, b, c);
+#define SUM(i) s = _mm256_add_ps(s, f##i);
+    CHAINS(DECL)
+    for (long it = 0; it < j->iters; it++) {
+        CHAINS(STEP)
+    }
+    __m256 s = _mm256_setzero_ps();
+    CHAINS(SUM)
+    float v[8];
+    _mm256_storeu_ps(v, s);
+    j->result = v[0];
+#undef DECL
+#undef STEP
+#undef SUM
+}
+
+/* vpmaddwd feeding vpaddd, as in kiln's avx2 int8 kernels; the chain runs through
+ * the madd's input so the compiler cannot hoist it out of the loop. */
+__attribute__((target("avx2"))) static void madd_kernel(ProbeJob *j)
+{
+    __m256i w = _mm256_set1_epi16(3), c = _mm256_set1_epi32(1);
+#define DECL(i) __m256i q##i = _mm256_set1_epi32(i);
+#define STEP(i) q##i = _mm256_add_epi32(_mm256_madd_epi16(q##i, w), c);
+#define SUM(i) s = _mm256_add_epi32(s, q##i);
+    CHAINS(DECL)
+    for (long it = 0; it < j->iters; it++) {
+        CHAINS(STEP)
+    }
+    __m256i s = _mm256_setzero_si256();
+    CHAINS(SUM)
+    j->result = (double)_mm256_extract_epi32(s, 0);
+#undef DECL
+#undef STEP
+#undef SUM
+}
+
+__attribute__((target("avx512f,avx512vnni"))) static void vnni_kernel(ProbeJob *j)
+{
+    __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
+#define DECL(i) __m512i v##i = _mm512_set1_epi32(i);
+#define STEP(i) v##i = _mm512_dpbusd_epi32(v##i, a, b);
+#define SUM(i) s = _mm512_add_epi32(s, v##i);
+    CHAINS(DECL)
+    for (long it = 0; it < j->iters; it++) {
+        CHAINS(STEP)
+    }
+    __m512i s = _mm512_setzero_si512();
+    CHAINS(SUM)
+    j->result = (double)_mm512_reduce_add_epi32(s);
+#undef DECL
+#undef STEP
+#undef SUM
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static void bf16_kernel(ProbeJob *j)
+{
+    __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
+    __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f));
+#define DECL(i) __m512 g##i = _mm512_set1_ps((float)(i));
+#define STEP(i) g##i = _mm512_dpbf16_ps(g##i, a, b);
+#define SUM(i) s = _mm512_add_ps(s, g##i);
+    CHAINS(DECL)
+    for (long it = 0; it < j->iters; it++) {
+        CHAINS(STEP)
+    }
+    __m512 s = _mm512_setzero_ps();
+    CHAINS(SUM)
+    j->result = (double)_mm512_reduce_add_ps(s);
+#undef DECL
+#undef STEP
+#undef SUM
+}
+
+/* ------------------------------------------------------------------ probes */
+
+/* Median GB/s of reading buf[0, n) split over T threads, 5 repeats. */
+static double probe_read(const float *buf, size_t n, int T)
+{
+    ProbeJob jobs[64];
+    double gbs[5];
+    size_t per = (n / (size_t)T) & ~(size_t)31;
+    for (int i = 0; i < T; i++)
+        jobs[i] = (ProbeJob){.fn = read_kernel, .buf = buf + per * (size_t)i, .n = per};
+    read_kernel(&jobs[0]); /* fault in TLBs and settle the clock */
+    for (int r = 0; r < 5; r++) {
+        double ms = run_jobs(jobs, T);
+        if (ms <= 0)
+            return 0;
+        gbs[r] = (double)(per * (size_t)T * sizeof(float)) / (ms * 1e6);
+    }
+    return bench_median(gbs, 5);
+}
+
+/* Median G(op)/s of a compute kernel on T threads; ops_per_iter per thread per trip.
+ * The trip count is set from a short calibration run so 5 repeats fit in probe_ms. */
+static double probe_compute(void (*fn)(ProbeJob *), double ops_per_iter, int T,
+                            double probe_ms)
+{
+    ProbeJob jobs[64];
+    long iters = 20000;
+    for (;;) { /* grow until a run takes >= 2 ms so the timer is not the limit */
+        for (int i = 0; i < T; i++)
+            jobs[i] = (ProbeJob){.fn = fn, .iters = iters};
+        double ms = run_jobs(jobs, T);
+        if (ms < 0)
+            return 0;
+        if (ms >= 2 || iters > (1L << 40))
+            break;
+        iters *= 4;
+    }
+    {
+        double ms = run_jobs(jobs, T);
+        double want = probe_ms / 6;
+        if (ms > 0 && want > ms)
+            iters = (long)((double)iters * want / ms);
+    }
+    double g[5];
+    for (int r = 0; r < 5; r++) {
+        for (int i = 0; i < T; i++)
+            jobs[i] = (ProbeJob){.fn = fn, .iters = iters};
+        double ms = run_jobs(jobs, T);
+        if (ms <= 0)
+            return 0;
+        g[r] = ops_per_iter * (double)iters * T / (ms * 1e6);
+    }
+    return bench_median(g, 5);
+}
+
+static int ncpu_allowed(void)
+{
+    cpu_set_t s;
+    if (sched_getaffinity(0, sizeof s, &s))
+        return 1;
+    int n = CPU_COUNT(&s);
+    return n < 1 ? 1 : n > 64 ? 64 : n;
+}
+
+int bench_probe_limits(int threads, double probe_ms, BenchLimits *out)
+{
+    memset(out, 0, sizeof *out);
+    __builtin_cpu_init();
+    out->has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    out->has_avx512f = __builtin_cpu_supports("avx512f");
+    out->has_vnni = out->has_avx512f && __builtin_cpu_supports("avx512vnni");
+    out->has_bf16 = out->has_avx512f && __builtin_cpu_supports("avx512bf16");
+    out->ncpu = ncpu_allowed();
+    out->threads = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+    out->probe_ms = probe_ms;
+    if (!out->has_avx2) {
+        fprintf(stderr, "kiln bench: this CPU has no AVX2+FMA; the probes need them\n");
+        return -1;
+    }
+    /* One pass must outlast timer noise and the LLC must not hold a real share. */
+    size_t bytes = probe_ms >= 400 ? (size_t)1 << 30 : (size_t)128 << 20;
+    float *buf = aligned_alloc(64, bytes);
+    if (!buf) {
+        fprintf(stderr, "kiln bench: cannot allocate %zu MiB for the bandwidth probe\n",
+                bytes >> 20);
+        return -1;
+    }
+    size_t n = bytes / sizeof(float);
+    for (size_t i = 0; i < n; i++) /* real pages, not the shared zero page */
+        buf[i] = (float)(i & 1023);
+    out->read_bytes = bytes;
+    out->read_gbs_1t = probe_read(buf, n, 1);
+    out->read_gbs_nt = out->threads == 1 ? out->read_gbs_1t : probe_read(buf, n, out->threads);
+    out->read_gbs_all = out->ncpu == 1             ? out->read_gbs_1t
+                        : out->ncpu == out->threads ? out->read_gbs_nt
+                                                    : probe_read(buf, n, out->ncpu);
+    free(buf);
+    out->fma_gflops = probe_compute(fma_kernel, 12 * 16, out->threads, probe_ms);
+    out->madd_gops = probe_compute(madd_kernel, 12 * 32, out->threads, probe_ms);
+    if (out->has_vnni)
+        out->vnni_gops = probe_compute(vnni_kernel, 12 * 128, out->threads, probe_ms);
+    if (out->has_bf16)
+        out->bf16_gflops = probe_compute(bf16_kernel, 12 * 64, out->threads, probe_ms);
+    return out->read_gbs_1t > 0 && out->fma_gflops > 0 && out->madd_gops > 0 ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ cache flush */
+
+#define FLUSH_BYTES ((size_t)256 << 20)
+static float *flush_buf;
+
+int bench_flush_caches(void)
+{
+    if (!flush_buf) {
+        flush_buf = aligned_alloc(64, FLUSH_BYTES);
+        if (!flush_buf)
+            return -1;
+        memset(flush_buf, 1, FLUSH_BYTES);
+    }
+    /* A write to every line makes the lines dirty and owned here, which pushes
+     * everything else out of every level; the sum keeps the loop alive. */
+    size_t n = FLUSH_BYTES / sizeof(float);
+    float s = 0;
+    for (size_t i = 0; i < n; i += 16) {
+        flush_buf[i] += 1.0f;
+        s += flush_buf[i];
+    }
+    probe_sink += s;
+    return 0;
+}
+
+void bench_flush_free(void)
+{
+    free(flush_buf);
+    flush_buf = NULL;
+}

@@ -1,0 +1,390 @@
+/* tools/cmd_bench.c — `kiln bench`: time one layer's CPU kernel through the public API
+ * (warm-up, repeats, median) and rate it against this machine's limits measured by the
+ * probes in the same run (roofline: streaming-read bandwidth vs the kernel family's
+ * arithmetic peak); also JIT compile time cold/warm and weight prepack throughput.
+ * docs/bench.md defines every number printed here. */
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/compile.h"
+#include "bench_probes.h"
+#include "frontend/recipe.h"
+#include "kiln.h"
+#include "passes/passes.h"
+#include "runtime/runtime.h"
+#include "tool.h"
+
+typedef struct BenchResult {
+    const char *layer, *kernel, *target;
+    int64_t M, N, K;
+    int threads, repeat, warmup;
+    bool cold;
+    double median_ms, min_ms, max_ms;
+    double ops, bytes;
+    size_t weight_bytes;
+    double gflops, gbs;
+    const char *peak_name; /* the probe the kernel family is rated against */
+    double peak, bw;       /* that probe's G(op)/s and the streaming GB/s at `threads` */
+    bool compute_bound;
+    double limit_ms, limit_fraction, frac_bw, frac_peak;
+    double compile_cold_ms, compile_warm_ms;
+    bool cold_hit, warm_hit;
+    double prepack_gbs, layer_create_ms;
+    BenchLimits lim;
+} BenchResult;
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static void rm_rf(const char *dir)
+{
+    if (dir && dir[0])
+        nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The kernel's own peak: what a perfect kernel of its family could reach here. */
+static void pick_peak(BenchResult *b)
+{
+    const BenchLimits *l = &b->lim;
+    if (strstr(b->kernel, "i16-madd"))
+        b->peak_name = "vpmaddwd", b->peak = l->madd_gops;
+    else if (strstr(b->kernel, "vnni") && l->vnni_gops > 0)
+        b->peak_name = "vpdpbusd", b->peak = l->vnni_gops;
+    else if (strstr(b->kernel, "bf16") && l->bf16_gflops > 0)
+        b->peak_name = "vdpbf16ps", b->peak = l->bf16_gflops;
+    else
+        b->peak_name = "fma", b->peak = l->fma_gflops;
+}
+
+/* Kernel compile cold (empty cache dir) and warm (same dir, new compiler). The weight
+ * quantize + prepack is timed inside kiln_layer_create (the caller's), not here, so the
+ * large shapes do not pay it twice. */
+static int time_compile(const ToolArgs *a, const char *layer, const char *cache_dir,
+                        const float *xcal, int64_t calib_rows, BenchResult *b)
+{
+    KilnDiag d = {0};
+    KilnRecipe *r = NULL;
+    KilnModule *m = kiln_module_new();
+    KilnTarget t;
+    KilnFunc *f = NULL;
+    KilnCompiler *c = NULL;
+    KilnCompiled k = {0};
+    int rc = m ? 0 : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
+    if (!rc)
+        rc = kiln_recipe_load(a->recipe, &r, &d);
+    if (!rc)
+        rc = kiln_target_lookup(b->target, &t, &d);
+    if (!rc)
+        rc = kiln_lower_layer(r, layer, 1, b->N, b->K, t.name, m, &f, &d);
+    if (!rc)
+        rc = kiln_run_pipeline(m, &t, NULL, &d);
+    if (!rc && !kiln_find_qgemm(f))
+        rc = kiln_diag_set(&d, KILN_EINTERNAL, "layer '%s': the passes left no qgemm", layer);
+    if (!rc) /* as kiln_layer_create does, so the cache key matches its kernel */
+        kiln_calibrate_static(f, xcal, calib_rows * b->K);
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        if (!(rc = kiln_compiler_new(cache_dir, &c, &d)))
+            rc = kiln_compile_qgemm(c, f, &k, &d);
+        kiln_compiler_free(c);
+        c = NULL;
+        if (!rc && pass == 0)
+            b->compile_cold_ms = k.compile_ms, b->cold_hit = k.cache_hit;
+        else if (!rc)
+            b->compile_warm_ms = k.compile_ms, b->warm_hit = k.cache_hit;
+    }
+    if (rc)
+        tool_error(&d);
+    kiln_module_free(m);
+    kiln_recipe_free(r);
+    return rc ? tool_exit_code(rc) : EXIT_OK;
+}
+
+/* Warm-up, then the timed repeats through kiln_layer_run; --cold evicts the caches
+ * before every run (outside the timed region). */
+static int time_runs(const ToolArgs *a, kiln_ctx *ctx, kiln_layer *l, const float *x, void *y,
+                     BenchResult *b)
+{
+    double *ms = calloc((size_t)b->repeat, sizeof *ms);
+    if (!ms)
+        return EXIT_INTERNAL;
+    for (int i = 0; i < b->warmup + b->repeat; i++) {
+        if (a->cold && bench_flush_caches()) {
+            fprintf(stderr, "kiln bench: cannot allocate the cache-flush buffer\n");
+            free(ms);
+            return EXIT_INTERNAL;
+        }
+        double t0 = bench_now_ms();
+        if (kiln_layer_run(l, x, b->M, y)) {
+            fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
+            free(ms);
+            return EXIT_INTERNAL;
+        }
+        double dt = bench_now_ms() - t0;
+        if (i >= b->warmup)
+            ms[i - b->warmup] = dt;
+    }
+    b->min_ms = b->max_ms = ms[0];
+    for (int i = 0; i < b->repeat; i++) {
+        b->min_ms = ms[i] < b->min_ms ? ms[i] : b->min_ms;
+        b->max_ms = ms[i] > b->max_ms ? ms[i] : b->max_ms;
+    }
+    b->median_ms = bench_median(ms, b->repeat);
+    free(ms);
+    bench_flush_free();
+    return EXIT_OK;
+}
+
+/* Roofline: the time a kernel at this machine's limits would need for the same bytes
+ * and ops; the larger of the two decides the bound, and limit_fraction = that / time. */
+static void rate(BenchResult *b)
+{
+    b->gflops = b->ops / (b->median_ms * 1e6);
+    b->gbs = b->bytes / (b->median_ms * 1e6);
+    pick_peak(b);
+    b->bw = b->lim.read_gbs_nt;
+    double t_mem = b->bytes / (b->bw * 1e6), t_cmp = b->ops / (b->peak * 1e6);
+    b->compute_bound = t_cmp > t_mem;
+    b->limit_ms = b->compute_bound ? t_cmp : t_mem;
+    b->limit_fraction = b->limit_ms / b->median_ms;
+    b->frac_bw = b->gbs / b->bw;
+    b->frac_peak = b->gflops / b->peak;
+}
+
+static void jw_num_or_null(KilnJsonWriter *w, const char *key, double v)
+{
+    kiln_jw_key(w, key);
+    if (v > 0 && isfinite(v))
+        kiln_jw_double(w, v);
+    else
+        kiln_jw_null(w);
+}
+
+static int print_json(const BenchResult *b)
+{
+    KilnJsonWriter w;
+    KilnDiag d = {0};
+    kiln_jw_init(&w, stdout);
+    kiln_jw_begin_object(&w);
+#define S(k, v) (kiln_jw_key(&w, k), kiln_jw_string(&w, v))
+#define I(k, v) (kiln_jw_key(&w, k), kiln_jw_int(&w, v))
+#define D(k, v) jw_num_or_null(&w, k, v)
+#define B(k, v) (kiln_jw_key(&w, k), kiln_jw_bool(&w, v))
+    S("layer", b->layer);
+    S("kernel", b->kernel);
+    S("target", b->target);
+    I("M", b->M), I("N", b->N), I("K", b->K);
+    I("threads", b->threads), I("repeat", b->repeat), I("warmup", b->warmup);
+    B("cold", b->cold);
+    D("median_ms", b->median_ms), D("min_ms", b->min_ms), D("max_ms", b->max_ms);
+    D("ops", b->ops), D("bytes", b->bytes), I("weight_bytes", (int64_t)b->weight_bytes);
+    D("gflops", b->gflops), D("gbs", b->gbs);
+    S("bound", b->compute_bound ? "compute" : "memory");
+    S("peak", b->peak_name);
+    D("limit_ms", b->limit_ms), D("limit_fraction", b->limit_fraction);
+    D("frac_of_bandwidth", b->frac_bw), D("frac_of_peak", b->frac_peak);
+    kiln_jw_key(&w, "compile");
+    kiln_jw_begin_object(&w);
+    D("cold_ms", b->compile_cold_ms), B("cold_cache_hit", b->cold_hit);
+    D("warm_ms", b->compile_warm_ms), B("warm_cache_hit", b->warm_hit);
+    kiln_jw_end_object(&w);
+    kiln_jw_key(&w, "prepack");
+    kiln_jw_begin_object(&w);
+    D("layer_create_ms", b->layer_create_ms), D("f32_in_gbs", b->prepack_gbs);
+    kiln_jw_end_object(&w);
+    const BenchLimits *l = &b->lim;
+    kiln_jw_key(&w, "limits");
+    kiln_jw_begin_object(&w);
+    I("threads", l->threads), I("ncpu", l->ncpu), I("read_bytes", (int64_t)l->read_bytes);
+    D("probe_ms", l->probe_ms);
+    D("read_gbs_1t", l->read_gbs_1t), D("read_gbs_nt", l->read_gbs_nt);
+    D("read_gbs_all", l->read_gbs_all);
+    D("fma_gflops", l->fma_gflops), D("madd_gops", l->madd_gops);
+    D("vnni_gops", l->vnni_gops), D("bf16_gflops", l->bf16_gflops);
+    kiln_jw_end_object(&w);
+    kiln_jw_end_object(&w);
+#undef S
+#undef I
+#undef D
+#undef B
+    fputc('\n', stdout);
+    if (kiln_jw_finish(&w, &d)) {
+        tool_error(&d);
+        return EXIT_INTERNAL;
+    }
+    return EXIT_OK;
+}
+
+static void print_na(const char *label, double v, const char *unit)
+{
+    if (v > 0)
+        printf("  %-28s %9.1f %s\n", label, v, unit);
+    else
+        printf("  %-28s %9s (not on this CPU)\n", label, "n/a");
+}
+
+static void print_text(const BenchResult *b)
+{
+    const BenchLimits *l = &b->lim;
+    printf("layer %s  M=%lld N=%lld K=%lld  target %s  kernel %s  threads %d%s\n", b->layer,
+           (long long)b->M, (long long)b->N, (long long)b->K, b->target, b->kernel, b->threads,
+           b->cold ? "  (cold caches)" : "");
+    printf("machine limits (median of 5, %.0f ms per probe, %zu MiB streamed):\n", l->probe_ms,
+           l->read_bytes >> 20);
+    printf("  %-28s %9.1f GB/s\n", "streaming read, 1 thread", l->read_gbs_1t);
+    if (l->threads > 1)
+        printf("  streaming read, %2d threads   %9.1f GB/s\n", l->threads, l->read_gbs_nt);
+    if (l->ncpu != l->threads && l->ncpu > 1)
+        printf("  streaming read, %2d threads   %9.1f GB/s (all cores)\n", l->ncpu,
+               l->read_gbs_all);
+    printf("  %-28s %9.1f GFLOP/s (%d thread%s)\n", "vfmadd231ps ymm peak", l->fma_gflops,
+           l->threads, l->threads > 1 ? "s" : "");
+    printf("  %-28s %9.1f GOP/s\n", "vpmaddwd+vpaddd ymm peak", l->madd_gops);
+    print_na("vpdpbusd zmm (VNNI) peak", l->vnni_gops, "GOP/s");
+    print_na("vdpbf16ps zmm (BF16) peak", l->bf16_gflops, "GFLOP/s");
+    printf("kernel: median %.4f ms (min %.4f, max %.4f) over %d runs after %d warm-up\n",
+           b->median_ms, b->min_ms, b->max_ms, b->repeat, b->warmup);
+    printf("  %.2f GOP/s (1 MAC = 2 ops), %.2f GB/s (%.0f bytes: weights %zu + x + y)\n",
+           b->gflops, b->gbs, b->bytes, b->weight_bytes);
+    printf("  %s-bound: %.1f%% of the limit (%.4f ms at %s); %.1f%% of read bandwidth, "
+           "%.1f%% of the %s peak\n",
+           b->compute_bound ? "compute" : "memory", 100 * b->limit_fraction, b->limit_ms,
+           b->compute_bound ? b->peak_name : "streaming read", 100 * b->frac_bw,
+           100 * b->frac_peak, b->peak_name);
+    printf("compile: cold %.1f ms (cache %s), warm %.1f ms (cache %s)\n", b->compile_cold_ms,
+           b->cold_hit ? "hit" : "miss", b->compile_warm_ms, b->warm_hit ? "hit" : "miss");
+    printf("weights: kiln_layer_create (warm kernel cache) %.1f ms: quantize + prepack at "
+           "%.3f GB/s of f32 in\n",
+           b->layer_create_ms, b->prepack_gbs);
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "kiln bench: usage: kiln bench RECIPE --shape M,N,K [--layer NAME] "
+                    "[--target T] [--threads N] [--repeat R] [--warmup W] [--cold] "
+                    "[--probe-ms MS] [--json]\n");
+    return EXIT_INPUT;
+}
+
+int cmd_bench(const ToolArgs *a)
+{
+    if (!a->recipe || !a->have_shape)
+        return usage();
+    BenchResult b = {.M = a->M, .N = a->N, .K = a->K, .cold = a->cold,
+                     .target = a->target ? a->target : "cpu"};
+    b.threads = a->threads ? (int)a->threads : kiln_pool_default_threads();
+    b.repeat = a->repeat ? (int)a->repeat : 10;
+    b.warmup = a->have_warmup ? (int)a->warmup : 3;
+    if (b.threads > 64) {
+        fprintf(stderr, "kiln bench: --threads %d: at most 64\n", b.threads);
+        return EXIT_INPUT;
+    }
+    if (b.M * b.K > (1LL << 31) || b.N * b.K > (1LL << 31) || b.M * b.N > (1LL << 31)) {
+        fprintf(stderr, "kiln bench: shape %lld,%lld,%lld: each matrix must hold at most 2^31 "
+                        "elements\n",
+                (long long)b.M, (long long)b.N, (long long)b.K);
+        return EXIT_INPUT;
+    }
+    KilnDiag d = {0};
+    KilnRecipe *r = NULL;
+    if (kiln_recipe_load(a->recipe, &r, &d)) {
+        tool_error(&d);
+        return tool_exit_code(d.code);
+    }
+    char layer[512];
+    snprintf(layer, sizeof layer, "%s", a->layer ? a->layer : kiln_recipe_rule_example(r, 0));
+    kiln_recipe_free(r);
+    b.layer = layer;
+
+    char tmp[] = "/tmp/kiln-bench-XXXXXX";
+    int64_t calib_rows = b.M < 64 ? b.M : 64;
+    float *w = malloc(sizeof(float) * (size_t)(b.N * b.K));
+    float *bias = malloc(sizeof(float) * (size_t)b.N);
+    float *x = malloc(sizeof(float) * (size_t)(b.M * b.K));
+    float *xcal = malloc(sizeof(float) * (size_t)(calib_rows * b.K));
+    void *y = malloc(sizeof(float) * (size_t)(b.M * b.N));
+    kiln_ctx *ctx = NULL;
+    kiln_recipe *rec = NULL;
+    kiln_layer *l = NULL;
+    int e = EXIT_OK;
+    if (!w || !bias || !x || !xcal || !y || !mkdtemp(tmp)) {
+        fprintf(stderr, "kiln bench: out of memory (or no temp dir for the cold cache)\n");
+        e = EXIT_INTERNAL;
+        tmp[0] = 0;
+        goto out;
+    }
+    /* The same data as `kiln run`: W ~ N(0, 1/sqrt(K)), bias N(0, 0.1), x N(0, 1). */
+    char name[600];
+    snprintf(name, sizeof name, "%s.weight", layer);
+    tool_fill_normal(w, b.N * b.K, a->seed, name, (float)(1.0 / sqrt((double)b.K)));
+    snprintf(name, sizeof name, "%s.bias", layer);
+    tool_fill_normal(bias, b.N, a->seed, name, 0.1f);
+    tool_fill_normal(x, b.M * b.K, a->seed, "x", 1.0f);
+    tool_fill_normal(xcal, calib_rows * b.K, a->seed + 1000, "x", 1.0f);
+
+    kiln_options o = {.target = b.target, .cache_dir = tmp, .num_threads = b.threads};
+    if (kiln_ctx_create(&o, &ctx)) {
+        fprintf(stderr, "kiln bench: %s\n", kiln_error(NULL));
+        e = strstr(kiln_error(NULL), "cannot run") ? EXIT_NODEV : EXIT_INPUT;
+        goto out;
+    }
+    b.target = kiln_ctx_target(ctx);
+    if ((e = time_compile(a, layer, tmp, xcal, calib_rows, &b)))
+        goto out;
+    if (kiln_recipe_open(ctx, a->recipe, &rec)) {
+        fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
+        e = EXIT_INPUT;
+        goto out;
+    }
+    kiln_layer_desc desc = {.name = layer, .N = b.N, .K = b.K, .weight = w, .bias = bias,
+                            .calib_x = xcal, .calib_rows = calib_rows};
+    double t0 = bench_now_ms();
+    if (kiln_layer_create(ctx, rec, &desc, &l)) {
+        fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
+        e = EXIT_INPUT;
+        goto out;
+    }
+    b.layer_create_ms = bench_now_ms() - t0;
+    /* The kernel is a cache hit by now, so the rest of the create is the weights:
+     * quantize + prepack (and lowering, which is microseconds). */
+    double wms = b.layer_create_ms - b.compile_warm_ms;
+    b.prepack_gbs = 4.0 * (double)(b.N * b.K) / ((wms > 1e-3 ? wms : 1e-3) * 1e6);
+    b.kernel = kiln_layer_kernel(l);
+    b.weight_bytes = kiln_layer_weight_bytes(l);
+    size_t osz = kiln_layer_out_dtype(l) == KILN_DTYPE_F32 ? 4 : 2;
+    b.ops = 2.0 * (double)b.M * (double)b.N * (double)b.K;
+    b.bytes = (double)b.weight_bytes + 4.0 * (double)(b.M * b.K) + (double)osz * (double)(b.M * b.N);
+    free(w); /* the layer keeps its own packed copy; give the probes the memory */
+    w = NULL;
+
+    /* Limits first, so the kernel runs right after on a machine in the same state. */
+    double probe_ms = a->probe_ms ? (double)a->probe_ms : 1000;
+    if (bench_probe_limits(b.threads, probe_ms, &b.lim)) {
+        e = EXIT_INTERNAL;
+        goto out;
+    }
+    if ((e = time_runs(a, ctx, l, x, y, &b)))
+        goto out;
+    rate(&b);
+    if (a->json)
+        e = print_json(&b);
+    else
+        print_text(&b);
+out:
+    kiln_layer_destroy(l);
+    kiln_recipe_close(rec);
+    kiln_ctx_destroy(ctx);
+    rm_rf(tmp);
+    free(w);
+    free(bias);
+    free(x);
+    free(xcal);
+    free(y);
+    return e;
+}
