@@ -103,8 +103,8 @@ static char *key_material(const KilnModule *km, size_t *len)
     size_t n = strlen(text) + 256;
     char *key = malloc(n);
     if (key)
-        *len = (size_t)snprintf(key, n, "kiln %s\nllvm %s\nabi qgemm-1\n%s", KILN_VERSION,
-                                kiln_cpu_llvm_version(), text);
+        *len = (size_t)snprintf(key, n, "kiln %s\nllvm %s\nabi qgemm-1\ncodegen %d\n%s",
+                                KILN_VERSION, kiln_cpu_llvm_version(), KILN_CPU_CODEGEN_REV, text);
     free(text);
     return key;
 }

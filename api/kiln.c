@@ -29,6 +29,7 @@ struct kiln_layer {
     void *wpack;
     float *bias;
     char *ir;
+    char desc[256];
     kiln_dtype out;
 };
 
@@ -147,6 +148,28 @@ static int prepack_weights(kiln_layer *l, const KilnFunc *f, const kiln_layer_de
     return rc;
 }
 
+/* "<layout>: w <weight spec|f32>, a <act spec|dtype>[, epilogue][, out dtype]" */
+static void describe(kiln_layer *l, const KilnFunc *f)
+{
+    const KilnInst *g = kiln_find_qgemm(f);
+    const KilnType *wt = &f->values[g->ops[1]].type;
+    const KilnAttr *act = kiln_get(g, "act"), *adt = kiln_get(g, "act_dtype");
+    const KilnAttr *epi = kiln_get(g, "epilogue");
+    char w[96] = "f32", a[96];
+    if (wt->q.fmt != KILN_QF_NONE)
+        kiln_spec_print(&wt->q, w, sizeof w);
+    if (act)
+        kiln_spec_print(&act->q, a, sizeof a);
+    else
+        snprintf(a, sizeof a, "%s", adt ? adt->s : "f32");
+    int n = snprintf(l->desc, sizeof l->desc, "%s: w %s, a %s", l->k.layout.name, w, a);
+    if (epi && strcmp(epi->s, "none") && n < (int)sizeof l->desc)
+        n += snprintf(l->desc + n, sizeof l->desc - (size_t)n, ", %s", epi->s);
+    KilnDType odt = f->values[g->result].type.dt;
+    if (odt != KILN_F32 && n < (int)sizeof l->desc)
+        snprintf(l->desc + n, sizeof l->desc - (size_t)n, ", out %s", kiln_dtype_name(odt));
+}
+
 kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_layer_desc *desc,
                               kiln_layer **out)
 {
@@ -185,6 +208,7 @@ kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_la
     }
     if (!rc) {
         l->ctx = ctx;
+        describe(l, f);
         l->ir = kiln_print_module_str(m);
         l->out = l->k.layout.out_dt == KILN_F16    ? KILN_DTYPE_F16
                  : l->k.layout.out_dt == KILN_BF16 ? KILN_DTYPE_BF16
@@ -216,6 +240,7 @@ kiln_status kiln_layer_run(kiln_layer *l, const float *x, int64_t M, void *y)
 
 kiln_dtype kiln_layer_out_dtype(const kiln_layer *l) { return l->out; }
 const char *kiln_layer_kernel(const kiln_layer *l) { return l->k.layout.name; }
+const char *kiln_layer_describe(const kiln_layer *l) { return l->desc; }
 size_t kiln_layer_weight_bytes(const kiln_layer *l) { return l->k.layout.pack_bytes; }
 const char *kiln_layer_ir(const kiln_layer *l) { return l->ir; }
 

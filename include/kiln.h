@@ -63,6 +63,9 @@ kiln_status kiln_layer_run(kiln_layer *l, const float *x, int64_t M, void *y);
 kiln_dtype kiln_layer_out_dtype(const kiln_layer *l);
 /* The kernel chosen for the layer, e.g. "avx2-i16-madd"; "f32" for an ignored layer. */
 const char *kiln_layer_kernel(const kiln_layer *l);
+/* What the layer computes, for people, e.g. "avx2-i16-madd: w int4 sym group=32,
+ * a int8 sym token dynamic" or "avx2-f32-fma: w f32, a f32, silu, out f16". */
+const char *kiln_layer_describe(const kiln_layer *l);
 /* Bytes of the prepacked weights (codes, scales, zero points). */
 size_t kiln_layer_weight_bytes(const kiln_layer *l);
 /* The kernel IR (text) the layer was compiled from. */

@@ -2,6 +2,7 @@
  * quantized weights into it (byte layout documented in layout.h). libc only. */
 #include "layout.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "numerics.h"
@@ -122,6 +123,8 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     l->K = wt->dim[1];
     l->VL = avx512 ? 16 : 8;
     l->NR = 2 * l->VL;
+    /* MR x NR/VL accumulators + NR/VL weight vectors + a broadcast fit the 16 (32)
+     * vector registers; the rows were picked by measurement (docs/jit-aot.md). */
     l->MR = 4;
     l->KR = l->family == KILN_KF_U8S8_VNNI ? 4 : l->family == KILN_KF_F32_FMA ? 1 : 2;
     l->wspec = *w;
@@ -137,6 +140,17 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
                              "qgemm: layout %s needs K and the group to be multiples of %d "
                              "(K = %lld, group = %lld)", l->name, l->KR, (long long)l->K,
                              (long long)l->group);
+    /* KB: k values per packed block, the k step of the micro-kernel's unrolled
+     * inner iteration. int4 blocks are one 32-bit word per column holding 8 k
+     * (nibble order per family, layout.h), so int4 needs group % 8 == 0. */
+    bool int4 = kiln_dtype_bits(wt->dt) == 4;
+    l->KB = l->group % 8 == 0 ? 8 : l->group % 4 == 0 && l->KR <= 4 ? 4
+          : l->group % 2 == 0 && l->KR <= 2 ? 2 : l->KR;
+    if (int4 && l->KB != 8)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "qgemm: layout %s packs int4 weights 8 k to a 32-bit word: K and "
+                             "the group must be multiples of 8 (K = %lld, group = %lld)",
+                             l->name, (long long)l->K, (long long)l->group);
     l->ngroups = l->K / l->group;
     l->npanels = (l->N + l->NR - 1) / l->NR;
     int bits = kiln_dtype_bits(wt->dt);
@@ -164,17 +178,18 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
         l->aspec = *act;
         l->adt = kiln_qformat_storage(act->fmt, act->symmetric);
     }
+    l->zero_by_sum = l->family == KILN_KF_F32_FMA && !act && (l->zeros_off || int4);
     size_t K = (size_t)l->K;
     switch (l->family) {
     case KILN_KF_I16_MADD: l->act_row_bytes = 2 * K; break;
     case KILN_KF_U8S8_VNNI: l->act_row_bytes = K; break;
     case KILN_KF_BF16_DOT: l->act_row_bytes = 2 * K; break;
     case KILN_KF_F32_FMA:
-        l->act_row_bytes = (act || act_dtype != KILN_F32) ? 4 * K : 0;
+        l->act_row_bytes = (act || act_dtype != KILN_F32 || l->zero_by_sum) ? 4 * K : 0;
         break;
     }
     l->meta_off = align64(l->act_row_bytes);
-    l->scratch_per_row = l->meta_off + (act ? align64(8 + 4 * (size_t)l->ngroups) : 0);
+    l->scratch_per_row = l->meta_off + (act || l->zero_by_sum ? align64(8 + 4 * (size_t)l->ngroups) : 0);
     l->scratch_fixed = 0;
     l->has_bias = has_bias;
     l->epilogue = epi;
@@ -240,6 +255,37 @@ static int64_t scale_index(const KilnLayout *l, int64_t n, int64_t g)
     }
 }
 
+/* One weight row as stored codes c = q - wbias (one byte each; fp8 bytes as is). */
+static void unpack_row(const KilnLayout *l, const uint8_t *row, int8_t *out)
+{
+    int64_t K = l->K;
+    switch (l->wdt) {
+    case KILN_U4:
+    case KILN_I4: {
+        int sub = l->wdt == KILN_U4 ? 8 : 0;
+        for (int64_t k = 0; k + 1 < K; k += 2) {
+            int lo = row[k >> 1] & 0xF, hi = row[k >> 1] >> 4;
+            if (l->wdt == KILN_I4) {
+                lo = lo >= 8 ? lo - 16 : lo;
+                hi = hi >= 8 ? hi - 16 : hi;
+            }
+            out[k] = (int8_t)(lo - sub);
+            out[k + 1] = (int8_t)(hi - sub);
+        }
+        if (K & 1)
+            out[K - 1] = (int8_t)(kiln_code_get(l->wdt, row, K - 1) - l->wbias);
+        break;
+    }
+    case KILN_U8:
+        for (int64_t k = 0; k < K; k++)
+            out[k] = (int8_t)(row[k] ^ 0x80); /* q - 128 */
+        break;
+    default:
+        memcpy(out, row, (size_t)K);
+        break;
+    }
+}
+
 /* f32 weights: panel p holds w[p*NR + nn][k] at k*NR + nn (KR = 1), columns past N 0. */
 static void pack_f32(const KilnLayout *l, const float *w, uint8_t *b)
 {
@@ -266,7 +312,7 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
         return kiln_diag_set(d, KILN_EINPUT, "prepack: asymmetric weight without zero points");
     uint8_t *b = blob;
     memset(b, 0, l->pack_bytes);
-    memcpy(b, "KILNPK1", 8);
+    memcpy(b, "KILNPK2", 8);
     int64_t hdr[4] = {l->N, l->K, l->NR, l->KR};
     memcpy(b + 8, hdr, sizeof hdr);
     if (f32w) {
@@ -276,6 +322,13 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
     size_t row_bytes = kiln_row_bytes(l->wdt, l->K);
     bool int4 = kiln_dtype_bits(l->wdt) == 4;
     int64_t NR = l->NR, KR = l->KR;
+    int8_t *codes = malloc((size_t)l->K);
+    if (!codes)
+        return kiln_diag_set(d, KILN_EINTERNAL, "prepack: out of memory");
+    /* nibble position of k % 8 inside a column's 32-bit word (layout.h) */
+    int pos[8];
+    for (int k = 0; k < 8; k++)
+        pos[k] = KR == 1 ? k : KR == 2 ? (k & 1) * 4 + (k >> 1) : (k & 3) * 2 + (k >> 2);
     for (int64_t p = 0; p < l->npanels; p++) {
         uint8_t *pc = b + l->codes_off + (size_t)p * l->panel_code_bytes;
         for (int64_t nn = 0; nn < NR; nn++) {
@@ -283,16 +336,25 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
             if (n >= l->N)
                 continue; /* padding stays 0 */
             const uint8_t *row = (const uint8_t *)wq->data + (size_t)n * row_bytes;
-            for (int64_t k = 0; k < l->K; k++) {
-                int32_t c = kiln_code_get(l->wdt, row, k) - l->wbias;
-                int64_t e = ((k / KR) * NR + nn) * KR + k % KR;
-                if (int4)
-                    pc[e / 2] |= (uint8_t)((c & 0xF) << (4 * (e & 1)));
-                else
-                    pc[e] = (uint8_t)c;
+            unpack_row(l, row, codes);
+            if (int4) {
+                for (int64_t kb = 0; kb < l->K / 8; kb++) {
+                    uint32_t word = 0;
+                    for (int k = 0; k < 8; k++) /* KR 1: unsigned nibbles c + 8 */
+                        word |= (uint32_t)((codes[kb * 8 + k] + (KR == 1 ? 8 : 0)) & 0xF)
+                                << (4 * pos[k]);
+                    memcpy(pc + (size_t)(kb * NR + nn) * 4, &word, 4);
+                }
+            } else if (KR == 1) {
+                for (int64_t k = 0; k < l->K; k++)
+                    pc[k * NR + nn] = (uint8_t)codes[k];
+            } else {
+                for (int64_t k = 0; k < l->K; k++)
+                    pc[((k / KR) * NR + nn) * KR + k % KR] = (uint8_t)codes[k];
             }
         }
     }
+    free(codes);
     for (int64_t p = 0; p < l->npanels; p++)
         for (int64_t g = 0; g < l->ngroups; g++)
             for (int64_t nn = 0; nn < NR; nn++) {

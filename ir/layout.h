@@ -29,12 +29,29 @@ typedef enum {
 typedef enum { KILN_EPI_NONE, KILN_EPI_SILU, KILN_EPI_GELU } KilnEpilogue;
 
 /* Blob byte layout (all offsets from the blob start, every section 64-aligned):
- *   [0, 64)        header: "KILNPK1\0", then int64 N, K, NR, KR (informative)
- *   codes_off      P = ceil(N/NR) panels of panel_code_bytes each. A panel holds
- *                  K/KR blocks; a block is NR*KR codes in order [n][kr] (column
- *                  n's KR consecutive k values together), one byte per code for
- *                  8-bit formats; int4 codes are packed two per byte in that same
- *                  sequence (element 2j low nibble, 2j+1 high nibble). Integer
+ *   [0, 64)        header: "KILNPK2\0", then int64 N, K, NR, KR (informative)
+ *   codes_off      P = ceil(N/NR) panels of panel_code_bytes each, panel after
+ *                  panel (one sequential stream per thread).
+ *                  8-bit codes: a panel holds K/KR blocks; a block is NR*KR bytes
+ *                  in order [n][kr] (column n's KR consecutive k values together),
+ *                  so one VL-column vector is VL*KR contiguous bytes (vpmovsxbd /
+ *                  vpmovsxbw straight from memory).
+ *                  int4 codes (KB = 8): a panel holds K/8 blocks; a block is NR
+ *                  little-endian 32-bit words, one per column, each holding that
+ *                  column's 8 k values as nibbles, so one VL-column vector is one
+ *                  aligned-size load and every k (pair, quad) comes out with
+ *                  shifts/masks in registers. Nibble position of k%8:
+ *                    KR = 1 (f32-fma):   k, stored UNSIGNED u = c + 8: k < 7 is
+ *                        taken as w & (0xF << 4k) = u * 16^k, converted to f32
+ *                        exactly, against an activation prescaled by 16^-k (exact,
+ *                        a power of two); k = 7 as w >> 28 = u. One op per k.
+ *                        The +8 (and the zero point) go through zero_by_sum.
+ *                    KR = 2 (i16-madd, bf16-dot): 4*(k&1) + k/2: the low i16 holds
+ *                        the even k, the high i16 the odd k of the pair (shl 12-4j,
+ *                        sar 12 on i16 lanes gives pair j as the madd operand)
+ *                    KR = 4 (u8s8-vnni): 2*(k&3) + k/4: byte b holds k=b (low
+ *                        nibble) and k=b+4 (high nibble): and/shift + sign-fix.
+ *                  Integer
  *                  codes are stored as c = q - wbias (wbias 128 for u8, 8 for u4,
  *                  else 0) so every stored code is signed (s8 / s4). fp8 codes are
  *                  stored as is. f32 weights (wdt F32, no quant spec) are stored
@@ -53,13 +70,16 @@ typedef enum { KILN_EPI_NONE, KILN_EPI_SILU, KILN_EPI_GELU } KilnEpilogue;
  *                       (vnni), f32 rounded/fp8-decoded values (f32-fma), bf16
  *                       pairs (bf16-dot); zero-padded to the 64-byte boundary
  *   meta_off            f32 s_a, i32 ca (activation offset removed with wsum),
- *                       then i32 asum[ngroups] = sum of (q - z) per group. */
+ *                       then i32 asum[ngroups] = sum of (q - z) per group;
+ *                       f32-fma with zero_by_sum: f32 at 0 unused, then f32
+ *                       asum[ngroups] = sum of the prepared activations per group. */
 typedef struct KilnLayout {
     char name[48];     /* "avx2-i16-madd", ... (the qgemm `layout` attr) */
     char isa[16];      /* "avx2" or "avx512" ("cpu" resolved to the host) */
     KilnKernelFamily family;
     int64_t N, K;
     int NR, KR;        /* panel width (output columns) and k-interleave */
+    int KB;            /* k per packed block = per unrolled micro-kernel step (8 for int4) */
     int MR;            /* rows of the register block */
     int VL;            /* f32/i32 lanes of one vector register */
     KilnQuantSpec wspec;
@@ -72,6 +92,12 @@ typedef struct KilnLayout {
     size_t panel_code_bytes, codes_off, scales_off, zeros_off, wsum_off, pack_bytes;
     /* activations */
     bool weight_only;
+    /* f32-fma, asymmetric int weights and all int4: the zero point is not
+     * subtracted per element but per group, as s_w * (sum_k a*c - z' * sum_k a)
+     * (z' = z - wbias for int8 codes c = q - wbias, z' = z (8 when symmetric) for
+     * the unsigned int4 nibbles), with the row's per-group activation sums in
+     * scratch (meta asum as f32) */
+    bool zero_by_sum;
     KilnDType act_dtype;  /* weight-only: f32/f16/bf16 */
     KilnQuantSpec aspec;  /* quantized activations */
     KilnDType adt;        /* their storage dtype */

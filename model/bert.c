@@ -230,7 +230,7 @@ int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n
             break;
         }
         if (need > m->maxpos)
-            need = m->maxpos; /* truncated like sentence-transformers (max_seq_length) */
+            need = m->maxpos; /* longer inputs are cut at the position table (no [SEP]) */
         if (T + need > cap) {
             cap = (T + need) * 2;
             int32_t *nids = realloc(ids, sizeof *ids * (size_t)cap);

@@ -214,6 +214,21 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const 
     return s;
 }
 
+static float dot_generic(const float *a, const float *b, int n)
+{
+    float s = 0;
+    for (int i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static float (*pick_dot(void))(const float *, const float *, int)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? dot_avx2
+                                                                           : dot_generic;
+}
+
 typedef struct AttnTask {
     const KilnLlama *m;
     const KilnKVCache *kv;
@@ -221,6 +236,7 @@ typedef struct AttnTask {
     const float *q; /* [T, nh*hd], roped */
     float *ctx;     /* [T, nh*hd] */
     float *scratch; /* per thread: 2*(pos0+T)*hd + (pos0+T) */
+    float (*dot)(const float *, const float *, int);
 } AttnTask;
 
 /* One task = one query head: dequantize its KV head's cache once, then causal
@@ -238,11 +254,12 @@ static void attn_task(void *ctx, int h, int thread)
     }
     float sc = 1.0f / sqrtf((float)hd);
     int D = m->nh * hd;
+    float (*dot)(const float *, const float *, int) = a->dot;
     for (int t = 0; t < a->T; t++) {
         const float *q = a->q + (size_t)t * D + h * hd;
         int upto = a->pos0 + t + 1;
         for (int j = 0; j < upto; j++)
-            p[j] = dot_avx2(q, K + (size_t)j * hd, hd) * sc;
+            p[j] = dot(q, K + (size_t)j * hd, hd) * sc;
         kiln_softmax(p, upto);
         float *o = a->ctx + (size_t)t * D + h * hd;
         memset(o, 0, sizeof(float) * (size_t)hd);
@@ -289,7 +306,7 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
                 kiln_rope_norm(k + (size_t)t * KD + hh * m->hd, m->hd, pos0 + t, m->theta);
             kiln_kv_write(kv, i, pos0 + t, k + (size_t)t * KD, v + (size_t)t * KD);
         }
-        AttnTask at = {m, kv, i, T, pos0, q, c, scr};
+        AttnTask at = {m, kv, i, T, pos0, q, c, scr, pick_dot()};
         kiln_pool_run(pool, m->nh, attn_task, &at);
         if ((rc = kiln_linear_run(&L[L_O], pool, c, T, h, d)))
             break;

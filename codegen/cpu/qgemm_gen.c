@@ -11,11 +11,15 @@
 #define MAXR 8
 #define MAXNV 4
 
+#define MAXP 4
+
 typedef struct Tile {
     int R, NV;
+    int P; /* independent accumulator chains per (row, vector), summed per group */
     LLVMValueRef m0, p, ncols, wpanel;
     LLVMValueRef rowp[MAXR], meta[MAXR];
-    LLVMValueRef facc[MAXR][MAXNV], gacc[MAXR][MAXNV]; /* allocas */
+    LLVMValueRef packed[MAXNV]; /* int4: the block's column words, loaded once per block */
+    LLVMValueRef facc[MAXR][MAXNV], gacc[MAXR][MAXNV][MAXP]; /* allocas */
 } Tile;
 
 static bool int_family(const KilnLayout *l)
@@ -27,26 +31,58 @@ static bool fp8_weights(const KilnLayout *l)
     return l->wspec.fmt == KILN_QF_FP8_E4M3 || l->wspec.fmt == KILN_QF_FP8_E5M2;
 }
 
-/* Codes of one vector's columns for k-block kblk: <VL*KR x i8>, int4 unpacked
- * (sign-extended nibbles, low nibble first) so the order is [n][kr]. */
-static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kblk, int v)
+static bool int4_weights(const KilnLayout *l) { return kiln_dtype_bits(l->wdt) == 4; }
+
+/* int4: the NR column words of block kb (layout.h), one <VL x i32> per vector. */
+static void load_packed(KilnGen *g, Tile *t, LLVMValueRef kb)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
-    unsigned n = (unsigned)(l->VL * l->KR);
-    LLVMValueRef el = LLVMBuildAdd(b, LLVMBuildMul(b, kblk, kg_i64(g, l->NR * l->KR), ""),
+    for (int v = 0; v < t->NV; v++) {
+        LLVMValueRef el = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, l->NR), ""),
+                                       kg_i64(g, (int64_t)v * l->VL), "");
+        t->packed[v] = kg_load(g, g->vi, kg_gep(g, t->wpanel, LLVMBuildMul(b, el, kg_i64(g, 4), "")));
+    }
+}
+
+static LLVMValueRef vsplat_i(KilnGen *g, LLVMTypeRef el, int64_t v, unsigned n)
+{
+    return kg_splat(g, LLVMConstInt(el, (unsigned long long)v, 1), n);
+}
+
+/* Signed codes of vector v for step j of block kb (k = kb*KB + j*KR ...): VL*KR
+ * lanes in [n][kr] order; i8 lanes for 8-bit codes, for int4 the lanes the
+ * family's unpack leaves them in: i32 (KR 1), i16 (KR 2), i8 (KR 4). int4 never
+ * goes through memory: shifts and masks on the block's words. */
+static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int v)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    unsigned VL = (unsigned)l->VL;
+    if (int4_weights(l)) {
+        LLVMValueRef w = t->packed[v];
+        if (l->KR == 1) /* unsigned u * 16^j, exact in f32; the act is prescaled */
+            return j == 7 ? LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 28, VL), "")
+                          : LLVMBuildAnd(b, w, vsplat_i(g, g->i32, (int64_t)0xF << (4 * j), VL), "");
+        if (l->KR == 2) {
+            LLVMValueRef h = LLVMBuildBitCast(b, w, kg_vec(g->i16, 2 * VL), "");
+            if (j != 3)
+                h = LLVMBuildShl(b, h, vsplat_i(g, g->i16, 12 - 4 * j, 2 * VL), "");
+            return LLVMBuildAShr(b, h, vsplat_i(g, g->i16, 12, 2 * VL), "");
+        }
+        /* KR 4: byte b holds k=b low, k=b+4 high; sign-extend the nibble: (u ^ 8) - 8 */
+        if (j)
+            w = LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 4, VL), "");
+        w = LLVMBuildAnd(b, w, vsplat_i(g, g->i32, 0x0F0F0F0F, VL), "");
+        LLVMValueRef by = LLVMBuildBitCast(b, w, kg_vec(g->i8, 4 * VL), "");
+        LLVMValueRef eight = vsplat_i(g, g->i8, 8, 4 * VL);
+        return LLVMBuildSub(b, LLVMBuildXor(b, by, eight, ""), eight, "");
+    }
+    unsigned n = VL * (unsigned)l->KR;
+    LLVMValueRef kk = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, l->KB / l->KR), ""), kg_i64(g, j), "");
+    LLVMValueRef el = LLVMBuildAdd(b, LLVMBuildMul(b, kk, kg_i64(g, l->NR * l->KR), ""),
                                    kg_i64(g, (int64_t)v * n), "");
-    if (kiln_dtype_bits(l->wdt) == 8)
-        return kg_load(g, kg_vec(g->i8, n), kg_gep(g, t->wpanel, el));
-    LLVMTypeRef ht = kg_vec(g->i8, n / 2);
-    LLVMValueRef by = kg_load(g, ht, kg_gep(g, t->wpanel, LLVMBuildSDiv(b, el, kg_i64(g, 2), "")));
-    LLVMValueRef four = kg_splat(g, LLVMConstInt(g->i8, 4, 0), n / 2);
-    LLVMValueRef lo = LLVMBuildAShr(b, LLVMBuildShl(b, by, four, ""), four, "");
-    LLVMValueRef hi = LLVMBuildAShr(b, by, four, "");
-    LLVMValueRef mask[64];
-    for (unsigned i = 0; i < n; i++)
-        mask[i] = kg_i32(g, (i & 1) ? n / 2 + i / 2 : i / 2);
-    return LLVMBuildShuffleVector(b, lo, hi, LLVMConstVector(mask, n), "");
+    return kg_load(g, kg_vec(g->i8, n), kg_gep(g, t->wpanel, el));
 }
 
 /* fp8 bytes -> f32: shift exponent+mantissa into f32 position, multiply by the
@@ -79,20 +115,22 @@ static LLVMValueRef vec_sect(KilnGen *g, Tile *t, size_t sect, LLVMValueRef gi, 
                                          LLVMBuildMul(b, e, kg_i64(g, 4), ""), ""));
 }
 
-/* Weight vector(s) for one k-block in the form the family's dot instruction takes. */
-static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kblk, int v, LLVMValueRef zv)
+/* Weight vector(s) for step j of block kb in the form the family's dot takes. */
+static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int v, LLVMValueRef zv)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
     unsigned n = (unsigned)(l->VL * l->KR);
     if (l->wdt == KILN_F32) { /* unquantized layer: the panel holds the f32 weights (KR = 1) */
-        LLVMValueRef el = LLVMBuildAdd(b, LLVMBuildMul(b, kblk, kg_i64(g, l->NR), ""),
+        LLVMValueRef k = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, l->KB), ""), kg_i64(g, j), "");
+        LLVMValueRef el = LLVMBuildAdd(b, LLVMBuildMul(b, k, kg_i64(g, l->NR), ""),
                                        kg_i64(g, (int64_t)v * l->VL), "");
         return kg_load(g, g->vf, kg_gep(g, t->wpanel, LLVMBuildMul(b, el, kg_i64(g, 4), "")));
     }
-    LLVMValueRef c = load_codes(g, t, kblk, v);
+    LLVMValueRef c = load_codes(g, t, kb, j, v);
     switch (l->family) {
-    case KILN_KF_I16_MADD: return LLVMBuildSExt(b, c, kg_vec(g->i16, n), "");
+    case KILN_KF_I16_MADD:
+        return int4_weights(l) ? c : LLVMBuildSExt(b, c, kg_vec(g->i16, n), "");
     case KILN_KF_U8S8_VNNI: return LLVMBuildBitCast(b, c, g->vi, "");
     case KILN_KF_F32_FMA:
     case KILN_KF_BF16_DOT: {
@@ -100,7 +138,8 @@ static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kblk, int v
         if (fp8_weights(l)) {
             f = fp8_decode(g, c, n);
         } else {
-            LLVMValueRef ci = LLVMBuildSExt(b, c, kg_vec(g->i32, n), "");
+            LLVMValueRef ci = LLVMGetElementType(LLVMTypeOf(c)) == g->i32
+                                  ? c : LLVMBuildSExt(b, c, kg_vec(g->i32, n), "");
             if (zv)
                 ci = LLVMBuildSub(b, ci, zv, "");
             f = LLVMBuildSIToFP(b, ci, kg_vec(g->f32, n), "");
@@ -175,7 +214,7 @@ static void st(KilnGen *g, LLVMValueRef v, LLVMValueRef p) { LLVMBuildStore(g->b
 static LLVMValueRef group_zeros(KilnGen *g, Tile *t, LLVMValueRef gi, int v)
 {
     const KilnLayout *l = g->l;
-    if (!l->zeros_off || int_family(l))
+    if (!l->zeros_off || int_family(l) || l->zero_by_sum)
         return NULL;
     LLVMValueRef z = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
     if (l->KR == 1)
@@ -195,7 +234,7 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
     for (int v = 0; v < t->NV; v++) {
         if (!l->scales_off) { /* f32 weights: no scales, the sum is the result */
             for (int r = 0; r < t->R; r++)
-                st(g, LLVMBuildFAdd(b, ld(g, g->vf, t->facc[r][v]), ld(g, g->vf, t->gacc[r][v]), ""),
+                st(g, LLVMBuildFAdd(b, ld(g, g->vf, t->facc[r][v]), ld(g, g->vf, t->gacc[r][v][0]), ""),
                    t->facc[r][v]);
             continue;
         }
@@ -203,10 +242,24 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
         LLVMValueRef wsum = l->wsum_off ? kg_load(g, g->vi, vec_sect(g, t, l->wsum_off, gi, v)) : NULL;
         LLVMValueRef zv = (l->zeros_off && int_family(l))
                               ? kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v)) : NULL;
+        LLVMValueRef zf = NULL;
+        if (l->zero_by_sum && l->zeros_off) {
+            LLVMValueRef zi = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
+            if (int4_weights(l)) /* unsigned nibbles: z' = (z - 8) + 8 */
+                zi = LLVMBuildAdd(b, zi, vsplat_i(g, g->i32, 8, VL), "");
+            zf = LLVMBuildSIToFP(b, zi, g->vf, "");
+        } else if (l->zero_by_sum) {
+            zf = kg_splat(g, kg_f32(g, 8), VL);
+        }
         for (int r = 0; r < t->R; r++) {
-            LLVMValueRef ga = ld(g, int_family(l) ? g->vi : g->vf, t->gacc[r][v]);
+            LLVMValueRef ga = ld(g, int_family(l) ? g->vi : g->vf, t->gacc[r][v][0]);
             LLVMValueRef fa = ld(g, g->vf, t->facc[r][v]);
             if (!int_family(l)) {
+                if (zf) { /* sum a*(c - z') = sum a*c - z' * sum a */
+                    LLVMValueRef off = LLVMBuildAdd(b, kg_i64(g, 8), LLVMBuildMul(b, gi, kg_i64(g, 4), ""), "");
+                    LLVMValueRef xs = kg_splat(g, kg_load(g, g->f32, kg_gep(g, t->meta[r], off)), VL);
+                    ga = LLVMBuildFSub(b, ga, LLVMBuildFMul(b, zf, xs, ""), "");
+                }
                 st(g, LLVMBuildFAdd(b, fa, LLVMBuildFMul(b, sv, ga, ""), ""), t->facc[r][v]);
                 continue;
             }
@@ -248,32 +301,48 @@ static void emit_tile(KilnGen *g, Tile *t)
         }
         for (int v = 0; v < t->NV; v++) {
             t->facc[r][v] = kg_alloca(g, g->vf, "facc");
-            t->gacc[r][v] = kg_alloca(g, gt, "gacc");
+            for (int ph = 0; ph < t->P; ph++)
+                t->gacc[r][v][ph] = kg_alloca(g, gt, "gacc");
             st(g, LLVMConstNull(g->vf), t->facc[r][v]);
         }
     }
-    int64_t bpg = l->group / l->KR; /* k-blocks per group */
+    int64_t bpg = l->group / l->KB; /* packed blocks per group */
+    int steps = l->KB / l->KR;      /* dot steps per block, unrolled */
     KilnLoop lg;
     LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
     LLVMValueRef zv[MAXNV];
     for (int v = 0; v < t->NV; v++) {
         zv[v] = group_zeros(g, t, gi, v);
         for (int r = 0; r < t->R; r++)
-            st(g, LLVMConstNull(gt), t->gacc[r][v]);
+            for (int ph = 0; ph < t->P; ph++)
+                st(g, LLVMConstNull(gt), t->gacc[r][v][ph]);
     }
     LLVMValueRef kb0 = LLVMBuildMul(b, gi, kg_i64(g, bpg), "");
     KilnLoop lk;
-    LLVMValueRef kblk = kg_loop_begin(g, &lk, kb0, LLVMBuildAdd(b, kb0, kg_i64(g, bpg), ""), 1);
-    LLVMValueRef k = LLVMBuildMul(b, kblk, kg_i64(g, l->KR), "");
-    LLVMValueRef w[MAXNV];
-    for (int v = 0; v < t->NV; v++)
-        w[v] = weight_operand(g, t, kblk, v, zv[v]);
-    for (int r = 0; r < t->R; r++) {
-        LLVMValueRef a = act_operand(g, t, r, k);
+    LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, LLVMBuildAdd(b, kb0, kg_i64(g, bpg), ""), 1);
+    if (int4_weights(l))
+        load_packed(g, t, kb);
+    for (int j = 0; j < steps; j++) {
+        LLVMValueRef k = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, l->KB), ""),
+                                      kg_i64(g, (int64_t)j * l->KR), "");
+        LLVMValueRef w[MAXNV];
         for (int v = 0; v < t->NV; v++)
-            st(g, dot(g, ld(g, gt, t->gacc[r][v]), a, w[v]), t->gacc[r][v]);
+            w[v] = weight_operand(g, t, kb, j, v, zv[v]);
+        int ph = j % t->P;
+        for (int r = 0; r < t->R; r++) {
+            LLVMValueRef a = act_operand(g, t, r, k);
+            for (int v = 0; v < t->NV; v++)
+                st(g, dot(g, ld(g, gt, t->gacc[r][v][ph]), a, w[v]), t->gacc[r][v][ph]);
+        }
     }
     kg_loop_end(g, &lk);
+    for (int r = 0; r < t->R; r++) /* fold the chains (integer sums stay exact) */
+        for (int v = 0; v < t->NV; v++)
+            for (int ph = 1; ph < t->P; ph++) {
+                LLVMValueRef s0 = ld(g, gt, t->gacc[r][v][0]), s1 = ld(g, gt, t->gacc[r][v][ph]);
+                st(g, int_family(l) ? LLVMBuildAdd(b, s0, s1, "") : LLVMBuildFAdd(b, s0, s1, ""),
+                   t->gacc[r][v][0]);
+            }
     group_end(g, t, gi);
     kg_loop_end(g, &lg);
 
@@ -375,11 +444,14 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     LLVMValueRef mfull = LLVMBuildMul(b, LLVMBuildSDiv(b, g->M, kg_i64(g, l->MR), ""), kg_i64(g, l->MR), "");
     KilnLoop lm;
     t.R = l->MR;
+    t.P = 1;
     t.m0 = kg_loop_begin(g, &lm, kg_i64(g, 0), mfull, l->MR);
     emit_tile(g, &t);
     kg_loop_end(g, &lm);
     KilnLoop lr;
     t.R = 1;
+    /* one row: a single chain per vector would wait on the FMA (vpdpbusd) latency */
+    t.P = l->family == KILN_KF_I16_MADD ? 1 : l->KB / l->KR < MAXP ? l->KB / l->KR : MAXP;
     t.m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
     emit_tile(g, &t);
     kg_loop_end(g, &lr);
