@@ -158,8 +158,12 @@ static void describe(kiln_layer *l, const KilnFunc *f)
     char w[96] = "f32", a[96];
     if (wt->q.fmt != KILN_QF_NONE)
         kiln_spec_print(&wt->q, w, sizeof w);
-    if (act)
-        kiln_spec_print(&act->q, a, sizeof a);
+    if (act) { /* the format, not this layer's calibrated scale */
+        KilnQuantSpec q = act->q;
+        q.scale = 0;
+        q.zero = 0;
+        kiln_spec_print(&q, a, sizeof a);
+    }
     else
         snprintf(a, sizeof a, "%s", adt ? adt->s : "f32");
     int n = snprintf(l->desc, sizeof l->desc, "%s: w %s, a %s", l->k.layout.name, w, a);
