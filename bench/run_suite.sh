@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# bench/run_suite.sh — kiln's standard CPU benchmark in one command: every recipe of the
+# suite on the standard shapes, decode (M=1, cold caches) and prefill (M=512), 1 and 2
+# threads, interleaved with peers (PyTorch, oneDNN, OpenBLAS) on the same shapes and
+# threads; writes bench/results/cpu-<date>.md. docs/bench.md explains the numbers.
+#
+# usage: bench/run_suite.sh [--quick] [--rounds R] [--out FILE] [--no-peers]
+#                           [--shapes "NxK ..."] [--ms "1 512"] [--threads "1 2"]
+#                           [--recipes "w8a8-int8-dynamic ..."]
+# env:   KILN_BIN (default build/kiln, built by scripts/setup.sh when missing),
+#        KILN_BENCH_VENV (default ~/.cache/kiln/bench-venv: PyTorch is installed there,
+#        never in the repo), KILN_BENCH_PROBE_MS (default 250).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+args=$(printf '%q ' "$@"); args=${args% }
+
+quick=0 rounds= out= peers=1 shapes= ms_list= threads_list= recipes=
+while (($#)); do
+  case $1 in
+    --quick) quick=1 ;;
+    --rounds) rounds=$2; shift ;;
+    --out) out=$2; shift ;;
+    --no-peers) peers=0 ;;
+    --shapes) shapes=$2; shift ;;
+    --ms) ms_list=$2; shift ;;
+    --threads) threads_list=$2; shift ;;
+    --recipes) recipes=$2; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "run_suite: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if ((quick)); then
+  : "${shapes:=4096x4096}" "${rounds:=1}"
+else
+  : "${shapes:=4096x4096 14336x4096 4096x14336}" "${rounds:=2}"
+fi
+: "${ms_list:=1 512}" "${threads_list:=1 2}"
+if [ -z "$recipes" ]; then
+  recipes="w4a16-g128-asym w4a8 w8a16 w8a8-int8-dynamic fp8-e4m3-dynamic"
+  [ -f recipes/f32.lua ] && recipes+=" f32"
+fi
+date=$(date +%Y-%m-%d)
+: "${out:=bench/results/cpu-$date.md}"
+kiln=${KILN_BIN:-build/kiln}
+venv=${KILN_BENCH_VENV:-$HOME/.cache/kiln/bench-venv}
+probe_ms=${KILN_BENCH_PROBE_MS:-250}
+work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-bench-suite.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+raw=$work/raw.json
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# ---------------------------------------------------------------- what the suite needs
+apt_need=()
+for p in libdnnl-dev libopenblas-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || apt_need+=("$p")
+done
+python3 -m venv --help >/dev/null 2>&1 || apt_need+=(python3-venv)
+if ((peers)) && ((${#apt_need[@]})); then
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  log "installing ${apt_need[*]}"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      $SUDO apt-get install -y -qq --no-install-recommends "${apt_need[@]}" >/dev/null; } ||
+    log "apt-get failed: the peers that need ${apt_need[*]} will read n/a"
+fi
+if [ ! -x "$kiln" ]; then
+  log "building kiln (scripts/setup.sh)"
+  bash scripts/setup.sh >&2 || { echo "run_suite: kiln did not build" >&2; exit 4; }
+  kiln=build/kiln
+fi
+
+peer_err_openblas= peer_err_onednn= peer_err_torch=
+if ((peers)); then
+  cc -O2 -march=native -o "$work/peers_openblas" bench/peers/peers_openblas.c -lopenblas \
+    2>"$work/cc_openblas.log" || peer_err_openblas="did not build: $(head -c 160 "$work/cc_openblas.log")"
+  cc -O2 -march=native -o "$work/peers_onednn" bench/peers/peers_onednn.c -ldnnl \
+    2>"$work/cc_onednn.log" || peer_err_onednn="did not build: $(head -c 160 "$work/cc_onednn.log")"
+  if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
+    log "creating $venv and installing torch + numpy from PyPI (large download)"
+    { python3 -m venv "$venv" && "$venv/bin/pip" install -q torch numpy; } >"$work/pip.log" 2>&1 ||
+      peer_err_torch="pip install torch failed: $(tail -n 2 "$work/pip.log" | tr '\n"' '  ')"
+  fi
+  [ -n "$peer_err_torch" ] && log "torch peer n/a: $peer_err_torch"
+fi
+
+# ---------------------------------------------------------------- running
+# Every result goes to $raw as {"case", "round", "tool", "recipe"?, "result": {...}}.
+emit() { # case round tool recipe json
+  printf '{"case": "%s", "round": %s, "tool": "%s", "recipe": "%s", "result": %s}\n' \
+    "$1" "$2" "$3" "$4" "$5" >>"$raw"
+}
+peer_fail() { # case round peer-name dtype message
+  local msg=${5//\"/\'}
+  emit "$1" "$2" peer "" "{\"peer\": \"$3\", \"dtype\": \"$4\", \"error\": \"${msg//$'\n'/ }\"}"
+}
+run_kiln() { # case round recipe M N K T repeat warmup cold
+  local r st
+  r=$("$kiln" bench "recipes/$3.lua" --shape "$4,$5,$6" --threads "$7" --repeat "$8" \
+        --warmup "$9" ${10} --probe-ms "$probe_ms" --json 2>"$work/kiln.err")
+  st=$?
+  if ((st == 0)); then
+    emit "$1" "$2" kiln "$3" "$r"
+  else
+    log "kiln bench $3 $4,$5,$6 failed (exit $st): $(head -c 300 "$work/kiln.err")"
+    emit "$1" "$2" kiln "$3" "{\"error\": \"exit $st\"}"
+  fi
+}
+run_peer() { # case round name errvar cmd...
+  local c=$1 rd=$2 name=$3 err=$4; shift 4
+  if [ -n "$err" ]; then peer_fail "$c" "$rd" "$name" "-" "$err"; return; fi
+  local line any=0
+  while IFS= read -r line; do
+    case $line in "{"*) emit "$c" "$rd" peer "" "$line"; any=1 ;; esac
+  done < <(timeout 600 "$@" 2>"$work/peer.err")
+  ((any)) || peer_fail "$c" "$rd" "$name" "-" "failed: $(tail -c 200 "$work/peer.err")"
+}
+run_peers() { # case round M N K T repeat warmup cold01
+  ((peers)) || return 0
+  local c=$1 rd=$2; shift 2
+  run_peer "$c" "$rd" openblas "$peer_err_openblas" env OPENBLAS_NUM_THREADS="$4" "$work/peers_openblas" "$@"
+  run_peer "$c" "$rd" onednn "$peer_err_onednn" env OMP_NUM_THREADS="$4" "$work/peers_onednn" "$@"
+  run_peer "$c" "$rd" torch "$peer_err_torch" env OMP_NUM_THREADS="$4" "$venv/bin/python" \
+    bench/peers/peers_torch.py "$@"
+}
+
+t_start=$(date +%s)
+for nk in $shapes; do
+  N=${nk%x*} K=${nk#*x}
+  for M in $ms_list; do
+    if [ "$M" = 1 ]; then cold=--cold cold01=1 rep=$((quick ? 10 : 20)) warm=3
+    else cold= cold01=0 rep=$((quick ? 3 : 5)) warm=1; fi
+    for T in $threads_list; do
+      case_name="M=$M N=$N K=$K T=$T${cold:+ cold}"
+      log "case $case_name"
+      # kiln, peers, kiln, peers, ..., kiln: the machine's drift hits both sides.
+      for ((rd = 1; rd <= rounds + 1; rd++)); do
+        for rc in $recipes; do run_kiln "$case_name" "$rd" "$rc" "$M" "$N" "$K" "$T" "$rep" "$warm" "$cold"; done
+        ((rd <= rounds)) && run_peers "$case_name" "$rd" "$M" "$N" "$K" "$T" "$rep" "$warm" "$cold01"
+      done
+    done
+  done
+done
+t_end=$(date +%s)
+
+# ---------------------------------------------------------------- the results file
+mkdir -p "$(dirname "$out")"
+mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
+model=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
+flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' |
+        grep -E '^(avx2|fma|f16c|avx512f|avx512_vnni|avx512_bf16|avx_vnni|amx_tile|amx_int8|amx_bf16)$' |
+        tr '\n' ' ')
+{
+  echo "# kiln CPU benchmark, $date"
+  echo
+  echo "Produced by \`bench/run_suite.sh $args\` in $(( (t_end - t_start) / 60 )) min $(( (t_end - t_start) % 60 )) s;"
+  echo "docs/bench.md explains every column. kiln $("$kiln" --version 2>/dev/null | cut -d' ' -f2), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' + uncommitted changes')."
+  echo
+  echo "## Machine"
+  echo
+  echo "- CPU: $model, $(nproc) cores this process may use ($(lscpu | sed -n 's/^Thread(s) per core: *//p') thread(s) per core)"
+  echo "- SIMD flags present (of the ones kiln cares about): $flags"
+  echo "- Caches: L2 $(lscpu | sed -n 's/^L2 cache: *//p'), L3 $(lscpu | sed -n 's/^L3 cache: *//p'); memory $mem"
+  echo "- Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo
+  echo "## Commands"
+  echo
+  echo "Per case, for each recipe: \`$kiln bench recipes/RECIPE.lua --shape M,N,K --threads T --repeat R --warmup W [--cold] --probe-ms $probe_ms --json\`;"
+  echo "peers: \`peers_openblas M N K T R W COLD\`, \`OMP_NUM_THREADS=T peers_onednn ...\`, \`python bench/peers/peers_torch.py ...\`"
+  echo "(built by the script with \`cc -O2 -march=native ... -lopenblas\` / \`-ldnnl\`). Decode (M=1) runs cold (caches evicted before every run),"
+  echo "$rounds interleaved round(s) of kiln then peers, plus a final kiln round; each number is the median over rounds of each run's median."
+  echo
+  echo "## Results"
+  echo
+  python3 bench/summarize.py "$raw"
+} >"$out"
+cp "$raw" "${out%.md}.raw.json"
+log "wrote $out (raw results: ${out%.md}.raw.json)"
