@@ -9,6 +9,7 @@
 #include "frontend/recipe.h"
 #include "ir/numerics.h"
 #include "model/model.h"
+#include "model/modelfile.h"
 #include "runtime/runtime.h"
 
 double kiln_now_ms(void)
@@ -18,12 +19,27 @@ double kiln_now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
 
+int kiln_load_f32_checked(const KilnModelFile *mf, const char *what, const char *name,
+                          int64_t numel, float **out, KilnDiag *d)
+{
+    const KilnModelTensor *t = kiln_mf_find(mf, name);
+    if (!t)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: no tensor '%s'", what, name);
+    if (t->numel != numel)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: '%s' has %lld elements, expected %lld", what,
+                             name, (long long)t->numel, (long long)numel);
+    return kiln_mf_load_f32(mf, name, out, d);
+}
+
 /* ------------------------------------------------------------------ GEMM */
 
 typedef float v8 __attribute__((vector_size(32)));
 
-static inline float hsum8(v8 a)
+/* By pointer: a 32-byte vector passed by value changes the ABI with and without AVX
+ * (-Wpsabi), and this file is built without -mavx. */
+static inline float hsum8(const v8 *v)
 {
+    const v8 a = *v;
     return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
 }
 
@@ -52,7 +68,7 @@ static inline float hsum8(v8 a)
             }                                                                       \
             for (int i = 0; i < mr; i++)                                            \
                 for (int j = 0; j < nr; j++) {                                      \
-                    float s = hsum8(acc[i][j]);                                     \
+                    float s = hsum8(&acc[i][j]);                                     \
                     for (int64_t kk = k; kk < K; kk++)                              \
                         s += xr[i][kk] * wr[j][kk];                                 \
                     y[(m0 + i) * N + n + j] = s + (b ? b[n + j] : 0.0f);            \
