@@ -480,19 +480,10 @@ static int recipe_fn(lua_State *L)
     return push_builder(L, MT_RECIPEB, "recipe expects a non-empty name: return recipe \"w4a16\" { ... }");
 }
 
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p)
-        memcpy(p, s, n);
-    return p;
-}
-
 static void parse_pattern(const char *s, KPattern *p)
 {
     p->lua = strncmp(s, "lua:", 4) == 0;
-    p->pattern = xstrdup(p->lua ? s + 4 : s);
+    p->pattern = strdup(p->lua ? s + 4 : s);
 }
 
 static void parse_ignore(lua_State *L, KilnRecipe *r, int rline)
@@ -554,7 +545,7 @@ static void parse_rules(lua_State *L, KilnRecipe *r, int t, const char *name, in
         const char *pat = lua_tostring(L, -1);
         KRule *k = &r->rules[r->nrules];
         *k = u->r;
-        k->pattern = xstrdup(strncmp(pat, "lua:", 4) ? pat : pat + 4);
+        k->pattern = strdup(strncmp(pat, "lua:", 4) ? pat : pat + 4);
         k->example = NULL;
         r->nrules++;
         for (int j = 0; j < r->nrules - 1; j++)
@@ -594,13 +585,13 @@ static int recipeb_call(lua_State *L)
     u->r = NULL;
     luaL_setmetatable(L, MT_RECIPE); /* its __gc frees a half-built recipe on error */
     KilnRecipe *r = u->r = calloc(1, sizeof *r);
-    r->name = xstrdup(name);
+    r->name = strdup(name);
     r->line = line;
     if (lua_getfield(L, 2, "target") != LUA_TNIL) {
         if (lua_type(L, -1) != LUA_TSTRING || !kiln_recipe_target_valid(lua_tostring(L, -1)))
             kiln__dsl_error(L, kiln__key_line_at(L, line, "target"), "unknown target '%s' (valid: %s)",
                       lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : kiln__what(L, -1), kiln_recipe_targets);
-        r->target = xstrdup(lua_tostring(L, -1));
+        r->target = strdup(lua_tostring(L, -1));
     }
     lua_pop(L, 1);
     if (lua_getfield(L, 2, "ignore") != LUA_TNIL)

@@ -139,15 +139,6 @@ static int fail(lua_State *L, KLoadCtx *c, KLimit *lim, int status, const char *
     return KILN_EINPUT;
 }
 
-static char *dupstr(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p)
-        memcpy(p, s, n);
-    return p;
-}
-
 static bool uses_lua_patterns(const KilnRecipe *r)
 {
     for (int i = 0; i < r->nrules; i++)
@@ -241,7 +232,7 @@ static int load_impl(const char *src, size_t len, const char *file, KilnRecipe *
         kiln_recipe_free(r);
         return kiln_diag_set(d, KILN_EINTERNAL, "cannot create a Lua state");
     }
-    r->file = dupstr(file);
+    r->file = strdup(file);
     kiln__make_examples(r);
     *out = r;
     return 0;

@@ -42,17 +42,6 @@ static int fail(Interp *c, int code, const char *fmt, ...)
                             c->f->values[in->result].name, kiln_op_name(in->op), msg);
 }
 
-typedef struct {
-    char s[160];
-} TypeStr;
-
-static TypeStr tstr(const KilnType *t)
-{
-    TypeStr r;
-    kiln_type_print(t, r.s, sizeof r.s);
-    return r;
-}
-
 static const char *vname(const Interp *c, int id) { return c->f->values[id].name; }
 
 static bool is_float_dt(KilnDType dt) { return dt == KILN_F32 || dt == KILN_F16 || dt == KILN_BF16; }
@@ -78,16 +67,6 @@ static void store_f(KilnTensor *t, int64_t i, float v)
     }
 }
 
-static bool same_shape(const KilnType *a, const KilnType *b)
-{
-    if (a->rank != b->rank)
-        return false;
-    for (int i = 0; i < a->rank; i++)
-        if (a->dim[i] != b->dim[i])
-            return false;
-    return true;
-}
-
 static int64_t last_dim(const KilnType *t) { return t->rank ? t->dim[t->rank - 1] : 1; }
 static int64_t rows_of(const KilnType *t)
 {
@@ -100,15 +79,15 @@ static int need_float(Interp *c, const char *what, int id, const KilnType *t)
     if (is_float_dt(t->dt) && t->q.fmt == KILN_QF_NONE)
         return 0;
     return fail(c, KILN_EINPUT, "%s %%%s must be f32, f16 or bf16, got %s", what, vname(c, id),
-                tstr(t).s);
+                kiln_type_str(t).s);
 }
 
 static int need_same_shape(Interp *c, int id, const KilnType *src, const KilnType *res)
 {
-    if (same_shape(src, res))
+    if (kiln_type_same_shape(src, res))
         return 0;
     return fail(c, KILN_EINPUT, "operand %%%s is %s but the result is %s (shapes differ)",
-                vname(c, id), tstr(src).s, tstr(res).s);
+                vname(c, id), kiln_type_str(src).s, kiln_type_str(res).s);
 }
 
 /* A malloc'd f32 copy of a float tensor. */
@@ -149,7 +128,7 @@ static int op_weight(Interp *c, KilnTensor *r)
         return fail(c, KILN_EINPUT, "missing string attribute name");
     if (r->type.dt != KILN_F32 || r->type.q.fmt != KILN_QF_NONE)
         return fail(c, KILN_EINPUT, "weight \"%s\" must be declared f32, got %s", a->s,
-                    tstr(&r->type).s);
+                    kiln_type_str(&r->type).s);
     if (!c->wfn)
         return fail(c, KILN_EINPUT, "weight \"%s\" is needed but no weights were given", a->s);
     KilnDiag sub = {0};
@@ -160,7 +139,7 @@ static int op_weight(Interp *c, KilnTensor *r)
                     sub.msg[0] ? sub.msg : "the weight provider failed");
     if (!r->data || !kiln_type_eq(&r->type, &want) || r->nbytes < kiln_tensor_bytes(&want))
         return fail(c, KILN_EINPUT, "weight \"%s\": the provider changed the tensor (want %s)",
-                    a->s, tstr(&want).s);
+                    a->s, kiln_type_str(&want).s);
     return 0;
 }
 
@@ -170,29 +149,21 @@ static int op_const(Interp *c, KilnTensor *r)
     if (!a || (a->kind != KILN_ATTR_FLOAT && a->kind != KILN_ATTR_INT))
         return fail(c, KILN_EINPUT, "missing number attribute value");
     if (!is_float_dt(r->type.dt) || r->type.q.fmt != KILN_QF_NONE)
-        return fail(c, KILN_EINPUT, "const must be f32, f16 or bf16, got %s", tstr(&r->type).s);
+        return fail(c, KILN_EINPUT, "const must be f32, f16 or bf16, got %s",
+                    kiln_type_str(&r->type).s);
     float v = a->kind == KILN_ATTR_FLOAT ? (float)a->f : (float)a->i;
     for (int64_t i = 0, n = kiln_type_numel(&r->type); i < n; i++)
         store_f(r, i, v);
     return 0;
 }
 
-static bool from_weight(const Interp *c, int id)
-{
-    int def = c->f->values[id].def;
-    if (def < 0)
-        return false;
-    KilnOp op = c->f->insts[def].op;
-    return op == KILN_OP_WEIGHT || op == KILN_OP_CONST;
-}
-
 static int need_quant_result(Interp *c, const KilnType *t)
 {
     if (t->q.fmt == KILN_QF_NONE)
-        return fail(c, KILN_EINPUT, "result %s has no quantization spec", tstr(t).s);
+        return fail(c, KILN_EINPUT, "result %s has no quantization spec", kiln_type_str(t).s);
     KilnDType want = kiln_qformat_storage(t->q.fmt, t->q.symmetric || is_fp8_fmt(t->q.fmt));
     if (t->dt != want)
-        return fail(c, KILN_EINPUT, "result %s: %s %s is stored as %s", tstr(t).s,
+        return fail(c, KILN_EINPUT, "result %s: %s %s is stored as %s", kiln_type_str(t).s,
                     kiln_qformat_name(t->q.fmt), t->q.symmetric ? "sym" : "asym",
                     kiln_dtype_name(want));
     return 0;
@@ -222,7 +193,7 @@ static int quantize_into(Interp *c, int sid, const KilnQuantSpec *spec, const Ki
 static int op_quantize(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
 {
     const KilnQuantSpec *q = &r->type.q;
-    if (!from_weight(c, sid) && !q->dynamic && !(q->scale > 0.0f))
+    if (!kiln_value_is_weight(c->f, sid) && !q->dynamic && !(q->scale > 0.0f))
         return fail(c, KILN_EINPUT,
                     "static activation scale not calibrated: %%%s is not a weight and the spec "
                     "has scale 0 (run calibration or give a scale)",
@@ -235,7 +206,7 @@ static int op_dynquant(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
     KilnQuantSpec q = r->type.q;
     if (q.gran != KILN_GRAN_TOKEN && q.gran != KILN_GRAN_TENSOR)
         return fail(c, KILN_EINPUT, "dynamic quantization is per token or per tensor, got %s",
-                    tstr(&r->type).s);
+                    kiln_type_str(&r->type).s);
     q.dynamic = true; /* scales always come from the data */
     q.scale = 0;
     return quantize_into(c, sid, &q, src, r);
@@ -245,7 +216,7 @@ static int op_dequantize(Interp *c, int sid, const KilnTensor *src, KilnTensor *
 {
     if (src->type.q.fmt == KILN_QF_NONE)
         return fail(c, KILN_EINPUT, "operand %%%s is %s, not a quantized value", vname(c, sid),
-                    tstr(&src->type).s);
+                    kiln_type_str(&src->type).s);
     int rc = need_float(c, "result", c->in->result, &r->type);
     if (!rc)
         rc = need_same_shape(c, sid, &src->type, &r->type);
@@ -272,16 +243,17 @@ static int op_repack(Interp *c, int sid, const KilnTensor *src, KilnTensor *r, b
                    : ((from == KILN_I4 && to == KILN_I8) || (from == KILN_U4 && to == KILN_U8));
     if (!ok)
         return fail(c, KILN_EINPUT, "cannot %s %s into %s (i8<->i4 and u8<->u4 only)",
-                    pack ? "pack" : "unpack", tstr(&src->type).s, tstr(&r->type).s);
+                    pack ? "pack" : "unpack", kiln_type_str(&src->type).s,
+                    kiln_type_str(&r->type).s);
     int rc = need_same_shape(c, sid, &src->type, &r->type);
     if (rc)
         return rc;
     if (r->type.q.fmt != KILN_QF_NONE) {
         if (src->nscales != r->nscales || !src->scales || (r->zeros && !src->zeros))
             return fail(c, KILN_EINPUT,
-                        "%s carries %lld scales%s but %s needs %lld%s", tstr(&src->type).s,
+                        "%s carries %lld scales%s but %s needs %lld%s", kiln_type_str(&src->type).s,
                         (long long)src->nscales, src->zeros ? " and zero points" : "",
-                        tstr(&r->type).s, (long long)r->nscales,
+                        kiln_type_str(&r->type).s, (long long)r->nscales,
                         r->zeros ? " and zero points" : "");
         memcpy(r->scales, src->scales, (size_t)r->nscales * sizeof *r->scales);
         if (r->zeros)
@@ -342,8 +314,8 @@ static int op_matmul(Interp *c, const int *ids, const KilnTensor *a, const KilnT
         r->type.dim[1] != b->type.dim[0])
         return fail(c, KILN_EINPUT,
                     "%%%s is %s and %%%s is %s: want a[M,K], b[N,K] and result [M,N], got %s",
-                    vname(c, ids[0]), tstr(&a->type).s, vname(c, ids[1]), tstr(&b->type).s,
-                    tstr(&r->type).s);
+                    vname(c, ids[0]), kiln_type_str(&a->type).s, vname(c, ids[1]),
+                    kiln_type_str(&b->type).s, kiln_type_str(&r->type).s);
     int64_t M = a->type.dim[0], N = b->type.dim[0], K = a->type.dim[1];
     float *x = to_f32(a), *w = to_f32(b);
     if (!x || !w) {
@@ -374,7 +346,7 @@ static int op_bias_add(Interp *c, const int *ids, const KilnTensor *y, const Kil
     int64_t N = last_dim(&y->type);
     if (b->type.rank != 1 || b->type.dim[0] != N)
         return fail(c, KILN_EINPUT, "bias %%%s is %s but %%%s has %lld columns", vname(c, ids[1]),
-                    tstr(&b->type).s, vname(c, ids[0]), (long long)N);
+                    kiln_type_str(&b->type).s, vname(c, ids[0]), (long long)N);
     for (int64_t i = 0, n = kiln_type_numel(&y->type); i < n; i++)
         store_f(r, i, load_f(y, i) + load_f(b, i % N));
     return 0;
@@ -396,7 +368,7 @@ static int op_prepack(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
 {
     if (!kiln_type_eq(&src->type, &r->type))
         return fail(c, KILN_EINPUT, "prepack keeps the type: operand %%%s is %s, result %s",
-                    vname(c, sid), tstr(&src->type).s, tstr(&r->type).s);
+                    vname(c, sid), kiln_type_str(&src->type).s, kiln_type_str(&r->type).s);
     KilnTensor tmp;
     if (copy_tensor(&tmp, src))
         return oom(c);
@@ -599,31 +571,30 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
     const KilnType *xt = &x->type, *wt = &w->type, *rt = &r->type;
     if (xt->dt != KILN_F32 || xt->q.fmt != KILN_QF_NONE || xt->rank != 2)
         return fail(c, KILN_EINPUT, "activations %%%s must be f32[M,K], got %s", vname(c, ids[0]),
-                    tstr(xt).s);
+                    kiln_type_str(xt).s);
     const KilnQuantSpec *ws = &wt->q;
     bool f32w = ws->fmt == KILN_QF_NONE && wt->dt == KILN_F32; /* unquantized layer */
     if ((ws->fmt == KILN_QF_NONE && !f32w) || wt->rank != 2 ||
         (!f32w && wt->dt != kiln_qformat_storage(ws->fmt, ws->symmetric || is_fp8_fmt(ws->fmt))))
         return fail(c, KILN_EINPUT, "weight %%%s must be a quantized or f32 [N,K] value, got %s",
-                    vname(c, ids[1]), tstr(wt).s);
+                    vname(c, ids[1]), kiln_type_str(wt).s);
     int64_t M = xt->dim[0], K = xt->dim[1], N = wt->dim[0];
     if (wt->dim[1] != K)
         return fail(c, KILN_EINPUT, "activations %%%s are %s but weight %%%s is %s: K differs (%lld vs %lld)",
-                    vname(c, ids[0]), tstr(xt).s, vname(c, ids[1]), tstr(wt).s, (long long)K,
-                    (long long)wt->dim[1]);
+                    vname(c, ids[0]), kiln_type_str(xt).s, vname(c, ids[1]), kiln_type_str(wt).s,
+                    (long long)K, (long long)wt->dim[1]);
     if (!is_float_dt(rt->dt) || rt->q.fmt != KILN_QF_NONE || rt->rank != 2 || rt->dim[0] != M ||
         rt->dim[1] != N)
         return fail(c, KILN_EINPUT, "result must be f32, f16 or bf16 [%lld,%lld], got %s",
-                    (long long)M, (long long)N, tstr(rt).s);
+                    (long long)M, (long long)N, kiln_type_str(rt).s);
     if (bias && (bias->type.dt != KILN_F32 || bias->type.q.fmt != KILN_QF_NONE ||
                  bias->type.rank != 1 || bias->type.dim[0] != N))
         return fail(c, KILN_EINPUT, "bias %%%s must be f32[%lld], got %s", vname(c, ids[2]),
-                    (long long)N, tstr(&bias->type).s);
+                    (long long)N, kiln_type_str(&bias->type).s);
     if (!f32w && (ws->gran == KILN_GRAN_AUTO ||
                   (ws->gran == KILN_GRAN_GROUP && (ws->group <= 0 || K % ws->group))))
         return fail(c, KILN_EINPUT, "weight %s: granularity must be tensor, channel or a group "
-                                    "dividing K=%lld",
-                    tstr(wt).s, (long long)K);
+                                    "dividing K=%lld", kiln_type_str(wt).s, (long long)K);
     if (!f32w && (!w->scales || w->nscales != kiln_type_nscales(wt) ||
                   (is_int_fmt(ws->fmt) && !ws->symmetric && !w->zeros)))
         return fail(c, KILN_EINPUT, "weight %%%s lacks its %lld scales/zero points",
@@ -687,16 +658,16 @@ static int check_inputs(Interp *c, const KilnTensor *inputs, int ninputs)
         const KilnTensor *t = &inputs[i];
         if (!kiln_type_eq(&t->type, want))
             return fail(c, KILN_EINPUT, "input %d (%%%s) must be %s, got %s", i, vname(c, id),
-                        tstr(want).s, tstr(&t->type).s);
+                        kiln_type_str(want).s, kiln_type_str(&t->type).s);
         if (!t->data || t->nbytes < kiln_tensor_bytes(want))
             return fail(c, KILN_EINPUT, "input %d (%%%s) holds %zu bytes, %s needs %zu", i,
-                        vname(c, id), t->data ? t->nbytes : 0, tstr(want).s,
+                        vname(c, id), t->data ? t->nbytes : 0, kiln_type_str(want).s,
                         kiln_tensor_bytes(want));
         if (want->q.fmt != KILN_QF_NONE &&
             (!t->scales || t->nscales != kiln_type_nscales(want) ||
              (is_int_fmt(want->q.fmt) && !want->q.symmetric && !t->zeros)))
             return fail(c, KILN_EINPUT, "input %d (%%%s) of type %s lacks its %lld scales/zeros",
-                        i, vname(c, id), tstr(want).s, (long long)kiln_type_nscales(want));
+                        i, vname(c, id), kiln_type_str(want).s, (long long)kiln_type_nscales(want));
         c->vals[id] = *t; /* borrowed: never freed here */
         c->ready[id] = true;
     }
@@ -735,7 +706,7 @@ static int run_inst(Interp *c, const KilnInst *in, KilnTensor *out, bool *return
                                ? "cannot hold a value of type %s (bad shape, granularity auto "
                                  "or a group that does not divide the last dimension)"
                                : "out of memory for a value of type %s",
-                    tstr(rt).s);
+                    kiln_type_str(rt).s);
     c->owned[in->result] = true;
     const int *ids = in->ops;
     switch (in->op) {

@@ -131,7 +131,14 @@ KilnType kiln_type2(KilnDType dt, int64_t d0, int64_t d1);
 KilnType kiln_type1(KilnDType dt, int64_t d0);
 int64_t kiln_type_numel(const KilnType *t);
 bool kiln_type_eq(const KilnType *a, const KilnType *b); /* dtype, shape and spec */
+bool kiln_type_same_shape(const KilnType *a, const KilnType *b); /* rank and dims only */
 int kiln_type_print(const KilnType *t, char *buf, size_t n);
+/* The printed type by value, for error messages: kiln_type_str(t).s lives until the end
+ * of the full expression, so several can stand in one printf-style call. */
+typedef struct {
+    char s[160];
+} KilnTypeStr;
+KilnTypeStr kiln_type_str(const KilnType *t);
 
 /* ------------------------------------------------------------------ ops */
 
@@ -290,6 +297,9 @@ int kiln_parse_module(const char *text, size_t len, const char *file, KilnModule
  * function, the instruction (%name = op), the operand and expected vs got. */
 int kiln_verify_module(const KilnModule *m, KilnDiag *d);
 int kiln_verify_func(const KilnFunc *f, KilnDiag *d);
+/* Value v is defined by a weight or const instruction: quantizing it takes a weight
+ * spec (verify) and needs no calibrated activation scale (interp). */
+bool kiln_value_is_weight(const KilnFunc *f, int v);
 
 /* ------------------------------------------------------------------ interp.c */
 

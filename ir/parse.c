@@ -1,5 +1,5 @@
-/* ir/parse.c — the IR text parser: a hand-written lexer and recursive descent
- * over the form ir/print.c writes (grammar in docs/ir.md). Input is untrusted:
+/* ir/parse.c — the IR text parser: recursive descent over the form ir/print.c
+ * writes (grammar in docs/ir.md), on the tokens of ir/lex.c. Input is untrusted:
  * every byte sequence yields KILN_OK or KILN_EINPUT with file and line. */
 #include <errno.h>
 #include <float.h>
@@ -9,267 +9,47 @@
 #include <string.h>
 
 #include "ir.h"
+#include "lex.h"
 
 #define MAX_DIM ((int64_t)1 << 40)
 #define MAX_NUMEL ((int64_t)1 << 48) /* keeps every size computation far from overflow */
 
-/* ---------------------------------------------------------------- lexer */
-
-typedef enum {
-    T_EOF,
-    T_IDENT, /* [A-Za-z_][A-Za-z0-9_.]* */
-    T_VALUE, /* %name; span excludes the '%' */
-    T_STR,   /* "..."; span excludes the quotes, escapes not yet decoded */
-    T_INT,
-    T_FLOAT,
-    T_ARROW, /* -> */
-    T_PUNCT, /* one of ( ) [ ] { } , : = @ */
-    T_ERR,   /* the lexer already filled the diag */
-} TokKind;
+/* ---------------------------------------------------------------- tokens */
 
 typedef struct {
-    TokKind kind;
-    const char *s;
-    size_t n;
-    int line;
-} Tok;
-
-typedef struct {
-    const char *cur, *end;
-    int line;
-    const char *file;
-    KilnDiag *d;
+    Lexer lx; /* the input, the current token p->lx.t and the diag */
     KilnModule *m;
-    bool failed;
-    Tok t;
 } P;
 
 static int fail_at(P *p, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static int fail_at(P *p, int line, const char *fmt, ...)
 {
-    if (!p->failed) {
-        char msg[sizeof p->d->msg];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        kiln_diag_set_at(p->d, KILN_EINPUT, p->file, line, "%s", msg);
-        p->failed = true;
-    }
-    return KILN_EINPUT;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = kiln_lex_vfail_at(&p->lx, line, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
-static bool is_name_start(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
-static bool is_digit(int c) { return c >= '0' && c <= '9'; }
-static bool is_name_char(int c) { return is_name_start(c) || is_digit(c) || c == '.'; }
-static bool is_hex(int c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
-
-static bool word_at(const char *s, const char *end, const char *w)
-{
-    size_t n = strlen(w);
-    return (size_t)(end - s) >= n && memcmp(s, w, n) == 0 &&
-           (s + n == end || !is_name_char((unsigned char)s[n]));
-}
-
-/* Length of a number starting at s (after an optional '-'), or 0. */
-static size_t number_len(const char *s, const char *end, bool *is_float)
-{
-    const char *q = s;
-    *is_float = false;
-    if (word_at(q, end, "inf") || word_at(q, end, "nan")) {
-        *is_float = true;
-        return 3;
-    }
-    while (q < end && is_digit((unsigned char)*q))
-        q++;
-    if (q == s)
-        return 0;
-    if (q < end && *q == '.') {
-        *is_float = true;
-        q++;
-        while (q < end && is_digit((unsigned char)*q))
-            q++;
-    }
-    if (q < end && (*q == 'e' || *q == 'E')) {
-        const char *e = q + 1;
-        if (e < end && (*e == '+' || *e == '-'))
-            e++;
-        if (e < end && is_digit((unsigned char)*e)) {
-            while (e < end && is_digit((unsigned char)*e))
-                e++;
-            q = e;
-            *is_float = true;
-        }
-    }
-    return (size_t)(q - s);
-}
-
-static void lex_fail(P *p, const char *msg)
-{
-    fail_at(p, p->line, "%s", msg);
-    p->t.kind = T_ERR;
-}
-
-static void lex(P *p)
-{
-    Tok *t = &p->t;
-    for (;;) {
-        while (p->cur < p->end && (*p->cur == ' ' || *p->cur == '\t' || *p->cur == '\r' ||
-                                   *p->cur == '\n')) {
-            if (*p->cur == '\n')
-                p->line++;
-            p->cur++;
-        }
-        if (p->cur < p->end && *p->cur == ';') {
-            while (p->cur < p->end && *p->cur != '\n')
-                p->cur++;
-            continue;
-        }
-        break;
-    }
-    t->line = p->line;
-    t->s = p->cur;
-    t->n = 0;
-    if (p->cur >= p->end) {
-        t->kind = T_EOF;
-        return;
-    }
-    const char *s = p->cur;
-    int c = (unsigned char)*s;
-    bool fl;
-    if (is_name_start(c)) {
-        const char *q = s;
-        while (q < p->end && is_name_char((unsigned char)*q))
-            q++;
-        t->kind = T_IDENT;
-        t->n = (size_t)(q - s);
-    } else if (c == '%') {
-        const char *q = s + 1;
-        while (q < p->end && is_name_char((unsigned char)*q))
-            q++;
-        if (q == s + 1) {
-            lex_fail(p, "expected a value name after '%'");
-            return;
-        }
-        t->kind = T_VALUE;
-        t->s = s + 1;
-        t->n = (size_t)(q - s - 1);
-        p->cur = q;
-        return;
-    } else if (c == '"') {
-        const char *q = s + 1;
-        for (;;) {
-            if (q >= p->end || *q == '\n') {
-                lex_fail(p, "unterminated string");
-                return;
-            }
-            if (*q == '"')
-                break;
-            if (*q == 0) {
-                lex_fail(p, "NUL byte in string");
-                return;
-            }
-            if (*q == '\\') {
-                if (q + 1 >= p->end) {
-                    lex_fail(p, "unterminated string");
-                    return;
-                }
-                char e = q[1];
-                if (e == 'x') {
-                    if (q + 3 >= p->end || !is_hex((unsigned char)q[2]) ||
-                        !is_hex((unsigned char)q[3]) || (q[2] == '0' && q[3] == '0')) {
-                        lex_fail(p, "bad \\x escape in string (want \\x01..\\xff)");
-                        return;
-                    }
-                    q += 4;
-                    continue;
-                }
-                if (e != '"' && e != '\\' && e != 'n' && e != 't' && e != 'r') {
-                    lex_fail(p, "unknown escape in string (valid: \\\" \\\\ \\n \\t \\r \\xHH)");
-                    return;
-                }
-                q += 2;
-                continue;
-            }
-            q++;
-        }
-        t->kind = T_STR;
-        t->s = s + 1;
-        t->n = (size_t)(q - s - 1);
-        p->cur = q + 1;
-        return;
-    } else if (c == '-' && s + 1 < p->end && s[1] == '>') {
-        t->kind = T_ARROW;
-        t->n = 2;
-    } else if ((c == '-' && (t->n = number_len(s + 1, p->end, &fl)) > 0) ||
-               (is_digit(c) && (t->n = number_len(s, p->end, &fl)) > 0)) {
-        if (c == '-')
-            t->n++;
-        t->kind = fl ? T_FLOAT : T_INT;
-    } else if (c != 0 && strchr("()[]{},:=@", c)) {
-        t->kind = T_PUNCT;
-        t->n = 1;
-    } else {
-        if (c >= 0x21 && c < 0x7f)
-            fail_at(p, p->line, "unexpected character '%c'", c);
-        else
-            fail_at(p, p->line, "unexpected byte 0x%02x", (unsigned)c);
-        t->kind = T_ERR;
-        return;
-    }
-    p->cur += t->n;
-}
-
-/* Kind of the token after the current one, without consuming anything. */
-static Tok peek2(P *p)
-{
-    P save = *p;
-    lex(p);
-    Tok t = p->t;
-    *p = save; /* also forgets a failure the lookahead may have recorded */
-    if (t.kind == T_ERR && !save.failed)
-        p->d->code = 0;
-    return t;
-}
-
-static void describe(const Tok *t, char *buf, size_t n)
-{
-    char span[48];
-    size_t k = 0;
-    for (size_t i = 0; i < t->n && k + 4 < sizeof span; i++) {
-        unsigned char c = (unsigned char)t->s[i];
-        span[k++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
-    }
-    if (k < t->n) {
-        span[k++] = '.';
-        span[k++] = '.';
-        span[k++] = '.';
-    }
-    span[k] = 0;
-    switch (t->kind) {
-    case T_EOF: snprintf(buf, n, "end of input"); break;
-    case T_VALUE: snprintf(buf, n, "'%%%s'", span); break;
-    case T_STR: snprintf(buf, n, "string \"%s\"", span); break;
-    default: snprintf(buf, n, "'%s'", span); break;
-    }
-}
+static void lex(P *p) { kiln_lex_next(&p->lx); }
 
 /* "expected <what> <where>, found <tok>" */
 static int expected(P *p, const char *what, const char *where)
 {
-    if (p->t.kind == T_ERR)
+    if (p->lx.t.kind == T_ERR)
         return KILN_EINPUT;
     char found[80];
-    describe(&p->t, found, sizeof found);
-    return fail_at(p, p->t.line, "expected %s%s%s, found %s", what, where[0] ? " " : "", where,
+    kiln_tok_describe(&p->lx.t, found, sizeof found);
+    return fail_at(p, p->lx.t.line, "expected %s%s%s, found %s", what, where[0] ? " " : "", where,
                    found);
 }
 
-static bool is_punct(const P *p, char c) { return p->t.kind == T_PUNCT && p->t.s[0] == c; }
+static bool is_punct(const P *p, char c) { return p->lx.t.kind == T_PUNCT && p->lx.t.s[0] == c; }
 static bool is_word(const P *p, const char *w)
 {
-    return p->t.kind == T_IDENT && p->t.n == strlen(w) && memcmp(p->t.s, w, p->t.n) == 0;
+    const Tok *t = &p->lx.t;
+    return t->kind == T_IDENT && t->n == strlen(w) && memcmp(t->s, w, t->n) == 0;
 }
 
 static int expect_punct(P *p, char c, const char *where)
@@ -287,18 +67,18 @@ static int expect_punct(P *p, char c, const char *where)
 
 static int tok_int(P *p, int64_t lo, int64_t hi, const char *what, int64_t *out)
 {
-    if (p->t.kind != T_INT)
+    if (p->lx.t.kind != T_INT)
         return expected(p, what, "");
     char buf[32];
-    if (p->t.n >= sizeof buf)
-        return fail_at(p, p->t.line, "%s %.20s... out of range (%lld..%lld)", what, p->t.s,
+    if (p->lx.t.n >= sizeof buf)
+        return fail_at(p, p->lx.t.line, "%s %.20s... out of range (%lld..%lld)", what, p->lx.t.s,
                        (long long)lo, (long long)hi);
-    memcpy(buf, p->t.s, p->t.n);
-    buf[p->t.n] = 0;
+    memcpy(buf, p->lx.t.s, p->lx.t.n);
+    buf[p->lx.t.n] = 0;
     errno = 0;
     long long v = strtoll(buf, NULL, 10);
     if (errno == ERANGE || v < lo || v > hi)
-        return fail_at(p, p->t.line, "%s %s out of range (%lld..%lld)", what, buf, (long long)lo,
+        return fail_at(p, p->lx.t.line, "%s %s out of range (%lld..%lld)", what, buf, (long long)lo,
                        (long long)hi);
     *out = v;
     lex(p);
@@ -308,16 +88,17 @@ static int tok_int(P *p, int64_t lo, int64_t hi, const char *what, int64_t *out)
 /* Any number (or inf/nan); must be finite-or-inf within f32 range. */
 static int tok_float(P *p, const char *what, double *out)
 {
-    if (p->t.kind != T_INT && p->t.kind != T_FLOAT && !is_word(p, "inf") && !is_word(p, "nan"))
+    if (p->lx.t.kind != T_INT && p->lx.t.kind != T_FLOAT && !is_word(p, "inf") &&
+        !is_word(p, "nan"))
         return expected(p, what, "");
     char buf[64];
-    if (p->t.n >= sizeof buf)
-        return fail_at(p, p->t.line, "number too long for %s", what);
-    memcpy(buf, p->t.s, p->t.n);
-    buf[p->t.n] = 0;
+    if (p->lx.t.n >= sizeof buf)
+        return fail_at(p, p->lx.t.line, "number too long for %s", what);
+    memcpy(buf, p->lx.t.s, p->lx.t.n);
+    buf[p->lx.t.n] = 0;
     double v = strtod(buf, NULL);
     if (isfinite(v) && fabs(v) > FLT_MAX)
-        return fail_at(p, p->t.line, "%s %s out of f32 range", what, buf);
+        return fail_at(p, p->lx.t.line, "%s %s out of f32 range", what, buf);
     *out = v;
     lex(p);
     return 0;
@@ -342,15 +123,15 @@ static int parse_spec(P *p, KilnQuantSpec *q)
 {
     char list[256];
     memset(q, 0, sizeof *q);
-    if (p->t.kind != T_IDENT)
+    if (p->lx.t.kind != T_IDENT)
         return expected(p, "a quantization format", "in spec");
     int fmt = -1;
     for (int i = 0; i < KILN_NQFORMATS; i++)
         if (is_word(p, kiln_qformat_name((KilnQFormat)i)))
             fmt = i;
     if (fmt < 0)
-        return fail_at(p, p->t.line, "unknown quantization format '%.*s' (valid: %s)",
-                       (int)(p->t.n > 40 ? 40 : p->t.n), p->t.s,
+        return fail_at(p, p->lx.t.line, "unknown quantization format '%.*s' (valid: %s)",
+                       (int)(p->lx.t.n > 40 ? 40 : p->lx.t.n), p->lx.t.s,
                        valid_list(KILN_NQFORMATS, qf_name, list, sizeof list));
     q->fmt = (KilnQFormat)fmt;
     lex(p);
@@ -374,10 +155,10 @@ static int parse_spec(P *p, KilnQuantSpec *q)
             tok_int(p, 1, INT32_MAX, "group size", &v))
             return KILN_EINPUT;
         q->group = (int32_t)v;
-    } else if (p->t.kind == T_IDENT) {
-        return fail_at(p, p->t.line,
+    } else if (p->lx.t.kind == T_IDENT) {
+        return fail_at(p, p->lx.t.line,
                        "unknown granularity '%.*s' (valid: tensor, channel, token, auto, group=G)",
-                       (int)(p->t.n > 40 ? 40 : p->t.n), p->t.s);
+                       (int)(p->lx.t.n > 40 ? 40 : p->lx.t.n), p->lx.t.s);
     } else {
         return expected(p, "a granularity (tensor, channel, token, auto, group=G)", "in spec");
     }
@@ -389,14 +170,14 @@ static int parse_spec(P *p, KilnQuantSpec *q)
             if (is_word(p, opts[i]))
                 o = i;
         if (o < 0) {
-            if (p->t.kind == T_IDENT)
-                return fail_at(p, p->t.line,
+            if (p->lx.t.kind == T_IDENT)
+                return fail_at(p, p->lx.t.line,
                                "unknown spec option '%.*s' (valid: dynamic, pct=P, scale=S, zero=Z)",
-                               (int)(p->t.n > 40 ? 40 : p->t.n), p->t.s);
+                               (int)(p->lx.t.n > 40 ? 40 : p->lx.t.n), p->lx.t.s);
             return expected(p, "a spec option or '}'", "");
         }
         if (seen & (1u << o))
-            return fail_at(p, p->t.line, "duplicate '%s' in spec", opts[o]);
+            return fail_at(p, p->lx.t.line, "duplicate '%s' in spec", opts[o]);
         seen |= 1u << o;
         lex(p);
         if (o == 0) {
@@ -433,12 +214,12 @@ static int parse_type(P *p, KilnType *t, bool body_may_follow)
 {
     char list[256];
     memset(t, 0, sizeof *t);
-    if (p->t.kind != T_IDENT)
+    if (p->lx.t.kind != T_IDENT)
         return expected(p, "a type", "");
     KilnDType dt;
-    if (kiln_dtype_parse(p->t.s, p->t.n, &dt))
-        return fail_at(p, p->t.line, "unknown dtype '%.*s' (valid: %s)",
-                       (int)(p->t.n > 40 ? 40 : p->t.n), p->t.s,
+    if (kiln_dtype_parse(p->lx.t.s, p->lx.t.n, &dt))
+        return fail_at(p, p->lx.t.line, "unknown dtype '%.*s' (valid: %s)",
+                       (int)(p->lx.t.n > 40 ? 40 : p->lx.t.n), p->lx.t.s,
                        valid_list(KILN_NDTYPES, dt_name, list, sizeof list));
     t->dt = dt;
     lex(p);
@@ -449,25 +230,25 @@ static int parse_type(P *p, KilnType *t, bool body_may_follow)
         if (t->rank > 0 && expect_punct(p, ',', "between dimensions"))
             return KILN_EINPUT;
         if (t->rank == KILN_MAX_RANK)
-            return fail_at(p, p->t.line, "rank > %d", KILN_MAX_RANK);
-        if (p->t.kind != T_INT)
+            return fail_at(p, p->lx.t.line, "rank > %d", KILN_MAX_RANK);
+        if (p->lx.t.kind != T_INT)
             return expected(p, "a dimension", "");
         int64_t v;
         if (tok_int(p, 1, MAX_DIM, "dimension", &v))
             return KILN_EINPUT;
         if (numel > MAX_NUMEL / v)
-            return fail_at(p, p->t.line, "tensor has more than 2^48 elements");
+            return fail_at(p, p->lx.t.line, "tensor has more than 2^48 elements");
         numel *= v;
         t->dim[t->rank++] = v;
     }
     lex(p);
     if (is_punct(p, '{')) {
         if (body_may_follow) {
-            Tok n = peek2(p);
+            Tok n = kiln_lex_peek(&p->lx);
             if (n.kind != T_IDENT || (n.n == 6 && memcmp(n.s, "return", 6) == 0))
                 return 0;
         }
-        int line = p->t.line;
+        int line = p->lx.t.line;
         lex(p);
         if (parse_spec(p, &t->q))
             return KILN_EINPUT;
@@ -564,37 +345,38 @@ static int parse_attrs(P *p, KilnAttr *attrs, int *n, const char *owner)
     while (!is_punct(p, '}')) {
         if (*n > 0 && expect_punct(p, ',', "between attributes"))
             return KILN_EINPUT;
-        if (p->t.kind != T_IDENT) {
+        if (p->lx.t.kind != T_IDENT) {
             snprintf(where, sizeof where, "in attributes of %s", owner);
             return expected(p, "an attribute name", where);
         }
         for (int i = 0; i < *n; i++)
-            if (strlen(attrs[i].key) == p->t.n && memcmp(attrs[i].key, p->t.s, p->t.n) == 0)
-                return fail_at(p, p->t.line, "duplicate attribute '%s' on %s", attrs[i].key,
+            if (strlen(attrs[i].key) == p->lx.t.n &&
+                memcmp(attrs[i].key, p->lx.t.s, p->lx.t.n) == 0)
+                return fail_at(p, p->lx.t.line, "duplicate attribute '%s' on %s", attrs[i].key,
                                owner);
         if (*n == KILN_MAX_ATTRS)
-            return fail_at(p, p->t.line, "too many attributes on %s (max %d)", owner,
+            return fail_at(p, p->lx.t.line, "too many attributes on %s (max %d)", owner,
                            KILN_MAX_ATTRS);
-        KilnAttr a = {.key = kiln_arena_strndup(p->m->arena, p->t.s, p->t.n)};
+        KilnAttr a = {.key = kiln_arena_strndup(p->m->arena, p->lx.t.s, p->lx.t.n)};
         lex(p);
         snprintf(where, sizeof where, "after attribute name '%.40s'", a.key);
         if (expect_punct(p, '=', where))
             return KILN_EINPUT;
-        if (p->t.kind == T_INT) {
+        if (p->lx.t.kind == T_INT) {
             a.kind = KILN_ATTR_INT;
             if (tok_int(p, INT64_MIN, INT64_MAX, "integer", &a.i))
                 return KILN_EINPUT;
-        } else if (p->t.kind == T_FLOAT || is_word(p, "inf") || is_word(p, "nan")) {
+        } else if (p->lx.t.kind == T_FLOAT || is_word(p, "inf") || is_word(p, "nan")) {
             a.kind = KILN_ATTR_FLOAT;
             if (tok_float(p, "float", &a.f))
                 return KILN_EINPUT;
-        } else if (p->t.kind == T_STR) {
+        } else if (p->lx.t.kind == T_STR) {
             a.kind = KILN_ATTR_STR;
-            a.s = decode_str(p, &p->t);
+            a.s = decode_str(p, &p->lx.t);
             lex(p);
-        } else if (p->t.kind == T_IDENT) {
+        } else if (p->lx.t.kind == T_IDENT) {
             a.kind = KILN_ATTR_IDENT;
-            a.s = kiln_arena_strndup(p->m->arena, p->t.s, p->t.n);
+            a.s = kiln_arena_strndup(p->m->arena, p->lx.t.s, p->lx.t.n);
             lex(p);
         } else if (is_punct(p, '{')) {
             a.kind = KILN_ATTR_SPEC;
@@ -631,43 +413,43 @@ static int parse_inst(P *p, Fn *fn)
 {
     char list[256], where[64];
     KilnFunc *f = fn->f;
-    int line = p->t.line;
+    int line = p->lx.t.line;
     Tok name = {0};
     bool is_ret = is_word(p, "return");
     KilnOp op = KILN_OP_RETURN;
     if (!is_ret) {
-        name = p->t;
+        name = p->lx.t;
         if (define(p, fn, &name, line))
             return KILN_EINPUT;
         lex(p);
         if (expect_punct(p, '=', "after result name"))
             return KILN_EINPUT;
-        if (p->t.kind != T_IDENT)
+        if (p->lx.t.kind != T_IDENT)
             return expected(p, "an op name", "after '='");
-        if (kiln_op_parse(p->t.s, p->t.n, &op))
-            return fail_at(p, p->t.line, "unknown op '%.*s' (valid: %s)",
-                           (int)(p->t.n > 40 ? 40 : p->t.n), p->t.s,
+        if (kiln_op_parse(p->lx.t.s, p->lx.t.n, &op))
+            return fail_at(p, p->lx.t.line, "unknown op '%.*s' (valid: %s)",
+                           (int)(p->lx.t.n > 40 ? 40 : p->lx.t.n), p->lx.t.s,
                            valid_list(KILN_NOPS, op_name, list, sizeof list));
         if (op == KILN_OP_RETURN)
-            return fail_at(p, p->t.line, "'return' produces no value: write 'return %%v'");
+            return fail_at(p, p->lx.t.line, "'return' produces no value: write 'return %%v'");
     }
     const char *opn = kiln_op_name(op);
     lex(p);
     int ops[KILN_MAX_OPERANDS], nops = 0;
-    while (p->t.kind == T_VALUE) {
-        struct Ent *e = map_find(&fn->vals, p->t.s, p->t.n);
+    while (p->lx.t.kind == T_VALUE) {
+        struct Ent *e = map_find(&fn->vals, p->lx.t.s, p->lx.t.n);
         if (!e)
-            return fail_at(p, p->t.line, "use of undefined value %%%.*s in '%s'",
-                           (int)(p->t.n > 60 ? 60 : p->t.n), p->t.s, opn);
+            return fail_at(p, p->lx.t.line, "use of undefined value %%%.*s in '%s'",
+                           (int)(p->lx.t.n > 60 ? 60 : p->lx.t.n), p->lx.t.s, opn);
         if (nops == kiln_op_max_operands(op))
-            return fail_at(p, p->t.line, "too many operands for '%s' (takes at most %d)", opn,
+            return fail_at(p, p->lx.t.line, "too many operands for '%s' (takes at most %d)", opn,
                            kiln_op_max_operands(op));
         ops[nops++] = e->id;
         lex(p);
         if (!is_punct(p, ','))
             break;
         lex(p);
-        if (p->t.kind != T_VALUE) {
+        if (p->lx.t.kind != T_VALUE) {
             snprintf(where, sizeof where, "after ',' in operands of '%s'", opn);
             return expected(p, "an operand", where);
         }
@@ -716,23 +498,24 @@ static void fix_next_id(KilnFunc *f)
 
 static int parse_func(P *p, Map *funcs)
 {
-    int line = p->t.line;
+    int line = p->lx.t.line;
     if (!is_word(p, "func"))
         return expected(p, "'func'", "");
     lex(p);
     if (expect_punct(p, '@', "after 'func'"))
         return KILN_EINPUT;
     const char *fname;
-    if (p->t.kind == T_STR)
-        fname = decode_str(p, &p->t);
-    else if (p->t.kind == T_IDENT)
-        fname = kiln_arena_strndup(p->m->arena, p->t.s, p->t.n);
+    if (p->lx.t.kind == T_STR)
+        fname = decode_str(p, &p->lx.t);
+    else if (p->lx.t.kind == T_IDENT)
+        fname = kiln_arena_strndup(p->m->arena, p->lx.t.s, p->lx.t.n);
     else
         return expected(p, "a function name", "after '@'");
     struct Ent *prev = map_find(funcs, fname, strlen(fname));
     if (prev)
-        return fail_at(p, p->t.line, "redefinition of function @\"%.200s\" (first defined on line %d)",
-                       fname, prev->line);
+        return fail_at(p, p->lx.t.line,
+                       "redefinition of function @\"%.200s\" (first defined on line %d)", fname,
+                       prev->line);
     lex(p);
     Fn fn = {kiln_func_new(p->m, fname), {0}};
     map_put(funcs, fn.f->name, 0, line);
@@ -742,11 +525,11 @@ static int parse_func(P *p, Map *funcs)
     while (!is_punct(p, ')')) {
         if (fn.f->nparams > 0 && expect_punct(p, ',', "between parameters"))
             goto out;
-        if (p->t.kind != T_VALUE) {
+        if (p->lx.t.kind != T_VALUE) {
             expected(p, "a parameter name", "");
             goto out;
         }
-        Tok name = p->t;
+        Tok name = p->lx.t;
         KilnType ty;
         if (define(p, &fn, &name, name.line))
             goto out;
@@ -760,9 +543,9 @@ static int parse_func(P *p, Map *funcs)
     KilnType declared;
     bool has_decl = false;
     int decl_line = 0;
-    if (p->t.kind == T_ARROW) {
+    if (p->lx.t.kind == T_ARROW) {
         lex(p);
-        decl_line = p->t.line;
+        decl_line = p->lx.t.line;
         if (parse_type(p, &declared, true))
             goto out;
         has_decl = true;
@@ -779,7 +562,7 @@ static int parse_func(P *p, Map *funcs)
     if (expect_punct(p, '{', "to open the function body"))
         goto out;
     while (!is_punct(p, '}')) {
-        if (p->t.kind != T_VALUE && !is_word(p, "return")) {
+        if (p->lx.t.kind != T_VALUE && !is_word(p, "return")) {
             expected(p, "an instruction ('%name = op ...' or 'return %v') or '}'", "");
             goto out;
         }
@@ -816,13 +599,13 @@ out:
 int kiln_parse_module(const char *text, size_t len, const char *file, KilnModule *m, KilnDiag *d)
 {
     KilnDiag local;
-    P p = {.cur = text ? text : "", .line = 1, .file = file, .d = d ? d : &local, .m = m};
-    p.end = p.cur + (text ? len : 0);
+    P p = {.lx = {.cur = text ? text : "", .line = 1, .file = file, .d = d ? d : &local}, .m = m};
+    p.lx.end = p.lx.cur + (text ? len : 0);
     Map funcs = {0};
     int rc = 0;
     lex(&p);
-    while (!rc && p.t.kind != T_EOF) {
-        if (p.t.kind == T_ERR)
+    while (!rc && p.lx.t.kind != T_EOF) {
+        if (p.lx.t.kind == T_ERR)
             rc = KILN_EINPUT;
         else
             rc = parse_func(&p, &funcs);

@@ -113,14 +113,19 @@ static bool spec_eq(const KilnQuantSpec *a, const KilnQuantSpec *b)
            a->scale == b->scale && a->zero == b->zero;
 }
 
-bool kiln_type_eq(const KilnType *a, const KilnType *b)
+bool kiln_type_same_shape(const KilnType *a, const KilnType *b)
 {
-    if (a->dt != b->dt || a->rank != b->rank)
+    if (a->rank != b->rank)
         return false;
     for (int i = 0; i < a->rank; i++)
         if (a->dim[i] != b->dim[i])
             return false;
-    return spec_eq(&a->q, &b->q);
+    return true;
+}
+
+bool kiln_type_eq(const KilnType *a, const KilnType *b)
+{
+    return a->dt == b->dt && kiln_type_same_shape(a, b) && spec_eq(&a->q, &b->q);
 }
 
 /* Shortest text that reads back as the same float32. */
@@ -172,6 +177,13 @@ int kiln_type_print(const KilnType *t, char *buf, size_t n)
         w += snprintf(buf + w, n > (size_t)w ? n - w : 0, "}");
     }
     return w;
+}
+
+KilnTypeStr kiln_type_str(const KilnType *t)
+{
+    KilnTypeStr r;
+    kiln_type_print(t, r.s, sizeof r.s);
+    return r;
 }
 
 /* Exposed for the printer so floats print one way everywhere. */

@@ -37,17 +37,6 @@ static int bad(V *v, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- helpers */
 
-typedef struct {
-    char s[160];
-} TStr;
-
-static TStr tstr(const KilnType *t)
-{
-    TStr r;
-    kiln_type_print(t, r.s, sizeof r.s);
-    return r;
-}
-
 static const KilnType *ty(const V *v, int val) { return &v->f->values[val].type; }
 static const char *nm(const V *v, int val) { return v->f->values[val].name; }
 
@@ -56,16 +45,6 @@ static bool is_fp8(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF
 static bool is_int(KilnQFormat f) { return f == KILN_QF_INT8 || f == KILN_QF_INT4; }
 static bool quantized(const KilnType *t) { return t->q.fmt != KILN_QF_NONE; }
 static bool plain(const KilnType *t, KilnDType dt) { return t->dt == dt && !quantized(t); }
-
-static bool same_shape(const KilnType *a, const KilnType *b)
-{
-    if (a->rank != b->rank)
-        return false;
-    for (int i = 0; i < a->rank; i++)
-        if (a->dim[i] != b->dim[i])
-            return false;
-    return true;
-}
 
 /* A quantized type's dtype: its format's storage, or for int4 also the
  * unpacked one-code-per-byte form (i8/u8) that pack/unpack convert. */
@@ -86,7 +65,7 @@ static int check_type(V *v, const char *what, const KilnType *t)
             return bad(v, "%s has dimension %d = %lld, expected > 0", what, i,
                        (long long)t->dim[i]);
     if (quantized(t) && !storage_ok(t))
-        return bad(v, "%s: type %s stores %s codes, expected dtype %s", what, tstr(t).s,
+        return bad(v, "%s: type %s stores %s codes, expected dtype %s", what, kiln_type_str(t).s,
                    kiln_qformat_name(t->q.fmt),
                    kiln_dtype_name(kiln_qformat_storage(t->q.fmt, t->q.symmetric)));
     return 0;
@@ -140,12 +119,12 @@ static const KilnAttr *need_attr(V *v, const char *key, KilnAttrKind kind, const
 
 /* ---------------------------------------------------------------- ops */
 
-static bool defined_by_weight(const V *v, int val)
+bool kiln_value_is_weight(const KilnFunc *f, int v)
 {
-    int def = v->f->values[val].def;
+    int def = f->values[v].def;
     if (def < 0)
         return false;
-    KilnOp op = v->f->insts[def].op;
+    KilnOp op = f->insts[def].op;
     return op == KILN_OP_WEIGHT || op == KILN_OP_CONST;
 }
 
@@ -153,14 +132,14 @@ static int check_unary_quant(V *v, const KilnType *x, const KilnType *r, int a)
 {
     char what[176];
     if (!plain(x, KILN_F32))
-        return bad(v, "operand 1 (%%%s): expected f32, got %s", nm(v, a), tstr(x).s);
+        return bad(v, "operand 1 (%%%s): expected f32, got %s", nm(v, a), kiln_type_str(x).s);
     if (!quantized(r))
-        return bad(v, "result: expected a quantized type, got %s", tstr(r).s);
-    if (!same_shape(x, r))
-        return bad(v, "result %s: shape differs from operand 1 (%%%s) %s", tstr(r).s, nm(v, a),
-                   tstr(x).s);
-    snprintf(what, sizeof what, "result %s", tstr(r).s);
-    Role role = defined_by_weight(v, a) ? ROLE_WEIGHT : ROLE_ACT;
+        return bad(v, "result: expected a quantized type, got %s", kiln_type_str(r).s);
+    if (!kiln_type_same_shape(x, r))
+        return bad(v, "result %s: shape differs from operand 1 (%%%s) %s", kiln_type_str(r).s,
+                   nm(v, a), kiln_type_str(x).s);
+    snprintf(what, sizeof what, "result %s", kiln_type_str(r).s);
+    Role role = kiln_value_is_weight(v->f, a) ? ROLE_WEIGHT : ROLE_ACT;
     return check_spec(v, what, &r->q, role, r->rank, r->rank ? r->dim[r->rank - 1] : 0);
 }
 
@@ -171,19 +150,19 @@ static int check_qgemm(V *v, const KilnType *r)
     const KilnType *tx = ty(v, x), *tw = ty(v, w);
     if (!plain(tx, KILN_F32) || tx->rank != 2)
         return bad(v, "operand 1 (%%%s): expected f32[M,K] activations, got %s", nm(v, x),
-                   tstr(tx).s);
+                   kiln_type_str(tx).s);
     if (r->rank != 2 || quantized(r) || !is_float_dt(r->dt))
-        return bad(v, "result: expected f32, f16 or bf16 [M,N], got %s", tstr(r).s);
+        return bad(v, "result: expected f32, f16 or bf16 [M,N], got %s", kiln_type_str(r).s);
     int64_t M = tx->dim[0], K = tx->dim[1], N = r->dim[1];
     if (r->dim[0] != M)
-        return bad(v, "result %s has M=%lld, expected M=%lld from operand 1 (%%%s)", tstr(r).s,
-                   (long long)r->dim[0], (long long)M, nm(v, x));
+        return bad(v, "result %s has M=%lld, expected M=%lld from operand 1 (%%%s)",
+                   kiln_type_str(r).s, (long long)r->dim[0], (long long)M, nm(v, x));
     /* the weight is quantized, or plain f32 for a layer the recipe leaves unquantized
      * (deqW = w) */
     bool f32w = plain(tw, KILN_F32);
     if ((!quantized(tw) && !f32w) || tw->rank != 2 || tw->dim[0] != N || tw->dim[1] != K)
         return bad(v, "operand 2 (%%%s): expected a quantized or f32 [%lld,%lld] weight, got %s",
-                   nm(v, w), (long long)N, (long long)K, tstr(tw).s);
+                   nm(v, w), (long long)N, (long long)K, kiln_type_str(tw).s);
     char what[96];
     snprintf(what, sizeof what, "operand 2 (%%%.60s)", nm(v, w));
     int rc = f32w ? 0 : check_spec(v, what, &tw->q, ROLE_WEIGHT, 2, K);
@@ -193,7 +172,7 @@ static int check_qgemm(V *v, const KilnType *r)
         const KilnType *tb = ty(v, in->ops[2]);
         if (!plain(tb, KILN_F32) || tb->rank != 1 || tb->dim[0] != N)
             return bad(v, "operand 3 (%%%s): expected bias f32[%lld], got %s", nm(v, in->ops[2]),
-                       (long long)N, tstr(tb).s);
+                       (long long)N, kiln_type_str(tb).s);
     }
     const KilnAttr *act = kiln_get(in, "act");
     if (act) {
@@ -249,7 +228,7 @@ static int check_op(V *v)
         if (!need_attr(v, "name", KILN_ATTR_STR, "string", &rc))
             return rc;
         if (!plain(r, KILN_F32))
-            return bad(v, "result: expected f32, got %s", tstr(r).s);
+            return bad(v, "result: expected f32, got %s", kiln_type_str(r).s);
         return 0;
     case KILN_OP_CONST: {
         const KilnAttr *c = kiln_get(in, "value");
@@ -258,32 +237,32 @@ static int check_op(V *v)
         if (c->kind != KILN_ATTR_INT && c->kind != KILN_ATTR_FLOAT)
             return bad(v, "attribute 'value' must be an int or a float");
         if (quantized(r))
-            return bad(v, "result: expected a plain tensor, got %s", tstr(r).s);
+            return bad(v, "result: expected a plain tensor, got %s", kiln_type_str(r).s);
         return 0;
     }
     case KILN_OP_QUANTIZE:
         if ((rc = check_unary_quant(v, ta, r, a)))
             return rc;
         if (r->q.dynamic)
-            return bad(v, "result %s: dynamic specs belong to dynquant", tstr(r).s);
+            return bad(v, "result %s: dynamic specs belong to dynquant", kiln_type_str(r).s);
         return 0;
     case KILN_OP_DYNQUANT:
         if ((rc = check_unary_quant(v, ta, r, a)))
             return rc;
         if (!r->q.dynamic)
-            return bad(v, "result %s: expected a dynamic spec", tstr(r).s);
+            return bad(v, "result %s: expected a dynamic spec", kiln_type_str(r).s);
         if (r->q.gran != KILN_GRAN_TOKEN && r->q.gran != KILN_GRAN_TENSOR)
-            return bad(v, "result %s: granularity %s, expected token or tensor", tstr(r).s,
+            return bad(v, "result %s: granularity %s, expected token or tensor", kiln_type_str(r).s,
                        kiln_gran_name(r->q.gran));
         if (r->q.fmt == KILN_QF_INT4)
-            return bad(v, "result %s: dynquant supports int8 and fp8", tstr(r).s);
+            return bad(v, "result %s: dynquant supports int8 and fp8", kiln_type_str(r).s);
         return 0;
     case KILN_OP_DEQUANTIZE:
         if (!quantized(ta))
             return bad(v, "operand 1 (%%%s): expected a quantized tensor, got %s", nm(v, a),
-                       tstr(ta).s);
-        if (!plain(r, KILN_F32) || !same_shape(ta, r))
-            return bad(v, "result: expected f32 of operand 1's shape, got %s", tstr(r).s);
+                       kiln_type_str(ta).s);
+        if (!plain(r, KILN_F32) || !kiln_type_same_shape(ta, r))
+            return bad(v, "result: expected f32 of operand 1's shape, got %s", kiln_type_str(r).s);
         return 0;
     case KILN_OP_PACK:
     case KILN_OP_UNPACK: {
@@ -292,58 +271,62 @@ static int check_op(V *v)
         KilnDType narrow = ta->q.symmetric ? KILN_I4 : KILN_U4;
         if (ta->q.fmt != KILN_QF_INT4 || ta->dt != (pack ? wide : narrow))
             return bad(v, "operand 1 (%%%s): expected %s codes with an int4 spec, got %s",
-                       nm(v, a), pack ? "unpacked i8/u8" : "packed i4/u4", tstr(ta).s);
+                       nm(v, a), pack ? "unpacked i8/u8" : "packed i4/u4", kiln_type_str(ta).s);
         KilnType want = *ta;
         want.dt = pack ? narrow : wide;
         if (!kiln_type_eq(r, &want))
-            return bad(v, "result: expected %s, got %s", tstr(&want).s, tstr(r).s);
+            return bad(v, "result: expected %s, got %s", kiln_type_str(&want).s,
+                       kiln_type_str(r).s);
         return 0;
     }
     case KILN_OP_CAST:
         if (quantized(ta) || !is_float_dt(ta->dt))
             return bad(v, "operand 1 (%%%s): expected f32, f16 or bf16, got %s", nm(v, a),
-                       tstr(ta).s);
-        if (quantized(r) || !is_float_dt(r->dt) || !same_shape(ta, r))
+                       kiln_type_str(ta).s);
+        if (quantized(r) || !is_float_dt(r->dt) || !kiln_type_same_shape(ta, r))
             return bad(v, "result: expected f32, f16 or bf16 of operand 1's shape, got %s",
-                       tstr(r).s);
+                       kiln_type_str(r).s);
         return 0;
     case KILN_OP_MATMUL:
         if (!plain(ta, KILN_F32) || ta->rank != 2)
-            return bad(v, "operand 1 (%%%s): expected f32[M,K], got %s", nm(v, a), tstr(ta).s);
+            return bad(v, "operand 1 (%%%s): expected f32[M,K], got %s", nm(v, a),
+                       kiln_type_str(ta).s);
         if (!plain(tb, KILN_F32) || tb->rank != 2)
-            return bad(v, "operand 2 (%%%s): expected f32[N,K], got %s", nm(v, b), tstr(tb).s);
+            return bad(v, "operand 2 (%%%s): expected f32[N,K], got %s", nm(v, b),
+                       kiln_type_str(tb).s);
         if (tb->dim[1] != ta->dim[1])
             return bad(v, "operand 2 (%%%s) has K=%lld, expected K=%lld to match operand 1 (%%%s)",
                        nm(v, b), (long long)tb->dim[1], (long long)ta->dim[1], nm(v, a));
         if (!plain(r, KILN_F32) || r->rank != 2 || r->dim[0] != ta->dim[0] ||
             r->dim[1] != tb->dim[0])
             return bad(v, "result: expected f32[%lld,%lld], got %s", (long long)ta->dim[0],
-                       (long long)tb->dim[0], tstr(r).s);
+                       (long long)tb->dim[0], kiln_type_str(r).s);
         return 0;
     case KILN_OP_BIAS_ADD:
         if (!plain(ta, KILN_F32) || ta->rank != 2)
-            return bad(v, "operand 1 (%%%s): expected f32[M,N], got %s", nm(v, a), tstr(ta).s);
+            return bad(v, "operand 1 (%%%s): expected f32[M,N], got %s", nm(v, a),
+                       kiln_type_str(ta).s);
         if (!plain(tb, KILN_F32) || tb->rank != 1 || tb->dim[0] != ta->dim[1])
             return bad(v, "operand 2 (%%%s): expected bias f32[%lld], got %s", nm(v, b),
-                       (long long)ta->dim[1], tstr(tb).s);
+                       (long long)ta->dim[1], kiln_type_str(tb).s);
         if (!kiln_type_eq(r, ta))
-            return bad(v, "result: expected %s, got %s", tstr(ta).s, tstr(r).s);
+            return bad(v, "result: expected %s, got %s", kiln_type_str(ta).s, kiln_type_str(r).s);
         return 0;
     case KILN_OP_SILU:
     case KILN_OP_GELU:
         if (quantized(ta) || !is_float_dt(ta->dt))
             return bad(v, "operand 1 (%%%s): expected f32, f16 or bf16, got %s", nm(v, a),
-                       tstr(ta).s);
+                       kiln_type_str(ta).s);
         if (!kiln_type_eq(r, ta))
-            return bad(v, "result: expected %s, got %s", tstr(ta).s, tstr(r).s);
+            return bad(v, "result: expected %s, got %s", kiln_type_str(ta).s, kiln_type_str(r).s);
         return 0;
     case KILN_OP_PREPACK:
         if (!quantized(ta) && !plain(ta, KILN_F32))
             return bad(v, "operand 1 (%%%s): expected a quantized or f32 weight, got %s",
-                       nm(v, a), tstr(ta).s);
+                       nm(v, a), kiln_type_str(ta).s);
         if (!kiln_type_eq(r, ta))
-            return bad(v, "result: expected %s (the operand's type), got %s", tstr(ta).s,
-                       tstr(r).s);
+            return bad(v, "result: expected %s (the operand's type), got %s", kiln_type_str(ta).s,
+                       kiln_type_str(r).s);
         if (!need_attr(v, "layout", KILN_ATTR_STR, "string", &rc))
             return rc;
         return 0;

@@ -39,13 +39,7 @@ static int cfg_int(const KilnJson *cfg, const char *key, int *out, KilnDiag *d)
 static int load(const KilnModelFile *mf, const char *name, int64_t numel, float **out,
                 KilnDiag *d)
 {
-    const KilnModelTensor *t = kiln_mf_find(mf, name);
-    if (!t)
-        return kiln_diag_set(d, KILN_EINPUT, "model.safetensors: no tensor '%s'", name);
-    if (t->numel != numel)
-        return kiln_diag_set(d, KILN_EINPUT, "model.safetensors: '%s' has %lld elements, expected %lld",
-                             name, (long long)t->numel, (long long)numel);
-    return kiln_mf_load_f32(mf, name, out, d);
+    return kiln_load_f32_checked(mf, "model.safetensors", name, numel, out, d);
 }
 
 void kiln_bert_free(KilnBert *m)

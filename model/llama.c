@@ -45,13 +45,7 @@ static int meta_int(const KilnModelFile *mf, const char *key, int *out, KilnDiag
 static int load(const KilnModelFile *mf, const char *name, int64_t numel, float **out,
                 KilnDiag *d)
 {
-    const KilnModelTensor *t = kiln_mf_find(mf, name);
-    if (!t)
-        return kiln_diag_set(d, KILN_EINPUT, "GGUF: no tensor '%s'", name);
-    if (t->numel != numel)
-        return kiln_diag_set(d, KILN_EINPUT, "GGUF: '%s' has %lld elements, expected %lld", name,
-                             (long long)t->numel, (long long)numel);
-    return kiln_mf_load_f32(mf, name, out, d);
+    return kiln_load_f32_checked(mf, "GGUF", name, numel, out, d);
 }
 
 void kiln_llama_free(KilnLlama *m)

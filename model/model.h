@@ -13,6 +13,7 @@
 
 struct KilnPool;
 struct KilnRecipe;
+struct KilnModelFile;
 
 /* ------------------------------------------------------------------ ops.c */
 
@@ -30,6 +31,10 @@ float kiln_silu1(float x);
  * layout: adjacent pairs (x[2i], x[2i+1]) rotate by pos·theta^(-2i/hd). */
 void kiln_rope_norm(float *x, int hd, int pos, float theta);
 double kiln_now_ms(void);
+/* Loads tensor name as f32 after checking it exists with numel elements; errors
+ * name the file as what (e.g. "GGUF"). */
+int kiln_load_f32_checked(const struct KilnModelFile *mf, const char *what, const char *name,
+                          int64_t numel, float **out, KilnDiag *d);
 
 /* A linear layer: its f32 weights (always kept: the f32 baseline and --per-layer
  * compare against them) and the kiln layer that runs it under a recipe. */

@@ -1,6 +1,7 @@
-/* model/ops.c — the f32 operations both models share (GEMM, norms, softmax, GELU,
- * SiLU, RoPE) and KilnLinear: a linear layer bound to a recipe through kiln's public
- * API, with calibration capture and --per-layer SQNR tracking. */
+/* model/ops.c — what both models share: the f32 operations (GEMM, norms, softmax,
+ * GELU, SiLU, RoPE), size-checked tensor loading, and KilnLinear: a linear layer bound
+ * to a recipe through kiln's public API, with calibration capture and --per-layer SQNR
+ * tracking. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

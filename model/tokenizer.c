@@ -1,6 +1,7 @@
 /* model/tokenizer.c — what both tokenizers share: the vocabulary (id <-> text hash),
  * special tokens matched whole in the raw text, UTF-8 helpers and the encode/decode
  * entry points that dispatch to WordPiece or BPE. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -247,7 +248,22 @@ int kiln_tok_encode(const KilnTokenizer *t, const char *text, int add_special, i
 
 char *kiln_tok_decode(const KilnTokenizer *t, const int32_t *ids, int n)
 {
-    return t->kind == KILN_TOK_WORDPIECE ? kiln_wp_decode(t, ids, n) : kiln_bpe_decode(t, ids, n);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        const char *s = kiln_tok_token(t, ids[i]);
+        if (!s)
+            continue;
+        if (t->kind == KILN_TOK_WORDPIECE)
+            kiln_wp_decode_token(t, ids[i], s, f);
+        else
+            kiln_bpe_decode_token(t, ids[i], s, f);
+    }
+    fclose(f);
+    return buf;
 }
 
 int kiln_tok_vocab_size(const KilnTokenizer *t) { return t->n; }

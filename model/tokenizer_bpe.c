@@ -130,34 +130,22 @@ void kiln_bpe_encode_segment(const KilnTokenizer *t, const char *s, size_t n, Ki
     free(cs.off);
 }
 
-char *kiln_bpe_decode(const KilnTokenizer *t, const int32_t *ids, int n)
+void kiln_bpe_decode_token(const KilnTokenizer *t, int32_t id, const char *s, FILE *f)
 {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        return NULL;
-    for (int i = 0; i < n; i++) {
-        const char *s = kiln_tok_token(t, ids[i]);
-        if (!s)
-            continue;
-        if (t->is_special[ids[i]]) {
-            fputs(s, f);
-            continue;
-        }
-        size_t sl = t->tok_len[ids[i]];
-        for (size_t k = 0; k < sl;) {
-            uint32_t cp;
-            int l = kiln_utf8_decode((const unsigned char *)s + k, sl - k, &cp);
-            if (cp < 512 && t->cp_byte[cp] >= 0)
-                fputc(t->cp_byte[cp], f);
-            else
-                fwrite(s + k, 1, (size_t)l, f);
-            k += (size_t)l;
-        }
+    if (t->is_special[id]) {
+        fputs(s, f);
+        return;
     }
-    fclose(f);
-    return buf;
+    size_t sl = t->tok_len[id];
+    for (size_t k = 0; k < sl;) {
+        uint32_t cp;
+        int l = kiln_utf8_decode((const unsigned char *)s + k, sl - k, &cp);
+        if (cp < 512 && t->cp_byte[cp] >= 0)
+            fputc(t->cp_byte[cp], f);
+        else
+            fwrite(s + k, 1, (size_t)l, f);
+        k += (size_t)l;
+    }
 }
 
 /* ------------------------------------------------------------------ loading */

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "model/tokenizer.h"
 
@@ -65,7 +66,9 @@ int kiln_utf8_encode(uint32_t cp, char *out); /* returns 1..4 */
 /* tokenizer_wordpiece.c / tokenizer_bpe.c: one run of text without special tokens. */
 void kiln_wp_encode_segment(const KilnTokenizer *t, const char *s, size_t n, KilnIdVec *out);
 void kiln_bpe_encode_segment(const KilnTokenizer *t, const char *s, size_t n, KilnIdVec *out);
-char *kiln_wp_decode(const KilnTokenizer *t, const int32_t *ids, int n);
-char *kiln_bpe_decode(const KilnTokenizer *t, const int32_t *ids, int n);
+/* Append the text of token id (s: its token text, not NULL) to f, which holds what
+ * decoded before it. */
+void kiln_wp_decode_token(const KilnTokenizer *t, int32_t id, const char *s, FILE *f);
+void kiln_bpe_decode_token(const KilnTokenizer *t, int32_t id, const char *s, FILE *f);
 
 #endif

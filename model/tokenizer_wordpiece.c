@@ -123,27 +123,16 @@ void kiln_wp_encode_segment(const KilnTokenizer *t, const char *s, size_t n, Kil
 }
 
 /* Tokens joined by spaces, "##" continuations glued to the previous token. */
-char *kiln_wp_decode(const KilnTokenizer *t, const int32_t *ids, int n)
+void kiln_wp_decode_token(const KilnTokenizer *t, int32_t id, const char *s, FILE *f)
 {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        return NULL;
-    for (int i = 0; i < n; i++) {
-        const char *s = kiln_tok_token(t, ids[i]);
-        if (!s)
-            continue;
-        if (strncmp(s, "##", 2) == 0 && s[2])
-            fputs(s + 2, f);
-        else {
-            if (ftell(f) > 0)
-                fputc(' ', f);
-            fputs(s, f);
-        }
+    (void)t, (void)id;
+    if (strncmp(s, "##", 2) == 0 && s[2])
+        fputs(s + 2, f);
+    else {
+        if (ftell(f) > 0)
+            fputc(' ', f);
+        fputs(s, f);
     }
-    fclose(f);
-    return buf;
 }
 
 int kiln_tok_wordpiece_load(const char *vocab_path, KilnTokenizer **out, KilnDiag *d)

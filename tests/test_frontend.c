@@ -8,13 +8,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "frontend/recipe.h"
+#include "test_util.h"
 
 #define SRC KILN_SOURCE_DIR
 
@@ -48,55 +48,6 @@ static void expect_error(const char *src, int line, const char *sub)
     assert_non_null(strstr(d.msg, sub));
 }
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = calloc(1, (size_t)n + 1);
-    if (fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    fclose(f);
-    return s;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorted names of the files in dir ending in ext. */
-static int list_dir(const char *dir, const char *ext, char ***out)
-{
-    DIR *dp = opendir(dir);
-    assert_non_null(dp);
-    int n = 0;
-    char **v = NULL;
-    for (struct dirent *e; (e = readdir(dp));) {
-        size_t l = strlen(e->d_name), el = strlen(ext);
-        if (l > el && strcmp(e->d_name + l - el, ext) == 0) {
-            v = realloc(v, (size_t)(n + 1) * sizeof *v);
-            v[n++] = strdup(e->d_name);
-        }
-    }
-    closedir(dp);
-    qsort(v, (size_t)n, sizeof *v, cmp_str);
-    *out = v;
-    return n;
-}
-
-static void free_list(char **v, int n)
-{
-    for (int i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 /* ------------------------------------------------------------------ broken recipes */
 
 static void test_bad_recipes(void **state)
@@ -104,14 +55,14 @@ static void test_bad_recipes(void **state)
     (void)state;
     const char *dir = SRC "/tests/recipes_bad";
     char **names;
-    int n = list_dir(dir, ".lua", &names);
+    int n = tu_list_dir(dir, ".lua", &names);
     assert_true(n >= 24);
     int failures = 0;
     for (int i = 0; i < n; i++) {
         char path[1024], epath[1024];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         snprintf(epath, sizeof epath, "%.*s.expected", (int)(strlen(path) - 4), path);
-        char *exp = slurp(epath);
+        char *exp = tu_read_file(epath, NULL);
         assert_non_null(exp); /* every broken recipe says what it expects */
         exp[strcspn(exp, "\n")] = 0;
         int line = atoi(exp);
@@ -133,7 +84,7 @@ static void test_bad_recipes(void **state)
         kiln_recipe_free(r);
         free(exp);
     }
-    free_list(names, n);
+    tu_free_list(names, n);
     assert_int_equal(failures, 0);
 }
 
@@ -636,7 +587,7 @@ static void test_shipped_recipes(void **state)
 {
     (void)state;
     char **names;
-    int n = list_dir(SRC "/recipes", ".lua", &names);
+    int n = tu_list_dir(SRC "/recipes", ".lua", &names);
     assert_true(n >= 10);
     for (int i = 0; i < n; i++) {
         char path[1024];
@@ -663,7 +614,7 @@ static void test_shipped_recipes(void **state)
         kiln_module_free(m);
         kiln_recipe_free(r);
     }
-    free_list(names, n);
+    tu_free_list(names, n);
 }
 
 /* Mutated recipes (bytes deleted, replaced, duplicated) either load or fail
@@ -673,13 +624,14 @@ static void test_mutations(void **state)
     (void)state;
     static const char alphabet[] = "{}()[]=,\"'-.*%$?:0123456789 \nabcdefghijklmnopqrstuvwxyz_";
     char **names;
-    int n = list_dir(SRC "/recipes", ".lua", &names);
+    int n = tu_list_dir(SRC "/recipes", ".lua", &names);
+    assert_true(n >= 0);
     uint64_t seed = 0x9E3779B97F4A7C15ull;
     int loaded = 0, failed = 0;
     for (int i = 0; i < n; i++) {
         char path[1024];
         snprintf(path, sizeof path, "%s/recipes/%s", SRC, names[i]);
-        char *orig = slurp(path);
+        char *orig = tu_read_file(path, NULL);
         size_t len = strlen(orig);
         char *buf = malloc(len + 64);
         for (int iter = 0; iter < 300; iter++) {
@@ -717,7 +669,7 @@ static void test_mutations(void **state)
         free(buf);
         free(orig);
     }
-    free_list(names, n);
+    tu_free_list(names, n);
     assert_true(loaded > 0 && failed > 0);
 }
 

@@ -6,61 +6,13 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ir/ir.h"
+#include "test_util.h"
 
 #define IRDIR KILN_SOURCE_DIR "/tests/ir"
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    buf[got] = 0;
-    *len = got;
-    return buf;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorted names of the .kir files (so the fuzz below is deterministic). */
-static int kir_files(char ***out)
-{
-    DIR *dir = opendir(IRDIR);
-    assert_non_null(dir);
-    char **names = NULL;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(dir));) {
-        size_t l = strlen(e->d_name);
-        if (l > 4 && strcmp(e->d_name + l - 4, ".kir") == 0) {
-            names = realloc(names, (size_t)(n + 1) * sizeof *names);
-            names[n++] = strdup(e->d_name);
-        }
-    }
-    closedir(dir);
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
-    *out = names;
-    return n;
-}
-
-static void free_names(char **names, int n)
-{
-    for (int i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
-}
 
 /* Parse text (no NUL terminator in the buffer, so overreads show under ASan). */
 static int parse(const char *text, size_t len, KilnModule **m, KilnDiag *d)
@@ -80,7 +32,7 @@ static void test_roundtrip_files(void **state)
 {
     (void)state;
     char **names;
-    int n = kir_files(&names);
+    int n = tu_list_dir(IRDIR, ".kir", &names);
     assert_true(n >= 10);
     for (int i = 0; i < n; i++) {
         char path[512], exp_path[512];
@@ -88,9 +40,9 @@ static void test_roundtrip_files(void **state)
         snprintf(path, sizeof path, "%s/%s", IRDIR, names[i]);
         snprintf(exp_path, sizeof exp_path, "%s/%.*s.expected", IRDIR,
                  (int)strlen(names[i]) - 4, names[i]);
-        char *text = read_file(path, &len);
+        char *text = tu_read_file(path, &len);
         assert_non_null(text);
-        char *expect = read_file(exp_path, &elen);
+        char *expect = tu_read_file(exp_path, &elen);
         KilnModule *m;
         KilnDiag d;
         char msg[1200];
@@ -114,7 +66,7 @@ static void test_roundtrip_files(void **state)
         free(expect);
         free(text);
     }
-    free_names(names, n);
+    tu_free_list(names, n);
 }
 
 static void test_lines_and_next_id(void **state)
@@ -482,14 +434,15 @@ static void test_mutation_fuzz(void **state)
 {
     (void)state;
     char **names;
-    int n = kir_files(&names);
+    int n = tu_list_dir(IRDIR, ".kir", &names); /* sorted: the fuzz is deterministic */
     char *texts[64];
     size_t lens[64];
+    assert_true(n >= 0);
     assert_true(n <= 64);
     for (int i = 0; i < n; i++) {
         char path[512];
         snprintf(path, sizeof path, "%s/%s", IRDIR, names[i]);
-        texts[i] = read_file(path, &lens[i]);
+        texts[i] = tu_read_file(path, &lens[i]);
     }
     rng_state = 0x9e3779b97f4a7c15ull;
     int ok = 0, err = 0;
@@ -528,7 +481,7 @@ static void test_mutation_fuzz(void **state)
     free(buf);
     for (int i = 0; i < n; i++)
         free(texts[i]);
-    free_names(names, n);
+    tu_free_list(names, n);
 }
 
 /* Pathological inputs: long runs, huge tokens, no terminator, empty. */

@@ -9,38 +9,19 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "passes/passes.h"
+#include "test_util.h"
 
 #ifndef KILN_SOURCE_DIR
 #define KILN_SOURCE_DIR "."
 #endif
 
 /* ---------------------------------------------------------------- helpers */
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s)
-        s[n] = 0;
-    fclose(f);
-    return s;
-}
 
 static KilnTarget target(const char *name)
 {
@@ -568,7 +549,7 @@ static int run_text_test(const char *dir, const char *base)
     char path[1024], epath[1024];
     snprintf(path, sizeof path, "%s/%s", dir, base);
     snprintf(epath, sizeof epath, "%s/%.*s.expected", dir, (int)(strlen(base) - 4), base);
-    char *text = read_text(path);
+    char *text = tu_read_file(path, NULL);
     if (!text) {
         print_message("%s: cannot read\n", path);
         return 1;
@@ -634,7 +615,7 @@ static int run_text_test(const char *dir, const char *base)
         }
         goto done;
     }
-    char *want = read_text(epath);
+    char *want = tu_read_file(epath, NULL);
     if (!want) {
         print_message("%s: missing (KILN_UPDATE_EXPECTED=1 writes it)\n", epath);
         fails++;
@@ -651,33 +632,20 @@ done:
     return fails;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 static void test_text(void **state)
 {
     (void)state;
     const char *dir = KILN_SOURCE_DIR "/tests/passes";
-    DIR *dp = opendir(dir);
-    assert_non_null(dp);
-    char *names[512];
-    int n = 0;
-    for (struct dirent *e; (e = readdir(dp)) && n < 512;) {
-        size_t l = strlen(e->d_name);
-        if (l > 4 && strcmp(e->d_name + l - 4, ".kir") == 0)
-            names[n++] = strdup(e->d_name);
-    }
-    closedir(dp);
-    qsort(names, (size_t)n, sizeof names[0], cmp_str);
+    char **names;
+    int n = tu_list_dir(dir, ".kir", &names);
+    assert_true(n >= 0);
     int fails = 0;
     for (int i = 0; i < n; i++) {
         int f = run_text_test(dir, names[i]);
         print_message("%s %s\n", f ? "FAIL" : "ok  ", names[i]);
         fails += f;
-        free(names[i]);
     }
+    tu_free_list(names, n);
     assert_true(n >= 10);
     assert_int_equal(fails, 0);
 }

@@ -93,8 +93,9 @@ static Nvrtc *nvrtc(KilnDiag *d)
     pthread_mutex_lock(&g_lock);
     const char *env = getenv("KILN_NVRTC");
     if (g_tried && strcmp(env ? env : "", g_env)) {
-        if (g_nvrtc.lib)
-            dlclose(g_nvrtc.lib);
+        /* NVRTC is never unloaded: it is C++, and unloading it orphans the memory its
+         * runtime allocated at load time (LeakSanitizer reports it). A later load of
+         * the same path gets the same handle back. */
         memset(&g_nvrtc, 0, sizeof g_nvrtc);
         g_tried = false;
     }
@@ -102,10 +103,8 @@ static Nvrtc *nvrtc(KilnDiag *d)
         g_tried = true;
         snprintf(g_env, sizeof g_env, "%s", env ? env : "");
         g_nvrtc.lib = open_first(g_nvrtc.err, sizeof g_nvrtc.err);
-        if (g_nvrtc.lib && load_syms(&g_nvrtc)) {
-            dlclose(g_nvrtc.lib);
-            g_nvrtc.lib = NULL;
-        }
+        if (g_nvrtc.lib && load_syms(&g_nvrtc))
+            g_nvrtc.lib = NULL; /* not NVRTC after all; left loaded, as above */
     }
     Nvrtc *n = g_nvrtc.lib ? &g_nvrtc : NULL;
     if (!n)

@@ -3,7 +3,7 @@
  * verify without crashing and print -> parse -> print identically.
  * Not built by CMake. Build and run (seed corpus: the text tests):
  *   clang-14 -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
- *     tests/fuzz/fuzz_ir_parse.c ir/print.c ir/parse.c ir/verify.c ir/ir.c ir/types.c \
+ *     tests/fuzz/fuzz_ir_parse.c ir/print.c ir/parse.c ir/lex.c ir/verify.c ir/ir.c ir/types.c \
  *     ir/diag.c -lm -o /tmp/fuzz_ir_parse
  *   mkdir -p /tmp/kir-corpus && cp tests/ir/?*.kir /tmp/kir-corpus/
  *   /tmp/fuzz_ir_parse -max_total_time=60 -max_len=8192 /tmp/kir-corpus */
