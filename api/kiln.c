@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kiln.h"
 
@@ -128,23 +129,221 @@ static int calibrate(KilnFunc *f, const kiln_layer_desc *desc, KilnDiag *d)
     return 0;
 }
 
-static int prepack_weights(kiln_layer *l, const KilnFunc *f, const kiln_layer_desc *desc,
-                           KilnDiag *d)
+/* Loading weights is the bulk of kiln_layer_create, so it runs on the context's pool.
+ * Each task takes a block of NR-wide panels: it quantizes those rows into its thread's
+ * buffer (kiln_quantize_matrix works row by row, so a block gets the codes and scales
+ * the whole matrix would; a per-tensor scale is chosen first, over all of it, as
+ * kiln_quantize_matrix does, and handed to the blocks as a fixed scale), packs them
+ * while they are in cache with kiln_prepack on a layout made for just those rows, and
+ * copies that blob's sections (panel-major, layout.h) into place. If such a layout
+ * would not pack the same way, the weight is quantized and packed whole, serially. */
+static double now_ms(void)
 {
-    const KilnInst *g = kiln_find_qgemm(f);
-    KilnTensor wq = {0};
-    int rc = kiln_tensor_alloc(&wq, &f->values[g->ops[1]].type);
-    if (!rc && wq.type.q.fmt == KILN_QF_NONE) /* a layer the recipe leaves in f32 */
-        memcpy(wq.data, desc->weight, sizeof(float) * (size_t)(desc->N * desc->K));
-    else if (!rc)
-        rc = kiln_quantize_matrix(&wq.type.q, desc->weight, desc->N, desc->K, wq.data, wq.scales,
-                                  wq.zeros, d);
-    if (!rc) {
-        l->wpack = kiln_rt_alloc(l->k.layout.pack_bytes);
-        rc = l->wpack ? kiln_prepack(&l->k.layout, &wq, l->wpack, d)
-                      : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+typedef struct LoadScratch { /* one per pool thread, made by its first task */
+    uint8_t *codes, *blob;
+    float *scales;
+    int32_t *zeros;
+    bool failed;
+} LoadScratch;
+
+typedef struct LoadJob {
+    const KilnLayout *L;
+    KilnLayout sub, sub_last; /* layouts of a whole block and of the last one */
+    const float *w;
+    KilnType wt;
+    KilnQuantSpec spec; /* per-tensor: fixed to the whole matrix's params */
+    bool quant, tensor, zeros;
+    size_t rb;          /* bytes of one row of codes (f32: floats) */
+    int64_t per_row;    /* scales per row (1 for tensor and channel) */
+    int64_t ppt;        /* panels per task */
+    uint8_t *blob;
+    LoadScratch *scr;
+    int *rc;
+    KilnDiag *d;
+    double *quant_ms, *pack_ms; /* per task, for verbose */
+} LoadJob;
+
+static void load_task(void *ctx, int t, int thread)
+{
+    LoadJob *j = ctx;
+    const KilnLayout *L = j->L;
+    int64_t p0 = t * j->ppt, p1 = p0 + j->ppt < L->npanels ? p0 + j->ppt : L->npanels;
+    int64_t n0 = p0 * L->NR, n1 = p1 * L->NR < L->N ? p1 * L->NR : L->N, K = L->K;
+    const KilnLayout *S = p1 == L->npanels ? &j->sub_last : &j->sub;
+    LoadScratch *s = &j->scr[thread];
+    int64_t rows = j->ppt * L->NR;
+    if (!s->blob && !s->failed) {
+        s->blob = malloc(j->sub.pack_bytes > j->sub_last.pack_bytes ? j->sub.pack_bytes
+                                                                   : j->sub_last.pack_bytes);
+        if (j->quant) {
+            s->codes = malloc((size_t)rows * j->rb);
+            s->scales = malloc(sizeof(float) * (size_t)(rows * j->per_row));
+            s->zeros = j->zeros ? malloc(sizeof(int32_t) * (size_t)(rows * j->per_row)) : NULL;
+        }
+        s->failed = !s->blob || (j->quant && (!s->codes || !s->scales || (j->zeros && !s->zeros)));
     }
+    if (s->failed) {
+        j->rc[t] = kiln_diag_set(&j->d[t], KILN_EINTERNAL, "out of memory loading weights");
+        return;
+    }
+    double t0 = now_ms();
+    KilnTensor st = {.type = j->wt, .nbytes = (size_t)(n1 - n0) * j->rb};
+    st.type.dim[0] = n1 - n0;
+    if (j->quant) {
+        st.data = s->codes;
+        st.scales = s->scales;
+        st.zeros = s->zeros;
+        st.nscales = j->tensor ? 1 : (n1 - n0) * j->per_row;
+        j->rc[t] = kiln_quantize_matrix(&j->spec, j->w + n0 * K, n1 - n0, K, st.data, st.scales,
+                                        st.zeros, &j->d[t]);
+        if (j->rc[t])
+            return;
+    } else {
+        st.data = (void *)(j->w + n0 * K);
+    }
+    double t1 = now_ms();
+    j->rc[t] = kiln_prepack(S, &st, s->blob, &j->d[t]);
+    if (!j->rc[t]) {
+        size_t vec = (size_t)(L->ngroups * L->NR) * 4, np = (size_t)(p1 - p0);
+        memcpy(j->blob + L->codes_off + (size_t)p0 * L->panel_code_bytes, s->blob + S->codes_off,
+               np * L->panel_code_bytes);
+        size_t off[3][2] = {{L->scales_off, S->scales_off}, {L->zeros_off, S->zeros_off},
+                            {L->wsum_off, S->wsum_off}};
+        for (int k = 0; k < 3; k++)
+            if (off[k][0])
+                memcpy(j->blob + off[k][0] + (size_t)p0 * vec, s->blob + off[k][1], np * vec);
+        if (t == 0) { /* the header with the whole weight's N (layout.h: magic, N, K, NR, KR) */
+            memcpy(j->blob, s->blob, 64);
+            memcpy(j->blob + 8, &L->N, sizeof L->N);
+        }
+    }
+    j->quant_ms[t] = t1 - t0;
+    j->pack_ms[t] = now_ms() - t1;
+}
+
+/* The layout of `rows` rows of the weight; false unless it packs exactly like the
+ * whole one does, panel for panel. */
+static bool sub_layout(const KilnLayout *L, const KilnType *wt, int64_t rows, KilnLayout *S)
+{
+    KilnType st = *wt;
+    st.dim[0] = rows;
+    KilnDiag d = {0};
+    if (kiln_layout_make(L->isa, &st, L->weight_only ? NULL : &L->aspec, L->act_dtype,
+                         L->has_bias, L->epilogue, L->out_dt, S, &d))
+        return false;
+    return S->NR == L->NR && S->KR == L->KR && S->KB == L->KB && S->wdt == L->wdt &&
+           S->wbias == L->wbias && S->family == L->family && S->group == L->group &&
+           S->ngroups == L->ngroups && S->panel_code_bytes == L->panel_code_bytes &&
+           S->wspec.gran == L->wspec.gran && S->codes_off == L->codes_off &&
+           S->npanels == (rows + L->NR - 1) / L->NR && !S->scales_off == !L->scales_off &&
+           !S->zeros_off == !L->zeros_off && !S->wsum_off == !L->wsum_off;
+}
+
+/* The plain way: the whole weight quantized, then one kiln_prepack. */
+static int load_serial(const KilnLayout *L, const KilnType *wt, const float *w, void *blob,
+                       KilnDiag *d)
+{
+    KilnTensor wq = {0};
+    int rc = kiln_tensor_alloc(&wq, wt)
+                 ? kiln_diag_set(d, KILN_EINTERNAL, "out of memory for the quantized weight")
+                 : 0;
+    if (!rc && wt->q.fmt == KILN_QF_NONE)
+        memcpy(wq.data, w, wq.nbytes);
+    else if (!rc)
+        rc = kiln_quantize_matrix(&wt->q, w, L->N, L->K, wq.data, wq.scales, wq.zeros, d);
+    if (!rc)
+        rc = kiln_prepack(L, &wq, blob, d);
     kiln_tensor_free(&wq);
+    return rc;
+}
+
+static int prepack_weights(kiln_ctx *ctx, kiln_layer *l, const KilnFunc *f,
+                           const kiln_layer_desc *desc, KilnDiag *d)
+{
+    const KilnLayout *L = &l->k.layout;
+    const KilnType *wt = &f->values[kiln_find_qgemm(f)->ops[1]].type;
+    double t0 = now_ms();
+    l->wpack = kiln_rt_alloc(L->pack_bytes);
+    if (!l->wpack)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    bool quant = wt->q.fmt != KILN_QF_NONE;
+    int nt = kiln_pool_size(ctx->pool);
+    /* blocks of about 256 KiB of packed weight, at least 4 per thread to even out a
+     * shared machine; a small weight stays on one block */
+    int64_t ntasks = (int64_t)(L->pack_bytes >> 18);
+    ntasks = ntasks < 4 * (int64_t)nt ? 4 * (int64_t)nt : ntasks;
+    ntasks = L->N * L->K < (1 << 16) ? 1 : ntasks > L->npanels ? L->npanels : ntasks;
+    LoadJob j = {.L = L, .w = desc->weight, .wt = *wt, .spec = wt->q, .quant = quant,
+                 .tensor = quant && wt->q.gran == KILN_GRAN_TENSOR,
+                 .zeros = quant && !wt->q.symmetric &&
+                          (wt->q.fmt == KILN_QF_INT8 || wt->q.fmt == KILN_QF_INT4),
+                 .rb = quant ? kiln_row_bytes(wt->dt, L->K) : sizeof(float) * (size_t)L->K,
+                 .ppt = (L->npanels + ntasks - 1) / ntasks, .blob = l->wpack};
+    ntasks = (L->npanels + j.ppt - 1) / j.ppt;
+    j.per_row = quant && wt->q.gran == KILN_GRAN_GROUP ? L->K / wt->q.group : 1;
+    int64_t last_rows = L->N - (ntasks - 1) * j.ppt * L->NR;
+    bool blocks = sub_layout(L, wt, j.ppt * L->NR < L->N ? j.ppt * L->NR : L->N, &j.sub) &&
+                  sub_layout(L, wt, last_rows, &j.sub_last);
+    if (blocks && j.tensor) { /* the one scale, from all of the matrix */
+        bool sym = wt->q.symmetric || wt->q.fmt == KILN_QF_FP8_E4M3 ||
+                   wt->q.fmt == KILN_QF_FP8_E5M2;
+        KilnQParams p = {wt->q.scale, sym ? 0 : wt->q.zero};
+        if (wt->q.dynamic || !(wt->q.scale > 0.0f)) {
+            float lo, hi;
+            kiln_slice_range(desc->weight, L->N * L->K, 1, wt->q.calib, wt->q.pct, &lo, &hi);
+            p = kiln_qparams_from_range(wt->q.fmt, sym, lo, hi);
+        }
+        j.spec.dynamic = false;
+        j.spec.scale = p.scale;
+        j.spec.zero = p.zero;
+    }
+    j.scr = blocks ? calloc((size_t)nt, sizeof *j.scr) : NULL;
+    j.rc = blocks ? calloc((size_t)ntasks, sizeof *j.rc) : NULL;
+    j.d = blocks ? calloc((size_t)ntasks, sizeof *j.d) : NULL;
+    j.quant_ms = blocks ? calloc((size_t)ntasks * 2, sizeof(double)) : NULL;
+    j.pack_ms = j.quant_ms ? j.quant_ms + ntasks : NULL;
+    int rc = 0;
+    if (blocks && j.scr && j.rc && j.d && j.quant_ms) {
+        kiln_pool_run(ctx->pool, (int)ntasks, load_task, &j);
+        for (int64_t t = 0; t < ntasks && !rc; t++)
+            if (j.rc[t]) {
+                *d = j.d[t];
+                rc = j.rc[t];
+            }
+    } else {
+        blocks = false;
+        rc = load_serial(L, wt, desc->weight, l->wpack, d);
+    }
+    if (!rc && ctx->verbose) {
+        double qms = 0, pms = 0, ms = now_ms() - t0;
+        for (int64_t t = 0; blocks && t < ntasks; t++) {
+            qms += j.quant_ms[t];
+            pms += j.pack_ms[t];
+        }
+        fprintf(stderr, "kiln: %s: weights [%lld,%lld] loaded in %.1f ms, %.2f GB/s of f32 in ",
+                desc->name, (long long)L->N, (long long)L->K, ms,
+                4e-6 * (double)(L->N * L->K) / (ms > 1e-6 ? ms : 1e-6));
+        if (blocks)
+            fprintf(stderr, "(%lld blocks on %d threads; quantize %.1f ms, prepack %.1f ms "
+                    "summed over blocks)\n", (long long)ntasks, nt, qms, pms);
+        else
+            fprintf(stderr, "(serially)\n");
+    }
+    for (int i = 0; j.scr && i < nt; i++) {
+        free(j.scr[i].codes);
+        free(j.scr[i].blob);
+        free(j.scr[i].scales);
+        free(j.scr[i].zeros);
+    }
+    free(j.scr);
+    free(j.rc);
+    free(j.d);
+    free(j.quant_ms);
     return rc;
 }
 
@@ -202,7 +401,7 @@ kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_la
         fprintf(stderr, "kiln: %s: kernel %s (%s): cache %s, %.1f ms\n", desc->name,
                 l->k.symbol, l->k.layout.name, l->k.cache_hit ? "hit" : "miss", l->k.compile_ms);
     if (!rc)
-        rc = prepack_weights(l, f, desc, &d);
+        rc = prepack_weights(ctx, l, f, desc, &d);
     if (!rc && l->k.layout.has_bias) {
         l->bias = calloc((size_t)desc->N, sizeof(float));
         if (!l->bias)

@@ -7,6 +7,11 @@
 
 #include "numerics.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define KILN_HAVE_AVX2_PATH 1
+#endif
+
 static uint32_t f32_bits(float x)
 {
     uint32_t u;
@@ -198,6 +203,214 @@ int32_t kiln_qformat_qmin(KilnQFormat f, bool symmetric)
     return 0;
 }
 
+/* ------------------------------------------------------------------ fast paths */
+
+/* Loading a model quantizes every weight: these loops do the same arithmetic as
+ * kiln_quantize_value per element (x / scale in the caller's rounding mode, then
+ * mode-independent round-half-even, clamp, FP8 RNE by integer bit arithmetic) eight
+ * lanes at a time; tests/test_numerics.c checks them bit for bit against it. */
+
+#ifdef KILN_HAVE_AVX2_PATH
+static bool cpu_has_avx2(void) { return __builtin_cpu_supports("avx2"); }
+#else
+static bool cpu_has_avx2(void) { return false; }
+#endif
+
+/* Finite min/max folded into *mn, *mx (which start at 0, so replacing a non-finite
+ * value by +0 cannot change either: 0 < mn and 0 > mx are both false). */
+static void minmax_scalar(const float *x, int64_t n, float *mn, float *mx)
+{
+    float lo = *mn, hi = *mx;
+    for (int64_t i = 0; i < n; i++) {
+        float v = fabsf(x[i]) < INFINITY ? x[i] : 0.0f;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    *mn = lo;
+    *mx = hi;
+}
+
+#ifdef KILN_HAVE_AVX2_PATH
+/* minps(a, b) is exactly `a < b ? a : b` (maxps likewise), the scalar rule; lanes hold
+ * +0 or a value of the matrix, so the order of the final reduction does not matter. */
+__attribute__((target("avx2"))) static void minmax_avx2(const float *x, int64_t n, float *mn,
+                                                         float *mx)
+{
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 inf = _mm256_set1_ps(INFINITY);
+    __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+        a = _mm256_and_ps(a, _mm256_cmp_ps(_mm256_and_ps(a, absm), inf, _CMP_LT_OQ));
+        b = _mm256_and_ps(b, _mm256_cmp_ps(_mm256_and_ps(b, absm), inf, _CMP_LT_OQ));
+        lo0 = _mm256_min_ps(a, lo0);
+        hi0 = _mm256_max_ps(a, hi0);
+        lo1 = _mm256_min_ps(b, lo1);
+        hi1 = _mm256_max_ps(b, hi1);
+    }
+    float l[8], h[8];
+    _mm256_storeu_ps(l, _mm256_min_ps(lo0, lo1));
+    _mm256_storeu_ps(h, _mm256_max_ps(hi0, hi1));
+    float lo = *mn, hi = *mx;
+    for (int k = 0; k < 8; k++) {
+        lo = l[k] < lo ? l[k] : lo;
+        hi = h[k] > hi ? h[k] : hi;
+    }
+    *mn = lo;
+    *mx = hi;
+    minmax_scalar(x + i, n - i, mn, mx);
+}
+#endif
+
+static void fast_minmax(const float *x, int64_t n, float *mn, float *mx)
+{
+    *mn = *mx = 0.0f;
+#ifdef KILN_HAVE_AVX2_PATH
+    if (cpu_has_avx2()) {
+        minmax_avx2(x, n, mn, mx);
+        return;
+    }
+#endif
+    minmax_scalar(x, n, mn, mx);
+}
+
+#ifdef KILN_HAVE_AVX2_PATH
+/* 4 x 8 int32 codes in 0..255 (unsig) or -128..127 -> 32 bytes in order. */
+__attribute__((target("avx2"))) static void store_codes32(const __m256i c[4], bool unsig,
+                                                           uint8_t *out)
+{
+    __m256i w01 = _mm256_packs_epi32(c[0], c[1]), w23 = _mm256_packs_epi32(c[2], c[3]);
+    __m256i b = unsig ? _mm256_packus_epi16(w01, w23) : _mm256_packs_epi16(w01, w23);
+    /* the packs work per 128-bit lane: dwords come out as c0lo c1lo c2lo c3lo c0hi ... */
+    b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)out, b);
+}
+
+/* Integer codes of x[0, n) rounded down to a multiple of 32; returns how many.
+ * r = rne(x/s) clamped to [qmin - z, qmax - z] then + z equals the definition's clamp
+ * of r + z (r is integral or infinite); NaN takes the code of 0. */
+__attribute__((target("avx2"))) static int64_t int_codes_avx2(const float *x, int64_t n,
+                                                               float scale, int32_t qmin,
+                                                               int32_t qmax, int32_t zero,
+                                                               uint8_t *out)
+{
+    const __m256 vs = _mm256_set1_ps(scale);
+    const __m256 vlo = _mm256_set1_ps((float)(qmin - zero));
+    const __m256 vhi = _mm256_set1_ps((float)(qmax - zero));
+    const __m256i vz = _mm256_set1_epi32(zero);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i c[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 q = _mm256_div_ps(_mm256_loadu_ps(x + i + 8 * k), vs);
+            __m256 r = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            r = _mm256_andnot_ps(_mm256_cmp_ps(r, r, _CMP_UNORD_Q), r);
+            r = _mm256_min_ps(_mm256_max_ps(r, vlo), vhi);
+            c[k] = _mm256_add_epi32(_mm256_cvtps_epi32(r), vz);
+        }
+        store_codes32(c, qmin >= 0, out + i);
+    }
+    return i;
+}
+
+/* FP8 bytes of x[0, n)/scale, multiple of 32 as above. Normal range: RNE of the f32
+ * bits at the format's last mantissa bit (a carry into the exponent is the right
+ * rounding) and rebias; subnormal range: rne(a / ulp), exact power-of-two scaling.
+ * Then saturation, sign, NaN -> 0x7F as in fp8_encode. */
+__attribute__((target("avx2"))) static int64_t fp8_codes_avx2(const float *x, int64_t n,
+                                                               float scale, bool e4m3,
+                                                               uint8_t *out)
+{
+    const int mbits = e4m3 ? 3 : 2, bias = e4m3 ? 7 : 15, shift = 23 - mbits;
+    const __m256 vs = _mm256_set1_ps(scale);
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 vmax = _mm256_set1_ps(e4m3 ? KILN_E4M3_MAX : KILN_E5M2_MAX);
+    const __m256 vnorm = _mm256_set1_ps(ldexpf(1.0f, 1 - bias));         /* 2^emin */
+    const __m256 vinvulp = _mm256_set1_ps(ldexpf(1.0f, bias - 1 + mbits)); /* 2^-(emin-m) */
+    const __m256i rnd = _mm256_set1_epi32((1 << (shift - 1)) - 1), one = _mm256_set1_epi32(1);
+    const __m256i rebias = _mm256_set1_epi32((127 - bias) << mbits);
+    const __m256i maxc = _mm256_set1_epi32(e4m3 ? 0x7e : 0x7b), nanc = _mm256_set1_epi32(0x7f);
+    const __m256i signm = _mm256_set1_epi32(0x80);
+    const __m128i sh = _mm_cvtsi32_si128(shift);
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i c[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + i + 8 * k), vs);
+            __m256 a = _mm256_and_ps(v, absm);
+            __m256i ua = _mm256_castps_si256(a);
+            __m256i sgn = _mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(v), 24), signm);
+            __m256i lsb = _mm256_and_si256(_mm256_srl_epi32(ua, sh), one);
+            __m256i nrm = _mm256_sub_epi32(
+                _mm256_srl_epi32(_mm256_add_epi32(_mm256_add_epi32(ua, rnd), lsb), sh), rebias);
+            __m256i sub = _mm256_cvtps_epi32(_mm256_round_ps(
+                _mm256_mul_ps(a, vinvulp), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            __m256i code = _mm256_blendv_epi8(
+                nrm, sub, _mm256_castps_si256(_mm256_cmp_ps(a, vnorm, _CMP_LT_OQ)));
+            code = _mm256_blendv_epi8(code, maxc,
+                                      _mm256_castps_si256(_mm256_cmp_ps(a, vmax, _CMP_GT_OQ)));
+            code = _mm256_or_si256(code, sgn);
+            c[k] = _mm256_blendv_epi8(code, nanc,
+                                      _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+        }
+        store_codes32(c, true, out + i);
+    }
+    return i;
+}
+#endif
+
+#ifdef KILN_HAVE_AVX2_PATH
+/* kiln_int4_pack of v[0, n) rounded down to a multiple of 64; returns how many. Each
+ * i16 lane holds a pair: (lo & 0xF) | ((hi & 0xF) << 4) is (w & 0xF) | ((w >> 4) & 0xF0). */
+__attribute__((target("avx2"))) static int64_t nibbles_avx2(const uint8_t *v, int64_t n,
+                                                             uint8_t *out)
+{
+    const __m256i lo = _mm256_set1_epi16(0x000f), hi = _mm256_set1_epi16(0x00f0);
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)(v + i));
+        __m256i b = _mm256_loadu_si256((const __m256i *)(v + i + 32));
+        a = _mm256_or_si256(_mm256_and_si256(a, lo), _mm256_and_si256(_mm256_srli_epi16(a, 4), hi));
+        b = _mm256_or_si256(_mm256_and_si256(b, lo), _mm256_and_si256(_mm256_srli_epi16(b, 4), hi));
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi16(a, b), _MM_SHUFFLE(3, 1, 2, 0));
+        _mm256_storeu_si256((__m256i *)(out + i / 2), p);
+    }
+    return i;
+}
+#endif
+
+static void pack_nibbles(const uint8_t *v, int64_t n, bool avx2, uint8_t *out)
+{
+    int64_t i = 0;
+#ifdef KILN_HAVE_AVX2_PATH
+    if (avx2)
+        i = nibbles_avx2(v, n, out);
+#endif
+    kiln_int4_pack((const int8_t *)v + i, n - i, out + i / 2);
+}
+
+/* One byte per value: the byte kiln_code_set stores for 8-bit dtypes, the code
+ * (-7..7 / 0..15) before nibble packing for int4. */
+static void slice_codes(KilnQFormat f, bool sym, KilnQParams p, const float *x, int64_t n,
+                        bool avx2, uint8_t *out)
+{
+    int64_t i = 0;
+#ifdef KILN_HAVE_AVX2_PATH
+    if (avx2) {
+        if (is_fp8(f))
+            i = fp8_codes_avx2(x, n, p.scale, f == KILN_QF_FP8_E4M3, out);
+        else
+            i = int_codes_avx2(x, n, p.scale, kiln_qformat_qmin(f, sym),
+                               (int32_t)kiln_qformat_qmax(f, sym), sym ? 0 : p.zero, out);
+    }
+#else
+    (void)avx2;
+#endif
+    for (; i < n; i++)
+        out[i] = (uint8_t)kiln_quantize_value(f, sym, p, x[i]);
+}
+
 /* ------------------------------------------------------------------ ranges and params */
 
 static int cmp_float(const void *a, const void *b)
@@ -213,17 +426,22 @@ void kiln_slice_range(const float *x, int64_t n, int64_t stride, KilnCalib calib
 {
     float mn = 0.0f, mx = 0.0f;
     int64_t nfin = 0;
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i * stride];
-        if (!isfinite(v))
-            continue;
-        nfin++;
-        mn = v < mn ? v : mn;
-        mx = v > mx ? v : mx;
+    bool want_pct = calib == KILN_CAL_PERCENTILE && pct > 0.0f && pct < 100.0f;
+    if (stride == 1 && !want_pct) {
+        fast_minmax(x, n, &mn, &mx);
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            float v = x[i * stride];
+            if (!isfinite(v))
+                continue;
+            nfin++;
+            mn = v < mn ? v : mn;
+            mx = v > mx ? v : mx;
+        }
     }
     *lo = mn;
     *hi = mx;
-    if (calib != KILN_CAL_PERCENTILE || !(pct > 0.0f) || pct >= 100.0f || nfin == 0)
+    if (!want_pct || nfin == 0)
         return;
     float *mag = malloc((size_t)nfin * sizeof *mag);
     if (!mag) /* out of memory: minmax is a safe superset */
@@ -394,62 +612,81 @@ static int64_t slice_len(const KilnQuantSpec *s, int64_t cols)
     return s->gran == KILN_GRAN_GROUP ? s->group : cols;
 }
 
+/* Per row: first every slice's params (into scales/zeros), then the codes, straight
+ * into the row for 8-bit storage, or in chunks through a stack buffer and nibble
+ * packing (kiln_int4_pack's layout, which is kiln_code_set's) for int4. */
+static void quantize_matrix_fast(const KilnQuantSpec *spec, const float *x, int64_t rows,
+                                 int64_t cols, void *out, float *scales, int32_t *zeros)
+{
+    enum { CHUNK = 512 }; /* even, so every chunk starts on a whole byte */
+    uint8_t buf[CHUNK];
+    bool sym = spec->symmetric || is_fp8(spec->fmt);
+    KilnDType dt = kiln_qformat_storage(spec->fmt, sym);
+    bool fixed = !spec->dynamic && spec->scale > 0.0f;
+    KilnQParams tp = {spec->scale, sym ? 0 : spec->zero};
+    size_t rb = kiln_row_bytes(dt, cols);
+    bool int4 = dt == KILN_I4 || dt == KILN_U4, avx2 = cpu_has_avx2();
+    bool tensor = spec->gran == KILN_GRAN_TENSOR;
+    int64_t len = tensor ? cols : slice_len(spec, cols), per_row = cols / len;
+    if (tensor) {
+        if (!fixed) {
+            float lo, hi;
+            kiln_slice_range(x, rows * cols, 1, spec->calib, spec->pct, &lo, &hi);
+            tp = kiln_qparams_from_range(spec->fmt, sym, lo, hi);
+        }
+        scales[0] = tp.scale;
+        if (zeros)
+            zeros[0] = tp.zero;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        uint8_t *row = (uint8_t *)out + (size_t)r * rb;
+        float *rs = tensor ? scales : scales + r * per_row;
+        int32_t *rz = !zeros ? NULL : tensor ? zeros : zeros + r * per_row;
+        for (int64_t j = 0; !tensor && j < per_row; j++) {
+            KilnQParams p = tp;
+            if (!fixed) {
+                float lo, hi;
+                kiln_slice_range(xr + j * len, len, 1, spec->calib, spec->pct, &lo, &hi);
+                p = kiln_qparams_from_range(spec->fmt, sym, lo, hi);
+            }
+            rs[j] = p.scale;
+            if (rz)
+                rz[j] = p.zero;
+        }
+        for (int64_t c0 = 0; c0 < cols; c0 += int4 ? CHUNK : cols) {
+            int64_t c1 = int4 && cols - c0 > CHUNK ? c0 + CHUNK : cols;
+            for (int64_t c = c0; c < c1;) {
+                int64_t j = tensor ? 0 : c / len, e = tensor ? c1 : (j + 1) * len;
+                e = e < c1 ? e : c1;
+                KilnQParams p = tensor ? tp : (KilnQParams){rs[j], rz ? rz[j] : 0};
+                uint8_t *dst = int4 ? buf + (c - c0) : row + c;
+                slice_codes(spec->fmt, sym, p, xr + c, e - c, avx2, dst);
+                c = e;
+            }
+            if (int4)
+                pack_nibbles(buf, c1 - c0, avx2, row + c0 / 2);
+        }
+    }
+}
+
 int kiln_quantize_matrix(const KilnQuantSpec *spec, const float *x, int64_t rows, int64_t cols,
                          void *out, float *scales, int32_t *zeros, KilnDiag *d)
 {
     int rc = check_spec(spec, rows, cols, true, zeros, d);
     if (rc)
         return rc;
-    bool sym = spec->symmetric || is_fp8(spec->fmt);
-    KilnDType dt = kiln_qformat_storage(spec->fmt, sym);
-    bool fixed = !spec->dynamic && spec->scale > 0.0f;
-    KilnQParams fixedp = {spec->scale, sym ? 0 : spec->zero};
-    size_t rb = kiln_row_bytes(dt, cols);
     if (rows == 0 || cols == 0) {
+        bool sym = spec->symmetric || is_fp8(spec->fmt);
+        bool fixed = !spec->dynamic && spec->scale > 0.0f;
         if (spec->gran == KILN_GRAN_TENSOR) {
-            scales[0] = fixed ? fixedp.scale : 1.0f;
+            scales[0] = fixed ? spec->scale : 1.0f;
             if (zeros)
-                zeros[0] = fixed ? fixedp.zero : 0;
+                zeros[0] = fixed && !sym ? spec->zero : 0;
         }
         return 0;
     }
-    if (spec->gran == KILN_GRAN_TENSOR) {
-        KilnQParams p = fixedp;
-        if (!fixed) {
-            float lo, hi;
-            kiln_slice_range(x, rows * cols, 1, spec->calib, spec->pct, &lo, &hi);
-            p = kiln_qparams_from_range(spec->fmt, sym, lo, hi);
-        }
-        scales[0] = p.scale;
-        if (zeros)
-            zeros[0] = p.zero;
-        for (int64_t r = 0; r < rows; r++) {
-            uint8_t *row = (uint8_t *)out + (size_t)r * rb;
-            memset(row, 0, rb);
-            for (int64_t c = 0; c < cols; c++)
-                kiln_code_set(dt, row, c, kiln_quantize_value(spec->fmt, sym, p, x[r * cols + c]));
-        }
-        return 0;
-    }
-    int64_t len = slice_len(spec, cols), per_row = cols / len;
-    for (int64_t r = 0; r < rows; r++) {
-        uint8_t *row = (uint8_t *)out + (size_t)r * rb;
-        memset(row, 0, rb);
-        for (int64_t j = 0; j < per_row; j++) {
-            const float *s = x + r * cols + j * len;
-            KilnQParams p = fixedp;
-            if (!fixed) {
-                float lo, hi;
-                kiln_slice_range(s, len, 1, spec->calib, spec->pct, &lo, &hi);
-                p = kiln_qparams_from_range(spec->fmt, sym, lo, hi);
-            }
-            scales[r * per_row + j] = p.scale;
-            if (zeros)
-                zeros[r * per_row + j] = p.zero;
-            for (int64_t c = 0; c < len; c++)
-                kiln_code_set(dt, row, j * len + c, kiln_quantize_value(spec->fmt, sym, p, s[c]));
-        }
-    }
+    quantize_matrix_fast(spec, x, rows, cols, out, scales, zeros);
     return 0;
 }
 

@@ -519,6 +519,248 @@ static void test_error_stats(void **state)
     (void)f32_bits;
 }
 
+/* ------------------------------------------------------------------ fast path vs definition */
+
+/* kiln_quantize_matrix runs vectorized loops; the definition is per element:
+ * finite min/max (0 included) -> kiln_qparams_from_range -> kiln_quantize_value ->
+ * kiln_code_set. Percentile ranges come from kiln_slice_range with a stride of 1 in a
+ * copy (the strided path is the definition's loop). */
+static void ref_range(const float *x, int64_t n, const KilnQuantSpec *q, float *lo, float *hi)
+{
+    if (q->calib == KILN_CAL_PERCENTILE) {
+        kiln_slice_range(x, n, 1, q->calib, q->pct, lo, hi);
+        return;
+    }
+    float mn = 0, mx = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(x[i])) {
+            mn = x[i] < mn ? x[i] : mn;
+            mx = x[i] > mx ? x[i] : mx;
+        }
+    *lo = mn;
+    *hi = mx;
+}
+
+static void ref_quantize(const KilnQuantSpec *q, const float *x, int64_t rows, int64_t cols,
+                         uint8_t *out, float *scales, int32_t *zeros)
+{
+    bool sym = q->symmetric || q->fmt == KILN_QF_FP8_E4M3 || q->fmt == KILN_QF_FP8_E5M2;
+    KilnDType dt = kiln_qformat_storage(q->fmt, sym);
+    size_t rb = kiln_row_bytes(dt, cols);
+    bool fixed = !q->dynamic && q->scale > 0;
+    bool tensor = q->gran == KILN_GRAN_TENSOR;
+    int64_t len = tensor ? rows * cols : q->gran == KILN_GRAN_GROUP ? q->group : cols;
+    int64_t per_row = tensor ? 0 : cols / len;
+    memset(out, 0, rb * (size_t)rows);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            int64_t si = tensor ? 0 : r * per_row + c / len;
+            const float *s = tensor ? x : x + r * cols + (c / len) * len;
+            KilnQParams p = {q->scale, sym ? 0 : q->zero};
+            if (!fixed) {
+                float lo, hi;
+                ref_range(s, len, q, &lo, &hi);
+                p = kiln_qparams_from_range(q->fmt, sym, lo, hi);
+            }
+            scales[si] = p.scale;
+            if (zeros)
+                zeros[si] = p.zero;
+            kiln_code_set(dt, out + (size_t)r * rb, c,
+                          kiln_quantize_value(q->fmt, sym, p, x[r * cols + c]));
+        }
+}
+
+static uint32_t xorshift(uint32_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+
+/* Returns false (and says where) when the fast path differs from ref_quantize. */
+static bool same_as_definition(const KilnQuantSpec *q, const float *x, int64_t rows, int64_t cols)
+{
+    bool sym = q->symmetric || q->fmt == KILN_QF_FP8_E4M3 || q->fmt == KILN_QF_FP8_E5M2;
+    size_t nb = kiln_row_bytes(kiln_qformat_storage(q->fmt, sym), cols) * (size_t)rows;
+    int64_t ns = q->gran == KILN_GRAN_TENSOR ? 1
+                 : q->gran == KILN_GRAN_GROUP ? rows * (cols / q->group)
+                                              : rows;
+    uint8_t *a = malloc(nb + 1), *b = malloc(nb + 1);
+    float *sa = calloc((size_t)ns, sizeof *sa), *sb = calloc((size_t)ns, sizeof *sb);
+    int32_t *za = calloc((size_t)ns, sizeof *za), *zb = calloc((size_t)ns, sizeof *zb);
+    assert_true(a && b && sa && sb && za && zb);
+    memset(b, 0xA5, nb); /* every byte must be written */
+    KilnDiag d = {0};
+    ref_quantize(q, x, rows, cols, a, sa, za);
+    assert_int_equal(kiln_quantize_matrix(q, x, rows, cols, b, sb, zb, &d), 0);
+    bool ok = memcmp(a, b, nb) == 0 && memcmp(sa, sb, sizeof *sa * (size_t)ns) == 0 &&
+              memcmp(za, zb, sizeof *za * (size_t)ns) == 0;
+    if (!ok) {
+        size_t i = 0;
+        while (i < nb && a[i] == b[i])
+            i++;
+        print_error("fast path differs: %s %ssym gran %s group %d [%lld,%lld]: first code byte "
+                    "%zu: %02x, definition %02x\n",
+                    kiln_qformat_name(q->fmt), q->symmetric ? "" : "a", kiln_gran_name(q->gran),
+                    (int)q->group, (long long)rows, (long long)cols, i, i < nb ? b[i] : 0,
+                    i < nb ? a[i] : 0);
+    }
+    free(a);
+    free(b);
+    free(sa);
+    free(sb);
+    free(za);
+    free(zb);
+    return ok;
+}
+
+static void random_matrices(int rounding)
+{
+    static const KilnQFormat fmts[] = {KILN_QF_INT8, KILN_QF_INT4, KILN_QF_FP8_E4M3,
+                                       KILN_QF_FP8_E5M2};
+    static const KilnGran grans[] = {KILN_GRAN_TENSOR, KILN_GRAN_CHANNEL, KILN_GRAN_TOKEN,
+                                     KILN_GRAN_GROUP};
+    static const int groups[] = {1, 3, 8, 32, 33, 64, 128};
+    uint32_t seed = 0x9e3779b9u;
+    assert_int_equal(fesetround(rounding), 0);
+    int cases = 0;
+    for (int f = 0; f < 4; f++)
+        for (int sym = 0; sym < 2; sym++)
+            for (int g = 0; g < 4; g++)
+                for (int it = 0; it < 12; it++) {
+                    KilnQuantSpec q = spec(fmts[f], sym, grans[g], 0);
+                    int64_t rows = 1 + xorshift(&seed) % 6, cols = 1 + xorshift(&seed) % 300;
+                    if (grans[g] == KILN_GRAN_GROUP) {
+                        q.group = groups[xorshift(&seed) % 7];
+                        cols = q.group * (1 + xorshift(&seed) % (it & 1 ? 3 : 9));
+                    }
+                    if (it == 5) { /* static scale (and zero point) */
+                        q.scale = 0.0123f;
+                        q.zero = sym ? 0 : fmts[f] == KILN_QF_INT4 ? 9 : 140;
+                    }
+                    if (it == 7) {
+                        q.calib = KILN_CAL_PERCENTILE;
+                        q.pct = 99.0f;
+                    }
+                    float *x = malloc(sizeof *x * (size_t)(rows * cols));
+                    assert_non_null(x);
+                    /* magnitudes from tiny to huge; specials; exact .5 ties of the scale */
+                    float mag = ldexpf(1.0f, (int)(xorshift(&seed) % 80) - 40);
+                    for (int64_t i = 0; i < rows * cols; i++) {
+                        uint32_t k = xorshift(&seed) % 64;
+                        float v = (float)(int32_t)xorshift(&seed) * 0x1p-31f * mag;
+                        v = k == 0   ? NAN
+                            : k == 1 ? INFINITY
+                            : k == 2 ? -INFINITY
+                            : k == 3 ? 3e38f
+                            : k == 4 ? -0.0f
+                            : k == 5 ? 1e-42f
+                            : k < 12 ? roundf(v * 8 / mag) * mag / 16
+                                     : v;
+                        x[i] = v;
+                    }
+                    if (it % 3 == 0) /* an all-zero row */
+                        memset(x + (rows - 1) * cols, 0, sizeof *x * (size_t)cols);
+                    if (it == 11) /* all of the slice non-finite */
+                        for (int64_t c = 0; c < cols; c++)
+                            x[c] = c & 1 ? NAN : -INFINITY;
+                    bool ok = same_as_definition(&q, x, rows, cols);
+                    free(x);
+                    if (!ok) {
+                        fesetround(FE_TONEAREST);
+                        fail_msg("rounding mode %d, case %d", rounding, cases);
+                    }
+                    cases++;
+                }
+    assert_int_equal(fesetround(FE_TONEAREST), 0);
+}
+
+static void test_fast_random(void **state)
+{
+    (void)state;
+    random_matrices(FE_TONEAREST);
+}
+
+/* The definition divides in the caller's rounding mode and rounds half to even
+ * regardless of it; the fast path must do the same under every mode. */
+static void test_fast_rounding_modes(void **state)
+{
+    (void)state;
+    random_matrices(FE_UPWARD);
+    random_matrices(FE_DOWNWARD);
+    random_matrices(FE_TOWARDZERO);
+}
+
+static void sweep_check(const float *x, int n, uint64_t where)
+{
+    static const KilnQFormat fmts[] = {KILN_QF_FP8_E4M3, KILN_QF_FP8_E5M2, KILN_QF_INT8,
+                                       KILN_QF_INT4};
+    for (int f = 0; f < 4; f++)
+        for (int sym = 0; sym < 2; sym++) {
+            KilnQuantSpec q = spec(fmts[f], sym, KILN_GRAN_TENSOR, 0);
+            q.scale = (where >> 21) & 1 ? 0.37f : 1.0f;
+            q.zero = sym ? 0 : fmts[f] == KILN_QF_INT4 ? 3 : 100;
+            if (!same_as_definition(&q, x, 1, n))
+                fail_msg("bit sweep at 0x%08llx", (unsigned long long)where);
+        }
+}
+
+/* Static scales of 1 (x/1 is x) and of 0.37 on f32 bit patterns: every 251st one
+ * (NaNs, infinities, subnormals, every exponent), then every sign, exponent and top
+ * five mantissa bits with the low 18 bits from a set holding the exact ties of every
+ * format (FP8 normals at mantissa bit 19/20, subnormals and integers: few bits set). */
+static void test_fast_bit_sweep(void **state)
+{
+    (void)state;
+    enum { COLS = 1 << 15 };
+    float *x = malloc(sizeof *x * COLS);
+    assert_non_null(x);
+    uint64_t n = 0;
+    for (uint64_t base = 0; base < (1ull << 32); base += 251ull * COLS) {
+        for (int i = 0; i < COLS; i++)
+            x[i] = bits_f32((uint32_t)(base + 251ull * (uint64_t)i));
+        sweep_check(x, COLS, base);
+        n += COLS;
+    }
+    assert_true(n >= (1ull << 32) / 251); /* the loop covered the range */
+    static const uint32_t low[8] = {0, 1, 0x1ffff, 0x20000, 0x20001, 0x3ffff, 0x10000, 0x30000};
+    for (uint32_t part = 0; part < 4; part++) { /* 2^14 high parts x 8 low ones = 4 COLS */
+        for (int i = 0; i < COLS; i++)
+            x[i] = bits_f32(((part << 12 | (uint32_t)i >> 3) << 18) | low[i & 7]);
+        sweep_check(x, COLS, 0);
+        sweep_check(x, COLS, 1u << 21);
+    }
+    free(x);
+}
+
+/* kiln_slice_range's vector min/max against the definition's loop (stride 2 of a
+ * copy with gaps runs the scalar loop over the same values). */
+static void test_fast_slice_range(void **state)
+{
+    (void)state;
+    uint32_t seed = 7;
+    for (int it = 0; it < 200; it++) {
+        int64_t n = 1 + xorshift(&seed) % 200;
+        float *x = malloc(sizeof *x * (size_t)n), *y = calloc((size_t)(2 * n), sizeof *y);
+        assert_true(x && y);
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t k = xorshift(&seed) % 16;
+            x[i] = k == 0 ? NAN : k == 1 ? -INFINITY : k == 2 ? -0.0f
+                 : (float)(int32_t)xorshift(&seed) * (it & 1 ? 1e-3f : 1.0f);
+            if (it % 4 == 0)
+                x[i] = fabsf(x[i]); /* no negatives: lo must stay +0 */
+            y[2 * i] = x[i];
+        }
+        float lo1, hi1, lo2, hi2;
+        kiln_slice_range(x, n, 1, KILN_CAL_MINMAX, 0, &lo1, &hi1);
+        kiln_slice_range(y, n, 2, KILN_CAL_MINMAX, 0, &lo2, &hi2);
+        assert_true(f32_bits(lo1) == f32_bits(lo2) && f32_bits(hi1) == f32_bits(hi2));
+        free(x);
+        free(y);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -539,6 +781,10 @@ int main(void)
         cmocka_unit_test(test_percentile),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_error_stats),
+        cmocka_unit_test(test_fast_random),
+        cmocka_unit_test(test_fast_rounding_modes),
+        cmocka_unit_test(test_fast_bit_sweep),
+        cmocka_unit_test(test_fast_slice_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
