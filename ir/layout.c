@@ -191,6 +191,20 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     l->meta_off = align64(l->act_row_bytes);
     l->scratch_per_row = l->meta_off + (act || l->zero_by_sum ? align64(8 + 4 * (size_t)l->ngroups) : 0);
     l->scratch_fixed = 0;
+    l->blocked = l->family == KILN_KF_F32_FMA && !f32w;
+    if (l->blocked) {
+        /* 6 x 2 ymm (12 x 2 zmm) accumulators + 2 weight vectors + 1 broadcast */
+        l->MRB = avx512 ? 12 : 6;
+        /* a chunk is one scale group, or 256 k when the scale is per row/tensor:
+         * the decoded chunk (<= 16 KB at group 128 on avx2) stays in L1 */
+        l->CB = l->group_mode ? l->group / l->KB : (l->K < 256 ? l->K : 256) / l->KB;
+        if (l->CB < 1)
+            l->CB = 1;
+        l->blocked_min_m = 8;
+        l->cbuf_off = l->scratch_per_row;
+        l->scratch_per_row += align64((size_t)l->NR * 4);
+        l->scratch_fixed = (size_t)(l->CB * l->KB * l->NR) * 4;
+    }
     l->has_bias = has_bias;
     l->epilogue = epi;
     l->out_dt = out_dt;
@@ -322,7 +336,10 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
     size_t row_bytes = kiln_row_bytes(l->wdt, l->K);
     bool int4 = kiln_dtype_bits(l->wdt) == 4;
     int64_t NR = l->NR, KR = l->KR;
-    int8_t *codes = malloc((size_t)l->K);
+    /* one panel at a time: its NR rows unpacked to bytes, then the panel written
+     * front to back (sequential stores; the unpacked rows stay in L2) */
+    int64_t K = l->K, KS = K + 64; /* row stride off 4 KB multiples: no set conflicts */
+    int8_t *codes = malloc((size_t)(NR * KS));
     if (!codes)
         return kiln_diag_set(d, KILN_EINTERNAL, "prepack: out of memory");
     /* nibble position of k % 8 inside a column's 32-bit word (layout.h) */
@@ -331,27 +348,24 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
         pos[k] = KR == 1 ? k : KR == 2 ? (k & 1) * 4 + (k >> 1) : (k & 3) * 2 + (k >> 2);
     for (int64_t p = 0; p < l->npanels; p++) {
         uint8_t *pc = b + l->codes_off + (size_t)p * l->panel_code_bytes;
-        for (int64_t nn = 0; nn < NR; nn++) {
-            int64_t n = p * NR + nn;
-            if (n >= l->N)
-                continue; /* padding stays 0 */
-            const uint8_t *row = (const uint8_t *)wq->data + (size_t)n * row_bytes;
-            unpack_row(l, row, codes);
-            if (int4) {
-                for (int64_t kb = 0; kb < l->K / 8; kb++) {
+        int64_t live = l->N - p * NR < NR ? l->N - p * NR : NR; /* padding columns stay 0 */
+        for (int64_t nn = 0; nn < live; nn++)
+            unpack_row(l, (const uint8_t *)wq->data + (size_t)(p * NR + nn) * row_bytes,
+                       codes + nn * KS);
+        if (int4) {
+            for (int64_t kb = 0; kb < K / 8; kb++)
+                for (int64_t nn = 0; nn < live; nn++) {
+                    const int8_t *c = codes + nn * KS + kb * 8;
                     uint32_t word = 0;
                     for (int k = 0; k < 8; k++) /* KR 1: unsigned nibbles c + 8 */
-                        word |= (uint32_t)((codes[kb * 8 + k] + (KR == 1 ? 8 : 0)) & 0xF)
-                                << (4 * pos[k]);
+                        word |= (uint32_t)((c[k] + (KR == 1 ? 8 : 0)) & 0xF) << (4 * pos[k]);
                     memcpy(pc + (size_t)(kb * NR + nn) * 4, &word, 4);
                 }
-            } else if (KR == 1) {
-                for (int64_t k = 0; k < l->K; k++)
-                    pc[k * NR + nn] = (uint8_t)codes[k];
-            } else {
-                for (int64_t k = 0; k < l->K; k++)
-                    pc[((k / KR) * NR + nn) * KR + k % KR] = (uint8_t)codes[k];
-            }
+        } else {
+            for (int64_t kk = 0; kk < K / KR; kk++)
+                for (int64_t nn = 0; nn < live; nn++)
+                    for (int64_t r = 0; r < KR; r++)
+                        pc[(kk * NR + nn) * KR + r] = (uint8_t)codes[nn * KS + kk * KR + r];
         }
     }
     free(codes);

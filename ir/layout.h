@@ -102,6 +102,15 @@ typedef struct KilnLayout {
     KilnQuantSpec aspec;  /* quantized activations */
     KilnDType adt;        /* their storage dtype */
     size_t act_row_bytes, meta_off, scratch_per_row, scratch_fixed;
+    /* Blocked prefill (f32-fma with quantized weights, M >= blocked_min_m): per
+     * panel, chunks of CB packed blocks are decoded once into an f32 buffer
+     * [CB*KB][NR] at scratch + M * scratch_per_row (scale folded in: (q-z)*s, fp8*s)
+     * and every row streams it through an MRB x NR FMA register tile, keeping its
+     * running sums in its own row's f32 [NR] at cbuf_off between chunks. */
+    bool blocked;
+    int MRB;
+    int64_t CB, blocked_min_m;
+    size_t cbuf_off;
     /* epilogue */
     bool has_bias;
     KilnEpilogue epilogue;

@@ -170,7 +170,7 @@ void kg_emit_act_prep(KilnGen *g)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
-    if (l->scratch_per_row == 0)
+    if (l->act_row_bytes == 0)
         return; /* f32 weight-only: the inner loop reads x */
     RowParams p = {kg_f32(g, 1), kg_f32(g, 0)};
     bool quant = !l->weight_only;

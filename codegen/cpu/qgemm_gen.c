@@ -1,14 +1,17 @@
 /* codegen/cpu/qgemm_gen.c — the qgemm kernel as LLVM IR: prologue (activation
- * prep), loops over panels [n0,n1) and M, and a register-blocked micro-kernel of
- * R rows x NR columns (NV vectors of VL lanes) per family (layout.h), combining
- * per-group integer/float partial sums with the weight scales in the accumulator,
- * then a per-element epilogue (bias, silu/gelu, output rounding). */
+ * prep), loops over panels [n0,n1), then either the direct path (rows in blocks
+ * of MR and singly; a register-blocked micro-kernel of R rows x NR columns that
+ * unpacks each packed block of KB k in registers, per-group integer/float partial
+ * sums combined with the weight scales in the accumulator) or, for f32-fma with
+ * quantized weights and M >= 8, the blocked path (decode a chunk of the panel once
+ * into an L1 buffer, then MRB x NR FMA tiles over all rows); then a per-element
+ * epilogue (bias, silu/gelu, output rounding). docs/jit-aot.md has the pictures. */
 #include <math.h>
 #include <string.h>
 
 #include "codegen/cpu/gen.h"
 
-#define MAXR 8
+#define MAXR 12
 #define MAXNV 4
 
 #define MAXP 4
@@ -85,22 +88,21 @@ static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int 
     return kg_load(g, kg_vec(g->i8, n), kg_gep(g, t->wpanel, el));
 }
 
-/* fp8 bytes -> f32: shift exponent+mantissa into f32 position, multiply by the
- * bias difference (exact, also for subnormals), put the sign back. */
+/* fp8 bytes -> f32 in three ops after the widening load: sign-extend the byte,
+ * shift exponent+mantissa into f32 position (the sign bit lands on bit 31, its
+ * copies are masked off), multiply by the bias difference (exact, also for
+ * subnormals; the product keeps the sign). */
 static LLVMValueRef fp8_decode(KilnGen *g, LLVMValueRef codes, unsigned n)
 {
     LLVMBuilderRef b = g->b;
     bool e4 = g->l->wspec.fmt == KILN_QF_FP8_E4M3;
+    int sh = e4 ? 20 : 21;
     LLVMTypeRef vi = kg_vec(g->i32, n), vf = kg_vec(g->f32, n);
-    LLVMValueRef u = LLVMBuildZExt(b, codes, vi, "");
-    LLVMValueRef sign = LLVMBuildShl(b, LLVMBuildAnd(b, u, kg_splat(g, kg_i32(g, 0x80), n), ""),
-                                     kg_splat(g, kg_i32(g, 24), n), "");
-    LLVMValueRef em = LLVMBuildAnd(b, u, kg_splat(g, kg_i32(g, 0x7F), n), "");
-    em = LLVMBuildShl(b, em, kg_splat(g, kg_i32(g, e4 ? 20 : 21), n), "");
-    LLVMValueRef f = LLVMBuildFMul(b, LLVMBuildBitCast(b, em, vf, ""),
-                                   kg_splat(g, kg_f32(g, ldexp(1.0, e4 ? 120 : 112)), n), "");
-    LLVMValueRef bits = LLVMBuildOr(b, LLVMBuildBitCast(b, f, vi, ""), sign, "");
-    return LLVMBuildBitCast(b, bits, vf, "");
+    LLVMValueRef v = LLVMBuildSExt(b, codes, vi, "");
+    v = LLVMBuildShl(b, v, kg_splat(g, kg_i32(g, sh), n), "");
+    v = LLVMBuildAnd(b, v, kg_splat(g, kg_i32(g, (int32_t)(0x80000000u | (0x7Fu << sh))), n), "");
+    return LLVMBuildFMul(b, LLVMBuildBitCast(b, v, vf, ""),
+                         kg_splat(g, kg_f32(g, ldexp(1.0, e4 ? 120 : 112)), n), "");
 }
 
 /* Byte offset of (panel, group, vector v) in a [P][ngroups][NR] x 4-byte section. */
@@ -292,7 +294,7 @@ static void emit_tile(KilnGen *g, Tile *t)
     LLVMTypeRef gt = int_family(l) ? g->vi : g->vf;
     for (int r = 0; r < t->R; r++) {
         LLVMValueRef m = LLVMBuildAdd(b, t->m0, kg_i64(g, r), "");
-        if (l->scratch_per_row) {
+        if (l->act_row_bytes) {
             t->rowp[r] = kg_gep(g, g->scratch, LLVMBuildMul(b, m, kg_i64(g, (int64_t)l->scratch_per_row), ""));
             t->meta[r] = kg_gep(g, t->rowp[r], kg_i64(g, (int64_t)l->meta_off));
         } else {
@@ -393,6 +395,155 @@ static void emit_epilogue_store(KilnGen *g, Tile *t, LLVMValueRef tmp)
     kg_loop_end(g, &lj);
 }
 
+/* ------------------------------------------------------------ blocked prefill */
+
+static LLVMValueRef row_scratch(KilnGen *g, LLVMValueRef m)
+{
+    return kg_gep(g, g->scratch, LLVMBuildMul(g->b, m, kg_i64(g, (int64_t)g->l->scratch_per_row), ""));
+}
+
+static LLVMValueRef act_row(KilnGen *g, LLVMValueRef m)
+{
+    const KilnLayout *l = g->l;
+    if (l->act_row_bytes)
+        return row_scratch(g, m);
+    return kg_gep(g, g->x, LLVMBuildMul(g->b, m, kg_i64(g, l->K * 4), ""));
+}
+
+/* Decode blocks [c0, c1) of panel t->p into wbuf as f32 (q - z) * s or fp8 * s.
+ * int4 (KR 1) values come out as u * 16^j against activations prescaled by
+ * 16^-j, so the zero point is scaled alike: ((u*16^j) - z*16^j) * s, exact up to
+ * the one rounding of the product, like the reference's deqW. */
+static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef c1, LLVMValueRef wbuf)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    unsigned VL = (unsigned)l->VL;
+    LLVMValueRef gi = l->group_mode ? LLVMBuildSDiv(b, c0, kg_i64(g, l->group / l->KB), "") : kg_i64(g, 0);
+    LLVMValueRef sv[MAXNV], zf[MAXNV];
+    for (int v = 0; v < t->NV; v++) {
+        sv[v] = kg_load(g, g->vf, vec_sect(g, t, l->scales_off, gi, v));
+        zf[v] = NULL;
+        if (l->zeros_off) {
+            LLVMValueRef zi = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
+            if (int4_weights(l))
+                zi = LLVMBuildAdd(b, zi, vsplat_i(g, g->i32, 8, VL), "");
+            zf[v] = LLVMBuildSIToFP(b, zi, g->vf, "");
+        } else if (int4_weights(l)) {
+            zf[v] = kg_splat(g, kg_f32(g, 8), VL);
+        }
+    }
+    KilnLoop lk;
+    LLVMValueRef kb = kg_loop_begin(g, &lk, c0, c1, 1);
+    if (int4_weights(l))
+        load_packed(g, t, kb);
+    LLVMValueRef rowb = LLVMBuildMul(b, LLVMBuildSub(b, kb, c0, ""), kg_i64(g, (int64_t)l->KB * l->NR * 4), "");
+    for (int j = 0; j < l->KB; j++)
+        for (int v = 0; v < t->NV; v++) {
+            LLVMValueRef w = weight_operand(g, t, kb, j, v, NULL);
+            if (zf[v]) {
+                LLVMValueRef z = zf[v];
+                if (int4_weights(l) && j != 7)
+                    z = LLVMBuildFMul(b, z, kg_splat(g, kg_f32(g, ldexp(1.0, 4 * j)), VL), "");
+                w = LLVMBuildFSub(b, w, z, "");
+            }
+            w = LLVMBuildFMul(b, w, sv[v], "");
+            LLVMValueRef off = LLVMBuildAdd(b, rowb, kg_i64(g, ((int64_t)j * l->NR + (int64_t)v * l->VL) * 4), "");
+            kg_store(g, w, kg_gep(g, wbuf, off));
+        }
+    kg_loop_end(g, &lk);
+}
+
+/* R rows from m0 over the decoded chunk: sums from/to each row's cbuf. */
+static void emit_blocked_tile(KilnGen *g, Tile *t, int R, LLVMValueRef m0, LLVMValueRef c0,
+                              LLVMValueRef c1, LLVMValueRef wbuf)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    LLVMValueRef ap[MAXR], cp[MAXR], acc[MAXR][MAXNV];
+    for (int r = 0; r < R; r++) {
+        LLVMValueRef m = LLVMBuildAdd(b, m0, kg_i64(g, r), "");
+        ap[r] = act_row(g, m);
+        cp[r] = kg_gep(g, row_scratch(g, m), kg_i64(g, (int64_t)l->cbuf_off));
+        for (int v = 0; v < t->NV; v++) {
+            acc[r][v] = kg_alloca(g, g->vf, "bacc");
+            st(g, kg_load(g, g->vf, kg_gep(g, cp[r], kg_i64(g, (int64_t)v * l->VL * 4))), acc[r][v]);
+        }
+    }
+    KilnLoop lk;
+    LLVMValueRef kb = kg_loop_begin(g, &lk, c0, c1, 1);
+    LLVMValueRef rowb = LLVMBuildMul(b, LLVMBuildSub(b, kb, c0, ""), kg_i64(g, (int64_t)l->KB * l->NR * 4), "");
+    for (int j = 0; j < l->KB; j++) {
+        LLVMValueRef w[MAXNV];
+        for (int v = 0; v < t->NV; v++)
+            w[v] = kg_load(g, g->vf, kg_gep(g, wbuf, LLVMBuildAdd(b, rowb,
+                kg_i64(g, ((int64_t)j * l->NR + (int64_t)v * l->VL) * 4), "")));
+        LLVMValueRef k = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, l->KB), ""), kg_i64(g, j), "");
+        LLVMValueRef ko = LLVMBuildMul(b, k, kg_i64(g, 4), "");
+        for (int r = 0; r < R; r++) {
+            LLVMValueRef a = kg_splat(g, kg_load(g, g->f32, kg_gep(g, ap[r], ko)), (unsigned)l->VL);
+            for (int v = 0; v < t->NV; v++) {
+                LLVMValueRef args[3] = {a, w[v], ld(g, g->vf, acc[r][v])};
+                LLVMTypeRef vt = g->vf;
+                st(g, kg_call_intr(g, "llvm.fma", &vt, 1, args, 3), acc[r][v]);
+            }
+        }
+    }
+    kg_loop_end(g, &lk);
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < t->NV; v++)
+            kg_store(g, ld(g, g->vf, acc[r][v]), kg_gep(g, cp[r], kg_i64(g, (int64_t)v * l->VL * 4)));
+}
+
+/* One panel for all M rows: zero the row sums, then per chunk decode once and
+ * run every row block over it; then the epilogue row by row. */
+static void emit_blocked_panel(KilnGen *g, Tile *t)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    LLVMValueRef wbuf = kg_gep(g, g->scratch, LLVMBuildMul(b, g->M, kg_i64(g, (int64_t)l->scratch_per_row), ""));
+    KilnLoop lz;
+    LLVMValueRef m = kg_loop_begin(g, &lz, kg_i64(g, 0), g->M, 1);
+    LLVMValueRef cp = kg_gep(g, row_scratch(g, m), kg_i64(g, (int64_t)l->cbuf_off));
+    for (int v = 0; v < t->NV; v++)
+        kg_store(g, LLVMConstNull(g->vf), kg_gep(g, cp, kg_i64(g, (int64_t)v * l->VL * 4)));
+    kg_loop_end(g, &lz);
+
+    int64_t nblk = l->K / l->KB;
+    KilnLoop lc;
+    LLVMValueRef c0 = kg_loop_begin(g, &lc, kg_i64(g, 0), kg_i64(g, nblk), l->CB);
+    LLVMValueRef ce = LLVMBuildAdd(b, c0, kg_i64(g, l->CB), "");
+    LLVMValueRef c1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, ce, kg_i64(g, nblk), ""), ce,
+                                      kg_i64(g, nblk), "");
+    emit_decode_chunk(g, t, c0, c1, wbuf);
+    LLVMValueRef mfull = LLVMBuildMul(b, LLVMBuildSDiv(b, g->M, kg_i64(g, l->MRB), ""), kg_i64(g, l->MRB), "");
+    KilnLoop lm;
+    LLVMValueRef m0 = kg_loop_begin(g, &lm, kg_i64(g, 0), mfull, l->MRB);
+    emit_blocked_tile(g, t, l->MRB, m0, c0, c1, wbuf);
+    kg_loop_end(g, &lm);
+    KilnLoop lr;
+    m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
+    emit_blocked_tile(g, t, 1, m0, c0, c1, wbuf);
+    kg_loop_end(g, &lr);
+    kg_loop_end(g, &lc);
+
+    LLVMValueRef tmp = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(MAXR * l->NR)), "btile");
+    KilnLoop le;
+    t->R = 1;
+    t->m0 = kg_loop_begin(g, &le, kg_i64(g, 0), g->M, 1);
+    LLVMValueRef rs = row_scratch(g, t->m0);
+    cp = kg_gep(g, rs, kg_i64(g, (int64_t)l->cbuf_off));
+    for (int v = 0; v < t->NV; v++) {
+        LLVMValueRef f = kg_load(g, g->vf, kg_gep(g, cp, kg_i64(g, (int64_t)v * l->VL * 4)));
+        if (!l->weight_only) /* fp8 x fp8: the activation scale last, as the direct path */
+            f = LLVMBuildFMul(b, f, kg_splat(g, kg_load(g, g->f32, kg_gep(g, rs, kg_i64(g, (int64_t)l->meta_off))),
+                                             (unsigned)l->VL), "");
+        kg_store(g, f, kg_gep(g, tmp, kg_i64(g, (int64_t)v * l->VL * 4)));
+    }
+    emit_epilogue_store(g, t, tmp);
+    kg_loop_end(g, &le);
+}
+
 static void add_fn_attr(KilnGen *g, const char *k, const char *v)
 {
     LLVMAttributeRef a = LLVMCreateStringAttribute(g->c, k, (unsigned)strlen(k), v, (unsigned)strlen(v));
@@ -441,13 +592,30 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     t.ncols = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rem, NR, ""), rem, NR, "");
     t.wpanel = kg_gep(g, g->wp, LLVMBuildAdd(b, kg_i64(g, (int64_t)l->codes_off),
                                               LLVMBuildMul(b, t.p, kg_i64(g, (int64_t)l->panel_code_bytes), ""), ""));
-    LLVMValueRef mfull = LLVMBuildMul(b, LLVMBuildSDiv(b, g->M, kg_i64(g, l->MR), ""), kg_i64(g, l->MR), "");
-    KilnLoop lm;
-    t.R = l->MR;
-    t.P = 1;
-    t.m0 = kg_loop_begin(g, &lm, kg_i64(g, 0), mfull, l->MR);
-    emit_tile(g, &t);
-    kg_loop_end(g, &lm);
+    LLVMBasicBlockRef direct = NULL, next = NULL;
+    if (l->blocked) {
+        LLVMBasicBlockRef blk = LLVMAppendBasicBlockInContext(g->c, g->fn, "blocked");
+        direct = LLVMAppendBasicBlockInContext(g->c, g->fn, "direct");
+        next = LLVMAppendBasicBlockInContext(g->c, g->fn, "panel_done");
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, l->blocked_min_m), ""), blk, direct);
+        LLVMPositionBuilderAtEnd(b, blk);
+        Tile tb = t;
+        emit_blocked_panel(g, &tb);
+        LLVMBuildBr(b, next);
+        LLVMPositionBuilderAtEnd(b, direct);
+    }
+    /* blocked layouts take M >= blocked_min_m there; the few rows left here go
+     * one by one (a row tile per MR would only add compile time) */
+    LLVMValueRef mfull = kg_i64(g, 0);
+    if (!l->blocked) {
+        mfull = LLVMBuildMul(b, LLVMBuildSDiv(b, g->M, kg_i64(g, l->MR), ""), kg_i64(g, l->MR), "");
+        KilnLoop lm;
+        t.R = l->MR;
+        t.P = 1;
+        t.m0 = kg_loop_begin(g, &lm, kg_i64(g, 0), mfull, l->MR);
+        emit_tile(g, &t);
+        kg_loop_end(g, &lm);
+    }
     KilnLoop lr;
     t.R = 1;
     /* one row: a single chain per vector would wait on the FMA (vpdpbusd) latency */
@@ -455,6 +623,10 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     t.m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
     emit_tile(g, &t);
     kg_loop_end(g, &lr);
+    if (l->blocked) {
+        LLVMBuildBr(b, next);
+        LLVMPositionBuilderAtEnd(b, next);
+    }
     kg_loop_end(g, &lp);
     LLVMBuildRetVoid(b);
     LLVMBuildBr(g->ab, start);
