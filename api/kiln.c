@@ -285,7 +285,7 @@ static int prepack_weights(kiln_ctx *ctx, kiln_layer *l, const KilnFunc *f,
                  .rb = quant ? kiln_row_bytes(wt->dt, L->K) : sizeof(float) * (size_t)L->K,
                  .ppt = (L->npanels + ntasks - 1) / ntasks, .blob = l->wpack};
     ntasks = (L->npanels + j.ppt - 1) / j.ppt;
-    j.per_row = quant && wt->q.gran == KILN_GRAN_GROUP ? L->K / wt->q.group : 1;
+    j.per_row = quant && wt->q.gran == KILN_GRAN_GROUP ? (L->K + wt->q.group - 1) / wt->q.group : 1; /* ragged last group */
     int64_t last_rows = L->N - (ntasks - 1) * j.ppt * L->NR;
     bool blocks = sub_layout(L, wt, j.ppt * L->NR < L->N ? j.ppt * L->NR : L->N, &j.sub) &&
                   sub_layout(L, wt, last_rows, &j.sub_last);
@@ -446,6 +446,12 @@ const char *kiln_layer_kernel(const kiln_layer *l) { return l->k.layout.name; }
 const char *kiln_layer_describe(const kiln_layer *l) { return l->desc; }
 size_t kiln_layer_weight_bytes(const kiln_layer *l) { return l->k.layout.pack_bytes; }
 const char *kiln_layer_ir(const kiln_layer *l) { return l->ir; }
+const char *kiln_layer_epilogue(const kiln_layer *l)
+{
+    return l->k.layout.epilogue == KILN_EPI_SILU   ? "silu"
+           : l->k.layout.epilogue == KILN_EPI_GELU ? "gelu"
+                                                   : "none";
+}
 
 void kiln_layer_destroy(kiln_layer *l)
 {

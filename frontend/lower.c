@@ -63,10 +63,8 @@ int kiln_lower_layer(const KilnRecipe *r, const char *layer, int64_t M, int64_t 
     bool ignored = kiln_recipe_ignored(r, layer);
     int ri = ignored ? -1 : kiln_recipe_match(r, layer);
     const KRule *k = ri >= 0 ? &r->rules[ri] : NULL;
-    if (k && k->w.q.gran == KILN_GRAN_GROUP && K % k->w.q.group != 0)
-        return kiln_diag_set_at(d, KILN_EINPUT, r->file, k->line,
-                                "layer '%s': group %d does not divide K=%lld (rule \"%s\")", layer,
-                                (int)k->w.q.group, (long long)K, k->pattern);
+    /* a group need not divide K: the last group of each row is then ragged (K mod group
+     * elements with their own scale, docs/numerics.md); kernels check their own units */
 
     KilnFunc *f = kiln_func_new(m, layer);
     kiln_fset_str(f, "recipe", r->name);

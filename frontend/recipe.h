@@ -35,9 +35,9 @@ int kiln_recipe_match(const KilnRecipe *r, const char *layer);
 /* Lower one linear layer y[M,N] = x[M,K]·W[N,K]ᵀ to graph IR as a new function in
  * m named after the layer (form: docs/recipes.md, "What a rule lowers to").
  * target overrides the recipe's target when non-NULL ("cpu" when neither).
- * Errors (KILN_EINPUT): bad shape, unknown target, a group that does not divide
- * K (names the layer, group, K and the rule's file:line). Nothing is added to m
- * on error. */
+ * Errors (KILN_EINPUT): bad shape, unknown target. A group need not divide K (the
+ * last group is ragged; the kernels check their own K/group units). Nothing is
+ * added to m on error. */
 int kiln_lower_layer(const KilnRecipe *r, const char *layer, int64_t M, int64_t N, int64_t K,
                      const char *target, KilnModule *m, KilnFunc **out, KilnDiag *d);
 

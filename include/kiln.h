@@ -70,6 +70,9 @@ const char *kiln_layer_describe(const kiln_layer *l);
 size_t kiln_layer_weight_bytes(const kiln_layer *l);
 /* The kernel IR (text) the layer was compiled from. */
 const char *kiln_layer_ir(const kiln_layer *l);
+/* The activation the kernel applies after the GEMM (and bias): "none", "silu" or
+ * "gelu" (erf). A caller running a model skips its own activation when it is fused. */
+const char *kiln_layer_epilogue(const kiln_layer *l);
 void kiln_layer_destroy(kiln_layer *l);
 
 #ifdef __cplusplus

@@ -385,7 +385,7 @@ static int64_t w_sidx(const KilnQuantSpec *ws, int64_t n, int64_t k, int64_t K)
     if (ws->gran == KILN_GRAN_TENSOR)
         return 0;
     if (ws->gran == KILN_GRAN_GROUP)
-        return n * (K / ws->group) + k / ws->group;
+        return n * ((K + ws->group - 1) / ws->group) + k / ws->group; /* ragged last group */
     return n; /* channel (token on a weight means the same: per row) */
 }
 
@@ -505,7 +505,8 @@ static int qgemm_quantized(Interp *c, const KilnQuantSpec *act, const KilnTensor
         else
             qa[i] -= za[i / (K ? K : 1)];
     }
-    int64_t g = ws->gran == KILN_GRAN_GROUP ? ws->group : K, G = g ? K / g : 0;
+    /* G = ceil(K/g): when g does not divide K the last group covers only K mod g k */
+    int64_t g = ws->gran == KILN_GRAN_GROUP ? ws->group : K, G = g ? (K + g - 1) / g : 0;
     for (int64_t n = 0; !rc && n < N; n++) {
         w_row(w, n, K, fp8 ? NULL : qw, fp8 ? dw : NULL);
         for (int64_t m = 0; m < M; m++) {
@@ -515,14 +516,15 @@ static int qgemm_quantized(Interp *c, const KilnQuantSpec *act, const KilnTensor
                 float accf = 0.0f;
                 for (int64_t j = 0; j < G; j++) {
                     float part;
+                    int64_t kend = (j + 1) * g < K ? (j + 1) * g : K;
                     if (fp8) {
                         float s = 0.0f;
-                        for (int64_t k = j * g; k < (j + 1) * g; k++)
+                        for (int64_t k = j * g; k < kend; k++)
                             s += da[m * K + k] * dw[k];
                         part = s;
                     } else {
                         int64_t s = 0;
-                        for (int64_t k = j * g; k < (j + 1) * g; k++)
+                        for (int64_t k = j * g; k < kend; k++)
                             s += (int64_t)qa[m * K + k] * qw[k];
                         part = (float)s;
                     }
@@ -592,9 +594,9 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
         return fail(c, KILN_EINPUT, "bias %%%s must be f32[%lld], got %s", vname(c, ids[2]),
                     (long long)N, kiln_type_str(&bias->type).s);
     if (!f32w && (ws->gran == KILN_GRAN_AUTO ||
-                  (ws->gran == KILN_GRAN_GROUP && (ws->group <= 0 || K % ws->group))))
+                  (ws->gran == KILN_GRAN_GROUP && ws->group <= 0)))
         return fail(c, KILN_EINPUT, "weight %s: granularity must be tensor, channel or a group "
-                                    "dividing K=%lld", kiln_type_str(wt).s, (long long)K);
+                                    "> 0 (K=%lld)", kiln_type_str(wt).s, (long long)K);
     if (!f32w && (!w->scales || w->nscales != kiln_type_nscales(wt) ||
                   (is_int_fmt(ws->fmt) && !ws->symmetric && !w->zeros)))
         return fail(c, KILN_EINPUT, "weight %%%s lacks its %lld scales/zero points",
@@ -704,7 +706,7 @@ static int run_inst(Interp *c, const KilnInst *in, KilnTensor *out, bool *return
     if (rc)
         return fail(c, rc, rc == KILN_EINPUT
                                ? "cannot hold a value of type %s (bad shape, granularity auto "
-                                 "or a group that does not divide the last dimension)"
+                                 "or a group size <= 0)"
                                : "out of memory for a value of type %s",
                     kiln_type_str(rt).s);
     c->owned[in->result] = true;

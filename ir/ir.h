@@ -71,7 +71,8 @@ typedef enum {
 } KilnQFormat;
 
 /* Granularity of scales. For a weight W[N,K]: tensor = 1 scale, channel = one per
- * output row n (N scales), group = one per (n, k/g) (N*(K/g) scales, row-major).
+ * output row n (N scales), group = one per (n, k/g) (N*ceil(K/g) scales, row-major;
+ * when g does not divide K the last group of a row is ragged: K mod g elements).
  * For an activation X[M,K]: tensor = 1, token = one per row m (M scales).
  * auto = let the target's layout pass decide (never reaches the interpreter). */
 #define KILN_GRANS(X)       \
@@ -293,7 +294,7 @@ int kiln_parse_module(const char *text, size_t len, const char *file, KilnModule
 /* ------------------------------------------------------------------ verify.c */
 
 /* Checks operand counts, operand and result types and shapes, required attributes
- * and spec sanity (group divides K, fp8 symmetric, ...). Messages name the
+ * and spec sanity (group > 0, fp8 symmetric, ...). Messages name the
  * function, the instruction (%name = op), the operand and expected vs got. */
 int kiln_verify_module(const KilnModule *m, KilnDiag *d);
 int kiln_verify_func(const KilnFunc *f, KilnDiag *d);

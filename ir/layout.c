@@ -132,26 +132,39 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     l->wbias = wt->dt == KILN_U8 ? 128 : wt->dt == KILN_U4 ? 8 : 0;
     l->group_mode = !f32w && w->gran == KILN_GRAN_GROUP;
     l->group = l->group_mode ? w->group : l->K;
-    if (l->group <= 0 || l->K % l->group != 0)
-        return kiln_diag_set(d, KILN_EINPUT, "qgemm: group %lld does not divide K = %lld",
+    if (l->group <= 0)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: group %lld, expected > 0 (K = %lld)",
                              (long long)l->group, (long long)l->K);
-    if (l->group % l->KR != 0)
+    /* A group that does not divide K leaves a ragged last group of K mod group k
+     * (docs/numerics.md). Blocks must not straddle groups, so the block unit must
+     * divide the group and the tail alike, i.e. gcd(group, K). */
+    int64_t tail = l->K % l->group, unit = l->group;
+    for (int64_t a = l->group, r = l->K % a; r;) { /* gcd(group, K) */
+        int64_t t = a % r;
+        a = r;
+        r = t;
+        unit = a;
+    }
+    char rag[64] = "";
+    if (tail)
+        snprintf(rag, sizeof rag, ", ragged last group of %lld", (long long)tail);
+    if (unit % l->KR != 0)
         return kiln_diag_set(d, KILN_EINPUT,
                              "qgemm: layout %s needs K and the group to be multiples of %d "
-                             "(K = %lld, group = %lld)", l->name, l->KR, (long long)l->K,
-                             (long long)l->group);
+                             "(K = %lld, group = %lld%s)", l->name, l->KR, (long long)l->K,
+                             (long long)l->group, rag);
     /* KB: k values per packed block, the k step of the micro-kernel's unrolled
      * inner iteration. int4 blocks are one 32-bit word per column holding 8 k
      * (nibble order per family, layout.h), so int4 needs group % 8 == 0. */
     bool int4 = kiln_dtype_bits(wt->dt) == 4;
-    l->KB = l->group % 8 == 0 ? 8 : l->group % 4 == 0 && l->KR <= 4 ? 4
-          : l->group % 2 == 0 && l->KR <= 2 ? 2 : l->KR;
+    l->KB = unit % 8 == 0 ? 8 : unit % 4 == 0 && l->KR <= 4 ? 4
+          : unit % 2 == 0 && l->KR <= 2 ? 2 : l->KR;
     if (int4 && l->KB != 8)
         return kiln_diag_set(d, KILN_EINPUT,
                              "qgemm: layout %s packs int4 weights 8 k to a 32-bit word: K and "
-                             "the group must be multiples of 8 (K = %lld, group = %lld)",
-                             l->name, (long long)l->K, (long long)l->group);
-    l->ngroups = l->K / l->group;
+                             "the group must be multiples of 8 (K = %lld, group = %lld%s)",
+                             l->name, (long long)l->K, (long long)l->group, rag);
+    l->ngroups = (l->K + l->group - 1) / l->group;
     l->npanels = (l->N + l->NR - 1) / l->NR;
     int bits = kiln_dtype_bits(wt->dt);
     l->panel_code_bytes = (size_t)l->K * (size_t)l->NR * (size_t)bits / 8;
@@ -389,7 +402,8 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
                 if (l->wsum_off) {
                     const uint8_t *row = (const uint8_t *)wq->data + (size_t)n * row_bytes;
                     int32_t s = 0;
-                    for (int64_t k = g * l->group; k < (g + 1) * l->group; k++)
+                    int64_t kend = (g + 1) * l->group < l->K ? (g + 1) * l->group : l->K;
+                    for (int64_t k = g * l->group; k < kend; k++) /* ragged last group */
                         s += kiln_code_get(l->wdt, row, k) - l->wbias;
                     memcpy(b + l->wsum_off + at, &s, 4);
                 }

@@ -86,7 +86,8 @@ typedef struct KilnLayout {
     KilnDType wdt;     /* storage dtype of the weight codes */
     int wbias;         /* subtracted from integer codes when packing */
     int64_t group;     /* k per scale group (K when not grouped) */
-    int64_t ngroups;
+    int64_t ngroups;   /* ceil(K / group): the last group is ragged (K mod group k)
+                        * when group does not divide K; KB divides both */
     bool group_mode;   /* weight gran == group: per-group float combination */
     int64_t npanels;
     size_t panel_code_bytes, codes_off, scales_off, zeros_off, wsum_off, pack_bytes;
@@ -120,8 +121,9 @@ typedef struct KilnLayout {
 /* The first live qgemm of f (NULL if none). */
 const KilnInst *kiln_find_qgemm(const KilnFunc *f);
 /* Layout for a qgemm in f (target from f's `target` attr: avx2, avx512, cpu).
- * Errors (KILN_EINPUT): unknown target, unsupported operand combination, K not
- * a multiple of KR, group not a multiple of KR, a `layout` attr on the qgemm
+ * Errors (KILN_EINPUT): unknown target, unsupported operand combination, K or
+ * the group not a multiple of KR (8 for int4; the ragged last group, K mod group,
+ * needs the same unit, which is why K is checked), a `layout` attr on the qgemm
  * that is not the name computed here (pick_layout writes exactly that name). */
 int kiln_layout_for(const KilnInst *qgemm, const KilnFunc *f, KilnLayout *out, KilnDiag *d);
 /* Same, from explicit parts (used by kiln_layout_for and pick_layout, so the

@@ -106,12 +106,16 @@ int kiln_gpu_layout_for(const KilnInst *q, const KilnFunc *f, KilnGpuLayout *out
     if (l->wspec.gran == KILN_GRAN_AUTO)
         return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': weight granularity auto was not resolved", f->name);
     l->group_mode = l->wspec.gran == KILN_GRAN_GROUP;
-    if (l->group_mode && (l->wspec.group <= 0 || l->wspec.group % KILN_GPU_BK || l->K % l->wspec.group))
+    if (l->group_mode && (l->wspec.group <= 0 || l->wspec.group % KILN_GPU_BK))
         return kiln_diag_set(d, KILN_EINPUT,
-                             "GPU kernel '%s': group=%d must be a multiple of %d dividing K=%lld", f->name,
+                             "GPU kernel '%s': group=%d must be a multiple of %d (K=%lld)", f->name,
                              l->wspec.group, KILN_GPU_BK, (long long)l->K);
+    /* A group that does not divide K: the last group is ragged. In the padded K (KP,
+     * a multiple of BK) it covers KP - (NG-1)·GLEN k, a multiple of BK since GLEN is;
+     * its padding codes are the zero point, so they add nothing. ceil(KP/GLEN) equals
+     * ceil(K/GLEN) (GLEN is a multiple of BK), the weight's scale count per row. */
     l->glen = l->group_mode ? l->wspec.group : l->KP;
-    l->ngroups = l->KP / l->glen;
+    l->ngroups = (l->KP + l->glen - 1) / l->glen;
     l->wzero = is_int(l->wspec.fmt) && !l->wspec.symmetric;
     l->row_bytes = (size_t)(l->KP * l->wbits / 8);
     size_t nsc = (size_t)(l->NP * l->ngroups) * 4;
@@ -170,7 +174,8 @@ int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, K
             sc[n * l->ngroups + j] = wq->scales[si];
             zs[n * l->ngroups + j] = z;
             int32_t sum = 0;
-            for (int64_t k = j * l->glen; k < (j + 1) * l->glen; k++) {
+            int64_t kend = (j + 1) * l->glen < l->KP ? (j + 1) * l->glen : l->KP; /* ragged last */
+            for (int64_t k = j * l->glen; k < kend; k++) {
                 int32_t c = k < l->K ? kiln_code_get(l->wdt, src, k) : (fp8 ? 0 : z);
                 kiln_code_set(l->wdt, dst, k, c);
                 sum += c;

@@ -39,7 +39,8 @@ typedef enum {
  *   scales_off   f32 [NP][NG]: s_w of (n, group); per-tensor/channel replicated (NG 1).
  *   zeros_off    i32 [NP][NG]: z_w (asymmetric integer weights; else all 0).
  *   wsum_off     i32 [NP][NG]: sum of the stored codes over the group's GLEN k
- *                (integer weights; the activation zero-point correction).
+ *                (integer weights; the activation zero-point correction). When
+ *                GLEN does not divide KP the last group is ragged: KP - (NG-1)·GLEN k.
  * Scratch (per call; kiln_gpu_scratch_bytes), MP = M rounded up to KILN_GPU_BM, each
  * section 256-aligned, in this order: A [MP][KP] prepared activations (act_esz bytes
  * each: s8/u8/fp8 codes, f16/bf16, or f32), f32 sa[MP], i32 za[MP], i32 asum[MP][NG],
@@ -53,7 +54,8 @@ typedef struct KilnGpuLayout {
     KilnDType wdt;
     int wbits;
     bool group_mode;
-    int64_t glen, ngroups; /* k per scale group (KP when not grouped) and their count */
+    int64_t glen, ngroups; /* k per scale group (KP when not grouped) and their count,
+                            * ceil(KP/glen): the last group may be shorter (ragged) */
     bool wzero;            /* asymmetric integer weights */
     size_t row_bytes, codes_off, scales_off, zeros_off, wsum_off, pack_bytes;
     /* activations */
@@ -71,7 +73,7 @@ typedef struct KilnGpuLayout {
 
 /* Layout for a qgemm of f (arch from f's `target` attr: sm_80, sm_89, sm_90).
  * KILN_EINPUT for: a non-CUDA target, fp8 activations on sm_80, a group that is not
- * a multiple of KILN_GPU_BK, dynamic percentile calibration, int4 activations. */
+ * a multiple of KILN_GPU_BK (it need not divide K: ragged last group), dynamic percentile calibration, int4 activations. */
 int kiln_gpu_layout_for(const KilnInst *qgemm, const KilnFunc *f, KilnGpuLayout *out,
                         KilnDiag *d);
 /* Pack a quantized weight (ir.h storage, scales, zeros) into blob (l->pack_bytes). */

@@ -595,21 +595,26 @@ static int check_spec(const KilnQuantSpec *s, int64_t rows, int64_t cols, bool n
                              (long long)rows, (long long)cols);
     if ((unsigned)s->gran >= KILN_NGRANS)
         return kiln_diag_set(d, KILN_EINPUT, "bad granularity %d", (int)s->gran);
-    if (s->gran == KILN_GRAN_GROUP && (s->group <= 0 || cols % s->group != 0))
-        return kiln_diag_set(d, KILN_EINPUT,
-                             "group size %d does not divide the %lld columns of a [%lld,%lld] "
-                             "matrix",
-                             (int)s->group, (long long)cols, (long long)rows, (long long)cols);
+    if (s->gran == KILN_GRAN_GROUP && s->group <= 0)
+        return kiln_diag_set(d, KILN_EINPUT, "group size %d of a [%lld,%lld] matrix, expected > 0",
+                             (int)s->group, (long long)rows, (long long)cols);
     if (need_zeros && is_int(s->fmt) && !s->symmetric && !zeros)
         return kiln_diag_set(d, KILN_EINPUT, "asymmetric %s needs zero points",
                              kiln_qformat_name(s->fmt));
     return 0;
 }
 
-/* Length of one scale slice along a row (tensor: the whole matrix, handled by caller). */
+/* Length of one scale slice along a row (tensor: the whole matrix, handled by caller).
+ * A group that does not divide cols leaves a ragged last slice of cols % group. */
 static int64_t slice_len(const KilnQuantSpec *s, int64_t cols)
 {
     return s->gran == KILN_GRAN_GROUP ? s->group : cols;
+}
+
+/* Slices per row: ceil(cols / len), the last one possibly shorter. */
+static int64_t slices_per_row(int64_t len, int64_t cols)
+{
+    return len > 0 ? (cols + len - 1) / len : 0;
 }
 
 /* Per row: first every slice's params (into scales/zeros), then the codes, straight
@@ -627,7 +632,7 @@ static void quantize_matrix_fast(const KilnQuantSpec *spec, const float *x, int6
     size_t rb = kiln_row_bytes(dt, cols);
     bool int4 = dt == KILN_I4 || dt == KILN_U4, avx2 = cpu_has_avx2();
     bool tensor = spec->gran == KILN_GRAN_TENSOR;
-    int64_t len = tensor ? cols : slice_len(spec, cols), per_row = cols / len;
+    int64_t len = tensor ? cols : slice_len(spec, cols), per_row = slices_per_row(len, cols);
     if (tensor) {
         if (!fixed) {
             float lo, hi;
@@ -647,7 +652,8 @@ static void quantize_matrix_fast(const KilnQuantSpec *spec, const float *x, int6
             KilnQParams p = tp;
             if (!fixed) {
                 float lo, hi;
-                kiln_slice_range(xr + j * len, len, 1, spec->calib, spec->pct, &lo, &hi);
+                int64_t sl = cols - j * len < len ? cols - j * len : len; /* ragged last */
+                kiln_slice_range(xr + j * len, sl, 1, spec->calib, spec->pct, &lo, &hi);
                 p = kiln_qparams_from_range(spec->fmt, sym, lo, hi);
             }
             rs[j] = p.scale;
@@ -700,7 +706,7 @@ int kiln_dequantize_matrix(const KilnQuantSpec *spec, const void *codes, const f
     bool sym = spec->symmetric || is_fp8(spec->fmt);
     KilnDType dt = kiln_qformat_storage(spec->fmt, sym);
     size_t rb = kiln_row_bytes(dt, cols);
-    int64_t len = slice_len(spec, cols), per_row = len ? cols / len : 0;
+    int64_t len = slice_len(spec, cols), per_row = slices_per_row(len, cols);
     for (int64_t r = 0; r < rows; r++) {
         const uint8_t *row = (const uint8_t *)codes + (size_t)r * rb;
         for (int64_t c = 0; c < cols; c++) {

@@ -67,7 +67,8 @@ float kiln_dequantize_value(KilnQFormat f, bool symmetric, KilnQParams p, int32_
  * otherwise scales come from the data by spec->calib. Writes codes into out
  * (storage layout of kiln_qformat_storage; int4 packed per ir.h) and scales/zeros
  * (zeros may be NULL for symmetric) of kiln_type_nscales entries.
- * Errors: a group that does not divide cols, gran auto, fmt none. */
+ * A group that does not divide cols leaves a ragged last group per row (cols mod
+ * group elements, its own scale). Errors: group <= 0, gran auto, fmt none. */
 int kiln_quantize_matrix(const KilnQuantSpec *spec, const float *x, int64_t rows, int64_t cols,
                          void *out, float *scales, int32_t *zeros, KilnDiag *d);
 /* The inverse: codes + scales + zeros -> float matrix. */

@@ -42,9 +42,10 @@ int64_t kiln_type_nscales(const KilnType *t)
     case KILN_GRAN_CHANNEL:
     case KILN_GRAN_TOKEN: return rows;
     case KILN_GRAN_GROUP:
-        if (t->q.group <= 0 || cols % t->q.group)
+        if (t->q.group <= 0)
             return 0;
-        return rows * (cols / t->q.group);
+        /* ceil: a group that does not divide cols leaves a ragged last group */
+        return rows * ((cols + t->q.group - 1) / t->q.group);
     default: return 0; /* auto: unresolved, no layout yet */
     }
 }

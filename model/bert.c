@@ -81,6 +81,7 @@ static int load_all(KilnBert *m, const KilnModelFile *mf, KilnDiag *d)
             KilnLinear *l = &m->lin[i * L_PER + j];
             snprintf(l->name, sizeof l->name, "encoder.layer.%d.%s", i, lnames[j]);
             snprintf(l->src, sizeof l->src, "%s", l->name);
+            l->own_act = j == L_UP ? "gelu" : NULL; /* gelu(intermediate.dense(x)) */
             l->N = j == L_UP ? m->ffn : D;
             l->K = j == L_DOWN ? m->ffn : D;
             snprintf(name, sizeof name, "%s.weight", l->name);
@@ -283,7 +284,8 @@ int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n
         kiln_layernorm(x, T, D, m->layers[i].ln1_g, m->layers[i].ln1_b, m->eps);
         if ((rc = kiln_linear_run(&L[L_UP], pool, x, T, h, d)))
             break;
-        kiln_gelu_erf(h, T * m->ffn);
+        if (!L[L_UP].act_fused) /* else the intermediate.dense kernel applied it */
+            kiln_gelu_erf(h, T * m->ffn);
         if ((rc = kiln_linear_run(&L[L_DOWN], pool, h, T, q, d)))
             break;
         for (int64_t j = 0; j < T * D; j++)

@@ -81,6 +81,7 @@ static int load_all(KilnLlama *m, const KilnModelFile *mf, KilnDiag *d)
         for (int j = 0; !rc && j < L_PER; j++) {
             KilnLinear *l = &m->lin[i * L_PER + j];
             snprintf(l->name, sizeof l->name, "model.layers.%d.%s", i, hf_names[j]);
+            l->own_act = j == L_GATE ? "silu" : NULL; /* silu(gate_proj(x)) * up_proj(x) */
             snprintf(l->src, sizeof l->src, "blk.%d.%s", i, gguf_names[j]);
             l->N = j == L_Q || j == L_O ? D
                    : j == L_K || j == L_V ? (int64_t)m->nkv * m->hd
@@ -312,8 +313,12 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
              kiln_linear_run(&L[L_UP], pool, h, T, u, d);
         if (rc)
             break;
-        for (size_t j = 0; j < (size_t)T * F; j++)
-            g[j] = kiln_silu1(g[j]) * u[j];
+        if (L[L_GATE].act_fused) /* the gate_proj kernel already applied silu */
+            for (size_t j = 0; j < (size_t)T * F; j++)
+                g[j] *= u[j];
+        else
+            for (size_t j = 0; j < (size_t)T * F; j++)
+                g[j] = kiln_silu1(g[j]) * u[j];
         if ((rc = kiln_linear_run(&L[L_DOWN], pool, g, T, h, d)))
             break;
         for (size_t j = 0; j < (size_t)T * D; j++)

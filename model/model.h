@@ -45,6 +45,12 @@ typedef struct KilnLinear {
     float *w, *b;       /* owned; b may be NULL */
     kiln_layer *kl;     /* NULL: runs in f32 here (f32 baseline, or ignored) */
     bool bias_in_kernel;
+    /* The activation the model itself applies to this layer's output ("silu" on
+     * Llama's gate_proj, "gelu" on BERT's intermediate.dense; NULL elsewhere): the
+     * only one a recipe may fuse into the layer's epilogue. act_fused: the bound
+     * kernel applies it, so the model must not apply it again. */
+    const char *own_act;
+    bool act_fused;
     const char *kernel; /* "f32" or kiln_layer_describe() */
     size_t wbytes;
     /* --per-layer: energies of the f32 output and of (kernel - f32) on the same input */

@@ -207,6 +207,15 @@ static int ensure_tmp(KilnLinear *l, int64_t n, KilnDiag *d)
     return l->tmp ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
 }
 
+static void apply_act(const char *act, float *y, int64_t n)
+{
+    if (!strcmp(act, "gelu"))
+        kiln_gelu_erf(y, n);
+    else
+        for (int64_t i = 0; i < n; i++)
+            y[i] = kiln_silu1(y[i]);
+}
+
 int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, float *y,
                     KilnDiag *d)
 {
@@ -241,6 +250,8 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
         if (ensure_tmp(l, n, d))
             return -1;
         kiln_gemm_f32(pool, x, M, l->w, l->b, l->N, l->K, l->tmp);
+        if (l->act_fused) /* compare like with like: the kernel's output is activated */
+            apply_act(l->own_act, l->tmp, n);
         for (int64_t i = 0; i < n; i++) {
             double e = (double)y[i] - l->tmp[i];
             l->sig += (double)l->tmp[i] * l->tmp[i];
@@ -267,6 +278,7 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
         l->kernel = "f32";
         l->wbytes = sizeof(float) * (size_t)(l->N * l->K);
         l->bias_in_kernel = false;
+        l->act_fused = false;
         if (!rc || !rc->recipe)
             continue;
         kiln_layer_desc desc = {l->name, l->N, l->K, l->w, l->b, l->cap, l->cap_rows};
@@ -283,13 +295,26 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
         l->kernel = kiln_layer_describe(kl);
         l->wbytes = kiln_layer_weight_bytes(kl);
         l->bias_in_kernel = ir_has_bias(kl);
-        if (strstr(kiln_layer_ir(kl), "epilogue = silu") ||
-            strstr(kiln_layer_ir(kl), "epilogue = gelu"))
-            return kiln_diag_set(d, KILN_EINPUT,
-                                 "layer %s: the recipe fuses an activation into this layer's "
-                                 "epilogue, which would change the model: use act only on layers "
-                                 "followed by that activation",
-                                 l->name);
+        /* A fused activation is fine exactly where the model applies that same one
+         * to this layer's output (the model then skips its own); anywhere else it
+         * would change the model. */
+        const char *epi = kiln_layer_epilogue(kl);
+        if (strcmp(epi, "none")) {
+            if (!l->own_act || strcmp(epi, l->own_act))
+                return kiln_diag_set(d, KILN_EINPUT,
+                                     "layer %s: the recipe fuses an activation into this layer's "
+                                     "epilogue, which would change the model: use act only on "
+                                     "layers followed by that activation",
+                                     l->name);
+            /* the activation must follow the bias: the bias cannot be added after */
+            if (l->b && !l->bias_in_kernel)
+                return kiln_diag_set(d, KILN_EINPUT,
+                                     "layer %s: the recipe fuses %s but not the layer's bias, "
+                                     "which must come before it: add bias = true to that "
+                                     "epilogue",
+                                     l->name, epi);
+            l->act_fused = true;
+        }
     }
     return 0;
 }
@@ -299,6 +324,7 @@ void kiln_linears_unbind(KilnLinear *ls, int n)
     for (int i = 0; i < n; i++) {
         kiln_layer_destroy(ls[i].kl);
         ls[i].kl = NULL;
+        ls[i].act_fused = false;
         ls[i].kernel = "f32";
         ls[i].wbytes = sizeof(float) * (size_t)(ls[i].N * ls[i].K);
     }

@@ -98,9 +98,9 @@ static int resolve_weight(Pick *p, KilnDiag *d)
         for (int i = 0; i < n; i++)
             f->values[chain[i]].type.q = wt.q;
     }
-    if (wt.q.gran == KILN_GRAN_GROUP && (wt.q.group <= 0 || K % wt.q.group != 0))
+    if (wt.q.gran == KILN_GRAN_GROUP && wt.q.group <= 0) /* not dividing K is fine: ragged tail */
         return kiln_diag_set(d, KILN_EINPUT,
-                             "layer \"%s\": weight group=%d does not divide K=%lld (N=%lld, "
+                             "layer \"%s\": weight group=%d, expected > 0 (K=%lld, N=%lld, "
                              "target %s)",
                              p->layer, (int)wt.q.group, (long long)K, (long long)wt.dim[0],
                              p->t->name);
@@ -193,6 +193,9 @@ static void scales_phrase(Pick *p, bool integer)
                "; group=%d weight scales (stored next to the packed codes) applied to each "
                "group's %s partial sum",
                (int)w->group, integer ? "exact int32" : "f32");
+        if (w->group > 0 && p->wt->dim[1] % w->group)
+            append(why, sizeof p->why, " (K=%lld: the last group is ragged, %lld k with its own scale)",
+                   (long long)p->wt->dim[1], (long long)(p->wt->dim[1] % w->group));
     } else {
         append(why, sizeof p->why, "; %s%s%s weight scale%s applied in the epilogue", act,
                act[0] ? " and " : "", w->gran == KILN_GRAN_CHANNEL ? "per-channel" : "per-tensor",

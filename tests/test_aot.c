@@ -471,10 +471,10 @@ static void test_errors(void **state)
 
     snprintf(shapes, sizeof shapes, "%s/bad_group.txt", base);
     write_text(shapes, "model.layers.0.mlp.up_proj 2,32,256\n"
-                       "model.layers.7.mlp.up_proj 2,32,200\n");
+                       "model.layers.7.mlp.up_proj 2,32,100\n");
     snprintf(args, sizeof args, "--shapes '%s' -o '%s/e4'", shapes, base);
-    aot_fails("", args, 2, "bad_group.txt:2: layer 'model.layers.7.mlp.up_proj' (M=2 N=32 K=200)");
-    aot_fails("", args, 2, "200");
+    aot_fails("", args, 2, "bad_group.txt:2: layer 'model.layers.7.mlp.up_proj' (M=2 N=32 K=100)");
+    aot_fails("", args, 2, "100");
 
     snprintf(shapes, sizeof shapes, "%s/bad_line.txt", base);
     write_text(shapes, "# ok\nmodel.x 1,2\n");

@@ -300,6 +300,82 @@ static void test_avx2_all_k(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* Ragged last group (docs/numerics.md): K = 576 = 4·128 + 64 (SmolLM2's hidden size)
+ * at group 128, K = 200 = 3·64 + 8 at group 64, K = 80 = 2·32 + 16 at group 32:
+ * ngroups = ceil(K/g), the tail has its own scale/zero. M = 67 takes the blocked
+ * prefill path of the f32-fma family, M = 1, 3 the direct one. */
+static const Case ragged[] = {
+    {"w4a16 f32 / g128 asym", WS(INT4, false, GROUP, 128), false, {0}, KILN_F32, false, "none", KILN_F32},
+    {"w4a16 f16 / g128 sym", WS(INT4, true, GROUP, 128), false, {0}, KILN_F16, true, "silu", KILN_F32},
+    {"w4a8 g128 sym / dyn-token", WS(INT4, true, GROUP, 128), true, AD(INT8, true, TOKEN), KILN_F32, true, "none", KILN_F32},
+    {"w4a8 g128 asym / dyn-token asym", WS(INT4, false, GROUP, 128), true, AD(INT8, false, TOKEN), KILN_F32, false, "gelu", KILN_F16},
+    {"w4a16 bf16 / g64 asym", WS(INT4, false, GROUP, 64), false, {0}, KILN_BF16, false, "none", KILN_F32},
+    {"w4a8 g64 asym / static asym", WS(INT4, false, GROUP, 64), true, AS(INT8, false, 0.009f, 120), KILN_F32, false, "none", KILN_F32},
+    {"w8a8 g64 asym / dyn-token", WS(INT8, false, GROUP, 64), true, AD(INT8, true, TOKEN), KILN_F32, false, "none", KILN_F32},
+    {"fp8 e4m3 g32 w8a8 token", WS(FP8_E4M3, true, GROUP, 32), true, AD(FP8_E4M3, true, TOKEN), KILN_F32, false, "none", KILN_F32},
+    {"w8a16 f32 / g32 asym", WS(INT8, false, GROUP, 32), false, {0}, KILN_F32, true, "none", KILN_BF16},
+};
+
+static void test_avx2_ragged(void **state)
+{
+    static const int64_t rN[] = {7, 33};
+    int failures = 0;
+    for (size_t ci = 0; ci < sizeof ragged / sizeof ragged[0]; ci++) {
+        int64_t g = ragged[ci].w.group, K = g == 128 ? 576 : g == 64 ? 200 : 80;
+        for (int ni = 0; ni < 2; ni++)
+            failures += run_case(&ragged[ci], rN[ni], K, "avx2", Ms, 4, true, NULL);
+    }
+    assert_int_equal(failures, 0);
+    /* the ragged layout: 5 groups of which the last covers 64 k */
+    KilnModule *mod = kiln_module_new();
+    KilnFunc *f = build_kernel(mod, &ragged[0], 4, 16, 576, "avx2");
+    KilnLayout l;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+    assert_int_equal(l.ngroups, 5);
+    assert_int_equal(l.group, 128);
+    kiln_module_free(mod);
+    /* the tail must be a multiple of the int4 block unit (8): K = 100 at group 128 is
+     * one ragged group of 100; K = 132 at group 64 leaves a tail of 4 */
+    static const int64_t badK[][2] = {{100, 128}, {132, 64}};
+    for (int i = 0; i < 2; i++) {
+        Case c = ragged[2];
+        c.w.group = (int32_t)badK[i][1];
+        mod = kiln_module_new();
+        f = build_kernel(mod, &c, 2, 16, badK[i][0], "avx2");
+        memset(&d, 0, sizeof d);
+        assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), KILN_EINPUT);
+        char want[96];
+        snprintf(want, sizeof want, "multiples of 8 (K = %lld, group = %lld, ragged last group of %lld)",
+                 (long long)badK[i][0], (long long)badK[i][1], (long long)(badK[i][0] % badK[i][1]));
+        if (!strstr(d.msg, want))
+            fail_msg("got '%s', want '%s'", d.msg, want);
+        kiln_module_free(mod);
+    }
+    /* VNNI (avx512, k-interleave 4): int8 weights at group 64 with K = 198 (tail 6) */
+    Case c = ragged[6];
+    mod = kiln_module_new();
+    f = build_kernel(mod, &c, 2, 16, 198, "avx512");
+    memset(&d, 0, sizeof d);
+    assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "multiples of 4 (K = 198, group = 64, ragged last group of 6)"));
+    kiln_module_free(mod);
+    /* ...and K = 200 compiles for avx512 (assembly only: the host may lack it) */
+    for (size_t ci = 0; ci < sizeof ragged / sizeof ragged[0]; ci++) {
+        int64_t g = ragged[ci].w.group, K = g == 128 ? 576 : g == 64 ? 200 : 80;
+        mod = kiln_module_new();
+        f = build_kernel(mod, &ragged[ci], 4, 33, K, "avx512");
+        char *as = NULL;
+        if (kiln_cpu_emit_asm(f, "k512", &as, &d))
+            fail_msg("%s avx512: %s", ragged[ci].name, d.msg);
+        free(as);
+        kiln_module_free(mod);
+        if (host_runs_avx512())
+            failures += run_case(&ragged[ci], 33, K, "avx512", Ms, 4, true, NULL);
+    }
+    assert_int_equal(failures, 0);
+}
+
 static void test_avx512(void **state)
 {
     bool run = host_runs_avx512();
@@ -576,6 +652,7 @@ int main(void)
         cmocka_unit_test(test_avx2_asm),
         cmocka_unit_test(test_avx2_all_recipes),
         cmocka_unit_test(test_avx2_all_k),
+        cmocka_unit_test(test_avx2_ragged),
         cmocka_unit_test(test_f32_weights),
         cmocka_unit_test(test_avx512),
         cmocka_unit_test(test_compile_time),

@@ -346,14 +346,17 @@ static void reference(const QCase *qc, const float *x, int64_t M, const float *w
     const KilnQuantSpec *s = &qc->w;
     int64_t gs = s->gran == KILN_GRAN_GROUP ? s->group : s->gran == KILN_GRAN_TENSOR ? N * K : K;
     bool fp8 = s->fmt == KILN_QF_FP8_E4M3 || s->fmt == KILN_QF_FP8_E5M2;
-    for (int64_t start = 0; start < N * K; start += gs) {
+    for (int64_t start = 0, end; start < N * K; start = end) {
         float lo = 0, hi = 0;
-        for (int64_t j = start; j < start + gs; j++) {
+        end = start + gs;
+        if (s->gran == KILN_GRAN_GROUP && end > (start / K + 1) * K) /* ragged last group */
+            end = (start / K + 1) * K;
+        for (int64_t j = start; j < end; j++) {
             lo = fminf(lo, w[j]);
             hi = fmaxf(hi, w[j]);
         }
         KilnQParams p = kiln_qparams_from_range(s->fmt, s->symmetric, lo, hi);
-        for (int64_t j = start; j < start + gs; j++) {
+        for (int64_t j = start; j < end; j++) {
             if (fp8) {
                 uint8_t b = kiln_fp8_e4m3_encode(w[j] / p.scale);
                 dw[j] = (double)kiln_fp8_e4m3_decode(b) * p.scale;
@@ -449,6 +452,60 @@ static void test_qgemm_cases(void **state)
             assert_true(y[N + n] == 0.0f);
         kiln_tensor_free(&out);
     }
+}
+
+/* K = 40 with groups of 16 and 32: a ragged last group of 8 k with its own scale. */
+static void test_qgemm_ragged(void **state)
+{
+    (void)state;
+    enum { M = 3, N = 5, K = 40 };
+    float x[M * K], w[N * K];
+    fill(x, M * K, 3);
+    fill(w, N * K, 4);
+    for (int n = 0; n < N; n++) /* a tail much smaller than the rest: its own scale matters */
+        for (int k = 32; k < K; k++)
+            w[n * K + k] *= 0.01f;
+    KilnQuantSpec dyn_tok = spec(KILN_QF_INT8, true, KILN_GRAN_TOKEN, 0);
+    dyn_tok.dynamic = true;
+    KilnQuantSpec fp8_tok = spec(KILN_QF_FP8_E4M3, true, KILN_GRAN_TOKEN, 0);
+    fp8_tok.dynamic = true;
+    QCase cases[] = {
+        {"W4A8 group 16 ragged", spec(KILN_QF_INT4, true, KILN_GRAN_GROUP, 16), true, dyn_tok, 0},
+        {"W4A8 asym group 32 ragged", spec(KILN_QF_INT4, false, KILN_GRAN_GROUP, 32), true, dyn_tok, 0},
+        {"W4A16 f16 asym group 16 ragged", spec(KILN_QF_INT4, false, KILN_GRAN_GROUP, 16), false, {0}, KILN_F16},
+        {"W8A16 group 32 ragged", spec(KILN_QF_INT8, true, KILN_GRAN_GROUP, 32), false, {0}, KILN_F32},
+        {"fp8 e4m3 group 32 ragged", spec(KILN_QF_FP8_E4M3, true, KILN_GRAN_GROUP, 32), true, fp8_tok, 0},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        KilnTensor out = run_qgemm(&cases[ci], x, M, w, N, K, NULL, NULL, KILN_F32);
+        double ref[M * N], mag[M * N];
+        reference(&cases[ci], x, M, w, N, K, ref, mag);
+        const float *y = out.data;
+        for (int i = 0; i < M * N; i++) {
+            double tol = 4.0 * K * 0x1p-24 * mag[i] + 1e-30;
+            if (fabs(y[i] - ref[i]) > tol)
+                fail_msg("%s: y[%d] = %.9g, reference %.9g (tol %g)", cases[ci].what, i, y[i],
+                         ref[i], tol);
+        }
+        kiln_tensor_free(&out);
+    }
+    /* Hand-computed, K = 5 = 2·2 + 1, group 2, W4A8, one output.
+     * x = [0.5, -1, 0.25, 1.984375, 1]: s_a = 1/64, q_a = [32, -64, 16, 127, 64]
+     * w = [0.875, -0.3125, 1.75, 0.25, -0.875]: groups [0.875, -0.3125] s 0.125 codes 7, -2;
+     * [1.75, 0.25] s 0.25 codes 7, 1; ragged [-0.875] s 0.125 code -7.
+     * sums 352, 239, 64·(-7) = -448; y = (0.125·352 + 0.25·239 + 0.125·(-448)) / 64
+     * = (44 + 59.75 - 56) / 64 = 0.74609375. Weight-only f32: deqW = [0.875, -0.25, 1.75,
+     * 0.25, -0.875], y = 0.4375 + 0.25 + 0.4375 + 0.49609375 - 0.875 = 0.74609375. */
+    float xh[5] = {0.5f, -1, 0.25f, 1.984375f, 1}, wh[5] = {0.875f, -0.3125f, 1.75f, 0.25f, -0.875f};
+    QCase h = {"hand ragged w4a8", spec(KILN_QF_INT4, true, KILN_GRAN_GROUP, 2), true, dyn_tok, 0};
+    KilnTensor out = run_qgemm(&h, xh, 1, wh, 1, 5, NULL, NULL, KILN_F32);
+    assert_true(((float *)out.data)[0] == 0.74609375f);
+    kiln_tensor_free(&out);
+    QCase hw = {"hand ragged weight-only", spec(KILN_QF_INT4, true, KILN_GRAN_GROUP, 2), false, {0},
+                KILN_F32};
+    out = run_qgemm(&hw, xh, 1, wh, 1, 5, NULL, NULL, KILN_F32);
+    assert_true(((float *)out.data)[0] == 0.74609375f);
+    kiln_tensor_free(&out);
 }
 
 static void test_qgemm_hand(void **state)
@@ -702,6 +759,7 @@ int main(void)
         cmocka_unit_test(test_static_act_uncalibrated),
         cmocka_unit_test(test_qgemm_cases),
         cmocka_unit_test(test_qgemm_hand),
+        cmocka_unit_test(test_qgemm_ragged),
         cmocka_unit_test(test_qgemm_f32_weights),
         cmocka_unit_test(test_errors),
     };

@@ -245,8 +245,6 @@ static const struct {
      "result: type i8[8,16]{int8 asym tensor} stores int8 codes, expected dtype u8"},
     {W "  %q = quantize %w : e4m3[8,16]{fp8_e4m3 asym tensor}\n  return %q\n", 3,
      "fp8_e4m3 must be symmetric"},
-    {W "  %q = quantize %w : i4[8,16]{int4 sym group=5}\n  return %q\n", 3,
-     "group size 5 does not divide K=16"},
     {W "  %q = quantize %w : i8[8,16]{int8 sym token}\n  return %q\n", 3,
      "granularity token is for rank-2 activations"},
     {"  %q = quantize %x : i8[4,16]{int8 sym channel}\n  return %q\n", 2,

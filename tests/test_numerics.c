@@ -319,6 +319,45 @@ static void test_int4_sym_group(void **state)
         assert_true(y[i] == ywant[i]);
 }
 
+static void test_int4_asym_group_ragged(void **state)
+{
+    (void)state;
+    /* [2,5], group 2: K = 2·2 + 1, so 3 groups per row, the last covering k = 4 alone;
+     * scales/zeros row-major [N][ceil(K/g)] = [2][3].
+     * row 0 g0 [-0.5, 1]:   range 1.5 = 15·0.1, s = 0.1, z = round(5) = 5; codes 0, 15
+     *       g1 [0, 3]:      lo 0, s = 0.2, z 0; codes 0, 15
+     *       g2 [-1.5]:      hi widened to 0, s = 0.1, z = 15; code 0
+     * row 1 g0 [2, 2]:      lo 0, s = 2/15, z 0; codes 15, 15
+     *       g1 [0, 0]:      zero range, s = 1, z 0; codes 0, 0
+     *       g2 [0.75]:      lo 0, s = 0.05, z 0; code 15 (a group of 1 still uses 16 levels) */
+    float x[10] = {-0.5f, 1, 0, 3, -1.5f, 2, 2, 0, 0, 0.75f};
+    KilnQuantSpec s = spec(KILN_QF_INT4, false, KILN_GRAN_GROUP, 2);
+    KilnType t = kiln_type2(KILN_U4, 2, 5);
+    t.q = s;
+    assert_int_equal(kiln_type_nscales(&t), 6);
+    assert_int_equal(kiln_tensor_bytes(&t), 6);
+    uint8_t q[6];
+    float sc[6];
+    int32_t z[6];
+    KilnDiag d = {0};
+    assert_int_equal(kiln_quantize_matrix(&s, x, 2, 5, q, sc, z, &d), 0);
+    /* row 0 codes 0,15,0,15,0 -> 0xF0 0xF0 0x00; row 1 15,15,0,0,15 -> 0xFF 0x00 0x0F */
+    uint8_t want[6] = {0xf0, 0xf0, 0x00, 0xff, 0x00, 0x0f};
+    assert_memory_equal(q, want, 6);
+    float swant[6] = {1.5f / 15, 3.0f / 15, 1.5f / 15, 2.0f / 15, 1.0f, 0.75f / 15};
+    int32_t zwant[6] = {5, 0, 15, 0, 0, 0};
+    for (int i = 0; i < 6; i++) {
+        assert_true(sc[i] == swant[i]);
+        assert_int_equal(z[i], zwant[i]);
+    }
+    float y[10];
+    assert_int_equal(kiln_dequantize_matrix(&s, q, sc, z, 2, 5, y, &d), 0);
+    for (int i = 0; i < 10; i++) /* every value is the group's min or max: exact up to rounding */
+        assert_float_equal(y[i], x[i], 1e-6);
+    /* the ragged group's own scale: dequantizing with row 0's tail as (0 - 15)·0.1 */
+    assert_true(y[4] == (float)(0 - 15) * sc[2]);
+}
+
 static void test_int4_asym_channel_odd(void **state)
 {
     (void)state;
@@ -397,7 +436,9 @@ static void test_nscales(void **state)
     assert_int_equal(kiln_type_nscales(&t), 3);
     t.q = spec(KILN_QF_INT8, true, KILN_GRAN_GROUP, 4);
     assert_int_equal(kiln_type_nscales(&t), 6);
-    t.q.group = 3;
+    t.q.group = 3; /* 8 = 3 + 3 + 2: a ragged last group per row */
+    assert_int_equal(kiln_type_nscales(&t), 9);
+    t.q.group = 0;
     assert_int_equal(kiln_type_nscales(&t), 0);
     KilnTensor tt;
     assert_int_equal(kiln_tensor_alloc(&tt, &t), KILN_EINPUT);
@@ -491,10 +532,13 @@ static void test_errors(void **state)
     int8_t q[12];
     float sc[12];
     KilnDiag d = {0};
-    KilnQuantSpec s = spec(KILN_QF_INT8, true, KILN_GRAN_GROUP, 5);
+    KilnQuantSpec s = spec(KILN_QF_INT8, true, KILN_GRAN_GROUP, -2);
     assert_int_equal(kiln_quantize_matrix(&s, x, 3, 4, q, sc, NULL, &d), KILN_EINPUT);
-    assert_non_null(strstr(d.msg, "group size 5"));
-    assert_non_null(strstr(d.msg, "4 columns"));
+    assert_non_null(strstr(d.msg, "group size -2"));
+    assert_non_null(strstr(d.msg, "[3,4]"));
+    /* a group wider than the row is one (ragged) group per row */
+    s = spec(KILN_QF_INT8, true, KILN_GRAN_GROUP, 5);
+    assert_int_equal(kiln_quantize_matrix(&s, x, 3, 4, q, sc, NULL, &d), 0);
     s = spec(KILN_QF_INT8, true, KILN_GRAN_AUTO, 0);
     assert_int_equal(kiln_quantize_matrix(&s, x, 3, 4, q, sc, NULL, &d), KILN_EINPUT);
     assert_non_null(strstr(d.msg, "auto"));
@@ -550,16 +594,17 @@ static void ref_quantize(const KilnQuantSpec *q, const float *x, int64_t rows, i
     bool fixed = !q->dynamic && q->scale > 0;
     bool tensor = q->gran == KILN_GRAN_TENSOR;
     int64_t len = tensor ? rows * cols : q->gran == KILN_GRAN_GROUP ? q->group : cols;
-    int64_t per_row = tensor ? 0 : cols / len;
+    int64_t per_row = tensor ? 0 : (cols + len - 1) / len; /* ragged last group */
     memset(out, 0, rb * (size_t)rows);
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++) {
             int64_t si = tensor ? 0 : r * per_row + c / len;
             const float *s = tensor ? x : x + r * cols + (c / len) * len;
+            int64_t sl = tensor ? len : cols - (c / len) * len < len ? cols - (c / len) * len : len;
             KilnQParams p = {q->scale, sym ? 0 : q->zero};
             if (!fixed) {
                 float lo, hi;
-                ref_range(s, len, q, &lo, &hi);
+                ref_range(s, sl, q, &lo, &hi);
                 p = kiln_qparams_from_range(q->fmt, sym, lo, hi);
             }
             scales[si] = p.scale;
@@ -584,7 +629,7 @@ static bool same_as_definition(const KilnQuantSpec *q, const float *x, int64_t r
     bool sym = q->symmetric || q->fmt == KILN_QF_FP8_E4M3 || q->fmt == KILN_QF_FP8_E5M2;
     size_t nb = kiln_row_bytes(kiln_qformat_storage(q->fmt, sym), cols) * (size_t)rows;
     int64_t ns = q->gran == KILN_GRAN_TENSOR ? 1
-                 : q->gran == KILN_GRAN_GROUP ? rows * (cols / q->group)
+                 : q->gran == KILN_GRAN_GROUP ? rows * ((cols + q->group - 1) / q->group)
                                               : rows;
     uint8_t *a = malloc(nb + 1), *b = malloc(nb + 1);
     float *sa = calloc((size_t)ns, sizeof *sa), *sb = calloc((size_t)ns, sizeof *sb);
@@ -634,6 +679,8 @@ static void random_matrices(int rounding)
                     if (grans[g] == KILN_GRAN_GROUP) {
                         q.group = groups[xorshift(&seed) % 7];
                         cols = q.group * (1 + xorshift(&seed) % (it & 1 ? 3 : 9));
+                        if (it % 4 == 1 && q.group > 1) /* a ragged last group */
+                            cols += 1 + xorshift(&seed) % (uint32_t)(q.group - 1);
                     }
                     if (it == 5) { /* static scale (and zero point) */
                         q.scale = 0.0123f;
@@ -774,6 +821,7 @@ int main(void)
         cmocka_unit_test(test_int8_sym_tensor),
         cmocka_unit_test(test_int8_asym_tensor),
         cmocka_unit_test(test_int4_sym_group),
+        cmocka_unit_test(test_int4_asym_group_ragged),
         cmocka_unit_test(test_int4_asym_channel_odd),
         cmocka_unit_test(test_token_and_static),
         cmocka_unit_test(test_nscales),

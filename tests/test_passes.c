@@ -297,11 +297,19 @@ static void test_layout_errors(void **state)
     assert_non_null(strstr(d.msg, "model.layers.0.mlp.up_proj"));
     assert_non_null(strstr(d.msg, "K=100"));
     kiln_module_free(m);
-    /* explicit group that does not divide K */
+    /* a group that does not divide K is a ragged last group: K = 96 at group 128 is
+     * one group of 96, fine for the int4 kernels (a multiple of 8) */
     m = layer("dyn", KILN_QF_INT4, true, KILN_GRAN_GROUP, 128, 2, 8, 96);
     assert_int_equal(kiln_pass_fuse_qgemm(m, &t, &d), 0);
+    assert_int_equal(kiln_pass_pick_layout(m, &t, &d), 0);
+    kiln_module_free(m);
+    /* ...but the ragged tail needs the kernel's unit: K = 100 = 0·128 + 100 is not a
+     * multiple of 8; the error names layer, K, group and the unit */
+    m = layer("dyn", KILN_QF_INT4, true, KILN_GRAN_GROUP, 128, 2, 8, 100);
+    assert_int_equal(kiln_pass_fuse_qgemm(m, &t, &d), 0);
     assert_int_equal(kiln_pass_pick_layout(m, &t, &d), KILN_EINPUT);
-    assert_non_null(strstr(d.msg, "group=128 does not divide K=96"));
+    assert_non_null(strstr(d.msg, "model.layers.0.mlp.up_proj"));
+    assert_non_null(strstr(d.msg, "multiples of 8 (K = 100, group = 128, ragged last group of 100)"));
     kiln_module_free(m);
     /* the kernel's own constraints (ir/layout.c) surface here, with the layer name:
      * i16-madd reads k in pairs, so K = 63 has no avx2 int8 kernel */

@@ -135,6 +135,12 @@ static int setup_all(void **state)
     compile_case(KILN_SOURCE_DIR "/recipes/fp8-e4m3-dynamic.lua", "sm_89", 5, 72, 40);
     compile_case(KILN_SOURCE_DIR "/recipes/w4a16-g32-sym.lua", "sm_90", 1, 33, 96);
     compile_case(KILN_SOURCE_DIR "/recipes/w4a8.lua", "sm_90", 67, 130, 384);
+    /* ragged last group: K = 576 = 4·128 + 64 (SmolLM2) at group 128, GEMV (M 1) and
+     * GEMM (M 67) kernels; K = 100 at group 32 (a tail of 4, padded to 32) */
+    compile_case(KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua", "sm_80", 1, 64, 576);
+    compile_case(KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua", "sm_90", 67, 96, 576);
+    compile_case(KILN_SOURCE_DIR "/recipes/w4a8.lua", "sm_89", 67, 96, 576);
+    compile_case(KILN_SOURCE_DIR "/recipes/w4a16-g32-sym.lua", "sm_80", 5, 40, 100);
     printf("NVRTC %s: %d modules compiled (PTX + cubin) in %.1f s, %.0f ms each on average\n",
            kiln_nvrtc_version(&d), g_ncases, g_total_ms / 1e3, g_ncases ? g_total_ms / g_ncases : 0.0);
     return 0;
@@ -472,6 +478,56 @@ static void test_prepack_bytes(void **state)
     kiln_module_free(m);
 }
 
+/* A ragged last group: u4 asym group 64, K 80 -> KP 96, NG 2; group 1 covers k 64..95
+ * (16 real codes + 16 padding codes equal to its zero point). */
+static void test_prepack_ragged(void **state)
+{
+    (void)state;
+    KilnModule *m = kiln_module_new();
+    KilnType wt = kiln_type2(KILN_U4, 2, 80);
+    wt.q = (KilnQuantSpec){.fmt = KILN_QF_INT4, .symmetric = false, .gran = KILN_GRAN_GROUP, .group = 64};
+    KilnFunc *f = tiny(m, "sm_80", wt, "f16");
+    KilnGpuLayout l;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_gpu_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+    assert_int_equal(l.KP, 96);
+    assert_int_equal(l.glen, 64);
+    assert_int_equal(l.ngroups, 2);
+    KilnTensor t;
+    assert_int_equal(kiln_tensor_alloc(&t, &wt), 0);
+    assert_int_equal(t.nscales, 4);
+    for (int n = 0; n < 2; n++)
+        for (int k = 0; k < 80; k++)
+            kiln_code_set(KILN_U4, (uint8_t *)t.data + n * 40, k, (k + n) % 16);
+    for (int i = 0; i < 4; i++) {
+        t.scales[i] = (float)(i + 1);
+        t.zeros[i] = 3 + i;
+    }
+    uint8_t *blob = malloc(l.pack_bytes);
+    assert_int_equal(kiln_gpu_prepack(&l, &t, blob, &d), 0);
+    int32_t ws[4], zs[4];
+    float sc[4];
+    memcpy(ws, blob + l.wsum_off, sizeof ws);
+    memcpy(zs, blob + l.zeros_off, sizeof zs);
+    memcpy(sc, blob + l.scales_off, sizeof sc);
+    for (int n = 0; n < 2; n++) {
+        int32_t w0 = 0, w1 = 0;
+        for (int k = 0; k < 64; k++)
+            w0 += (k + n) % 16;
+        for (int k = 64; k < 80; k++)
+            w1 += (k + n) % 16;
+        w1 += 16 * (3 + 2 * n + 1); /* padding k 80..95: the ragged group's zero point */
+        assert_int_equal(ws[2 * n], w0);
+        assert_int_equal(ws[2 * n + 1], w1);
+        assert_int_equal(zs[2 * n + 1], 3 + 2 * n + 1);
+        assert_true(sc[2 * n + 1] == (float)(2 * n + 2));
+        assert_int_equal(kiln_code_get(KILN_U4, blob + l.codes_off + n * l.row_bytes, 90), 3 + 2 * n + 1);
+    }
+    free(blob);
+    kiln_tensor_free(&t);
+    kiln_module_free(m);
+}
+
 static void test_layout_errors(void **state)
 {
     (void)state;
@@ -502,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_template_embedded), cmocka_unit_test(test_prepack_bytes),
         cmocka_unit_test(test_layout_errors),     cmocka_unit_test(test_nvrtc_version),
         cmocka_unit_test(test_all_compile),       cmocka_unit_test(test_instructions),
+        cmocka_unit_test(test_prepack_ragged),
         cmocka_unit_test(test_no_spills),         cmocka_unit_test(test_kernel_names),
         cmocka_unit_test(test_odd_shapes),        cmocka_unit_test(test_nvrtc_absent),
     };

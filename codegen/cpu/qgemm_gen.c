@@ -321,7 +321,11 @@ static void emit_tile(KilnGen *g, Tile *t)
     }
     LLVMValueRef kb0 = LLVMBuildMul(b, gi, kg_i64(g, bpg), "");
     KilnLoop lk;
-    LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, LLVMBuildAdd(b, kb0, kg_i64(g, bpg), ""), 1);
+    LLVMValueRef kb1 = LLVMBuildAdd(b, kb0, kg_i64(g, bpg), "");
+    if (l->K % l->group) /* ragged last group: it ends at K (K/KB blocks) */
+        kb1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, kb1, kg_i64(g, l->K / l->KB), ""), kb1,
+                              kg_i64(g, l->K / l->KB), "");
+    LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, kb1, 1);
     if (int4_weights(l))
         load_packed(g, t, kb);
     for (int j = 0; j < steps; j++) {

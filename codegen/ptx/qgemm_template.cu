@@ -27,6 +27,8 @@ typedef long long i64;
 #define BN 64
 #define BK 32
 #define TPG (GLEN / BK)
+// End of group j in the padded K: the last group is ragged when GLEN does not divide KP
+#define GEND(j) ((j) + 1 < NG ? ((j) + 1) * GLEN : KP)
 #define RND256(v) ((((v) + 255) / 256) * 256)
 
 // ---------------------------------------------------------------- scalar helpers
@@ -254,7 +256,7 @@ extern "C" __global__ void __launch_bounds__(256) KNAME(prep)(const float *x, i6
     __syncthreads(); // the row's codes are visible to the whole block now
     for (int j = threadIdx.x; j < NG; j += 256) {
         int sum = 0;
-        for (int k = j * GLEN; k < (j + 1) * GLEN; k++)
+        for (int k = j * GLEN; k < GEND(j); k++)
             sum += AZERO_FMT ? (int)row[k] : (int)(signed char)row[k];
         s.asum[m * NG + j] = sum;
     }
@@ -320,7 +322,7 @@ extern "C" __global__ void __launch_bounds__(128) KNAME(gemv)(const float *x, i6
         float part[MV];
 #endif
         for (int r = 0; r < MV; r++) part[r] = 0;
-        for (int k = j * GLEN + lane * 4; k < (j + 1) * GLEN; k += 128) {
+        for (int k = j * GLEN + lane * 4; k < GEND(j); k += 128) {
 #if FAM == FAM_S8
             int wv[4];
             for (int t = 0; t < 4; t++) wv[t] = wcode(wrow, k + t) - zw;
@@ -613,7 +615,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
                 for (int nt = 0; nt < 4; nt++) mma(acc[mt][nt], af[mt], bf[nt]);
         }
 #endif
-        if ((kt + 1) % TPG == 0) {
+        if ((kt + 1) % TPG == 0 || kt + 1 == KT) { // a group ends (the last may be ragged)
             int j = kt / TPG;
             #pragma unroll
             for (int mt = 0; mt < 2; mt++)
@@ -627,12 +629,12 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
 #if FAM == FAM_S8
                             u32 I = (u32)acc[mt][nt][c];
 #if WZERO || AZERO_FMT
-                            // Σ(qa-za)(qw-zw) = Σqa·qw - zw·Σqa - za·Σqw + GLEN·za·zw, mod 2^32 exact
+                            // Σ(qa-za)(qw-zw) = Σqa·qw - zw·Σqa - za·Σqw + len·za·zw, mod 2^32 exact
                             u32 zw = 0, za = (u32)s.za[m];
 #if WZERO
                             zw = (u32)wzeros(wpack)[n * NG + j];
 #endif
-                            I = I - zw * (u32)s.asum[m * NG + j] - za * (u32)wsums(wpack)[n * NG + j] + (u32)GLEN * za * zw;
+                            I = I - zw * (u32)s.asum[m * NG + j] - za * (u32)wsums(wpack)[n * NG + j] + (u32)(GEND(j) - j * GLEN) * za * zw;
 #endif
                             outer[mt][nt][c] = fold_int((int)I, outer[mt][nt][c], m, n, j, wpack, s);
 #else
