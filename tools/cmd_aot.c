@@ -176,10 +176,9 @@ static int write_file(const char *path, const void *data, size_t n)
  * uses for the same shape and seed (N(0,1), seed + 1000), so both agree. */
 static int calibrate(Aot *s, KilnFunc *f, const AotLayer *l, bool *did)
 {
-    float *xcal = malloc(sizeof(float) * (size_t)(l->M * l->K));
+    float *xcal = tool_calib_batch(s->a->seed, l->M, l->K);
     if (!xcal)
         return EXIT_INTERNAL;
-    tool_fill_normal(xcal, l->M * l->K, s->a->seed + 1000, "x", 1.0f);
     *did = kiln_calibrate_static(f, xcal, l->M * l->K) != 0;
     free(xcal);
     return EXIT_OK;

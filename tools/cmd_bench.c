@@ -304,10 +304,11 @@ int cmd_bench(const ToolArgs *a)
 
     char tmp[] = "/tmp/kiln-bench-XXXXXX";
     int64_t calib_rows = b.M < 64 ? b.M : 64;
-    float *w = malloc(sizeof(float) * (size_t)(b.N * b.K));
-    float *bias = malloc(sizeof(float) * (size_t)b.N);
+    /* The same data as `kiln run`: W ~ N(0, 1/sqrt(K)), bias N(0, 0.1), x N(0, 1). */
+    float *w = NULL, *bias = NULL;
+    tool_layer_data(a->seed, layer, b.N, b.K, &w, &bias);
     float *x = malloc(sizeof(float) * (size_t)(b.M * b.K));
-    float *xcal = malloc(sizeof(float) * (size_t)(calib_rows * b.K));
+    float *xcal = tool_calib_batch(a->seed, calib_rows, b.K);
     void *y = malloc(sizeof(float) * (size_t)(b.M * b.N));
     kiln_ctx *ctx = NULL;
     kiln_recipe *rec = NULL;
@@ -319,14 +320,7 @@ int cmd_bench(const ToolArgs *a)
         tmp[0] = 0;
         goto out;
     }
-    /* The same data as `kiln run`: W ~ N(0, 1/sqrt(K)), bias N(0, 0.1), x N(0, 1). */
-    char name[600];
-    snprintf(name, sizeof name, "%s.weight", layer);
-    tool_fill_normal(w, b.N * b.K, a->seed, name, (float)(1.0 / sqrt((double)b.K)));
-    snprintf(name, sizeof name, "%s.bias", layer);
-    tool_fill_normal(bias, b.N, a->seed, name, 0.1f);
     tool_fill_normal(x, b.M * b.K, a->seed, "x", 1.0f);
-    tool_fill_normal(xcal, calib_rows * b.K, a->seed + 1000, "x", 1.0f);
 
     kiln_options o = {.target = b.target, .cache_dir = tmp, .num_threads = b.threads};
     if (kiln_ctx_create(&o, &ctx)) {

@@ -21,20 +21,66 @@ int tool_exit_code(int rc)
     return rc == KILN_EINPUT ? EXIT_INPUT : rc == KILN_ENODEV ? EXIT_NODEV : EXIT_INTERNAL;
 }
 
-typedef struct DataCtx {
+/* One layer's data, generated once (tool_layer_data) and shared by the interpreter, the
+ * kernel runs and the check; the quantized and dequantized weights are built on first use. */
+typedef struct LayerData {
     uint64_t seed;
-} DataCtx;
+    int64_t N, K;
+    char wname[600], bname[600];
+    float *w, *b;   /* f32 W[N,K], bias[N] */
+    KilnTensor wq;  /* quantized W, valid when have_wq */
+    bool have_wq;
+    float *deq;     /* dequantize(wq) */
+} LayerData;
 
-/* Weights N(0, 1/sqrt(K)) so outputs stay O(1); biases N(0, 0.1). */
+static int layer_data_init(LayerData *ld, uint64_t seed, const char *layer, int64_t N, int64_t K)
+{
+    *ld = (LayerData){.seed = seed, .N = N, .K = K};
+    snprintf(ld->wname, sizeof ld->wname, "%s.weight", layer);
+    snprintf(ld->bname, sizeof ld->bname, "%s.bias", layer);
+    return tool_layer_data(seed, layer, N, K, &ld->w, &ld->b);
+}
+
+static void layer_data_free(LayerData *ld)
+{
+    free(ld->w);
+    free(ld->b);
+    free(ld->deq);
+    kiln_tensor_free(&ld->wq);
+}
+
+/* W quantized to wqt (the kernel's weight operand); NULL (d filled) on failure. */
+static const KilnTensor *layer_quantized(LayerData *ld, const KilnType *wqt, KilnDiag *d)
+{
+    if (ld->have_wq)
+        return &ld->wq;
+    if (kiln_tensor_alloc(&ld->wq, wqt)) {
+        kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        return NULL;
+    }
+    if (kiln_quantize_matrix(&wqt->q, ld->w, ld->N, ld->K, ld->wq.data, ld->wq.scales,
+                             ld->wq.zeros, d))
+        return NULL;
+    ld->have_wq = true;
+    return &ld->wq;
+}
+
+/* The interpreter's weights: the layer's own from LayerData, anything else generated the
+ * same way (N(0, 1/sqrt(K)), rank-1 N(0, 0.1)). */
 static int make_weight(void *ctx, const char *name, KilnTensor *out, KilnDiag *d)
 {
-    const DataCtx *c = ctx;
+    const LayerData *ld = ctx;
     if (out->type.dt != KILN_F32)
         return kiln_diag_set(d, KILN_EINTERNAL, "weight '%s' is not f32", name);
     int64_t n = kiln_type_numel(&out->type);
-    int64_t k = out->type.dim[out->type.rank - 1];
-    float sigma = out->type.rank == 1 ? 0.1f : (float)(1.0 / sqrt((double)k));
-    tool_fill_normal(out->data, n, c->seed, name, sigma);
+    if (!strcmp(name, ld->wname) && n == ld->N * ld->K)
+        memcpy(out->data, ld->w, sizeof(float) * (size_t)n);
+    else if (!strcmp(name, ld->bname) && n == ld->N)
+        memcpy(out->data, ld->b, sizeof(float) * (size_t)n);
+    else
+        tool_fill_normal(out->data, n, ld->seed, name,
+                         out->type.rank == 1 ? TOOL_BIAS_SIGMA
+                                             : tool_weight_sigma(out->type.dim[out->type.rank - 1]));
     return 0;
 }
 
@@ -108,24 +154,24 @@ static double sqnr_floor(const KilnFunc *f, const KilnInst *g)
  * output, times 1.25 for silu/gelu (|derivative| <= 1.13). Integer paths are exact in
  * their accumulators, so they pass far inside this bound. */
 static int check_kernel(const KilnFunc *f, const KilnInst *g, const float *x, const void *y,
-                        const KilnTensor *yi, DataCtx *dc, int64_t M, int64_t N, int64_t K,
+                        const KilnTensor *yi, LayerData *ld, int64_t M, int64_t N, int64_t K,
                         double *worst)
 {
     KilnDiag d = {0};
     const KilnType *wt = &f->values[g->ops[1]].type;
-    KilnTensor w = {0}, wq = {0};
-    KilnType wf = kiln_type2(KILN_F32, N, K);
-    char name[600];
-    snprintf(name, sizeof name, "%s.weight", f->name);
-    float *deq = malloc(sizeof(float) * (size_t)(N * K));
-    int rc = kiln_tensor_alloc(&w, &wf) || kiln_tensor_alloc(&wq, wt) || !deq;
-    if (!rc)
-        rc = make_weight(dc, name, &w, &d);
-    if (!rc && wt->q.fmt == KILN_QF_NONE) /* an unquantized layer: deqW = w */
-        memcpy(deq, w.data, sizeof(float) * (size_t)(N * K));
-    else if (!rc)
-        rc = kiln_quantize_matrix(&wt->q, w.data, N, K, wq.data, wq.scales, wq.zeros, &d) ||
-             kiln_dequantize_matrix(&wt->q, wq.data, wq.scales, wq.zeros, N, K, deq, &d);
+    const float *deq = ld->w; /* an unquantized layer: deqW = w */
+    int rc = 0;
+    if (wt->q.fmt != KILN_QF_NONE) {
+        const KilnTensor *wq = NULL;
+        if (!ld->deq && !(ld->deq = malloc(sizeof(float) * (size_t)(N * K))))
+            rc = -1;
+        else if (!(wq = layer_quantized(ld, wt, &d)))
+            rc = -1;
+        else
+            rc = kiln_dequantize_matrix(&wt->q, wq->data, wq->scales, wq->zeros, N, K, ld->deq,
+                                        &d);
+        deq = ld->deq;
+    }
     int bad = 0;
     *worst = 0;
     const double u = 0x1p-24;
@@ -154,9 +200,6 @@ static int check_kernel(const KilnFunc *f, const KilnInst *g, const float *x, co
         }
     if (rc && d.code)
         tool_error(&d);
-    free(deq);
-    kiln_tensor_free(&w);
-    kiln_tensor_free(&wq);
     return rc ? -1 : bad;
 }
 
@@ -170,20 +213,11 @@ typedef struct RunCtx {
 
 /* Run f's kernel through the public API (the path an engine takes). */
 static int run_cpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, const float *xcal,
-                   DataCtx *dc, void **yout)
+                   const LayerData *ld, void **yout)
 {
     int64_t M = f->values[f->params[0]].type.dim[0], K = f->values[f->params[0]].type.dim[1];
     int64_t N = f->values[g->result].type.dim[1];
-    KilnTensor w = {0}, b = {0};
-    KilnType wt = kiln_type2(KILN_F32, N, K), bt = kiln_type1(KILN_F32, N);
-    char wname[600], bname[600];
-    snprintf(wname, sizeof wname, "%s.weight", f->name);
-    snprintf(bname, sizeof bname, "%s.bias", f->name);
-    KilnDiag d = {0};
-    if (kiln_tensor_alloc(&w, &wt) || kiln_tensor_alloc(&b, &bt) ||
-        make_weight(dc, wname, &w, &d) || make_weight(dc, bname, &b, &d))
-        return EXIT_INTERNAL;
-    kiln_layer_desc desc = {.name = f->name, .N = N, .K = K, .weight = w.data, .bias = b.data,
+    kiln_layer_desc desc = {.name = f->name, .N = N, .K = K, .weight = ld->w, .bias = ld->b,
                             .calib_x = xcal, .calib_rows = M};
     kiln_layer *l = NULL;
     int e = EXIT_OK;
@@ -209,46 +243,29 @@ static int run_cpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, c
                    kiln_layer_weight_bytes(l));
     }
     kiln_layer_destroy(l);
-    kiln_tensor_free(&w);
-    kiln_tensor_free(&b);
     return e;
 }
 
 /* Run f's kernel on the CUDA device: NVRTC (cached) -> driver -> y on the host. */
-static int run_gpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, DataCtx *dc,
+static int run_gpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, LayerData *ld,
                    void **yout)
 {
-    int64_t M = f->values[f->params[0]].type.dim[0], K = f->values[f->params[0]].type.dim[1];
+    int64_t M = f->values[f->params[0]].type.dim[0];
     int64_t N = f->values[g->result].type.dim[1];
-    const KilnType *wqt = &f->values[g->ops[1]].type;
-    KilnType wt = kiln_type2(KILN_F32, N, K), bt = kiln_type1(KILN_F32, N);
-    KilnTensor w = {0}, b = {0}, wq = {0};
-    char wname[600], bname[600];
-    snprintf(wname, sizeof wname, "%s.weight", f->name);
-    snprintf(bname, sizeof bname, "%s.bias", f->name);
     KilnDiag d = {0};
-    int e = EXIT_OK;
-    if (kiln_tensor_alloc(&w, &wt) || kiln_tensor_alloc(&b, &bt) || kiln_tensor_alloc(&wq, wqt) ||
-        make_weight(dc, wname, &w, &d) || make_weight(dc, bname, &b, &d) ||
-        kiln_quantize_matrix(&wqt->q, w.data, N, K, wq.data, wq.scales, wq.zeros, &d)) {
-        e = EXIT_INTERNAL;
-        goto out;
-    }
+    const KilnTensor *wq = layer_quantized(ld, &f->values[g->ops[1]].type, &d);
+    if (!wq)
+        return EXIT_INTERNAL;
     size_t osz = f->values[g->result].type.dt == KILN_F32 ? 4 : 2;
     *yout = malloc(osz * (size_t)(M * N));
     double t0 = now_ms();
-    if (!*yout || kiln_gpu_run_layer(f, x, M, &wq, g->nops == 3 ? b.data : NULL, *yout,
+    if (!*yout || kiln_gpu_run_layer(f, x, M, wq, g->nops == 3 ? ld->b : NULL, *yout,
                                      rc->a->verbose, &d)) {
         tool_error(&d);
-        e = tool_exit_code(d.code);
-        goto out;
+        return tool_exit_code(d.code);
     }
     printf("  GPU kernel ran in %.3f ms (including upload and download)\n", now_ms() - t0);
-out:
-    kiln_tensor_free(&w);
-    kiln_tensor_free(&b);
-    kiln_tensor_free(&wq);
-    return e;
+    return EXIT_OK;
 }
 
 static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
@@ -267,20 +284,20 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
     }
     int64_t N = f->values[g->result].type.dim[1];
     KilnTensor x = {0}, yi = {0}, yref = {0};
+    LayerData ld;
     void *ycpu = NULL;
-    float *xcal = malloc(sizeof(float) * (size_t)(M * K));
+    float *xcal = tool_calib_batch(a->seed, M, K); /* a separate calibration batch */
     int e = EXIT_OK;
-    if (!xcal || kiln_tensor_alloc(&x, xt)) {
+    if (layer_data_init(&ld, a->seed, f->name, N, K) || !xcal || kiln_tensor_alloc(&x, xt)) {
+        layer_data_free(&ld);
         free(xcal);
         return EXIT_INTERNAL;
     }
     tool_fill_normal(x.data, M * K, a->seed, "x", 1.0f);
-    tool_fill_normal(xcal, M * K, a->seed + 1000, "x", 1.0f); /* a separate calibration batch */
     if (kiln_calibrate_static(f, xcal, M * K) && a->verbose)
         printf("  calibrated the static activation scale on a separate batch (minmax)\n");
 
     const KilnAttr *lay = kiln_get(g, "layout");
-    DataCtx dc = {a->seed};
     bool cpu = rc->t->kind == KILN_TGT_CPU, gpu = rc->t->kind == KILN_TGT_CUDA;
     bool dev = cpu || gpu; /* a generated kernel, checked against the interpreter */
     printf("layer %s  M=%lld N=%lld K=%lld  target %s  kernel %s\n", f->name, (long long)M,
@@ -294,16 +311,16 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
     }
     bool need_interp = !dev || a->check;
     double t0 = now_ms();
-    if (need_interp && kiln_interp_run(f, &x, 1, make_weight, &dc, &yi, &d)) {
+    if (need_interp && kiln_interp_run(f, &x, 1, make_weight, &ld, &yi, &d)) {
         tool_error(&d);
         e = tool_exit_code(d.code);
         goto out;
     }
     if (!dev)
         printf("  interpreter ran in %.3f ms\n", now_ms() - t0);
-    if (cpu && (e = run_cpu(rc, f, g, x.data, xcal, &dc, &ycpu)))
+    if (cpu && (e = run_cpu(rc, f, g, x.data, xcal, &ld, &ycpu)))
         goto out;
-    if (gpu && (e = run_gpu(rc, f, g, x.data, &dc, &ycpu)))
+    if (gpu && (e = run_gpu(rc, f, g, x.data, &ld, &ycpu)))
         goto out;
     KilnDType odt = f->values[g->result].type.dt;
     const void *y = dev ? ycpu : yi.data;
@@ -315,7 +332,7 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
         goto out;
 
     KilnFunc *rf = reference_func(m, f, g);
-    if (kiln_interp_run(rf, &x, 1, make_weight, &dc, &yref, &d)) {
+    if (kiln_interp_run(rf, &x, 1, make_weight, &ld, &yref, &d)) {
         tool_error(&d);
         e = tool_exit_code(d.code);
         goto out;
@@ -340,13 +357,14 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
     rc->ok = rc->ok && pass_q;
     if (dev) {
         double worst;
-        int bad = check_kernel(f, g, x.data, ycpu, &yi, &dc, M, N, K, &worst);
+        int bad = check_kernel(f, g, x.data, ycpu, &yi, &ld, M, N, K, &worst);
         printf("  kernel vs reference interpreter: %s (%d of %lld outside tolerance; worst "
                "|diff|/tolerance %.3g)\n",
                bad == 0 ? "PASS" : "FAIL", bad < 0 ? 0 : bad, (long long)(M * N), worst);
         rc->ok = rc->ok && bad == 0;
     }
 out:
+    layer_data_free(&ld);
     free(xcal);
     free(ycpu);
     kiln_tensor_free(&x);

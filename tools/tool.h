@@ -38,6 +38,15 @@ void tool_error(const KilnDiag *d);
 /* Deterministic data: a stream seeded by (seed, name) of N(0, sigma) floats. */
 void tool_fill_normal(float *x, int64_t n, uint64_t seed, const char *name, float sigma);
 uint64_t tool_hash(const char *s);
+/* The deterministic layer data every command uses (tests/aot/datagen.h mirrors it):
+ * W[N,K] ~ N(0, 1/sqrt(K)) named "<layer>.weight", so outputs stay O(1), and bias[N] ~
+ * N(0, 0.1) named "<layer>.bias". Both malloc'd (caller frees); -1 when out of memory. */
+#define TOOL_BIAS_SIGMA 0.1f
+float tool_weight_sigma(int64_t K);
+int tool_layer_data(uint64_t seed, const char *layer, int64_t N, int64_t K, float **w, float **b);
+/* The calibration batch for static activation scales: rows x K of N(0,1), a stream
+ * separate from the inputs (seed + 1000), so run, aot and bench calibrate alike. */
+float *tool_calib_batch(uint64_t seed, int64_t rows, int64_t K);
 
 /* cmd_ir.c: lower the named layer, or one example layer per rule, into m. */
 struct KilnRecipe;

@@ -165,3 +165,34 @@ void tool_fill_normal(float *x, int64_t n, uint64_t seed, const char *name, floa
             x[i + 1] = (float)(r * sin(2 * M_PI * u2));
     }
 }
+
+float tool_weight_sigma(int64_t K)
+{
+    return (float)(1.0 / sqrt((double)K));
+}
+
+int tool_layer_data(uint64_t seed, const char *layer, int64_t N, int64_t K, float **w, float **b)
+{
+    char name[600];
+    *w = malloc(sizeof(float) * (size_t)(N * K));
+    *b = malloc(sizeof(float) * (size_t)N);
+    if (!*w || !*b) {
+        free(*w);
+        free(*b);
+        *w = *b = NULL;
+        return -1;
+    }
+    snprintf(name, sizeof name, "%s.weight", layer);
+    tool_fill_normal(*w, N * K, seed, name, tool_weight_sigma(K));
+    snprintf(name, sizeof name, "%s.bias", layer);
+    tool_fill_normal(*b, N, seed, name, TOOL_BIAS_SIGMA);
+    return 0;
+}
+
+float *tool_calib_batch(uint64_t seed, int64_t rows, int64_t K)
+{
+    float *x = malloc(sizeof(float) * (size_t)(rows * K));
+    if (x)
+        tool_fill_normal(x, rows * K, seed + 1000, "x", 1.0f);
+    return x;
+}
