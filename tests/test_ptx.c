@@ -342,6 +342,8 @@ static void test_odd_shapes(void **state)
     assert_true(odd >= 4);
 }
 
+/* The build embeds the .cu as a C string (codegen/ptx/embed.cmake); what gen.c pastes
+ * into every module must be exactly the file on disk, byte for byte. */
 static void test_template_embedded(void **state)
 {
     (void)state;
@@ -353,7 +355,8 @@ static void test_template_embedded(void **state)
     fclose(f);
     buf[n] = 0;
     if (strcmp(buf, kiln_ptx_template))
-        fail_msg("codegen/ptx/qgemm_template.c is stale: run codegen/ptx/embed.sh");
+        fail_msg("the template kiln compiles differs from codegen/ptx/qgemm_template.cu: "
+                 "the build's embed step (codegen/ptx/embed.cmake) is stale or lossy");
 }
 
 static void test_nvrtc_absent(void **state)

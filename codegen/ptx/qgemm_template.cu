@@ -3,7 +3,7 @@
 // front of it; an arch- or format-specific path is an #if here, never a second file.
 // No CUDA header is needed: half/bf16/fp8 conversions and mma are inline PTX.
 // docs/gpu.md describes the families, the blob and scratch layouts and the ABI.
-// (Embedded into qgemm_template.c by embed.sh; test_ptx checks the two agree.)
+// (The build embeds it as a C string via embed.cmake; test_ptx checks that string equals this file.)
 
 typedef unsigned char u8;
 typedef unsigned short u16;

@@ -1,6 +1,7 @@
 /* tests/cli/cli_util.h — helpers for the end-to-end tests of the `kiln` command:
  * run it as a child process with its own environment and capture stdout, stderr and
- * the exit status separately; temp dirs, file reading, small string helpers. */
+ * the exit status separately; temp dirs, small string helpers. File reading and
+ * directory listing come from tests/test_util.h (cli_slurp/cli_list_dir wrap them). */
 #ifndef KILN_TESTS_CLI_UTIL_H
 #define KILN_TESTS_CLI_UTIL_H
 
@@ -8,7 +9,6 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -23,6 +23,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "../test_util.h"
 
 typedef struct CliResult {
     char *out; /* stdout, NUL-terminated, malloc'd */
@@ -199,21 +201,7 @@ static inline int cli_wait(pid_t pid)
 /* Whole file, NUL-terminated; *len gets its size when non-NULL. NULL if unreadable. */
 static inline char *cli_slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *s = NULL;
-    size_t n = 0, cap = 0;
-    char buf[65536];
-    size_t k;
-    while ((k = fread(buf, 1, sizeof buf, f)) > 0)
-        cli_append(&s, &n, &cap, buf, k);
-    fclose(f);
-    if (!s)
-        cli_append(&s, &n, &cap, "", 0);
-    if (len)
-        *len = n;
-    return s;
+    return tu_read_file(path, len);
 }
 
 static inline int cli_write_file(const char *path, const void *data, size_t n)
@@ -255,45 +243,28 @@ static inline void cli_rm_rf(const char *path)
         nftw(path, cli_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static inline int cli_cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorted names in dir ending in suffix (and not starting with '.'); returns the count,
- * -1 if dir cannot be read. Free with cli_free_list. */
+/* Sorted names in dir ending in suffix (and not starting with '.': editor and lock
+ * files); returns the count, -1 if dir cannot be read. Free with cli_free_list. */
 static inline int cli_list_dir(const char *dir, const char *suffix, char ***names)
 {
-    *names = NULL;
-    DIR *d = opendir(dir);
-    if (!d)
-        return -1;
-    int n = 0, cap = 0;
-    char **v = NULL;
-    struct dirent *e;
-    size_t sl = strlen(suffix);
-    while ((e = readdir(d))) {
-        size_t l = strlen(e->d_name);
-        if (e->d_name[0] == '.' || l < sl || strcmp(e->d_name + l - sl, suffix))
-            continue;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            v = realloc(v, (size_t)cap * sizeof *v);
-        }
-        v[n++] = strdup(e->d_name);
+    int n = tu_list_dir(dir, suffix, names);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if ((*names)[i][0] == '.')
+            free((*names)[i]);
+        else
+            (*names)[k++] = (*names)[i];
     }
-    closedir(d);
-    if (n)
-        qsort(v, (size_t)n, sizeof *v, cli_cmp_str);
-    *names = v;
-    return n;
+    if (n > 0 && k == 0) { /* as before: no names, no array to free */
+        free(*names);
+        *names = NULL;
+    }
+    return n < 0 ? n : k;
 }
 
 static inline void cli_free_list(char **v, int n)
 {
-    for (int i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
+    tu_free_list(v, n);
 }
 
 static inline int cli_count(const char *s, const char *sub)
