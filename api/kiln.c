@@ -133,10 +133,9 @@ static int calibrate(KilnFunc *f, const kiln_layer_desc *desc, KilnDiag *d)
  * Each task takes a block of NR-wide panels: it quantizes those rows into its thread's
  * buffer (kiln_quantize_matrix works row by row, so a block gets the codes and scales
  * the whole matrix would; a per-tensor scale is chosen first, over all of it, as
- * kiln_quantize_matrix does, and handed to the blocks as a fixed scale), packs them
- * while they are in cache with kiln_prepack on a layout made for just those rows, and
- * copies that blob's sections (panel-major, layout.h) into place. If such a layout
- * would not pack the same way, the weight is quantized and packed whole, serially. */
+ * kiln_quantize_matrix does, and handed to the blocks as a fixed scale) and packs them
+ * into the shared blob while they are in cache (kiln_prepack_panels: blocks write
+ * disjoint bytes). */
 static double now_ms(void)
 {
     struct timespec ts;
@@ -145,15 +144,14 @@ static double now_ms(void)
 }
 
 typedef struct LoadScratch { /* one per pool thread, made by its first task */
-    uint8_t *codes, *blob;
+    uint8_t *codes;
     float *scales;
     int32_t *zeros;
-    bool failed;
+    bool made, failed;
 } LoadScratch;
 
 typedef struct LoadJob {
     const KilnLayout *L;
-    KilnLayout sub, sub_last; /* layouts of a whole block and of the last one */
     const float *w;
     KilnType wt;
     KilnQuantSpec spec; /* per-tensor: fixed to the whole matrix's params */
@@ -174,19 +172,15 @@ static void load_task(void *ctx, int t, int thread)
     const KilnLayout *L = j->L;
     int64_t p0 = t * j->ppt, p1 = p0 + j->ppt < L->npanels ? p0 + j->ppt : L->npanels;
     int64_t n0 = p0 * L->NR, n1 = p1 * L->NR < L->N ? p1 * L->NR : L->N, K = L->K;
-    const KilnLayout *S = p1 == L->npanels ? &j->sub_last : &j->sub;
     LoadScratch *s = &j->scr[thread];
     int64_t rows = j->ppt * L->NR;
-    if (!s->blob && !s->failed) {
-        s->blob = malloc(j->sub.pack_bytes > j->sub_last.pack_bytes ? j->sub.pack_bytes
-                                                                   : j->sub_last.pack_bytes);
-        if (j->quant) {
-            s->codes = malloc((size_t)rows * j->rb);
-            s->scales = malloc(sizeof(float) * (size_t)(rows * j->per_row));
-            s->zeros = j->zeros ? malloc(sizeof(int32_t) * (size_t)(rows * j->per_row)) : NULL;
-        }
-        s->failed = !s->blob || (j->quant && (!s->codes || !s->scales || (j->zeros && !s->zeros)));
+    if (!s->made && j->quant) {
+        s->codes = malloc((size_t)rows * j->rb);
+        s->scales = malloc(sizeof(float) * (size_t)(rows * j->per_row));
+        s->zeros = j->zeros ? malloc(sizeof(int32_t) * (size_t)(rows * j->per_row)) : NULL;
+        s->failed = !s->codes || !s->scales || (j->zeros && !s->zeros);
     }
+    s->made = true;
     if (s->failed) {
         j->rc[t] = kiln_diag_set(&j->d[t], KILN_EINTERNAL, "out of memory loading weights");
         return;
@@ -207,59 +201,9 @@ static void load_task(void *ctx, int t, int thread)
         st.data = (void *)(j->w + n0 * K);
     }
     double t1 = now_ms();
-    j->rc[t] = kiln_prepack(S, &st, s->blob, &j->d[t]);
-    if (!j->rc[t]) {
-        size_t vec = (size_t)(L->ngroups * L->NR) * 4, np = (size_t)(p1 - p0);
-        memcpy(j->blob + L->codes_off + (size_t)p0 * L->panel_code_bytes, s->blob + S->codes_off,
-               np * L->panel_code_bytes);
-        size_t off[3][2] = {{L->scales_off, S->scales_off}, {L->zeros_off, S->zeros_off},
-                            {L->wsum_off, S->wsum_off}};
-        for (int k = 0; k < 3; k++)
-            if (off[k][0])
-                memcpy(j->blob + off[k][0] + (size_t)p0 * vec, s->blob + off[k][1], np * vec);
-        if (t == 0) { /* the header with the whole weight's N (layout.h: magic, N, K, NR, KR) */
-            memcpy(j->blob, s->blob, 64);
-            memcpy(j->blob + 8, &L->N, sizeof L->N);
-        }
-    }
+    j->rc[t] = kiln_prepack_panels(L, &st, p0, p1, j->blob, &j->d[t]);
     j->quant_ms[t] = t1 - t0;
     j->pack_ms[t] = now_ms() - t1;
-}
-
-/* The layout of `rows` rows of the weight; false unless it packs exactly like the
- * whole one does, panel for panel. */
-static bool sub_layout(const KilnLayout *L, const KilnType *wt, int64_t rows, KilnLayout *S)
-{
-    KilnType st = *wt;
-    st.dim[0] = rows;
-    KilnDiag d = {0};
-    if (kiln_layout_make(L->isa, &st, L->weight_only ? NULL : &L->aspec, L->act_dtype,
-                         L->has_bias, L->epilogue, L->out_dt, S, &d))
-        return false;
-    return S->NR == L->NR && S->KR == L->KR && S->KB == L->KB && S->wdt == L->wdt &&
-           S->wbias == L->wbias && S->family == L->family && S->group == L->group &&
-           S->ngroups == L->ngroups && S->panel_code_bytes == L->panel_code_bytes &&
-           S->wspec.gran == L->wspec.gran && S->codes_off == L->codes_off &&
-           S->npanels == (rows + L->NR - 1) / L->NR && !S->scales_off == !L->scales_off &&
-           !S->zeros_off == !L->zeros_off && !S->wsum_off == !L->wsum_off;
-}
-
-/* The plain way: the whole weight quantized, then one kiln_prepack. */
-static int load_serial(const KilnLayout *L, const KilnType *wt, const float *w, void *blob,
-                       KilnDiag *d)
-{
-    KilnTensor wq = {0};
-    int rc = kiln_tensor_alloc(&wq, wt)
-                 ? kiln_diag_set(d, KILN_EINTERNAL, "out of memory for the quantized weight")
-                 : 0;
-    if (!rc && wt->q.fmt == KILN_QF_NONE)
-        memcpy(wq.data, w, wq.nbytes);
-    else if (!rc)
-        rc = kiln_quantize_matrix(&wt->q, w, L->N, L->K, wq.data, wq.scales, wq.zeros, d);
-    if (!rc)
-        rc = kiln_prepack(L, &wq, blob, d);
-    kiln_tensor_free(&wq);
-    return rc;
 }
 
 static int prepack_weights(kiln_ctx *ctx, kiln_layer *l, const KilnFunc *f,
@@ -286,10 +230,7 @@ static int prepack_weights(kiln_ctx *ctx, kiln_layer *l, const KilnFunc *f,
                  .ppt = (L->npanels + ntasks - 1) / ntasks, .blob = l->wpack};
     ntasks = (L->npanels + j.ppt - 1) / j.ppt;
     j.per_row = quant && wt->q.gran == KILN_GRAN_GROUP ? (L->K + wt->q.group - 1) / wt->q.group : 1; /* ragged last group */
-    int64_t last_rows = L->N - (ntasks - 1) * j.ppt * L->NR;
-    bool blocks = sub_layout(L, wt, j.ppt * L->NR < L->N ? j.ppt * L->NR : L->N, &j.sub) &&
-                  sub_layout(L, wt, last_rows, &j.sub_last);
-    if (blocks && j.tensor) { /* the one scale, from all of the matrix */
+    if (j.tensor) { /* the one scale, from all of the matrix */
         bool sym = wt->q.symmetric || wt->q.fmt == KILN_QF_FP8_E4M3 ||
                    wt->q.fmt == KILN_QF_FP8_E5M2;
         KilnQParams p = {wt->q.scale, sym ? 0 : wt->q.zero};
@@ -302,13 +243,13 @@ static int prepack_weights(kiln_ctx *ctx, kiln_layer *l, const KilnFunc *f,
         j.spec.scale = p.scale;
         j.spec.zero = p.zero;
     }
-    j.scr = blocks ? calloc((size_t)nt, sizeof *j.scr) : NULL;
-    j.rc = blocks ? calloc((size_t)ntasks, sizeof *j.rc) : NULL;
-    j.d = blocks ? calloc((size_t)ntasks, sizeof *j.d) : NULL;
-    j.quant_ms = blocks ? calloc((size_t)ntasks * 2, sizeof(double)) : NULL;
+    j.scr = calloc((size_t)nt, sizeof *j.scr);
+    j.rc = calloc((size_t)ntasks, sizeof *j.rc);
+    j.d = calloc((size_t)ntasks, sizeof *j.d);
+    j.quant_ms = calloc((size_t)ntasks * 2, sizeof(double));
     j.pack_ms = j.quant_ms ? j.quant_ms + ntasks : NULL;
     int rc = 0;
-    if (blocks && j.scr && j.rc && j.d && j.quant_ms) {
+    if (j.scr && j.rc && j.d && j.quant_ms) {
         kiln_pool_run(ctx->pool, (int)ntasks, load_task, &j);
         for (int64_t t = 0; t < ntasks && !rc; t++)
             if (j.rc[t]) {
@@ -316,27 +257,22 @@ static int prepack_weights(kiln_ctx *ctx, kiln_layer *l, const KilnFunc *f,
                 rc = j.rc[t];
             }
     } else {
-        blocks = false;
-        rc = load_serial(L, wt, desc->weight, l->wpack, d);
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory loading weights");
     }
     if (!rc && ctx->verbose) {
         double qms = 0, pms = 0, ms = now_ms() - t0;
-        for (int64_t t = 0; blocks && t < ntasks; t++) {
+        for (int64_t t = 0; t < ntasks; t++) {
             qms += j.quant_ms[t];
             pms += j.pack_ms[t];
         }
-        fprintf(stderr, "kiln: %s: weights [%lld,%lld] loaded in %.1f ms, %.2f GB/s of f32 in ",
-                desc->name, (long long)L->N, (long long)L->K, ms,
-                4e-6 * (double)(L->N * L->K) / (ms > 1e-6 ? ms : 1e-6));
-        if (blocks)
-            fprintf(stderr, "(%lld blocks on %d threads; quantize %.1f ms, prepack %.1f ms "
-                    "summed over blocks)\n", (long long)ntasks, nt, qms, pms);
-        else
-            fprintf(stderr, "(serially)\n");
+        fprintf(stderr, "kiln: %s: weights [%lld,%lld] loaded in %.1f ms, %.2f GB/s of f32 in "
+                "(%lld blocks on %d threads; quantize %.1f ms, prepack %.1f ms summed over "
+                "blocks)\n", desc->name, (long long)L->N, (long long)L->K, ms,
+                4e-6 * (double)(L->N * L->K) / (ms > 1e-6 ? ms : 1e-6), (long long)ntasks, nt,
+                qms, pms);
     }
     for (int i = 0; j.scr && i < nt; i++) {
         free(j.scr[i].codes);
-        free(j.scr[i].blob);
         free(j.scr[i].scales);
         free(j.scr[i].zeros);
     }
@@ -446,6 +382,7 @@ const char *kiln_layer_kernel(const kiln_layer *l) { return l->k.layout.name; }
 const char *kiln_layer_describe(const kiln_layer *l) { return l->desc; }
 size_t kiln_layer_weight_bytes(const kiln_layer *l) { return l->k.layout.pack_bytes; }
 const char *kiln_layer_ir(const kiln_layer *l) { return l->ir; }
+int kiln_layer_has_bias(const kiln_layer *l) { return l->k.layout.has_bias ? 1 : 0; }
 const char *kiln_layer_epilogue(const kiln_layer *l)
 {
     return l->k.layout.epilogue == KILN_EPI_SILU   ? "silu"

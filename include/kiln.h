@@ -73,6 +73,9 @@ const char *kiln_layer_ir(const kiln_layer *l);
 /* The activation the kernel applies after the GEMM (and bias): "none", "silu" or
  * "gelu" (erf). A caller running a model skips its own activation when it is fused. */
 const char *kiln_layer_epilogue(const kiln_layer *l);
+/* 1 when the kernel adds the layer's bias (the recipe's epilogue has bias = true;
+ * a missing desc bias is then zeros), 0 when the caller adds its own bias, if any. */
+int kiln_layer_has_bias(const kiln_layer *l);
 void kiln_layer_destroy(kiln_layer *l);
 
 #ifdef __cplusplus

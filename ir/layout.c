@@ -313,42 +313,84 @@ static void unpack_row(const KilnLayout *l, const uint8_t *row, int8_t *out)
     }
 }
 
-/* f32 weights: panel p holds w[p*NR + nn][k] at k*NR + nn (KR = 1), columns past N 0. */
-static void pack_f32(const KilnLayout *l, const float *w, uint8_t *b)
+/* f32 weights: panel p holds w[p*NR + nn][k] at k*NR + nn (KR = 1), columns past N 0.
+ * w holds the rows of panels [p0, p1). */
+static void pack_f32(const KilnLayout *l, const float *w, int64_t p0, int64_t p1, uint8_t *b)
 {
-    for (int64_t p = 0; p < l->npanels; p++) {
+    for (int64_t p = p0; p < p1; p++) {
         uint8_t *pc = b + l->codes_off + (size_t)p * l->panel_code_bytes;
         for (int64_t nn = 0; nn < l->NR && p * l->NR + nn < l->N; nn++) {
-            const float *row = w + (size_t)(p * l->NR + nn) * (size_t)l->K;
+            const float *row = w + (size_t)((p - p0) * l->NR + nn) * (size_t)l->K;
             for (int64_t k = 0; k < l->K; k++) /* memcpy: the blob may be unaligned */
                 memcpy(pc + (size_t)(k * l->NR + nn) * 4, &row[k], 4);
         }
     }
 }
 
+/* Where the section starting at off ends, padding included: the next section's
+ * start, or the blob's end. */
+static size_t section_end(const KilnLayout *l, size_t off)
+{
+    size_t end = l->pack_bytes, next[3] = {l->scales_off, l->zeros_off, l->wsum_off};
+    for (int i = 0; i < 3; i++)
+        if (next[i] > off && next[i] < end)
+            end = next[i];
+    return end;
+}
+
+/* Zero panels [p0, p1) of the section at off (per_panel bytes each), and its
+ * padding when p1 is the last panel: the padding columns and alignment gaps of a
+ * blob packed in ranges are 0 as in one packed whole. */
+static void clear_panels(const KilnLayout *l, uint8_t *b, size_t off, size_t per_panel,
+                         int64_t p0, int64_t p1)
+{
+    if (!off)
+        return;
+    size_t lo = off + (size_t)p0 * per_panel;
+    size_t hi = p1 == l->npanels ? section_end(l, off) : off + (size_t)p1 * per_panel;
+    memset(b + lo, 0, hi - lo);
+}
+
 int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag *d)
 {
+    return kiln_prepack_panels(l, wq, 0, l->npanels, blob, d);
+}
+
+int kiln_prepack_panels(const KilnLayout *l, const KilnTensor *wq, int64_t p0, int64_t p1,
+                        void *blob, KilnDiag *d)
+{
     bool f32w = l->wdt == KILN_F32;
+    if (p0 < 0 || p1 <= p0 || p1 > l->npanels)
+        return kiln_diag_set(d, KILN_EINPUT, "prepack: panels [%lld, %lld) outside [0, %lld)",
+                             (long long)p0, (long long)p1, (long long)l->npanels);
+    int64_t NR = l->NR, KR = l->KR, n0 = p0 * NR, n1 = p1 * NR < l->N ? p1 * NR : l->N;
     if (!wq || !wq->data || (!f32w && !wq->scales) || wq->type.dt != l->wdt ||
         (wq->type.q.fmt == KILN_QF_NONE) != f32w || wq->type.rank != 2 ||
-        wq->type.dim[0] != l->N || wq->type.dim[1] != l->K)
+        wq->type.dim[0] != n1 - n0 || wq->type.dim[1] != l->K)
         return kiln_diag_set(d, KILN_EINPUT,
                              "prepack: weight tensor does not match layout %s (%s[%lld,%lld])",
-                             l->name, kiln_dtype_name(l->wdt), (long long)l->N, (long long)l->K);
+                             l->name, kiln_dtype_name(l->wdt), (long long)(n1 - n0),
+                             (long long)l->K);
     if (l->zeros_off && !wq->zeros)
         return kiln_diag_set(d, KILN_EINPUT, "prepack: asymmetric weight without zero points");
     uint8_t *b = blob;
-    memset(b, 0, l->pack_bytes);
-    memcpy(b, "KILNPK2", 8);
-    int64_t hdr[4] = {l->N, l->K, l->NR, l->KR};
-    memcpy(b + 8, hdr, sizeof hdr);
+    if (p0 == 0) {
+        memset(b, 0, l->codes_off);
+        memcpy(b, "KILNPK2", 8);
+        int64_t hdr[4] = {l->N, l->K, l->NR, l->KR};
+        memcpy(b + 8, hdr, sizeof hdr);
+    }
+    size_t vec = (size_t)(l->ngroups * NR) * 4;
+    clear_panels(l, b, l->codes_off, l->panel_code_bytes, p0, p1);
+    clear_panels(l, b, l->scales_off, vec, p0, p1);
+    clear_panels(l, b, l->zeros_off, vec, p0, p1);
+    clear_panels(l, b, l->wsum_off, vec, p0, p1);
     if (f32w) {
-        pack_f32(l, wq->data, b);
+        pack_f32(l, wq->data, p0, p1, b);
         return 0;
     }
     size_t row_bytes = kiln_row_bytes(l->wdt, l->K);
     bool int4 = kiln_dtype_bits(l->wdt) == 4;
-    int64_t NR = l->NR, KR = l->KR;
     /* one panel at a time: its NR rows unpacked to bytes, then the panel written
      * front to back (sequential stores; the unpacked rows stay in L2) */
     int64_t K = l->K, KS = K + 64; /* row stride off 4 KB multiples: no set conflicts */
@@ -359,11 +401,11 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
     int pos[8];
     for (int k = 0; k < 8; k++)
         pos[k] = KR == 1 ? k : KR == 2 ? (k & 1) * 4 + (k >> 1) : (k & 3) * 2 + (k >> 2);
-    for (int64_t p = 0; p < l->npanels; p++) {
+    for (int64_t p = p0; p < p1; p++) {
         uint8_t *pc = b + l->codes_off + (size_t)p * l->panel_code_bytes;
         int64_t live = l->N - p * NR < NR ? l->N - p * NR : NR; /* padding columns stay 0 */
         for (int64_t nn = 0; nn < live; nn++)
-            unpack_row(l, (const uint8_t *)wq->data + (size_t)(p * NR + nn) * row_bytes,
+            unpack_row(l, (const uint8_t *)wq->data + (size_t)(p * NR + nn - n0) * row_bytes,
                        codes + nn * KS);
         if (int4) {
             for (int64_t kb = 0; kb < K / 8; kb++)
@@ -382,14 +424,14 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
         }
     }
     free(codes);
-    for (int64_t p = 0; p < l->npanels; p++)
+    for (int64_t p = p0; p < p1; p++)
         for (int64_t g = 0; g < l->ngroups; g++)
             for (int64_t nn = 0; nn < NR; nn++) {
                 int64_t n = p * NR + nn;
                 if (n >= l->N)
                     continue;
                 size_t at = ((size_t)(p * l->ngroups + g) * (size_t)NR + (size_t)nn) * 4;
-                int64_t si = scale_index(l, n, g);
+                int64_t si = scale_index(l, n - n0, g); /* wq's rows start at n0 */
                 if (si >= wq->nscales)
                     return kiln_diag_set(d, KILN_EINPUT, "prepack: weight has %lld scales, "
                                          "layout needs index %lld", (long long)wq->nscales,
@@ -400,7 +442,7 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
                     memcpy(b + l->zeros_off + at, &z, 4);
                 }
                 if (l->wsum_off) {
-                    const uint8_t *row = (const uint8_t *)wq->data + (size_t)n * row_bytes;
+                    const uint8_t *row = (const uint8_t *)wq->data + (size_t)(n - n0) * row_bytes;
                     int32_t s = 0;
                     int64_t kend = (g + 1) * l->group < l->K ? (g + 1) * l->group : l->K;
                     for (int64_t k = g * l->group; k < kend; k++) /* ragged last group */

@@ -28,6 +28,13 @@ typedef enum {
 
 typedef enum { KILN_EPI_NONE, KILN_EPI_SILU, KILN_EPI_GELU } KilnEpilogue;
 
+/* The kernel ABI, defined here with the blob it reads (wpack, layout below) and
+ * the scratch it needs (kiln_layout_scratch_bytes): computes columns [n0, n1) of
+ * y[M,N] (n0 on a panel boundary). The code generator emits it, the runtime calls
+ * it; docs/jit-aot.md. */
+typedef void (*KilnQGemmFn)(const float *x, int64_t M, const void *wpack, const float *bias,
+                            void *y, int64_t n0, int64_t n1, void *scratch);
+
 /* Blob byte layout (all offsets from the blob start, every section 64-aligned):
  *   [0, 64)        header: "KILNPK2\0", then int64 N, K, NR, KR (informative)
  *   codes_off      P = ceil(N/NR) panels of panel_code_bytes each, panel after
@@ -136,6 +143,16 @@ int kiln_layout_make(const char *isa, const KilnType *wtype, const KilnQuantSpec
  * layout a plain f32 [N,K] tensor, into blob (l->pack_bytes bytes, any
  * alignment; 64 recommended). */
 int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag *d);
+/* Pack panels [p0, p1) of the weight straight into the whole blob (l->pack_bytes):
+ * their codes, scales, zero points and wsums, the header when p0 == 0 and the
+ * sections' padding when p1 == npanels, touching no other panel's bytes, so
+ * disjoint ranges may be packed concurrently. wq_rows holds just those panels'
+ * rows, p0*NR .. min(p1*NR, N), quantized as the whole matrix would be (a
+ * per-tensor scale chosen over all of it); its scales are indexed from its own
+ * first row. Packing every range of a partition of [0, npanels) gives exactly
+ * kiln_prepack's blob. */
+int kiln_prepack_panels(const KilnLayout *l, const KilnTensor *wq_rows, int64_t p0, int64_t p1,
+                        void *blob, KilnDiag *d);
 size_t kiln_layout_scratch_bytes(const KilnLayout *l, int64_t M);
 
 #endif

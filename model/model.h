@@ -64,7 +64,7 @@ typedef struct KilnLinear {
 } KilnLinear;
 
 /* Everything a model runs with: the kiln context, the recipe (NULL = f32), the
- * recipe as the frontend sees it (for kv_cache and the ignore list) and a pool. */
+ * recipe as the frontend sees it (for kv_cache and its name) and a pool. */
 typedef struct KilnRunCtx {
     kiln_ctx *ctx;
     kiln_recipe *recipe;
@@ -74,9 +74,9 @@ typedef struct KilnRunCtx {
 
 int kiln_linear_run(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M, float *y,
                     KilnDiag *d);
-/* Binds every layer to the recipe (rc->recipe NULL: f32 for all). Layers the recipe
- * ignores run in f32: through kiln's own "f32" kernel when kiln_layer_create gives
- * one, else through kiln_gemm_f32. Static activation scales calibrate from cap. */
+/* Binds every layer to the recipe (rc->recipe NULL: f32 for all, through
+ * kiln_gemm_f32). Layers the recipe ignores run on kiln's own f32 kernel, which
+ * kiln_layer_create gives them. Static activation scales calibrate from cap. */
 int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d);
 void kiln_linears_unbind(KilnLinear *ls, int n);
 void kiln_linears_free(KilnLinear *ls, int n);

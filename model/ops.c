@@ -7,7 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "frontend/recipe.h"
 #include "ir/numerics.h"
 #include "model/model.h"
 #include "model/modelfile.h"
@@ -261,14 +260,6 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
     return 0;
 }
 
-/* The kernel applies the bias only when the recipe's epilogue asks for it; the
- * lowered IR then names "<layer>.bias". */
-static bool ir_has_bias(const kiln_layer *kl)
-{
-    const char *ir = kiln_layer_ir(kl);
-    return ir && strstr(ir, ".bias\"");
-}
-
 int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
 {
     for (int i = 0; i < n; i++) {
@@ -283,18 +274,13 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
             continue;
         kiln_layer_desc desc = {l->name, l->N, l->K, l->w, l->b, l->cap, l->cap_rows};
         kiln_layer *kl = NULL;
-        if (kiln_layer_create(rc->ctx, rc->recipe, &desc, &kl)) {
-            /* Until kiln_layer_create returns its own f32 kernel for layers the recipe
-             * leaves alone, those run through kiln_gemm_f32. */
-            if (rc->fr && kiln_recipe_match(rc->fr, l->name) < 0)
-                continue;
+        if (kiln_layer_create(rc->ctx, rc->recipe, &desc, &kl))
             return kiln_diag_set(d, KILN_EINPUT, "layer %s (%lldx%lld): %s", l->name,
                                  (long long)l->N, (long long)l->K, kiln_error(rc->ctx));
-        }
         l->kl = kl;
         l->kernel = kiln_layer_describe(kl);
         l->wbytes = kiln_layer_weight_bytes(kl);
-        l->bias_in_kernel = ir_has_bias(kl);
+        l->bias_in_kernel = kiln_layer_has_bias(kl) != 0;
         /* A fused activation is fine exactly where the model applies that same one
          * to this layer's output (the model then skips its own); anywhere else it
          * would change the model. */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "ir/ir.h"
+#include "ir/layout.h"
 
 /* ------------------------------------------------------------------ pool.c: buffers */
 
@@ -46,10 +47,7 @@ void kiln_pool_free(KilnPool *p);
 
 /* ------------------------------------------------------------------ pool.c: qgemm */
 
-/* The kernel ABI (brief / docs/jit-aot.md): computes columns [n0, n1) of y[M,N]. */
-typedef void (*KilnQGemmFn)(const float *x, int64_t M, const void *wpack, const float *bias,
-                            void *y, int64_t n0, int64_t n1, void *scratch);
-
+/* KilnQGemmFn, the kernel ABI, is in ir/layout.h (with the blob it reads). */
 /* Splits [0, N) into chunks of whole NR-wide panels (only the last chunk may end
  * at N off a panel boundary), one chunk per thread at most, and calls fn on each
  * with its thread's own 64-byte aligned scratch (NULL when scratch_bytes_per_thread

@@ -16,10 +16,6 @@
  * change, so a cache filled by an older kiln is never served to a newer one. */
 #define KILN_CPU_CODEGEN_REV 2
 
-/* The kernel ABI (see the brief / ir/layout.h for wpack and scratch). */
-typedef void (*KilnQGemmFn)(const float *x, int64_t M, const void *wpack, const float *bias,
-                            void *y, int64_t n0, int64_t n1, void *scratch);
-
 /* Targets (function attr `target`): "avx2" (x86-64-v3: +avx2,+fma,+f16c),
  * "avx512" (x86-64-v4 +avx512vnni +avx512bf16), "cpu" (the host). */
 
