@@ -1,10 +1,12 @@
 /* api/compile.c — kernel IR -> canonical kernel -> cache key -> (cached) object -> JIT. */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "compile.h"
 #include "ir/numerics.h"
+#include "ir/outliers.h"
 
 struct KilnCompiler {
     KilnCache *cache;
@@ -41,19 +43,29 @@ int kiln_kernel_canon(const KilnFunc *f, KilnModule *m, KilnFunc **out, KilnDiag
     const KilnAttr *lay = kiln_get(g, "layout");
     int p = kiln_emit(k, KILN_OP_PREPACK, &q, 1, qt, "wp");
     kiln_set_str(k, kiln_last(k), "layout", lay ? lay->s : "");
+    /* with outliers the kernel is the int8 part alone: no bias, no activation, f32 out
+     * (the f32 columns and the epilogue run after it, ir/outliers.h) */
+    bool side = kiln_qgemm_outlier_w(g) >= 0;
     int ops[3] = {x, p, -1}, nops = 2;
-    if (g->nops == 3) {
+    if (!side && kiln_qgemm_bias(g) >= 0) {
         ops[2] = kiln_emit(k, KILN_OP_WEIGHT, NULL, 0, kiln_type1(KILN_F32, N), "b");
         kiln_set_str(k, kiln_last(k), "name", "b");
         nops = 3;
     }
     KilnType ot = *yt;
     ot.dim[0] = 1;
+    if (side)
+        ot.dt = KILN_F32;
     int y = kiln_emit(k, KILN_OP_QGEMM, ops, nops, ot, "y");
     KilnInst *kg = kiln_last(k);
-    for (int i = 0; i < g->nattrs; i++)
-        if (strcmp(g->attrs[i].key, "why")) /* the reason is for people, not the kernel */
-            kg->attrs[kg->nattrs++] = g->attrs[i];
+    for (int i = 0; i < g->nattrs; i++) {
+        const char *key = g->attrs[i].key;
+        if (!strcmp(key, "why")) /* the reason is for people, not the kernel */
+            continue;
+        if (side && (!strcmp(key, "outliers") || !strcmp(key, "epilogue")))
+            continue;
+        kg->attrs[kg->nattrs++] = g->attrs[i];
+    }
     kiln_emit(k, KILN_OP_RETURN, &y, 1, (KilnType){0}, NULL);
     *out = k;
     return 0;
@@ -64,14 +76,19 @@ int kiln_compiler_new(const char *cache_dir, KilnCompiler **out, KilnDiag *d)
     KilnCompiler *c = calloc(1, sizeof *c);
     if (!c)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    /* A cache that cannot be opened costs speed, not correctness: warn and compile
-     * every kernel afresh. */
+    /* A cache that cannot be opened or written costs speed, not correctness: say so
+     * (once a process, however many compilers it makes) and compile in memory. */
+    static atomic_flag said = ATOMIC_FLAG_INIT;
     if (kiln_cache_open(cache_dir, &c->cache, d)) {
         char buf[1400];
-        fprintf(stderr, "kiln: warning: kernel cache disabled: %s\n",
-                kiln_diag_format(d, buf, sizeof buf));
+        if (!atomic_flag_test_and_set(&said))
+            fprintf(stderr, "kiln: warning: kernel cache disabled, compiling kernels in memory: %s\n",
+                    kiln_diag_format(d, buf, sizeof buf));
         memset(d, 0, sizeof *d);
         c->cache = NULL;
+    } else if (kiln_cache_readonly(c->cache) && !atomic_flag_test_and_set(&said)) {
+        fprintf(stderr, "kiln: note: kernel cache %s is read-only: using its kernels, compiling "
+                        "new ones in memory\n", kiln_cache_dir(c->cache));
     }
     int rc = kiln_cpu_jit_new(&c->jit, d);
     if (rc) {
@@ -132,7 +149,8 @@ static int object_for(KilnCompiler *c, const KilnFunc *f, KilnFunc **canon, Kiln
         rc = kiln_cpu_emit_object(*canon, symbol, obj, len, d);
         if (!rc && c->cache && kiln_cache_put(c->cache, key, klen, *obj, *len, d)) {
             char buf[1400];
-            fprintf(stderr, "kiln: warning: could not store kernel in the cache: %s\n",
+            fprintf(stderr, "kiln: warning: could not store kernel in the cache%s: %s\n",
+                    kiln_cache_readonly(c->cache) ? " (read-only from now on)" : "",
                     kiln_diag_format(d, buf, sizeof buf));
             memset(d, 0, sizeof *d);
         }
@@ -193,8 +211,19 @@ int kiln_calibrate_static(KilnFunc *f, const float *x, int64_t n)
     KilnAttr *act = g ? (KilnAttr *)kiln_get(g, "act") : NULL;
     if (!act || act->q.dynamic || act->q.scale != 0)
         return 0;
+    /* outlier columns stay out of the int8 activations, so out of their scale too */
+    const KilnAttr *o = kiln_get(g, "outliers");
+    float *xz = NULL;
+    if (o && o->kind == KILN_ATTR_INTS) {
+        int64_t K = f->values[g->ops[0]].type.dim[1];
+        if (!(xz = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1))))
+            return -1;
+        kiln_outlier_zero_cols(x, K, o->ints, o->nints, 0, n / K, xz);
+        x = xz;
+    }
     float lo, hi;
-    kiln_slice_range(x, n, 1, act->q.calib, act->q.pct, &lo, &hi);
+    kiln_calib_range(&act->q, x, n, 1, &lo, &hi);
+    free(xz);
     KilnQParams p = kiln_qparams_from_range(act->q.fmt, act->q.symmetric, lo, hi);
     act->q.scale = p.scale;
     act->q.zero = p.zero;

@@ -13,7 +13,9 @@
 /* The kernel of one qgemm, independent of the layer it came from: parameter x with
  * M = 1 (M is a run-time argument), the weight named "w", its quantize + prepack, the
  * optional bias "b", the qgemm with all its attributes, return. Its printed text is
- * the cache key's core and what the code generator compiles. */
+ * the cache key's core and what the code generator compiles. A qgemm with `outliers`
+ * gives its int8 part alone (no bias, epilogue or outliers; f32 out): the caller zeroes
+ * the outlier columns of x and runs the rest (ir/outliers.h). */
 int kiln_kernel_canon(const KilnFunc *f, KilnModule *m, KilnFunc **out, KilnDiag *d);
 
 typedef struct KilnCompiler KilnCompiler;
@@ -36,8 +38,9 @@ int kiln_compile_object(KilnCompiler *c, const KilnFunc *f, void **obj, size_t *
                         char symbol[64], bool *hit, KilnDiag *d);
 
 /* Give a qgemm's static activation spec that has no scale yet (scale 0) the scale and
- * zero point of n calibration values (the spec's calibration rule). Returns 1 when it
- * set one, 0 when nothing needed it. */
+ * zero point of n calibration values (the spec's calibration rule; rows of K values,
+ * a qgemm's `outliers` columns left out). Returns 1 when it set one, 0 when nothing
+ * needed it, -1 when out of memory. */
 int kiln_calibrate_static(KilnFunc *f, const float *x, int64_t n);
 
 #endif

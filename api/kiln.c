@@ -8,6 +8,7 @@
 #include "kiln.h"
 
 #include "compile.h"
+#include "outliers.h"
 #include "frontend/recipe.h"
 #include "ir/numerics.h"
 #include "passes/passes.h"
@@ -31,7 +32,9 @@ struct kiln_layer {
     float *bias;
     char *ir;
     char desc[256];
+    char wfmt[64]; /* kiln_layer_weight_format */
     kiln_dtype out;
+    KilnOutlierPart *side; /* outliers = {...}: f32 columns and epilogue after the kernel */
 };
 
 static char create_err[1400];
@@ -153,6 +156,8 @@ typedef struct LoadScratch { /* one per pool thread, made by its first task */
 typedef struct LoadJob {
     const KilnLayout *L;
     const float *w;
+    const float *gscale; /* the caller's grid (desc->weight_scale/zero), or NULL */
+    const int32_t *gzero;
     KilnType wt;
     KilnQuantSpec spec; /* per-tensor: fixed to the whole matrix's params */
     bool quant, tensor, zeros;
@@ -193,8 +198,17 @@ static void load_task(void *ctx, int t, int thread)
         st.scales = s->scales;
         st.zeros = s->zeros;
         st.nscales = j->tensor ? 1 : (n1 - n0) * j->per_row;
-        j->rc[t] = kiln_quantize_matrix(&j->spec, j->w + n0 * K, n1 - n0, K, st.data, st.scales,
-                                        st.zeros, &j->d[t]);
+        if (j->gscale) { /* the caller's grid: copy it, quantize onto it */
+            int64_t ns = j->tensor ? 1 : (n1 - n0) * j->per_row, s0 = j->tensor ? 0 : n0 * j->per_row;
+            memcpy(st.scales, j->gscale + s0, sizeof(float) * (size_t)ns);
+            if (st.zeros)
+                memcpy(st.zeros, j->gzero + s0, sizeof(int32_t) * (size_t)ns);
+            j->rc[t] = kiln_quantize_matrix_with(&j->spec, j->w + n0 * K, n1 - n0, K, st.scales,
+                                                 st.zeros, st.data, &j->d[t]);
+        } else {
+            j->rc[t] = kiln_quantize_matrix(&j->spec, j->w + n0 * K, n1 - n0, K, st.data,
+                                            st.scales, st.zeros, &j->d[t]);
+        }
         if (j->rc[t])
             return;
     } else {
@@ -230,13 +244,24 @@ static int prepack_weights(kiln_ctx *ctx, kiln_layer *l, const KilnFunc *f,
                  .ppt = (L->npanels + ntasks - 1) / ntasks, .blob = l->wpack};
     ntasks = (L->npanels + j.ppt - 1) / j.ppt;
     j.per_row = quant && wt->q.gran == KILN_GRAN_GROUP ? (L->K + wt->q.group - 1) / wt->q.group : 1; /* ragged last group */
-    if (j.tensor) { /* the one scale, from all of the matrix */
+    if (quant && desc->weight_scale) {
+        if (j.zeros && !desc->weight_zero)
+            return kiln_diag_set(d, KILN_EINPUT, "layer '%s': weight_scale given without "
+                                 "weight_zero for an asymmetric format (%s)", desc->name, l->wfmt);
+        j.gscale = desc->weight_scale;
+        j.gzero = desc->weight_zero;
+        if (j.tensor) {
+            j.spec.dynamic = false;
+            j.spec.scale = desc->weight_scale[0];
+            j.spec.zero = j.zeros ? desc->weight_zero[0] : 0;
+        }
+    } else if (j.tensor) { /* the one scale, from all of the matrix */
         bool sym = wt->q.symmetric || wt->q.fmt == KILN_QF_FP8_E4M3 ||
                    wt->q.fmt == KILN_QF_FP8_E5M2;
         KilnQParams p = {wt->q.scale, sym ? 0 : wt->q.zero};
         if (wt->q.dynamic || !(wt->q.scale > 0.0f)) {
             float lo, hi;
-            kiln_slice_range(desc->weight, L->N * L->K, 1, wt->q.calib, wt->q.pct, &lo, &hi);
+            kiln_calib_range(&wt->q, desc->weight, L->N * L->K, 1, &lo, &hi);
             p = kiln_qparams_from_range(wt->q.fmt, sym, lo, hi);
         }
         j.spec.dynamic = false;
@@ -306,7 +331,44 @@ static void describe(kiln_layer *l, const KilnFunc *f)
         n += snprintf(l->desc + n, sizeof l->desc - (size_t)n, ", %s", epi->s);
     KilnDType odt = f->values[g->result].type.dt;
     if (odt != KILN_F32 && n < (int)sizeof l->desc)
-        snprintf(l->desc + n, sizeof l->desc - (size_t)n, ", out %s", kiln_dtype_name(odt));
+        n += snprintf(l->desc + n, sizeof l->desc - (size_t)n, ", out %s", kiln_dtype_name(odt));
+    const KilnAttr *ol = kiln_get(g, "outliers");
+    if (ol && n < (int)sizeof l->desc)
+        snprintf(l->desc + n, sizeof l->desc - (size_t)n, ", %lld outlier columns in f32",
+                 (long long)ol->nints);
+}
+
+static void weight_format(const KilnFunc *f, char *buf, size_t n)
+{
+    const KilnType *wt = &f->values[kiln_find_qgemm(f)->ops[1]].type;
+    if (wt->q.fmt == KILN_QF_NONE) {
+        snprintf(buf, n, "f32");
+        return;
+    }
+    KilnQuantSpec q = {.fmt = wt->q.fmt, .symmetric = wt->q.symmetric, .gran = wt->q.gran,
+                       .group = wt->q.group};
+    kiln_spec_print(&q, buf, n);
+}
+
+kiln_status kiln_layer_plan_format(kiln_ctx *ctx, const kiln_recipe *r, const char *name,
+                                   int64_t N, int64_t K, char *buf, size_t n)
+{
+    KilnDiag d = {0};
+    KilnModule *m = kiln_module_new();
+    KilnFunc *f = NULL;
+    int rc = m ? 0 : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
+    if (!rc && (!name || !buf || n == 0))
+        rc = kiln_diag_set(&d, KILN_EINPUT, "kiln_layer_plan_format: need a name and a buffer");
+    if (!rc)
+        rc = kiln_lower_layer(r->r, name, 1, N, K, ctx->target.name, m, &f, &d);
+    if (!rc)
+        rc = kiln_run_pipeline(m, &ctx->target, NULL, &d);
+    if (!rc && !kiln_find_qgemm(f))
+        rc = kiln_diag_set(&d, KILN_EINTERNAL, "layer '%s': the passes left no qgemm", name);
+    if (!rc)
+        weight_format(f, buf, n);
+    kiln_module_free(m);
+    return rc ? fail(ctx, &d) : KILN_STATUS_OK;
 }
 
 kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_layer_desc *desc,
@@ -322,8 +384,23 @@ kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_la
     KilnModule *m = kiln_module_new();
     KilnFunc *f = NULL;
     int rc = l ? 0 : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
+    KilnQuantSpec stored;
+    KilnLowerOpts lo = {0};
+    if (!rc && desc->weight_format) {
+        if (kiln_spec_parse(desc->weight_format, &stored))
+            rc = kiln_diag_set(&d, KILN_EINPUT, "layer '%s': weight_format \"%s\" is not a weight "
+                               "format (e.g. \"int4 asym group=128\", \"int8 sym channel\")",
+                               desc->name, desc->weight_format);
+        lo.stored = &stored;
+    }
+    int64_t *oidx = NULL; /* outliers = {...}: columns picked from calib_x */
     if (!rc)
-        rc = kiln_lower_layer(r->r, desc->name, 1, desc->N, desc->K, ctx->target.name, m, &f, &d);
+        rc = kiln_api_outlier_cols(r->r, desc, &oidx, &lo.noutliers, &d);
+    lo.outlier_idx = oidx;
+    if (!rc)
+        rc = kiln_lower_layer_ex(r->r, desc->name, 1, desc->N, desc->K, ctx->target.name, &lo, m,
+                                 &f, &d);
+    free(oidx);
     if (!rc)
         rc = kiln_run_pipeline(m, &ctx->target, NULL, &d);
     if (!rc && !kiln_find_qgemm(f)) /* every layer fuses, ignored ones on f32 weights */
@@ -333,9 +410,13 @@ kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_la
         rc = calibrate(f, desc, &d);
     if (!rc)
         rc = kiln_compile_qgemm(ctx->compiler, f, &l->k, &d);
+    if (!rc)
+        rc = kiln_api_outlier_part(f, desc, &l->side, &d);
     if (!rc && ctx->verbose)
         fprintf(stderr, "kiln: %s: kernel %s (%s): cache %s, %.1f ms\n", desc->name,
                 l->k.symbol, l->k.layout.name, l->k.cache_hit ? "hit" : "miss", l->k.compile_ms);
+    if (!rc)
+        weight_format(f, l->wfmt, sizeof l->wfmt);
     if (!rc)
         rc = prepack_weights(ctx, l, f, desc, &d);
     if (!rc && l->k.layout.has_bias) {
@@ -349,9 +430,10 @@ kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_la
         l->ctx = ctx;
         describe(l, f);
         l->ir = kiln_print_module_str(m);
-        l->out = l->k.layout.out_dt == KILN_F16    ? KILN_DTYPE_F16
-                 : l->k.layout.out_dt == KILN_BF16 ? KILN_DTYPE_BF16
-                                                   : KILN_DTYPE_F32;
+        KilnDType odt = l->side ? l->side->epi.out_dt : l->k.layout.out_dt;
+        l->out = odt == KILN_F16    ? KILN_DTYPE_F16
+                 : odt == KILN_BF16 ? KILN_DTYPE_BF16
+                                    : KILN_DTYPE_F32;
     }
     kiln_module_free(m);
     if (rc) {
@@ -370,6 +452,12 @@ kiln_status kiln_layer_run(kiln_layer *l, const float *x, int64_t M, void *y)
                       (long long)M);
         return fail(l->ctx, &d);
     }
+    if (l->side) {
+        if (kiln_api_outlier_run(l->ctx->pool, l->side, l->k.fn, &l->k.layout, l->wpack, x, M,
+                                 y, &d))
+            return fail(l->ctx, &d);
+        return KILN_STATUS_OK;
+    }
     size_t scratch = kiln_layout_scratch_bytes(&l->k.layout, M);
     if (kiln_rt_qgemm(l->ctx->pool, l->k.fn, M, l->k.layout.N, l->k.layout.NR, x, l->wpack,
                       l->bias, y, scratch, &d))
@@ -382,12 +470,15 @@ const char *kiln_layer_kernel(const kiln_layer *l) { return l->k.layout.name; }
 const char *kiln_layer_describe(const kiln_layer *l) { return l->desc; }
 size_t kiln_layer_weight_bytes(const kiln_layer *l) { return l->k.layout.pack_bytes; }
 const char *kiln_layer_ir(const kiln_layer *l) { return l->ir; }
-int kiln_layer_has_bias(const kiln_layer *l) { return l->k.layout.has_bias ? 1 : 0; }
+const char *kiln_layer_weight_format(const kiln_layer *l) { return l->wfmt; }
+int kiln_layer_has_bias(const kiln_layer *l)
+{
+    return (l->side ? l->side->bias != NULL : l->k.layout.has_bias) ? 1 : 0;
+}
 const char *kiln_layer_epilogue(const kiln_layer *l)
 {
-    return l->k.layout.epilogue == KILN_EPI_SILU   ? "silu"
-           : l->k.layout.epilogue == KILN_EPI_GELU ? "gelu"
-                                                   : "none";
+    KilnEpilogue e = l->side ? l->side->epi.act : l->k.layout.epilogue;
+    return e == KILN_EPI_SILU ? "silu" : e == KILN_EPI_GELU ? "gelu" : "none";
 }
 
 void kiln_layer_destroy(kiln_layer *l)
@@ -397,5 +488,6 @@ void kiln_layer_destroy(kiln_layer *l)
     kiln_rt_free(l->wpack);
     free(l->bias);
     free(l->ir);
+    kiln_api_outlier_free(l->side);
     free(l);
 }

@@ -39,6 +39,8 @@ static const char *first_opt(unsigned set)
 
 static const char *fmt_name(const KFormat *f)
 {
+    if (f->stored)
+        return "stored";
     return f->is_float ? kiln_dtype_name(f->fdt) : kiln_qformat_name(f->q.fmt);
 }
 
@@ -88,18 +90,135 @@ static int opt_choice(lua_State *L, int t, const char *key, const char *const *n
     return i;
 }
 
-static void parse_method(lua_State *L, int t, const char *ctor, int line)
+/* Adds method name s to m, checking the combination: at most one scale migration
+ * (awq, smoothquant) and at most one rounding (rtn, gptq). */
+static void add_method(lua_State *L, KilnMethod *m, const char *s, bool *rounding, int line,
+                       const char *where)
 {
-    if (lua_getfield(L, t, "method") != LUA_TSTRING)
-        kiln__dsl_error(L, line, "%s {...}: method must be a string (valid: rtn, gptq, awq, smoothquant), got %s",
-                  ctor, kiln__what(L, -1));
-    const char *s = lua_tostring(L, -1);
+    char hint[96];
     int i = kiln__choice(s, method_names, 4);
     if (i < 0)
-        kiln__dsl_error(L, line, "unknown method '%s' (valid: rtn, gptq, awq, smoothquant)", s);
-    if (i > 0)
-        kiln__dsl_error(L, line, "method not implemented yet in this version: %s; available: rtn", s);
+        kiln__dsl_error(L, line, "%s: unknown method '%s' (valid: rtn, gptq, awq, smoothquant)%s", where, s,
+                  kiln__suggest(hint, sizeof hint, s, method_names, 4));
+    if ((i == 2 || i == 3) && (m->awq || m->smoothquant))
+        kiln__dsl_error(L, line, "%s: method combines awq and smoothquant; both move a per-channel scale from "
+                  "activations to weights: pick one", where);
+    if ((i == 0 || i == 1) && *rounding)
+        kiln__dsl_error(L, line, "%s: method names two roundings (rtn, gptq): pick one", where);
+    if (i <= 1)
+        *rounding = true;
+    m->gptq |= i == 1;
+    m->awq |= i == 2;
+    m->smoothquant |= i == 3;
+}
+
+static KilnMethod method_defaults(void)
+{
+    return (KilnMethod){.alpha = 0.5f, .damp = 0.01f, .block = 128, .grid = 20, .clip = true};
+}
+
+/* method = "gptq" | { "smoothquant", "gptq", alpha = 0.5, damp = 0.01, ... } at
+ * stack index t (a format's option or a rule's key). */
+static KilnMethod parse_method_value(lua_State *L, int t, int line, const char *where)
+{
+    KilnMethod m = method_defaults();
+    m.line = line;
+    bool rounding = false;
+    if (lua_type(L, t) == LUA_TSTRING) {
+        add_method(L, &m, lua_tostring(L, t), &rounding, line, where);
+        return m;
+    }
+    if (!lua_istable(L, t))
+        kiln__dsl_error(L, line, "%s: method must be a name (\"gptq\") or a table { \"gptq\", damp = 0.01 }, "
+                  "got %s", where, kiln__what(L, t));
+    static const char *const keys[] = {"alpha", "damp", "block", "act_order", "grid", "clip", "prescale"};
+    kiln__check_keys(L, t, keys, 7, line, where, "method option", true);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, t);
+    if (n == 0)
+        kiln__dsl_error(L, line, "%s: method table names no method: { \"gptq\", ... }", where);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, t, i) != LUA_TSTRING)
+            kiln__dsl_error(L, line, "%s: method item %lld must be a method name, got %s", where, (long long)i,
+                      kiln__what(L, -1));
+        add_method(L, &m, lua_tostring(L, -1), &rounding, line, where);
+        lua_pop(L, 1);
+    }
+    struct { const char *key; bool ok; const char *needs; } own[] = {
+        {"alpha", m.smoothquant, "smoothquant"}, {"damp", m.gptq, "gptq"}, {"block", m.gptq, "gptq"},
+        {"act_order", m.gptq, "gptq"}, {"grid", m.awq, "awq"}, {"clip", m.awq, "awq"},
+        {"prescale", m.awq || m.smoothquant, "awq or smoothquant"}};
+    for (size_t k = 0; k < sizeof own / sizeof own[0]; k++) {
+        int ty = lua_getfield(L, t, own[k].key);
+        lua_pop(L, 1);
+        if (ty != LUA_TNIL && !own[k].ok)
+            kiln__dsl_error(L, line, "%s: method option %s is for %s, which this method does not use", where,
+                      own[k].key, own[k].needs);
+    }
+    if (m.smoothquant && lua_getfield(L, t, "alpha") != LUA_TNIL) {
+        lua_Number a = lua_tonumber(L, -1);
+        if (!lua_isnumber(L, -1) || !(a >= 0 && a <= 1))
+            kiln__dsl_error(L, line, "%s: alpha must be a number in [0, 1], got %s", where, kiln__what(L, -1));
+        m.alpha = (float)a;
+    }
+    lua_settop(L, t);
+    if (m.gptq && lua_getfield(L, t, "damp") != LUA_TNIL) {
+        lua_Number v = lua_tonumber(L, -1);
+        if (!lua_isnumber(L, -1) || !(v > 0 && v <= 1))
+            kiln__dsl_error(L, line, "%s: damp must be a number in (0, 1], got %s", where, kiln__what(L, -1));
+        m.damp = (float)v;
+    }
+    lua_settop(L, t);
+    if (m.gptq && lua_getfield(L, t, "block") != LUA_TNIL) {
+        lua_Number v = lua_tonumber(L, -1);
+        if (!lua_isnumber(L, -1) || v != floor(v) || v < 1 || v > 4096)
+            kiln__dsl_error(L, line, "%s: block must be a whole number in 1..4096, got %s", where, kiln__what(L, -1));
+        m.block = (int)v;
+    }
+    lua_settop(L, t);
+    if (m.gptq && lua_getfield(L, t, "act_order") != LUA_TNIL) {
+        static const char *const orders[] = {"static", "group"};
+        if (lua_type(L, -1) == LUA_TBOOLEAN)
+            m.act_order = lua_toboolean(L, -1) ? 1 : 0;
+        else if (lua_type(L, -1) == LUA_TSTRING && kiln__choice(lua_tostring(L, -1), orders, 2) >= 0)
+            m.act_order = 1 + kiln__choice(lua_tostring(L, -1), orders, 2);
+        else
+            kiln__dsl_error(L, line, "%s: act_order must be true, false, \"static\" or \"group\", got %s", where,
+                      kiln__what(L, -1));
+    }
+    lua_settop(L, t);
+    if (m.awq && lua_getfield(L, t, "grid") != LUA_TNIL) {
+        lua_Number v = lua_tonumber(L, -1);
+        if (!lua_isnumber(L, -1) || v != floor(v) || v < 1 || v > 1000)
+            kiln__dsl_error(L, line, "%s: grid must be a whole number in 1..1000, got %s", where, kiln__what(L, -1));
+        m.grid = (int)v;
+    }
+    lua_settop(L, t);
+    static const char *const bools[] = {"clip", "prescale"};
+    for (int k = 0; k < 2; k++) {
+        if (lua_getfield(L, t, bools[k]) != LUA_TNIL) {
+            if (lua_type(L, -1) != LUA_TBOOLEAN)
+                kiln__dsl_error(L, line, "%s: %s must be true or false, got %s", where, bools[k], kiln__what(L, -1));
+            if (k == 0)
+                m.clip = lua_toboolean(L, -1);
+            else
+                m.prescale = lua_toboolean(L, -1);
+        }
+        lua_settop(L, t);
+    }
+    return m;
+}
+
+/* method = ... inside a format's options: names only (options go in the rule's method). */
+static KilnMethod parse_method(lua_State *L, int t, const char *ctor, int line)
+{
+    char where[64];
+    snprintf(where, sizeof where, "%s {...}", ctor);
+    if (lua_getfield(L, t, "method") != LUA_TSTRING)
+        kiln__dsl_error(L, line, "%s: method must be a string (valid: rtn, gptq, awq, smoothquant; put method "
+                  "options in the rule: method = { \"gptq\", damp = 0.01 }), got %s", where, kiln__what(L, -1));
+    KilnMethod m = parse_method_value(L, lua_gettop(L), line, where);
     lua_pop(L, 1);
+    return m;
 }
 
 /* int8 {...} etc.: a new format from a bare constructor and an options table. */
@@ -108,6 +227,9 @@ static int fmt_call(lua_State *L)
     KFormat *base = luaL_checkudata(L, 1, MT_FORMAT);
     int line = kiln__caller_line(L);
     const char *ctor = fmt_name(base);
+    if (base->stored)
+        kiln__dsl_error(L, line, "stored takes no options: the model file's quantized weights say how they "
+                  "were quantized; write weights = stored");
     if (base->is_float)
         kiln__dsl_error(L, line, "%s takes no options: write activations = %s", ctor, ctor);
     if (base->line)
@@ -171,23 +293,23 @@ static int fmt_call(lua_State *L)
         f.q.zero = (int32_t)z;
     }
     if (f.set & OPT_CALIB) {
-        static const char *const calibs[] = {"minmax", "percentile"};
-        f.q.calib = opt_choice(L, 2, "calib", calibs, 2, ctor, line) ? KILN_CAL_PERCENTILE : KILN_CAL_MINMAX;
+        static const char *const calibs[] = {"minmax", "percentile", "mse"}; /* KilnCalib order */
+        f.q.calib = (KilnCalib)opt_choice(L, 2, "calib", calibs, 3, ctor, line);
     }
     if (f.set & OPT_PERCENTILE) {
         lua_Number p = opt_num(L, 2, "percentile", ctor, line);
         if (!(p > 0 && p <= 100))
             kiln__dsl_error(L, line, "%s {...}: percentile must be in (0, 100], got %g", ctor, (double)p);
         if ((f.set & OPT_CALIB) && f.q.calib != KILN_CAL_PERCENTILE)
-            kiln__dsl_error(L, line, "%s {...}: percentile = %g needs calib = \"percentile\" (got \"minmax\")",
-                      ctor, (double)p);
+            kiln__dsl_error(L, line, "%s {...}: percentile = %g needs calib = \"percentile\" (got \"%s\")",
+                      ctor, (double)p, f.q.calib == KILN_CAL_MSE ? "mse" : "minmax");
         f.q.calib = KILN_CAL_PERCENTILE;
         f.q.pct = (float)p;
     }
     if (f.q.calib == KILN_CAL_PERCENTILE && !(f.set & OPT_PERCENTILE))
         f.q.pct = 99.9f;
     if (f.set & OPT_METHOD)
-        parse_method(L, 2, ctor, line);
+        f.method = parse_method(L, 2, ctor, line);
     push_format(L, &f);
     return 1;
 }
@@ -232,6 +354,9 @@ static void resolve_weights(lua_State *L, KFormat *f, int rline, const char *pat
 
 static void resolve_acts(lua_State *L, KFormat *a, const KFormat *w, int rline, const char *pat)
 {
+    if (a->stored)
+        kiln__dsl_error(L, fline(L, a, rline, "activations"),
+                  "rule \"%s\": stored is for weights (the model file's own quantized weights)", pat);
     if (a->is_float)
         return;
     if (a->q.fmt == KILN_QF_INT4)
@@ -265,7 +390,7 @@ static void resolve_acts(lua_State *L, KFormat *a, const KFormat *w, int rline, 
                   "dynamic)",
                   pat);
     a->q.gran = (KilnGran)a->per;
-    if (is_fp8(a->q.fmt) != is_fp8(w->q.fmt))
+    if (!w->stored && is_fp8(a->q.fmt) != is_fp8(w->q.fmt)) /* stored: checked at load */
         kiln__dsl_error(L, fline(L, a, rline, "activations"),
                   "rule \"%s\": %s activations with %s weights are not supported (int8 activations "
                   "need int4/int8 weights, fp8 activations need fp8 weights)",
@@ -274,6 +399,9 @@ static void resolve_acts(lua_State *L, KFormat *a, const KFormat *w, int rline, 
 
 static void resolve_kv(lua_State *L, KFormat *k, int rline)
 {
+    if (k->stored)
+        kiln__dsl_error(L, fline(L, k, rline, "kv_cache"), "kv_cache = stored is not supported (stored is for "
+                  "weights)");
     if (k->is_float)
         return;
     if (k->q.fmt == KILN_QF_INT4)
@@ -416,6 +544,50 @@ static void parse_epilogue(lua_State *L, int t, KRule *r, const char *where, int
     lua_pop(L, 1);
 }
 
+/* outliers = 6.0 or outliers = { threshold = 6.0, max_fraction = 0.02 }: LLM.int8()-style
+ * columns kept in f32 beside the int8 GEMM, so the rule needs int8 activations. */
+static void parse_outliers(lua_State *L, int t, KRule *r, const char *where, int line)
+{
+    int oline = kiln__key_line_at(L, line, "outliers");
+    lua_Number th = 6.0, frac = 0.02;
+    if (lua_type(L, t) == LUA_TNUMBER) {
+        th = lua_tonumber(L, t);
+    } else if (lua_istable(L, t)) {
+        static const char *const keys[] = {"threshold", "max_fraction"};
+        char ow[240];
+        snprintf(ow, sizeof ow, "%s outliers", where);
+        kiln__check_keys(L, t, keys, 2, oline, ow, "key", false);
+        if (lua_getfield(L, t, "threshold") != LUA_TNIL) {
+            if (lua_type(L, -1) != LUA_TNUMBER)
+                kiln__dsl_error(L, kiln__key_line_at(L, oline, "threshold"),
+                                "%s: threshold must be a number, got %s", ow, kiln__what(L, -1));
+            th = lua_tonumber(L, -1);
+        }
+        lua_pop(L, 1);
+        if (lua_getfield(L, t, "max_fraction") != LUA_TNIL) {
+            int fl = kiln__key_line_at(L, oline, "max_fraction");
+            frac = lua_tonumber(L, -1);
+            if (lua_type(L, -1) != LUA_TNUMBER || !(frac > 0 && frac <= 1))
+                kiln__dsl_error(L, fl, "%s: max_fraction must be a number in (0, 1], got %s", ow,
+                                lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : kiln__what(L, -1));
+        }
+        lua_pop(L, 1);
+    } else {
+        kiln__dsl_error(L, oline, "%s: outliers must be a threshold (outliers = 6.0) or a table "
+                        "{ threshold = 6.0, max_fraction = 0.02 }, got %s", where, kiln__what(L, t));
+    }
+    if (!(th > 0) || !isfinite(th) || !isfinite((float)th))
+        kiln__dsl_error(L, oline, "%s: the outlier threshold must be a positive finite number, got %g",
+                        where, (double)th);
+    if (r->a.is_float || r->a.q.fmt != KILN_QF_INT8)
+        kiln__dsl_error(L, oline, "%s: outliers needs int8 activations (the outlier columns run in f32 "
+                        "beside an int8 GEMM), but activations are %s",
+                        where, r->a.is_float ? kiln_dtype_name(r->a.fdt) : kiln_qformat_name(r->a.q.fmt));
+    r->outliers = true;
+    r->outlier_threshold = (float)th;
+    r->outlier_max_fraction = (float)frac;
+}
+
 /* rule "pattern" { weights = ..., activations = ..., epilogue = {...}, match = "lua" } */
 static int ruleb_call(lua_State *L)
 {
@@ -429,8 +601,9 @@ static int ruleb_call(lua_State *L)
     if (!lua_istable(L, 2))
         kiln__dsl_error(L, line, "rule \"%s\" expects a table: rule \"%s\" { weights = int8 }; got %s", pat, pat,
                   kiln__what(L, 2));
-    static const char *const keys[] = {"weights", "activations", "epilogue", "match"};
-    kiln__check_keys(L, 2, keys, 4, line, where, "key", false);
+    static const char *const keys[] = {"weights", "activations", "epilogue", "match", "method",
+                                       "outliers"};
+    kiln__check_keys(L, 2, keys, 6, line, where, "key", false);
 
     RuleUD *u = lua_newuserdatauv(L, sizeof *u, 1);
     memset(u, 0, sizeof *u);
@@ -460,7 +633,23 @@ static int ruleb_call(lua_State *L)
     if (!w)
         kiln__dsl_error(L, line, "%s has no weights = ... (e.g. weights = int4 { group = 128 })", where);
     r->w = *w;
-    resolve_weights(L, &r->w, line, pat);
+    r->stored = w->stored;
+    if (!r->stored)
+        resolve_weights(L, &r->w, line, pat);
+    r->method = w->method;
+    if (!(w->set & OPT_METHOD))
+        r->method = method_defaults();
+    if (lua_getfield(L, 2, "method") != LUA_TNIL) {
+        int mline = kiln__key_line_at(L, line, "method");
+        if (w->set & OPT_METHOD)
+            kiln__dsl_error(L, mline, "%s: method is given twice (in the rule and in its weights' options): "
+                      "keep the rule's", where);
+        r->method = parse_method_value(L, lua_gettop(L), mline, where);
+    }
+    lua_pop(L, 1);
+    if (r->stored && (r->method.gptq || r->method.awq || r->method.smoothquant))
+        kiln__dsl_error(L, r->method.line ? r->method.line : line,
+                  "%s: weights = stored keeps the model file's quantized weights; a method cannot apply", where);
     KFormat *a = get_format(L, 2, "activations", where, line);
     if (a)
         r->a = *a;
@@ -469,6 +658,9 @@ static int ruleb_call(lua_State *L)
     resolve_acts(L, &r->a, &r->w, line, pat);
     if (lua_getfield(L, 2, "epilogue") != LUA_TNIL)
         parse_epilogue(L, lua_gettop(L), r, where, line);
+    lua_pop(L, 1);
+    if (lua_getfield(L, 2, "outliers") != LUA_TNIL)
+        parse_outliers(L, lua_gettop(L), r, where, line);
     lua_pop(L, 1);
     return 1;
 }
@@ -688,6 +880,9 @@ void kiln__dsl_open(lua_State *L)
         push_format(L, &f);
         lua_setglobal(L, kiln_dtype_name(fl[i]));
     }
+    KFormat st = {.stored = true, .per = PER_NONE};
+    push_format(L, &st);
+    lua_setglobal(L, "stored");
     lua_pushcfunction(L, rule_fn);
     lua_setglobal(L, "rule");
     lua_pushcfunction(L, recipe_fn);

@@ -31,6 +31,8 @@ typedef struct KFormat {
     int per;      /* PER_NONE, a KilnGran, or PER_HEAD, as written */
     unsigned set; /* OPT_* given by the user */
     int line;     /* where the constructor was called; 0 for a bare default */
+    KilnMethod method; /* method = "..." among the options (weights only) */
+    bool stored;  /* the `stored` value: the model file's own quantized weights */
 } KFormat;
 
 typedef enum { ACT_NONE, ACT_SILU, ACT_GELU } KAct;
@@ -44,6 +46,11 @@ typedef struct KRule {
     bool bias;
     KAct act;
     KilnDType out; /* F32, F16 or BF16 */
+    /* outliers = {...}: LLM.int8()-style columns kept in f32 (int8 activations only) */
+    bool outliers;
+    float outlier_threshold, outlier_max_fraction;
+    KilnMethod method;
+    bool stored;   /* weights = stored: the model's own quantized weights */
     char *example;
 } KRule;
 

@@ -1,6 +1,7 @@
 /* frontend/lower.c — lower one linear layer under its recipe rule to graph IR:
  * weight [-> quantize -> dequantize], activation cast or quantize/dequantize,
  * matmul, then bias, activation function and output cast (the brief's form). */
+#include <stdio.h>
 #include <string.h>
 
 #include "frontend/internal.h"
@@ -39,8 +40,69 @@ static void set_kv(KilnFunc *f, const KilnRecipe *r)
         kiln_fset_spec(f, "kv_cache", &r->kv.q);
 }
 
+/* Outlier columns handed to lowering: only for a rule that asks for them, ascending
+ * and inside [0, K). */
+static int check_outlier_cols(const KilnRecipe *r, const KRule *k, const char *layer, int64_t K,
+                              const int64_t *idx, int64_t n, KilnDiag *d)
+{
+    if (n < 0 || (n > 0 && !idx))
+        return kiln_diag_set(d, KILN_EINPUT, "layer '%s': bad outlier column list (n = %lld)", layer,
+                             (long long)n);
+    if (n > 0 && (!k || !k->outliers))
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "layer '%s': outlier columns given, but %s has no outliers = {...}",
+                             layer, k ? "its rule" : "no rule takes the layer (ignored or unmatched), so it");
+    for (int64_t i = 0; i < n; i++)
+        if (idx[i] < 0 || idx[i] >= K || (i > 0 && idx[i] <= idx[i - 1]))
+            return kiln_diag_set_at(d, KILN_EINPUT, r->file, k->line,
+                                    "layer '%s': outlier column %lld is out of range 0..%lld or not "
+                                    "ascending", layer, (long long)idx[i], (long long)K - 1);
+    return 0;
+}
+
+/* %v = gather_cols|zero_cols %src {idx = [...]} */
+static int cols_op(KilnFunc *f, KilnOp op, int src, const int64_t *idx, int64_t n, KilnType t,
+                   const char *name)
+{
+    int v = kiln_emit(f, op, &src, 1, t, name);
+    kiln_set_ints(f, kiln_last(f), "idx", idx, n);
+    return v;
+}
+
+/* The LLM.int8() split's f32 half: y + gather_cols(x)·gather_cols(w)ᵀ, before the epilogue. */
+static int outlier_side(KilnFunc *f, int x, int w, int y, const int64_t *idx, int64_t n, int64_t M,
+                        int64_t N)
+{
+    int xo = cols_op(f, KILN_OP_GATHER_COLS, x, idx, n, kiln_type2(KILN_F32, M, n), "xo");
+    int wo = cols_op(f, KILN_OP_GATHER_COLS, w, idx, n, kiln_type2(KILN_F32, N, n), "wo");
+    int mo[2] = {xo, wo};
+    int yo = kiln_emit(f, KILN_OP_MATMUL, mo, 2, kiln_type2(KILN_F32, M, N), "yo");
+    int so[2] = {y, yo};
+    return kiln_emit(f, KILN_OP_ADD, so, 2, kiln_type2(KILN_F32, M, N), "ys");
+}
+
+bool kiln_recipe_outliers(const KilnRecipe *r, const char *layer, float *threshold,
+                          float *max_fraction)
+{
+    int ri = r && layer && !kiln_recipe_ignored(r, layer) ? kiln_recipe_match(r, layer) : -1;
+    if (ri < 0 || !r->rules[ri].outliers)
+        return false;
+    if (threshold)
+        *threshold = r->rules[ri].outlier_threshold;
+    if (max_fraction)
+        *max_fraction = r->rules[ri].outlier_max_fraction;
+    return true;
+}
+
 int kiln_lower_layer(const KilnRecipe *r, const char *layer, int64_t M, int64_t N, int64_t K,
                      const char *target, KilnModule *m, KilnFunc **out, KilnDiag *d)
+{
+    return kiln_lower_layer_ex(r, layer, M, N, K, target, NULL, m, out, d);
+}
+
+int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64_t N, int64_t K,
+                        const char *target, const KilnLowerOpts *opts, KilnModule *m, KilnFunc **out,
+                        KilnDiag *d)
 {
     if (out)
         *out = NULL;
@@ -65,13 +127,49 @@ int kiln_lower_layer(const KilnRecipe *r, const char *layer, int64_t M, int64_t 
     const KRule *k = ri >= 0 ? &r->rules[ri] : NULL;
     /* a group need not divide K: the last group of each row is then ragged (K mod group
      * elements with their own scale, docs/numerics.md); kernels check their own units */
+    KilnQuantSpec wspec = k ? k->w.q : (KilnQuantSpec){0};
+    if (k && k->stored) {
+        const KilnQuantSpec *st = opts ? opts->stored : NULL;
+        if (!st)
+            return kiln_diag_set_at(d, KILN_EINPUT, r->file, k->line,
+                                    "layer '%s': rule \"%s\" says weights = stored, but the model has no "
+                                    "quantized weights for this layer",
+                                    layer, k->pattern);
+        bool ok = st->fmt != KILN_QF_NONE && !st->dynamic &&
+                  (st->gran == KILN_GRAN_TENSOR || st->gran == KILN_GRAN_CHANNEL ||
+                   (st->gran == KILN_GRAN_GROUP && st->group > 0));
+        bool fp8w = st->fmt == KILN_QF_FP8_E4M3 || st->fmt == KILN_QF_FP8_E5M2;
+        bool fp8a = !k->a.is_float &&
+                    (k->a.q.fmt == KILN_QF_FP8_E4M3 || k->a.q.fmt == KILN_QF_FP8_E5M2);
+        if (!ok)
+            return kiln_diag_set(d, KILN_EINPUT, "layer '%s': the stored weight format is not one kiln runs",
+                                 layer);
+        if (!k->a.is_float && fp8w != fp8a)
+            return kiln_diag_set_at(d, KILN_EINPUT, r->file, k->line,
+                                    "layer '%s': rule \"%s\" has %s activations but the stored weights are "
+                                    "%s (int8 activations need int weights, fp8 activations fp8 weights)",
+                                    layer, k->pattern, kiln_qformat_name(k->a.q.fmt),
+                                    kiln_qformat_name(st->fmt));
+        wspec = *st;
+    }
+
+    const int64_t *oidx = opts ? opts->outlier_idx : NULL;
+    int64_t nout = opts ? opts->noutliers : 0;
+    int orc = check_outlier_cols(r, k, layer, K, oidx, nout, d);
+    if (orc)
+        return orc;
 
     KilnFunc *f = kiln_func_new(m, layer);
     kiln_fset_str(f, "recipe", r->name);
     kiln_fset_str(f, "rule", k ? k->pattern : ignored ? "(ignored)" : "(none)");
     kiln_fset_ident(f, "target", tgt);
-    if (k)
-        kiln_fset_ident(f, "method", "rtn");
+    if (k) {
+        char mn[64]; /* an identifier in the IR: "smoothquant_gptq" */
+        kiln_method_name(&k->method, mn, sizeof mn);
+        for (char *p = mn; *p; p++)
+            *p = *p == '+' ? '_' : *p;
+        kiln_fset_ident(f, "method", k->stored ? "stored" : mn);
+    }
     set_kv(f, r);
     int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, M, K));
     int w = weight(f, layer, "weight", kiln_type2(KILN_F32, N, K), "w");
@@ -83,14 +181,18 @@ int kiln_lower_layer(const KilnRecipe *r, const char *layer, int64_t M, int64_t 
             *out = f;
         return 0;
     }
-    KilnType wt = kiln_type2(kiln_qformat_storage(k->w.q.fmt, k->w.q.symmetric), N, K);
-    wt.q = k->w.q;
+    KilnType wt = kiln_type2(kiln_qformat_storage(wspec.fmt, wspec.symmetric), N, K);
+    wt.q = wspec;
     int wq = kiln_emit(f, KILN_OP_QUANTIZE, &w, 1, wt, "wq");
     int wd = kiln_emit(f, KILN_OP_DEQUANTIZE, &wq, 1, kiln_type2(KILN_F32, N, K), "wd");
-    int xd = lower_acts(f, k, x, M, K);
+    KilnType xt = kiln_type2(KILN_F32, M, K);
+    int xi = nout ? cols_op(f, KILN_OP_ZERO_COLS, x, oidx, nout, xt, "xi") : x;
+    int xd = lower_acts(f, k, xi, M, K);
     int ops[2] = {xd, wd};
     KilnType yt = kiln_type2(KILN_F32, M, N);
     int y = kiln_emit(f, KILN_OP_MATMUL, ops, 2, yt, "y");
+    if (nout)
+        y = outlier_side(f, x, w, y, oidx, nout, M, N);
     if (k->bias) {
         int b = weight(f, layer, "bias", kiln_type1(KILN_F32, N), "b");
         int bo[2] = {y, b};
@@ -104,4 +206,33 @@ int kiln_lower_layer(const KilnRecipe *r, const char *layer, int64_t M, int64_t 
     if (out)
         *out = f;
     return 0;
+}
+
+const KilnMethod *kiln_recipe_rule_method(const KilnRecipe *r, int i)
+{
+    return r && i >= 0 && i < r->nrules ? &r->rules[i].method : NULL;
+}
+
+bool kiln_recipe_rule_stored(const KilnRecipe *r, int i)
+{
+    return r && i >= 0 && i < r->nrules && r->rules[i].stored;
+}
+
+const char *kiln_method_name(const KilnMethod *m, char *buf, size_t n)
+{
+    const char *mig = m->awq ? "awq" : m->smoothquant ? "smoothquant" : NULL;
+    const char *rnd = m->gptq ? "gptq" : "rtn";
+    if (mig && m->gptq)
+        snprintf(buf, n, "%s+%s", mig, rnd);
+    else
+        snprintf(buf, n, "%s", mig ? mig : rnd);
+    return buf;
+}
+
+bool kiln_recipe_rule_acts(const KilnRecipe *r, int i, KilnQuantSpec *out)
+{
+    if (!r || i < 0 || i >= r->nrules || r->rules[i].a.is_float)
+        return false;
+    *out = r->rules[i].a.q;
+    return true;
 }

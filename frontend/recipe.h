@@ -41,6 +41,55 @@ int kiln_recipe_match(const KilnRecipe *r, const char *layer);
 int kiln_lower_layer(const KilnRecipe *r, const char *layer, int64_t M, int64_t N, int64_t K,
                      const char *target, KilnModule *m, KilnFunc **out, KilnDiag *d);
 
+/* How a rule's weights are made from the f32 ones (docs/recipes.md, "Methods";
+ * docs/quant.md). All false: round to nearest. awq and smoothquant migrate a
+ * per-input-channel scale between activations and weights before rounding (at most
+ * one of them); gptq rounds with error compensation (with either, or alone). */
+typedef struct KilnMethod {
+    bool gptq, awq, smoothquant;
+    float alpha;    /* smoothquant: migration strength in [0, 1] (0.5) */
+    float damp;     /* gptq: dampening, a fraction of mean diag(H) (0.01) */
+    int block;      /* gptq: columns per lazy-update block (128) */
+    int act_order;  /* gptq: 0 off, 1 "static" (groups stay contiguous), 2 "group" (permuted) */
+    int grid;       /* awq: steps of the alpha search (20) */
+    bool clip;      /* awq: weight clipping search (true) */
+    bool prescale;  /* awq/smoothquant: an activation pre-scale where no op can take the
+                     * scale (runs in kiln; not expressible in an exported checkpoint) */
+    int line;       /* where the method was given; 0 when defaulted */
+} KilnMethod;
+
+/* Rule i's method (round to nearest when the rule names none). */
+const KilnMethod *kiln_recipe_rule_method(const KilnRecipe *r, int i);
+/* "rtn", "gptq", "smoothquant+gptq", ... into buf. */
+const char *kiln_method_name(const KilnMethod *m, char *buf, size_t n);
+/* Rule i's activation format: true and *out set when quantized, false for f16/bf16/f32. */
+bool kiln_recipe_rule_acts(const KilnRecipe *r, int i, KilnQuantSpec *out);
+/* True when rule i says weights = stored: the model file's own quantized weights. */
+bool kiln_recipe_rule_stored(const KilnRecipe *r, int i);
+
+/* What a caller knows about a layer that the recipe alone cannot say. */
+typedef struct KilnLowerOpts {
+    /* The weight format of a rule that says weights = stored (from the model file);
+     * NULL otherwise. Must be a quantized weight format. */
+    const KilnQuantSpec *stored;
+    /* The outlier columns (ascending, in [0, K)) of a rule with outliers = {...},
+     * chosen from calibration rows (kiln_outlier_pick, ir/outliers.h). With n > 0 the
+     * layer is lowered with the split (docs/recipes.md, "outliers"); n = 0 lowers the
+     * plain rule. Columns for a rule without outliers are an error. */
+    const int64_t *outlier_idx;
+    int64_t noutliers;
+} KilnLowerOpts;
+
+/* Whether the rule that takes `layer` asks for outlier columns, and its threshold and
+ * max_fraction (false for an ignored or unmatched layer). */
+bool kiln_recipe_outliers(const KilnRecipe *r, const char *layer, float *threshold,
+                          float *max_fraction);
+
+/* kiln_lower_layer with opts (may be NULL: then a stored rule is an error). */
+int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64_t N, int64_t K,
+                        const char *target, const KilnLowerOpts *opts, KilnModule *m, KilnFunc **out,
+                        KilnDiag *d);
+
 /* Glob used by rules and ignore entries: '*' any run of characters (dots
  * included), '?' exactly one; the whole name must match. */
 bool kiln_glob_match(const char *pattern, const char *name);

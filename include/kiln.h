@@ -50,14 +50,31 @@ typedef struct kiln_layer_desc {
     int64_t N, K;         /* outputs and inputs: weight is [N, K] */
     const float *weight;  /* [N, K] row-major f32 (PyTorch Linear layout) */
     const float *bias;    /* [N] or NULL; used when the recipe's epilogue asks for bias */
-    const float *calib_x; /* [calib_rows, K] activations for static scales, or NULL */
+    const float *calib_x; /* [calib_rows, K] activations for static scales and a rule's
+                           * outlier columns (recipe option outliers), or NULL */
     int64_t calib_rows;
+    /* Optional: the weight's quantization grid, chosen by the caller (GPTQ, AWQ, a
+     * checkpoint) instead of round-to-nearest over each slice's range. Scales (and,
+     * for asymmetric int formats, zero points) one per slice in the format that
+     * kiln_layer_weight_format() reports for this layer: [N * ceil(K / group)] for
+     * groups, [N] per channel, [1] per tensor. weight is quantized with exactly
+     * these, so weight = scale·(code − zero) reproduces the caller's codes. */
+    const float *weight_scale;
+    const int32_t *weight_zero;
+    /* The weight format when the layer's rule says weights = stored, as spec text:
+     * "int4 asym group=128", "int8 sym channel", "fp8_e4m3 sym tensor". */
+    const char *weight_format;
 } kiln_layer_desc;
 
 /* Compile (or fetch) the layer's kernel and quantize + prepack its weights; the
  * caller's weight/bias buffers are not kept. */
 kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_layer_desc *desc,
                               kiln_layer **out);
+/* The weight format kiln_layer_create would give this layer, as
+ * kiln_layer_weight_format() reports it, without compiling or loading anything
+ * (for a caller that chooses the quantization grid itself). */
+kiln_status kiln_layer_plan_format(kiln_ctx *ctx, const kiln_recipe *r, const char *name,
+                                   int64_t N, int64_t K, char *buf, size_t n);
 /* y[M, N] = epilogue(x[M, K] · Wᵀ + b), y of kiln_layer_out_dtype. Any M >= 1. */
 kiln_status kiln_layer_run(kiln_layer *l, const float *x, int64_t M, void *y);
 kiln_dtype kiln_layer_out_dtype(const kiln_layer *l);
@@ -66,6 +83,9 @@ const char *kiln_layer_kernel(const kiln_layer *l);
 /* What the layer computes, for people, e.g. "avx2-i16-madd: w int4 sym group=32,
  * a int8 sym token dynamic" or "avx2-f32-fma: w f32, a f32, silu, out f16". */
 const char *kiln_layer_describe(const kiln_layer *l);
+/* The layer's weight format as spec text ("int4 sym group=32", "int8 sym channel"),
+ * "f32" for a layer kept in f32. */
+const char *kiln_layer_weight_format(const kiln_layer *l);
 /* Bytes of the prepacked weights (codes, scales, zero points). */
 size_t kiln_layer_weight_bytes(const kiln_layer *l);
 /* The kernel IR (text) the layer was compiled from. */

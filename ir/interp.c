@@ -364,6 +364,66 @@ static int op_activation(Interp *c, int sid, const KilnTensor *src, KilnTensor *
     return 0;
 }
 
+static int op_add(Interp *c, const int *ids, const KilnTensor *a, const KilnTensor *b,
+                  KilnTensor *r)
+{
+    int rc = need_float_map(c, ids[0], a, r);
+    if (!rc)
+        rc = need_float_map(c, ids[1], b, r);
+    if (rc)
+        return rc;
+    for (int64_t i = 0, n = kiln_type_numel(&r->type); i < n; i++)
+        store_f(r, i, load_f(a, i) + load_f(b, i));
+    return 0;
+}
+
+/* A column list attribute (gather_cols/zero_cols `idx`, qgemm `outliers`): strictly
+ * ascending columns of [0, cols). */
+static int cols_attr(Interp *c, const char *key, int64_t cols, const int64_t **idx, int64_t *n)
+{
+    const KilnAttr *a = kiln_get(c->in, key);
+    if (!a || a->kind != KILN_ATTR_INTS || a->nints <= 0)
+        return fail(c, KILN_EINPUT, "attribute %s must be a non-empty list of columns", key);
+    for (int64_t i = 0; i < a->nints; i++)
+        if (a->ints[i] < 0 || a->ints[i] >= cols || (i > 0 && a->ints[i] <= a->ints[i - 1]))
+            return fail(c, KILN_EINPUT, "attribute %s: column %lld is out of range 0..%lld or "
+                        "not ascending", key, (long long)a->ints[i], (long long)cols - 1);
+    *idx = a->ints;
+    *n = a->nints;
+    return 0;
+}
+
+/* gather_cols: r[:, j] = x[:, idx[j]]; zero_cols: x with the idx columns set to 0. */
+static int op_cols(Interp *c, int sid, const KilnTensor *x, KilnTensor *r, bool gather)
+{
+    const KilnType *xt = &x->type;
+    if (xt->dt != KILN_F32 || xt->q.fmt != KILN_QF_NONE || xt->rank != 2)
+        return fail(c, KILN_EINPUT, "operand %%%s must be f32[R,C], got %s", vname(c, sid),
+                    kiln_type_str(xt).s);
+    const int64_t *idx;
+    int64_t n, R = xt->dim[0], C = xt->dim[1];
+    int rc = cols_attr(c, "idx", C, &idx, &n);
+    if (rc)
+        return rc;
+    KilnType want = kiln_type2(KILN_F32, R, gather ? n : C);
+    if (!kiln_type_eq(&r->type, &want))
+        return fail(c, KILN_EINPUT, "result must be %s, got %s", kiln_type_str(&want).s,
+                    kiln_type_str(&r->type).s);
+    const float *xs = x->data;
+    float *y = r->data;
+    for (int64_t i = 0; i < R; i++) {
+        if (gather) {
+            for (int64_t j = 0; j < n; j++)
+                y[i * n + j] = xs[i * C + idx[j]];
+        } else {
+            memcpy(y + i * C, xs + i * C, sizeof(float) * (size_t)C);
+            for (int64_t j = 0; j < n; j++)
+                y[i * C + idx[j]] = 0.0f;
+        }
+    }
+    return 0;
+}
+
 static int op_prepack(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
 {
     if (!kiln_type_eq(&src->type, &r->type))
@@ -566,10 +626,53 @@ static int attr_word(Interp *c, const char *key, const char **out)
     return 0;
 }
 
+/* The outlier side path of a qgemm (docs/ir.md): the columns in `outliers` are zeroed
+ * in *xi (a copy of x that the int8 path then quantizes), and side[m,n] =
+ * Σ_j x[m,idx_j]·wo[n,j] in f32, ascending j. *xi and *side are malloc'd. */
+static int qgemm_outliers(Interp *c, const KilnTensor *x, const KilnTensor *wo, int woid,
+                          int64_t N, float **xi, float **side)
+{
+    int64_t M = x->type.dim[0], K = x->type.dim[1], n;
+    const int64_t *idx;
+    *xi = *side = NULL;
+    int rc = cols_attr(c, "outliers", K, &idx, &n);
+    if (rc)
+        return rc;
+    KilnType want = kiln_type2(KILN_F32, N, n);
+    if (!kiln_type_eq(&wo->type, &want))
+        return fail(c, KILN_EINPUT, "outlier weight %%%s must be %s, got %s", vname(c, woid),
+                    kiln_type_str(&want).s, kiln_type_str(&wo->type).s);
+    const float *xs = x->data, *w = wo->data;
+    *xi = malloc(sizeof(float) * (size_t)(M * K + 1));
+    *side = malloc(sizeof(float) * (size_t)(M * N + 1));
+    if (!*xi || !*side) {
+        free(*xi);
+        free(*side);
+        *xi = *side = NULL;
+        return oom(c);
+    }
+    memcpy(*xi, xs, sizeof(float) * (size_t)(M * K));
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t j = 0; j < n; j++)
+            (*xi)[m * K + idx[j]] = 0.0f;
+        for (int64_t o = 0; o < N; o++) {
+            float acc = 0.0f;
+            for (int64_t j = 0; j < n; j++)
+                acc += xs[m * K + idx[j]] * w[o * n + j];
+            (*side)[m * N + o] = acc;
+        }
+    }
+    return 0;
+}
+
 static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const *a,
                     KilnTensor *r)
 {
-    const KilnTensor *x = a[0], *w = a[1], *bias = nops > 2 ? a[2] : NULL;
+    int wo_at = kiln_qgemm_outlier_w(c->in) >= 0 ? nops - 1 : -1;
+    int bias_at = (nops - (wo_at >= 0 ? 1 : 0)) == 3 ? 2 : -1;
+    if (kiln_get(c->in, "outliers") && wo_at < 0)
+        return fail(c, KILN_EINPUT, "outliers need the outlier weight as the last operand");
+    const KilnTensor *x = a[0], *w = a[1], *bias = bias_at >= 0 ? a[bias_at] : NULL;
     const KilnType *xt = &x->type, *wt = &w->type, *rt = &r->type;
     if (xt->dt != KILN_F32 || xt->q.fmt != KILN_QF_NONE || xt->rank != 2)
         return fail(c, KILN_EINPUT, "activations %%%s must be f32[M,K], got %s", vname(c, ids[0]),
@@ -591,7 +694,7 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
                     (long long)M, (long long)N, kiln_type_str(rt).s);
     if (bias && (bias->type.dt != KILN_F32 || bias->type.q.fmt != KILN_QF_NONE ||
                  bias->type.rank != 1 || bias->type.dim[0] != N))
-        return fail(c, KILN_EINPUT, "bias %%%s must be f32[%lld], got %s", vname(c, ids[2]),
+        return fail(c, KILN_EINPUT, "bias %%%s must be f32[%lld], got %s", vname(c, ids[bias_at]),
                     (long long)N, kiln_type_str(&bias->type).s);
     if (!f32w && (ws->gran == KILN_GRAN_AUTO ||
                   (ws->gran == KILN_GRAN_GROUP && ws->group <= 0)))
@@ -612,9 +715,23 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
     const KilnAttr *act = kiln_get(c->in, "act");
     if (act && act->kind != KILN_ATTR_SPEC)
         return fail(c, KILN_EINPUT, "attribute act must be a spec");
+    float *xi = NULL, *side = NULL; /* the outlier split, when the qgemm has one */
+    if (wo_at >= 0) {
+        if (!act || act->q.fmt != KILN_QF_INT8)
+            return fail(c, KILN_EINPUT, "outliers need int8 activations");
+        if ((rc = qgemm_outliers(c, x, a[wo_at], ids[wo_at], N, &xi, &side)))
+            return rc;
+    }
+    KilnTensor xin = *x;
+    if (xi)
+        xin.data = xi;
+    x = &xin;
     float *y = malloc((size_t)(M * N + 1) * sizeof *y);
-    if (!y)
+    if (!y) {
+        free(xi);
+        free(side);
         return oom(c);
+    }
     if (!act || act->q.fmt == KILN_QF_NONE) {
         KilnDType adt;
         if (!adt_name || kiln_dtype_parse(adt_name, strlen(adt_name), &adt) || !is_float_dt(adt))
@@ -633,9 +750,12 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
         rc = fail(c, KILN_EINPUT, "act %s with a %s weight: integer and fp8 do not mix",
                   kiln_qformat_name(act->q.fmt), kiln_qformat_name(ws->fmt));
     }
-    /* epilogue: bias, activation, then one rounding to the output dtype */
+    /* the outlier columns' f32 part, then the epilogue: bias, activation, then one
+     * rounding to the output dtype */
     for (int64_t i = 0; !rc && i < M * N; i++) {
         float v = y[i];
+        if (side)
+            v += side[i];
         if (bias)
             v += ((const float *)bias->data)[i % N];
         if (epi && !strcmp(epi, "silu"))
@@ -645,6 +765,8 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
         store_f(r, i, v);
     }
     free(y);
+    free(xi);
+    free(side);
     return rc;
 }
 
@@ -724,6 +846,9 @@ static int run_inst(Interp *c, const KilnInst *in, KilnTensor *out, bool *return
     case KILN_OP_BIAS_ADD: rc = op_bias_add(c, ids, a[0], a[1], r); break;
     case KILN_OP_SILU: rc = op_activation(c, ids[0], a[0], r, false); break;
     case KILN_OP_GELU: rc = op_activation(c, ids[0], a[0], r, true); break;
+    case KILN_OP_ADD: rc = op_add(c, ids, a[0], a[1], r); break;
+    case KILN_OP_GATHER_COLS: rc = op_cols(c, ids[0], a[0], r, true); break;
+    case KILN_OP_ZERO_COLS: rc = op_cols(c, ids[0], a[0], r, false); break;
     case KILN_OP_PREPACK: rc = op_prepack(c, ids[0], a[0], r); break;
     case KILN_OP_QGEMM: rc = op_qgemm(c, ids, in->nops, a, r); break;
     default: rc = fail(c, KILN_EINTERNAL, "op not handled by the interpreter"); break;

@@ -270,6 +270,35 @@ void kiln_set_spec(KilnFunc *f, KilnInst *in, const char *key, const KilnQuantSp
     a->q = *q;
 }
 
+static const KilnAttr *attr_find(const KilnAttr *attrs, int n, const char *key);
+
+void kiln_set_ints(KilnFunc *f, KilnInst *in, const char *key, const int64_t *v, int64_t n)
+{
+    /* copy first: v may point into the arena slot being overwritten */
+    int64_t *copy = kiln_arena_alloc(f->mod->arena, sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    if (n > 0)
+        memcpy(copy, v, sizeof(int64_t) * (size_t)n);
+    KilnAttr *a = attr_slot(f->mod->arena, in->attrs, &in->nattrs, key);
+    a->kind = KILN_ATTR_INTS;
+    a->ints = copy;
+    a->nints = n;
+}
+
+int kiln_qgemm_outlier_w(const KilnInst *g)
+{
+    if (!g || g->op != KILN_OP_QGEMM || g->nops < 3 || !attr_find(g->attrs, g->nattrs, "outliers"))
+        return -1;
+    return g->ops[g->nops - 1];
+}
+
+int kiln_qgemm_bias(const KilnInst *g)
+{
+    if (!g || g->op != KILN_OP_QGEMM)
+        return -1;
+    int n = g->nops - (kiln_qgemm_outlier_w(g) >= 0 ? 1 : 0);
+    return n == 3 ? g->ops[2] : -1;
+}
+
 static const KilnAttr *attr_find(const KilnAttr *attrs, int n, const char *key)
 {
     for (int i = 0; i < n; i++)

@@ -89,7 +89,10 @@ typedef enum {
     KILN_NGRANS
 } KilnGran;
 
-typedef enum { KILN_CAL_MINMAX, KILN_CAL_PERCENTILE } KilnCalib;
+/* minmax: the data's range; percentile: clipped at the pct-th percentile of |x|;
+ * mse: clipped where the squared quantization error of the data is least (static
+ * scales only: kiln_calib_range in numerics.h). */
+typedef enum { KILN_CAL_MINMAX, KILN_CAL_PERCENTILE, KILN_CAL_MSE } KilnCalib;
 
 typedef struct KilnQuantSpec {
     KilnQFormat fmt;   /* KILN_QF_NONE: not quantized */
@@ -110,10 +113,13 @@ const char *kiln_qformat_name(KilnQFormat f);
 const char *kiln_gran_name(KilnGran g);
 
 /* Spec text: "<fmt> <sym|asym> <tensor|channel|token|auto|group=G>[ dynamic]
- *             [ pct=P][ scale=S][ zero=Z]"   e.g. "int4 asym group=128",
+ *             [ pct=P][ calib=mse][ scale=S][ zero=Z]"   e.g. "int4 asym group=128",
  * "int8 sym token dynamic", "int8 sym tensor scale=0.0123". Printed without the
  * braces the type/attr syntax puts around it. */
 int kiln_spec_print(const KilnQuantSpec *q, char *buf, size_t n);
+/* Reads the weight form of that text back: "<fmt> <sym|asym> <tensor|channel|group=G>"
+ * (other attributes absent). 0 ok, -1 not such a spec. */
+int kiln_spec_parse(const char *s, KilnQuantSpec *out);
 /* Shortest text that reads back as the same float32; always has '.', 'e', 'inf' or 'nan'. */
 void kiln_format_float(char *buf, size_t n, double v);
 
@@ -158,8 +164,11 @@ KilnTypeStr kiln_type_str(const KilnType *t);
     X(BIAS_ADD, "bias_add", 2, 2)           \
     X(SILU, "silu", 1, 1)                   \
     X(GELU, "gelu", 1, 1)                   \
+    X(ADD, "add", 2, 2)                     \
+    X(GATHER_COLS, "gather_cols", 1, 1)     \
+    X(ZERO_COLS, "zero_cols", 1, 1)         \
     X(PREPACK, "prepack", 1, 1)             \
-    X(QGEMM, "qgemm", 2, 3)                 \
+    X(QGEMM, "qgemm", 2, 4)                 \
     X(RETURN, "return", 1, 1)
 
 typedef enum {
@@ -182,6 +191,7 @@ typedef enum {
     KILN_ATTR_STR,   /* "text" (C escapes \" \\ \n \t) */
     KILN_ATTR_IDENT, /* silu, f16 */
     KILN_ATTR_SPEC,  /* {int8 sym token dynamic} */
+    KILN_ATTR_INTS,  /* [3, 17, 42]: a list of integers (column indices) */
 } KilnAttrKind;
 
 typedef struct KilnAttr {
@@ -191,6 +201,8 @@ typedef struct KilnAttr {
     double f;
     const char *s; /* STR and IDENT, arena-owned */
     KilnQuantSpec q;
+    const int64_t *ints; /* INTS, arena-owned */
+    int64_t nints;
 } KilnAttr;
 
 #define KILN_MAX_OPERANDS 4
@@ -268,11 +280,18 @@ void kiln_set_float(KilnFunc *f, KilnInst *in, const char *key, double v);
 void kiln_set_str(KilnFunc *f, KilnInst *in, const char *key, const char *v);
 void kiln_set_ident(KilnFunc *f, KilnInst *in, const char *key, const char *v);
 void kiln_set_spec(KilnFunc *f, KilnInst *in, const char *key, const KilnQuantSpec *q);
+void kiln_set_ints(KilnFunc *f, KilnInst *in, const char *key, const int64_t *v, int64_t n);
 const KilnAttr *kiln_get(const KilnInst *in, const char *key);
 void kiln_fset_str(KilnFunc *f, const char *key, const char *v);
 void kiln_fset_ident(KilnFunc *f, const char *key, const char *v);
 void kiln_fset_spec(KilnFunc *f, const char *key, const KilnQuantSpec *q);
 const KilnAttr *kiln_fget(const KilnFunc *f, const char *key);
+
+/* A qgemm's operands are x, w[, bias][, wo]: wo (the f32 weight of the outlier
+ * columns, docs/ir.md) is last and present exactly when the `outliers` attribute is.
+ * These return the operand's value id, or -1 when the qgemm has none. */
+int kiln_qgemm_bias(const KilnInst *qgemm);
+int kiln_qgemm_outlier_w(const KilnInst *qgemm);
 
 /* ------------------------------------------------------------------ print.c / parse.c */
 

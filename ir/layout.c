@@ -255,7 +255,11 @@ int kiln_layout_for(const KilnInst *q, const KilnFunc *f, KilnLayout *out, KilnD
     const KilnType *yt = &f->values[q->result].type;
     if (xt->rank != 2 || xt->dim[1] != wt->dim[1])
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: activation K does not match weight K");
-    int rc = kiln_layout_make(isa, wt, act, adt, q->nops > 2, epi, yt->dt, out, d);
+    /* with outliers the kernel is the int8 part alone: no bias, no activation, f32 out
+     * (the f32 columns and the epilogue follow it, ir/outliers.h) */
+    bool side = kiln_qgemm_outlier_w(q) >= 0;
+    int rc = kiln_layout_make(isa, wt, act, adt, !side && kiln_qgemm_bias(q) >= 0,
+                              side ? KILN_EPI_NONE : epi, side ? KILN_F32 : yt->dt, out, d);
     if (rc)
         return rc;
     /* pick_layout writes the name this function computes; a different one means the

@@ -131,7 +131,9 @@ const KilnInst *kiln_find_qgemm(const KilnFunc *f);
  * Errors (KILN_EINPUT): unknown target, unsupported operand combination, K or
  * the group not a multiple of KR (8 for int4; the ragged last group, K mod group,
  * needs the same unit, which is why K is checked), a `layout` attr on the qgemm
- * that is not the name computed here (pick_layout writes exactly that name). */
+ * that is not the name computed here (pick_layout writes exactly that name).
+ * A qgemm with `outliers` gets the layout of its int8 part alone: no bias, no
+ * activation, f32 out (the rest runs after the kernel, ir/outliers.h). */
 int kiln_layout_for(const KilnInst *qgemm, const KilnFunc *f, KilnLayout *out, KilnDiag *d);
 /* Same, from explicit parts (used by kiln_layout_for and pick_layout, so the
  * `layout` attr and the kernel cannot disagree). isa: avx2|avx512|cpu. wtype is

@@ -124,8 +124,11 @@ int kiln_gpu_layout_for(const KilnInst *q, const KilnFunc *f, KilnGpuLayout *out
     l->zeros_off = l->scales_off + align256(nsc);
     l->wsum_off = l->zeros_off + align256(nsc);
     l->pack_bytes = l->wsum_off + align256(nsc);
-    l->has_bias = q->nops > 2;
-    const KilnAttr *ea = kiln_get(q, "epilogue");
+    /* with outliers the kernel is the int8 part alone (no bias, no activation, f32 out);
+     * the f32 columns and the epilogue run on the host after it (ir/outliers.h) */
+    bool side = kiln_qgemm_outlier_w(q) >= 0;
+    l->has_bias = !side && kiln_qgemm_bias(q) >= 0;
+    const KilnAttr *ea = side ? NULL : kiln_get(q, "epilogue");
     if (ea && ea->s && strcmp(ea->s, "none")) {
         if (!strcmp(ea->s, "silu"))
             l->epilogue = 1;
@@ -134,7 +137,7 @@ int kiln_gpu_layout_for(const KilnInst *q, const KilnFunc *f, KilnGpuLayout *out
         else
             return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': unknown epilogue '%s'", f->name, ea->s);
     }
-    l->out_dt = yt->dt;
+    l->out_dt = side ? KILN_F32 : yt->dt;
     if (l->out_dt != KILN_F32 && l->out_dt != KILN_F16 && l->out_dt != KILN_BF16)
         return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': output must be f32, f16 or bf16", f->name);
     const KilnAttr *la = kiln_get(q, "layout");

@@ -73,7 +73,9 @@ typedef struct KilnGpuLayout {
 
 /* Layout for a qgemm of f (arch from f's `target` attr: sm_80, sm_89, sm_90).
  * KILN_EINPUT for: a non-CUDA target, fp8 activations on sm_80, a group that is not
- * a multiple of KILN_GPU_BK (it need not divide K: ragged last group), dynamic percentile calibration, int4 activations. */
+ * a multiple of KILN_GPU_BK (it need not divide K: ragged last group), dynamic percentile calibration, int4 activations.
+ * A qgemm with `outliers` gets the layout of its int8 part alone: no bias, no activation,
+ * f32 out (the host runs the rest, ir/outliers.h). */
 int kiln_gpu_layout_for(const KilnInst *qgemm, const KilnFunc *f, KilnGpuLayout *out,
                         KilnDiag *d);
 /* Pack a quantized weight (ir.h storage, scales, zeros) into blob (l->pack_bytes). */

@@ -636,7 +636,7 @@ static void quantize_matrix_fast(const KilnQuantSpec *spec, const float *x, int6
     if (tensor) {
         if (!fixed) {
             float lo, hi;
-            kiln_slice_range(x, rows * cols, 1, spec->calib, spec->pct, &lo, &hi);
+            kiln_calib_range(spec, x, rows * cols, 1, &lo, &hi);
             tp = kiln_qparams_from_range(spec->fmt, sym, lo, hi);
         }
         scales[0] = tp.scale;
@@ -653,7 +653,7 @@ static void quantize_matrix_fast(const KilnQuantSpec *spec, const float *x, int6
             if (!fixed) {
                 float lo, hi;
                 int64_t sl = cols - j * len < len ? cols - j * len : len; /* ragged last */
-                kiln_slice_range(xr + j * len, sl, 1, spec->calib, spec->pct, &lo, &hi);
+                kiln_calib_range(spec, xr + j * len, sl, 1, &lo, &hi);
                 p = kiln_qparams_from_range(spec->fmt, sym, lo, hi);
             }
             rs[j] = p.scale;
@@ -713,6 +713,46 @@ int kiln_dequantize_matrix(const KilnQuantSpec *spec, const void *codes, const f
             int64_t si = spec->gran == KILN_GRAN_TENSOR ? 0 : r * per_row + c / len;
             KilnQParams p = {scales[si], (zeros && !sym) ? zeros[si] : 0};
             out[r * cols + c] = kiln_dequantize_value(spec->fmt, sym, p, kiln_code_get(dt, row, c));
+        }
+    }
+    return 0;
+}
+
+int kiln_quantize_matrix_with(const KilnQuantSpec *spec, const float *x, int64_t rows,
+                              int64_t cols, const float *scales, const int32_t *zeros, void *out,
+                              KilnDiag *d)
+{
+    int rc = check_spec(spec, rows, cols, true, zeros, d);
+    if (rc)
+        return rc;
+    bool sym = spec->symmetric || is_fp8(spec->fmt);
+    KilnDType dt = kiln_qformat_storage(spec->fmt, sym);
+    size_t rb = kiln_row_bytes(dt, cols);
+    int64_t len = slice_len(spec, cols), per_row = slices_per_row(len, cols);
+    int64_t ns = spec->gran == KILN_GRAN_TENSOR ? 1 : rows * per_row;
+    for (int64_t i = 0; i < ns; i++)
+        if (!(scales[i] > 0.0f) || !isfinite(scales[i]))
+            return kiln_diag_set(d, KILN_EINPUT, "scale %lld is %g: scales must be positive and finite",
+                                 (long long)i, (double)scales[i]);
+    for (int64_t r = 0; r < rows; r++) {
+        uint8_t *row = (uint8_t *)out + (size_t)r * rb;
+        for (int64_t c = 0; c < cols; c++) {
+            int64_t si = spec->gran == KILN_GRAN_TENSOR ? 0 : r * per_row + c / len;
+            KilnQParams p = {scales[si], (zeros && !sym) ? zeros[si] : 0};
+            int32_t code;
+            if (is_int(spec->fmt)) { /* the storage's whole range: a grid chosen elsewhere
+                                      * may use -8 / -128, which kiln's own rounding never does */
+                int32_t lo = sym ? -(1 << (kiln_qformat_bits(spec->fmt) - 1)) : 0;
+                int32_t hi = sym ? (1 << (kiln_qformat_bits(spec->fmt) - 1)) - 1
+                                 : (1 << kiln_qformat_bits(spec->fmt)) - 1;
+                float v = kiln_round_even(x[r * cols + c] / p.scale) + (float)p.zero;
+                code = !(v >= (float)lo) ? lo : v > (float)hi ? hi : (int32_t)v;
+                if (isnan(v))
+                    code = p.zero;
+            } else {
+                code = kiln_quantize_value(spec->fmt, sym, p, x[r * cols + c]);
+            }
+            kiln_code_set(dt, row, c, code);
         }
     }
     return 0;

@@ -50,6 +50,22 @@ typedef struct KilnQParams {
 void kiln_slice_range(const float *x, int64_t n, int64_t stride, KilnCalib calib, float pct,
                       float *lo, float *hi);
 
+/* Range of a slice for spec q's calib rule (same contract as kiln_slice_range):
+ * minmax and percentile as kiln_slice_range; mse: the clip of the minmax range
+ * [r*min, r*max] (for symmetric formats that is r*absmax), r on a grid of 100 ratios in
+ * (0,1], that minimises sum (x - dequant(quant(x)))^2 under q's format, symmetry and the
+ * scale kiln_qparams_from_range gives; r = 1 (minmax) unless a smaller clip is strictly
+ * better. At most 65536 values enter the error (every ceil(n/65536)-th, deterministic);
+ * min and max come from all of them. Defined in calib.c. */
+void kiln_calib_range(const KilnQuantSpec *q, const float *x, int64_t n, int64_t stride,
+                      float *lo, float *hi);
+
+/* out[i] = kiln_dequantize_value(f, sym, p, kiln_quantize_value(f, sym, p, x[i])), bit
+ * for bit, vectorized (out may be x). The error a format makes on data: calibration
+ * searches and the quant/ methods use it. Defined in calib.c. */
+void kiln_fake_quantize(KilnQFormat f, bool symmetric, KilnQParams p, const float *x, int64_t n,
+                        float *out);
+
 /* Scale/zero from a range. symmetric: scale = max(|lo|,|hi|)/qmax, zero 0.
  * asymmetric: scale = (hi-lo)/(2^bits-1), zero = clamp(round_even(-lo/scale), 0, 2^bits-1).
  * A zero range gives scale 1 (all codes 0 / the zero point). */
@@ -75,6 +91,13 @@ int kiln_quantize_matrix(const KilnQuantSpec *spec, const float *x, int64_t rows
 int kiln_dequantize_matrix(const KilnQuantSpec *spec, const void *codes, const float *scales,
                            const int32_t *zeros, int64_t rows, int64_t cols, float *out,
                            KilnDiag *d);
+
+/* kiln_quantize_matrix with the scales (and zeros, asymmetric int) given, one per
+ * slice as kiln_quantize_matrix writes them: the codes of a grid chosen elsewhere
+ * (GPTQ, a checkpoint). Quantizing scale·(code − zero) gives back the code. */
+int kiln_quantize_matrix_with(const KilnQuantSpec *spec, const float *x, int64_t rows,
+                              int64_t cols, const float *scales, const int32_t *zeros, void *out,
+                              KilnDiag *d);
 
 /* Read element i of a row of codes stored as dt (i8/u8/i4/u4/e4m3/e5m2) as an
  * int32 code; write likewise. Rows of i4/u4 are packed per ir.h. */

@@ -164,15 +164,15 @@ static int parse_spec(P *p, KilnQuantSpec *q)
     }
     unsigned seen = 0;
     while (!is_punct(p, '}')) {
-        static const char *const opts[] = {"dynamic", "pct", "scale", "zero"};
+        static const char *const opts[] = {"dynamic", "pct", "scale", "zero", "calib"};
         int o = -1;
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < 5; i++)
             if (is_word(p, opts[i]))
                 o = i;
         if (o < 0) {
             if (p->lx.t.kind == T_IDENT)
                 return fail_at(p, p->lx.t.line,
-                               "unknown spec option '%.*s' (valid: dynamic, pct=P, scale=S, zero=Z)",
+                               "unknown spec option '%.*s' (valid: dynamic, pct=P, calib=mse, scale=S, zero=Z)",
                                (int)(p->lx.t.n > 40 ? 40 : p->lx.t.n), p->lx.t.s);
             return expected(p, "a spec option or '}'", "");
         }
@@ -188,6 +188,16 @@ static int parse_spec(P *p, KilnQuantSpec *q)
         snprintf(where, sizeof where, "after '%s' in spec", opts[o]);
         if (expect_punct(p, '=', where))
             return KILN_EINPUT;
+        if (o == 4) { /* percentile is spelled pct=P, so calib= names only mse */
+            if (!is_word(p, "mse"))
+                return expected(p, "'mse'", "after 'calib=' in spec (a percentile is written pct=P)");
+            lex(p);
+            q->calib = KILN_CAL_MSE;
+        }
+        if ((seen & (1u << 1)) && (seen & (1u << 4)))
+            return fail_at(p, p->lx.t.line, "spec has both pct= and calib=mse: choose one");
+        if (o == 4)
+            continue;
         double v;
         int64_t z;
         if (o == 1) {
@@ -337,6 +347,46 @@ static const char *decode_str(P *p, const Tok *t)
     return out;
 }
 
+#define MAX_INTS ((int64_t)1 << 24)
+
+/* '[' [INT (',' INT)*] ']' into a->ints (arena); the current token is '['. */
+static int parse_ints(P *p, KilnAttr *a)
+{
+    int64_t n = 0, cap = 0, *v = NULL;
+    int rc = 0;
+    lex(p); /* '[' */
+    while (!rc && !is_punct(p, ']')) {
+        if (n > 0 && (rc = expect_punct(p, ',', "between list items")))
+            break;
+        if (n == MAX_INTS) {
+            rc = fail_at(p, p->lx.t.line, "list attribute '%s' has more than %lld items", a->key,
+                         (long long)MAX_INTS);
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            int64_t *nv = realloc(v, sizeof *v * (size_t)cap);
+            if (!nv) {
+                rc = fail_at(p, p->lx.t.line, "out of memory");
+                break;
+            }
+            v = nv;
+        }
+        rc = tok_int(p, INT64_MIN, INT64_MAX, "integer list item", &v[n]);
+        n += rc == 0;
+    }
+    if (!rc) {
+        int64_t *copy = kiln_arena_alloc(p->m->arena, sizeof(int64_t) * (size_t)(n ? n : 1));
+        if (n)
+            memcpy(copy, v, sizeof(int64_t) * (size_t)n);
+        a->ints = copy;
+        a->nints = n;
+        lex(p); /* ']' */
+    }
+    free(v);
+    return rc;
+}
+
 /* '{' key = value, ... '}' into attrs[*n]. */
 static int parse_attrs(P *p, KilnAttr *attrs, int *n, const char *owner)
 {
@@ -383,9 +433,13 @@ static int parse_attrs(P *p, KilnAttr *attrs, int *n, const char *owner)
             lex(p);
             if (parse_spec(p, &a.q))
                 return KILN_EINPUT;
+        } else if (is_punct(p, '[')) {
+            a.kind = KILN_ATTR_INTS;
+            if (parse_ints(p, &a))
+                return KILN_EINPUT;
         } else {
             snprintf(where, sizeof where, "for attribute '%.40s'", a.key);
-            return expected(p, "a value (int, float, \"string\", ident or {spec})", where);
+            return expected(p, "a value (int, float, \"string\", ident, {spec} or [ints])", where);
         }
         attrs[(*n)++] = a;
     }

@@ -145,6 +145,12 @@ static void print_attr_value(FILE *out, const KilnAttr *a)
         kiln_spec_print(&a->q, buf, sizeof buf);
         fprintf(out, "{%s}", buf);
         break;
+    case KILN_ATTR_INTS:
+        fputc('[', out);
+        for (int64_t i = 0; i < a->nints; i++)
+            fprintf(out, "%s%lld", i ? ", " : "", (long long)a->ints[i]);
+        fputc(']', out);
+        break;
     }
 }
 

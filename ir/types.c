@@ -155,6 +155,8 @@ int kiln_spec_print(const KilnQuantSpec *q, char *buf, size_t n)
         fmt_float(tmp, sizeof tmp, q->pct);
         w += snprintf(buf + w, n > (size_t)w ? n - w : 0, " pct=%s", tmp);
     }
+    if (q->calib == KILN_CAL_MSE)
+        w += snprintf(buf + w, n > (size_t)w ? n - w : 0, " calib=mse");
     if (q->scale != 0) {
         fmt_float(tmp, sizeof tmp, q->scale);
         w += snprintf(buf + w, n > (size_t)w ? n - w : 0, " scale=%s", tmp);
@@ -188,3 +190,36 @@ KilnTypeStr kiln_type_str(const KilnType *t)
 
 /* Exposed for the printer so floats print one way everywhere. */
 void kiln_format_float(char *buf, size_t n, double v) { fmt_float(buf, n, v); }
+
+/* The weight part of kiln_spec_print's text: "<fmt> <sym|asym> <tensor|channel|group=G>". */
+int kiln_spec_parse(const char *s, KilnQuantSpec *out)
+{
+    char fmt[16], sym[8], gran[32];
+    if (!s || sscanf(s, "%15s %7s %31s", fmt, sym, gran) != 3)
+        return -1;
+    KilnQuantSpec q = {0};
+    int i;
+    for (i = 1; i < KILN_NQFORMATS; i++)
+        if (!strcmp(fmt, kiln_qformat_name((KilnQFormat)i)))
+            break;
+    if (i == KILN_NQFORMATS)
+        return -1;
+    q.fmt = (KilnQFormat)i;
+    if (strcmp(sym, "sym") && strcmp(sym, "asym"))
+        return -1;
+    q.symmetric = !strcmp(sym, "sym");
+    if ((q.fmt == KILN_QF_FP8_E4M3 || q.fmt == KILN_QF_FP8_E5M2) && !q.symmetric)
+        return -1;
+    long g = 0;
+    char tail = 0;
+    if (!strcmp(gran, "tensor"))
+        q.gran = KILN_GRAN_TENSOR;
+    else if (!strcmp(gran, "channel"))
+        q.gran = KILN_GRAN_CHANNEL;
+    else if (sscanf(gran, "group=%ld%c", &g, &tail) == 1 && g > 0 && g <= (1 << 24))
+        q.gran = KILN_GRAN_GROUP, q.group = (int32_t)g;
+    else
+        return -1;
+    *out = q;
+    return 0;
+}

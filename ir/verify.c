@@ -95,6 +95,8 @@ static int check_spec(V *v, const char *what, const KilnQuantSpec *q, Role role,
         return bad(v, "%s: granularity token is for rank-2 activations", what);
     if (q->calib == KILN_CAL_PERCENTILE && !(q->pct > 0 && q->pct <= 100))
         return bad(v, "%s: pct=%g, expected in (0,100]", what, (double)q->pct);
+    if (q->calib == KILN_CAL_MSE && q->dynamic) /* kernels take dynamic scales by min/max */
+        return bad(v, "%s: calib=mse chooses a static scale, but the spec is dynamic", what);
     if (!(q->scale >= 0) || isinf(q->scale))
         return bad(v, "%s: scale=%g, expected finite and >= 0", what, (double)q->scale);
     if (q->symmetric && q->zero != 0)
@@ -142,6 +144,74 @@ static int check_unary_quant(V *v, const KilnType *x, const KilnType *r, int a)
     return check_spec(v, what, &r->q, role, r->rank, r->rank ? r->dim[r->rank - 1] : 0);
 }
 
+/* A column list attribute: [i0, i1, ...], strictly ascending, each in [0, cols). */
+static const KilnAttr *check_cols(V *v, const char *key, int64_t cols, int *rc)
+{
+    const KilnAttr *a = need_attr(v, key, KILN_ATTR_INTS, "a list of column indices [i, ...]", rc);
+    if (!a)
+        return NULL;
+    if (a->nints == 0) {
+        *rc = bad(v, "attribute '%s' is an empty list; list at least one column", key);
+        return NULL;
+    }
+    for (int64_t i = 0; i < a->nints; i++) {
+        if (a->ints[i] < 0 || a->ints[i] >= cols) {
+            *rc = bad(v, "attribute '%s': column %lld out of range 0..%lld", key,
+                      (long long)a->ints[i], (long long)cols - 1);
+            return NULL;
+        }
+        if (i > 0 && a->ints[i] <= a->ints[i - 1]) {
+            *rc = bad(v, "attribute '%s': columns must be strictly ascending (%lld after %lld)", key,
+                      (long long)a->ints[i], (long long)a->ints[i - 1]);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* gather_cols / zero_cols: x f32[R,C] and the idx list. */
+static int check_cols_op(V *v, const KilnType *x, const KilnType *r, int a)
+{
+    int rc = 0;
+    if (!plain(x, KILN_F32) || x->rank != 2)
+        return bad(v, "operand 1 (%%%s): expected f32[R,C], got %s", nm(v, a), kiln_type_str(x).s);
+    const KilnAttr *idx = check_cols(v, "idx", x->dim[1], &rc);
+    if (!idx)
+        return rc;
+    bool gather = v->in->op == KILN_OP_GATHER_COLS;
+    KilnType want = kiln_type2(KILN_F32, x->dim[0], gather ? idx->nints : x->dim[1]);
+    if (!kiln_type_eq(r, &want))
+        return bad(v, "result: expected %s, got %s", kiln_type_str(&want).s, kiln_type_str(r).s);
+    return 0;
+}
+
+/* The qgemm's outlier side path: `outliers` = the columns, and then a last operand
+ * wo f32[N, #columns]; only with int8 activations (docs/ir.md). */
+static int check_outliers(V *v, int64_t N, int64_t K, const KilnAttr *act)
+{
+    const KilnInst *in = v->in;
+    int rc = 0;
+    if (!kiln_get(in, "outliers")) {
+        if (in->nops > 3)
+            return bad(v, "4 operands, but no 'outliers' attribute says what operand 4 is");
+        return 0;
+    }
+    const KilnAttr *cols = check_cols(v, "outliers", K, &rc);
+    if (!cols)
+        return rc;
+    if (in->nops < 3)
+        return bad(v, "attribute 'outliers' needs the outlier weight f32[%lld,%lld] as the last "
+                      "operand", (long long)N, (long long)cols->nints);
+    int wo = in->ops[in->nops - 1];
+    const KilnType *t = ty(v, wo);
+    if (!plain(t, KILN_F32) || t->rank != 2 || t->dim[0] != N || t->dim[1] != cols->nints)
+        return bad(v, "operand %d (%%%s): expected the outlier weight f32[%lld,%lld], got %s",
+                   in->nops, nm(v, wo), (long long)N, (long long)cols->nints, kiln_type_str(t).s);
+    if (!act || act->kind != KILN_ATTR_SPEC || act->q.fmt != KILN_QF_INT8)
+        return bad(v, "attribute 'outliers' needs int8 activations (act = {int8 ...})");
+    return 0;
+}
+
 static int check_qgemm(V *v, const KilnType *r)
 {
     const KilnInst *in = v->in;
@@ -167,13 +237,16 @@ static int check_qgemm(V *v, const KilnType *r)
     int rc = f32w ? 0 : check_spec(v, what, &tw->q, ROLE_WEIGHT, 2, K);
     if (rc)
         return rc;
-    if (in->nops == 3) {
-        const KilnType *tb = ty(v, in->ops[2]);
+    int bias = kiln_qgemm_bias(in);
+    if (bias >= 0) {
+        const KilnType *tb = ty(v, bias);
         if (!plain(tb, KILN_F32) || tb->rank != 1 || tb->dim[0] != N)
-            return bad(v, "operand 3 (%%%s): expected bias f32[%lld], got %s", nm(v, in->ops[2]),
+            return bad(v, "operand 3 (%%%s): expected bias f32[%lld], got %s", nm(v, bias),
                        (long long)N, kiln_type_str(tb).s);
     }
     const KilnAttr *act = kiln_get(in, "act");
+    if ((rc = check_outliers(v, N, K, act)))
+        return rc;
     if (act) {
         if (act->kind != KILN_ATTR_SPEC)
             return bad(v, "attribute 'act' must be a spec");
@@ -319,6 +392,17 @@ static int check_op(V *v)
         if (!kiln_type_eq(r, ta))
             return bad(v, "result: expected %s, got %s", kiln_type_str(ta).s, kiln_type_str(r).s);
         return 0;
+    case KILN_OP_ADD:
+        if (!plain(ta, KILN_F32))
+            return bad(v, "operand 1 (%%%s): expected f32, got %s", nm(v, a), kiln_type_str(ta).s);
+        if (!kiln_type_eq(tb, ta))
+            return bad(v, "operand 2 (%%%s): expected %s (operand 1's type), got %s", nm(v, b),
+                       kiln_type_str(ta).s, kiln_type_str(tb).s);
+        if (!kiln_type_eq(r, ta))
+            return bad(v, "result: expected %s, got %s", kiln_type_str(ta).s, kiln_type_str(r).s);
+        return 0;
+    case KILN_OP_GATHER_COLS:
+    case KILN_OP_ZERO_COLS: return check_cols_op(v, ta, r, a);
     case KILN_OP_PREPACK:
         if (!quantized(ta) && !plain(ta, KILN_F32))
             return bad(v, "operand 1 (%%%s): expected a quantized or f32 weight, got %s",

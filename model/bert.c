@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/hfdir.h"
 #include "model/model.h"
 #include "model/modelfile.h"
 #include "model/tokenizer.h"
@@ -24,6 +25,7 @@ struct KilnBert {
     BertLayer *layers;
     KilnLinear *lin; /* nlayers * L_PER */
     KilnTokenizer *tok;
+    KilnCheckpoint *ck; /* a quantized directory: what the layers' `stored` point into */
 };
 
 static int cfg_int(const KilnJson *cfg, const char *key, int *out, KilnDiag *d)
@@ -36,10 +38,9 @@ static int cfg_int(const KilnJson *cfg, const char *key, int *out, KilnDiag *d)
     return 0;
 }
 
-static int load(const KilnModelFile *mf, const char *name, int64_t numel, float **out,
-                KilnDiag *d)
+static int load(KilnHfDir *h, const char *name, int64_t numel, float **out, KilnDiag *d)
 {
-    return kiln_load_f32_checked(mf, "model.safetensors", name, numel, out, d);
+    return kiln_hf_take(h, name, numel, out, d);
 }
 
 void kiln_bert_free(KilnBert *m)
@@ -54,23 +55,25 @@ void kiln_bert_free(KilnBert *m)
     free(m->layers);
     kiln_linears_free(m->lin, m->nlayers * L_PER);
     kiln_tok_free(m->tok);
+    kiln_checkpoint_free(m->ck);
+    free(m->ck);
     free(m);
 }
 
-static int load_all(KilnBert *m, const KilnModelFile *mf, KilnDiag *d)
+static int load_all(KilnBert *m, KilnHfDir *h, KilnDiag *d)
 {
     int64_t D = m->d;
-    int rc = load(mf, "embeddings.word_embeddings.weight", (int64_t)m->vocab * D, &m->wemb, d);
+    int rc = load(h, "embeddings.word_embeddings.weight", (int64_t)m->vocab * D, &m->wemb, d);
     if (!rc)
-        rc = load(mf, "embeddings.position_embeddings.weight", (int64_t)m->maxpos * D, &m->pemb, d);
+        rc = load(h, "embeddings.position_embeddings.weight", (int64_t)m->maxpos * D, &m->pemb, d);
     if (!rc) {
-        const KilnModelTensor *t = kiln_mf_find(mf, "embeddings.token_type_embeddings.weight");
-        rc = load(mf, "embeddings.token_type_embeddings.weight", t ? t->numel : D, &m->temb, d);
+        int64_t nt = kiln_hf_numel(h, "embeddings.token_type_embeddings.weight");
+        rc = load(h, "embeddings.token_type_embeddings.weight", nt > 0 ? nt : D, &m->temb, d);
     }
     if (!rc)
-        rc = load(mf, "embeddings.LayerNorm.weight", D, &m->eln_g, d);
+        rc = load(h, "embeddings.LayerNorm.weight", D, &m->eln_g, d);
     if (!rc)
-        rc = load(mf, "embeddings.LayerNorm.bias", D, &m->eln_b, d);
+        rc = load(h, "embeddings.LayerNorm.bias", D, &m->eln_b, d);
     static const char *const lnames[L_PER] = {"attention.self.query", "attention.self.key",
                                               "attention.self.value", "attention.output.dense",
                                               "intermediate.dense", "output.dense"};
@@ -84,18 +87,14 @@ static int load_all(KilnBert *m, const KilnModelFile *mf, KilnDiag *d)
             l->own_act = j == L_UP ? "gelu" : NULL; /* gelu(intermediate.dense(x)) */
             l->N = j == L_UP ? m->ffn : D;
             l->K = j == L_DOWN ? m->ffn : D;
-            snprintf(name, sizeof name, "%s.weight", l->name);
-            rc = load(mf, name, l->N * l->K, &l->w, d);
-            snprintf(name, sizeof name, "%s.bias", l->name);
-            if (!rc)
-                rc = load(mf, name, l->N, &l->b, d);
+            rc = kiln_hf_linear(h, l->name, l, true, d); /* stored when quantized */
         }
         const char *sub[2] = {"attention.output.LayerNorm", "output.LayerNorm"};
         float **dst[4] = {&bl->ln1_g, &bl->ln1_b, &bl->ln2_g, &bl->ln2_b};
         for (int j = 0; !rc && j < 4; j++) {
             snprintf(name, sizeof name, "encoder.layer.%d.%s.%s", i, sub[j / 2],
                      j % 2 ? "bias" : "weight");
-            rc = load(mf, name, D, dst[j], d);
+            rc = load(h, name, D, dst[j], d);
         }
     }
     return rc;
@@ -143,13 +142,17 @@ int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d)
         if (!m->layers || !m->lin)
             rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     }
-    KilnModelFile *mf = NULL;
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    KilnHfDir h = {0};
     if (!rc)
-        rc = kiln_mf_open(path, &mf, d);
+        rc = kiln_hf_open(dir, &h, d);
     if (!rc)
-        rc = load_all(m, mf, d);
-    kiln_mf_close(mf);
+        rc = load_all(m, &h, d);
+    if (!rc && kiln_hf_quantized(&h))
+        m->ck = kiln_hf_take_checkpoint(&h);
+    if (rc && m->lin) /* layers may point into the checkpoint kiln_hf_close frees */
+        for (int i = 0; i < m->nlayers * L_PER; i++)
+            m->lin[i].stored = NULL;
+    kiln_hf_close(&h);
     snprintf(path, sizeof path, "%s/vocab.txt", dir);
     if (!rc)
         rc = kiln_tok_wordpiece_load(path, &m->tok, d);
@@ -310,4 +313,24 @@ int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n
     }
     free(seg), free(ids), free(x), free(q), free(k), free(v), free(c), free(h), free(scr);
     return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
+}
+
+int kiln_bert_scale_sites(KilnBert *m, KilnScaleSite **out, int *n, KilnDiag *d)
+{
+    KilnScaleSite *s = calloc((size_t)m->nlayers * 4, sizeof *s);
+    if (!s)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int i = 0; i < m->nlayers; i++) {
+        int b = i * L_PER;
+        /* post-norm blocks: a LayerNorm's output is also the residual stream, so no
+         * norm can take a scale; q,k,v, intermediate (after LN) and output (after
+         * GELU) need a pre-scale. The attention output's channels are value's. */
+        s[i * 4 + 0] = (KilnScaleSite){{b + L_Q, b + L_K, b + L_V}, 3, NULL, NULL, -1};
+        s[i * 4 + 1] = (KilnScaleSite){{b + L_O}, 1, NULL, NULL, b + L_V};
+        s[i * 4 + 2] = (KilnScaleSite){{b + L_UP}, 1, NULL, NULL, -1};
+        s[i * 4 + 3] = (KilnScaleSite){{b + L_DOWN}, 1, NULL, NULL, -1};
+    }
+    *out = s;
+    *n = m->nlayers * 4;
+    return 0;
 }

@@ -19,6 +19,8 @@
 #define CALIB_RANGE "Gen1:1-3:24"
 #define EVAL_RANGE "John1:1-21:25"
 #define CALIB_ROWS 512 /* activation rows kept per layer for static scales */
+#define METHOD_TOKENS KILN_METHOD_TOKENS
+#define METHOD_SENTENCES KILN_METHOD_SENTENCES
 
 int kiln_model_path(const char *which, char *buf, size_t n, KilnDiag *d)
 {
@@ -445,6 +447,22 @@ static void recipe_label(const KilnRecipe *fr, const char *suffix, char *out, si
     snprintf(out, n, "%s%s", kiln_recipe_name(fr), suffix);
 }
 
+int kiln_calib_text(const char *text, char ***lines, int *n, KilnDiag *d)
+{
+    Lines cal = {0}, ev = {0};
+    char desc[512];
+    KilnEvalOpts o = {.text = text};
+    int rc = load_texts(&o, &cal, &ev, desc, sizeof desc, d);
+    lines_free(&ev);
+    if (rc) {
+        lines_free(&cal);
+        return rc;
+    }
+    *lines = cal.v;
+    *n = cal.n;
+    return 0;
+}
+
 int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
 {
     char path[4096], texts[512];
@@ -453,7 +471,11 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
     if (rc)
         return rc;
     struct stat st;
-    bool dec = !(stat(path, &st) == 0 && S_ISDIR(st.st_mode));
+    /* a .gguf file, or a Hugging Face directory whose config.json names a Llama: the
+     * decoder; any other directory: BERT */
+    bool isdir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    const char *arch = isdir ? kiln_hf_arch(path) : NULL;
+    bool dec = !isdir || (arch && !strcmp(arch, "llama"));
     Lines cal = {0}, ev = {0};
     KilnRunCtx rc_ = {0};
     KilnBert *bert = NULL;
@@ -490,9 +512,11 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
     char title[9000];
     if (!rc && dec) {
         snprintf(title, sizeof title,
-                 "kiln eval: %s = SmolLM2-135M-Instruct (Llama, %d linear layers; \"full precision\" "
-                 "= its Q4_1 GGUF dequantized to f32), recipe %s, target %s",
-                 path, nl, o->recipe, kiln_ctx_target(rc_.ctx));
+                 "kiln eval: %s = %s (Llama, %d linear layers; \"full precision\" = %s), recipe "
+                 "%s, target %s",
+                 path, isdir ? "a Hugging Face directory" : "SmolLM2-135M-Instruct", nl,
+                 isdir ? "its weights dequantized to f32" : "its Q4_1 GGUF dequantized to f32",
+                 o->recipe, kiln_ctx_target(rc_.ctx));
         char *txt = join(&ev, 0, ev.n), *ctxt = join(&cal, 0, cal.n);
         int want = o->tokens > 0 ? o->tokens : 1024;
         dc.window = o->window > 0 ? o->window : 512;
@@ -501,6 +525,9 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
             dc.stride = dc.window;
         dc.ids = malloc(sizeof(int32_t) * (size_t)(want + 1));
         int32_t *cids = malloc(sizeof(int32_t) * 256);
+        /* methods (gptq, awq, smoothquant) calibrate on more of the text */
+        int32_t *mids = malloc(sizeof(int32_t) * METHOD_TOKENS);
+        int nm = 0;
         const KilnTokenizer *tk = kiln_llama_tokenizer(llama, d);
         int nc = 0;
         if (!txt || !ctxt || !dc.ids || !cids)
@@ -510,6 +537,10 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
         if (!rc && (dc.ntok = kiln_tok_encode(tk, txt, 0, dc.ids, want, NULL, d)) < 0)
             rc = KILN_EINPUT;
         if (!rc && (nc = kiln_tok_encode(tk, ctxt, 0, cids, 256, NULL, d)) < 0)
+            rc = KILN_EINPUT;
+        if (!rc && !mids)
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        if (!rc && (nm = kiln_tok_encode(tk, ctxt, 0, mids, METHOD_TOKENS, NULL, d)) < 0)
             rc = KILN_EINPUT;
         if (!rc && dc.ntok < 2)
             rc = kiln_diag_set(d, KILN_EINPUT, "evaluation text has fewer than 2 tokens");
@@ -529,6 +560,14 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
         if (!rc) {
             rows[0].wbytes = weight_bytes(ls, nl);
             summarise_kernels(ls, nl, rows[0].kernels, sizeof rows[0].kernels);
+            double t0 = kiln_now_ms();
+            rc = kiln_llama_quant_prepare(llama, &rc_, mids, nm, o->verbose, d);
+            if (!rc && o->verbose && kiln_quant_needed(ls, nl, rc_.fr))
+                fprintf(stderr, "kiln eval: methods applied on %d calibration tokens in %.1f s\n", nm,
+                        (kiln_now_ms() - t0) / 1e3);
+        }
+        free(mids);
+        if (!rc) {
             capture(ls, nl, true);
             rc = kiln_llama_kv_init(llama, &ckv, &kvs, nc > 0 ? nc : 1, d);
         }
@@ -591,6 +630,10 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
             rows[0].ms_per_unit = ms / evs.n, rows[0].units_per_s = 1e3 * evs.n / ms;
             rows[0].wbytes = weight_bytes(ls, nl);
             summarise_kernels(ls, nl, rows[0].kernels, sizeof rows[0].kernels);
+            Lines cm = {cal.v, cal.n < METHOD_SENTENCES ? cal.n : METHOD_SENTENCES};
+            rc = kiln_bert_quant_prepare(bert, &rc_, (const char *const *)cm.v, cm.n, o->verbose, d);
+        }
+        if (!rc) {
             capture(ls, nl, true);
             Lines c32 = {cal.v, cal.n < 32 ? cal.n : 32};
             rc = kiln_bert_embed(bert, rc_.pool, (const char *const *)c32.v, c32.n, ce, NULL, d);

@@ -23,7 +23,11 @@ int kiln_kv_spec_from_recipe(const KilnRecipe *r, KilnKVSpec *out, KilnDiag *d)
     KilnModule *m = kiln_module_new();
     KilnFunc *f = NULL;
     /* K divisible by every plausible group size; nothing is allocated for it */
-    int rc = kiln_lower_layer(r, "kiln.kv_probe", 1, 64, 3 * 5 * 7 * 9 * 4096, "interp", m, &f, d);
+    /* a rule that says weights = stored gets any stored format: only kv_cache is read */
+    KilnQuantSpec any = {.fmt = KILN_QF_INT8, .symmetric = true, .gran = KILN_GRAN_CHANNEL};
+    KilnLowerOpts lo = {.stored = &any};
+    int rc = kiln_lower_layer_ex(r, "kiln.kv_probe", 1, 64, 3 * 5 * 7 * 9 * 4096, "interp", &lo, m,
+                                 &f, d);
     if (rc) {
         kiln_module_free(m);
         return rc;

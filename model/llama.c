@@ -7,27 +7,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "model/llama_internal.h"
 #include "model/model.h"
 #include "model/modelfile.h"
 #include "model/tokenizer.h"
 #include "runtime/runtime.h"
 
-enum { L_Q, L_K, L_V, L_O, L_GATE, L_UP, L_DOWN, L_PER };
-
-struct KilnLlama {
-    int nlayers, d, nh, nkv, hd, ffn, vocab, ctx_max;
-    float eps, theta;
-    float *emb;                /* [vocab, d] */
-    float **attn_norm, **ffn_norm, *out_norm;
-    KilnLinear *lin;           /* nlayers * L_PER, then lm_head */
-    KilnTokenizer *tok;
-    char tok_err[512]; /* why tok is NULL: the model still runs on token ids */
-};
-
 static const char *const gguf_names[L_PER] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                                               "ffn_gate", "ffn_up", "ffn_down"};
-static const char *const hf_names[L_PER] = {"self_attn.q_proj", "self_attn.k_proj",
+const char *const kiln_llama_hf_names[L_PER] = {"self_attn.q_proj", "self_attn.k_proj",
                                             "self_attn.v_proj", "self_attn.o_proj",
                                             "mlp.gate_proj",    "mlp.up_proj",
                                             "mlp.down_proj"};
@@ -62,7 +52,21 @@ void kiln_llama_free(KilnLlama *m)
     free(m->attn_norm), free(m->ffn_norm), free(m->out_norm);
     kiln_linears_free(m->lin, m->nlayers * L_PER + 1);
     kiln_tok_free(m->tok);
+    kiln_checkpoint_free(m->ck);
+    free(m->ck);
     free(m);
+}
+
+void kiln_llama_linear_init(const KilnLlama *m, int layer, int j, KilnLinear *l)
+{
+    int64_t D = m->d;
+    snprintf(l->name, sizeof l->name, "model.layers.%d.%s", layer, kiln_llama_hf_names[j]);
+    l->own_act = j == L_GATE ? "silu" : NULL; /* silu(gate_proj(x)) * up_proj(x) */
+    l->N = j == L_Q || j == L_O ? D
+           : j == L_K || j == L_V ? (int64_t)m->nkv * m->hd
+           : j == L_DOWN          ? D
+                                  : m->ffn;
+    l->K = j == L_DOWN ? m->ffn : D;
 }
 
 static int load_all(KilnLlama *m, const KilnModelFile *mf, KilnDiag *d)
@@ -80,14 +84,8 @@ static int load_all(KilnLlama *m, const KilnModelFile *mf, KilnDiag *d)
             rc = load(mf, name, D, &m->ffn_norm[i], d);
         for (int j = 0; !rc && j < L_PER; j++) {
             KilnLinear *l = &m->lin[i * L_PER + j];
-            snprintf(l->name, sizeof l->name, "model.layers.%d.%s", i, hf_names[j]);
-            l->own_act = j == L_GATE ? "silu" : NULL; /* silu(gate_proj(x)) * up_proj(x) */
+            kiln_llama_linear_init(m, i, j, l);
             snprintf(l->src, sizeof l->src, "blk.%d.%s", i, gguf_names[j]);
-            l->N = j == L_Q || j == L_O ? D
-                   : j == L_K || j == L_V ? (int64_t)m->nkv * m->hd
-                   : j == L_DOWN          ? D
-                                          : m->ffn;
-            l->K = j == L_DOWN ? m->ffn : D;
             snprintf(name, sizeof name, "%s.weight", l->src);
             rc = load(mf, name, l->N * l->K, &l->w, d);
         }
@@ -113,6 +111,9 @@ static int load_all(KilnLlama *m, const KilnModelFile *mf, KilnDiag *d)
 int kiln_llama_load(const char *path, KilnLlama **out, KilnDiag *d)
 {
     *out = NULL;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) /* a Hugging Face directory */
+        return kiln_llama_load_hf(path, out, d);
     KilnModelFile *mf = NULL;
     int rc = kiln_mf_open(path, &mf, d);
     if (rc)
@@ -331,4 +332,25 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
     }
     free(x), free(h), free(q), free(c), free(k), free(v), free(g), free(u), free(scr);
     return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
+}
+
+int kiln_llama_scale_sites(KilnLlama *m, KilnScaleSite **out, int *n, KilnDiag *d)
+{
+    KilnScaleSite *s = calloc((size_t)m->nlayers * 4, sizeof *s);
+    if (!s)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int i = 0; i < m->nlayers; i++) {
+        int b = i * L_PER;
+        /* pre-norm blocks: the norms' outputs feed only these layers, so they can take s */
+        s[i * 4 + 0] = (KilnScaleSite){{b + L_Q, b + L_K, b + L_V}, 3, m->attn_norm[i], NULL, -1};
+        /* attention output channels are v's channels when every head has its own v
+         * (no grouped-query sharing): then v's rows can take s */
+        s[i * 4 + 1] = (KilnScaleSite){{b + L_O}, 1, NULL, NULL, m->nkv == m->nh ? b + L_V : -1};
+        s[i * 4 + 2] = (KilnScaleSite){{b + L_GATE, b + L_UP}, 2, m->ffn_norm[i], NULL, -1};
+        /* silu(gate)·up is linear in up's rows */
+        s[i * 4 + 3] = (KilnScaleSite){{b + L_DOWN}, 1, NULL, NULL, b + L_UP};
+    }
+    *out = s;
+    *n = m->nlayers * 4;
+    return 0;
 }

@@ -43,6 +43,10 @@ typedef struct KilnLinear {
     char src[160];      /* the checkpoint's tensor name, minus ".weight" */
     int64_t N, K;
     float *w, *b;       /* owned; b may be NULL */
+    /* The layer as a quantized checkpoint stores it (model/checkpoint.h), for rules
+     * that say weights = stored; w is then its dequantized weight. NULL normally.
+     * Not owned: the model keeps the checkpoint it points into. */
+    const struct KilnQLinear *stored;
     kiln_layer *kl;     /* NULL: runs in f32 here (f32 baseline, or ignored) */
     bool bias_in_kernel;
     /* The activation the model itself applies to this layer's output ("silu" on
@@ -61,6 +65,24 @@ typedef struct KilnLinear {
     int64_t cap_rows, cap_max;
     float *tmp; /* scratch for tracking / f16 outputs */
     int64_t tmp_n;
+    /* Calibrated quantization (model/calib.c, docs/quant.md). stats: the input
+     * statistics being gathered (shared by the layers that read one input; only the
+     * one with stats_add feeds it). in_div [K]: x is divided by it before the layer
+     * (an AWQ/SmoothQuant scale no op could take); in_perm [K]: x[:, in_perm] is
+     * what the layer sees (GPTQ act_order "group", checkpoints with g_idx) — w is
+     * then stored in that column order too. qres: the weight grid chosen by a method
+     * or read from a checkpoint (weights, codes, scales, zeros), bound instead of
+     * kiln's round-to-nearest; q_format its spec text for weights = stored. */
+    struct KilnActStats *stats;
+    bool stats_add;
+    float *in_div;
+    int32_t *in_perm;
+    struct KilnQResult *qres; /* owns q_w, q_scale, q_zero */
+    float *q_w, *q_scale;
+    int32_t *q_zero;
+    char q_format[64];
+    float *xin; /* scratch for in_div / in_perm */
+    int64_t xin_n;
 } KilnLinear;
 
 /* Everything a model runs with: the kiln context, the recipe (NULL = f32), the
@@ -80,6 +102,49 @@ int kiln_linear_run(KilnLinear *l, struct KilnPool *pool, const float *x, int64_
 int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d);
 void kiln_linears_unbind(KilnLinear *ls, int n);
 void kiln_linears_free(KilnLinear *ls, int n);
+
+/* ------------------------------------------------------------------ calib.c */
+
+/* Layers that read one input, and what can absorb a per-input-channel scale s
+ * (x → x/s, W → W·diag(s)): a norm's weight (and bias) [K] that produces the input,
+ * or a linear layer `prev` whose output rows are the input's channels. */
+typedef struct KilnScaleSite {
+    int lin[3], nlin; /* indices into the model's linear layers */
+    float *norm_w, *norm_b;
+    int prev;         /* -1 when none */
+} KilnScaleSite;
+
+/* Runs the calibration text through the model (linear layers in f32). */
+typedef int (*KilnCalibRun)(void *arg, KilnDiag *d);
+
+/* Applies the recipe's methods (rc->fr: smoothquant, awq, gptq) to the model's
+ * linear layers: gathers input statistics with one calibration run, migrates
+ * scales into norms / previous layers (or in_div with prescale = true), and
+ * computes GPTQ grids into qres. Layers whose rule is round-to-nearest are left
+ * to kiln. verbose: one line per layer on stderr. Returns 0 when the recipe names
+ * no method too (nothing done). */
+int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int nsites,
+                       const KilnRunCtx *rc, KilnCalibRun run, void *arg, bool verbose,
+                       KilnDiag *d);
+/* True when some layer's rule names a method other than round-to-nearest. */
+bool kiln_quant_needed(const KilnLinear *ls, int n, const struct KilnRecipe *fr);
+/* The weight format the recipe gives layer l on rc's target ("int4 sym group=32"),
+ * resolved by the layout pass; "" for an f32 layer. */
+int kiln_quant_format(const KilnRunCtx *rc, const KilnLinear *l, char *buf, size_t n,
+                      KilnDiag *d);
+struct KilnLlama;
+struct KilnBert;
+/* kiln_quant_prepare for the two models: calibration tokens (a Llama) or sentences
+ * (BERT) run through the f32 model. */
+int kiln_llama_quant_prepare(struct KilnLlama *m, const KilnRunCtx *rc, const int32_t *ids, int n,
+                             bool verbose, KilnDiag *d);
+int kiln_bert_quant_prepare(struct KilnBert *m, const KilnRunCtx *rc, const char *const *texts,
+                            int n, bool verbose, KilnDiag *d);
+/* Binds a layer's checkpoint weights (l->stored) as its grid: qres, q_format and,
+ * for act-order g_idx, in_perm (w gathered the same way). */
+int kiln_quant_from_stored(KilnLinear *l, KilnDiag *d);
+/* Frees what kiln_quant_prepare (or a checkpoint load) attached to the layers. */
+void kiln_quant_release(KilnLinear *ls, int n);
 
 /* ------------------------------------------------------------------ kvcache.c */
 
@@ -130,6 +195,7 @@ struct KilnTokenizer;
 int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d);
 void kiln_bert_free(KilnBert *m);
 KilnLinear *kiln_bert_linears(KilnBert *m, int *n);
+int kiln_bert_scale_sites(KilnBert *m, KilnScaleSite **out, int *n, KilnDiag *d);
 int kiln_bert_dim(const KilnBert *m);
 /* Sentence embeddings (mean pooled over the tokens, L2 normalised), out[n][dim].
  * All sentences' tokens go through the linear layers as one batch; attention stays
@@ -143,6 +209,9 @@ typedef struct KilnLlama KilnLlama;
 int kiln_llama_load(const char *gguf_path, KilnLlama **out, KilnDiag *d);
 void kiln_llama_free(KilnLlama *m);
 KilnLinear *kiln_llama_linears(KilnLlama *m, int *n);
+/* The model's scale sites (q,k,v after the attention norm; o after v when the
+ * shapes allow; gate,up after the FFN norm; down after up). *out is malloc'd. */
+int kiln_llama_scale_sites(KilnLlama *m, KilnScaleSite **out, int *n, KilnDiag *d);
 int kiln_llama_vocab(const KilnLlama *m);
 int kiln_llama_ctx_max(const KilnLlama *m);
 /* NULL (d set) when the GGUF's tokenizer could not be built. */
@@ -159,7 +228,7 @@ int kiln_llama_forward(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv, con
 
 typedef struct KilnEvalOpts {
     const char *recipe; /* path */
-    const char *model;  /* "minilm", "smollm2", a directory (BERT) or a .gguf path */
+    const char *model;  /* "minilm", "smollm2", a .gguf path or a Hugging Face directory */
     const char *text;   /* NULL: the Bible text (bible-kjv-text) */
     int tokens;         /* decoder: tokens to score (0: default) */
     int sentences;      /* encoder: sentences (0: default) */
@@ -168,8 +237,33 @@ typedef struct KilnEvalOpts {
     bool per_layer, json, verbose;
 } KilnEvalOpts;
 
+/* Calibration for methods (gptq, awq, smoothquant): decoder tokens / encoder
+ * sentences of the calibration text. */
+#define KILN_METHOD_TOKENS 2048
+#define KILN_METHOD_SENTENCES 128
+
+/* The calibration text's lines (text NULL: the Bible's calibration range; else the
+ * first tenth of that file, as kiln eval splits it). *lines malloc'd, each line too. */
+int kiln_calib_text(const char *text, char ***lines, int *n, KilnDiag *d);
+
+/* ------------------------------------------------------------------ quantize.c */
+
+typedef struct KilnQuantizeOpts {
+    const char *recipe, *model, *out, *target, *text;
+    bool verbose;
+    bool dequant; /* also write OUT.kiln_dequant.safetensors: kiln's dequantized weights */
+} KilnQuantizeOpts;
+
+/* kiln quantize: the recipe's methods on the model, written as a compressed-tensors
+ * checkpoint into o->out (docs/checkpoints.md). */
+int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d);
+
 /* Default model locations ($KILN_MODELS_DIR, else ~/.cache/kiln/models). */
 int kiln_model_path(const char *which, char *buf, size_t n, KilnDiag *d);
+/* What a Hugging Face directory's config.json "architectures" names: "llama"
+ * (LlamaForCausalLM), "bert" (Bert*), or NULL (no config.json, or another model).
+ * (model/hfdir.c) */
+const char *kiln_hf_arch(const char *dir);
 int kiln_eval(const KilnEvalOpts *o, KilnDiag *d);
 
 #endif

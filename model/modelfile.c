@@ -17,7 +17,8 @@ static const char *const mt_names[] = {
     [KILN_MT_F64] = "F64",   [KILN_MT_I8] = "I8",     [KILN_MT_I16] = "I16",
     [KILN_MT_I32] = "I32",   [KILN_MT_I64] = "I64",   [KILN_MT_U8] = "U8",
     [KILN_MT_BOOL] = "BOOL", [KILN_MT_Q8_0] = "Q8_0", [KILN_MT_Q4_0] = "Q4_0",
-    [KILN_MT_Q4_1] = "Q4_1", [KILN_MT_OTHER] = "OTHER",
+    [KILN_MT_Q4_1] = "Q4_1", [KILN_MT_F8_E4M3] = "F8_E4M3", [KILN_MT_F8_E5M2] = "F8_E5M2",
+    [KILN_MT_OTHER] = "OTHER",
 };
 
 const char *kiln_mt_name(KilnModelType t)
@@ -34,6 +35,7 @@ size_t kiln_mt_elem_size(KilnModelType t)
     case KILN_MT_F32: case KILN_MT_I32: return 4;
     case KILN_MT_F16: case KILN_MT_BF16: case KILN_MT_I16: return 2;
     case KILN_MT_I8: case KILN_MT_U8: case KILN_MT_BOOL: return 1;
+    case KILN_MT_F8_E4M3: case KILN_MT_F8_E5M2: return 1;
     default: return 0;
     }
 }
@@ -407,6 +409,8 @@ static void convert_plain(KilnModelType t, const uint8_t *p, int64_t n, float *y
         case KILN_MT_F64: { double v; memcpy(&v, p + 8 * i, 8); y[i] = (float)v; break; }
         case KILN_MT_I8: y[i] = (float)(int8_t)p[i]; break;
         case KILN_MT_U8: y[i] = (float)p[i]; break;
+        case KILN_MT_F8_E4M3: y[i] = kiln_fp8_e4m3_decode(p[i]); break;
+        case KILN_MT_F8_E5M2: y[i] = kiln_fp8_e5m2_decode(p[i]); break;
         case KILN_MT_BOOL: y[i] = p[i] ? 1.0f : 0.0f; break;
         case KILN_MT_I16: y[i] = (float)(int16_t)rd16(p + 2 * i); break;
         case KILN_MT_I32: { int32_t v; memcpy(&v, p + 4 * i, 4); y[i] = (float)v; break; }
@@ -427,8 +431,8 @@ int kiln_mf_load_f32(const KilnModelFile *mf, const char *name, float **out, Kil
     if (!block && kiln_mt_elem_size(t->type) == 0)
         return kiln_diag_set(d, KILN_EINPUT,
                              "%s: tensor '%s' has type %s, which kiln cannot load (supported: "
-                             "F32, F16, BF16, F64, I8, I16, I32, I64, U8, BOOL, Q8_0, Q4_0, "
-                             "Q4_1)", mf->path, name, mf->type_names[idx]);
+                             "F32, F16, BF16, F64, I8, I16, I32, I64, U8, BOOL, F8_E4M3, "
+                             "F8_E5M2, Q8_0, Q4_0, Q4_1)", mf->path, name, mf->type_names[idx]);
     if ((uint64_t)t->numel > SIZE_MAX / sizeof(float) / 2)
         return kiln_diag_set(d, KILN_EINPUT, "%s: tensor '%s' is too large to load", mf->path,
                              name);

@@ -26,6 +26,8 @@ typedef enum {
     KILN_MT_Q8_0, /* GGUF: blocks of 32: f16 d, 32 x i8 */
     KILN_MT_Q4_0, /* GGUF: blocks of 32: f16 d, 16 bytes of nibbles, value (q - 8) * d */
     KILN_MT_Q4_1, /* GGUF: blocks of 32: f16 d, f16 m, 16 bytes of nibbles, value q * d + m */
+    KILN_MT_F8_E4M3, /* safetensors F8_E4M3 / F8_E5M2 (ir/numerics.h decodes them) */
+    KILN_MT_F8_E5M2,
     KILN_MT_OTHER,
 } KilnModelType;
 
@@ -75,7 +77,7 @@ bool kiln_mf_meta_array_int(const KilnModelFile *mf, const char *key, int64_t i,
 bool kiln_mf_meta_array_float(const KilnModelFile *mf, const char *key, int64_t i, double *out);
 
 /* Writes a safetensors file: tensors in the given order, data copied from each
- * KilnModelTensor's data (types F32/F16/BF16/I8/U8/I32/I64 only), optional string
+ * KilnModelTensor's data (plain types and F8_E4M3/F8_E5M2; not the GGUF blocks), optional string
  * metadata (n_meta key/value pairs). Atomic (temp file + rename). */
 int kiln_safetensors_write(const char *path, const KilnModelTensor *tensors, int n,
                            const char *const *meta_kv, int n_meta, KilnDiag *d);

@@ -8,7 +8,9 @@
 #include <time.h>
 
 #include "ir/numerics.h"
+#include "frontend/recipe.h"
 #include "model/model.h"
+#include "quant/quant.h"
 #include "model/modelfile.h"
 #include "runtime/runtime.h"
 
@@ -218,6 +220,26 @@ static void apply_act(const char *act, float *y, int64_t n)
 int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, float *y,
                     KilnDiag *d)
 {
+    if (l->stats && l->stats_add) /* calibration for a method: the model's own input */
+        kiln_actstats_add(l->stats, x, M);
+    if (l->in_div || l->in_perm) { /* what the (scaled / permuted) weights expect */
+        if (M * l->K > l->xin_n) {
+            float *t = realloc(l->xin, sizeof(float) * (size_t)(M * l->K));
+            if (!t)
+                return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+            l->xin = t, l->xin_n = M * l->K;
+        }
+        for (int64_t m = 0; m < M; m++) {
+            const float *xr = x + m * l->K;
+            float *o = l->xin + m * l->K;
+            for (int64_t k = 0; k < l->K; k++)
+                o[k] = xr[l->in_perm ? l->in_perm[k] : k];
+            if (l->in_div)
+                for (int64_t k = 0; k < l->K; k++)
+                    o[k] /= l->in_div[k];
+        }
+        x = l->xin;
+    }
     if (l->cap && l->cap_rows < l->cap_max) {
         int64_t r = M < l->cap_max - l->cap_rows ? M : l->cap_max - l->cap_rows;
         memcpy(l->cap + l->cap_rows * l->K, x, sizeof(float) * (size_t)(r * l->K));
@@ -272,7 +294,20 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
         l->act_fused = false;
         if (!rc || !rc->recipe)
             continue;
-        kiln_layer_desc desc = {l->name, l->N, l->K, l->w, l->b, l->cap, l->cap_rows};
+        if (l->stored && rc->fr) { /* the rule decides: as stored, or re-quantized from w */
+            int ri = kiln_recipe_ignored(rc->fr, l->name) ? -1 : kiln_recipe_match(rc->fr, l->name);
+            if (ri >= 0 && kiln_recipe_rule_stored(rc->fr, ri) && kiln_quant_from_stored(l, d))
+                return d->code;
+        }
+        kiln_layer_desc desc = {.name = l->name, .N = l->N, .K = l->K, .weight = l->w,
+                                .bias = l->b, .calib_x = l->cap, .calib_rows = l->cap_rows};
+        if (l->q_w) { /* a method's or a checkpoint's grid */
+            desc.weight = l->q_w;
+            desc.weight_scale = l->q_scale;
+            desc.weight_zero = l->q_zero;
+        }
+        if (l->q_format[0])
+            desc.weight_format = l->q_format;
         kiln_layer *kl = NULL;
         if (kiln_layer_create(rc->ctx, rc->recipe, &desc, &kl))
             return kiln_diag_set(d, KILN_EINPUT, "layer %s (%lldx%lld): %s", l->name,
@@ -321,11 +356,13 @@ void kiln_linears_free(KilnLinear *ls, int n)
     if (!ls)
         return;
     kiln_linears_unbind(ls, n);
+    kiln_quant_release(ls, n);
     for (int i = 0; i < n; i++) {
         free(ls[i].w);
         free(ls[i].b);
         free(ls[i].cap);
         free(ls[i].tmp);
+        free(ls[i].xin);
     }
     free(ls);
 }

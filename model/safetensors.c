@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "model/modelfile_internal.h"
@@ -22,7 +23,7 @@ static const StDtype st_dtypes[] = {
     {"BF16", KILN_MT_BF16, 2}, {"I64", KILN_MT_I64, 8},    {"I32", KILN_MT_I32, 4},
     {"I16", KILN_MT_I16, 2},   {"I8", KILN_MT_I8, 1},      {"U8", KILN_MT_U8, 1},
     {"BOOL", KILN_MT_BOOL, 1}, {"U16", KILN_MT_OTHER, 2},  {"U32", KILN_MT_OTHER, 4},
-    {"U64", KILN_MT_OTHER, 8}, {"F8_E4M3", KILN_MT_OTHER, 1}, {"F8_E5M2", KILN_MT_OTHER, 1},
+    {"U64", KILN_MT_OTHER, 8}, {"F8_E4M3", KILN_MT_F8_E4M3, 1}, {"F8_E5M2", KILN_MT_F8_E5M2, 1},
     {"F8_E8M0", KILN_MT_OTHER, 1},
 };
 
@@ -287,6 +288,8 @@ int kiln_safetensors_write(const char *path, const KilnModelTensor *tensors, int
     }
     snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
     int fd = mkstemp(tmp);
+    if (fd >= 0) /* mkstemp makes 0600; a model file is for others (servers) to read too */
+        (void)fchmod(fd, 0644);
     FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!f) {
         rc = ERR("%s: cannot create: %s", tmp, strerror(errno));

@@ -1,6 +1,7 @@
 /* model/tokenizer.h — the tokenizers of the two real models, in C: BERT WordPiece
  * (uncased, basic tokenization + greedy longest-match-first) and byte-level BPE from a
- * GGUF file's vocabulary and merges (GPT-2 style byte mapping and pre-tokenization). */
+ * GGUF file's vocabulary and merges or a tokenizer.json (GPT-2 style byte mapping and
+ * pre-tokenization). */
 #ifndef KILN_TOKENIZER_H
 #define KILN_TOKENIZER_H
 
@@ -16,6 +17,12 @@ int kiln_tok_wordpiece_load(const char *vocab_path, KilnTokenizer **out, KilnDia
 /* Byte-level BPE from GGUF metadata: tokenizer.ggml.tokens, tokenizer.ggml.merges,
  * tokenizer.ggml.bos_token_id / eos_token_id, tokenizer.ggml.pre. */
 int kiln_tok_bpe_from_gguf(const KilnModelFile *mf, KilnTokenizer **out, KilnDiag *d);
+/* Byte-level BPE from a Hugging Face tokenizer.json: model.vocab, model.merges ("a b"
+ * strings or ["a", "b"] pairs), added_tokens (matched whole in the raw text), a ByteLevel
+ * pre-tokenizer, optionally after Digits(individual_digits). bos / eos: the ids
+ * config.json names (-1: none). */
+int kiln_tok_bpe_from_hf_json(const char *path, int32_t bos, int32_t eos, KilnTokenizer **out,
+                              KilnDiag *d);
 void kiln_tok_free(KilnTokenizer *t);
 
 /* Encode UTF-8 text. add_special: WordPiece adds [CLS] ... [SEP]; BPE adds nothing

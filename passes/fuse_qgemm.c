@@ -136,6 +136,47 @@ static bool formats_pair(const ActMatch *am, const KilnType *wt)
     return am->act.fmt == KILN_QF_INT8 && !w_fp8;
 }
 
+static bool same_cols(const KilnAttr *a, const KilnAttr *b)
+{
+    return a && b && a->kind == KILN_ATTR_INTS && b->kind == KILN_ATTR_INTS &&
+           a->nints == b->nints && a->nints > 0 &&
+           !memcmp(a->ints, b->ints, sizeof(int64_t) * (size_t)a->nints);
+}
+
+/* The LLM.int8() split lowering writes for a rule with outliers (docs/ir.md):
+ *   %xi = zero_cols %x {idx}   ... int8 path on %xi ...   %y = matmul(%xd, %wd)
+ *   %xo = gather_cols %x {idx}   %yo = matmul %xo, %wo   %ys = add %y, %yo
+ * The qgemm then reads %x itself, takes %wo as its last operand and idx as `outliers`. */
+typedef struct {
+    int x, wo;     /* the qgemm's activations and outlier weight */
+    const int64_t *idx; /* arena-owned (the attribute itself moves when insts grow) */
+    int64_t n;
+    int add;       /* index of the add (continues the epilogue chain) */
+    int dead[3];   /* side matmul, then gather_cols of x and zero_cols when unused */
+} SideMatch;
+
+static bool match_side(KilnFunc *f, const ActMatch *am, KilnInst *u, int cur, SideMatch *sm)
+{
+    KilnInst *zi = def_of(f, am->x);
+    if (!am->has_act || am->act.fmt != KILN_QF_INT8 || !zi || zi->op != KILN_OP_ZERO_COLS ||
+        !u || u->op != KILN_OP_ADD || u->nops != 2 || (u->ops[0] == cur) == (u->ops[1] == cur))
+        return false;
+    int o = u->ops[0] == cur ? u->ops[1] : u->ops[0];
+    KilnInst *om = def_of(f, o);
+    if (!om || om->op != KILN_OP_MATMUL || om->nops != 2 || single_user(f, o) != u)
+        return false;
+    KilnInst *xo = def_of(f, om->ops[0]);
+    const KilnAttr *idx = kiln_get(zi, "idx");
+    if (!xo || xo->op != KILN_OP_GATHER_COLS || xo->ops[0] != zi->ops[0] ||
+        !same_cols(idx, kiln_get(xo, "idx")) || !is_f32(f, om->ops[1]) ||
+        !is_f32(f, zi->ops[0]))
+        return false;
+    *sm = (SideMatch){.x = zi->ops[0], .wo = om->ops[1], .idx = idx->ints, .n = idx->nints,
+                      .add = index_of(f, u),
+                      .dead = {index_of(f, om), index_of(f, xo), index_of(f, zi)}};
+    return true;
+}
+
 /* Try to fuse the matmul at index mi; true when it was replaced. */
 static bool fuse_one(KilnFunc *f, int mi)
 {
@@ -148,11 +189,17 @@ static bool fuse_one(KilnFunc *f, int mi)
 
     /* Absorb the epilogue chain: bias_add, then silu|gelu, then a cast to f16|bf16,
      * each only when it is the sole user (otherwise the f32 value is needed). */
-    int chain[4] = {mi}, nchain = 1, bias = -1;
+    int chain[5] = {mi}, nchain = 1, bias = -1;
     const char *epilogue = NULL;
     KilnDType out_dt = KILN_F32;
     int cur = mm->result;
     KilnInst *u = single_user(f, cur);
+    SideMatch side = {.wo = -1};
+    if (match_side(f, &am, u, cur, &side)) {
+        chain[nchain++] = side.add;
+        cur = u->result;
+        u = single_user(f, cur);
+    }
     if (u && u->op == KILN_OP_BIAS_ADD && u->ops[0] == cur && u->ops[1] != cur) {
         const KilnType *bt = &f->values[u->ops[1]].type;
         if (bt->rank == 1 && bt->dt == KILN_F32 && bt->q.fmt == KILN_QF_NONE) {
@@ -184,8 +231,12 @@ static bool fuse_one(KilnFunc *f, int mi)
     rt.dt = out_dt;
     const char *name = f->values[cur].name;
     f->values[cur].name = kiln_pass_fresh_name(f, name ? name : "y");
-    int ops[3] = {am.x, q, bias};
-    int y = kiln_insert(f, last, KILN_OP_QGEMM, ops, bias >= 0 ? 3 : 2, rt,
+    int ops[4] = {side.wo >= 0 ? side.x : am.x, q}, nops = 2;
+    if (bias >= 0)
+        ops[nops++] = bias;
+    if (side.wo >= 0)
+        ops[nops++] = side.wo;
+    int y = kiln_insert(f, last, KILN_OP_QGEMM, ops, nops, rt,
                         name ? name : kiln_pass_fresh_name(f, "y"));
     /* kiln_insert shifted every instruction from `last` on by one */
     for (int i = 0; i < nchain; i++)
@@ -194,6 +245,8 @@ static bool fuse_one(KilnFunc *f, int mi)
         am.feeders[i] += am.feeders[i] >= last;
     if (wdeq >= 0)
         wdeq += wdeq >= last;
+    for (int i = 0; side.wo >= 0 && i < 3; i++)
+        side.dead[i] += side.dead[i] >= last;
 
     KilnInst *qg = &f->insts[last];
     if (am.has_act)
@@ -202,16 +255,22 @@ static bool fuse_one(KilnFunc *f, int mi)
         kiln_set_ident(f, qg, "act_dtype", kiln_dtype_name(am.act_dtype));
     if (epilogue)
         kiln_set_ident(f, qg, "epilogue", epilogue);
+    if (side.wo >= 0)
+        kiln_set_ints(f, qg, "outliers", side.idx, side.n);
 
     kiln_replace_uses(f, cur, y);
     for (int i = 0; i < nchain; i++)
         f->insts[chain[i]].dead = true;
-    /* The dequantizes (and the activation casts/quantizes) feeding only the matmul
-     * are now unused; drop them here, innermost last, so a fused layer reads clean
-     * without waiting for dce. */
-    int feed[4] = {wdeq, 0, 0, 0}, nfeed = wdeq >= 0 ? 1 : 0;
+    if (side.wo >= 0)
+        f->insts[side.dead[0]].dead = true; /* the side matmul: its one user was the add */
+    /* The dequantizes (and the activation casts/quantizes, the outlier split's column
+     * ops) feeding only the matmul are now unused; drop them here, innermost last, so a
+     * fused layer reads clean without waiting for dce. */
+    int feed[6] = {wdeq}, nfeed = wdeq >= 0 ? 1 : 0;
     for (int i = 0; i < am.nfeeders; i++)
         feed[nfeed++] = am.feeders[i];
+    for (int i = 1; side.wo >= 0 && i < 3; i++)
+        feed[nfeed++] = side.dead[i];
     for (int i = 0; i < nfeed; i++) {
         KilnInst *fi = &f->insts[feed[i]];
         if (!fi->dead && kiln_count_uses(f, fi->result) == 0)

@@ -370,7 +370,7 @@ static int cpu_layout(Pick *p, KilnLayout *l, KilnDiag *d)
     KilnDType out_dt = p->f->values[p->qg->result].type.dt;
     KilnDiag ld = {0};
     int rc = kiln_layout_make(p->t->name, p->wt, p->has_act ? &act : NULL, p->act_dtype,
-                              p->qg->nops > 2, epi, out_dt, l, &ld);
+                              kiln_qgemm_bias(p->qg) >= 0, epi, out_dt, l, &ld);
     if (rc) {
         const char *msg = strncmp(ld.msg, "qgemm: ", 7) == 0 ? ld.msg + 7 : ld.msg;
         return kiln_diag_set(d, rc, "layer \"%s\": %%%s = qgemm: %s (target %s)", p->layer,
@@ -463,6 +463,25 @@ static int pick_cpu(Pick *p, KilnDiag *d)
     return KILN_OK;
 }
 
+/* The LLM.int8() side path (docs/targets.md): where the f32 half runs on this target. */
+static void outliers_note(Pick *p)
+{
+    const KilnAttr *o = kiln_get(p->qg, "outliers");
+    if (!o || o->kind != KILN_ATTR_INTS)
+        return;
+    int64_t K = p->f->values[p->qg->ops[0]].type.dim[1];
+    append(p->why, sizeof p->why,
+           "; outliers: %lld of %lld input columns are left out of the int8 activations and "
+           "multiplied in f32 against their f32 weight columns, added before the epilogue%s",
+           (long long)o->nints, (long long)K,
+           p->t->kind == KILN_TGT_CPU    ? " (the kernel is the int8 part alone, f32 out; the "
+                                           "f32 columns, bias, activation and output rounding run "
+                                           "after it in the runtime)"
+           : p->t->kind == KILN_TGT_CUDA ? " (the kernel is the int8 part alone, f32 out; the "
+                                           "f32 columns and epilogue run on the host after it)"
+                                         : "");
+}
+
 /* ---------------------------------------------------------------- driver */
 
 static int pick_one(KilnFunc *f, int qi, const KilnTarget *t, KilnDiag *d)
@@ -494,6 +513,7 @@ static int pick_one(KilnFunc *f, int qi, const KilnTarget *t, KilnDiag *d)
         return rc;
     if (p.note[0])
         append(p.why, sizeof p.why, "; %s", p.note);
+    outliers_note(&p);
     kiln_set_str(f, p.qg, "layout", p.layout);
     kiln_set_str(f, p.qg, "why", p.why);
     return KILN_OK;

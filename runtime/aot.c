@@ -93,6 +93,15 @@ static int read_kernel(const Ctx *c, const KilnJson *o, KilnAotKernel *k)
         return KILN_EINPUT;
     if (nr > 4096)
         return field_err(c, "nr", "must be at most 4096", kiln_json_get(o, "nr"));
+    /* kiln_lower_layer's shape limits: the layout's byte counts (N x K codes, scales per
+     * group) then stay far inside 64 bits for whatever reads this manifest */
+    int64_t nk;
+    if (k->M > ((int64_t)1 << 40) || k->N > ((int64_t)1 << 40) || k->K > ((int64_t)1 << 40) ||
+        __builtin_mul_overflow(k->N, k->K, &nk) || nk > ((int64_t)1 << 50))
+        return kiln_diag_set(c->d, KILN_EINPUT,
+                             "%s: kernels[%d]: shape M=%lld N=%lld K=%lld is beyond kiln's limits "
+                             "(each at most 2^40, N x K at most 2^50)",
+                             c->path, c->index, (long long)k->M, (long long)k->N, (long long)k->K);
     k->nr = (int)nr;
     if (!is_c_ident(k->symbol))
         return kiln_diag_set(c->d, KILN_EINPUT,

@@ -44,7 +44,7 @@ static const char *fmt_name(int i) { return kiln_qformat_name((KilnQFormat)i); }
 static const char *gran_name(int i) { return kiln_gran_name((KilnGran)i); }
 static const char *dtype_name(int i) { return kiln_dtype_name((KilnDType)i); }
 static const char *epi_name(int i) { return i == 1 ? "silu" : i == 2 ? "gelu" : "none"; }
-static const char *calib_name(int i) { return i ? "percentile" : "minmax"; }
+static const char *calib_name(int i) { return i == KILN_CAL_MSE ? "mse" : i ? "percentile" : "minmax"; }
 
 static int get_bool(const Where *w, const KilnJson *o, const char *obj, const char *key,
                     bool required, bool *out)
@@ -78,7 +78,7 @@ static int read_spec(const Where *w, const KilnJson *o, const char *obj, bool ac
         return KILN_EINPUT;
     q->fmt = (KilnQFormat)fmt;
     q->gran = (KilnGran)gran;
-    if (kiln_json_get(o, "calib") && get_name(w, o, obj, "calib", calib_name, 2, &calib))
+    if (kiln_json_get(o, "calib") && get_name(w, o, obj, "calib", calib_name, 3, &calib))
         return KILN_EINPUT;
     q->calib = (KilnCalib)calib;
     const KilnJson *v = member(o, "pct", KILN_JSON_NUMBER);

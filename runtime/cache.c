@@ -23,6 +23,7 @@
 
 struct KilnCache {
     char *dir;
+    bool readonly; /* entries are read, nothing is written */
 };
 
 static int mkdir_p(const char *path, KilnDiag *d)
@@ -37,8 +38,10 @@ static int mkdir_p(const char *path, KilnDiag *d)
             continue;
         char c = buf[i];
         buf[i] = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-            int e = errno;
+        /* an existing directory may sit on a read-only file system (EROFS) */
+        struct stat st;
+        int e = mkdir(buf, 0755) == 0 ? 0 : errno;
+        if (e && e != EEXIST && (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))) {
             kiln_diag_set(d, KILN_EINPUT, "cannot create cache directory %s: %s", buf,
                           strerror(e));
             free(buf);
@@ -50,10 +53,18 @@ static int mkdir_p(const char *path, KilnDiag *d)
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
         return kiln_diag_set(d, KILN_EINPUT, "cache directory %s is not a directory", path);
-    if (access(path, W_OK | X_OK) != 0)
-        return kiln_diag_set(d, KILN_EINPUT, "cache directory %s is not writable: %s", path,
-                             strerror(errno));
     return 0;
+}
+
+/* 0: a writable directory; 1: one kiln can read but not write (a read-only cache). */
+static int cache_dir_access(const char *path, KilnDiag *d)
+{
+    if (access(path, W_OK | X_OK) == 0)
+        return 0;
+    if (access(path, R_OK | X_OK) == 0)
+        return 1;
+    return kiln_diag_set(d, KILN_EINPUT, "cache directory %s is not readable: %s", path,
+                         strerror(errno));
 }
 
 /* A writer that died between mkstemp and rename leaves a .tmp- file behind; one
@@ -101,7 +112,9 @@ int kiln_cache_open(const char *dir, KilnCache **out, KilnDiag *d)
     size_t n = strlen(path);
     while (n > 1 && path[n - 1] == '/')
         path[--n] = '\0';
-    int rc = mkdir_p(path, d);
+    int rc = mkdir_p(path, d), ro = 0;
+    if (!rc && (ro = cache_dir_access(path, d)) != 0 && ro != 1)
+        rc = ro;
     if (rc) {
         free(path);
         return rc;
@@ -112,12 +125,15 @@ int kiln_cache_open(const char *dir, KilnCache **out, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     }
     c->dir = path;
-    remove_stale_temps(path);
+    c->readonly = ro == 1;
+    if (!c->readonly)
+        remove_stale_temps(path);
     *out = c;
     return 0;
 }
 
 const char *kiln_cache_dir(const KilnCache *c) { return c->dir; }
+bool kiln_cache_readonly(const KilnCache *c) { return c->readonly; }
 
 void kiln_cache_close(KilnCache *c)
 {
@@ -254,6 +270,8 @@ int kiln_cache_put(KilnCache *c, const char *key_material, size_t len, const voi
 {
     if (!c || (!key_material && len) || (!blob && blob_len))
         return kiln_diag_set(d, KILN_EINPUT, "kiln_cache_put: no cache, key or blob");
+    if (c->readonly)
+        return 0;
     char path[4096], tmp[4096];
     if (kiln_cache_entry_path(c, key_material, len, path, sizeof path) != 0 ||
         snprintf(tmp, sizeof tmp, "%s/.tmp-XXXXXX", c->dir) >= (int)sizeof tmp)
@@ -265,9 +283,14 @@ int kiln_cache_put(KilnCache *c, const char *key_material, size_t len, const voi
     kiln_sha256(key_material, len, hdr + 56);
 
     int fd = mkstemp(tmp);
-    if (fd < 0)
+    if (fd < 0) {
+        int e = errno;
+        /* a directory that turned out unwritable is read-only from now on: one warning */
+        if (e == EACCES || e == EPERM || e == EROFS)
+            c->readonly = true;
         return kiln_diag_set(d, KILN_EINPUT, "cannot create a temporary file in %s: %s", c->dir,
-                             strerror(errno));
+                             strerror(e));
+    }
     const char *step = NULL;
     if (fchmod(fd, 0644) != 0)
         step = "chmod";

@@ -8,9 +8,9 @@
 
 #include "runtime/runtime.h"
 
-/* Duplicate keys are checked by a linear scan; this bound keeps that scan cheap
- * on hostile input. Manifests list kernels in an array, not an object. */
-#define KILN_JSON_MAX_MEMBERS 10000
+/* Members of one object (tokenizer.json vocabularies hold ~10^5; duplicate keys are
+ * found through a hash of the keys, so the bound only limits memory). */
+#define KILN_JSON_MAX_MEMBERS (1 << 22)
 
 typedef struct {
     const char *s, *end, *p;
@@ -372,7 +372,56 @@ static int parse_array(Parser *ps, KilnJson *v, int depth)
     }
 }
 
+/* Open-addressing set of an object's key indices (+1; 0 empty), for duplicates. */
+typedef struct {
+    uint32_t *slot;
+    size_t mask;
+} KeySet;
+
+static uint64_t key_hash(const char *k)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 1099511628211ull;
+    return h;
+}
+
+/* Adds key n of v unless an equal key is there: returns 1 duplicate, -1 no memory. */
+static int keyset_add(KeySet *ks, const KilnJson *v, size_t n)
+{
+    if ((n + 1) * 2 > ks->mask) { /* keep it at most half full */
+        size_t cap = ks->mask ? (ks->mask + 1) * 4 : 16;
+        uint32_t *slot = calloc(cap, sizeof *slot);
+        if (!slot)
+            return -1;
+        free(ks->slot);
+        ks->slot = slot, ks->mask = cap - 1;
+        for (size_t i = 0; i < n; i++) {
+            size_t h = key_hash(v->keys[i]) & ks->mask;
+            while (ks->slot[h])
+                h = (h + 1) & ks->mask;
+            ks->slot[h] = (uint32_t)i + 1;
+        }
+    }
+    size_t h = key_hash(v->keys[n]) & ks->mask;
+    for (; ks->slot[h]; h = (h + 1) & ks->mask)
+        if (strcmp(v->keys[ks->slot[h] - 1], v->keys[n]) == 0)
+            return 1;
+    ks->slot[h] = (uint32_t)n + 1;
+    return 0;
+}
+
+static int parse_members(Parser *ps, KilnJson *v, int depth, KeySet *ks);
+
 static int parse_object(Parser *ps, KilnJson *v, int depth)
+{
+    KeySet ks = {0};
+    int rc = parse_members(ps, v, depth, &ks);
+    free(ks.slot);
+    return rc;
+}
+
+static int parse_members(Parser *ps, KilnJson *v, int depth, KeySet *ks)
 {
     v->kind = KILN_JSON_OBJECT;
     ps->p++;
@@ -398,19 +447,22 @@ static int parse_object(Parser *ps, KilnJson *v, int depth)
         size_t klen;
         if (parse_string(ps, &key, &klen))
             return ps->err;
-        for (size_t i = 0; i < v->len; i++) {
-            if (strcmp(v->keys[i], key) == 0) {
-                ps->p = key_at;
-                ps->line = key_line;
-                ps->line_start = key_line_start;
-                fail(ps, "duplicate key \"%.200s\" in object", key);
+        v->keys[v->len] = key;
+        int dup = keyset_add(ks, v, v->len);
+        if (dup) {
+            if (dup < 0) {
                 free(key);
-                return ps->err;
+                return fail(ps, "out of memory");
             }
+            ps->p = key_at;
+            ps->line = key_line;
+            ps->line_start = key_line_start;
+            fail(ps, "duplicate key \"%.200s\" in object", key);
+            free(key);
+            return ps->err;
         }
         KilnJson *it = &v->items[v->len];
         memset(it, 0, sizeof *it);
-        v->keys[v->len] = key;
         v->len++;
         skip_ws(ps);
         if (ps->p >= ps->end || *ps->p != ':')

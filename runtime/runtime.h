@@ -81,9 +81,12 @@ void kiln_sha256_hex(const uint8_t digest[32], char hex[65]);
  * reported on stderr, deleted and treated as a miss. */
 typedef struct KilnCache KilnCache;
 
-/* dir NULL (or ""): $KILN_CACHE_DIR, else $HOME/.cache/kiln. Created with parents. */
+/* dir NULL (or ""): $KILN_CACHE_DIR, else $HOME/.cache/kiln. Created with parents. A
+ * directory kiln can read but not write opens read-only: its entries are used, puts
+ * store nothing (and a put that finds the directory unwritable makes it read-only). */
 int kiln_cache_open(const char *dir, KilnCache **out, KilnDiag *d);
 const char *kiln_cache_dir(const KilnCache *c);
+bool kiln_cache_readonly(const KilnCache *c);
 /* 0 hit (*blob malloc'd, caller frees), 1 miss, KILN_E* on bad arguments. */
 int kiln_cache_get(KilnCache *c, const char *key_material, size_t len, void **blob,
                    size_t *blob_len, KilnDiag *d);

@@ -54,7 +54,7 @@ static void test_open_without_driver(void **state)
     KilnDiag d2 = {0};
     float x = 0, y = 0;
     KilnFunc dummy = {0};
-    assert_int_equal(kiln_gpu_run_layer(&dummy, &x, 1, NULL, NULL, &y, false, &d2), KILN_ENODEV);
+    assert_int_equal(kiln_gpu_run_layer(&dummy, &x, 1, NULL, NULL, NULL, &y, false, &d2), KILN_ENODEV);
     assert_non_null(strstr(d2.msg, "no CUDA driver found"));
     char arch[16];
     KilnDiag d3 = {0};

@@ -10,8 +10,11 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "frontend/recipe.h"
 #include "test_util.h"
@@ -558,7 +561,6 @@ static void test_sandbox(void **state)
         "                    'collectgarbage', 'print'}) do\n"
         "  assert(rawget(_G, n) == nil, n)\n"
         "end\n"
-        "assert(string.dump == nil)\n"
         "assert(math.floor(2.5) == 2 and table.concat({'a', 'b'}) == 'ab')\n"
         "-- a helper function with multiple assignment inside a table is not a duplicate key\n"
         "local cfg = { f = function() local a, b = 1, 2; local c, b2 = a, b; return c + b2 end }\n"
@@ -692,6 +694,275 @@ static void test_mutations(void **state)
     assert_true(loaded > 0 && failed > 0);
 }
 
+/* method = ...: names, options, defaults, what the IR records; weights = stored. */
+static void test_methods(void **state)
+{
+    (void)state;
+    const char *src =
+        "return recipe 'm' {\n"
+        " rule '*.q_proj' { weights = int4 { group = 32 },\n"
+        "   method = { 'smoothquant', 'gptq', alpha = 0.7, damp = 0.02, block = 64, act_order = 'group' } },\n"
+        " rule '*.k_proj' { weights = int4 { group = 64, method = 'awq' } },\n"
+        " rule '*.v_proj' { weights = int8, method = { 'awq', grid = 10, clip = false, prescale = true } },\n"
+        " rule '*.o_proj' { weights = stored, activations = int8 },\n"
+        " rule '*' { weights = int8 },\n"
+        "}\n";
+    KilnRecipe *r = NULL;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_recipe_load_string(src, strlen(src), "m.lua", &r, &d), 0);
+    const KilnMethod *m = kiln_recipe_rule_method(r, 0);
+    assert_true(m->smoothquant && m->gptq && !m->awq);
+    assert_true(fabsf(m->alpha - 0.7f) < 1e-6f && fabsf(m->damp - 0.02f) < 1e-6f);
+    assert_int_equal(m->block, 64);
+    assert_int_equal(m->act_order, 2);
+    char b[64];
+    assert_string_equal(kiln_method_name(m, b, sizeof b), "smoothquant+gptq");
+    m = kiln_recipe_rule_method(r, 1);
+    assert_true(m->awq && !m->gptq && m->clip && m->grid == 20);
+    m = kiln_recipe_rule_method(r, 2);
+    assert_true(m->awq && !m->clip && m->prescale && m->grid == 10);
+    m = kiln_recipe_rule_method(r, 4);
+    assert_string_equal(kiln_method_name(m, b, sizeof b), "rtn");
+    assert_true(kiln_recipe_rule_stored(r, 3));
+    assert_false(kiln_recipe_rule_stored(r, 4));
+    KilnModule *mod = kiln_module_new();
+    KilnFunc *f = NULL;
+    assert_int_equal(kiln_lower_layer(r, "a.q_proj", 1, 64, 64, "interp", mod, &f, &d), 0);
+    assert_string_equal(fattr_s(f, "method"), "smoothquant_gptq");
+    /* stored: an error without the model's format, its format with one */
+    assert_int_equal(kiln_lower_layer(r, "a.o_proj", 1, 64, 64, "interp", mod, &f, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "says weights = stored, but the model has no quantized weights"));
+    KilnQuantSpec st = {.fmt = KILN_QF_INT4, .symmetric = false, .gran = KILN_GRAN_GROUP, .group = 32};
+    KilnLowerOpts lo = {.stored = &st};
+    d = (KilnDiag){0};
+    assert_int_equal(kiln_lower_layer_ex(r, "b.o_proj", 1, 64, 64, "interp", &lo, mod, &f, &d), 0);
+    assert_string_equal(fattr_s(f, "method"), "stored");
+    assert_string_equal(type_str(f, 1, b), "u4[64,64]{int4 asym group=32}");
+    KilnQuantSpec fp8 = {.fmt = KILN_QF_FP8_E4M3, .symmetric = true, .gran = KILN_GRAN_CHANNEL};
+    lo.stored = &fp8; /* int8 activations cannot pair with fp8 weights */
+    assert_int_equal(kiln_lower_layer_ex(r, "c.o_proj", 1, 64, 64, "interp", &lo, mod, &f, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "int8 activations but the stored weights are fp8_e4m3"));
+    kiln_module_free(mod);
+    kiln_recipe_free(r);
+    /* spec text round trip used by weights = stored */
+    KilnQuantSpec q;
+    assert_int_equal(kiln_spec_parse("int4 asym group=128", &q), 0);
+    assert_true(q.fmt == KILN_QF_INT4 && !q.symmetric && q.gran == KILN_GRAN_GROUP && q.group == 128);
+    assert_int_equal(kiln_spec_parse("fp8_e5m2 sym channel", &q), 0);
+    assert_int_equal(kiln_spec_parse("fp8_e5m2 asym channel", &q), -1);
+    assert_int_equal(kiln_spec_parse("int4 sym group=0", &q), -1);
+    assert_int_equal(kiln_spec_parse("int4 sym", &q), -1);
+}
+
+/* ------------------------------------------------------------------ sandbox and include */
+
+/* Every capability the sandbox leaves out is refused with a message that says so, at the
+ * line that reached for it, in the recipe that did (d.file); pcall cannot swallow it. */
+static void test_sandbox_refusals(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *src;
+        int line;
+        const char *sub;
+    } cases[] = {
+        {"os.execute('touch /tmp/kiln-sandbox-escaped')", 1, "'os' is not available in a recipe"},
+        {"local p = io.popen('id')", 1, "'io' is not available in a recipe"},
+        {"-- read a file\nlocal f = io.open('/etc/passwd')", 2, "'io' is not available"},
+        {"local x = 1\nlocal lfs = require('lfs')", 2, "'require' is not available"},
+        {"local f = load('\\27Lua', 'x', 'b')", 1, "'load' is not available"},
+        {"local f = load('return 1', 'x', 't')", 1, "'load' is not available"},
+        {"dofile('/etc/passwd')", 1, "'dofile' is not available"},
+        {"local f = loadfile('/etc/passwd')", 1, "'loadfile' is not available"},
+        {"local s = string.dump(function() end)", 1, "string.dump is not available in a recipe"},
+        {"collectgarbage('stop')", 1, "'collectgarbage' is not available"},
+        {"debug.sethook()", 1, "'debug' is not available"},
+        {"print('hello')", 1, "'print' is not available"},
+        {"local p = package.loadlib('libc.so.6', 'system')", 1, "'package' is not available"},
+        {"setmetatable('', {__index = function() return 1 end})", 1, "table expected, got string"},
+        {"getmetatable('').__index = function() return 1 end", 1, "attempt to index a string value"},
+        {"-- a refusal cannot be caught and ignored\nlocal ok = pcall(function() return os end)\n"
+         "return recipe 'x' { rule '*' { weights = int8 } }",
+         2, "'os' is not available"},
+        {"\x1bLuaT\x01\x02", 1, "precompiled Lua chunk; recipes must be source text"},
+        {"local n = 0\nwhile true do n = n + 1 end", 2, "Lua instructions (an endless loop?)"},
+        {"local t = {}\nfor i = 1, 64 do t[i] = string.rep('x', 1 << 22) .. i end", 2, "MiB of memory"},
+        {"collectgarbage = nil; local t = {} for i = 1, 1e8 do t[i] = {} end", 1, "MiB of memory"},
+        /* C loops the instruction budget cannot see: refused before they start */
+        {"local i = string.find(string.rep('a', 30), string.rep('a*', 12) .. 'b')", 1,
+         "string.find: pattern 'a*a*a*a*a*a*a*a*a*a*a*a*b' has too many repeated items"},
+        {"for w in string.gmatch(string.rep('ab', 40), '(.-)(.-)(.-)(.-)(.-)x') do end", 1,
+         "string.gmatch: pattern"},
+        {"table.move({}, 1, 1 << 50, 2)", 1, "table.move: more than 16777216 elements"},
+        {"return recipe 'x' {\n rule 'a*a*a*a*a*b' { match = 'lua', weights = int8 } }", 2,
+         "to match a 1000-byte string"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_error(cases[i].src, cases[i].line, cases[i].sub);
+    /* what the sandbox keeps works, and the string metatable is out of reach */
+    KilnRecipe *r = load_str("assert(getmetatable('') == 'locked')\n"
+                             "assert(('ab'):rep(2) == 'abab' and ('x.y'):find('.', 1, true) == 2)\n"
+                             "assert(not pcall(setmetatable, 'x', {}))\n"
+                             "assert(string.rep('', 1 << 50) == '' and string.rep('ab', 2, ',') == 'ab,ab')\n"
+                             "assert(table.move({1, 2, 3}, 1, 3, 2)[4] == 3)\n"
+                             "assert(select(2, string.gsub('a.b.c', '%.', '/')) == 2)\n"
+                             "assert(string.match('model.layers.7.mlp', '^model%.layers%.(%d+)%..*$') == '7')\n"
+                             "return recipe 'kept' { rule '*' { weights = int8 } }\n");
+    kiln_recipe_free(r);
+}
+
+#define SANDBOX SRC "/tests/recipes_sandbox/"
+
+/* Load a recipe file expecting an error at the root recipe's `line` whose message
+ * contains sub1 and sub2. */
+static void expect_file_error(const char *path, int line, const char *sub1, const char *sub2)
+{
+    KilnRecipe *r = NULL;
+    KilnDiag d = {0};
+    int rc = kiln_recipe_load(path, &r, &d);
+    bool ok = rc == KILN_EINPUT && !r && d.file && !strcmp(d.file, path) && d.line == line &&
+              strstr(d.msg, sub1) && (!sub2 || strstr(d.msg, sub2));
+    if (!ok)
+        fprintf(stderr, "%s: expected %d: %s ... %s\n     got %d: %s (rc %d)\n", path, line, sub1,
+                sub2 ? sub2 : "", d.line, d.msg, rc);
+    assert_true(ok);
+}
+
+static KilnRecipe *load_file(const char *path)
+{
+    KilnRecipe *r = NULL;
+    KilnDiag d = {0};
+    int rc = kiln_recipe_load(path, &r, &d);
+    if (rc)
+        fprintf(stderr, "%s:%d: %s\n", path, d.line, d.msg);
+    assert_int_equal(rc, 0);
+    return r;
+}
+
+/* include "x.lua" runs a recipe file from the same directory and returns its value;
+ * errors inside it name the included file and line, at the root's include line. */
+static void test_include(void **state)
+{
+    (void)state;
+    KilnRecipe *r = load_file(SANDBOX "include-main.lua");
+    assert_string_equal(kiln_recipe_name(r), "include-main");
+    assert_int_equal(kiln_recipe_nrules(r), 3);
+    assert_int_equal(kiln_recipe_match(r, "model.layers.1.mlp.up_proj"), 0);
+    assert_int_equal(kiln_recipe_match(r, "model.layers.1.self_attn.q_proj"), 1);
+    assert_int_equal(kiln_recipe_match(r, "lm_head"), 2);
+    KilnModule *m = kiln_module_new();
+    char b[128];
+    KilnFunc *f = lower(r, m, "model.layers.1.mlp.up_proj", 1, 8, 128, NULL);
+    assert_string_equal(type_str(f, 1, b), "i4[8,128]{int4 sym group=32}");
+    kiln_module_free(m);
+    kiln_recipe_free(r);
+
+    r = load_file(SANDBOX "include-nested.lua");
+    assert_int_equal(kiln_recipe_nrules(r), 3);
+    assert_string_equal(kiln_recipe_rule_pattern(r, 2), "lm_head");
+    kiln_recipe_free(r);
+
+    expect_file_error(SANDBOX "include-broken.lua", 2,
+                      "in included file " SANDBOX "broken-rules.lua:4: unknown name 'int3'", NULL);
+    expect_file_error(SANDBOX "include-syntax.lua", 3, "in included file " SANDBOX "syntax-error.lua:",
+                      "'}' expected");
+    expect_file_error(SANDBOX "include-cycle.lua", 2, "in included file " SANDBOX "cycle-b.lua:2: ",
+                      "include cycle: cycle-a.lua -> cycle-b.lua -> cycle-a.lua");
+    expect_file_error(SANDBOX "include-endless.lua", 2, "Lua instructions",
+                      "in included file " SANDBOX "endless.lua:3");
+
+    expect_error("local r = include '../recipes/w4a8.lua'", 1, "in the same directory as the recipe can be included (no '/')");
+    expect_error("local r = include 'sub/x.lua'", 1, "no '/'");
+    expect_error("local r = include '..lua'", 1, "must not contain '..'");
+    expect_error("local r = include 'w4a8'", 1, "must end in .lua");
+    expect_error("local r = include '.lua'", 1, "must end in .lua");
+    expect_error("\nlocal r = include(42)", 2, "include needs a file name");
+    expect_error("local r = include 'a\\0b.lua'", 1, "contains a NUL byte");
+    expect_error("local r = include 'no-such-recipe.lua'", 1, "no such file next to the recipe");
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Include depth (8 below the root at most), and what is not a plain file beside the
+ * recipe: symbolic links (even to a recipe), FIFOs (no blocking), directories, and
+ * files over the size limit. */
+static void test_include_limits(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kiln-include-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256], text[256];
+    /* d0 (the root) -> d1 -> ... -> d8 works; e0 -> ... -> e9 is one too deep */
+    for (int i = 0; i <= 9; i++) {
+        snprintf(path, sizeof path, "%s/d%d.lua", dir, i);
+        snprintf(text, sizeof text, i == 8 ? "return { rule '*' { weights = int8 } }\n"
+                                            : "return include 'd%d.lua'\n", i + 1);
+        write_text(path, text);
+        snprintf(path, sizeof path, "%s/e%d.lua", dir, i);
+        snprintf(text, sizeof text, i == 9 ? "return { rule '*' { weights = int8 } }\n"
+                                            : "return include 'e%d.lua'\n", i + 1);
+        write_text(path, text);
+    }
+    snprintf(path, sizeof path, "%s/root8.lua", dir);
+    write_text(path, "return recipe 'deep' (include 'd1.lua')\n");
+    KilnRecipe *r = load_file(path);
+    assert_int_equal(kiln_recipe_nrules(r), 1);
+    kiln_recipe_free(r);
+    snprintf(path, sizeof path, "%s/root9.lua", dir);
+    write_text(path, "return recipe 'deep' (include 'e1.lua')\n");
+    expect_file_error(path, 1, "e8.lua:1: include \"e9.lua\": includes nested more than 8 deep", NULL);
+
+    char target[300], link[300], fifo[300], sub[300], big[300];
+    snprintf(target, sizeof target, "%s/d8.lua", dir);
+    snprintf(link, sizeof link, "%s/link.lua", dir);
+    assert_int_equal(symlink(target, link), 0);
+    snprintf(fifo, sizeof fifo, "%s/fifo.lua", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    snprintf(sub, sizeof sub, "%s/sub.lua", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    snprintf(big, sizeof big, "%s/big.lua", dir);
+    FILE *f = fopen(big, "w");
+    assert_non_null(f);
+    for (int i = 0; i < (1 << 20) / 16 + 1; i++)
+        fputs("-- 16 bytes ...\n", f);
+    fclose(f);
+    static const struct {
+        const char *name, *sub;
+    } bad[] = {{"link.lua", "symbolic link"},
+               {"fifo.lua", "not a regular file"},
+               {"sub.lua", "not a regular file"},
+               {"big.lua", "too large"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(path, sizeof path, "%s/root-%zu.lua", dir, i);
+        snprintf(text, sizeof text, "-- includes %s\nreturn recipe 'x' (include '%s')\n", bad[i].name,
+                 bad[i].name);
+        write_text(path, text);
+        expect_file_error(path, 2, bad[i].sub, bad[i].name);
+        unlink(path);
+    }
+    unlink(link);
+    unlink(fifo);
+    unlink(big);
+    rmdir(sub);
+    for (int i = 0; i <= 9; i++) {
+        snprintf(path, sizeof path, "%s/d%d.lua", dir, i);
+        unlink(path);
+        snprintf(path, sizeof path, "%s/e%d.lua", dir, i);
+        unlink(path);
+    }
+    snprintf(path, sizeof path, "%s/root8.lua", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/root9.lua", dir);
+    unlink(path);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -709,8 +980,12 @@ int main(void)
         cmocka_unit_test(test_inline_errors),
         cmocka_unit_test(test_sandbox),
         cmocka_unit_test(test_limits_are_quick),
+        cmocka_unit_test(test_sandbox_refusals),
+        cmocka_unit_test(test_include),
+        cmocka_unit_test(test_include_limits),
         cmocka_unit_test(test_shipped_recipes),
         cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_methods),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

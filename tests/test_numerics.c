@@ -575,6 +575,10 @@ static void ref_range(const float *x, int64_t n, const KilnQuantSpec *q, float *
         kiln_slice_range(x, n, 1, q->calib, q->pct, lo, hi);
         return;
     }
+    if (q->calib == KILN_CAL_MSE) {
+        kiln_calib_range(q, x, n, 1, lo, hi);
+        return;
+    }
     float mn = 0, mx = 0;
     for (int64_t i = 0; i < n; i++)
         if (isfinite(x[i])) {
@@ -690,6 +694,8 @@ static void random_matrices(int rounding)
                         q.calib = KILN_CAL_PERCENTILE;
                         q.pct = 99.0f;
                     }
+                    if (it == 9 && rounding == FE_TONEAREST) /* MSE clip per slice: the */
+                        q.calib = KILN_CAL_MSE; /* definition is kiln_calib_range, test_quant.c */
                     float *x = malloc(sizeof *x * (size_t)(rows * cols));
                     assert_non_null(x);
                     /* magnitudes from tiny to huge; specials; exact .5 ties of the scale */

@@ -209,7 +209,16 @@ static int build_layer(Aot *s, KilnCompiler *c, int li)
     int e = EXIT_OK;
     bool hit = false, cal = false;
     char symbol[64];
-    int rc = kiln_lower_layer(s->r, l->name, l->M, l->N, l->K, s->t.name, m, &f, &d);
+    /* The outlier split needs an f32 side path and the epilogue after the kernel, which
+     * the AOT manifest and runtime do not carry */
+    int rc = kiln_recipe_outliers(s->r, l->name, NULL, NULL)
+                 ? kiln_diag_set(&d, KILN_EINPUT,
+                                 "layer '%s': its rule has outliers = {...}, which kiln aot does "
+                                 "not support yet (the f32 outlier columns and the epilogue run "
+                                 "after the int8 kernel, outside the AOT kernel ABI); build the "
+                                 "layer with the JIT API (kiln_layer_create) or drop outliers "
+                                 "from the rule", l->name)
+                 : kiln_lower_layer(s->r, l->name, l->M, l->N, l->K, s->t.name, m, &f, &d);
     if (!rc)
         rc = kiln_run_pipeline(m, &s->t, NULL, &d);
     const KilnInst *g = rc ? NULL : kiln_find_qgemm(f);
@@ -463,7 +472,7 @@ void tool_aot_jw_spec(KilnJsonWriter *w, const KilnQuantSpec *q, KilnDType stora
     jw_kv_str(w, "granularity", kiln_gran_name(q->gran));
     if (q->gran == KILN_GRAN_GROUP)
         jw_kv_int(w, "group", q->group);
-    jw_kv_str(w, "calib", q->calib == KILN_CAL_PERCENTILE ? "percentile" : "minmax");
+    jw_kv_str(w, "calib", q->calib == KILN_CAL_PERCENTILE ? "percentile" : q->calib == KILN_CAL_MSE ? "mse" : "minmax");
     if (q->calib == KILN_CAL_PERCENTILE) {
         kiln_jw_key(w, "pct");
         kiln_jw_double(w, q->pct);

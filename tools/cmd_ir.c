@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "frontend/recipe.h"
+#include "ir/outliers.h"
 #include "passes/passes.h"
 #include "tool.h"
 
@@ -26,16 +27,39 @@ int cmd_targets(const ToolArgs *a)
     return EXIT_OK;
 }
 
+/* One layer; a rule with outliers = {...} takes its columns from the layer's synthetic
+ * calibration batch (tool_layer_calib), as `kiln run` calibrates. */
+static int lower_one(const ToolArgs *a, const KilnRecipe *r, const char *layer,
+                     const char *target, KilnModule *m, KilnDiag *d)
+{
+    KilnFunc *f;
+    KilnLowerOpts lo = {0};
+    float th, frac;
+    int64_t *idx = NULL;
+    if (kiln_recipe_outliers(r, layer, &th, &frac)) {
+        float *xc = tool_layer_calib(a->seed, r, layer, a->M, a->K);
+        idx = malloc(sizeof(int64_t) * (size_t)a->K);
+        lo.noutliers = xc && idx ? kiln_outlier_pick(xc, a->M, a->K, th, frac, idx) : -1;
+        lo.outlier_idx = idx;
+        free(xc);
+        if (lo.noutliers < 0) {
+            free(idx);
+            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        }
+    }
+    int rc = kiln_lower_layer_ex(r, layer, a->M, a->N, a->K, target, &lo, m, &f, d);
+    free(idx);
+    return rc;
+}
+
 /* Lower the layers a command works on into m: the named one, or one example per rule. */
 int tool_lower(const ToolArgs *a, const KilnRecipe *r, const char *target, KilnModule *m,
                KilnDiag *d)
 {
-    KilnFunc *f;
     if (a->layer)
-        return kiln_lower_layer(r, a->layer, a->M, a->N, a->K, target, m, &f, d);
+        return lower_one(a, r, a->layer, target, m, d);
     for (int i = 0; i < kiln_recipe_nrules(r); i++) {
-        int rc = kiln_lower_layer(r, kiln_recipe_rule_example(r, i), a->M, a->N, a->K, target, m,
-                                  &f, d);
+        int rc = lower_one(a, r, kiln_recipe_rule_example(r, i), target, m, d);
         if (rc)
             return rc;
     }

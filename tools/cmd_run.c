@@ -105,7 +105,7 @@ static KilnFunc *reference_func(KilnModule *m, const KilnFunc *q, const KilnInst
     kiln_set_str(f, kiln_last(f), "name", name);
     int ops[2] = {x, w};
     int y = kiln_emit(f, KILN_OP_MATMUL, ops, 2, kiln_type2(KILN_F32, M, N), NULL);
-    if (g->op == KILN_OP_QGEMM && g->nops == 3) {
+    if (kiln_qgemm_bias(g) >= 0) {
         snprintf(name, sizeof name, "%s.bias", q->name);
         int b = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type1(KILN_F32, N), "b");
         kiln_set_str(f, kiln_last(f), "name", name);
@@ -208,6 +208,7 @@ typedef struct RunCtx {
     const KilnTarget *t;
     kiln_ctx *api;
     kiln_recipe *recipe;
+    const KilnRecipe *r;
     bool ok;
 } RunCtx;
 
@@ -259,8 +260,8 @@ static int run_gpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, L
     size_t osz = f->values[g->result].type.dt == KILN_F32 ? 4 : 2;
     *yout = malloc(osz * (size_t)(M * N));
     double t0 = now_ms();
-    if (!*yout || kiln_gpu_run_layer(f, x, M, wq, g->nops == 3 ? ld->b : NULL, *yout,
-                                     rc->a->verbose, &d)) {
+    if (!*yout || kiln_gpu_run_layer(f, x, M, wq, ld->w, kiln_qgemm_bias(g) >= 0 ? ld->b : NULL,
+                                     *yout, rc->a->verbose, &d)) {
         tool_error(&d);
         return tool_exit_code(d.code);
     }
@@ -286,7 +287,7 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
     KilnTensor x = {0}, yi = {0}, yref = {0};
     LayerData ld;
     void *ycpu = NULL;
-    float *xcal = tool_calib_batch(a->seed, M, K); /* a separate calibration batch */
+    float *xcal = tool_layer_calib(a->seed, rc->r, f->name, M, K); /* a separate batch */
     int e = EXIT_OK;
     if (layer_data_init(&ld, a->seed, f->name, N, K) || !xcal || kiln_tensor_alloc(&x, xt)) {
         layer_data_free(&ld);
@@ -294,6 +295,7 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
         return EXIT_INTERNAL;
     }
     tool_fill_normal(x.data, M * K, a->seed, "x", 1.0f);
+    tool_layer_outliers(a->seed, rc->r, f->name, x.data, M, K); /* the channels of xcal */
     if (kiln_calibrate_static(f, xcal, M * K) && a->verbose)
         printf("  calibrated the static activation scale on a separate batch (minmax)\n");
 
@@ -392,6 +394,7 @@ int cmd_run(const ToolArgs *a)
     if (krc)
         goto fail;
     rc.t = &t;
+    rc.r = r;
     if (t.kind == KILN_TGT_CUDA) {
         /* Nothing runs without the driver: say so before any work. The alias `cuda`
          * means the device's own arch. */

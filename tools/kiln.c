@@ -21,6 +21,10 @@ static void usage(FILE *f)
           "       [--window W] [--stride S] [--per-layer] [--json] [--target T] [--verbose]\n"
           "                                   run a real model in f32 and under the recipe: perplexity\n"
           "                                   or embedding cosine, size, speed, kernels (docs/models.md)\n"
+          "  quantize RECIPE [--model minilm|smollm2|PATH] -o DIR [--text FILE] [--dequant] [--verbose]\n"
+          "                                   apply the recipe's methods (gptq, awq, smoothquant) on\n"
+          "                                   calibration text and write a compressed-tensors checkpoint\n"
+          "                                   (docs/checkpoints.md)\n"
           "  bench RECIPE --shape M,N,K [--layer NAME] [--target T] [--threads N] [--repeat R]\n"
           "       [--warmup W] [--cold] [--probe-ms MS] [--json]\n"
           "                                   time the layer's kernel against this machine's measured\n"
@@ -60,11 +64,13 @@ int main(int argc, char **argv)
         return cmd_run(&a);
     if (!strcmp(cmd, "eval"))
         return cmd_eval(&a);
+    if (!strcmp(cmd, "quantize"))
+        return cmd_quantize(&a);
     if (!strcmp(cmd, "aot"))
         return cmd_aot(&a);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(&a);
-    fprintf(stderr, "kiln: unknown command '%s' (valid: targets, ir, run, aot, eval, bench, help)\n",
+    fprintf(stderr, "kiln: unknown command '%s' (valid: targets, ir, run, aot, eval, quantize, bench, help)\n",
             cmd);
     return EXIT_INPUT;
 }

@@ -26,6 +26,7 @@ typedef struct ToolArgs {
     const char *model, *text;
     int64_t tokens, sentences, window, stride;
     bool per_layer;
+    bool dequant; /* quantize --dequant */
     /* bench */
     int64_t threads, repeat, warmup, probe_ms; /* 0: default (warmup: have_warmup) */
     bool have_warmup, cold;
@@ -47,6 +48,19 @@ int tool_layer_data(uint64_t seed, const char *layer, int64_t N, int64_t K, floa
 /* The calibration batch for static activation scales: rows x K of N(0,1), a stream
  * separate from the inputs (seed + 1000), so run, aot and bench calibrate alike. */
 float *tool_calib_batch(uint64_t seed, int64_t rows, int64_t K);
+/* Activation outlier channels as LLMs have them (LLM.int8(), Dettmers et al. 2022), for a
+ * layer whose rule has outliers = {...}: K/128 columns (at least one, at most what the
+ * rule's max_fraction allows; none when it allows none), evenly spaced from an offset the
+ * seed picks, scaled by TOOL_OUTLIER_GAIN in every row of x[rows, K]. The commands plant
+ * them in the inputs and the calibration batch alike, so that the split has columns to
+ * take (N(0,1) data alone almost never exceeds a threshold of 6). */
+#define TOOL_OUTLIER_GAIN 20.0f
+struct KilnRecipe;
+void tool_layer_outliers(uint64_t seed, const struct KilnRecipe *r, const char *layer, float *x,
+                         int64_t rows, int64_t K);
+/* tool_calib_batch with tool_layer_outliers. */
+float *tool_layer_calib(uint64_t seed, const struct KilnRecipe *r, const char *layer,
+                        int64_t rows, int64_t K);
 
 /* cmd_ir.c: lower the named layer, or one example layer per rule, into m. */
 struct KilnRecipe;
@@ -60,6 +74,7 @@ int cmd_targets(const ToolArgs *a);
 int cmd_ir(const ToolArgs *a);
 int cmd_run(const ToolArgs *a);
 int cmd_eval(const ToolArgs *a);
+int cmd_quantize(const ToolArgs *a);
 int cmd_aot(const ToolArgs *a);
 int cmd_bench(const ToolArgs *a);
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "frontend/recipe.h"
 #include "tool.h"
 
 void tool_error(const KilnDiag *d)
@@ -116,6 +117,8 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
             a->cold = true;
         } else if (!strcmp(s, "--per-layer")) {
             a->per_layer = true;
+        } else if (!strcmp(s, "--dequant")) {
+            a->dequant = true;
         } else if (!strcmp(s, "--check")) {
             a->check = true;
         } else if (!strcmp(s, "--verbose") || !strcmp(s, "-v")) {
@@ -187,6 +190,33 @@ int tool_layer_data(uint64_t seed, const char *layer, int64_t N, int64_t K, floa
     snprintf(name, sizeof name, "%s.bias", layer);
     tool_fill_normal(*b, N, seed, name, TOOL_BIAS_SIGMA);
     return 0;
+}
+
+void tool_layer_outliers(uint64_t seed, const KilnRecipe *r, const char *layer, float *x,
+                         int64_t rows, int64_t K)
+{
+    float frac;
+    if (!kiln_recipe_outliers(r, layer, NULL, &frac))
+        return;
+    int64_t cap = (int64_t)floor((double)frac * (double)K), n = K / 128 > 1 ? K / 128 : 1;
+    n = n < cap ? n : cap;
+    if (n <= 0)
+        return;
+    int64_t step = K / n;
+    uint64_t s = seed ^ 0x0A71E25ULL;
+    int64_t first = (int64_t)(splitmix(&s) % (uint64_t)step);
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < n; j++)
+            x[i * K + first + j * step] *= TOOL_OUTLIER_GAIN;
+}
+
+float *tool_layer_calib(uint64_t seed, const KilnRecipe *r, const char *layer, int64_t rows,
+                        int64_t K)
+{
+    float *x = tool_calib_batch(seed, rows, K);
+    if (x)
+        tool_layer_outliers(seed, r, layer, x, rows, K);
+    return x;
 }
 
 float *tool_calib_batch(uint64_t seed, int64_t rows, int64_t K)

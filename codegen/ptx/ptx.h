@@ -47,9 +47,11 @@ int kiln_ptx_kernel_names(const KilnFunc *kernel_ir, const char *symbol,
  * GPU. Opens the CUDA driver first (none: KILN_ENODEV "no CUDA driver found"), compiles
  * through NVRTC with the PTX/cubin kept in the kernel cache (runtime/runtime.h), prepacks
  * wq, runs x[M,K] -> y[M,N] (y in the qgemm's output dtype, host memory), and with
- * verbose prints the arch, kernel and cache/compile/run times on stderr. */
+ * verbose prints the arch, kernel and cache/compile/run times on stderr. w is the f32
+ * weight [N,K], read only for a qgemm with outliers (its f32 columns; NULL otherwise):
+ * the kernel then runs the int8 part and the host the rest (ir/outliers.h). */
 int kiln_gpu_run_layer(const KilnFunc *f, const float *x, int64_t M, const KilnTensor *wq,
-                       const float *bias, void *y, bool verbose, KilnDiag *d);
+                       const float *w, const float *bias, void *y, bool verbose, KilnDiag *d);
 
 /* The CUDA device's arch ("sm_90"), for resolving the target alias `cuda` before
  * lowering. No driver: KILN_ENODEV "no CUDA driver found". */

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "ir/layout.h"
+#include "ir/outliers.h"
 #include "ptx.h"
 #include "runtime/cuda.h"
 #include "runtime/runtime.h"
@@ -85,8 +86,42 @@ static int module_image(const KilnFunc *f, const char *arch, bool want_cubin, vo
     return rc;
 }
 
-int kiln_gpu_run_layer(const KilnFunc *f, const float *x, int64_t M, const KilnTensor *wq, const float *bias,
-                       void *y, bool verbose, KilnDiag *d)
+/* A qgemm with outliers: the device kernel is the int8 part alone (f32 out) on x with
+ * the columns zeroed; the f32 columns, bias, activation and rounding run here after it. */
+static int run_outliers(KilnCuda *c, const KilnFunc *f, const KilnInst *g, const void *img, size_t len,
+                        const float *x, int64_t M, const KilnTensor *wq, const float *w, const float *bias,
+                        void *y, KilnDiag *d)
+{
+    const KilnAttr *o = kiln_get(g, "outliers");
+    int64_t N = wq->type.dim[0], K = wq->type.dim[1], n = o->nints;
+    if (!w)
+        return kiln_diag_set(d, KILN_EINPUT, "layer '%s': outlier columns need the f32 weight", f->name);
+    const KilnAttr *ea = kiln_get(g, "epilogue");
+    KilnOutlierEpi e = {.N = N, .K = K, .n = n, .idx = o->ints, .bias = kiln_qgemm_bias(g) >= 0 ? bias : NULL,
+                        .act = ea && ea->s && !strcmp(ea->s, "silu")   ? KILN_EPI_SILU
+                               : ea && ea->s && !strcmp(ea->s, "gelu") ? KILN_EPI_GELU
+                                                                       : KILN_EPI_NONE,
+                        .out_dt = f->values[g->result].type.dt};
+    float *woT = malloc(sizeof(float) * (size_t)(n * N)), *xz = malloc(sizeof(float) * (size_t)(M * K));
+    float *acc = malloc(sizeof(float) * (size_t)(M * N)), *scratch = malloc(sizeof(float) * (size_t)N);
+    int rc = woT && xz && acc && scratch ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    if (!rc) {
+        kiln_outlier_gather_wt(w, N, K, o->ints, n, woT);
+        e.woT = woT;
+        kiln_outlier_zero_cols(x, K, o->ints, n, 0, M, xz);
+        rc = kiln_cuda_qgemm_run(c, f, img, len, xz, M, wq, NULL, acc, d);
+    }
+    if (!rc)
+        kiln_outlier_finish(&e, x, acc, y, 0, M, scratch);
+    free(woT);
+    free(xz);
+    free(acc);
+    free(scratch);
+    return rc;
+}
+
+int kiln_gpu_run_layer(const KilnFunc *f, const float *x, int64_t M, const KilnTensor *wq, const float *w,
+                       const float *bias, void *y, bool verbose, KilnDiag *d)
 {
     double t0 = now_ms();
     KilnCuda *c = NULL;
@@ -115,7 +150,10 @@ int kiln_gpu_run_layer(const KilnFunc *f, const float *x, int64_t M, const KilnT
     double t1 = now_ms();
     rc = module_image(f, arch, want_cubin, &img, &len, &hit, d);
     double t2 = now_ms();
-    if (!rc)
+    const KilnInst *g = kiln_find_qgemm(f);
+    if (!rc && g && kiln_qgemm_outlier_w(g) >= 0)
+        rc = run_outliers(c, f, g, img, len, x, M, wq, w, bias, y, d);
+    else if (!rc)
         rc = kiln_cuda_qgemm_run(c, f, img, len, x, M, wq, bias, y, d);
     double t3 = now_ms();
     if (!rc && verbose) {

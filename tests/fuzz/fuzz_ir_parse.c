@@ -1,17 +1,14 @@
 /* tests/fuzz/fuzz_ir_parse.c — libFuzzer entry point for the IR text parser:
  * any input must parse or fail with a located KILN_EINPUT; what parses must
- * verify without crashing and print -> parse -> print identically.
- * Not built by CMake. Build and run (seed corpus: the text tests):
- *   clang-14 -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I. \
- *     tests/fuzz/fuzz_ir_parse.c ir/print.c ir/parse.c ir/lex.c ir/verify.c ir/ir.c ir/types.c \
- *     ir/diag.c -lm -o /tmp/fuzz_ir_parse
- *   mkdir -p /tmp/kir-corpus && cp tests/ir/?*.kir /tmp/kir-corpus/
- *   /tmp/fuzz_ir_parse -max_total_time=60 -max_len=8192 /tmp/kir-corpus */
+ * verify without crashing and print -> parse -> print identically, and then goes
+ * through the pass pipeline (errors, never a crash or an exit). Built and run by
+ * scripts/fuzz.sh (README.md); seed corpus: the IR and pass text tests. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ir/ir.h"
+#include "passes/passes.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -32,6 +29,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *p2 = kiln_print_module_str(m2);
         if (strcmp(p1, p2) != 0)
             abort(); /* print -> parse -> print is not the identity */
+        KilnTarget t;
+        static const char *const targets[] = {"avx2", "sm_80"};
+        if (kiln_target_lookup(targets[size & 1], &t, &d) != 0)
+            abort();
+        if (kiln_run_pipeline(m2, &t, NULL, &d) != 0 && (d.code == 0 || !d.msg[0]))
+            abort(); /* a pass failed without saying why */
         free(p1);
         free(p2);
         kiln_module_free(m2);

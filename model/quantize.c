@@ -1,0 +1,203 @@
+/* model/quantize.c — `kiln quantize RECIPE --model M -o DIR`: run the recipe's
+ * methods on the model (model/calib.c) and write the result as a compressed-tensors
+ * checkpoint (model/checkpoint.h) that vLLM and Hugging Face load, with kiln's own
+ * dequantized weights beside it on request (the interop check compares them). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "frontend/recipe.h"
+#include "model/checkpoint.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "quant/quant.h"
+#include "runtime/runtime.h"
+
+/* The layer's quantized weight in the checkpoint's terms: original column order
+ * (a GPTQ permutation becomes g_idx), tensor scales once. */
+static int to_qlinear(const KilnRunCtx *rc, const KilnLinear *l, int rule, KilnQLinear *q,
+                      KilnDiag *d)
+{
+    char fmt[64];
+    int r = kiln_quant_format(rc, l, fmt, sizeof fmt, d);
+    if (r)
+        return r;
+    KilnQuantSpec spec;
+    if (!fmt[0] || kiln_spec_parse(fmt, &spec))
+        return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: weight format '%s'", l->name, fmt);
+    KilnQResult own = {0};
+    const KilnQResult *res = l->qres;
+    if (!res) {
+        if ((r = kiln_quant_rtn(l->w, l->N, l->K, &spec, &own, d)))
+            return r;
+        res = &own;
+    }
+    memset(q, 0, sizeof *q);
+    snprintf(q->name, sizeof q->name, "%s", l->name);
+    q->N = l->N, q->K = l->K, q->spec = spec;
+    q->ngroups = res->ngroups;
+    q->nscale = spec.gran == KILN_GRAN_TENSOR ? 1 : l->N * res->ngroups;
+    int64_t NK = l->N * l->K;
+    q->codes = malloc(sizeof(int16_t) * (size_t)NK);
+    q->scale = malloc(sizeof(float) * (size_t)q->nscale);
+    q->zero = res->zero ? malloc(sizeof(int32_t) * (size_t)q->nscale) : NULL;
+    q->g_idx = res->perm ? malloc(sizeof(int32_t) * (size_t)l->K) : NULL;
+    q->bias = l->b ? malloc(sizeof(float) * (size_t)l->N) : NULL;
+    if (!q->codes || !q->scale || (res->zero && !q->zero) || (res->perm && !q->g_idx) ||
+        (l->b && !q->bias)) {
+        kiln_qresult_free(&own);
+        kiln_qlinear_free(q);
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    }
+    if (res->perm) { /* column j of the result is original column perm[j] */
+        for (int64_t n = 0; n < l->N; n++)
+            for (int64_t j = 0; j < l->K; j++)
+                q->codes[n * l->K + res->perm[j]] = res->codes[n * l->K + j];
+        for (int64_t j = 0; j < l->K; j++)
+            q->g_idx[res->perm[j]] = (int32_t)(spec.gran == KILN_GRAN_GROUP ? j / spec.group : 0);
+    } else {
+        memcpy(q->codes, res->codes, sizeof(int16_t) * (size_t)NK);
+    }
+    memcpy(q->scale, res->scale, sizeof(float) * (size_t)q->nscale);
+    if (q->zero)
+        memcpy(q->zero, res->zero, sizeof(int32_t) * (size_t)q->nscale);
+    if (q->bias)
+        memcpy(q->bias, l->b, sizeof(float) * (size_t)l->N);
+    KilnQuantSpec a;
+    if (kiln_recipe_rule_acts(rc->fr, rule, &a))
+        q->act = a;
+    kiln_qresult_free(&own);
+    return 0;
+}
+
+/* The quantized linear layers into c as KilnQLinear (the export adds the rest). */
+static int linears_out(const KilnRunCtx *rc, KilnLinear *ls, int nl, KilnCheckpoint *c,
+                       KilnDiag *d)
+{
+    c->lin = calloc((size_t)nl, sizeof *c->lin);
+    if (!c->lin)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int i = 0; i < nl; i++) {
+        KilnLinear *l = &ls[i];
+        int rule = kiln_recipe_ignored(rc->fr, l->name) ? -1 : kiln_recipe_match(rc->fr, l->name);
+        if (l->in_div)
+            return kiln_diag_set(d, KILN_EINPUT,
+                                 "layer %s: its method runs with an input pre-scale (prescale = "
+                                 "true), which a checkpoint cannot express; drop prescale for "
+                                 "kiln quantize",
+                                 l->name);
+        if (rule >= 0 && kiln_recipe_rule_stored(rc->fr, rule))
+            return kiln_diag_set(d, KILN_EINPUT, "layer %s: weights = stored has nothing to "
+                                 "quantize: kiln quantize needs a format", l->name);
+        if (rule < 0) /* kiln_*_export stores it in f32 and lists it in ignore */
+            continue;
+        int r = to_qlinear(rc, l, rule, &c->lin[c->nlin], d);
+        if (r)
+            return r;
+        c->nlin++;
+    }
+    return 0;
+}
+
+int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
+{
+    char path[4096];
+    const char *model = o->model ? o->model : "smollm2";
+    int rc = kiln_model_path(model, path, sizeof path, d);
+    if (rc)
+        return rc;
+    if (!o->out || !*o->out)
+        return kiln_diag_set(d, KILN_EINPUT, "kiln quantize needs -o DIR");
+    struct stat st;
+    bool dec = !(stat(path, &st) == 0 && S_ISDIR(st.st_mode));
+    KilnRunCtx rc_ = {0};
+    KilnLlama *llama = NULL;
+    KilnBert *bert = NULL;
+    KilnCheckpoint ck = {0};
+    char **cal = NULL;
+    int ncal = 0, nl = 0;
+    kiln_options kopt = {.target = o->target, .verbose = o->verbose};
+    rc = kiln_recipe_load(o->recipe, &rc_.fr, d);
+    if (!rc && kiln_ctx_create(&kopt, &rc_.ctx))
+        rc = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(NULL));
+    if (!rc && kiln_recipe_open(rc_.ctx, o->recipe, &rc_.recipe))
+        rc = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(rc_.ctx));
+    if (!rc)
+        rc = kiln_pool_new(0, &rc_.pool, d);
+    if (!rc)
+        rc = kiln_calib_text(o->text, &cal, &ncal, d);
+    if (!rc)
+        rc = dec ? kiln_llama_load(path, &llama, d) : kiln_bert_load(path, &bert, d);
+    KilnLinear *ls = NULL;
+    if (!rc)
+        ls = dec ? kiln_llama_linears(llama, &nl) : kiln_bert_linears(bert, &nl);
+    double t0 = kiln_now_ms();
+    if (!rc && dec) {
+        const KilnTokenizer *tk = kiln_llama_tokenizer(llama, d);
+        size_t len = 0;
+        for (int i = 0; i < ncal; i++)
+            len += strlen(cal[i]) + 1;
+        char *txt = malloc(len + 1);
+        int32_t *ids = malloc(sizeof(int32_t) * KILN_METHOD_TOKENS);
+        int n = 0;
+        if (!txt || !ids)
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        else if (!tk)
+            rc = KILN_EINPUT;
+        if (!rc) {
+            size_t p = 0;
+            for (int i = 0; i < ncal; i++)
+                p += (size_t)sprintf(txt + p, "%s%s", i ? " " : "", cal[i]);
+            txt[p] = 0;
+            if ((n = kiln_tok_encode(tk, txt, 0, ids, KILN_METHOD_TOKENS, NULL, d)) < 0)
+                rc = KILN_EINPUT;
+        }
+        if (!rc)
+            rc = kiln_llama_quant_prepare(llama, &rc_, ids, n, o->verbose, d);
+        free(txt), free(ids);
+    } else if (!rc) {
+        int n = ncal < KILN_METHOD_SENTENCES ? ncal : KILN_METHOD_SENTENCES;
+        rc = kiln_bert_quant_prepare(bert, &rc_, (const char *const *)cal, n, o->verbose, d);
+    }
+    double t1 = kiln_now_ms();
+    if (!rc)
+        rc = linears_out(&rc_, ls, nl, &ck, d);
+    if (!rc)
+        rc = dec ? kiln_llama_export(llama, &ck, d) : kiln_bert_export(bert, path, &ck, d);
+    if (!rc)
+        rc = kiln_checkpoint_write(o->out, &ck, d);
+    if (!rc && o->dequant) {
+        /* beside the checkpoint, not in it: loaders read every *.safetensors there */
+        char dp[4200];
+        snprintf(dp, sizeof dp, "%s.kiln_dequant.safetensors", o->out);
+        rc = kiln_checkpoint_write_dequant(dp, &ck, d);
+    }
+    if (!rc) {
+        size_t qb = 0;
+        for (int i = 0; i < ck.nlin; i++)
+            qb += (size_t)ck.lin[i].N * (size_t)ck.lin[i].K;
+        printf("kiln quantize: %s with %s: %d layers quantized, %d kept in f32; methods %.1f s; "
+               "wrote %s (%s)\n",
+               path, o->recipe, ck.nlin, ck.nignore, (t1 - t0) / 1e3, o->out, ck.format[0] ? ck.format : "compressed-tensors");
+        (void)qb;
+    }
+    for (int i = 0; i < ncal; i++)
+        free(cal[i]);
+    free(cal);
+    kiln_checkpoint_free(&ck);
+    kiln_llama_free(llama);
+    kiln_bert_free(bert);
+    kiln_pool_free(rc_.pool);
+    kiln_recipe_close(rc_.recipe);
+    char msg[1400];
+    if (rc && d->file) { /* d->file may point into the recipe freed next */
+        kiln_diag_format(d, msg, sizeof msg);
+        KilnDiag nd = {0};
+        kiln_diag_set(&nd, d->code, "%s", msg);
+        *d = nd;
+    }
+    kiln_recipe_free(rc_.fr);
+    kiln_ctx_destroy(rc_.ctx);
+    return rc;
+}

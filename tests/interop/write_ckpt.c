@@ -1,0 +1,159 @@
+/* tests/interop/write_ckpt.c — kiln_interop_write OUTDIR [--smollm2]: the checkpoints
+ * check_compressed_tensors.py hands to compressed-tensors and Hugging Face, each with
+ * kiln's own dequantized weights beside it (NAME.kiln_dequant.safetensors, outside the
+ * directory as `kiln quantize --dequant` puts it, so kiln's reader sees no extra shard):
+ *   OUTDIR/mixed       the synthetic layers of tests/ckpt_synth.h, one per layout
+ *   OUTDIR/mixed_gidx  the same with an act-order layer (weight_g_idx, legacy)
+ *   OUTDIR/smollm2     (--smollm2) the real SmolLM2 exported as a Hugging Face model:
+ *                      attention int8 per channel, MLP int4 g128 (ragged on K = 576),
+ *                      and smollm2.kiln_ref.safetensors: token ids of a text and
+ *                      kiln's logits for them with the dequantized weights. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ckpt_synth.h"
+#include "model/model.h"
+#include "model/modelfile.h"
+#include "model/tokenizer.h"
+
+static const char ref_text[] =
+    "In the beginning God created the heaven and the earth. 1234 apples, "
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>";
+
+static int fail(const KilnDiag *d)
+{
+    char m[1400];
+    fprintf(stderr, "kiln_interop_write: %s\n", kiln_diag_format(d, m, sizeof m));
+    return 1;
+}
+
+static int write_dir(const char *out, const char *name, const KilnCheckpoint *c, KilnDiag *d)
+{
+    char dir[4200], path[4300];
+    snprintf(dir, sizeof dir, "%s/%s", out, name);
+    int rc = kiln_checkpoint_write(dir, c, d);
+    snprintf(path, sizeof path, "%s.kiln_dequant.safetensors", dir);
+    if (!rc)
+        rc = kiln_checkpoint_write_dequant(path, c, d);
+    if (!rc)
+        printf("wrote %s (%d quantized layers)\n", dir, c->nlin);
+    return rc;
+}
+
+/* The layer quantized by kiln's round-to-nearest in spec, as a KilnQLinear; l->w is
+ * replaced by its dequantized weight so the model runs what the checkpoint holds. */
+static int quantize_layer(KilnLinear *l, const KilnQuantSpec *spec, KilnQLinear *q, KilnDiag *d)
+{
+    memset(q, 0, sizeof *q);
+    snprintf(q->name, sizeof q->name, "%s", l->name);
+    q->N = l->N, q->K = l->K, q->spec = *spec;
+    q->ngroups = spec->gran == KILN_GRAN_GROUP ? (l->K + spec->group - 1) / spec->group : 1;
+    q->nscale = spec->gran == KILN_GRAN_TENSOR ? 1 : l->N * q->ngroups;
+    KilnDType dt = kiln_qformat_storage(spec->fmt, spec->symmetric);
+    size_t rb = kiln_row_bytes(dt, l->K);
+    uint8_t *raw = malloc(rb * (size_t)l->N);
+    q->codes = malloc(sizeof(int16_t) * (size_t)(l->N * l->K));
+    q->scale = malloc(sizeof(float) * (size_t)q->nscale);
+    q->zero = spec->symmetric ? NULL : malloc(sizeof(int32_t) * (size_t)q->nscale);
+    int rc = raw && q->codes && q->scale && (spec->symmetric || q->zero)
+                 ? kiln_quantize_matrix(spec, l->w, l->N, l->K, raw, q->scale, q->zero, d)
+                 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int64_t n = 0; !rc && n < l->N; n++)
+        for (int64_t k = 0; k < l->K; k++)
+            q->codes[n * l->K + k] = (int16_t)kiln_code_get(dt, raw + (size_t)n * rb, k);
+    free(raw);
+    if (!rc)
+        kiln_qlinear_dequant(q, l->w);
+    return rc;
+}
+
+static int smollm2(const char *out, KilnDiag *d)
+{
+    char path[4096];
+    int rc = kiln_model_path("smollm2", path, sizeof path, d);
+    if (rc)
+        return rc;
+    KilnLlama *m = NULL;
+    if ((rc = kiln_llama_load(path, &m, d)))
+        return rc;
+    int nl = 0;
+    KilnLinear *ls = kiln_llama_linears(m, &nl);
+    KilnCheckpoint c = {0};
+    c.lin = calloc((size_t)nl, sizeof *c.lin);
+    if (!c.lin)
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    const KilnQuantSpec attn = {.fmt = KILN_QF_INT8, .symmetric = true,
+                                .gran = KILN_GRAN_CHANNEL};
+    /* symmetric: transformers 5.23 + compressed-tensors 0.20 build the empty model with
+     * unpacked [N, groups] zero points but the format packs them [N/8, groups], so an
+     * asymmetric pack-quantized model does not load there (the synthetic checkpoint
+     * checks the asymmetric layout against the decompressor) */
+    const KilnQuantSpec mlp = {.fmt = KILN_QF_INT4, .symmetric = true,
+                               .gran = KILN_GRAN_GROUP, .group = 128};
+    for (int i = 0; !rc && i < nl - 1; i++) /* lm_head (tied) stays as the embeddings */
+        if (!(rc = quantize_layer(&ls[i], strstr(ls[i].name, ".mlp.") ? &mlp : &attn,
+                                  &c.lin[c.nlin], d)))
+            c.nlin++;
+    /* kiln's logits for the text with the weights the checkpoint holds */
+    const KilnTokenizer *tok = rc ? NULL : kiln_llama_tokenizer(m, d);
+    int32_t ids[256];
+    int T = tok ? kiln_tok_encode(tok, ref_text, 0, ids, 256, NULL, d) : -1;
+    float *logits = NULL;
+    KilnKVCache kv = {0};
+    if (!rc && T <= 0)
+        rc = d->code ? d->code : KILN_EINTERNAL;
+    KilnKVSpec f32 = {.fmt = KILN_KV_F32};
+    if (!rc && !(rc = kiln_llama_kv_init(m, &kv, &f32, T, d))) {
+        int V = kiln_llama_vocab(m);
+        logits = malloc(sizeof(float) * (size_t)T * (size_t)V);
+        rc = logits ? kiln_llama_forward(m, NULL, &kv, ids, T, 0, T, logits, d)
+                    : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        kiln_kv_free(&kv);
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/smollm2", out);
+        if (!rc)
+            rc = kiln_llama_export(m, &c, d);
+        if (!rc)
+            rc = write_dir(out, "smollm2", &c, d);
+        KilnModelTensor ref[2] = {
+            {.name = "ids", .type = KILN_MT_I32, .rank = 1, .dim = {T}, .numel = T,
+             .data = ids, .nbytes = sizeof(int32_t) * (size_t)T},
+            {.name = "logits", .type = KILN_MT_F32, .rank = 2, .dim = {T, V},
+             .numel = (int64_t)T * V, .data = logits,
+             .nbytes = sizeof(float) * (size_t)T * (size_t)V},
+        };
+        const char *meta[2] = {"text", ref_text};
+        char refp[4300];
+        snprintf(refp, sizeof refp, "%s.kiln_ref.safetensors", dir);
+        if (!rc)
+            rc = kiln_safetensors_write(refp, ref, 2, meta, 1, d);
+    }
+    free(logits);
+    kiln_checkpoint_free(&c);
+    kiln_llama_free(m);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || argc > 3 || (argc == 3 && strcmp(argv[2], "--smollm2"))) {
+        fprintf(stderr, "usage: kiln_interop_write OUTDIR [--smollm2]\n");
+        return 2;
+    }
+    KilnDiag d = {0};
+    for (int g = 0; g < 2; g++) {
+        KilnCheckpoint c;
+        int rc = make_ckpt(&c, g == 1);
+        if (rc)
+            kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
+        else
+            rc = write_dir(argv[1], g ? "mixed_gidx" : "mixed", &c, &d);
+        kiln_checkpoint_free(&c);
+        if (rc)
+            return fail(&d);
+    }
+    if (argc == 3 && smollm2(argv[1], &d))
+        return fail(&d);
+    return 0;
+}

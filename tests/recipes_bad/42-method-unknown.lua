@@ -1,0 +1,3 @@
+return recipe "bad" {
+  rule "*" { weights = int4 { group = 32 }, method = "gtpq" },
+}

@@ -1,0 +1,6 @@
+return recipe "bad" {
+  rule "*" {
+    weights = int4 { group = 32, method = "gptq" },
+    method = "awq",
+  },
+}

@@ -1,0 +1,3 @@
+return recipe "bad" {
+  rule "*" { weights = int8, activations = stored },
+}

@@ -1,0 +1,2 @@
+-- cycle-a.lua
+return include "cycle-b.lua"

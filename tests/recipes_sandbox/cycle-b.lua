@@ -1,0 +1,2 @@
+-- cycle-b.lua
+return include "cycle-a.lua"

@@ -1,0 +1,3 @@
+-- include-syntax.lua: the included file does not parse
+
+return recipe "include-syntax" (include "syntax-error.lua")

@@ -1,0 +1,2 @@
+-- syntax-error.lua: a missing closing brace
+return { rule "*" { weights = int8 }
