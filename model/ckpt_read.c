@@ -382,14 +382,23 @@ static int read_awq_cfg(ReadCtx *x, const KilnJson *qc, const char *where, KilnC
 }
 
 /* Which layout the directory's config files describe. */
+/* compressed-tensors writes "sparsity_config": {} (or null, or format "dense") for
+ * checkpoints that are not sparse: only a real sparse format is refused. */
+static bool sparse(const KilnJson *sp)
+{
+    if (!sp || sp->kind != KILN_JSON_OBJECT)
+        return false;
+    const char *f = kiln_ck_jstr(sp, "format");
+    return f && strcmp(f, "dense");
+}
+
 static int detect(ReadCtx *x, const char *dir, const KilnJson *cfg, KilnCheckpoint *c,
                   KilnDiag *d)
 {
     const KilnJson *qc = kiln_ck_jget(cfg, "quantization_config", KILN_JSON_OBJECT);
     const KilnJson *cc = kiln_ck_jget(cfg, "compression_config", KILN_JSON_OBJECT);
     if (!qc && cc) { /* older transformers nest it: compression_config.quantization_config */
-        const KilnJson *sp = kiln_json_get(cc, "sparsity_config");
-        if (sp && sp->kind != KILN_JSON_NULL)
+        if (sparse(kiln_json_get(cc, "sparsity_config")))
             return ERR("%s/config.json: sparse checkpoints are not read by kiln", dir);
         qc = kiln_ck_jget(cc, "quantization_config", KILN_JSON_OBJECT);
     }
@@ -401,8 +410,7 @@ static int detect(ReadCtx *x, const char *dir, const KilnJson *cfg, KilnCheckpoi
         if (!qm)
             return ERR("%s has no quant_method", where);
         if (!strcmp(qm, "compressed-tensors")) {
-            if (kiln_json_get(qc, "sparsity_config") &&
-                kiln_json_get(qc, "sparsity_config")->kind != KILN_JSON_NULL)
+            if (sparse(kiln_json_get(qc, "sparsity_config")))
                 return ERR("%s: sparse checkpoints are not read by kiln", where);
             x->layout = LAYOUT_CT;
             return kiln_ck_ct_config(dir, qc, c, &x->ct, d);

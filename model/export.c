@@ -190,7 +190,10 @@ static int write_tokenizer_json(const KilnTokenizer *t, KilnCheckpoint *c, KilnD
             continue;
         uint64_t k = t->merge_key[h] - 1;
         mg[nm] = (Merge){t->merge_rank[h], (int32_t)(k >> 32), (int32_t)(uint32_t)k};
-        spaced = spaced || strchr(tok_text(t, mg[nm].a), ' ') || strchr(tok_text(t, mg[nm].b), ' ');
+        const char *a = tok_text(t, mg[nm].a), *b = tok_text(t, mg[nm].b);
+        if (!a || !b) /* the loader only keeps merges of real tokens */
+            continue;
+        spaced = spaced || strchr(a, ' ') || strchr(b, ' ');
         nm++;
     }
     qsort(mg, nm, sizeof *mg, cmp_merge);

@@ -651,7 +651,8 @@ static void test_llama_export(void **state)
                         sizeof(int16_t) * (size_t)ls[0].K);
     free(q_gguf);
     /* an f32 q_proj of layer 1, unpermuted likewise; every other linear kept too */
-    const KilnCkptTensor *t = kiln_checkpoint_find_tensor(&c, "model.layers.1.self_attn.q_proj.weight");
+    const KilnCkptTensor *t =
+        kiln_checkpoint_find_tensor(&c, "model.layers.1.self_attn.q_proj.weight");
     assert_non_null(t);
     const KilnLinear *q1 = &ls[7];
     assert_string_equal(q1->name, "model.layers.1.self_attn.q_proj");
@@ -662,7 +663,8 @@ static void test_llama_export(void **state)
     assert_non_null(kiln_checkpoint_find_tensor(&c, "model.layers.29.mlp.down_proj.weight"));
     assert_non_null(kiln_checkpoint_find_tensor(&c, "model.embed_tokens.weight"));
     assert_non_null(kiln_checkpoint_find_tensor(&c, "model.norm.weight"));
-    assert_non_null(kiln_checkpoint_find_tensor(&c, "model.layers.7.post_attention_layernorm.weight"));
+    assert_non_null(
+        kiln_checkpoint_find_tensor(&c, "model.layers.7.post_attention_layernorm.weight"));
     assert_null(kiln_checkpoint_find_tensor(&c, "lm_head.weight")); /* tied */
     assert_int_equal(c.nt, 1 + 1 + 30 * 2 + 30 * 7 - 2);
     assert_int_equal(c.nignore, 30 * 7 - 2 + 1);

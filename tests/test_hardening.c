@@ -270,7 +270,8 @@ static void regress_recipe(const char *file, const char *data, size_t len, const
 {
     KilnRecipe *r = NULL;
     KilnDiag d = {0};
-    int rc = kiln_recipe_load_string(data, len, "regression.lua", &r, &d);
+    /* where fuzz_recipe.c's inputs live, for their includes */
+    int rc = kiln_recipe_load_string(data, len, SRC "/tests/recipes_sandbox/regression.lua", &r, &d);
     check_error(file, rc, &d, expected);
     if (rc)
         return;

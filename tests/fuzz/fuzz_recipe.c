@@ -1,6 +1,7 @@
 /* tests/fuzz/fuzz_recipe.c — libFuzzer harness for the recipe loader: the input is a
  * recipe's text, run in the sandbox; a recipe that loads has a few typical layer names
  * matched and lowered (graph IR that must verify). Errors must be located KILN_EINPUT.
+ * Includes resolve in tests/recipes_sandbox/.
  * Built and run by scripts/fuzz.sh (README.md). */
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,7 +40,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     KilnRecipe *r = NULL;
     KilnDiag d = {0};
-    int rc = kiln_recipe_load_string((const char *)data, size, "fuzz.lua", &r, &d);
+    /* named as if it sat beside the sandbox tests' recipes (scripts/fuzz.sh runs from the
+     * repository root), so `include "shared-rules.lua"` and the broken, cyclic and
+     * endless includes there are reachable */
+    int rc = kiln_recipe_load_string((const char *)data, size, "tests/recipes_sandbox/fuzz.lua", &r,
+                                     &d);
     if (rc != 0) {
         if (rc != KILN_EINPUT || d.code != KILN_EINPUT || d.line < 1 || !d.msg[0] || r)
             abort(); /* a bad recipe must be a located input error */
