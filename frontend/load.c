@@ -22,6 +22,10 @@
 #endif
 #define INSTR_LIMIT KILN_RECIPE_INSTR_LIMIT /* Lua VM instructions a recipe may run */
 #define HOOK_STEP 1000                      /* instructions between count-hook calls */
+/* What a function call costs, in instructions: a call can cost far more than one
+ * instruction in C (a pcall, or a stack overflow's error), and recursion that keeps
+ * overflowing the stack under pcall would otherwise run for seconds within budget. */
+#define CALL_COST 100
 #define MEM_LIMIT KILN_RECIPE_MEM_LIMIT     /* bytes the Lua state may hold */
 #define SRC_LIMIT (1u << 20)                /* bytes of recipe source, per file */
 #define INCLUDE_DEPTH 8                     /* include chains: root -> 8 files at most */
@@ -74,7 +78,7 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
         c->last_line = ar->currentline;
         return;
     }
-    c->instr += HOOK_STEP;
+    c->instr += ar->event == LUA_HOOKCOUNT ? HOOK_STEP : CALL_COST;
     if (c->instr > INSTR_LIMIT || c->instr_hit) {
         /* From now on fail at every instruction, so a pcall in the recipe
          * cannot swallow the limit and carry on. */
@@ -102,10 +106,9 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
  * from every start position unless anchored, times the pattern's length. */
 static double pattern_cost(const char *p, size_t plen, size_t n)
 {
-    size_t i = 0;
     bool anchored = plen && p[0] == '^';
     int k = 0, q = 0;
-    for (i = anchored; i < plen;) {
+    for (size_t i = anchored; i < plen;) {
         char c = p[i];
         if (c == '(' || c == ')' || (c == '$' && i + 1 == plen)) {
             i++;
@@ -154,9 +157,8 @@ static double pattern_cost(const char *p, size_t plen, size_t n)
 static void check_pattern(lua_State *L, const char *fname, size_t min_subject)
 {
     size_t n = 0, plen = 0;
-    const char *s = luaL_checklstring(L, 1, &n);
+    luaL_checklstring(L, 1, &n);
     const char *p = luaL_checklstring(L, 2, &plen);
-    (void)s;
     if (lua_toboolean(L, 4) && !strcmp(fname, "find"))
         return; /* plain find: no pattern */
     if (n < min_subject)
@@ -638,7 +640,7 @@ static int run_recipe(const char *src, size_t len, const char *file, KInclude *i
         return fail(L, &ctx, inc, LUA_ERRRUN, file, d);
     }
 
-    lua_sethook(L, limit_hook, LUA_MASKCOUNT | LUA_MASKLINE, HOOK_STEP);
+    lua_sethook(L, limit_hook, LUA_MASKCOUNT | LUA_MASKLINE | LUA_MASKCALL, HOOK_STEP);
     st = lua_pcall(L, 0, 1, 0);
     lua_sethook(L, NULL, 0, 0);
     if (st != LUA_OK || ctx.err_set)
