@@ -117,6 +117,28 @@ static KilnMethod method_defaults(void)
     return (KilnMethod){.alpha = 0.5f, .damp = 0.01f, .block = 128, .grid = 20, .clip = true};
 }
 
+/* Numeric method option key of the table at t: dflt when absent, else a number in
+ * [lo, hi] ((lo, hi] with open_lo; whole: a whole number). */
+static lua_Number method_num(lua_State *L, int t, const char *key, lua_Number lo, bool open_lo,
+                             lua_Number hi, bool whole, lua_Number dflt, int line, const char *where)
+{
+    if (lua_getfield(L, t, key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        return dflt;
+    }
+    lua_Number v = lua_tonumber(L, -1);
+    bool ok = lua_isnumber(L, -1) && (open_lo ? v > lo : v >= lo) && v <= hi && (!whole || v == floor(v));
+    if (!ok) {
+        if (whole)
+            kiln__dsl_error(L, line, "%s: %s must be a whole number in %g..%g, got %s", where, key, (double)lo,
+                      (double)hi, kiln__what(L, -1));
+        kiln__dsl_error(L, line, "%s: %s must be a number in %s%g, %g], got %s", where, key, open_lo ? "(" : "[",
+                  (double)lo, (double)hi, kiln__what(L, -1));
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
 /* method = "gptq" | { "smoothquant", "gptq", alpha = 0.5, damp = 0.01, ... } at
  * stack index t (a format's option or a rule's key). */
 static KilnMethod parse_method_value(lua_State *L, int t, int line, const char *where)
@@ -154,27 +176,12 @@ static KilnMethod parse_method_value(lua_State *L, int t, int line, const char *
             kiln__dsl_error(L, line, "%s: method option %s is for %s, which this method does not use", where,
                       own[k].key, own[k].needs);
     }
-    if (m.smoothquant && lua_getfield(L, t, "alpha") != LUA_TNIL) {
-        lua_Number a = lua_tonumber(L, -1);
-        if (!lua_isnumber(L, -1) || !(a >= 0 && a <= 1))
-            kiln__dsl_error(L, line, "%s: alpha must be a number in [0, 1], got %s", where, kiln__what(L, -1));
-        m.alpha = (float)a;
+    if (m.smoothquant)
+        m.alpha = (float)method_num(L, t, "alpha", 0, false, 1, false, m.alpha, line, where);
+    if (m.gptq) {
+        m.damp = (float)method_num(L, t, "damp", 0, true, 1, false, m.damp, line, where);
+        m.block = (int)method_num(L, t, "block", 1, false, 4096, true, m.block, line, where);
     }
-    lua_settop(L, t);
-    if (m.gptq && lua_getfield(L, t, "damp") != LUA_TNIL) {
-        lua_Number v = lua_tonumber(L, -1);
-        if (!lua_isnumber(L, -1) || !(v > 0 && v <= 1))
-            kiln__dsl_error(L, line, "%s: damp must be a number in (0, 1], got %s", where, kiln__what(L, -1));
-        m.damp = (float)v;
-    }
-    lua_settop(L, t);
-    if (m.gptq && lua_getfield(L, t, "block") != LUA_TNIL) {
-        lua_Number v = lua_tonumber(L, -1);
-        if (!lua_isnumber(L, -1) || v != floor(v) || v < 1 || v > 4096)
-            kiln__dsl_error(L, line, "%s: block must be a whole number in 1..4096, got %s", where, kiln__what(L, -1));
-        m.block = (int)v;
-    }
-    lua_settop(L, t);
     if (m.gptq && lua_getfield(L, t, "act_order") != LUA_TNIL) {
         static const char *const orders[] = {"static", "group"};
         if (lua_type(L, -1) == LUA_TBOOLEAN)
@@ -186,13 +193,8 @@ static KilnMethod parse_method_value(lua_State *L, int t, int line, const char *
                       kiln__what(L, -1));
     }
     lua_settop(L, t);
-    if (m.awq && lua_getfield(L, t, "grid") != LUA_TNIL) {
-        lua_Number v = lua_tonumber(L, -1);
-        if (!lua_isnumber(L, -1) || v != floor(v) || v < 1 || v > 1000)
-            kiln__dsl_error(L, line, "%s: grid must be a whole number in 1..1000, got %s", where, kiln__what(L, -1));
-        m.grid = (int)v;
-    }
-    lua_settop(L, t);
+    if (m.awq)
+        m.grid = (int)method_num(L, t, "grid", 1, false, 1000, true, m.grid, line, where);
     static const char *const bools[] = {"clip", "prescale"};
     for (int k = 0; k < 2; k++) {
         if (lua_getfield(L, t, bools[k]) != LUA_TNIL) {

@@ -128,23 +128,48 @@ static void stats_scale(KilnActStats *st, const float *sc)
                 in->H[i * K + j] /= (double)sc[i] * (double)sc[j];
 }
 
-static int spec_of(const KilnRunCtx *rc, const KilnLinear *l, KilnQuantSpec *q, KilnDiag *d)
+/* What prepare knows of each layer: its rule's method (matched once) and, once
+ * asked, the weight format the target gives it (resolved once). */
+typedef struct Plan {
+    const KilnMethod *m;
+    KilnQuantSpec q;
+    bool have_q;
+} Plan;
+
+static int plan_spec(Plan *p, const KilnRunCtx *rc, const KilnLinear *l, KilnQuantSpec *q,
+                     KilnDiag *d)
 {
-    char f[64];
-    int r = kiln_quant_format(rc, l, f, sizeof f, d);
-    if (r)
-        return r;
-    if (!f[0] || kiln_spec_parse(f, q))
-        return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: no weight format to quantize to ('%s')",
-                             l->name, f);
+    if (!p->have_q) {
+        char f[64];
+        int r = kiln_quant_format(rc, l, f, sizeof f, d);
+        if (r)
+            return r;
+        if (!f[0] || kiln_spec_parse(f, &p->q))
+            return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: no weight format to quantize to ('%s')",
+                                 l->name, f);
+        p->have_q = true;
+    }
+    *q = p->q;
     return 0;
+}
+
+/* w[rows, K] → w[:, perm] in place (tmp: K floats). */
+static void gather_cols(float *w, int64_t rows, int64_t K, const int32_t *perm, float *tmp)
+{
+    for (int64_t n = 0; n < rows; n++) {
+        float *r = w + n * K;
+        for (int64_t k = 0; k < K; k++)
+            tmp[k] = r[perm[k]];
+        memcpy(r, tmp, sizeof(float) * (size_t)K);
+    }
 }
 
 /* AWQ / SmoothQuant on one site: find s, move it into the weights and into what
  * makes the input (or a pre-scale), clip. */
-static int migrate(KilnLinear *ls, const KilnScaleSite *site, const KilnMethod *m,
-                   const KilnRunCtx *rc, bool verbose, KilnDiag *d)
+static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const KilnRunCtx *rc,
+                   bool verbose, KilnDiag *d)
 {
+    const KilnMethod *m = plan[site->lin[0]].m;
     KilnLinear *l0 = &ls[site->lin[0]];
     KilnActStats *st = l0->stats;
     int64_t K = l0->K;
@@ -170,7 +195,7 @@ static int migrate(KilnLinear *ls, const KilnScaleSite *site, const KilnMethod *
     if (m->awq) {
         KilnAwqOpts ao = KILN_AWQ_DEFAULTS;
         ao.grid = m->grid, ao.clip = m->clip;
-        r = spec_of(rc, l0, &q, d);
+        r = plan_spec(&plan[site->lin[0]], rc, l0, &q, d);
         if (!r)
             r = kiln_awq_search(W, N, site->nlin, K, st->sample, st->nsample, ((Input *)st)->xmean,
                                 &q, &ao, s, &alpha, &ratio, d);
@@ -224,24 +249,25 @@ static int migrate(KilnLinear *ls, const KilnScaleSite *site, const KilnMethod *
         for (int j = 0; j < site->nlin && !r; j++) {
             KilnLinear *l = &ls[site->lin[j]];
             KilnQuantSpec qj;
-            r = spec_of(rc, l, &qj, d);
+            r = plan_spec(&plan[site->lin[j]], rc, l, &qj, d);
             if (!r)
                 r = kiln_awq_clip(l->w, l->N, K, st->sample, st->nsample, &qj, &ao, d);
         }
     }
     if (verbose && !r)
-        fprintf(stderr, "kiln: %s%s: %s scale into %s (alpha %.2f%s)\n", l0->name,
+        fprintf(stderr, "kiln: %s%s: %s scale into %s (alpha %.2f)", l0->name,
                 site->nlin > 1 ? " (+ siblings)" : "", m->awq ? "awq" : "smoothquant", where,
-                (double)alpha, m->awq ? ", searched" : "");
-    (void)ratio;
+                (double)alpha);
+    if (verbose && !r)
+        fprintf(stderr, m->awq ? ", searched: output error x%.3f of alpha 0\n" : "\n", ratio);
     return r;
 }
 
-static int gptq_layer(KilnLinear *l, const KilnMethod *m, const KilnRunCtx *rc, bool verbose,
-                      KilnDiag *d)
+static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose, KilnDiag *d)
 {
+    const KilnMethod *m = p->m;
     KilnQuantSpec q;
-    int r = spec_of(rc, l, &q, d);
+    int r = plan_spec(p, rc, l, &q, d);
     if (r)
         return r;
     KilnGptqOpts go = {.damp = m->damp, .block = m->block, .act_order = m->act_order != 0,
@@ -252,31 +278,25 @@ static int gptq_layer(KilnLinear *l, const KilnMethod *m, const KilnRunCtx *rc, 
     r = kiln_quant_gptq(l->w, l->N, l->K, ((Input *)l->stats)->H, &q, &go, res, d);
     if (r) {
         free(res);
+        char why[sizeof d->msg];
+        snprintf(why, sizeof why, "%s", d->msg);
         return kiln_diag_set(d, d->code ? d->code : KILN_EINTERNAL, "layer %s: gptq: %s", l->name,
-                             d->msg);
+                             why);
     }
-    if (res->perm) { /* the layer now sees x[:, perm]: keep w in that order too */
+    if (res->perm) { /* the layer now sees x[:, perm]: keep w (and a pre-scale) in that order */
         l->in_perm = malloc(sizeof(int32_t) * (size_t)l->K);
-        float *row = malloc(sizeof(float) * (size_t)l->K);
-        if (!l->in_perm || !row) {
-            free(row);
+        float *tmp = malloc(sizeof(float) * (size_t)l->K);
+        if (!l->in_perm || !tmp) {
+            free(tmp);
             kiln_qresult_free(res);
             free(res);
             return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
         }
         memcpy(l->in_perm, res->perm, sizeof(int32_t) * (size_t)l->K);
-        for (int64_t n = 0; n < l->N; n++) {
-            float *w = l->w + n * l->K;
-            for (int64_t k = 0; k < l->K; k++)
-                row[k] = w[l->in_perm[k]];
-            memcpy(w, row, sizeof(float) * (size_t)l->K);
-        }
-        if (l->in_div) { /* a pre-scale applies after the gather */
-            for (int64_t k = 0; k < l->K; k++)
-                row[k] = l->in_div[l->in_perm[k]];
-            memcpy(l->in_div, row, sizeof(float) * (size_t)l->K);
-        }
-        free(row);
+        gather_cols(l->w, l->N, l->K, l->in_perm, tmp);
+        if (l->in_div)
+            gather_cols(l->in_div, 1, l->K, l->in_perm, tmp);
+        free(tmp);
     }
     l->qres = res;
     l->q_w = res->w, l->q_scale = res->scale, l->q_zero = res->zero;
@@ -289,6 +309,8 @@ static int gptq_layer(KilnLinear *l, const KilnMethod *m, const KilnRunCtx *rc, 
     return 0;
 }
 
+static bool migrates(const KilnMethod *m) { return m && (m->awq || m->smoothquant); }
+
 int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int nsites,
                        const KilnRunCtx *rc, KilnCalibRun run, void *arg, bool verbose,
                        KilnDiag *d)
@@ -296,40 +318,40 @@ int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int ns
     const KilnRecipe *fr = rc->fr;
     if (!kiln_quant_needed(ls, n, fr))
         return 0;
+    /* the model's sites, then a site of its own for every other layer with a method */
+    Plan *plan = calloc((size_t)n, sizeof *plan);
+    KilnScaleSite *all = malloc(sizeof *all * (size_t)(nsites + n));
+    bool *in_site = calloc((size_t)n, sizeof *in_site);
     Stats st = {calloc((size_t)n, sizeof(Input *)), 0};
-    int *site_of = malloc(sizeof(int) * (size_t)n);
-    if (!st.own || !site_of) {
-        free(st.own), free(site_of);
-        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    }
-    for (int i = 0; i < n; i++)
-        site_of[i] = -1;
-    for (int s = 0; s < nsites; s++)
+    int r = plan && all && in_site && st.own ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    int na = 0;
+    for (int i = 0; !r && i < n; i++)
+        plan[i].m = method_of(fr, &ls[i]);
+    for (int s = 0; !r && s < nsites; s++) {
+        all[na++] = sites[s];
         for (int j = 0; j < sites[s].nlin; j++)
-            site_of[sites[s].lin[j]] = s;
-    int r = 0;
-    /* one statistics object per site (or layer outside any) that a method needs */
-    for (int s = 0; s < nsites && !r; s++) {
+            in_site[sites[s].lin[j]] = true;
+    }
+    for (int i = 0; !r && i < n; i++)
+        if (!in_site[i] && any_method(plan[i].m))
+            all[na++] = (KilnScaleSite){{i}, 1, NULL, NULL, -1};
+    /* one statistics object per site that a method needs */
+    for (int s = 0; s < na && !r; s++) {
+        const KilnScaleSite *si = &all[s];
+        const KilnMethod *m0 = plan[si->lin[0]].m;
         bool need = false, hess = false;
-        const KilnMethod *m0 = method_of(fr, &ls[sites[s].lin[0]]);
-        for (int j = 0; j < sites[s].nlin; j++) {
-            const KilnMethod *m = method_of(fr, &ls[sites[s].lin[j]]);
+        for (int j = 0; j < si->nlin && !r; j++) {
+            const KilnMethod *m = plan[si->lin[j]].m;
             need |= any_method(m);
             hess |= m && m->gptq;
-            bool mig0 = m0 && (m0->awq || m0->smoothquant), mig = m && (m->awq || m->smoothquant);
-            if (mig0 != mig || (mig && (m0->awq != m->awq)))
+            if (migrates(m0) != migrates(m) || (migrates(m) && m0->awq != m->awq))
                 r = kiln_diag_set(d, KILN_EINPUT,
                                   "layers %s and %s read the same input, so awq / smoothquant must "
                                   "be given to both or neither (one scale serves that input)",
-                                  ls[sites[s].lin[0]].name, ls[sites[s].lin[j]].name);
+                                  ls[si->lin[0]].name, ls[si->lin[j]].name);
         }
         if (need && !r)
-            r = stats_attach(ls, sites[s].lin, sites[s].nlin, hess, &st, d);
-    }
-    for (int i = 0; i < n && !r; i++) {
-        const KilnMethod *m = method_of(fr, &ls[i]);
-        if (site_of[i] < 0 && any_method(m))
-            r = stats_attach(ls, &i, 1, m->gptq, &st, d);
+            r = stats_attach(ls, si->lin, si->nlin, hess, &st, d);
     }
     kiln_linears_unbind(ls, n); /* calibrate on the f32 model */
     if (!r)
@@ -339,23 +361,12 @@ int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int ns
     for (int k = 0; k < st.nown && !r; k++)
         r = input_finish(st.own[k], d);
     /* scale migration first (it changes the weights GPTQ then rounds) */
-    for (int s = 0; s < nsites && !r; s++) {
-        const KilnMethod *m = method_of(fr, &ls[sites[s].lin[0]]);
-        if (m && (m->awq || m->smoothquant) && ls[sites[s].lin[0]].stats)
-            r = migrate(ls, &sites[s], m, rc, verbose, d);
-    }
-    for (int i = 0; i < n && !r; i++) {
-        const KilnMethod *m = method_of(fr, &ls[i]);
-        if (m && (m->awq || m->smoothquant) && site_of[i] < 0 && ls[i].stats) {
-            KilnScaleSite lone = {{i}, 1, NULL, NULL, -1};
-            r = migrate(ls, &lone, m, rc, verbose, d);
-        }
-    }
-    for (int i = 0; i < n && !r; i++) {
-        const KilnMethod *m = method_of(fr, &ls[i]);
-        if (m && m->gptq)
-            r = gptq_layer(&ls[i], m, rc, verbose, d);
-    }
+    for (int s = 0; s < na && !r; s++)
+        if (migrates(plan[all[s].lin[0]].m) && ls[all[s].lin[0]].stats)
+            r = migrate(ls, plan, &all[s], rc, verbose, d);
+    for (int i = 0; i < n && !r; i++)
+        if (plan[i].m && plan[i].m->gptq)
+            r = gptq_layer(&ls[i], &plan[i], rc, verbose, d);
     for (int i = 0; i < n; i++)
         ls[i].stats = NULL;
     for (int k = 0; k < st.nown; k++) {
@@ -364,8 +375,7 @@ int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int ns
         free(st.own[k]->xmean);
         free(st.own[k]);
     }
-    free(st.own);
-    free(site_of);
+    free(st.own), free(plan), free(all), free(in_site);
     return r;
 }
 
@@ -503,15 +513,9 @@ int kiln_quant_from_stored(KilnLinear *l, KilnDiag *d)
         }
         for (int64_t k = 0; !rc && k < K; k++) /* stable counting sort by group */
             l->in_perm[count[q->g_idx[k]]++] = (int32_t)k;
-        for (int64_t n = 0; !rc && n < N; n++) {
-            float *w = res->w + n * K;
-            for (int64_t k = 0; k < K; k++)
-                row[k] = w[l->in_perm[k]];
-            memcpy(w, row, sizeof(float) * (size_t)K);
-            w = l->w + n * K; /* the f32 path sees the gathered input too */
-            for (int64_t k = 0; k < K; k++)
-                row[k] = w[l->in_perm[k]];
-            memcpy(w, row, sizeof(float) * (size_t)K);
+        if (!rc) { /* the f32 path sees the gathered input too */
+            gather_cols(res->w, N, K, l->in_perm, row);
+            gather_cols(l->w, N, K, l->in_perm, row);
         }
         free(row);
         free(count);

@@ -447,6 +447,51 @@ static void recipe_label(const KilnRecipe *fr, const char *suffix, char *out, si
     snprintf(out, n, "%s%s", kiln_recipe_name(fr), suffix);
 }
 
+int kiln_runctx_open(KilnRunCtx *rc, const char *recipe, const char *target, bool verbose,
+                     KilnDiag *d)
+{
+    kiln_options kopt = {.target = target, .verbose = verbose};
+    int r = kiln_recipe_load(recipe, &rc->fr, d);
+    if (!r && kiln_ctx_create(&kopt, &rc->ctx))
+        r = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(NULL));
+    if (!r && kiln_recipe_open(rc->ctx, recipe, &rc->recipe))
+        r = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(rc->ctx));
+    if (!r)
+        r = kiln_pool_new(0, &rc->pool, d);
+    return r;
+}
+
+void kiln_runctx_close(KilnRunCtx *rc, KilnDiag *d)
+{
+    kiln_pool_free(rc->pool);
+    kiln_recipe_close(rc->recipe);
+    if (d && d->code && d->file) { /* d->file may point into the recipe freed next */
+        char msg[1400];
+        kiln_diag_format(d, msg, sizeof msg);
+        KilnDiag nd = {0};
+        kiln_diag_set(&nd, d->code, "%s", msg);
+        *d = nd;
+    }
+    kiln_recipe_free(rc->fr);
+    kiln_ctx_destroy(rc->ctx);
+    *rc = (KilnRunCtx){0};
+}
+
+int kiln_calib_tokens(const KilnTokenizer *tk, const char *text, int32_t *ids, int max, KilnDiag *d)
+{
+    Lines cal = {0}, ev = {0};
+    char desc[512];
+    KilnEvalOpts o = {.text = text};
+    int rc = load_texts(&o, &cal, &ev, desc, sizeof desc, d);
+    char *txt = rc ? NULL : join(&cal, 0, cal.n);
+    int n = rc ? -1 : !txt ? (kiln_diag_set(d, KILN_EINTERNAL, "out of memory"), -1)
+                           : kiln_tok_encode(tk, txt, 0, ids, max, NULL, d);
+    free(txt);
+    lines_free(&cal);
+    lines_free(&ev);
+    return n;
+}
+
 int kiln_calib_text(const char *text, char ***lines, int *n, KilnDiag *d)
 {
     Lines cal = {0}, ev = {0};
@@ -487,16 +532,9 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
     KilnLinear **order = NULL;
     DecCfg dc = {0};
     float *e32 = NULL, *eq = NULL;
-    kiln_options kopt = {.target = o->target, .verbose = o->verbose};
     rc = load_texts(o, &cal, &ev, texts, sizeof texts, d);
     if (!rc)
-        rc = kiln_recipe_load(o->recipe, &rc_.fr, d);
-    if (!rc && kiln_ctx_create(&kopt, &rc_.ctx))
-        rc = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(NULL));
-    if (!rc && kiln_recipe_open(rc_.ctx, o->recipe, &rc_.recipe))
-        rc = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(rc_.ctx));
-    if (!rc)
-        rc = kiln_pool_new(0, &rc_.pool, d);
+        rc = kiln_runctx_open(&rc_, o->recipe, o->target, o->verbose, d);
     KilnKVSpec kvs, kv32 = {KILN_KV_F32, false, true, 0};
     if (!rc)
         rc = kiln_kv_spec_from_recipe(rc_.fr, &kvs, d);
@@ -680,19 +718,9 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
     free(order), free(dc.ids), free(e32), free(eq);
     kiln_llama_free(llama);
     kiln_bert_free(bert);
-    kiln_pool_free(rc_.pool);
     kiln_recipe_close(f32.recipe);
     kiln_recipe_free(f32.fr);
-    kiln_recipe_close(rc_.recipe);
-    char msg[1400];
-    if (rc && d->file) { /* d->file may point into the recipe freed next */
-        kiln_diag_format(d, msg, sizeof msg);
-        KilnDiag nd = {0};
-        kiln_diag_set(&nd, d->code, "%s", msg);
-        *d = nd;
-    }
-    kiln_recipe_free(rc_.fr);
-    kiln_ctx_destroy(rc_.ctx);
+    kiln_runctx_close(&rc_, rc ? d : NULL);
     lines_free(&ev);
     lines_free(&cal);
     return rc;

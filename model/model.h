@@ -242,6 +242,20 @@ typedef struct KilnEvalOpts {
 #define KILN_METHOD_TOKENS 2048
 #define KILN_METHOD_SENTENCES 128
 
+/* Opens everything a model run under a recipe needs (the recipe as the frontend
+ * and as the API see it, a context on target, a pool); close with kiln_runctx_close,
+ * which first makes a d that names the recipe file self-contained (pass NULL when no
+ * error is pending). Open failures leave rc for close to free. */
+int kiln_runctx_open(KilnRunCtx *rc, const char *recipe, const char *target, bool verbose,
+                     KilnDiag *d);
+void kiln_runctx_close(KilnRunCtx *rc, KilnDiag *d);
+
+/* The calibration text (as kiln_calib_text) tokenized as one sequence, at most max
+ * ids; the count, or -1 with d set. */
+struct KilnTokenizer;
+int kiln_calib_tokens(const struct KilnTokenizer *tk, const char *text, int32_t *ids, int max,
+                      KilnDiag *d);
+
 /* The calibration text's lines (text NULL: the Bible's calibration range; else the
  * first tenth of that file, as kiln eval splits it). *lines malloc'd, each line too. */
 int kiln_calib_text(const char *text, char ***lines, int *n, KilnDiag *d);

@@ -117,15 +117,8 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
     KilnCheckpoint ck = {0};
     char **cal = NULL;
     int ncal = 0, nl = 0;
-    kiln_options kopt = {.target = o->target, .verbose = o->verbose};
-    rc = kiln_recipe_load(o->recipe, &rc_.fr, d);
-    if (!rc && kiln_ctx_create(&kopt, &rc_.ctx))
-        rc = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(NULL));
-    if (!rc && kiln_recipe_open(rc_.ctx, o->recipe, &rc_.recipe))
-        rc = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(rc_.ctx));
-    if (!rc)
-        rc = kiln_pool_new(0, &rc_.pool, d);
-    if (!rc)
+    rc = kiln_runctx_open(&rc_, o->recipe, o->target, o->verbose, d);
+    if (!rc && !dec)
         rc = kiln_calib_text(o->text, &cal, &ncal, d);
     if (!rc)
         rc = dec ? kiln_llama_load(path, &llama, d) : kiln_bert_load(path, &bert, d);
@@ -135,27 +128,15 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
     double t0 = kiln_now_ms();
     if (!rc && dec) {
         const KilnTokenizer *tk = kiln_llama_tokenizer(llama, d);
-        size_t len = 0;
-        for (int i = 0; i < ncal; i++)
-            len += strlen(cal[i]) + 1;
-        char *txt = malloc(len + 1);
         int32_t *ids = malloc(sizeof(int32_t) * KILN_METHOD_TOKENS);
-        int n = 0;
-        if (!txt || !ids)
+        int n = -1;
+        if (!ids)
             rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-        else if (!tk)
+        else if (!tk || (n = kiln_calib_tokens(tk, o->text, ids, KILN_METHOD_TOKENS, d)) < 0)
             rc = KILN_EINPUT;
-        if (!rc) {
-            size_t p = 0;
-            for (int i = 0; i < ncal; i++)
-                p += (size_t)sprintf(txt + p, "%s%s", i ? " " : "", cal[i]);
-            txt[p] = 0;
-            if ((n = kiln_tok_encode(tk, txt, 0, ids, KILN_METHOD_TOKENS, NULL, d)) < 0)
-                rc = KILN_EINPUT;
-        }
         if (!rc)
             rc = kiln_llama_quant_prepare(llama, &rc_, ids, n, o->verbose, d);
-        free(txt), free(ids);
+        free(ids);
     } else if (!rc) {
         int n = ncal < KILN_METHOD_SENTENCES ? ncal : KILN_METHOD_SENTENCES;
         rc = kiln_bert_quant_prepare(bert, &rc_, (const char *const *)cal, n, o->verbose, d);
@@ -173,31 +154,17 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
         snprintf(dp, sizeof dp, "%s.kiln_dequant.safetensors", o->out);
         rc = kiln_checkpoint_write_dequant(dp, &ck, d);
     }
-    if (!rc) {
-        size_t qb = 0;
-        for (int i = 0; i < ck.nlin; i++)
-            qb += (size_t)ck.lin[i].N * (size_t)ck.lin[i].K;
+    if (!rc)
         printf("kiln quantize: %s with %s: %d layers quantized, %d kept in f32; methods %.1f s; "
                "wrote %s (%s)\n",
-               path, o->recipe, ck.nlin, ck.nignore, (t1 - t0) / 1e3, o->out, ck.format[0] ? ck.format : "compressed-tensors");
-        (void)qb;
-    }
+               path, o->recipe, ck.nlin, ck.nignore, (t1 - t0) / 1e3, o->out,
+               ck.format[0] ? ck.format : "compressed-tensors");
     for (int i = 0; i < ncal; i++)
         free(cal[i]);
     free(cal);
     kiln_checkpoint_free(&ck);
     kiln_llama_free(llama);
     kiln_bert_free(bert);
-    kiln_pool_free(rc_.pool);
-    kiln_recipe_close(rc_.recipe);
-    char msg[1400];
-    if (rc && d->file) { /* d->file may point into the recipe freed next */
-        kiln_diag_format(d, msg, sizeof msg);
-        KilnDiag nd = {0};
-        kiln_diag_set(&nd, d->code, "%s", msg);
-        *d = nd;
-    }
-    kiln_recipe_free(rc_.fr);
-    kiln_ctx_destroy(rc_.ctx);
+    kiln_runctx_close(&rc_, rc ? d : NULL);
     return rc;
 }

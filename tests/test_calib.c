@@ -79,7 +79,6 @@ static void toy_init(Toy *t)
 
 static void toy_free(Toy *t)
 {
-    kiln_linears_free(NULL, 0);
     for (int i = 0; i < 3; i++) {
         kiln_linears_unbind(&t->l[i], 1);
         kiln_quant_release(&t->l[i], 1);
@@ -120,47 +119,65 @@ static double rel_err(const float *ref, const float *y, int64_t n)
     return sqrt(e / s);
 }
 
+/* The toy, and a context with the recipe text src (written to a temporary file). */
+typedef struct ToyRun {
+    Toy t;
+    KilnRunCtx rc;
+    char path[64];
+} ToyRun;
+
+static void toy_open(ToyRun *x, const char *src)
+{
+    snprintf(x->path, sizeof x->path, "/tmp/kiln-test-calib-XXXXXX.lua");
+    int fd = mkstemps(x->path, 4);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, src, strlen(src)), (ssize_t)strlen(src));
+    close(fd);
+    toy_init(&x->t);
+    KilnDiag d = {0};
+    x->rc = (KilnRunCtx){.pool = x->t.pool};
+    kiln_options ko = {.target = "avx2"};
+    assert_int_equal(kiln_ctx_create(&ko, &x->rc.ctx), KILN_STATUS_OK);
+    assert_int_equal(kiln_recipe_open(x->rc.ctx, x->path, &x->rc.recipe), KILN_STATUS_OK);
+    assert_int_equal(kiln_recipe_load(x->path, &x->rc.fr, &d), 0);
+}
+
+static void toy_close(ToyRun *x)
+{
+    toy_free(&x->t);
+    kiln_recipe_free(x->rc.fr);
+    kiln_recipe_close(x->rc.recipe);
+    kiln_ctx_destroy(x->rc.ctx);
+    unlink(x->path);
+}
+
 /* Quantized output error of the toy under the recipe text, and (via f32_err) how far
  * the methods moved the f32 function. */
 static double toy_error(const char *recipe_src, double *f32_err, bool *any_prescale)
 {
-    char path[] = "/tmp/kiln-test-calib-XXXXXX.lua";
-    int fd = mkstemps(path, 4);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, recipe_src, strlen(recipe_src)), (ssize_t)strlen(recipe_src));
-    close(fd);
-    Toy t;
-    toy_init(&t);
+    ToyRun x;
+    toy_open(&x, recipe_src);
+    Toy *t = &x.t;
     KilnDiag d = {0};
-    KilnRunCtx rc = {0};
-    rc.pool = t.pool;
-    kiln_options ko = {.target = "avx2"};
-    assert_int_equal(kiln_ctx_create(&ko, &rc.ctx), KILN_STATUS_OK);
-    assert_int_equal(kiln_recipe_open(rc.ctx, path, &rc.recipe), KILN_STATUS_OK);
-    assert_int_equal(kiln_recipe_load(path, &rc.fr, &d), 0);
     int64_t n = (int64_t)ROWS * (N1 + N3);
     float *ref = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
-    assert_int_equal(toy_forward(&t, ref, &d), 0);
-    KilnScaleSite sites[2] = {{{0, 1}, 2, t.g, NULL, -1}, {{2}, 1, NULL, NULL, 1}};
-    int r = kiln_quant_prepare(t.l, 3, sites, 2, &rc, toy_run, &t, false, &d);
+    assert_int_equal(toy_forward(t, ref, &d), 0);
+    KilnScaleSite sites[2] = {{{0, 1}, 2, t->g, NULL, -1}, {{2}, 1, NULL, NULL, 1}};
+    int r = kiln_quant_prepare(t->l, 3, sites, 2, &x.rc, toy_run, t, false, &d);
     if (r)
         fprintf(stderr, "prepare: %s\n", d.msg);
     assert_int_equal(r, 0);
-    assert_int_equal(toy_forward(&t, y, &d), 0); /* f32, methods applied */
+    assert_int_equal(toy_forward(t, y, &d), 0); /* f32, methods applied */
     *f32_err = rel_err(ref, y, n);
-    *any_prescale = t.l[0].in_div || t.l[2].in_div;
-    r = kiln_linears_bind(t.l, 3, &rc, &d);
+    *any_prescale = t->l[0].in_div || t->l[2].in_div;
+    r = kiln_linears_bind(t->l, 3, &x.rc, &d);
     if (r)
         fprintf(stderr, "bind: %s\n", d.msg);
     assert_int_equal(r, 0);
-    assert_int_equal(toy_forward(&t, y, &d), 0);
+    assert_int_equal(toy_forward(t, y, &d), 0);
     double e = rel_err(ref, y, n);
     free(ref), free(y);
-    toy_free(&t);
-    kiln_recipe_free(rc.fr);
-    kiln_recipe_close(rc.recipe);
-    kiln_ctx_destroy(rc.ctx);
-    unlink(path);
+    toy_close(&x);
     return e;
 }
 
@@ -224,63 +241,37 @@ static void test_awq(void **state)
 static void test_prescale(void **state)
 {
     (void)state;
-    char path[] = "/tmp/kiln-test-calib-XXXXXX.lua";
-    const char *src = "return recipe 't' { rule '*' { weights = int8, activations = int8, "
-                      "method = { 'smoothquant', prescale = true } } }";
-    int fd = mkstemps(path, 4);
-    assert_int_equal(write(fd, src, strlen(src)), (ssize_t)strlen(src));
-    close(fd);
-    Toy t;
-    toy_init(&t);
+    ToyRun x;
+    toy_open(&x, "return recipe 't' { rule '*' { weights = int8, activations = int8, "
+                 "method = { 'smoothquant', prescale = true } } }");
+    Toy *t = &x.t;
     KilnDiag d = {0};
-    KilnRunCtx rc = {.pool = t.pool};
-    kiln_options ko = {.target = "avx2"};
-    assert_int_equal(kiln_ctx_create(&ko, &rc.ctx), KILN_STATUS_OK);
-    assert_int_equal(kiln_recipe_open(rc.ctx, path, &rc.recipe), KILN_STATUS_OK);
-    assert_int_equal(kiln_recipe_load(path, &rc.fr, &d), 0);
     int64_t n = (int64_t)ROWS * (N1 + N3);
     float *ref = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
-    assert_int_equal(toy_forward(&t, ref, &d), 0);
+    assert_int_equal(toy_forward(t, ref, &d), 0);
     KilnScaleSite sites[2] = {{{0, 1}, 2, NULL, NULL, -1}, {{2}, 1, NULL, NULL, -1}};
-    assert_int_equal(kiln_quant_prepare(t.l, 3, sites, 2, &rc, toy_run, &t, false, &d), 0);
-    assert_non_null(t.l[0].in_div);
-    assert_true(t.l[0].in_div == t.l[0].in_div && t.l[2].in_div);
-    assert_int_equal(toy_forward(&t, y, &d), 0);
+    assert_int_equal(kiln_quant_prepare(t->l, 3, sites, 2, &x.rc, toy_run, t, false, &d), 0);
+    assert_non_null(t->l[0].in_div);
+    assert_true(t->l[0].in_div == t->l[0].in_div && t->l[2].in_div);
+    assert_int_equal(toy_forward(t, y, &d), 0);
     assert_true(rel_err(ref, y, n) < 1e-5);
     free(ref), free(y);
-    toy_free(&t);
-    kiln_recipe_free(rc.fr);
-    kiln_recipe_close(rc.recipe);
-    kiln_ctx_destroy(rc.ctx);
-    unlink(path);
+    toy_close(&x);
 }
 
 /* Layers that share an input must agree on the scale migration. */
 static void test_site_disagreement(void **state)
 {
     (void)state;
-    char path[] = "/tmp/kiln-test-calib-XXXXXX.lua";
-    const char *src = "return recipe 't' { rule '*.q_proj' { weights = int8, method = 'awq' },\n"
-                      " rule '*' { weights = int8 } }";
-    int fd = mkstemps(path, 4);
-    assert_int_equal(write(fd, src, strlen(src)), (ssize_t)strlen(src));
-    close(fd);
-    Toy t;
-    toy_init(&t);
+    ToyRun x;
+    toy_open(&x, "return recipe 't' { rule '*.q_proj' { weights = int8, method = 'awq' },\n"
+                 " rule '*' { weights = int8 } }");
     KilnDiag d = {0};
-    KilnRunCtx rc = {.pool = t.pool};
-    kiln_options ko = {.target = "avx2"};
-    assert_int_equal(kiln_ctx_create(&ko, &rc.ctx), KILN_STATUS_OK);
-    assert_int_equal(kiln_recipe_open(rc.ctx, path, &rc.recipe), KILN_STATUS_OK);
-    assert_int_equal(kiln_recipe_load(path, &rc.fr, &d), 0);
-    KilnScaleSite sites[2] = {{{0, 1}, 2, t.g, NULL, -1}, {{2}, 1, NULL, NULL, 1}};
-    assert_int_equal(kiln_quant_prepare(t.l, 3, sites, 2, &rc, toy_run, &t, false, &d), KILN_EINPUT);
+    KilnScaleSite sites[2] = {{{0, 1}, 2, x.t.g, NULL, -1}, {{2}, 1, NULL, NULL, 1}};
+    assert_int_equal(kiln_quant_prepare(x.t.l, 3, sites, 2, &x.rc, toy_run, &x.t, false, &d),
+                     KILN_EINPUT);
     assert_non_null(strstr(d.msg, "read the same input"));
-    toy_free(&t);
-    kiln_recipe_free(rc.fr);
-    kiln_recipe_close(rc.recipe);
-    kiln_ctx_destroy(rc.ctx);
-    unlink(path);
+    toy_close(&x);
 }
 
 int main(void)
