@@ -44,7 +44,8 @@ static int choose_family(bool avx512, const KilnQuantSpec *w, const KilnQuantSpe
                              kiln_qformat_name(act->fmt));
     if (act) {
         if (is_int_fmt(act->fmt) && act->fmt == KILN_QF_INT8 && is_int_fmt(w->fmt)) {
-            l->family = avx512 ? KILN_KF_U8S8_VNNI : KILN_KF_I16_MADD;
+            l->family = avx512 ? KILN_KF_U8S8_VNNI
+                      : w->fmt == KILN_QF_INT4 ? KILN_KF_U4S8_MADDUBS : KILN_KF_I16_MADD;
             return 0;
         }
         if (is_fp8_fmt(act->fmt) && is_fp8_fmt(w->fmt)) {
@@ -71,6 +72,7 @@ static const char *family_name(KilnKernelFamily f)
 {
     switch (f) {
     case KILN_KF_I16_MADD: return "i16-madd";
+    case KILN_KF_U4S8_MADDUBS: return "u4s8-maddubs";
     case KILN_KF_U8S8_VNNI: return "u8s8-vnni";
     case KILN_KF_F32_FMA: return "f32-fma";
     case KILN_KF_BF16_DOT: return "bf16-dot";
@@ -125,8 +127,9 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     l->NR = 2 * l->VL;
     /* MR x NR/VL accumulators + NR/VL weight vectors + a broadcast fit the 16 (32)
      * vector registers; the rows were picked by measurement (docs/jit-aot.md). */
-    l->MR = 4;
-    l->KR = l->family == KILN_KF_U8S8_VNNI ? 4 : l->family == KILN_KF_F32_FMA ? 1 : 2;
+    l->MR = l->family == KILN_KF_U4S8_MADDUBS ? 3 : 4;
+    l->KR = l->family == KILN_KF_U8S8_VNNI || l->family == KILN_KF_U4S8_MADDUBS ? 4
+          : l->family == KILN_KF_F32_FMA ? 1 : 2;
     l->wspec = *w;
     l->wdt = wt->dt;
     l->wbias = wt->dt == KILN_U8 ? 128 : wt->dt == KILN_U4 ? 8 : 0;
@@ -179,7 +182,7 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
         l->zeros_off = end;
         end = align64(end + vec_bytes);
     }
-    if (l->family == KILN_KF_U8S8_VNNI) {
+    if (l->family == KILN_KF_U8S8_VNNI || (l->family == KILN_KF_U4S8_MADDUBS && !act->symmetric)) {
         l->wsum_off = end;
         end = align64(end + vec_bytes);
     }
@@ -195,6 +198,7 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     size_t K = (size_t)l->K;
     switch (l->family) {
     case KILN_KF_I16_MADD: l->act_row_bytes = 2 * K; break;
+    case KILN_KF_U4S8_MADDUBS:
     case KILN_KF_U8S8_VNNI: l->act_row_bytes = K; break;
     case KILN_KF_BF16_DOT: l->act_row_bytes = 2 * K; break;
     case KILN_KF_F32_FMA:
@@ -394,7 +398,7 @@ int kiln_prepack_panels(const KilnLayout *l, const KilnTensor *wq, int64_t p0, i
         return 0;
     }
     size_t row_bytes = kiln_row_bytes(l->wdt, l->K);
-    bool int4 = kiln_dtype_bits(l->wdt) == 4;
+    bool int4 = kiln_dtype_bits(l->wdt) == 4, unsig = kiln_layout_u4_unsigned(l);
     /* one panel at a time: its NR rows unpacked to bytes, then the panel written
      * front to back (sequential stores; the unpacked rows stay in L2) */
     int64_t K = l->K, KS = K + 64; /* row stride off 4 KB multiples: no set conflicts */
@@ -416,8 +420,8 @@ int kiln_prepack_panels(const KilnLayout *l, const KilnTensor *wq, int64_t p0, i
                 for (int64_t nn = 0; nn < live; nn++) {
                     const int8_t *c = codes + nn * KS + kb * 8;
                     uint32_t word = 0;
-                    for (int k = 0; k < 8; k++) /* KR 1: unsigned nibbles c + 8 */
-                        word |= (uint32_t)((c[k] + (KR == 1 ? 8 : 0)) & 0xF) << (4 * pos[k]);
+                    for (int k = 0; k < 8; k++) /* unsigned nibbles u = c + 8 or s4 c */
+                        word |= (uint32_t)((c[k] + (unsig ? 8 : 0)) & 0xF) << (4 * pos[k]);
                     memcpy(pc + (size_t)(kb * NR + nn) * 4, &word, 4);
                 }
         } else {
@@ -450,7 +454,7 @@ int kiln_prepack_panels(const KilnLayout *l, const KilnTensor *wq, int64_t p0, i
                     int32_t s = 0;
                     int64_t kend = (g + 1) * l->group < l->K ? (g + 1) * l->group : l->K;
                     for (int64_t k = g * l->group; k < kend; k++) /* ragged last group */
-                        s += kiln_code_get(l->wdt, row, k) - l->wbias;
+                        s += kiln_code_get(l->wdt, row, k) - l->wbias + (unsig && int4 ? 8 : 0);
                     memcpy(b + l->wsum_off + at, &s, 4);
                 }
             }

@@ -8,8 +8,16 @@
 #include "ir.h"
 
 /* Kernel families. The layout name is "<isa>-<family>", e.g. "avx2-i16-madd":
- *   i16-madd  avx2: int8/int4 weights x int8 activations; codes sign-extended to
+ *   i16-madd  avx2: int8 weights x int8 activations; codes sign-extended to
  *             i16, vpmaddwd (exact int32), KR = 2.
+ *   u4s8-maddubs avx2: int4 weights x int8 activations with vpmaddubsw: the
+ *             unsigned nibble u = c + 8 (0..15) times the s8 activation (q, or
+ *             q - 128 for an asymmetric u8 code), pairs summed into i16; |pair| <=
+ *             2*15*128 = 3840, so 8 products add up exactly in i16 (<= 30720)
+ *             before one vpmaddwd by 1 widens them to i32. Twice the multiplies
+ *             per instruction of i16-madd. KR = 4; the +8 (and any weight zero
+ *             point) comes off per group as Z * sum(q - z_a), the activation
+ *             offset as wsum * ca (asymmetric activations only).
  *   u8s8-vnni avx512: same math with vpdpbusd: activations stored u8 = q+128 (or
  *             the u8 code of an asymmetric activation), weights s8, KR = 4; the
  *             blob carries wsum = sum of the stored weight codes per (n, group)
@@ -21,6 +29,7 @@
  *             exact in bf16, vdpbf16ps, KR = 2. */
 typedef enum {
     KILN_KF_I16_MADD,
+    KILN_KF_U4S8_MADDUBS,
     KILN_KF_U8S8_VNNI,
     KILN_KF_F32_FMA,
     KILN_KF_BF16_DOT,
@@ -56,8 +65,10 @@ typedef void (*KilnQGemmFn)(const float *x, int64_t M, const void *wpack, const 
  *                    KR = 2 (i16-madd, bf16-dot): 4*(k&1) + k/2: the low i16 holds
  *                        the even k, the high i16 the odd k of the pair (shl 12-4j,
  *                        sar 12 on i16 lanes gives pair j as the madd operand)
- *                    KR = 4 (u8s8-vnni): 2*(k&3) + k/4: byte b holds k=b (low
- *                        nibble) and k=b+4 (high nibble): and/shift + sign-fix.
+ *                    KR = 4 (u8s8-vnni, u4s8-maddubs): 2*(k&3) + k/4: byte b
+ *                        holds k=b (low nibble) and k=b+4 (high nibble): and/shift
+ *                        (+ sign-fix for vnni; u4s8-maddubs stores the nibbles
+ *                        UNSIGNED, u = c + 8, and uses them as they are).
  *                  Integer
  *                  codes are stored as c = q - wbias (wbias 128 for u8, 8 for u4,
  *                  else 0) so every stored code is signed (s8 / s4). fp8 codes are
@@ -69,12 +80,13 @@ typedef void (*KilnQGemmFn)(const float *x, int64_t M, const void *wpack, const 
  *                  0 = absent (f32 weights).
  *   zeros_off      i32 [P][ngroups][NR]: z - wbias (asymmetric weights only; 0 =
  *                  absent).
- *   wsum_off       i32 [P][ngroups][NR]: sum over the group's k of c (u8s8-vnni
- *                  only; 0 = absent).
+ *   wsum_off       i32 [P][ngroups][NR]: sum over the group's k of c (u8s8-vnni),
+ *                  of u = c + 8 (u4s8-maddubs with asymmetric activations); 0 =
+ *                  absent.
  * Scratch (per call, per thread): scratch_per_row bytes for each of the M rows,
  * plus scratch_fixed bytes. Row r at r * scratch_per_row holds
  *   [0, act_row_bytes)  the prepared activations: i16 q-z (i16-madd), u8 q+off
- *                       (vnni), f32 rounded/fp8-decoded values (f32-fma), bf16
+ *                       (vnni), s8 q - off (maddubs: off 0, or 128 for u8 codes), f32 rounded/fp8-decoded values (f32-fma), bf16
  *                       pairs (bf16-dot); zero-padded to the 64-byte boundary
  *   meta_off            f32 s_a, i32 ca (activation offset removed with wsum),
  *                       then i32 asum[ngroups] = sum of (q - z) per group;
@@ -124,6 +136,18 @@ typedef struct KilnLayout {
     KilnEpilogue epilogue;
     KilnDType out_dt;
 } KilnLayout;
+
+/* int4 nibbles stored unsigned (u = c + 8) rather than as signed s4. */
+static inline bool kiln_layout_u4_unsigned(const KilnLayout *l)
+{
+    return l->KR == 1 || l->family == KILN_KF_U4S8_MADDUBS;
+}
+/* Integer families: exact int32 sums, scales combined per group or at the end. */
+static inline bool kiln_layout_integer(const KilnLayout *l)
+{
+    return l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U4S8_MADDUBS ||
+           l->family == KILN_KF_U8S8_VNNI;
+}
 
 /* The first live qgemm of f (NULL if none). */
 const KilnInst *kiln_find_qgemm(const KilnFunc *f);

@@ -399,6 +399,16 @@ static void why_int(Pick *p, const KilnLayout *l)
                  "subtracted, so int32 sums stay exact",
                  t, p->act.symmetric ? "symmetric int8 activations are stored as u8 q+128"
                                      : "asymmetric activations go in as their u8 codes");
+    } else if (l->family == KILN_KF_U4S8_MADDUBS) {
+        snprintf(p->why, sizeof p->why,
+                 "%s: no int8 dot product (VNNI) on x86-64-v3; int4 weights stay unsigned "
+                 "nibbles (0..15) and vpmaddubsw multiplies them by the s8 activations%s, 32 "
+                 "products per instruction (twice vpmaddwd's); |pair| <= 3840, so 8 pair sums "
+                 "add exactly in int16 before one vpmaddwd widens them to int32%s",
+                 t, p->act.symmetric ? "" : " (asymmetric u8 codes stored as q - 128, the "
+                                            "offset removed with the nibble sums)",
+                 w->symmetric ? "; symmetric codes are stored +8 and 8*sum(q_a - z_a) is "
+                                "taken off per group" : "");
     } else {
         snprintf(p->why, sizeof p->why,
                  "%s: no int8 dot product (VNNI) on x86-64-v3; activations quantized to int16 "
@@ -406,7 +416,12 @@ static void why_int(Pick *p, const KilnLayout *l)
                  "int32",
                  t, bits_name(w));
     }
-    if (!w->symmetric)
+    if (!w->symmetric && l->family == KILN_KF_U4S8_MADDUBS)
+        append(p->why, sizeof p->why,
+               "; asymmetric int4 weights: their codes are the nibbles and the zero point "
+               "takes the offset's place, z_w*sum(q_a - z_a) subtracted per %s, still exact int32",
+               l->group_mode ? "group" : "row");
+    else if (!w->symmetric)
         append(p->why, sizeof p->why,
                "; asymmetric %s weights stored re-centred (code - %d) and the zero-point term "
                "(z_w - %d)*sum(q_a - z_a) subtracted per %s, still exact int32",
@@ -453,7 +468,7 @@ static int pick_cpu(Pick *p, KilnDiag *d)
     int rc = cpu_layout(p, &l, d);
     if (rc)
         return rc;
-    bool integer = l.family == KILN_KF_I16_MADD || l.family == KILN_KF_U8S8_VNNI;
+    bool integer = kiln_layout_integer(&l);
     if (integer)
         why_int(p, &l);
     else

@@ -155,6 +155,11 @@ static bool host_runs_avx512(void)
 }
 
 /* Compile one case for (N,K,target), run for each M, compare; returns failures. */
+/* Every weight at the top code and every activation at the bottom one (asymmetric
+ * u8 code 0, symmetric -127) instead of random data: the largest products the
+ * integer kernels sum, e.g. u4s8-maddubs's 8 i16 pair sums of -3840 each. */
+static bool extremes;
+
 static int run_case(const Case *c, int64_t N, int64_t K, const char *target, const int64_t *Ms,
                     int nM, bool run, double *compile_ms)
 {
@@ -187,7 +192,7 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
 
     Weights W = {N, K, malloc(sizeof(float) * (size_t)(N * K)), malloc(sizeof(float) * (size_t)N)};
     for (int64_t i = 0; i < N * K; i++)
-        W.w[i] = 0.5f * frand();
+        W.w[i] = extremes ? 0.5f : 0.5f * frand();
     for (int64_t i = 0; i < N; i++)
         W.bias[i] = frand();
     KilnType qt = kiln_type2(l.wdt, N, K);
@@ -215,7 +220,7 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
         kiln_tensor_alloc(&xt, &xty);
         float *x = xt.data;
         for (int64_t i = 0; i < M * K; i++)
-            x[i] = frand() * (i % 37 == 0 ? 8.0f : 1.0f);
+            x[i] = extremes ? -1.0f : frand() * (i % 37 == 0 ? 8.0f : 1.0f);
         if (M >= 3)
             memset(x + K, 0, sizeof(float) * (size_t)K); /* an all-zero row: scale 1 */
         KilnTensor ref;
@@ -373,6 +378,24 @@ static void test_avx2_ragged(void **state)
         if (host_runs_avx512())
             failures += run_case(&ragged[ci], 33, K, "avx512", Ms, 4, true, NULL);
     }
+    assert_int_equal(failures, 0);
+}
+
+/* int4 x int8 at the extremes of both codes: the i16 partial sums of
+ * avx2-u4s8-maddubs come within 2047 of overflowing and must stay exact. */
+static void test_int4_int8_extremes(void **state)
+{
+    (void)state;
+    const int64_t Mx[] = {1, 5};
+    int failures = 0;
+    extremes = true;
+    for (size_t ci = 0; ci < NCASES; ci++)
+        if (is_int_path(&cases[ci]) && cases[ci].w.fmt == KILN_QF_INT4) {
+            Case c = cases[ci]; /* the sums themselves in y: no epilogue to flatten them */
+            c.bias = false, c.epi = "none", c.out = KILN_F32;
+            failures += run_case(&c, 40, 1024, "avx2", Mx, 2, true, NULL);
+        }
+    extremes = false;
     assert_int_equal(failures, 0);
 }
 
@@ -654,6 +677,7 @@ int main(void)
         cmocka_unit_test(test_avx2_all_k),
         cmocka_unit_test(test_avx2_ragged),
         cmocka_unit_test(test_f32_weights),
+        cmocka_unit_test(test_int4_int8_extremes),
         cmocka_unit_test(test_avx512),
         cmocka_unit_test(test_compile_time),
     };

@@ -198,11 +198,12 @@ static void test_layouts_cpu(void **state)
     expect_layout("interp", "f32", KILN_QF_INT4, A, AU, 0, 256, "reference",
                   "auto -> group=128");
     expect_layout("avx2", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx2-i16-madd", "vpmaddwd");
-    expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-i16-madd",
+    expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-u4s8-maddubs",
                   "group=64 weight scales");
-    expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-i16-madd",
-                  "asymmetric int4 weights stored re-centred (code - 8) and the zero-point term "
-                  "(z_w - 8)*sum(q_a - z_a) subtracted per group");
+    expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-u4s8-maddubs",
+                  "vpmaddubsw multiplies them by the s8 activations, 32 products");
+    expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-u4s8-maddubs",
+                  "z_w*sum(q_a - z_a) subtracted per group, still exact int32");
     expect_layout("avx2", "f16", KILN_QF_INT4, A, AU, 0, 96, "avx2-f32-fma",
                   "auto -> group=32 (largest of 128, 64, 32 dividing K=96)");
     expect_layout("avx2", "bf16", KILN_QF_FP8_E4M3, S, CH, 0, 64, "avx2-f32-fma",
@@ -451,7 +452,7 @@ static void test_pipeline_print_after_all(void **state)
     assert_int_equal(f->ninsts, 5);
     assert_int_equal(f->insts[2].op, KILN_OP_PREPACK);
     assert_int_equal(f->insts[3].op, KILN_OP_QGEMM);
-    assert_string_equal(attr_s(&f->insts[2], "layout"), "avx2-i16-madd");
+    assert_string_equal(attr_s(&f->insts[2], "layout"), "avx2-u4s8-maddubs");
     free(buf);
 
     assert_int_equal(kiln_run_pass("fold_everything", m, &t, &d), KILN_EINPUT);

@@ -9,6 +9,7 @@
 
 /* Ops are counted as 1 multiply-add = 2 ops, for floats and integers alike:
  * vfmadd231ps ymm = 8 MACs = 16 flops; vpmaddwd ymm = 16 i16 MACs = 32 ops;
+ * vpmaddubsw ymm = 32 u8xs8 MACs = 64 ops;
  * vpdpbusd zmm = 64 u8xs8 MACs = 128 ops; vdpbf16ps zmm = 32 bf16 MACs = 64 ops.
  * Every figure is the median of 5 timed repeats; 0 means "not measured / n/a". */
 typedef struct BenchLimits {
@@ -20,6 +21,7 @@ typedef struct BenchLimits {
     double read_gbs_all;   /* streaming read, ncpu threads */
     double fma_gflops;     /* vfmadd231ps ymm peak on `threads` threads, GFLOP/s */
     double madd_gops;      /* vpmaddwd + vpaddd ymm peak on `threads` threads, GOP/s */
+    double maddubs_gops;   /* vpmaddubsw + vpaddw ymm peak on `threads` threads, GOP/s */
     double vnni_gops;      /* vpdpbusd zmm; 0 when the CPU has no AVX512-VNNI */
     double bf16_gflops;    /* vdpbf16ps zmm; 0 when the CPU has no AVX512-BF16 */
     bool has_avx2, has_avx512f, has_vnni, has_bf16;
@@ -31,8 +33,8 @@ typedef struct BenchLimits {
  * Returns 0, or -1 when memory or threads could not be had (message on stderr). */
 int bench_probe_limits(int threads, double probe_ms, BenchLimits *out);
 
-/* Evicts the caches: writes and reads a buffer of at least 256 MiB (allocated on the
- * first call, freed by bench_flush_free). */
+/* Evicts the caches: reads a buffer of 256 MiB (written once when allocated on the
+ * first call, freed by bench_flush_free), leaving clean lines behind. */
 int bench_flush_caches(void);
 void bench_flush_free(void);
 

@@ -55,6 +55,8 @@ static void pick_peak(BenchResult *b)
     const BenchLimits *l = &b->lim;
     if (strstr(b->kernel, "i16-madd"))
         b->peak_name = "vpmaddwd", b->peak = l->madd_gops;
+    else if (strstr(b->kernel, "maddubs"))
+        b->peak_name = "vpmaddubsw", b->peak = l->maddubs_gops;
     else if (strstr(b->kernel, "vnni") && l->vnni_gops > 0)
         b->peak_name = "vpdpbusd", b->peak = l->vnni_gops;
     else if (strstr(b->kernel, "bf16") && l->bf16_gflops > 0)
@@ -205,7 +207,7 @@ static int print_json(const BenchResult *b)
     D("probe_ms", l->probe_ms);
     D("read_gbs_1t", l->read_gbs_1t), D("read_gbs_nt", l->read_gbs_nt);
     D("read_gbs_all", l->read_gbs_all);
-    D("fma_gflops", l->fma_gflops), D("madd_gops", l->madd_gops);
+    D("fma_gflops", l->fma_gflops), D("madd_gops", l->madd_gops), D("maddubs_gops", l->maddubs_gops);
     D("vnni_gops", l->vnni_gops), D("bf16_gflops", l->bf16_gflops);
     kiln_jw_end_object(&w);
     kiln_jw_end_object(&w);
@@ -246,6 +248,7 @@ static void print_text(const BenchResult *b)
     printf("  %-28s %9.1f GFLOP/s (%d thread%s)\n", "vfmadd231ps ymm peak", l->fma_gflops,
            l->threads, l->threads > 1 ? "s" : "");
     printf("  %-28s %9.1f GOP/s\n", "vpmaddwd+vpaddd ymm peak", l->madd_gops);
+    printf("  %-28s %9.1f GOP/s\n", "vpmaddubsw+vpaddw ymm peak", l->maddubs_gops);
     print_na("vpdpbusd zmm (VNNI) peak", l->vnni_gops, "GOP/s");
     print_na("vdpbf16ps zmm (BF16) peak", l->bf16_gflops, "GFLOP/s");
     printf("kernel: median %.4f ms (min %.4f, max %.4f) over %d runs after %d warm-up\n",

@@ -84,14 +84,17 @@ static LLVMValueRef group_end_k(KilnGen *g, LLVMValueRef k0)
                            kg_i64(g, l->K), "");
 }
 
-/* One row of int8 activations: codes (i16 q-z or u8 q+off), s, ca, asum[g]. */
+/* One row of int8 activations: codes (i16 q-z, or a byte q+off), s, ca, asum[g]. */
 static void emit_int8_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowParams p)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
     bool sym = l->aspec.symmetric;
     double qmin = sym ? -127 : 0, qmax = sym ? 127 : 255;
-    int off = (l->family == KILN_KF_U8S8_VNNI && sym) ? 128 : 0;
+    /* stored byte q + off: u8 for vnni (128 moves a symmetric code into u8), s8
+     * for maddubs (-128 moves an asymmetric u8 code into s8); ca = z + off */
+    int off = l->family == KILN_KF_U8S8_VNNI ? (sym ? 128 : 0)
+            : l->family == KILN_KF_U4S8_MADDUBS ? (sym ? 0 : -128) : 0;
     LLVMValueRef zi = LLVMBuildFPToSI(b, p.z, g->i32, "");
     LLVMValueRef acc = kg_alloca(g, g->i32, "asum");
     LLVMValueRef xrow = kg_gep(g, g->x, LLVMBuildMul(b, m, kg_i64(g, l->K * 4), ""));
@@ -203,7 +206,7 @@ void kg_emit_act_prep(KilnGen *g)
         emit_range(g, start, LLVMBuildAdd(b, start, kg_i64(g, l->K), ""), &lo, &hi);
         rp = params_from_range(g, lo, hi);
     }
-    if (l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U8S8_VNNI)
+    if (kiln_layout_integer(l))
         emit_int8_row(g, m, rowp, rp);
     else
         emit_float_row(g, m, rowp, rp);

@@ -25,10 +25,7 @@ typedef struct Tile {
     LLVMValueRef facc[MAXR][MAXNV], gacc[MAXR][MAXNV][MAXP]; /* allocas */
 } Tile;
 
-static bool int_family(const KilnLayout *l)
-{
-    return l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U8S8_VNNI;
-}
+static bool int_family(const KilnLayout *l) { return kiln_layout_integer(l); }
 static bool fp8_weights(const KilnLayout *l)
 {
     return l->wspec.fmt == KILN_QF_FP8_E4M3 || l->wspec.fmt == KILN_QF_FP8_E5M2;
@@ -73,11 +70,14 @@ static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int 
                 h = LLVMBuildShl(b, h, vsplat_i(g, g->i16, 12 - 4 * j, 2 * VL), "");
             return LLVMBuildAShr(b, h, vsplat_i(g, g->i16, 12, 2 * VL), "");
         }
-        /* KR 4: byte b holds k=b low, k=b+4 high; sign-extend the nibble: (u ^ 8) - 8 */
+        /* KR 4: byte b holds k=b low, k=b+4 high; maddubs takes the unsigned
+         * nibble as is, vnni sign-extends it: (u ^ 8) - 8 */
         if (j)
             w = LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 4, VL), "");
         w = LLVMBuildAnd(b, w, vsplat_i(g, g->i32, 0x0F0F0F0F, VL), "");
         LLVMValueRef by = LLVMBuildBitCast(b, w, kg_vec(g->i8, 4 * VL), "");
+        if (kiln_layout_u4_unsigned(l))
+            return by;
         LLVMValueRef eight = vsplat_i(g, g->i8, 8, 4 * VL);
         return LLVMBuildSub(b, LLVMBuildXor(b, by, eight, ""), eight, "");
     }
@@ -133,6 +133,7 @@ static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kb, int j, 
     switch (l->family) {
     case KILN_KF_I16_MADD:
         return int4_weights(l) ? c : LLVMBuildSExt(b, c, kg_vec(g->i16, n), "");
+    case KILN_KF_U4S8_MADDUBS: return c; /* <32 x i8> unsigned nibbles */
     case KILN_KF_U8S8_VNNI: return LLVMBuildBitCast(b, c, g->vi, "");
     case KILN_KF_F32_FMA:
     case KILN_KF_BF16_DOT: {
@@ -168,6 +169,9 @@ static LLVMValueRef act_operand(KilnGen *g, Tile *t, int r, LLVMValueRef k)
     }
     case KILN_KF_U8S8_VNNI:
         return kg_splat(g, kg_load(g, g->i32, kg_gep(g, t->rowp[r], k)), (unsigned)l->VL);
+    case KILN_KF_U4S8_MADDUBS: /* 4 s8 activations, repeated per column */
+        return LLVMBuildBitCast(b, kg_splat(g, kg_load(g, g->i32, kg_gep(g, t->rowp[r], k)), (unsigned)l->VL),
+                                kg_vec(g->i8, 4 * (unsigned)l->VL), "");
     case KILN_KF_BF16_DOT: /* a pair of bf16 */
         return kg_splat(g, kg_load(g, g->i32, kg_gep(g, t->rowp[r], LLVMBuildMul(b, k, kg_i64(g, 2), ""))),
                         (unsigned)l->VL);
@@ -189,6 +193,8 @@ static LLVMValueRef dot(KilnGen *g, LLVMValueRef acc, LLVMValueRef a, LLVMValueR
         LLVMValueRef args[3] = {acc, a, w};
         return kg_call_intr(g, "llvm.x86.avx512.vpdpbusd.512", NULL, 0, args, 3);
     }
+    case KILN_KF_U4S8_MADDUBS: /* i16 partial sums (emit_maddubs_blocks widens them) */
+        break;
     case KILN_KF_BF16_DOT: {
         /* LLVM 16's optimizer crashes on <32 x bfloat> values (the intrinsic's
          * operand type), so the instruction goes in as inline asm on i32 lanes. */
@@ -244,6 +250,8 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
         LLVMValueRef wsum = l->wsum_off ? kg_load(g, g->vi, vec_sect(g, t, l->wsum_off, gi, v)) : NULL;
         LLVMValueRef zv = (l->zeros_off && int_family(l))
                               ? kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v)) : NULL;
+        if (l->family == KILN_KF_U4S8_MADDUBS) /* unsigned nibbles: Z = (z - wbias) + 8 */
+            zv = zv ? LLVMBuildAdd(b, zv, vsplat_i(g, g->i32, 8, VL), "") : vsplat_i(g, g->i32, 8, VL);
         LLVMValueRef zf = NULL;
         if (l->zero_by_sum && l->zeros_off) {
             LLVMValueRef zi = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
@@ -286,6 +294,59 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
 }
 
 static void emit_epilogue_store(KilnGen *g, Tile *t, LLVMValueRef tmp);
+static void emit_tile_store(KilnGen *g, Tile *t);
+
+/* Packed blocks per maddubs loop iteration: up to 4 blocks = 8 vpmaddubsw
+ * products summed in i16 (<= 8 * 3840 = 30720, exact) before one widening
+ * vpmaddwd; it must divide the blocks of a group and of the ragged last one. */
+static int maddubs_unroll(const KilnLayout *l)
+{
+    int64_t bpg = l->group / l->KB, tail = (l->K % l->group) / l->KB;
+    for (int u = 4; u > 1; u /= 2)
+        if (bpg % u == 0 && tail % u == 0)
+            return u;
+    return 1;
+}
+
+/* Blocks [kb0, kb1) of one group for u4s8-maddubs: per (row, vector) the U
+ * blocks' vpmaddubsw products (unsigned nibbles x s8 activations) are added in
+ * i16, then widened by vpmaddwd with 1s into the group's i32 sum. */
+static void emit_maddubs_blocks(KilnGen *g, Tile *t, LLVMValueRef kb0, LLVMValueRef kb1)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    int U = maddubs_unroll(l);
+    LLVMValueRef ones = vsplat_i(g, g->i16, 1, 2 * (unsigned)l->VL);
+    KilnLoop lk;
+    LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, kb1, U);
+    LLVMValueRef h[MAXR][MAXNV] = {{0}};
+    for (int u = 0; u < U; u++) {
+        LLVMValueRef kbu = LLVMBuildAdd(b, kb, kg_i64(g, u), "");
+        load_packed(g, t, kbu);
+        for (int j = 0; j < l->KB / l->KR; j++) {
+            LLVMValueRef k = LLVMBuildAdd(b, LLVMBuildMul(b, kbu, kg_i64(g, l->KB), ""),
+                                          kg_i64(g, (int64_t)j * l->KR), "");
+            LLVMValueRef w[MAXNV];
+            for (int v = 0; v < t->NV; v++)
+                w[v] = weight_operand(g, t, kbu, j, v, NULL);
+            for (int r = 0; r < t->R; r++) {
+                LLVMValueRef a = act_operand(g, t, r, k);
+                for (int v = 0; v < t->NV; v++) {
+                    LLVMValueRef args[2] = {w[v], a};
+                    LLVMValueRef p = kg_call_intr(g, "llvm.x86.avx2.pmadd.ub.sw", NULL, 0, args, 2);
+                    h[r][v] = h[r][v] ? LLVMBuildAdd(b, h[r][v], p, "") : p;
+                }
+            }
+        }
+    }
+    for (int r = 0; r < t->R; r++)
+        for (int v = 0; v < t->NV; v++) {
+            LLVMValueRef args[2] = {h[r][v], ones};
+            LLVMValueRef wide = kg_call_intr(g, "llvm.x86.avx2.pmadd.wd", NULL, 0, args, 2);
+            st(g, LLVMBuildAdd(b, ld(g, g->vi, t->gacc[r][v][0]), wide, ""), t->gacc[r][v][0]);
+        }
+    kg_loop_end(g, &lk);
+}
 
 static void emit_tile(KilnGen *g, Tile *t)
 {
@@ -325,6 +386,13 @@ static void emit_tile(KilnGen *g, Tile *t)
     if (l->K % l->group) /* ragged last group: it ends at K (K/KB blocks) */
         kb1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, kb1, kg_i64(g, l->K / l->KB), ""), kb1,
                               kg_i64(g, l->K / l->KB), "");
+    if (l->family == KILN_KF_U4S8_MADDUBS) {
+        emit_maddubs_blocks(g, t, kb0, kb1);
+        group_end(g, t, gi);
+        kg_loop_end(g, &lg);
+        emit_tile_store(g, t);
+        return;
+    }
     LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, kb1, 1);
     if (int4_weights(l))
         load_packed(g, t, kb);
@@ -351,7 +419,15 @@ static void emit_tile(KilnGen *g, Tile *t)
             }
     group_end(g, t, gi);
     kg_loop_end(g, &lg);
+    emit_tile_store(g, t);
+}
 
+/* The tile's f32 sums (activation scale last where the interpreter applies it
+ * last) through the epilogue into y. */
+static void emit_tile_store(KilnGen *g, Tile *t)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
     bool scale_after = !l->weight_only && (l->group_mode || !int_family(l));
     LLVMValueRef tmp = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(MAXR * l->NR)), "tile");
     for (int r = 0; r < t->R; r++)
@@ -623,7 +699,8 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     KilnLoop lr;
     t.R = 1;
     /* one row: a single chain per vector would wait on the FMA (vpdpbusd) latency */
-    t.P = l->family == KILN_KF_I16_MADD ? 1 : l->KB / l->KR < MAXP ? l->KB / l->KR : MAXP;
+    t.P = l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U4S8_MADDUBS ? 1
+        : l->KB / l->KR < MAXP ? l->KB / l->KR : MAXP;
     t.m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
     emit_tile(g, &t);
     kg_loop_end(g, &lr);
