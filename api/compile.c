@@ -221,10 +221,8 @@ int kiln_calibrate_static(KilnFunc *f, const float *x, int64_t n)
         kiln_outlier_zero_cols(x, K, o->ints, o->nints, 0, n / K, xz);
         x = xz;
     }
-    float lo, hi;
-    kiln_calib_range(&act->q, x, n, 1, &lo, &hi);
+    KilnQParams p = kiln_calib_static(&act->q, x, n);
     free(xz);
-    KilnQParams p = kiln_qparams_from_range(act->q.fmt, act->q.symmetric, lo, hi);
     act->q.scale = p.scale;
     act->q.zero = p.zero;
     return 1;

@@ -458,9 +458,7 @@ kiln_status kiln_layer_run(kiln_layer *l, const float *x, int64_t M, void *y)
             return fail(l->ctx, &d);
         return KILN_STATUS_OK;
     }
-    size_t scratch = kiln_layout_scratch_bytes(&l->k.layout, M);
-    if (kiln_rt_qgemm(l->ctx->pool, l->k.fn, M, l->k.layout.N, l->k.layout.NR, x, l->wpack,
-                      l->bias, y, scratch, &d))
+    if (kiln_rt_qgemm_layout(l->ctx->pool, &l->k.layout, l->k.fn, M, x, l->wpack, l->bias, y, &d))
         return fail(l->ctx, &d);
     return KILN_STATUS_OK;
 }

@@ -278,3 +278,10 @@ void kiln_calib_range(const KilnQuantSpec *q, const float *x, int64_t n, int64_t
     free(work);
     free(smp.v);
 }
+
+KilnQParams kiln_calib_static(const KilnQuantSpec *q, const float *x, int64_t n)
+{
+    float lo, hi;
+    kiln_calib_range(q, x, n, 1, &lo, &hi);
+    return kiln_qparams_from_range(q->fmt, q->symmetric, lo, hi);
+}

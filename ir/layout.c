@@ -126,7 +126,9 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     l->VL = avx512 ? 16 : 8;
     l->NR = 2 * l->VL;
     /* MR x NR/VL accumulators + NR/VL weight vectors + a broadcast fit the 16 (32)
-     * vector registers; the rows were picked by measurement (docs/jit-aot.md). */
+     * vector registers; the rows were picked by measurement (docs/jit-aot.md).
+     * u4s8-maddubs keeps an i16 and an i32 sum per accumulator: 3 rows (4 spilled
+     * a third of them and ran ~10% slower). */
     l->MR = l->family == KILN_KF_U4S8_MADDUBS ? 3 : 4;
     l->KR = l->family == KILN_KF_U8S8_VNNI || l->family == KILN_KF_U4S8_MADDUBS ? 4
           : l->family == KILN_KF_F32_FMA ? 1 : 2;
@@ -274,6 +276,20 @@ int kiln_layout_for(const KilnInst *q, const KilnFunc *f, KilnLayout *out, KilnD
                              "qgemm layout '%s' but the code generator makes '%s' for this target",
                              la->s, out->name);
     return 0;
+}
+
+int kiln_layout_row_unit(const KilnLayout *l)
+{
+    if (!l->weight_only && l->aspec.dynamic && l->aspec.gran == KILN_GRAN_TENSOR)
+        return 0;
+    int unit = l->MR;
+    if (l->blocked)
+        for (int u = unit; ; u += l->MR)
+            if (u % l->MRB == 0) {
+                unit = u;
+                break;
+            }
+    return unit;
 }
 
 size_t kiln_layout_scratch_bytes(const KilnLayout *l, int64_t M)

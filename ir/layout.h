@@ -180,5 +180,10 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
 int kiln_prepack_panels(const KilnLayout *l, const KilnTensor *wq_rows, int64_t p0, int64_t p1,
                         void *blob, KilnDiag *d);
 size_t kiln_layout_scratch_bytes(const KilnLayout *l, int64_t M);
+/* Rows of a call are independent unless a dynamic per-tensor activation scale
+ * spans all of them (0 then). Otherwise the row count that every row tile of
+ * the kernel divides (MR, MRB): calls on row ranges starting at its multiples
+ * compute each row exactly as one call on all rows does. */
+int kiln_layout_row_unit(const KilnLayout *l);
 
 #endif

@@ -71,6 +71,12 @@ void kiln_fake_quantize(KilnQFormat f, bool symmetric, KilnQParams p, const floa
  * A zero range gives scale 1 (all codes 0 / the zero point). */
 KilnQParams kiln_qparams_from_range(KilnQFormat f, bool symmetric, float lo, float hi);
 
+/* The static scale (and zero point) of spec q calibrated on n values: q's calib rule
+ * for the range (kiln_calib_range), the format's scale for it (kiln_qparams_from_range).
+ * kiln_layer_create and `kiln quantize` both take a layer's static activation scale
+ * from here, so a checkpoint stores the scale kiln runs with. Defined in calib.c. */
+KilnQParams kiln_calib_static(const KilnQuantSpec *q, const float *x, int64_t n);
+
 /* One value. Integer formats: clamp(round_even(x/scale) + zero, qmin, qmax).
  * fp8: encode(x/scale) (zero ignored). Returns the code (fp8: the byte). */
 int32_t kiln_quantize_value(KilnQFormat f, bool symmetric, KilnQParams p, float x);

@@ -5,13 +5,15 @@
  * the weights (folded into the norm or previous layer that makes the input, so the
  * f32 model computes the same function), then GPTQ rounds each layer with error
  * compensation on the transformed statistics. The results ride on KilnLinear
- * (qres, in_div, in_perm) and kiln_linears_bind hands them to kiln. */
+ * (qres, in_div, in_perm) and kiln_linears_bind hands them to kiln. Also the
+ * calibration pass for static activation scales that kiln eval and kiln quantize share. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "frontend/recipe.h"
+#include "ir/numerics.h"
 #include "model/checkpoint.h"
 #include "model/model.h"
 #include "quant/quant.h"
@@ -457,6 +459,59 @@ int kiln_bert_quant_prepare(KilnBert *m, const KilnRunCtx *rc, const char *const
         r = kiln_quant_prepare(ls, nl, sites, ns, rc, enc_run, &c, verbose, d);
     free(sites);
     return r;
+}
+
+/* ------------------------------------------------------------------ static activation scales */
+
+int kiln_llama_capture_static(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv,
+                              const int32_t *ids, int n, KilnDiag *d)
+{
+    int nl;
+    KilnLinear *ls = kiln_llama_linears(m, &nl);
+    kiln_linears_unbind(ls, nl);
+    int rc = kiln_linears_capture(ls, nl, d);
+    n = n < KILN_STATIC_TOKENS ? n : KILN_STATIC_TOKENS;
+    if (!rc && n > 0) {
+        kiln_kv_calib_begin(kv);
+        rc = kiln_llama_forward(m, pool, kv, ids, n, 0, 0, NULL, d);
+        kiln_kv_calib_end(kv);
+    }
+    return rc;
+}
+
+int kiln_bert_capture_static(KilnBert *m, struct KilnPool *pool, const char *const *texts, int n,
+                             KilnDiag *d)
+{
+    int nl;
+    KilnLinear *ls = kiln_bert_linears(m, &nl);
+    kiln_linears_unbind(ls, nl);
+    int rc = kiln_linears_capture(ls, nl, d);
+    n = n < KILN_STATIC_SENTENCES ? n : KILN_STATIC_SENTENCES;
+    if (rc || n < 1)
+        return rc;
+    float *e = malloc(sizeof(float) * (size_t)kiln_bert_dim(m) * (size_t)n);
+    rc = e ? kiln_bert_embed(m, pool, texts, n, e, NULL, d)
+           : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    free(e);
+    return rc;
+}
+
+int kiln_static_act_params(const KilnLinear *l, const KilnQuantSpec *a, float *scale,
+                           int32_t *zero, KilnDiag *d)
+{
+    if (a->scale > 0) { /* the recipe's own: kiln_layer_create calibrates nothing */
+        *scale = a->scale, *zero = a->zero;
+        return 0;
+    }
+    if (!l->cap || l->cap_rows <= 0)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "layer %s: its static activation scale is calibrated, but the layer "
+                             "saw no calibration rows (give scale = ... in the recipe, or "
+                             "calibration text)",
+                             l->name);
+    KilnQParams p = kiln_calib_static(a, l->cap, l->cap_rows * l->K);
+    *scale = p.scale, *zero = p.zero;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ weights = stored */

@@ -18,7 +18,6 @@
  * come from different books so static scales never see the evaluation text. */
 #define CALIB_RANGE "Gen1:1-3:24"
 #define EVAL_RANGE "John1:1-21:25"
-#define CALIB_ROWS 512 /* activation rows kept per layer for static scales */
 #define METHOD_TOKENS KILN_METHOD_TOKENS
 #define METHOD_SENTENCES KILN_METHOD_SENTENCES
 
@@ -404,21 +403,6 @@ static void print_json(const char *model, const char *recipe, const char *texts,
 
 /* ------------------------------------------------------------------ driver */
 
-static void capture(KilnLinear *ls, int n, bool on)
-{
-    for (int i = 0; i < n; i++) {
-        if (on && !ls[i].cap) {
-            ls[i].cap = malloc(sizeof(float) * (size_t)(CALIB_ROWS * ls[i].K));
-            ls[i].cap_max = ls[i].cap ? CALIB_ROWS : 0;
-            ls[i].cap_rows = 0;
-        } else if (!on) {
-            free(ls[i].cap);
-            ls[i].cap = NULL;
-            ls[i].cap_max = ls[i].cap_rows = 0;
-        }
-    }
-}
-
 static void track(KilnLinear *ls, int n, bool on)
 {
     for (int i = 0; i < n; i++)
@@ -562,7 +546,7 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
         if (dc.stride > dc.window)
             dc.stride = dc.window;
         dc.ids = malloc(sizeof(int32_t) * (size_t)(want + 1));
-        int32_t *cids = malloc(sizeof(int32_t) * 256);
+        int32_t *cids = malloc(sizeof(int32_t) * KILN_STATIC_TOKENS);
         /* methods (gptq, awq, smoothquant) calibrate on more of the text */
         int32_t *mids = malloc(sizeof(int32_t) * METHOD_TOKENS);
         int nm = 0;
@@ -574,7 +558,7 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
             rc = KILN_EINPUT;
         if (!rc && (dc.ntok = kiln_tok_encode(tk, txt, 0, dc.ids, want, NULL, d)) < 0)
             rc = KILN_EINPUT;
-        if (!rc && (nc = kiln_tok_encode(tk, ctxt, 0, cids, 256, NULL, d)) < 0)
+        if (!rc && (nc = kiln_tok_encode(tk, ctxt, 0, cids, KILN_STATIC_TOKENS, NULL, d)) < 0)
             rc = KILN_EINPUT;
         if (!rc && !mids)
             rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -587,7 +571,7 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
         if (!rc && dc.stride > dc.window)
             dc.stride = dc.window;
         free(txt), free(ctxt);
-        /* f32 row; its calibration run captures layer inputs and KV ranges */
+        /* f32 row; after it the methods, then the static calibration run */
         if (!rc) {
             snprintf(rows[0].name, sizeof rows[0].name, "f32");
             rc = kiln_linears_bind(ls, nl, f32.recipe ? &f32 : NULL, d);
@@ -605,20 +589,15 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
                         (kiln_now_ms() - t0) / 1e3);
         }
         free(mids);
-        if (!rc) {
-            capture(ls, nl, true);
+        if (!rc)
             rc = kiln_llama_kv_init(llama, &ckv, &kvs, nc > 0 ? nc : 1, d);
-        }
-        if (!rc && nc > 0) {
-            kiln_kv_calib_begin(&ckv);
-            rc = kiln_llama_forward(llama, rc_.pool, &ckv, cids, nc, 0, 0, NULL, d);
-            kiln_kv_calib_end(&ckv);
-        }
+        if (!rc) /* static activation scales and KV ranges (kiln quantize: the same) */
+            rc = kiln_llama_capture_static(llama, rc_.pool, &ckv, cids, nc, d);
         if (!rc && o->verbose)
             fprintf(stderr, "kiln eval: binding %d layers to %s\n", nl, o->recipe);
         if (!rc)
             rc = kiln_linears_bind(ls, nl, &rc_, d);
-        capture(ls, nl, false);
+        kiln_linears_capture_end(ls, nl);
         free(cids);
         if (!rc && o->per_layer)
             track(ls, nl, true);
@@ -654,8 +633,7 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
                  path, nl, o->recipe, kiln_ctx_target(rc_.ctx), evs.n);
         e32 = malloc(sizeof(float) * (size_t)evs.n * D);
         eq = malloc(sizeof(float) * (size_t)evs.n * D);
-        float *ce = malloc(sizeof(float) * (size_t)(cal.n < 32 ? cal.n : 32) * D);
-        if (!e32 || !eq || !ce)
+        if (!e32 || !eq)
             rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
         double ms = 0;
         if (!rc)
@@ -671,15 +649,11 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
             Lines cm = {cal.v, cal.n < METHOD_SENTENCES ? cal.n : METHOD_SENTENCES};
             rc = kiln_bert_quant_prepare(bert, &rc_, (const char *const *)cm.v, cm.n, o->verbose, d);
         }
-        if (!rc) {
-            capture(ls, nl, true);
-            Lines c32 = {cal.v, cal.n < 32 ? cal.n : 32};
-            rc = kiln_bert_embed(bert, rc_.pool, (const char *const *)c32.v, c32.n, ce, NULL, d);
-        }
+        if (!rc)
+            rc = kiln_bert_capture_static(bert, rc_.pool, (const char *const *)cal.v, cal.n, d);
         if (!rc)
             rc = kiln_linears_bind(ls, nl, &rc_, d);
-        capture(ls, nl, false);
-        free(ce);
+        kiln_linears_capture_end(ls, nl);
         if (!rc && o->per_layer)
             track(ls, nl, true);
         if (!rc)

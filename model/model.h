@@ -101,6 +101,11 @@ int kiln_linear_run(KilnLinear *l, struct KilnPool *pool, const float *x, int64_
  * kiln_layer_create gives them. Static activation scales calibrate from cap. */
 int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d);
 void kiln_linears_unbind(KilnLinear *ls, int n);
+/* Calibration capture for static activation scales: every layer keeps its first
+ * KILN_STATIC_ROWS input rows in cap (as the kernel sees them: after in_div /
+ * in_perm) from now on; _end frees them. */
+int kiln_linears_capture(KilnLinear *ls, int n, KilnDiag *d);
+void kiln_linears_capture_end(KilnLinear *ls, int n);
 void kiln_linears_free(KilnLinear *ls, int n);
 
 /* ------------------------------------------------------------------ calib.c */
@@ -140,6 +145,30 @@ int kiln_llama_quant_prepare(struct KilnLlama *m, const KilnRunCtx *rc, const in
                              bool verbose, KilnDiag *d);
 int kiln_bert_quant_prepare(struct KilnBert *m, const KilnRunCtx *rc, const char *const *texts,
                             int n, bool verbose, KilnDiag *d);
+
+/* Static activation scales. kiln eval and kiln quantize calibrate them alike (so a
+ * checkpoint stores the scales kiln eval runs with): after the methods, the model in
+ * f32 (every layer unbound: kiln_gemm_f32, as the methods calibrate) runs the first
+ * KILN_STATIC_TOKENS tokens of the calibration text as one sequence (a Llama; kv, the
+ * recipe's KV cache with room for them, gets its static ranges on the way) or its
+ * first KILN_STATIC_SENTENCES lines as one batch (BERT), while every linear layer
+ * captures its first KILN_STATIC_ROWS input rows (kiln_linears_capture). Binding the
+ * layers then calibrates each static scale on those rows (kiln_layer_create);
+ * kiln_static_act_params computes the same scale for a checkpoint. */
+#define KILN_STATIC_TOKENS 256
+#define KILN_STATIC_SENTENCES 32
+#define KILN_STATIC_ROWS 512
+struct KilnKVCache;
+int kiln_llama_capture_static(struct KilnLlama *m, struct KilnPool *pool, struct KilnKVCache *kv,
+                              const int32_t *ids, int n, KilnDiag *d);
+int kiln_bert_capture_static(struct KilnBert *m, struct KilnPool *pool, const char *const *texts,
+                             int n, KilnDiag *d);
+/* The static activation scale (and zero point) layer l runs with under activation
+ * spec a (static): a's own scale when the recipe gives one, else kiln_calib_static on
+ * the rows l captured, exactly as kiln_layer_create calibrates it. KILN_EINPUT naming
+ * the layer when it captured none. */
+int kiln_static_act_params(const KilnLinear *l, const KilnQuantSpec *a, float *scale,
+                           int32_t *zero, KilnDiag *d);
 /* Binds a layer's checkpoint weights (l->stored) as its grid: qres, q_format and,
  * for act-order g_idx, in_perm (w gathered the same way). */
 int kiln_quant_from_stored(KilnLinear *l, KilnDiag *d);
@@ -271,6 +300,13 @@ typedef struct KilnQuantizeOpts {
 /* kiln quantize: the recipe's methods on the model, written as a compressed-tensors
  * checkpoint into o->out (docs/checkpoints.md). */
 int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d);
+/* The layers the recipe quantizes, as c->lin (ignored ones left to kiln_*_export):
+ * weights as kiln binds them (a method's grid, or round to nearest), activation
+ * schemes, and static activation scales as kiln_static_act_params gives them (so the
+ * layers must have captured their calibration rows, kiln_*_capture_static). */
+struct KilnCheckpoint;
+int kiln_quantize_linears(const KilnRunCtx *rc, const KilnLinear *ls, int nl,
+                          struct KilnCheckpoint *c, KilnDiag *d);
 
 /* Default model locations ($KILN_MODELS_DIR, else ~/.cache/kiln/models). */
 int kiln_model_path(const char *which, char *buf, size_t n, KilnDiag *d);

@@ -351,6 +351,29 @@ void kiln_linears_unbind(KilnLinear *ls, int n)
     }
 }
 
+int kiln_linears_capture(KilnLinear *ls, int n, KilnDiag *d)
+{
+    for (int i = 0; i < n; i++) {
+        KilnLinear *l = &ls[i];
+        if (!l->cap && !(l->cap = malloc(sizeof(float) * (size_t)(KILN_STATIC_ROWS * l->K)))) {
+            kiln_linears_capture_end(ls, n);
+            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        }
+        l->cap_max = KILN_STATIC_ROWS;
+        l->cap_rows = 0;
+    }
+    return 0;
+}
+
+void kiln_linears_capture_end(KilnLinear *ls, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(ls[i].cap);
+        ls[i].cap = NULL;
+        ls[i].cap_max = ls[i].cap_rows = 0;
+    }
+}
+
 void kiln_linears_free(KilnLinear *ls, int n)
 {
     if (!ls)

@@ -15,13 +15,26 @@
 #include "runtime/runtime.h"
 
 /* The layer's quantized weight in the checkpoint's terms: original column order
- * (a GPTQ permutation becomes g_idx), tensor scales once. */
+ * (a GPTQ permutation becomes g_idx), tensor scales once; a static activation scale
+ * as kiln runs the layer (the recipe's, or calibrated on the rows it captured). */
 static int to_qlinear(const KilnRunCtx *rc, const KilnLinear *l, int rule, KilnQLinear *q,
                       KilnDiag *d)
 {
     char fmt[64];
     int r = kiln_quant_format(rc, l, fmt, sizeof fmt, d);
     if (r)
+        return r;
+    KilnQuantSpec a = {0};
+    float ascale = 0, th, mf;
+    int32_t azero = 0;
+    bool acts = kiln_recipe_rule_acts(rc->fr, rule, &a);
+    if (acts && !a.dynamic && kiln_recipe_outliers(rc->fr, l->name, &th, &mf))
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "layer %s: outliers = {...} keeps columns out of the static "
+                             "activation scale, which a checkpoint cannot express; drop outliers "
+                             "for kiln quantize",
+                             l->name);
+    if (acts && !a.dynamic && (r = kiln_static_act_params(l, &a, &ascale, &azero, d)))
         return r;
     KilnQuantSpec spec;
     if (!fmt[0] || kiln_spec_parse(fmt, &spec))
@@ -64,22 +77,33 @@ static int to_qlinear(const KilnRunCtx *rc, const KilnLinear *l, int rule, KilnQ
         memcpy(q->zero, res->zero, sizeof(int32_t) * (size_t)q->nscale);
     if (q->bias)
         memcpy(q->bias, l->b, sizeof(float) * (size_t)l->N);
-    KilnQuantSpec a;
-    if (kiln_recipe_rule_acts(rc->fr, rule, &a))
+    if (acts)
         q->act = a;
+    q->act_scale = ascale, q->act_zero = azero;
     kiln_qresult_free(&own);
     return 0;
 }
 
-/* The quantized linear layers into c as KilnQLinear (the export adds the rest). */
-static int linears_out(const KilnRunCtx *rc, KilnLinear *ls, int nl, KilnCheckpoint *c,
-                       KilnDiag *d)
+/* Whether some layer's rule has static activations with no scale of its own. */
+static bool needs_static_calib(const KilnRunCtx *rc, const KilnLinear *ls, int nl)
+{
+    for (int i = 0; i < nl; i++) {
+        int rule = kiln_recipe_ignored(rc->fr, ls[i].name) ? -1 : kiln_recipe_match(rc->fr, ls[i].name);
+        KilnQuantSpec a;
+        if (rule >= 0 && kiln_recipe_rule_acts(rc->fr, rule, &a) && !a.dynamic && !(a.scale > 0))
+            return true;
+    }
+    return false;
+}
+
+int kiln_quantize_linears(const KilnRunCtx *rc, const KilnLinear *ls, int nl, KilnCheckpoint *c,
+                          KilnDiag *d)
 {
     c->lin = calloc((size_t)nl, sizeof *c->lin);
     if (!c->lin)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     for (int i = 0; i < nl; i++) {
-        KilnLinear *l = &ls[i];
+        const KilnLinear *l = &ls[i];
         int rule = kiln_recipe_ignored(rc->fr, l->name) ? -1 : kiln_recipe_match(rc->fr, l->name);
         if (l->in_div)
             return kiln_diag_set(d, KILN_EINPUT,
@@ -126,24 +150,43 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
     if (!rc)
         ls = dec ? kiln_llama_linears(llama, &nl) : kiln_bert_linears(bert, &nl);
     double t0 = kiln_now_ms();
+    int32_t *ids = NULL;
+    int n = -1;
     if (!rc && dec) {
         const KilnTokenizer *tk = kiln_llama_tokenizer(llama, d);
-        int32_t *ids = malloc(sizeof(int32_t) * KILN_METHOD_TOKENS);
-        int n = -1;
-        if (!ids)
+        if (!(ids = malloc(sizeof(int32_t) * KILN_METHOD_TOKENS)))
             rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
         else if (!tk || (n = kiln_calib_tokens(tk, o->text, ids, KILN_METHOD_TOKENS, d)) < 0)
             rc = KILN_EINPUT;
         if (!rc)
             rc = kiln_llama_quant_prepare(llama, &rc_, ids, n, o->verbose, d);
-        free(ids);
     } else if (!rc) {
-        int n = ncal < KILN_METHOD_SENTENCES ? ncal : KILN_METHOD_SENTENCES;
-        rc = kiln_bert_quant_prepare(bert, &rc_, (const char *const *)cal, n, o->verbose, d);
+        int nm = ncal < KILN_METHOD_SENTENCES ? ncal : KILN_METHOD_SENTENCES;
+        rc = kiln_bert_quant_prepare(bert, &rc_, (const char *const *)cal, nm, o->verbose, d);
     }
     double t1 = kiln_now_ms();
+    /* static activation scales: kiln eval's calibration run on the same text (the
+     * first tokens of the ids the methods saw), after the methods, so each scale is
+     * of the input the layer sees once a method's scales are folded in */
+    bool cal_static = !rc && needs_static_calib(&rc_, ls, nl);
+    if (cal_static && dec) {
+        KilnKVSpec kvs;
+        KilnKVCache kv = {0};
+        rc = kiln_kv_spec_from_recipe(rc_.fr, &kvs, d);
+        int nt = n < KILN_STATIC_TOKENS ? n : KILN_STATIC_TOKENS;
+        if (!rc)
+            rc = kiln_llama_kv_init(llama, &kv, &kvs, nt > 0 ? nt : 1, d);
+        if (!rc)
+            rc = kiln_llama_capture_static(llama, rc_.pool, &kv, ids, n, d);
+        kiln_kv_free(&kv);
+    } else if (cal_static) {
+        rc = kiln_bert_capture_static(bert, rc_.pool, (const char *const *)cal, ncal, d);
+    }
+    free(ids);
     if (!rc)
-        rc = linears_out(&rc_, ls, nl, &ck, d);
+        rc = kiln_quantize_linears(&rc_, ls, nl, &ck, d);
+    if (ls)
+        kiln_linears_capture_end(ls, nl);
     if (!rc)
         rc = dec ? kiln_llama_export(llama, &ck, d) : kiln_bert_export(bert, path, &ck, d);
     if (!rc)

@@ -365,3 +365,59 @@ int kiln_rt_qgemm(KilnPool *p, KilnQGemmFn fn, int64_t M, int64_t N, int NR, con
     free(j.scratch);
     return 0;
 }
+
+/* ------------------------------------------------------------------ row split */
+
+typedef struct {
+    const KilnLayout *l;
+    KilnQGemmFn fn;
+    const float *x;
+    const void *wpack;
+    const float *bias;
+    char *y;
+    int64_t M, rows_per_chunk;
+    size_t y_row_bytes;
+    char *scratch;
+    size_t scratch_stride;
+} RowJob;
+
+static void row_task(void *ctx, int task, int thread)
+{
+    RowJob *j = ctx;
+    int64_t m0 = (int64_t)task * j->rows_per_chunk;
+    int64_t m1 = m0 + j->rows_per_chunk < j->M ? m0 + j->rows_per_chunk : j->M;
+    void *scratch = j->scratch ? j->scratch + (size_t)thread * j->scratch_stride : NULL;
+    j->fn(j->x + m0 * j->l->K, m1 - m0, j->wpack, j->bias, j->y + (size_t)m0 * j->y_row_bytes,
+          0, j->l->N, scratch);
+}
+
+#define MIN_ROWS_PER_CHUNK 48
+
+int kiln_rt_qgemm_layout(KilnPool *p, const KilnLayout *l, KilnQGemmFn fn, int64_t M,
+                         const float *x, const void *wpack, const float *bias, void *y,
+                         KilnDiag *d)
+{
+    int nthreads = (p && tls_pool == p) ? 1 : kiln_pool_size(p);
+    int unit = kiln_layout_row_unit(l);
+    if (nthreads == 1 || unit <= 0 || M < 2 * MIN_ROWS_PER_CHUNK || !fn || !x || !wpack || !y)
+        return kiln_rt_qgemm(p, fn, M, l->N, l->NR, x, wpack, bias, y,
+                             kiln_layout_scratch_bytes(l, M), d);
+    /* about two chunks per thread, for balance on a shared machine, each at least
+     * MIN_ROWS_PER_CHUNK rows (every chunk streams the whole weight) */
+    int64_t rows = (M + 2 * nthreads - 1) / (2 * nthreads);
+    rows = rows < MIN_ROWS_PER_CHUNK ? MIN_ROWS_PER_CHUNK : rows;
+    rows = (rows + unit - 1) / unit * unit;
+    int64_t nchunks = (M + rows - 1) / rows;
+    size_t need = kiln_layout_scratch_bytes(l, rows);
+    size_t stride = (need + LINE - 1) / LINE * LINE;
+    char *scratch = NULL;
+    if (stride && posix_memalign((void **)&scratch, LINE, stride * (size_t)kiln_pool_size(p)) != 0)
+        return kiln_diag_set(d, KILN_EINTERNAL,
+                             "kiln_rt_qgemm: out of memory for %d x %zu bytes of scratch",
+                             kiln_pool_size(p), stride);
+    size_t osz = l->out_dt == KILN_F32 ? 4 : 2;
+    RowJob j = {l, fn, x, wpack, bias, y, M, rows, osz * (size_t)l->N, scratch, stride};
+    kiln_pool_run(p, (int)nchunks, row_task, &j);
+    free(scratch);
+    return 0;
+}

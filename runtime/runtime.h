@@ -55,6 +55,17 @@ void kiln_pool_free(KilnPool *p);
 int kiln_rt_qgemm(KilnPool *p, KilnQGemmFn fn, int64_t M, int64_t N, int NR, const float *x,
                   const void *wpack, const float *bias, void *y,
                   size_t scratch_bytes_per_thread, KilnDiag *d);
+/* The qgemm of layout l on M rows of x into y (its out dtype), scratch allocated
+ * here. Decode-sized M goes as kiln_rt_qgemm (threads split N: every call
+ * prepares all M activation rows). Prefill-sized M (>= 48 rows per chunk, about 2
+ * chunks per thread) is split by rows instead when the layout's rows are
+ * independent (kiln_layout_row_unit > 0): each call prepares only its own rows,
+ * no thread repeats another's activation quantization, and chunk boundaries on
+ * the row unit keep every row in the same register tile as in one call, so y is
+ * the same bit for bit at any thread count. */
+int kiln_rt_qgemm_layout(KilnPool *p, const KilnLayout *l, KilnQGemmFn fn, int64_t M,
+                         const float *x, const void *wpack, const float *bias, void *y,
+                         KilnDiag *d);
 
 /* ------------------------------------------------------------------ sha256.c */
 

@@ -13,8 +13,11 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <ftw.h>
+#include <sys/stat.h>
 
 #include "frontend/recipe.h"
+#include "model/checkpoint.h"
 #include "model/model.h"
 #include "runtime/runtime.h"
 
@@ -274,6 +277,142 @@ static void test_site_disagreement(void **state)
     toy_close(&x);
 }
 
+/* ------------------------------------------------------------------ static activation scales */
+
+static int rm_one(const char *p, const struct stat *s, int flag, struct FTW *f)
+{
+    (void)s, (void)flag, (void)f;
+    return remove(p);
+}
+
+/* The static activation scale (and zero point) in a bound layer's kernel IR: what
+ * kiln_layer_create calibrated and the kernel runs with. */
+static void ir_act_scale(const KilnLinear *l, float *scale, int32_t *zero)
+{
+    const char *ir = kiln_layer_ir(l->kl), *a = ir ? strstr(ir, "act = {") : NULL;
+    const char *end = a ? strchr(a, '}') : NULL, *sc = a ? strstr(a, " scale=") : NULL;
+    const char *z = a ? strstr(a, " zero=") : NULL;
+    if (!sc || sc > end)
+        fail_msg("layer %s: no calibrated act scale in its IR:\n%s", l->name, ir ? ir : "");
+    *scale = strtof(sc + 7, NULL);
+    *zero = z && z < end ? (int32_t)strtol(z + 6, NULL, 10) : 0;
+}
+
+/* kiln quantize's path on the toy: methods, the calibration capture, the checkpoint's
+ * layers. Each static scale must be bit for bit the one kiln binds the layer with,
+ * and read back from the written checkpoint unchanged (zero points too, stored
+ * signed). Returns layer A's scale; *amax_in: max |A's input| after the methods. */
+static float static_roundtrip(const char *src, bool sym, float *amax_in)
+{
+    ToyRun x;
+    toy_open(&x, src);
+    Toy *t = &x.t;
+    KilnDiag d = {0};
+    KilnScaleSite sites[2] = {{{0, 1}, 2, t->g, NULL, -1}, {{2}, 1, NULL, NULL, 1}};
+    assert_int_equal(kiln_quant_prepare(t->l, 3, sites, 2, &x.rc, toy_run, t, false, &d), 0);
+    *amax_in = 0;
+    for (int i = 0; i < ROWS * K; i++) /* as toy_forward makes the input */
+        *amax_in = fmaxf(*amax_in, fabsf(t->x[i] * t->g[i % K]));
+    assert_int_equal(kiln_linears_capture(t->l, 3, &d), 0);
+    assert_int_equal(toy_forward(t, NULL, &d), 0);
+    KilnCheckpoint c = {0};
+    int r = kiln_quantize_linears(&x.rc, t->l, 3, &c, &d);
+    if (r)
+        fail_msg("quantize: %s", d.msg);
+    assert_int_equal(c.nlin, 3);
+    r = kiln_linears_bind(t->l, 3, &x.rc, &d);
+    if (r)
+        fail_msg("bind: %s", d.msg);
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/kiln-test-static-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    if (kiln_checkpoint_write(dir, &c, &d))
+        fail_msg("write: %s", d.msg);
+    KilnCheckpoint back = {0};
+    if (kiln_checkpoint_read(dir, &back, &d))
+        fail_msg("read: %s", d.msg);
+    for (int i = 0; i < 3; i++) {
+        float s;
+        int32_t z;
+        ir_act_scale(&t->l[i], &s, &z);
+        const KilnQLinear *q = kiln_checkpoint_find(&back, t->l[i].name);
+        assert_non_null(q);
+        printf("%s: act scale %.9g zero %d (kernel %.9g zero %d)\n", q->name,
+               (double)q->act_scale, q->act_zero, (double)s, z);
+        assert_true(c.lin[i].act_scale == s && c.lin[i].act_zero == z);
+        assert_true(q->act_scale == s && q->act_zero == z);
+        assert_false(q->act.dynamic);
+        assert_int_equal(q->act.fmt, c.lin[i].act.fmt);
+        assert_true(q->act.symmetric == sym);
+        assert_true(sym ? z == 0 : z > 0 && z < 255);
+    }
+    float a = c.lin[0].act_scale;
+    kiln_checkpoint_free(&back);
+    kiln_checkpoint_free(&c);
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    kiln_linears_capture_end(t->l, 3);
+    toy_close(&x);
+    return a;
+}
+
+#define STATIC_RULE(w, a, extra) \
+    "return recipe 't' { rule '*' { weights = " w ", activations = " a extra " } }"
+
+static void test_static_act_checkpoint(void **state)
+{
+    (void)state;
+    float amax;
+    /* minmax: A's scale is max |input| / 127 */
+    float s = static_roundtrip(STATIC_RULE("int8", "int8 { per = 'tensor', dynamic = false }", ""),
+                               true, &amax);
+    assert_true(s == amax / 127.0f);
+    /* the MSE clip chooses a smaller range on these heavy-tailed inputs */
+    float mse = static_roundtrip(STATIC_RULE("int8", "int8 { per = 'tensor', calib = 'mse' }", ""),
+                                 true, &amax);
+    assert_true(mse < s);
+    static_roundtrip(STATIC_RULE("int8", "int8 { symmetric = false, dynamic = false }", ""), false,
+                     &amax);
+    s = static_roundtrip(STATIC_RULE("fp8_e4m3 { per = 'tensor' }",
+                                     "fp8_e4m3 { per = 'tensor', dynamic = false }", ""),
+                         true, &amax);
+    assert_true(s == amax / 448.0f);
+    /* a recipe's own scale is what is stored */
+    s = static_roundtrip(STATIC_RULE("int8", "int8 { scale = 0.0213 }", ""), true, &amax);
+    assert_true(s == 0.0213f);
+}
+
+/* SmoothQuant divides the inputs by s (folded into the norm and into B's rows): the
+ * static scale is of the input the layer sees after folding, not before. */
+static void test_static_act_smoothquant(void **state)
+{
+    (void)state;
+    float before, after;
+    float plain = static_roundtrip(STATIC_RULE("int8", "int8 { dynamic = false }", ""), true,
+                                   &before);
+    float sq = static_roundtrip(STATIC_RULE("int8", "int8 { dynamic = false }",
+                                            ", method = { 'smoothquant', alpha = 0.5 }"),
+                                true, &after);
+    assert_true(plain == before / 127.0f);
+    assert_true(sq == after / 127.0f);
+    assert_true(after < 0.5f * before); /* the outlier channels were smoothed */
+}
+
+/* Without calibration rows (and no scale in the recipe) there is no scale to store:
+ * the error names the layer. */
+static void test_static_act_no_rows(void **state)
+{
+    (void)state;
+    ToyRun x;
+    toy_open(&x, STATIC_RULE("int8", "int8 { dynamic = false }", ""));
+    KilnDiag d = {0};
+    KilnCheckpoint c = {0};
+    assert_int_equal(kiln_quantize_linears(&x.rc, x.t.l, 3, &c, &d), KILN_EINPUT);
+    if (!strstr(d.msg, "layer blk.q_proj") || !strstr(d.msg, "calibration rows"))
+        fail_msg("error \"%s\" names no layer", d.msg);
+    kiln_checkpoint_free(&c);
+    toy_close(&x);
+}
+
 int main(void)
 {
     setenv("KILN_NUM_THREADS", "2", 0);
@@ -283,6 +422,9 @@ int main(void)
         cmocka_unit_test(test_awq),
         cmocka_unit_test(test_prescale),
         cmocka_unit_test(test_site_disagreement),
+        cmocka_unit_test(test_static_act_checkpoint),
+        cmocka_unit_test(test_static_act_smoothquant),
+        cmocka_unit_test(test_static_act_no_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

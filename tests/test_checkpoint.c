@@ -449,7 +449,8 @@ static void test_write_errors(void **state)
     expect_write_error(&c, "zero point 16 outside");
     c.lin[L_RAGGED].zero[3] = 0;
     c.lin[L_FP8].act_scale = 0;
-    expect_write_error(&c, "without a scale");
+    expect_write_error(&c, "model.layers.0.self_attn.k_proj: static activation quantization "
+                           "without a scale");
     c.lin[L_FP8].act_scale = 1;
     q->nscale = 7;
     expect_write_error(&c, "scales");

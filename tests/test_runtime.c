@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kiln.h"
 #include "runtime/runtime.h"
 
 /* ------------------------------------------------------------------ helpers */
@@ -421,6 +422,78 @@ static void test_qgemm_split(void **state)
     assert_int_equal(qlog.nchunks, 1);
 }
 
+/* y of a real layer through kiln_layer_run on a pool of `threads`; prefill-sized M
+ * is split by rows there (kiln_rt_qgemm_layout), decode-sized by columns. */
+static size_t layer_y(const char *recipe, int threads, int64_t M, int64_t N, int64_t K,
+                      const float *w, const float *x, void *y, char *kernel, size_t kn)
+{
+    kiln_options o = {.target = "avx2", .num_threads = threads};
+    kiln_ctx *ctx = NULL;
+    if (kiln_ctx_create(&o, &ctx)) {
+        printf("SKIP: %s\n", kiln_error(NULL));
+        skip();
+    }
+    kiln_recipe *r = NULL;
+    if (kiln_recipe_open(ctx, recipe, &r))
+        fail_msg("%s: %s", recipe, kiln_error(ctx));
+    kiln_layer_desc desc = {.name = "model.layers.0.mlp.up_proj", .N = N, .K = K, .weight = w};
+    kiln_layer *l = NULL;
+    if (kiln_layer_create(ctx, r, &desc, &l))
+        fail_msg("%s: %s", recipe, kiln_error(ctx));
+    if (kiln_layer_run(l, x, M, y))
+        fail_msg("%s: %s", recipe, kiln_error(ctx));
+    snprintf(kernel, kn, "%s", kiln_layer_kernel(l));
+    size_t osz = kiln_layer_out_dtype(l) == KILN_DTYPE_F32 ? 4 : 2;
+    kiln_layer_destroy(l);
+    kiln_recipe_close(r);
+    kiln_ctx_destroy(ctx);
+    return osz * (size_t)(M * N);
+}
+
+/* Splitting a prefill by rows must not change a bit of y, whatever the thread
+ * count: chunks start on the kernel's row unit, so every row meets the same
+ * register tile (float families sum in a tile-dependent order), and a per-tensor
+ * dynamic activation scale, which spans all rows, keeps the column split. */
+static void test_qgemm_rows_same_bits(void **state)
+{
+    (void)state;
+    char tensor_dyn[64] = "/tmp/kiln-rows-XXXXXX.lua";
+    int fd = mkstemps(tensor_dyn, 4);
+    assert_true(fd >= 0);
+    const char *src = "return recipe \"t\" { rule \"*\" { weights = int8, activations = "
+                      "int8 { per = \"tensor\", dynamic = true } } }\n";
+    assert_int_equal(write(fd, src, strlen(src)), (ssize_t)strlen(src));
+    close(fd);
+    const char *recipes[] = {KILN_SOURCE_DIR "/recipes/w4a8.lua",
+                             KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua",
+                             KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua",
+                             KILN_SOURCE_DIR "/recipes/fp8-e4m3-dynamic.lua",
+                             KILN_SOURCE_DIR "/recipes/f32.lua", tensor_dyn};
+    const int64_t M = 350, N = 72, K = 256; /* 6 chunks of 59 rows but for the row unit */
+    float *w = malloc(sizeof(float) * (size_t)(N * K)), *x = malloc(sizeof(float) * (size_t)(M * K));
+    float *y1 = malloc(sizeof(float) * (size_t)(M * N)), *y3 = malloc(sizeof(float) * (size_t)(M * N));
+    uint32_t s = 12345;
+    for (int64_t i = 0; i < N * K; i++)
+        w[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+    for (int64_t i = 0; i < M * K; i++)
+        x[i] = ((float)((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f) * (float)(1 + i % 7);
+    for (size_t i = 0; i < sizeof recipes / sizeof *recipes; i++) {
+        char k1[64], k3[64];
+        memset(y1, 0, sizeof(float) * (size_t)(M * N));
+        memset(y3, 0xAB, sizeof(float) * (size_t)(M * N));
+        size_t n1 = layer_y(recipes[i], 1, M, N, K, w, x, y1, k1, sizeof k1);
+        size_t n3 = layer_y(recipes[i], 3, M, N, K, w, x, y3, k3, sizeof k3);
+        assert_string_equal(k1, k3);
+        assert_int_equal(n1, n3);
+        for (size_t j = 0; j < n1; j++)
+            if (((const uint8_t *)y1)[j] != ((const uint8_t *)y3)[j])
+                fail_msg("%s (%s): y byte %zu (row %lld) differs between 1 and 3 threads",
+                         recipes[i], k1, j, (long long)(j / (n1 / (size_t)M)));
+    }
+    unlink(tensor_dyn);
+    free(w), free(x), free(y1), free(y3);
+}
+
 static void test_qgemm_errors(void **state)
 {
     KilnDiag d = {0};
@@ -494,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_pool_nested_and_concurrent),
         cmocka_unit_test(test_pool_threads_env),
         cmocka_unit_test(test_qgemm_split),
+        cmocka_unit_test(test_qgemm_rows_same_bits),
         cmocka_unit_test(test_qgemm_errors),
         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_cache_roundtrip),
