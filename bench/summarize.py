@@ -90,8 +90,8 @@ def main():
     print("Machine limits measured inside each kiln run (median over the runs of a case):")
     print()
     print("| case | read GB/s 1 thread | read GB/s at T | FMA GFLOP/s at T | vpmaddwd GOP/s at T "
-          "| VNNI | BF16 | compile cold / warm ms | prepack GB/s (f32 in) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+          "| vpmaddubsw GOP/s at T | VNNI | BF16 | compile cold / warm ms | prepack GB/s (f32 in) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for case in order:
         runs = [x for (c, _), rs in kiln.items() if c == case for x in rs]
         if not runs:
@@ -99,9 +99,10 @@ def main():
         def med(f):
             v = [f(x) for x in runs if f(x) is not None]
             return statistics.median(v) if v else None
-        L = lambda k: med(lambda x: x["limits"][k])
+        L = lambda k: med(lambda x: x["limits"].get(k))
         print(f"| {case} | {fmt(L('read_gbs_1t'), 1)} | {fmt(L('read_gbs_nt'), 1)} "
               f"| {fmt(L('fma_gflops'), 1)} | {fmt(L('madd_gops'), 1)} "
+              f"| {fmt(L('maddubs_gops'), 1) if L('maddubs_gops') else 'n/a'} "
               f"| {fmt(L('vnni_gops'), 1) if L('vnni_gops') else 'n/a on this CPU'} "
               f"| {fmt(L('bf16_gflops'), 1) if L('bf16_gflops') else 'n/a on this CPU'} "
               f"| {fmt(med(lambda x: x['compile']['cold_ms']), 0)} / "
