@@ -468,7 +468,6 @@ int kiln_llama_capture_static(KilnLlama *m, struct KilnPool *pool, KilnKVCache *
 {
     int nl;
     KilnLinear *ls = kiln_llama_linears(m, &nl);
-    kiln_linears_unbind(ls, nl);
     int rc = kiln_linears_capture(ls, nl, d);
     n = n < KILN_STATIC_TOKENS ? n : KILN_STATIC_TOKENS;
     if (!rc && n > 0) {
@@ -484,7 +483,6 @@ int kiln_bert_capture_static(KilnBert *m, struct KilnPool *pool, const char *con
 {
     int nl;
     KilnLinear *ls = kiln_bert_linears(m, &nl);
-    kiln_linears_unbind(ls, nl);
     int rc = kiln_linears_capture(ls, nl, d);
     n = n < KILN_STATIC_SENTENCES ? n : KILN_STATIC_SENTENCES;
     if (rc || n < 1)

@@ -409,9 +409,7 @@ static void track(KilnLinear *ls, int n, bool on)
         ls[i].track = on, ls[i].sig = ls[i].noise = 0;
 }
 
-/* The f32 baseline is recipes/f32.lua (everything ignored: kiln's f32 kernels) when it
- * sits beside the recipe; else the model's own f32 GEMM (the kernels column says which). */
-static void open_f32(const char *recipe, KilnRunCtx *base, KilnRunCtx *f32)
+void kiln_runctx_open_f32(const char *recipe, const KilnRunCtx *base, KilnRunCtx *f32)
 {
     *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool};
     char path[4096];
@@ -424,6 +422,13 @@ static void open_f32(const char *recipe, KilnRunCtx *base, KilnRunCtx *f32)
         kiln_recipe_free(f32->fr);
         f32->fr = NULL;
     }
+}
+
+void kiln_runctx_close_f32(KilnRunCtx *f32)
+{
+    kiln_recipe_close(f32->recipe);
+    kiln_recipe_free(f32->fr);
+    *f32 = (KilnRunCtx){0};
 }
 
 static void recipe_label(const KilnRecipe *fr, const char *suffix, char *out, size_t n)
@@ -524,7 +529,7 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
         rc = kiln_kv_spec_from_recipe(rc_.fr, &kvs, d);
     KilnRunCtx f32 = {0};
     if (!rc)
-        open_f32(o->recipe, &rc_, &f32);
+        kiln_runctx_open_f32(o->recipe, &rc_, &f32);
     if (!rc && o->verbose)
         fprintf(stderr, "kiln eval: loading %s\n", path);
     if (!rc)
@@ -692,8 +697,7 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
     free(order), free(dc.ids), free(e32), free(eq);
     kiln_llama_free(llama);
     kiln_bert_free(bert);
-    kiln_recipe_close(f32.recipe);
-    kiln_recipe_free(f32.fr);
+    kiln_runctx_close_f32(&f32);
     kiln_runctx_close(&rc_, rc ? d : NULL);
     lines_free(&ev);
     lines_free(&cal);

@@ -148,13 +148,17 @@ int kiln_bert_quant_prepare(struct KilnBert *m, const KilnRunCtx *rc, const char
 
 /* Static activation scales. kiln eval and kiln quantize calibrate them alike (so a
  * checkpoint stores the scales kiln eval runs with): after the methods, the model in
- * f32 (every layer unbound: kiln_gemm_f32, as the methods calibrate) runs the first
- * KILN_STATIC_TOKENS tokens of the calibration text as one sequence (a Llama; kv, the
- * recipe's KV cache with room for them, gets its static ranges on the way) or its
- * first KILN_STATIC_SENTENCES lines as one batch (BERT), while every linear layer
- * captures its first KILN_STATIC_ROWS input rows (kiln_linears_capture). Binding the
- * layers then calibrates each static scale on those rows (kiln_layer_create);
- * kiln_static_act_params computes the same scale for a checkpoint. */
+ * f32 runs the first KILN_STATIC_TOKENS tokens of the calibration text as one
+ * sequence (a Llama; kv, the recipe's KV cache with room for them, gets its static
+ * ranges on the way) or its first KILN_STATIC_SENTENCES lines as one batch (BERT),
+ * while every linear layer captures its first KILN_STATIC_ROWS input rows
+ * (kiln_linears_capture). The layers run as the caller left them bound: kiln eval's
+ * f32 row (kiln_runctx_open_f32) unless a method ran, which leaves them unbound
+ * (kiln_gemm_f32). Both f32, but not bit for bit alike, and static-scale perplexity
+ * follows the last bit of a scale, so kiln quantize binds them as kiln eval does.
+ * Binding the layers to the recipe then calibrates each static scale on those rows
+ * (kiln_layer_create); kiln_static_act_params computes the same scale for a
+ * checkpoint. */
 #define KILN_STATIC_TOKENS 256
 #define KILN_STATIC_SENTENCES 32
 #define KILN_STATIC_ROWS 512
@@ -278,6 +282,11 @@ typedef struct KilnEvalOpts {
 int kiln_runctx_open(KilnRunCtx *rc, const char *recipe, const char *target, bool verbose,
                      KilnDiag *d);
 void kiln_runctx_close(KilnRunCtx *rc, KilnDiag *d);
+/* kiln eval's f32 baseline: recipes/f32.lua (everything ignored: kiln's f32 kernels)
+ * when it sits beside the recipe, on base's context and pool; else f32->recipe stays
+ * NULL (the model's own f32 GEMM; the kernels column says which). */
+void kiln_runctx_open_f32(const char *recipe, const KilnRunCtx *base, KilnRunCtx *f32);
+void kiln_runctx_close_f32(KilnRunCtx *f32);
 
 /* The calibration text (as kiln_calib_text) tokenized as one sequence, at most max
  * ids; the count, or -1 with d set. */

@@ -124,6 +124,41 @@ int kiln_quantize_linears(const KilnRunCtx *rc, const KilnLinear *ls, int nl, Ki
     return 0;
 }
 
+/* kiln eval's calibration run for static activation scales (model.h), after the
+ * methods, so each scale is of the input a layer sees once a method's scales are
+ * folded in: the layers bound as kiln eval's f32 row leaves them unless a method ran
+ * (bit for bit the same inputs), the recipe's KV cache, the first tokens of the ids
+ * the methods saw (BERT: the first lines). Leaves the layers unbound with their
+ * captured rows. */
+static int capture_static(const KilnQuantizeOpts *o, const KilnRunCtx *rc, KilnLlama *llama,
+                          KilnBert *bert, KilnLinear *ls, int nl, const int32_t *ids, int n,
+                          char **cal, int ncal, KilnDiag *d)
+{
+    KilnRunCtx f32 = {0};
+    int r = 0;
+    if (!kiln_quant_needed(ls, nl, rc->fr)) {
+        kiln_runctx_open_f32(o->recipe, rc, &f32);
+        if (f32.recipe)
+            r = kiln_linears_bind(ls, nl, &f32, d);
+    }
+    if (!r && llama) {
+        KilnKVSpec kvs;
+        KilnKVCache kv = {0};
+        int nt = n < KILN_STATIC_TOKENS ? n : KILN_STATIC_TOKENS;
+        r = kiln_kv_spec_from_recipe(rc->fr, &kvs, d);
+        if (!r)
+            r = kiln_llama_kv_init(llama, &kv, &kvs, nt > 0 ? nt : 1, d);
+        if (!r)
+            r = kiln_llama_capture_static(llama, rc->pool, &kv, ids, n, d);
+        kiln_kv_free(&kv);
+    } else if (!r) {
+        r = kiln_bert_capture_static(bert, rc->pool, (const char *const *)cal, ncal, d);
+    }
+    kiln_linears_unbind(ls, nl);
+    kiln_runctx_close_f32(&f32);
+    return r;
+}
+
 int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
 {
     char path[4096];
@@ -165,23 +200,8 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
         rc = kiln_bert_quant_prepare(bert, &rc_, (const char *const *)cal, nm, o->verbose, d);
     }
     double t1 = kiln_now_ms();
-    /* static activation scales: kiln eval's calibration run on the same text (the
-     * first tokens of the ids the methods saw), after the methods, so each scale is
-     * of the input the layer sees once a method's scales are folded in */
-    bool cal_static = !rc && needs_static_calib(&rc_, ls, nl);
-    if (cal_static && dec) {
-        KilnKVSpec kvs;
-        KilnKVCache kv = {0};
-        rc = kiln_kv_spec_from_recipe(rc_.fr, &kvs, d);
-        int nt = n < KILN_STATIC_TOKENS ? n : KILN_STATIC_TOKENS;
-        if (!rc)
-            rc = kiln_llama_kv_init(llama, &kv, &kvs, nt > 0 ? nt : 1, d);
-        if (!rc)
-            rc = kiln_llama_capture_static(llama, rc_.pool, &kv, ids, n, d);
-        kiln_kv_free(&kv);
-    } else if (cal_static) {
-        rc = kiln_bert_capture_static(bert, rc_.pool, (const char *const *)cal, ncal, d);
-    }
+    if (!rc && needs_static_calib(&rc_, ls, nl))
+        rc = capture_static(o, &rc_, llama, bert, ls, nl, ids, n, cal, ncal, d);
     free(ids);
     if (!rc)
         rc = kiln_quantize_linears(&rc_, ls, nl, &ck, d);
