@@ -313,15 +313,12 @@ static void unpack_row(const KilnLayout *l, const uint8_t *row, int8_t *out)
     switch (l->wdt) {
     case KILN_U4:
     case KILN_I4: {
-        int sub = l->wdt == KILN_U4 ? 8 : 0;
+        /* c = (nibble ^ x) - 8: u4 - 8 (x = 0), or the sign-extended i4 (x = 8);
+         * branch-free, so the loop vectorises */
+        int x = l->wdt == KILN_I4 ? 8 : 0;
         for (int64_t k = 0; k + 1 < K; k += 2) {
-            int lo = row[k >> 1] & 0xF, hi = row[k >> 1] >> 4;
-            if (l->wdt == KILN_I4) {
-                lo = lo >= 8 ? lo - 16 : lo;
-                hi = hi >= 8 ? hi - 16 : hi;
-            }
-            out[k] = (int8_t)(lo - sub);
-            out[k + 1] = (int8_t)(hi - sub);
+            out[k] = (int8_t)(((row[k >> 1] & 0xF) ^ x) - 8);
+            out[k + 1] = (int8_t)(((row[k >> 1] >> 4) ^ x) - 8);
         }
         if (K & 1)
             out[K - 1] = (int8_t)(kiln_code_get(l->wdt, row, K - 1) - l->wbias);
@@ -375,6 +372,28 @@ static void clear_panels(const KilnLayout *l, uint8_t *b, size_t off, size_t per
     memset(b + lo, 0, hi - lo);
 }
 
+/* A column's 8 k as one 32-bit word, nibble k at bit S_k (layout.h: KR 1: 4k; KR 2:
+ * 4*(4*(k&1) + k/2); KR 4: 4*(2*(k&3) + k/4)), add = 8 for unsigned nibbles. The
+ * shifts are constants per order, so each word is a handful of register ops. */
+#define NIB(c, k, add, sh) ((uint32_t)(((c)[k] + (add)) & 0xF) << (sh))
+#define WORD(c, add, s0, s1, s2, s3, s4, s5, s6, s7)                                       \
+    (NIB(c, 0, add, s0) | NIB(c, 1, add, s1) | NIB(c, 2, add, s2) | NIB(c, 3, add, s3) |   \
+     NIB(c, 4, add, s4) | NIB(c, 5, add, s5) | NIB(c, 6, add, s6) | NIB(c, 7, add, s7))
+
+/* One panel's int4 words from its unpacked rows (codes, row stride KS). */
+static void pack_int4_panel(const int8_t *codes, int64_t KS, int64_t K, int64_t NR, int64_t live,
+                            int add, int KR, uint8_t *pc)
+{
+    for (int64_t kb = 0; kb < K / 8; kb++)
+        for (int64_t nn = 0; nn < live; nn++) {
+            const int8_t *c = codes + nn * KS + kb * 8;
+            uint32_t w = KR == 1   ? WORD(c, add, 0, 4, 8, 12, 16, 20, 24, 28)
+                         : KR == 2 ? WORD(c, add, 0, 16, 4, 20, 8, 24, 12, 28)
+                                   : WORD(c, add, 0, 8, 16, 24, 4, 12, 20, 28);
+            memcpy(pc + (size_t)(kb * NR + nn) * 4, &w, 4);
+        }
+}
+
 int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag *d)
 {
     return kiln_prepack_panels(l, wq, 0, l->npanels, blob, d);
@@ -421,10 +440,6 @@ int kiln_prepack_panels(const KilnLayout *l, const KilnTensor *wq, int64_t p0, i
     int8_t *codes = malloc((size_t)(NR * KS));
     if (!codes)
         return kiln_diag_set(d, KILN_EINTERNAL, "prepack: out of memory");
-    /* nibble position of k % 8 inside a column's 32-bit word (layout.h) */
-    int pos[8];
-    for (int k = 0; k < 8; k++)
-        pos[k] = KR == 1 ? k : KR == 2 ? (k & 1) * 4 + (k >> 1) : (k & 3) * 2 + (k >> 2);
     for (int64_t p = p0; p < p1; p++) {
         uint8_t *pc = b + l->codes_off + (size_t)p * l->panel_code_bytes;
         int64_t live = l->N - p * NR < NR ? l->N - p * NR : NR; /* padding columns stay 0 */
@@ -432,14 +447,7 @@ int kiln_prepack_panels(const KilnLayout *l, const KilnTensor *wq, int64_t p0, i
             unpack_row(l, (const uint8_t *)wq->data + (size_t)(p * NR + nn - n0) * row_bytes,
                        codes + nn * KS);
         if (int4) {
-            for (int64_t kb = 0; kb < K / 8; kb++)
-                for (int64_t nn = 0; nn < live; nn++) {
-                    const int8_t *c = codes + nn * KS + kb * 8;
-                    uint32_t word = 0;
-                    for (int k = 0; k < 8; k++) /* unsigned nibbles u = c + 8 or s4 c */
-                        word |= (uint32_t)((c[k] + (unsig ? 8 : 0)) & 0xF) << (4 * pos[k]);
-                    memcpy(pc + (size_t)(kb * NR + nn) * 4, &word, 4);
-                }
+            pack_int4_panel(codes, KS, K, NR, live, unsig ? 8 : 0, (int)KR, pc);
         } else {
             for (int64_t kk = 0; kk < K / KR; kk++)
                 for (int64_t nn = 0; nn < live; nn++)
