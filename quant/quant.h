@@ -134,8 +134,7 @@ int kiln_awq_clip(float *W, int64_t N, int64_t K, const float *X, int64_t rows,
 void kiln_smooth_factors(const float *xabsmax, const float *const *W, const int64_t *N, int nl,
                          int64_t K, float alpha, float *s);
 
-/* LLM.int8() (Dettmers et al. 2022, arXiv 2208.07339) outlier columns: the indices j with
- * xabsmax[j] > threshold, ascending, into idx (room for K); returns how many. */
-int64_t kiln_outlier_columns(const float *xabsmax, int64_t K, float threshold, int32_t *idx);
+/* LLM.int8() outlier columns from these statistics: kiln_outlier_pick_absmax
+ * (ir/outliers.h) on KilnActStats.absmax, the one picker calibration uses. */
 
 #endif

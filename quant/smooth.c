@@ -24,11 +24,3 @@ void kiln_smooth_factors(const float *xabsmax, const float *const *W, const int6
     }
 }
 
-int64_t kiln_outlier_columns(const float *xabsmax, int64_t K, float threshold, int32_t *idx)
-{
-    int64_t m = 0;
-    for (int64_t k = 0; k < K; k++)
-        if (xabsmax[k] > threshold)
-            idx[m++] = (int32_t)k;
-    return m;
-}
