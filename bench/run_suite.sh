@@ -114,13 +114,16 @@ run_peer() { # case round name errvar cmd...
   done < <(timeout 600 "$@" 2>"$work/peer.err")
   ((any)) || peer_fail "$c" "$rd" "$name" "-" "failed: $(tail -c 200 "$work/peer.err")"
 }
+# OMP_WAIT_POLICY=ACTIVE keeps the peers' OpenMP threads spinning between runs, as
+# kiln bench --cold keeps its pool warm (docs/bench.md): cold caches, warm threads.
 run_peers() { # case round M N K T repeat warmup cold01
   ((peers)) || return 0
   local c=$1 rd=$2; shift 2
   run_peer "$c" "$rd" openblas "$peer_err_openblas" env OPENBLAS_NUM_THREADS="$4" "$work/peers_openblas" "$@"
-  run_peer "$c" "$rd" onednn "$peer_err_onednn" env OMP_NUM_THREADS="$4" "$work/peers_onednn" "$@"
-  run_peer "$c" "$rd" torch "$peer_err_torch" env OMP_NUM_THREADS="$4" "$venv/bin/python" \
-    bench/peers/peers_torch.py "$@"
+  run_peer "$c" "$rd" onednn "$peer_err_onednn" env OMP_NUM_THREADS="$4" OMP_WAIT_POLICY=ACTIVE \
+    "$work/peers_onednn" "$@"
+  run_peer "$c" "$rd" torch "$peer_err_torch" env OMP_NUM_THREADS="$4" OMP_WAIT_POLICY=ACTIVE \
+    "$venv/bin/python" bench/peers/peers_torch.py "$@"
 }
 
 t_start=$(date +%s)
@@ -165,7 +168,7 @@ flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' |
   echo "## Commands"
   echo
   echo "Per case, for each recipe: \`$kiln bench recipes/RECIPE.lua --shape M,N,K --threads T --repeat R --warmup W [--cold] --probe-ms $probe_ms --json\`;"
-  echo "peers: \`peers_openblas M N K T R W COLD\`, \`OMP_NUM_THREADS=T peers_onednn ...\`, \`python bench/peers/peers_torch.py ...\`"
+  echo "peers: \`peers_openblas M N K T R W COLD\`, \`OMP_NUM_THREADS=T OMP_WAIT_POLICY=ACTIVE peers_onednn ...\`, \`python bench/peers/peers_torch.py ...\` (same env)"
   echo "(built by the script with \`cc -O2 -march=native ... -lopenblas\` / \`-ldnnl\`). Decode (M=1) runs cold (caches evicted before every run),"
   echo "$rounds interleaved round(s) of kiln then peers, plus a final kiln round; each number is the median over rounds of each run's median."
   echo
