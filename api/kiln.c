@@ -334,8 +334,8 @@ static void describe(kiln_layer *l, const KilnFunc *f)
         n += snprintf(l->desc + n, sizeof l->desc - (size_t)n, ", out %s", kiln_dtype_name(odt));
     const KilnAttr *ol = kiln_get(g, "outliers");
     if (ol && n < (int)sizeof l->desc)
-        snprintf(l->desc + n, sizeof l->desc - (size_t)n, ", %lld outlier columns in f32",
-                 (long long)ol->nints);
+        snprintf(l->desc + n, sizeof l->desc - (size_t)n, ", %lld outlier column%s in f32",
+                 (long long)ol->nints, ol->nints == 1 ? "" : "s");
 }
 
 static void weight_format(const KilnFunc *f, char *buf, size_t n)
