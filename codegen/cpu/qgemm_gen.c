@@ -698,8 +698,13 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     }
     KilnLoop lr;
     t.R = 1;
-    /* one row: a single chain per vector would wait on the FMA (vpdpbusd) latency */
+    /* one row: a single chain per vector would wait on the FMA (vpdpbusd) latency.
+     * int4 on f32-fma takes 2: with 4, the 8 accumulators, the block's words, the
+     * masks and temporaries overflow the 16 ymm and an accumulator goes through the
+     * stack every block (perf annotate put a third of the loop's samples on that
+     * reload); 2 chains were 12% faster on 4096x4096 (docs/jit-aot.md). */
     t.P = l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U4S8_MADDUBS ? 1
+        : l->family == KILN_KF_F32_FMA && int4_weights(l) ? 2
         : l->KB / l->KR < MAXP ? l->KB / l->KR : MAXP;
     t.m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
     emit_tile(g, &t);
