@@ -393,6 +393,14 @@ kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_la
                                desc->name, desc->weight_format);
         lo.stored = &stored;
     }
+    KilnQuantSpec stored_act;
+    if (!rc && desc->act_format) {
+        if (kiln_spec_parse_full(desc->act_format, &stored_act))
+            rc = kiln_diag_set(&d, KILN_EINPUT, "layer '%s': act_format \"%s\" is not an "
+                               "activation format (e.g. \"int8 sym token dynamic\", \"int8 sym "
+                               "tensor scale=0.0123\")", desc->name, desc->act_format);
+        lo.stored_act = &stored_act;
+    }
     int64_t *oidx = NULL; /* outliers = {...}: columns picked from calib_x */
     if (!rc)
         rc = kiln_api_outlier_cols(r->r, desc, &oidx, &lo.noutliers, &d);

@@ -44,8 +44,6 @@ static const char *fmt_name(const KFormat *f)
     return f->is_float ? kiln_dtype_name(f->fdt) : kiln_qformat_name(f->q.fmt);
 }
 
-static bool is_fp8(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2; }
-
 static KFormat *push_format(lua_State *L, const KFormat *f)
 {
     KFormat *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -230,8 +228,8 @@ static int fmt_call(lua_State *L)
     int line = kiln__caller_line(L);
     const char *ctor = fmt_name(base);
     if (base->stored)
-        kiln__dsl_error(L, line, "stored takes no options: the model file's quantized weights say how they "
-                  "were quantized; write weights = stored");
+        kiln__dsl_error(L, line, "stored takes no options: the model file says how its layers were "
+                  "quantized; write weights = stored (and activations = stored)");
     if (base->is_float)
         kiln__dsl_error(L, line, "%s takes no options: write activations = %s", ctor, ctor);
     if (base->line)
@@ -262,7 +260,7 @@ static int fmt_call(lua_State *L)
     }
     if (f.set & OPT_SYMMETRIC) {
         f.q.symmetric = opt_bool(L, 2, "symmetric", ctor, line);
-        if (!f.q.symmetric && is_fp8(f.q.fmt))
+        if (!f.q.symmetric && kiln__is_fp8(f.q.fmt))
             kiln__dsl_error(L, line, "%s is always symmetric: symmetric = false is not supported", ctor);
     }
     if (f.set & OPT_PER)
@@ -356,10 +354,11 @@ static void resolve_weights(lua_State *L, KFormat *f, int rline, const char *pat
 
 static void resolve_acts(lua_State *L, KFormat *a, const KFormat *w, int rline, const char *pat)
 {
-    if (a->stored)
+    if (a->stored && !w->stored)
         kiln__dsl_error(L, fline(L, a, rline, "activations"),
-                  "rule \"%s\": stored is for weights (the model file's own quantized weights)", pat);
-    if (a->is_float)
+                  "rule \"%s\": activations = stored needs weights = stored (a layer's activation "
+                  "scheme comes from the model file with its quantized weights)", pat);
+    if (a->stored || a->is_float) /* stored: the file's scheme, checked when a layer is lowered */
         return;
     if (a->q.fmt == KILN_QF_INT4)
         kiln__dsl_error(L, fline(L, a, rline, "activations"),
@@ -392,7 +391,7 @@ static void resolve_acts(lua_State *L, KFormat *a, const KFormat *w, int rline, 
                   "dynamic)",
                   pat);
     a->q.gran = (KilnGran)a->per;
-    if (!w->stored && is_fp8(a->q.fmt) != is_fp8(w->q.fmt)) /* stored: checked at load */
+    if (!w->stored && kiln__is_fp8(a->q.fmt) != kiln__is_fp8(w->q.fmt)) /* stored: checked at load */
         kiln__dsl_error(L, fline(L, a, rline, "activations"),
                   "rule \"%s\": %s activations with %s weights are not supported (int8 activations "
                   "need int4/int8 weights, fp8 activations need fp8 weights)",
@@ -403,7 +402,7 @@ static void resolve_kv(lua_State *L, KFormat *k, int rline)
 {
     if (k->stored)
         kiln__dsl_error(L, fline(L, k, rline, "kv_cache"), "kv_cache = stored is not supported (stored is for "
-                  "weights)");
+                  "weights and activations)");
     if (k->is_float)
         return;
     if (k->q.fmt == KILN_QF_INT4)
@@ -584,7 +583,7 @@ static void parse_outliers(lua_State *L, int t, KRule *r, const char *where, int
     if (r->a.is_float || r->a.q.fmt != KILN_QF_INT8)
         kiln__dsl_error(L, oline, "%s: outliers needs int8 activations (the outlier columns run in f32 "
                         "beside an int8 GEMM), but activations are %s",
-                        where, r->a.is_float ? kiln_dtype_name(r->a.fdt) : kiln_qformat_name(r->a.q.fmt));
+                        where, fmt_name(&r->a));
     r->outliers = true;
     r->outlier_threshold = (float)th;
     r->outlier_max_fraction = (float)frac;
@@ -658,6 +657,7 @@ static int ruleb_call(lua_State *L)
     else
         r->a = (KFormat){.is_float = true, .fdt = KILN_F16, .per = PER_NONE};
     resolve_acts(L, &r->a, &r->w, line, pat);
+    r->stored_acts = r->a.stored;
     if (lua_getfield(L, 2, "epilogue") != LUA_TNIL)
         parse_epilogue(L, lua_gettop(L), r, where, line);
     lua_pop(L, 1);

@@ -32,7 +32,7 @@ typedef struct KFormat {
     unsigned set; /* OPT_* given by the user */
     int line;     /* where the constructor was called; 0 for a bare default */
     KilnMethod method; /* method = "..." among the options (weights only) */
-    bool stored;  /* the `stored` value: the model file's own quantized weights */
+    bool stored;  /* the `stored` value: as the model file says (weights, activations) */
 } KFormat;
 
 typedef enum { ACT_NONE, ACT_SILU, ACT_GELU } KAct;
@@ -51,6 +51,8 @@ typedef struct KRule {
     float outlier_threshold, outlier_max_fraction;
     KilnMethod method;
     bool stored;   /* weights = stored: the model's own quantized weights */
+    bool stored_acts; /* activations = stored: each layer's activation scheme from the model
+                       * file (KilnLowerOpts.stored_act); a is then the bare `stored` value */
     char *example;
 } KRule;
 
@@ -92,6 +94,11 @@ typedef struct KLoadCtx {
     const char *src;    /* the recipe text, for kiln__key_line */
     size_t len;
 } KLoadCtx;
+
+static inline bool kiln__is_fp8(KilnQFormat f)
+{
+    return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2;
+}
 
 /* Metatable names of the recipe language's values. */
 #define MT_FORMAT "kiln.format"

@@ -1,14 +1,55 @@
 /* frontend/lower.c — lower one linear layer under its recipe rule to graph IR:
  * weight [-> quantize -> dequantize], activation cast or quantize/dequantize,
  * matmul, then bias, activation function and output cast (the brief's form). */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "frontend/internal.h"
 
-static int lower_acts(KilnFunc *f, const KRule *k, int x, int64_t M, int64_t K)
+/* activations = stored: the scheme the model file declares for the layer, as the
+ * format a rule would give, with the checks resolve_acts (dsl.c) makes of a rule's.
+ * sa NULL or fmt NONE: the file quantizes the layer weight-only, so f16. */
+static int file_acts(const char *layer, const KilnQuantSpec *sa, KFormat *out, KilnDiag *d)
 {
-    const KFormat *a = &k->a;
+    *out = (KFormat){.is_float = true, .fdt = KILN_F16, .per = PER_NONE};
+    if (!sa || sa->fmt == KILN_QF_NONE)
+        return 0;
+    char spec[160];
+    kiln_spec_print(sa, spec, sizeof spec);
+    const char *why = NULL;
+    if (sa->fmt == KILN_QF_INT4)
+        why = "int4 activations are not supported";
+    else if (sa->gran != KILN_GRAN_TOKEN && sa->gran != KILN_GRAN_TENSOR)
+        why = "activation scales are per token or per tensor";
+    else if (!sa->symmetric && (sa->dynamic || kiln__is_fp8(sa->fmt)))
+        why = "dynamic activations and fp8 are symmetric";
+    else if (!sa->dynamic && sa->gran == KILN_GRAN_TOKEN)
+        why = "static activation scales are per tensor";
+    if (why)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "layer '%s': the model file's activation scheme (%s) is not one kiln "
+                             "runs: %s", layer, spec, why);
+    KilnQuantSpec q = {.fmt = sa->fmt, .symmetric = sa->symmetric, .gran = sa->gran,
+                       .dynamic = sa->dynamic};
+    if (!sa->dynamic) { /* exactly the file's scale: nothing is calibrated */
+        if (!(sa->scale > 0) || !isfinite(sa->scale))
+            return kiln_diag_set(d, KILN_EINPUT,
+                                 "layer '%s': the model file declares static activations (%s) "
+                                 "but no positive finite activation scale for the layer "
+                                 "(compressed-tensors: input_scale)", layer, spec);
+        if (sa->zero < 0 || sa->zero > (sa->symmetric ? 0 : 255))
+            return kiln_diag_set(d, KILN_EINPUT,
+                                 "layer '%s': the model file's activation zero point %d is out "
+                                 "of range for %s", layer, (int)sa->zero, spec);
+        q.scale = sa->scale, q.zero = sa->zero;
+    }
+    *out = (KFormat){.q = q, .per = (int)q.gran};
+    return 0;
+}
+
+static int lower_acts(KilnFunc *f, const KFormat *a, int x, int64_t M, int64_t K)
+{
     if (a->is_float) {
         if (a->fdt == KILN_F32)
             return x;
@@ -128,6 +169,12 @@ int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64
     /* a group need not divide K: the last group of each row is then ragged (K mod group
      * elements with their own scale, docs/numerics.md); kernels check their own units */
     KilnQuantSpec wspec = k ? k->w.q : (KilnQuantSpec){0};
+    KFormat acts = k ? k->a : (KFormat){0};
+    if (k && k->stored_acts) {
+        int arc = file_acts(layer, opts ? opts->stored_act : NULL, &acts, d);
+        if (arc)
+            return arc;
+    }
     if (k && k->stored) {
         const KilnQuantSpec *st = opts ? opts->stored : NULL;
         if (!st)
@@ -138,18 +185,22 @@ int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64
         bool ok = st->fmt != KILN_QF_NONE && !st->dynamic &&
                   (st->gran == KILN_GRAN_TENSOR || st->gran == KILN_GRAN_CHANNEL ||
                    (st->gran == KILN_GRAN_GROUP && st->group > 0));
-        bool fp8w = st->fmt == KILN_QF_FP8_E4M3 || st->fmt == KILN_QF_FP8_E5M2;
-        bool fp8a = !k->a.is_float &&
-                    (k->a.q.fmt == KILN_QF_FP8_E4M3 || k->a.q.fmt == KILN_QF_FP8_E5M2);
         if (!ok)
             return kiln_diag_set(d, KILN_EINPUT, "layer '%s': the stored weight format is not one kiln runs",
                                  layer);
-        if (!k->a.is_float && fp8w != fp8a)
+        if (!acts.is_float && kiln__is_fp8(st->fmt) != kiln__is_fp8(acts.q.fmt)) {
+            if (k->stored_acts)
+                return kiln_diag_set(d, KILN_EINPUT,
+                                     "layer '%s': the model file declares %s activations for %s "
+                                     "weights (int8 activations need int weights, fp8 activations "
+                                     "fp8 weights)", layer, kiln_qformat_name(acts.q.fmt),
+                                     kiln_qformat_name(st->fmt));
             return kiln_diag_set_at(d, KILN_EINPUT, r->file, k->line,
                                     "layer '%s': rule \"%s\" has %s activations but the stored weights are "
                                     "%s (int8 activations need int weights, fp8 activations fp8 weights)",
-                                    layer, k->pattern, kiln_qformat_name(k->a.q.fmt),
+                                    layer, k->pattern, kiln_qformat_name(acts.q.fmt),
                                     kiln_qformat_name(st->fmt));
+        }
         wspec = *st;
     }
 
@@ -187,7 +238,7 @@ int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64
     int wd = kiln_emit(f, KILN_OP_DEQUANTIZE, &wq, 1, kiln_type2(KILN_F32, N, K), "wd");
     KilnType xt = kiln_type2(KILN_F32, M, K);
     int xi = nout ? cols_op(f, KILN_OP_ZERO_COLS, x, oidx, nout, xt, "xi") : x;
-    int xd = lower_acts(f, k, xi, M, K);
+    int xd = lower_acts(f, &acts, xi, M, K);
     int ops[2] = {xd, wd};
     KilnType yt = kiln_type2(KILN_F32, M, N);
     int y = kiln_emit(f, KILN_OP_MATMUL, ops, 2, yt, "y");
@@ -218,6 +269,11 @@ bool kiln_recipe_rule_stored(const KilnRecipe *r, int i)
     return r && i >= 0 && i < r->nrules && r->rules[i].stored;
 }
 
+bool kiln_recipe_rule_stored_acts(const KilnRecipe *r, int i)
+{
+    return r && i >= 0 && i < r->nrules && r->rules[i].stored_acts;
+}
+
 const char *kiln_method_name(const KilnMethod *m, char *buf, size_t n)
 {
     const char *mig = m->awq ? "awq" : m->smoothquant ? "smoothquant" : NULL;
@@ -231,7 +287,7 @@ const char *kiln_method_name(const KilnMethod *m, char *buf, size_t n)
 
 bool kiln_recipe_rule_acts(const KilnRecipe *r, int i, KilnQuantSpec *out)
 {
-    if (!r || i < 0 || i >= r->nrules || r->rules[i].a.is_float)
+    if (!r || i < 0 || i >= r->nrules || r->rules[i].a.is_float || r->rules[i].stored_acts)
         return false;
     *out = r->rules[i].a.q;
     return true;

@@ -62,16 +62,25 @@ typedef struct KilnMethod {
 const KilnMethod *kiln_recipe_rule_method(const KilnRecipe *r, int i);
 /* "rtn", "gptq", "smoothquant+gptq", ... into buf. */
 const char *kiln_method_name(const KilnMethod *m, char *buf, size_t n);
-/* Rule i's activation format: true and *out set when quantized, false for f16/bf16/f32. */
+/* Rule i's activation format: true and *out set when quantized, false for f16/bf16/f32
+ * and for activations = stored (the model file says, layer by layer). */
 bool kiln_recipe_rule_acts(const KilnRecipe *r, int i, KilnQuantSpec *out);
 /* True when rule i says weights = stored: the model file's own quantized weights. */
 bool kiln_recipe_rule_stored(const KilnRecipe *r, int i);
+/* True when rule i says activations = stored: each layer's activation scheme as its
+ * model file declares it (KilnLowerOpts.stored_act). */
+bool kiln_recipe_rule_stored_acts(const KilnRecipe *r, int i);
 
 /* What a caller knows about a layer that the recipe alone cannot say. */
 typedef struct KilnLowerOpts {
     /* The weight format of a rule that says weights = stored (from the model file);
      * NULL otherwise. Must be a quantized weight format. */
     const KilnQuantSpec *stored;
+    /* The activation scheme the model file declares for a layer whose rule says
+     * activations = stored: dynamic (per token or tensor), or static with its scale
+     * (and zero point, asymmetric) set; NULL, or fmt NONE, for a layer the file
+     * quantizes weight-only: it then runs f16 activations. Ignored for other rules. */
+    const KilnQuantSpec *stored_act;
     /* The outlier columns (ascending, in [0, K)) of a rule with outliers = {...},
      * chosen from calibration rows (kiln_outlier_pick, ir/outliers.h). With n > 0 the
      * layer is lowered with the split (docs/recipes.md, "outliers"); n = 0 lowers the

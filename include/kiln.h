@@ -64,6 +64,13 @@ typedef struct kiln_layer_desc {
     /* The weight format when the layer's rule says weights = stored, as spec text:
      * "int4 asym group=128", "int8 sym channel", "fp8_e4m3 sym tensor". */
     const char *weight_format;
+    /* The activation scheme when the layer's rule says activations = stored (the
+     * checkpoint's own), as spec text: "int8 sym token dynamic", "fp8_e4m3 sym tensor
+     * dynamic", or static with its scale (and zero point, asymmetric), used exactly:
+     * "int8 sym tensor scale=0.0123", "int8 asym tensor scale=0.05 zero=131" (any text
+     * that strtof reads back as the float, e.g. "%.9g"). NULL: the checkpoint quantizes
+     * the layer weight-only; it runs f16 activations. Ignored for other rules. */
+    const char *act_format;
 } kiln_layer_desc;
 
 /* Compile (or fetch) the layer's kernel and quantize + prepack its weights; the

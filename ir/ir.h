@@ -120,6 +120,10 @@ int kiln_spec_print(const KilnQuantSpec *q, char *buf, size_t n);
 /* Reads the weight form of that text back: "<fmt> <sym|asym> <tensor|channel|group=G>"
  * (other attributes absent). 0 ok, -1 not such a spec. */
 int kiln_spec_parse(const char *s, KilnQuantSpec *out);
+/* Reads all of it back, activation forms too ("int8 sym token dynamic", "int8 asym
+ * tensor scale=0.0123 zero=131"): a scale as printed reads back as the same float32.
+ * 0 ok, -1 not such a spec (unknown or repeated words, text after a number). */
+int kiln_spec_parse_full(const char *s, KilnQuantSpec *out);
 /* Shortest text that reads back as the same float32; always has '.', 'e', 'inf' or 'nan'. */
 void kiln_format_float(char *buf, size_t n, double v);
 

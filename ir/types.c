@@ -1,5 +1,7 @@
 /* ir/types.c — dtype, format, granularity and op tables; types and spec text. */
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ir.h"
@@ -191,11 +193,13 @@ KilnTypeStr kiln_type_str(const KilnType *t)
 /* Exposed for the printer so floats print one way everywhere. */
 void kiln_format_float(char *buf, size_t n, double v) { fmt_float(buf, n, v); }
 
-/* The weight part of kiln_spec_print's text: "<fmt> <sym|asym> <tensor|channel|group=G>". */
-int kiln_spec_parse(const char *s, KilnQuantSpec *out)
+/* "<fmt> <sym|asym> <tensor|channel|token|group=G>" at the start of s; *rest: what
+ * follows it. */
+static int spec_head(const char *s, KilnQuantSpec *out, const char **rest)
 {
     char fmt[16], sym[8], gran[32];
-    if (!s || sscanf(s, "%15s %7s %31s", fmt, sym, gran) != 3)
+    int used = 0;
+    if (!s || sscanf(s, "%15s %7s %31s%n", fmt, sym, gran, &used) != 3)
         return -1;
     KilnQuantSpec q = {0};
     int i;
@@ -216,10 +220,67 @@ int kiln_spec_parse(const char *s, KilnQuantSpec *out)
         q.gran = KILN_GRAN_TENSOR;
     else if (!strcmp(gran, "channel"))
         q.gran = KILN_GRAN_CHANNEL;
+    else if (!strcmp(gran, "token"))
+        q.gran = KILN_GRAN_TOKEN;
     else if (sscanf(gran, "group=%ld%c", &g, &tail) == 1 && g > 0 && g <= (1 << 24))
         q.gran = KILN_GRAN_GROUP, q.group = (int32_t)g;
     else
         return -1;
+    *out = q;
+    *rest = s + used;
+    return 0;
+}
+
+/* The weight part of kiln_spec_print's text: "<fmt> <sym|asym> <tensor|channel|group=G>". */
+int kiln_spec_parse(const char *s, KilnQuantSpec *out)
+{
+    KilnQuantSpec q;
+    const char *rest;
+    if (spec_head(s, &q, &rest) || q.gran == KILN_GRAN_TOKEN)
+        return -1;
+    *out = q;
+    return 0;
+}
+
+int kiln_spec_parse_full(const char *s, KilnQuantSpec *out)
+{
+    KilnQuantSpec q;
+    const char *p;
+    if (spec_head(s, &q, &p))
+        return -1;
+    unsigned seen = 0;
+    for (;;) {
+        p += strspn(p, " ");
+        if (!*p)
+            break;
+        size_t n = strcspn(p, " ");
+        char *end = NULL;
+        unsigned bit;
+        if (n == 7 && !strncmp(p, "dynamic", 7)) {
+            bit = 1, q.dynamic = true, end = (char *)p + n;
+        } else if (!strncmp(p, "calib=mse", 9) && n == 9) {
+            bit = 2, q.calib = KILN_CAL_MSE, end = (char *)p + n;
+        } else if (!strncmp(p, "pct=", 4)) {
+            bit = 2, q.calib = KILN_CAL_PERCENTILE, q.pct = strtof(p + 4, &end);
+            if (end == p + 4 || !(q.pct > 0 && q.pct <= 100))
+                return -1;
+        } else if (!strncmp(p, "scale=", 6)) {
+            bit = 4, q.scale = strtof(p + 6, &end); /* strtof: the float32 printed, exactly */
+            if (end == p + 6)
+                return -1;
+        } else if (!strncmp(p, "zero=", 5)) {
+            long z = strtol(p + 5, &end, 10);
+            if (end == p + 5 || z < INT32_MIN || z > INT32_MAX)
+                return -1;
+            bit = 8, q.zero = (int32_t)z;
+        } else {
+            return -1;
+        }
+        if (end != p + n || (seen & bit))
+            return -1;
+        seen |= bit;
+        p += n;
+    }
     *out = q;
     return 0;
 }

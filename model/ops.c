@@ -9,6 +9,7 @@
 
 #include "ir/numerics.h"
 #include "frontend/recipe.h"
+#include "model/checkpoint.h"
 #include "model/model.h"
 #include "quant/quant.h"
 #include "model/modelfile.h"
@@ -294,13 +295,26 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
         l->act_fused = false;
         if (!rc || !rc->recipe)
             continue;
+        char afmt[160]; /* activations = stored: the file's scheme, its scale exactly */
+        const char *act_format = NULL;
         if (l->stored && rc->fr) { /* the rule decides: as stored, or re-quantized from w */
             int ri = kiln_recipe_ignored(rc->fr, l->name) ? -1 : kiln_recipe_match(rc->fr, l->name);
             if (ri >= 0 && kiln_recipe_rule_stored(rc->fr, ri) && kiln_quant_from_stored(l, d))
                 return d->code;
+            const KilnQLinear *q = l->stored;
+            if (ri >= 0 && kiln_recipe_rule_stored_acts(rc->fr, ri) && q->act.fmt != KILN_QF_NONE) {
+                KilnQuantSpec a = {.fmt = q->act.fmt, .symmetric = q->act.symmetric,
+                                   .gran = q->act.gran, .group = q->act.group,
+                                   .dynamic = q->act.dynamic};
+                if (!a.dynamic)
+                    a.scale = q->act_scale, a.zero = q->act_zero;
+                kiln_spec_print(&a, afmt, sizeof afmt);
+                act_format = afmt;
+            }
         }
         kiln_layer_desc desc = {.name = l->name, .N = l->N, .K = l->K, .weight = l->w,
-                                .bias = l->b, .calib_x = l->cap, .calib_rows = l->cap_rows};
+                                .bias = l->b, .calib_x = l->cap, .calib_rows = l->cap_rows,
+                                .act_format = act_format};
         if (l->q_w) { /* a method's or a checkpoint's grid */
             desc.weight = l->q_w;
             desc.weight_scale = l->q_scale;

@@ -129,29 +129,40 @@ typedef struct ToyRun {
     char path[64];
 } ToyRun;
 
-static void toy_open(ToyRun *x, const char *src)
+/* A context on pool with the recipe text src, written to path[64]. */
+static void run_open(KilnRunCtx *rc, char *path, const char *src, KilnPool *pool)
 {
-    snprintf(x->path, sizeof x->path, "/tmp/kiln-test-calib-XXXXXX.lua");
-    int fd = mkstemps(x->path, 4);
+    snprintf(path, 64, "/tmp/kiln-test-calib-XXXXXX.lua");
+    int fd = mkstemps(path, 4);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, src, strlen(src)), (ssize_t)strlen(src));
     close(fd);
-    toy_init(&x->t);
     KilnDiag d = {0};
-    x->rc = (KilnRunCtx){.pool = x->t.pool};
+    *rc = (KilnRunCtx){.pool = pool};
     kiln_options ko = {.target = "avx2"};
-    assert_int_equal(kiln_ctx_create(&ko, &x->rc.ctx), KILN_STATUS_OK);
-    assert_int_equal(kiln_recipe_open(x->rc.ctx, x->path, &x->rc.recipe), KILN_STATUS_OK);
-    assert_int_equal(kiln_recipe_load(x->path, &x->rc.fr, &d), 0);
+    assert_int_equal(kiln_ctx_create(&ko, &rc->ctx), KILN_STATUS_OK);
+    assert_int_equal(kiln_recipe_open(rc->ctx, path, &rc->recipe), KILN_STATUS_OK);
+    assert_int_equal(kiln_recipe_load(path, &rc->fr, &d), 0);
+}
+
+static void run_close(KilnRunCtx *rc, const char *path)
+{
+    kiln_recipe_free(rc->fr);
+    kiln_recipe_close(rc->recipe);
+    kiln_ctx_destroy(rc->ctx);
+    unlink(path);
+}
+
+static void toy_open(ToyRun *x, const char *src)
+{
+    toy_init(&x->t);
+    run_open(&x->rc, x->path, src, x->t.pool);
 }
 
 static void toy_close(ToyRun *x)
 {
     toy_free(&x->t);
-    kiln_recipe_free(x->rc.fr);
-    kiln_recipe_close(x->rc.recipe);
-    kiln_ctx_destroy(x->rc.ctx);
-    unlink(x->path);
+    run_close(&x->rc, x->path);
 }
 
 /* Quantized output error of the toy under the recipe text, and (via f32_err) how far
@@ -298,6 +309,62 @@ static void ir_act_scale(const KilnLinear *l, float *scale, int32_t *zero)
     *zero = z && z < end ? (int32_t)strtol(z + 6, NULL, 10) : 0;
 }
 
+#define STORED_ACTS "return recipe 's' { rule '*' { weights = stored, activations = stored } }"
+
+/* kiln eval of a written checkpoint with its own activation scheme: the toy's layers
+ * (bound to the recipe the checkpoint came from) take the read-back layers as their
+ * stored form and are bound again under STORED_ACTS. A static layer must run with
+ * exactly the file's input_scale (and zero point), and with same_out every layer must
+ * compute what it computed under the recipe, bit for bit (the same codes, scales and
+ * kernels). Returns the bind's status (d says why); the toy is left unbound. */
+static int bind_stored_acts(Toy *t, KilnCheckpoint *back, bool same_out, KilnDiag *d)
+{
+    int64_t n = (int64_t)ROWS * (N1 + N3);
+    float *want = malloc(sizeof(float) * (size_t)n), *got = malloc(sizeof(float) * (size_t)n);
+    assert_int_equal(toy_forward(t, want, d), 0);
+    KilnRunCtx rc;
+    char path[64];
+    run_open(&rc, path, STORED_ACTS, t->pool);
+    kiln_linears_unbind(t->l, 3);
+    kiln_quant_release(t->l, 3); /* the method's grid gives way to the file's */
+    for (int i = 0; i < 3; i++) {
+        t->l[i].stored = kiln_checkpoint_find(back, t->l[i].name);
+        assert_non_null(t->l[i].stored);
+    }
+    int r = kiln_linears_bind(t->l, 3, &rc, d);
+    for (int i = 0; !r && i < 3; i++) {
+        const KilnQLinear *q = t->l[i].stored;
+        const char *desc = kiln_layer_describe(t->l[i].kl);
+        printf("%s as stored: %s\n", q->name, desc);
+        if (q->act.fmt == KILN_QF_NONE) {
+            assert_non_null(strstr(desc, ", a f16"));
+        } else if (q->act.dynamic) {
+            char a[96];
+            kiln_spec_print(&q->act, a, sizeof a);
+            assert_non_null(strstr(desc, a));
+            assert_non_null(strstr(kiln_layer_ir(t->l[i].kl), " dynamic"));
+        } else {
+            float s;
+            int32_t z;
+            ir_act_scale(&t->l[i], &s, &z);
+            assert_true(q->act_scale > 0);
+            assert_memory_equal(&s, &q->act_scale, sizeof s);
+            assert_int_equal(z, q->act_zero);
+        }
+    }
+    if (!r && same_out) {
+        assert_int_equal(toy_forward(t, got, d), 0);
+        assert_memory_equal(got, want, sizeof(float) * (size_t)n);
+    }
+    kiln_linears_unbind(t->l, 3);
+    kiln_quant_release(t->l, 3);
+    for (int i = 0; i < 3; i++)
+        t->l[i].stored = NULL;
+    run_close(&rc, path);
+    free(want), free(got);
+    return r;
+}
+
 /* kiln quantize's path on the toy: methods, the calibration capture, the checkpoint's
  * layers. Each static scale must be bit for bit the one kiln binds the layer with,
  * and read back from the written checkpoint unchanged (zero points too, stored
@@ -347,6 +414,8 @@ static float static_roundtrip(const char *src, bool sym, float *amax_in)
         assert_true(sym ? z == 0 : z > 0 && z < 255);
     }
     float a = c.lin[0].act_scale;
+    if (bind_stored_acts(t, &back, true, &d))
+        fail_msg("bind as stored: %s", d.msg);
     kiln_checkpoint_free(&back);
     kiln_checkpoint_free(&c);
     nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
@@ -413,6 +482,65 @@ static void test_static_act_no_rows(void **state)
     toy_close(&x);
 }
 
+/* A W8A8 dynamic checkpoint with a weight-only layer, run with its own activation
+ * scheme: per-token dynamic int8 where the file says so, f16 where it quantizes the
+ * weights only. A static scheme with no scale in the file is an error naming the layer. */
+static void test_stored_acts_dynamic(void **state)
+{
+    (void)state;
+    ToyRun x;
+    toy_open(&x, "return recipe 't' { rule '*.o_proj' { weights = int4 { group = 32 } },\n"
+                 " rule '*' { weights = int8, activations = int8 } }");
+    KilnDiag d = {0};
+    KilnCheckpoint c = {0}, back = {0};
+    if (kiln_quantize_linears(&x.rc, x.t.l, 3, &c, &d) || kiln_linears_bind(x.t.l, 3, &x.rc, &d))
+        fail_msg("%s", d.msg);
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/kiln-test-static-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    if (kiln_checkpoint_write(dir, &c, &d) || kiln_checkpoint_read(dir, &back, &d))
+        fail_msg("%s", d.msg);
+    KilnQLinear *q = (KilnQLinear *)kiln_checkpoint_find(&back, "blk.q_proj");
+    assert_true(q->act.fmt == KILN_QF_INT8 && q->act.dynamic && q->act.gran == KILN_GRAN_TOKEN);
+    assert_int_equal(kiln_checkpoint_find(&back, "blk.o_proj")->act.fmt, KILN_QF_NONE);
+    if (bind_stored_acts(&x.t, &back, true, &d))
+        fail_msg("bind as stored: %s", d.msg);
+    /* static: the file's scale and zero point, not one calibrated on the rows the
+     * layers captured */
+    assert_int_equal(kiln_linears_capture(x.t.l, 3, &d), 0);
+    assert_int_equal(toy_forward(&x.t, NULL, &d), 0);
+    q->act = (KilnQuantSpec){.fmt = KILN_QF_INT8, .gran = KILN_GRAN_TENSOR};
+    q->act_scale = 0.7654321f, q->act_zero = 117;
+    assert_int_equal(kiln_linears_bind(x.t.l, 3, &x.rc, &d), 0);
+    if (bind_stored_acts(&x.t, &back, false, &d))
+        fail_msg("bind as stored: %s", d.msg);
+    kiln_linears_capture_end(x.t.l, 3);
+    q->act_scale = 0; /* static, but no input_scale */
+    assert_int_equal(kiln_linears_bind(x.t.l, 3, &x.rc, &d), 0);
+    assert_int_equal(bind_stored_acts(&x.t, &back, true, &d), KILN_EINPUT);
+    if (!strstr(d.msg, "layer 'blk.q_proj'") || !strstr(d.msg, "no positive finite activation scale"))
+        fail_msg("error \"%s\" does not name the layer and the missing scale", d.msg);
+    /* the API: act_format is spec text, read exactly or refused naming the layer */
+    KilnRunCtx rc;
+    char path[64];
+    run_open(&rc, path, STORED_ACTS, x.t.pool);
+    kiln_layer_desc desc = {.name = "blk.q_proj", .N = N1, .K = K, .weight = x.t.l[0].w,
+                            .weight_format = "int8 sym channel",
+                            .act_format = "int8 sym tensor scale=0.5x"};
+    kiln_layer *kl = NULL;
+    assert_int_equal(kiln_layer_create(rc.ctx, rc.recipe, &desc, &kl), KILN_STATUS_INPUT);
+    assert_non_null(strstr(kiln_error(rc.ctx), "layer 'blk.q_proj': act_format"));
+    desc.act_format = "int8 sym tensor scale=0.333333343";
+    assert_int_equal(kiln_layer_create(rc.ctx, rc.recipe, &desc, &kl), KILN_STATUS_OK);
+    assert_non_null(strstr(kiln_layer_ir(kl), "scale=0.33333334}"));
+    kiln_layer_destroy(kl);
+    run_close(&rc, path);
+    kiln_checkpoint_free(&back);
+    kiln_checkpoint_free(&c);
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    toy_close(&x);
+}
+
 int main(void)
 {
     setenv("KILN_NUM_THREADS", "2", 0);
@@ -425,6 +553,7 @@ int main(void)
         cmocka_unit_test(test_static_act_checkpoint),
         cmocka_unit_test(test_static_act_smoothquant),
         cmocka_unit_test(test_static_act_no_rows),
+        cmocka_unit_test(test_stored_acts_dynamic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -754,6 +754,114 @@ static void test_methods(void **state)
     assert_int_equal(kiln_spec_parse("int4 sym", &q), -1);
 }
 
+/* activations = stored: each layer runs the activation scheme its model file declares
+ * (KilnLowerOpts.stored_act), a static one with exactly the file's scale and zero. */
+static void test_stored_acts(void **state)
+{
+    (void)state;
+    const char *src = "return recipe 's' {\n"
+                      " rule '*.o_proj' { weights = stored, activations = stored },\n"
+                      " rule '*' { weights = stored },\n"
+                      "}\n";
+    KilnRecipe *r = NULL;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_recipe_load_string(src, strlen(src), "s.lua", &r, &d), 0);
+    assert_true(kiln_recipe_rule_stored_acts(r, 0));
+    assert_false(kiln_recipe_rule_stored_acts(r, 1));
+    KilnQuantSpec a;
+    assert_false(kiln_recipe_rule_acts(r, 0, &a)); /* the file says, layer by layer */
+    KilnQuantSpec w8 = {.fmt = KILN_QF_INT8, .symmetric = true, .gran = KILN_GRAN_CHANNEL};
+    KilnQuantSpec st = {.fmt = KILN_QF_INT8, .gran = KILN_GRAN_TENSOR, .scale = 1.0f / 3.0f,
+                        .zero = 131};
+    KilnLowerOpts lo = {.stored = &w8, .stored_act = &st};
+    KilnModule *mod = kiln_module_new();
+    KilnFunc *f = NULL;
+    char b[160];
+    /* instruction 3 takes x: quantize, dynquant or the f16 cast */
+    assert_int_equal(kiln_lower_layer_ex(r, "l.o_proj", 4, 64, 64, "interp", &lo, mod, &f, &d), 0);
+    assert_int_equal(f->insts[3].op, KILN_OP_QUANTIZE);
+    assert_string_equal(type_str(f, 3, b), "u8[4,64]{int8 asym tensor scale=0.33333334 zero=131}");
+    KilnQuantSpec got = f->values[f->insts[3].result].type.q;
+    assert_true(got.scale == st.scale && got.zero == 131 && !got.dynamic);
+    KilnQuantSpec dyn = {.fmt = KILN_QF_FP8_E4M3, .symmetric = true, .gran = KILN_GRAN_TOKEN,
+                         .dynamic = true};
+    KilnQuantSpec f8w = {.fmt = KILN_QF_FP8_E4M3, .symmetric = true, .gran = KILN_GRAN_CHANNEL};
+    lo = (KilnLowerOpts){.stored = &f8w, .stored_act = &dyn};
+    assert_int_equal(kiln_lower_layer_ex(r, "m.o_proj", 4, 64, 64, "interp", &lo, mod, &f, &d), 0);
+    assert_int_equal(f->insts[3].op, KILN_OP_DYNQUANT);
+    assert_string_equal(type_str(f, 3, b), "e4m3[4,64]{fp8_e4m3 sym token dynamic}");
+    /* weight-only in the file, and a rule without activations = stored: f16 */
+    lo.stored_act = NULL;
+    assert_int_equal(kiln_lower_layer_ex(r, "n.o_proj", 4, 64, 64, "interp", &lo, mod, &f, &d), 0);
+    assert_string_equal(type_str(f, 3, b), "f16[4,64]");
+    lo.stored_act = &dyn;
+    assert_int_equal(kiln_lower_layer_ex(r, "n.q_proj", 4, 64, 64, "interp", &lo, mod, &f, &d), 0);
+    assert_string_equal(type_str(f, 3, b), "f16[4,64]");
+    /* what the file may declare that kiln does not run, and static without a scale */
+    static const struct {
+        KilnQuantSpec a;
+        const char *msg;
+    } bad[] = {
+        {{.fmt = KILN_QF_INT8, .symmetric = true, .gran = KILN_GRAN_TENSOR},
+         "declares static activations (int8 sym tensor) but no positive finite activation scale"},
+        {{.fmt = KILN_QF_INT8, .symmetric = true, .gran = KILN_GRAN_TENSOR, .scale = INFINITY},
+         "no positive finite activation scale"},
+        {{.fmt = KILN_QF_INT8, .symmetric = true, .gran = KILN_GRAN_TENSOR, .scale = -1},
+         "no positive finite activation scale"},
+        {{.fmt = KILN_QF_INT4, .symmetric = true, .gran = KILN_GRAN_TOKEN, .dynamic = true},
+         "int4 activations are not supported"},
+        {{.fmt = KILN_QF_INT8, .symmetric = true, .gran = KILN_GRAN_GROUP, .group = 32,
+          .dynamic = true}, "per token or per tensor"},
+        {{.fmt = KILN_QF_INT8, .symmetric = true, .gran = KILN_GRAN_TOKEN, .scale = 0.1f},
+         "static activation scales are per tensor"},
+        {{.fmt = KILN_QF_INT8, .symmetric = false, .gran = KILN_GRAN_TOKEN, .dynamic = true},
+         "dynamic activations and fp8 are symmetric"},
+        {{.fmt = KILN_QF_INT8, .symmetric = false, .gran = KILN_GRAN_TENSOR, .scale = 0.1f,
+          .zero = 256}, "zero point 256 is out of range"},
+        {{.fmt = KILN_QF_FP8_E4M3, .symmetric = true, .gran = KILN_GRAN_TENSOR, .scale = 0.1f},
+         "declares fp8_e4m3 activations for int8 weights"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lo = (KilnLowerOpts){.stored = &w8, .stored_act = &bad[i].a};
+        d = (KilnDiag){0};
+        assert_int_equal(kiln_lower_layer_ex(r, "x.o_proj", 4, 64, 64, "interp", &lo, mod, &f, &d),
+                         KILN_EINPUT);
+        if (!strstr(d.msg, "layer 'x.o_proj'") || !strstr(d.msg, bad[i].msg))
+            fail_msg("case %zu: \"%s\" lacks \"%s\"", i, d.msg, bad[i].msg);
+    }
+    kiln_module_free(mod);
+    kiln_recipe_free(r);
+    /* the spec text act_format carries: everything kiln_spec_print writes reads back */
+    static const KilnQuantSpec specs[] = {
+        {.fmt = KILN_QF_INT8, .symmetric = true, .gran = KILN_GRAN_TOKEN, .dynamic = true},
+        {.fmt = KILN_QF_INT8, .gran = KILN_GRAN_TENSOR, .scale = 1.17549435e-38f, .zero = 255},
+        {.fmt = KILN_QF_FP8_E4M3, .symmetric = true, .gran = KILN_GRAN_TENSOR, .scale = 0.0213f},
+        {.fmt = KILN_QF_INT4, .gran = KILN_GRAN_GROUP, .group = 128, .calib = KILN_CAL_MSE},
+        {.fmt = KILN_QF_INT8, .symmetric = true, .gran = KILN_GRAN_CHANNEL,
+         .calib = KILN_CAL_PERCENTILE, .pct = 99.9f},
+    };
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        KilnQuantSpec q;
+        kiln_spec_print(&specs[i], b, sizeof b);
+        assert_int_equal(kiln_spec_parse_full(b, &q), 0);
+        const KilnQuantSpec *e = &specs[i];
+        assert_true(q.fmt == e->fmt && q.symmetric == e->symmetric && q.gran == e->gran &&
+                    q.group == e->group && q.dynamic == e->dynamic && q.calib == e->calib &&
+                    q.pct == e->pct && q.scale == e->scale && q.zero == e->zero);
+    }
+    KilnQuantSpec q;
+    assert_int_equal(kiln_spec_parse_full("int8 sym tensor scale=0.5 zero=3", &q), 0);
+    assert_true(q.scale == 0.5f && q.zero == 3);
+    static const char *const junk[] = {"int8 sym tensor scale=", "int8 sym tensor scale=1x",
+                                       "int8 sym tensor bogus", "int8 sym token dynamic dynamic",
+                                       "int8 sym tensor zero=1.5", "int8 sym tensor pct=0",
+                                       "int8 sym auto", "int8 sym", NULL};
+    for (int i = 0; junk[i]; i++)
+        if (kiln_spec_parse_full(junk[i], &q) == 0)
+            fail_msg("\"%s\" parsed", junk[i]);
+    assert_int_equal(kiln_spec_parse("int8 sym token", &q), -1); /* not a weight format */
+}
+
 /* ------------------------------------------------------------------ sandbox and include */
 
 /* Every capability the sandbox leaves out is refused with a message that says so, at the
@@ -986,6 +1094,7 @@ int main(void)
         cmocka_unit_test(test_shipped_recipes),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_methods),
+        cmocka_unit_test(test_stored_acts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
