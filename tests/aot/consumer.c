@@ -3,7 +3,8 @@
  * for every kernel of DIR/manifest.json it rebuilds the layout, quantizes and prepacks
  * deterministic weights, runs the kernel four ways (the linked symbol from
  * kiln_kernels.h, the dlsym'd pointer, libffi from the manifest's signature, the thread
- * pool), checks they agree bit for bit and writes the output to a file for
+ * pool), checks they agree bit for bit (and that a prefill-sized call on the pool,
+ * split by rows, matches one call), and writes the output to a file for
  * tests/test_aot.c to compare with the reference interpreter.
  *
  * usage: consumer AOT_DIR OUT_FILE [M]
@@ -76,6 +77,40 @@ static int prepare_weights(const KilnLayout *l, const char *layer, void **wpack,
     return rc;
 }
 
+/* M = PREFILL_M rows through kiln_rt_qgemm_layout on the pool (split by rows where
+ * the layout allows) against one call of the linked kernel: 0 same bytes, 1 not, 2 error. */
+enum { PREFILL_M = 130 };
+static int check_row_split(KilnPool *pool, const KilnLayout *l, KilnQGemmFn fn, const void *wpack,
+                           const float *bias, const char *name)
+{
+    KilnDiag d = {0};
+    int64_t M = PREFILL_M;
+    size_t ybytes = (l->out_dt == KILN_F32 ? 4 : 2) * (size_t)(M * l->N);
+    float *x = malloc(sizeof(float) * (size_t)(M * l->K));
+    void *y0 = malloc(ybytes), *y1 = malloc(ybytes);
+    size_t sb = kiln_layout_scratch_bytes(l, M);
+    void *scratch = kiln_rt_alloc(sb);
+    int e = 0;
+    if (!x || !y0 || !y1 || !scratch) {
+        fprintf(stderr, "consumer: out of memory\n");
+        e = 2;
+    } else {
+        aot_gen_fill(x, M * l->K, "x_prefill", 1.0f);
+        memset(y1, 0xA5, ybytes);
+        fn(x, M, wpack, bias, y0, 0, l->N, sb ? scratch : NULL);
+        if (kiln_rt_qgemm_layout(pool, l, fn, M, x, wpack, bias, y1, &d))
+            e = fail(&d);
+        else if (memcmp(y0, y1, ybytes)) {
+            fprintf(stderr, "consumer: kernel %s: M=%d through kiln_rt_qgemm_layout differs from "
+                    "one call\n", name, PREFILL_M);
+            e = 1;
+        }
+    }
+    free(x), free(y0), free(y1);
+    kiln_rt_free(scratch);
+    return e;
+}
+
 /* Runs kernel i four ways; 0 when all agree (output in *yout), 1 when not, 2 error. */
 static int run_kernel(KilnAot *a, KilnPool *pool, int i, int64_t M, FILE *out)
 {
@@ -130,6 +165,8 @@ static int run_kernel(KilnAot *a, KilnPool *pool, int i, int64_t M, FILE *out)
                     k->name, how[j], how[0]);
             e = 1;
         }
+    if (!e) /* a prefill the pool splits by rows must give the one call's y, bit for bit */
+        e = check_row_split(pool, &l, direct, wpack, k->bias ? bias : NULL, k->name);
     if (!e) {
         char sym[64] = {0};
         snprintf(sym, sizeof sym, "%s", k->symbol);
