@@ -133,10 +133,15 @@ bool kiln_type_eq(const KilnType *a, const KilnType *b)
 /* Shortest text that reads back as the same float32. */
 static void fmt_float(char *buf, size_t n, double v)
 {
+    /* Shortest of the float32 value itself, not of v: the text must depend on the
+     * float32 alone, or a double that rounds to the same float32 but reads back
+     * differently prints differently the second time (the fuzzer found
+     * 720368547.5807 -> 7.2036855e+08 -> 7.203686e+08). */
+    double f = (double)(float)v;
     for (int prec = 6; prec <= 9; prec++) {
-        snprintf(buf, n, "%.*g", prec, v);
+        snprintf(buf, n, "%.*g", prec, f);
         float back;
-        if (sscanf(buf, "%f", &back) == 1 && back == (float)v)
+        if (sscanf(buf, "%f", &back) == 1 && back == (float)f)
             break;
     }
     if (!strpbrk(buf, ".eEni"))

@@ -291,7 +291,16 @@ static void regress_ir(const char *file, const char *data, size_t len, const cha
     KilnModule *m = kiln_module_new();
     KilnDiag d = {0};
     int rc = kiln_parse_module(data, len, "regression.kir", m, &d);
-    if (rc == 0) {
+    if (rc == 0) { /* as fuzz_ir_parse.c: print -> parse -> print is the identity */
+        char *p1 = kiln_print_module_str(m);
+        KilnModule *m2 = kiln_module_new();
+        assert_int_equal(kiln_parse_module(p1, strlen(p1), "printed.kir", m2, &d), 0);
+        char *p2 = kiln_print_module_str(m2);
+        if (strcmp(p1, p2) != 0)
+            fail_msg("%s: printed twice differently:\n%s\n---\n%s", file, p1, p2);
+        free(p1);
+        free(p2);
+        kiln_module_free(m2);
         KilnTarget t;
         assert_int_equal(kiln_target_lookup("avx2", &t, &d), 0);
         rc = kiln_run_pipeline(m, &t, NULL, &d);
