@@ -294,13 +294,16 @@ void kiln_pool_free(KilnPool *p)
 
 /* ------------------------------------------------------------------ qgemm split */
 
+/* One qgemm over the pool: task t covers columns [t*cols, ...) of all M rows, or,
+ * with rows > 0, rows [t*rows, ...) of all N columns (x and y offset to them). */
 typedef struct {
     KilnQGemmFn fn;
     const float *x;
-    int64_t M, N, cols_per_chunk;
+    int64_t M, N, K, cols_per_chunk, rows_per_chunk;
     const void *wpack;
     const float *bias;
-    void *y;
+    char *y;
+    size_t y_row_bytes;
     char *scratch;
     size_t scratch_stride;
 } QGemmJob;
@@ -308,10 +311,37 @@ typedef struct {
 static void qgemm_task(void *ctx, int task, int thread)
 {
     QGemmJob *j = ctx;
+    void *scratch = j->scratch ? j->scratch + (size_t)thread * j->scratch_stride : NULL;
+    if (j->rows_per_chunk) {
+        int64_t m0 = (int64_t)task * j->rows_per_chunk;
+        int64_t m1 = m0 + j->rows_per_chunk < j->M ? m0 + j->rows_per_chunk : j->M;
+        j->fn(j->x + m0 * j->K, m1 - m0, j->wpack, j->bias, j->y + (size_t)m0 * j->y_row_bytes,
+              0, j->N, scratch);
+        return;
+    }
     int64_t n0 = (int64_t)task * j->cols_per_chunk;
     int64_t n1 = n0 + j->cols_per_chunk < j->N ? n0 + j->cols_per_chunk : j->N;
-    void *scratch = j->scratch ? j->scratch + (size_t)thread * j->scratch_stride : NULL;
     j->fn(j->x, j->M, j->wpack, j->bias, j->y, n0, n1, scratch);
+}
+
+/* Each pool thread's own 64-byte aligned slice of `bytes` (none for 0). */
+static int job_scratch(QGemmJob *j, KilnPool *p, size_t bytes, KilnDiag *d)
+{
+    if (bytes == 0)
+        return 0;
+    size_t stride = (bytes + LINE - 1) / LINE * LINE;
+    int ps = kiln_pool_size(p);
+    if (stride < bytes || stride > SIZE_MAX / (size_t)ps)
+        return kiln_diag_set(d, KILN_EINPUT, "kiln_rt_qgemm: scratch of %zu bytes is too large",
+                             bytes);
+    void *s = NULL;
+    if (posix_memalign(&s, LINE, stride * (size_t)ps) != 0)
+        return kiln_diag_set(d, KILN_EINTERNAL,
+                             "kiln_rt_qgemm: out of memory for %d x %zu bytes of scratch", ps,
+                             stride);
+    j->scratch = s;
+    j->scratch_stride = stride;
+    return 0;
 }
 
 int kiln_rt_qgemm(KilnPool *p, KilnQGemmFn fn, int64_t M, int64_t N, int NR, const float *x,
@@ -340,21 +370,10 @@ int kiln_rt_qgemm(KilnPool *p, KilnQGemmFn fn, int64_t M, int64_t N, int NR, con
     int64_t panels_per_chunk = (panels + nchunks - 1) / nchunks;
     nchunks = (panels + panels_per_chunk - 1) / panels_per_chunk;
 
-    QGemmJob j = {fn, x, M, N, panels_per_chunk * NR, wpack, bias, y, NULL, 0};
-    if (scratch_bytes_per_thread > 0) {
-        size_t stride = (scratch_bytes_per_thread + LINE - 1) / LINE * LINE;
-        int ps = kiln_pool_size(p);
-        if (stride < scratch_bytes_per_thread || stride > SIZE_MAX / (size_t)ps)
-            return kiln_diag_set(d, KILN_EINPUT, "kiln_rt_qgemm: scratch of %zu bytes is too large",
-                                 scratch_bytes_per_thread);
-        void *s = NULL;
-        if (posix_memalign(&s, LINE, stride * (size_t)ps) != 0)
-            return kiln_diag_set(d, KILN_EINTERNAL,
-                                 "kiln_rt_qgemm: out of memory for %d x %zu bytes of scratch", ps,
-                                 stride);
-        j.scratch = s;
-        j.scratch_stride = stride;
-    }
+    QGemmJob j = {.fn = fn, .x = x, .M = M, .N = N, .cols_per_chunk = panels_per_chunk * NR,
+                  .wpack = wpack, .bias = bias, .y = y};
+    if (job_scratch(&j, p, scratch_bytes_per_thread, d))
+        return d->code;
     if (nchunks == 1 || nthreads == 1) {
         int thread = (p && tls_pool == p) ? tls_thread : 0;
         for (int64_t t = 0; t < nchunks; t++)
@@ -364,31 +383,6 @@ int kiln_rt_qgemm(KilnPool *p, KilnQGemmFn fn, int64_t M, int64_t N, int NR, con
     }
     free(j.scratch);
     return 0;
-}
-
-/* ------------------------------------------------------------------ row split */
-
-typedef struct {
-    const KilnLayout *l;
-    KilnQGemmFn fn;
-    const float *x;
-    const void *wpack;
-    const float *bias;
-    char *y;
-    int64_t M, rows_per_chunk;
-    size_t y_row_bytes;
-    char *scratch;
-    size_t scratch_stride;
-} RowJob;
-
-static void row_task(void *ctx, int task, int thread)
-{
-    RowJob *j = ctx;
-    int64_t m0 = (int64_t)task * j->rows_per_chunk;
-    int64_t m1 = m0 + j->rows_per_chunk < j->M ? m0 + j->rows_per_chunk : j->M;
-    void *scratch = j->scratch ? j->scratch + (size_t)thread * j->scratch_stride : NULL;
-    j->fn(j->x + m0 * j->l->K, m1 - m0, j->wpack, j->bias, j->y + (size_t)m0 * j->y_row_bytes,
-          0, j->l->N, scratch);
 }
 
 #define MIN_ROWS_PER_CHUNK 48
@@ -408,16 +402,12 @@ int kiln_rt_qgemm_layout(KilnPool *p, const KilnLayout *l, KilnQGemmFn fn, int64
     rows = rows < MIN_ROWS_PER_CHUNK ? MIN_ROWS_PER_CHUNK : rows;
     rows = (rows + unit - 1) / unit * unit;
     int64_t nchunks = (M + rows - 1) / rows;
-    size_t need = kiln_layout_scratch_bytes(l, rows);
-    size_t stride = (need + LINE - 1) / LINE * LINE;
-    char *scratch = NULL;
-    if (stride && posix_memalign((void **)&scratch, LINE, stride * (size_t)kiln_pool_size(p)) != 0)
-        return kiln_diag_set(d, KILN_EINTERNAL,
-                             "kiln_rt_qgemm: out of memory for %d x %zu bytes of scratch",
-                             kiln_pool_size(p), stride);
-    size_t osz = l->out_dt == KILN_F32 ? 4 : 2;
-    RowJob j = {l, fn, x, wpack, bias, y, M, rows, osz * (size_t)l->N, scratch, stride};
-    kiln_pool_run(p, (int)nchunks, row_task, &j);
-    free(scratch);
+    QGemmJob j = {.fn = fn, .x = x, .M = M, .N = l->N, .K = l->K, .rows_per_chunk = rows,
+                  .wpack = wpack, .bias = bias, .y = y,
+                  .y_row_bytes = (l->out_dt == KILN_F32 ? 4 : 2) * (size_t)l->N};
+    if (job_scratch(&j, p, kiln_layout_scratch_bytes(l, rows), d))
+        return d->code;
+    kiln_pool_run(p, (int)nchunks, qgemm_task, &j);
+    free(j.scratch);
     return 0;
 }

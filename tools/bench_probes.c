@@ -134,41 +134,34 @@ __attribute__((target("avx2,fma"))) static void fma_kernel(ProbeJob *j)
     j->result = 1;
 }
 
-/* vpmaddwd into a temporary, vpaddd into one of 10 accumulators: the pair kiln's
- * avx2 int8 kernels issue per 16 MACs. */
-#define MADD_STEP(acc, tmp)                                                             \
-    "vpmaddwd %%ymm15,%%ymm14,%%ymm" #tmp "\n\t"                                        \
-    "vpaddd %%ymm" #tmp ",%%ymm" #acc ",%%ymm" #acc "\n\t"
+/* A multiply into a temporary, an add of it into one of 10 accumulators, ten times a
+ * loop: the pair kiln's avx2 integer kernels issue (vpmaddwd + vpaddd per 16 i16
+ * MACs; vpmaddubsw + vpaddw per 32 u8xs8 MACs in the int4 x int8 kernels, whose one
+ * widening vpmaddwd per 8 such pairs is left out: the peak is the pair's). */
+#define PAIR_STEP(mul, add, acc, tmp)                                                   \
+    mul " %%ymm15,%%ymm14,%%ymm" #tmp "\n\t" add " %%ymm" #tmp ",%%ymm" #acc ",%%ymm" #acc "\n\t"
+#define PAIR_LOOP(mul, add)                                                             \
+    PAIR_STEP(mul, add, 0, 10) PAIR_STEP(mul, add, 1, 11) PAIR_STEP(mul, add, 2, 12)     \
+    PAIR_STEP(mul, add, 3, 13) PAIR_STEP(mul, add, 4, 10) PAIR_STEP(mul, add, 5, 11)     \
+    PAIR_STEP(mul, add, 6, 12) PAIR_STEP(mul, add, 7, 13) PAIR_STEP(mul, add, 8, 10)     \
+    PAIR_STEP(mul, add, 9, 11)
 #define MADD_ITER_OPS (10 * 32)
+#define MADDUBS_ITER_OPS (10 * 64)
 __attribute__((target("avx2"))) static void madd_kernel(ProbeJob *j)
 {
     long n = j->iters;
     if (n <= 0)
         return;
-    __asm__ volatile(ZERO16 "1:\n\t" MADD_STEP(0, 10) MADD_STEP(1, 11) MADD_STEP(2, 12)
-                         MADD_STEP(3, 13) MADD_STEP(4, 10) MADD_STEP(5, 11) MADD_STEP(6, 12)
-                             MADD_STEP(7, 13) MADD_STEP(8, 10) MADD_STEP(9, 11)
-                     ASM_LOOP_END(n));
+    __asm__ volatile(ZERO16 "1:\n\t" PAIR_LOOP("vpmaddwd", "vpaddd") ASM_LOOP_END(n));
     j->result = 1;
 }
 
-/* vpmaddubsw into a temporary, vpaddw into one of 10 i16 accumulators: the pair
- * kiln's avx2 int4 x int8 kernels (u4s8-maddubs) issue per 32 MACs (their one
- * widening vpmaddwd per 8 such pairs is left out: the peak is the pair's). */
-#define MADDUBS_STEP(acc, tmp)                                                          \
-    "vpmaddubsw %%ymm15,%%ymm14,%%ymm" #tmp "\n\t"                                      \
-    "vpaddw %%ymm" #tmp ",%%ymm" #acc ",%%ymm" #acc "\n\t"
-#define MADDUBS_ITER_OPS (10 * 64)
 __attribute__((target("avx2"))) static void maddubs_kernel(ProbeJob *j)
 {
     long n = j->iters;
     if (n <= 0)
         return;
-    __asm__ volatile(ZERO16 "1:\n\t" MADDUBS_STEP(0, 10) MADDUBS_STEP(1, 11) MADDUBS_STEP(2, 12)
-                         MADDUBS_STEP(3, 13) MADDUBS_STEP(4, 10) MADDUBS_STEP(5, 11)
-                             MADDUBS_STEP(6, 12) MADDUBS_STEP(7, 13) MADDUBS_STEP(8, 10)
-                                 MADDUBS_STEP(9, 11)
-                     ASM_LOOP_END(n));
+    __asm__ volatile(ZERO16 "1:\n\t" PAIR_LOOP("vpmaddubsw", "vpaddw") ASM_LOOP_END(n));
     j->result = 1;
 }
 

@@ -25,7 +25,6 @@ typedef struct Tile {
     LLVMValueRef facc[MAXR][MAXNV], gacc[MAXR][MAXNV][MAXP]; /* allocas */
 } Tile;
 
-static bool int_family(const KilnLayout *l) { return kiln_layout_integer(l); }
 static bool fp8_weights(const KilnLayout *l)
 {
     return l->wspec.fmt == KILN_QF_FP8_E4M3 || l->wspec.fmt == KILN_QF_FP8_E5M2;
@@ -222,7 +221,7 @@ static void st(KilnGen *g, LLVMValueRef v, LLVMValueRef p) { LLVMBuildStore(g->b
 static LLVMValueRef group_zeros(KilnGen *g, Tile *t, LLVMValueRef gi, int v)
 {
     const KilnLayout *l = g->l;
-    if (!l->zeros_off || int_family(l) || l->zero_by_sum)
+    if (!l->zeros_off || kiln_layout_integer(l) || l->zero_by_sum)
         return NULL;
     LLVMValueRef z = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
     if (l->KR == 1)
@@ -248,7 +247,7 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
         }
         LLVMValueRef sv = kg_load(g, g->vf, vec_sect(g, t, l->scales_off, gi, v));
         LLVMValueRef wsum = l->wsum_off ? kg_load(g, g->vi, vec_sect(g, t, l->wsum_off, gi, v)) : NULL;
-        LLVMValueRef zv = (l->zeros_off && int_family(l))
+        LLVMValueRef zv = (l->zeros_off && kiln_layout_integer(l))
                               ? kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v)) : NULL;
         if (l->family == KILN_KF_U4S8_MADDUBS) /* unsigned nibbles: Z = (z - wbias) + 8 */
             zv = zv ? LLVMBuildAdd(b, zv, vsplat_i(g, g->i32, 8, VL), "") : vsplat_i(g, g->i32, 8, VL);
@@ -262,9 +261,9 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
             zf = kg_splat(g, kg_f32(g, 8), VL);
         }
         for (int r = 0; r < t->R; r++) {
-            LLVMValueRef ga = ld(g, int_family(l) ? g->vi : g->vf, t->gacc[r][v][0]);
+            LLVMValueRef ga = ld(g, kiln_layout_integer(l) ? g->vi : g->vf, t->gacc[r][v][0]);
             LLVMValueRef fa = ld(g, g->vf, t->facc[r][v]);
-            if (!int_family(l)) {
+            if (!kiln_layout_integer(l)) {
                 if (zf) { /* sum a*(c - z') = sum a*c - z' * sum a */
                     LLVMValueRef off = LLVMBuildAdd(b, kg_i64(g, 8), LLVMBuildMul(b, gi, kg_i64(g, 4), ""), "");
                     LLVMValueRef xs = kg_splat(g, kg_load(g, g->f32, kg_gep(g, t->meta[r], off)), VL);
@@ -352,7 +351,7 @@ static void emit_tile(KilnGen *g, Tile *t)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
-    LLVMTypeRef gt = int_family(l) ? g->vi : g->vf;
+    LLVMTypeRef gt = kiln_layout_integer(l) ? g->vi : g->vf;
     for (int r = 0; r < t->R; r++) {
         LLVMValueRef m = LLVMBuildAdd(b, t->m0, kg_i64(g, r), "");
         if (l->act_row_bytes) {
@@ -414,7 +413,7 @@ static void emit_tile(KilnGen *g, Tile *t)
         for (int v = 0; v < t->NV; v++)
             for (int ph = 1; ph < t->P; ph++) {
                 LLVMValueRef s0 = ld(g, gt, t->gacc[r][v][0]), s1 = ld(g, gt, t->gacc[r][v][ph]);
-                st(g, int_family(l) ? LLVMBuildAdd(b, s0, s1, "") : LLVMBuildFAdd(b, s0, s1, ""),
+                st(g, kiln_layout_integer(l) ? LLVMBuildAdd(b, s0, s1, "") : LLVMBuildFAdd(b, s0, s1, ""),
                    t->gacc[r][v][0]);
             }
     group_end(g, t, gi);
@@ -428,7 +427,7 @@ static void emit_tile_store(KilnGen *g, Tile *t)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
-    bool scale_after = !l->weight_only && (l->group_mode || !int_family(l));
+    bool scale_after = !l->weight_only && (l->group_mode || !kiln_layout_integer(l));
     LLVMValueRef tmp = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(MAXR * l->NR)), "tile");
     for (int r = 0; r < t->R; r++)
         for (int v = 0; v < t->NV; v++) {
