@@ -118,6 +118,13 @@ typedef struct KilnLayout {
      * the unsigned int4 nibbles), with the row's per-group activation sums in
      * scratch (meta asum as f32) */
     bool zero_by_sum;
+    /* f32-fma with fp8 weights: a code's bits, shifted into place, are read as
+     * w * 2^-fp8_exp (2^-120 E4M3, 2^-112 E5M2; subnormal codes give f32
+     * subnormals, exact) with no multiply per weight; the activations are stored
+     * times 2^KILN_FP8_ACT_EXP and each sum is scaled back by 2^(fp8_exp -
+     * KILN_FP8_ACT_EXP) before the weight scale: all powers of two, so the
+     * result has the bits of decode-then-multiply (ir/layout.c). 0 otherwise. */
+    int fp8_exp;
     KilnDType act_dtype;  /* weight-only: f32/f16/bf16 */
     KilnQuantSpec aspec;  /* quantized activations */
     KilnDType adt;        /* their storage dtype */
@@ -136,6 +143,10 @@ typedef struct KilnLayout {
     KilnEpilogue epilogue;
     KilnDType out_dt;
 } KilnLayout;
+
+/* see KilnLayout.fp8_exp: |a| < 2^64 keeps a * 2^64 finite, and a product
+ * a*w*2^-56 stays normal down to |a*w| = 2^-70 */
+#define KILN_FP8_ACT_EXP 64
 
 /* int4 nibbles stored unsigned (u = c + 8) rather than as signed s4. */
 static inline bool kiln_layout_u4_unsigned(const KilnLayout *l)

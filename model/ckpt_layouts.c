@@ -387,7 +387,7 @@ int kiln_ck_ct_module(KilnCkSrc *s, const char *m, const KilnCkArgs *w, KilnQLin
     if (w->is_float && !w->sym)
         return ERR("%s: module '%s': asymmetric fp8 is not a format", s->dir, m);
     q->spec.symmetric = w->sym;
-    Grid gr;
+    Grid gr = {0};
     if ((rc = ct_grid(w, q, &gr, m, s, d)) || (rc = ct_scales(s, m, q, &gr, d)) ||
         (rc = ct_zeros(s, m, q, &gr, bits, pk != NULL, d)))
         return rc;

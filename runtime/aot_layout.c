@@ -68,7 +68,7 @@ static int read_spec(const Where *w, const KilnJson *o, const char *obj, bool ac
                      KilnQuantSpec *q)
 {
     memset(q, 0, sizeof *q);
-    int fmt, gran, calib = 0;
+    int fmt = 0, gran = 0, calib = 0;
     if (get_name(w, o, obj, "format", fmt_name, KILN_NQFORMATS, &fmt))
         return KILN_EINPUT;
     if (fmt == KILN_QF_NONE && !act)
@@ -138,7 +138,7 @@ int kiln_aot_layout(const KilnAot *a, int kernel_index, KilnLayout *out, KilnDia
 
     KilnType wt = kiln_type2(KILN_F32, k->N, k->K);
     KilnQuantSpec aq;
-    int odt, adt = KILN_F32, epi = 0;
+    int odt = KILN_F32, adt = KILN_F32, epi = 0;
     int rc = read_spec(&w, k->weight, "weight", false, &wt.q);
     if (!rc && k->act)
         rc = read_spec(&w, k->act, "act", true, &aq);

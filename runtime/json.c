@@ -270,7 +270,7 @@ static int parse_string(Parser *ps, char **out, size_t *outlen)
                 return fail(ps, "invalid escape in string");
             }
             ps->p++;
-            unsigned cp, lo;
+            unsigned cp = 0, lo = 0;
             if (hex4(ps, &cp)) {
                 free(s);
                 return ps->err;

@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <xmmintrin.h>
 
 #include "codegen/cpu/cpu.h"
 #include "ir/layout.h"
@@ -159,6 +160,11 @@ static bool host_runs_avx512(void)
  * u8 code 0, symmetric -127) instead of random data: the largest products the
  * integer kernels sum, e.g. u4s8-maddubs's 8 i16 pair sums of -3840 each. */
 static bool extremes;
+/* Weights over 2^0 .. 2^-23 (fp8: many codes subnormal), and every run repeated
+ * with the caller's MXCSR in denormals-are-zero + flush-to-zero mode: y must not
+ * change by a bit and the caller's MXCSR must be back afterwards. */
+static bool wide_range;
+static int64_t subnormal_codes;
 
 static int run_case(const Case *c, int64_t N, int64_t K, const char *target, const int64_t *Ms,
                     int nM, bool run, double *compile_ms)
@@ -192,7 +198,9 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
 
     Weights W = {N, K, malloc(sizeof(float) * (size_t)(N * K)), malloc(sizeof(float) * (size_t)N)};
     for (int64_t i = 0; i < N * K; i++)
-        W.w[i] = extremes ? 0.5f : 0.5f * frand();
+        W.w[i] = extremes     ? 0.5f
+               : wide_range ? ldexpf(frand() < 0 ? -1.0f - frand() * frand() : 1.0f, -(int)(i % 24))
+                            : 0.5f * frand();
     for (int64_t i = 0; i < N; i++)
         W.bias[i] = frand();
     KilnType qt = kiln_type2(l.wdt, N, K);
@@ -206,6 +214,13 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
     } else {
         assert_int_equal(kiln_quantize_matrix(&c->w, W.w, N, K, wq.data, wq.scales, wq.zeros, &d), 0);
         assert_int_equal(kiln_dequantize_matrix(&c->w, wq.data, wq.scales, wq.zeros, N, K, deq, &d), 0);
+    }
+    if (wide_range && (c->w.fmt == KILN_QF_FP8_E4M3 || c->w.fmt == KILN_QF_FP8_E5M2)) {
+        bool e4 = c->w.fmt == KILN_QF_FP8_E4M3;
+        for (int64_t i = 0; i < N * K; i++) {
+            uint8_t code = ((const uint8_t *)wq.data)[i];
+            subnormal_codes += e4 ? ((code >> 3 & 0xF) == 0 && (code & 7)) : ((code >> 2 & 0x1F) == 0 && (code & 3));
+        }
     }
     void *blob = aligned_alloc(64, (l.pack_bytes + 63) & ~(size_t)63);
     assert_int_equal(kiln_prepack(&l, &wq, blob, &d), 0);
@@ -238,6 +253,21 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
         memset(y2, 0xAB, osz * (size_t)(M * N));
         fn(x, M, blob, W.bias, y2, 0, split, scratch);
         fn(x, M, blob, W.bias, y2, split, N, scratch);
+        if (wide_range) {
+            unsigned caller = _mm_getcsr(), daz_ftz = caller | 0x8040;
+            memset(y2, 0xAB, osz * (size_t)(M * N));
+            _mm_setcsr(daz_ftz);
+            fn(x, M, blob, W.bias, y2, 0, N, scratch);
+            unsigned after = _mm_getcsr();
+            _mm_setcsr(caller);
+            if (after != daz_ftz || memcmp(y, y2, osz * (size_t)(M * N))) {
+                failures++;
+                print_error("%s M=%lld: under DAZ+FTZ y %s, MXCSR %#x after (set %#x)\n", c->name,
+                            (long long)M, memcmp(y, y2, osz * (size_t)(M * N)) ? "differs" : "same",
+                            after, daz_ftz);
+            }
+            memcpy(y2, y, osz * (size_t)(M * N));
+        }
         for (int64_t i = 0; i < M * N; i++) {
             float r = out_at(c->out, ref.data, i), v = out_at(c->out, y, i), v2 = out_at(c->out, y2, i);
             double tol;
@@ -396,6 +426,27 @@ static void test_int4_int8_extremes(void **state)
             failures += run_case(&c, 40, 1024, "avx2", Mx, 2, true, NULL);
         }
     extremes = false;
+    assert_int_equal(failures, 0);
+}
+
+/* fp8 weights on f32-fma are computed as w * 2^-bias, subnormal for subnormal
+ * codes (layout fp8_exp): they must count, on the direct (M < 8) and the blocked
+ * (M >= 8) path, whatever the caller's MXCSR says. */
+static void test_fp8_subnormal_codes(void **state)
+{
+    (void)state;
+    const int64_t Mx[] = {1, 9};
+    int failures = 0, nfp8 = 0;
+    wide_range = true;
+    subnormal_codes = 0;
+    for (size_t ci = 0; ci < NCASES; ci++)
+        if (cases[ci].w.fmt == KILN_QF_FP8_E4M3 || cases[ci].w.fmt == KILN_QF_FP8_E5M2) {
+            failures += run_case(&cases[ci], 33, 384, "avx2", Mx, 2, true, NULL);
+            nfp8++;
+        }
+    wide_range = false;
+    assert_true(nfp8 >= 4);
+    assert_true(subnormal_codes > 1000); /* the case the test is about did occur */
     assert_int_equal(failures, 0);
 }
 
@@ -678,6 +729,7 @@ int main(void)
         cmocka_unit_test(test_avx2_ragged),
         cmocka_unit_test(test_f32_weights),
         cmocka_unit_test(test_int4_int8_extremes),
+        cmocka_unit_test(test_fp8_subnormal_codes),
         cmocka_unit_test(test_avx512),
         cmocka_unit_test(test_compile_time),
     };

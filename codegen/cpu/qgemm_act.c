@@ -3,6 +3,8 @@
  * reads (ir/layout.h), with the numerics of ir/numerics.h: minmax range with 0
  * included, scale = absmax/qmax (sym) or (hi-lo)/255 (asym), zero range -> scale 1,
  * q = clamp(roundeven(x/s) + z, qmin, qmax). */
+#include <math.h>
+
 #include "codegen/cpu/gen.h"
 #include "ir/numerics.h"
 
@@ -167,6 +169,8 @@ static void emit_float_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowPar
                 b, LLVMBuildShl(b, LLVMBuildSub(b, kg_i32(g, 127), e, ""), kg_i32(g, 23), ""), g->f32, "");
             sv = LLVMBuildFMul(b, v, sc, "");
         }
+        if (l->fp8_exp) /* exact: |v| < 2^64 (KILN_FP8_ACT_EXP) */
+            sv = LLVMBuildFMul(b, v, kg_f32(g, ldexp(1.0, KILN_FP8_ACT_EXP)), "");
         kg_store(g, sv, kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
         if (l->zero_by_sum)
             LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, g->f32, acc, ""), v, ""), acc);

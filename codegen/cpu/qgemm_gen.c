@@ -111,8 +111,11 @@ static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int 
 
 /* fp8 bytes -> f32 in three ops after the widening load: sign-extend the byte,
  * shift exponent+mantissa into f32 position (the sign bit lands on bit 31, its
- * copies are masked off), multiply by the bias difference (exact, also for
- * subnormals; the product keeps the sign). */
+ * copies are masked off). That is w * 2^-bias (bias 120 E4M3, 112 E5M2; exact,
+ * subnormal codes become f32 subnormals). f32-fma leaves it so (layout fp8_exp:
+ * the activations carry 2^64 and the sums are scaled back per group, no multiply
+ * per weight); bf16-dot multiplies by 2^bias here (bf16 dot products read
+ * subnormals as zero). */
 static LLVMValueRef fp8_decode(KilnGen *g, LLVMValueRef codes, unsigned n)
 {
     LLVMBuilderRef b = g->b;
@@ -122,8 +125,17 @@ static LLVMValueRef fp8_decode(KilnGen *g, LLVMValueRef codes, unsigned n)
     LLVMValueRef v = LLVMBuildSExt(b, codes, vi, "");
     v = LLVMBuildShl(b, v, kg_splat(g, kg_i32(g, sh), n), "");
     v = LLVMBuildAnd(b, v, kg_splat(g, kg_i32(g, (int32_t)(0x80000000u | (0x7Fu << sh))), n), "");
-    return LLVMBuildFMul(b, LLVMBuildBitCast(b, v, vf, ""),
-                         kg_splat(g, kg_f32(g, ldexp(1.0, e4 ? 120 : 112)), n), "");
+    v = LLVMBuildBitCast(b, v, vf, "");
+    if (g->l->fp8_exp)
+        return v;
+    return LLVMBuildFMul(b, v, kg_splat(g, kg_f32(g, ldexp(1.0, e4 ? 120 : 112)), n), "");
+}
+
+/* 2^(fp8_exp - KILN_FP8_ACT_EXP): what the sums of unscaled fp8 codes times
+ * prescaled activations are multiplied by to be the plain sums. */
+static LLVMValueRef fp8_unscale(KilnGen *g)
+{
+    return kg_splat(g, kg_f32(g, ldexp(1.0, g->l->fp8_exp - KILN_FP8_ACT_EXP)), (unsigned)g->l->VL);
 }
 
 /* Byte offset of (panel, group, vector v) in a [P][ngroups][NR] x 4-byte section. */
@@ -291,6 +303,8 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
                     LLVMValueRef xs = kg_splat(g, kg_load(g, g->f32, kg_gep(g, t->meta[r], off)), VL);
                     ga = LLVMBuildFSub(b, ga, LLVMBuildFMul(b, zf, xs, ""), "");
                 }
+                if (l->fp8_exp)
+                    ga = LLVMBuildFMul(b, ga, fp8_unscale(g), "");
                 st(g, LLVMBuildFAdd(b, fa, LLVMBuildFMul(b, sv, ga, ""), ""), t->facc[r][v]);
                 continue;
             }
@@ -528,6 +542,8 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
     LLVMValueRef sv[MAXNV], zf[MAXNV];
     for (int v = 0; v < t->NV; v++) {
         sv[v] = kg_load(g, g->vf, vec_sect(g, t, l->scales_off, gi, v));
+        if (l->fp8_exp) /* the buffer holds w * s * 2^-64 against activations * 2^64 */
+            sv[v] = LLVMBuildFMul(b, sv[v], fp8_unscale(g), "");
         zf[v] = NULL;
         if (l->zeros_off) {
             LLVMValueRef zi = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
@@ -686,6 +702,19 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     LLVMPositionBuilderAtEnd(g->b, start);
     LLVMBuilderRef b = g->b;
 
+    /* fp8 on f32-fma computes with subnormal weights (fp8_exp): a caller's
+     * denormals-are-zero / flush-to-zero mode (-ffast-math startup code, torch's
+     * set_flush_denormal) would drop them, so the kernel clears both MXCSR bits
+     * for its run and restores the caller's register on return. */
+    LLVMValueRef mxcsr = NULL;
+    if (l->fp8_exp) {
+        mxcsr = kg_alloca(g, g->i32, "mxcsr");
+        LLVMValueRef mine = kg_alloca(g, g->i32, "mxcsr_kiln");
+        kg_call_intr(g, "llvm.x86.sse.stmxcsr", NULL, 0, &mxcsr, 1);
+        LLVMValueRef v = LLVMBuildAnd(b, LLVMBuildLoad2(b, g->i32, mxcsr, ""), kg_i32(g, ~(0x40 | 0x8000)), "");
+        LLVMBuildStore(b, v, mine);
+        kg_call_intr(g, "llvm.x86.sse.ldmxcsr", NULL, 0, &mine, 1);
+    }
     kg_emit_act_prep(g);
     LLVMValueRef NR = kg_i64(g, l->NR);
     LLVMValueRef p0 = LLVMBuildSDiv(b, g->n0, NR, "");
@@ -739,6 +768,8 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
         LLVMPositionBuilderAtEnd(b, next);
     }
     kg_loop_end(g, &lp);
+    if (mxcsr)
+        kg_call_intr(g, "llvm.x86.sse.ldmxcsr", NULL, 0, &mxcsr, 1);
     LLVMBuildRetVoid(b);
     LLVMBuildBr(g->ab, start);
     return 0;
