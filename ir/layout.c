@@ -199,6 +199,7 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     l->zero_by_sum = l->family == KILN_KF_F32_FMA && !act && (l->zeros_off || int4);
     l->fp8_exp = l->family != KILN_KF_F32_FMA ? 0
                : l->wspec.fmt == KILN_QF_FP8_E4M3 ? 120 : l->wspec.fmt == KILN_QF_FP8_E5M2 ? 112 : 0;
+    l->int4_as_float = l->family == KILN_KF_F32_FMA && int4 && l->KR == 1;
     size_t K = (size_t)l->K;
     switch (l->family) {
     case KILN_KF_I16_MADD: l->act_row_bytes = 2 * K; break;

@@ -125,6 +125,13 @@ typedef struct KilnLayout {
      * KILN_FP8_ACT_EXP) before the weight scale: all powers of two, so the
      * result has the bits of decode-then-multiply (ir/layout.c). 0 otherwise. */
     int fp8_exp;
+    /* f32-fma with int4 weights (KR 1): a nibble masked in place (bits 4j..4j+3,
+     * j <= 5; j = 6, 7 shifted down to bits 0..3) is read as a float as it is:
+     * u * 2^(p - 149), p its bit position — an f32 subnormal (or the first
+     * binade) equal to the integer times 2^-149, so no convert per weight. The
+     * activation of nibble j is stored times 2^(KILN_INT4_ACT_EXP - p) and the
+     * group sums are scaled by 2^(149 - KILN_INT4_ACT_EXP) (powers of two). */
+    bool int4_as_float;
     KilnDType act_dtype;  /* weight-only: f32/f16/bf16 */
     KilnQuantSpec aspec;  /* quantized activations */
     KilnDType adt;        /* their storage dtype */
@@ -147,6 +154,10 @@ typedef struct KilnLayout {
 /* see KilnLayout.fp8_exp: |a| < 2^64 keeps a * 2^64 finite, and a product
  * a*w*2^-56 stays normal down to |a*w| = 2^-70 */
 #define KILN_FP8_ACT_EXP 64
+
+/* see KilnLayout.int4_as_float: products a*u*2^-80 stay normal down to
+ * |a*u| = 2^-46, and a * 2^69 is finite below |a| = 2^59 */
+#define KILN_INT4_ACT_EXP 69
 
 /* int4 nibbles stored unsigned (u = c + 8) rather than as signed s4. */
 static inline bool kiln_layout_u4_unsigned(const KilnLayout *l)

@@ -429,23 +429,28 @@ static void test_int4_int8_extremes(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* fp8 weights on f32-fma are computed as w * 2^-bias, subnormal for subnormal
- * codes (layout fp8_exp): they must count, on the direct (M < 8) and the blocked
+/* f32-fma computes fp8 weights as w * 2^-bias, subnormal for subnormal codes
+ * (layout fp8_exp), and int4 nibbles as the subnormals u * 2^(bit - 149)
+ * (int4_as_float): they must count, on the direct (M < 8) and the blocked
  * (M >= 8) path, whatever the caller's MXCSR says. */
-static void test_fp8_subnormal_codes(void **state)
+static void test_subnormal_weights(void **state)
 {
     (void)state;
     const int64_t Mx[] = {1, 9};
-    int failures = 0, nfp8 = 0;
+    int failures = 0, nfp8 = 0, nint4 = 0;
     wide_range = true;
     subnormal_codes = 0;
-    for (size_t ci = 0; ci < NCASES; ci++)
-        if (cases[ci].w.fmt == KILN_QF_FP8_E4M3 || cases[ci].w.fmt == KILN_QF_FP8_E5M2) {
+    for (size_t ci = 0; ci < NCASES; ci++) {
+        bool fp8 = cases[ci].w.fmt == KILN_QF_FP8_E4M3 || cases[ci].w.fmt == KILN_QF_FP8_E5M2;
+        bool int4 = cases[ci].w.fmt == KILN_QF_INT4 && !cases[ci].quant_act;
+        if (fp8 || int4) {
             failures += run_case(&cases[ci], 33, 384, "avx2", Mx, 2, true, NULL);
-            nfp8++;
+            nfp8 += fp8;
+            nint4 += int4;
         }
+    }
     wide_range = false;
-    assert_true(nfp8 >= 4);
+    assert_true(nfp8 >= 4 && nint4 >= 2);
     assert_true(subnormal_codes > 1000); /* the case the test is about did occur */
     assert_int_equal(failures, 0);
 }
@@ -729,7 +734,7 @@ int main(void)
         cmocka_unit_test(test_avx2_ragged),
         cmocka_unit_test(test_f32_weights),
         cmocka_unit_test(test_int4_int8_extremes),
-        cmocka_unit_test(test_fp8_subnormal_codes),
+        cmocka_unit_test(test_subnormal_weights),
         cmocka_unit_test(test_avx512),
         cmocka_unit_test(test_compile_time),
     };

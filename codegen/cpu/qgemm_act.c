@@ -158,15 +158,15 @@ static void emit_float_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowPar
     }
     if (v) {
         LLVMValueRef sv = v;
-        if (l->zero_by_sum && kiln_dtype_bits(l->wdt) == 4) {
-            /* unsigned int4 nibble k%8 < 7 is read as u * 16^(k%8): prescale by
-             * 16^-(k%8) <= 2^-24: exact (a power of two) unless |a| < 2^-102, where
-             * the subnormal loses bits far below the float-path tolerance */
+        if (l->int4_as_float) {
+            /* nibble k%8 is read as u * 2^(bit - 149) (bit = 4*(k%8), 0 for k%8 >= 6):
+             * prescale by 2^(KILN_INT4_ACT_EXP - bit), exact (a power of two) unless
+             * |a| >= 2^59 or the product a*u*2^-80 falls below 2^-126 (|a*u| < 2^-46) */
             LLVMValueRef kk = LLVMBuildTrunc(b, LLVMBuildAnd(b, k, kg_i64(g, 7), ""), g->i32, "");
-            LLVMValueRef e = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntEQ, kk, kg_i32(g, 7), ""),
-                                             kg_i32(g, 0), LLVMBuildMul(b, kk, kg_i32(g, 4), ""), "");
-            LLVMValueRef sc = LLVMBuildBitCast(
-                b, LLVMBuildShl(b, LLVMBuildSub(b, kg_i32(g, 127), e, ""), kg_i32(g, 23), ""), g->f32, "");
+            LLVMValueRef bit = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntUGE, kk, kg_i32(g, 6), ""),
+                                               kg_i32(g, 0), LLVMBuildMul(b, kk, kg_i32(g, 4), ""), "");
+            LLVMValueRef e = LLVMBuildSub(b, kg_i32(g, 127 + KILN_INT4_ACT_EXP), bit, "");
+            LLVMValueRef sc = LLVMBuildBitCast(b, LLVMBuildShl(b, e, kg_i32(g, 23), ""), g->f32, "");
             sv = LLVMBuildFMul(b, v, sc, "");
         }
         if (l->fp8_exp) /* exact: |v| < 2^64 (KILN_FP8_ACT_EXP) */

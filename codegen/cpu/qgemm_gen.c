@@ -32,6 +32,9 @@ static bool fp8_weights(const KilnLayout *l)
 
 static bool int4_weights(const KilnLayout *l) { return kiln_dtype_bits(l->wdt) == 4; }
 
+/* int4_as_float: the bit position nibble j of a KR-1 word is read at. */
+static int int4_bit(int j) { return j <= 5 ? 4 * j : 0; }
+
 /* int4: the NR column words of block kb (layout.h), one <VL x i32> per vector. */
 static void load_packed(KilnGen *g, Tile *t, LLVMValueRef kb)
 {
@@ -49,8 +52,9 @@ static void load_packed(KilnGen *g, Tile *t, LLVMValueRef kb)
  * keeps more lines in flight than the hardware prefetcher alone. Measured
  * (bench/results/cpu-2026-11-23-prefetch.md, 1 x 4096 x 14336, cold): 1 thread
  * W8A8 0.84 -> 0.92, W4A8 0.80 -> 0.96, W8A16 0.68 -> 0.80, FP8 0.55 -> 0.67 of
- * the streaming-read limit; int4 on f32-fma is bound by its unpack + convert +
- * FMA count, not by memory, and gained nothing, so it is left out. */
+ * the streaming-read limit (int4 on f32-fma gained nothing while it needed a
+ * convert per weight; with int4_as_float it measured 3.1-3.2 -> 2.8-2.9 ms on
+ * one thread, within this VM's noise). */
 #define PF_AHEAD 1024
 
 static void prefetch_ahead(KilnGen *g, Tile *t, LLVMValueRef kb)
@@ -82,9 +86,13 @@ static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int 
     unsigned VL = (unsigned)l->VL;
     if (int4_weights(l)) {
         LLVMValueRef w = t->packed[v];
-        if (l->KR == 1) /* unsigned u * 16^j, exact in f32; the act is prescaled */
-            return j == 7 ? LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 28, VL), "")
-                          : LLVMBuildAnd(b, w, vsplat_i(g, g->i32, (int64_t)0xF << (4 * j), VL), "");
+        if (l->KR == 1) { /* unsigned u << int4_bit(j), read as a float (int4_as_float) */
+            if (j == 7)
+                return LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 28, VL), "");
+            if (j == 6)
+                w = LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 24, VL), "");
+            return LLVMBuildAnd(b, w, vsplat_i(g, g->i32, (int64_t)0xF << int4_bit(j), VL), "");
+        }
         if (l->KR == 2) {
             LLVMValueRef h = LLVMBuildBitCast(b, w, kg_vec(g->i16, 2 * VL), "");
             if (j != 3)
@@ -173,6 +181,8 @@ static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kb, int j, 
         LLVMValueRef f;
         if (fp8_weights(l)) {
             f = fp8_decode(g, c, n);
+        } else if (l->int4_as_float) {
+            f = LLVMBuildBitCast(b, c, kg_vec(g->f32, n), ""); /* u * 2^(int4_bit(j) - 149) */
         } else {
             LLVMValueRef ci = LLVMGetElementType(LLVMTypeOf(c)) == g->i32
                                   ? c : LLVMBuildSExt(b, c, kg_vec(g->i32, n), "");
@@ -298,6 +308,8 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
             LLVMValueRef ga = ld(g, kiln_layout_integer(l) ? g->vi : g->vf, t->gacc[r][v][0]);
             LLVMValueRef fa = ld(g, g->vf, t->facc[r][v]);
             if (!kiln_layout_integer(l)) {
+                if (l->int4_as_float)
+                    ga = LLVMBuildFMul(b, ga, kg_splat(g, kg_f32(g, ldexp(1.0, 149 - KILN_INT4_ACT_EXP)), VL), "");
                 if (zf) { /* sum a*(c - z') = sum a*c - z' * sum a */
                     LLVMValueRef off = LLVMBuildAdd(b, kg_i64(g, 8), LLVMBuildMul(b, gi, kg_i64(g, 4), ""), "");
                     LLVMValueRef xs = kg_splat(g, kg_load(g, g->f32, kg_gep(g, t->meta[r], off)), VL);
@@ -431,7 +443,7 @@ static void emit_tile(KilnGen *g, Tile *t)
         return;
     }
     LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, kb1, 1);
-    if (t->R == 1 && l->wdt != KILN_F32 && !(l->family == KILN_KF_F32_FMA && int4_weights(l)))
+    if (t->R == 1 && l->wdt != KILN_F32)
         prefetch_ahead(g, t, kb);
     if (int4_weights(l))
         load_packed(g, t, kb);
@@ -530,9 +542,11 @@ static LLVMValueRef act_row(KilnGen *g, LLVMValueRef m)
 }
 
 /* Decode blocks [c0, c1) of panel t->p into wbuf as f32 (q - z) * s or fp8 * s.
- * int4 (KR 1) values come out as u * 16^j against activations prescaled by
- * 16^-j, so the zero point is scaled alike: ((u*16^j) - z*16^j) * s, exact up to
- * the one rounding of the product, like the reference's deqW. */
+ * int4 (KR 1, int4_as_float) values come out as u * 2^(bit - 149) against
+ * activations prescaled by 2^(69 - bit), so the zero point is scaled alike and
+ * the scale carries 2^80: ((u - z) * 2^(bit - 149)) * (s * 2^80), the difference
+ * exact, one rounding in the product, like the reference's deqW (times a power
+ * of two). */
 static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef c1, LLVMValueRef wbuf)
 {
     const KilnLayout *l = g->l;
@@ -544,6 +558,8 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
         sv[v] = kg_load(g, g->vf, vec_sect(g, t, l->scales_off, gi, v));
         if (l->fp8_exp) /* the buffer holds w * s * 2^-64 against activations * 2^64 */
             sv[v] = LLVMBuildFMul(b, sv[v], fp8_unscale(g), "");
+        if (l->int4_as_float) /* (u - z) * 2^(bit - 149) * s * 2^80 against a * 2^(69 - bit) */
+            sv[v] = LLVMBuildFMul(b, sv[v], kg_splat(g, kg_f32(g, ldexp(1.0, 149 - KILN_INT4_ACT_EXP)), VL), "");
         zf[v] = NULL;
         if (l->zeros_off) {
             LLVMValueRef zi = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
@@ -564,8 +580,8 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
             LLVMValueRef w = weight_operand(g, t, kb, j, v, NULL);
             if (zf[v]) {
                 LLVMValueRef z = zf[v];
-                if (int4_weights(l) && j != 7)
-                    z = LLVMBuildFMul(b, z, kg_splat(g, kg_f32(g, ldexp(1.0, 4 * j)), VL), "");
+                if (l->int4_as_float) /* z read like the nibble: z * 2^(bit - 149), exact */
+                    z = LLVMBuildFMul(b, z, kg_splat(g, kg_f32(g, ldexp(1.0, int4_bit(j) - 149)), VL), "");
                 w = LLVMBuildFSub(b, w, z, "");
             }
             w = LLVMBuildFMul(b, w, sv[v], "");
@@ -702,12 +718,13 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     LLVMPositionBuilderAtEnd(g->b, start);
     LLVMBuilderRef b = g->b;
 
-    /* fp8 on f32-fma computes with subnormal weights (fp8_exp): a caller's
+    /* fp8 and int4 on f32-fma compute with subnormal weights (fp8_exp,
+     * int4_as_float): a caller's
      * denormals-are-zero / flush-to-zero mode (-ffast-math startup code, torch's
      * set_flush_denormal) would drop them, so the kernel clears both MXCSR bits
      * for its run and restores the caller's register on return. */
     LLVMValueRef mxcsr = NULL;
-    if (l->fp8_exp) {
+    if (l->fp8_exp || l->int4_as_float) {
         mxcsr = kg_alloca(g, g->i32, "mxcsr");
         LLVMValueRef mine = kg_alloca(g, g->i32, "mxcsr_kiln");
         kg_call_intr(g, "llvm.x86.sse.stmxcsr", NULL, 0, &mxcsr, 1);
@@ -758,7 +775,6 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
      * stack every block (perf annotate put a third of the loop's samples on that
      * reload); 2 chains were 12% faster on 4096x4096 (docs/jit-aot.md). */
     t.P = l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U4S8_MADDUBS ? 1
-        : l->family == KILN_KF_F32_FMA && int4_weights(l) ? 2
         : l->KB / l->KR < MAXP ? l->KB / l->KR : MAXP;
     t.m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
     emit_tile(g, &t);
