@@ -197,9 +197,6 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
         l->adt = kiln_qformat_storage(act->fmt, act->symmetric);
     }
     l->zero_by_sum = l->family == KILN_KF_F32_FMA && !act && (l->zeros_off || int4);
-    l->fp8_exp = l->family != KILN_KF_F32_FMA ? 0
-               : l->wspec.fmt == KILN_QF_FP8_E4M3 ? 120 : l->wspec.fmt == KILN_QF_FP8_E5M2 ? 112 : 0;
-    l->int4_as_float = l->family == KILN_KF_F32_FMA && int4 && l->KR == 1;
     size_t K = (size_t)l->K;
     switch (l->family) {
     case KILN_KF_I16_MADD: l->act_row_bytes = 2 * K; break;
@@ -207,7 +204,7 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     case KILN_KF_U8S8_VNNI: l->act_row_bytes = K; break;
     case KILN_KF_BF16_DOT: l->act_row_bytes = 2 * K; break;
     case KILN_KF_F32_FMA:
-        l->act_row_bytes = (act || act_dtype != KILN_F32 || l->zero_by_sum || l->fp8_exp) ? 4 * K : 0;
+        l->act_row_bytes = (act || act_dtype != KILN_F32 || l->zero_by_sum || kiln_layout_bits_as_float(l)) ? 4 * K : 0;
         break;
     }
     l->meta_off = align64(l->act_row_bytes);

@@ -118,20 +118,6 @@ typedef struct KilnLayout {
      * the unsigned int4 nibbles), with the row's per-group activation sums in
      * scratch (meta asum as f32) */
     bool zero_by_sum;
-    /* f32-fma with fp8 weights: a code's bits, shifted into place, are read as
-     * w * 2^-fp8_exp (2^-120 E4M3, 2^-112 E5M2; subnormal codes give f32
-     * subnormals, exact) with no multiply per weight; the activations are stored
-     * times 2^KILN_FP8_ACT_EXP and each sum is scaled back by 2^(fp8_exp -
-     * KILN_FP8_ACT_EXP) before the weight scale: all powers of two, so the
-     * result has the bits of decode-then-multiply (ir/layout.c). 0 otherwise. */
-    int fp8_exp;
-    /* f32-fma with int4 weights (KR 1): a nibble masked in place (bits 4j..4j+3,
-     * j <= 5; j = 6, 7 shifted down to bits 0..3) is read as a float as it is:
-     * u * 2^(p - 149), p its bit position — an f32 subnormal (or the first
-     * binade) equal to the integer times 2^-149, so no convert per weight. The
-     * activation of nibble j is stored times 2^(KILN_INT4_ACT_EXP - p) and the
-     * group sums are scaled by 2^(149 - KILN_INT4_ACT_EXP) (powers of two). */
-    bool int4_as_float;
     KilnDType act_dtype;  /* weight-only: f32/f16/bf16 */
     KilnQuantSpec aspec;  /* quantized activations */
     KilnDType adt;        /* their storage dtype */
@@ -151,13 +137,36 @@ typedef struct KilnLayout {
     KilnDType out_dt;
 } KilnLayout;
 
-/* see KilnLayout.fp8_exp: |a| < 2^64 keeps a * 2^64 finite, and a product
- * a*w*2^-56 stays normal down to |a*w| = 2^-70 */
+/* f32-fma reads fp8 and int4 weights from their bits, with no convert or
+ * multiply per weight: an fp8 code shifted into place is w * 2^-120 (E4M3) or
+ * w * 2^-112 (E5M2), an int4 nibble masked in place (bits 4j..4j+3, j <= 5; j =
+ * 6, 7 shifted down to bits 0..3) is u * 2^(bit - 149) — f32 subnormals (or the
+ * first binade), exact. The prologue stores the activation times
+ * 2^(KILN_FP8_ACT_EXP) or 2^(KILN_INT4_ACT_EXP - bit), and every group sum (and
+ * the blocked path's decoded scale) is multiplied by 2^kiln_layout_unscale_exp:
+ * all powers of two, so y has the bits of decode-then-multiply. Bounds: fp8,
+ * |a| < 2^64 and products normal down to |a*w| = 2^-70; int4, |a| < 2^59 and
+ * products normal down to |a*u| = 2^-46. */
 #define KILN_FP8_ACT_EXP 64
-
-/* see KilnLayout.int4_as_float: products a*u*2^-80 stay normal down to
- * |a*u| = 2^-46, and a * 2^69 is finite below |a| = 2^59 */
 #define KILN_INT4_ACT_EXP 69
+
+static inline bool kiln_layout_bits_as_float(const KilnLayout *l)
+{
+    return l->family == KILN_KF_F32_FMA &&
+           (l->wspec.fmt == KILN_QF_FP8_E4M3 || l->wspec.fmt == KILN_QF_FP8_E5M2 ||
+            l->wspec.fmt == KILN_QF_INT4);
+}
+
+/* The power of two the sums of prescaled activations times weights read from
+ * their bits are multiplied by to be the plain sums (0: no such scaling). */
+static inline int kiln_layout_unscale_exp(const KilnLayout *l)
+{
+    if (!kiln_layout_bits_as_float(l))
+        return 0;
+    return l->wspec.fmt == KILN_QF_INT4       ? 149 - KILN_INT4_ACT_EXP
+         : l->wspec.fmt == KILN_QF_FP8_E4M3 ? 120 - KILN_FP8_ACT_EXP
+                                            : 112 - KILN_FP8_ACT_EXP;
+}
 
 /* int4 nibbles stored unsigned (u = c + 8) rather than as signed s4. */
 static inline bool kiln_layout_u4_unsigned(const KilnLayout *l)

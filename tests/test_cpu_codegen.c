@@ -429,9 +429,9 @@ static void test_int4_int8_extremes(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* f32-fma computes fp8 weights as w * 2^-bias, subnormal for subnormal codes
- * (layout fp8_exp), and int4 nibbles as the subnormals u * 2^(bit - 149)
- * (int4_as_float): they must count, on the direct (M < 8) and the blocked
+/* f32-fma computes fp8 weights as w * 2^-bias, subnormal for subnormal codes,
+ * and int4 nibbles as the subnormals u * 2^(bit - 149) (kiln_layout_bits_as_float,
+ * ir/layout.h): they must count, on the direct (M < 8) and the blocked
  * (M >= 8) path, whatever the caller's MXCSR says. */
 static void test_subnormal_weights(void **state)
 {

@@ -158,7 +158,7 @@ static void emit_float_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowPar
     }
     if (v) {
         LLVMValueRef sv = v;
-        if (l->int4_as_float) {
+        if (kiln_layout_bits_as_float(l) && kiln_dtype_bits(l->wdt) == 4) {
             /* nibble k%8 is read as u * 2^(bit - 149) (bit = 4*(k%8), 0 for k%8 >= 6):
              * prescale by 2^(KILN_INT4_ACT_EXP - bit), exact (a power of two) unless
              * |a| >= 2^59 or the product a*u*2^-80 falls below 2^-126 (|a*u| < 2^-46) */
@@ -168,8 +168,7 @@ static void emit_float_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowPar
             LLVMValueRef e = LLVMBuildSub(b, kg_i32(g, 127 + KILN_INT4_ACT_EXP), bit, "");
             LLVMValueRef sc = LLVMBuildBitCast(b, LLVMBuildShl(b, e, kg_i32(g, 23), ""), g->f32, "");
             sv = LLVMBuildFMul(b, v, sc, "");
-        }
-        if (l->fp8_exp) /* exact: |v| < 2^64 (KILN_FP8_ACT_EXP) */
+        } else if (kiln_layout_bits_as_float(l)) /* fp8, exact: |v| < 2^64 */
             sv = LLVMBuildFMul(b, v, kg_f32(g, ldexp(1.0, KILN_FP8_ACT_EXP)), "");
         kg_store(g, sv, kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
         if (l->zero_by_sum)

@@ -32,7 +32,8 @@ static bool fp8_weights(const KilnLayout *l)
 
 static bool int4_weights(const KilnLayout *l) { return kiln_dtype_bits(l->wdt) == 4; }
 
-/* int4_as_float: the bit position nibble j of a KR-1 word is read at. */
+/* f32-fma int4 (kiln_layout_bits_as_float): the bit position nibble j of a KR-1
+ * word is read at. */
 static int int4_bit(int j) { return j <= 5 ? 4 * j : 0; }
 
 /* int4: the NR column words of block kb (layout.h), one <VL x i32> per vector. */
@@ -53,7 +54,7 @@ static void load_packed(KilnGen *g, Tile *t, LLVMValueRef kb)
  * (bench/results/cpu-2026-11-23-prefetch.md, 1 x 4096 x 14336, cold): 1 thread
  * W8A8 0.84 -> 0.92, W4A8 0.80 -> 0.96, W8A16 0.68 -> 0.80, FP8 0.55 -> 0.67 of
  * the streaming-read limit (int4 on f32-fma gained nothing while it needed a
- * convert per weight; with int4_as_float it measured 3.1-3.2 -> 2.8-2.9 ms on
+ * convert per weight; read from its bits it measured 3.1-3.2 -> 2.8-2.9 ms on
  * one thread, within this VM's noise). */
 #define PF_AHEAD 1024
 
@@ -86,7 +87,7 @@ static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int 
     unsigned VL = (unsigned)l->VL;
     if (int4_weights(l)) {
         LLVMValueRef w = t->packed[v];
-        if (l->KR == 1) { /* unsigned u << int4_bit(j), read as a float (int4_as_float) */
+        if (l->KR == 1) { /* unsigned u << int4_bit(j), read as a float */
             if (j == 7)
                 return LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 28, VL), "");
             if (j == 6)
@@ -120,10 +121,10 @@ static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int 
 /* fp8 bytes -> f32 in three ops after the widening load: sign-extend the byte,
  * shift exponent+mantissa into f32 position (the sign bit lands on bit 31, its
  * copies are masked off). That is w * 2^-bias (bias 120 E4M3, 112 E5M2; exact,
- * subnormal codes become f32 subnormals). f32-fma leaves it so (layout fp8_exp:
- * the activations carry 2^64 and the sums are scaled back per group, no multiply
- * per weight); bf16-dot multiplies by 2^bias here (bf16 dot products read
- * subnormals as zero). */
+ * subnormal codes become f32 subnormals). f32-fma leaves it so (the prescaled
+ * activations and the per-group unscale of ir/layout.h take the 2^bias, no
+ * multiply per weight); bf16-dot multiplies by 2^bias here (bf16 dot products
+ * read subnormals as zero). */
 static LLVMValueRef fp8_decode(KilnGen *g, LLVMValueRef codes, unsigned n)
 {
     LLVMBuilderRef b = g->b;
@@ -134,16 +135,16 @@ static LLVMValueRef fp8_decode(KilnGen *g, LLVMValueRef codes, unsigned n)
     v = LLVMBuildShl(b, v, kg_splat(g, kg_i32(g, sh), n), "");
     v = LLVMBuildAnd(b, v, kg_splat(g, kg_i32(g, (int32_t)(0x80000000u | (0x7Fu << sh))), n), "");
     v = LLVMBuildBitCast(b, v, vf, "");
-    if (g->l->fp8_exp)
+    if (kiln_layout_bits_as_float(g->l))
         return v;
     return LLVMBuildFMul(b, v, kg_splat(g, kg_f32(g, ldexp(1.0, e4 ? 120 : 112)), n), "");
 }
 
-/* 2^(fp8_exp - KILN_FP8_ACT_EXP): what the sums of unscaled fp8 codes times
- * prescaled activations are multiplied by to be the plain sums. */
-static LLVMValueRef fp8_unscale(KilnGen *g)
+/* 2^kiln_layout_unscale_exp splatted: turns sums of weights read from their bits
+ * times prescaled activations into the plain sums (ir/layout.h). */
+static LLVMValueRef unscale(KilnGen *g)
 {
-    return kg_splat(g, kg_f32(g, ldexp(1.0, g->l->fp8_exp - KILN_FP8_ACT_EXP)), (unsigned)g->l->VL);
+    return kg_splat(g, kg_f32(g, ldexp(1.0, kiln_layout_unscale_exp(g->l))), (unsigned)g->l->VL);
 }
 
 /* Byte offset of (panel, group, vector v) in a [P][ngroups][NR] x 4-byte section. */
@@ -181,7 +182,7 @@ static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kb, int j, 
         LLVMValueRef f;
         if (fp8_weights(l)) {
             f = fp8_decode(g, c, n);
-        } else if (l->int4_as_float) {
+        } else if (kiln_layout_bits_as_float(l)) {
             f = LLVMBuildBitCast(b, c, kg_vec(g->f32, n), ""); /* u * 2^(int4_bit(j) - 149) */
         } else {
             LLVMValueRef ci = LLVMGetElementType(LLVMTypeOf(c)) == g->i32
@@ -308,15 +309,13 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
             LLVMValueRef ga = ld(g, kiln_layout_integer(l) ? g->vi : g->vf, t->gacc[r][v][0]);
             LLVMValueRef fa = ld(g, g->vf, t->facc[r][v]);
             if (!kiln_layout_integer(l)) {
-                if (l->int4_as_float)
-                    ga = LLVMBuildFMul(b, ga, kg_splat(g, kg_f32(g, ldexp(1.0, 149 - KILN_INT4_ACT_EXP)), VL), "");
+                if (kiln_layout_bits_as_float(l))
+                    ga = LLVMBuildFMul(b, ga, unscale(g), "");
                 if (zf) { /* sum a*(c - z') = sum a*c - z' * sum a */
                     LLVMValueRef off = LLVMBuildAdd(b, kg_i64(g, 8), LLVMBuildMul(b, gi, kg_i64(g, 4), ""), "");
                     LLVMValueRef xs = kg_splat(g, kg_load(g, g->f32, kg_gep(g, t->meta[r], off)), VL);
                     ga = LLVMBuildFSub(b, ga, LLVMBuildFMul(b, zf, xs, ""), "");
                 }
-                if (l->fp8_exp)
-                    ga = LLVMBuildFMul(b, ga, fp8_unscale(g), "");
                 st(g, LLVMBuildFAdd(b, fa, LLVMBuildFMul(b, sv, ga, ""), ""), t->facc[r][v]);
                 continue;
             }
@@ -542,7 +541,7 @@ static LLVMValueRef act_row(KilnGen *g, LLVMValueRef m)
 }
 
 /* Decode blocks [c0, c1) of panel t->p into wbuf as f32 (q - z) * s or fp8 * s.
- * int4 (KR 1, int4_as_float) values come out as u * 2^(bit - 149) against
+ * int4 (KR 1, read from its bits) values come out as u * 2^(bit - 149) against
  * activations prescaled by 2^(69 - bit), so the zero point is scaled alike and
  * the scale carries 2^80: ((u - z) * 2^(bit - 149)) * (s * 2^80), the difference
  * exact, one rounding in the product, like the reference's deqW (times a power
@@ -556,10 +555,8 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
     LLVMValueRef sv[MAXNV], zf[MAXNV];
     for (int v = 0; v < t->NV; v++) {
         sv[v] = kg_load(g, g->vf, vec_sect(g, t, l->scales_off, gi, v));
-        if (l->fp8_exp) /* the buffer holds w * s * 2^-64 against activations * 2^64 */
-            sv[v] = LLVMBuildFMul(b, sv[v], fp8_unscale(g), "");
-        if (l->int4_as_float) /* (u - z) * 2^(bit - 149) * s * 2^80 against a * 2^(69 - bit) */
-            sv[v] = LLVMBuildFMul(b, sv[v], kg_splat(g, kg_f32(g, ldexp(1.0, 149 - KILN_INT4_ACT_EXP)), VL), "");
+        if (kiln_layout_bits_as_float(l)) /* e.g. (u - z) * 2^(bit - 149) * s * 2^80 against a * 2^(69 - bit) */
+            sv[v] = LLVMBuildFMul(b, sv[v], unscale(g), "");
         zf[v] = NULL;
         if (l->zeros_off) {
             LLVMValueRef zi = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
@@ -580,7 +577,7 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
             LLVMValueRef w = weight_operand(g, t, kb, j, v, NULL);
             if (zf[v]) {
                 LLVMValueRef z = zf[v];
-                if (l->int4_as_float) /* z read like the nibble: z * 2^(bit - 149), exact */
+                if (int4_weights(l)) /* z read like the nibble: z * 2^(bit - 149), exact */
                     z = LLVMBuildFMul(b, z, kg_splat(g, kg_f32(g, ldexp(1.0, int4_bit(j) - 149)), VL), "");
                 w = LLVMBuildFSub(b, w, z, "");
             }
@@ -718,13 +715,12 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     LLVMPositionBuilderAtEnd(g->b, start);
     LLVMBuilderRef b = g->b;
 
-    /* fp8 and int4 on f32-fma compute with subnormal weights (fp8_exp,
-     * int4_as_float): a caller's
-     * denormals-are-zero / flush-to-zero mode (-ffast-math startup code, torch's
+    /* fp8 and int4 on f32-fma compute with subnormal weights (read from their
+     * bits, ir/layout.h): a caller's denormals-are-zero / flush-to-zero mode (-ffast-math startup code, torch's
      * set_flush_denormal) would drop them, so the kernel clears both MXCSR bits
      * for its run and restores the caller's register on return. */
     LLVMValueRef mxcsr = NULL;
-    if (l->fp8_exp || l->int4_as_float) {
+    if (kiln_layout_bits_as_float(l)) {
         mxcsr = kg_alloca(g, g->i32, "mxcsr");
         LLVMValueRef mine = kg_alloca(g, g->i32, "mxcsr_kiln");
         kg_call_intr(g, "llvm.x86.sse.stmxcsr", NULL, 0, &mxcsr, 1);
@@ -769,11 +765,8 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     }
     KilnLoop lr;
     t.R = 1;
-    /* one row: a single chain per vector would wait on the FMA (vpdpbusd) latency.
-     * int4 on f32-fma takes 2: with 4, the 8 accumulators, the block's words, the
-     * masks and temporaries overflow the 16 ymm and an accumulator goes through the
-     * stack every block (perf annotate put a third of the loop's samples on that
-     * reload); 2 chains were 12% faster on 4096x4096 (docs/jit-aot.md). */
+    /* one row: a single chain per vector would wait on the FMA (vpdpbusd) latency;
+     * up to 4 chains per vector (docs/jit-aot.md). */
     t.P = l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U4S8_MADDUBS ? 1
         : l->KB / l->KR < MAXP ? l->KB / l->KR : MAXP;
     t.m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
