@@ -31,8 +31,8 @@ int kiln_kernel_canon(const KilnFunc *f, KilnModule *m, KilnFunc **out, KilnDiag
     const KilnType *yt = &f->values[g->result].type;
     int64_t N = wt->dim[0], K = wt->dim[1];
     KilnFunc *k = kiln_func_new(m, "kernel");
-    for (int i = 0; i < f->nattrs; i++)
-        if (!strcmp(f->attrs[i].key, "target"))
+    for (int i = 0; i < f->nattrs; i++) /* the target and its traits pick the layout */
+        if (!strcmp(f->attrs[i].key, "target") || !strcmp(f->attrs[i].key, "tune"))
             k->attrs[k->nattrs++] = f->attrs[i];
     int x = kiln_func_param(k, "x", kiln_type2(KILN_F32, 1, K));
     int w = kiln_emit(k, KILN_OP_WEIGHT, NULL, 0, kiln_type2(KILN_F32, N, K), "w");

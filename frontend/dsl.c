@@ -2,12 +2,14 @@
  * fp8_e5m2, f32, f16, bf16): each checks what it is given where it is called, so
  * an error carries the line of the offending rule or option, and builds C data. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
 
 #include "frontend/internal.h"
+#include "ir/target.h"
 
 typedef struct RuleUD {
     KRule r; /* pattern lives in the userdata's user value until the recipe copies it */
@@ -750,14 +752,34 @@ static void parse_rules(lua_State *L, KilnRecipe *r, int t, const char *name, in
     }
 }
 
-/* The names passes/target.c knows; "cpu" and "cuda" are resolved there to this
+/* The names of ir/target.h's table; "cpu" and "cuda" are resolved there to this
  * machine's ISA / the device's arch. */
-static const char *const targets[] = {"interp", "cpu", "avx2", "avx512", "cuda", "sm_80", "sm_89", "sm_90"};
-const char kiln_recipe_targets[] = "interp, cpu, avx2, avx512, cuda, sm_80, sm_89, sm_90";
+static char target_list[256];
+static pthread_once_t target_list_once = PTHREAD_ONCE_INIT;
+static void make_target_list(void)
+{
+    int n;
+    const KilnTarget *t = kiln_targets(&n);
+    for (int i = 0; i < n; i++) {
+        strncat(target_list, i ? ", " : "", sizeof target_list - strlen(target_list) - 1);
+        strncat(target_list, t[i].name, sizeof target_list - strlen(target_list) - 1);
+    }
+}
+
+const char *kiln_recipe_targets(void)
+{
+    pthread_once(&target_list_once, make_target_list);
+    return target_list;
+}
 
 bool kiln_recipe_target_valid(const char *name)
 {
-    return name && kiln__choice(name, targets, (int)(sizeof targets / sizeof targets[0])) >= 0;
+    int n;
+    const KilnTarget *t = kiln_targets(&n);
+    for (int i = 0; name && i < n; i++)
+        if (strcmp(t[i].name, name) == 0)
+            return true;
+    return false;
 }
 
 /* recipe "name" { rules..., target = ..., ignore = {...}, kv_cache = ... } */
@@ -784,7 +806,7 @@ static int recipeb_call(lua_State *L)
     if (lua_getfield(L, 2, "target") != LUA_TNIL) {
         if (lua_type(L, -1) != LUA_TSTRING || !kiln_recipe_target_valid(lua_tostring(L, -1)))
             kiln__dsl_error(L, kiln__key_line_at(L, line, "target"), "unknown target '%s' (valid: %s)",
-                      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : kiln__what(L, -1), kiln_recipe_targets);
+                      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : kiln__what(L, -1), kiln_recipe_targets());
         r->target = strdup(lua_tostring(L, -1));
     }
     lua_pop(L, 1);

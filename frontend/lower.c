@@ -161,7 +161,7 @@ int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64
                              (long long)M, (long long)N, (long long)K);
     const char *tgt = target ? target : r->target ? r->target : "cpu";
     if (!kiln_recipe_target_valid(tgt))
-        return kiln_diag_set(d, KILN_EINPUT, "unknown target '%s' (valid: %s)", tgt, kiln_recipe_targets);
+        return kiln_diag_set(d, KILN_EINPUT, "unknown target '%s' (valid: %s)", tgt, kiln_recipe_targets());
 
     bool ignored = kiln_recipe_ignored(r, layer);
     int ri = ignored ? -1 : kiln_recipe_match(r, layer);

@@ -104,7 +104,7 @@ int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64
 bool kiln_glob_match(const char *pattern, const char *name);
 
 /* Comma-separated valid target names, for messages. */
-extern const char kiln_recipe_targets[];
+const char *kiln_recipe_targets(void); /* "interp, cpu, avx2, ...": ir/target.h */
 bool kiln_recipe_target_valid(const char *name);
 
 #endif

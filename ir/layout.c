@@ -17,20 +17,6 @@ const KilnInst *kiln_find_qgemm(const KilnFunc *f)
     return NULL;
 }
 
-/* "cpu" is the host: avx512 kernels need VNNI and BF16 as well as AVX-512F. */
-static const char *resolve_isa(const char *isa)
-{
-    if (strcmp(isa, "cpu") != 0)
-        return isa;
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni") &&
-        __builtin_cpu_supports("avx512bf16"))
-        return "avx512";
-#endif
-    return "avx2";
-}
-
 static bool is_int_fmt(KilnQFormat f) { return f == KILN_QF_INT8 || f == KILN_QF_INT4; }
 static bool is_fp8_fmt(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2; }
 
@@ -80,18 +66,16 @@ static const char *family_name(KilnKernelFamily f)
     return "?";
 }
 
-int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec *act,
+int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpec *act,
                      KilnDType act_dtype, bool has_bias, KilnEpilogue epi, KilnDType out_dt,
                      KilnLayout *l, KilnDiag *d)
 {
     memset(l, 0, sizeof *l);
-    if (!isa_in)
-        return kiln_diag_set(d, KILN_EINPUT, "CPU kernel: function has no `target` attribute");
-    const char *isa = resolve_isa(isa_in);
+    if (!t || t->kind != KILN_TGT_CPU || !t->level)
+        return kiln_diag_set(d, KILN_EINPUT, "CPU kernel: target '%s' is not a CPU target",
+                             t ? t->name : "(none)");
+    const char *isa = t->level;
     bool avx512 = strcmp(isa, "avx512") == 0;
-    if (!avx512 && strcmp(isa, "avx2") != 0)
-        return kiln_diag_set(d, KILN_EINPUT,
-                             "CPU kernel: unknown target '%s' (valid: avx2, avx512, cpu)", isa_in);
     if (wt->rank != 2 || wt->dim[0] <= 0 || wt->dim[1] <= 0)
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: weight must be a non-empty [N,K] matrix");
     const KilnQuantSpec *w = &wt->q;
@@ -119,7 +103,15 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     if (rc)
         return rc;
 
-    snprintf(l->name, sizeof l->name, "%s-%s", isa, family_name(l->family));
+    /* int4/fp8 weights read from their bits as f32 subnormals only where the core
+     * does not trap on them (ir/target.h KILN_TUNE_SUBNORMAL_FREE; layout.h) */
+    l->wspec = *w;
+    l->subnormal_decode = (t->tune & KILN_TUNE_SUBNORMAL_FREE) &&
+                          ((l->family == KILN_KF_F32_FMA && w->fmt == KILN_QF_INT4) ||
+                           ((l->family == KILN_KF_F32_FMA || l->family == KILN_KF_BF16_DOT) &&
+                            is_fp8_fmt(w->fmt)));
+    snprintf(l->name, sizeof l->name, "%s-%s%s", isa, family_name(l->family),
+             l->subnormal_decode ? "-subnormal" : "");
     snprintf(l->isa, sizeof l->isa, "%s", isa);
     l->N = wt->dim[0];
     l->K = wt->dim[1];
@@ -132,7 +124,6 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     l->MR = l->family == KILN_KF_U4S8_MADDUBS ? 3 : 4;
     l->KR = l->family == KILN_KF_U8S8_VNNI || l->family == KILN_KF_U4S8_MADDUBS ? 4
           : l->family == KILN_KF_F32_FMA ? 1 : 2;
-    l->wspec = *w;
     l->wdt = wt->dt;
     l->wbias = wt->dt == KILN_U8 ? 128 : wt->dt == KILN_U4 ? 8 : 0;
     l->group_mode = !f32w && w->gran == KILN_GRAN_GROUP;
@@ -145,9 +136,9 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
      * divide the group and the tail alike, i.e. gcd(group, K). */
     int64_t tail = l->K % l->group, unit = l->group;
     for (int64_t a = l->group, r = l->K % a; r;) { /* gcd(group, K) */
-        int64_t t = a % r;
+        int64_t m = a % r;
         a = r;
-        r = t;
+        r = m;
         unit = a;
     }
     char rag[64] = "";
@@ -204,7 +195,7 @@ int kiln_layout_make(const char *isa_in, const KilnType *wt, const KilnQuantSpec
     case KILN_KF_U8S8_VNNI: l->act_row_bytes = K; break;
     case KILN_KF_BF16_DOT: l->act_row_bytes = 2 * K; break;
     case KILN_KF_F32_FMA:
-        l->act_row_bytes = (act || act_dtype != KILN_F32 || l->zero_by_sum || kiln_layout_bits_as_float(l)) ? 4 * K : 0;
+        l->act_row_bytes = (act || act_dtype != KILN_F32 || l->zero_by_sum || kiln_layout_prescaled(l)) ? 4 * K : 0;
         break;
     }
     l->meta_off = align64(l->act_row_bytes);
@@ -236,7 +227,19 @@ int kiln_layout_for(const KilnInst *q, const KilnFunc *f, KilnLayout *out, KilnD
         return kiln_diag_set(d, KILN_EINPUT, "CPU kernel: function '%s' has no qgemm",
                              f && f->name ? f->name : "?");
     const KilnAttr *ta = kiln_fget(f, "target");
-    const char *isa = ta && (ta->kind == KILN_ATTR_STR || ta->kind == KILN_ATTR_IDENT) ? ta->s : NULL;
+    const char *tname = ta && (ta->kind == KILN_ATTR_STR || ta->kind == KILN_ATTR_IDENT) ? ta->s : NULL;
+    if (!tname)
+        return kiln_diag_set(d, KILN_EINPUT, "CPU kernel: function has no `target` attribute");
+    KilnTarget t;
+    int trc = kiln_target_lookup(tname, &t, d);
+    if (trc)
+        return trc;
+    const KilnAttr *tu = kiln_fget(f, "tune");
+    if (tu && (tu->kind == KILN_ATTR_STR || tu->kind == KILN_ATTR_IDENT) &&
+        kiln_tune_parse(tu->s, &t.tune) != 0)
+        return kiln_diag_set(d, KILN_EINPUT, "function '%s': unknown tune \"%s\" (valid: "
+                             "subnormal-free, or a comma-separated list of traits)",
+                             f->name ? f->name : "?", tu->s);
     const KilnType *wt = &f->values[q->ops[1]].type;
     const KilnAttr *aa = kiln_get(q, "act");
     const KilnQuantSpec *act = aa && aa->kind == KILN_ATTR_SPEC && aa->q.fmt != KILN_QF_NONE
@@ -264,7 +267,7 @@ int kiln_layout_for(const KilnInst *q, const KilnFunc *f, KilnLayout *out, KilnD
     /* with outliers the kernel is the int8 part alone: no bias, no activation, f32 out
      * (the f32 columns and the epilogue follow it, ir/outliers.h) */
     bool side = kiln_qgemm_outlier_w(q) >= 0;
-    int rc = kiln_layout_make(isa, wt, act, adt, !side && kiln_qgemm_bias(q) >= 0,
+    int rc = kiln_layout_make(&t, wt, act, adt, !side && kiln_qgemm_bias(q) >= 0,
                               side ? KILN_EPI_NONE : epi, side ? KILN_F32 : yt->dt, out, d);
     if (rc)
         return rc;

@@ -6,6 +6,7 @@
 #define KILN_LAYOUT_H
 
 #include "ir.h"
+#include "target.h"
 
 /* Kernel families. The layout name is "<isa>-<family>", e.g. "avx2-i16-madd":
  *   i16-madd  avx2: int8 weights x int8 activations; codes sign-extended to
@@ -94,8 +95,11 @@ typedef void (*KilnQGemmFn)(const float *x, int64_t M, const void *wpack, const 
  *                       asum[ngroups] = sum of the prepared activations per group. */
 typedef struct KilnLayout {
     char name[48];     /* "avx2-i16-madd", ... (the qgemm `layout` attr) */
-    char isa[16];      /* "avx2" or "avx512" ("cpu" resolved to the host) */
+    char isa[16];      /* "avx2" or "avx512": the target's ISA level */
     KilnKernelFamily family;
+    /* int4/fp8 weights read as f32 subnormals (the "-subnormal" layouts; see below),
+     * chosen where the target has KILN_TUNE_SUBNORMAL_FREE */
+    bool subnormal_decode;
     int64_t N, K;
     int NR, KR;        /* panel width (output columns) and k-interleave */
     int KB;            /* k per packed block = per unrolled micro-kernel step (8 for int4) */
@@ -137,35 +141,76 @@ typedef struct KilnLayout {
     KilnDType out_dt;
 } KilnLayout;
 
-/* f32-fma reads fp8 and int4 weights from their bits, with no convert or
- * multiply per weight: an fp8 code shifted into place is w * 2^-120 (E4M3) or
- * w * 2^-112 (E5M2), an int4 nibble masked in place (bits 4j..4j+3, j <= 5; j =
- * 6, 7 shifted down to bits 0..3) is u * 2^(bit - 149) — f32 subnormals (or the
- * first binade), exact. The prologue stores the activation times
- * 2^(KILN_FP8_ACT_EXP) or 2^(KILN_INT4_ACT_EXP - bit), and every group sum (and
- * the blocked path's decoded scale) is multiplied by 2^kiln_layout_unscale_exp:
- * all powers of two, so y has the bits of decode-then-multiply. Bounds: fp8,
- * |a| < 2^64 and products normal down to |a*w| = 2^-70; int4, |a| < 2^59 and
- * products normal down to |a*u| = 2^-46. */
-#define KILN_FP8_ACT_EXP 64
-#define KILN_INT4_ACT_EXP 69
-
-static inline bool kiln_layout_bits_as_float(const KilnLayout *l)
+/* How int4 and fp8 weights become f32 in f32-fma (and fp8 in bf16-dot), chosen by
+ * the target's traits (ir/target.h) and written into the layout name:
+ *  - "...-subnormal" (l->subnormal_decode; targets with KILN_TUNE_SUBNORMAL_FREE):
+ *    read from their bits. An fp8 code shifted into place is w * 2^-120 (E4M3) or
+ *    w * 2^-112 (E5M2); an int4 nibble masked in place (bits 4j..4j+3, j <= 5; j =
+ *    6, 7 shifted down to bits 0..3) is u * 2^(bit - 149): f32 subnormals (or the
+ *    first binade), exact, with no convert or multiply per weight. The kernel clears
+ *    the caller's MXCSR DAZ/FTZ for its run. Free on AMD Zen; on Intel every FMA
+ *    with a subnormal operand takes a ~150-cycle microcode assist.
+ *  - portable (every other target): an int4 nibble masked in place (j <= 6; j = 7
+ *    shifted down) is the integer u * 2^(4j), converted exactly (vcvtdq2ps); an fp8
+ *    code is moved into an f16 (E5M2 is f16's top byte: w; E4M3's exponent and
+ *    mantissa under f16's sign bit: w * 2^-8) and widened by vcvtph2ps, which reads
+ *    f16 subnormals exactly, with no assist, and ignores DAZ. No f32 subnormal ever
+ *    reaches an FMA.
+ * In f32-fma the weight read for k is v * 2^weight_exp(k % 8) for the exact value v
+ * (u or w); the prologue stores the activation times 2^act_exp(k % 8), the two
+ * summing to a constant, so products need no per-weight scaling, and every group sum
+ * (and the blocked path's decoded scale) is multiplied by 2^kiln_layout_unscale_exp.
+ * All powers of two: y has the bits of decode-then-multiply. Bounds (an activation
+ * beyond them loses exactness): subnormal fp8 |a| < 2^64 and products normal down to
+ * |a*w| = 2^-70; subnormal int4 |a| < 2^59, down to |a*u| = 2^-46; portable int4
+ * |a| < 2^104; portable fp8 |a| < 2^120. */
+static inline bool kiln_layout_fp8_weights(const KilnLayout *l)
 {
-    return l->family == KILN_KF_F32_FMA &&
-           (l->wspec.fmt == KILN_QF_FP8_E4M3 || l->wspec.fmt == KILN_QF_FP8_E5M2 ||
-            l->wspec.fmt == KILN_QF_INT4);
+    return l->wspec.fmt == KILN_QF_FP8_E4M3 || l->wspec.fmt == KILN_QF_FP8_E5M2;
 }
 
-/* The power of two the sums of prescaled activations times weights read from
- * their bits are multiplied by to be the plain sums (0: no such scaling). */
+/* f32-fma with int4 or fp8 weights: activations prescaled per k (act_exp). */
+static inline bool kiln_layout_prescaled(const KilnLayout *l)
+{
+    return l->family == KILN_KF_F32_FMA &&
+           (l->wspec.fmt == KILN_QF_INT4 || kiln_layout_fp8_weights(l));
+}
+
+/* int4 in f32-fma: the bit position nibble j (= k % 8) of a column word is read at. */
+static inline int kiln_layout_int4_bit(const KilnLayout *l, int j)
+{
+    return j <= (l->subnormal_decode ? 5 : 6) ? 4 * j : 0;
+}
+
+/* Exponent of the weight value read for k % 8 = j (see above). */
+static inline int kiln_layout_weight_exp(const KilnLayout *l, int j)
+{
+    if (l->wspec.fmt == KILN_QF_INT4)
+        return kiln_layout_int4_bit(l, j) - (l->subnormal_decode ? 149 : 0);
+    if (l->wspec.fmt == KILN_QF_FP8_E4M3)
+        return l->subnormal_decode ? -120 : -8;
+    if (l->wspec.fmt == KILN_QF_FP8_E5M2)
+        return l->subnormal_decode ? -112 : 0;
+    return 0;
+}
+
+/* Exponent the prologue scales the activation for k % 8 = j by (0: none). */
+static inline int kiln_layout_act_exp(const KilnLayout *l, int j)
+{
+    if (!kiln_layout_prescaled(l))
+        return 0;
+    if (l->wspec.fmt == KILN_QF_INT4)
+        return (l->subnormal_decode ? 69 : 24) - kiln_layout_int4_bit(l, j);
+    return l->subnormal_decode ? 64 : -kiln_layout_weight_exp(l, 0);
+}
+
+/* The power of two the sums of prescaled activations times weights read this way
+ * are multiplied by to be the plain sums (0: no such scaling). */
 static inline int kiln_layout_unscale_exp(const KilnLayout *l)
 {
-    if (!kiln_layout_bits_as_float(l))
+    if (!kiln_layout_prescaled(l))
         return 0;
-    return l->wspec.fmt == KILN_QF_INT4       ? 149 - KILN_INT4_ACT_EXP
-         : l->wspec.fmt == KILN_QF_FP8_E4M3 ? 120 - KILN_FP8_ACT_EXP
-                                            : 112 - KILN_FP8_ACT_EXP;
+    return -(kiln_layout_weight_exp(l, 0) + kiln_layout_act_exp(l, 0));
 }
 
 /* int4 nibbles stored unsigned (u = c + 8) rather than as signed s4. */
@@ -182,18 +227,21 @@ static inline bool kiln_layout_integer(const KilnLayout *l)
 
 /* The first live qgemm of f (NULL if none). */
 const KilnInst *kiln_find_qgemm(const KilnFunc *f);
-/* Layout for a qgemm in f (target from f's `target` attr: avx2, avx512, cpu).
- * Errors (KILN_EINPUT): unknown target, unsupported operand combination, K or
- * the group not a multiple of KR (8 for int4; the ragged last group, K mod group,
- * needs the same unit, which is why K is checked), a `layout` attr on the qgemm
- * that is not the name computed here (pick_layout writes exactly that name).
+/* Layout for a qgemm in f, for the target named by f's `target` attr (aliases such
+ * as cpu and zen4 resolved by ir/target.h) with the traits of its `tune` attr when
+ * present (pick_layout writes the traits it planned with). Errors (KILN_EINPUT):
+ * unknown or non-CPU target, unsupported operand combination, K or the group not a
+ * multiple of KR (8 for int4; the ragged last group, K mod group, needs the same
+ * unit, which is why K is checked), a `layout` attr on the qgemm that is not the
+ * name computed here (pick_layout writes exactly that name).
  * A qgemm with `outliers` gets the layout of its int8 part alone: no bias, no
  * activation, f32 out (the rest runs after the kernel, ir/outliers.h). */
 int kiln_layout_for(const KilnInst *qgemm, const KilnFunc *f, KilnLayout *out, KilnDiag *d);
-/* Same, from explicit parts (used by kiln_layout_for and pick_layout, so the
- * `layout` attr and the kernel cannot disagree). isa: avx2|avx512|cpu. wtype is
- * a quantized [N,K] type or plain f32[N,K] (then act must be NULL). */
-int kiln_layout_make(const char *isa, const KilnType *wtype, const KilnQuantSpec *act,
+/* Same, from explicit parts (used by kiln_layout_for, pick_layout and the AOT
+ * runtime, so the `layout` attr and the kernel cannot disagree). t is a resolved
+ * CPU target (its level and traits decide). wtype is a quantized [N,K] type or
+ * plain f32[N,K] (then act must be NULL). */
+int kiln_layout_make(const KilnTarget *t, const KilnType *wtype, const KilnQuantSpec *act,
                      KilnDType act_dtype, bool has_bias, KilnEpilogue epi, KilnDType out_dt,
                      KilnLayout *out, KilnDiag *d);
 /* Pack a quantized weight (codes + scales + zeros per ir.h), or for an f32

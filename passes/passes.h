@@ -1,5 +1,5 @@
-/* passes/passes.h — target descriptions, the IR -> IR passes (one file each) and the
- * pipeline that runs them. docs/targets.md explains what each target runs natively
+/* passes/passes.h — the IR -> IR passes (one file each) and the pipeline that runs
+ * them, for a target of ir/target.h. docs/targets.md explains what each target runs natively
  * and why pick_layout chooses what it chooses. */
 #ifndef KILN_PASSES_H
 #define KILN_PASSES_H
@@ -7,38 +7,7 @@
 #include <stdio.h>
 
 #include "ir/ir.h"
-
-/* ------------------------------------------------------------------ target.c */
-
-typedef enum { KILN_TGT_INTERP, KILN_TGT_CPU, KILN_TGT_CUDA } KilnTargetKind;
-
-enum {
-    KILN_ISA_AVX2 = 1,
-    KILN_ISA_FMA = 2,
-    KILN_ISA_F16C = 4,
-    KILN_ISA_AVX512 = 8, /* AVX-512F (+BW/VL/DQ, x86-64-v4) */
-    KILN_ISA_VNNI = 16,  /* AVX512-VNNI: vpdpbusd */
-    KILN_ISA_BF16 = 32,  /* AVX512-BF16: vdpbf16ps */
-};
-
-typedef struct KilnTarget {
-    const char *name; /* interp, avx2, avx512, sm_80, sm_89, sm_90 (aliases resolve to these) */
-    KilnTargetKind kind;
-    unsigned isa; /* KILN_ISA_* bits, CPU targets */
-    int sm;       /* 80, 89, 90 for CUDA targets, else 0 */
-    const char *summary; /* one line: what it runs natively */
-} KilnTarget;
-
-/* The table, for `kiln targets` (includes the aliases cpu and cuda). */
-const KilnTarget *kiln_targets(int *n);
-/* Resolve a name (aliases included) to a concrete target. Unknown names give
- * KILN_EINPUT with the list of valid names; "cpu" on a host without AVX2+FMA gives
- * KILN_ENODEV. */
-int kiln_target_lookup(const char *name, KilnTarget *out, KilnDiag *d);
-/* What "cpu" resolves to for a host with these KILN_ISA_* bits (exposed for tests). */
-int kiln_target_resolve_cpu(unsigned isa, KilnTarget *out, KilnDiag *d);
-/* KILN_ISA_* bits of the machine we run on. */
-unsigned kiln_host_isa(void);
+#include "ir/target.h" /* the targets the passes plan for */
 
 /* ------------------------------------------------------------------ the passes */
 

@@ -369,7 +369,7 @@ static int cpu_layout(Pick *p, KilnLayout *l, KilnDiag *d)
         epi = KILN_EPI_GELU;
     KilnDType out_dt = p->f->values[p->qg->result].type.dt;
     KilnDiag ld = {0};
-    int rc = kiln_layout_make(p->t->name, p->wt, p->has_act ? &act : NULL, p->act_dtype,
+    int rc = kiln_layout_make(p->t, p->wt, p->has_act ? &act : NULL, p->act_dtype,
                               kiln_qgemm_bias(p->qg) >= 0, epi, out_dt, l, &ld);
     if (rc) {
         const char *msg = strncmp(ld.msg, "qgemm: ", 7) == 0 ? ld.msg + 7 : ld.msg;
@@ -428,6 +428,33 @@ static void why_int(Pick *p, const KilnLayout *l)
                bits_name(w), wb, wb, l->group_mode ? "group" : "row");
 }
 
+/* How int4/fp8 weights become floats on this target, and why (ir/layout.h). */
+static void decode_note(Pick *p, const KilnLayout *l)
+{
+    bool int4 = p->wt->q.fmt == KILN_QF_INT4, fp8 = is_fp8(p->wt->q.fmt);
+    if (l->subnormal_decode && int4)
+        append(p->why, sizeof p->why,
+               "; int4 nibbles are read from their bits as f32 subnormals (u * 2^(bit-149), no "
+               "convert per weight) against prescaled activations, because this target's cores "
+               "run FMA on subnormal operands at full speed (tune subnormal-free)");
+    else if (l->subnormal_decode && fp8)
+        append(p->why, sizeof p->why,
+               "; fp8 codes are read from their bits as f32 (subnormal codes as f32 subnormals, "
+               "no multiply per weight), because this target's cores run FMA on subnormal "
+               "operands at full speed (tune subnormal-free)");
+    else if (l->family == KILN_KF_F32_FMA && int4)
+        append(p->why, sizeof p->why,
+               "; int4 nibbles masked in place are converted exactly with vcvtdq2ps (no f32 "
+               "subnormals: on cores without the subnormal-free trait, e.g. Intel, each FMA on "
+               "a subnormal operand takes a ~150-cycle microcode assist)");
+    else if ((l->family == KILN_KF_F32_FMA || l->family == KILN_KF_BF16_DOT) && fp8)
+        append(p->why, sizeof p->why,
+               "; fp8 codes are moved into f16 and widened with vcvtph2ps, which reads subnormal "
+               "codes exactly with no assist and ignores DAZ (no f32 subnormals: on cores without "
+               "the subnormal-free trait, e.g. Intel, each FMA on a subnormal operand takes a "
+               "~150-cycle microcode assist)");
+}
+
 static void why_float(Pick *p, const KilnLayout *l)
 {
     const KilnQuantSpec *w = &p->wt->q;
@@ -460,6 +487,7 @@ static void why_float(Pick *p, const KilnLayout *l)
                  p->act_dtype == KILN_F16 && l->VL == 16
                      ? "; no f16 dot instruction in this ISA" : "");
     }
+    decode_note(p, l);
 }
 
 static int pick_cpu(Pick *p, KilnDiag *d)
@@ -529,6 +557,10 @@ static int pick_one(KilnFunc *f, int qi, const KilnTarget *t, KilnDiag *d)
     if (p.note[0])
         append(p.why, sizeof p.why, "; %s", p.note);
     outliers_note(&p);
+    if (t->kind == KILN_TGT_CPU && t->tune) { /* the traits planned with: kiln_layout_for reads them */
+        char tune[64];
+        kiln_fset_str(f, "tune", kiln_tune_str(t->tune, tune, sizeof tune));
+    }
     kiln_set_str(f, p.qg, "layout", p.layout);
     kiln_set_str(f, p.qg, "why", p.why);
     return KILN_OK;

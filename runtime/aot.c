@@ -290,21 +290,14 @@ int kiln_rt_cpu_supports(const char *target)
 {
     if (!target)
         return -1;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
     if (strcmp(target, "x86-64") == 0 || strcmp(target, "generic") == 0 ||
         strcmp(target, "scalar") == 0)
         return 1;
-    if (strcmp(target, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
-    if (strncmp(target, "avx512", 6) == 0) {
-        /* kiln's avx512 target is x86-64-v4 plus VNNI and BF16 (passes/target.c):
-         * its kernels use vpdpbusd and vdpbf16ps, so all of them are required. */
-        int ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                 __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16");
-        return ok ? 1 : 0;
-    }
-#endif
-    return -1;
+    /* the one target table (ir/target.h): avx512 is x86-64-v4 plus VNNI and BF16,
+     * whose kernels use vpdpbusd and vdpbf16ps, so all of them are required */
+    KilnTarget t;
+    KilnDiag d = {0};
+    if (kiln_target_lookup(target, &t, &d) != 0 || t.kind != KILN_TGT_CPU)
+        return -1;
+    return kiln_target_host_runs(&t) ? 1 : 0;
 }

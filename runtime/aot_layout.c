@@ -133,6 +133,13 @@ int kiln_aot_layout(const KilnAot *a, int kernel_index, KilnLayout *out, KilnDia
     const char *isa_name = isa ? isa->str : kiln_aot_target(a);
     if (!isa_name || !*isa_name)
         return bad(&w, "isa", "is missing (and the manifest names no target)");
+    KilnTarget t;
+    KilnDiag td = {0};
+    if (kiln_target_lookup(isa_name, &t, &td) || t.kind != KILN_TGT_CPU)
+        return bad(&w, "isa", "is not a CPU target kiln knows (avx2, avx512, zen3, zen4)");
+    const KilnJson *tu = member(o, "tune", KILN_JSON_STRING);
+    if (tu && kiln_tune_parse(tu->str, &t.tune) != 0)
+        return bad(&w, "tune", "names a trait kiln does not know (valid: subnormal-free)");
     if (!k->weight)
         return bad(&w, "weight", "is missing (the weight quantization spec)");
 
@@ -158,7 +165,7 @@ int kiln_aot_layout(const KilnAot *a, int kernel_index, KilnLayout *out, KilnDia
                              "format %s %s is stored as %s",
                              kernel_index, k->name, dt->str, kiln_qformat_name(wt.q.fmt),
                              wt.q.symmetric ? "sym" : "asym", kiln_dtype_name(wt.dt));
-    rc = kiln_layout_make(isa_name, &wt, k->act ? &aq : NULL, (KilnDType)adt, k->bias,
+    rc = kiln_layout_make(&t, &wt, k->act ? &aq : NULL, (KilnDType)adt, k->bias,
                           (KilnEpilogue)epi, (KilnDType)odt, out, d);
     if (rc) {
         char msg[sizeof d->msg];

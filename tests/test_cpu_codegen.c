@@ -32,6 +32,7 @@
 
 #include "codegen/cpu/cpu.h"
 #include "ir/layout.h"
+#include "ir/target.h"
 #include "ir/numerics.h"
 
 typedef struct Case {
@@ -429,29 +430,121 @@ static void test_int4_int8_extremes(void **state)
     assert_int_equal(failures, 0);
 }
 
-/* f32-fma computes fp8 weights as w * 2^-bias, subnormal for subnormal codes,
- * and int4 nibbles as the subnormals u * 2^(bit - 149) (kiln_layout_bits_as_float,
- * ir/layout.h): they must count, on the direct (M < 8) and the blocked
- * (M >= 8) path, whatever the caller's MXCSR says. */
+/* The CPU targets of ir/target.h's table: the ISA levels and the
+ * microarchitectures (whose traits change some layouts). */
+static int cpu_targets(KilnTarget *out, int max)
+{
+    int n, k = 0;
+    const KilnTarget *t = kiln_targets(&n);
+    for (int i = 0; i < n && k < max; i++)
+        if (t[i].kind == KILN_TGT_CPU && t[i].level)
+            out[k++] = t[i];
+    return k;
+}
+
+static void layout_name(const Case *c, const char *target, char *name, size_t n)
+{
+    KilnModule *mod = kiln_module_new();
+    KilnFunc *f = build_kernel(mod, c, 2, 16, 256, target);
+    KilnLayout l;
+    KilnDiag d = {0};
+    if (kiln_layout_for(kiln_find_qgemm(f), f, &l, &d))
+        fail_msg("%s on %s: %s", c->name, target, d.msg);
+    snprintf(name, n, "%s", l.name);
+    kiln_module_free(mod);
+}
+
+/* int4/fp8 weights read as f32 subnormals (the "-subnormal" layouts of targets
+ * with the subnormal-free trait) and the portable decode (vcvtdq2ps / vcvtph2ps)
+ * of the ISA levels, ir/layout.h: the values must count, on the direct (M < 8) and
+ * the blocked (M >= 8) path, whatever the caller's MXCSR says. Every target the
+ * host can execute runs; the others are compiled and their assembly checked. */
 static void test_subnormal_weights(void **state)
 {
     (void)state;
     const int64_t Mx[] = {1, 9};
-    int failures = 0, nfp8 = 0, nint4 = 0;
+    KilnTarget ts[8];
+    int nt = cpu_targets(ts, 8), failures = 0, nfp8 = 0, nint4 = 0, nrun = 0;
     wide_range = true;
     subnormal_codes = 0;
-    for (size_t ci = 0; ci < NCASES; ci++) {
-        bool fp8 = cases[ci].w.fmt == KILN_QF_FP8_E4M3 || cases[ci].w.fmt == KILN_QF_FP8_E5M2;
-        bool int4 = cases[ci].w.fmt == KILN_QF_INT4 && !cases[ci].quant_act;
-        if (fp8 || int4) {
-            failures += run_case(&cases[ci], 33, 384, "avx2", Mx, 2, true, NULL);
-            nfp8 += fp8;
-            nint4 += int4;
+    for (int ti = 0; ti < nt; ti++) {
+        bool run = kiln_target_host_runs(&ts[ti]);
+        if (!run)
+            printf("[ SKIP ] running %s kernels: this CPU lacks its ISA level %s (assembly "
+                   "checked only)\n", ts[ti].name, ts[ti].level);
+        for (size_t ci = 0; ci < NCASES; ci++) {
+            const Case *c = &cases[ci];
+            bool fp8 = c->w.fmt == KILN_QF_FP8_E4M3 || c->w.fmt == KILN_QF_FP8_E5M2;
+            bool int4 = c->w.fmt == KILN_QF_INT4 && !c->quant_act;
+            if (!fp8 && !int4)
+                continue;
+            /* the assembly shows which decode the layout promised */
+            KilnModule *mod = kiln_module_new();
+            KilnFunc *f = build_kernel(mod, c, 4, 33, 384, ts[ti].name);
+            KilnLayout l;
+            KilnDiag d = {0};
+            char *as = NULL;
+            if (kiln_layout_for(kiln_find_qgemm(f), f, &l, &d) ||
+                kiln_cpu_emit_asm(f, "k", &as, &d))
+                fail_msg("%s on %s: %s", c->name, ts[ti].name, d.msg);
+            bool sub = (ts[ti].tune & KILN_TUNE_SUBNORMAL_FREE) && l.family != KILN_KF_BF16_DOT
+                       ? true : l.subnormal_decode;
+            assert_int_equal(l.subnormal_decode, sub);
+            assert_int_equal(strstr(l.name, "-subnormal") != NULL, sub);
+            /* the MXCSR guard exactly where subnormal weights are made */
+            assert_int_equal(strstr(as, "ldmxcsr") != NULL, sub);
+            if (!sub && fp8)
+                assert_non_null(strstr(as, "vcvtph2ps"));
+            if (!sub && int4)
+                assert_non_null(strstr(as, "vcvtdq2ps"));
+            free(as);
+            kiln_module_free(mod);
+            if (run) {
+                failures += run_case(c, 33, 384, ts[ti].name, Mx, 2, true, NULL);
+                nfp8 += fp8;
+                nint4 += int4;
+                nrun++;
+            }
         }
     }
     wide_range = false;
-    assert_true(nfp8 >= 4 && nint4 >= 2);
+    printf("[ INFO ] %d (target, case) pairs run with subnormal-range weights\n", nrun);
+    assert_true(nfp8 >= 8 && nint4 >= 4); /* both decodes of the host's level at least */
     assert_true(subnormal_codes > 1000); /* the case the test is about did occur */
+    assert_int_equal(failures, 0);
+}
+
+/* Every case on the microarchitecture targets whose layout differs from their ISA
+ * level's (the rest compile to the same kernel, run by the level's tests), on the
+ * test shapes: run where the host can, else the assembly is compiled. */
+static void test_tuned_targets(void **state)
+{
+    (void)state;
+    KilnTarget ts[8];
+    int nt = cpu_targets(ts, 8), failures = 0, ndiff = 0;
+    for (int ti = 0; ti < nt; ti++) {
+        if (!ts[ti].tune)
+            continue;
+        bool run = kiln_target_host_runs(&ts[ti]);
+        if (!run)
+            printf("[ SKIP ] running %s kernels: this CPU lacks its ISA level %s (assembly "
+                   "checked in test_subnormal_weights)\n", ts[ti].name, ts[ti].level);
+        for (size_t ci = 0; ci < NCASES; ci++) {
+            char a[64], b[64];
+            layout_name(&cases[ci], ts[ti].name, a, sizeof a);
+            layout_name(&cases[ci], ts[ti].level, b, sizeof b);
+            if (!strcmp(a, b))
+                continue;
+            ndiff++;
+            for (int ni = 0; run && ni < 5; ni++)
+                failures += run_case(&cases[ci], Ns[ni], Ks[(ni + ci) % 3], ts[ti].name, Ms, 4,
+                                     true, NULL);
+        }
+    }
+    /* zen3: 3 int4 weight-only + 4 fp8 cases; zen4 the same but w4a16 bf16 (bf16-dot
+     * reads int4 as integers either way) */
+    printf("[ INFO ] %d (microarchitecture, case) pairs differ from their ISA level's\n", ndiff);
+    assert_int_equal(ndiff, 13);
     assert_int_equal(failures, 0);
 }
 
@@ -735,6 +828,7 @@ int main(void)
         cmocka_unit_test(test_f32_weights),
         cmocka_unit_test(test_int4_int8_extremes),
         cmocka_unit_test(test_subnormal_weights),
+        cmocka_unit_test(test_tuned_targets),
         cmocka_unit_test(test_avx512),
         cmocka_unit_test(test_compile_time),
     };

@@ -165,26 +165,58 @@ static void test_target_cpu(void **state)
     KilnTarget t;
     KilnDiag d = {0};
     unsigned isa = kiln_host_isa();
+    const KilnHostCpu *h = kiln_host_cpu();
     int rc = kiln_target_lookup("cpu", &t, &d);
     if (!(isa & KILN_ISA_AVX2)) {
         assert_int_equal(rc, KILN_ENODEV);
         return;
     }
     assert_int_equal(rc, 0);
-    /* the project's build machine is AVX2+FMA+F16C without AVX-512 */
-    bool v4 = (isa & (KILN_ISA_AVX512 | KILN_ISA_VNNI | KILN_ISA_BF16)) ==
-              (KILN_ISA_AVX512 | KILN_ISA_VNNI | KILN_ISA_BF16);
+    /* expectations from what the host has, never from a constant */
+    bool v4 = (isa & KILN_ISA_V4) == KILN_ISA_V4;
     assert_string_equal(t.name, v4 ? "avx512" : "avx2");
-    print_message("cpu resolves to %s on this machine\n", t.name);
+    assert_string_equal(t.level, t.name);
+    assert_int_equal(t.tune, h->tune);
+    assert_true(kiln_target_host_runs(&t));
+    /* the probe is cheap and its verdict follows from its own measurements */
+    assert_true(h->probe_ms >= 0 && h->probe_ms < 50);
+    assert_true(h->fma_ns > 0 && h->fma_subnormal_ns > 0);
+    assert_int_equal(!!(h->tune & KILN_TUNE_SUBNORMAL_FREE),
+                     h->fma_subnormal_ns < 4 * h->fma_ns + 0.05);
+    assert_true(h->model[0] != 0);
+    print_message("cpu resolves to %s on %s (%s family %d model %d); FMA %.3f ns, with a "
+                  "subnormal operand %.3f ns: subnormals %s; probe %.3f ms\n",
+                  t.name, h->model, h->vendor, h->family, h->model_id, h->fma_ns,
+                  h->fma_subnormal_ns, h->tune & KILN_TUNE_SUBNORMAL_FREE ? "free" : "slow",
+                  h->probe_ms);
+    assert_true(kiln_host_cpu() == h); /* probed once */
 
-    assert_int_equal(kiln_target_resolve_cpu(0, &t, &d), KILN_ENODEV);
+    assert_int_equal(kiln_target_resolve_cpu(0, 0, &t, &d), KILN_ENODEV);
     assert_non_null(strstr(d.msg, "this CPU lacks AVX2"));
-    assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_AVX2 | KILN_ISA_FMA | KILN_ISA_AVX512, &t,
-                                             &d),
-                     0);
+    assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_V3 | KILN_ISA_AVX512, 0, &t, &d), 0);
     assert_string_equal(t.name, "avx2"); /* AVX-512F without VNNI/BF16 runs avx2 kernels */
-    assert_int_equal(kiln_target_resolve_cpu(0x3f, &t, &d), 0);
+    assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_V4, KILN_TUNE_SUBNORMAL_FREE, &t, &d), 0);
     assert_string_equal(t.name, "avx512");
+    assert_int_equal(t.tune, KILN_TUNE_SUBNORMAL_FREE);
+
+    /* the named microarchitectures carry their traits; the ISA levels are portable */
+    assert_int_equal(kiln_target_lookup("zen4", &t, &d), 0);
+    assert_string_equal(t.level, "avx512");
+    assert_int_equal(t.tune, KILN_TUNE_SUBNORMAL_FREE);
+    assert_int_equal(kiln_target_lookup("zen3", &t, &d), 0);
+    assert_string_equal(t.level, "avx2");
+    assert_int_equal(kiln_target_lookup("avx512", &t, &d), 0);
+    assert_int_equal(t.tune, 0);
+
+    char buf[64];
+    unsigned tune = 7;
+    assert_string_equal(kiln_tune_str(KILN_TUNE_SUBNORMAL_FREE, buf, sizeof buf), "subnormal-free");
+    assert_string_equal(kiln_tune_str(0, buf, sizeof buf), "");
+    assert_int_equal(kiln_tune_parse("subnormal-free", &tune), 0);
+    assert_int_equal(tune, KILN_TUNE_SUBNORMAL_FREE);
+    assert_int_equal(kiln_tune_parse("", &tune), 0);
+    assert_int_equal(tune, 0);
+    assert_int_equal(kiln_tune_parse("subnormal-free,turbo", &tune), -1);
 }
 
 /* ---------------------------------------------------------------- pick_layout */
@@ -230,6 +262,26 @@ static void test_layouts_cpu(void **state)
     /* H5's kernels run fp8 x fp8 on f32 FMA on avx512 too (no bf16-dot for it) */
     expect_layout("avx512", "fp8", KILN_QF_FP8_E4M3, S, CH, 0, 256, "avx512-f32-fma",
                   "weight codes decoded exactly to f32 in registers, 16-wide FMA");
+    /* int4 and fp8 weights: portable decode on the ISA levels, read from their bits
+     * as f32 subnormals only for targets whose cores do that at full speed */
+    expect_layout("avx512", "f16", KILN_QF_INT4, A, GR, 128, 256, "avx512-f32-fma",
+                  "converted exactly with vcvtdq2ps");
+    expect_layout("zen4", "f16", KILN_QF_INT4, A, GR, 128, 256, "avx512-f32-fma-subnormal",
+                  "read from their bits as f32 subnormals");
+    expect_layout("zen3", "f16", KILN_QF_INT4, A, GR, 128, 256, "avx2-f32-fma-subnormal",
+                  "tune subnormal-free");
+    expect_layout("avx2", "fp8", KILN_QF_FP8_E4M3, S, CH, 0, 64, "avx2-f32-fma",
+                  "widened with vcvtph2ps");
+    expect_layout("zen3", "fp8", KILN_QF_FP8_E4M3, S, CH, 0, 64, "avx2-f32-fma-subnormal",
+                  "fp8 codes are read from their bits");
+    expect_layout("zen4", "bf16", KILN_QF_FP8_E5M2, S, CH, 0, 256, "avx512-bf16-dot-subnormal",
+                  "vdpbf16ps");
+    expect_layout("avx512", "bf16", KILN_QF_FP8_E5M2, S, CH, 0, 256, "avx512-bf16-dot",
+                  "vcvtph2ps");
+    /* the traits do not change kernels that read no int4/fp8 weight as a float */
+    expect_layout("zen4", "dyn", KILN_QF_INT4, A, GR, 128, 256, "avx512-u8s8-vnni", "vpdpbusd");
+    expect_layout("zen3", "f16", KILN_QF_INT8, S, CH, 0, 256, "avx2-f32-fma", "q - z");
+    expect_layout("zen4", "f32", KILN_QF_NONE, S, CH, 0, 64, "avx512-f32-fma", "unquantized");
     /* f32 weights are not exact in bf16: bf16 activations still take f32 FMA */
     expect_layout("avx512", "bf16", KILN_QF_NONE, S, CH, 0, 256, "avx512-f32-fma",
                   "register blocks of 16-wide FMA, f32 accumulate (activations rounded to bf16");

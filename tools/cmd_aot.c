@@ -554,6 +554,10 @@ static void jw_kernel(KilnJsonWriter *w, const Aot *s, const AotKernel *k)
     jw_kv_str(w, "pass_layout", k->pass_layout);
     jw_kv_str(w, "why", k->why);
     jw_kv_str(w, "isa", l->isa);
+    if (s->t.tune) { /* the traits the layout was chosen for (ir/target.h) */
+        char tune[64];
+        jw_kv_str(w, "tune", kiln_tune_str(s->t.tune, tune, sizeof tune));
+    }
     jw_kv_int(w, "nr", l->NR);
     jw_kv_int(w, "kr", l->KR);
     jw_kv_int(w, "pack_bytes", (int64_t)l->pack_bytes);

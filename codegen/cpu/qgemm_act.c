@@ -158,18 +158,19 @@ static void emit_float_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowPar
     }
     if (v) {
         LLVMValueRef sv = v;
-        if (kiln_layout_bits_as_float(l) && kiln_dtype_bits(l->wdt) == 4) {
-            /* nibble k%8 is read as u * 2^(bit - 149) (bit = 4*(k%8), 0 for k%8 >= 6):
-             * prescale by 2^(KILN_INT4_ACT_EXP - bit), exact (a power of two) unless
-             * |a| >= 2^59 or the product a*u*2^-80 falls below 2^-126 (|a*u| < 2^-46) */
+        if (kiln_layout_prescaled(l) && kiln_dtype_bits(l->wdt) == 4) {
+            /* nibble k%8 is read as u * 2^weight_exp(k%8): prescale by
+             * 2^act_exp(k%8) = 2^(A - bit), bit = 4*(k%8) up to the layout's last
+             * in-place nibble, else 0 (ir/layout.h); exact, a power of two */
+            int last = kiln_layout_int4_bit(l, 6) ? 6 : 5, A = kiln_layout_act_exp(l, 0);
             LLVMValueRef kk = LLVMBuildTrunc(b, LLVMBuildAnd(b, k, kg_i64(g, 7), ""), g->i32, "");
-            LLVMValueRef bit = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntUGE, kk, kg_i32(g, 6), ""),
+            LLVMValueRef bit = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntUGT, kk, kg_i32(g, last), ""),
                                                kg_i32(g, 0), LLVMBuildMul(b, kk, kg_i32(g, 4), ""), "");
-            LLVMValueRef e = LLVMBuildSub(b, kg_i32(g, 127 + KILN_INT4_ACT_EXP), bit, "");
+            LLVMValueRef e = LLVMBuildSub(b, kg_i32(g, 127 + A), bit, "");
             LLVMValueRef sc = LLVMBuildBitCast(b, LLVMBuildShl(b, e, kg_i32(g, 23), ""), g->f32, "");
             sv = LLVMBuildFMul(b, v, sc, "");
-        } else if (kiln_layout_bits_as_float(l)) /* fp8, exact: |v| < 2^64 */
-            sv = LLVMBuildFMul(b, v, kg_f32(g, ldexp(1.0, KILN_FP8_ACT_EXP)), "");
+        } else if (kiln_layout_act_exp(l, 0)) /* fp8, exact within layout.h's bounds */
+            sv = LLVMBuildFMul(b, v, kg_f32(g, ldexp(1.0, kiln_layout_act_exp(l, 0))), "");
         kg_store(g, sv, kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
         if (l->zero_by_sum)
             LLVMBuildStore(b, LLVMBuildFAdd(b, LLVMBuildLoad2(b, g->f32, acc, ""), v, ""), acc);

@@ -25,16 +25,9 @@ typedef struct Tile {
     LLVMValueRef facc[MAXR][MAXNV], gacc[MAXR][MAXNV][MAXP]; /* allocas */
 } Tile;
 
-static bool fp8_weights(const KilnLayout *l)
-{
-    return l->wspec.fmt == KILN_QF_FP8_E4M3 || l->wspec.fmt == KILN_QF_FP8_E5M2;
-}
+static bool fp8_weights(const KilnLayout *l) { return kiln_layout_fp8_weights(l); }
 
 static bool int4_weights(const KilnLayout *l) { return kiln_dtype_bits(l->wdt) == 4; }
-
-/* f32-fma int4 (kiln_layout_bits_as_float): the bit position nibble j of a KR-1
- * word is read at. */
-static int int4_bit(int j) { return j <= 5 ? 4 * j : 0; }
 
 /* int4: the NR column words of block kb (layout.h), one <VL x i32> per vector. */
 static void load_packed(KilnGen *g, Tile *t, LLVMValueRef kb)
@@ -87,12 +80,13 @@ static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int 
     unsigned VL = (unsigned)l->VL;
     if (int4_weights(l)) {
         LLVMValueRef w = t->packed[v];
-        if (l->KR == 1) { /* unsigned u << int4_bit(j), read as a float */
+        if (l->KR == 1) { /* unsigned u << kiln_layout_int4_bit(j) (layout.h) */
+            int bit = kiln_layout_int4_bit(l, j);
             if (j == 7)
                 return LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 28, VL), "");
-            if (j == 6)
-                w = LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 24, VL), "");
-            return LLVMBuildAnd(b, w, vsplat_i(g, g->i32, (int64_t)0xF << int4_bit(j), VL), "");
+            if (bit != 4 * j)
+                w = LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 4 * j - bit, VL), "");
+            return LLVMBuildAnd(b, w, vsplat_i(g, g->i32, (int64_t)0xF << bit, VL), "");
         }
         if (l->KR == 2) {
             LLVMValueRef h = LLVMBuildBitCast(b, w, kg_vec(g->i16, 2 * VL), "");
@@ -118,26 +112,46 @@ static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int 
     return kg_load(g, kg_vec(g->i8, n), kg_gep(g, t->wpanel, el));
 }
 
-/* fp8 bytes -> f32 in three ops after the widening load: sign-extend the byte,
- * shift exponent+mantissa into f32 position (the sign bit lands on bit 31, its
- * copies are masked off). That is w * 2^-bias (bias 120 E4M3, 112 E5M2; exact,
- * subnormal codes become f32 subnormals). f32-fma leaves it so (the prescaled
- * activations and the per-group unscale of ir/layout.h take the 2^bias, no
- * multiply per weight); bf16-dot multiplies by 2^bias here (bf16 dot products
- * read subnormals as zero). */
+/* fp8 bytes -> f32, as w * 2^kiln_layout_weight_exp (layout.h).
+ * From the bits (subnormal_decode), three ops after the widening load: sign-extend
+ * the byte, shift exponent+mantissa into f32 position (the sign bit lands on bit
+ * 31, its copies are masked off): w * 2^-bias (bias 120 E4M3, 112 E5M2; exact,
+ * subnormal codes become f32 subnormals).
+ * Portable: into an f16 and widened by vcvtph2ps (exact for f16 subnormals, no
+ * assist, DAZ ignored): E5M2 is an f16's top byte (w); E4M3 sign-extended to i16
+ * and shifted left 7 puts exponent and mantissa in f16's places and the sign on
+ * bit 15, its copy on bit 14 masked off (w * 2^-8).
+ * f32-fma leaves w scaled (the prescaled activations and the per-group unscale
+ * take the power of two); bf16-dot multiplies it back to w here (the bf16 dot
+ * products read subnormals as zero). */
 static LLVMValueRef fp8_decode(KilnGen *g, LLVMValueRef codes, unsigned n)
 {
     LLVMBuilderRef b = g->b;
     bool e4 = g->l->wspec.fmt == KILN_QF_FP8_E4M3;
-    int sh = e4 ? 20 : 21;
-    LLVMTypeRef vi = kg_vec(g->i32, n), vf = kg_vec(g->f32, n);
-    LLVMValueRef v = LLVMBuildSExt(b, codes, vi, "");
-    v = LLVMBuildShl(b, v, kg_splat(g, kg_i32(g, sh), n), "");
-    v = LLVMBuildAnd(b, v, kg_splat(g, kg_i32(g, (int32_t)(0x80000000u | (0x7Fu << sh))), n), "");
-    v = LLVMBuildBitCast(b, v, vf, "");
-    if (kiln_layout_bits_as_float(g->l))
+    LLVMTypeRef vf = kg_vec(g->f32, n);
+    LLVMValueRef v;
+    if (g->l->subnormal_decode) {
+        int sh = e4 ? 20 : 21;
+        LLVMTypeRef vi = kg_vec(g->i32, n);
+        v = LLVMBuildSExt(b, codes, vi, "");
+        v = LLVMBuildShl(b, v, kg_splat(g, kg_i32(g, sh), n), "");
+        v = LLVMBuildAnd(b, v, kg_splat(g, kg_i32(g, (int32_t)(0x80000000u | (0x7Fu << sh))), n), "");
+        v = LLVMBuildBitCast(b, v, vf, "");
+    } else {
+        LLVMTypeRef vh = kg_vec(g->i16, n);
+        LLVMValueRef h;
+        if (e4) {
+            h = LLVMBuildShl(b, LLVMBuildSExt(b, codes, vh, ""), vsplat_i(g, g->i16, 7, n), "");
+            h = LLVMBuildAnd(b, h, vsplat_i(g, g->i16, (int16_t)0xBF80, n), "");
+        } else {
+            h = LLVMBuildShl(b, LLVMBuildZExt(b, codes, vh, ""), vsplat_i(g, g->i16, 8, n), "");
+        }
+        v = LLVMBuildFPExt(b, LLVMBuildBitCast(b, h, kg_vec(g->f16, n), ""), vf, "");
+    }
+    int e = kiln_layout_weight_exp(g->l, 0);
+    if (g->l->family == KILN_KF_F32_FMA || e == 0)
         return v;
-    return LLVMBuildFMul(b, v, kg_splat(g, kg_f32(g, ldexp(1.0, e4 ? 120 : 112)), n), "");
+    return LLVMBuildFMul(b, v, kg_splat(g, kg_f32(g, ldexp(1.0, -e)), n), "");
 }
 
 /* 2^kiln_layout_unscale_exp splatted: turns sums of weights read from their bits
@@ -182,8 +196,8 @@ static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kb, int j, 
         LLVMValueRef f;
         if (fp8_weights(l)) {
             f = fp8_decode(g, c, n);
-        } else if (kiln_layout_bits_as_float(l)) {
-            f = LLVMBuildBitCast(b, c, kg_vec(g->f32, n), ""); /* u * 2^(int4_bit(j) - 149) */
+        } else if (l->subnormal_decode) {
+            f = LLVMBuildBitCast(b, c, kg_vec(g->f32, n), ""); /* u * 2^(bit - 149) */
         } else {
             LLVMValueRef ci = LLVMGetElementType(LLVMTypeOf(c)) == g->i32
                                   ? c : LLVMBuildSExt(b, c, kg_vec(g->i32, n), "");
@@ -309,7 +323,7 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
             LLVMValueRef ga = ld(g, kiln_layout_integer(l) ? g->vi : g->vf, t->gacc[r][v][0]);
             LLVMValueRef fa = ld(g, g->vf, t->facc[r][v]);
             if (!kiln_layout_integer(l)) {
-                if (kiln_layout_bits_as_float(l))
+                if (kiln_layout_unscale_exp(l))
                     ga = LLVMBuildFMul(b, ga, unscale(g), "");
                 if (zf) { /* sum a*(c - z') = sum a*c - z' * sum a */
                     LLVMValueRef off = LLVMBuildAdd(b, kg_i64(g, 8), LLVMBuildMul(b, gi, kg_i64(g, 4), ""), "");
@@ -555,7 +569,7 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
     LLVMValueRef sv[MAXNV], zf[MAXNV];
     for (int v = 0; v < t->NV; v++) {
         sv[v] = kg_load(g, g->vf, vec_sect(g, t, l->scales_off, gi, v));
-        if (kiln_layout_bits_as_float(l)) /* e.g. (u - z) * 2^(bit - 149) * s * 2^80 against a * 2^(69 - bit) */
+        if (kiln_layout_unscale_exp(l)) /* e.g. (u - z) * 2^(bit - 149) * s * 2^80 against a * 2^(69 - bit) */
             sv[v] = LLVMBuildFMul(b, sv[v], unscale(g), "");
         zf[v] = NULL;
         if (l->zeros_off) {
@@ -577,8 +591,8 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
             LLVMValueRef w = weight_operand(g, t, kb, j, v, NULL);
             if (zf[v]) {
                 LLVMValueRef z = zf[v];
-                if (int4_weights(l)) /* z read like the nibble: z * 2^(bit - 149), exact */
-                    z = LLVMBuildFMul(b, z, kg_splat(g, kg_f32(g, ldexp(1.0, int4_bit(j) - 149)), VL), "");
+                if (int4_weights(l)) /* z read like the nibble: z * 2^weight_exp(j), exact */
+                    z = LLVMBuildFMul(b, z, kg_splat(g, kg_f32(g, ldexp(1.0, kiln_layout_weight_exp(l, j))), VL), "");
                 w = LLVMBuildFSub(b, w, z, "");
             }
             w = LLVMBuildFMul(b, w, sv[v], "");
@@ -715,12 +729,13 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     LLVMPositionBuilderAtEnd(g->b, start);
     LLVMBuilderRef b = g->b;
 
-    /* fp8 and int4 on f32-fma compute with subnormal weights (read from their
-     * bits, ir/layout.h): a caller's denormals-are-zero / flush-to-zero mode (-ffast-math startup code, torch's
-     * set_flush_denormal) would drop them, so the kernel clears both MXCSR bits
-     * for its run and restores the caller's register on return. */
+    /* The "-subnormal" layouts compute with subnormal weights (int4/fp8 read from
+     * their bits, ir/layout.h): a caller's denormals-are-zero / flush-to-zero mode
+     * (-ffast-math startup code, torch's set_flush_denormal) would drop them, so the
+     * kernel clears both MXCSR bits for its run and restores the caller's register
+     * on return. The portable layouts never make an f32 subnormal weight. */
     LLVMValueRef mxcsr = NULL;
-    if (kiln_layout_bits_as_float(l)) {
+    if (l->subnormal_decode) {
         mxcsr = kg_alloca(g, g->i32, "mxcsr");
         LLVMValueRef mine = kg_alloca(g, g->i32, "mxcsr_kiln");
         kg_call_intr(g, "llvm.x86.sse.stmxcsr", NULL, 0, &mxcsr, 1);

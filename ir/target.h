@@ -1,0 +1,88 @@
+/* ir/target.h — the one table of targets kiln compiles for (the interpreter, CPU ISA
+ * levels and CPU microarchitectures, CUDA archs), the resolution of the aliases "cpu"
+ * and "cuda", and what the host CPU is: its ISA, its model name and the traits a
+ * start-up probe measured. Every place that resolves a target name or asks what the
+ * host can run uses this file. libc only. docs/targets.md explains each entry. */
+#ifndef KILN_TARGET_H
+#define KILN_TARGET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ir.h"
+
+typedef enum { KILN_TGT_INTERP, KILN_TGT_CPU, KILN_TGT_CUDA } KilnTargetKind;
+
+enum {
+    KILN_ISA_AVX2 = 1,
+    KILN_ISA_FMA = 2,
+    KILN_ISA_F16C = 4,
+    KILN_ISA_AVX512 = 8, /* AVX-512F (+BW/VL/DQ, x86-64-v4) */
+    KILN_ISA_VNNI = 16,  /* AVX512-VNNI: vpdpbusd */
+    KILN_ISA_BF16 = 32,  /* AVX512-BF16: vdpbf16ps */
+};
+#define KILN_ISA_V3 (KILN_ISA_AVX2 | KILN_ISA_FMA | KILN_ISA_F16C)
+#define KILN_ISA_V4 (KILN_ISA_V3 | KILN_ISA_AVX512 | KILN_ISA_VNNI | KILN_ISA_BF16)
+
+/* Microarchitecture traits: facts about a core that change which kernel is fastest
+ * on it although every kernel is correct on every core of the ISA level. A target
+ * without a trait gets the kernels that are safe where the trait is absent. */
+enum {
+    /* FMA and multiply with a subnormal operand run at full speed (AMD Zen 3 and
+     * Zen 4, measured). Intel cores take a microcode assist per such instruction
+     * (~150 cycles, ~30 ns measured on a Xeon: 40x a normal FMA), so kernels that
+     * read int4/fp8 weights from their bits as f32 subnormals are chosen only
+     * where this trait holds. */
+    KILN_TUNE_SUBNORMAL_FREE = 1,
+};
+
+typedef struct KilnTarget {
+    const char *name;  /* interp, avx2, avx512, zen3, zen4, sm_80, ... (aliases resolve to these) */
+    KilnTargetKind kind;
+    unsigned isa;      /* KILN_ISA_* bits the kernels need, CPU targets */
+    unsigned tune;     /* KILN_TUNE_* traits the kernels may rely on, CPU targets */
+    const char *level; /* CPU targets: the ISA level the kernels are built for, "avx2"
+                        * or "avx512" (the prefix of every layout name); else NULL */
+    int sm;            /* 80, 89, 90 for CUDA targets, else 0 */
+    const char *summary; /* one line: what it runs natively */
+} KilnTarget;
+
+/* The table, for `kiln targets` (includes the aliases cpu and cuda). */
+const KilnTarget *kiln_targets(int *n);
+/* Resolve a name (aliases included) to a concrete target. Unknown names give
+ * KILN_EINPUT with the list of valid names; "cpu" on a host without AVX2+FMA gives
+ * KILN_ENODEV. "cpu" is the host's ISA level with the host's measured traits. */
+int kiln_target_lookup(const char *name, KilnTarget *out, KilnDiag *d);
+/* What "cpu" resolves to for a host with these KILN_ISA_* bits and KILN_TUNE_*
+ * traits (exposed for tests). */
+int kiln_target_resolve_cpu(unsigned isa, unsigned tune, KilnTarget *out, KilnDiag *d);
+/* True when the host can execute t's kernels (CPU targets: every ISA bit present;
+ * the interpreter always; CUDA targets never: they need a device). */
+bool kiln_target_host_runs(const KilnTarget *t);
+
+/* Traits as text: "subnormal-free" ("" for none); parse accepts a comma-separated
+ * list of those names or "" (0 = ok, -1 = unknown name). */
+const char *kiln_tune_str(unsigned tune, char *buf, size_t n);
+int kiln_tune_parse(const char *s, unsigned *out);
+
+/* ------------------------------------------------------------------ the host */
+
+typedef struct KilnHostCpu {
+    unsigned isa;        /* KILN_ISA_* bits */
+    unsigned tune;       /* KILN_TUNE_* traits, measured */
+    char vendor[16];     /* "GenuineIntel", "AuthenticAMD" (cpuid) */
+    char model[64];      /* the brand string, e.g. "AMD EPYC 9R14 96-Core Processor" */
+    int family, model_id; /* cpuid display family / model */
+    /* The subnormal probe: ns per FMA with normal operands and with a subnormal
+     * operand (8 independent chains, the caller's MXCSR DAZ/FTZ cleared for it), and
+     * how long the probe took in all. */
+    double fma_ns, fma_subnormal_ns, probe_ms;
+} KilnHostCpu;
+
+/* Detected and probed once per process (< 1 ms; later calls return the cached
+ * result). Never NULL. */
+const KilnHostCpu *kiln_host_cpu(void);
+/* KILN_ISA_* bits of the machine we run on (cpuid only, no probe). */
+unsigned kiln_host_isa(void);
+
+#endif
