@@ -14,7 +14,7 @@
 #include "model/tokenizer.h"
 #include "runtime/runtime.h"
 
-/* Texts (King James Bible, Debian package bible-kjv-text): calibration and evaluation
+/* Texts (King James Bible: Debian package bible-kjv, whose `bible` program reads bible-kjv-text): calibration and evaluation
  * come from different books so static scales never see the evaluation text. */
 #define CALIB_RANGE "Gen1:1-3:24"
 #define EVAL_RANGE "John1:1-21:25"
@@ -98,7 +98,7 @@ static int bible_lines(const char *range, Lines *out, KilnDiag *d)
     if (out->n < 10) {
         lines_free(out);
         return kiln_diag_set(d, KILN_EINPUT,
-                             "no evaluation text: install bible-kjv-text or pass --text FILE");
+                             "no evaluation text: install the Debian package bible-kjv (the `bible` program) or pass --text FILE");
     }
     return 0;
 }
@@ -132,7 +132,7 @@ static int load_texts(const KilnEvalOpts *o, Lines *cal, Lines *ev, char *desc, 
         int rc = bible_lines(EVAL_RANGE, ev, d);
         if (!rc)
             rc = bible_lines(CALIB_RANGE, cal, d);
-        snprintf(desc, n, "eval: KJV Bible %s; calibration: %s (bible-kjv-text)", EVAL_RANGE,
+        snprintf(desc, n, "eval: KJV Bible %s; calibration: %s (bible-kjv)", EVAL_RANGE,
                  CALIB_RANGE);
         return rc;
     }

@@ -7,14 +7,45 @@
 #include "passes/passes.h"
 #include "tool.h"
 
+/* What the host runs: the CPU, what "cpu" resolves to, and per CPU target whether
+ * its kernels run here or would only be compiled (and why). */
+static void print_host(void)
+{
+    const KilnHostCpu *h = kiln_host_cpu();
+    KilnTarget host;
+    KilnDiag d = {0};
+    printf("\nthis machine: %s (%s, family %d model %d)\n", h->model, h->vendor[0] ? h->vendor : "?",
+           h->family, h->model_id);
+    if (kiln_target_lookup("cpu", &host, &d) == 0) {
+        char tune[64];
+        kiln_tune_str(host.tune, tune, sizeof tune);
+        printf("  cpu = %s%s%s%s\n", host.name, tune[0] ? " with tune " : "", tune,
+               tune[0] ? "" : " (portable kernels)");
+    } else {
+        printf("  cpu: %s\n", d.msg);
+    }
+    if (h->fma_ns > 0)
+        printf("  subnormal operands: %s (probe: FMA %.3f ns, with a subnormal operand %.3f ns; "
+               "%.2f ms)\n", h->tune & KILN_TUNE_SUBNORMAL_FREE ? "free" : "slow (microcode assist)",
+               h->fma_ns, h->fma_subnormal_ns, h->probe_ms);
+    int n;
+    const KilnTarget *t = kiln_targets(&n);
+    for (int i = 0; i < n; i++) {
+        if (t[i].kind != KILN_TGT_CPU || !t[i].level)
+            continue;
+        printf("  %-8s %s\n", t[i].name,
+               kiln_target_host_runs(&t[i]) ? "runs here"
+                                            : "compiled only here: this CPU lacks its ISA level");
+    }
+    printf("  sm_XX    compiled only here: no CUDA device is queried by `kiln targets` "
+           "(`kiln run --target cuda` runs on one)\n");
+}
+
 int cmd_targets(const ToolArgs *a)
 {
     (void)a;
     int n;
     const KilnTarget *t = kiln_targets(&n);
-    KilnTarget host;
-    KilnDiag d = {0};
-    bool have_host = kiln_target_lookup("cpu", &host, &d) == 0;
     printf("%-8s %-6s %s\n", "target", "kind", "runs natively");
     for (int i = 0; i < n; i++) {
         const char *kind = t[i].kind == KILN_TGT_INTERP ? "interp"
@@ -22,8 +53,7 @@ int cmd_targets(const ToolArgs *a)
                                                         : "cuda";
         printf("%-8s %-6s %s\n", t[i].name, kind, t[i].summary);
     }
-    if (have_host)
-        printf("\nthis machine: cpu = %s\n", host.name);
+    print_host();
     return EXIT_OK;
 }
 
