@@ -226,7 +226,7 @@ static int prepack_weights(kiln_ctx *ctx, kiln_layer *l, const KilnFunc *f,
     const KilnLayout *L = &l->k.layout;
     const KilnType *wt = &f->values[kiln_find_qgemm(f)->ops[1]].type;
     double t0 = now_ms();
-    l->wpack = kiln_rt_alloc(L->pack_bytes);
+    l->wpack = kiln_rt_alloc_weights(L->pack_bytes);
     if (!l->wpack)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     bool quant = wt->q.fmt != KILN_QF_NONE;

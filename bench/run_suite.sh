@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # bench/run_suite.sh — kiln's standard CPU benchmark in one command: every recipe of the
 # suite on the standard shapes, decode (M=1, cold caches) and prefill (M=512), 1 and 2
-# threads, interleaved with peers (PyTorch, oneDNN, OpenBLAS) on the same shapes and
-# threads; writes bench/results/cpu-<date>.md. docs/bench.md explains the numbers.
+# threads, interleaved with peers (llama.cpp's ggml, PyTorch, oneDNN, OpenBLAS) on the
+# same shapes and threads with the same cache eviction; writes
+# bench/results/cpu-<date>.md. docs/bench.md explains the numbers.
 #
 # usage: bench/run_suite.sh [--quick] [--rounds R] [--out FILE] [--no-peers]
 #                           [--shapes "NxK ..."] [--ms "1 512"] [--threads "1 2"]
 #                           [--recipes "w8a8-int8-dynamic ..."]
 # env:   KILN_BIN (default build/kiln, built by scripts/setup.sh when missing),
 #        KILN_BENCH_VENV (default ~/.cache/kiln/bench-venv: PyTorch is installed there,
-#        never in the repo), KILN_BENCH_PROBE_MS (default 250).
+#        never in the repo), KILN_BENCH_PROBE_MS (default 250), KILN_BENCH_EVICT_BYTES
+#        (default: what kiln's rule picks for this host), KILN_GGML_VERSION and
+#        KILN_PEERS_CACHE (bench/peers/build_ggml.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 args=$(printf '%q ' "$@"); args=${args% }
@@ -25,7 +28,7 @@ while (($#)); do
     --ms) ms_list=$2; shift ;;
     --threads) threads_list=$2; shift ;;
     --recipes) recipes=$2; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "run_suite: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -69,7 +72,23 @@ if [ ! -x "$kiln" ]; then
   kiln=build/kiln
 fi
 
-peer_err_openblas= peer_err_onednn= peer_err_torch=
+# One eviction size for everyone: kiln's rule (tools/bench_probes.c, docs/bench.md)
+# decides it once, every kiln run and every peer reads it from KILN_BENCH_EVICT_BYTES.
+evict_note="given by the caller"
+if [ -z "${KILN_BENCH_EVICT_BYTES:-}" ]; then
+  read -r KILN_BENCH_EVICT_BYTES evict_note < <(
+    "$kiln" bench "recipes/${recipes%% *}.lua" --shape 1,64,128 --repeat 1 --warmup 0 \
+      --probe-ms 10 --json 2>"$work/evict.err" |
+    python3 -c 'import json, sys; e = json.load(sys.stdin)["eviction"]
+print(e["bytes"], "kiln rule on this host: max(256 MiB, 4 x L%d %d MiB) = %d MiB (%s)" % (
+    e["llc_level"], e["llc_bytes"] >> 20, e["bytes"] >> 20, e["source"]))')
+  [ -n "$KILN_BENCH_EVICT_BYTES" ] ||
+    { echo "run_suite: kiln bench did not say its eviction size: $(head -c 300 "$work/evict.err")" >&2; exit 4; }
+fi
+export KILN_BENCH_EVICT_BYTES
+log "cold runs evict by reading $((KILN_BENCH_EVICT_BYTES >> 20)) MiB (kiln and every peer)"
+
+peer_err_openblas= peer_err_onednn= peer_err_torch= peer_err_ggml= ggml_dir=
 if ((peers)); then
   cc -O2 -march=native -o "$work/peers_openblas" bench/peers/peers_openblas.c -lopenblas \
     2>"$work/cc_openblas.log" || peer_err_openblas="did not build: $(head -c 160 "$work/cc_openblas.log")"
@@ -81,6 +100,16 @@ if ((peers)); then
       peer_err_torch="pip install torch failed: $(tail -n 2 "$work/pip.log" | tr '\n"' '  ')"
   fi
   [ -n "$peer_err_torch" ] && log "torch peer n/a: $peer_err_torch"
+  pip=(python3 -m pip); [ -x "$venv/bin/pip" ] && pip=("$venv/bin/python" -m pip)
+  log "ggml: bench/peers/build_ggml.sh (downloads and builds once, then cached)"
+  if ggml_dir=$(PIP="${pip[*]}" bash bench/peers/build_ggml.sh 2>"$work/ggml_build.log"); then
+    cc -O2 -march=native -o "$work/peers_ggml" bench/peers/peers_ggml.c -I"$ggml_dir/include" \
+      -L"$ggml_dir/lib" -Wl,-rpath,"$ggml_dir/lib" -lggml -lggml-base -lggml-cpu \
+      2>"$work/cc_ggml.log" || peer_err_ggml="did not build: $(head -c 160 "$work/cc_ggml.log")"
+  else
+    peer_err_ggml="ggml did not build: $(tail -n 3 "$work/ggml_build.log" | tr '\n"' '  ')"
+  fi
+  [ -n "$peer_err_ggml" ] && log "ggml peer n/a: $peer_err_ggml"
 fi
 
 # ---------------------------------------------------------------- running
@@ -124,6 +153,8 @@ run_peers() { # case round M N K T repeat warmup cold01
     "$work/peers_onednn" "$@"
   run_peer "$c" "$rd" torch "$peer_err_torch" env OMP_NUM_THREADS="$4" OMP_WAIT_POLICY=ACTIVE \
     "$venv/bin/python" bench/peers/peers_torch.py "$@"
+  run_peer "$c" "$rd" ggml "$peer_err_ggml" env OMP_NUM_THREADS="$4" OMP_WAIT_POLICY=ACTIVE \
+    "$work/peers_ggml" "$@"
 }
 
 t_start=$(date +%s)
@@ -164,12 +195,14 @@ flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' |
   echo "- SIMD flags present (of the ones kiln cares about): $flags"
   echo "- Caches: L2 $(lscpu | sed -n 's/^L2 cache: *//p'), L3 $(lscpu | sed -n 's/^L3 cache: *//p'); memory $mem"
   echo "- Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  python3 bench/summarize.py --machine "$raw"
   echo
   echo "## Commands"
   echo
   echo "Per case, for each recipe: \`$kiln bench recipes/RECIPE.lua --shape M,N,K --threads T --repeat R --warmup W [--cold] --probe-ms $probe_ms --json\`;"
-  echo "peers: \`peers_openblas M N K T R W COLD\`, \`OMP_NUM_THREADS=T OMP_WAIT_POLICY=ACTIVE peers_onednn ...\`, \`python bench/peers/peers_torch.py ...\` (same env)"
-  echo "(built by the script with \`cc -O2 -march=native ... -lopenblas\` / \`-ldnnl\`). Decode (M=1) runs cold (caches evicted before every run),"
+  echo "peers: \`peers_openblas M N K T R W COLD\`, \`OMP_NUM_THREADS=T OMP_WAIT_POLICY=ACTIVE peers_onednn ...\`, \`python bench/peers/peers_torch.py ...\`, \`peers_ggml ...\` (same env)"
+  echo "(built by the script with \`cc -O2 -march=native ... -lopenblas\` / \`-ldnnl\` / against \`${ggml_dir:-ggml (not built)}\`, llama.cpp's ggml from llama-cpp-python's sdist, by \`bench/peers/build_ggml.sh\`)."
+  echo "Decode (M=1) runs cold: every run, kiln's and the peers', first reads \`KILN_BENCH_EVICT_BYTES=$KILN_BENCH_EVICT_BYTES\` bytes ($evict_note)."
   echo "$rounds interleaved round(s) of kiln then peers, plus a final kiln round; each number is the median over rounds of each run's median."
   echo
   echo "## Results"

@@ -113,6 +113,7 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
     snprintf(l->name, sizeof l->name, "%s-%s%s", isa, family_name(l->family),
              l->subnormal_decode ? "-subnormal" : "");
     snprintf(l->isa, sizeof l->isa, "%s", isa);
+    l->sw_prefetch = !(t->tune & KILN_TUNE_HUGEPAGE_WEIGHTS);
     l->N = wt->dim[0];
     l->K = wt->dim[1];
     l->VL = avx512 ? 16 : 8;
@@ -160,6 +161,15 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
                              "qgemm: layout %s packs int4 weights 8 k to a 32-bit word: K and "
                              "the group must be multiples of 8 (K = %lld, group = %lld%s)",
                              l->name, (long long)l->K, (long long)l->group, rag);
+    /* int8 weight-only codes as column words of 4 k, read in place (layout.h), when
+     * K and the group allow; then also read as subnormals where that is free */
+    l->int8_words = l->family == KILN_KF_F32_FMA && w->fmt == KILN_QF_INT8 && unit % 4 == 0;
+    if (l->int8_words) {
+        l->KB = 4;
+        l->subnormal_decode = (t->tune & KILN_TUNE_SUBNORMAL_FREE) != 0;
+        snprintf(l->name, sizeof l->name, "%s-%s%s", isa, family_name(l->family),
+                 l->subnormal_decode ? "-subnormal" : "");
+    }
     l->ngroups = (l->K + l->group - 1) / l->group;
     l->npanels = (l->N + l->NR - 1) / l->NR;
     int bits = kiln_dtype_bits(wt->dt);
@@ -187,7 +197,7 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
         l->aspec = *act;
         l->adt = kiln_qformat_storage(act->fmt, act->symmetric);
     }
-    l->zero_by_sum = l->family == KILN_KF_F32_FMA && !act && (l->zeros_off || int4);
+    l->zero_by_sum = l->family == KILN_KF_F32_FMA && !act && (l->zeros_off || int4 || l->int8_words);
     size_t K = (size_t)l->K;
     switch (l->family) {
     case KILN_KF_I16_MADD: l->act_row_bytes = 2 * K; break;
@@ -437,6 +447,9 @@ int kiln_prepack_panels(const KilnLayout *l, const KilnTensor *wq, int64_t p0, i
     }
     size_t row_bytes = kiln_row_bytes(l->wdt, l->K);
     bool int4 = kiln_dtype_bits(l->wdt) == 4, unsig = kiln_layout_u4_unsigned(l);
+    /* int8 words (layout.h): VNNI's [n][4] byte order, stored unsigned c + 128 */
+    int64_t KS8 = l->int8_words ? 4 : KR;
+    uint8_t flip = l->int8_words ? 0x80 : 0;
     /* one panel at a time: its NR rows unpacked to bytes, then the panel written
      * front to back (sequential stores; the unpacked rows stay in L2) */
     int64_t K = l->K, KS = K + 64; /* row stride off 4 KB multiples: no set conflicts */
@@ -452,10 +465,10 @@ int kiln_prepack_panels(const KilnLayout *l, const KilnTensor *wq, int64_t p0, i
         if (int4) {
             pack_int4_panel(codes, KS, K, NR, live, unsig ? 8 : 0, (int)KR, pc);
         } else {
-            for (int64_t kk = 0; kk < K / KR; kk++)
+            for (int64_t kk = 0; kk < K / KS8; kk++)
                 for (int64_t nn = 0; nn < live; nn++)
-                    for (int64_t r = 0; r < KR; r++)
-                        pc[(kk * NR + nn) * KR + r] = (uint8_t)codes[nn * KS + kk * KR + r];
+                    for (int64_t r = 0; r < KS8; r++)
+                        pc[(kk * NR + nn) * KS8 + r] = (uint8_t)codes[nn * KS + kk * KS8 + r] ^ flip;
         }
     }
     free(codes);

@@ -97,9 +97,19 @@ typedef struct KilnLayout {
     char name[48];     /* "avx2-i16-madd", ... (the qgemm `layout` attr) */
     char isa[16];      /* "avx2" or "avx512": the target's ISA level */
     KilnKernelFamily family;
-    /* int4/fp8 weights read as f32 subnormals (the "-subnormal" layouts; see below),
-     * chosen where the target has KILN_TUNE_SUBNORMAL_FREE */
+    /* int4/int8/fp8 weights read as f32 subnormals (the "-subnormal" layouts; see
+     * below), chosen where the target has KILN_TUNE_SUBNORMAL_FREE */
     bool subnormal_decode;
+    /* f32-fma with int8 codes and K, group multiples of 4: the codes are stored as
+     * 32-bit words, one per column per block of KB = 4 k (VNNI's KR = 4 byte order),
+     * unsigned (u = c + 128), and read in place: one mask or shift per k, no
+     * sign-extension; the +128 (and any zero point) comes off per group through
+     * zero_by_sum. Otherwise one byte per k, sign-extended and converted. */
+    bool int8_words;
+    /* decode loops prefetch the weight stream in software (one prefetcht0 per cache
+     * line, PF_AHEAD bytes ahead); not on targets whose weights sit in huge pages
+     * (KILN_TUNE_HUGEPAGE_WEIGHTS), where the hardware prefetchers do it alone */
+    bool sw_prefetch;
     int64_t N, K;
     int NR, KR;        /* panel width (output columns) and k-interleave */
     int KB;            /* k per packed block = per unrolled micro-kernel step (8 for int4) */
@@ -129,8 +139,10 @@ typedef struct KilnLayout {
     /* Blocked prefill (f32-fma with quantized weights, M >= blocked_min_m): per
      * panel, chunks of CB packed blocks are decoded once into an f32 buffer
      * [CB*KB][NR] at scratch + M * scratch_per_row (scale folded in: (q-z)*s, fp8*s)
-     * and every row streams it through an MRB x NR FMA register tile, keeping its
-     * running sums in its own row's f32 [NR] at cbuf_off between chunks. */
+     * and every row streams it through an MRB x NR FMA register tile (then 4-row
+     * tiles, then single rows for the rest), keeping its running sums in its own
+     * row's f32 [NR] at cbuf_off between chunks. (f32 weights stay on the direct
+     * MR x NR path: on Zen 4 this path measured 15-40 % slower for them.) */
     bool blocked;
     int MRB;
     int64_t CB, blocked_min_m;
@@ -141,17 +153,19 @@ typedef struct KilnLayout {
     KilnDType out_dt;
 } KilnLayout;
 
-/* How int4 and fp8 weights become f32 in f32-fma (and fp8 in bf16-dot), chosen by
- * the target's traits (ir/target.h) and written into the layout name:
+/* How int4, int8-word and fp8 weights become f32 in f32-fma (and fp8 in bf16-dot),
+ * chosen by the target's traits (ir/target.h) and written into the layout name:
  *  - "...-subnormal" (l->subnormal_decode; targets with KILN_TUNE_SUBNORMAL_FREE):
  *    read from their bits. An fp8 code shifted into place is w * 2^-120 (E4M3) or
  *    w * 2^-112 (E5M2); an int4 nibble masked in place (bits 4j..4j+3, j <= 5; j =
- *    6, 7 shifted down to bits 0..3) is u * 2^(bit - 149): f32 subnormals (or the
+ *    6, 7 shifted down to bits 0..3) is u * 2^(bit - 149), an int8 word byte j
+ *    (j <= 2 masked in place, j = 3 shifted down) likewise: f32 subnormals (or the
  *    first binade), exact, with no convert or multiply per weight. The kernel clears
  *    the caller's MXCSR DAZ/FTZ for its run. Free on AMD Zen; on Intel every FMA
  *    with a subnormal operand takes a ~150-cycle microcode assist.
  *  - portable (every other target): an int4 nibble masked in place (j <= 6; j = 7
- *    shifted down) is the integer u * 2^(4j), converted exactly (vcvtdq2ps); an fp8
+ *    shifted down) is the integer u * 2^(4j), an int8 word byte j (j <= 2; j = 3
+ *    shifted down) u * 2^(8j), converted exactly (vcvtdq2ps); an fp8
  *    code is moved into an f16 (E5M2 is f16's top byte: w; E4M3's exponent and
  *    mantissa under f16's sign bit: w * 2^-8) and widened by vcvtph2ps, which reads
  *    f16 subnormals exactly, with no assist, and ignores DAZ. No f32 subnormal ever
@@ -162,31 +176,46 @@ typedef struct KilnLayout {
  * (and the blocked path's decoded scale) is multiplied by 2^kiln_layout_unscale_exp.
  * All powers of two: y has the bits of decode-then-multiply. Bounds (an activation
  * beyond them loses exactness): subnormal fp8 |a| < 2^64 and products normal down to
- * |a*w| = 2^-70; subnormal int4 |a| < 2^59, down to |a*u| = 2^-46; portable int4
- * |a| < 2^104; portable fp8 |a| < 2^120. */
+ * |a*w| = 2^-70; subnormal int4/int8 |a| < 2^59, down to |a*u| = 2^-46; portable
+ * int4/int8 |a| < 2^104; portable fp8 |a| < 2^120. */
 static inline bool kiln_layout_fp8_weights(const KilnLayout *l)
 {
     return l->wspec.fmt == KILN_QF_FP8_E4M3 || l->wspec.fmt == KILN_QF_FP8_E5M2;
 }
 
-/* f32-fma with int4 or fp8 weights: activations prescaled per k (act_exp). */
+/* f32-fma reading integer codes from 32-bit column words in place: int4 (8
+ * nibbles a word) and int8 words (4 bytes a word). */
+static inline bool kiln_layout_word_codes(const KilnLayout *l)
+{
+    return l->family == KILN_KF_F32_FMA && (l->wspec.fmt == KILN_QF_INT4 || l->int8_words);
+}
+
+/* f32-fma with word codes or fp8 weights: activations prescaled per k (act_exp). */
 static inline bool kiln_layout_prescaled(const KilnLayout *l)
 {
-    return l->family == KILN_KF_F32_FMA &&
-           (l->wspec.fmt == KILN_QF_INT4 || kiln_layout_fp8_weights(l));
+    return kiln_layout_word_codes(l) || (l->family == KILN_KF_F32_FMA && kiln_layout_fp8_weights(l));
 }
 
-/* int4 in f32-fma: the bit position nibble j (= k % 8) of a column word is read at. */
-static inline int kiln_layout_int4_bit(const KilnLayout *l, int j)
+/* Word codes: bits per code (4 or 8), and the last code j (= k % KB) read in place;
+ * the codes after it are shifted down to bit 0 first (their bits would reach the
+ * f32 exponent, or the sign of an int32). */
+static inline int kiln_layout_code_bits(const KilnLayout *l) { return l->int8_words ? 8 : 4; }
+static inline int kiln_layout_code_last(const KilnLayout *l)
 {
-    return j <= (l->subnormal_decode ? 5 : 6) ? 4 * j : 0;
+    return l->int8_words ? 2 : l->subnormal_decode ? 5 : 6;
 }
 
-/* Exponent of the weight value read for k % 8 = j (see above). */
+/* Word codes: the bit position code j of a column word is read at. */
+static inline int kiln_layout_code_bit(const KilnLayout *l, int j)
+{
+    return j <= kiln_layout_code_last(l) ? kiln_layout_code_bits(l) * j : 0;
+}
+
+/* Exponent of the weight value read for k % KB = j (see above). */
 static inline int kiln_layout_weight_exp(const KilnLayout *l, int j)
 {
-    if (l->wspec.fmt == KILN_QF_INT4)
-        return kiln_layout_int4_bit(l, j) - (l->subnormal_decode ? 149 : 0);
+    if (kiln_layout_word_codes(l))
+        return kiln_layout_code_bit(l, j) - (l->subnormal_decode ? 149 : 0);
     if (l->wspec.fmt == KILN_QF_FP8_E4M3)
         return l->subnormal_decode ? -120 : -8;
     if (l->wspec.fmt == KILN_QF_FP8_E5M2)
@@ -194,13 +223,13 @@ static inline int kiln_layout_weight_exp(const KilnLayout *l, int j)
     return 0;
 }
 
-/* Exponent the prologue scales the activation for k % 8 = j by (0: none). */
+/* Exponent the prologue scales the activation for k % KB = j by (0: none). */
 static inline int kiln_layout_act_exp(const KilnLayout *l, int j)
 {
     if (!kiln_layout_prescaled(l))
         return 0;
-    if (l->wspec.fmt == KILN_QF_INT4)
-        return (l->subnormal_decode ? 69 : 24) - kiln_layout_int4_bit(l, j);
+    if (kiln_layout_word_codes(l))
+        return (l->subnormal_decode ? 69 : 24) - kiln_layout_code_bit(l, j);
     return l->subnormal_decode ? 64 : -kiln_layout_weight_exp(l, 0);
 }
 
@@ -212,6 +241,10 @@ static inline int kiln_layout_unscale_exp(const KilnLayout *l)
         return 0;
     return -(kiln_layout_weight_exp(l, 0) + kiln_layout_act_exp(l, 0));
 }
+
+/* What word codes store above the signed code c (u = c + offset): 8 for int4, 128
+ * for int8. */
+static inline int kiln_layout_code_offset(const KilnLayout *l) { return l->int8_words ? 128 : 8; }
 
 /* int4 nibbles stored unsigned (u = c + 8) rather than as signed s4. */
 static inline bool kiln_layout_u4_unsigned(const KilnLayout *l)

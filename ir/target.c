@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -59,7 +60,8 @@ static const KilnTarget *find(const char *name)
 static const struct {
     unsigned bit;
     const char *name;
-} tune_names[] = {{KILN_TUNE_SUBNORMAL_FREE, "subnormal-free"}};
+} tune_names[] = {{KILN_TUNE_SUBNORMAL_FREE, "subnormal-free"},
+                  {KILN_TUNE_HUGEPAGE_WEIGHTS, "hugepage-weights"}};
 #define NTUNE (sizeof tune_names / sizeof tune_names[0])
 
 const char *kiln_tune_str(unsigned tune, char *buf, size_t n)
@@ -208,6 +210,27 @@ static void read_cpuid(KilnHostCpu *h)
 }
 #endif
 
+/* The THP mode, the bracketed word of /sys/kernel/mm/transparent_hugepage/enabled;
+ * huge-page weights where it is always or madvise (runtime/pool.c advises them) and
+ * KILN_NO_HUGEPAGES does not turn the advice off. */
+static void read_thp(KilnHostCpu *h)
+{
+    char buf[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f) {
+        if (!fgets(buf, sizeof buf, f))
+            buf[0] = 0;
+        fclose(f);
+    }
+    const char *a = strchr(buf, '['), *b = a ? strchr(a, ']') : NULL;
+    if (a && b && b - a - 1 < (long)sizeof h->thp)
+        snprintf(h->thp, sizeof h->thp, "%.*s", (int)(b - a - 1), a + 1);
+    const char *off = getenv("KILN_NO_HUGEPAGES");
+    bool disabled = off && *off && strcmp(off, "0") != 0;
+    if (!disabled && (!strcmp(h->thp, "always") || !strcmp(h->thp, "madvise")))
+        h->tune |= KILN_TUNE_HUGEPAGE_WEIGHTS;
+}
+
 static KilnHostCpu host;
 static pthread_once_t host_once = PTHREAD_ONCE_INIT;
 
@@ -221,6 +244,7 @@ static void detect_host(void)
     if ((host.isa & (KILN_ISA_AVX2 | KILN_ISA_FMA)) == (KILN_ISA_AVX2 | KILN_ISA_FMA))
         probe_subnormal(&host);
 #endif
+    read_thp(&host);
     host.probe_ms = (now_ns() - t0) * 1e-6;
 }
 

@@ -432,6 +432,21 @@ static void why_int(Pick *p, const KilnLayout *l)
 static void decode_note(Pick *p, const KilnLayout *l)
 {
     bool int4 = p->wt->q.fmt == KILN_QF_INT4, fp8 = is_fp8(p->wt->q.fmt);
+    if (l->int8_words)
+        append(p->why, sizeof p->why,
+               "; int8 codes stored unsigned (c + 128), 4 k to a 32-bit word per column, read "
+               "in place with one mask or shift per k (no sign extension) and the +128 taken "
+               "off per group with the activation sums");
+    if (l->subnormal_decode && l->int8_words)
+        append(p->why, sizeof p->why,
+               "; the masked bytes are read as f32 subnormals (no convert per weight), because "
+               "this target's cores run FMA on subnormal operands at full speed (tune "
+               "subnormal-free)");
+    else if (l->int8_words)
+        append(p->why, sizeof p->why,
+               "; the masked bytes are converted exactly with vcvtdq2ps (no f32 subnormals: on "
+               "cores without the subnormal-free trait, e.g. Intel, each FMA on a subnormal "
+               "operand takes a ~150-cycle microcode assist)");
     if (l->subnormal_decode && int4)
         append(p->why, sizeof p->why,
                "; int4 nibbles are read from their bits as f32 subnormals (u * 2^(bit-149), no "

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,29 @@ void *kiln_rt_alloc(size_t bytes)
     void *p = NULL;
     if (posix_memalign(&p, LINE, n) != 0)
         return NULL;
+    memset(p, 0, n);
+    return p;
+}
+
+/* Weights are streamed once per decode step: on 4 KiB pages the hardware prefetchers
+ * stop at every page boundary and a virtual machine pays a two-level page walk per
+ * page, so large blobs ask for transparent huge pages (docs/jit-aot.md, "Weights in
+ * memory"). Best effort: where THP is off the kernel ignores the advice. */
+#define HUGE_PAGE ((size_t)2 << 20)
+void *kiln_rt_alloc_weights(size_t bytes)
+{
+    const char *off = getenv("KILN_NO_HUGEPAGES");
+    if (bytes < HUGE_PAGE || (off && *off && strcmp(off, "0") != 0))
+        return kiln_rt_alloc(bytes);
+    if (bytes > SIZE_MAX - HUGE_PAGE)
+        return NULL;
+    size_t n = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    void *p = NULL;
+    if (posix_memalign(&p, HUGE_PAGE, n) != 0)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, n, MADV_HUGEPAGE); /* before the first touch, so the faults take huge pages */
+#endif
     memset(p, 0, n);
     return p;
 }

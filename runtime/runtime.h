@@ -19,6 +19,10 @@
  * vector loads past the end of the last element stay inside the block). NULL on
  * failure. bytes == 0 still gives a valid (one-line) block. */
 void *kiln_rt_alloc(size_t bytes);
+/* The same for a prepacked weight blob: from 2 MiB up, 2 MiB aligned and advised as
+ * transparent huge pages (MADV_HUGEPAGE; KILN_NO_HUGEPAGES=1 turns it off). Freed
+ * with kiln_rt_free. */
+void *kiln_rt_alloc_weights(size_t bytes);
 void kiln_rt_free(void *p);
 
 /* ------------------------------------------------------------------ pool.c: threads */

@@ -476,7 +476,8 @@ static void test_subnormal_weights(void **state)
             const Case *c = &cases[ci];
             bool fp8 = c->w.fmt == KILN_QF_FP8_E4M3 || c->w.fmt == KILN_QF_FP8_E5M2;
             bool int4 = c->w.fmt == KILN_QF_INT4 && !c->quant_act;
-            if (!fp8 && !int4)
+            bool int8 = c->w.fmt == KILN_QF_INT8 && !c->quant_act;
+            if (!fp8 && !int4 && !int8)
                 continue;
             /* the assembly shows which decode the layout promised */
             KilnModule *mod = kiln_module_new();
@@ -495,7 +496,7 @@ static void test_subnormal_weights(void **state)
             assert_int_equal(strstr(as, "ldmxcsr") != NULL, sub);
             if (!sub && fp8)
                 assert_non_null(strstr(as, "vcvtph2ps"));
-            if (!sub && int4)
+            if (!sub && (int4 || int8))
                 assert_non_null(strstr(as, "vcvtdq2ps"));
             free(as);
             kiln_module_free(mod);
@@ -512,6 +513,61 @@ static void test_subnormal_weights(void **state)
     assert_true(nfp8 >= 8 && nint4 >= 4); /* both decodes of the host's level at least */
     assert_true(subnormal_codes > 1000); /* the case the test is about did occur */
     assert_int_equal(failures, 0);
+}
+
+/* int8 weight-only codes are read as column words of 4 k only when K and the group
+ * are multiples of 4 (ir/layout.h int8_words); otherwise one byte per k,
+ * sign-extended and converted, whatever the target's traits. */
+static void test_int8_words(void **state)
+{
+    (void)state;
+    static const int64_t Mx[] = {1, 5, 13};
+    KilnTarget ts[8];
+    int nt = cpu_targets(ts, 8), failures = 0;
+    for (int ti = 0; ti < nt; ti++)
+        for (int odd = 0; odd < 2; odd++) {
+            Case c = cases[5]; /* w8a16 f16 / w channel */
+            int64_t K = odd ? 198 : 200;
+            KilnModule *mod = kiln_module_new();
+            KilnFunc *f = build_kernel(mod, &c, 2, 24, K, ts[ti].name);
+            KilnLayout l;
+            KilnDiag d = {0};
+            assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+            assert_int_equal(l.int8_words, !odd);
+            assert_int_equal(l.subnormal_decode, !odd && (ts[ti].tune & KILN_TUNE_SUBNORMAL_FREE));
+            assert_int_equal(l.zero_by_sum, !odd);
+            kiln_module_free(mod);
+            if (kiln_target_host_runs(&ts[ti]))
+                failures += run_case(&c, 24, K, ts[ti].name, Mx, 3, true, NULL);
+        }
+    assert_int_equal(failures, 0);
+}
+
+/* The decode loops prefetch the weight stream in software unless the target's
+ * weights sit in huge pages (KILN_TUNE_HUGEPAGE_WEIGHTS, the host's trait where THP
+ * is on): the kernel IR's tune attr decides, and the layout name does not change. */
+static void test_prefetch_trait(void **state)
+{
+    (void)state;
+    static const size_t pick[] = {0, 5, 8, 11, 14}; /* vnni/madd, int8 words, int4, w4a8, fp8 */
+    for (size_t i = 0; i < sizeof pick / sizeof pick[0]; i++)
+        for (int huge = 0; huge < 2; huge++) {
+            KilnModule *mod = kiln_module_new();
+            KilnFunc *f = build_kernel(mod, &cases[pick[i]], 1, 64, 256, "avx512");
+            if (huge)
+                kiln_fset_str(f, "tune", "hugepage-weights");
+            KilnLayout l;
+            KilnDiag d = {0};
+            char *as = NULL;
+            assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+            assert_int_equal(l.sw_prefetch, !huge);
+            assert_int_equal(kiln_cpu_emit_asm(f, "k", &as, &d), 0);
+            if ((strstr(as, "prefetcht0") != NULL) != !huge)
+                fail_msg("%s, tune %s: prefetcht0 %s", cases[pick[i]].name,
+                         huge ? "hugepage-weights" : "(none)", huge ? "present" : "missing");
+            free(as);
+            kiln_module_free(mod);
+        }
 }
 
 /* Every case on the microarchitecture targets whose layout differs from their ISA
@@ -541,10 +597,10 @@ static void test_tuned_targets(void **state)
                                      true, NULL);
         }
     }
-    /* zen3: 3 int4 weight-only + 4 fp8 cases; zen4 the same but w4a16 bf16 (bf16-dot
-     * reads int4 as integers either way) */
+    /* zen3: 3 int4 weight-only + 3 int8 weight-only + 4 fp8 cases; zen4 the same but
+     * w4a16 and w8a16 with bf16 activations (bf16-dot reads integers either way) */
     printf("[ INFO ] %d (microarchitecture, case) pairs differ from their ISA level's\n", ndiff);
-    assert_int_equal(ndiff, 13);
+    assert_int_equal(ndiff, 18);
     assert_int_equal(failures, 0);
 }
 
@@ -681,11 +737,13 @@ static void test_object_roundtrip(void **state)
     float x[2 * 128], y[2 * 16];
     for (int i = 0; i < 256; i++)
         x[i] = i < 128 ? 1.0f : -0.25f;
-    ((KilnQGemmFn)fn)(x, 2, blob, NULL, y, 0, 16, NULL);
+    void *scratch = malloc(kiln_layout_scratch_bytes(&l, 2) + 1);
+    ((KilnQGemmFn)fn)(x, 2, blob, NULL, y, 0, 16, scratch);
     for (int n = 0; n < 16; n++) {
         assert_float_equal(y[n], 64.0f, 0);
         assert_float_equal(y[16 + n], -16.0f, 0);
     }
+    free(scratch);
     free(blob);
     kiln_tensor_free(&wq);
     kiln_cpu_jit_free(j);
@@ -753,12 +811,12 @@ static void test_bad_kernel_ir(void **state)
 static void test_f32_weights(void **state)
 {
     assert_string_equal(cases[F32_CASE].name, "f32 weights f32 acts / bias gelu");
-    static const int64_t Ms13[] = {1, 3, 67};
+    static const int64_t Ms13[] = {1, 3, 23, 67};
     static const int64_t Nodd[] = {1, 17, 45};
     int failures = 0;
     for (size_t ci = F32_CASE; ci < NCASES; ci++)
         for (int ni = 0; ni < 3; ni++)
-            failures += run_case(&cases[ci], Nodd[ni], ni == 1 ? 63 : 200, "avx2", Ms13, 3, true, NULL);
+            failures += run_case(&cases[ci], Nodd[ni], ni == 1 ? 63 : 200, "avx2", Ms13, 4, true, NULL);
     assert_int_equal(failures, 0);
 
     KilnModule *mod = kiln_module_new();
@@ -772,6 +830,7 @@ static void test_f32_weights(void **state)
     assert_int_equal(l.scales_off, 0);
     assert_int_equal(l.zeros_off, 0);
     assert_int_equal(l.scratch_per_row, 0); /* f32 acts: the kernel reads x */
+    assert_false(l.blocked);
     /* 40 columns -> 3 panels of 16, 64 f32 each column: 3 * 16 * 64 * 4 bytes + header */
     assert_int_equal(l.pack_bytes, 64 + 3 * 16 * 64 * 4);
     char *as = NULL;
@@ -829,6 +888,8 @@ int main(void)
         cmocka_unit_test(test_int4_int8_extremes),
         cmocka_unit_test(test_subnormal_weights),
         cmocka_unit_test(test_tuned_targets),
+        cmocka_unit_test(test_int8_words),
+        cmocka_unit_test(test_prefetch_trait),
         cmocka_unit_test(test_avx512),
         cmocka_unit_test(test_compile_time),
     };

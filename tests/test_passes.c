@@ -217,6 +217,13 @@ static void test_target_cpu(void **state)
     assert_int_equal(kiln_tune_parse("", &tune), 0);
     assert_int_equal(tune, 0);
     assert_int_equal(kiln_tune_parse("subnormal-free,turbo", &tune), -1);
+    assert_int_equal(kiln_tune_parse("hugepage-weights,subnormal-free", &tune), 0);
+    assert_int_equal(tune, KILN_TUNE_SUBNORMAL_FREE | KILN_TUNE_HUGEPAGE_WEIGHTS);
+    assert_string_equal(kiln_tune_str(tune, buf, sizeof buf), "subnormal-free,hugepage-weights");
+    /* huge-page weights exactly where THP is on and not turned off */
+    const char *off = getenv("KILN_NO_HUGEPAGES");
+    bool thp = !strcmp(h->thp, "always") || !strcmp(h->thp, "madvise");
+    assert_int_equal(!!(h->tune & KILN_TUNE_HUGEPAGE_WEIGHTS), thp && !(off && *off && strcmp(off, "0")));
 }
 
 /* ---------------------------------------------------------------- pick_layout */
@@ -280,7 +287,12 @@ static void test_layouts_cpu(void **state)
                   "vcvtph2ps");
     /* the traits do not change kernels that read no int4/fp8 weight as a float */
     expect_layout("zen4", "dyn", KILN_QF_INT4, A, GR, 128, 256, "avx512-u8s8-vnni", "vpdpbusd");
-    expect_layout("zen3", "f16", KILN_QF_INT8, S, CH, 0, 256, "avx2-f32-fma", "q - z");
+    expect_layout("zen3", "f16", KILN_QF_INT8, S, CH, 0, 256, "avx2-f32-fma-subnormal",
+                  "read as f32 subnormals");
+    expect_layout("avx512", "f16", KILN_QF_INT8, S, CH, 0, 256, "avx512-f32-fma",
+                  "4 k to a 32-bit word per column, read in place");
+    /* K not a multiple of 4: one byte per k, sign-extended, on every target */
+    expect_layout("zen4", "f16", KILN_QF_INT8, S, CH, 0, 198, "avx512-f32-fma", "q - z");
     expect_layout("zen4", "f32", KILN_QF_NONE, S, CH, 0, 64, "avx512-f32-fma", "unquantized");
     /* f32 weights are not exact in bf16: bf16 activations still take f32 FMA */
     expect_layout("avx512", "bf16", KILN_QF_NONE, S, CH, 0, 256, "avx512-f32-fma",

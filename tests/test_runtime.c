@@ -175,6 +175,32 @@ static void check_sum(KilnPool *p, int ntasks, bool track)
     }
 }
 
+/* Weight blobs: small ones as kiln_rt_alloc; from 2 MiB up 2 MiB-aligned (so
+ * the huge-page advice covers whole pages), zeroed, freed by kiln_rt_free; the
+ * advice is best effort, and KILN_NO_HUGEPAGES gives plain 64-byte alignment. */
+static void test_alloc_weights(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {1, 4096, (2u << 20) - 1, 2u << 20, (5u << 20) + 3};
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass)
+            setenv("KILN_NO_HUGEPAGES", "1", 1);
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            unsigned char *p = kiln_rt_alloc_weights(sizes[i]);
+            assert_non_null(p);
+            size_t align = !pass && sizes[i] >= (2u << 20) ? (2u << 20) : 64;
+            assert_int_equal((uintptr_t)p % align, 0);
+            for (size_t k = 0; k < sizes[i]; k += 4093)
+                assert_int_equal(p[k], 0);
+            assert_int_equal(p[sizes[i] - 1], 0);
+            memset(p, 0x5A, sizes[i]);
+            kiln_rt_free(p);
+        }
+        unsetenv("KILN_NO_HUGEPAGES");
+    }
+    assert_null(kiln_rt_alloc_weights(SIZE_MAX));
+}
+
 static void test_pool_sums(void **state)
 {
     int sizes[] = {1, 2, 4, 7};
@@ -562,6 +588,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alloc),
+        cmocka_unit_test(test_alloc_weights),
         cmocka_unit_test(test_pool_sums),
         cmocka_unit_test(test_pool_serial_runs),
         cmocka_unit_test(test_pool_nested_and_concurrent),

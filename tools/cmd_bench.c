@@ -1,7 +1,8 @@
 /* tools/cmd_bench.c — `kiln bench`: time one layer's CPU kernel through the public API
  * (warm-up, repeats, median) and rate it against this machine's limits measured by the
- * probes in the same run (roofline: streaming-read bandwidth vs the kernel family's
- * arithmetic peak); also JIT compile time cold/warm and weight prepack throughput.
+ * probes in the same run (roofline: streaming-read bandwidth vs the peak of the
+ * kernel's own instruction at its vector width); also JIT compile time cold/warm,
+ * weight prepack throughput, the host CPU and the --cold eviction size.
  * docs/bench.md defines every number printed here. */
 #include <ftw.h>
 #include <math.h>
@@ -13,6 +14,7 @@
 #include "api/compile.h"
 #include "bench_probes.h"
 #include "frontend/recipe.h"
+#include "ir/target.h"
 #include "kiln.h"
 #include "passes/passes.h"
 #include "runtime/runtime.h"
@@ -28,6 +30,7 @@ typedef struct BenchResult {
     size_t weight_bytes;
     double gflops, gbs;
     const char *peak_name; /* the probe the kernel family is rated against */
+    const char *peak_insn; /* its instruction and width, "vfmadd231ps zmm" */
     double peak, bw;       /* that probe's G(op)/s and the streaming GB/s at `threads` */
     bool compute_bound;
     double limit_ms, limit_fraction, frac_bw, frac_peak;
@@ -47,22 +50,6 @@ static void rm_rf(const char *dir)
 {
     if (dir && dir[0])
         nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* The kernel's own peak: what a perfect kernel of its family could reach here. */
-static void pick_peak(BenchResult *b)
-{
-    const BenchLimits *l = &b->lim;
-    if (strstr(b->kernel, "i16-madd"))
-        b->peak_name = "vpmaddwd", b->peak = l->madd_gops;
-    else if (strstr(b->kernel, "maddubs"))
-        b->peak_name = "vpmaddubsw", b->peak = l->maddubs_gops;
-    else if (strstr(b->kernel, "vnni") && l->vnni_gops > 0)
-        b->peak_name = "vpdpbusd", b->peak = l->vnni_gops;
-    else if (strstr(b->kernel, "bf16") && l->bf16_gflops > 0)
-        b->peak_name = "vdpbf16ps", b->peak = l->bf16_gflops;
-    else
-        b->peak_name = "fma", b->peak = l->fma_gflops;
 }
 
 /* Kernel compile cold (empty cache dir) and warm (same dir, new compiler). The weight
@@ -122,7 +109,8 @@ static int time_runs(const ToolArgs *a, kiln_ctx *ctx, kiln_layer *l, kiln_layer
         return EXIT_INTERNAL;
     for (int i = 0; i < b->warmup + b->repeat; i++) {
         if (a->cold && bench_flush_caches()) {
-            fprintf(stderr, "kiln bench: cannot allocate the cache-flush buffer\n");
+            fprintf(stderr, "kiln bench: cannot allocate the %zu MiB cache-eviction buffer\n",
+                    bench_eviction()->bytes >> 20);
             free(ms);
             return EXIT_INTERNAL;
         }
@@ -158,7 +146,9 @@ static void rate(BenchResult *b)
 {
     b->gflops = b->ops / (b->median_ms * 1e6);
     b->gbs = b->bytes / (b->median_ms * 1e6);
-    pick_peak(b);
+    /* The kernel's own peak: what a perfect kernel of its family and width could
+     * reach here. */
+    b->peak = bench_kernel_peak(&b->lim, b->kernel, &b->peak_name, &b->peak_insn);
     b->bw = b->lim.read_gbs_nt;
     double t_mem = b->bytes / (b->bw * 1e6), t_cmp = b->ops / (b->peak * 1e6);
     b->compute_bound = t_cmp > t_mem;
@@ -177,16 +167,70 @@ static void jw_num_or_null(KilnJsonWriter *w, const char *key, double v)
         kiln_jw_null(w);
 }
 
-static int print_json(const BenchResult *b)
+#define S(k, v) (kiln_jw_key(w, k), kiln_jw_string(w, v))
+#define I(k, v) (kiln_jw_key(w, k), kiln_jw_int(w, v))
+#define D(k, v) jw_num_or_null(w, k, v)
+#define B(k, v) (kiln_jw_key(w, k), kiln_jw_bool(w, v))
+
+/* "cpu": the host's model and whether FMA on subnormal operands is free (the trait
+ * that picks the -subnormal layouts), with the two timings that decided it. */
+static void json_cpu(KilnJsonWriter *w)
 {
-    KilnJsonWriter w;
-    KilnDiag d = {0};
-    kiln_jw_init(&w, stdout);
-    kiln_jw_begin_object(&w);
-#define S(k, v) (kiln_jw_key(&w, k), kiln_jw_string(&w, v))
-#define I(k, v) (kiln_jw_key(&w, k), kiln_jw_int(&w, v))
-#define D(k, v) jw_num_or_null(&w, k, v)
-#define B(k, v) (kiln_jw_key(&w, k), kiln_jw_bool(&w, v))
+    const KilnHostCpu *h = kiln_host_cpu();
+    kiln_jw_key(w, "cpu");
+    kiln_jw_begin_object(w);
+    S("model", h->model), S("vendor", h->vendor);
+    I("family", h->family), I("model_id", h->model_id);
+    B("subnormal_fma_free", (h->tune & KILN_TUNE_SUBNORMAL_FREE) != 0);
+    D("fma_ns", h->fma_ns), D("fma_subnormal_ns", h->fma_subnormal_ns);
+    kiln_jw_end_object(w);
+}
+
+/* "eviction": what --cold reads (the same rule whether or not this run was cold). */
+static void json_eviction(KilnJsonWriter *w)
+{
+    const BenchEviction *e = bench_eviction();
+    kiln_jw_key(w, "eviction");
+    kiln_jw_begin_object(w);
+    I("bytes", (int64_t)e->bytes), S("source", e->source);
+    I("llc_bytes", (int64_t)e->llc_bytes), I("llc_level", e->llc_level);
+    I("mem_available_bytes", (int64_t)e->mem_available);
+    kiln_jw_end_object(w);
+}
+
+/* "amx": null when the CPU has none, else which parts and their peaks (null until
+ * the probes exist). */
+static void json_amx(KilnJsonWriter *w, const BenchLimits *l)
+{
+    kiln_jw_key(w, "amx");
+    if (!l->has_amx_tile) {
+        kiln_jw_null(w);
+        return;
+    }
+    kiln_jw_begin_object(w);
+    B("tile", l->has_amx_tile), B("int8", l->has_amx_int8), B("bf16", l->has_amx_bf16);
+    D("int8_gops", l->amx_int8_gops), D("bf16_gflops", l->amx_bf16_gflops);
+    kiln_jw_end_object(w);
+}
+
+static void json_limits(KilnJsonWriter *w, const BenchLimits *l)
+{
+    kiln_jw_key(w, "limits");
+    kiln_jw_begin_object(w);
+    I("threads", l->threads), I("ncpu", l->ncpu), I("read_bytes", (int64_t)l->read_bytes);
+    D("probe_ms", l->probe_ms);
+    S("read_loop", l->read_loop ? l->read_loop : "");
+    D("read_gbs_1t", l->read_gbs_1t), D("read_gbs_nt", l->read_gbs_nt);
+    D("read_gbs_all", l->read_gbs_all);
+    D("fma_gflops", l->fma_gflops), D("fma_zmm_gflops", l->fma_zmm_gflops);
+    D("madd_gops", l->madd_gops), D("maddubs_gops", l->maddubs_gops);
+    D("vnni_gops", l->vnni_gops), D("bf16_gflops", l->bf16_gflops);
+    json_amx(w, l);
+    kiln_jw_end_object(w);
+}
+
+static void json_run(KilnJsonWriter *w, const BenchResult *b)
+{
     S("layer", b->layer);
     S("kernel", b->kernel);
     S("target", b->target);
@@ -197,33 +241,36 @@ static int print_json(const BenchResult *b)
     D("ops", b->ops), D("bytes", b->bytes), I("weight_bytes", (int64_t)b->weight_bytes);
     D("gflops", b->gflops), D("gbs", b->gbs);
     S("bound", b->compute_bound ? "compute" : "memory");
-    S("peak", b->peak_name);
+    S("peak", b->peak_name), S("peak_insn", b->peak_insn), D("peak_gops", b->peak);
+    D("bandwidth_gbs", b->bw);
     D("limit_ms", b->limit_ms), D("limit_fraction", b->limit_fraction);
     D("frac_of_bandwidth", b->frac_bw), D("frac_of_peak", b->frac_peak);
-    kiln_jw_key(&w, "compile");
-    kiln_jw_begin_object(&w);
+    kiln_jw_key(w, "compile");
+    kiln_jw_begin_object(w);
     D("cold_ms", b->compile_cold_ms), B("cold_cache_hit", b->cold_hit);
     D("warm_ms", b->compile_warm_ms), B("warm_cache_hit", b->warm_hit);
-    kiln_jw_end_object(&w);
-    kiln_jw_key(&w, "prepack");
-    kiln_jw_begin_object(&w);
+    kiln_jw_end_object(w);
+    kiln_jw_key(w, "prepack");
+    kiln_jw_begin_object(w);
     D("layer_create_ms", b->layer_create_ms), D("f32_in_gbs", b->prepack_gbs);
-    kiln_jw_end_object(&w);
-    const BenchLimits *l = &b->lim;
-    kiln_jw_key(&w, "limits");
-    kiln_jw_begin_object(&w);
-    I("threads", l->threads), I("ncpu", l->ncpu), I("read_bytes", (int64_t)l->read_bytes);
-    D("probe_ms", l->probe_ms);
-    D("read_gbs_1t", l->read_gbs_1t), D("read_gbs_nt", l->read_gbs_nt);
-    D("read_gbs_all", l->read_gbs_all);
-    D("fma_gflops", l->fma_gflops), D("madd_gops", l->madd_gops), D("maddubs_gops", l->maddubs_gops);
-    D("vnni_gops", l->vnni_gops), D("bf16_gflops", l->bf16_gflops);
-    kiln_jw_end_object(&w);
-    kiln_jw_end_object(&w);
+    kiln_jw_end_object(w);
+}
 #undef S
 #undef I
 #undef D
 #undef B
+
+static int print_json(const BenchResult *b)
+{
+    KilnJsonWriter w;
+    KilnDiag d = {0};
+    kiln_jw_init(&w, stdout);
+    kiln_jw_begin_object(&w);
+    json_run(&w, b);
+    json_cpu(&w);
+    json_eviction(&w);
+    json_limits(&w, &b->lim);
+    kiln_jw_end_object(&w);
     fputc('\n', stdout);
     if (kiln_jw_finish(&w, &d)) {
         tool_error(&d);
@@ -240,14 +287,23 @@ static void print_na(const char *label, double v, const char *unit)
         printf("  %-28s %9s (not on this CPU)\n", label, "n/a");
 }
 
-static void print_text(const BenchResult *b)
+static void print_machine(const BenchResult *b)
 {
-    const BenchLimits *l = &b->lim;
-    printf("layer %s  M=%lld N=%lld K=%lld  target %s  kernel %s  threads %d%s\n", b->layer,
-           (long long)b->M, (long long)b->N, (long long)b->K, b->target, b->kernel, b->threads,
-           b->cold ? "  (cold caches)" : "");
-    printf("machine limits (median of 5, %.0f ms per probe, %zu MiB streamed):\n", l->probe_ms,
-           l->read_bytes >> 20);
+    const KilnHostCpu *h = kiln_host_cpu();
+    const BenchEviction *e = bench_eviction();
+    printf("cpu: %s (%s family %d model %d); FMA on subnormal operands %s (%.2f ns vs %.2f "
+           "ns normal)\n",
+           h->model, h->vendor, h->family, h->model_id,
+           h->tune & KILN_TUNE_SUBNORMAL_FREE ? "free" : "slow", h->fma_subnormal_ns, h->fma_ns);
+    printf("eviction (--cold%s): reads %zu MiB (%s; L%d %zu MiB, MemAvailable %zu MiB)\n",
+           b->cold ? ", used" : ", not used", e->bytes >> 20, e->source, e->llc_level,
+           e->llc_bytes >> 20, e->mem_available >> 20);
+}
+
+static void print_limits(const BenchLimits *l)
+{
+    printf("machine limits (median of 5, %.0f ms per probe, %zu MiB streamed, best loop %s):\n",
+           l->probe_ms, l->read_bytes >> 20, l->read_loop ? l->read_loop : "?");
     printf("  %-28s %9.1f GB/s\n", "streaming read, 1 thread", l->read_gbs_1t);
     if (l->threads > 1)
         printf("  streaming read, %2d threads   %9.1f GB/s\n", l->threads, l->read_gbs_nt);
@@ -256,10 +312,25 @@ static void print_text(const BenchResult *b)
                l->read_gbs_all);
     printf("  %-28s %9.1f GFLOP/s (%d thread%s)\n", "vfmadd231ps ymm peak", l->fma_gflops,
            l->threads, l->threads > 1 ? "s" : "");
+    print_na("vfmadd231ps zmm peak", l->fma_zmm_gflops, "GFLOP/s");
     printf("  %-28s %9.1f GOP/s\n", "vpmaddwd+vpaddd ymm peak", l->madd_gops);
     printf("  %-28s %9.1f GOP/s\n", "vpmaddubsw+vpaddw ymm peak", l->maddubs_gops);
     print_na("vpdpbusd zmm (VNNI) peak", l->vnni_gops, "GOP/s");
     print_na("vdpbf16ps zmm (BF16) peak", l->bf16_gflops, "GFLOP/s");
+    if (!l->has_amx_tile)
+        printf("  AMX: not present on this CPU\n");
+    else
+        printf("  AMX: present (tile%s%s), not probed: no kiln kernel uses it yet\n",
+               l->has_amx_int8 ? ", int8" : "", l->has_amx_bf16 ? ", bf16" : "");
+}
+
+static void print_text(const BenchResult *b)
+{
+    printf("layer %s  M=%lld N=%lld K=%lld  target %s  kernel %s  threads %d%s\n", b->layer,
+           (long long)b->M, (long long)b->N, (long long)b->K, b->target, b->kernel, b->threads,
+           b->cold ? "  (cold caches)" : "");
+    print_machine(b);
+    print_limits(&b->lim);
     printf("kernel: median %.4f ms (min %.4f, max %.4f) over %d runs after %d warm-up\n",
            b->median_ms, b->min_ms, b->max_ms, b->repeat, b->warmup);
     printf("  %.2f GOP/s (1 MAC = 2 ops), %.2f GB/s (%.0f bytes: weights %zu + x + y)\n",
@@ -267,8 +338,8 @@ static void print_text(const BenchResult *b)
     printf("  %s-bound: %.1f%% of the limit (%.4f ms at %s); %.1f%% of read bandwidth, "
            "%.1f%% of the %s peak\n",
            b->compute_bound ? "compute" : "memory", 100 * b->limit_fraction, b->limit_ms,
-           b->compute_bound ? b->peak_name : "streaming read", 100 * b->frac_bw,
-           100 * b->frac_peak, b->peak_name);
+           b->compute_bound ? b->peak_insn : "streaming read", 100 * b->frac_bw,
+           100 * b->frac_peak, b->peak_insn);
     printf("compile: cold %.1f ms (cache %s), warm %.1f ms (cache %s)\n", b->compile_cold_ms,
            b->cold_hit ? "hit" : "miss", b->compile_warm_ms, b->warm_hit ? "hit" : "miss");
     printf("weights: kiln_layer_create (warm kernel cache) %.1f ms: quantize + prepack at "

@@ -158,14 +158,15 @@ static void emit_float_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowPar
     }
     if (v) {
         LLVMValueRef sv = v;
-        if (kiln_layout_prescaled(l) && kiln_dtype_bits(l->wdt) == 4) {
-            /* nibble k%8 is read as u * 2^weight_exp(k%8): prescale by
-             * 2^act_exp(k%8) = 2^(A - bit), bit = 4*(k%8) up to the layout's last
-             * in-place nibble, else 0 (ir/layout.h); exact, a power of two */
-            int last = kiln_layout_int4_bit(l, 6) ? 6 : 5, A = kiln_layout_act_exp(l, 0);
-            LLVMValueRef kk = LLVMBuildTrunc(b, LLVMBuildAnd(b, k, kg_i64(g, 7), ""), g->i32, "");
+        if (kiln_layout_word_codes(l)) {
+            /* code k%KB of a word is read as u * 2^weight_exp(k%KB): prescale by
+             * 2^act_exp(k%KB) = 2^(A - bit), bit = bits*(k%KB) up to the layout's
+             * last in-place code, else 0 (ir/layout.h); exact, a power of two */
+            int last = kiln_layout_code_last(l), A = kiln_layout_act_exp(l, 0);
+            LLVMValueRef kk = LLVMBuildTrunc(b, LLVMBuildAnd(b, k, kg_i64(g, l->KB - 1), ""), g->i32, "");
             LLVMValueRef bit = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntUGT, kk, kg_i32(g, last), ""),
-                                               kg_i32(g, 0), LLVMBuildMul(b, kk, kg_i32(g, 4), ""), "");
+                                               kg_i32(g, 0),
+                                               LLVMBuildMul(b, kk, kg_i32(g, kiln_layout_code_bits(l)), ""), "");
             LLVMValueRef e = LLVMBuildSub(b, kg_i32(g, 127 + A), bit, "");
             LLVMValueRef sc = LLVMBuildBitCast(b, LLVMBuildShl(b, e, kg_i32(g, 23), ""), g->f32, "");
             sv = LLVMBuildFMul(b, v, sc, "");

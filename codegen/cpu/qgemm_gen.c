@@ -29,6 +29,10 @@ static bool fp8_weights(const KilnLayout *l) { return kiln_layout_fp8_weights(l)
 
 static bool int4_weights(const KilnLayout *l) { return kiln_dtype_bits(l->wdt) == 4; }
 
+/* Codes packed as one 32-bit word per column per block (layout.h): every int4
+ * layout, and f32-fma's int8 words. */
+static bool packed_words(const KilnLayout *l) { return int4_weights(l) || l->int8_words; }
+
 /* int4: the NR column words of block kb (layout.h), one <VL x i32> per vector. */
 static void load_packed(KilnGen *g, Tile *t, LLVMValueRef kb)
 {
@@ -43,7 +47,11 @@ static void load_packed(KilnGen *g, Tile *t, LLVMValueRef kb)
 
 /* Decode (one-row tiles) streams each panel once from DRAM: a software
  * prefetch PF_AHEAD bytes ahead of block kb, one per cache line of the block,
- * keeps more lines in flight than the hardware prefetcher alone. Measured
+ * keeps more lines in flight than the hardware prefetcher alone on 4 KiB pages.
+ * Where the runtime keeps the weights in huge pages (KILN_TUNE_HUGEPAGE_WEIGHTS,
+ * l->sw_prefetch false) the hardware prefetchers stream alone and the software
+ * prefetch only costs (Zen 4, 1 x 4096 x 14336 cold, 1 thread, 7 interleaved
+ * rounds: W8A16 23.7 -> 28.2 GB/s without it; the other recipes within noise). Measured
  * (bench/results/cpu-2026-11-23-prefetch.md, 1 x 4096 x 14336, cold): 1 thread
  * W8A8 0.84 -> 0.92, W4A8 0.80 -> 0.96, W8A16 0.68 -> 0.80, FP8 0.55 -> 0.67 of
  * the streaming-read limit (int4 on f32-fma gained nothing while it needed a
@@ -56,6 +64,8 @@ static void prefetch_ahead(KilnGen *g, Tile *t, LLVMValueRef kb)
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
     int64_t bytes = (int64_t)l->NR * l->KB * kiln_dtype_bits(l->wdt) / 8;
+    if (!l->sw_prefetch)
+        return;
     LLVMValueRef base = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, bytes), ""), kg_i64(g, PF_AHEAD), "");
     for (int64_t off = 0; off < bytes; off += 64) {
         LLVMValueRef args[4] = {kg_gep(g, t->wpanel, LLVMBuildAdd(b, base, kg_i64(g, off), "")),
@@ -78,16 +88,17 @@ static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int 
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
     unsigned VL = (unsigned)l->VL;
+    if (kiln_layout_word_codes(l)) { /* unsigned u << kiln_layout_code_bit(j) (layout.h) */
+        LLVMValueRef w = t->packed[v];
+        int cb = kiln_layout_code_bits(l), bit = kiln_layout_code_bit(l, j);
+        if (j == l->KB - 1) /* the word's top code: one shift leaves u */
+            return LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 32 - cb, VL), "");
+        if (bit != cb * j)
+            w = LLVMBuildLShr(b, w, vsplat_i(g, g->i32, cb * j - bit, VL), "");
+        return LLVMBuildAnd(b, w, vsplat_i(g, g->i32, (((int64_t)1 << cb) - 1) << bit, VL), "");
+    }
     if (int4_weights(l)) {
         LLVMValueRef w = t->packed[v];
-        if (l->KR == 1) { /* unsigned u << kiln_layout_int4_bit(j) (layout.h) */
-            int bit = kiln_layout_int4_bit(l, j);
-            if (j == 7)
-                return LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 28, VL), "");
-            if (bit != 4 * j)
-                w = LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 4 * j - bit, VL), "");
-            return LLVMBuildAnd(b, w, vsplat_i(g, g->i32, (int64_t)0xF << bit, VL), "");
-        }
         if (l->KR == 2) {
             LLVMValueRef h = LLVMBuildBitCast(b, w, kg_vec(g->i16, 2 * VL), "");
             if (j != 3)
@@ -196,8 +207,8 @@ static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kb, int j, 
         LLVMValueRef f;
         if (fp8_weights(l)) {
             f = fp8_decode(g, c, n);
-        } else if (l->subnormal_decode) {
-            f = LLVMBuildBitCast(b, c, kg_vec(g->f32, n), ""); /* u * 2^(bit - 149) */
+        } else if (l->subnormal_decode) { /* word codes: u * 2^(bit - 149) */
+            f = LLVMBuildBitCast(b, c, kg_vec(g->f32, n), "");
         } else {
             LLVMValueRef ci = LLVMGetElementType(LLVMTypeOf(c)) == g->i32
                                   ? c : LLVMBuildSExt(b, c, kg_vec(g->i32, n), "");
@@ -313,11 +324,11 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
         LLVMValueRef zf = NULL;
         if (l->zero_by_sum && l->zeros_off) {
             LLVMValueRef zi = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
-            if (int4_weights(l)) /* unsigned nibbles: z' = (z - 8) + 8 */
-                zi = LLVMBuildAdd(b, zi, vsplat_i(g, g->i32, 8, VL), "");
+            if (kiln_layout_word_codes(l)) /* unsigned codes: z' = (z - wbias) + offset */
+                zi = LLVMBuildAdd(b, zi, vsplat_i(g, g->i32, kiln_layout_code_offset(l), VL), "");
             zf = LLVMBuildSIToFP(b, zi, g->vf, "");
         } else if (l->zero_by_sum) {
-            zf = kg_splat(g, kg_f32(g, 8), VL);
+            zf = kg_splat(g, kg_f32(g, kiln_layout_code_offset(l)), VL);
         }
         for (int r = 0; r < t->R; r++) {
             LLVMValueRef ga = ld(g, kiln_layout_integer(l) ? g->vi : g->vf, t->gacc[r][v][0]);
@@ -458,7 +469,7 @@ static void emit_tile(KilnGen *g, Tile *t)
     LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, kb1, 1);
     if (t->R == 1 && l->wdt != KILN_F32)
         prefetch_ahead(g, t, kb);
-    if (int4_weights(l))
+    if (packed_words(l))
         load_packed(g, t, kb);
     for (int j = 0; j < steps; j++) {
         LLVMValueRef k = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, l->KB), ""),
@@ -574,16 +585,16 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
         zf[v] = NULL;
         if (l->zeros_off) {
             LLVMValueRef zi = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
-            if (int4_weights(l))
-                zi = LLVMBuildAdd(b, zi, vsplat_i(g, g->i32, 8, VL), "");
+            if (kiln_layout_word_codes(l))
+                zi = LLVMBuildAdd(b, zi, vsplat_i(g, g->i32, kiln_layout_code_offset(l), VL), "");
             zf[v] = LLVMBuildSIToFP(b, zi, g->vf, "");
-        } else if (int4_weights(l)) {
-            zf[v] = kg_splat(g, kg_f32(g, 8), VL);
+        } else if (kiln_layout_word_codes(l)) {
+            zf[v] = kg_splat(g, kg_f32(g, kiln_layout_code_offset(l)), VL);
         }
     }
     KilnLoop lk;
     LLVMValueRef kb = kg_loop_begin(g, &lk, c0, c1, 1);
-    if (int4_weights(l))
+    if (packed_words(l))
         load_packed(g, t, kb);
     LLVMValueRef rowb = LLVMBuildMul(b, LLVMBuildSub(b, kb, c0, ""), kg_i64(g, (int64_t)l->KB * l->NR * 4), "");
     for (int j = 0; j < l->KB; j++)
@@ -591,7 +602,7 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
             LLVMValueRef w = weight_operand(g, t, kb, j, v, NULL);
             if (zf[v]) {
                 LLVMValueRef z = zf[v];
-                if (int4_weights(l)) /* z read like the nibble: z * 2^weight_exp(j), exact */
+                if (kiln_layout_word_codes(l)) /* z read like the code: z * 2^weight_exp(j), exact */
                     z = LLVMBuildFMul(b, z, kg_splat(g, kg_f32(g, ldexp(1.0, kiln_layout_weight_exp(l, j))), VL), "");
                 w = LLVMBuildFSub(b, w, z, "");
             }
@@ -663,15 +674,24 @@ static void emit_blocked_panel(KilnGen *g, Tile *t)
     LLVMValueRef ce = LLVMBuildAdd(b, c0, kg_i64(g, l->CB), "");
     LLVMValueRef c1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, ce, kg_i64(g, nblk), ""), ce,
                                       kg_i64(g, nblk), "");
+    LLVMValueRef cw = wbuf;
     emit_decode_chunk(g, t, c0, c1, wbuf);
+    /* MRB-row tiles, then 4-row tiles, then single rows: a row's sums are the same
+     * in any of them (one FMA chain per output, k in order) */
     LLVMValueRef mfull = LLVMBuildMul(b, LLVMBuildSDiv(b, g->M, kg_i64(g, l->MRB), ""), kg_i64(g, l->MRB), "");
     KilnLoop lm;
     LLVMValueRef m0 = kg_loop_begin(g, &lm, kg_i64(g, 0), mfull, l->MRB);
-    emit_blocked_tile(g, t, l->MRB, m0, c0, c1, wbuf);
+    emit_blocked_tile(g, t, l->MRB, m0, c0, c1, cw);
     kg_loop_end(g, &lm);
+    LLVMValueRef m4 = LLVMBuildAdd(b, mfull, LLVMBuildMul(b, LLVMBuildSDiv(b, LLVMBuildSub(b, g->M, mfull, ""),
+                                                                         kg_i64(g, 4), ""), kg_i64(g, 4), ""), "");
+    KilnLoop l4;
+    m0 = kg_loop_begin(g, &l4, mfull, m4, 4);
+    emit_blocked_tile(g, t, 4, m0, c0, c1, cw);
+    kg_loop_end(g, &l4);
     KilnLoop lr;
-    m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
-    emit_blocked_tile(g, t, 1, m0, c0, c1, wbuf);
+    m0 = kg_loop_begin(g, &lr, m4, g->M, 1);
+    emit_blocked_tile(g, t, 1, m0, c0, c1, cw);
     kg_loop_end(g, &lr);
     kg_loop_end(g, &lc);
 

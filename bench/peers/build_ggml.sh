@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# bench/peers/build_ggml.sh — llama.cpp's ggml for the suite's ggml peer: downloads the
+# llama-cpp-python source distribution from PyPI (it carries llama.cpp under
+# vendor/llama.cpp), builds only ggml's CPU backend (Release, GGML_NATIVE, no tests or
+# examples; llamafile's sgemm on, as llama.cpp's own build has it) and installs it
+# once into $KILN_PEERS_CACHE/ggml-<version>/. Prints that directory. Nothing of
+# llama.cpp enters the repository.
+#
+# usage: bench/peers/build_ggml.sh
+# env:   KILN_GGML_VERSION (the pinned llama-cpp-python release, default below),
+#        KILN_PEERS_CACHE (default ~/.cache/kiln/peers), PIP (default "python3 -m pip")
+set -euo pipefail
+ver=${KILN_GGML_VERSION:-0.3.36}
+cache=${KILN_PEERS_CACHE:-$HOME/.cache/kiln/peers}
+prefix=$cache/ggml-$ver
+opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON -DGGML_LLAMAFILE=ON
+      -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DGGML_CCACHE=OFF)
+# A native build is only good for the CPU it was built on: the stamp names the CPU's
+# flags and the options.
+stamp=$({ grep -m1 '^flags' /proc/cpuinfo; echo "${opts[*]}"; } | md5sum | cut -c1-12)
+if [ -f "$prefix/.built" ] && [ "$(cat "$prefix/.built")" = "$stamp" ]; then
+  echo "$prefix"
+  exit 0
+fi
+mkdir -p "$cache"
+sdist=$cache/llama_cpp_python-$ver.tar.gz
+if [ ! -f "$sdist" ]; then
+  # shellcheck disable=SC2086
+  ${PIP:-python3 -m pip} download -q --no-binary :all: --no-deps \
+    "llama-cpp-python==$ver" -d "$cache" >&2
+fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-ggml.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+tar xzf "$sdist" -C "$work" "llama_cpp_python-$ver/vendor/llama.cpp/ggml"
+src=$work/llama_cpp_python-$ver/vendor/llama.cpp/ggml
+# The sdist leaves out ggml.pc.in, which a standalone ggml build configures; the peer
+# links by path, not through pkg-config, so an empty one stands in.
+[ -f "$src/ggml.pc.in" ] || : >"$src/ggml.pc.in"
+gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+rm -rf "$prefix"
+cmake -S "$src" -B "$work/build" "${gen[@]}" -DCMAKE_INSTALL_PREFIX="$prefix" "${opts[@]}" >&2
+cmake --build "$work/build" -j "$(nproc)" >&2
+cmake --install "$work/build" >&2
+echo "$stamp" >"$prefix/.built"
+echo "$prefix"
