@@ -576,7 +576,16 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
     unsigned VL = (unsigned)l->VL;
-    LLVMValueRef gi = l->group_mode ? LLVMBuildSDiv(b, c0, kg_i64(g, l->group / l->KB), "") : kg_i64(g, 0);
+    /* a chunk holds whole scale groups (CB is a multiple of the blocks per group,
+     * layout.c); each group's blocks with its own scales and zeros */
+    int64_t bpg = l->group_mode ? l->group / l->KB : l->K / l->KB + 1;
+    KilnLoop lg;
+    LLVMValueRef g0 = LLVMBuildSDiv(b, c0, kg_i64(g, bpg), "");
+    LLVMValueRef g1 = LLVMBuildSDiv(b, LLVMBuildAdd(b, c1, kg_i64(g, bpg - 1), ""), kg_i64(g, bpg), "");
+    LLVMValueRef gi = kg_loop_begin(g, &lg, g0, g1, 1);
+    LLVMValueRef gb0 = LLVMBuildMul(b, gi, kg_i64(g, bpg), ""), gb1 = LLVMBuildAdd(b, gb0, kg_i64(g, bpg), "");
+    gb0 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, c0, gb0, ""), c0, gb0, "");
+    gb1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, c1, gb1, ""), c1, gb1, "");
     LLVMValueRef sv[MAXNV], zf[MAXNV];
     for (int v = 0; v < t->NV; v++) {
         sv[v] = kg_load(g, g->vf, vec_sect(g, t, l->scales_off, gi, v));
@@ -593,7 +602,7 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
         }
     }
     KilnLoop lk;
-    LLVMValueRef kb = kg_loop_begin(g, &lk, c0, c1, 1);
+    LLVMValueRef kb = kg_loop_begin(g, &lk, gb0, gb1, 1);
     if (packed_words(l))
         load_packed(g, t, kb);
     LLVMValueRef rowb = LLVMBuildMul(b, LLVMBuildSub(b, kb, c0, ""), kg_i64(g, (int64_t)l->KB * l->NR * 4), "");
@@ -611,6 +620,7 @@ static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef
             kg_store(g, w, kg_gep(g, wbuf, off));
         }
     kg_loop_end(g, &lk);
+    kg_loop_end(g, &lg);
 }
 
 /* R rows from m0 over the decoded chunk: sums from/to each row's cbuf. */
