@@ -2,6 +2,7 @@
  * quantized weights into it (byte layout documented in layout.h). libc only. */
 #include "layout.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -312,6 +313,26 @@ int kiln_layout_row_unit(const KilnLayout *l)
 size_t kiln_layout_scratch_bytes(const KilnLayout *l, int64_t M)
 {
     return l->scratch_per_row * (size_t)(M > 0 ? M : 0) + l->scratch_fixed;
+}
+
+int kiln_layout_offset_magnitudes(const KilnLayout *l, const KilnTensor *wq, float *out,
+                                  KilnDiag *d)
+{
+    size_t n = (size_t)(l->N * l->K);
+    if (!l->zero_by_sum) {
+        memset(out, 0, n * sizeof *out);
+        return 0;
+    }
+    size_t cb = kiln_row_bytes(l->wdt, l->K) * (size_t)l->N;
+    uint8_t *low = malloc(cb);
+    if (!low)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    memset(low, l->wdt == KILN_I8 ? 0x80 : l->wdt == KILN_I4 ? 0x88 : 0, cb);
+    int rc = kiln_dequantize_matrix(&l->wspec, low, wq->scales, wq->zeros, l->N, l->K, out, d);
+    free(low);
+    for (size_t i = 0; !rc && i < n; i++)
+        out[i] = fabsf(out[i]);
+    return rc;
 }
 
 static int64_t scale_index(const KilnLayout *l, int64_t n, int64_t g)

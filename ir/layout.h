@@ -292,6 +292,11 @@ int kiln_prepack(const KilnLayout *l, const KilnTensor *wq, void *blob, KilnDiag
 int kiln_prepack_panels(const KilnLayout *l, const KilnTensor *wq_rows, int64_t p0, int64_t p1,
                         void *blob, KilnDiag *d);
 size_t kiln_layout_scratch_bytes(const KilnLayout *l, int64_t M);
+/* For the error bound of a float kernel (docs/numerics.md): out[n*K + k] = Z*s of the
+ * weight element, the offset a zero-by-sum layout sums along (|the dequantized lowest
+ * code|: Z = z, or 8 / 128 for symmetric int4 / int8), or 0 for every other layout. */
+int kiln_layout_offset_magnitudes(const KilnLayout *l, const KilnTensor *wq, float *out,
+                                  KilnDiag *d);
 /* Rows of a call are independent unless a dynamic per-tensor activation scale
  * spans all of them (0 then). Otherwise the row count that every row tile of
  * the kernel divides (MR, MRB): calls on row ranges starting at its multiples

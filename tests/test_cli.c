@@ -403,6 +403,27 @@ static void test_run_avx2_grid(void **state)
     assert_int_equal(run_grid("avx2", Ms, 4, NK, 4), 0);
 }
 
+/* Outlier columns at decode: they are picked from the 64-row synthetic calibration
+ * batch whatever M (one row at M = 1 missed planted columns, and the layer fell
+ * under its own SQNR floor at K = 4096: 29.46 < 30 dB). */
+static void test_run_outliers_decode(void **state)
+{
+    (void)state;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        skip();
+    char *cache = cli_mkdtemp("cli");
+    char path[1024];
+    recipe_path(path, sizeof path, "w8a8-int8-outliers.lua");
+    CliResult r;
+    kiln(&r, cache, "run", path, "--shape", "1,1024,4096", "--target", "cpu", "--check", NULL);
+    if (r.code != 0 || strstr(r.out, "FAIL"))
+        cli_dump("run w8a8-int8-outliers --shape 1,1024,4096 --check", &r);
+    assert_int_equal(r.code, 0);
+    assert_null(strstr(r.out, "FAIL"));
+    cli_result_free(&r);
+    cleanup(cache, NULL, 0);
+}
+
 static bool host_has_avx512_target(void)
 {
     __builtin_cpu_init();
@@ -602,6 +623,7 @@ int main(void)
         cmocka_unit_test(test_targets),        cmocka_unit_test(test_ir_recipes_targets),
         cmocka_unit_test(test_ignored_layer),  cmocka_unit_test(test_run_interp_check),
         cmocka_unit_test(test_run_avx2_grid),  cmocka_unit_test(test_run_avx512),
+        cmocka_unit_test(test_run_outliers_decode),
         cmocka_unit_test(test_bad_recipes),    cmocka_unit_test(test_errors),
         cmocka_unit_test(test_run_gpu_target),
     };

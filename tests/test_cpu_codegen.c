@@ -216,6 +216,13 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
         assert_int_equal(kiln_quantize_matrix(&c->w, W.w, N, K, wq.data, wq.scales, wq.zeros, &d), 0);
         assert_int_equal(kiln_dequantize_matrix(&c->w, wq.data, wq.scales, wq.zeros, N, K, deq, &d), 0);
     }
+    /* zero-by-sum layouts (docs/numerics.md) sum a*u and Z*a with u = q - z + Z:
+     * their bound grows by Z*s per element, |dequantize(the lowest code)| */
+    float *zs = NULL;
+    if (l.zero_by_sum) {
+        zs = malloc(sizeof(float) * (size_t)(N * K));
+        assert_int_equal(kiln_layout_offset_magnitudes(&l, &wq, zs, &d), 0);
+    }
     if (wide_range && (c->w.fmt == KILN_QF_FP8_E4M3 || c->w.fmt == KILN_QF_FP8_E5M2)) {
         bool e4 = c->w.fmt == KILN_QF_FP8_E4M3;
         for (int64_t i = 0; i < N * K; i++) {
@@ -278,7 +285,7 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
                 int64_t m = i / N, n = i % N;
                 double s = 0;
                 for (int64_t k = 0; k < K; k++)
-                    s += fabs(x[m * K + k]) * fabs(deq[n * K + k]);
+                    s += fabs(x[m * K + k]) * (fabs(deq[n * K + k]) + (zs ? 2 * zs[n * K + k] : 0));
                 tol = 1.2 * 2.0 * (double)K * ldexp(s, -23) + 1e-30;
             }
             if (c->out == KILN_F16)
@@ -300,6 +307,7 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
         kiln_module_free(mm);
     }
     free(deq);
+    free(zs);
     free(blob);
     kiln_tensor_free(&wq);
     free(W.w);

@@ -176,10 +176,10 @@ static int write_file(const char *path, const void *data, size_t n)
  * uses for the same shape and seed (N(0,1), seed + 1000), so both agree. */
 static int calibrate(Aot *s, KilnFunc *f, const AotLayer *l, bool *did)
 {
-    float *xcal = tool_calib_batch(s->a->seed, l->M, l->K);
+    float *xcal = tool_calib_batch(s->a->seed, TOOL_CALIB_ROWS, l->K);
     if (!xcal)
         return EXIT_INTERNAL;
-    *did = kiln_calibrate_static(f, xcal, l->M * l->K) != 0;
+    *did = kiln_calibrate_static(f, xcal, TOOL_CALIB_ROWS * l->K) != 0;
     free(xcal);
     return EXIT_OK;
 }

@@ -386,7 +386,7 @@ int cmd_bench(const ToolArgs *a)
     b.layer = layer;
 
     char tmp[] = "/tmp/kiln-bench-XXXXXX";
-    int64_t calib_rows = b.M < 64 ? b.M : 64;
+    int64_t calib_rows = TOOL_CALIB_ROWS;
     /* The same data as `kiln run`: W ~ N(0, 1/sqrt(K)), bias N(0, 0.1), x N(0, 1). */
     float *w = NULL, *bias = NULL;
     tool_layer_data(a->seed, layer, b.N, b.K, &w, &bias);

@@ -70,9 +70,9 @@ static int lower_one(const ToolArgs *a, const KilnRecipe *r, const char *layer,
     float th, frac;
     int64_t *idx = NULL;
     if (kiln_recipe_outliers(r, layer, &th, &frac)) {
-        float *xc = tool_layer_calib(a->seed, r, layer, a->M, a->K);
+        float *xc = tool_layer_calib(a->seed, r, layer, TOOL_CALIB_ROWS, a->K);
         idx = malloc(sizeof(int64_t) * (size_t)a->K);
-        lo.noutliers = xc && idx ? kiln_outlier_pick(xc, a->M, a->K, th, frac, idx) : -1;
+        lo.noutliers = xc && idx ? kiln_outlier_pick(xc, TOOL_CALIB_ROWS, a->K, th, frac, idx) : -1;
         lo.outlier_idx = idx;
         free(xc);
         if (lo.noutliers < 0) {

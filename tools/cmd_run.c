@@ -172,6 +172,14 @@ static int check_kernel(const KilnFunc *f, const KilnInst *g, const float *x, co
                                         &d);
         deq = ld->deq;
     }
+    /* zero-by-sum layouts also sum the offset Z*s along (docs/numerics.md) */
+    float *zs = NULL;
+    KilnLayout lay;
+    if (!rc && wt->q.fmt != KILN_QF_NONE && kiln_layout_for(g, f, &lay, &d) == 0 && lay.zero_by_sum) {
+        const KilnTensor *wq = layer_quantized(ld, wt, &d);
+        zs = malloc(sizeof(float) * (size_t)(N * K));
+        rc = !wq || !zs || kiln_layout_offset_magnitudes(&lay, wq, zs, &d) ? -1 : 0;
+    }
     int bad = 0;
     *worst = 0;
     const double u = 0x1p-24;
@@ -183,7 +191,7 @@ static int check_kernel(const KilnFunc *f, const KilnInst *g, const float *x, co
         for (int64_t n = 0; n < N; n++) {
             double B = 0;
             for (int64_t k = 0; k < K; k++)
-                B += fabs(x[m * K + k]) * fabs(deq[n * K + k]);
+                B += fabs(x[m * K + k]) * (fabs(deq[n * K + k]) + (zs ? 2.0 * zs[n * K + k] : 0));
             double ref = value_at(odt, yi->data, m * N + n);
             double got = value_at(odt, y, m * N + n);
             double tol = fudge * (2.0 * (double)K * u * B * 1.02 + 8 * u * fabs(ref)) +
@@ -198,6 +206,7 @@ static int check_kernel(const KilnFunc *f, const KilnInst *g, const float *x, co
             if (err / tol > *worst)
                 *worst = err / tol;
         }
+    free(zs);
     if (rc && d.code)
         tool_error(&d);
     return rc ? -1 : bad;
@@ -219,7 +228,7 @@ static int run_cpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, c
     int64_t M = f->values[f->params[0]].type.dim[0], K = f->values[f->params[0]].type.dim[1];
     int64_t N = f->values[g->result].type.dim[1];
     kiln_layer_desc desc = {.name = f->name, .N = N, .K = K, .weight = ld->w, .bias = ld->b,
-                            .calib_x = xcal, .calib_rows = M};
+                            .calib_x = xcal, .calib_rows = TOOL_CALIB_ROWS};
     kiln_layer *l = NULL;
     int e = EXIT_OK;
     if (kiln_layer_create(rc->api, rc->recipe, &desc, &l)) {
@@ -287,7 +296,7 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
     KilnTensor x = {0}, yi = {0}, yref = {0};
     LayerData ld;
     void *ycpu = NULL;
-    float *xcal = tool_layer_calib(a->seed, rc->r, f->name, M, K); /* a separate batch */
+    float *xcal = tool_layer_calib(a->seed, rc->r, f->name, TOOL_CALIB_ROWS, K); /* a separate batch */
     int e = EXIT_OK;
     if (layer_data_init(&ld, a->seed, f->name, N, K) || !xcal || kiln_tensor_alloc(&x, xt)) {
         layer_data_free(&ld);
@@ -296,7 +305,7 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
     }
     tool_fill_normal(x.data, M * K, a->seed, "x", 1.0f);
     tool_layer_outliers(a->seed, rc->r, f->name, x.data, M, K); /* the channels of xcal */
-    if (kiln_calibrate_static(f, xcal, M * K) && a->verbose)
+    if (kiln_calibrate_static(f, xcal, TOOL_CALIB_ROWS * K) && a->verbose)
         printf("  calibrated the static activation scale on a separate batch (minmax)\n");
 
     const KilnAttr *lay = kiln_get(g, "layout");

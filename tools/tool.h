@@ -43,6 +43,11 @@ uint64_t tool_hash(const char *s);
  * W[N,K] ~ N(0, 1/sqrt(K)) named "<layer>.weight", so outputs stay O(1), and bias[N] ~
  * N(0, 0.1) named "<layer>.bias". Both malloc'd (caller frees); -1 when out of memory. */
 #define TOOL_BIAS_SIGMA 0.1f
+/* Rows of the separate synthetic calibration batch every command uses for a layer
+ * (static activation scales, outlier columns), whatever M: one row at M = 1 picks
+ * outlier columns by chance (an N(0,1) draw times the planted gain can fall under the
+ * threshold) and a static scale from 1/64th of the statistics. */
+#define TOOL_CALIB_ROWS 64
 float tool_weight_sigma(int64_t K);
 int tool_layer_data(uint64_t seed, const char *layer, int64_t N, int64_t K, float **w, float **b);
 /* The calibration batch for static activation scales: rows x K of N(0,1), a stream
