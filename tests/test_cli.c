@@ -424,6 +424,37 @@ static void test_run_outliers_decode(void **state)
     cleanup(cache, NULL, 0);
 }
 
+/* The kernel the API runs is the one the plan names: with the default target (the
+ * host, with its traits) `kiln run --verbose` reports the same layout the layer line
+ * shows (it once ran the level's portable kernel while naming the tuned one). */
+static void test_run_same_kernel(void **state)
+{
+    (void)state;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        skip();
+    char *cache = cli_mkdtemp("cli");
+    char path[1024];
+    recipe_path(path, sizeof path, "w4a16-g128-asym.lua");
+    CliResult r;
+    kiln(&r, cache, "run", path, "--shape", "1,64,256", "--check", "--verbose", NULL);
+    assert_int_equal(r.code, 0);
+    const char *ran = strstr(r.err, "): cache "), *named = strstr(r.out, "  kernel ");
+    assert_non_null(ran);
+    assert_non_null(named);
+    const char *open = ran;
+    while (open > r.err && *open != '(')
+        open--;
+    size_t len = (size_t)(ran - open - 1);
+    char planned[64] = "";
+    sscanf(named + 9, "%63s", planned);
+    if (strlen(planned) != len || strncmp(open + 1, planned, len))
+        cli_dump("run --verbose: kernel run vs kernel planned", &r);
+    assert_int_equal(strlen(planned), len);
+    assert_memory_equal(open + 1, planned, len);
+    cli_result_free(&r);
+    cleanup(cache, NULL, 0);
+}
+
 static bool host_has_avx512_target(void)
 {
     __builtin_cpu_init();
@@ -624,6 +655,7 @@ int main(void)
         cmocka_unit_test(test_ignored_layer),  cmocka_unit_test(test_run_interp_check),
         cmocka_unit_test(test_run_avx2_grid),  cmocka_unit_test(test_run_avx512),
         cmocka_unit_test(test_run_outliers_decode),
+        cmocka_unit_test(test_run_same_kernel),
         cmocka_unit_test(test_bad_recipes),    cmocka_unit_test(test_errors),
         cmocka_unit_test(test_run_gpu_target),
     };

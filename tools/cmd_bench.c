@@ -22,6 +22,7 @@
 
 typedef struct BenchResult {
     const char *layer, *kernel, *target;
+    const char *target_asked; /* as given ("cpu" resolves to the host's level and traits) */
     int64_t M, N, K;
     int threads, repeat, warmup;
     bool cold;
@@ -69,7 +70,7 @@ static int time_compile(const ToolArgs *a, const char *layer, const char *cache_
     if (!rc)
         rc = kiln_recipe_load(a->recipe, &r, &d);
     if (!rc)
-        rc = kiln_target_lookup(b->target, &t, &d);
+        rc = kiln_target_lookup(b->target_asked, &t, &d);
     if (!rc)
         rc = kiln_lower_layer(r, layer, 1, b->N, b->K, t.name, m, &f, &d);
     if (!rc)
@@ -411,6 +412,7 @@ int cmd_bench(const ToolArgs *a)
         e = strstr(kiln_error(NULL), "cannot run") ? EXIT_NODEV : EXIT_INPUT;
         goto out;
     }
+    b.target_asked = b.target;
     b.target = kiln_ctx_target(ctx);
     if ((e = time_compile(a, layer, tmp, xcal, calib_rows, &b)))
         goto out;

@@ -415,7 +415,9 @@ int cmd_run(const ToolArgs *a)
             goto fail;
     }
     if (t.kind == KILN_TGT_CPU) {
-        kiln_options o = {.target = t.name, .verbose = a->verbose};
+        /* the name as asked: "cpu" is the host's level with its traits, which the
+         * resolved level's name alone would not carry */
+        kiln_options o = {.target = tool_target_name(a, r, "cpu"), .verbose = a->verbose};
         kiln_status st = kiln_ctx_create(&o, &rc.api);
         if (!st)
             st = kiln_recipe_open(rc.api, a->recipe, &rc.recipe);
