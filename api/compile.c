@@ -15,13 +15,6 @@ struct KilnCompiler {
     char (*loaded)[64]; /* symbols already added to the JIT */
 };
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 int kiln_kernel_canon(const KilnFunc *f, KilnModule *m, KilnFunc **out, KilnDiag *d)
 {
     const KilnInst *g = kiln_find_qgemm(f);
@@ -172,7 +165,7 @@ int kiln_compile_object(KilnCompiler *c, const KilnFunc *f, void **obj, size_t *
 int kiln_compile_qgemm(KilnCompiler *c, const KilnFunc *f, KilnCompiled *out, KilnDiag *d)
 {
     memset(out, 0, sizeof *out);
-    double t0 = now_ms();
+    double t0 = kiln_now_ms();
     KilnModule *km = kiln_module_new();
     KilnFunc *canon;
     void *obj = NULL;
@@ -199,7 +192,7 @@ int kiln_compile_qgemm(KilnCompiler *c, const KilnFunc *f, KilnCompiled *out, Ki
     if (!rc)
         rc = kiln_cpu_jit_lookup(c->jit, out->symbol, &fn, d);
     out->fn = (KilnQGemmFn)fn;
-    out->compile_ms = now_ms() - t0;
+    out->compile_ms = kiln_now_ms() - t0;
     free(obj);
     kiln_module_free(km);
     return rc;

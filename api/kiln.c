@@ -139,13 +139,6 @@ static int calibrate(KilnFunc *f, const kiln_layer_desc *desc, KilnDiag *d)
  * kiln_quantize_matrix does, and handed to the blocks as a fixed scale) and packs them
  * into the shared blob while they are in cache (kiln_prepack_panels: blocks write
  * disjoint bytes). */
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
 typedef struct LoadScratch { /* one per pool thread, made by its first task */
     uint8_t *codes;
     float *scales;
@@ -190,7 +183,7 @@ static void load_task(void *ctx, int t, int thread)
         j->rc[t] = kiln_diag_set(&j->d[t], KILN_EINTERNAL, "out of memory loading weights");
         return;
     }
-    double t0 = now_ms();
+    double t0 = kiln_now_ms();
     KilnTensor st = {.type = j->wt, .nbytes = (size_t)(n1 - n0) * j->rb};
     st.type.dim[0] = n1 - n0;
     if (j->quant) {
@@ -214,10 +207,10 @@ static void load_task(void *ctx, int t, int thread)
     } else {
         st.data = (void *)(j->w + n0 * K);
     }
-    double t1 = now_ms();
+    double t1 = kiln_now_ms();
     j->rc[t] = kiln_prepack_panels(L, &st, p0, p1, j->blob, &j->d[t]);
     j->quant_ms[t] = t1 - t0;
-    j->pack_ms[t] = now_ms() - t1;
+    j->pack_ms[t] = kiln_now_ms() - t1;
 }
 
 static int prepack_weights(kiln_ctx *ctx, kiln_layer *l, const KilnFunc *f,
@@ -225,7 +218,7 @@ static int prepack_weights(kiln_ctx *ctx, kiln_layer *l, const KilnFunc *f,
 {
     const KilnLayout *L = &l->k.layout;
     const KilnType *wt = &f->values[kiln_find_qgemm(f)->ops[1]].type;
-    double t0 = now_ms();
+    double t0 = kiln_now_ms();
     l->wpack = kiln_rt_alloc_weights(L->pack_bytes);
     if (!l->wpack)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -285,7 +278,7 @@ static int prepack_weights(kiln_ctx *ctx, kiln_layer *l, const KilnFunc *f,
         rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory loading weights");
     }
     if (!rc && ctx->verbose) {
-        double qms = 0, pms = 0, ms = now_ms() - t0;
+        double qms = 0, pms = 0, ms = kiln_now_ms() - t0;
         for (int64_t t = 0; t < ntasks; t++) {
             qms += j.quant_ms[t];
             pms += j.pack_ms[t];

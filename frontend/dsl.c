@@ -262,7 +262,7 @@ static int fmt_call(lua_State *L)
     }
     if (f.set & OPT_SYMMETRIC) {
         f.q.symmetric = opt_bool(L, 2, "symmetric", ctor, line);
-        if (!f.q.symmetric && kiln__is_fp8(f.q.fmt))
+        if (!f.q.symmetric && kiln_qformat_is_fp8(f.q.fmt))
             kiln__dsl_error(L, line, "%s is always symmetric: symmetric = false is not supported", ctor);
     }
     if (f.set & OPT_PER)
@@ -393,7 +393,7 @@ static void resolve_acts(lua_State *L, KFormat *a, const KFormat *w, int rline, 
                   "dynamic)",
                   pat);
     a->q.gran = (KilnGran)a->per;
-    if (!w->stored && kiln__is_fp8(a->q.fmt) != kiln__is_fp8(w->q.fmt)) /* stored: checked at load */
+    if (!w->stored && kiln_qformat_is_fp8(a->q.fmt) != kiln_qformat_is_fp8(w->q.fmt)) /* stored: checked at load */
         kiln__dsl_error(L, fline(L, a, rline, "activations"),
                   "rule \"%s\": %s activations with %s weights are not supported (int8 activations "
                   "need int4/int8 weights, fp8 activations need fp8 weights)",

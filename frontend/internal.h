@@ -95,10 +95,6 @@ typedef struct KLoadCtx {
     size_t len;
 } KLoadCtx;
 
-static inline bool kiln__is_fp8(KilnQFormat f)
-{
-    return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2;
-}
 
 /* Metatable names of the recipe language's values. */
 #define MT_FORMAT "kiln.format"

@@ -22,7 +22,7 @@ static int file_acts(const char *layer, const KilnQuantSpec *sa, KFormat *out, K
         why = "int4 activations are not supported";
     else if (sa->gran != KILN_GRAN_TOKEN && sa->gran != KILN_GRAN_TENSOR)
         why = "activation scales are per token or per tensor";
-    else if (!sa->symmetric && (sa->dynamic || kiln__is_fp8(sa->fmt)))
+    else if (!sa->symmetric && (sa->dynamic || kiln_qformat_is_fp8(sa->fmt)))
         why = "dynamic activations and fp8 are symmetric";
     else if (!sa->dynamic && sa->gran == KILN_GRAN_TOKEN)
         why = "static activation scales are per tensor";
@@ -188,7 +188,7 @@ int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64
         if (!ok)
             return kiln_diag_set(d, KILN_EINPUT, "layer '%s': the stored weight format is not one kiln runs",
                                  layer);
-        if (!acts.is_float && kiln__is_fp8(st->fmt) != kiln__is_fp8(acts.q.fmt)) {
+        if (!acts.is_float && kiln_qformat_is_fp8(st->fmt) != kiln_qformat_is_fp8(acts.q.fmt)) {
             if (k->stored_acts)
                 return kiln_diag_set(d, KILN_EINPUT,
                                      "layer '%s': the model file declares %s activations for %s "

@@ -1,6 +1,8 @@
-/* ir/diag.c — error reporting: every fallible kiln function fills a KilnDiag. */
+/* ir/diag.c — error reporting (every fallible kiln function fills a KilnDiag) and the
+ * clock for timings people read. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "ir.h"
 
@@ -43,4 +45,11 @@ const char *kiln_diag_format(const KilnDiag *d, char *buf, size_t n)
     else
         snprintf(buf, n, "%s", d->msg);
     return buf;
+}
+
+double kiln_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }

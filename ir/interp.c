@@ -45,8 +45,6 @@ static int fail(Interp *c, int code, const char *fmt, ...)
 static const char *vname(const Interp *c, int id) { return c->f->values[id].name; }
 
 static bool is_float_dt(KilnDType dt) { return dt == KILN_F32 || dt == KILN_F16 || dt == KILN_BF16; }
-static bool is_int_fmt(KilnQFormat f) { return f == KILN_QF_INT8 || f == KILN_QF_INT4; }
-static bool is_fp8_fmt(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2; }
 
 static float load_f(const KilnTensor *t, int64_t i)
 {
@@ -161,7 +159,7 @@ static int need_quant_result(Interp *c, const KilnType *t)
 {
     if (t->q.fmt == KILN_QF_NONE)
         return fail(c, KILN_EINPUT, "result %s has no quantization spec", kiln_type_str(t).s);
-    KilnDType want = kiln_qformat_storage(t->q.fmt, t->q.symmetric || is_fp8_fmt(t->q.fmt));
+    KilnDType want = kiln_qformat_storage(t->q.fmt, t->q.symmetric || kiln_qformat_is_fp8(t->q.fmt));
     if (t->dt != want)
         return fail(c, KILN_EINPUT, "result %s: %s %s is stored as %s", kiln_type_str(t).s,
                     kiln_qformat_name(t->q.fmt), t->q.symmetric ? "sym" : "asym",
@@ -482,7 +480,7 @@ static int quant_act(Interp *c, const KilnQuantSpec *act, const float *x, int64_
     else if (!(q.scale > 0.0f))
         return fail(c, KILN_EINPUT, "static activation scale not calibrated (act spec has scale "
                                     "0 and is not dynamic)");
-    bool sym = q.symmetric || is_fp8_fmt(q.fmt);
+    bool sym = q.symmetric || kiln_qformat_is_fp8(q.fmt);
     KilnType t = kiln_type2(kiln_qformat_storage(q.fmt, sym), M, K);
     t.q = q;
     KilnTensor qa;
@@ -512,7 +510,7 @@ static int qgemm_weight_only(Interp *c, const KilnTensor *xt, const KilnTensor *
                              int64_t M, int64_t N, int64_t K, float *y)
 {
     const KilnQuantSpec *ws = &w->type.q;
-    bool sym = ws->symmetric || is_fp8_fmt(ws->fmt);
+    bool sym = ws->symmetric || kiln_qformat_is_fp8(ws->fmt);
     float *a = malloc((size_t)(M * K + 1) * sizeof *a), *dw = malloc((size_t)(K + 1) * sizeof *dw);
     if (!a || !dw) {
         free(a);
@@ -550,7 +548,7 @@ static int qgemm_quantized(Interp *c, const KilnQuantSpec *act, const KilnTensor
                            const KilnTensor *w, int64_t M, int64_t N, int64_t K, float *y)
 {
     const KilnQuantSpec *ws = &w->type.q;
-    bool fp8 = is_fp8_fmt(act->fmt);
+    bool fp8 = kiln_qformat_is_fp8(act->fmt);
     int32_t *qa = malloc((size_t)(M * K + 1) * sizeof *qa);
     int32_t *qw = malloc((size_t)(K + 1) * sizeof *qw);
     float *da = malloc((size_t)(M * K + 1) * sizeof *da), *dw = malloc((size_t)(K + 1) * sizeof *dw);
@@ -680,7 +678,7 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
     const KilnQuantSpec *ws = &wt->q;
     bool f32w = ws->fmt == KILN_QF_NONE && wt->dt == KILN_F32; /* unquantized layer */
     if ((ws->fmt == KILN_QF_NONE && !f32w) || wt->rank != 2 ||
-        (!f32w && wt->dt != kiln_qformat_storage(ws->fmt, ws->symmetric || is_fp8_fmt(ws->fmt))))
+        (!f32w && wt->dt != kiln_qformat_storage(ws->fmt, ws->symmetric || kiln_qformat_is_fp8(ws->fmt))))
         return fail(c, KILN_EINPUT, "weight %%%s must be a quantized or f32 [N,K] value, got %s",
                     vname(c, ids[1]), kiln_type_str(wt).s);
     int64_t M = xt->dim[0], K = xt->dim[1], N = wt->dim[0];
@@ -701,7 +699,7 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
         return fail(c, KILN_EINPUT, "weight %s: granularity must be tensor, channel or a group "
                                     "> 0 (K=%lld)", kiln_type_str(wt).s, (long long)K);
     if (!f32w && (!w->scales || w->nscales != kiln_type_nscales(wt) ||
-                  (is_int_fmt(ws->fmt) && !ws->symmetric && !w->zeros)))
+                  (kiln_qformat_is_int(ws->fmt) && !ws->symmetric && !w->zeros)))
         return fail(c, KILN_EINPUT, "weight %%%s lacks its %lld scales/zero points",
                     vname(c, ids[1]), (long long)kiln_type_nscales(wt));
     const char *epi, *adt_name;
@@ -743,8 +741,8 @@ static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const
         rc = fail(c, KILN_EINPUT, "act %s with f32 weight %%%s: an unquantized weight takes "
                                   "act_dtype, not quantized activations",
                   kiln_qformat_name(act->q.fmt), vname(c, ids[1]));
-    } else if ((is_int_fmt(act->q.fmt) && is_int_fmt(ws->fmt)) ||
-               (is_fp8_fmt(act->q.fmt) && is_fp8_fmt(ws->fmt))) {
+    } else if ((kiln_qformat_is_int(act->q.fmt) && kiln_qformat_is_int(ws->fmt)) ||
+               (kiln_qformat_is_fp8(act->q.fmt) && kiln_qformat_is_fp8(ws->fmt))) {
         rc = qgemm_quantized(c, &act->q, x, w, M, N, K, y);
     } else {
         rc = fail(c, KILN_EINPUT, "act %s with a %s weight: integer and fp8 do not mix",
@@ -789,7 +787,7 @@ static int check_inputs(Interp *c, const KilnTensor *inputs, int ninputs)
                         kiln_tensor_bytes(want));
         if (want->q.fmt != KILN_QF_NONE &&
             (!t->scales || t->nscales != kiln_type_nscales(want) ||
-             (is_int_fmt(want->q.fmt) && !want->q.symmetric && !t->zeros)))
+             (kiln_qformat_is_int(want->q.fmt) && !want->q.symmetric && !t->zeros)))
             return fail(c, KILN_EINPUT, "input %d (%%%s) of type %s lacks its %lld scales/zeros",
                         i, vname(c, id), kiln_type_str(want).s, (long long)kiln_type_nscales(want));
         c->vals[id] = *t; /* borrowed: never freed here */

@@ -70,6 +70,15 @@ typedef enum {
     KILN_NQFORMATS
 } KilnQFormat;
 
+static inline bool kiln_qformat_is_fp8(KilnQFormat f)
+{
+    return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2;
+}
+static inline bool kiln_qformat_is_int(KilnQFormat f)
+{
+    return f == KILN_QF_INT8 || f == KILN_QF_INT4;
+}
+
 /* Granularity of scales. For a weight W[N,K]: tensor = 1 scale, channel = one per
  * output row n (N scales), group = one per (n, k/g) (N*ceil(K/g) scales, row-major;
  * when g does not divide K the last group of a row is ragged: K mod g elements).
@@ -110,6 +119,8 @@ typedef struct KilnQuantSpec {
  * u4, fp8 e4m3 / e5m2. KILN_F32 for NONE. */
 KilnDType kiln_qformat_storage(KilnQFormat f, bool symmetric);
 const char *kiln_qformat_name(KilnQFormat f);
+/* Milliseconds on the monotonic clock, for timings people read (ir/diag.c). */
+double kiln_now_ms(void);
 const char *kiln_gran_name(KilnGran g);
 
 /* Spec text: "<fmt> <sym|asym> <tensor|channel|token|auto|group=G>[ dynamic]

@@ -18,8 +18,6 @@ const KilnInst *kiln_find_qgemm(const KilnFunc *f)
     return NULL;
 }
 
-static bool is_int_fmt(KilnQFormat f) { return f == KILN_QF_INT8 || f == KILN_QF_INT4; }
-static bool is_fp8_fmt(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2; }
 
 static int choose_family(bool avx512, const KilnQuantSpec *w, const KilnQuantSpec *act,
                          KilnDType act_dtype, KilnLayout *l, KilnDiag *d)
@@ -30,12 +28,12 @@ static int choose_family(bool avx512, const KilnQuantSpec *w, const KilnQuantSpe
                              "(act_dtype), not quantized %s activations",
                              kiln_qformat_name(act->fmt));
     if (act) {
-        if (is_int_fmt(act->fmt) && act->fmt == KILN_QF_INT8 && is_int_fmt(w->fmt)) {
+        if (kiln_qformat_is_int(act->fmt) && act->fmt == KILN_QF_INT8 && kiln_qformat_is_int(w->fmt)) {
             l->family = avx512 ? KILN_KF_U8S8_VNNI
                       : w->fmt == KILN_QF_INT4 ? KILN_KF_U4S8_MADDUBS : KILN_KF_I16_MADD;
             return 0;
         }
-        if (is_fp8_fmt(act->fmt) && is_fp8_fmt(w->fmt)) {
+        if (kiln_qformat_is_fp8(act->fmt) && kiln_qformat_is_fp8(w->fmt)) {
             l->family = KILN_KF_F32_FMA;
             return 0;
         }
@@ -85,7 +83,7 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
         return kiln_diag_set(d, KILN_EINPUT,
                              "qgemm: weight must be quantized or plain f32, got %s",
                              kiln_dtype_name(wt->dt));
-    if (!f32w && !is_int_fmt(w->fmt) && !is_fp8_fmt(w->fmt))
+    if (!f32w && !kiln_qformat_is_int(w->fmt) && !kiln_qformat_is_fp8(w->fmt))
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: weight format %s has no CPU kernel",
                              kiln_qformat_name(w->fmt));
     if (!f32w && w->gran != KILN_GRAN_TENSOR && w->gran != KILN_GRAN_CHANNEL && w->gran != KILN_GRAN_GROUP)
@@ -110,7 +108,7 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
     l->subnormal_decode = (t->tune & KILN_TUNE_SUBNORMAL_FREE) &&
                           ((l->family == KILN_KF_F32_FMA && w->fmt == KILN_QF_INT4) ||
                            ((l->family == KILN_KF_F32_FMA || l->family == KILN_KF_BF16_DOT) &&
-                            is_fp8_fmt(w->fmt)));
+                            kiln_qformat_is_fp8(w->fmt)));
     snprintf(l->name, sizeof l->name, "%s-%s%s", isa, family_name(l->family),
              l->subnormal_decode ? "-subnormal" : "");
     snprintf(l->isa, sizeof l->isa, "%s", isa);
@@ -182,7 +180,7 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
         l->scales_off = end;
         end = align64(end + vec_bytes);
     }
-    if (!w->symmetric && is_int_fmt(w->fmt)) {
+    if (!w->symmetric && kiln_qformat_is_int(w->fmt)) {
         l->zeros_off = end;
         end = align64(end + vec_bytes);
     }

@@ -10,8 +10,6 @@
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static size_t align256(size_t v) { return (v + 255) / 256 * 256; }
 
-static bool is_fp8(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2; }
-static bool is_int(KilnQFormat f) { return f == KILN_QF_INT8 || f == KILN_QF_INT4; }
 
 static int parse_sm(const KilnFunc *f, int *sm, KilnDiag *d)
 {
@@ -44,13 +42,13 @@ static int pick_family(KilnGpuLayout *l, const KilnInst *q, const KilnFunc *f, K
                                  f->name, kiln_gran_name(as->gran));
         if (as->dynamic && as->calib == KILN_CAL_PERCENTILE && as->pct > 0 && as->pct < 100)
             return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': dynamic percentile activation scales are not supported on GPU (use min/max)", f->name);
-        bool sym = as->symmetric || is_fp8(as->fmt);
+        bool sym = as->symmetric || kiln_qformat_is_fp8(as->fmt);
         l->adt = kiln_qformat_storage(as->fmt, sym);
         l->azero = !sym;
         l->act_esz = 1;
-        if (is_int(as->fmt) && is_int(ws->fmt)) {
+        if (kiln_qformat_is_int(as->fmt) && kiln_qformat_is_int(ws->fmt)) {
             l->family = KILN_GK_MMA_S8;
-        } else if (is_fp8(as->fmt) && is_fp8(ws->fmt)) {
+        } else if (kiln_qformat_is_fp8(as->fmt) && kiln_qformat_is_fp8(ws->fmt)) {
             if (l->sm < 89)
                 return kiln_diag_set(d, KILN_EINPUT,
                                      "GPU kernel '%s': sm_%d has no FP8 tensor cores (pick_layout rewrites fp8 "
@@ -116,7 +114,7 @@ int kiln_gpu_layout_for(const KilnInst *q, const KilnFunc *f, KilnGpuLayout *out
      * ceil(K/GLEN) (GLEN is a multiple of BK), the weight's scale count per row. */
     l->glen = l->group_mode ? l->wspec.group : l->KP;
     l->ngroups = (l->KP + l->glen - 1) / l->glen;
-    l->wzero = is_int(l->wspec.fmt) && !l->wspec.symmetric;
+    l->wzero = kiln_qformat_is_int(l->wspec.fmt) && !l->wspec.symmetric;
     l->row_bytes = (size_t)(l->KP * l->wbits / 8);
     size_t nsc = (size_t)(l->NP * l->ngroups) * 4;
     l->codes_off = 256;
@@ -167,7 +165,7 @@ int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, K
     float *sc = (float *)(b + l->scales_off);
     int32_t *zs = (int32_t *)(b + l->zeros_off), *ws = (int32_t *)(b + l->wsum_off);
     size_t srb = kiln_row_bytes(l->wdt, l->K);
-    bool fp8 = is_fp8(l->wspec.fmt);
+    bool fp8 = kiln_qformat_is_fp8(l->wspec.fmt);
     for (int64_t n = 0; n < l->N; n++) {
         const uint8_t *src = (const uint8_t *)wq->data + (size_t)n * srb;
         uint8_t *dst = b + l->codes_off + (size_t)n * l->row_bytes;

@@ -180,8 +180,6 @@ int kiln_qformat_bits(KilnQFormat f)
     }
 }
 
-static bool is_fp8(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2; }
-static bool is_int(KilnQFormat f) { return f == KILN_QF_INT8 || f == KILN_QF_INT4; }
 
 float kiln_qformat_qmax(KilnQFormat f, bool symmetric)
 {
@@ -196,9 +194,9 @@ float kiln_qformat_qmax(KilnQFormat f, bool symmetric)
 
 int32_t kiln_qformat_qmin(KilnQFormat f, bool symmetric)
 {
-    if (is_int(f))
+    if (kiln_qformat_is_int(f))
         return symmetric ? -(int32_t)kiln_qformat_qmax(f, true) : 0;
-    if (is_fp8(f))
+    if (kiln_qformat_is_fp8(f))
         return -(int32_t)kiln_qformat_qmax(f, true);
     return 0;
 }
@@ -398,7 +396,7 @@ static void slice_codes(KilnQFormat f, bool sym, KilnQParams p, const float *x, 
     int64_t i = 0;
 #ifdef KILN_HAVE_AVX2_PATH
     if (avx2) {
-        if (is_fp8(f))
+        if (kiln_qformat_is_fp8(f))
             i = fp8_codes_avx2(x, n, p.scale, f == KILN_QF_FP8_E4M3, out);
         else
             i = int_codes_avx2(x, n, p.scale, kiln_qformat_qmin(f, sym),
@@ -469,7 +467,7 @@ KilnQParams kiln_qparams_from_range(KilnQFormat f, bool symmetric, float lo, flo
     KilnQParams p = {1.0f, 0};
     lo = lo < 0.0f ? lo : 0.0f;
     hi = hi > 0.0f ? hi : 0.0f;
-    if (is_fp8(f) || symmetric) {
+    if (kiln_qformat_is_fp8(f) || symmetric) {
         float amax = fmaxf(-lo, hi);
         float qmax = kiln_qformat_qmax(f, true);
         if (amax > 0.0f && qmax > 0.0f)
@@ -495,7 +493,7 @@ int32_t kiln_quantize_value(KilnQFormat f, bool symmetric, KilnQParams p, float 
         return kiln_fp8_e4m3_encode(x / p.scale);
     if (f == KILN_QF_FP8_E5M2)
         return kiln_fp8_e5m2_encode(x / p.scale);
-    if (!is_int(f))
+    if (!kiln_qformat_is_int(f))
         return 0;
     int32_t zero = symmetric ? 0 : p.zero;
     float r = kiln_round_even(x / p.scale);
@@ -582,7 +580,7 @@ void kiln_int4_unpack(const uint8_t *in, int64_t n, bool is_signed, int8_t *v)
 static int check_spec(const KilnQuantSpec *s, int64_t rows, int64_t cols, bool need_zeros,
                       const void *zeros, KilnDiag *d)
 {
-    if (!is_int(s->fmt) && !is_fp8(s->fmt))
+    if (!kiln_qformat_is_int(s->fmt) && !kiln_qformat_is_fp8(s->fmt))
         return kiln_diag_set(d, KILN_EINPUT, "cannot quantize with format %s",
                              kiln_qformat_name(s->fmt));
     if (rows < 0 || cols < 0)
@@ -598,7 +596,7 @@ static int check_spec(const KilnQuantSpec *s, int64_t rows, int64_t cols, bool n
     if (s->gran == KILN_GRAN_GROUP && s->group <= 0)
         return kiln_diag_set(d, KILN_EINPUT, "group size %d of a [%lld,%lld] matrix, expected > 0",
                              (int)s->group, (long long)rows, (long long)cols);
-    if (need_zeros && is_int(s->fmt) && !s->symmetric && !zeros)
+    if (need_zeros && kiln_qformat_is_int(s->fmt) && !s->symmetric && !zeros)
         return kiln_diag_set(d, KILN_EINPUT, "asymmetric %s needs zero points",
                              kiln_qformat_name(s->fmt));
     return 0;
@@ -625,7 +623,7 @@ static void quantize_matrix_fast(const KilnQuantSpec *spec, const float *x, int6
 {
     enum { CHUNK = 512 }; /* even, so every chunk starts on a whole byte */
     uint8_t buf[CHUNK];
-    bool sym = spec->symmetric || is_fp8(spec->fmt);
+    bool sym = spec->symmetric || kiln_qformat_is_fp8(spec->fmt);
     KilnDType dt = kiln_qformat_storage(spec->fmt, sym);
     bool fixed = !spec->dynamic && spec->scale > 0.0f;
     KilnQParams tp = {spec->scale, sym ? 0 : spec->zero};
@@ -683,7 +681,7 @@ int kiln_quantize_matrix(const KilnQuantSpec *spec, const float *x, int64_t rows
     if (rc)
         return rc;
     if (rows == 0 || cols == 0) {
-        bool sym = spec->symmetric || is_fp8(spec->fmt);
+        bool sym = spec->symmetric || kiln_qformat_is_fp8(spec->fmt);
         bool fixed = !spec->dynamic && spec->scale > 0.0f;
         if (spec->gran == KILN_GRAN_TENSOR) {
             scales[0] = fixed ? spec->scale : 1.0f;
@@ -703,7 +701,7 @@ int kiln_dequantize_matrix(const KilnQuantSpec *spec, const void *codes, const f
     int rc = check_spec(spec, rows, cols, true, zeros, d);
     if (rc)
         return rc;
-    bool sym = spec->symmetric || is_fp8(spec->fmt);
+    bool sym = spec->symmetric || kiln_qformat_is_fp8(spec->fmt);
     KilnDType dt = kiln_qformat_storage(spec->fmt, sym);
     size_t rb = kiln_row_bytes(dt, cols);
     int64_t len = slice_len(spec, cols), per_row = slices_per_row(len, cols);
@@ -725,7 +723,7 @@ int kiln_quantize_matrix_with(const KilnQuantSpec *spec, const float *x, int64_t
     int rc = check_spec(spec, rows, cols, true, zeros, d);
     if (rc)
         return rc;
-    bool sym = spec->symmetric || is_fp8(spec->fmt);
+    bool sym = spec->symmetric || kiln_qformat_is_fp8(spec->fmt);
     KilnDType dt = kiln_qformat_storage(spec->fmt, sym);
     size_t rb = kiln_row_bytes(dt, cols);
     int64_t len = slice_len(spec, cols), per_row = slices_per_row(len, cols);
@@ -740,7 +738,7 @@ int kiln_quantize_matrix_with(const KilnQuantSpec *spec, const float *x, int64_t
             int64_t si = spec->gran == KILN_GRAN_TENSOR ? 0 : r * per_row + c / len;
             KilnQParams p = {scales[si], (zeros && !sym) ? zeros[si] : 0};
             int32_t code;
-            if (is_int(spec->fmt)) { /* the storage's whole range: a grid chosen elsewhere
+            if (kiln_qformat_is_int(spec->fmt)) { /* the storage's whole range: a grid chosen elsewhere
                                       * may use -8 / -128, which kiln's own rounding never does */
                 int32_t lo = sym ? -(1 << (kiln_qformat_bits(spec->fmt) - 1)) : 0;
                 int32_t hi = sym ? (1 << (kiln_qformat_bits(spec->fmt) - 1)) - 1

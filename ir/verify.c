@@ -41,8 +41,6 @@ static const KilnType *ty(const V *v, int val) { return &v->f->values[val].type;
 static const char *nm(const V *v, int val) { return v->f->values[val].name; }
 
 static bool is_float_dt(KilnDType dt) { return dt == KILN_F32 || dt == KILN_F16 || dt == KILN_BF16; }
-static bool is_fp8(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2; }
-static bool is_int(KilnQFormat f) { return f == KILN_QF_INT8 || f == KILN_QF_INT4; }
 static bool quantized(const KilnType *t) { return t->q.fmt != KILN_QF_NONE; }
 static bool plain(const KilnType *t, KilnDType dt) { return t->dt == dt && !quantized(t); }
 
@@ -82,7 +80,7 @@ static int check_spec(V *v, const char *what, const KilnQuantSpec *q, Role role,
     (void)last;
     if (q->fmt == KILN_QF_NONE)
         return bad(v, "%s: spec has format none", what);
-    if (is_fp8(q->fmt) && !q->symmetric)
+    if (kiln_qformat_is_fp8(q->fmt) && !q->symmetric)
         return bad(v, "%s: %s must be symmetric", what, kiln_qformat_name(q->fmt));
     if (q->gran == KILN_GRAN_GROUP) {
         if (q->group <= 0)
@@ -102,7 +100,7 @@ static int check_spec(V *v, const char *what, const KilnQuantSpec *q, Role role,
     if (q->symmetric && q->zero != 0)
         return bad(v, "%s: symmetric spec with zero=%d", what, (int)q->zero);
     int zmax = q->fmt == KILN_QF_INT4 ? 15 : 255;
-    if (!q->symmetric && is_int(q->fmt) && (q->zero < 0 || q->zero > zmax))
+    if (!q->symmetric && kiln_qformat_is_int(q->fmt) && (q->zero < 0 || q->zero > zmax))
         return bad(v, "%s: zero=%d out of range 0..%d", what, (int)q->zero, zmax);
     return 0;
 }
@@ -262,10 +260,10 @@ static int check_qgemm(V *v, const KilnType *r)
             act->q.gran != KILN_GRAN_AUTO)
             return bad(v, "act: granularity %s, expected token or tensor",
                        kiln_gran_name(act->q.gran));
-        if (is_int(act->q.fmt) && is_fp8(tw->q.fmt))
+        if (kiln_qformat_is_int(act->q.fmt) && kiln_qformat_is_fp8(tw->q.fmt))
             return bad(v, "act %s with %s weight %%%s: int activations need an int weight",
                        kiln_qformat_name(act->q.fmt), kiln_qformat_name(tw->q.fmt), nm(v, w));
-        if (is_fp8(act->q.fmt) && is_int(tw->q.fmt))
+        if (kiln_qformat_is_fp8(act->q.fmt) && kiln_qformat_is_int(tw->q.fmt))
             return bad(v, "act %s with %s weight %%%s: fp8 activations need an fp8 weight",
                        kiln_qformat_name(act->q.fmt), kiln_qformat_name(tw->q.fmt), nm(v, w));
     } else {

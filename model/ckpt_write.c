@@ -54,14 +54,13 @@ static bool gidx_needed(const KilnQLinear *q)
     return false;
 }
 
-static bool is_fp8(KilnQFormat f) { return f == KILN_QF_FP8_E4M3 || f == KILN_QF_FP8_E5M2; }
 
 /* The format compressed-tensors' own infer_module_format gives the scheme (its
  * model-free dequantizer ignores the format written and uses this one). */
 static const char *scheme_format(const KilnQuantSpec *w, const KilnQuantSpec *a)
 {
     bool acts = a->fmt != KILN_QF_NONE;
-    if (is_fp8(w->fmt))
+    if (kiln_qformat_is_fp8(w->fmt))
         return acts ? "float-quantized" : "naive-quantized";
     return acts ? "int-quantized" : "pack-quantized";
 }
@@ -73,7 +72,7 @@ static int check_act(const char *name, const KilnQuantSpec *a, const char *what,
     if (a->fmt == KILN_QF_FP8_E5M2)
         return kiln_diag_set(d, KILN_EINPUT, "%s: %s fp8_e5m2 has no compressed-tensors form "
                              "(its float 8-bit type is e4m3)", name, what);
-    if (is_fp8(a->fmt) && !a->symmetric)
+    if (kiln_qformat_is_fp8(a->fmt) && !a->symmetric)
         return kiln_diag_set(d, KILN_EINPUT, "%s: %s fp8 must be symmetric", name, what);
     if (a->gran != KILN_GRAN_TENSOR && a->gran != KILN_GRAN_TOKEN &&
         !(a->gran == KILN_GRAN_CHANNEL && strcmp(what, "KV cache") == 0))
@@ -103,7 +102,7 @@ static int layer_scheme(const KilnCheckpoint *c, const KilnQLinear *q, Scheme *s
     if (f != KILN_QF_INT4 && f != KILN_QF_INT8 && f != KILN_QF_FP8_E4M3)
         return kiln_diag_set(d, KILN_EINPUT, "%s: weight format '%s' cannot be written", m,
                              kiln_qformat_name(f));
-    if (is_fp8(f) && !q->spec.symmetric)
+    if (kiln_qformat_is_fp8(f) && !q->spec.symmetric)
         return kiln_diag_set(d, KILN_EINPUT, "%s: fp8 weights must be symmetric", m);
     KilnGran g = q->spec.gran;
     int64_t ng = g == KILN_GRAN_GROUP ? (q->spec.group > 0 ? (q->K + q->spec.group - 1) /
@@ -412,9 +411,9 @@ static void jw_args(KilnJsonWriter *w, const KilnQuantSpec *a, int32_t group, bo
     kiln_jw_key(w, "num_bits");
     kiln_jw_int(w, a->fmt == KILN_QF_INT4 ? 4 : 8);
     kiln_jw_key(w, "type");
-    kiln_jw_string(w, is_fp8(a->fmt) ? "float" : "int");
+    kiln_jw_string(w, kiln_qformat_is_fp8(a->fmt) ? "float" : "int");
     kiln_jw_key(w, "symmetric");
-    kiln_jw_bool(w, a->symmetric || is_fp8(a->fmt));
+    kiln_jw_bool(w, a->symmetric || kiln_qformat_is_fp8(a->fmt));
     kiln_jw_key(w, "strategy");
     kiln_jw_string(w, a->gran == KILN_GRAN_GROUP     ? "group"
                       : a->gran == KILN_GRAN_CHANNEL ? (weight ? "channel" : "attn_head")
@@ -580,55 +579,14 @@ static void jw_qconfig(KilnJsonWriter *w, const KilnCheckpoint *c, const Scheme 
     kiln_jw_end_object(w);
 }
 
-/* Writes path atomically (temp file + rename). */
-static int write_file(const char *path, const void *data, size_t len, KilnDiag *d)
-{
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
-    if (!tmp)
-        return oom(d);
-    snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd >= 0) /* mkstemp makes 0600; a model directory is for others to read too */
-        (void)fchmod(fd, 0644);
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    int rc = 0;
-    if (!f) {
-        rc = kiln_diag_set(d, KILN_EINPUT, "%s: cannot create: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd), unlink(tmp);
-        free(tmp);
-        return rc;
-    }
-    bool ok = fwrite(data, 1, len, f) == len;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        rc = kiln_diag_set(d, KILN_EINPUT, "%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-    }
-    free(tmp);
-    return rc;
-}
-
 /* mkdir -p of dir, and of the directory part of dir/rel when rel has one. */
 static int make_dirs(const char *dir, const char *rel, KilnDiag *d)
 {
     char buf[4096];
     if ((size_t)snprintf(buf, sizeof buf, "%s/%s", dir, rel) >= sizeof buf)
         return kiln_diag_set(d, KILN_EINPUT, "%s: path too long", dir);
-    char *end = strrchr(buf, '/');
-    *end = 0;
-    for (char *p = buf + 1; p <= end; p++) {
-        if (*p != '/' && *p)
-            continue;
-        char keep = *p;
-        *p = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return kiln_diag_set(d, KILN_EINPUT, "%s: cannot create directory: %s", buf,
-                                 strerror(errno));
-        *p = keep;
-    }
-    return 0;
+    *strrchr(buf, '/') = 0;
+    return kiln_rt_mkdir_p(buf, "directory", d);
 }
 
 static int write_config(const char *dir, const KilnCheckpoint *c, const Scheme *sch,
@@ -670,7 +628,7 @@ static int write_config(const char *dir, const KilnCheckpoint *c, const Scheme *
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (!rc)
-        rc = write_file(path, buf, len, d);
+        rc = kiln_rt_write_file(path, buf, len, d);
     free(buf);
     return rc;
 }
@@ -725,7 +683,7 @@ int kiln_checkpoint_write(const char *dir, const KilnCheckpoint *c, KilnDiag *d)
                                "writer's own", f->name);
         else if (!(rc = make_dirs(dir, f->name, d))) {
             snprintf(path, sizeof path, "%s/%s", dir, f->name);
-            rc = write_file(path, f->data, f->len, d);
+            rc = kiln_rt_write_file(path, f->data, f->len, d);
         }
     }
     free(sch);

@@ -67,7 +67,7 @@ static bool quantized(const KilnKVSpec *s) { return s->fmt >= KILN_KV_FP8_E4M3; 
 
 static float fmt_max(KilnKVFormat f)
 {
-    return f == KILN_KV_INT8 ? 127.0f : f == KILN_KV_FP8_E4M3 ? 448.0f : 57344.0f;
+    return f == KILN_KV_INT8 ? 127.0f : f == KILN_KV_FP8_E4M3 ? KILN_E4M3_MAX : KILN_E5M2_MAX;
 }
 
 int kiln_kv_init(KilnKVCache *c, const KilnKVSpec *s, int nlayers, int nkv, int hd, int cap,

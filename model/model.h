@@ -30,7 +30,6 @@ float kiln_silu1(float x);
 /* Rotary embedding on one head vector of size hd at position pos, GGUF "norm"
  * layout: adjacent pairs (x[2i], x[2i+1]) rotate by pos·theta^(-2i/hd). */
 void kiln_rope_norm(float *x, int hd, int pos, float theta);
-double kiln_now_ms(void);
 /* Loads tensor name as f32 after checking it exists with numel elements; errors
  * name the file as what (e.g. "GGUF"). */
 int kiln_load_f32_checked(const struct KilnModelFile *mf, const char *what, const char *name,

@@ -15,13 +15,6 @@
 #include "model/modelfile.h"
 #include "runtime/runtime.h"
 
-double kiln_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 int kiln_load_f32_checked(const KilnModelFile *mf, const char *what, const char *name,
                           int64_t numel, float **out, KilnDiag *d)
 {

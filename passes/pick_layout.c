@@ -24,7 +24,6 @@ typedef struct {
     char note[256]; /* how auto was resolved, appended to why */
 } Pick;
 
-static bool is_fp8(KilnQFormat q) { return q == KILN_QF_FP8_E4M3 || q == KILN_QF_FP8_E5M2; }
 
 static void append(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void append(char *buf, size_t n, const char *fmt, ...)
@@ -131,8 +130,8 @@ static int read_act(Pick *p, KilnDiag *d)
             p->act.gran = p->act.dynamic ? KILN_GRAN_TOKEN : KILN_GRAN_TENSOR;
             kiln_set_spec(p->f, p->qg, "act", &p->act);
         }
-        bool ok = p->act.fmt == KILN_QF_INT8 ? !is_fp8(p->wt->q.fmt)
-                  : is_fp8(p->act.fmt)       ? is_fp8(p->wt->q.fmt)
+        bool ok = p->act.fmt == KILN_QF_INT8 ? !kiln_qformat_is_fp8(p->wt->q.fmt)
+                  : kiln_qformat_is_fp8(p->act.fmt)       ? kiln_qformat_is_fp8(p->wt->q.fmt)
                                              : false;
         if (!ok)
             return kiln_diag_set(d, KILN_EINPUT,
@@ -310,7 +309,7 @@ static void pick_weight_only(Pick *p, const char *sm)
                      "the activations, so weights are dequantized in registers and FFMA runs on "
                      "CUDA cores",
                      t, bits_name(w));
-        } else if (is_fp8(w->fmt) && p->t->sm < 89 && p->act_dtype == KILN_F16) {
+        } else if (kiln_qformat_is_fp8(w->fmt) && p->t->sm < 89 && p->act_dtype == KILN_F16) {
             set_layout(p, "%s-fp8-weightonly-f16", sm);
             snprintf(p->why, sizeof p->why,
                      "%s: weight-only fp8, no FP8 tensor cores: weights decode exactly to f16 in "
@@ -431,7 +430,7 @@ static void why_int(Pick *p, const KilnLayout *l)
 /* How int4/fp8 weights become floats on this target, and why (ir/layout.h). */
 static void decode_note(Pick *p, const KilnLayout *l)
 {
-    bool int4 = p->wt->q.fmt == KILN_QF_INT4, fp8 = is_fp8(p->wt->q.fmt);
+    bool int4 = p->wt->q.fmt == KILN_QF_INT4, fp8 = kiln_qformat_is_fp8(p->wt->q.fmt);
     if (l->int8_words)
         append(p->why, sizeof p->why,
                "; int8 codes stored unsigned (c + 128), 4 k to a 32-bit word per column, read "
@@ -497,7 +496,7 @@ static void why_float(Pick *p, const KilnLayout *l)
                  "stay %d-bit in memory and are converted to f32 in registers (%s), then "
                  "%d-wide FMA in f32%s%s",
                  t, bits_name(w), ad, storage_bits(w),
-                 is_fp8(w->fmt) ? "exact fp8 decode" : "q - z",
+                 kiln_qformat_is_fp8(w->fmt) ? "exact fp8 decode" : "q - z",
                  l->VL, act_round_note(p->act_dtype),
                  p->act_dtype == KILN_F16 && l->VL == 16
                      ? "; no f16 dot instruction in this ISA" : "");
@@ -563,7 +562,7 @@ static int pick_one(KilnFunc *f, int qi, const KilnTarget *t, KilnDiag *d)
         pick_f32_weights(&p, sm);
     else if (!p.has_act)
         pick_weight_only(&p, sm);
-    else if (is_fp8(p.act.fmt))
+    else if (kiln_qformat_is_fp8(p.act.fmt))
         pick_fp8(&p, sm);
     else
         pick_int(&p, sm);

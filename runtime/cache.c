@@ -26,36 +26,6 @@ struct KilnCache {
     bool readonly; /* entries are read, nothing is written */
 };
 
-static int mkdir_p(const char *path, KilnDiag *d)
-{
-    size_t n = strlen(path);
-    char *buf = malloc(n + 1);
-    if (!buf)
-        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char c = buf[i];
-        buf[i] = '\0';
-        /* an existing directory may sit on a read-only file system (EROFS) */
-        struct stat st;
-        int e = mkdir(buf, 0755) == 0 ? 0 : errno;
-        if (e && e != EEXIST && (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))) {
-            kiln_diag_set(d, KILN_EINPUT, "cannot create cache directory %s: %s", buf,
-                          strerror(e));
-            free(buf);
-            return KILN_EINPUT;
-        }
-        buf[i] = c;
-    }
-    free(buf);
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return kiln_diag_set(d, KILN_EINPUT, "cache directory %s is not a directory", path);
-    return 0;
-}
-
 /* 0: a writable directory; 1: one kiln can read but not write (a read-only cache). */
 static int cache_dir_access(const char *path, KilnDiag *d)
 {
@@ -112,7 +82,7 @@ int kiln_cache_open(const char *dir, KilnCache **out, KilnDiag *d)
     size_t n = strlen(path);
     while (n > 1 && path[n - 1] == '/')
         path[--n] = '\0';
-    int rc = mkdir_p(path, d), ro = 0;
+    int rc = kiln_rt_mkdir_p(path, "cache directory", d), ro = 0;
     if (!rc && (ro = cache_dir_access(path, d)) != 0 && ro != 1)
         rc = ro;
     if (rc) {

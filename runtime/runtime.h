@@ -25,6 +25,15 @@ void *kiln_rt_alloc(size_t bytes);
 void *kiln_rt_alloc_weights(size_t bytes);
 void kiln_rt_free(void *p);
 
+/* ------------------------------------------------------------------ files.c */
+
+/* mkdir -p (0755); an existing directory is fine, also on a read-only file system.
+ * KILN_EINPUT "cannot create <what> <path>: <reason>" for the part that failed. */
+int kiln_rt_mkdir_p(const char *path, const char *what, KilnDiag *d);
+/* Writes the whole file atomically (a temporary in the same directory, then rename),
+ * mode 0644. KILN_EINPUT naming the path on failure. */
+int kiln_rt_write_file(const char *path, const void *data, size_t len, KilnDiag *d);
+
 /* ------------------------------------------------------------------ pool.c: threads */
 
 #define KILN_MAX_THREADS 1024

@@ -19,13 +19,6 @@
 /* Results land here so the compiler must compute them. */
 static volatile double probe_sink;
 
-double bench_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -63,7 +56,7 @@ static double run_jobs(ProbeJob *jobs, int T)
 {
     pthread_t th[64];
     int started = 0;
-    double t0 = bench_now_ms();
+    double t0 = kiln_now_ms();
     for (int i = 1; i < T; i++) {
         if (pthread_create(&th[i], NULL, job_main, &jobs[i]))
             break;
@@ -72,7 +65,7 @@ static double run_jobs(ProbeJob *jobs, int T)
     jobs[0].fn(&jobs[0]);
     for (int i = 1; i <= started; i++)
         pthread_join(th[i], NULL);
-    double dt = bench_now_ms() - t0;
+    double dt = kiln_now_ms() - t0;
     for (int i = 0; i < T; i++)
         probe_sink += jobs[i].result;
     return started == T - 1 ? dt : -1;

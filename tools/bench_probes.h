@@ -69,7 +69,6 @@ const BenchEviction *bench_eviction(void);
 int bench_flush_caches(void);
 void bench_flush_free(void);
 
-double bench_now_ms(void);
 double bench_median(double *v, int n); /* sorts v */
 
 #endif

@@ -136,42 +136,6 @@ static int read_shapes(Aot *s, const char *path)
     return e;
 }
 
-static int mkdir_p(const char *path)
-{
-    char buf[4096];
-    if (strlen(path) >= sizeof buf) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    strcpy(buf, path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    if (mkdir(buf, 0777) && errno != EEXIST)
-        return -1;
-    struct stat st;
-    if (stat(buf, &st))
-        return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return access(buf, W_OK | X_OK);
-}
-
-static int write_file(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return -1;
-    size_t w = fwrite(data, 1, n, f);
-    return fclose(f) || w != n ? -1 : 0;
-}
-
 /* Static activation scales the recipe leaves open are calibrated on the batch `kiln run`
  * uses for the same shape and seed (N(0,1), seed + 1000), so both agree. */
 static int calibrate(Aot *s, KilnFunc *f, const AotLayer *l, bool *did)
@@ -286,8 +250,9 @@ static int build_layer(Aot *s, KilnCompiler *c, int li)
     s->hits += hit;
     char path[4400];
     snprintf(path, sizeof path, "%s/obj/%s.o", s->dir, symbol);
-    if (!gpu && write_file(path, obj, len)) {
-        fprintf(stderr, "kiln aot: cannot write %s: %s\n", path, strerror(errno));
+    KilnDiag wd = {0};
+    if (!gpu && kiln_rt_write_file(path, obj, len, &wd)) {
+        fprintf(stderr, "kiln aot: %s\n", wd.msg);
         free(k->why);
         e = EXIT_INPUT;
         goto out;
@@ -626,13 +591,6 @@ static int write_manifest(const Aot *s, const char *path, KilnDiag *d)
     return rc;
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 /* The outputs, each written beside its final name and renamed into place. */
 static int write_outputs(Aot *s)
 {
@@ -698,7 +656,7 @@ int cmd_aot(const ToolArgs *a)
     int e = check_args(a);
     if (e)
         return e;
-    double t0 = now_ms();
+    double t0 = kiln_now_ms();
     Aot s = {.a = a, .dir = a->out_dir};
     KilnDiag d = {0};
     KilnCompiler *c = NULL;
@@ -715,9 +673,12 @@ int cmd_aot(const ToolArgs *a)
         goto done;
     char obj_dir[4200];
     snprintf(obj_dir, sizeof obj_dir, "%s/obj", s.dir);
-    if (strlen(s.dir) > 4000 || mkdir_p(s.dir) || (s.t.kind == KILN_TGT_CPU && mkdir_p(obj_dir))) {
-        fprintf(stderr, "kiln aot: cannot create output directory %s: %s\n", s.dir,
-                strerror(errno));
+    if (strlen(s.dir) > 4000 || kiln_rt_mkdir_p(s.dir, "output directory", &d) ||
+        (s.t.kind == KILN_TGT_CPU && kiln_rt_mkdir_p(obj_dir, "output directory", &d))) {
+        if (d.msg[0])
+            fprintf(stderr, "kiln aot: %s\n", d.msg);
+        else
+            fprintf(stderr, "kiln aot: cannot create output directory %s: path too long\n", s.dir);
         e = EXIT_INPUT;
         goto done;
     }
@@ -743,12 +704,12 @@ int cmd_aot(const ToolArgs *a)
         printf("kiln aot: %d layer%s -> %d kernel%s for %s in %s (<symbol>.kir/.ptx/.cubin, "
                "manifest.json), %.0f ms\n",
                s.nlayers, s.nlayers == 1 ? "" : "s", s.nkernels, s.nkernels == 1 ? "" : "s",
-               s.t.name, s.dir, now_ms() - t0);
+               s.t.name, s.dir, kiln_now_ms() - t0);
     else if (!e)
         printf("kiln aot: %d layer%s -> %d kernel%s (%d from the cache) for %s in %s "
                "(libkiln_kernels.so, kiln_kernels.h, manifest.json), %.0f ms\n",
                s.nlayers, s.nlayers == 1 ? "" : "s", s.nkernels, s.nkernels == 1 ? "" : "s",
-               s.hits, s.t.name, s.dir, now_ms() - t0);
+               s.hits, s.t.name, s.dir, kiln_now_ms() - t0);
 done:
     kiln_compiler_free(c);
     for (int i = 0; i < s.nlayers; i++)

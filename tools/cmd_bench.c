@@ -120,13 +120,13 @@ static int time_runs(const ToolArgs *a, kiln_ctx *ctx, kiln_layer *l, kiln_layer
             free(ms);
             return EXIT_INTERNAL;
         }
-        double t0 = bench_now_ms();
+        double t0 = kiln_now_ms();
         if (kiln_layer_run(l, x, b->M, y)) {
             fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
             free(ms);
             return EXIT_INTERNAL;
         }
-        double dt = bench_now_ms() - t0;
+        double dt = kiln_now_ms() - t0;
         if (i >= b->warmup)
             ms[i - b->warmup] = dt;
     }
@@ -423,13 +423,13 @@ int cmd_bench(const ToolArgs *a)
     }
     kiln_layer_desc desc = {.name = layer, .N = b.N, .K = b.K, .weight = w, .bias = bias,
                             .calib_x = xcal, .calib_rows = calib_rows};
-    double t0 = bench_now_ms();
+    double t0 = kiln_now_ms();
     if (kiln_layer_create(ctx, rec, &desc, &l)) {
         fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
         e = EXIT_INPUT;
         goto out;
     }
-    b.layer_create_ms = bench_now_ms() - t0;
+    b.layer_create_ms = kiln_now_ms() - t0;
     kiln_layer_desc wdesc = desc;
     wdesc.N = b.N < 64 ? b.N : 64;
     wdesc.bias = bias; /* its first rows: the same recipe, the same kernel family */

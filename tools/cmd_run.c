@@ -84,13 +84,6 @@ static int make_weight(void *ctx, const char *name, KilnTensor *out, KilnDiag *d
     return 0;
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 /* The f32 reference of a lowered layer: same weight, bias and activation, no quantization. */
 static KilnFunc *reference_func(KilnModule *m, const KilnFunc *q, const KilnInst *g)
 {
@@ -239,13 +232,13 @@ static int run_cpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, c
         *yout = malloc(osz * (size_t)(M * N));
         double best = 1e30;
         for (int rep = 0; rep < 3 && *yout; rep++) {
-            double t0 = now_ms();
+            double t0 = kiln_now_ms();
             if (kiln_layer_run(l, x, M, *yout)) {
                 fprintf(stderr, "kiln: %s\n", kiln_error(rc->api));
                 e = EXIT_INTERNAL;
                 break;
             }
-            double dt = now_ms() - t0;
+            double dt = kiln_now_ms() - t0;
             best = dt < best ? dt : best;
         }
         if (!e)
@@ -268,13 +261,13 @@ static int run_gpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, L
         return EXIT_INTERNAL;
     size_t osz = f->values[g->result].type.dt == KILN_F32 ? 4 : 2;
     *yout = malloc(osz * (size_t)(M * N));
-    double t0 = now_ms();
+    double t0 = kiln_now_ms();
     if (!*yout || kiln_gpu_run_layer(f, x, M, wq, ld->w, kiln_qgemm_bias(g) >= 0 ? ld->b : NULL,
                                      *yout, rc->a->verbose, &d)) {
         tool_error(&d);
         return tool_exit_code(d.code);
     }
-    printf("  GPU kernel ran in %.3f ms (including upload and download)\n", now_ms() - t0);
+    printf("  GPU kernel ran in %.3f ms (including upload and download)\n", kiln_now_ms() - t0);
     return EXIT_OK;
 }
 
@@ -321,14 +314,14 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
         goto out;
     }
     bool need_interp = !dev || a->check;
-    double t0 = now_ms();
+    double t0 = kiln_now_ms();
     if (need_interp && kiln_interp_run(f, &x, 1, make_weight, &ld, &yi, &d)) {
         tool_error(&d);
         e = tool_exit_code(d.code);
         goto out;
     }
     if (!dev)
-        printf("  interpreter ran in %.3f ms\n", now_ms() - t0);
+        printf("  interpreter ran in %.3f ms\n", kiln_now_ms() - t0);
     if (cpu && (e = run_cpu(rc, f, g, x.data, xcal, &ld, &ycpu)))
         goto out;
     if (gpu && (e = run_gpu(rc, f, g, x.data, &ld, &ycpu)))

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "codegen/cpu/gen.h"
+#include "ir/numerics.h"
 
 LLVMValueRef kg_i32(KilnGen *g, int64_t v) { return LLVMConstInt(g->i32, (unsigned long long)v, 1); }
 LLVMValueRef kg_i64(KilnGen *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
@@ -122,7 +123,7 @@ LLVMValueRef kg_fp8_round(KilnGen *g, KilnQFormat f, LLVMValueRef v)
     LLVMBuilderRef b = g->b;
     bool e4 = f == KILN_QF_FP8_E4M3;
     int emin = e4 ? -6 : -14, mbits = e4 ? 3 : 2;
-    double fmax = e4 ? 448.0 : 57344.0;
+    double fmax = e4 ? KILN_E4M3_MAX : KILN_E5M2_MAX;
     LLVMTypeRef ft = g->f32;
     LLVMValueRef a = kg_call_intr(g, "llvm.fabs", &ft, 1, &v, 1);
     LLVMValueRef mm[2] = {a, kg_f32(g, fmax)};

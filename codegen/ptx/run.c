@@ -11,13 +11,6 @@
 #include "runtime/cuda.h"
 #include "runtime/runtime.h"
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
 int kiln_gpu_device_arch(char arch[16], KilnDiag *d)
 {
     KilnCuda *c;
@@ -123,7 +116,7 @@ static int run_outliers(KilnCuda *c, const KilnFunc *f, const KilnInst *g, const
 int kiln_gpu_run_layer(const KilnFunc *f, const float *x, int64_t M, const KilnTensor *wq, const float *w,
                        const float *bias, void *y, bool verbose, KilnDiag *d)
 {
-    double t0 = now_ms();
+    double t0 = kiln_now_ms();
     KilnCuda *c = NULL;
     int rc = kiln_cuda_open(&c, d);
     if (rc)
@@ -147,15 +140,15 @@ int kiln_gpu_run_layer(const KilnFunc *f, const float *x, int64_t M, const KilnT
     void *img = NULL;
     size_t len = 0;
     bool hit = false;
-    double t1 = now_ms();
+    double t1 = kiln_now_ms();
     rc = module_image(f, arch, want_cubin, &img, &len, &hit, d);
-    double t2 = now_ms();
+    double t2 = kiln_now_ms();
     const KilnInst *g = kiln_find_qgemm(f);
     if (!rc && g && kiln_qgemm_outlier_w(g) >= 0)
         rc = run_outliers(c, f, g, img, len, x, M, wq, w, bias, y, d);
     else if (!rc)
         rc = kiln_cuda_qgemm_run(c, f, img, len, x, M, wq, bias, y, d);
-    double t3 = now_ms();
+    double t3 = kiln_now_ms();
     if (!rc && verbose) {
         const KilnAttr *la = kiln_get(kiln_find_qgemm(f), "layout");
         fprintf(stderr,
