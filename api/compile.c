@@ -1,4 +1,5 @@
 /* api/compile.c — kernel IR -> canonical kernel -> cache key -> (cached) object -> JIT. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,19 +105,37 @@ void kiln_compiler_free(KilnCompiler *c)
     free(c);
 }
 
-/* Key material: versions, then the canonical kernel's text (which names the target). */
-static char *key_material(const KilnModule *km, size_t *len)
+char *kiln_kernel_key(const KilnModule *canon, const char *gen, size_t *len, char symbol[64])
 {
-    char *text = kiln_print_module_str(km);
+    char *text = kiln_print_module_str(canon);
     if (!text)
         return NULL;
-    size_t n = strlen(text) + 256;
+    size_t n = strlen(text) + strlen(gen) + 64;
     char *key = malloc(n);
-    if (key)
-        *len = (size_t)snprintf(key, n, "kiln %s\nllvm %s\nabi qgemm-1\ncodegen %d\n%s",
-                                KILN_VERSION, kiln_cpu_llvm_version(), KILN_CPU_CODEGEN_REV, text);
+    if (key) {
+        *len = (size_t)snprintf(key, n, "kiln %s\n%s\n%s", KILN_VERSION, gen, text);
+        uint8_t h[32];
+        char hex[65];
+        kiln_sha256(key, *len, h);
+        kiln_sha256_hex(h, hex);
+        snprintf(symbol, 64, "kiln_qgemm_%.16s", hex);
+    }
     free(text);
     return key;
+}
+
+static char cpu_gen[96];
+static pthread_once_t cpu_gen_once = PTHREAD_ONCE_INIT;
+static void make_cpu_gen(void)
+{
+    snprintf(cpu_gen, sizeof cpu_gen, "llvm %s\nabi qgemm-1\ncodegen %d", kiln_cpu_llvm_version(),
+             KILN_CPU_CODEGEN_REV);
+}
+
+const char *kiln_cpu_key_gen(void)
+{
+    pthread_once(&cpu_gen_once, make_cpu_gen);
+    return cpu_gen;
 }
 
 static int object_for(KilnCompiler *c, const KilnFunc *f, KilnFunc **canon, KilnModule *km,
@@ -126,14 +145,9 @@ static int object_for(KilnCompiler *c, const KilnFunc *f, KilnFunc **canon, Kiln
     if (rc)
         return rc;
     size_t klen = 0;
-    char *key = key_material(km, &klen);
+    char *key = kiln_kernel_key(km, kiln_cpu_key_gen(), &klen, symbol);
     if (!key)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    uint8_t h[32];
-    char hex[65];
-    kiln_sha256(key, klen, h);
-    kiln_sha256_hex(h, hex);
-    snprintf(symbol, 64, "kiln_qgemm_%.16s", hex);
     rc = c->cache ? kiln_cache_get(c->cache, key, klen, obj, len, d) : 1;
     if (rc == 0) {
         *hit = true;

@@ -18,6 +18,15 @@
  * the outlier columns of x and runs the rest (ir/outliers.h). */
 int kiln_kernel_canon(const KilnFunc *f, KilnModule *m, KilnFunc **out, KilnDiag *d);
 
+/* The one kernel key: the material caches and AOT libraries file a kernel under
+ * ("kiln <version>\n<gen>\n" + the canonical module's text; gen names the code
+ * generator and ABI, e.g. "llvm 16.0.6\nabi qgemm-1\ncodegen 7" or "nvrtc 13.0\nabi
+ * ptx-1"), malloc'd with its length, and the symbol derived from it (kiln_qgemm_ + 16
+ * hex digits of its SHA-256). NULL when out of memory. */
+char *kiln_kernel_key(const KilnModule *canon, const char *gen, size_t *len, char symbol[64]);
+/* gen for the CPU code generator (LLVM's version, the ABI, KILN_CPU_CODEGEN_REV). */
+const char *kiln_cpu_key_gen(void);
+
 typedef struct KilnCompiler KilnCompiler;
 
 typedef struct KilnCompiled {

@@ -11,6 +11,7 @@
 #include "outliers.h"
 #include "frontend/recipe.h"
 #include "ir/numerics.h"
+#include "api/plan.h"
 #include "passes/passes.h"
 
 struct kiln_ctx {
@@ -23,6 +24,7 @@ struct kiln_ctx {
 
 struct kiln_recipe {
     KilnRecipe *r;
+    bool borrowed; /* kiln_recipe_borrow: the caller frees r */
 };
 
 struct kiln_layer {
@@ -112,24 +114,23 @@ void kiln_recipe_close(kiln_recipe *r)
 {
     if (!r)
         return;
-    kiln_recipe_free(r->r);
+    if (!r->borrowed)
+        kiln_recipe_free(r->r);
     free(r);
 }
 
-/* A static activation scale the recipe left open is taken from calibration rows. */
-static int calibrate(KilnFunc *f, const kiln_layer_desc *desc, KilnDiag *d)
+/* A static activation scale the recipe left open is taken from calibration rows (the
+ * planner does it); without them the layer cannot run. */
+static int check_calibrated(const KilnFunc *f, const kiln_layer_desc *desc, KilnDiag *d)
 {
     const KilnInst *g = kiln_find_qgemm(f);
     const KilnAttr *act = g ? kiln_get(g, "act") : NULL;
     if (!act || act->q.dynamic || act->q.scale != 0)
         return 0;
-    if (!desc->calib_x || desc->calib_rows <= 0)
-        return kiln_diag_set(d, KILN_EINPUT,
-                             "layer '%s': static activation scale needs calibration rows "
-                             "(calib_x) or a scale in the recipe",
-                             desc->name);
-    kiln_calibrate_static(f, desc->calib_x, desc->calib_rows * desc->K);
-    return 0;
+    return kiln_diag_set(d, KILN_EINPUT,
+                         "layer '%s': static activation scale needs calibration rows "
+                         "(calib_x) or a scale in the recipe",
+                         desc->name);
 }
 
 /* Loading weights is the bulk of kiln_layer_create, so it runs on the context's pool.
@@ -347,21 +348,94 @@ kiln_status kiln_layer_plan_format(kiln_ctx *ctx, const kiln_recipe *r, const ch
                                    int64_t N, int64_t K, char *buf, size_t n)
 {
     KilnDiag d = {0};
-    KilnModule *m = kiln_module_new();
-    KilnFunc *f = NULL;
-    int rc = m ? 0 : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
-    if (!rc && (!name || !buf || n == 0))
-        rc = kiln_diag_set(&d, KILN_EINPUT, "kiln_layer_plan_format: need a name and a buffer");
+    if (!r || !name || !buf || n == 0 || N <= 0 || K <= 0) {
+        kiln_diag_set(&d, KILN_EINPUT, "kiln_layer_plan_format: need a recipe, a name, a "
+                      "buffer, N > 0 and K > 0");
+        return fail(ctx, &d);
+    }
+    KilnQuantSpec q;
+    if (!kiln_recipe_layer_weights(r->r, name, K, &q)) {
+        snprintf(buf, n, "f32");
+        return KILN_STATUS_OK;
+    }
+    KilnQuantSpec w = {.fmt = q.fmt, .symmetric = q.symmetric, .gran = q.gran, .group = q.group};
+    kiln_spec_print(&w, buf, n);
+    return KILN_STATUS_OK;
+}
+
+/* The rest of kiln_layer_create once the layer is planned: its kernel, the outlier
+ * side part, the weights, the bias, the description. */
+static int finish_layer(kiln_ctx *ctx, const KilnPlanLayer *p, const kiln_layer_desc *desc,
+                        kiln_layer *l, KilnDiag *d)
+{
+    const KilnFunc *f = p->f;
+    if (!p->qgemm) /* every layer fuses, ignored ones on f32 weights */
+        return kiln_diag_set(d, KILN_EINTERNAL, "layer '%s': the passes left no qgemm",
+                             desc->name);
+    int rc = check_calibrated(f, desc, d);
     if (!rc)
-        rc = kiln_lower_layer(r->r, name, 1, N, K, ctx->target.name, m, &f, &d);
+        rc = kiln_compile_qgemm(ctx->compiler, f, &l->k, d);
     if (!rc)
-        rc = kiln_run_pipeline(m, &ctx->target, NULL, &d);
-    if (!rc && !kiln_find_qgemm(f))
-        rc = kiln_diag_set(&d, KILN_EINTERNAL, "layer '%s': the passes left no qgemm", name);
+        rc = kiln_api_outlier_part(f, desc, &l->side, d);
+    if (!rc && ctx->verbose)
+        fprintf(stderr, "kiln: %s: kernel %s (%s): cache %s, %.1f ms\n", desc->name,
+                l->k.symbol, l->k.layout.name, l->k.cache_hit ? "hit" : "miss", l->k.compile_ms);
     if (!rc)
-        weight_format(f, buf, n);
-    kiln_module_free(m);
-    return rc ? fail(ctx, &d) : KILN_STATUS_OK;
+        weight_format(f, l->wfmt, sizeof l->wfmt);
+    if (!rc)
+        rc = prepack_weights(ctx, l, f, desc, d);
+    if (!rc && l->k.layout.has_bias) {
+        l->bias = calloc((size_t)desc->N, sizeof(float));
+        if (!l->bias)
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        else if (desc->bias)
+            memcpy(l->bias, desc->bias, sizeof(float) * (size_t)desc->N);
+    }
+    if (rc)
+        return rc;
+    l->ctx = ctx;
+    describe(l, f);
+    l->ir = kiln_print_func_str(f);
+    KilnDType odt = l->side ? l->side->epi.out_dt : l->k.layout.out_dt;
+    l->out = odt == KILN_F16    ? KILN_DTYPE_F16
+             : odt == KILN_BF16 ? KILN_DTYPE_BF16
+                                : KILN_DTYPE_F32;
+    return 0;
+}
+
+static kiln_status create_from(kiln_ctx *ctx, const KilnPlanLayer *p, const kiln_layer_desc *desc,
+                               kiln_layer **out)
+{
+    KilnDiag d = {0};
+    kiln_layer *l = calloc(1, sizeof *l);
+    int rc = l ? finish_layer(ctx, p, desc, l, &d)
+               : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
+    if (rc) {
+        kiln_layer_destroy(l);
+        return fail(ctx, &d);
+    }
+    *out = l;
+    return KILN_STATUS_OK;
+}
+
+static int parse_formats(const kiln_layer_desc *desc, KilnQuantSpec *stored,
+                         KilnQuantSpec *stored_act, KilnPlanLayer *p, KilnDiag *d)
+{
+    if (desc->weight_format) {
+        if (kiln_spec_parse(desc->weight_format, stored))
+            return kiln_diag_set(d, KILN_EINPUT, "layer '%s': weight_format \"%s\" is not a "
+                                 "weight format (e.g. \"int4 asym group=128\", \"int8 sym "
+                                 "channel\")", desc->name, desc->weight_format);
+        p->stored = stored;
+    }
+    if (desc->act_format) {
+        if (kiln_spec_parse_full(desc->act_format, stored_act))
+            return kiln_diag_set(d, KILN_EINPUT, "layer '%s': act_format \"%s\" is not an "
+                                 "activation format (e.g. \"int8 sym token dynamic\", \"int8 sym "
+                                 "tensor scale=0.0123\")", desc->name, desc->act_format);
+        p->stored_act = stored_act;
+    }
+    return 0;
 }
 
 kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_layer_desc *desc,
@@ -373,77 +447,38 @@ kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_la
         kiln_diag_set(&d, KILN_EINPUT, "kiln_layer_create: need a name, N > 0, K > 0 and weights");
         return fail(ctx, &d);
     }
-    kiln_layer *l = calloc(1, sizeof *l);
     KilnModule *m = kiln_module_new();
-    KilnFunc *f = NULL;
-    int rc = l ? 0 : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
-    KilnQuantSpec stored;
-    KilnLowerOpts lo = {0};
-    if (!rc && desc->weight_format) {
-        if (kiln_spec_parse(desc->weight_format, &stored))
-            rc = kiln_diag_set(&d, KILN_EINPUT, "layer '%s': weight_format \"%s\" is not a weight "
-                               "format (e.g. \"int4 asym group=128\", \"int8 sym channel\")",
-                               desc->name, desc->weight_format);
-        lo.stored = &stored;
-    }
-    KilnQuantSpec stored_act;
-    if (!rc && desc->act_format) {
-        if (kiln_spec_parse_full(desc->act_format, &stored_act))
-            rc = kiln_diag_set(&d, KILN_EINPUT, "layer '%s': act_format \"%s\" is not an "
-                               "activation format (e.g. \"int8 sym token dynamic\", \"int8 sym "
-                               "tensor scale=0.0123\")", desc->name, desc->act_format);
-        lo.stored_act = &stored_act;
-    }
-    int64_t *oidx = NULL; /* outliers = {...}: columns picked from calib_x */
+    KilnQuantSpec stored, stored_act;
+    KilnPlanLayer p = {.name = desc->name, .M = 1, .N = desc->N, .K = desc->K,
+                       .calib_x = desc->calib_x, .calib_rows = desc->calib_rows};
+    int rc = m ? parse_formats(desc, &stored, &stored_act, &p, &d)
+               : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
     if (!rc)
-        rc = kiln_api_outlier_cols(r->r, desc, &oidx, &lo.noutliers, &d);
-    lo.outlier_idx = oidx;
-    if (!rc)
-        rc = kiln_lower_layer_ex(r->r, desc->name, 1, desc->N, desc->K, ctx->target.name, &lo, m,
-                                 &f, &d);
-    free(oidx);
-    if (!rc)
-        rc = kiln_run_pipeline(m, &ctx->target, NULL, &d);
-    if (!rc && !kiln_find_qgemm(f)) /* every layer fuses, ignored ones on f32 weights */
-        rc = kiln_diag_set(&d, KILN_EINTERNAL, "layer '%s': the passes left no qgemm",
-                           desc->name);
-    if (!rc)
-        rc = calibrate(f, desc, &d);
-    if (!rc)
-        rc = kiln_compile_qgemm(ctx->compiler, f, &l->k, &d);
-    if (!rc)
-        rc = kiln_api_outlier_part(f, desc, &l->side, &d);
-    if (!rc && ctx->verbose)
-        fprintf(stderr, "kiln: %s: kernel %s (%s): cache %s, %.1f ms\n", desc->name,
-                l->k.symbol, l->k.layout.name, l->k.cache_hit ? "hit" : "miss", l->k.compile_ms);
-    if (!rc)
-        weight_format(f, l->wfmt, sizeof l->wfmt);
-    if (!rc)
-        rc = prepack_weights(ctx, l, f, desc, &d);
-    if (!rc && l->k.layout.has_bias) {
-        l->bias = calloc((size_t)desc->N, sizeof(float));
-        if (!l->bias)
-            rc = kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
-        else if (desc->bias)
-            memcpy(l->bias, desc->bias, sizeof(float) * (size_t)desc->N);
-    }
-    if (!rc) {
-        l->ctx = ctx;
-        describe(l, f);
-        l->ir = kiln_print_module_str(m);
-        KilnDType odt = l->side ? l->side->epi.out_dt : l->k.layout.out_dt;
-        l->out = odt == KILN_F16    ? KILN_DTYPE_F16
-                 : odt == KILN_BF16 ? KILN_DTYPE_BF16
-                                    : KILN_DTYPE_F32;
-    }
+        rc = kiln_plan_layers(r->r, &ctx->target, &p, 1, m, NULL, &d);
+    kiln_status st = rc ? fail(ctx, &d) : create_from(ctx, &p, desc, out);
     kiln_module_free(m);
-    if (rc) {
-        kiln_layer_destroy(l);
-        return fail(ctx, &d);
-    }
-    *out = l;
-    return KILN_STATUS_OK;
+    return st;
 }
+
+kiln_status kiln_layer_create_planned(kiln_ctx *ctx, const KilnPlanLayer *p,
+                                      const kiln_layer_desc *desc, kiln_layer **out)
+{
+    *out = NULL;
+    return create_from(ctx, p, desc, out);
+}
+
+kiln_recipe *kiln_recipe_borrow(const KilnRecipe *fr)
+{
+    kiln_recipe *r = calloc(1, sizeof *r);
+    if (r) {
+        r->r = (KilnRecipe *)fr;
+        r->borrowed = true;
+    }
+    return r;
+}
+
+const KilnRecipe *kiln_recipe_frontend(const kiln_recipe *r) { return r ? r->r : NULL; }
+const KilnTarget *kiln_ctx_target_full(const kiln_ctx *ctx) { return &ctx->target; }
 
 kiln_status kiln_layer_run(kiln_layer *l, const float *x, int64_t M, void *y)
 {

@@ -1,35 +1,12 @@
-/* api/outliers.c — CPU layers with outliers = {...}: pick the columns from calibration
- * rows, then at run time zero them in x, run the int8 kernel (f32 out) and finish with
- * the columns' f32 part and the epilogue (ir/outliers.h), all on the context's pool. */
+/* api/outliers.c — CPU layers with outliers = {...} (their columns are picked by the
+ * planner, api/plan.c): at run time zero them in x, run the int8 kernel (f32 out) and
+ * finish with the columns' f32 part and the epilogue (ir/outliers.h), all on the
+ * context's pool. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/outliers.h"
 #include "ir/layout.h"
-
-int kiln_api_outlier_cols(const KilnRecipe *r, const kiln_layer_desc *desc, int64_t **idx,
-                          int64_t *n, KilnDiag *d)
-{
-    float th, frac;
-    *idx = NULL;
-    *n = 0;
-    if (!kiln_recipe_outliers(r, desc->name, &th, &frac))
-        return 0;
-    if (!desc->calib_x || desc->calib_rows <= 0)
-        return kiln_diag_set(d, KILN_EINPUT,
-                             "layer '%s': the recipe's outliers = {...} picks the outlier columns "
-                             "from calibration activations: give calib_x and calib_rows",
-                             desc->name);
-    *idx = malloc(sizeof(int64_t) * (size_t)desc->K);
-    *n = *idx ? kiln_outlier_pick(desc->calib_x, desc->calib_rows, desc->K, th, frac, *idx) : -1;
-    if (*n < 0) {
-        free(*idx);
-        *idx = NULL;
-        *n = 0;
-        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    }
-    return 0;
-}
 
 void kiln_api_outlier_free(KilnOutlierPart *p)
 {

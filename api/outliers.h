@@ -16,11 +16,6 @@ typedef struct KilnOutlierPart {
     float *woT, *bias;
 } KilnOutlierPart;
 
-/* The outlier columns of desc's layer when its rule asks for them (*idx malloc'd, *n
- * of them, possibly 0), else *idx NULL and *n 0. Needs calibration rows
- * (KILN_EINPUT naming the layer without them). */
-int kiln_api_outlier_cols(const KilnRecipe *r, const kiln_layer_desc *desc, int64_t **idx,
-                          int64_t *n, KilnDiag *d);
 /* The side part for f's qgemm after the passes; *out NULL when it has no outliers. */
 int kiln_api_outlier_part(const KilnFunc *f, const kiln_layer_desc *desc, KilnOutlierPart **out,
                           KilnDiag *d);

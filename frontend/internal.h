@@ -96,6 +96,9 @@ typedef struct KLoadCtx {
 } KLoadCtx;
 
 
+/* Layers lowered by this process (load.c keeps it, lower.c counts). */
+extern _Atomic int64_t kiln__nlowerings;
+
 /* Metatable names of the recipe language's values. */
 #define MT_FORMAT "kiln.format"
 #define MT_RULEB "kiln.rule_builder"

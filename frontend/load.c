@@ -710,9 +710,20 @@ static int load_impl(const char *src, size_t len, const char *file, KilnRecipe *
     return rc;
 }
 
+/* Recipes parsed and layers lowered by this process (kiln_frontend_counts). */
+static _Atomic int64_t nparses;
+_Atomic int64_t kiln__nlowerings;
+
+void kiln_frontend_counts(int64_t *parses, int64_t *lowerings)
+{
+    *parses = nparses;
+    *lowerings = kiln__nlowerings;
+}
+
 int kiln_recipe_load_string(const char *src, size_t len, const char *chunkname, KilnRecipe **out,
                             KilnDiag *d)
 {
+    nparses++;
     return load_impl(src, len, chunkname ? chunkname : "<string>", out, d);
 }
 
@@ -732,6 +743,7 @@ int kiln_recipe_load(const char *path, KilnRecipe **out, KilnDiag *d)
         free(buf);
         return kiln_diag_set_at(d, KILN_EINPUT, path, 0, "cannot read recipe");
     }
+    nparses++;
     int rc = load_impl(buf, n, path, out, d);
     free(buf);
     return rc;

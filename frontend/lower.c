@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "frontend/internal.h"
+#include "ir/numerics.h"
 
 /* activations = stored: the scheme the model file declares for the layer, as the
  * format a rule would give, with the checks resolve_acts (dsl.c) makes of a rule's.
@@ -149,6 +150,7 @@ int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64
         *out = NULL;
     if (!r || !m)
         return kiln_diag_set(d, KILN_EINTERNAL, "kiln_lower_layer: no recipe or module");
+    kiln__nlowerings++;
     if (!layer || !*layer)
         return kiln_diag_set(d, KILN_EINPUT, "lowering needs a layer name");
     if (strlen(layer) > 1000)
@@ -290,5 +292,30 @@ bool kiln_recipe_rule_acts(const KilnRecipe *r, int i, KilnQuantSpec *out)
     if (!r || i < 0 || i >= r->nrules || r->rules[i].a.is_float || r->rules[i].stored_acts)
         return false;
     *out = r->rules[i].a.q;
+    return true;
+}
+
+bool kiln_recipe_layer_weights(const KilnRecipe *r, const char *layer, int64_t K,
+                               KilnQuantSpec *out)
+{
+    if (!r || kiln_recipe_ignored(r, layer))
+        return false;
+    int ri = kiln_recipe_match(r, layer);
+    if (ri < 0 || r->rules[ri].stored)
+        return false;
+    KilnQuantSpec q = r->rules[ri].w.q;
+    if (kiln_spec_resolve_auto(&q, K))
+        return false;
+    *out = q;
+    return true;
+}
+
+bool kiln_recipe_kv_cache(const KilnRecipe *r, bool *is_float, KilnDType *dt, KilnQuantSpec *q)
+{
+    if (!r || !r->has_kv)
+        return false;
+    *is_float = r->kv.is_float;
+    *dt = r->kv.fdt;
+    *q = r->kv.q;
     return true;
 }

@@ -65,6 +65,18 @@ const char *kiln_method_name(const KilnMethod *m, char *buf, size_t n);
 /* Rule i's activation format: true and *out set when quantized, false for f16/bf16/f32
  * and for activations = stored (the model file says, layer by layer). */
 bool kiln_recipe_rule_acts(const KilnRecipe *r, int i, KilnQuantSpec *out);
+/* The weight format a layer of K columns gets (per = "auto" resolved as the passes
+ * resolve it), without lowering: false when the recipe leaves the layer in f32
+ * (ignored, unmatched), takes its stored format, or asks for an auto group no size
+ * divides. */
+bool kiln_recipe_layer_weights(const KilnRecipe *r, const char *layer, int64_t K,
+                               KilnQuantSpec *out);
+/* The recipe's kv_cache: false without one; else either *is_float with *dt (f32, f16,
+ * bf16) or the quantized spec in *q. */
+bool kiln_recipe_kv_cache(const KilnRecipe *r, bool *is_float, KilnDType *dt, KilnQuantSpec *q);
+/* How many recipes this process parsed and layers it lowered, for `--verbose` and the
+ * tests that check each happens once per recipe and layer. */
+void kiln_frontend_counts(int64_t *parses, int64_t *lowerings);
 /* True when rule i says weights = stored: the model file's own quantized weights. */
 bool kiln_recipe_rule_stored(const KilnRecipe *r, int i);
 /* True when rule i says activations = stored: each layer's activation scheme as its

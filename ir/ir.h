@@ -322,6 +322,7 @@ int kiln_qgemm_outlier_w(const KilnInst *qgemm);
 int kiln_print_module(FILE *out, const KilnModule *m);
 int kiln_print_func(FILE *out, const KilnFunc *f);
 char *kiln_print_module_str(const KilnModule *m); /* malloc'd */
+char *kiln_print_func_str(const KilnFunc *f);     /* malloc'd */
 /* Parse text into m (appending functions). `file` names the source in errors. */
 int kiln_parse_module(const char *text, size_t len, const char *file, KilnModule *m, KilnDiag *d);
 

@@ -261,3 +261,15 @@ char *kiln_print_module_str(const KilnModule *m)
     fclose(f);
     return buf;
 }
+
+char *kiln_print_func_str(const KilnFunc *fn)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    kiln_print_func(f, fn);
+    fclose(f);
+    return buf;
+}

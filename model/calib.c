@@ -38,14 +38,18 @@ bool kiln_quant_needed(const KilnLinear *ls, int n, const KilnRecipe *fr)
     return false;
 }
 
+/* The layer's weight format from the recipe, as the passes will resolve it: read, not
+ * planned (the layer is lowered once, when kiln_linears_bind creates it). */
 int kiln_quant_format(const KilnRunCtx *rc, const KilnLinear *l, char *buf, size_t n,
                       KilnDiag *d)
 {
-    if (kiln_layer_plan_format(rc->ctx, rc->recipe, l->name, l->N, l->K, buf, n))
-        return kiln_diag_set(d, KILN_EINPUT, "layer %s (%lldx%lld): %s", l->name, (long long)l->N,
-                             (long long)l->K, kiln_error(rc->ctx));
-    if (!strcmp(buf, "f32"))
-        buf[0] = 0;
+    KilnQuantSpec q;
+    buf[0] = 0;
+    if (!kiln_recipe_layer_weights(rc->fr, l->name, l->K, &q))
+        return 0;
+    KilnQuantSpec w = {.fmt = q.fmt, .symmetric = q.symmetric, .gran = q.gran, .group = q.group};
+    kiln_spec_print(&w, buf, n);
+    (void)d;
     return 0;
 }
 

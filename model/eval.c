@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "api/plan.h"
 #include "frontend/recipe.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -418,7 +419,7 @@ void kiln_runctx_open_f32(const char *recipe, const KilnRunCtx *base, KilnRunCtx
     KilnDiag d = {0};
     if (kiln_recipe_load(path, &f32->fr, &d))
         return;
-    if (kiln_recipe_open(base->ctx, path, &f32->recipe)) {
+    if (!(f32->recipe = kiln_recipe_borrow(f32->fr))) { /* parsed once, shared with the API */
         kiln_recipe_free(f32->fr);
         f32->fr = NULL;
     }
@@ -443,8 +444,8 @@ int kiln_runctx_open(KilnRunCtx *rc, const char *recipe, const char *target, boo
     int r = kiln_recipe_load(recipe, &rc->fr, d);
     if (!r && kiln_ctx_create(&kopt, &rc->ctx))
         r = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(NULL));
-    if (!r && kiln_recipe_open(rc->ctx, recipe, &rc->recipe))
-        r = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(rc->ctx));
+    if (!r && !(rc->recipe = kiln_recipe_borrow(rc->fr))) /* parsed once, shared with the API */
+        r = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     if (!r)
         r = kiln_pool_new(0, &rc->pool, d);
     return r;

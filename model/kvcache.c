@@ -18,38 +18,25 @@ int kiln_kv_spec_from_recipe(const KilnRecipe *r, KilnKVSpec *out, KilnDiag *d)
     *out = (KilnKVSpec){KILN_KV_F32, false, true, 0};
     if (!r)
         return 0;
-    /* There is no recipe accessor for kv_cache: lower a dummy layer and read the
-     * function attribute, which lowering sets from the recipe for every layer. */
-    KilnModule *m = kiln_module_new();
-    KilnFunc *f = NULL;
-    /* K divisible by every plausible group size; nothing is allocated for it */
-    /* a rule that says weights = stored gets any stored format: only kv_cache is read */
-    KilnQuantSpec any = {.fmt = KILN_QF_INT8, .symmetric = true, .gran = KILN_GRAN_CHANNEL};
-    KilnLowerOpts lo = {.stored = &any};
-    int rc = kiln_lower_layer_ex(r, "kiln.kv_probe", 1, 64, 3 * 5 * 7 * 9 * 4096, "interp", &lo, m,
-                                 &f, d);
-    if (rc) {
-        kiln_module_free(m);
-        return rc;
+    bool is_float;
+    KilnDType dt;
+    KilnQuantSpec q;
+    if (!kiln_recipe_kv_cache(r, &is_float, &dt, &q))
+        return 0;
+    if (is_float) {
+        out->fmt = dt == KILN_F16 ? KILN_KV_F16 : dt == KILN_BF16 ? KILN_KV_BF16 : KILN_KV_F32;
+        return 0;
     }
-    const KilnAttr *a = kiln_fget(f, "kv_cache");
-    if (a && a->kind == KILN_ATTR_IDENT) {
-        out->fmt = !strcmp(a->s, "f16") ? KILN_KV_F16 : !strcmp(a->s, "bf16") ? KILN_KV_BF16
-                                                                               : KILN_KV_F32;
-    } else if (a && a->kind == KILN_ATTR_SPEC) {
-        out->fmt = a->q.fmt == KILN_QF_INT8       ? KILN_KV_INT8
-                   : a->q.fmt == KILN_QF_FP8_E5M2 ? KILN_KV_FP8_E5M2
-                                                  : KILN_KV_FP8_E4M3;
-        out->per_head = a->q.gran == KILN_GRAN_CHANNEL;
-        out->dynamic = a->q.dynamic;
-        out->scale = a->q.scale;
-        if (a->q.fmt != KILN_QF_INT8 && a->q.fmt != KILN_QF_FP8_E4M3 &&
-            a->q.fmt != KILN_QF_FP8_E5M2)
-            rc = kiln_diag_set(d, KILN_EINPUT, "kv_cache format %s is not supported",
-                               kiln_qformat_name(a->q.fmt));
-    }
-    kiln_module_free(m);
-    return rc;
+    if (q.fmt != KILN_QF_INT8 && q.fmt != KILN_QF_FP8_E4M3 && q.fmt != KILN_QF_FP8_E5M2)
+        return kiln_diag_set(d, KILN_EINPUT, "kv_cache format %s is not supported",
+                             kiln_qformat_name(q.fmt));
+    out->fmt = q.fmt == KILN_QF_INT8       ? KILN_KV_INT8
+               : q.fmt == KILN_QF_FP8_E5M2 ? KILN_KV_FP8_E5M2
+                                           : KILN_KV_FP8_E4M3;
+    out->per_head = q.gran == KILN_GRAN_CHANNEL;
+    out->dynamic = q.dynamic;
+    out->scale = q.scale;
+    return 0;
 }
 
 const char *kiln_kv_spec_name(const KilnKVSpec *s, char *buf, size_t n)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ir/layout.h"
+#include "ir/numerics.h"
 #include "passes/passes.h"
 
 typedef struct {
@@ -39,17 +40,6 @@ static void append(char *buf, size_t n, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- granularity */
 
-/* Largest of 128, 64, 32 dividing K: 128 keeps the scale stream small (one f32 per
- * 64 bytes of int4 codes), smaller groups only when K forces them. */
-static int auto_group(int64_t k)
-{
-    static const int gs[] = {128, 64, 32};
-    for (int i = 0; i < 3; i++)
-        if (k % gs[i] == 0)
-            return gs[i];
-    return 0;
-}
-
 /* Resolve the weight spec of operand 1 (through any prepacks) and write it back to
  * every value on the way, so types stay equal along the chain. */
 static int resolve_weight(Pick *p, KilnDiag *d)
@@ -75,20 +65,17 @@ static int resolve_weight(Pick *p, KilnDiag *d)
     int64_t K = wt.dim[1];
     if (wt.q.gran == KILN_GRAN_AUTO) {
         if (wt.q.fmt == KILN_QF_INT4) {
-            int g = auto_group(K);
-            if (!g)
+            if (kiln_spec_resolve_auto(&wt.q, K))
                 return kiln_diag_set(d, KILN_EINPUT,
                                      "layer \"%s\": int4 weights with per = auto need a group "
                                      "size of 128, 64 or 32 dividing K, but K=%lld (target %s); "
                                      "give the rule per = \"channel\" or a group that divides K",
                                      p->layer, (long long)K, p->t->name);
-            wt.q.gran = KILN_GRAN_GROUP;
-            wt.q.group = g;
             snprintf(p->note, sizeof p->note,
-                     "weight scales auto -> group=%d (largest of 128, 64, 32 dividing K=%lld)", g,
-                     (long long)K);
+                     "weight scales auto -> group=%d (largest of 128, 64, 32 dividing K=%lld)",
+                     (int)wt.q.group, (long long)K);
         } else {
-            wt.q.gran = KILN_GRAN_CHANNEL;
+            kiln_spec_resolve_auto(&wt.q, K);
             snprintf(p->note, sizeof p->note,
                      "weight scales auto -> channel (%s: one scale per output row keeps the "
                      "inner loop free of scales)",

@@ -455,6 +455,56 @@ static void test_run_same_kernel(void **state)
     cleanup(cache, NULL, 0);
 }
 
+/* One recipe parse and one lowering per layer (issue: the recipe used to be parsed by
+ * the command and again by the API, every layer lowered by both): kiln run plans the
+ * layers once and hands the plans to the API; kiln eval parses each recipe once and
+ * lowers each layer once per row (f32 and the recipe). */
+static void test_plan_once(void **state)
+{
+    (void)state;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        skip();
+    char *cache = cli_mkdtemp("cli");
+    char path[1024];
+    recipe_path(path, sizeof path, "mixed.lua");
+    KilnRecipe *rec = NULL;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_recipe_load(path, &rec, &d), 0);
+    int nrules = kiln_recipe_nrules(rec);
+    kiln_recipe_free(rec);
+    CliResult r;
+    kiln(&r, cache, "run", path, "--shape", "4,64,256", "--check", "--verbose", NULL);
+    char want[96];
+    snprintf(want, sizeof want, "kiln: 1 recipe parse, %d layer lowerings", nrules);
+    if (r.code != 0 || !strstr(r.err, want))
+        cli_dump(want, &r);
+    assert_int_equal(r.code, 0);
+    assert_non_null(strstr(r.err, want));
+    cli_result_free(&r);
+
+    const char *md = getenv("KILN_MODELS_DIR"), *home = getenv("HOME");
+    char mpath[1024];
+    snprintf(mpath, sizeof mpath, "%s/minilm/model.safetensors",
+             md ? md : home ? home : ".");
+    if (!md)
+        snprintf(mpath, sizeof mpath, "%s/.cache/kiln/models/minilm/model.safetensors",
+                 home ? home : ".");
+    if (access(mpath, R_OK) != 0) {
+        print_message("kiln eval part not run: no MiniLM at %s (scripts/fetch-models.sh)\n", mpath);
+    } else {
+        recipe_path(path, sizeof path, "w8a16.lua");
+        kiln(&r, cache, "eval", path, "--model", "minilm", "--sentences", "8", "--verbose", NULL);
+        /* MiniLM has 36 linear layers; rows f32 and w8a16, each recipe parsed once */
+        const char *w = "kiln: 2 recipe parses, 72 layer lowerings";
+        if (r.code != 0 || !strstr(r.err, w))
+            cli_dump(w, &r);
+        assert_int_equal(r.code, 0);
+        assert_non_null(strstr(r.err, w));
+        cli_result_free(&r);
+    }
+    cleanup(cache, NULL, 0);
+}
+
 static bool host_has_avx512_target(void)
 {
     __builtin_cpu_init();
@@ -656,6 +706,7 @@ int main(void)
         cmocka_unit_test(test_run_avx2_grid),  cmocka_unit_test(test_run_avx512),
         cmocka_unit_test(test_run_outliers_decode),
         cmocka_unit_test(test_run_same_kernel),
+        cmocka_unit_test(test_plan_once),
         cmocka_unit_test(test_bad_recipes),    cmocka_unit_test(test_errors),
         cmocka_unit_test(test_run_gpu_target),
     };

@@ -38,20 +38,12 @@ int tool_aot_gpu_kernel(const KilnFunc *f, const char *arch, const char *dir,
         rc = kiln_gpu_layout_for(kiln_find_qgemm(canon), canon, &k->lay, d);
     if (!rc && !(text = kiln_print_module_str(km)))
         rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    if (!rc) {
-        /* the same key shape as api/compile.c's CPU key, with NVRTC's version */
-        size_t n = strlen(text) + 256;
-        uint8_t h[32];
-        char hex[65];
-        if (!(key = malloc(n)))
+    if (!rc) { /* the one kernel key (api/compile.h), with NVRTC as the generator */
+        char gen[96];
+        size_t len;
+        snprintf(gen, sizeof gen, "nvrtc %s\nabi ptx-1", nvrtc);
+        if (!(key = kiln_kernel_key(km, gen, &len, symbol)))
             rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-        else {
-            size_t len = (size_t)snprintf(key, n, "kiln %s\nnvrtc %s\nabi ptx-1\n%s",
-                                          KILN_VERSION, nvrtc, text);
-            kiln_sha256(key, len, h);
-            kiln_sha256_hex(h, hex);
-            snprintf(symbol, 64, "kiln_qgemm_%.16s", hex);
-        }
     }
     for (int i = 0; !rc && i < nknown; i++)
         if (!strcmp(known[i], symbol))

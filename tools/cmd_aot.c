@@ -136,18 +136,6 @@ static int read_shapes(Aot *s, const char *path)
     return e;
 }
 
-/* Static activation scales the recipe leaves open are calibrated on the batch `kiln run`
- * uses for the same shape and seed (N(0,1), seed + 1000), so both agree. */
-static int calibrate(Aot *s, KilnFunc *f, const AotLayer *l, bool *did)
-{
-    float *xcal = tool_calib_batch(s->a->seed, TOOL_CALIB_ROWS, l->K);
-    if (!xcal)
-        return EXIT_INTERNAL;
-    *did = kiln_calibrate_static(f, xcal, TOOL_CALIB_ROWS * l->K) != 0;
-    free(xcal);
-    return EXIT_OK;
-}
-
 static void layer_error(const Aot *s, const AotLayer *l, const KilnDiag *d)
 {
     char buf[1400];
@@ -161,13 +149,17 @@ static void layer_error(const Aot *s, const AotLayer *l, const KilnDiag *d)
                 (long long)l->M, (long long)l->N, (long long)l->K, buf);
 }
 
-/* Lower, run the passes, calibrate, compile (through the cache) and keep the object. */
+/* Plan (static scales calibrated on the batch `kiln run` uses for the same shape and
+ * seed, so both agree), compile (through the cache) and keep the object. */
 static int build_layer(Aot *s, KilnCompiler *c, int li)
 {
     AotLayer *l = &s->layers[li];
     KilnDiag d = {0};
     KilnModule *m = kiln_module_new();
     KilnFunc *f = NULL;
+    float *xcal = tool_calib_batch(s->a->seed, TOOL_CALIB_ROWS, l->K);
+    KilnPlanLayer plan = {.name = l->name, .M = l->M, .N = l->N, .K = l->K, .calib_x = xcal,
+                          .calib_rows = xcal ? TOOL_CALIB_ROWS : 0};
     void *obj = NULL;
     size_t len = 0;
     int e = EXIT_OK;
@@ -182,10 +174,9 @@ static int build_layer(Aot *s, KilnCompiler *c, int li)
                                  "after the int8 kernel, outside the AOT kernel ABI); build the "
                                  "layer with the JIT API (kiln_layer_create) or drop outliers "
                                  "from the rule", l->name)
-                 : kiln_lower_layer(s->r, l->name, l->M, l->N, l->K, s->t.name, m, &f, &d);
-    if (!rc)
-        rc = kiln_run_pipeline(m, &s->t, NULL, &d);
-    const KilnInst *g = rc ? NULL : kiln_find_qgemm(f);
+                 : kiln_plan_layers(s->r, &s->t, &plan, 1, m, NULL, &d);
+    f = plan.f;
+    const KilnInst *g = rc ? NULL : plan.qgemm;
     if (!rc && !g) { /* passes that leave a plain matmul: nothing kiln can build */
         if (s->a->verbose)
             printf("  %s: no qgemm after the passes: no kernel\n", l->name);
@@ -196,8 +187,7 @@ static int build_layer(Aot *s, KilnCompiler *c, int li)
                "yourself (manifest: \"kernel\": null)\n", l->name);
         goto out;
     }
-    if (!rc && (e = calibrate(s, f, l, &cal)))
-        goto out;
+    cal = plan.calibrated;
     KilnLayout lay = {0};
     AotGpuKernel gk = {0};
     bool gpu = s->t.kind == KILN_TGT_CUDA, is_new = true;
@@ -263,6 +253,7 @@ static int build_layer(Aot *s, KilnCompiler *c, int li)
                gpu ? "" : hit ? ", cache hit" : ", cache miss");
 out:
     free(obj);
+    free(xcal);
     kiln_module_free(m);
     return e;
 }

@@ -71,14 +71,14 @@ static int time_compile(const ToolArgs *a, const char *layer, const char *cache_
         rc = kiln_recipe_load(a->recipe, &r, &d);
     if (!rc)
         rc = kiln_target_lookup(b->target_asked, &t, &d);
+    /* planned as kiln_layer_create plans it, so the cache key matches its kernel */
+    KilnPlanLayer p = {.name = layer, .M = 1, .N = b->N, .K = b->K, .calib_x = xcal,
+                       .calib_rows = calib_rows};
     if (!rc)
-        rc = kiln_lower_layer(r, layer, 1, b->N, b->K, t.name, m, &f, &d);
-    if (!rc)
-        rc = kiln_run_pipeline(m, &t, NULL, &d);
-    if (!rc && !kiln_find_qgemm(f))
+        rc = kiln_plan_layers(r, &t, &p, 1, m, NULL, &d);
+    f = p.f;
+    if (!rc && !p.qgemm)
         rc = kiln_diag_set(&d, KILN_EINTERNAL, "layer '%s': the passes left no qgemm", layer);
-    if (!rc) /* as kiln_layer_create does, so the cache key matches its kernel */
-        kiln_calibrate_static(f, xcal, calib_rows * b->K);
     for (int pass = 0; pass < 2 && !rc; pass++) {
         if (!(rc = kiln_compiler_new(cache_dir, &c, &d)))
             rc = kiln_compile_qgemm(c, f, &k, &d);

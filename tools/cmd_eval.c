@@ -30,5 +30,7 @@ int cmd_eval(const ToolArgs *a)
         tool_error(&d);
         return tool_exit_code(rc);
     }
+    if (a->verbose)
+        tool_print_counts();
     return EXIT_OK;
 }

@@ -1,6 +1,7 @@
 /* tools/cmd_ir.c — `kiln ir` and `kiln targets`: show what the compiler does with a recipe. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "frontend/recipe.h"
 #include "ir/outliers.h"
@@ -60,43 +61,36 @@ int cmd_targets(const ToolArgs *a)
     return EXIT_OK;
 }
 
-/* One layer; a rule with outliers = {...} takes its columns from the layer's synthetic
- * calibration batch (tool_layer_calib), as `kiln run` calibrates. */
-static int lower_one(const ToolArgs *a, const KilnRecipe *r, const char *layer,
-                     const char *target, KilnModule *m, KilnDiag *d)
+/* The layers a command works on (the named one, or one example per rule), each with the
+ * synthetic calibration batch of its name (tool_layer_calib: static scales and outlier
+ * columns, as `kiln run` calibrates), planned together by the one planner. */
+int tool_plan(const ToolArgs *a, const KilnRecipe *r, const KilnTarget *t, KilnModule *m,
+              FILE *print_after_all, ToolPlan *p, KilnDiag *d)
 {
-    KilnFunc *f;
-    KilnLowerOpts lo = {0};
-    float th, frac;
-    int64_t *idx = NULL;
-    if (kiln_recipe_outliers(r, layer, &th, &frac)) {
-        float *xc = tool_layer_calib(a->seed, r, layer, TOOL_CALIB_ROWS, a->K);
-        idx = malloc(sizeof(int64_t) * (size_t)a->K);
-        lo.noutliers = xc && idx ? kiln_outlier_pick(xc, TOOL_CALIB_ROWS, a->K, th, frac, idx) : -1;
-        lo.outlier_idx = idx;
-        free(xc);
-        if (lo.noutliers < 0) {
-            free(idx);
+    memset(p, 0, sizeof *p);
+    int n = a->layer ? 1 : kiln_recipe_nrules(r);
+    p->layers = calloc((size_t)(n > 0 ? n : 1), sizeof *p->layers);
+    p->calib = calloc((size_t)(n > 0 ? n : 1), sizeof *p->calib);
+    if (!p->layers || !p->calib)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    p->n = n;
+    for (int i = 0; i < n; i++) {
+        const char *name = a->layer ? a->layer : kiln_recipe_rule_example(r, i);
+        if (!(p->calib[i] = tool_layer_calib(a->seed, r, name, TOOL_CALIB_ROWS, a->K)))
             return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-        }
+        p->layers[i] = (KilnPlanLayer){.name = name, .M = a->M, .N = a->N, .K = a->K,
+                                       .calib_x = p->calib[i], .calib_rows = TOOL_CALIB_ROWS};
     }
-    int rc = kiln_lower_layer_ex(r, layer, a->M, a->N, a->K, target, &lo, m, &f, d);
-    free(idx);
-    return rc;
+    return kiln_plan_layers(r, t, p->layers, n, m, print_after_all, d);
 }
 
-/* Lower the layers a command works on into m: the named one, or one example per rule. */
-int tool_lower(const ToolArgs *a, const KilnRecipe *r, const char *target, KilnModule *m,
-               KilnDiag *d)
+void tool_plan_free(ToolPlan *p)
 {
-    if (a->layer)
-        return lower_one(a, r, a->layer, target, m, d);
-    for (int i = 0; i < kiln_recipe_nrules(r); i++) {
-        int rc = lower_one(a, r, kiln_recipe_rule_example(r, i), target, m, d);
-        if (rc)
-            return rc;
-    }
-    return 0;
+    for (int i = 0; p->calib && i < p->n; i++)
+        free(p->calib[i]);
+    free(p->calib);
+    free(p->layers);
+    memset(p, 0, sizeof *p);
 }
 
 const char *tool_target_name(const ToolArgs *a, const KilnRecipe *r, const char *dflt)
@@ -118,6 +112,7 @@ int cmd_ir(const ToolArgs *a)
     KilnDiag d = {0};
     KilnRecipe *r = NULL;
     KilnModule *m = NULL;
+    ToolPlan plan = {0};
     int rc = kiln_recipe_load(a->recipe, &r, &d);
     if (rc)
         goto fail;
@@ -126,23 +121,23 @@ int cmd_ir(const ToolArgs *a)
     if ((rc = kiln_target_lookup(tname, &t, &d)))
         goto fail;
     m = kiln_module_new();
-    if ((rc = tool_lower(a, r, t.name, m, &d)))
+    if (a->print_after_all)
+        printf("; kiln ir: recipe %s (%s), target %s, shape M=%lld N=%lld K=%lld\n", a->recipe,
+               kiln_recipe_name(r), t.name, (long long)a->M, (long long)a->N, (long long)a->K);
+    if ((rc = tool_plan(a, r, &t, m, a->print_after_all ? stdout : NULL, &plan, &d)))
         goto fail;
-    printf("; kiln ir: recipe %s (%s), target %s, shape M=%lld N=%lld K=%lld\n", a->recipe,
-           kiln_recipe_name(r), t.name, (long long)a->M, (long long)a->N, (long long)a->K);
-    if (a->print_after_all) {
-        printf("; *** IR after lower ***\n");
+    if (!a->print_after_all) {
+        printf("; kiln ir: recipe %s (%s), target %s, shape M=%lld N=%lld K=%lld\n", a->recipe,
+               kiln_recipe_name(r), t.name, (long long)a->M, (long long)a->N, (long long)a->K);
         kiln_print_module(stdout, m);
     }
-    if ((rc = kiln_run_pipeline(m, &t, a->print_after_all ? stdout : NULL, &d)))
-        goto fail;
-    if (!a->print_after_all)
-        kiln_print_module(stdout, m);
+    tool_plan_free(&plan);
     kiln_module_free(m);
     kiln_recipe_free(r);
     return EXIT_OK;
 fail:
     tool_error(&d);
+    tool_plan_free(&plan);
     kiln_module_free(m);
     kiln_recipe_free(r);
     return tool_exit_code(rc);

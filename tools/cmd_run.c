@@ -209,22 +209,20 @@ typedef struct RunCtx {
     const ToolArgs *a;
     const KilnTarget *t;
     kiln_ctx *api;
-    kiln_recipe *recipe;
     const KilnRecipe *r;
     bool ok;
 } RunCtx;
 
-/* Run f's kernel through the public API (the path an engine takes). */
-static int run_cpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, const float *xcal,
-                   const LayerData *ld, void **yout)
+/* Run the planned layer's kernel through the API (the path an engine takes), from the
+ * plan itself: the layer is not lowered a second time. */
+static int run_cpu(RunCtx *rc, const KilnPlanLayer *p, const float *x, const LayerData *ld,
+                   void **yout)
 {
-    int64_t M = f->values[f->params[0]].type.dim[0], K = f->values[f->params[0]].type.dim[1];
-    int64_t N = f->values[g->result].type.dim[1];
-    kiln_layer_desc desc = {.name = f->name, .N = N, .K = K, .weight = ld->w, .bias = ld->b,
-                            .calib_x = xcal, .calib_rows = TOOL_CALIB_ROWS};
+    int64_t M = p->M, N = p->N, K = p->K;
+    kiln_layer_desc desc = {.name = p->name, .N = N, .K = K, .weight = ld->w, .bias = ld->b};
     kiln_layer *l = NULL;
     int e = EXIT_OK;
-    if (kiln_layer_create(rc->api, rc->recipe, &desc, &l)) {
+    if (kiln_layer_create_planned(rc->api, p, &desc, &l)) {
         fprintf(stderr, "kiln: %s\n", kiln_error(rc->api));
         e = EXIT_INPUT;
     } else {
@@ -271,9 +269,10 @@ static int run_gpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, L
     return EXIT_OK;
 }
 
-static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
+static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
 {
     const ToolArgs *a = rc->a;
+    KilnFunc *f = p->f;
     KilnDiag d = {0};
     const KilnType *xt = &f->values[f->params[0]].type;
     int64_t M = xt->dim[0], K = xt->dim[1];
@@ -289,16 +288,15 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
     KilnTensor x = {0}, yi = {0}, yref = {0};
     LayerData ld;
     void *ycpu = NULL;
-    float *xcal = tool_layer_calib(a->seed, rc->r, f->name, TOOL_CALIB_ROWS, K); /* a separate batch */
     int e = EXIT_OK;
-    if (layer_data_init(&ld, a->seed, f->name, N, K) || !xcal || kiln_tensor_alloc(&x, xt)) {
+    if (layer_data_init(&ld, a->seed, f->name, N, K) || kiln_tensor_alloc(&x, xt)) {
         layer_data_free(&ld);
-        free(xcal);
         return EXIT_INTERNAL;
     }
     tool_fill_normal(x.data, M * K, a->seed, "x", 1.0f);
-    tool_layer_outliers(a->seed, rc->r, f->name, x.data, M, K); /* the channels of xcal */
-    if (kiln_calibrate_static(f, xcal, TOOL_CALIB_ROWS * K) && a->verbose)
+    /* the planted channels of the plan's calibration batch (tool_plan) */
+    tool_layer_outliers(a->seed, rc->r, f->name, x.data, M, K);
+    if (p->calibrated && a->verbose)
         printf("  calibrated the static activation scale on a separate batch (minmax)\n");
 
     const KilnAttr *lay = kiln_get(g, "layout");
@@ -322,7 +320,7 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
     }
     if (!dev)
         printf("  interpreter ran in %.3f ms\n", kiln_now_ms() - t0);
-    if (cpu && (e = run_cpu(rc, f, g, x.data, xcal, &ld, &ycpu)))
+    if (cpu && (e = run_cpu(rc, p, x.data, &ld, &ycpu)))
         goto out;
     if (gpu && (e = run_gpu(rc, f, g, x.data, &ld, &ycpu)))
         goto out;
@@ -369,7 +367,6 @@ static int run_one(RunCtx *rc, KilnFunc *f, KilnModule *m)
     }
 out:
     layer_data_free(&ld);
-    free(xcal);
     free(ycpu);
     kiln_tensor_free(&x);
     kiln_tensor_free(&yi);
@@ -388,6 +385,7 @@ int cmd_run(const ToolArgs *a)
     KilnRecipe *r = NULL;
     KilnModule *m = NULL;
     RunCtx rc = {.a = a, .ok = true};
+    ToolPlan plan = {0};
     int e = EXIT_OK;
     int krc = kiln_recipe_load(a->recipe, &r, &d);
     KilnTarget t;
@@ -412,8 +410,6 @@ int cmd_run(const ToolArgs *a)
          * resolved level's name alone would not carry */
         kiln_options o = {.target = tool_target_name(a, r, "cpu"), .verbose = a->verbose};
         kiln_status st = kiln_ctx_create(&o, &rc.api);
-        if (!st)
-            st = kiln_recipe_open(rc.api, a->recipe, &rc.recipe);
         if (st) { /* kiln_status values are the command's exit codes */
             fprintf(stderr, "kiln: %s\n", kiln_error(rc.api));
             e = (int)st;
@@ -421,11 +417,12 @@ int cmd_run(const ToolArgs *a)
         }
     }
     m = kiln_module_new();
-    if ((krc = tool_lower(a, r, t.name, m, &d)) || (krc = kiln_run_pipeline(m, &t, NULL, &d)))
+    if ((krc = tool_plan(a, r, &t, m, NULL, &plan, &d)))
         goto fail;
-    int nf = m->nfuncs;
-    for (int i = 0; i < nf && !e; i++)
-        e = run_one(&rc, m->funcs[i], m);
+    for (int i = 0; i < plan.n && !e; i++)
+        e = run_one(&rc, &plan.layers[i], m);
+    if (a->verbose)
+        tool_print_counts();
     if (!e && !rc.ok)
         e = EXIT_MISMATCH;
     goto done;
@@ -433,7 +430,7 @@ fail:
     tool_error(&d);
     e = tool_exit_code(d.code);
 done:
-    kiln_recipe_close(rc.recipe);
+    tool_plan_free(&plan);
     kiln_ctx_destroy(rc.api);
     kiln_module_free(m);
     kiln_recipe_free(r);

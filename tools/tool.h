@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "api/plan.h"
 #include "ir/ir.h"
 
 /* Exit codes of the command (also documented in README). */
@@ -67,12 +68,20 @@ void tool_layer_outliers(uint64_t seed, const struct KilnRecipe *r, const char *
 float *tool_layer_calib(uint64_t seed, const struct KilnRecipe *r, const char *layer,
                         int64_t rows, int64_t K);
 
-/* cmd_ir.c: lower the named layer, or one example layer per rule, into m. */
-struct KilnRecipe;
-int tool_lower(const ToolArgs *a, const struct KilnRecipe *r, const char *target, KilnModule *m,
-               KilnDiag *d);
+/* cmd_ir.c: plan (api/plan.h) the named layer, or one example layer per rule, into m,
+ * each with its synthetic calibration batch; tool_plan_free frees the batches. */
+typedef struct ToolPlan {
+    KilnPlanLayer *layers;
+    float **calib;
+    int n;
+} ToolPlan;
+int tool_plan(const ToolArgs *a, const struct KilnRecipe *r, const KilnTarget *t, KilnModule *m,
+              FILE *print_after_all, ToolPlan *p, KilnDiag *d);
+void tool_plan_free(ToolPlan *p);
 const char *tool_target_name(const ToolArgs *a, const struct KilnRecipe *r, const char *dflt);
 int tool_exit_code(int kiln_rc);
+/* util.c: "kiln: P recipe parses, L layer lowerings" on stderr (--verbose). */
+void tool_print_counts(void);
 
 /* cmd_*.c */
 int cmd_targets(const ToolArgs *a);

@@ -226,3 +226,11 @@ float *tool_calib_batch(uint64_t seed, int64_t rows, int64_t K)
         tool_fill_normal(x, rows * K, seed + 1000, "x", 1.0f);
     return x;
 }
+
+void tool_print_counts(void)
+{
+    int64_t parses, lowerings;
+    kiln_frontend_counts(&parses, &lowerings);
+    fprintf(stderr, "kiln: %lld recipe parse%s, %lld layer lowering%s\n", (long long)parses,
+            parses == 1 ? "" : "s", (long long)lowerings, lowerings == 1 ? "" : "s");
+}

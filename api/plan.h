@@ -1,0 +1,52 @@
+/* api/plan.h — the one way from a recipe's layer to a kernel, for the public API and
+ * every `kiln` command: outlier columns, lowering, the passes and static calibration,
+ * in that order (kiln_plan_layers); and the in-tree
+ * extensions of include/kiln.h that let a command hand the API a recipe it already
+ * parsed and a layer it already planned, so each is done once. */
+#ifndef KILN_API_PLAN_H
+#define KILN_API_PLAN_H
+
+#include <stdio.h>
+
+#include "frontend/recipe.h"
+#include "kiln.h"
+#include "passes/passes.h"
+
+/* One layer to plan. The caller fills the inputs; kiln_plan_layers the outputs. */
+typedef struct KilnPlanLayer {
+    const char *name;
+    int64_t M, N, K;       /* M: the rows the IR shows (the kernels take any M) */
+    const float *calib_x;  /* [calib_rows, K]: static activation scales and outlier
+                            * columns come from these rows; NULL: none (a static scale
+                            * stays open, a rule with outliers is an error) */
+    int64_t calib_rows;
+    const KilnQuantSpec *stored, *stored_act; /* a checkpoint's formats (frontend/recipe.h) */
+    /* outputs */
+    KilnFunc *f;           /* the layer after the passes (and calibration) */
+    const KilnInst *qgemm; /* its qgemm, NULL when the passes left none */
+    bool calibrated;       /* a static activation scale was taken from calib_x */
+} KilnPlanLayer;
+
+/* Plans layers[0..n) of recipe r for target t into m: each layer's outlier columns
+ * (from its calibration rows, when its rule has outliers) and lowering, then the pass
+ * pipeline once over all of them, then each one's static calibration. With
+ * print_after_all the module is printed after lowering ("; *** IR after lower ***")
+ * and after every pass. Errors name the layer. */
+int kiln_plan_layers(const KilnRecipe *r, const KilnTarget *t, KilnPlanLayer *layers, int n,
+                     KilnModule *m, FILE *print_after_all, KilnDiag *d);
+
+/* ------------------------------------------------------------------ in-tree API */
+
+/* A recipe the caller parsed (frontend/recipe.h) as a kiln_recipe, borrowed: closing
+ * it leaves r alone. */
+kiln_recipe *kiln_recipe_borrow(const KilnRecipe *r);
+/* The parsed recipe inside a kiln_recipe. */
+const KilnRecipe *kiln_recipe_frontend(const kiln_recipe *r);
+/* The resolved target of a context (its level and traits). */
+const KilnTarget *kiln_ctx_target_full(const kiln_ctx *ctx);
+/* kiln_layer_create for a layer already planned with kiln_plan_layers for this
+ * context's target: no second lowering. desc gives the weights, bias and name. */
+kiln_status kiln_layer_create_planned(kiln_ctx *ctx, const KilnPlanLayer *p,
+                                      const kiln_layer_desc *desc, kiln_layer **out);
+
+#endif
