@@ -250,26 +250,21 @@ int kiln_print_module(FILE *out, const KilnModule *m)
     return ferror(out) ? KILN_EINTERNAL : KILN_OK;
 }
 
-char *kiln_print_module_str(const KilnModule *m)
+/* What print(out, x) writes, as a malloc'd string. */
+static char *to_str(const void *x, int (*print)(FILE *, const void *))
 {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f)
         return NULL;
-    kiln_print_module(f, m);
+    print(f, x);
     fclose(f);
     return buf;
 }
 
-char *kiln_print_func_str(const KilnFunc *fn)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        return NULL;
-    kiln_print_func(f, fn);
-    fclose(f);
-    return buf;
-}
+static int print_module_v(FILE *out, const void *m) { return kiln_print_module(out, m); }
+static int print_func_v(FILE *out, const void *f) { return kiln_print_func(out, f); }
+
+char *kiln_print_module_str(const KilnModule *m) { return to_str(m, print_module_v); }
+char *kiln_print_func_str(const KilnFunc *f) { return to_str(f, print_func_v); }
