@@ -1,5 +1,5 @@
 /* frontend/internal.h — the parsed recipe as plain C data, shared by the loader
- * (dsl.c), the matcher (match.c) and lowering (lower.c). Not for other folders. */
+ * (dsl.c, dslformat.c), the matcher (match.c) and lowering (lower.c). Not for other folders. */
 #ifndef KILN_FRONTEND_INTERNAL_H
 #define KILN_FRONTEND_INTERNAL_H
 
@@ -121,6 +121,21 @@ const char *kiln__suggest(char *buf, size_t n, const char *s, const char *const 
  * allow_list also accepts the list part 1..#t). */
 void kiln__check_keys(lua_State *L, int idx, const char *const *names, int n, int line, const char *where,
                       const char *noun, bool allow_list);
+
+/* dslformat.c: format values and the checks of a format where it is used (errors
+ * unwind through kiln__dsl_error). */
+const char *kiln__fmt_name(const KFormat *f); /* "int8", "f16", "stored", ... */
+KFormat *kiln__push_format(lua_State *L, const KFormat *f);
+int kiln__fmt_call(lua_State *L);     /* a format's __call: int8 { per = "channel" } */
+int kiln__fmt_tostring(lua_State *L);
+KilnMethod kiln__method_defaults(void);
+/* method = "gptq" | { "smoothquant", "gptq", alpha = 0.5, ... } at stack index t. */
+KilnMethod kiln__parse_method_value(lua_State *L, int t, int line, const char *where);
+/* Complete and check a rule's weights / activations, a recipe's kv_cache (rline:
+ * the rule's or recipe's line; pat: the rule's pattern). */
+void kiln__resolve_weights(lua_State *L, KFormat *f, int rline, const char *pat);
+void kiln__resolve_acts(lua_State *L, KFormat *a, const KFormat *w, int rline, const char *pat);
+void kiln__resolve_kv(lua_State *L, KFormat *k, int rline);
 
 /* dsl.c */
 /* Register recipe, rule, int4, int8, fp8_e4m3, fp8_e5m2, f32, f16, bf16. */

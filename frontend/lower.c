@@ -9,7 +9,7 @@
 #include "ir/numerics.h"
 
 /* activations = stored: the scheme the model file declares for the layer, as the
- * format a rule would give, with the checks resolve_acts (dsl.c) makes of a rule's.
+ * format a rule would give, with the checks kiln__resolve_acts (dslformat.c) makes of a rule's.
  * sa NULL or fmt NONE: the file quantizes the layer weight-only, so f16. */
 static int file_acts(const char *layer, const KilnQuantSpec *sa, KFormat *out, KilnDiag *d)
 {

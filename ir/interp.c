@@ -1,31 +1,13 @@
-/* ir/interp.c — the reference interpreter: plain scalar C meaning of every op. It is
- * the ground truth every generated kernel is tested against (docs/numerics.md). */
-#include <math.h>
+/* ir/interp.c — the reference interpreter: plain scalar C meaning of every op, the
+ * ground truth every generated kernel is tested against (docs/numerics.md). Here
+ * the driver and the simple ops; qgemm is interp_qgemm.c. */
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "numerics.h"
+#include "interp.h"
 
-/* Sums are defined as separately rounded f32 multiply and add in ascending k: no FMA
- * contraction (GCC's ISO C17 mode already has -ffp-contract=off; clang needs this). */
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF
-#endif
-
-typedef struct Interp {
-    const KilnFunc *f;
-    const KilnInst *in; /* the instruction being run, for messages */
-    KilnDiag *d;
-    KilnTensor *vals;
-    bool *ready, *owned;
-    KilnWeightFn wfn;
-    void *wctx;
-} Interp;
-
-/* Every run-time error names the function, the instruction and then the numbers. */
-static int fail(Interp *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(Interp *c, int code, const char *fmt, ...)
+int interp_fail(Interp *c, int code, const char *fmt, ...)
 {
     char msg[768];
     va_list ap;
@@ -42,29 +24,6 @@ static int fail(Interp *c, int code, const char *fmt, ...)
                             c->f->values[in->result].name, kiln_op_name(in->op), msg);
 }
 
-static const char *vname(const Interp *c, int id) { return c->f->values[id].name; }
-
-static bool is_float_dt(KilnDType dt) { return dt == KILN_F32 || dt == KILN_F16 || dt == KILN_BF16; }
-
-static float load_f(const KilnTensor *t, int64_t i)
-{
-    switch (t->type.dt) {
-    case KILN_F16: return kiln_f16_to_f32(((const uint16_t *)t->data)[i]);
-    case KILN_BF16: return kiln_bf16_to_f32(((const uint16_t *)t->data)[i]);
-    default: return ((const float *)t->data)[i];
-    }
-}
-
-/* Storing into a 16-bit tensor is the one place results are rounded (RNE). */
-static void store_f(KilnTensor *t, int64_t i, float v)
-{
-    switch (t->type.dt) {
-    case KILN_F16: ((uint16_t *)t->data)[i] = kiln_f32_to_f16(v); break;
-    case KILN_BF16: ((uint16_t *)t->data)[i] = kiln_f32_to_bf16(v); break;
-    default: ((float *)t->data)[i] = v; break;
-    }
-}
-
 static int64_t last_dim(const KilnType *t) { return t->rank ? t->dim[t->rank - 1] : 1; }
 static int64_t rows_of(const KilnType *t)
 {
@@ -76,16 +35,16 @@ static int need_float(Interp *c, const char *what, int id, const KilnType *t)
 {
     if (is_float_dt(t->dt) && t->q.fmt == KILN_QF_NONE)
         return 0;
-    return fail(c, KILN_EINPUT, "%s %%%s must be f32, f16 or bf16, got %s", what, vname(c, id),
-                kiln_type_str(t).s);
+    return interp_fail(c, KILN_EINPUT, "%s %%%s must be f32, f16 or bf16, got %s", what, vname(c, id),
+                       kiln_type_str(t).s);
 }
 
 static int need_same_shape(Interp *c, int id, const KilnType *src, const KilnType *res)
 {
     if (kiln_type_same_shape(src, res))
         return 0;
-    return fail(c, KILN_EINPUT, "operand %%%s is %s but the result is %s (shapes differ)",
-                vname(c, id), kiln_type_str(src).s, kiln_type_str(res).s);
+    return interp_fail(c, KILN_EINPUT, "operand %%%s is %s but the result is %s (shapes differ)",
+                       vname(c, id), kiln_type_str(src).s, kiln_type_str(res).s);
 }
 
 /* A malloc'd f32 copy of a float tensor. */
@@ -98,8 +57,6 @@ static float *to_f32(const KilnTensor *t)
             x[i] = load_f(t, i);
     return x;
 }
-
-static int oom(Interp *c) { return fail(c, KILN_EINTERNAL, "out of memory"); }
 
 static int copy_tensor(KilnTensor *dst, const KilnTensor *src)
 {
@@ -114,30 +71,27 @@ static int copy_tensor(KilnTensor *dst, const KilnTensor *src)
     return 0;
 }
 
-static float silu_f(float y) { return y / (1.0f + expf(-y)); }
-static float gelu_f(float y) { return 0.5f * y * (1.0f + erff(y * 0.70710678118654752f)); }
-
 /* ------------------------------------------------------------------ simple ops */
 
 static int op_weight(Interp *c, KilnTensor *r)
 {
     const KilnAttr *a = kiln_get(c->in, "name");
     if (!a || (a->kind != KILN_ATTR_STR && a->kind != KILN_ATTR_IDENT))
-        return fail(c, KILN_EINPUT, "missing string attribute name");
+        return interp_fail(c, KILN_EINPUT, "missing string attribute name");
     if (r->type.dt != KILN_F32 || r->type.q.fmt != KILN_QF_NONE)
-        return fail(c, KILN_EINPUT, "weight \"%s\" must be declared f32, got %s", a->s,
-                    kiln_type_str(&r->type).s);
+        return interp_fail(c, KILN_EINPUT, "weight \"%s\" must be declared f32, got %s", a->s,
+                           kiln_type_str(&r->type).s);
     if (!c->wfn)
-        return fail(c, KILN_EINPUT, "weight \"%s\" is needed but no weights were given", a->s);
+        return interp_fail(c, KILN_EINPUT, "weight \"%s\" is needed but no weights were given", a->s);
     KilnDiag sub = {0};
     KilnType want = r->type;
     int rc = c->wfn(c->wctx, a->s, r, &sub);
     if (rc)
-        return fail(c, rc == KILN_EINTERNAL ? rc : KILN_EINPUT, "weight \"%s\": %s", a->s,
-                    sub.msg[0] ? sub.msg : "the weight provider failed");
+        return interp_fail(c, rc == KILN_EINTERNAL ? rc : KILN_EINPUT, "weight \"%s\": %s", a->s,
+                           sub.msg[0] ? sub.msg : "the weight provider failed");
     if (!r->data || !kiln_type_eq(&r->type, &want) || r->nbytes < kiln_tensor_bytes(&want))
-        return fail(c, KILN_EINPUT, "weight \"%s\": the provider changed the tensor (want %s)",
-                    a->s, kiln_type_str(&want).s);
+        return interp_fail(c, KILN_EINPUT, "weight \"%s\": the provider changed the tensor (want %s)",
+                           a->s, kiln_type_str(&want).s);
     return 0;
 }
 
@@ -145,10 +99,10 @@ static int op_const(Interp *c, KilnTensor *r)
 {
     const KilnAttr *a = kiln_get(c->in, "value");
     if (!a || (a->kind != KILN_ATTR_FLOAT && a->kind != KILN_ATTR_INT))
-        return fail(c, KILN_EINPUT, "missing number attribute value");
+        return interp_fail(c, KILN_EINPUT, "missing number attribute value");
     if (!is_float_dt(r->type.dt) || r->type.q.fmt != KILN_QF_NONE)
-        return fail(c, KILN_EINPUT, "const must be f32, f16 or bf16, got %s",
-                    kiln_type_str(&r->type).s);
+        return interp_fail(c, KILN_EINPUT, "const must be f32, f16 or bf16, got %s",
+                           kiln_type_str(&r->type).s);
     float v = a->kind == KILN_ATTR_FLOAT ? (float)a->f : (float)a->i;
     for (int64_t i = 0, n = kiln_type_numel(&r->type); i < n; i++)
         store_f(r, i, v);
@@ -158,12 +112,12 @@ static int op_const(Interp *c, KilnTensor *r)
 static int need_quant_result(Interp *c, const KilnType *t)
 {
     if (t->q.fmt == KILN_QF_NONE)
-        return fail(c, KILN_EINPUT, "result %s has no quantization spec", kiln_type_str(t).s);
+        return interp_fail(c, KILN_EINPUT, "result %s has no quantization spec", kiln_type_str(t).s);
     KilnDType want = kiln_qformat_storage(t->q.fmt, t->q.symmetric || kiln_qformat_is_fp8(t->q.fmt));
     if (t->dt != want)
-        return fail(c, KILN_EINPUT, "result %s: %s %s is stored as %s", kiln_type_str(t).s,
-                    kiln_qformat_name(t->q.fmt), t->q.symmetric ? "sym" : "asym",
-                    kiln_dtype_name(want));
+        return interp_fail(c, KILN_EINPUT, "result %s: %s %s is stored as %s", kiln_type_str(t).s,
+                           kiln_qformat_name(t->q.fmt), t->q.symmetric ? "sym" : "asym",
+                           kiln_dtype_name(want));
     return 0;
 }
 
@@ -185,17 +139,17 @@ static int quantize_into(Interp *c, int sid, const KilnQuantSpec *spec, const Ki
     rc = kiln_quantize_matrix(spec, x, rows_of(&r->type), last_dim(&r->type), r->data,
                                   r->scales, r->zeros, &sub);
     free(x);
-    return rc ? fail(c, rc, "%s", sub.msg) : 0;
+    return rc ? interp_fail(c, rc, "%s", sub.msg) : 0;
 }
 
 static int op_quantize(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
 {
     const KilnQuantSpec *q = &r->type.q;
     if (!kiln_value_is_weight(c->f, sid) && !q->dynamic && !(q->scale > 0.0f))
-        return fail(c, KILN_EINPUT,
-                    "static activation scale not calibrated: %%%s is not a weight and the spec "
-                    "has scale 0 (run calibration or give a scale)",
-                    vname(c, sid));
+        return interp_fail(c, KILN_EINPUT,
+                           "static activation scale not calibrated: %%%s is not a weight and the spec "
+                           "has scale 0 (run calibration or give a scale)",
+                           vname(c, sid));
     return quantize_into(c, sid, q, src, r);
 }
 
@@ -203,8 +157,8 @@ static int op_dynquant(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
 {
     KilnQuantSpec q = r->type.q;
     if (q.gran != KILN_GRAN_TOKEN && q.gran != KILN_GRAN_TENSOR)
-        return fail(c, KILN_EINPUT, "dynamic quantization is per token or per tensor, got %s",
-                    kiln_type_str(&r->type).s);
+        return interp_fail(c, KILN_EINPUT, "dynamic quantization is per token or per tensor, got %s",
+                           kiln_type_str(&r->type).s);
     q.dynamic = true; /* scales always come from the data */
     q.scale = 0;
     return quantize_into(c, sid, &q, src, r);
@@ -213,8 +167,8 @@ static int op_dynquant(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
 static int op_dequantize(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
 {
     if (src->type.q.fmt == KILN_QF_NONE)
-        return fail(c, KILN_EINPUT, "operand %%%s is %s, not a quantized value", vname(c, sid),
-                    kiln_type_str(&src->type).s);
+        return interp_fail(c, KILN_EINPUT, "operand %%%s is %s, not a quantized value", vname(c, sid),
+                           kiln_type_str(&src->type).s);
     int rc = need_float(c, "result", c->in->result, &r->type);
     if (!rc)
         rc = need_same_shape(c, sid, &src->type, &r->type);
@@ -230,7 +184,7 @@ static int op_dequantize(Interp *c, int sid, const KilnTensor *src, KilnTensor *
     for (int64_t i = 0; !rc && i < n; i++)
         store_f(r, i, y[i]);
     free(y);
-    return rc ? fail(c, rc, "%s", sub.msg) : 0;
+    return rc ? interp_fail(c, rc, "%s", sub.msg) : 0;
 }
 
 /* pack: i8/u8 codes in int4 range -> i4/u4; unpack: the reverse. Scales ride along. */
@@ -240,19 +194,19 @@ static int op_repack(Interp *c, int sid, const KilnTensor *src, KilnTensor *r, b
     bool ok = pack ? ((from == KILN_I8 && to == KILN_I4) || (from == KILN_U8 && to == KILN_U4))
                    : ((from == KILN_I4 && to == KILN_I8) || (from == KILN_U4 && to == KILN_U8));
     if (!ok)
-        return fail(c, KILN_EINPUT, "cannot %s %s into %s (i8<->i4 and u8<->u4 only)",
-                    pack ? "pack" : "unpack", kiln_type_str(&src->type).s,
-                    kiln_type_str(&r->type).s);
+        return interp_fail(c, KILN_EINPUT, "cannot %s %s into %s (i8<->i4 and u8<->u4 only)",
+                           pack ? "pack" : "unpack", kiln_type_str(&src->type).s,
+                           kiln_type_str(&r->type).s);
     int rc = need_same_shape(c, sid, &src->type, &r->type);
     if (rc)
         return rc;
     if (r->type.q.fmt != KILN_QF_NONE) {
         if (src->nscales != r->nscales || !src->scales || (r->zeros && !src->zeros))
-            return fail(c, KILN_EINPUT,
-                        "%s carries %lld scales%s but %s needs %lld%s", kiln_type_str(&src->type).s,
-                        (long long)src->nscales, src->zeros ? " and zero points" : "",
-                        kiln_type_str(&r->type).s, (long long)r->nscales,
-                        r->zeros ? " and zero points" : "");
+            return interp_fail(c, KILN_EINPUT,
+                               "%s carries %lld scales%s but %s needs %lld%s", kiln_type_str(&src->type).s,
+                               (long long)src->nscales, src->zeros ? " and zero points" : "",
+                               kiln_type_str(&r->type).s, (long long)r->nscales,
+                               r->zeros ? " and zero points" : "");
         memcpy(r->scales, src->scales, (size_t)r->nscales * sizeof *r->scales);
         if (r->zeros)
             memcpy(r->zeros, src->zeros, (size_t)r->nscales * sizeof *r->zeros);
@@ -266,9 +220,9 @@ static int op_repack(Interp *c, int sid, const KilnTensor *src, KilnTensor *r, b
         for (int64_t j = 0; j < cols; j++) {
             int32_t v = kiln_code_get(from, srow, j);
             if (pack && (v < lo || v > hi))
-                return fail(c, KILN_EINPUT, "code %d at [%lld,%lld] of %%%s is outside %s's %d..%d",
-                            (int)v, (long long)i, (long long)j, vname(c, sid),
-                            kiln_dtype_name(to), (int)lo, (int)hi);
+                return interp_fail(c, KILN_EINPUT, "code %d at [%lld,%lld] of %%%s is outside %s's %d..%d",
+                                   (int)v, (long long)i, (long long)j, vname(c, sid),
+                                   kiln_dtype_name(to), (int)lo, (int)hi);
             kiln_code_set(to, row, j, v);
         }
     }
@@ -310,10 +264,10 @@ static int op_matmul(Interp *c, const int *ids, const KilnTensor *a, const KilnT
     if (a->type.rank != 2 || b->type.rank != 2 || r->type.rank != 2 ||
         a->type.dim[1] != b->type.dim[1] || r->type.dim[0] != a->type.dim[0] ||
         r->type.dim[1] != b->type.dim[0])
-        return fail(c, KILN_EINPUT,
-                    "%%%s is %s and %%%s is %s: want a[M,K], b[N,K] and result [M,N], got %s",
-                    vname(c, ids[0]), kiln_type_str(&a->type).s, vname(c, ids[1]),
-                    kiln_type_str(&b->type).s, kiln_type_str(&r->type).s);
+        return interp_fail(c, KILN_EINPUT,
+                           "%%%s is %s and %%%s is %s: want a[M,K], b[N,K] and result [M,N], got %s",
+                           vname(c, ids[0]), kiln_type_str(&a->type).s, vname(c, ids[1]),
+                           kiln_type_str(&b->type).s, kiln_type_str(&r->type).s);
     int64_t M = a->type.dim[0], N = b->type.dim[0], K = a->type.dim[1];
     float *x = to_f32(a), *w = to_f32(b);
     if (!x || !w) {
@@ -343,8 +297,8 @@ static int op_bias_add(Interp *c, const int *ids, const KilnTensor *y, const Kil
         return rc;
     int64_t N = last_dim(&y->type);
     if (b->type.rank != 1 || b->type.dim[0] != N)
-        return fail(c, KILN_EINPUT, "bias %%%s is %s but %%%s has %lld columns", vname(c, ids[1]),
-                    kiln_type_str(&b->type).s, vname(c, ids[0]), (long long)N);
+        return interp_fail(c, KILN_EINPUT, "bias %%%s is %s but %%%s has %lld columns", vname(c, ids[1]),
+                           kiln_type_str(&b->type).s, vname(c, ids[0]), (long long)N);
     for (int64_t i = 0, n = kiln_type_numel(&y->type); i < n; i++)
         store_f(r, i, load_f(y, i) + load_f(b, i % N));
     return 0;
@@ -375,17 +329,15 @@ static int op_add(Interp *c, const int *ids, const KilnTensor *a, const KilnTens
     return 0;
 }
 
-/* A column list attribute (gather_cols/zero_cols `idx`, qgemm `outliers`): strictly
- * ascending columns of [0, cols). */
-static int cols_attr(Interp *c, const char *key, int64_t cols, const int64_t **idx, int64_t *n)
+int interp_cols_attr(Interp *c, const char *key, int64_t cols, const int64_t **idx, int64_t *n)
 {
     const KilnAttr *a = kiln_get(c->in, key);
     if (!a || a->kind != KILN_ATTR_INTS || a->nints <= 0)
-        return fail(c, KILN_EINPUT, "attribute %s must be a non-empty list of columns", key);
+        return interp_fail(c, KILN_EINPUT, "attribute %s must be a non-empty list of columns", key);
     for (int64_t i = 0; i < a->nints; i++)
         if (a->ints[i] < 0 || a->ints[i] >= cols || (i > 0 && a->ints[i] <= a->ints[i - 1]))
-            return fail(c, KILN_EINPUT, "attribute %s: column %lld is out of range 0..%lld or "
-                        "not ascending", key, (long long)a->ints[i], (long long)cols - 1);
+            return interp_fail(c, KILN_EINPUT, "attribute %s: column %lld is out of range 0..%lld or "
+                               "not ascending", key, (long long)a->ints[i], (long long)cols - 1);
     *idx = a->ints;
     *n = a->nints;
     return 0;
@@ -396,17 +348,17 @@ static int op_cols(Interp *c, int sid, const KilnTensor *x, KilnTensor *r, bool 
 {
     const KilnType *xt = &x->type;
     if (xt->dt != KILN_F32 || xt->q.fmt != KILN_QF_NONE || xt->rank != 2)
-        return fail(c, KILN_EINPUT, "operand %%%s must be f32[R,C], got %s", vname(c, sid),
-                    kiln_type_str(xt).s);
+        return interp_fail(c, KILN_EINPUT, "operand %%%s must be f32[R,C], got %s", vname(c, sid),
+                           kiln_type_str(xt).s);
     const int64_t *idx;
     int64_t n, R = xt->dim[0], C = xt->dim[1];
-    int rc = cols_attr(c, "idx", C, &idx, &n);
+    int rc = interp_cols_attr(c, "idx", C, &idx, &n);
     if (rc)
         return rc;
     KilnType want = kiln_type2(KILN_F32, R, gather ? n : C);
     if (!kiln_type_eq(&r->type, &want))
-        return fail(c, KILN_EINPUT, "result must be %s, got %s", kiln_type_str(&want).s,
-                    kiln_type_str(&r->type).s);
+        return interp_fail(c, KILN_EINPUT, "result must be %s, got %s", kiln_type_str(&want).s,
+                           kiln_type_str(&r->type).s);
     const float *xs = x->data;
     float *y = r->data;
     for (int64_t i = 0; i < R; i++) {
@@ -425,8 +377,8 @@ static int op_cols(Interp *c, int sid, const KilnTensor *x, KilnTensor *r, bool 
 static int op_prepack(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
 {
     if (!kiln_type_eq(&src->type, &r->type))
-        return fail(c, KILN_EINPUT, "prepack keeps the type: operand %%%s is %s, result %s",
-                    vname(c, sid), kiln_type_str(&src->type).s, kiln_type_str(&r->type).s);
+        return interp_fail(c, KILN_EINPUT, "prepack keeps the type: operand %%%s is %s, result %s",
+                           vname(c, sid), kiln_type_str(&src->type).s, kiln_type_str(&r->type).s);
     KilnTensor tmp;
     if (copy_tensor(&tmp, src))
         return oom(c);
@@ -435,361 +387,28 @@ static int op_prepack(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
     return 0;
 }
 
-/* ------------------------------------------------------------------ qgemm */
-
-/* Scale index of weight element (n, k) for the weight's granularity. */
-static int64_t w_sidx(const KilnQuantSpec *ws, int64_t n, int64_t k, int64_t K)
-{
-    if (ws->gran == KILN_GRAN_TENSOR)
-        return 0;
-    if (ws->gran == KILN_GRAN_GROUP)
-        return n * ((K + ws->group - 1) / ws->group) + k / ws->group; /* ragged last group */
-    return n; /* channel (token on a weight means the same: per row) */
-}
-
-static float fp8_dec(KilnQFormat f, int32_t code)
-{
-    return f == KILN_QF_FP8_E4M3 ? kiln_fp8_e4m3_decode((uint8_t)code)
-                                 : kiln_fp8_e5m2_decode((uint8_t)code);
-}
-
-/* Row n of the weight as integers q - z (int formats) or unscaled fp8 values. */
-static void w_row(const KilnTensor *w, int64_t n, int64_t K, int32_t *qi, float *qf)
-{
-    const KilnQuantSpec *ws = &w->type.q;
-    const uint8_t *row = (const uint8_t *)w->data + (size_t)n * kiln_row_bytes(w->type.dt, K);
-    for (int64_t k = 0; k < K; k++) {
-        int32_t code = kiln_code_get(w->type.dt, row, k);
-        if (qi)
-            qi[k] = code - (!ws->symmetric && w->zeros ? w->zeros[w_sidx(ws, n, k, K)] : 0);
-        if (qf)
-            qf[k] = fp8_dec(ws->fmt, code);
-    }
-}
-
-/* Quantize activations x[M,K] per the act spec: codes[M*K] and per-row s_a, z_a. */
-static int quant_act(Interp *c, const KilnQuantSpec *act, const float *x, int64_t M, int64_t K,
-                     int32_t *codes, float *sa, int32_t *za)
-{
-    KilnQuantSpec q = *act;
-    if (q.gran != KILN_GRAN_TOKEN && q.gran != KILN_GRAN_TENSOR)
-        return fail(c, KILN_EINPUT, "act granularity must be token or tensor, got %s",
-                    kiln_gran_name(q.gran));
-    if (q.dynamic)
-        q.scale = 0;
-    else if (!(q.scale > 0.0f))
-        return fail(c, KILN_EINPUT, "static activation scale not calibrated (act spec has scale "
-                                    "0 and is not dynamic)");
-    bool sym = q.symmetric || kiln_qformat_is_fp8(q.fmt);
-    KilnType t = kiln_type2(kiln_qformat_storage(q.fmt, sym), M, K);
-    t.q = q;
-    KilnTensor qa;
-    if (kiln_tensor_alloc(&qa, &t))
-        return oom(c);
-    KilnDiag sub = {0};
-    int rc = kiln_quantize_matrix(&q, x, M, K, qa.data, qa.scales, qa.zeros, &sub);
-    if (rc) {
-        kiln_tensor_free(&qa);
-        return fail(c, rc, "activations: %s", sub.msg);
-    }
-    size_t rb = kiln_row_bytes(t.dt, K);
-    for (int64_t m = 0; m < M; m++) {
-        int64_t si = q.gran == KILN_GRAN_TOKEN ? m : 0;
-        sa[m] = qa.scales[si];
-        za[m] = qa.zeros ? qa.zeros[si] : 0;
-        for (int64_t k = 0; k < K; k++)
-            codes[m * K + k] = kiln_code_get(t.dt, (const uint8_t *)qa.data + (size_t)m * rb, k);
-    }
-    kiln_tensor_free(&qa);
-    return 0;
-}
-
-/* Case 1: a = round_to(act_dtype, x); y = Σ_k a·deqW, f32 in ascending k
- * (deqW = w for a plain f32 weight). */
-static int qgemm_weight_only(Interp *c, const KilnTensor *xt, const KilnTensor *w, KilnDType adt,
-                             int64_t M, int64_t N, int64_t K, float *y)
-{
-    const KilnQuantSpec *ws = &w->type.q;
-    bool sym = ws->symmetric || kiln_qformat_is_fp8(ws->fmt);
-    float *a = malloc((size_t)(M * K + 1) * sizeof *a), *dw = malloc((size_t)(K + 1) * sizeof *dw);
-    if (!a || !dw) {
-        free(a);
-        free(dw);
-        return oom(c);
-    }
-    const float *x = xt->data;
-    for (int64_t i = 0; i < M * K; i++)
-        a[i] = kiln_round_to(adt, x[i]);
-    bool f32w = ws->fmt == KILN_QF_NONE; /* an unquantized layer: deqW = w */
-    size_t rb = f32w ? (size_t)K * sizeof(float) : kiln_row_bytes(w->type.dt, K);
-    for (int64_t n = 0; n < N; n++) {
-        const uint8_t *row = (const uint8_t *)w->data + (size_t)n * rb;
-        for (int64_t k = 0; k < K && f32w; k++)
-            dw[k] = ((const float *)w->data)[n * K + k];
-        for (int64_t k = 0; k < K && !f32w; k++) {
-            int64_t si = w_sidx(ws, n, k, K);
-            KilnQParams p = {w->scales[si], (!sym && w->zeros) ? w->zeros[si] : 0};
-            dw[k] = kiln_dequantize_value(ws->fmt, sym, p, kiln_code_get(w->type.dt, row, k));
-        }
-        for (int64_t m = 0; m < M; m++) {
-            float acc = 0.0f;
-            for (int64_t k = 0; k < K; k++)
-                acc += a[m * K + k] * dw[k];
-            y[m * N + n] = acc;
-        }
-    }
-    free(a);
-    free(dw);
-    return 0;
-}
-
-/* Cases 2 (int x int, exact integer inner sums) and 3 (fp8 x fp8, f32 sums). */
-static int qgemm_quantized(Interp *c, const KilnQuantSpec *act, const KilnTensor *xt,
-                           const KilnTensor *w, int64_t M, int64_t N, int64_t K, float *y)
-{
-    const KilnQuantSpec *ws = &w->type.q;
-    bool fp8 = kiln_qformat_is_fp8(act->fmt);
-    int32_t *qa = malloc((size_t)(M * K + 1) * sizeof *qa);
-    int32_t *qw = malloc((size_t)(K + 1) * sizeof *qw);
-    float *da = malloc((size_t)(M * K + 1) * sizeof *da), *dw = malloc((size_t)(K + 1) * sizeof *dw);
-    float *sa = malloc((size_t)(M + 1) * sizeof *sa);
-    int32_t *za = malloc((size_t)(M + 1) * sizeof *za);
-    int rc = (qa && qw && da && dw && sa && za) ? 0 : oom(c);
-    if (!rc)
-        rc = quant_act(c, act, xt->data, M, K, qa, sa, za);
-    for (int64_t i = 0; !rc && i < M * K; i++) {
-        if (fp8)
-            da[i] = fp8_dec(act->fmt, qa[i]);
-        else
-            qa[i] -= za[i / (K ? K : 1)];
-    }
-    /* G = ceil(K/g): when g does not divide K the last group covers only K mod g k */
-    int64_t g = ws->gran == KILN_GRAN_GROUP ? ws->group : K, G = g ? (K + g - 1) / g : 0;
-    for (int64_t n = 0; !rc && n < N; n++) {
-        w_row(w, n, K, fp8 ? NULL : qw, fp8 ? dw : NULL);
-        for (int64_t m = 0; m < M; m++) {
-            float out;
-            if (ws->gran == KILN_GRAN_GROUP) {
-                /* y = s_a · Σ_j s_w[n,j] · (group sum), outer sum f32 ascending j */
-                float accf = 0.0f;
-                for (int64_t j = 0; j < G; j++) {
-                    float part;
-                    int64_t kend = (j + 1) * g < K ? (j + 1) * g : K;
-                    if (fp8) {
-                        float s = 0.0f;
-                        for (int64_t k = j * g; k < kend; k++)
-                            s += da[m * K + k] * dw[k];
-                        part = s;
-                    } else {
-                        int64_t s = 0;
-                        for (int64_t k = j * g; k < kend; k++)
-                            s += (int64_t)qa[m * K + k] * qw[k];
-                        part = (float)s;
-                    }
-                    accf += w->scales[n * G + j] * part;
-                }
-                out = sa[m] * accf;
-            } else if (fp8) {
-                float acc = 0.0f;
-                for (int64_t k = 0; k < K; k++)
-                    acc += da[m * K + k] * dw[k];
-                out = (sa[m] * w->scales[w_sidx(ws, n, 0, K)]) * acc;
-            } else {
-                int64_t acc = 0;
-                for (int64_t k = 0; k < K; k++)
-                    acc += (int64_t)qa[m * K + k] * qw[k];
-                out = ((float)acc * sa[m]) * w->scales[w_sidx(ws, n, 0, K)];
-            }
-            y[m * N + n] = out;
-        }
-    }
-    free(qa);
-    free(qw);
-    free(da);
-    free(dw);
-    free(sa);
-    free(za);
-    return rc;
-}
-
-static int attr_word(Interp *c, const char *key, const char **out)
-{
-    const KilnAttr *a = kiln_get(c->in, key);
-    *out = NULL;
-    if (!a)
-        return 0;
-    if (a->kind != KILN_ATTR_IDENT && a->kind != KILN_ATTR_STR)
-        return fail(c, KILN_EINPUT, "attribute %s must be a name", key);
-    *out = a->s;
-    return 0;
-}
-
-/* The outlier side path of a qgemm (docs/ir.md): the columns in `outliers` are zeroed
- * in *xi (a copy of x that the int8 path then quantizes), and side[m,n] =
- * Σ_j x[m,idx_j]·wo[n,j] in f32, ascending j. *xi and *side are malloc'd. */
-static int qgemm_outliers(Interp *c, const KilnTensor *x, const KilnTensor *wo, int woid,
-                          int64_t N, float **xi, float **side)
-{
-    int64_t M = x->type.dim[0], K = x->type.dim[1], n;
-    const int64_t *idx;
-    *xi = *side = NULL;
-    int rc = cols_attr(c, "outliers", K, &idx, &n);
-    if (rc)
-        return rc;
-    KilnType want = kiln_type2(KILN_F32, N, n);
-    if (!kiln_type_eq(&wo->type, &want))
-        return fail(c, KILN_EINPUT, "outlier weight %%%s must be %s, got %s", vname(c, woid),
-                    kiln_type_str(&want).s, kiln_type_str(&wo->type).s);
-    const float *xs = x->data, *w = wo->data;
-    *xi = malloc(sizeof(float) * (size_t)(M * K + 1));
-    *side = malloc(sizeof(float) * (size_t)(M * N + 1));
-    if (!*xi || !*side) {
-        free(*xi);
-        free(*side);
-        *xi = *side = NULL;
-        return oom(c);
-    }
-    memcpy(*xi, xs, sizeof(float) * (size_t)(M * K));
-    for (int64_t m = 0; m < M; m++) {
-        for (int64_t j = 0; j < n; j++)
-            (*xi)[m * K + idx[j]] = 0.0f;
-        for (int64_t o = 0; o < N; o++) {
-            float acc = 0.0f;
-            for (int64_t j = 0; j < n; j++)
-                acc += xs[m * K + idx[j]] * w[o * n + j];
-            (*side)[m * N + o] = acc;
-        }
-    }
-    return 0;
-}
-
-static int op_qgemm(Interp *c, const int *ids, int nops, const KilnTensor *const *a,
-                    KilnTensor *r)
-{
-    int wo_at = kiln_qgemm_outlier_w(c->in) >= 0 ? nops - 1 : -1;
-    int bias_at = (nops - (wo_at >= 0 ? 1 : 0)) == 3 ? 2 : -1;
-    if (kiln_get(c->in, "outliers") && wo_at < 0)
-        return fail(c, KILN_EINPUT, "outliers need the outlier weight as the last operand");
-    const KilnTensor *x = a[0], *w = a[1], *bias = bias_at >= 0 ? a[bias_at] : NULL;
-    const KilnType *xt = &x->type, *wt = &w->type, *rt = &r->type;
-    if (xt->dt != KILN_F32 || xt->q.fmt != KILN_QF_NONE || xt->rank != 2)
-        return fail(c, KILN_EINPUT, "activations %%%s must be f32[M,K], got %s", vname(c, ids[0]),
-                    kiln_type_str(xt).s);
-    const KilnQuantSpec *ws = &wt->q;
-    bool f32w = ws->fmt == KILN_QF_NONE && wt->dt == KILN_F32; /* unquantized layer */
-    if ((ws->fmt == KILN_QF_NONE && !f32w) || wt->rank != 2 ||
-        (!f32w && wt->dt != kiln_qformat_storage(ws->fmt, ws->symmetric || kiln_qformat_is_fp8(ws->fmt))))
-        return fail(c, KILN_EINPUT, "weight %%%s must be a quantized or f32 [N,K] value, got %s",
-                    vname(c, ids[1]), kiln_type_str(wt).s);
-    int64_t M = xt->dim[0], K = xt->dim[1], N = wt->dim[0];
-    if (wt->dim[1] != K)
-        return fail(c, KILN_EINPUT, "activations %%%s are %s but weight %%%s is %s: K differs (%lld vs %lld)",
-                    vname(c, ids[0]), kiln_type_str(xt).s, vname(c, ids[1]), kiln_type_str(wt).s,
-                    (long long)K, (long long)wt->dim[1]);
-    if (!is_float_dt(rt->dt) || rt->q.fmt != KILN_QF_NONE || rt->rank != 2 || rt->dim[0] != M ||
-        rt->dim[1] != N)
-        return fail(c, KILN_EINPUT, "result must be f32, f16 or bf16 [%lld,%lld], got %s",
-                    (long long)M, (long long)N, kiln_type_str(rt).s);
-    if (bias && (bias->type.dt != KILN_F32 || bias->type.q.fmt != KILN_QF_NONE ||
-                 bias->type.rank != 1 || bias->type.dim[0] != N))
-        return fail(c, KILN_EINPUT, "bias %%%s must be f32[%lld], got %s", vname(c, ids[bias_at]),
-                    (long long)N, kiln_type_str(&bias->type).s);
-    if (!f32w && (ws->gran == KILN_GRAN_AUTO ||
-                  (ws->gran == KILN_GRAN_GROUP && ws->group <= 0)))
-        return fail(c, KILN_EINPUT, "weight %s: granularity must be tensor, channel or a group "
-                                    "> 0 (K=%lld)", kiln_type_str(wt).s, (long long)K);
-    if (!f32w && (!w->scales || w->nscales != kiln_type_nscales(wt) ||
-                  (kiln_qformat_is_int(ws->fmt) && !ws->symmetric && !w->zeros)))
-        return fail(c, KILN_EINPUT, "weight %%%s lacks its %lld scales/zero points",
-                    vname(c, ids[1]), (long long)kiln_type_nscales(wt));
-    const char *epi, *adt_name;
-    int rc = attr_word(c, "epilogue", &epi);
-    if (!rc)
-        rc = attr_word(c, "act_dtype", &adt_name);
-    if (rc)
-        return rc;
-    if (epi && strcmp(epi, "none") && strcmp(epi, "silu") && strcmp(epi, "gelu"))
-        return fail(c, KILN_EINPUT, "unknown epilogue %s (none, silu or gelu)", epi);
-    const KilnAttr *act = kiln_get(c->in, "act");
-    if (act && act->kind != KILN_ATTR_SPEC)
-        return fail(c, KILN_EINPUT, "attribute act must be a spec");
-    float *xi = NULL, *side = NULL; /* the outlier split, when the qgemm has one */
-    if (wo_at >= 0) {
-        if (!act || act->q.fmt != KILN_QF_INT8)
-            return fail(c, KILN_EINPUT, "outliers need int8 activations");
-        if ((rc = qgemm_outliers(c, x, a[wo_at], ids[wo_at], N, &xi, &side)))
-            return rc;
-    }
-    KilnTensor xin = *x;
-    if (xi)
-        xin.data = xi;
-    x = &xin;
-    float *y = malloc((size_t)(M * N + 1) * sizeof *y);
-    if (!y) {
-        free(xi);
-        free(side);
-        return oom(c);
-    }
-    if (!act || act->q.fmt == KILN_QF_NONE) {
-        KilnDType adt;
-        if (!adt_name || kiln_dtype_parse(adt_name, strlen(adt_name), &adt) || !is_float_dt(adt))
-            rc = fail(c, KILN_EINPUT, "weight-only qgemm needs act_dtype = f32, f16 or bf16%s%s",
-                      adt_name ? ", got " : "", adt_name ? adt_name : "");
-        else
-            rc = qgemm_weight_only(c, x, w, adt, M, N, K, y);
-    } else if (f32w) {
-        rc = fail(c, KILN_EINPUT, "act %s with f32 weight %%%s: an unquantized weight takes "
-                                  "act_dtype, not quantized activations",
-                  kiln_qformat_name(act->q.fmt), vname(c, ids[1]));
-    } else if ((kiln_qformat_is_int(act->q.fmt) && kiln_qformat_is_int(ws->fmt)) ||
-               (kiln_qformat_is_fp8(act->q.fmt) && kiln_qformat_is_fp8(ws->fmt))) {
-        rc = qgemm_quantized(c, &act->q, x, w, M, N, K, y);
-    } else {
-        rc = fail(c, KILN_EINPUT, "act %s with a %s weight: integer and fp8 do not mix",
-                  kiln_qformat_name(act->q.fmt), kiln_qformat_name(ws->fmt));
-    }
-    /* the outlier columns' f32 part, then the epilogue: bias, activation, then one
-     * rounding to the output dtype */
-    for (int64_t i = 0; !rc && i < M * N; i++) {
-        float v = y[i];
-        if (side)
-            v += side[i];
-        if (bias)
-            v += ((const float *)bias->data)[i % N];
-        if (epi && !strcmp(epi, "silu"))
-            v = silu_f(v);
-        else if (epi && !strcmp(epi, "gelu"))
-            v = gelu_f(v);
-        store_f(r, i, v);
-    }
-    free(y);
-    free(xi);
-    free(side);
-    return rc;
-}
-
 /* ------------------------------------------------------------------ driver */
 
 static int check_inputs(Interp *c, const KilnTensor *inputs, int ninputs)
 {
     if (ninputs != c->f->nparams)
-        return fail(c, KILN_EINPUT, "takes %d inputs, got %d", c->f->nparams, ninputs);
+        return interp_fail(c, KILN_EINPUT, "takes %d inputs, got %d", c->f->nparams, ninputs);
     for (int i = 0; i < ninputs; i++) {
         int id = c->f->params[i];
         const KilnType *want = &c->f->values[id].type;
         const KilnTensor *t = &inputs[i];
         if (!kiln_type_eq(&t->type, want))
-            return fail(c, KILN_EINPUT, "input %d (%%%s) must be %s, got %s", i, vname(c, id),
-                        kiln_type_str(want).s, kiln_type_str(&t->type).s);
+            return interp_fail(c, KILN_EINPUT, "input %d (%%%s) must be %s, got %s", i, vname(c, id),
+                               kiln_type_str(want).s, kiln_type_str(&t->type).s);
         if (!t->data || t->nbytes < kiln_tensor_bytes(want))
-            return fail(c, KILN_EINPUT, "input %d (%%%s) holds %zu bytes, %s needs %zu", i,
-                        vname(c, id), t->data ? t->nbytes : 0, kiln_type_str(want).s,
-                        kiln_tensor_bytes(want));
+            return interp_fail(c, KILN_EINPUT, "input %d (%%%s) holds %zu bytes, %s needs %zu", i,
+                               vname(c, id), t->data ? t->nbytes : 0, kiln_type_str(want).s,
+                               kiln_tensor_bytes(want));
         if (want->q.fmt != KILN_QF_NONE &&
             (!t->scales || t->nscales != kiln_type_nscales(want) ||
              (kiln_qformat_is_int(want->q.fmt) && !want->q.symmetric && !t->zeros)))
-            return fail(c, KILN_EINPUT, "input %d (%%%s) of type %s lacks its %lld scales/zeros",
-                        i, vname(c, id), kiln_type_str(want).s, (long long)kiln_type_nscales(want));
+            return interp_fail(c, KILN_EINPUT, "input %d (%%%s) of type %s lacks its %lld scales/zeros",
+                               i, vname(c, id), kiln_type_str(want).s, (long long)kiln_type_nscales(want));
         c->vals[id] = *t; /* borrowed: never freed here */
         c->ready[id] = true;
     }
@@ -799,17 +418,17 @@ static int check_inputs(Interp *c, const KilnTensor *inputs, int ninputs)
 static int run_inst(Interp *c, const KilnInst *in, KilnTensor *out, bool *returned)
 {
     if ((unsigned)in->op >= KILN_NOPS)
-        return fail(c, KILN_EINPUT, "unknown op %d", (int)in->op);
+        return interp_fail(c, KILN_EINPUT, "unknown op %d", (int)in->op);
     int lo = kiln_op_min_operands(in->op), hi = kiln_op_max_operands(in->op);
     if (in->nops < lo || in->nops > hi)
-        return fail(c, KILN_EINPUT, "takes %d..%d operands, got %d", lo, hi, in->nops);
+        return interp_fail(c, KILN_EINPUT, "takes %d..%d operands, got %d", lo, hi, in->nops);
     const KilnTensor *a[KILN_MAX_OPERANDS] = {0};
     for (int i = 0; i < in->nops; i++) {
         int id = in->ops[i];
         if (id < 0 || id >= c->f->nvalues)
-            return fail(c, KILN_EINPUT, "operand %d is not a value (id %d)", i, id);
+            return interp_fail(c, KILN_EINPUT, "operand %d is not a value (id %d)", i, id);
         if (!c->ready[id])
-            return fail(c, KILN_EINPUT, "operand %%%s is used before it is defined", vname(c, id));
+            return interp_fail(c, KILN_EINPUT, "operand %%%s is used before it is defined", vname(c, id));
         a[i] = &c->vals[id];
     }
     if (in->op == KILN_OP_RETURN) {
@@ -819,16 +438,16 @@ static int run_inst(Interp *c, const KilnInst *in, KilnTensor *out, bool *return
         return 0;
     }
     if (in->result < 0 || in->result >= c->f->nvalues)
-        return fail(c, KILN_EINTERNAL, "bad result id %d", in->result);
+        return interp_fail(c, KILN_EINTERNAL, "bad result id %d", in->result);
     KilnTensor *r = &c->vals[in->result];
     const KilnType *rt = &c->f->values[in->result].type;
     int rc = kiln_tensor_alloc(r, rt);
     if (rc)
-        return fail(c, rc, rc == KILN_EINPUT
-                               ? "cannot hold a value of type %s (bad shape, granularity auto "
-                                 "or a group size <= 0)"
-                               : "out of memory for a value of type %s",
-                    kiln_type_str(rt).s);
+        return interp_fail(c, rc, rc == KILN_EINPUT
+                                      ? "cannot hold a value of type %s (bad shape, granularity auto "
+                                        "or a group size <= 0)"
+                                      : "out of memory for a value of type %s",
+                           kiln_type_str(rt).s);
     c->owned[in->result] = true;
     const int *ids = in->ops;
     switch (in->op) {
@@ -848,8 +467,8 @@ static int run_inst(Interp *c, const KilnInst *in, KilnTensor *out, bool *return
     case KILN_OP_GATHER_COLS: rc = op_cols(c, ids[0], a[0], r, true); break;
     case KILN_OP_ZERO_COLS: rc = op_cols(c, ids[0], a[0], r, false); break;
     case KILN_OP_PREPACK: rc = op_prepack(c, ids[0], a[0], r); break;
-    case KILN_OP_QGEMM: rc = op_qgemm(c, ids, in->nops, a, r); break;
-    default: rc = fail(c, KILN_EINTERNAL, "op not handled by the interpreter"); break;
+    case KILN_OP_QGEMM: rc = interp_op_qgemm(c, ids, in->nops, a, r); break;
+    default: rc = interp_fail(c, KILN_EINTERNAL, "op not handled by the interpreter"); break;
     }
     if (!rc)
         c->ready[in->result] = true;
@@ -885,7 +504,7 @@ int kiln_interp_run(const KilnFunc *f, const KilnTensor *inputs, int ninputs,
     }
     c.in = NULL;
     if (!rc && !returned)
-        rc = fail(&c, KILN_EINPUT, "function has no return");
+        rc = interp_fail(&c, KILN_EINPUT, "function has no return");
     for (size_t i = 0; c.owned && i < nv; i++)
         if (c.owned[i])
             kiln_tensor_free(&c.vals[i]);

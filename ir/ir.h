@@ -164,7 +164,7 @@ KilnTypeStr kiln_type_str(const KilnType *t);
 
 /* ------------------------------------------------------------------ ops */
 
-/* name, min and max operand counts. Semantics: docs/ir.md and interp.c.
+/* name, min and max operand counts. Semantics: docs/ir.md and interp.c (qgemm: interp_qgemm.c).
  * Weights are stored [N,K] (PyTorch Linear); matmul(a[M,K], b[N,K]) = a·bᵀ. */
 #define KILN_OPS(X)                         \
     X(WEIGHT, "weight", 0, 0)               \

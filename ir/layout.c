@@ -65,16 +65,13 @@ static const char *family_name(KilnKernelFamily f)
     return "?";
 }
 
-int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpec *act,
-                     KilnDType act_dtype, bool has_bias, KilnEpilogue epi, KilnDType out_dt,
-                     KilnLayout *l, KilnDiag *d)
+/* What a CPU kernel cannot take, rejected before any choice is made. */
+static int check_operands(const KilnTarget *t, const KilnType *wt, const KilnQuantSpec *act,
+                          KilnDType out_dt, KilnDiag *d)
 {
-    memset(l, 0, sizeof *l);
     if (!t || t->kind != KILN_TGT_CPU || !t->level)
         return kiln_diag_set(d, KILN_EINPUT, "CPU kernel: target '%s' is not a CPU target",
                              t ? t->name : "(none)");
-    const char *isa = t->level;
-    bool avx512 = strcmp(isa, "avx512") == 0;
     if (wt->rank != 2 || wt->dim[0] <= 0 || wt->dim[1] <= 0)
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: weight must be a non-empty [N,K] matrix");
     const KilnQuantSpec *w = &wt->q;
@@ -98,10 +95,19 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
                              "qgemm: static activation quantization needs a calibrated scale > 0");
     if (out_dt != KILN_F32 && out_dt != KILN_F16 && out_dt != KILN_BF16)
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: output dtype must be f32, f16 or bf16");
-    int rc = choose_family(avx512, w, act, act_dtype, l, d);
-    if (rc)
-        return rc;
+    return 0;
+}
 
+static void set_name(KilnLayout *l, const char *isa)
+{
+    snprintf(l->name, sizeof l->name, "%s-%s%s", isa, family_name(l->family),
+             l->subnormal_decode ? "-subnormal" : "");
+}
+
+/* The chosen family's name, register tile and scale groups. */
+static void set_tile(const KilnTarget *t, const KilnType *wt, bool avx512, KilnLayout *l)
+{
+    const KilnQuantSpec *w = &wt->q;
     /* int4/fp8 weights read from their bits as f32 subnormals only where the core
      * does not trap on them (ir/target.h KILN_TUNE_SUBNORMAL_FREE; layout.h) */
     l->wspec = *w;
@@ -109,9 +115,8 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
                           ((l->family == KILN_KF_F32_FMA && w->fmt == KILN_QF_INT4) ||
                            ((l->family == KILN_KF_F32_FMA || l->family == KILN_KF_BF16_DOT) &&
                             kiln_qformat_is_fp8(w->fmt)));
-    snprintf(l->name, sizeof l->name, "%s-%s%s", isa, family_name(l->family),
-             l->subnormal_decode ? "-subnormal" : "");
-    snprintf(l->isa, sizeof l->isa, "%s", isa);
+    set_name(l, t->level);
+    snprintf(l->isa, sizeof l->isa, "%s", t->level);
     l->sw_prefetch = !(t->tune & KILN_TUNE_HUGEPAGE_WEIGHTS);
     l->N = wt->dim[0];
     l->K = wt->dim[1];
@@ -126,8 +131,14 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
           : l->family == KILN_KF_F32_FMA ? 1 : 2;
     l->wdt = wt->dt;
     l->wbias = wt->dt == KILN_U8 ? 128 : wt->dt == KILN_U4 ? 8 : 0;
-    l->group_mode = !f32w && w->gran == KILN_GRAN_GROUP;
+    l->group_mode = w->fmt != KILN_QF_NONE && w->gran == KILN_GRAN_GROUP;
     l->group = l->group_mode ? w->group : l->K;
+}
+
+/* KB, the k of a packed block, from the block unit that K and the group allow;
+ * and whether int8 codes go as column words. */
+static int set_block(const KilnTarget *t, const KilnType *wt, KilnLayout *l, KilnDiag *d)
+{
     if (l->group <= 0)
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: group %lld, expected > 0 (K = %lld)",
                              (long long)l->group, (long long)l->K);
@@ -162,13 +173,20 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
                              l->name, (long long)l->K, (long long)l->group, rag);
     /* int8 weight-only codes as column words of 4 k, read in place (layout.h), when
      * K and the group allow; then also read as subnormals where that is free */
-    l->int8_words = l->family == KILN_KF_F32_FMA && w->fmt == KILN_QF_INT8 && unit % 4 == 0;
+    l->int8_words = l->family == KILN_KF_F32_FMA && wt->q.fmt == KILN_QF_INT8 && unit % 4 == 0;
     if (l->int8_words) {
         l->KB = 4;
         l->subnormal_decode = (t->tune & KILN_TUNE_SUBNORMAL_FREE) != 0;
-        snprintf(l->name, sizeof l->name, "%s-%s%s", isa, family_name(l->family),
-                 l->subnormal_decode ? "-subnormal" : "");
+        set_name(l, t->level);
     }
+    return 0;
+}
+
+/* The packed blob's sections (layout.h): header, codes, then scales, zero points
+ * and column sums where the layout has them, each 64-byte aligned. */
+static void set_sections(const KilnType *wt, const KilnQuantSpec *act, KilnLayout *l)
+{
+    const KilnQuantSpec *w = &wt->q;
     l->ngroups = (l->K + l->group - 1) / l->group;
     l->npanels = (l->N + l->NR - 1) / l->NR;
     int bits = kiln_dtype_bits(wt->dt);
@@ -176,7 +194,7 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
     size_t vec_bytes = (size_t)l->npanels * (size_t)l->ngroups * (size_t)l->NR * 4;
     l->codes_off = 64;
     size_t end = align64(l->codes_off + (size_t)l->npanels * l->panel_code_bytes);
-    if (!f32w) { /* f32 weights carry no scales: scales_off stays 0 */
+    if (w->fmt != KILN_QF_NONE) { /* f32 weights carry no scales: scales_off stays 0 */
         l->scales_off = end;
         end = align64(end + vec_bytes);
     }
@@ -189,13 +207,19 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
         end = align64(end + vec_bytes);
     }
     l->pack_bytes = end;
+}
 
+/* The activations as the kernel reads them: a prepared row per M row in scratch
+ * (or x itself), then the row's scale, zero point and group sums. */
+static void set_act_scratch(const KilnQuantSpec *act, KilnDType act_dtype, KilnLayout *l)
+{
     l->weight_only = act == NULL;
     l->act_dtype = act ? KILN_F32 : act_dtype;
     if (act) {
         l->aspec = *act;
         l->adt = kiln_qformat_storage(act->fmt, act->symmetric);
     }
+    bool int4 = kiln_dtype_bits(l->wdt) == 4;
     l->zero_by_sum = l->family == KILN_KF_F32_FMA && !act && (l->zeros_off || int4 || l->int8_words);
     size_t K = (size_t)l->K;
     switch (l->family) {
@@ -210,24 +234,51 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
     l->meta_off = align64(l->act_row_bytes);
     l->scratch_per_row = l->meta_off + (act || l->zero_by_sum ? align64(8 + 4 * (size_t)l->ngroups) : 0);
     l->scratch_fixed = 0;
+}
+
+/* The blocked prefill path (f32-fma with quantized weights): its row tile, chunk
+ * of blocks decoded at a time and the scratch for both. */
+static void set_blocked(bool avx512, bool f32w, KilnLayout *l)
+{
     l->blocked = l->family == KILN_KF_F32_FMA && !f32w;
-    if (l->blocked) {
-        /* 6 x 2 ymm (12 x 2 zmm) accumulators + 2 weight vectors + 1 broadcast */
-        l->MRB = avx512 ? 12 : 6;
-        /* a chunk is about 256 k: whole scale groups (two of 128), or 256 k when
-         * the scale is per row/tensor. Shorter chunks cost more than a chunk
-         * beyond L1 does (Zen 4, M=512: W8A16 with 128-k chunks ~10 % slower than
-         * with 256, W4A16 at one group of 128 24 % slower than W8A16) */
-        int64_t ck = l->K < 256 ? l->K : 256;
-        l->CB = l->group_mode ? (l->group >= ck ? 1 : ck / l->group) * (l->group / l->KB)
-                              : ck / l->KB;
-        if (l->CB < 1)
-            l->CB = 1;
-        l->blocked_min_m = 8;
-        l->cbuf_off = l->scratch_per_row;
-        l->scratch_per_row += align64((size_t)l->NR * 4);
-        l->scratch_fixed = (size_t)(l->CB * l->KB * l->NR) * 4;
-    }
+    if (!l->blocked)
+        return;
+    /* 6 x 2 ymm (12 x 2 zmm) accumulators + 2 weight vectors + 1 broadcast */
+    l->MRB = avx512 ? 12 : 6;
+    /* a chunk is about 256 k: whole scale groups (two of 128), or 256 k when
+     * the scale is per row/tensor. Shorter chunks cost more than a chunk
+     * beyond L1 does (Zen 4, M=512: W8A16 with 128-k chunks ~10 % slower than
+     * with 256, W4A16 at one group of 128 24 % slower than W8A16) */
+    int64_t ck = l->K < 256 ? l->K : 256;
+    l->CB = l->group_mode ? (l->group >= ck ? 1 : ck / l->group) * (l->group / l->KB)
+                          : ck / l->KB;
+    if (l->CB < 1)
+        l->CB = 1;
+    l->blocked_min_m = 8;
+    l->cbuf_off = l->scratch_per_row;
+    l->scratch_per_row += align64((size_t)l->NR * 4);
+    l->scratch_fixed = (size_t)(l->CB * l->KB * l->NR) * 4;
+}
+
+int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpec *act,
+                     KilnDType act_dtype, bool has_bias, KilnEpilogue epi, KilnDType out_dt,
+                     KilnLayout *l, KilnDiag *d)
+{
+    memset(l, 0, sizeof *l);
+    int rc = check_operands(t, wt, act, out_dt, d);
+    if (rc)
+        return rc;
+    bool avx512 = strcmp(t->level, "avx512") == 0;
+    rc = choose_family(avx512, &wt->q, act, act_dtype, l, d);
+    if (rc)
+        return rc;
+    set_tile(t, wt, avx512, l);
+    rc = set_block(t, wt, l, d);
+    if (rc)
+        return rc;
+    set_sections(wt, act, l);
+    set_act_scratch(act, act_dtype, l);
+    set_blocked(avx512, wt->q.fmt == KILN_QF_NONE, l);
     l->has_bias = has_bias;
     l->epilogue = epi;
     l->out_dt = out_dt;

@@ -286,30 +286,12 @@ static int check_qgemm(V *v, const KilnType *r)
     return 0;
 }
 
-static int check_op(V *v)
+/* quantize, dynquant, dequantize, pack, unpack: between float tensors and codes. */
+static int check_quant_op(V *v, const KilnType *ta, const KilnType *r, int a)
 {
     const KilnInst *in = v->in;
-    const KilnType *r = in->result >= 0 ? ty(v, in->result) : NULL;
-    int a = in->nops > 0 ? in->ops[0] : -1, b = in->nops > 1 ? in->ops[1] : -1;
-    const KilnType *ta = a >= 0 ? ty(v, a) : NULL, *tb = b >= 0 ? ty(v, b) : NULL;
     int rc = 0;
     switch (in->op) {
-    case KILN_OP_WEIGHT:
-        if (!need_attr(v, "name", KILN_ATTR_STR, "string", &rc))
-            return rc;
-        if (!plain(r, KILN_F32))
-            return bad(v, "result: expected f32, got %s", kiln_type_str(r).s);
-        return 0;
-    case KILN_OP_CONST: {
-        const KilnAttr *c = kiln_get(in, "value");
-        if (!c)
-            return bad(v, "missing required attribute 'value' (int or float)");
-        if (c->kind != KILN_ATTR_INT && c->kind != KILN_ATTR_FLOAT)
-            return bad(v, "attribute 'value' must be an int or a float");
-        if (quantized(r))
-            return bad(v, "result: expected a plain tensor, got %s", kiln_type_str(r).s);
-        return 0;
-    }
     case KILN_OP_QUANTIZE:
         if ((rc = check_unary_quant(v, ta, r, a)))
             return rc;
@@ -349,6 +331,15 @@ static int check_op(V *v)
                        kiln_type_str(r).s);
         return 0;
     }
+    default: return 0;
+    }
+}
+
+/* cast, matmul, bias_add, silu, gelu, add: plain float tensors in and out. */
+static int check_float_op(V *v, const KilnType *ta, const KilnType *tb, const KilnType *r, int a,
+                          int b)
+{
+    switch (v->in->op) {
     case KILN_OP_CAST:
         if (quantized(ta) || !is_float_dt(ta->dt))
             return bad(v, "operand 1 (%%%s): expected f32, f16 or bf16, got %s", nm(v, a),
@@ -399,6 +390,45 @@ static int check_op(V *v)
         if (!kiln_type_eq(r, ta))
             return bad(v, "result: expected %s, got %s", kiln_type_str(ta).s, kiln_type_str(r).s);
         return 0;
+    default: return 0;
+    }
+}
+
+static int check_op(V *v)
+{
+    const KilnInst *in = v->in;
+    const KilnType *r = in->result >= 0 ? ty(v, in->result) : NULL;
+    int a = in->nops > 0 ? in->ops[0] : -1, b = in->nops > 1 ? in->ops[1] : -1;
+    const KilnType *ta = a >= 0 ? ty(v, a) : NULL, *tb = b >= 0 ? ty(v, b) : NULL;
+    int rc = 0;
+    switch (in->op) {
+    case KILN_OP_WEIGHT:
+        if (!need_attr(v, "name", KILN_ATTR_STR, "string", &rc))
+            return rc;
+        if (!plain(r, KILN_F32))
+            return bad(v, "result: expected f32, got %s", kiln_type_str(r).s);
+        return 0;
+    case KILN_OP_CONST: {
+        const KilnAttr *c = kiln_get(in, "value");
+        if (!c)
+            return bad(v, "missing required attribute 'value' (int or float)");
+        if (c->kind != KILN_ATTR_INT && c->kind != KILN_ATTR_FLOAT)
+            return bad(v, "attribute 'value' must be an int or a float");
+        if (quantized(r))
+            return bad(v, "result: expected a plain tensor, got %s", kiln_type_str(r).s);
+        return 0;
+    }
+    case KILN_OP_QUANTIZE:
+    case KILN_OP_DYNQUANT:
+    case KILN_OP_DEQUANTIZE:
+    case KILN_OP_PACK:
+    case KILN_OP_UNPACK: return check_quant_op(v, ta, r, a);
+    case KILN_OP_CAST:
+    case KILN_OP_MATMUL:
+    case KILN_OP_BIAS_ADD:
+    case KILN_OP_SILU:
+    case KILN_OP_GELU:
+    case KILN_OP_ADD: return check_float_op(v, ta, tb, r, a, b);
     case KILN_OP_GATHER_COLS:
     case KILN_OP_ZERO_COLS: return check_cols_op(v, ta, r, a);
     case KILN_OP_PREPACK:

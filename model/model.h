@@ -42,7 +42,7 @@ typedef struct KilnLinear {
     char src[160];      /* the checkpoint's tensor name, minus ".weight" */
     int64_t N, K;
     float *w, *b;       /* owned; b may be NULL */
-    /* The layer as a quantized checkpoint stores it (model/checkpoint.h), for rules
+    /* The layer as a quantized checkpoint stores it (model/checkpoints/checkpoint.h), for rules
      * that say weights = stored; w is then its dequantized weight. NULL normally.
      * Not owned: the model keeps the checkpoint it points into. */
     const struct KilnQLinear *stored;
@@ -64,7 +64,7 @@ typedef struct KilnLinear {
     int64_t cap_rows, cap_max;
     float *tmp; /* scratch for tracking / f16 outputs */
     int64_t tmp_n;
-    /* Calibrated quantization (model/calib.c, docs/quant.md). stats: the input
+    /* Calibrated quantization (model/eval/calib.c, docs/quant.md). stats: the input
      * statistics being gathered (shared by the layers that read one input; only the
      * one with stats_add feeds it). in_div [K]: x is divided by it before the layer
      * (an AWQ/SmoothQuant scale no op could take); in_perm [K]: x[:, in_perm] is
@@ -320,7 +320,7 @@ int kiln_quantize_linears(const KilnRunCtx *rc, const KilnLinear *ls, int nl,
 int kiln_model_path(const char *which, char *buf, size_t n, KilnDiag *d);
 /* What a Hugging Face directory's config.json "architectures" names: "llama"
  * (LlamaForCausalLM), "bert" (Bert*), or NULL (no config.json, or another model).
- * (model/hfdir.c) */
+ * (model/nets/hfdir.c) */
 const char *kiln_hf_arch(const char *dir);
 int kiln_eval(const KilnEvalOpts *o, KilnDiag *d);
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "ir/numerics.h"
-#include "model/checkpoint.h"
+#include "model/checkpoints/checkpoint.h"
 
 static uint64_t synth_rng = 0x9E3779B97F4A7C15ull;
 static inline uint32_t rnd(void)

@@ -1,4 +1,4 @@
-/* tests/test_calib.c — model/calib.c: the recipe's methods on a small synthetic
+/* tests/test_calib.c — model/eval/calib.c: the recipe's methods on a small synthetic
  * "model" (a norm feeding two layers, the second feeding a third), run through
  * kiln's real CPU kernels. Scale migration must leave the f32 function unchanged
  * (folded into the norm / previous layer, or a pre-scale), and each method must
@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 
 #include "frontend/recipe.h"
-#include "model/checkpoint.h"
+#include "model/checkpoints/checkpoint.h"
 #include "model/model.h"
 #include "runtime/runtime.h"
 

@@ -1,4 +1,4 @@
-/* tests/test_checkpoint.c — the compressed-tensors writer (model/ckpt_write.c): every
+/* tests/test_checkpoint.c — the compressed-tensors writer (model/checkpoints/ckpt_write.c): every
  * tensor of a synthetic mixed checkpoint checked byte by byte against the format's
  * definition (pack_to_int32's nibble order, the signed offset, zero points packed
  * along the output dimension, ragged groups stored at gcd), config.json's
@@ -18,9 +18,9 @@
 #include <unistd.h>
 
 #include "ir/numerics.h"
-#include "model/checkpoint.h"
+#include "model/checkpoints/checkpoint.h"
 #include "model/model.h"
-#include "model/modelfile.h"
+#include "model/files/modelfile.h"
 #include "runtime/runtime.h"
 #include "ckpt_synth.h"
 #include "test_util.h"

@@ -18,10 +18,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "model/checkpoint.h"
+#include "model/checkpoints/checkpoint.h"
 #include "model/model.h"
-#include "model/modelfile.h"
-#include "model/tokenizer.h"
+#include "model/files/modelfile.h"
+#include "model/tokenizers/tokenizer.h"
 #include "runtime/runtime.h"
 #include "tests/models/testlib.h"
 

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "frontend/recipe.h"
-#include "model/modelfile.h"
+#include "model/files/modelfile.h"
 #include "passes/passes.h"
 #include "runtime/runtime.h"
 

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/modelfile.h"
+#include "model/files/modelfile.h"
 #include "tests/models/testlib.h"
 
 static const char *tmp_path(const char *name)

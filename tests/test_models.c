@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "frontend/recipe.h"
-#include "model/tokenizer.h"
+#include "model/tokenizers/tokenizer.h"
 #include "model/model.h"
 #include "runtime/runtime.h"
 

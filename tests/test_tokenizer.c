@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/modelfile.h"
-#include "model/tokenizer.h"
+#include "model/files/modelfile.h"
+#include "model/tokenizers/tokenizer.h"
 #include "tests/models/testlib.h"
 
 static void unescape(char *s)

@@ -1,5 +1,5 @@
 /* tools/cmd_eval.c — `kiln eval RECIPE --model minilm|smollm2|PATH`: parses the options and
- * hands them to kiln_eval (model/eval.c), which runs the model in f32 and under the recipe. */
+ * hands them to kiln_eval (model/eval/eval.c), which runs the model in f32 and under the recipe. */
 #include <stdio.h>
 
 #include "model/model.h"

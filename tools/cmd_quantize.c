@@ -1,5 +1,5 @@
 /* tools/cmd_quantize.c — `kiln quantize RECIPE --model M -o DIR`: parses the options and
- * hands them to kiln_quantize (model/quantize.c). */
+ * hands them to kiln_quantize (model/eval/quantize.c). */
 #include <stdio.h>
 
 #include "model/model.h"

@@ -1,5 +1,6 @@
 /* codegen/cpu/gen.h — internals shared by the CPU code generator's files: the
- * generator state and the small LLVM-builder helpers (not part of the public API). */
+ * generator state, the small LLVM-builder helpers and the qgemm kernel's tile and
+ * helpers shared by its direct and blocked paths (not part of the public API). */
 #ifndef KILN_CODEGEN_CPU_GEN_H
 #define KILN_CODEGEN_CPU_GEN_H
 
@@ -55,5 +56,39 @@ void kiln_cpu_init_llvm(void);
 void kg_emit_act_prep(KilnGen *g);
 /* qgemm_gen.c: the whole kernel function `symbol` into g->m. */
 int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d);
+
+/* The qgemm kernel's tile: R rows x NV vectors of one panel p, with the allocas
+ * of its sums. Shared by the direct path (qgemm_gen.c) and the blocked one. */
+#define KG_MAXR 12
+#define KG_MAXNV 4
+#define KG_MAXP 4
+
+typedef struct KilnTile {
+    int R, NV;
+    int P; /* independent accumulator chains per (row, vector), summed per group */
+    LLVMValueRef m0, p, ncols, wpanel;
+    LLVMValueRef rowp[KG_MAXR], meta[KG_MAXR];
+    LLVMValueRef packed[KG_MAXNV]; /* int4: the block's column words, loaded once per block */
+    LLVMValueRef facc[KG_MAXR][KG_MAXNV], gacc[KG_MAXR][KG_MAXNV][KG_MAXP]; /* allocas */
+} KilnTile;
+
+/* The tile's own allocas are naturally aligned: plain loads and stores, where
+ * kg_load/kg_store assume nothing of packed data. */
+static inline LLVMValueRef kg_ld(KilnGen *g, LLVMTypeRef t, LLVMValueRef p) { return LLVMBuildLoad2(g->b, t, p, ""); }
+static inline void kg_st(KilnGen *g, LLVMValueRef v, LLVMValueRef p) { LLVMBuildStore(g->b, v, p); }
+
+/* qgemm_gen.c: what the blocked path takes from the direct one. */
+bool kg_packed_words(const KilnLayout *l);
+void kg_load_packed(KilnGen *g, KilnTile *t, LLVMValueRef kb);
+LLVMValueRef kg_vsplat_i(KilnGen *g, LLVMTypeRef el, int64_t v, unsigned n);
+LLVMValueRef kg_unscale(KilnGen *g);
+LLVMValueRef kg_vec_sect(KilnGen *g, KilnTile *t, size_t sect, LLVMValueRef gi, int v);
+LLVMValueRef kg_weight_operand(KilnGen *g, KilnTile *t, LLVMValueRef kb, int j, int v,
+                               LLVMValueRef zv);
+/* The tile's f32 sums in tmp (NR a row) through bias and activation into y. */
+void kg_emit_epilogue_store(KilnGen *g, KilnTile *t, LLVMValueRef tmp);
+
+/* qgemm_blocked.c: one panel of the blocked prefill path, all M rows. */
+void kg_emit_blocked_panel(KilnGen *g, KilnTile *t);
 
 #endif

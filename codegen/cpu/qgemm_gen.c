@@ -3,27 +3,13 @@
  * of MR and singly; a register-blocked micro-kernel of R rows x NR columns that
  * unpacks each packed block of KB k in registers, per-group integer/float partial
  * sums combined with the weight scales in the accumulator) or, for f32-fma with
- * quantized weights and M >= 8, the blocked path (decode a chunk of the panel once
- * into an L1 buffer, then MRB x NR FMA tiles over all rows); then a per-element
- * epilogue (bias, silu/gelu, output rounding). docs/jit-aot.md has the pictures. */
+ * quantized weights and M >= 8, the blocked path (qgemm_blocked.c); then a
+ * per-element epilogue (bias, silu/gelu, output rounding). Also the weight
+ * unpacking both paths share. docs/jit-aot.md has the pictures. */
 #include <math.h>
 #include <string.h>
 
 #include "codegen/cpu/gen.h"
-
-#define MAXR 12
-#define MAXNV 4
-
-#define MAXP 4
-
-typedef struct Tile {
-    int R, NV;
-    int P; /* independent accumulator chains per (row, vector), summed per group */
-    LLVMValueRef m0, p, ncols, wpanel;
-    LLVMValueRef rowp[MAXR], meta[MAXR];
-    LLVMValueRef packed[MAXNV]; /* int4: the block's column words, loaded once per block */
-    LLVMValueRef facc[MAXR][MAXNV], gacc[MAXR][MAXNV][MAXP]; /* allocas */
-} Tile;
 
 static bool fp8_weights(const KilnLayout *l) { return kiln_layout_fp8_weights(l); }
 
@@ -31,10 +17,10 @@ static bool int4_weights(const KilnLayout *l) { return kiln_dtype_bits(l->wdt) =
 
 /* Codes packed as one 32-bit word per column per block (layout.h): every int4
  * layout, and f32-fma's int8 words. */
-static bool packed_words(const KilnLayout *l) { return int4_weights(l) || l->int8_words; }
+bool kg_packed_words(const KilnLayout *l) { return int4_weights(l) || l->int8_words; }
 
 /* int4: the NR column words of block kb (layout.h), one <VL x i32> per vector. */
-static void load_packed(KilnGen *g, Tile *t, LLVMValueRef kb)
+void kg_load_packed(KilnGen *g, KilnTile *t, LLVMValueRef kb)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -59,7 +45,7 @@ static void load_packed(KilnGen *g, Tile *t, LLVMValueRef kb)
  * one thread, within this VM's noise). */
 #define PF_AHEAD 1024
 
-static void prefetch_ahead(KilnGen *g, Tile *t, LLVMValueRef kb)
+static void prefetch_ahead(KilnGen *g, KilnTile *t, LLVMValueRef kb)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -74,7 +60,7 @@ static void prefetch_ahead(KilnGen *g, Tile *t, LLVMValueRef kb)
     }
 }
 
-static LLVMValueRef vsplat_i(KilnGen *g, LLVMTypeRef el, int64_t v, unsigned n)
+LLVMValueRef kg_vsplat_i(KilnGen *g, LLVMTypeRef el, int64_t v, unsigned n)
 {
     return kg_splat(g, LLVMConstInt(el, (unsigned long long)v, 1), n);
 }
@@ -83,7 +69,7 @@ static LLVMValueRef vsplat_i(KilnGen *g, LLVMTypeRef el, int64_t v, unsigned n)
  * lanes in [n][kr] order; i8 lanes for 8-bit codes, for int4 the lanes the
  * family's unpack leaves them in: i32 (KR 1), i16 (KR 2), i8 (KR 4). int4 never
  * goes through memory: shifts and masks on the block's words. */
-static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int v)
+static LLVMValueRef load_codes(KilnGen *g, KilnTile *t, LLVMValueRef kb, int j, int v)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -92,28 +78,28 @@ static LLVMValueRef load_codes(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int 
         LLVMValueRef w = t->packed[v];
         int cb = kiln_layout_code_bits(l), bit = kiln_layout_code_bit(l, j);
         if (j == l->KB - 1) /* the word's top code: one shift leaves u */
-            return LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 32 - cb, VL), "");
+            return LLVMBuildLShr(b, w, kg_vsplat_i(g, g->i32, 32 - cb, VL), "");
         if (bit != cb * j)
-            w = LLVMBuildLShr(b, w, vsplat_i(g, g->i32, cb * j - bit, VL), "");
-        return LLVMBuildAnd(b, w, vsplat_i(g, g->i32, (((int64_t)1 << cb) - 1) << bit, VL), "");
+            w = LLVMBuildLShr(b, w, kg_vsplat_i(g, g->i32, cb * j - bit, VL), "");
+        return LLVMBuildAnd(b, w, kg_vsplat_i(g, g->i32, (((int64_t)1 << cb) - 1) << bit, VL), "");
     }
     if (int4_weights(l)) {
         LLVMValueRef w = t->packed[v];
         if (l->KR == 2) {
             LLVMValueRef h = LLVMBuildBitCast(b, w, kg_vec(g->i16, 2 * VL), "");
             if (j != 3)
-                h = LLVMBuildShl(b, h, vsplat_i(g, g->i16, 12 - 4 * j, 2 * VL), "");
-            return LLVMBuildAShr(b, h, vsplat_i(g, g->i16, 12, 2 * VL), "");
+                h = LLVMBuildShl(b, h, kg_vsplat_i(g, g->i16, 12 - 4 * j, 2 * VL), "");
+            return LLVMBuildAShr(b, h, kg_vsplat_i(g, g->i16, 12, 2 * VL), "");
         }
         /* KR 4: byte b holds k=b low, k=b+4 high; maddubs takes the unsigned
          * nibble as is, vnni sign-extends it: (u ^ 8) - 8 */
         if (j)
-            w = LLVMBuildLShr(b, w, vsplat_i(g, g->i32, 4, VL), "");
-        w = LLVMBuildAnd(b, w, vsplat_i(g, g->i32, 0x0F0F0F0F, VL), "");
+            w = LLVMBuildLShr(b, w, kg_vsplat_i(g, g->i32, 4, VL), "");
+        w = LLVMBuildAnd(b, w, kg_vsplat_i(g, g->i32, 0x0F0F0F0F, VL), "");
         LLVMValueRef by = LLVMBuildBitCast(b, w, kg_vec(g->i8, 4 * VL), "");
         if (kiln_layout_u4_unsigned(l))
             return by;
-        LLVMValueRef eight = vsplat_i(g, g->i8, 8, 4 * VL);
+        LLVMValueRef eight = kg_vsplat_i(g, g->i8, 8, 4 * VL);
         return LLVMBuildSub(b, LLVMBuildXor(b, by, eight, ""), eight, "");
     }
     unsigned n = VL * (unsigned)l->KR;
@@ -152,10 +138,10 @@ static LLVMValueRef fp8_decode(KilnGen *g, LLVMValueRef codes, unsigned n)
         LLVMTypeRef vh = kg_vec(g->i16, n);
         LLVMValueRef h;
         if (e4) {
-            h = LLVMBuildShl(b, LLVMBuildSExt(b, codes, vh, ""), vsplat_i(g, g->i16, 7, n), "");
-            h = LLVMBuildAnd(b, h, vsplat_i(g, g->i16, (int16_t)0xBF80, n), "");
+            h = LLVMBuildShl(b, LLVMBuildSExt(b, codes, vh, ""), kg_vsplat_i(g, g->i16, 7, n), "");
+            h = LLVMBuildAnd(b, h, kg_vsplat_i(g, g->i16, (int16_t)0xBF80, n), "");
         } else {
-            h = LLVMBuildShl(b, LLVMBuildZExt(b, codes, vh, ""), vsplat_i(g, g->i16, 8, n), "");
+            h = LLVMBuildShl(b, LLVMBuildZExt(b, codes, vh, ""), kg_vsplat_i(g, g->i16, 8, n), "");
         }
         v = LLVMBuildFPExt(b, LLVMBuildBitCast(b, h, kg_vec(g->f16, n), ""), vf, "");
     }
@@ -167,13 +153,13 @@ static LLVMValueRef fp8_decode(KilnGen *g, LLVMValueRef codes, unsigned n)
 
 /* 2^kiln_layout_unscale_exp splatted: turns sums of weights read from their bits
  * times prescaled activations into the plain sums (ir/layout.h). */
-static LLVMValueRef unscale(KilnGen *g)
+LLVMValueRef kg_unscale(KilnGen *g)
 {
     return kg_splat(g, kg_f32(g, ldexp(1.0, kiln_layout_unscale_exp(g->l))), (unsigned)g->l->VL);
 }
 
 /* Byte offset of (panel, group, vector v) in a [P][ngroups][NR] x 4-byte section. */
-static LLVMValueRef vec_sect(KilnGen *g, Tile *t, size_t sect, LLVMValueRef gi, int v)
+LLVMValueRef kg_vec_sect(KilnGen *g, KilnTile *t, size_t sect, LLVMValueRef gi, int v)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -185,7 +171,7 @@ static LLVMValueRef vec_sect(KilnGen *g, Tile *t, size_t sect, LLVMValueRef gi, 
 }
 
 /* Weight vector(s) for step j of block kb in the form the family's dot takes. */
-static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kb, int j, int v, LLVMValueRef zv)
+LLVMValueRef kg_weight_operand(KilnGen *g, KilnTile *t, LLVMValueRef kb, int j, int v, LLVMValueRef zv)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -227,7 +213,7 @@ static LLVMValueRef weight_operand(KilnGen *g, Tile *t, LLVMValueRef kb, int j, 
     return NULL;
 }
 
-static LLVMValueRef act_operand(KilnGen *g, Tile *t, int r, LLVMValueRef k)
+static LLVMValueRef act_operand(KilnGen *g, KilnTile *t, int r, LLVMValueRef k)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -284,16 +270,13 @@ static LLVMValueRef dot(KilnGen *g, LLVMValueRef acc, LLVMValueRef a, LLVMValueR
     return NULL;
 }
 
-static LLVMValueRef ld(KilnGen *g, LLVMTypeRef t, LLVMValueRef p) { return LLVMBuildLoad2(g->b, t, p, ""); }
-static void st(KilnGen *g, LLVMValueRef v, LLVMValueRef p) { LLVMBuildStore(g->b, v, p); }
-
 /* Zero points of the group, widened to the code vector's lanes (KR per column). */
-static LLVMValueRef group_zeros(KilnGen *g, Tile *t, LLVMValueRef gi, int v)
+static LLVMValueRef group_zeros(KilnGen *g, KilnTile *t, LLVMValueRef gi, int v)
 {
     const KilnLayout *l = g->l;
     if (!l->zeros_off || kiln_layout_integer(l) || l->zero_by_sum)
         return NULL;
-    LLVMValueRef z = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
+    LLVMValueRef z = kg_load(g, g->vi, kg_vec_sect(g, t, l->zeros_off, gi, v));
     if (l->KR == 1)
         return z;
     unsigned n = (unsigned)(l->VL * l->KR);
@@ -303,7 +286,7 @@ static LLVMValueRef group_zeros(KilnGen *g, Tile *t, LLVMValueRef gi, int v)
     return LLVMBuildShuffleVector(g->b, z, LLVMGetUndef(g->vi), LLVMConstVector(mask, n), "");
 }
 
-static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
+static void group_end(KilnGen *g, KilnTile *t, LLVMValueRef gi)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -311,37 +294,37 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
     for (int v = 0; v < t->NV; v++) {
         if (!l->scales_off) { /* f32 weights: no scales, the sum is the result */
             for (int r = 0; r < t->R; r++)
-                st(g, LLVMBuildFAdd(b, ld(g, g->vf, t->facc[r][v]), ld(g, g->vf, t->gacc[r][v][0]), ""),
+                kg_st(g, LLVMBuildFAdd(b, kg_ld(g, g->vf, t->facc[r][v]), kg_ld(g, g->vf, t->gacc[r][v][0]), ""),
                    t->facc[r][v]);
             continue;
         }
-        LLVMValueRef sv = kg_load(g, g->vf, vec_sect(g, t, l->scales_off, gi, v));
-        LLVMValueRef wsum = l->wsum_off ? kg_load(g, g->vi, vec_sect(g, t, l->wsum_off, gi, v)) : NULL;
+        LLVMValueRef sv = kg_load(g, g->vf, kg_vec_sect(g, t, l->scales_off, gi, v));
+        LLVMValueRef wsum = l->wsum_off ? kg_load(g, g->vi, kg_vec_sect(g, t, l->wsum_off, gi, v)) : NULL;
         LLVMValueRef zv = (l->zeros_off && kiln_layout_integer(l))
-                              ? kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v)) : NULL;
+                              ? kg_load(g, g->vi, kg_vec_sect(g, t, l->zeros_off, gi, v)) : NULL;
         if (l->family == KILN_KF_U4S8_MADDUBS) /* unsigned nibbles: Z = (z - wbias) + 8 */
-            zv = zv ? LLVMBuildAdd(b, zv, vsplat_i(g, g->i32, 8, VL), "") : vsplat_i(g, g->i32, 8, VL);
+            zv = zv ? LLVMBuildAdd(b, zv, kg_vsplat_i(g, g->i32, 8, VL), "") : kg_vsplat_i(g, g->i32, 8, VL);
         LLVMValueRef zf = NULL;
         if (l->zero_by_sum && l->zeros_off) {
-            LLVMValueRef zi = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
+            LLVMValueRef zi = kg_load(g, g->vi, kg_vec_sect(g, t, l->zeros_off, gi, v));
             if (kiln_layout_word_codes(l)) /* unsigned codes: z' = (z - wbias) + offset */
-                zi = LLVMBuildAdd(b, zi, vsplat_i(g, g->i32, kiln_layout_code_offset(l), VL), "");
+                zi = LLVMBuildAdd(b, zi, kg_vsplat_i(g, g->i32, kiln_layout_code_offset(l), VL), "");
             zf = LLVMBuildSIToFP(b, zi, g->vf, "");
         } else if (l->zero_by_sum) {
             zf = kg_splat(g, kg_f32(g, kiln_layout_code_offset(l)), VL);
         }
         for (int r = 0; r < t->R; r++) {
-            LLVMValueRef ga = ld(g, kiln_layout_integer(l) ? g->vi : g->vf, t->gacc[r][v][0]);
-            LLVMValueRef fa = ld(g, g->vf, t->facc[r][v]);
+            LLVMValueRef ga = kg_ld(g, kiln_layout_integer(l) ? g->vi : g->vf, t->gacc[r][v][0]);
+            LLVMValueRef fa = kg_ld(g, g->vf, t->facc[r][v]);
             if (!kiln_layout_integer(l)) {
                 if (kiln_layout_unscale_exp(l))
-                    ga = LLVMBuildFMul(b, ga, unscale(g), "");
+                    ga = LLVMBuildFMul(b, ga, kg_unscale(g), "");
                 if (zf) { /* sum a*(c - z') = sum a*c - z' * sum a */
                     LLVMValueRef off = LLVMBuildAdd(b, kg_i64(g, 8), LLVMBuildMul(b, gi, kg_i64(g, 4), ""), "");
                     LLVMValueRef xs = kg_splat(g, kg_load(g, g->f32, kg_gep(g, t->meta[r], off)), VL);
                     ga = LLVMBuildFSub(b, ga, LLVMBuildFMul(b, zf, xs, ""), "");
                 }
-                st(g, LLVMBuildFAdd(b, fa, LLVMBuildFMul(b, sv, ga, ""), ""), t->facc[r][v]);
+                kg_st(g, LLVMBuildFAdd(b, fa, LLVMBuildFMul(b, sv, ga, ""), ""), t->facc[r][v]);
                 continue;
             }
             if (wsum) {
@@ -355,17 +338,16 @@ static void group_end(KilnGen *g, Tile *t, LLVMValueRef gi)
             }
             LLVMValueRef f = LLVMBuildSIToFP(b, ga, g->vf, "");
             if (l->group_mode) {
-                st(g, LLVMBuildFAdd(b, fa, LLVMBuildFMul(b, sv, f, ""), ""), t->facc[r][v]);
+                kg_st(g, LLVMBuildFAdd(b, fa, LLVMBuildFMul(b, sv, f, ""), ""), t->facc[r][v]);
             } else { /* the interpreter's order: ((float)acc * s_a) * s_w */
                 LLVMValueRef sa = kg_splat(g, kg_load(g, g->f32, t->meta[r]), VL);
-                st(g, LLVMBuildFMul(b, LLVMBuildFMul(b, f, sa, ""), sv, ""), t->facc[r][v]);
+                kg_st(g, LLVMBuildFMul(b, LLVMBuildFMul(b, f, sa, ""), sv, ""), t->facc[r][v]);
             }
         }
     }
 }
 
-static void emit_epilogue_store(KilnGen *g, Tile *t, LLVMValueRef tmp);
-static void emit_tile_store(KilnGen *g, Tile *t);
+static void emit_tile_store(KilnGen *g, KilnTile *t);
 
 /* Packed blocks per maddubs loop iteration: up to 4 blocks = 8 vpmaddubsw
  * products summed in i16 (<= 8 * 3840 = 30720, exact) before one widening
@@ -382,26 +364,26 @@ static int maddubs_unroll(const KilnLayout *l)
 /* Blocks [kb0, kb1) of one group for u4s8-maddubs: per (row, vector) the U
  * blocks' vpmaddubsw products (unsigned nibbles x s8 activations) are added in
  * i16, then widened by vpmaddwd with 1s into the group's i32 sum. */
-static void emit_maddubs_blocks(KilnGen *g, Tile *t, LLVMValueRef kb0, LLVMValueRef kb1)
+static void emit_maddubs_blocks(KilnGen *g, KilnTile *t, LLVMValueRef kb0, LLVMValueRef kb1)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
     int U = maddubs_unroll(l);
-    LLVMValueRef ones = vsplat_i(g, g->i16, 1, 2 * (unsigned)l->VL);
+    LLVMValueRef ones = kg_vsplat_i(g, g->i16, 1, 2 * (unsigned)l->VL);
     KilnLoop lk;
     LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, kb1, U);
-    LLVMValueRef h[MAXR][MAXNV] = {{0}};
+    LLVMValueRef h[KG_MAXR][KG_MAXNV] = {{0}};
     for (int u = 0; u < U; u++) {
         LLVMValueRef kbu = LLVMBuildAdd(b, kb, kg_i64(g, u), "");
         if (t->R == 1)
             prefetch_ahead(g, t, kbu);
-        load_packed(g, t, kbu);
+        kg_load_packed(g, t, kbu);
         for (int j = 0; j < l->KB / l->KR; j++) {
             LLVMValueRef k = LLVMBuildAdd(b, LLVMBuildMul(b, kbu, kg_i64(g, l->KB), ""),
                                           kg_i64(g, (int64_t)j * l->KR), "");
-            LLVMValueRef w[MAXNV];
+            LLVMValueRef w[KG_MAXNV];
             for (int v = 0; v < t->NV; v++)
-                w[v] = weight_operand(g, t, kbu, j, v, NULL);
+                w[v] = kg_weight_operand(g, t, kbu, j, v, NULL);
             for (int r = 0; r < t->R; r++) {
                 LLVMValueRef a = act_operand(g, t, r, k);
                 for (int v = 0; v < t->NV; v++) {
@@ -416,12 +398,12 @@ static void emit_maddubs_blocks(KilnGen *g, Tile *t, LLVMValueRef kb0, LLVMValue
         for (int v = 0; v < t->NV; v++) {
             LLVMValueRef args[2] = {h[r][v], ones};
             LLVMValueRef wide = kg_call_intr(g, "llvm.x86.avx2.pmadd.wd", NULL, 0, args, 2);
-            st(g, LLVMBuildAdd(b, ld(g, g->vi, t->gacc[r][v][0]), wide, ""), t->gacc[r][v][0]);
+            kg_st(g, LLVMBuildAdd(b, kg_ld(g, g->vi, t->gacc[r][v][0]), wide, ""), t->gacc[r][v][0]);
         }
     kg_loop_end(g, &lk);
 }
 
-static void emit_tile(KilnGen *g, Tile *t)
+static void emit_tile(KilnGen *g, KilnTile *t)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -439,19 +421,19 @@ static void emit_tile(KilnGen *g, Tile *t)
             t->facc[r][v] = kg_alloca(g, g->vf, "facc");
             for (int ph = 0; ph < t->P; ph++)
                 t->gacc[r][v][ph] = kg_alloca(g, gt, "gacc");
-            st(g, LLVMConstNull(g->vf), t->facc[r][v]);
+            kg_st(g, LLVMConstNull(g->vf), t->facc[r][v]);
         }
     }
     int64_t bpg = l->group / l->KB; /* packed blocks per group */
     int steps = l->KB / l->KR;      /* dot steps per block, unrolled */
     KilnLoop lg;
     LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
-    LLVMValueRef zv[MAXNV];
+    LLVMValueRef zv[KG_MAXNV];
     for (int v = 0; v < t->NV; v++) {
         zv[v] = group_zeros(g, t, gi, v);
         for (int r = 0; r < t->R; r++)
             for (int ph = 0; ph < t->P; ph++)
-                st(g, LLVMConstNull(gt), t->gacc[r][v][ph]);
+                kg_st(g, LLVMConstNull(gt), t->gacc[r][v][ph]);
     }
     LLVMValueRef kb0 = LLVMBuildMul(b, gi, kg_i64(g, bpg), "");
     KilnLoop lk;
@@ -469,27 +451,27 @@ static void emit_tile(KilnGen *g, Tile *t)
     LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, kb1, 1);
     if (t->R == 1 && l->wdt != KILN_F32)
         prefetch_ahead(g, t, kb);
-    if (packed_words(l))
-        load_packed(g, t, kb);
+    if (kg_packed_words(l))
+        kg_load_packed(g, t, kb);
     for (int j = 0; j < steps; j++) {
         LLVMValueRef k = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, l->KB), ""),
                                       kg_i64(g, (int64_t)j * l->KR), "");
-        LLVMValueRef w[MAXNV];
+        LLVMValueRef w[KG_MAXNV];
         for (int v = 0; v < t->NV; v++)
-            w[v] = weight_operand(g, t, kb, j, v, zv[v]);
+            w[v] = kg_weight_operand(g, t, kb, j, v, zv[v]);
         int ph = j % t->P;
         for (int r = 0; r < t->R; r++) {
             LLVMValueRef a = act_operand(g, t, r, k);
             for (int v = 0; v < t->NV; v++)
-                st(g, dot(g, ld(g, gt, t->gacc[r][v][ph]), a, w[v]), t->gacc[r][v][ph]);
+                kg_st(g, dot(g, kg_ld(g, gt, t->gacc[r][v][ph]), a, w[v]), t->gacc[r][v][ph]);
         }
     }
     kg_loop_end(g, &lk);
     for (int r = 0; r < t->R; r++) /* fold the chains (integer sums stay exact) */
         for (int v = 0; v < t->NV; v++)
             for (int ph = 1; ph < t->P; ph++) {
-                LLVMValueRef s0 = ld(g, gt, t->gacc[r][v][0]), s1 = ld(g, gt, t->gacc[r][v][ph]);
-                st(g, kiln_layout_integer(l) ? LLVMBuildAdd(b, s0, s1, "") : LLVMBuildFAdd(b, s0, s1, ""),
+                LLVMValueRef s0 = kg_ld(g, gt, t->gacc[r][v][0]), s1 = kg_ld(g, gt, t->gacc[r][v][ph]);
+                kg_st(g, kiln_layout_integer(l) ? LLVMBuildAdd(b, s0, s1, "") : LLVMBuildFAdd(b, s0, s1, ""),
                    t->gacc[r][v][0]);
             }
     group_end(g, t, gi);
@@ -499,23 +481,23 @@ static void emit_tile(KilnGen *g, Tile *t)
 
 /* The tile's f32 sums (activation scale last where the interpreter applies it
  * last) through the epilogue into y. */
-static void emit_tile_store(KilnGen *g, Tile *t)
+static void emit_tile_store(KilnGen *g, KilnTile *t)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
     bool scale_after = !l->weight_only && (l->group_mode || !kiln_layout_integer(l));
-    LLVMValueRef tmp = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(MAXR * l->NR)), "tile");
+    LLVMValueRef tmp = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(KG_MAXR * l->NR)), "tile");
     for (int r = 0; r < t->R; r++)
         for (int v = 0; v < t->NV; v++) {
-            LLVMValueRef f = ld(g, g->vf, t->facc[r][v]);
+            LLVMValueRef f = kg_ld(g, g->vf, t->facc[r][v]);
             if (scale_after)
                 f = LLVMBuildFMul(b, f, kg_splat(g, kg_load(g, g->f32, t->meta[r]), (unsigned)l->VL), "");
             kg_store(g, f, kg_gep(g, tmp, kg_i64(g, ((int64_t)r * l->NR + (int64_t)v * l->VL) * 4)));
         }
-    emit_epilogue_store(g, t, tmp);
+    kg_emit_epilogue_store(g, t, tmp);
 }
 
-static void emit_epilogue_store(KilnGen *g, Tile *t, LLVMValueRef tmp)
+void kg_emit_epilogue_store(KilnGen *g, KilnTile *t, LLVMValueRef tmp)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -550,178 +532,6 @@ static void emit_epilogue_store(KilnGen *g, Tile *t, LLVMValueRef tmp)
     kg_loop_end(g, &lj);
 }
 
-/* ------------------------------------------------------------ blocked prefill */
-
-static LLVMValueRef row_scratch(KilnGen *g, LLVMValueRef m)
-{
-    return kg_gep(g, g->scratch, LLVMBuildMul(g->b, m, kg_i64(g, (int64_t)g->l->scratch_per_row), ""));
-}
-
-static LLVMValueRef act_row(KilnGen *g, LLVMValueRef m)
-{
-    const KilnLayout *l = g->l;
-    if (l->act_row_bytes)
-        return row_scratch(g, m);
-    return kg_gep(g, g->x, LLVMBuildMul(g->b, m, kg_i64(g, l->K * 4), ""));
-}
-
-/* Decode blocks [c0, c1) of panel t->p into wbuf as f32 (q - z) * s or fp8 * s.
- * int4 (KR 1, read from its bits) values come out as u * 2^(bit - 149) against
- * activations prescaled by 2^(69 - bit), so the zero point is scaled alike and
- * the scale carries 2^80: ((u - z) * 2^(bit - 149)) * (s * 2^80), the difference
- * exact, one rounding in the product, like the reference's deqW (times a power
- * of two). */
-static void emit_decode_chunk(KilnGen *g, Tile *t, LLVMValueRef c0, LLVMValueRef c1, LLVMValueRef wbuf)
-{
-    const KilnLayout *l = g->l;
-    LLVMBuilderRef b = g->b;
-    unsigned VL = (unsigned)l->VL;
-    /* a chunk holds whole scale groups (CB is a multiple of the blocks per group,
-     * layout.c); each group's blocks with its own scales and zeros */
-    int64_t bpg = l->group_mode ? l->group / l->KB : l->K / l->KB + 1;
-    KilnLoop lg;
-    LLVMValueRef g0 = LLVMBuildSDiv(b, c0, kg_i64(g, bpg), "");
-    LLVMValueRef g1 = LLVMBuildSDiv(b, LLVMBuildAdd(b, c1, kg_i64(g, bpg - 1), ""), kg_i64(g, bpg), "");
-    LLVMValueRef gi = kg_loop_begin(g, &lg, g0, g1, 1);
-    LLVMValueRef gb0 = LLVMBuildMul(b, gi, kg_i64(g, bpg), ""), gb1 = LLVMBuildAdd(b, gb0, kg_i64(g, bpg), "");
-    gb0 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, c0, gb0, ""), c0, gb0, "");
-    gb1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, c1, gb1, ""), c1, gb1, "");
-    LLVMValueRef sv[MAXNV], zf[MAXNV];
-    for (int v = 0; v < t->NV; v++) {
-        sv[v] = kg_load(g, g->vf, vec_sect(g, t, l->scales_off, gi, v));
-        if (kiln_layout_unscale_exp(l)) /* e.g. (u - z) * 2^(bit - 149) * s * 2^80 against a * 2^(69 - bit) */
-            sv[v] = LLVMBuildFMul(b, sv[v], unscale(g), "");
-        zf[v] = NULL;
-        if (l->zeros_off) {
-            LLVMValueRef zi = kg_load(g, g->vi, vec_sect(g, t, l->zeros_off, gi, v));
-            if (kiln_layout_word_codes(l))
-                zi = LLVMBuildAdd(b, zi, vsplat_i(g, g->i32, kiln_layout_code_offset(l), VL), "");
-            zf[v] = LLVMBuildSIToFP(b, zi, g->vf, "");
-        } else if (kiln_layout_word_codes(l)) {
-            zf[v] = kg_splat(g, kg_f32(g, kiln_layout_code_offset(l)), VL);
-        }
-    }
-    KilnLoop lk;
-    LLVMValueRef kb = kg_loop_begin(g, &lk, gb0, gb1, 1);
-    if (packed_words(l))
-        load_packed(g, t, kb);
-    LLVMValueRef rowb = LLVMBuildMul(b, LLVMBuildSub(b, kb, c0, ""), kg_i64(g, (int64_t)l->KB * l->NR * 4), "");
-    for (int j = 0; j < l->KB; j++)
-        for (int v = 0; v < t->NV; v++) {
-            LLVMValueRef w = weight_operand(g, t, kb, j, v, NULL);
-            if (zf[v]) {
-                LLVMValueRef z = zf[v];
-                if (kiln_layout_word_codes(l)) /* z read like the code: z * 2^weight_exp(j), exact */
-                    z = LLVMBuildFMul(b, z, kg_splat(g, kg_f32(g, ldexp(1.0, kiln_layout_weight_exp(l, j))), VL), "");
-                w = LLVMBuildFSub(b, w, z, "");
-            }
-            w = LLVMBuildFMul(b, w, sv[v], "");
-            LLVMValueRef off = LLVMBuildAdd(b, rowb, kg_i64(g, ((int64_t)j * l->NR + (int64_t)v * l->VL) * 4), "");
-            kg_store(g, w, kg_gep(g, wbuf, off));
-        }
-    kg_loop_end(g, &lk);
-    kg_loop_end(g, &lg);
-}
-
-/* R rows from m0 over the decoded chunk: sums from/to each row's cbuf. */
-static void emit_blocked_tile(KilnGen *g, Tile *t, int R, LLVMValueRef m0, LLVMValueRef c0,
-                              LLVMValueRef c1, LLVMValueRef wbuf)
-{
-    const KilnLayout *l = g->l;
-    LLVMBuilderRef b = g->b;
-    LLVMValueRef ap[MAXR], cp[MAXR], acc[MAXR][MAXNV];
-    for (int r = 0; r < R; r++) {
-        LLVMValueRef m = LLVMBuildAdd(b, m0, kg_i64(g, r), "");
-        ap[r] = act_row(g, m);
-        cp[r] = kg_gep(g, row_scratch(g, m), kg_i64(g, (int64_t)l->cbuf_off));
-        for (int v = 0; v < t->NV; v++) {
-            acc[r][v] = kg_alloca(g, g->vf, "bacc");
-            st(g, kg_load(g, g->vf, kg_gep(g, cp[r], kg_i64(g, (int64_t)v * l->VL * 4))), acc[r][v]);
-        }
-    }
-    KilnLoop lk;
-    LLVMValueRef kb = kg_loop_begin(g, &lk, c0, c1, 1);
-    LLVMValueRef rowb = LLVMBuildMul(b, LLVMBuildSub(b, kb, c0, ""), kg_i64(g, (int64_t)l->KB * l->NR * 4), "");
-    for (int j = 0; j < l->KB; j++) {
-        LLVMValueRef w[MAXNV];
-        for (int v = 0; v < t->NV; v++)
-            w[v] = kg_load(g, g->vf, kg_gep(g, wbuf, LLVMBuildAdd(b, rowb,
-                kg_i64(g, ((int64_t)j * l->NR + (int64_t)v * l->VL) * 4), "")));
-        LLVMValueRef k = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, l->KB), ""), kg_i64(g, j), "");
-        LLVMValueRef ko = LLVMBuildMul(b, k, kg_i64(g, 4), "");
-        for (int r = 0; r < R; r++) {
-            LLVMValueRef a = kg_splat(g, kg_load(g, g->f32, kg_gep(g, ap[r], ko)), (unsigned)l->VL);
-            for (int v = 0; v < t->NV; v++) {
-                LLVMValueRef args[3] = {a, w[v], ld(g, g->vf, acc[r][v])};
-                LLVMTypeRef vt = g->vf;
-                st(g, kg_call_intr(g, "llvm.fma", &vt, 1, args, 3), acc[r][v]);
-            }
-        }
-    }
-    kg_loop_end(g, &lk);
-    for (int r = 0; r < R; r++)
-        for (int v = 0; v < t->NV; v++)
-            kg_store(g, ld(g, g->vf, acc[r][v]), kg_gep(g, cp[r], kg_i64(g, (int64_t)v * l->VL * 4)));
-}
-
-/* One panel for all M rows: zero the row sums, then per chunk decode once and
- * run every row block over it; then the epilogue row by row. */
-static void emit_blocked_panel(KilnGen *g, Tile *t)
-{
-    const KilnLayout *l = g->l;
-    LLVMBuilderRef b = g->b;
-    LLVMValueRef wbuf = kg_gep(g, g->scratch, LLVMBuildMul(b, g->M, kg_i64(g, (int64_t)l->scratch_per_row), ""));
-    KilnLoop lz;
-    LLVMValueRef m = kg_loop_begin(g, &lz, kg_i64(g, 0), g->M, 1);
-    LLVMValueRef cp = kg_gep(g, row_scratch(g, m), kg_i64(g, (int64_t)l->cbuf_off));
-    for (int v = 0; v < t->NV; v++)
-        kg_store(g, LLVMConstNull(g->vf), kg_gep(g, cp, kg_i64(g, (int64_t)v * l->VL * 4)));
-    kg_loop_end(g, &lz);
-
-    int64_t nblk = l->K / l->KB;
-    KilnLoop lc;
-    LLVMValueRef c0 = kg_loop_begin(g, &lc, kg_i64(g, 0), kg_i64(g, nblk), l->CB);
-    LLVMValueRef ce = LLVMBuildAdd(b, c0, kg_i64(g, l->CB), "");
-    LLVMValueRef c1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, ce, kg_i64(g, nblk), ""), ce,
-                                      kg_i64(g, nblk), "");
-    LLVMValueRef cw = wbuf;
-    emit_decode_chunk(g, t, c0, c1, wbuf);
-    /* MRB-row tiles, then 4-row tiles, then single rows: a row's sums are the same
-     * in any of them (one FMA chain per output, k in order) */
-    LLVMValueRef mfull = LLVMBuildMul(b, LLVMBuildSDiv(b, g->M, kg_i64(g, l->MRB), ""), kg_i64(g, l->MRB), "");
-    KilnLoop lm;
-    LLVMValueRef m0 = kg_loop_begin(g, &lm, kg_i64(g, 0), mfull, l->MRB);
-    emit_blocked_tile(g, t, l->MRB, m0, c0, c1, cw);
-    kg_loop_end(g, &lm);
-    LLVMValueRef m4 = LLVMBuildAdd(b, mfull, LLVMBuildMul(b, LLVMBuildSDiv(b, LLVMBuildSub(b, g->M, mfull, ""),
-                                                                         kg_i64(g, 4), ""), kg_i64(g, 4), ""), "");
-    KilnLoop l4;
-    m0 = kg_loop_begin(g, &l4, mfull, m4, 4);
-    emit_blocked_tile(g, t, 4, m0, c0, c1, cw);
-    kg_loop_end(g, &l4);
-    KilnLoop lr;
-    m0 = kg_loop_begin(g, &lr, m4, g->M, 1);
-    emit_blocked_tile(g, t, 1, m0, c0, c1, cw);
-    kg_loop_end(g, &lr);
-    kg_loop_end(g, &lc);
-
-    LLVMValueRef tmp = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(MAXR * l->NR)), "btile");
-    KilnLoop le;
-    t->R = 1;
-    t->m0 = kg_loop_begin(g, &le, kg_i64(g, 0), g->M, 1);
-    LLVMValueRef rs = row_scratch(g, t->m0);
-    cp = kg_gep(g, rs, kg_i64(g, (int64_t)l->cbuf_off));
-    for (int v = 0; v < t->NV; v++) {
-        LLVMValueRef f = kg_load(g, g->vf, kg_gep(g, cp, kg_i64(g, (int64_t)v * l->VL * 4)));
-        if (!l->weight_only) /* fp8 x fp8: the activation scale last, as the direct path */
-            f = LLVMBuildFMul(b, f, kg_splat(g, kg_load(g, g->f32, kg_gep(g, rs, kg_i64(g, (int64_t)l->meta_off))),
-                                             (unsigned)l->VL), "");
-        kg_store(g, f, kg_gep(g, tmp, kg_i64(g, (int64_t)v * l->VL * 4)));
-    }
-    emit_epilogue_store(g, t, tmp);
-    kg_loop_end(g, &le);
-}
-
 static void add_fn_attr(KilnGen *g, const char *k, const char *v)
 {
     LLVMAttributeRef a = LLVMCreateStringAttribute(g->c, k, (unsigned)strlen(k), v, (unsigned)strlen(v));
@@ -737,7 +547,7 @@ static void add_enum_attr(KilnGen *g, unsigned idx, const char *k)
 int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
 {
     const KilnLayout *l = g->l;
-    if (l->NR > MAXNV * l->VL || l->MR > MAXR)
+    if (l->NR > KG_MAXNV * l->VL || l->MR > KG_MAXR)
         return kiln_diag_set(d, KILN_EINTERNAL, "qgemm codegen: tile %dx%d too large", l->MR, l->NR);
     LLVMTypeRef params[8] = {g->ptr, g->i64, g->ptr, g->ptr, g->ptr, g->i64, g->i64, g->ptr};
     g->fn = LLVMAddFunction(g->m, symbol, LLVMFunctionType(LLVMVoidTypeInContext(g->c), params, 8, 0));
@@ -778,7 +588,7 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     LLVMValueRef p0 = LLVMBuildSDiv(b, g->n0, NR, "");
     LLVMValueRef p1 = LLVMBuildSDiv(b, LLVMBuildAdd(b, g->n1, kg_i64(g, l->NR - 1), ""), NR, "");
     KilnLoop lp;
-    Tile t = {.NV = l->NR / l->VL};
+    KilnTile t = {.NV = l->NR / l->VL};
     t.p = kg_loop_begin(g, &lp, p0, p1, 1);
     LLVMValueRef rem = LLVMBuildSub(b, g->n1, LLVMBuildMul(b, t.p, NR, ""), "");
     t.ncols = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rem, NR, ""), rem, NR, "");
@@ -791,8 +601,8 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
         next = LLVMAppendBasicBlockInContext(g->c, g->fn, "panel_done");
         LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, l->blocked_min_m), ""), blk, direct);
         LLVMPositionBuilderAtEnd(b, blk);
-        Tile tb = t;
-        emit_blocked_panel(g, &tb);
+        KilnTile tb = t;
+        kg_emit_blocked_panel(g, &tb);
         LLVMBuildBr(b, next);
         LLVMPositionBuilderAtEnd(b, direct);
     }
@@ -813,7 +623,7 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     /* one row: a single chain per vector would wait on the FMA (vpdpbusd) latency;
      * up to 4 chains per vector (docs/jit-aot.md). */
     t.P = l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U4S8_MADDUBS ? 1
-        : l->KB / l->KR < MAXP ? l->KB / l->KR : MAXP;
+        : l->KB / l->KR < KG_MAXP ? l->KB / l->KR : KG_MAXP;
     t.m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
     emit_tile(g, &t);
     kg_loop_end(g, &lr);

@@ -12,8 +12,9 @@ LIBS := $(shell pkg-config --libs lua5.4 libffi) -lm -lpthread -ldl
 
 # Every reader the targets reach; runtime/aot.c is compiled into its harness instead.
 LIBSRC := $(wildcard ir/*.c frontend/*.c passes/*.c) runtime/json.c runtime/ffi.c runtime/aot_layout.c \
-  model/modelfile.c model/safetensors.c model/gguf.c model/tokenizer.c \
-  model/tokenizer_bpe.c model/tokenizer_wordpiece.c model/unicode.c
+  model/files/modelfile.c model/files/safetensors.c model/files/gguf.c \
+  model/tokenizers/tokenizer.c model/tokenizers/tokenizer_bpe.c \
+  model/tokenizers/tokenizer_wordpiece.c model/tokenizers/unicode.c
 LIBOBJ := $(patsubst %.c,$(OUT)/obj/%.o,$(LIBSRC))
 TARGETS := $(addprefix $(OUT)/fuzz_,recipe ir_parse safetensors gguf aot_manifest)
 

@@ -9,8 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/modelfile.h"
-#include "model/tokenizer.h"
+#include "model/files/modelfile.h"
+#include "model/tokenizers/tokenizer.h"
 
 #if defined(KILN_FUZZ_GGUF)
 #define EXT "gguf"

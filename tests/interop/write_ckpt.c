@@ -14,8 +14,8 @@
 
 #include "../ckpt_synth.h"
 #include "model/model.h"
-#include "model/modelfile.h"
-#include "model/tokenizer.h"
+#include "model/files/modelfile.h"
+#include "model/tokenizers/tokenizer.h"
 
 static const char ref_text[] =
     "In the beginning God created the heaven and the earth. 1234 apples, "

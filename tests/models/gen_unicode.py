@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# tests/models/gen_unicode.py — generates the tables of model/unicode_tables.inc
-# (run: python3 tests/models/gen_unicode.py model/unicode_tables.inc).
+# tests/models/gen_unicode.py — generates the tables of model/tokenizers/unicode_tables.inc
+# (run: python3 tests/models/gen_unicode.py model/tokenizers/unicode_tables.inc).
 import unicodedata as u, sys
 def ranges(pred):
     r=[];s=None
@@ -23,7 +23,7 @@ def emit(name, rs, out):
     out.append(line)
     out.append('};')
 out=[]
-out.append('/* model/unicode_tables.inc — Unicode %s tables for model/unicode.c (letters, numbers,' % u.unidata_version)
+out.append('/* model/tokenizers/unicode_tables.inc — Unicode %s tables for model/tokenizers/unicode.c (letters, numbers,' % u.unidata_version)
 out.append(' * punctuation, nonspacing marks, "other", lowercase runs, accent stripping). Generated from')
 out.append(" * Python's unicodedata by tests/models/gen_unicode.py; do not edit by hand. */")
 emit('letters', ranges(lambda c:cat(c)[0]=='L'), out)

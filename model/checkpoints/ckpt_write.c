@@ -1,0 +1,717 @@
+/* model/checkpoints/ckpt_write.c — writing a KilnCheckpoint as a compressed-tensors model
+ * directory (model.safetensors + config.json with quantization_config + the extra
+ * files) that vLLM, Hugging Face and compressed-tensors load; and kiln's own
+ * dequantized weights as plain f32 safetensors for the interop check.
+ * docs/checkpoints.md describes every tensor written. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "model/checkpoints/checkpoint.h"
+#include "model/files/modelfile.h"
+#include "runtime/runtime.h"
+
+/* ------------------------------------------------------------------ schemes */
+
+/* What compressed-tensors calls a layer's scheme, plus how its tensors are stored. */
+typedef struct Scheme {
+    KilnQuantSpec w, a; /* a.fmt NONE: weight-only */
+    int32_t group;      /* group size as stored (see stored_group) */
+    bool gidx;          /* act-order groups kept as weight_g_idx (legacy "actorder": "group") */
+    const char *format; /* pack-quantized, int-quantized, float-quantized, naive-quantized */
+} Scheme;
+
+static int64_t gcd64(int64_t a, int64_t b)
+{
+    while (b) {
+        int64_t t = a % b;
+        a = b, b = t;
+    }
+    return a;
+}
+
+/* compressed-tensors (0.20) divides K into whole groups only; kiln's last group may be
+ * ragged (K mod g columns). gcd(g, K) divides both, so every stored group lies inside
+ * one kiln group and repeating each kiln scale g/gcd times stores the same weight. */
+static int32_t stored_group(const KilnQLinear *q)
+{
+    if (q->spec.gran != KILN_GRAN_GROUP || q->K % q->spec.group == 0)
+        return q->spec.group;
+    return (int32_t)gcd64(q->spec.group, q->K);
+}
+
+/* A g_idx that says what plain groups say anyway is dropped. */
+static bool gidx_needed(const KilnQLinear *q)
+{
+    if (!q->g_idx || q->spec.gran != KILN_GRAN_GROUP)
+        return false;
+    for (int64_t k = 0; k < q->K; k++)
+        if (q->g_idx[k] != k / q->spec.group)
+            return true;
+    return false;
+}
+
+
+/* The format compressed-tensors' own infer_module_format gives the scheme (its
+ * model-free dequantizer ignores the format written and uses this one). */
+static const char *scheme_format(const KilnQuantSpec *w, const KilnQuantSpec *a)
+{
+    bool acts = a->fmt != KILN_QF_NONE;
+    if (kiln_qformat_is_fp8(w->fmt))
+        return acts ? "float-quantized" : "naive-quantized";
+    return acts ? "int-quantized" : "pack-quantized";
+}
+
+static int check_act(const char *name, const KilnQuantSpec *a, const char *what, KilnDiag *d)
+{
+    if (a->fmt == KILN_QF_NONE)
+        return 0;
+    if (a->fmt == KILN_QF_FP8_E5M2)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: %s fp8_e5m2 has no compressed-tensors form "
+                             "(its float 8-bit type is e4m3)", name, what);
+    if (kiln_qformat_is_fp8(a->fmt) && !a->symmetric)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: %s fp8 must be symmetric", name, what);
+    if (a->gran != KILN_GRAN_TENSOR && a->gran != KILN_GRAN_TOKEN &&
+        !(a->gran == KILN_GRAN_CHANNEL && strcmp(what, "KV cache") == 0))
+        return kiln_diag_set(d, KILN_EINPUT, "%s: %s granularity '%s' has no compressed-tensors "
+                             "form (tensor or token)", name, what, kiln_gran_name(a->gran));
+    if (a->gran == KILN_GRAN_TOKEN && !a->dynamic)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: static per-token %s scales do not exist in "
+                             "compressed-tensors (use dynamic, or per tensor)", name, what);
+    return 0;
+}
+
+/* Checks a layer against the header's rules and works out its scheme. */
+static int layer_scheme(const KilnCheckpoint *c, const KilnQLinear *q, Scheme *s, KilnDiag *d)
+{
+    const char *m = q->name;
+    memset(s, 0, sizeof *s);
+    s->w = q->spec;
+    s->a = q->act.fmt != KILN_QF_NONE ? q->act : c->act;
+    if (!m[0])
+        return kiln_diag_set(d, KILN_EINPUT, "checkpoint: a quantized layer has no name");
+    if (q->N <= 0 || q->K <= 0 || !q->codes || !q->scale)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: no shape, codes or scales", m);
+    KilnQFormat f = q->spec.fmt;
+    if (f == KILN_QF_FP8_E5M2)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: fp8_e5m2 weights have no compressed-tensors "
+                             "form (its float 8-bit type is e4m3)", m);
+    if (f != KILN_QF_INT4 && f != KILN_QF_INT8 && f != KILN_QF_FP8_E4M3)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: weight format '%s' cannot be written", m,
+                             kiln_qformat_name(f));
+    if (kiln_qformat_is_fp8(f) && !q->spec.symmetric)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: fp8 weights must be symmetric", m);
+    KilnGran g = q->spec.gran;
+    int64_t ng = g == KILN_GRAN_GROUP ? (q->spec.group > 0 ? (q->K + q->spec.group - 1) /
+                                                                 q->spec.group
+                                                           : 0)
+                                      : 1;
+    if (g != KILN_GRAN_TENSOR && g != KILN_GRAN_CHANNEL && g != KILN_GRAN_GROUP)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: weight granularity '%s' cannot be written", m,
+                             kiln_gran_name(g));
+    if (g == KILN_GRAN_GROUP && q->spec.group <= 0)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: group size %d", m, q->spec.group);
+    int64_t want = g == KILN_GRAN_TENSOR ? 1 : q->N * ng;
+    if (q->nscale != want || (g != KILN_GRAN_TENSOR && q->ngroups != ng))
+        return kiln_diag_set(d, KILN_EINPUT, "%s: %lld scales in %lld groups, but [%lld, %lld] "
+                             "%s needs %lld", m, (long long)q->nscale, (long long)q->ngroups,
+                             (long long)q->N, (long long)q->K, kiln_gran_name(g),
+                             (long long)want);
+    if (!q->spec.symmetric && !q->zero)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: asymmetric without zero points", m);
+    int rc = check_act(m, &s->a, "activation", d);
+    if (rc)
+        return rc;
+    s->group = stored_group(q);
+    s->gidx = gidx_needed(q);
+    if (s->gidx)
+        for (int64_t k = 0; k < q->K; k++)
+            if (q->g_idx[k] < 0 || q->g_idx[k] >= q->ngroups)
+                return kiln_diag_set(d, KILN_EINPUT, "%s: g_idx[%lld] = %d is not a group "
+                                     "(0..%lld)", m, (long long)k, q->g_idx[k],
+                                     (long long)q->ngroups - 1);
+    s->format = scheme_format(&s->w, &s->a);
+    return 0;
+}
+
+static bool same_spec(const KilnQuantSpec *x, const KilnQuantSpec *y, bool weight)
+{
+    if (x->fmt != y->fmt)
+        return false;
+    if (x->fmt == KILN_QF_NONE)
+        return true;
+    return x->symmetric == y->symmetric && x->gran == y->gran && x->dynamic == y->dynamic &&
+           (!weight || x->gran != KILN_GRAN_GROUP || x->group == y->group);
+}
+
+static bool same_scheme(const Scheme *x, const Scheme *y)
+{
+    return same_spec(&x->w, &y->w, true) && x->group == y->group && x->gidx == y->gidx &&
+           same_spec(&x->a, &y->a, false);
+}
+
+/* ------------------------------------------------------------------ tensors */
+
+/* Everything model.safetensors will hold; buffers owned here until written. */
+typedef struct Out {
+    KilnModelTensor *t;
+    int n, cap;
+    void **own;
+    int nown, capown;
+} Out;
+
+static void *out_alloc(Out *o, size_t bytes)
+{
+    if (o->nown == o->capown) {
+        int cap = o->capown ? 2 * o->capown : 64;
+        void **v = realloc(o->own, sizeof *v * (size_t)cap);
+        if (!v)
+            return NULL;
+        o->own = v, o->capown = cap;
+    }
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (p)
+        o->own[o->nown++] = p;
+    return p;
+}
+
+static void out_free(Out *o)
+{
+    for (int i = 0; i < o->nown; i++)
+        free(o->own[i]);
+    free(o->own);
+    for (int i = 0; i < o->n; i++)
+        free((char *)o->t[i].name);
+    free(o->t);
+}
+
+/* Bytes per element of the types written here. */
+static size_t type_size(KilnModelType t)
+{
+    return t == KILN_MT_I64 ? 8 : t == KILN_MT_F32 || t == KILN_MT_I32 ? 4 : 1;
+}
+
+/* Adds "module.suffix" (or module alone when suffix is NULL) with data already in place. */
+static int out_add(Out *o, const char *module, const char *suffix, KilnModelType ty, int rank,
+                   const int64_t *dim, const void *data, KilnDiag *d)
+{
+    if (o->n == o->cap) {
+        int cap = o->cap ? 2 * o->cap : 64;
+        KilnModelTensor *t = realloc(o->t, sizeof *t * (size_t)cap);
+        if (!t)
+            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        o->t = t, o->cap = cap;
+    }
+    size_t len = strlen(module) + (suffix ? strlen(suffix) + 2 : 1);
+    char *name = malloc(len);
+    if (!name)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    snprintf(name, len, suffix ? "%s.%s" : "%s", module, suffix);
+    KilnModelTensor *t = &o->t[o->n++];
+    memset(t, 0, sizeof *t);
+    t->name = name;
+    t->type = ty;
+    t->rank = rank;
+    t->numel = 1;
+    for (int i = 0; i < rank; i++)
+        t->dim[i] = dim[i], t->numel *= dim[i];
+    t->nbytes = (size_t)t->numel * type_size(ty);
+    t->data = data;
+    return 0;
+}
+
+static int oom(KilnDiag *d) { return kiln_diag_set(d, KILN_EINTERNAL, "out of memory"); }
+
+/* Integer codes as compressed-tensors holds them: signed, q - 2^(bits-1) for kiln's
+ * unsigned (asymmetric) codes. Checks the range of every code. */
+static int signed_code(const KilnQLinear *q, int32_t code, const char *what, int32_t *out,
+                       KilnDiag *d)
+{
+    int bits = q->spec.fmt == KILN_QF_INT4 ? 4 : 8;
+    int32_t off = 1 << (bits - 1);
+    int32_t lo = q->spec.symmetric ? -off : 0, hi = q->spec.symmetric ? off - 1 : 2 * off - 1;
+    if (code < lo || code > hi)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: %s %d outside the %s %s range [%d, %d]",
+                             q->name, what, code, q->spec.symmetric ? "symmetric" : "asymmetric",
+                             kiln_qformat_name(q->spec.fmt), lo, hi);
+    *out = q->spec.symmetric ? code : code - off;
+    return 0;
+}
+
+/* Scale (or zero) of row n, stored group j: kiln's group j·group_stored / group. */
+static int64_t src_index(const KilnQLinear *q, const Scheme *s, int64_t n, int64_t j)
+{
+    if (q->spec.gran == KILN_GRAN_TENSOR)
+        return 0;
+    if (q->spec.gran == KILN_GRAN_CHANNEL)
+        return n;
+    return n * q->ngroups + j * s->group / q->spec.group;
+}
+
+static int64_t stored_ngroups(const KilnQLinear *q, const Scheme *s)
+{
+    return q->spec.gran == KILN_GRAN_GROUP ? q->K / s->group + (q->K % s->group != 0) : 1;
+}
+
+/* weight_scale, weight_zero_point (asymmetric; packed along N for pack-quantized
+ * channel/group, as compressed-tensors' pack_to_int32(zp, packed_dim=0) does). */
+static int add_scales(Out *o, const KilnQLinear *q, const Scheme *s, bool pack, KilnDiag *d)
+{
+    int64_t G = stored_ngroups(q, s), N = q->N;
+    bool tensor = q->spec.gran == KILN_GRAN_TENSOR;
+    int64_t sdim[2] = {tensor ? 1 : N, G};
+    int64_t ns = tensor ? 1 : N * G;
+    float *sc = out_alloc(o, sizeof(float) * (size_t)ns);
+    if (!sc)
+        return oom(d);
+    for (int64_t n = 0; n < (tensor ? 1 : N); n++)
+        for (int64_t j = 0; j < (tensor ? 1 : G); j++)
+            sc[n * G + j] = q->scale[src_index(q, s, n, j)];
+    int rc = out_add(o, q->name, "weight_scale", KILN_MT_F32, tensor ? 1 : 2, sdim, sc, d);
+    if (rc || q->spec.symmetric)
+        return rc;
+    int bits = q->spec.fmt == KILN_QF_INT4 ? 4 : 8;
+    if (pack && !tensor) {
+        /* zero of row n, group j: bits·(n mod per) of word [n / per, j] */
+        int per = 32 / bits;
+        int64_t zdim[2] = {(N + per - 1) / per, G};
+        uint32_t *zw = out_alloc(o, sizeof(uint32_t) * (size_t)(zdim[0] * G));
+        if (!zw)
+            return oom(d);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t j = 0; j < G; j++) {
+                int32_t z;
+                if ((rc = signed_code(q, q->zero[src_index(q, s, n, j)], "zero point", &z, d)))
+                    return rc;
+                uint32_t u = (uint32_t)(z + (1 << (bits - 1)));
+                zw[(n / per) * G + j] |= u << (bits * (n % per));
+            }
+        return out_add(o, q->name, "weight_zero_point", KILN_MT_I32, 2, zdim, zw, d);
+    }
+    int8_t *z8 = out_alloc(o, (size_t)ns);
+    if (!z8)
+        return oom(d);
+    for (int64_t n = 0; n < (tensor ? 1 : N); n++)
+        for (int64_t j = 0; j < (tensor ? 1 : G); j++) {
+            int32_t z;
+            if ((rc = signed_code(q, q->zero[src_index(q, s, n, j)], "zero point", &z, d)))
+                return rc;
+            z8[n * G + j] = (int8_t)z;
+        }
+    return out_add(o, q->name, "weight_zero_point", KILN_MT_I8, tensor ? 1 : 2, sdim, z8, d);
+}
+
+/* weight_packed [N, ceil(K·bits/32)] int32: element k of a row at bits
+ * bits·(k mod (32/bits)) of word k / (32/bits), stored as q + 2^(bits-1) — the layout
+ * of compressed-tensors' pack_to_int32 for 4 and 8 bits. */
+static int add_packed(Out *o, const KilnQLinear *q, KilnDiag *d)
+{
+    int bits = q->spec.fmt == KILN_QF_INT4 ? 4 : 8, per = 32 / bits;
+    int64_t W = (q->K * bits + 31) / 32, N = q->N, K = q->K;
+    uint32_t *w = out_alloc(o, sizeof(uint32_t) * (size_t)(N * W));
+    int64_t *shape = out_alloc(o, 2 * sizeof(int64_t));
+    if (!w || !shape)
+        return oom(d);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++) {
+            int32_t v;
+            int rc = signed_code(q, q->codes[n * K + k], "code", &v, d);
+            if (rc)
+                return rc;
+            w[n * W + k / per] |= (uint32_t)(v + (1 << (bits - 1))) << (bits * (k % per));
+        }
+    int64_t dim[2] = {N, W}, sdim[1] = {2};
+    shape[0] = N, shape[1] = K;
+    int rc = out_add(o, q->name, "weight_packed", KILN_MT_I32, 2, dim, w, d);
+    return rc ? rc : out_add(o, q->name, "weight_shape", KILN_MT_I64, 1, sdim, shape, d);
+}
+
+/* weight [N, K]: int8 holding the signed codes (int-quantized), or the fp8 bytes. */
+static int add_plain(Out *o, const KilnQLinear *q, KilnDiag *d)
+{
+    int64_t NK = q->N * q->K, dim[2] = {q->N, q->K};
+    uint8_t *w = out_alloc(o, (size_t)NK);
+    if (!w)
+        return oom(d);
+    bool fp8 = q->spec.fmt == KILN_QF_FP8_E4M3;
+    for (int64_t i = 0; i < NK; i++) {
+        int32_t v = q->codes[i];
+        if (fp8 && (v < 0 || v > 255))
+            return kiln_diag_set(d, KILN_EINPUT, "%s: fp8 code %d is not a byte", q->name, v);
+        int rc = fp8 ? 0 : signed_code(q, v, "code", &v, d);
+        if (rc)
+            return rc;
+        w[i] = (uint8_t)v;
+    }
+    return out_add(o, q->name, "weight", fp8 ? KILN_MT_F8_E4M3 : KILN_MT_I8, 2, dim, w, d);
+}
+
+/* input_scale (+ input_zero_point) of a static activation scheme. */
+static int add_act(Out *o, const KilnQLinear *q, const Scheme *s, KilnDiag *d)
+{
+    if (s->a.fmt == KILN_QF_NONE || s->a.dynamic)
+        return 0;
+    float sc = q->act_scale > 0 ? q->act_scale : s->a.scale;
+    int32_t z = q->act_scale > 0 ? q->act_zero : s->a.zero;
+    if (!(sc > 0))
+        return kiln_diag_set(d, KILN_EINPUT, "%s: static activation quantization without a "
+                             "scale (set act_scale, or make the activations dynamic)", q->name);
+    float *ps = out_alloc(o, sizeof(float));
+    if (!ps)
+        return oom(d);
+    *ps = sc;
+    int64_t one[1] = {1};
+    int rc = out_add(o, q->name, "input_scale", KILN_MT_F32, 1, one, ps, d);
+    if (rc || s->a.symmetric)
+        return rc;
+    int bits = s->a.fmt == KILN_QF_INT4 ? 4 : 8;
+    int8_t *pz = out_alloc(o, 1);
+    if (!pz)
+        return oom(d);
+    if (z < 0 || z >= (1 << bits))
+        return kiln_diag_set(d, KILN_EINPUT, "%s: activation zero point %d", q->name, z);
+    *pz = (int8_t)(z - (1 << (bits - 1)));
+    return out_add(o, q->name, "input_zero_point", KILN_MT_I8, 1, one, pz, d);
+}
+
+static int add_layer(Out *o, const KilnQLinear *q, const Scheme *s, KilnDiag *d)
+{
+    bool pack = strcmp(s->format, "pack-quantized") == 0;
+    int rc = pack ? add_packed(o, q, d) : add_plain(o, q, d);
+    if (!rc)
+        rc = add_scales(o, q, s, pack, d);
+    if (!rc && s->gidx) {
+        /* in stored groups: kiln group j starts at stored group j·group / group_stored */
+        int32_t *gi = out_alloc(o, sizeof(int32_t) * (size_t)q->K);
+        if (!gi)
+            return oom(d);
+        for (int64_t k = 0; k < q->K; k++)
+            gi[k] = (int32_t)((int64_t)q->g_idx[k] * q->spec.group / s->group);
+        int64_t dim[1] = {q->K};
+        rc = out_add(o, q->name, "weight_g_idx", KILN_MT_I32, 1, dim, gi, d);
+    }
+    if (!rc)
+        rc = add_act(o, q, s, d);
+    if (!rc && q->bias) {
+        int64_t dim[1] = {q->N};
+        rc = out_add(o, q->name, "bias", KILN_MT_F32, 1, dim, q->bias, d);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------ config.json */
+
+static void jw_args(KilnJsonWriter *w, const KilnQuantSpec *a, int32_t group, bool gidx,
+                    bool weight)
+{
+    kiln_jw_begin_object(w);
+    kiln_jw_key(w, "num_bits");
+    kiln_jw_int(w, a->fmt == KILN_QF_INT4 ? 4 : 8);
+    kiln_jw_key(w, "type");
+    kiln_jw_string(w, kiln_qformat_is_fp8(a->fmt) ? "float" : "int");
+    kiln_jw_key(w, "symmetric");
+    kiln_jw_bool(w, a->symmetric || kiln_qformat_is_fp8(a->fmt));
+    kiln_jw_key(w, "strategy");
+    kiln_jw_string(w, a->gran == KILN_GRAN_GROUP     ? "group"
+                      : a->gran == KILN_GRAN_CHANNEL ? (weight ? "channel" : "attn_head")
+                      : a->gran == KILN_GRAN_TOKEN   ? "token"
+                                                     : "tensor");
+    kiln_jw_key(w, "group_size");
+    if (a->gran == KILN_GRAN_GROUP)
+        kiln_jw_int(w, group);
+    else
+        kiln_jw_null(w);
+    kiln_jw_key(w, "dynamic");
+    kiln_jw_bool(w, a->dynamic);
+    if (weight) {
+        kiln_jw_key(w, "actorder");
+        if (gidx)
+            kiln_jw_string(w, "group");
+        else
+            kiln_jw_null(w);
+    }
+    kiln_jw_end_object(w);
+}
+
+/* The tail of a module name after its last ".<number>." ("self_attn.q_proj"), or NULL. */
+static const char *name_suffix(const char *m)
+{
+    const char *best = NULL;
+    for (const char *p = m; *p; p++)
+        if (*p == '.' && p[1] >= '0' && p[1] <= '9') {
+            const char *e = p + 1;
+            while (*e >= '0' && *e <= '9')
+                e++;
+            if (*e == '.' && e[1])
+                best = e + 1;
+        }
+    if (!best)
+        return NULL;
+    for (const char *p = best; *p; p++)
+        if (!(*p == '.' || *p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9')))
+            return NULL;
+    return best;
+}
+
+static bool ends_with_dot(const char *m, const char *suf)
+{
+    size_t a = strlen(m), b = strlen(suf);
+    return a > b && m[a - b - 1] == '.' && strcmp(m + a - b, suf) == 0;
+}
+
+static bool ignored(const KilnCheckpoint *c, const char *m)
+{
+    for (int i = 0; i < c->nignore; i++)
+        if (strcmp(c->ignore[i], m) == 0)
+            return true;
+    return false;
+}
+
+/* May group g name every module ending in ".suf" with one regex? Only when each such
+ * module the checkpoint knows (quantized, or a plain tensor's module) is in g or
+ * ignored. */
+static bool suffix_owned(const KilnCheckpoint *c, const int *grp, int g, const char *suf)
+{
+    for (int i = 0; i < c->nlin; i++)
+        if (ends_with_dot(c->lin[i].name, suf) && grp[i] != g)
+            return false;
+    for (int i = 0; i < c->nt; i++) {
+        char mod[160];
+        snprintf(mod, sizeof mod, "%s", c->t[i].name);
+        char *dot = strrchr(mod, '.');
+        if (dot)
+            *dot = 0;
+        if (ends_with_dot(mod, suf) && !ignored(c, mod))
+            return false;
+    }
+    return true;
+}
+
+/* Targets of config group g: "re:.*\.SUFFIX$" for each suffix the group owns, the
+ * other modules by name. */
+static void jw_targets(KilnJsonWriter *w, const KilnCheckpoint *c, const int *grp, int g)
+{
+    kiln_jw_begin_array(w);
+    for (int i = 0; i < c->nlin; i++) {
+        if (grp[i] != g)
+            continue;
+        const char *suf = name_suffix(c->lin[i].name);
+        if (suf && suffix_owned(c, grp, g, suf)) {
+            bool first = true; /* one regex per suffix */
+            for (int j = 0; j < i && first; j++)
+                if (grp[j] == g && ends_with_dot(c->lin[j].name, suf) &&
+                    name_suffix(c->lin[j].name) && strcmp(name_suffix(c->lin[j].name), suf) == 0)
+                    first = false;
+            if (!first)
+                continue;
+            char re[400];
+            size_t n = (size_t)snprintf(re, sizeof re, "re:.*\\.");
+            for (const char *p = suf; *p && n + 3 < sizeof re; p++) {
+                if (*p == '.')
+                    re[n++] = '\\';
+                re[n++] = *p;
+            }
+            snprintf(re + n, sizeof re - n, "$");
+            kiln_jw_string(w, re);
+        } else {
+            kiln_jw_string(w, c->lin[i].name);
+        }
+    }
+    kiln_jw_end_array(w);
+}
+
+static void jw_qconfig(KilnJsonWriter *w, const KilnCheckpoint *c, const Scheme *sch,
+                       const int *grp, int ngrp)
+{
+    const char *fmt = ngrp ? sch[0].format : "dense";
+    for (int g = 1; g < ngrp; g++)
+        if (strcmp(sch[g].format, fmt) != 0)
+            fmt = "mixed-precision";
+    bool mixed = strcmp(fmt, "mixed-precision") == 0;
+    kiln_jw_begin_object(w);
+    kiln_jw_key(w, "quant_method");
+    kiln_jw_string(w, "compressed-tensors");
+    kiln_jw_key(w, "format");
+    kiln_jw_string(w, fmt);
+    kiln_jw_key(w, "quantization_status");
+    kiln_jw_string(w, "compressed");
+    kiln_jw_key(w, "config_groups");
+    kiln_jw_begin_object(w);
+    for (int g = 0; g < ngrp; g++) {
+        char key[32];
+        snprintf(key, sizeof key, "group_%d", g);
+        kiln_jw_key(w, key);
+        kiln_jw_begin_object(w);
+        kiln_jw_key(w, "targets");
+        jw_targets(w, c, grp, g);
+        kiln_jw_key(w, "weights");
+        jw_args(w, &sch[g].w, sch[g].group, sch[g].gidx, true);
+        kiln_jw_key(w, "input_activations");
+        if (sch[g].a.fmt == KILN_QF_NONE)
+            kiln_jw_null(w);
+        else
+            jw_args(w, &sch[g].a, 0, false, false);
+        kiln_jw_key(w, "output_activations");
+        kiln_jw_null(w);
+        if (mixed) {
+            kiln_jw_key(w, "format");
+            kiln_jw_string(w, sch[g].format);
+        }
+        kiln_jw_end_object(w);
+    }
+    kiln_jw_end_object(w);
+    kiln_jw_key(w, "ignore");
+    kiln_jw_begin_array(w);
+    for (int i = 0; i < c->nignore; i++)
+        kiln_jw_string(w, c->ignore[i]);
+    kiln_jw_end_array(w);
+    kiln_jw_key(w, "kv_cache_scheme");
+    if (c->kv.fmt == KILN_QF_NONE)
+        kiln_jw_null(w);
+    else
+        jw_args(w, &c->kv, 0, false, false);
+    kiln_jw_key(w, "global_compression_ratio");
+    kiln_jw_null(w);
+    kiln_jw_end_object(w);
+}
+
+/* mkdir -p of dir, and of the directory part of dir/rel when rel has one. */
+static int make_dirs(const char *dir, const char *rel, KilnDiag *d)
+{
+    char buf[4096];
+    if ((size_t)snprintf(buf, sizeof buf, "%s/%s", dir, rel) >= sizeof buf)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: path too long", dir);
+    *strrchr(buf, '/') = 0;
+    return kiln_rt_mkdir_p(buf, "directory", d);
+}
+
+static int write_config(const char *dir, const KilnCheckpoint *c, const Scheme *sch,
+                        const int *grp, int ngrp, KilnDiag *d)
+{
+    KilnJson *cfg = NULL;
+    if (c->config_json) {
+        int rc = kiln_json_parse(c->config_json, strlen(c->config_json), "config.json", &cfg, d);
+        if (rc)
+            return rc;
+        if (cfg->kind != KILN_JSON_OBJECT) {
+            kiln_json_free(cfg);
+            return kiln_diag_set(d, KILN_EINPUT, "config.json: not a JSON object");
+        }
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        kiln_json_free(cfg);
+        return oom(d);
+    }
+    KilnJsonWriter w;
+    kiln_jw_init(&w, f);
+    kiln_jw_begin_object(&w);
+    for (size_t i = 0; cfg && i < cfg->len; i++) {
+        if (strcmp(cfg->keys[i], "quantization_config") == 0)
+            continue;
+        kiln_jw_key(&w, cfg->keys[i]);
+        kiln_jw_value(&w, &cfg->items[i]);
+    }
+    kiln_jw_key(&w, "quantization_config");
+    jw_qconfig(&w, c, sch, grp, ngrp);
+    kiln_jw_end_object(&w);
+    int rc = kiln_jw_finish(&w, d);
+    fputc('\n', f);
+    fclose(f);
+    kiln_json_free(cfg);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (!rc)
+        rc = kiln_rt_write_file(path, buf, len, d);
+    free(buf);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ entry points */
+
+int kiln_checkpoint_write(const char *dir, const KilnCheckpoint *c, KilnDiag *d)
+{
+    if (c->kv.fmt != KILN_QF_NONE) {
+        int rc = check_act("kv_cache_scheme", &c->kv, "KV cache", d);
+        if (rc)
+            return rc;
+        if (c->kv.fmt != KILN_QF_INT8 && c->kv.fmt != KILN_QF_FP8_E4M3)
+            return kiln_diag_set(d, KILN_EINPUT, "kv_cache_scheme: %s has no compressed-tensors "
+                                 "form (int8 or fp8_e4m3)", kiln_qformat_name(c->kv.fmt));
+    }
+    Scheme *sch = calloc((size_t)c->nlin + 1, sizeof *sch);
+    int *grp = calloc((size_t)c->nlin + 1, sizeof *grp);
+    Out o = {0};
+    int ngrp = 0, rc = sch && grp ? 0 : oom(d);
+    for (int i = 0; !rc && i < c->nlin; i++) {
+        Scheme s;
+        if ((rc = layer_scheme(c, &c->lin[i], &s, d)))
+            break;
+        int g = 0;
+        while (g < ngrp && !same_scheme(&sch[g], &s))
+            g++;
+        if (g == ngrp)
+            sch[ngrp++] = s;
+        grp[i] = g;
+        rc = add_layer(&o, &c->lin[i], &s, d);
+    }
+    for (int i = 0; !rc && i < c->nt; i++) {
+        const KilnCkptTensor *t = &c->t[i];
+        rc = out_add(&o, t->name, NULL, KILN_MT_F32, t->rank, t->dim, t->data, d);
+    }
+    if (!rc)
+        rc = make_dirs(dir, "model.safetensors", d);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    /* Hugging Face refuses safetensors whose metadata lacks format "pt" */
+    const char *meta[2] = {"format", "pt"};
+    if (!rc)
+        rc = kiln_safetensors_write(path, o.t, o.n, meta, 1, d);
+    out_free(&o);
+    if (!rc)
+        rc = write_config(dir, c, sch, grp, ngrp, d);
+    for (int i = 0; !rc && i < c->nfiles; i++) {
+        const KilnCkptFile *f = &c->files[i];
+        if (strcmp(f->name, "config.json") == 0 || strcmp(f->name, "model.safetensors") == 0)
+            rc = kiln_diag_set(d, KILN_EINPUT, "checkpoint: extra file '%s' would replace the "
+                               "writer's own", f->name);
+        else if (!(rc = make_dirs(dir, f->name, d))) {
+            snprintf(path, sizeof path, "%s/%s", dir, f->name);
+            rc = kiln_rt_write_file(path, f->data, f->len, d);
+        }
+    }
+    free(sch);
+    free(grp);
+    return rc;
+}
+
+int kiln_checkpoint_write_dequant(const char *path, const KilnCheckpoint *c, KilnDiag *d)
+{
+    Out o = {0};
+    int rc = 0;
+    for (int i = 0; !rc && i < c->nlin; i++) {
+        const KilnQLinear *q = &c->lin[i];
+        Scheme s;
+        if ((rc = layer_scheme(c, q, &s, d)))
+            break;
+        float *w = out_alloc(&o, sizeof(float) * (size_t)(q->N * q->K));
+        if (!w) {
+            rc = oom(d);
+            break;
+        }
+        kiln_qlinear_dequant(q, w);
+        int64_t dim[2] = {q->N, q->K};
+        rc = out_add(&o, q->name, "weight", KILN_MT_F32, 2, dim, w, d);
+    }
+    const char *meta[2] = {"format", "pt"};
+    if (!rc)
+        rc = kiln_safetensors_write(path, o.t, o.n, meta, 1, d);
+    out_free(&o);
+    return rc;
+}

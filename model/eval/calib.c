@@ -1,0 +1,593 @@
+/* model/eval/calib.c — the recipe's methods on a real model (docs/quant.md): one
+ * calibration run gathers every layer's input statistics (streaming, bounded per
+ * layer: XᵀX for GPTQ, per-channel max and mean |x|, a bounded sample of rows), then
+ * per scale site AWQ or SmoothQuant moves a per-channel scale from the input into
+ * the weights (folded into the norm or previous layer that makes the input, so the
+ * f32 model computes the same function), then GPTQ rounds each layer with error
+ * compensation on the transformed statistics. The results ride on KilnLinear
+ * (qres, in_div, in_perm) and kiln_linears_bind hands them to kiln. Also the
+ * calibration pass for static activation scales that kiln eval and kiln quantize share. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frontend/recipe.h"
+#include "ir/numerics.h"
+#include "model/checkpoints/checkpoint.h"
+#include "model/model.h"
+#include "quant/quant.h"
+
+enum { SAMPLE_ROWS = 512 }; /* rows kept for AWQ's search (a reservoir) */
+
+static const KilnMethod *method_of(const KilnRecipe *fr, const KilnLinear *l)
+{
+    if (!fr || kiln_recipe_ignored(fr, l->name))
+        return NULL;
+    int ri = kiln_recipe_match(fr, l->name);
+    return ri < 0 || kiln_recipe_rule_stored(fr, ri) ? NULL : kiln_recipe_rule_method(fr, ri);
+}
+
+static bool any_method(const KilnMethod *m) { return m && (m->gptq || m->awq || m->smoothquant); }
+
+bool kiln_quant_needed(const KilnLinear *ls, int n, const KilnRecipe *fr)
+{
+    for (int i = 0; i < n; i++)
+        if (any_method(method_of(fr, &ls[i])))
+            return true;
+    return false;
+}
+
+/* The layer's weight format from the recipe, as the passes will resolve it: read, not
+ * planned (the layer is lowered once, when kiln_linears_bind creates it). */
+int kiln_quant_format(const KilnRunCtx *rc, const KilnLinear *l, char *buf, size_t n,
+                      KilnDiag *d)
+{
+    KilnQuantSpec q;
+    buf[0] = 0;
+    if (!kiln_recipe_layer_weights(rc->fr, l->name, l->K, &q))
+        return 0;
+    KilnQuantSpec w = {.fmt = q.fmt, .symmetric = q.symmetric, .gran = q.gran, .group = q.group};
+    kiln_spec_print(&w, buf, n);
+    (void)d;
+    return 0;
+}
+
+void kiln_quant_release(KilnLinear *ls, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (ls[i].qres) {
+            kiln_qresult_free(ls[i].qres);
+            free(ls[i].qres);
+        }
+        free(ls[i].in_div);
+        free(ls[i].in_perm);
+        ls[i].qres = NULL, ls[i].in_div = NULL, ls[i].in_perm = NULL;
+        ls[i].q_w = ls[i].q_scale = NULL, ls[i].q_zero = NULL;
+        ls[i].q_format[0] = 0;
+    }
+}
+
+/* One input's statistics and, once calibration is over, what methods read from
+ * them in the model's current (scaled) coordinates: H (GPTQ) and mean |x|. */
+typedef struct Input {
+    KilnActStats s; /* first: KilnLinear.stats points here */
+    double *H;
+    float *xmean;
+} Input;
+
+/* Every layer's statistics, each object shared by the layers of one input. */
+typedef struct Stats {
+    Input **own; /* distinct objects, to free */
+    int nown;
+} Stats;
+
+static int stats_attach(KilnLinear *ls, const int *idx, int ni, bool hess, Stats *st, KilnDiag *d)
+{
+    Input *in = calloc(1, sizeof *in);
+    if (!in)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    int rc = kiln_actstats_init(&in->s, ls[idx[0]].K, hess, SAMPLE_ROWS, d);
+    if (rc) {
+        free(in);
+        return rc;
+    }
+    st->own[st->nown++] = in;
+    for (int j = 0; j < ni; j++) {
+        ls[idx[j]].stats = &in->s;
+        ls[idx[j]].stats_add = j == 0; /* they all see the same x: count it once */
+    }
+    return 0;
+}
+
+/* After calibration: H (when gathered) and mean |x| as plain arrays. */
+static int input_finish(Input *in, KilnDiag *d)
+{
+    int64_t K = in->s.K;
+    in->xmean = malloc(sizeof(float) * (size_t)K);
+    if (!in->xmean)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    kiln_actstats_mean_abs(&in->s, in->xmean);
+    if (!in->s.xtx)
+        return 0;
+    in->H = malloc(sizeof(double) * (size_t)(K * K));
+    if (!in->H)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    return kiln_actstats_hessian(&in->s, in->H, d);
+}
+
+/* x → x/s on everything gathered about the input: max, mean, samples, H. */
+static void stats_scale(KilnActStats *st, const float *sc)
+{
+    Input *in = (Input *)st;
+    int64_t K = st->K;
+    for (int64_t j = 0; j < K; j++) {
+        st->absmax[j] /= sc[j];
+        in->xmean[j] /= sc[j];
+    }
+    for (int64_t r = 0; r < st->nsample; r++)
+        for (int64_t j = 0; j < K; j++)
+            st->sample[r * K + j] /= sc[j];
+    if (in->H)
+        for (int64_t i = 0; i < K; i++)
+            for (int64_t j = 0; j < K; j++)
+                in->H[i * K + j] /= (double)sc[i] * (double)sc[j];
+}
+
+/* What prepare knows of each layer: its rule's method (matched once) and, once
+ * asked, the weight format the target gives it (resolved once). */
+typedef struct Plan {
+    const KilnMethod *m;
+    KilnQuantSpec q;
+    bool have_q;
+} Plan;
+
+static int plan_spec(Plan *p, const KilnRunCtx *rc, const KilnLinear *l, KilnQuantSpec *q,
+                     KilnDiag *d)
+{
+    if (!p->have_q) {
+        char f[64];
+        int r = kiln_quant_format(rc, l, f, sizeof f, d);
+        if (r)
+            return r;
+        if (!f[0] || kiln_spec_parse(f, &p->q))
+            return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: no weight format to quantize to ('%s')",
+                                 l->name, f);
+        p->have_q = true;
+    }
+    *q = p->q;
+    return 0;
+}
+
+/* w[rows, K] → w[:, perm] in place (tmp: K floats). */
+static void gather_cols(float *w, int64_t rows, int64_t K, const int32_t *perm, float *tmp)
+{
+    for (int64_t n = 0; n < rows; n++) {
+        float *r = w + n * K;
+        for (int64_t k = 0; k < K; k++)
+            tmp[k] = r[perm[k]];
+        memcpy(r, tmp, sizeof(float) * (size_t)K);
+    }
+}
+
+/* AWQ / SmoothQuant on one site: find s, move it into the weights and into what
+ * makes the input (or a pre-scale), clip. */
+static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const KilnRunCtx *rc,
+                   bool verbose, KilnDiag *d)
+{
+    const KilnMethod *m = plan[site->lin[0]].m;
+    KilnLinear *l0 = &ls[site->lin[0]];
+    KilnActStats *st = l0->stats;
+    int64_t K = l0->K;
+    bool prev_ok = site->prev >= 0 && ls[site->prev].N == K;
+    if (!site->norm_w && !prev_ok && !m->prescale) {
+        if (verbose)
+            fprintf(stderr, "kiln: %s: %s skipped: no norm or previous layer can take the scale "
+                    "(prescale = true runs it as an input pre-scale)\n", l0->name,
+                    m->awq ? "awq" : "smoothquant");
+        return 0;
+    }
+    const float *W[3];
+    int64_t N[3];
+    for (int j = 0; j < site->nlin; j++)
+        W[j] = ls[site->lin[j]].w, N[j] = ls[site->lin[j]].N;
+    float *s = malloc(sizeof(float) * (size_t)K);
+    if (!s)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    int r = 0;
+    float alpha = m->alpha;
+    double ratio = 1.0;
+    KilnQuantSpec q = {0};
+    if (m->awq) {
+        KilnAwqOpts ao = KILN_AWQ_DEFAULTS;
+        ao.grid = m->grid, ao.clip = m->clip;
+        r = plan_spec(&plan[site->lin[0]], rc, l0, &q, d);
+        if (!r)
+            r = kiln_awq_search(W, N, site->nlin, K, st->sample, st->nsample, ((Input *)st)->xmean,
+                                &q, &ao, s, &alpha, &ratio, d);
+    } else {
+        kiln_smooth_factors(st->absmax, W, N, site->nlin, K, m->alpha, s);
+    }
+    if (r) {
+        free(s);
+        return r;
+    }
+    for (int j = 0; j < site->nlin; j++) { /* W → W·diag(s) */
+        KilnLinear *l = &ls[site->lin[j]];
+        for (int64_t row = 0; row < l->N; row++)
+            for (int64_t k = 0; k < K; k++)
+                l->w[row * K + k] *= s[k];
+    }
+    const char *where;
+    if (site->norm_w) { /* norm output → /s */
+        for (int64_t k = 0; k < K; k++) {
+            site->norm_w[k] /= s[k];
+            if (site->norm_b)
+                site->norm_b[k] /= s[k];
+        }
+        where = "norm";
+    } else if (prev_ok) { /* the previous layer's output channels → /s */
+        KilnLinear *p = &ls[site->prev];
+        for (int64_t row = 0; row < p->N; row++) {
+            for (int64_t k = 0; k < p->K; k++)
+                p->w[row * p->K + k] /= s[row];
+            if (p->b)
+                p->b[row] /= s[row];
+        }
+        where = p->name;
+    } else {
+        for (int j = 0; j < site->nlin; j++) {
+            KilnLinear *l = &ls[site->lin[j]];
+            l->in_div = malloc(sizeof(float) * (size_t)K);
+            if (!l->in_div) {
+                free(s);
+                return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+            }
+            memcpy(l->in_div, s, sizeof(float) * (size_t)K);
+        }
+        where = "input pre-scale";
+    }
+    stats_scale(st, s);
+    free(s);
+    if (m->awq && m->clip) {
+        KilnAwqOpts ao = KILN_AWQ_DEFAULTS;
+        ao.grid = m->grid;
+        for (int j = 0; j < site->nlin && !r; j++) {
+            KilnLinear *l = &ls[site->lin[j]];
+            KilnQuantSpec qj;
+            r = plan_spec(&plan[site->lin[j]], rc, l, &qj, d);
+            if (!r)
+                r = kiln_awq_clip(l->w, l->N, K, st->sample, st->nsample, &qj, &ao, d);
+        }
+    }
+    if (verbose && !r)
+        fprintf(stderr, "kiln: %s%s: %s scale into %s (alpha %.2f)", l0->name,
+                site->nlin > 1 ? " (+ siblings)" : "", m->awq ? "awq" : "smoothquant", where,
+                (double)alpha);
+    if (verbose && !r)
+        fprintf(stderr, m->awq ? ", searched: output error x%.3f of alpha 0\n" : "\n", ratio);
+    return r;
+}
+
+static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose, KilnDiag *d)
+{
+    const KilnMethod *m = p->m;
+    KilnQuantSpec q;
+    int r = plan_spec(p, rc, l, &q, d);
+    if (r)
+        return r;
+    KilnGptqOpts go = {.damp = m->damp, .block = m->block, .act_order = m->act_order != 0,
+                       .static_groups = m->act_order != 2};
+    KilnQResult *res = calloc(1, sizeof *res);
+    if (!res)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    r = kiln_quant_gptq(l->w, l->N, l->K, ((Input *)l->stats)->H, &q, &go, res, d);
+    if (r) {
+        free(res);
+        char why[sizeof d->msg];
+        snprintf(why, sizeof why, "%s", d->msg);
+        return kiln_diag_set(d, d->code ? d->code : KILN_EINTERNAL, "layer %s: gptq: %s", l->name,
+                             why);
+    }
+    if (res->perm) { /* the layer now sees x[:, perm]: keep w (and a pre-scale) in that order */
+        l->in_perm = malloc(sizeof(int32_t) * (size_t)l->K);
+        float *tmp = malloc(sizeof(float) * (size_t)l->K);
+        if (!l->in_perm || !tmp) {
+            free(tmp);
+            kiln_qresult_free(res);
+            free(res);
+            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        }
+        memcpy(l->in_perm, res->perm, sizeof(int32_t) * (size_t)l->K);
+        gather_cols(l->w, l->N, l->K, l->in_perm, tmp);
+        if (l->in_div)
+            gather_cols(l->in_div, 1, l->K, l->in_perm, tmp);
+        free(tmp);
+    }
+    l->qres = res;
+    l->q_w = res->w, l->q_scale = res->scale, l->q_zero = res->zero;
+    if (verbose) {
+        char qs[64];
+        kiln_spec_print(&q, qs, sizeof qs);
+        fprintf(stderr, "kiln: %s: gptq %s%s\n", l->name,
+                m->act_order == 2 ? "act_order=group " : m->act_order ? "act_order=static " : "", qs);
+    }
+    return 0;
+}
+
+static bool migrates(const KilnMethod *m) { return m && (m->awq || m->smoothquant); }
+
+int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int nsites,
+                       const KilnRunCtx *rc, KilnCalibRun run, void *arg, bool verbose,
+                       KilnDiag *d)
+{
+    const KilnRecipe *fr = rc->fr;
+    if (!kiln_quant_needed(ls, n, fr))
+        return 0;
+    /* the model's sites, then a site of its own for every other layer with a method */
+    Plan *plan = calloc((size_t)n, sizeof *plan);
+    KilnScaleSite *all = malloc(sizeof *all * (size_t)(nsites + n));
+    bool *in_site = calloc((size_t)n, sizeof *in_site);
+    Stats st = {calloc((size_t)n, sizeof(Input *)), 0};
+    int r = plan && all && in_site && st.own ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    int na = 0;
+    for (int i = 0; !r && i < n; i++)
+        plan[i].m = method_of(fr, &ls[i]);
+    for (int s = 0; !r && s < nsites; s++) {
+        all[na++] = sites[s];
+        for (int j = 0; j < sites[s].nlin; j++)
+            in_site[sites[s].lin[j]] = true;
+    }
+    for (int i = 0; !r && i < n; i++)
+        if (!in_site[i] && any_method(plan[i].m))
+            all[na++] = (KilnScaleSite){{i}, 1, NULL, NULL, -1};
+    /* one statistics object per site that a method needs */
+    for (int s = 0; s < na && !r; s++) {
+        const KilnScaleSite *si = &all[s];
+        const KilnMethod *m0 = plan[si->lin[0]].m;
+        bool need = false, hess = false;
+        for (int j = 0; j < si->nlin && !r; j++) {
+            const KilnMethod *m = plan[si->lin[j]].m;
+            need |= any_method(m);
+            hess |= m && m->gptq;
+            if (migrates(m0) != migrates(m) || (migrates(m) && m0->awq != m->awq))
+                r = kiln_diag_set(d, KILN_EINPUT,
+                                  "layers %s and %s read the same input, so awq / smoothquant must "
+                                  "be given to both or neither (one scale serves that input)",
+                                  ls[si->lin[0]].name, ls[si->lin[j]].name);
+        }
+        if (need && !r)
+            r = stats_attach(ls, si->lin, si->nlin, hess, &st, d);
+    }
+    kiln_linears_unbind(ls, n); /* calibrate on the f32 model */
+    if (!r)
+        r = run(arg, d);
+    for (int i = 0; i < n; i++)
+        ls[i].stats_add = false;
+    for (int k = 0; k < st.nown && !r; k++)
+        r = input_finish(st.own[k], d);
+    /* scale migration first (it changes the weights GPTQ then rounds) */
+    for (int s = 0; s < na && !r; s++)
+        if (migrates(plan[all[s].lin[0]].m) && ls[all[s].lin[0]].stats)
+            r = migrate(ls, plan, &all[s], rc, verbose, d);
+    for (int i = 0; i < n && !r; i++)
+        if (plan[i].m && plan[i].m->gptq)
+            r = gptq_layer(&ls[i], &plan[i], rc, verbose, d);
+    for (int i = 0; i < n; i++)
+        ls[i].stats = NULL;
+    for (int k = 0; k < st.nown; k++) {
+        kiln_actstats_free(&st.own[k]->s);
+        free(st.own[k]->H);
+        free(st.own[k]->xmean);
+        free(st.own[k]);
+    }
+    free(st.own), free(plan), free(all), free(in_site);
+    return r;
+}
+
+/* ------------------------------------------------------------------ per model */
+
+typedef struct DecCal {
+    KilnLlama *m;
+    struct KilnPool *pool;
+    const int32_t *ids;
+    int n;
+} DecCal;
+
+/* The calibration tokens as one sequence, in windows of 512 (each attends to all
+ * before it, as in generation). */
+static int dec_run(void *arg, KilnDiag *d)
+{
+    DecCal *c = arg;
+    KilnKVCache kv = {0};
+    KilnKVSpec s = {KILN_KV_F32, false, true, 0};
+    int rc = kiln_llama_kv_init(c->m, &kv, &s, c->n, d);
+    for (int p = 0; !rc && p < c->n; p += 512) {
+        int T = c->n - p < 512 ? c->n - p : 512;
+        rc = kiln_llama_forward(c->m, c->pool, &kv, c->ids + p, T, p, 0, NULL, d);
+    }
+    kiln_kv_free(&kv);
+    return rc;
+}
+
+int kiln_llama_quant_prepare(KilnLlama *m, const KilnRunCtx *rc, const int32_t *ids, int n,
+                             bool verbose, KilnDiag *d)
+{
+    int nl, ns = 0;
+    KilnLinear *ls = kiln_llama_linears(m, &nl);
+    if (!kiln_quant_needed(ls, nl, rc->fr))
+        return 0;
+    if (n < 1)
+        return kiln_diag_set(d, KILN_EINPUT, "the recipe's methods need calibration text");
+    KilnScaleSite *sites = NULL;
+    int r = kiln_llama_scale_sites(m, &sites, &ns, d);
+    DecCal c = {m, rc->pool, ids, n};
+    if (!r)
+        r = kiln_quant_prepare(ls, nl, sites, ns, rc, dec_run, &c, verbose, d);
+    free(sites);
+    return r;
+}
+
+typedef struct EncCal {
+    KilnBert *m;
+    struct KilnPool *pool;
+    const char *const *texts;
+    int n;
+} EncCal;
+
+static int enc_run(void *arg, KilnDiag *d)
+{
+    EncCal *c = arg;
+    int D = kiln_bert_dim(c->m);
+    float *e = malloc(sizeof(float) * (size_t)D * 16);
+    int rc = e ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int i = 0; !rc && i < c->n; i += 16) /* batches of 16 sentences */
+        rc = kiln_bert_embed(c->m, c->pool, c->texts + i, c->n - i < 16 ? c->n - i : 16, e, NULL, d);
+    free(e);
+    return rc;
+}
+
+int kiln_bert_quant_prepare(KilnBert *m, const KilnRunCtx *rc, const char *const *texts, int n,
+                            bool verbose, KilnDiag *d)
+{
+    int nl, ns = 0;
+    KilnLinear *ls = kiln_bert_linears(m, &nl);
+    if (!kiln_quant_needed(ls, nl, rc->fr))
+        return 0;
+    if (n < 1)
+        return kiln_diag_set(d, KILN_EINPUT, "the recipe's methods need calibration text");
+    KilnScaleSite *sites = NULL;
+    int r = kiln_bert_scale_sites(m, &sites, &ns, d);
+    EncCal c = {m, rc->pool, texts, n};
+    if (!r)
+        r = kiln_quant_prepare(ls, nl, sites, ns, rc, enc_run, &c, verbose, d);
+    free(sites);
+    return r;
+}
+
+/* ------------------------------------------------------------------ static activation scales */
+
+int kiln_llama_capture_static(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv,
+                              const int32_t *ids, int n, KilnDiag *d)
+{
+    int nl;
+    KilnLinear *ls = kiln_llama_linears(m, &nl);
+    int rc = kiln_linears_capture(ls, nl, d);
+    n = n < KILN_STATIC_TOKENS ? n : KILN_STATIC_TOKENS;
+    if (!rc && n > 0) {
+        kiln_kv_calib_begin(kv);
+        rc = kiln_llama_forward(m, pool, kv, ids, n, 0, 0, NULL, d);
+        kiln_kv_calib_end(kv);
+    }
+    return rc;
+}
+
+int kiln_bert_capture_static(KilnBert *m, struct KilnPool *pool, const char *const *texts, int n,
+                             KilnDiag *d)
+{
+    int nl;
+    KilnLinear *ls = kiln_bert_linears(m, &nl);
+    int rc = kiln_linears_capture(ls, nl, d);
+    n = n < KILN_STATIC_SENTENCES ? n : KILN_STATIC_SENTENCES;
+    if (rc || n < 1)
+        return rc;
+    float *e = malloc(sizeof(float) * (size_t)kiln_bert_dim(m) * (size_t)n);
+    rc = e ? kiln_bert_embed(m, pool, texts, n, e, NULL, d)
+           : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    free(e);
+    return rc;
+}
+
+int kiln_static_act_params(const KilnLinear *l, const KilnQuantSpec *a, float *scale,
+                           int32_t *zero, KilnDiag *d)
+{
+    if (a->scale > 0) { /* the recipe's own: kiln_layer_create calibrates nothing */
+        *scale = a->scale, *zero = a->zero;
+        return 0;
+    }
+    if (!l->cap || l->cap_rows <= 0)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "layer %s: its static activation scale is calibrated, but the layer "
+                             "saw no calibration rows (give scale = ... in the recipe, or "
+                             "calibration text)",
+                             l->name);
+    KilnQParams p = kiln_calib_static(a, l->cap, l->cap_rows * l->K);
+    *scale = p.scale, *zero = p.zero;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ weights = stored */
+
+int kiln_quant_from_stored(KilnLinear *l, KilnDiag *d)
+{
+    const KilnQLinear *q = l->stored;
+    if (l->qres)
+        return 0;
+    KilnQResult *res = calloc(1, sizeof *res);
+    int64_t N = q->N, K = q->K, ns = q->spec.gran == KILN_GRAN_TENSOR ? 1 : q->nscale;
+    if (!res)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    res->N = N, res->K = K, res->ngroups = q->ngroups;
+    res->w = malloc(sizeof(float) * (size_t)(N * K));
+    res->scale = malloc(sizeof(float) * (size_t)ns);
+    res->zero = q->zero ? malloc(sizeof(int32_t) * (size_t)ns) : NULL;
+    int rc = res->w && res->scale && (!q->zero || res->zero)
+                 ? 0
+                 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    if (!rc) {
+        kiln_qlinear_dequant(q, res->w);
+        memcpy(res->scale, q->scale, sizeof(float) * (size_t)ns);
+        if (q->zero)
+            memcpy(res->zero, q->zero, sizeof(int32_t) * (size_t)ns);
+    }
+    /* g_idx that is not k / group: columns sorted by group (stable), the layer then
+     * gathers its input in that order; each group must then be one run of `group`
+     * columns, as act-order GPTQ writes them */
+    bool plain = true;
+    int64_t G = q->spec.gran == KILN_GRAN_GROUP ? q->spec.group : K;
+    for (int64_t k = 0; !rc && q->g_idx && k < K; k++)
+        plain &= q->g_idx[k] == k / G;
+    if (!rc && !plain) {
+        l->in_perm = malloc(sizeof(int32_t) * (size_t)K);
+        float *row = malloc(sizeof(float) * (size_t)K);
+        int64_t *count = calloc((size_t)q->ngroups + 1, sizeof(int64_t));
+        if (!l->in_perm || !row || !count)
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        for (int64_t k = 0; !rc && k < K; k++) {
+            if (q->g_idx[k] < 0 || q->g_idx[k] >= q->ngroups)
+                rc = kiln_diag_set(d, KILN_EINPUT, "layer %s: g_idx[%lld] = %d is not a group (0..%lld)",
+                                   l->name, (long long)k, q->g_idx[k], (long long)q->ngroups - 1);
+            else
+                count[q->g_idx[k] + 1]++;
+        }
+        for (int64_t g = 0; !rc && g < q->ngroups; g++) {
+            if (count[g + 1] != (g + 1 < q->ngroups ? G : K - G * (q->ngroups - 1)))
+                rc = kiln_diag_set(d, KILN_EINPUT,
+                                   "layer %s: g_idx gives group %lld %lld columns; kiln runs groups "
+                                   "of %lld consecutive columns once sorted",
+                                   l->name, (long long)g, (long long)count[g + 1], (long long)G);
+            count[g + 1] += count[g];
+        }
+        for (int64_t k = 0; !rc && k < K; k++) /* stable counting sort by group */
+            l->in_perm[count[q->g_idx[k]]++] = (int32_t)k;
+        if (!rc) { /* the f32 path sees the gathered input too */
+            gather_cols(res->w, N, K, l->in_perm, row);
+            gather_cols(l->w, N, K, l->in_perm, row);
+        }
+        free(row);
+        free(count);
+    }
+    if (rc) {
+        kiln_qresult_free(res);
+        free(res);
+        free(l->in_perm);
+        l->in_perm = NULL;
+        return rc;
+    }
+    KilnQuantSpec s = {.fmt = q->spec.fmt, .symmetric = q->spec.symmetric, .gran = q->spec.gran,
+                       .group = q->spec.group};
+    kiln_spec_print(&s, l->q_format, sizeof l->q_format);
+    l->qres = res;
+    l->q_w = res->w, l->q_scale = res->scale, l->q_zero = res->zero;
+    return 0;
+}

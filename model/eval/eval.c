@@ -1,0 +1,735 @@
+/* model/eval/eval.c — `kiln eval`: runs a real model in f32 and under a recipe and prints one
+ * table: perplexity (decoder, sliding window) or mean cosine similarity of sentence
+ * embeddings vs f32 (encoder), weight bytes, speed, KV cache bytes and the kernels used;
+ * --per-layer adds each linear layer's SQNR vs f32 on the same input. Methodology:
+ * docs/models.md. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "api/plan.h"
+#include "frontend/recipe.h"
+#include "model/model.h"
+#include "model/nets/net.h"
+#include "model/tokenizers/tokenizer.h"
+#include "runtime/runtime.h"
+
+/* Texts (King James Bible: Debian package bible-kjv, whose `bible` program reads bible-kjv-text): calibration and evaluation
+ * come from different books so static scales never see the evaluation text. */
+#define CALIB_RANGE "Gen1:1-3:24"
+#define EVAL_RANGE "John1:1-21:25"
+#define METHOD_TOKENS KILN_METHOD_TOKENS
+#define METHOD_SENTENCES KILN_METHOD_SENTENCES
+
+int kiln_model_path(const char *which, char *buf, size_t n, KilnDiag *d)
+{
+    const char *env = getenv("KILN_MODELS_DIR"), *home = getenv("HOME");
+    char dir[2048];
+    if (env && *env)
+        snprintf(dir, sizeof dir, "%s", env);
+    else
+        snprintf(dir, sizeof dir, "%s/.cache/kiln/models", home ? home : ".");
+    if (!strcmp(which, "minilm"))
+        snprintf(buf, n, "%s/minilm", dir);
+    else if (!strcmp(which, "smollm2"))
+        snprintf(buf, n, "%s/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", dir);
+    else
+        snprintf(buf, n, "%s", which);
+    struct stat st;
+    if (stat(buf, &st))
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "model '%s' not found at %s: run scripts/fetch-models.sh (or pass "
+                             "--model PATH)",
+                             which, buf);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ texts */
+
+typedef struct Lines {
+    char **v;
+    int n;
+} Lines;
+
+static void lines_free(Lines *l)
+{
+    for (int i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL, l->n = 0;
+}
+
+static int lines_add(Lines *l, const char *s, size_t len)
+{
+    while (len && (s[len - 1] == '\n' || s[len - 1] == '\r' || s[len - 1] == ' '))
+        len--;
+    if (!len)
+        return 0;
+    char **nv = realloc(l->v, sizeof *nv * (size_t)(l->n + 1));
+    if (!nv)
+        return -1;
+    l->v = nv;
+    if (!(l->v[l->n] = strndup(s, len)))
+        return -1;
+    l->n++;
+    return 0;
+}
+
+/* One verse per line from the `bible` program, the "Book1:1 " reference dropped. */
+static int bible_lines(const char *range, Lines *out, KilnDiag *d)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "bible -f %s 2>/dev/null", range);
+    FILE *p = popen(cmd, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    while (p && (len = getline(&line, &cap, p)) > 0) {
+        const char *sp = strchr(line, ' ');
+        if (sp && lines_add(out, sp + 1, (size_t)(len - (sp + 1 - line)))) {
+            free(line);
+            pclose(p);
+            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        }
+    }
+    free(line);
+    if (p)
+        pclose(p);
+    if (out->n < 10) {
+        lines_free(out);
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "no evaluation text: install the Debian package bible-kjv (the `bible` program) or pass --text FILE");
+    }
+    return 0;
+}
+
+static int file_lines(const char *path, Lines *out, KilnDiag *d)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return kiln_diag_set(d, KILN_EINPUT, "cannot open --text %s", path);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int rc = 0;
+    while (!rc && (len = getline(&line, &cap, f)) > 0)
+        if (lines_add(out, line, (size_t)len))
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    free(line);
+    fclose(f);
+    if (!rc && out->n < 2)
+        rc = kiln_diag_set(d, KILN_EINPUT, "--text %s: needs at least 2 non-empty lines", path);
+    return rc;
+}
+
+/* Calibration and evaluation lines. --text FILE: calibration is the Bible's Genesis when
+ * the package is there, else the first tenth of FILE (then evaluated on the rest). */
+static int load_texts(const KilnEvalOpts *o, Lines *cal, Lines *ev, char *desc, size_t n,
+                      KilnDiag *d)
+{
+    KilnDiag ignore = {0};
+    if (!o->text) {
+        int rc = bible_lines(EVAL_RANGE, ev, d);
+        if (!rc)
+            rc = bible_lines(CALIB_RANGE, cal, d);
+        snprintf(desc, n, "eval: KJV Bible %s; calibration: %s (bible-kjv)", EVAL_RANGE,
+                 CALIB_RANGE);
+        return rc;
+    }
+    int rc = file_lines(o->text, ev, d);
+    if (rc)
+        return rc;
+    if (!bible_lines(CALIB_RANGE, cal, &ignore)) {
+        snprintf(desc, n, "eval: %s; calibration: KJV %s", o->text, CALIB_RANGE);
+        return 0;
+    }
+    int nc = ev->n / 10 > 0 ? ev->n / 10 : 1;
+    for (int i = 0; i < nc; i++)
+        if (lines_add(cal, ev->v[i], strlen(ev->v[i])))
+            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int i = 0; i < nc; i++)
+        free(ev->v[i]);
+    memmove(ev->v, ev->v + nc, sizeof *ev->v * (size_t)(ev->n - nc));
+    ev->n -= nc;
+    snprintf(desc, n, "eval: %s after its first %d lines; calibration: those lines", o->text, nc);
+    return 0;
+}
+
+static char *join(const Lines *l, int from, int to)
+{
+    size_t n = 1;
+    for (int i = from; i < to; i++)
+        n += strlen(l->v[i]) + 1;
+    char *s = malloc(n), *p = s;
+    if (!s)
+        return NULL;
+    for (int i = from; i < to; i++)
+        p += sprintf(p, "%s%s", l->v[i], i + 1 < to ? "\n" : "");
+    *p = 0;
+    return s;
+}
+
+/* ------------------------------------------------------------------ rows */
+
+typedef struct Row {
+    char name[128];
+    char kv[48];
+    double metric, metric_min; /* ppl, or mean / min cosine */
+    double wbytes;
+    double ms_per_unit, units_per_s; /* per token (decoder) or per sentence (encoder) */
+    double kv_bytes;                 /* per token */
+    char kernels[600];
+} Row;
+
+static void summarise_kernels(const KilnLinear *ls, int n, char *out, size_t cap)
+{
+    const char *names[32];
+    int counts[32], nn = 0;
+    for (int i = 0; i < n; i++) {
+        int j = 0;
+        while (j < nn && strcmp(names[j], ls[i].kernel))
+            j++;
+        if (j == nn && nn < 32)
+            names[nn] = ls[i].kernel, counts[nn++] = 0;
+        if (j < nn)
+            counts[j]++;
+    }
+    size_t p = 0;
+    out[0] = 0;
+    for (int j = 0; j < nn && p < cap; j++)
+        p += (size_t)snprintf(out + p, cap - p, "%s%s x%d", j ? ", " : "", names[j], counts[j]);
+}
+
+static double weight_bytes(const KilnLinear *ls, int n)
+{
+    double b = 0;
+    for (int i = 0; i < n; i++)
+        b += (double)ls[i].wbytes;
+    return b;
+}
+
+/* ------------------------------------------------------------------ decoder */
+
+typedef struct DecCfg {
+    int32_t *ids;
+    int ntok, window, stride;
+} DecCfg;
+
+/* Perplexity over ids with a sliding window (HF-style: each window re-reads up to
+ * window-stride tokens of context and scores only tokens not scored before). */
+static int decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
+                       const KilnKVCache *calib, const DecCfg *c, Row *row, KilnDiag *d)
+{
+    int V = kiln_llama_vocab(m);
+    KilnKVCache kv;
+    int rc = kiln_llama_kv_init(m, &kv, kvs, c->window, d);
+    if (rc)
+        return rc;
+    if (calib && kvs->fmt >= KILN_KV_FP8_E4M3 && !kvs->dynamic) { /* calibrated static scales */
+        memcpy(kv.ks, calib->ks, sizeof(float) * (size_t)kv.nlayers * kv.nscale);
+        memcpy(kv.vs, calib->vs, sizeof(float) * (size_t)kv.nlayers * kv.nscale);
+    }
+    float *logits = malloc(sizeof(float) * (size_t)c->window * V);
+    if (!logits) {
+        kiln_kv_free(&kv);
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    }
+    double nll = 0, ms = 0;
+    int64_t scored = 0, forwarded = 0;
+    int prev_end = 0;
+    for (int b = 0; !rc && prev_end < c->ntok; b += c->stride) {
+        int e = b + c->window < c->ntok ? b + c->window : c->ntok;
+        int first = prev_end > b + 1 ? prev_end : b + 1;
+        if (first >= e)
+            break;
+        int nlast = e - first + 1;
+        double t0 = kiln_now_ms();
+        rc = kiln_llama_forward(m, pool, &kv, c->ids + b, e - b, 0, nlast, logits, d);
+        ms += kiln_now_ms() - t0;
+        forwarded += e - b;
+        for (int t = first; !rc && t < e; t++) {
+            const float *lg = logits + (size_t)(t - 1 - (e - nlast)) * V;
+            float mx = -INFINITY;
+            for (int j = 0; j < V; j++)
+                mx = lg[j] > mx ? lg[j] : mx;
+            double s = 0;
+            for (int j = 0; j < V; j++)
+                s += exp((double)lg[j] - mx);
+            nll += log(s) + mx - lg[c->ids[t]];
+            scored++;
+        }
+        prev_end = e;
+    }
+    if (!rc) {
+        row->metric = exp(nll / (double)(scored ? scored : 1));
+        row->ms_per_unit = ms / (double)forwarded;
+        row->units_per_s = 1e3 * (double)forwarded / ms;
+        row->kv_bytes = (double)kiln_kv_bytes_per_token(&kv);
+        kiln_kv_spec_name(kvs, row->kv, sizeof row->kv);
+    }
+    free(logits);
+    kiln_kv_free(&kv);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ encoder */
+
+#define ENC_BATCH 16
+
+static int encoder_embed(KilnBert *m, KilnPool *pool, const Lines *s, float *emb, double *ms,
+                         KilnDiag *d)
+{
+    int D = kiln_bert_dim(m);
+    double t0 = kiln_now_ms();
+    for (int i = 0; i < s->n; i += ENC_BATCH) {
+        int nb = s->n - i < ENC_BATCH ? s->n - i : ENC_BATCH;
+        int rc = kiln_bert_embed(m, pool, (const char *const *)s->v + i, nb,
+                                 emb + (size_t)i * D, NULL, d);
+        if (rc)
+            return rc;
+    }
+    *ms = kiln_now_ms() - t0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ output */
+
+static int cmp_sqnr(const void *a, const void *b)
+{
+    const KilnLinear *x = *(const KilnLinear *const *)a, *y = *(const KilnLinear *const *)b;
+    double sx = x->noise > 0 ? x->sig / x->noise : INFINITY;
+    double sy = y->noise > 0 ? y->sig / y->noise : INFINITY;
+    return sx < sy ? -1 : sx > sy;
+}
+
+static double sqnr_db(const KilnLinear *l)
+{
+    return l->noise > 0 ? 10 * log10(l->sig / l->noise) : INFINITY;
+}
+
+static void print_text(const char *title, const char *texts, bool dec, const Row *rows, int nrows,
+                       KilnLinear **order, int nl)
+{
+    printf("%s\n%s\n\n", title, texts);
+    printf("%-34s %10s %9s %10s %10s %9s  %-22s %s\n", "row", dec ? "ppl" : "cos_mean",
+           dec ? "dppl%" : "cos_min", "weight_MB", dec ? "ms/tok" : "ms/sent",
+           dec ? "tok/s" : "sent/s", dec ? "kv (B/token)" : "", "kernels");
+    for (int i = 0; i < nrows; i++) {
+        const Row *r = &rows[i];
+        char kv[80] = "";
+        if (dec)
+            snprintf(kv, sizeof kv, "%s (%.0f)", r->kv, r->kv_bytes);
+        if (dec)
+            printf("%-34s %10.4f %+9.3f %10.2f %10.3f %9.1f  %-22s %s\n", r->name, r->metric,
+                   100 * (r->metric / rows[0].metric - 1), r->wbytes / 1e6, r->ms_per_unit,
+                   r->units_per_s, kv, r->kernels);
+        else
+            printf("%-34s %10.5f %9.5f %10.2f %10.3f %9.1f  %-22s %s\n", r->name, r->metric,
+                   r->metric_min, r->wbytes / 1e6, r->ms_per_unit, r->units_per_s, kv,
+                   r->kernels);
+    }
+    if (order) {
+        printf("\nper-layer SQNR of the recipe's output vs f32 on the same input (worst first)\n");
+        printf("%-44s %10s %-24s %12s\n", "layer", "SQNR_dB", "kernel", "weight_bytes");
+        for (int i = 0; i < nl; i++)
+            printf("%-44s %10.2f %-24s %12zu\n", order[i]->name, sqnr_db(order[i]),
+                   order[i]->kernel, order[i]->wbytes);
+    }
+}
+
+static void print_json(const char *model, const char *recipe, const char *texts, bool dec,
+                       const KilnEvalOpts *o, const DecCfg *dc, int nsent, const Row *rows,
+                       int nrows, KilnLinear **order, int nl)
+{
+    KilnJsonWriter w;
+    kiln_jw_init(&w, stdout);
+    kiln_jw_begin_object(&w);
+    kiln_jw_key(&w, "model"), kiln_jw_string(&w, model);
+    kiln_jw_key(&w, "recipe"), kiln_jw_string(&w, recipe);
+    kiln_jw_key(&w, "texts"), kiln_jw_string(&w, texts);
+    kiln_jw_key(&w, "metric"), kiln_jw_string(&w, dec ? "perplexity" : "cosine_vs_f32");
+    if (dec) {
+        kiln_jw_key(&w, "tokens"), kiln_jw_int(&w, dc->ntok);
+        kiln_jw_key(&w, "window"), kiln_jw_int(&w, dc->window);
+        kiln_jw_key(&w, "stride"), kiln_jw_int(&w, dc->stride);
+    } else {
+        kiln_jw_key(&w, "sentences"), kiln_jw_int(&w, nsent);
+    }
+    kiln_jw_key(&w, "rows");
+    kiln_jw_begin_array(&w);
+    for (int i = 0; i < nrows; i++) {
+        const Row *r = &rows[i];
+        kiln_jw_begin_object(&w);
+        kiln_jw_key(&w, "name"), kiln_jw_string(&w, r->name);
+        if (dec) {
+            kiln_jw_key(&w, "ppl"), kiln_jw_double(&w, r->metric);
+            kiln_jw_key(&w, "ppl_rel_increase"), kiln_jw_double(&w, r->metric / rows[0].metric - 1);
+            kiln_jw_key(&w, "kv_cache"), kiln_jw_string(&w, r->kv);
+            kiln_jw_key(&w, "kv_bytes_per_token"), kiln_jw_double(&w, r->kv_bytes);
+            kiln_jw_key(&w, "ms_per_token"), kiln_jw_double(&w, r->ms_per_unit);
+            kiln_jw_key(&w, "tokens_per_s"), kiln_jw_double(&w, r->units_per_s);
+        } else {
+            kiln_jw_key(&w, "cos_mean"), kiln_jw_double(&w, r->metric);
+            kiln_jw_key(&w, "cos_min"), kiln_jw_double(&w, r->metric_min);
+            kiln_jw_key(&w, "ms_per_sentence"), kiln_jw_double(&w, r->ms_per_unit);
+            kiln_jw_key(&w, "sentences_per_s"), kiln_jw_double(&w, r->units_per_s);
+        }
+        kiln_jw_key(&w, "weight_bytes"), kiln_jw_double(&w, r->wbytes);
+        kiln_jw_key(&w, "kernels"), kiln_jw_string(&w, r->kernels);
+        kiln_jw_end_object(&w);
+    }
+    kiln_jw_end_array(&w);
+    if (order) {
+        kiln_jw_key(&w, "per_layer");
+        kiln_jw_begin_array(&w);
+        for (int i = 0; i < nl; i++) {
+            kiln_jw_begin_object(&w);
+            kiln_jw_key(&w, "layer"), kiln_jw_string(&w, order[i]->name);
+            kiln_jw_key(&w, "source"), kiln_jw_string(&w, order[i]->src);
+            double s = sqnr_db(order[i]);
+            kiln_jw_key(&w, "sqnr_db"), isfinite(s) ? kiln_jw_double(&w, s) : kiln_jw_string(&w, "inf");
+            kiln_jw_key(&w, "kernel"), kiln_jw_string(&w, order[i]->kernel);
+            kiln_jw_key(&w, "weight_bytes"), kiln_jw_int(&w, (int64_t)order[i]->wbytes);
+            kiln_jw_end_object(&w);
+        }
+        kiln_jw_end_array(&w);
+    }
+    (void)o;
+    kiln_jw_end_object(&w);
+    KilnDiag jd = {0};
+    kiln_jw_finish(&w, &jd);
+    fputc('\n', stdout);
+}
+
+/* ------------------------------------------------------------------ driver */
+
+static void track(KilnLinear *ls, int n, bool on)
+{
+    for (int i = 0; i < n; i++)
+        ls[i].track = on, ls[i].sig = ls[i].noise = 0;
+}
+
+void kiln_runctx_open_f32(const char *recipe, const KilnRunCtx *base, KilnRunCtx *f32)
+{
+    *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool};
+    char path[4096];
+    const char *slash = strrchr(recipe, '/');
+    snprintf(path, sizeof path, "%.*sf32.lua", slash ? (int)(slash - recipe + 1) : 0, recipe);
+    KilnDiag d = {0};
+    if (kiln_recipe_load(path, &f32->fr, &d))
+        return;
+    if (!(f32->recipe = kiln_recipe_borrow(f32->fr))) { /* parsed once, shared with the API */
+        kiln_recipe_free(f32->fr);
+        f32->fr = NULL;
+    }
+}
+
+void kiln_runctx_close_f32(KilnRunCtx *f32)
+{
+    kiln_recipe_close(f32->recipe);
+    kiln_recipe_free(f32->fr);
+    *f32 = (KilnRunCtx){0};
+}
+
+static void recipe_label(const KilnRecipe *fr, const char *suffix, char *out, size_t n)
+{
+    snprintf(out, n, "%s%s", kiln_recipe_name(fr), suffix);
+}
+
+int kiln_runctx_open(KilnRunCtx *rc, const char *recipe, const char *target, bool verbose,
+                     KilnDiag *d)
+{
+    kiln_options kopt = {.target = target, .verbose = verbose};
+    int r = kiln_recipe_load(recipe, &rc->fr, d);
+    if (!r && kiln_ctx_create(&kopt, &rc->ctx))
+        r = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(NULL));
+    if (!r && !(rc->recipe = kiln_recipe_borrow(rc->fr))) /* parsed once, shared with the API */
+        r = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    if (!r)
+        r = kiln_pool_new(0, &rc->pool, d);
+    return r;
+}
+
+void kiln_runctx_close(KilnRunCtx *rc, KilnDiag *d)
+{
+    kiln_pool_free(rc->pool);
+    kiln_recipe_close(rc->recipe);
+    if (d && d->code && d->file) { /* d->file may point into the recipe freed next */
+        char msg[1400];
+        kiln_diag_format(d, msg, sizeof msg);
+        KilnDiag nd = {0};
+        kiln_diag_set(&nd, d->code, "%s", msg);
+        *d = nd;
+    }
+    kiln_recipe_free(rc->fr);
+    kiln_ctx_destroy(rc->ctx);
+    *rc = (KilnRunCtx){0};
+}
+
+int kiln_calib_tokens(const KilnTokenizer *tk, const char *text, int32_t *ids, int max, KilnDiag *d)
+{
+    Lines cal = {0}, ev = {0};
+    char desc[512];
+    KilnEvalOpts o = {.text = text};
+    int rc = load_texts(&o, &cal, &ev, desc, sizeof desc, d);
+    char *txt = rc ? NULL : join(&cal, 0, cal.n);
+    int n = rc ? -1 : !txt ? (kiln_diag_set(d, KILN_EINTERNAL, "out of memory"), -1)
+                           : kiln_tok_encode(tk, txt, 0, ids, max, NULL, d);
+    free(txt);
+    lines_free(&cal);
+    lines_free(&ev);
+    return n;
+}
+
+int kiln_calib_text(const char *text, char ***lines, int *n, KilnDiag *d)
+{
+    Lines cal = {0}, ev = {0};
+    char desc[512];
+    KilnEvalOpts o = {.text = text};
+    int rc = load_texts(&o, &cal, &ev, desc, sizeof desc, d);
+    lines_free(&ev);
+    if (rc) {
+        lines_free(&cal);
+        return rc;
+    }
+    *lines = cal.v;
+    *n = cal.n;
+    return 0;
+}
+
+/* One kiln eval run: its inputs, the model's layers and the rows it reports. */
+typedef struct EvalRun {
+    const KilnEvalOpts *o;
+    char path[4096], texts[512], title[9000];
+    bool isdir;
+    Lines cal, ev;
+    KilnRunCtx rc, f32;
+    KilnKVSpec kvs, kv32;
+    KilnLinear *ls;
+    int nl, nrows, nsent;
+    Row rows[3];
+    DecCfg dc;
+    float *e32, *eq;
+} EvalRun;
+
+/* --per-layer: the layers by SQNR, worst first. */
+static int rank_layers(KilnLinear *ls, int nl, KilnLinear ***out, KilnDiag *d)
+{
+    KilnLinear **order = malloc(sizeof *order * (size_t)(nl > 0 ? nl : 1));
+    if (!order)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int i = 0; i < nl; i++)
+        order[i] = &ls[i];
+    qsort(order, (size_t)nl, sizeof *order, cmp_sqnr);
+    *out = order;
+    return 0;
+}
+
+/* The decoder's rows: perplexity in f32, then (after the methods and the static
+ * calibration run) under the recipe, with f32 KV and with the recipe's KV format. */
+static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
+{
+    const KilnEvalOpts *o = e->o;
+    int rc = 0;
+    snprintf(e->title, sizeof e->title,
+             "kiln eval: %s = %s (Llama, %d linear layers; \"full precision\" = %s), recipe "
+             "%s, target %s",
+             e->path, e->isdir ? "a Hugging Face directory" : "SmolLM2-135M-Instruct", e->nl,
+             e->isdir ? "its weights dequantized to f32" : "its Q4_1 GGUF dequantized to f32",
+             o->recipe, kiln_ctx_target(e->rc.ctx));
+    char *txt = join(&e->ev, 0, e->ev.n), *ctxt = join(&e->cal, 0, e->cal.n);
+    int want = o->tokens > 0 ? o->tokens : 1024;
+    e->dc.window = o->window > 0 ? o->window : 512;
+    e->dc.stride = o->stride > 0 ? o->stride : e->dc.window / 2;
+    if (e->dc.stride > e->dc.window)
+        e->dc.stride = e->dc.window;
+    e->dc.ids = malloc(sizeof(int32_t) * (size_t)(want + 1));
+    int32_t *cids = malloc(sizeof(int32_t) * KILN_STATIC_TOKENS);
+    /* methods (gptq, awq, smoothquant) calibrate on more of the text */
+    int32_t *mids = malloc(sizeof(int32_t) * METHOD_TOKENS);
+    int nm = 0;
+    const KilnTokenizer *tk = kiln_llama_tokenizer(llama, d);
+    int nc = 0;
+    if (!txt || !ctxt || !e->dc.ids || !cids)
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    else if (!tk)
+        rc = KILN_EINPUT;
+    if (!rc && (e->dc.ntok = kiln_tok_encode(tk, txt, 0, e->dc.ids, want, NULL, d)) < 0)
+        rc = KILN_EINPUT;
+    if (!rc && (nc = kiln_tok_encode(tk, ctxt, 0, cids, KILN_STATIC_TOKENS, NULL, d)) < 0)
+        rc = KILN_EINPUT;
+    if (!rc && !mids)
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    if (!rc && (nm = kiln_tok_encode(tk, ctxt, 0, mids, METHOD_TOKENS, NULL, d)) < 0)
+        rc = KILN_EINPUT;
+    if (!rc && e->dc.ntok < 2)
+        rc = kiln_diag_set(d, KILN_EINPUT, "evaluation text has fewer than 2 tokens");
+    if (!rc && e->dc.window > e->dc.ntok)
+        e->dc.window = e->dc.ntok;
+    if (!rc && e->dc.stride > e->dc.window)
+        e->dc.stride = e->dc.window;
+    free(txt), free(ctxt);
+    /* f32 row; after it the methods, then the static calibration run */
+    if (!rc) {
+        snprintf(e->rows[0].name, sizeof e->rows[0].name, "f32");
+        rc = kiln_linears_bind(e->ls, e->nl, e->f32.recipe ? &e->f32 : NULL, d);
+    }
+    if (!rc)
+        rc = decoder_ppl(llama, e->rc.pool, &e->kv32, NULL, &e->dc, &e->rows[0], d);
+    KilnKVCache ckv = {0};
+    if (!rc) {
+        e->rows[0].wbytes = weight_bytes(e->ls, e->nl);
+        summarise_kernels(e->ls, e->nl, e->rows[0].kernels, sizeof e->rows[0].kernels);
+        double t0 = kiln_now_ms();
+        rc = kiln_llama_quant_prepare(llama, &e->rc, mids, nm, o->verbose, d);
+        if (!rc && o->verbose && kiln_quant_needed(e->ls, e->nl, e->rc.fr))
+            fprintf(stderr, "kiln eval: methods applied on %d calibration tokens in %.1f s\n", nm,
+                    (kiln_now_ms() - t0) / 1e3);
+    }
+    free(mids);
+    if (!rc)
+        rc = kiln_llama_kv_init(llama, &ckv, &e->kvs, nc > 0 ? nc : 1, d);
+    if (!rc) /* static activation scales and KV ranges (kiln quantize: the same) */
+        rc = kiln_llama_capture_static(llama, e->rc.pool, &ckv, cids, nc, d);
+    if (!rc && o->verbose)
+        fprintf(stderr, "kiln eval: binding %d layers to %s\n", e->nl, o->recipe);
+    if (!rc)
+        rc = kiln_linears_bind(e->ls, e->nl, &e->rc, d);
+    kiln_linears_capture_end(e->ls, e->nl);
+    free(cids);
+    if (!rc && o->per_layer)
+        track(e->ls, e->nl, true);
+    /* recipe row with f32 KV, then with the recipe's KV (static scales from ckv) */
+    if (!rc) {
+        recipe_label(e->rc.fr, e->kvs.fmt == KILN_KV_F32 ? "" : " (f32 KV)", e->rows[1].name,
+                     sizeof e->rows[1].name);
+        rc = decoder_ppl(llama, e->rc.pool, &e->kv32, NULL, &e->dc, &e->rows[1], d);
+        e->rows[1].wbytes = weight_bytes(e->ls, e->nl);
+        summarise_kernels(e->ls, e->nl, e->rows[1].kernels, sizeof e->rows[1].kernels);
+        e->nrows = 2;
+    }
+    if (!rc && e->kvs.fmt != KILN_KV_F32) {
+        for (int i = 0; i < e->nl; i++)
+            e->ls[i].track = false; /* keep the f32-KV run's SQNR */
+        char kvn[48];
+        snprintf(e->rows[2].name, sizeof e->rows[2].name, "%s + KV %s", kiln_recipe_name(e->rc.fr),
+                 kiln_kv_spec_name(&e->kvs, kvn, sizeof kvn));
+        rc = decoder_ppl(llama, e->rc.pool, &e->kvs, &ckv, &e->dc, &e->rows[2], d);
+        e->rows[2].wbytes = e->rows[1].wbytes;
+        memcpy(e->rows[2].kernels, e->rows[1].kernels, sizeof e->rows[2].kernels);
+        e->nrows = 3;
+    }
+    kiln_kv_free(&ckv);
+    return rc;
+}
+
+/* The encoder's rows: sentence embeddings in f32, then under the recipe (after the
+ * methods and the static calibration run), and their cosines. */
+static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
+{
+    const KilnEvalOpts *o = e->o;
+    int rc = 0;
+    int D = kiln_bert_dim(bert);
+    int want = o->sentences > 0 ? o->sentences : 128;
+    Lines evs = {e->ev.v, e->ev.n < want ? e->ev.n : want};
+    e->nsent = evs.n;
+    snprintf(e->title, sizeof e->title,
+             "kiln eval: %s = all-MiniLM-L6-v2 (BERT encoder, %d linear layers, f32 "
+             "safetensors), recipe %s, target %s, %d sentences",
+             e->path, e->nl, o->recipe, kiln_ctx_target(e->rc.ctx), evs.n);
+    e->e32 = malloc(sizeof(float) * (size_t)evs.n * D);
+    e->eq = malloc(sizeof(float) * (size_t)evs.n * D);
+    if (!e->e32 || !e->eq)
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    double ms = 0;
+    if (!rc)
+        rc = kiln_linears_bind(e->ls, e->nl, e->f32.recipe ? &e->f32 : NULL, d);
+    if (!rc)
+        rc = encoder_embed(bert, e->rc.pool, &evs, e->e32, &ms, d);
+    if (!rc) {
+        snprintf(e->rows[0].name, sizeof e->rows[0].name, "f32");
+        e->rows[0].metric = e->rows[0].metric_min = 1;
+        e->rows[0].ms_per_unit = ms / evs.n, e->rows[0].units_per_s = 1e3 * evs.n / ms;
+        e->rows[0].wbytes = weight_bytes(e->ls, e->nl);
+        summarise_kernels(e->ls, e->nl, e->rows[0].kernels, sizeof e->rows[0].kernels);
+        Lines cm = {e->cal.v, e->cal.n < METHOD_SENTENCES ? e->cal.n : METHOD_SENTENCES};
+        rc = kiln_bert_quant_prepare(bert, &e->rc, (const char *const *)cm.v, cm.n, o->verbose, d);
+    }
+    if (!rc)
+        rc = kiln_bert_capture_static(bert, e->rc.pool, (const char *const *)e->cal.v, e->cal.n, d);
+    if (!rc)
+        rc = kiln_linears_bind(e->ls, e->nl, &e->rc, d);
+    kiln_linears_capture_end(e->ls, e->nl);
+    if (!rc && o->per_layer)
+        track(e->ls, e->nl, true);
+    if (!rc)
+        rc = encoder_embed(bert, e->rc.pool, &evs, e->eq, &ms, d);
+    if (!rc) {
+        Row *r = &e->rows[1];
+        recipe_label(e->rc.fr, "", r->name, sizeof r->name);
+        double sum = 0, mn = 1;
+        for (int i = 0; i < evs.n; i++) {
+            double c = 0;
+            for (int j = 0; j < D; j++)
+                c += (double)e->e32[(size_t)i * D + j] * e->eq[(size_t)i * D + j];
+            sum += c;
+            mn = c < mn ? c : mn;
+        }
+        r->metric = sum / evs.n, r->metric_min = mn;
+        r->ms_per_unit = ms / evs.n, r->units_per_s = 1e3 * evs.n / ms;
+        r->wbytes = weight_bytes(e->ls, e->nl);
+        summarise_kernels(e->ls, e->nl, r->kernels, sizeof r->kernels);
+        e->nrows = 2;
+    }
+    return rc;
+}
+
+int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
+{
+    EvalRun *e = calloc(1, sizeof *e);
+    if (!e)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    e->o = o;
+    e->kv32 = (KilnKVSpec){KILN_KV_F32, false, true, 0};
+    int rc = kiln_model_path(o->model ? o->model : "smollm2", e->path, sizeof e->path, d);
+    if (!rc) {
+        struct stat st;
+        e->isdir = stat(e->path, &st) == 0 && S_ISDIR(st.st_mode);
+        rc = load_texts(o, &e->cal, &e->ev, e->texts, sizeof e->texts, d);
+    }
+    const KilnNetOps *net = rc ? NULL : kiln_net_for(e->path); /* the one BERT-or-Llama choice */
+    void *model = NULL;
+    if (!rc)
+        rc = kiln_runctx_open(&e->rc, o->recipe, o->target, o->verbose, d);
+    if (!rc)
+        rc = kiln_kv_spec_from_recipe(e->rc.fr, &e->kvs, d);
+    if (!rc)
+        kiln_runctx_open_f32(o->recipe, &e->rc, &e->f32);
+    if (!rc && o->verbose)
+        fprintf(stderr, "kiln eval: loading %s\n", e->path);
+    if (!rc)
+        rc = net->load(e->path, &model, d);
+    if (!rc)
+        e->ls = net->linears(model, &e->nl);
+    if (!rc)
+        rc = net->decoder ? eval_decoder(e, model, d) : eval_encoder(e, model, d);
+    KilnLinear **order = NULL;
+    if (!rc && o->per_layer)
+        rc = rank_layers(e->ls, e->nl, &order, d);
+    if (!rc && o->json)
+        print_json(e->path, o->recipe, e->texts, net->decoder, o, &e->dc, e->nsent, e->rows,
+                   e->nrows, order, e->nl);
+    else if (!rc)
+        print_text(e->title, e->texts, net->decoder, e->rows, e->nrows, order, e->nl);
+    free(order), free(e->dc.ids), free(e->e32), free(e->eq);
+    if (net && model)
+        net->free(model);
+    kiln_runctx_close_f32(&e->f32);
+    kiln_runctx_close(&e->rc, rc ? d : NULL);
+    lines_free(&e->ev);
+    lines_free(&e->cal);
+    free(e);
+    return rc;
+}

@@ -1,0 +1,237 @@
+/* model/eval/quantize.c — `kiln quantize RECIPE --model M -o DIR`: run the recipe's
+ * methods on the model (model/eval/calib.c) and write the result as a compressed-tensors
+ * checkpoint (model/checkpoints/checkpoint.h) that vLLM and Hugging Face load, with kiln's own
+ * dequantized weights beside it on request (the interop check compares them). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "frontend/recipe.h"
+#include "model/checkpoints/checkpoint.h"
+#include "model/model.h"
+#include "model/nets/net.h"
+#include "model/tokenizers/tokenizer.h"
+#include "quant/quant.h"
+#include "runtime/runtime.h"
+
+/* The layer's quantized weight in the checkpoint's terms: original column order
+ * (a GPTQ permutation becomes g_idx), tensor scales once; a static activation scale
+ * as kiln runs the layer (the recipe's, or calibrated on the rows it captured). */
+static int to_qlinear(const KilnRunCtx *rc, const KilnLinear *l, int rule, KilnQLinear *q,
+                      KilnDiag *d)
+{
+    char fmt[64];
+    int r = kiln_quant_format(rc, l, fmt, sizeof fmt, d);
+    if (r)
+        return r;
+    KilnQuantSpec a = {0};
+    float ascale = 0, th, mf;
+    int32_t azero = 0;
+    bool acts = kiln_recipe_rule_acts(rc->fr, rule, &a);
+    if (acts && !a.dynamic && kiln_recipe_outliers(rc->fr, l->name, &th, &mf))
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "layer %s: outliers = {...} keeps columns out of the static "
+                             "activation scale, which a checkpoint cannot express; drop outliers "
+                             "for kiln quantize",
+                             l->name);
+    if (acts && !a.dynamic && (r = kiln_static_act_params(l, &a, &ascale, &azero, d)))
+        return r;
+    KilnQuantSpec spec;
+    if (!fmt[0] || kiln_spec_parse(fmt, &spec))
+        return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: weight format '%s'", l->name, fmt);
+    KilnQResult own = {0};
+    const KilnQResult *res = l->qres;
+    if (!res) {
+        if ((r = kiln_quant_rtn(l->w, l->N, l->K, &spec, &own, d)))
+            return r;
+        res = &own;
+    }
+    memset(q, 0, sizeof *q);
+    snprintf(q->name, sizeof q->name, "%s", l->name);
+    q->N = l->N, q->K = l->K, q->spec = spec;
+    q->ngroups = res->ngroups;
+    q->nscale = spec.gran == KILN_GRAN_TENSOR ? 1 : l->N * res->ngroups;
+    int64_t NK = l->N * l->K;
+    q->codes = malloc(sizeof(int16_t) * (size_t)NK);
+    q->scale = malloc(sizeof(float) * (size_t)q->nscale);
+    q->zero = res->zero ? malloc(sizeof(int32_t) * (size_t)q->nscale) : NULL;
+    q->g_idx = res->perm ? malloc(sizeof(int32_t) * (size_t)l->K) : NULL;
+    q->bias = l->b ? malloc(sizeof(float) * (size_t)l->N) : NULL;
+    if (!q->codes || !q->scale || (res->zero && !q->zero) || (res->perm && !q->g_idx) ||
+        (l->b && !q->bias)) {
+        kiln_qresult_free(&own);
+        kiln_qlinear_free(q);
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    }
+    if (res->perm) { /* column j of the result is original column perm[j] */
+        for (int64_t n = 0; n < l->N; n++)
+            for (int64_t j = 0; j < l->K; j++)
+                q->codes[n * l->K + res->perm[j]] = res->codes[n * l->K + j];
+        for (int64_t j = 0; j < l->K; j++)
+            q->g_idx[res->perm[j]] = (int32_t)(spec.gran == KILN_GRAN_GROUP ? j / spec.group : 0);
+    } else {
+        memcpy(q->codes, res->codes, sizeof(int16_t) * (size_t)NK);
+    }
+    memcpy(q->scale, res->scale, sizeof(float) * (size_t)q->nscale);
+    if (q->zero)
+        memcpy(q->zero, res->zero, sizeof(int32_t) * (size_t)q->nscale);
+    if (q->bias)
+        memcpy(q->bias, l->b, sizeof(float) * (size_t)l->N);
+    if (acts)
+        q->act = a;
+    q->act_scale = ascale, q->act_zero = azero;
+    kiln_qresult_free(&own);
+    return 0;
+}
+
+/* Whether some layer's rule has static activations with no scale of its own. */
+static bool needs_static_calib(const KilnRunCtx *rc, const KilnLinear *ls, int nl)
+{
+    for (int i = 0; i < nl; i++) {
+        int rule = kiln_recipe_ignored(rc->fr, ls[i].name) ? -1 : kiln_recipe_match(rc->fr, ls[i].name);
+        KilnQuantSpec a;
+        if (rule >= 0 && kiln_recipe_rule_acts(rc->fr, rule, &a) && !a.dynamic && !(a.scale > 0))
+            return true;
+    }
+    return false;
+}
+
+int kiln_quantize_linears(const KilnRunCtx *rc, const KilnLinear *ls, int nl, KilnCheckpoint *c,
+                          KilnDiag *d)
+{
+    c->lin = calloc((size_t)nl, sizeof *c->lin);
+    if (!c->lin)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int i = 0; i < nl; i++) {
+        const KilnLinear *l = &ls[i];
+        int rule = kiln_recipe_ignored(rc->fr, l->name) ? -1 : kiln_recipe_match(rc->fr, l->name);
+        if (l->in_div)
+            return kiln_diag_set(d, KILN_EINPUT,
+                                 "layer %s: its method runs with an input pre-scale (prescale = "
+                                 "true), which a checkpoint cannot express; drop prescale for "
+                                 "kiln quantize",
+                                 l->name);
+        if (rule >= 0 && kiln_recipe_rule_stored(rc->fr, rule))
+            return kiln_diag_set(d, KILN_EINPUT, "layer %s: weights = stored has nothing to "
+                                 "quantize: kiln quantize needs a format", l->name);
+        if (rule < 0) /* kiln_*_export stores it in f32 and lists it in ignore */
+            continue;
+        int r = to_qlinear(rc, l, rule, &c->lin[c->nlin], d);
+        if (r)
+            return r;
+        c->nlin++;
+    }
+    return 0;
+}
+
+/* kiln eval's calibration run for static activation scales (model.h), after the
+ * methods, so each scale is of the input a layer sees once a method's scales are
+ * folded in: the layers bound as kiln eval's f32 row leaves them unless a method ran
+ * (bit for bit the same inputs), the recipe's KV cache, the first tokens of the ids
+ * the methods saw (BERT: the first lines). Leaves the layers unbound with their
+ * captured rows. */
+static int capture_static(const KilnQuantizeOpts *o, const KilnRunCtx *rc, KilnLlama *llama,
+                          KilnBert *bert, KilnLinear *ls, int nl, const int32_t *ids, int n,
+                          char **cal, int ncal, KilnDiag *d)
+{
+    KilnRunCtx f32 = {0};
+    int r = 0;
+    if (!kiln_quant_needed(ls, nl, rc->fr)) {
+        kiln_runctx_open_f32(o->recipe, rc, &f32);
+        if (f32.recipe)
+            r = kiln_linears_bind(ls, nl, &f32, d);
+    }
+    if (!r && llama) {
+        KilnKVSpec kvs;
+        KilnKVCache kv = {0};
+        int nt = n < KILN_STATIC_TOKENS ? n : KILN_STATIC_TOKENS;
+        r = kiln_kv_spec_from_recipe(rc->fr, &kvs, d);
+        if (!r)
+            r = kiln_llama_kv_init(llama, &kv, &kvs, nt > 0 ? nt : 1, d);
+        if (!r)
+            r = kiln_llama_capture_static(llama, rc->pool, &kv, ids, n, d);
+        kiln_kv_free(&kv);
+    } else if (!r) {
+        r = kiln_bert_capture_static(bert, rc->pool, (const char *const *)cal, ncal, d);
+    }
+    kiln_linears_unbind(ls, nl);
+    kiln_runctx_close_f32(&f32);
+    return r;
+}
+
+int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
+{
+    char path[4096];
+    const char *model = o->model ? o->model : "smollm2";
+    int rc = kiln_model_path(model, path, sizeof path, d);
+    if (rc)
+        return rc;
+    if (!o->out || !*o->out)
+        return kiln_diag_set(d, KILN_EINPUT, "kiln quantize needs -o DIR");
+    const KilnNetOps *net = kiln_net_for(path); /* the one BERT-or-Llama choice */
+    bool dec = net->decoder;
+    KilnRunCtx rc_ = {0};
+    void *obj = NULL; /* the network, as the table's operations take it */
+    KilnLlama *llama = NULL;
+    KilnBert *bert = NULL;
+    KilnCheckpoint ck = {0};
+    char **cal = NULL;
+    int ncal = 0, nl = 0;
+    rc = kiln_runctx_open(&rc_, o->recipe, o->target, o->verbose, d);
+    if (!rc && !dec)
+        rc = kiln_calib_text(o->text, &cal, &ncal, d);
+    if (!rc)
+        rc = net->load(path, &obj, d);
+    llama = dec ? obj : NULL;
+    bert = dec ? NULL : obj;
+    KilnLinear *ls = NULL;
+    if (!rc)
+        ls = net->linears(obj, &nl);
+    double t0 = kiln_now_ms();
+    int32_t *ids = NULL;
+    int n = -1;
+    if (!rc && dec) {
+        const KilnTokenizer *tk = kiln_llama_tokenizer(llama, d);
+        if (!(ids = malloc(sizeof(int32_t) * KILN_METHOD_TOKENS)))
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        else if (!tk || (n = kiln_calib_tokens(tk, o->text, ids, KILN_METHOD_TOKENS, d)) < 0)
+            rc = KILN_EINPUT;
+        if (!rc)
+            rc = kiln_llama_quant_prepare(llama, &rc_, ids, n, o->verbose, d);
+    } else if (!rc) {
+        int nm = ncal < KILN_METHOD_SENTENCES ? ncal : KILN_METHOD_SENTENCES;
+        rc = kiln_bert_quant_prepare(bert, &rc_, (const char *const *)cal, nm, o->verbose, d);
+    }
+    double t1 = kiln_now_ms();
+    if (!rc && needs_static_calib(&rc_, ls, nl))
+        rc = capture_static(o, &rc_, llama, bert, ls, nl, ids, n, cal, ncal, d);
+    free(ids);
+    if (!rc)
+        rc = kiln_quantize_linears(&rc_, ls, nl, &ck, d);
+    if (ls)
+        kiln_linears_capture_end(ls, nl);
+    if (!rc)
+        rc = net->export(obj, path, &ck, d);
+    if (!rc)
+        rc = kiln_checkpoint_write(o->out, &ck, d);
+    if (!rc && o->dequant) {
+        /* beside the checkpoint, not in it: loaders read every *.safetensors there */
+        char dp[4200];
+        snprintf(dp, sizeof dp, "%s.kiln_dequant.safetensors", o->out);
+        rc = kiln_checkpoint_write_dequant(dp, &ck, d);
+    }
+    if (!rc)
+        printf("kiln quantize: %s with %s: %d layers quantized, %d kept in f32; methods %.1f s; "
+               "wrote %s (%s)\n",
+               path, o->recipe, ck.nlin, ck.nignore, (t1 - t0) / 1e3, o->out,
+               ck.format[0] ? ck.format : "compressed-tensors");
+    for (int i = 0; i < ncal; i++)
+        free(cal[i]);
+    free(cal);
+    kiln_checkpoint_free(&ck);
+    if (obj)
+        net->free(obj);
+    kiln_runctx_close(&rc_, rc ? d : NULL);
+    return rc;
+}

@@ -1,0 +1,336 @@
+/* model/nets/bert.c — a BERT sentence encoder (all-MiniLM-L6-v2: post-LayerNorm BERT,
+ * GELU(erf), absolute positions, token type 0) with mean pooling and L2
+ * normalisation as sentence-transformers does; every linear layer is a KilnLinear. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/nets/hfdir.h"
+#include "model/model.h"
+#include "model/files/modelfile.h"
+#include "model/tokenizers/tokenizer.h"
+#include "runtime/runtime.h"
+
+enum { L_Q, L_K, L_V, L_O, L_UP, L_DOWN, L_PER };
+
+typedef struct BertLayer {
+    float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
+} BertLayer;
+
+struct KilnBert {
+    int nlayers, d, nheads, ffn, maxpos, vocab;
+    float eps;
+    float *wemb, *pemb, *temb, *eln_g, *eln_b;
+    BertLayer *layers;
+    KilnLinear *lin; /* nlayers * L_PER */
+    KilnTokenizer *tok;
+    KilnCheckpoint *ck; /* a quantized directory: what the layers' `stored` point into */
+};
+
+static int cfg_int(const KilnJson *cfg, const char *key, int *out, KilnDiag *d)
+{
+    const KilnJson *v = kiln_json_get(cfg, key);
+    if (!v || v->kind != KILN_JSON_NUMBER || !v->is_int || v->i <= 0 || v->i > (1 << 20))
+        return kiln_diag_set(d, KILN_EINPUT, "config.json: '%s' missing or not a positive integer",
+                             key);
+    *out = (int)v->i;
+    return 0;
+}
+
+static int load(KilnHfDir *h, const char *name, int64_t numel, float **out, KilnDiag *d)
+{
+    return kiln_hf_take(h, name, numel, out, d);
+}
+
+void kiln_bert_free(KilnBert *m)
+{
+    if (!m)
+        return;
+    free(m->wemb), free(m->pemb), free(m->temb), free(m->eln_g), free(m->eln_b);
+    for (int i = 0; m->layers && i < m->nlayers; i++) {
+        BertLayer *l = &m->layers[i];
+        free(l->ln1_g), free(l->ln1_b), free(l->ln2_g), free(l->ln2_b);
+    }
+    free(m->layers);
+    kiln_linears_free(m->lin, m->nlayers * L_PER);
+    kiln_tok_free(m->tok);
+    kiln_checkpoint_free(m->ck);
+    free(m->ck);
+    free(m);
+}
+
+static int load_all(KilnBert *m, KilnHfDir *h, KilnDiag *d)
+{
+    int64_t D = m->d;
+    int rc = load(h, "embeddings.word_embeddings.weight", (int64_t)m->vocab * D, &m->wemb, d);
+    if (!rc)
+        rc = load(h, "embeddings.position_embeddings.weight", (int64_t)m->maxpos * D, &m->pemb, d);
+    if (!rc) {
+        int64_t nt = kiln_hf_numel(h, "embeddings.token_type_embeddings.weight");
+        rc = load(h, "embeddings.token_type_embeddings.weight", nt > 0 ? nt : D, &m->temb, d);
+    }
+    if (!rc)
+        rc = load(h, "embeddings.LayerNorm.weight", D, &m->eln_g, d);
+    if (!rc)
+        rc = load(h, "embeddings.LayerNorm.bias", D, &m->eln_b, d);
+    static const char *const lnames[L_PER] = {"attention.self.query", "attention.self.key",
+                                              "attention.self.value", "attention.output.dense",
+                                              "intermediate.dense", "output.dense"};
+    char name[200];
+    for (int i = 0; !rc && i < m->nlayers; i++) {
+        BertLayer *bl = &m->layers[i];
+        for (int j = 0; !rc && j < L_PER; j++) {
+            KilnLinear *l = &m->lin[i * L_PER + j];
+            snprintf(l->name, sizeof l->name, "encoder.layer.%d.%s", i, lnames[j]);
+            snprintf(l->src, sizeof l->src, "%s", l->name);
+            l->own_act = j == L_UP ? "gelu" : NULL; /* gelu(intermediate.dense(x)) */
+            l->N = j == L_UP ? m->ffn : D;
+            l->K = j == L_DOWN ? m->ffn : D;
+            rc = kiln_hf_linear(h, l->name, l, true, d); /* stored when quantized */
+        }
+        const char *sub[2] = {"attention.output.LayerNorm", "output.LayerNorm"};
+        float **dst[4] = {&bl->ln1_g, &bl->ln1_b, &bl->ln2_g, &bl->ln2_b};
+        for (int j = 0; !rc && j < 4; j++) {
+            snprintf(name, sizeof name, "encoder.layer.%d.%s.%s", i, sub[j / 2],
+                     j % 2 ? "bias" : "weight");
+            rc = load(h, name, D, dst[j], d);
+        }
+    }
+    return rc;
+}
+
+int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d)
+{
+    *out = NULL;
+    char path[4096];
+    KilnJson *cfg = NULL;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    int rc = kiln_json_parse_file(path, &cfg, d);
+    if (rc)
+        return rc;
+    KilnBert *m = calloc(1, sizeof *m);
+    if (!m) {
+        kiln_json_free(cfg);
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    }
+    m->eps = 1e-12f;
+    const KilnJson *e = kiln_json_get(cfg, "layer_norm_eps");
+    if (e && e->kind == KILN_JSON_NUMBER)
+        m->eps = (float)e->num;
+    rc = cfg_int(cfg, "num_hidden_layers", &m->nlayers, d);
+    if (!rc)
+        rc = cfg_int(cfg, "hidden_size", &m->d, d);
+    if (!rc)
+        rc = cfg_int(cfg, "num_attention_heads", &m->nheads, d);
+    if (!rc)
+        rc = cfg_int(cfg, "intermediate_size", &m->ffn, d);
+    if (!rc)
+        rc = cfg_int(cfg, "max_position_embeddings", &m->maxpos, d);
+    if (!rc)
+        rc = cfg_int(cfg, "vocab_size", &m->vocab, d);
+    const KilnJson *act = kiln_json_get(cfg, "hidden_act");
+    if (!rc && act && (act->kind != KILN_JSON_STRING || strcmp(act->str, "gelu")))
+        rc = kiln_diag_set(d, KILN_EINPUT, "config.json: hidden_act must be \"gelu\"");
+    if (!rc && m->d % m->nheads)
+        rc = kiln_diag_set(d, KILN_EINPUT, "config.json: hidden_size %d is not a multiple of %d heads",
+                           m->d, m->nheads);
+    kiln_json_free(cfg);
+    if (!rc) {
+        m->layers = calloc((size_t)m->nlayers, sizeof *m->layers);
+        m->lin = calloc((size_t)m->nlayers * L_PER, sizeof *m->lin);
+        if (!m->layers || !m->lin)
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    }
+    KilnHfDir h = {0};
+    if (!rc)
+        rc = kiln_hf_open(dir, &h, d);
+    if (!rc)
+        rc = load_all(m, &h, d);
+    if (!rc && kiln_hf_quantized(&h))
+        m->ck = kiln_hf_take_checkpoint(&h);
+    if (rc && m->lin) /* layers may point into the checkpoint kiln_hf_close frees */
+        for (int i = 0; i < m->nlayers * L_PER; i++)
+            m->lin[i].stored = NULL;
+    kiln_hf_close(&h);
+    snprintf(path, sizeof path, "%s/vocab.txt", dir);
+    if (!rc)
+        rc = kiln_tok_wordpiece_load(path, &m->tok, d);
+    if (rc) {
+        kiln_bert_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+KilnLinear *kiln_bert_linears(KilnBert *m, int *n)
+{
+    *n = m->nlayers * L_PER;
+    return m->lin;
+}
+
+int kiln_bert_dim(const KilnBert *m) { return m->d; }
+
+typedef struct AttnTask {
+    const KilnBert *m;
+    const float *q, *k, *v; /* [T, D] */
+    float *ctx;             /* [T, D] */
+    const int64_t *seg;     /* sentence start rows, nseg+1 entries */
+    int nseg;
+    float *scratch; /* per thread: maxlen floats */
+    int64_t maxlen;
+} AttnTask;
+
+/* One task = one (sentence, head): full bidirectional attention inside the sentence. */
+static void attn_task(void *ctx, int task, int thread)
+{
+    const AttnTask *a = ctx;
+    const KilnBert *m = a->m;
+    int D = m->d, hd = D / m->nheads;
+    int s = task / m->nheads, h = task % m->nheads;
+    int64_t t0 = a->seg[s], T = a->seg[s + 1] - t0;
+    float *p = a->scratch + (size_t)thread * a->maxlen;
+    float sc = 1.0f / sqrtf((float)hd);
+    for (int64_t i = 0; i < T; i++) {
+        const float *q = a->q + (t0 + i) * D + h * hd;
+        for (int64_t j = 0; j < T; j++) {
+            const float *k = a->k + (t0 + j) * D + h * hd;
+            float dot = 0;
+            for (int e = 0; e < hd; e++)
+                dot += q[e] * k[e];
+            p[j] = dot * sc;
+        }
+        kiln_softmax(p, T);
+        float *o = a->ctx + (t0 + i) * D + h * hd;
+        memset(o, 0, sizeof(float) * (size_t)hd);
+        for (int64_t j = 0; j < T; j++) {
+            const float *v = a->v + (t0 + j) * D + h * hd;
+            for (int e = 0; e < hd; e++)
+                o[e] += p[j] * v[e];
+        }
+    }
+}
+
+int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n, float *out,
+                    int64_t *ntok, KilnDiag *d)
+{
+    int D = m->d;
+    int64_t *seg = calloc((size_t)n + 1, sizeof *seg);
+    int32_t *ids = NULL;
+    int64_t T = 0, cap = 0, maxlen = 0;
+    int rc = seg ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int s = 0; !rc && s < n; s++) {
+        int need = 0;
+        int32_t probe[1];
+        if (kiln_tok_encode(m->tok, texts[s], 1, probe, 0, &need, d) < 0) {
+            rc = -1;
+            break;
+        }
+        if (need > m->maxpos)
+            need = m->maxpos; /* longer inputs are cut at the position table (no [SEP]) */
+        if (T + need > cap) {
+            cap = (T + need) * 2;
+            int32_t *nids = realloc(ids, sizeof *ids * (size_t)cap);
+            if (!nids) {
+                rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+                break;
+            }
+            ids = nids;
+        }
+        int got = kiln_tok_encode(m->tok, texts[s], 1, ids + T, need, NULL, d);
+        if (got < 0) {
+            rc = -1;
+            break;
+        }
+        seg[s] = T;
+        T += got;
+        maxlen = got > maxlen ? got : maxlen;
+    }
+    if (rc) {
+        free(seg), free(ids);
+        return rc ? rc : KILN_EINPUT;
+    }
+    seg[n] = T;
+    if (ntok)
+        *ntok = T;
+    float *x = malloc(sizeof(float) * (size_t)(T * D));
+    float *q = malloc(sizeof(float) * (size_t)(T * D)), *k = malloc(sizeof(float) * (size_t)(T * D));
+    float *v = malloc(sizeof(float) * (size_t)(T * D)), *c = malloc(sizeof(float) * (size_t)(T * D));
+    float *h = malloc(sizeof(float) * (size_t)(T * m->ffn));
+    int nt = pool ? kiln_pool_size(pool) : 1;
+    float *scr = malloc(sizeof(float) * (size_t)(maxlen * nt + 1));
+    if (!x || !q || !k || !v || !c || !h || !scr)
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int s = 0; !rc && s < n; s++)
+        for (int64_t t = seg[s]; t < seg[s + 1]; t++) {
+            int32_t id = ids[t] >= 0 && ids[t] < m->vocab ? ids[t] : 0;
+            for (int e = 0; e < D; e++)
+                x[t * D + e] = m->wemb[(int64_t)id * D + e] + m->pemb[(t - seg[s]) * D + e] +
+                               m->temb[e];
+        }
+    if (!rc)
+        kiln_layernorm(x, T, D, m->eln_g, m->eln_b, m->eps);
+    for (int i = 0; !rc && i < m->nlayers; i++) {
+        KilnLinear *L = &m->lin[i * L_PER];
+        rc = kiln_linear_run(&L[L_Q], pool, x, T, q, d) ||
+             kiln_linear_run(&L[L_K], pool, x, T, k, d) ||
+             kiln_linear_run(&L[L_V], pool, x, T, v, d);
+        if (rc)
+            break;
+        AttnTask at = {m, q, k, v, c, seg, n, scr, maxlen};
+        kiln_pool_run(pool, n * m->nheads, attn_task, &at);
+        if ((rc = kiln_linear_run(&L[L_O], pool, c, T, q, d)))
+            break;
+        for (int64_t j = 0; j < T * D; j++)
+            x[j] += q[j];
+        kiln_layernorm(x, T, D, m->layers[i].ln1_g, m->layers[i].ln1_b, m->eps);
+        if ((rc = kiln_linear_run(&L[L_UP], pool, x, T, h, d)))
+            break;
+        if (!L[L_UP].act_fused) /* else the intermediate.dense kernel applied it */
+            kiln_gelu_erf(h, T * m->ffn);
+        if ((rc = kiln_linear_run(&L[L_DOWN], pool, h, T, q, d)))
+            break;
+        for (int64_t j = 0; j < T * D; j++)
+            x[j] += q[j];
+        kiln_layernorm(x, T, D, m->layers[i].ln2_g, m->layers[i].ln2_b, m->eps);
+    }
+    for (int s = 0; !rc && s < n; s++) {
+        float *o = out + (size_t)s * D;
+        int64_t len = seg[s + 1] - seg[s];
+        for (int e = 0; e < D; e++) {
+            double acc = 0;
+            for (int64_t t = seg[s]; t < seg[s + 1]; t++)
+                acc += x[t * D + e];
+            o[e] = len ? (float)(acc / (double)len) : 0.0f;
+        }
+        double nn = 0;
+        for (int e = 0; e < D; e++)
+            nn += (double)o[e] * o[e];
+        float inv = (float)(1.0 / fmax(sqrt(nn), 1e-12));
+        for (int e = 0; e < D; e++)
+            o[e] *= inv;
+    }
+    free(seg), free(ids), free(x), free(q), free(k), free(v), free(c), free(h), free(scr);
+    return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
+}
+
+int kiln_bert_scale_sites(KilnBert *m, KilnScaleSite **out, int *n, KilnDiag *d)
+{
+    KilnScaleSite *s = calloc((size_t)m->nlayers * 4, sizeof *s);
+    if (!s)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int i = 0; i < m->nlayers; i++) {
+        int b = i * L_PER;
+        /* post-norm blocks: a LayerNorm's output is also the residual stream, so no
+         * norm can take a scale; q,k,v, intermediate (after LN) and output (after
+         * GELU) need a pre-scale. The attention output's channels are value's. */
+        s[i * 4 + 0] = (KilnScaleSite){{b + L_Q, b + L_K, b + L_V}, 3, NULL, NULL, -1};
+        s[i * 4 + 1] = (KilnScaleSite){{b + L_O}, 1, NULL, NULL, b + L_V};
+        s[i * 4 + 2] = (KilnScaleSite){{b + L_UP}, 1, NULL, NULL, -1};
+        s[i * 4 + 3] = (KilnScaleSite){{b + L_DOWN}, 1, NULL, NULL, -1};
+    }
+    *out = s;
+    *n = m->nlayers * 4;
+    return 0;
+}

@@ -1,0 +1,156 @@
+/* model/nets/hf_llama.c — a Llama from a Hugging Face directory (LlamaForCausalLM:
+ * config.json, *.safetensors plain or quantized, tokenizer.json) into the same KilnLlama
+ * the GGUF loader makes: q_proj / k_proj rows turned from HF's rotate-half order to the
+ * adjacent pairs kiln_rope_norm rotates, as llama.cpp's converter does. docs/models.md. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/nets/hfdir.h"
+#include "model/nets/llama_internal.h"
+
+#define ERR(...) kiln_diag_set(d, KILN_EINPUT, __VA_ARGS__)
+
+/* HF's rotate-half rows -> kiln's adjacent pairs (model/checkpoints/export.c) in w, b and every
+ * row-wise part of the stored layer, so that it still dequantizes to w. */
+static int permute_linear(KilnLinear *l, KilnQLinear *q, int nhead, KilnDiag *d)
+{
+    int rc = kiln_llama_permute_qk_rows(l->w, l->N, sizeof(float) * (size_t)l->K, nhead, false, d);
+    if (!rc && l->b)
+        rc = kiln_llama_permute_qk_rows(l->b, l->N, sizeof(float), nhead, false, d);
+    return !rc && q ? kiln_llama_permute_qk(q, nhead, d) : rc;
+}
+
+static int read_config(KilnLlama *m, const KilnHfDir *h, bool *tied, KilnDiag *d)
+{
+    const KilnJson *c = h->config, *v;
+    int rc = kiln_hf_cfg_int(h, "num_hidden_layers", -1, &m->nlayers, d);
+    if (!rc)
+        rc = kiln_hf_cfg_int(h, "hidden_size", -1, &m->d, d);
+    if (!rc)
+        rc = kiln_hf_cfg_int(h, "intermediate_size", -1, &m->ffn, d);
+    if (!rc)
+        rc = kiln_hf_cfg_int(h, "num_attention_heads", -1, &m->nh, d);
+    if (!rc)
+        rc = kiln_hf_cfg_int(h, "num_key_value_heads", m->nh, &m->nkv, d);
+    if (!rc)
+        rc = kiln_hf_cfg_int(h, "vocab_size", -1, &m->vocab, d);
+    if (!rc)
+        rc = kiln_hf_cfg_int(h, "max_position_embeddings", 2048, &m->ctx_max, d);
+    if (rc)
+        return rc;
+    m->eps = (v = kiln_json_get(c, "rms_norm_eps")) && v->kind == KILN_JSON_NUMBER ? (float)v->num
+                                                                                 : 1e-6f;
+    m->theta = (v = kiln_json_get(c, "rope_theta")) && v->kind == KILN_JSON_NUMBER
+                   ? (float)v->num
+                   : 10000.0f;
+    *tied = (v = kiln_json_get(c, "tie_word_embeddings")) && v->kind == KILN_JSON_BOOL ? v->b
+                                                                                      : false;
+    if ((v = kiln_json_get(c, "hidden_act")) &&
+        (v->kind != KILN_JSON_STRING || strcmp(v->str, "silu")))
+        return ERR("%s/config.json: hidden_act must be \"silu\"", h->dir);
+    if ((v = kiln_json_get(c, "rope_scaling")) && v->kind != KILN_JSON_NULL)
+        return ERR("%s/config.json: rope_scaling is not implemented (kiln's RoPE is the plain "
+                   "one)", h->dir);
+    if (m->d % m->nh || m->nh % m->nkv || (m->d / m->nh) % 2)
+        return ERR("%s/config.json: %d heads / %d KV heads do not divide width %d", h->dir, m->nh,
+                   m->nkv, m->d);
+    m->hd = m->d / m->nh;
+    int hd;
+    if ((v = kiln_json_get(c, "head_dim")) && v->kind != KILN_JSON_NULL &&
+        (kiln_hf_cfg_int(h, "head_dim", -1, &hd, d) || hd != m->hd))
+        return ERR("%s/config.json: head_dim other than hidden_size / num_attention_heads (%d) "
+                   "is not implemented", h->dir, m->hd);
+    return 0;
+}
+
+static int load_layers(KilnLlama *m, KilnHfDir *h, KilnDiag *d)
+{
+    int64_t D = m->d;
+    char name[200];
+    int rc = kiln_hf_take(h, "model.embed_tokens.weight", (int64_t)m->vocab * D, &m->emb, d);
+    if (!rc)
+        rc = kiln_hf_take(h, "model.norm.weight", D, &m->out_norm, d);
+    for (int i = 0; !rc && i < m->nlayers; i++) {
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", i);
+        rc = kiln_hf_take(h, name, D, &m->attn_norm[i], d);
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", i);
+        if (!rc)
+            rc = kiln_hf_take(h, name, D, &m->ffn_norm[i], d);
+        for (int j = 0; !rc && j < L_PER; j++) {
+            KilnLinear *l = &m->lin[i * L_PER + j];
+            kiln_llama_linear_init(m, i, j, l);
+            snprintf(l->src, sizeof l->src, "%s", l->name);
+            rc = kiln_hf_linear(h, l->name, l, false, d);
+            /* the checkpoint is this loader's until the model takes it: stored may change */
+            if (!rc && (j == L_Q || j == L_K))
+                rc = permute_linear(l, (KilnQLinear *)l->stored, j == L_Q ? m->nh : m->nkv, d);
+        }
+    }
+    return rc;
+}
+
+static int load_head(KilnLlama *m, KilnHfDir *h, bool tied, KilnDiag *d)
+{
+    KilnLinear *head = &m->lin[m->nlayers * L_PER];
+    snprintf(head->name, sizeof head->name, "lm_head");
+    head->N = m->vocab, head->K = m->d;
+    if (kiln_hf_has(h, "lm_head.weight") || kiln_checkpoint_find(h->ck, "lm_head")) {
+        snprintf(head->src, sizeof head->src, "lm_head");
+        return kiln_hf_linear(h, "lm_head", head, false, d);
+    }
+    if (!tied)
+        return ERR("%s: no lm_head.weight and tie_word_embeddings is false", h->dir);
+    snprintf(head->src, sizeof head->src, "model.embed_tokens");
+    size_t n = sizeof(float) * (size_t)(head->N * head->K);
+    if (!(head->w = malloc(n)))
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    memcpy(head->w, m->emb, n);
+    return 0;
+}
+
+int kiln_llama_load_hf(const char *dir, KilnLlama **out, KilnDiag *d)
+{
+    *out = NULL;
+    KilnHfDir h;
+    int rc = kiln_hf_open(dir, &h, d);
+    if (rc)
+        return rc;
+    KilnLlama *m = calloc(1, sizeof *m);
+    bool tied = false;
+    rc = m ? read_config(m, &h, &tied, d) : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    if (!rc) {
+        m->attn_norm = calloc((size_t)m->nlayers, sizeof(float *));
+        m->ffn_norm = calloc((size_t)m->nlayers, sizeof(float *));
+        m->lin = calloc((size_t)m->nlayers * L_PER + 1, sizeof *m->lin);
+        if (!m->attn_norm || !m->ffn_norm || !m->lin)
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    }
+    if (!rc)
+        rc = load_layers(m, &h, d);
+    if (!rc)
+        rc = load_head(m, &h, tied, d);
+    int bos = -1, eos = -1;
+    const KilnJson *v;
+    if (!rc && (v = kiln_json_get(h.config, "bos_token_id")) && v->is_int)
+        bos = (int)(v->i >= 0 && v->i < m->vocab ? v->i : -1);
+    if (!rc && (v = kiln_json_get(h.config, "eos_token_id")) && v->is_int)
+        eos = (int)(v->i >= 0 && v->i < m->vocab ? v->i : -1);
+    if (!rc && kiln_hf_quantized(&h))
+        m->ck = kiln_hf_take_checkpoint(&h);
+    kiln_hf_close(&h);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    KilnDiag td = {0};
+    if (!rc && kiln_tok_bpe_from_hf_json(path, bos, eos, &m->tok, &td))
+        kiln_diag_format(&td, m->tok_err, sizeof m->tok_err);
+    if (rc) {
+        if (m && !m->ck) /* layers may point into the checkpoint, already freed */
+            for (int i = 0; m->lin && i < m->nlayers * L_PER + 1; i++)
+                m->lin[i].stored = NULL;
+        kiln_llama_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}

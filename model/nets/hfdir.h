@@ -1,0 +1,38 @@
+/* model/nets/hfdir.h — a Hugging Face model directory's tensors for the model loaders
+ * (bert.c, hf_llama.c): config.json, and every tensor through kiln_checkpoint_read, so
+ * that a plain and a quantized directory load the same way: a quantized linear layer
+ * comes back dequantized with its stored form kept. Not a public header. */
+#ifndef KILN_HFDIR_H
+#define KILN_HFDIR_H
+
+#include "model/checkpoints/checkpoint.h"
+#include "model/model.h"
+#include "runtime/runtime.h"
+
+typedef struct KilnHfDir {
+    const char *dir;
+    KilnJson *config;   /* config.json */
+    KilnCheckpoint *ck; /* owned until kiln_hf_take_checkpoint */
+} KilnHfDir;
+
+int kiln_hf_open(const char *dir, KilnHfDir *h, KilnDiag *d);
+void kiln_hf_close(KilnHfDir *h);
+/* config.json's integer `key` in [1, 2^24] into *out; dflt (>= 0) when absent. */
+int kiln_hf_cfg_int(const KilnHfDir *h, const char *key, int dflt, int *out, KilnDiag *d);
+/* A plain tensor as f32, checked to hold numel elements; the caller owns *out (each
+ * tensor can be taken once). */
+int kiln_hf_take(KilnHfDir *h, const char *name, int64_t numel, float **out, KilnDiag *d);
+bool kiln_hf_has(const KilnHfDir *h, const char *name);
+/* Elements of plain tensor `name`, -1 when there is none. */
+int64_t kiln_hf_numel(const KilnHfDir *h, const char *name);
+/* Linear layer l (N, K set) from `module`: l->w is module.weight or the dequantized
+ * quantized layer (then l->stored points into the checkpoint), l->b module.bias when
+ * there is one (bias: it must be). */
+int kiln_hf_linear(KilnHfDir *h, const char *module, KilnLinear *l, bool bias, KilnDiag *d);
+/* True when some linear layer came back quantized. */
+bool kiln_hf_quantized(const KilnHfDir *h);
+/* The checkpoint, now the caller's (the model keeps it while layers point into it);
+ * the plain tensors it held are already taken or dropped. */
+KilnCheckpoint *kiln_hf_take_checkpoint(KilnHfDir *h);
+
+#endif
