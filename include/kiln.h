@@ -21,25 +21,33 @@ typedef enum kiln_status {
 
 typedef enum kiln_dtype { KILN_DTYPE_F32, KILN_DTYPE_F16, KILN_DTYPE_BF16 } kiln_dtype;
 
-typedef struct kiln_ctx kiln_ctx;       /* target, kernel cache, JIT, thread pool */
+typedef struct kiln_ctx kiln_ctx;       /* target and its backend: the CPU JIT (kernel cache,
+                                         * thread pool) or a CUDA device */
 typedef struct kiln_recipe kiln_recipe; /* a loaded recipe */
 typedef struct kiln_layer kiln_layer;   /* a compiled kernel with its prepacked weights */
 
 typedef struct kiln_options {
-    const char *target;    /* "cpu" (NULL: the host), "avx2", "avx512" */
+    const char *target;    /* "cpu" (NULL: the host), "avx2", "avx512", "zen3", "zen4";
+                            * "sm_80", "sm_89", "sm_90", "cuda" (the device's arch) run on
+                            * a CUDA GPU through its driver */
     const char *cache_dir; /* NULL: $KILN_CACHE_DIR, else ~/.cache/kiln */
     int num_threads;       /* 0: $KILN_NUM_THREADS, else the number of cores */
     int verbose;           /* 1: report cache hits/misses and compile times on stderr */
+    const char *aot_dir;   /* a `kiln aot` library (CPU): kernels come from it, nothing is
+                            * compiled; the target is the library's (a different `target`
+                            * is an error) */
 } kiln_options;
 
 /* opts may be NULL (all defaults). On failure *out is NULL; the message is printed
  * by kiln_error(NULL). */
 kiln_status kiln_ctx_create(const kiln_options *opts, kiln_ctx **out);
+/* Layers made from ctx stay usable after it: what they need (compiled code, device
+ * memory) goes when the context and its last layer are destroyed. */
 void kiln_ctx_destroy(kiln_ctx *ctx);
 /* The message of the last failure on ctx (or of the last kiln_ctx_create when ctx
  * is NULL); "" when none. "FILE:LINE: message" for recipe errors. */
 const char *kiln_error(const kiln_ctx *ctx);
-/* The resolved target name ("avx2", "avx512"). */
+/* The resolved target name ("avx2", "avx512", "sm_90", ...). */
 const char *kiln_ctx_target(const kiln_ctx *ctx);
 
 kiln_status kiln_recipe_open(kiln_ctx *ctx, const char *path, kiln_recipe **out);

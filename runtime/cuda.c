@@ -280,50 +280,119 @@ static int launch_all(KilnCuda *c, KilnCudaModule *mod, const KilnGpuLayout *l, 
                             args, d);
 }
 
+/* A qgemm module with its weights on the device: prepacked and uploaded once, then run
+ * on any number of activations (x, y and scratch buffers grow to the largest M seen). */
+struct KilnCudaLayer {
+    KilnGpuLayout l;
+    KilnCudaModule *mod;
+    char sym[64];
+    Run b;
+    int64_t cap_m; /* rows the x, y and scratch buffers hold */
+};
+
+void kiln_cuda_layer_free(KilnCuda *c, KilnCudaLayer *L)
+{
+    if (!L)
+        return;
+    kiln_cuda_free(c, L->b.x);
+    kiln_cuda_free(c, L->b.w);
+    kiln_cuda_free(c, L->b.bias);
+    kiln_cuda_free(c, L->b.y);
+    kiln_cuda_free(c, L->b.scratch);
+    kiln_cuda_module_unload(L->mod);
+    free(L);
+}
+
+int kiln_cuda_layer_new(KilnCuda *c, const KilnFunc *f, const char *sym, const void *image,
+                        size_t len, const KilnTensor *wq, const float *bias, KilnCudaLayer **out,
+                        KilnDiag *d)
+{
+    *out = NULL;
+    KilnCudaLayer *L = calloc(1, sizeof *L);
+    if (!L)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    snprintf(L->sym, sizeof L->sym, "%s", sym);
+    int rc = kiln_gpu_layout_for(kiln_find_qgemm(f), f, &L->l, d);
+    if (!rc && L->l.has_bias != (bias != NULL))
+        rc = kiln_diag_set(d, KILN_EINPUT, "GPU qgemm '%s': bias %s", f->name,
+                           L->l.has_bias ? "missing" : "given to a qgemm without one");
+    void *blob = rc ? NULL : malloc(L->l.pack_bytes);
+    if (!rc && !blob)
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    if (!rc)
+        rc = kiln_gpu_prepack(&L->l, wq, blob, d);
+    if (!rc)
+        rc = kiln_cuda_module_load(c, image, len, &L->mod, d);
+    if (!rc && !(rc = kiln_cuda_alloc(c, L->l.pack_bytes, &L->b.w, d)))
+        rc = kiln_cuda_upload(c, L->b.w, blob, L->l.pack_bytes, d);
+    if (!rc && bias && !(rc = kiln_cuda_alloc(c, (size_t)L->l.N * 4, &L->b.bias, d)))
+        rc = kiln_cuda_upload(c, L->b.bias, bias, (size_t)L->l.N * 4, d);
+    free(blob);
+    if (rc) {
+        kiln_cuda_layer_free(c, L);
+        return rc;
+    }
+    *out = L;
+    return 0;
+}
+
+/* x, y and scratch for M rows (grown, never shrunk). */
+static int reserve_rows(KilnCuda *c, KilnCudaLayer *L, int64_t M, KilnDiag *d)
+{
+    if (M <= L->cap_m)
+        return 0;
+    kiln_cuda_free(c, L->b.x);
+    kiln_cuda_free(c, L->b.y);
+    kiln_cuda_free(c, L->b.scratch);
+    L->b.x = L->b.y = L->b.scratch = 0;
+    L->cap_m = 0;
+    const KilnGpuLayout *l = &L->l;
+    size_t ysz = (size_t)M * (size_t)l->N * (size_t)(l->out_dt == KILN_F32 ? 4 : 2);
+    size_t xsz = (size_t)M * (size_t)l->K * 4;
+    int rc = kiln_cuda_alloc(c, xsz, &L->b.x, d);
+    if (!rc)
+        rc = kiln_cuda_alloc(c, ysz, &L->b.y, d);
+    if (!rc)
+        rc = kiln_cuda_alloc(c, kiln_gpu_scratch_bytes(l, M), &L->b.scratch, d);
+    if (!rc)
+        L->cap_m = M;
+    return rc;
+}
+
+int kiln_cuda_layer_run(KilnCuda *c, KilnCudaLayer *L, const float *x, int64_t M, void *y_host,
+                        KilnDiag *d)
+{
+    if (M <= 0)
+        return 0;
+    const KilnGpuLayout *l = &L->l;
+    size_t ysz = (size_t)M * (size_t)l->N * (size_t)(l->out_dt == KILN_F32 ? 4 : 2);
+    size_t xsz = (size_t)M * (size_t)l->K * 4, ssz = kiln_gpu_scratch_bytes(l, M);
+    int rc = reserve_rows(c, L, M, d);
+    if (!rc)
+        rc = kiln_cuda_upload(c, L->b.x, x, xsz, d);
+    if (!rc)
+        rc = kiln_cuda_memset0(c, L->b.scratch, ssz, d);
+    if (!rc)
+        rc = launch_all(c, L->mod, l, L->sym, &L->b, M, d);
+    if (!rc)
+        rc = kiln_cuda_sync(c, d);
+    if (!rc)
+        rc = kiln_cuda_download(c, y_host, L->b.y, ysz, d);
+    return rc;
+}
+
+const char *kiln_cuda_layer_layout(const KilnCudaLayer *L) { return L->l.name; }
+size_t kiln_cuda_layer_weight_bytes(const KilnCudaLayer *L) { return L->l.pack_bytes; }
+
 int kiln_cuda_qgemm_run_sym(KilnCuda *c, const KilnFunc *f, const char *sym, const void *image, size_t len,
                             const float *x, int64_t M, const KilnTensor *wq, const float *bias, void *y_host,
                             KilnDiag *d)
 {
-    KilnGpuLayout l;
-    int rc = kiln_gpu_layout_for(kiln_find_qgemm(f), f, &l, d);
-    if (rc)
-        return rc;
-    if (l.has_bias != (bias != NULL))
-        return kiln_diag_set(d, KILN_EINPUT, "GPU qgemm '%s': bias %s", f->name,
-                             l.has_bias ? "missing" : "given to a qgemm without one");
-    if (M <= 0)
-        return 0;
-    void *blob = malloc(l.pack_bytes);
-    if (!blob)
-        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    if ((rc = kiln_gpu_prepack(&l, wq, blob, d))) {
-        free(blob);
-        return rc;
-    }
-    size_t ysz = (size_t)M * (size_t)l.N * (size_t)(l.out_dt == KILN_F32 ? 4 : 2);
-    size_t xsz = (size_t)M * (size_t)l.K * 4, ssz = kiln_gpu_scratch_bytes(&l, M);
-    Run b = {0};
-    KilnCudaModule *mod = NULL;
-    if (!(rc = kiln_cuda_module_load(c, image, len, &mod, d)) && !(rc = kiln_cuda_alloc(c, xsz, &b.x, d)) &&
-        !(rc = kiln_cuda_alloc(c, l.pack_bytes, &b.w, d)) && !(rc = kiln_cuda_alloc(c, ysz, &b.y, d)) &&
-        !(rc = kiln_cuda_alloc(c, ssz, &b.scratch, d)) && !(rc = kiln_cuda_upload(c, b.x, x, xsz, d)) &&
-        !(rc = kiln_cuda_upload(c, b.w, blob, l.pack_bytes, d)) && !(rc = kiln_cuda_memset0(c, b.scratch, ssz, d))) {
-        if (bias && !(rc = kiln_cuda_alloc(c, (size_t)l.N * 4, &b.bias, d)))
-            rc = kiln_cuda_upload(c, b.bias, bias, (size_t)l.N * 4, d);
-        if (!rc)
-            rc = launch_all(c, mod, &l, sym, &b, M, d);
-        if (!rc)
-            rc = kiln_cuda_sync(c, d);
-        if (!rc)
-            rc = kiln_cuda_download(c, y_host, b.y, ysz, d);
-    }
-    kiln_cuda_free(c, b.x);
-    kiln_cuda_free(c, b.w);
-    kiln_cuda_free(c, b.bias);
-    kiln_cuda_free(c, b.y);
-    kiln_cuda_free(c, b.scratch);
-    kiln_cuda_module_unload(mod);
-    free(blob);
+    KilnCudaLayer *L = NULL;
+    int rc = kiln_cuda_layer_new(c, f, sym, image, len, wq, bias, &L, d);
+    if (!rc)
+        rc = kiln_cuda_layer_run(c, L, x, M, y_host, d);
+    kiln_cuda_layer_free(c, L);
     return rc;
 }
 

@@ -3,7 +3,8 @@
  * run it and compare its outputs with the reference interpreter on the same layers,
  * weights and activations; plus the error paths (missing symbol, bad target, a group
  * that does not divide K, bad shapes file, unwritable output, no C compiler),
- * kiln_aot_layout's manifest checks, and the PTX/cubin output of sm_XX targets. */
+ * kiln_aot_layout's manifest checks, the public API over a library (kiln_options.aot_dir)
+ * and the PTX/cubin output of sm_XX targets. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "aot/datagen.h"
+#include "kiln.h"
 #include "frontend/recipe.h"
 #include "ir/numerics.h"
 #include "passes/passes.h"
@@ -354,6 +356,77 @@ static void test_fp8_e4m3_dynamic(void **state) { round_trip("fp8-e4m3-dynamic",
 /* mixed: bias + silu + f16 out (up_proj), int4 asym f16 acts, fp8 (q_proj) */
 static void test_mixed(void **state) { round_trip("mixed", 4); }
 
+/* ------------------------------------------------------- the API over a library */
+
+/* One layer of the w4a8 library through the public API (kiln_options.aot_dir: kernels
+ * looked up, nothing compiled) against the same layer JIT-compiled: same kernel, same
+ * bytes out. A shape the library lacks and a different target are clear errors. */
+static void test_api_aot_dir(void **state)
+{
+    if (!*w4a8_dir)
+        fail_msg("needs the w4a8 round trip to have passed");
+    KilnAot *a;
+    KilnDiag d = {0};
+    if (kiln_aot_open(w4a8_dir, &a, &d))
+        fail_msg("%s", d.msg);
+    char tname[32];
+    snprintf(tname, sizeof tname, "%s", kiln_aot_target(a));
+    kiln_aot_close(a);
+
+    char recipe[512], cache[600];
+    snprintf(recipe, sizeof recipe, "%s/recipes/w4a8.lua", KILN_SOURCE_DIR);
+    snprintf(cache, sizeof cache, "%s/cache-api-aot", base);
+    enum { N = 24, K = 384, M = 5 };
+    float *w = malloc(sizeof(float) * N * K), *x = malloc(sizeof(float) * M * K);
+    float y[2][M * N];
+    for (int i = 0; i < N * K; i++)
+        w[i] = (float)((i * 7919 % 263) - 131) / 97.0f;
+    for (int i = 0; i < M * K; i++)
+        x[i] = (float)((i * 104729 % 199) - 99) / 53.0f;
+    const kiln_layer_desc desc = {.name = "model.layers.0.mlp.down_proj", .N = N, .K = K, .weight = w};
+    char kernel[2][64];
+    for (int v = 0; v < 2; v++) { /* 0: the library, 1: the JIT */
+        kiln_options o = {.target = tname, .cache_dir = cache, .num_threads = 2};
+        if (v == 0)
+            o.aot_dir = w4a8_dir;
+        kiln_ctx *ctx;
+        kiln_recipe *r;
+        kiln_layer *l;
+        if (kiln_ctx_create(&o, &ctx))
+            fail_msg("ctx (%s): %s", v ? "jit" : "aot", kiln_error(NULL));
+        if (kiln_recipe_open(ctx, recipe, &r) || kiln_layer_create(ctx, r, &desc, &l))
+            fail_msg("layer (%s): %s", v ? "jit" : "aot", kiln_error(ctx));
+        assert_int_equal(kiln_layer_run(l, x, M, y[v]), KILN_STATUS_OK);
+        snprintf(kernel[v], sizeof kernel[v], "%s", kiln_layer_kernel(l));
+        kiln_layer_destroy(l);
+        if (v == 0) { /* K = 512: no such kernel in the library */
+            kiln_layer_desc other = desc;
+            other.K = 128;
+            assert_int_not_equal(kiln_layer_create(ctx, r, &other, &l), KILN_STATUS_OK);
+            assert_contains(kiln_error(ctx), "the AOT library has no kernel");
+            assert_contains(kiln_error(ctx), "model.layers.0.mlp.down_proj");
+        }
+        kiln_recipe_close(r);
+        kiln_ctx_destroy(ctx);
+    }
+    assert_string_equal(kernel[0], kernel[1]);
+    assert_memory_equal(y[0], y[1], sizeof y[0]);
+    print_message("  API over the %s library: %s, outputs identical to the JIT\n", tname,
+                  kernel[0]);
+
+    const char *other = strcmp(tname, "avx2") ? "avx2" : "interp";
+    kiln_options o = {.target = other, .aot_dir = w4a8_dir};
+    kiln_ctx *ctx;
+    assert_int_not_equal(kiln_ctx_create(&o, &ctx), KILN_STATUS_OK);
+    assert_null(ctx);
+    assert_contains(kiln_error(NULL), "was built for");
+    o = (kiln_options){.aot_dir = base}; /* no manifest there */
+    assert_int_not_equal(kiln_ctx_create(&o, &ctx), KILN_STATUS_OK);
+    assert_null(ctx);
+    free(w);
+    free(x);
+}
+
 /* ------------------------------------------------------------------ errors */
 
 /* A copy of the w4a8 AOT dir whose manifest has `from` replaced by `to`. */
@@ -572,6 +645,7 @@ int main(void)
         cmocka_unit_test(test_w4a16_g128_asym),
         cmocka_unit_test(test_fp8_e4m3_dynamic),
         cmocka_unit_test(test_mixed),
+        cmocka_unit_test(test_api_aot_dir),
         cmocka_unit_test(test_missing_symbol),
         cmocka_unit_test(test_aot_layout_checks),
         cmocka_unit_test(test_errors),

@@ -1,5 +1,6 @@
-/* tests/test_cuda_runtime.c — the CUDA driver runtime (runtime/cuda.c) and kiln_gpu_run_layer.
- * Without a driver: kiln_cuda_open and kiln_gpu_run_layer say KILN_ENODEV "no CUDA driver
+/* tests/test_cuda_runtime.c — the CUDA driver runtime (runtime/cuda.c) and the API's CUDA
+ * backend (api/backend_cuda.c). Without a driver: kiln_cuda_open and a context for an
+ * sm_XX or cuda target say KILN_ENODEV "no CUDA driver
  * found", and the GPU run-time tests print "SKIP: no CUDA driver found" and pass. With a
  * GPU: every recipe on the device's arch, M in {1, 3, 16, 67, 128} (and one 4096), odd N/K,
  * against kiln_interp_run on the same kernel IR. Tolerance (docs/gpu.md): integer paths
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #include "api/compile.h"
+#include "kiln.h"
 #include "codegen/ptx/ptx.h"
 #include "frontend/recipe.h"
 #include "ir/layout.h"
@@ -50,15 +52,16 @@ static void test_open_without_driver(void **state)
     assert_int_equal(kiln_cuda_open(&c, &d), KILN_ENODEV);
     assert_null(c);
     assert_non_null(strstr(d.msg, "no CUDA driver found"));
-    /* the `kiln run --target sm_XX` entry point opens the driver before anything else */
-    KilnDiag d2 = {0};
-    float x = 0, y = 0;
-    KilnFunc dummy = {0};
-    assert_int_equal(kiln_gpu_run_layer(&dummy, &x, 1, NULL, NULL, NULL, &y, false, &d2), KILN_ENODEV);
-    assert_non_null(strstr(d2.msg, "no CUDA driver found"));
-    char arch[16];
-    KilnDiag d3 = {0};
-    assert_int_equal(kiln_gpu_device_arch(arch, &d3), KILN_ENODEV);
+    /* the API (and `kiln run --target sm_XX|cuda` through it) opens the driver when the
+     * context is made, before any work */
+    static const char *const names[] = {"sm_80", "sm_90", "cuda"};
+    for (int i = 0; i < 3; i++) {
+        kiln_ctx *ctx = (kiln_ctx *)1;
+        kiln_options o = {.target = names[i]};
+        assert_int_equal(kiln_ctx_create(&o, &ctx), KILN_STATUS_NODEV);
+        assert_null(ctx);
+        assert_non_null(strstr(kiln_error(NULL), "no CUDA driver found"));
+    }
     set_env("KILN_CUDA_DRIVER", saved[0] ? saved : NULL, saved, sizeof saved);
 }
 

@@ -213,9 +213,10 @@ typedef struct RunCtx {
     bool ok;
 } RunCtx;
 
-/* Run the planned layer's kernel through the API (the path an engine takes), from the
- * plan itself: the layer is not lowered a second time. */
-static int run_cpu(RunCtx *rc, const KilnPlanLayer *p, const float *x, const LayerData *ld,
+/* Run the planned layer's kernel through the API (the path an engine takes) on the
+ * context's backend (the CPU JIT or CUDA), from the plan itself: the layer is not
+ * lowered a second time, and its weights are prepacked (and uploaded) once. */
+static int run_api(RunCtx *rc, const KilnPlanLayer *p, const float *x, const LayerData *ld,
                    void **yout)
 {
     int64_t M = p->M, N = p->N, K = p->K;
@@ -245,28 +246,6 @@ static int run_cpu(RunCtx *rc, const KilnPlanLayer *p, const float *x, const Lay
     }
     kiln_layer_destroy(l);
     return e;
-}
-
-/* Run f's kernel on the CUDA device: NVRTC (cached) -> driver -> y on the host. */
-static int run_gpu(RunCtx *rc, KilnFunc *f, const KilnInst *g, const float *x, LayerData *ld,
-                   void **yout)
-{
-    int64_t M = f->values[f->params[0]].type.dim[0];
-    int64_t N = f->values[g->result].type.dim[1];
-    KilnDiag d = {0};
-    const KilnTensor *wq = layer_quantized(ld, &f->values[g->ops[1]].type, &d);
-    if (!wq)
-        return EXIT_INTERNAL;
-    size_t osz = f->values[g->result].type.dt == KILN_F32 ? 4 : 2;
-    *yout = malloc(osz * (size_t)(M * N));
-    double t0 = kiln_now_ms();
-    if (!*yout || kiln_gpu_run_layer(f, x, M, wq, ld->w, kiln_qgemm_bias(g) >= 0 ? ld->b : NULL,
-                                     *yout, rc->a->verbose, &d)) {
-        tool_error(&d);
-        return tool_exit_code(d.code);
-    }
-    printf("  GPU kernel ran in %.3f ms (including upload and download)\n", kiln_now_ms() - t0);
-    return EXIT_OK;
 }
 
 static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
@@ -320,9 +299,7 @@ static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
     }
     if (!dev)
         printf("  interpreter ran in %.3f ms\n", kiln_now_ms() - t0);
-    if (cpu && (e = run_cpu(rc, p, x.data, &ld, &ycpu)))
-        goto out;
-    if (gpu && (e = run_gpu(rc, f, g, x.data, &ld, &ycpu)))
+    if (dev && (e = run_api(rc, p, x.data, &ld, &ycpu)))
         goto out;
     KilnDType odt = f->values[g->result].type.dt;
     const void *y = dev ? ycpu : yi.data;
@@ -395,19 +372,10 @@ int cmd_run(const ToolArgs *a)
         goto fail;
     rc.t = &t;
     rc.r = r;
-    if (t.kind == KILN_TGT_CUDA) {
-        /* Nothing runs without the driver: say so before any work. The alias `cuda`
-         * means the device's own arch. */
-        char arch[16];
-        if ((krc = kiln_gpu_device_arch(arch, &d)))
-            goto fail;
-        if (!strcmp(tool_target_name(a, r, "cpu"), "cuda") &&
-            (krc = kiln_target_lookup(arch, &t, &d)))
-            goto fail;
-    }
-    if (t.kind == KILN_TGT_CPU) {
-        /* the name as asked: "cpu" is the host's level with its traits, which the
-         * resolved level's name alone would not carry */
+    if (t.kind == KILN_TGT_CPU || t.kind == KILN_TGT_CUDA) {
+        /* The backend first: nothing runs without a CUDA driver, so that is said before
+         * any work; the name as asked, since "cpu" (the host's level with its traits) and
+         * "cuda" (the device's arch) resolve there, and the plan is made for that */
         kiln_options o = {.target = tool_target_name(a, r, "cpu"), .verbose = a->verbose};
         kiln_status st = kiln_ctx_create(&o, &rc.api);
         if (st) { /* kiln_status values are the command's exit codes */
@@ -415,6 +383,7 @@ int cmd_run(const ToolArgs *a)
             e = (int)st;
             goto done;
         }
+        t = *kiln_ctx_target_full(rc.api);
     }
     m = kiln_module_new();
     if ((krc = tool_plan(a, r, &t, m, NULL, &plan, &d)))

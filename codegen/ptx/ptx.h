@@ -1,6 +1,6 @@
 /* codegen/ptx/ptx.h — kiln's NVIDIA GPU backend: kernel IR (a qgemm) -> CUDA C source
  * -> NVRTC (loaded with dlopen at run time, no CUDA headers at build time) -> PTX and
- * cubin, and `kiln run --target sm_XX` on a real GPU. docs/gpu.md describes the kernel
+ * cubin (api/backend_cuda.c loads and runs them through the driver). docs/gpu.md describes the kernel
  * families, the instructions per arch, the layouts and the kernel ABI. */
 #ifndef KILN_PTX_H
 #define KILN_PTX_H
@@ -42,19 +42,5 @@ const char *kiln_nvrtc_version(KilnDiag *d);
  * order; returns how many (0 and d filled on error). */
 int kiln_ptx_kernel_names(const KilnFunc *kernel_ir, const char *symbol,
                           char names[KILN_PTX_MAX_KERNELS][96], KilnDiag *d);
-
-/* `kiln run --target sm_XX|cuda`: run the qgemm layer f (after the pass pipeline) on the
- * GPU. Opens the CUDA driver first (none: KILN_ENODEV "no CUDA driver found"), compiles
- * through NVRTC with the PTX/cubin kept in the kernel cache (runtime/runtime.h), prepacks
- * wq, runs x[M,K] -> y[M,N] (y in the qgemm's output dtype, host memory), and with
- * verbose prints the arch, kernel and cache/compile/run times on stderr. w is the f32
- * weight [N,K], read only for a qgemm with outliers (its f32 columns; NULL otherwise):
- * the kernel then runs the int8 part and the host the rest (ir/outliers.h). */
-int kiln_gpu_run_layer(const KilnFunc *f, const float *x, int64_t M, const KilnTensor *wq,
-                       const float *w, const float *bias, void *y, bool verbose, KilnDiag *d);
-
-/* The CUDA device's arch ("sm_90"), for resolving the target alias `cuda` before
- * lowering. No driver: KILN_ENODEV "no CUDA driver found". */
-int kiln_gpu_device_arch(char arch[16], KilnDiag *d);
 
 #endif
