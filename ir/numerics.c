@@ -694,6 +694,32 @@ int kiln_quantize_matrix(const KilnQuantSpec *spec, const float *x, int64_t rows
     return 0;
 }
 
+/* How a matrix of codes is walked with its grid: storage, row bytes, slices. */
+typedef struct GridWalk {
+    bool sym;
+    KilnDType dt;
+    size_t rb;
+    int64_t len, per_row;
+} GridWalk;
+
+static GridWalk grid_walk(const KilnQuantSpec *spec, int64_t cols)
+{
+    GridWalk g = {.sym = spec->symmetric || kiln_qformat_is_fp8(spec->fmt)};
+    g.dt = kiln_qformat_storage(spec->fmt, g.sym);
+    g.rb = kiln_row_bytes(g.dt, cols);
+    g.len = slice_len(spec, cols);
+    g.per_row = slices_per_row(g.len, cols);
+    return g;
+}
+
+/* The grid point of element (r, c). */
+static KilnQParams grid_at(const KilnQuantSpec *spec, const GridWalk *g, const float *scales,
+                           const int32_t *zeros, int64_t r, int64_t c)
+{
+    int64_t si = spec->gran == KILN_GRAN_TENSOR ? 0 : r * g->per_row + c / g->len;
+    return (KilnQParams){scales[si], (zeros && !g->sym) ? zeros[si] : 0};
+}
+
 int kiln_dequantize_matrix(const KilnQuantSpec *spec, const void *codes, const float *scales,
                            const int32_t *zeros, int64_t rows, int64_t cols, float *out,
                            KilnDiag *d)
@@ -701,17 +727,13 @@ int kiln_dequantize_matrix(const KilnQuantSpec *spec, const void *codes, const f
     int rc = check_spec(spec, rows, cols, true, zeros, d);
     if (rc)
         return rc;
-    bool sym = spec->symmetric || kiln_qformat_is_fp8(spec->fmt);
-    KilnDType dt = kiln_qformat_storage(spec->fmt, sym);
-    size_t rb = kiln_row_bytes(dt, cols);
-    int64_t len = slice_len(spec, cols), per_row = slices_per_row(len, cols);
+    GridWalk g = grid_walk(spec, cols);
     for (int64_t r = 0; r < rows; r++) {
-        const uint8_t *row = (const uint8_t *)codes + (size_t)r * rb;
-        for (int64_t c = 0; c < cols; c++) {
-            int64_t si = spec->gran == KILN_GRAN_TENSOR ? 0 : r * per_row + c / len;
-            KilnQParams p = {scales[si], (zeros && !sym) ? zeros[si] : 0};
-            out[r * cols + c] = kiln_dequantize_value(spec->fmt, sym, p, kiln_code_get(dt, row, c));
-        }
+        const uint8_t *row = (const uint8_t *)codes + (size_t)r * g.rb;
+        for (int64_t c = 0; c < cols; c++)
+            out[r * cols + c] = kiln_dequantize_value(spec->fmt, g.sym,
+                                                      grid_at(spec, &g, scales, zeros, r, c),
+                                                      kiln_code_get(g.dt, row, c));
     }
     return 0;
 }
@@ -723,20 +745,18 @@ int kiln_quantize_matrix_with(const KilnQuantSpec *spec, const float *x, int64_t
     int rc = check_spec(spec, rows, cols, true, zeros, d);
     if (rc)
         return rc;
-    bool sym = spec->symmetric || kiln_qformat_is_fp8(spec->fmt);
-    KilnDType dt = kiln_qformat_storage(spec->fmt, sym);
-    size_t rb = kiln_row_bytes(dt, cols);
-    int64_t len = slice_len(spec, cols), per_row = slices_per_row(len, cols);
-    int64_t ns = spec->gran == KILN_GRAN_TENSOR ? 1 : rows * per_row;
+    GridWalk g = grid_walk(spec, cols);
+    bool sym = g.sym;
+    KilnDType dt = g.dt;
+    int64_t ns = spec->gran == KILN_GRAN_TENSOR ? 1 : rows * g.per_row;
     for (int64_t i = 0; i < ns; i++)
         if (!(scales[i] > 0.0f) || !isfinite(scales[i]))
             return kiln_diag_set(d, KILN_EINPUT, "scale %lld is %g: scales must be positive and finite",
                                  (long long)i, (double)scales[i]);
     for (int64_t r = 0; r < rows; r++) {
-        uint8_t *row = (uint8_t *)out + (size_t)r * rb;
+        uint8_t *row = (uint8_t *)out + (size_t)r * g.rb;
         for (int64_t c = 0; c < cols; c++) {
-            int64_t si = spec->gran == KILN_GRAN_TENSOR ? 0 : r * per_row + c / len;
-            KilnQParams p = {scales[si], (zeros && !sym) ? zeros[si] : 0};
+            KilnQParams p = grid_at(spec, &g, scales, zeros, r, c);
             int32_t code;
             if (kiln_qformat_is_int(spec->fmt)) { /* the storage's whole range: a grid chosen elsewhere
                                       * may use -8 / -128, which kiln's own rounding never does */

@@ -138,11 +138,12 @@ static uint64_t get_u64(const uint8_t *p)
     return v;
 }
 
-static int read_all(int fd, void *buf, size_t n)
+/* Reads (write false) or writes all n bytes, through short transfers and EINTR. */
+static int transfer_all(int fd, void *buf, size_t n, bool write_)
 {
     uint8_t *p = buf;
     while (n) {
-        ssize_t r = read(fd, p, n);
+        ssize_t r = write_ ? write(fd, p, n) : read(fd, p, n);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
@@ -153,20 +154,8 @@ static int read_all(int fd, void *buf, size_t n)
     return 0;
 }
 
-static int write_all(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n) {
-        ssize_t r = write(fd, p, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
+static int read_all(int fd, void *buf, size_t n) { return transfer_all(fd, buf, n, false); }
+static int write_all(int fd, const void *buf, size_t n) { return transfer_all(fd, (void *)buf, n, true); }
 
 /* Removes a damaged entry, but only if the name still refers to the file we read:
  * another process may have renamed a fresh entry over it meanwhile. */

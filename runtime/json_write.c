@@ -194,6 +194,24 @@ void kiln_jw_null(KilnJsonWriter *w)
     after_value(w);
 }
 
+void kiln_jw_kv_str(KilnJsonWriter *w, const char *key, const char *v)
+{
+    kiln_jw_key(w, key);
+    kiln_jw_string(w, v);
+}
+
+void kiln_jw_kv_int(KilnJsonWriter *w, const char *key, int64_t v)
+{
+    kiln_jw_key(w, key);
+    kiln_jw_int(w, v);
+}
+
+void kiln_jw_kv_bool(KilnJsonWriter *w, const char *key, bool v)
+{
+    kiln_jw_key(w, key);
+    kiln_jw_bool(w, v);
+}
+
 int kiln_jw_finish(KilnJsonWriter *w, KilnDiag *d)
 {
     if (!w->err[0] && (w->depth != 0 || !w->done))

@@ -182,6 +182,10 @@ void kiln_jw_int(KilnJsonWriter *w, int64_t v);
 void kiln_jw_double(KilnJsonWriter *w, double v);
 void kiln_jw_bool(KilnJsonWriter *w, bool v);
 void kiln_jw_null(KilnJsonWriter *w);
+/* A key and its value, in an object. */
+void kiln_jw_kv_str(KilnJsonWriter *w, const char *key, const char *v);
+void kiln_jw_kv_int(KilnJsonWriter *w, const char *key, int64_t v);
+void kiln_jw_kv_bool(KilnJsonWriter *w, const char *key, bool v);
 /* Writes a parsed tree (numbers that were integers stay integers). */
 void kiln_jw_value(KilnJsonWriter *w, const KilnJson *v);
 /* 0 when the document is complete and well formed and written without I/O error. */

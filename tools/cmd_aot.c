@@ -391,24 +391,6 @@ static int write_header(const Aot *s, const char *path)
     return fclose(f);
 }
 
-static void jw_kv_str(KilnJsonWriter *w, const char *k, const char *v)
-{
-    kiln_jw_key(w, k);
-    kiln_jw_string(w, v);
-}
-
-static void jw_kv_int(KilnJsonWriter *w, const char *k, int64_t v)
-{
-    kiln_jw_key(w, k);
-    kiln_jw_int(w, v);
-}
-
-static void jw_kv_bool(KilnJsonWriter *w, const char *k, bool v)
-{
-    kiln_jw_key(w, k);
-    kiln_jw_bool(w, v);
-}
-
 void tool_aot_jw_spec(KilnJsonWriter *w, const KilnQuantSpec *q, KilnDType storage, bool act,
                     bool calibrated)
 {
@@ -416,30 +398,30 @@ void tool_aot_jw_spec(KilnJsonWriter *w, const KilnQuantSpec *q, KilnDType stora
     spec_text(q, text, sizeof text);
     kiln_jw_begin_object(w);
     if (q->fmt == KILN_QF_NONE) { /* a layer the recipe leaves in f32: plain f32 weights */
-        jw_kv_str(w, "format", "none");
-        jw_kv_str(w, "dtype", kiln_dtype_name(storage));
+        kiln_jw_kv_str(w, "format", "none");
+        kiln_jw_kv_str(w, "dtype", kiln_dtype_name(storage));
         kiln_jw_end_object(w);
         return;
     }
-    jw_kv_str(w, "spec", text);
-    jw_kv_str(w, "format", kiln_qformat_name(q->fmt));
-    jw_kv_str(w, "dtype", kiln_dtype_name(storage));
-    jw_kv_bool(w, "symmetric", q->symmetric);
-    jw_kv_str(w, "granularity", kiln_gran_name(q->gran));
+    kiln_jw_kv_str(w, "spec", text);
+    kiln_jw_kv_str(w, "format", kiln_qformat_name(q->fmt));
+    kiln_jw_kv_str(w, "dtype", kiln_dtype_name(storage));
+    kiln_jw_kv_bool(w, "symmetric", q->symmetric);
+    kiln_jw_kv_str(w, "granularity", kiln_gran_name(q->gran));
     if (q->gran == KILN_GRAN_GROUP)
-        jw_kv_int(w, "group", q->group);
-    jw_kv_str(w, "calib", q->calib == KILN_CAL_PERCENTILE ? "percentile" : q->calib == KILN_CAL_MSE ? "mse" : "minmax");
+        kiln_jw_kv_int(w, "group", q->group);
+    kiln_jw_kv_str(w, "calib", q->calib == KILN_CAL_PERCENTILE ? "percentile" : q->calib == KILN_CAL_MSE ? "mse" : "minmax");
     if (q->calib == KILN_CAL_PERCENTILE) {
         kiln_jw_key(w, "pct");
         kiln_jw_double(w, q->pct);
     }
     if (act) {
-        jw_kv_bool(w, "dynamic", q->dynamic);
+        kiln_jw_kv_bool(w, "dynamic", q->dynamic);
         if (!q->dynamic) {
             kiln_jw_key(w, "scale");
             kiln_jw_double(w, q->scale);
-            jw_kv_int(w, "zero", q->zero);
-            jw_kv_str(w, "scale_source",
+            kiln_jw_kv_int(w, "zero", q->zero);
+            kiln_jw_kv_str(w, "scale_source",
                       calibrated ? "calibrated by kiln aot on a deterministic N(0,1) batch of "
                                    "M x K values (the batch `kiln run --seed S` uses, seed S+1000)"
                                  : "given by the recipe");
@@ -457,10 +439,10 @@ void tool_aot_jw_operands(KilnJsonWriter *w, const AotOperands *o)
         kiln_jw_null(w);
     else
         tool_aot_jw_spec(w, &o->aspec, o->adt, true, o->calibrated);
-    jw_kv_str(w, "act_dtype", kiln_dtype_name(o->weight_only ? o->act_dtype : KILN_F32));
-    jw_kv_str(w, "epilogue", epi_name((KilnEpilogue)o->epilogue));
-    jw_kv_bool(w, "bias", o->has_bias);
-    jw_kv_str(w, "out_dtype", kiln_dtype_name(o->out_dt));
+    kiln_jw_kv_str(w, "act_dtype", kiln_dtype_name(o->weight_only ? o->act_dtype : KILN_F32));
+    kiln_jw_kv_str(w, "epilogue", epi_name((KilnEpilogue)o->epilogue));
+    kiln_jw_kv_bool(w, "bias", o->has_bias);
+    kiln_jw_kv_str(w, "out_dtype", kiln_dtype_name(o->out_dt));
 }
 
 static void jw_args(KilnJsonWriter *w)
@@ -473,8 +455,8 @@ static void jw_args(KilnJsonWriter *w)
     kiln_jw_begin_array(w);
     for (int i = 0; i < 8; i++) {
         kiln_jw_begin_object(w);
-        jw_kv_str(w, "name", args[i][0]);
-        jw_kv_str(w, "type", args[i][1]);
+        kiln_jw_kv_str(w, "name", args[i][0]);
+        kiln_jw_kv_str(w, "type", args[i][1]);
         kiln_jw_end_object(w);
     }
     kiln_jw_end_array(w);
@@ -487,43 +469,43 @@ static void jw_kernel(KilnJsonWriter *w, const Aot *s, const AotKernel *k)
     char obj[96];
     snprintf(obj, sizeof obj, "obj/%s.o", k->symbol);
     kiln_jw_begin_object(w);
-    jw_kv_str(w, "name", k->symbol);
-    jw_kv_str(w, "symbol", k->symbol);
-    jw_kv_str(w, "layer", first->name);
+    kiln_jw_kv_str(w, "name", k->symbol);
+    kiln_jw_kv_str(w, "symbol", k->symbol);
+    kiln_jw_kv_str(w, "layer", first->name);
     kiln_jw_key(w, "layers");
     kiln_jw_begin_array(w);
     for (int i = 0; i < s->nlayers; i++)
         if (s->layers[i].kernel == k - s->kernels)
             kiln_jw_string(w, s->layers[i].name);
     kiln_jw_end_array(w);
-    jw_kv_str(w, "recipe", kiln_recipe_name(s->r));
-    jw_kv_int(w, "M", 0); /* any M at run time */
-    jw_kv_int(w, "N", first->N);
-    jw_kv_int(w, "K", first->K);
+    kiln_jw_kv_str(w, "recipe", kiln_recipe_name(s->r));
+    kiln_jw_kv_int(w, "M", 0); /* any M at run time */
+    kiln_jw_kv_int(w, "N", first->N);
+    kiln_jw_kv_int(w, "K", first->K);
     if (s->t.kind == KILN_TGT_CUDA) {
-        jw_kv_str(w, "why", k->why);
+        kiln_jw_kv_str(w, "why", k->why);
         tool_aot_gpu_json(w, &k->gpu, k->symbol, k->calibrated);
         kiln_jw_end_object(w);
         return;
     }
-    jw_kv_str(w, "layout", l->name);
-    jw_kv_str(w, "pass_layout", k->pass_layout);
-    jw_kv_str(w, "why", k->why);
-    jw_kv_str(w, "isa", l->isa);
+    kiln_jw_kv_str(w, "layout", l->name);
+    kiln_jw_kv_str(w, "pass_layout", k->pass_layout);
+    kiln_jw_kv_str(w, "why", k->why);
+    kiln_jw_kv_str(w, "isa", l->isa);
     if (s->t.tune) { /* the traits the layout was chosen for (ir/target.h) */
         char tune[64];
-        jw_kv_str(w, "tune", kiln_tune_str(s->t.tune, tune, sizeof tune));
+        kiln_jw_kv_str(w, "tune", kiln_tune_str(s->t.tune, tune, sizeof tune));
     }
-    jw_kv_int(w, "nr", l->NR);
-    jw_kv_int(w, "kr", l->KR);
-    jw_kv_int(w, "pack_bytes", (int64_t)l->pack_bytes);
-    jw_kv_int(w, "scratch_per_row", (int64_t)l->scratch_per_row);
-    jw_kv_int(w, "scratch_fixed", (int64_t)l->scratch_fixed);
+    kiln_jw_kv_int(w, "nr", l->NR);
+    kiln_jw_kv_int(w, "kr", l->KR);
+    kiln_jw_kv_int(w, "pack_bytes", (int64_t)l->pack_bytes);
+    kiln_jw_kv_int(w, "scratch_per_row", (int64_t)l->scratch_per_row);
+    kiln_jw_kv_int(w, "scratch_fixed", (int64_t)l->scratch_fixed);
     AotOperands ops = {l->wspec, l->wdt, l->weight_only, l->aspec, l->adt, l->act_dtype,
                        (int)l->epilogue, l->has_bias, l->out_dt, k->calibrated};
     tool_aot_jw_operands(w, &ops);
-    jw_kv_str(w, "object", obj);
-    jw_kv_int(w, "object_bytes", (int64_t)k->obj_bytes);
+    kiln_jw_kv_str(w, "object", obj);
+    kiln_jw_kv_int(w, "object_bytes", (int64_t)k->obj_bytes);
     jw_args(w);
     kiln_jw_end_object(w);
 }
@@ -536,22 +518,22 @@ static int write_manifest(const Aot *s, const char *path, KilnDiag *d)
     KilnJsonWriter w;
     kiln_jw_init(&w, f);
     kiln_jw_begin_object(&w);
-    jw_kv_str(&w, "kiln_version", KILN_VERSION);
+    kiln_jw_kv_str(&w, "kiln_version", KILN_VERSION);
     bool gpu = s->t.kind == KILN_TGT_CUDA;
     if (!gpu)
-        jw_kv_str(&w, "llvm_version", kiln_cpu_llvm_version());
-    jw_kv_str(&w, "abi", gpu ? "ptx-1" : "qgemm-1");
-    jw_kv_str(&w, "target", s->t.name);
-    jw_kv_str(&w, "recipe", kiln_recipe_name(s->r));
-    jw_kv_str(&w, "recipe_file", s->a->recipe);
+        kiln_jw_kv_str(&w, "llvm_version", kiln_cpu_llvm_version());
+    kiln_jw_kv_str(&w, "abi", gpu ? "ptx-1" : "qgemm-1");
+    kiln_jw_kv_str(&w, "target", s->t.name);
+    kiln_jw_kv_str(&w, "recipe", kiln_recipe_name(s->r));
+    kiln_jw_kv_str(&w, "recipe_file", s->a->recipe);
     if (s->t.kind == KILN_TGT_CUDA) {
         KilnDiag nd = {0};
         const char *v = kiln_nvrtc_version(&nd);
-        jw_kv_str(&w, "kind", "cuda"); /* no "library": runtime/cuda.h loads the cubins */
-        jw_kv_str(&w, "nvrtc_version", v ? v : "");
+        kiln_jw_kv_str(&w, "kind", "cuda"); /* no "library": runtime/cuda.h loads the cubins */
+        kiln_jw_kv_str(&w, "nvrtc_version", v ? v : "");
     } else {
-        jw_kv_str(&w, "library", "libkiln_kernels.so");
-        jw_kv_str(&w, "header", "kiln_kernels.h");
+        kiln_jw_kv_str(&w, "library", "libkiln_kernels.so");
+        kiln_jw_kv_str(&w, "header", "kiln_kernels.h");
     }
     kiln_jw_key(&w, "kernels");
     kiln_jw_begin_array(&w);
@@ -563,10 +545,10 @@ static int write_manifest(const Aot *s, const char *path, KilnDiag *d)
     for (int i = 0; i < s->nlayers; i++) {
         const AotLayer *l = &s->layers[i];
         kiln_jw_begin_object(&w);
-        jw_kv_str(&w, "name", l->name);
-        jw_kv_int(&w, "M", l->M);
-        jw_kv_int(&w, "N", l->N);
-        jw_kv_int(&w, "K", l->K);
+        kiln_jw_kv_str(&w, "name", l->name);
+        kiln_jw_kv_int(&w, "M", l->M);
+        kiln_jw_kv_int(&w, "N", l->N);
+        kiln_jw_kv_int(&w, "K", l->K);
         kiln_jw_key(&w, "kernel");
         if (l->kernel >= 0)
             kiln_jw_string(&w, s->kernels[l->kernel].symbol);

@@ -386,6 +386,33 @@ extern "C" __global__ void __launch_bounds__(128) KNAME(gemv)(const float *x, i6
 #define ROWB_W (BK * WBITS / 8)
 #define SW_STRIDE (ROWB_W + 16)
 
+// The A fragments of the warp's two 16-row m tiles of smem tile tA: row is the warp's
+// first row (g added), koff the byte offset of the k slice, as mma.m16n8k32 (bytes) /
+// m16n8k16 (16-bit pairs) reads them.
+static __device__ __forceinline__ void afrags(u32 af[2][4], const u8 *tA, int row, int koff, int tg)
+{
+    #pragma unroll
+    for (int mt = 0; mt < 2; mt++) {
+        const u8 *r0 = tA + (row + mt * 16) * SA_STRIDE + koff;
+        af[mt][0] = *(const u32 *)(r0 + tg * 4);
+        af[mt][1] = *(const u32 *)(r0 + 8 * SA_STRIDE + tg * 4);
+        af[mt][2] = *(const u32 *)(r0 + 16 + tg * 4);
+        af[mt][3] = *(const u32 *)(r0 + 8 * SA_STRIDE + 16 + tg * 4);
+    }
+}
+
+// The output row and column of accumulator element c of the warp's m tile mt / n tile
+// nt (the mma C fragment: rows g and g + 8, columns 2·tg and 2·tg + 1), from the warp's
+// first row / column.
+static __device__ __forceinline__ i64 acc_row(i64 m_warp, int mt, int g, int c)
+{
+    return m_warp + mt * 16 + g + (c >= 2 ? 8 : 0);
+}
+static __device__ __forceinline__ i64 acc_col(i64 n_warp, int nt, int tg, int c)
+{
+    return n_warp + nt * 8 + tg * 2 + (c & 1);
+}
+
 static __device__ __forceinline__ u32 smem_addr(const void *p)
 {
     u32 a;
@@ -568,14 +595,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
         const u8 *tA = sA[kt & 1], *tW = sW[kt & 1];
 #if FAM == FAM_S8 || FAM == FAM_FP8
         u32 af[2][4], bf[4][2];
-        #pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
-            const u8 *r0 = tA + (wm * 32 + mt * 16 + g) * SA_STRIDE;
-            af[mt][0] = *(const u32 *)(r0 + tg * 4);
-            af[mt][1] = *(const u32 *)(r0 + 8 * SA_STRIDE + tg * 4);
-            af[mt][2] = *(const u32 *)(r0 + 16 + tg * 4);
-            af[mt][3] = *(const u32 *)(r0 + 8 * SA_STRIDE + 16 + tg * 4);
-        }
+        afrags(af, tA, wm * 32 + g, 0, tg);
         #pragma unroll
         for (int nt = 0; nt < 4; nt++) {
             const u8 *wr = tW + (wn * 32 + nt * 8 + g) * SW_STRIDE;
@@ -595,14 +615,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
         #pragma unroll
         for (int ks = 0; ks < 2; ks++) {
             u32 af[2][4], bf[4][2];
-            #pragma unroll
-            for (int mt = 0; mt < 2; mt++) {
-                const u8 *r0 = tA + (wm * 32 + mt * 16 + g) * SA_STRIDE + ks * 32;
-                af[mt][0] = *(const u32 *)(r0 + tg * 4);
-                af[mt][1] = *(const u32 *)(r0 + 8 * SA_STRIDE + tg * 4);
-                af[mt][2] = *(const u32 *)(r0 + 16 + tg * 4);
-                af[mt][3] = *(const u32 *)(r0 + 8 * SA_STRIDE + 16 + tg * 4);
-            }
+            afrags(af, tA, wm * 32 + g, ks * 32, tg);
             #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
                 const u8 *wr = tW + (wn * 32 + nt * 8 + g) * SW_STRIDE;
@@ -623,8 +636,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
                 for (int nt = 0; nt < 4; nt++)
                     #pragma unroll
                     for (int c = 0; c < 4; c++) {
-                        i64 m = m0 + wm * 32 + mt * 16 + g + (c >= 2 ? 8 : 0);
-                        i64 n = n0 + wn * 32 + nt * 8 + tg * 2 + (c & 1);
+                        i64 m = acc_row(m0 + wm * 32, mt, g, c), n = acc_col(n0 + wn * 32, nt, tg, c);
                         if (m < M && n < N_) {
 #if FAM == FAM_S8
                             u32 I = (u32)acc[mt][nt][c];
@@ -658,8 +670,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
         for (int nt = 0; nt < 4; nt++)
             #pragma unroll
             for (int c = 0; c < 4; c++) {
-                i64 m = m0 + wm * 32 + mt * 16 + g + (c >= 2 ? 8 : 0);
-                i64 n = n0 + wn * 32 + nt * 8 + tg * 2 + (c & 1);
+                i64 m = acc_row(m0 + wm * 32, mt, g, c), n = acc_col(n0 + wn * 32, nt, tg, c);
                 if (m < M && n < N_)
                     store_y(y, m * N_ + n, epilogue(finish(outer[mt][nt][c], m, s), n, bias));
             }

@@ -92,6 +92,7 @@ static int doc_open(Doc *j, KilnDiag *d)
     if (!(j->f = open_memstream(&j->buf, &j->len)))
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     kiln_jw_init(&j->w, j->f);
+    kiln_jw_begin_object(&j->w); /* every document is one object */
     return 0;
 }
 
@@ -110,24 +111,6 @@ static int doc_close(Doc *j, KilnCheckpoint *c, const char *name, char **text, K
     }
     free(j->buf);
     return rc;
-}
-
-static void key_int(KilnJsonWriter *w, const char *k, int64_t v)
-{
-    kiln_jw_key(w, k);
-    kiln_jw_int(w, v);
-}
-
-static void key_str(KilnJsonWriter *w, const char *k, const char *v)
-{
-    kiln_jw_key(w, k);
-    kiln_jw_string(w, v);
-}
-
-static void key_bool(KilnJsonWriter *w, const char *k, bool v)
-{
-    kiln_jw_key(w, k);
-    kiln_jw_bool(w, v);
 }
 
 /* A float32 as the shortest decimal that reads back as it (1e-05, not 9.99999974e-06). */
@@ -168,10 +151,10 @@ static const char *tok_text(const KilnTokenizer *t, int32_t id)
 static void byte_level(KilnJsonWriter *w, bool prefix_space, bool trim_offsets)
 {
     kiln_jw_begin_object(w);
-    key_str(w, "type", "ByteLevel");
-    key_bool(w, "add_prefix_space", prefix_space);
-    key_bool(w, "trim_offsets", trim_offsets);
-    key_bool(w, "use_regex", true);
+    kiln_jw_kv_str(w, "type", "ByteLevel");
+    kiln_jw_kv_bool(w, "add_prefix_space", prefix_space);
+    kiln_jw_kv_bool(w, "trim_offsets", trim_offsets);
+    kiln_jw_kv_bool(w, "use_regex", true);
     kiln_jw_end_object(w);
 }
 
@@ -213,13 +196,13 @@ static void added_tokens(KilnJsonWriter *w, const KilnTokenizer *t)
         if (!t->is_special[id] || !tok_text(t, id))
             continue;
         kiln_jw_begin_object(w);
-        key_int(w, "id", id);
-        key_str(w, "content", t->tok[id]);
-        key_bool(w, "single_word", false);
-        key_bool(w, "lstrip", false);
-        key_bool(w, "rstrip", false);
-        key_bool(w, "normalized", false);
-        key_bool(w, "special", true);
+        kiln_jw_kv_int(w, "id", id);
+        kiln_jw_kv_str(w, "content", t->tok[id]);
+        kiln_jw_kv_bool(w, "single_word", false);
+        kiln_jw_kv_bool(w, "lstrip", false);
+        kiln_jw_kv_bool(w, "rstrip", false);
+        kiln_jw_kv_bool(w, "normalized", false);
+        kiln_jw_kv_bool(w, "special", true);
         kiln_jw_end_object(w);
     }
     kiln_jw_end_array(w);
@@ -233,12 +216,12 @@ static void pre_tokenizer(KilnJsonWriter *w, const KilnTokenizer *t)
         return;
     }
     kiln_jw_begin_object(w);
-    key_str(w, "type", "Sequence");
+    kiln_jw_kv_str(w, "type", "Sequence");
     kiln_jw_key(w, "pretokenizers");
     kiln_jw_begin_array(w);
     kiln_jw_begin_object(w);
-    key_str(w, "type", "Digits");
-    key_bool(w, "individual_digits", true);
+    kiln_jw_kv_str(w, "type", "Digits");
+    kiln_jw_kv_bool(w, "individual_digits", true);
     kiln_jw_end_object(w);
     byte_level(w, false, true);
     kiln_jw_end_array(w);
@@ -281,7 +264,7 @@ static int bpe_model(KilnJsonWriter *w, const KilnTokenizer *t, const Merge *mg,
 {
     kiln_jw_key(w, "model");
     kiln_jw_begin_object(w);
-    key_str(w, "type", "BPE");
+    kiln_jw_kv_str(w, "type", "BPE");
     kiln_jw_key(w, "dropout");
     kiln_jw_null(w);
     kiln_jw_key(w, "unk_token");
@@ -290,9 +273,9 @@ static int bpe_model(KilnJsonWriter *w, const KilnTokenizer *t, const Merge *mg,
     kiln_jw_null(w);
     kiln_jw_key(w, "end_of_word_suffix");
     kiln_jw_null(w);
-    key_bool(w, "fuse_unk", false);
-    key_bool(w, "byte_fallback", false);
-    key_bool(w, "ignore_merges", false);
+    kiln_jw_kv_bool(w, "fuse_unk", false);
+    kiln_jw_kv_bool(w, "byte_fallback", false);
+    kiln_jw_kv_bool(w, "ignore_merges", false);
     kiln_jw_key(w, "vocab");
     kiln_jw_begin_object(w);
     for (int32_t id = 0; id < t->n; id++) {
@@ -324,8 +307,7 @@ static int write_tokenizer_json(const KilnTokenizer *t, KilnCheckpoint *c, KilnD
         return rc;
     }
     KilnJsonWriter *w = &j.w;
-    kiln_jw_begin_object(w);
-    key_str(w, "version", "1.0");
+    kiln_jw_kv_str(w, "version", "1.0");
     kiln_jw_key(w, "truncation");
     kiln_jw_null(w);
     kiln_jw_key(w, "padding");
@@ -357,25 +339,23 @@ static int write_tokenizer_config(const KilnLlama *m, KilnCheckpoint *c, KilnDia
     if (rc)
         return rc;
     KilnJsonWriter *w = &j.w;
-    kiln_jw_begin_object(w);
     /* kiln's BPE adds no BOS (docs/models.md); say so, so HF encodes the same ids */
-    key_bool(w, "add_bos_token", false);
-    key_bool(w, "add_eos_token", false);
-    key_bool(w, "add_prefix_space", false);
-    key_str(w, "bos_token", tok_text(t, t->bos));
-    key_str(w, "eos_token", tok_text(t, t->eos));
-    key_str(w, "unk_token", tok_text(t, t->unk));
-    key_str(w, "pad_token", tok_text(t, t->pad));
-    key_bool(w, "clean_up_tokenization_spaces", false);
-    key_int(w, "model_max_length", m->ctx_max);
-    key_str(w, "tokenizer_class", "GPT2Tokenizer");
+    kiln_jw_kv_bool(w, "add_bos_token", false);
+    kiln_jw_kv_bool(w, "add_eos_token", false);
+    kiln_jw_kv_bool(w, "add_prefix_space", false);
+    kiln_jw_kv_str(w, "bos_token", tok_text(t, t->bos));
+    kiln_jw_kv_str(w, "eos_token", tok_text(t, t->eos));
+    kiln_jw_kv_str(w, "unk_token", tok_text(t, t->unk));
+    kiln_jw_kv_str(w, "pad_token", tok_text(t, t->pad));
+    kiln_jw_kv_bool(w, "clean_up_tokenization_spaces", false);
+    kiln_jw_kv_int(w, "model_max_length", m->ctx_max);
+    kiln_jw_kv_str(w, "tokenizer_class", "GPT2Tokenizer");
     kiln_jw_end_object(w);
     rc = doc_close(&j, c, "tokenizer_config.json", NULL, d);
     if (rc)
         return rc;
     if ((rc = doc_open(&j, d)))
         return rc;
-    kiln_jw_begin_object(w);
     key_id(w, "bos_token_id", t->bos);
     key_id(w, "eos_token_id", t->eos);
     if (t->pad >= 0)
@@ -394,38 +374,37 @@ static int llama_config(const KilnLlama *m, bool tied, bool attn_bias, bool mlp_
     if (rc)
         return rc;
     KilnJsonWriter *w = &j.w;
-    kiln_jw_begin_object(w);
     kiln_jw_key(w, "architectures");
     kiln_jw_begin_array(w);
     kiln_jw_string(w, "LlamaForCausalLM");
     kiln_jw_end_array(w);
-    key_str(w, "model_type", "llama");
-    key_int(w, "vocab_size", m->vocab);
-    key_int(w, "hidden_size", m->d);
-    key_int(w, "intermediate_size", m->ffn);
-    key_int(w, "num_hidden_layers", m->nlayers);
-    key_int(w, "num_attention_heads", m->nh);
-    key_int(w, "num_key_value_heads", m->nkv);
-    key_int(w, "head_dim", m->hd);
-    key_str(w, "hidden_act", "silu");
-    key_int(w, "max_position_embeddings", m->ctx_max);
+    kiln_jw_kv_str(w, "model_type", "llama");
+    kiln_jw_kv_int(w, "vocab_size", m->vocab);
+    kiln_jw_kv_int(w, "hidden_size", m->d);
+    kiln_jw_kv_int(w, "intermediate_size", m->ffn);
+    kiln_jw_kv_int(w, "num_hidden_layers", m->nlayers);
+    kiln_jw_kv_int(w, "num_attention_heads", m->nh);
+    kiln_jw_kv_int(w, "num_key_value_heads", m->nkv);
+    kiln_jw_kv_int(w, "head_dim", m->hd);
+    kiln_jw_kv_str(w, "hidden_act", "silu");
+    kiln_jw_kv_int(w, "max_position_embeddings", m->ctx_max);
     key_f32(w, "rms_norm_eps", m->eps);
     key_f32(w, "rope_theta", m->theta);
     kiln_jw_key(w, "rope_scaling");
     kiln_jw_null(w);
-    key_bool(w, "attention_bias", attn_bias);
-    key_bool(w, "mlp_bias", mlp_bias);
+    kiln_jw_kv_bool(w, "attention_bias", attn_bias);
+    kiln_jw_kv_bool(w, "mlp_bias", mlp_bias);
     key_f32(w, "attention_dropout", 0.0f);
     key_f32(w, "initializer_range", 0.02f);
-    key_int(w, "pretraining_tp", 1);
-    key_bool(w, "use_cache", true);
-    key_bool(w, "tie_word_embeddings", tied);
+    kiln_jw_kv_int(w, "pretraining_tp", 1);
+    kiln_jw_kv_bool(w, "use_cache", true);
+    kiln_jw_kv_bool(w, "tie_word_embeddings", tied);
     key_id(w, "bos_token_id", m->tok->bos);
     key_id(w, "eos_token_id", m->tok->eos);
     if (m->tok->pad >= 0)
         key_id(w, "pad_token_id", m->tok->pad);
     /* the writer stores plain tensors and scales in f32 */
-    key_str(w, "torch_dtype", "float32");
+    kiln_jw_kv_str(w, "torch_dtype", "float32");
     kiln_jw_end_object(w);
     char *text = NULL;
     if ((rc = doc_close(&j, c, NULL, &text, d)))

@@ -64,49 +64,26 @@ static int read_config(KilnLlama *m, const KilnHfDir *h, bool *tied, KilnDiag *d
     return 0;
 }
 
-static int load_layers(KilnLlama *m, KilnHfDir *h, KilnDiag *d)
+static int hf_vec(void *h, const char *name, int64_t numel, float **out, KilnDiag *d)
 {
-    int64_t D = m->d;
-    char name[200];
-    int rc = kiln_hf_take(h, "model.embed_tokens.weight", (int64_t)m->vocab * D, &m->emb, d);
-    if (!rc)
-        rc = kiln_hf_take(h, "model.norm.weight", D, &m->out_norm, d);
-    for (int i = 0; !rc && i < m->nlayers; i++) {
-        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", i);
-        rc = kiln_hf_take(h, name, D, &m->attn_norm[i], d);
-        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", i);
-        if (!rc)
-            rc = kiln_hf_take(h, name, D, &m->ffn_norm[i], d);
-        for (int j = 0; !rc && j < L_PER; j++) {
-            KilnLinear *l = &m->lin[i * L_PER + j];
-            kiln_llama_linear_init(m, i, j, l);
-            snprintf(l->src, sizeof l->src, "%s", l->name);
-            rc = kiln_hf_linear(h, l->name, l, false, d);
-            /* the checkpoint is this loader's until the model takes it: stored may change */
-            if (!rc && (j == L_Q || j == L_K))
-                rc = permute_linear(l, (KilnQLinear *)l->stored, j == L_Q ? m->nh : m->nkv, d);
-        }
-    }
-    return rc;
+    return kiln_hf_take(h, name, numel, out, d);
 }
 
-static int load_head(KilnLlama *m, KilnHfDir *h, bool tied, KilnDiag *d)
+static bool hf_has_head(void *ctx)
 {
-    KilnLinear *head = &m->lin[m->nlayers * L_PER];
-    snprintf(head->name, sizeof head->name, "lm_head");
-    head->N = m->vocab, head->K = m->d;
-    if (kiln_hf_has(h, "lm_head.weight") || kiln_checkpoint_find(h->ck, "lm_head")) {
-        snprintf(head->src, sizeof head->src, "lm_head");
-        return kiln_hf_linear(h, "lm_head", head, false, d);
-    }
-    if (!tied)
-        return ERR("%s: no lm_head.weight and tie_word_embeddings is false", h->dir);
-    snprintf(head->src, sizeof head->src, "model.embed_tokens");
-    size_t n = sizeof(float) * (size_t)(head->N * head->K);
-    if (!(head->w = malloc(n)))
-        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    memcpy(head->w, m->emb, n);
-    return 0;
+    KilnHfDir *h = ctx;
+    return kiln_hf_has(h, "lm_head.weight") || kiln_checkpoint_find(h->ck, "lm_head");
+}
+
+static int hf_linear(void *h, KilnLlama *m, int layer, int j, KilnLinear *l, KilnDiag *d)
+{
+    (void)layer;
+    snprintf(l->src, sizeof l->src, "%s", l->name);
+    int rc = kiln_hf_linear(h, l->name, l, false, d);
+    /* the checkpoint is this loader's until the model takes it: stored may change */
+    if (!rc && (j == L_Q || j == L_K))
+        rc = permute_linear(l, (KilnQLinear *)l->stored, j == L_Q ? m->nh : m->nkv, d);
+    return rc;
 }
 
 int kiln_llama_load_hf(const char *dir, KilnLlama **out, KilnDiag *d)
@@ -119,17 +96,14 @@ int kiln_llama_load_hf(const char *dir, KilnLlama **out, KilnDiag *d)
     KilnLlama *m = calloc(1, sizeof *m);
     bool tied = false;
     rc = m ? read_config(m, &h, &tied, d) : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    if (!rc) {
-        m->attn_norm = calloc((size_t)m->nlayers, sizeof(float *));
-        m->ffn_norm = calloc((size_t)m->nlayers, sizeof(float *));
-        m->lin = calloc((size_t)m->nlayers * L_PER + 1, sizeof *m->lin);
-        if (!m->attn_norm || !m->ffn_norm || !m->lin)
-            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    }
+    const KilnLlamaSource src = {
+        .where = dir, .emb = "model.embed_tokens.weight", .out_norm = "model.norm.weight",
+        .attn_norm = "model.layers.%d.input_layernorm.weight",
+        .ffn_norm = "model.layers.%d.post_attention_layernorm.weight", .head = "lm_head.weight",
+        .tied_src = "model.embed_tokens", .tied = tied, .ctx = &h, .vec = hf_vec,
+        .has_head = hf_has_head, .linear = hf_linear};
     if (!rc)
-        rc = load_layers(m, &h, d);
-    if (!rc)
-        rc = load_head(m, &h, tied, d);
+        rc = kiln_llama_load_tensors(m, &src, d);
     int bos = -1, eos = -1;
     const KilnJson *v;
     if (!rc && (v = kiln_json_get(h.config, "bos_token_id")) && v->is_int)

@@ -69,25 +69,28 @@ void kiln_llama_linear_init(const KilnLlama *m, int layer, int j, KilnLinear *l)
     l->K = j == L_DOWN ? m->ffn : D;
 }
 
-static int load_all(KilnLlama *m, const KilnModelFile *mf, KilnDiag *d)
+int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d)
 {
+    m->attn_norm = calloc((size_t)m->nlayers, sizeof(float *));
+    m->ffn_norm = calloc((size_t)m->nlayers, sizeof(float *));
+    m->lin = calloc((size_t)m->nlayers * L_PER + 1, sizeof *m->lin);
+    if (!m->attn_norm || !m->ffn_norm || !m->lin)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     int64_t D = m->d;
     char name[200];
-    int rc = load(mf, "token_embd.weight", (int64_t)m->vocab * D, &m->emb, d);
+    int rc = s->vec(s->ctx, s->emb, (int64_t)m->vocab * D, &m->emb, d);
     if (!rc)
-        rc = load(mf, "output_norm.weight", D, &m->out_norm, d);
+        rc = s->vec(s->ctx, s->out_norm, D, &m->out_norm, d);
     for (int i = 0; !rc && i < m->nlayers; i++) {
-        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", i);
-        rc = load(mf, name, D, &m->attn_norm[i], d);
-        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", i);
+        snprintf(name, sizeof name, s->attn_norm, i);
+        rc = s->vec(s->ctx, name, D, &m->attn_norm[i], d);
+        snprintf(name, sizeof name, s->ffn_norm, i);
         if (!rc)
-            rc = load(mf, name, D, &m->ffn_norm[i], d);
+            rc = s->vec(s->ctx, name, D, &m->ffn_norm[i], d);
         for (int j = 0; !rc && j < L_PER; j++) {
             KilnLinear *l = &m->lin[i * L_PER + j];
             kiln_llama_linear_init(m, i, j, l);
-            snprintf(l->src, sizeof l->src, "blk.%d.%s", i, gguf_names[j]);
-            snprintf(name, sizeof name, "%s.weight", l->src);
-            rc = load(mf, name, l->N * l->K, &l->w, d);
+            rc = s->linear(s->ctx, m, i, j, l, d);
         }
     }
     if (rc)
@@ -95,17 +98,36 @@ static int load_all(KilnLlama *m, const KilnModelFile *mf, KilnDiag *d)
     KilnLinear *head = &m->lin[m->nlayers * L_PER];
     snprintf(head->name, sizeof head->name, "lm_head");
     head->N = m->vocab, head->K = D;
-    if (kiln_mf_find(mf, "output.weight")) {
-        snprintf(head->src, sizeof head->src, "output");
-        return load(mf, "output.weight", head->N * D, &head->w, d);
-    }
-    /* tied embeddings: the output head is token_embd */
-    snprintf(head->src, sizeof head->src, "token_embd");
-    head->w = malloc(sizeof(float) * (size_t)(head->N * D));
-    if (!head->w)
+    if (s->has_head(s->ctx))
+        return s->linear(s->ctx, m, m->nlayers, L_PER, head, d);
+    if (!s->tied)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: no %s and tie_word_embeddings is false",
+                             s->where, s->head);
+    snprintf(head->src, sizeof head->src, "%s", s->tied_src); /* the head is the embeddings */
+    size_t n = sizeof(float) * (size_t)(head->N * D);
+    if (!(head->w = malloc(n)))
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    memcpy(head->w, m->emb, sizeof(float) * (size_t)(head->N * D));
+    memcpy(head->w, m->emb, n);
     return 0;
+}
+
+static int gguf_vec(void *mf, const char *name, int64_t numel, float **out, KilnDiag *d)
+{
+    return load(mf, name, numel, out, d);
+}
+
+static bool gguf_has_head(void *mf) { return kiln_mf_find(mf, "output.weight") != NULL; }
+
+static int gguf_linear(void *mf, KilnLlama *m, int layer, int j, KilnLinear *l, KilnDiag *d)
+{
+    (void)m;
+    char name[200];
+    if (j == L_PER)
+        snprintf(l->src, sizeof l->src, "output");
+    else
+        snprintf(l->src, sizeof l->src, "blk.%d.%s", layer, gguf_names[j]);
+    snprintf(name, sizeof name, "%s.weight", l->src);
+    return load(mf, name, l->N * l->K, &l->w, d);
 }
 
 int kiln_llama_load(const char *path, KilnLlama **out, KilnDiag *d)
@@ -152,15 +174,13 @@ int kiln_llama_load(const char *path, KilnLlama **out, KilnDiag *d)
         if (!m->vocab)
             rc = kiln_diag_set(d, KILN_EINPUT, "GGUF: no 2-D token_embd.weight");
     }
-    if (!rc) {
-        m->attn_norm = calloc((size_t)m->nlayers, sizeof(float *));
-        m->ffn_norm = calloc((size_t)m->nlayers, sizeof(float *));
-        m->lin = calloc((size_t)m->nlayers * L_PER + 1, sizeof *m->lin);
-        if (!m->attn_norm || !m->ffn_norm || !m->lin)
-            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    }
+    const KilnLlamaSource src = {
+        .where = path, .emb = "token_embd.weight", .out_norm = "output_norm.weight",
+        .attn_norm = "blk.%d.attn_norm.weight", .ffn_norm = "blk.%d.ffn_norm.weight",
+        .head = "output.weight", .tied_src = "token_embd", .tied = true, .ctx = mf,
+        .vec = gguf_vec, .has_head = gguf_has_head, .linear = gguf_linear};
     if (!rc)
-        rc = load_all(m, mf, d);
+        rc = kiln_llama_load_tensors(m, &src, d);
     KilnDiag td = {0};
     if (!rc && kiln_tok_bpe_from_gguf(mf, &m->tok, &td))
         kiln_diag_format(&td, m->tok_err, sizeof m->tok_err);

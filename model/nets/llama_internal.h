@@ -27,6 +27,25 @@ extern const char *const kiln_llama_hf_names[L_PER];
 /* Linear j (L_*) of block `layer`: its HF name, N, K and the model's own activation. */
 void kiln_llama_linear_init(const KilnLlama *m, int layer, int j, KilnLinear *l);
 
+/* Where a loader reads the network's tensors: their names in that file format and how to
+ * read a vector and a linear layer. One walk over KilnLlama's tensors serves GGUF files
+ * (llama.c) and Hugging Face directories (hf_llama.c). */
+typedef struct KilnLlamaSource {
+    const char *where;               /* the file or directory, for errors */
+    const char *emb, *out_norm;      /* tensor names */
+    const char *attn_norm, *ffn_norm; /* printf formats, %d: the block */
+    const char *head, *tied_src;     /* the output head's name; its source when tied */
+    bool tied;                       /* the head may be the embeddings when absent */
+    void *ctx;
+    int (*vec)(void *ctx, const char *name, int64_t numel, float **out, KilnDiag *d);
+    bool (*has_head)(void *ctx);
+    /* Linear j (L_*) of block `layer`, or the head (j = L_PER): l has its name, N and K. */
+    int (*linear)(void *ctx, KilnLlama *m, int layer, int j, KilnLinear *l, KilnDiag *d);
+} KilnLlamaSource;
+
+/* Allocates the per-block tables of m (its sizes set) and reads every tensor from s. */
+int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d);
+
 /* hf_llama.c: loads a Llama from a Hugging Face directory (config.json, *.safetensors,
  * tokenizer.json), plain or quantized (model/checkpoints/checkpoint.h). */
 int kiln_llama_load_hf(const char *dir, KilnLlama **out, KilnDiag *d);
