@@ -1,6 +1,7 @@
-/* ir/calib.c — the error a format makes on data (kiln_fake_quantize) and choosing a
- * static range from data by rule (kiln_calib_range), including the MSE-optimal clip.
- * docs/numerics.md and docs/quant.md describe both. */
+/* ir/calib.c — the error a format makes on data (kiln_fake_quantize), how far one output
+ * is from another (kiln_error_stats), and choosing a static range from data by rule
+ * (kiln_calib_range), including the MSE-optimal clip. docs/numerics.md and docs/quant.md
+ * describe them. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,4 +285,25 @@ KilnQParams kiln_calib_static(const KilnQuantSpec *q, const float *x, int64_t n)
     float lo, hi;
     kiln_calib_range(q, x, n, 1, &lo, &hi);
     return kiln_qparams_from_range(q->fmt, q->symmetric, lo, hi);
+}
+
+/* ------------------------------------------------------------------ error stats */
+
+KilnErrStats kiln_error_stats(const float *ref, const float *y, int64_t n)
+{
+    KilnErrStats s = {0, 0, INFINITY};
+    double maxref = 0, sig = 0, noise = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double r = ref[i], e = fabs((double)ref[i] - (double)y[i]);
+        if (isnan(e)) /* a NaN where the reference has none (or vice versa) is total error */
+            e = (isnan(r) && isnan(y[i])) ? 0 : INFINITY;
+        s.max_abs = e > s.max_abs ? e : s.max_abs;
+        maxref = fabs(r) > maxref ? fabs(r) : maxref;
+        sig += isfinite(r) ? r * r : 0;
+        noise += e * e;
+    }
+    s.rel = maxref > 0 ? s.max_abs / maxref : (s.max_abs > 0 ? INFINITY : 0);
+    if (noise > 0)
+        s.sqnr_db = 10.0 * log10(sig / noise);
+    return s;
 }

@@ -776,26 +776,7 @@ int kiln_quantize_matrix_with(const KilnQuantSpec *spec, const float *x, int64_t
     return 0;
 }
 
-/* ------------------------------------------------------------------ error stats */
-
-KilnErrStats kiln_error_stats(const float *ref, const float *y, int64_t n)
-{
-    KilnErrStats s = {0, 0, INFINITY};
-    double maxref = 0, sig = 0, noise = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double r = ref[i], e = fabs((double)ref[i] - (double)y[i]);
-        if (isnan(e)) /* a NaN where the reference has none (or vice versa) is total error */
-            e = (isnan(r) && isnan(y[i])) ? 0 : INFINITY;
-        s.max_abs = e > s.max_abs ? e : s.max_abs;
-        maxref = fabs(r) > maxref ? fabs(r) : maxref;
-        sig += isfinite(r) ? r * r : 0;
-        noise += e * e;
-    }
-    s.rel = maxref > 0 ? s.max_abs / maxref : (s.max_abs > 0 ? INFINITY : 0);
-    if (noise > 0)
-        s.sqnr_db = 10.0 * log10(sig / noise);
-    return s;
-}
+/* ------------------------------------------------------------------ auto granularity */
 
 /* 128 keeps the scale stream small (one f32 per 64 bytes of int4 codes), smaller
  * groups only when K forces them. */
