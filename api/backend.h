@@ -43,15 +43,17 @@ struct KilnBackend {
 /* The backend for the target named `name` (aliases included): the CPU JIT for CPU
  * targets (a kernel cache in cache_dir, NULL: $KILN_CACHE_DIR or ~/.cache/kiln; a pool
  * of `threads` threads, 0: the default; KILN_ENODEV when this CPU cannot run the level),
- * CUDA for sm_XX and cuda (the driver opened now: KILN_ENODEV "no CUDA driver found"
- * without one; `cuda` becomes the device's arch; an sm_XX newer than the device is
- * refused). The resolved target is b->target. */
+ * CUDA for sm_XX and cuda (module images cached in the same cache_dir; the driver
+ * opened now: KILN_ENODEV "no CUDA driver found" without one; `cuda` becomes the
+ * device's arch; an sm_XX newer than the device is refused). The resolved target is
+ * b->target. */
 int kiln_backend_open(const char *name, const char *cache_dir, int threads, bool verbose,
                       KilnBackend **out, KilnDiag *d);
 
 int kiln_backend_cpu_open(const KilnTarget *t, const char *cache_dir, int threads, bool verbose,
                           KilnBackend **out, KilnDiag *d);
-int kiln_backend_cuda_open(const KilnTarget *t, bool device_arch, bool verbose, KilnBackend **out,
+int kiln_backend_cuda_open(const KilnTarget *t, bool device_arch, const char *cache_dir,
+                           bool verbose, KilnBackend **out,
                            KilnDiag *d);
 /* The CPU backend over an AOT library (`kiln aot` output in dir): its kernels are looked
  * up by the symbol of the planned kernel's key, nothing is compiled; the target is the

@@ -241,7 +241,8 @@ static const KilnBackendOps cuda_ops = {
     .close = cuda_close,
 };
 
-int kiln_backend_cuda_open(const KilnTarget *t, bool device_arch, bool verbose, KilnBackend **out,
+int kiln_backend_cuda_open(const KilnTarget *t, bool device_arch, const char *cache_dir,
+                           bool verbose, KilnBackend **out,
                            KilnDiag *d)
 {
     *out = NULL;
@@ -259,7 +260,7 @@ int kiln_backend_cuda_open(const KilnTarget *t, bool device_arch, bool verbose, 
         rc = kiln_diag_set(d, KILN_ENODEV, "target %s needs a newer GPU: %s is %s",
                            be->base.target.name, kiln_cuda_device_name(be->cuda), be->dev);
     KilnDiag cd = {0};
-    if (!rc && kiln_cache_open(NULL, &be->cache, &cd))
+    if (!rc && kiln_cache_open(cache_dir, &be->cache, &cd))
         be->cache = NULL; /* no cache: compile every time */
     if (rc) {
         cuda_close(&be->base);
@@ -279,7 +280,7 @@ int kiln_backend_open(const char *name, const char *cache_dir, int threads, bool
     if (t.kind == KILN_TGT_CPU)
         return kiln_backend_cpu_open(&t, cache_dir, threads, verbose, out, d);
     if (t.kind == KILN_TGT_CUDA)
-        return kiln_backend_cuda_open(&t, !strcmp(name, "cuda"), verbose, out, d);
+        return kiln_backend_cuda_open(&t, !strcmp(name, "cuda"), cache_dir, verbose, out, d);
     return kiln_diag_set(d, KILN_EINPUT,
                          "target '%s' runs no kernels (the API runs CPU targets and CUDA)", t.name);
 }
