@@ -4,10 +4,28 @@
  * into the kernel's tile layout.
  * The interpreter reads weights as they are, so for it this pass does nothing. */
 #include <stdio.h>
+#include <string.h>
 
+#include "ir/layout_gpu.h"
 #include "passes/passes.h"
 
-static int prepack_func(KilnFunc *f, KilnDiag *d)
+/* On CUDA targets the layout chosen must be one a kernel exists for: the check the
+ * code generator and the CUDA runtime make (ir/layout_gpu.c), made here once at plan
+ * time for every tool, so `kiln ir`, `run`, `bench` and `aot` accept and refuse the
+ * same layers, naming the layer, before any driver or NVRTC is opened. Unquantized
+ * (f32) layers are the exception for now: they have no GPU kernel and the tools say
+ * so where they would run one (kiln aot keeps them on the host). CPU layouts come from
+ * kiln_layout_make itself (pick_layout), so they always have a kernel. */
+static int check_gpu_kernel_exists(const KilnFunc *f, const KilnInst *qg, const KilnTarget *t,
+                                   KilnDiag *d)
+{
+    if (t->kind != KILN_TGT_CUDA || f->values[qg->ops[1]].type.q.fmt == KILN_QF_NONE)
+        return 0;
+    KilnGpuLayout gl;
+    return kiln_gpu_layout_for(qg, f, &gl, d);
+}
+
+static int prepack_func(KilnFunc *f, const KilnTarget *t, KilnDiag *d)
 {
     for (int i = 0; i < f->ninsts; i++) {
         KilnInst *qg = &f->insts[i];
@@ -27,6 +45,9 @@ static int prepack_func(KilnFunc *f, KilnDiag *d)
                                  "before prepack",
                                  f->name, f->values[qg->result].name);
         const char *layout = lay->s;
+        int rc = check_gpu_kernel_exists(f, qg, t, d);
+        if (rc)
+            return rc;
         char base[256];
         snprintf(base, sizeof base, "%s_packed", f->values[wq].name ? f->values[wq].name : "w");
         const char *name = kiln_pass_fresh_name(f, base);
@@ -44,7 +65,7 @@ int kiln_pass_prepack(KilnModule *m, const KilnTarget *t, KilnDiag *d)
     if (t->kind == KILN_TGT_INTERP)
         return KILN_OK;
     for (int i = 0; i < m->nfuncs; i++) {
-        int rc = prepack_func(m->funcs[i], d);
+        int rc = prepack_func(m->funcs[i], t, d);
         if (rc)
             return rc;
     }

@@ -74,7 +74,7 @@ static int load_driver(KilnCuda *c, KilnDiag *d)
     const char *env = getenv("KILN_CUDA_DRIVER"); /* tests point it elsewhere */
     c->lib = dlopen(env && *env ? env : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!c->lib)
-        return kiln_diag_set(d, KILN_ENODEV, "no CUDA driver found (libcuda.so.1: %s)", dlerror());
+        return kiln_diag_set(d, KILN_ENODEV, "no CUDA driver found (%s)", dlerror());
     static const struct {
         size_t off;
         const char *name;

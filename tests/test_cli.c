@@ -698,6 +698,41 @@ static void test_run_gpu_target(void **state)
     cleanup(cache, NULL, 0);
 }
 
+/* One validity check per target, at plan time: a layer sm_80 has no kernel for (int4
+ * group 16; GPU groups are multiples of 32) is refused by `kiln ir`, `kiln run` and
+ * `kiln aot` alike, exit 2 naming the layer, on any machine — `run` before it looks for a
+ * CUDA driver. */
+static void test_gpu_plan_time_check(void **state)
+{
+    (void)state;
+    char *cache = cli_mkdtemp("cli");
+    char recipe[1200], out[1200];
+    snprintf(recipe, sizeof recipe, "%s/g16.lua", cache);
+    snprintf(out, sizeof out, "%s/aot", cache);
+    FILE *f = fopen(recipe, "w");
+    assert_non_null(f);
+    fputs("return recipe \"g16\" {\n  rule \"*\" {\n    weights = int4 { group = 16, symmetric = "
+          "true },\n    activations = f16,\n  },\n}\n", f);
+    fclose(f);
+    static const char *const cmds[] = {"ir", "run", "aot"};
+    for (int i = 0; i < 3; i++) {
+        CliResult r;
+        if (i == 2)
+            kiln(&r, cache, cmds[i], recipe, "--shape", "1,64,256", "--target", "sm_80", "-o", out,
+                 NULL);
+        else
+            kiln(&r, cache, cmds[i], recipe, "--shape", "1,64,256", "--target", "sm_80", NULL);
+        if (r.code != 2 || !strstr(r.err, "'model.layers.0': group=16 must be a multiple of 32"))
+            cli_dump(cmds[i], &r);
+        assert_int_equal(r.code, 2);
+        assert_non_null(strstr(r.err, "'model.layers.0': group=16 must be a multiple of 32 (K=256)"));
+        assert_null(strstr(r.err, "'kernel'"));
+        assert_null(strstr(r.out, "; kiln ir:"));
+        cli_result_free(&r);
+    }
+    cleanup(cache, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -708,7 +743,7 @@ int main(void)
         cmocka_unit_test(test_run_same_kernel),
         cmocka_unit_test(test_plan_once),
         cmocka_unit_test(test_bad_recipes),    cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_run_gpu_target),
+        cmocka_unit_test(test_run_gpu_target), cmocka_unit_test(test_gpu_plan_time_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

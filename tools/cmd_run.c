@@ -372,11 +372,19 @@ int cmd_run(const ToolArgs *a)
         goto fail;
     rc.t = &t;
     rc.r = r;
+    m = kiln_module_new();
+    /* A named arch (sm_80, ...) is planned before the driver is opened, so a layer that
+     * has no kernel there is reported as such (exit 2) on any machine, not as a missing
+     * driver. "cuda" learns its arch from the device and "cpu" its traits from the
+     * host's backend, so those are planned after the context is made. */
+    const char *tname = tool_target_name(a, r, "cpu");
+    bool named_arch = t.kind == KILN_TGT_CUDA && strcmp(tname, "cuda") != 0;
+    if (named_arch && (krc = tool_plan(a, r, &t, m, NULL, &plan, &d)))
+        goto fail;
     if (t.kind == KILN_TGT_CPU || t.kind == KILN_TGT_CUDA) {
-        /* The backend first: nothing runs without a CUDA driver, so that is said before
-         * any work; the name as asked, since "cpu" (the host's level with its traits) and
-         * "cuda" (the device's arch) resolve there, and the plan is made for that */
-        kiln_options o = {.target = tool_target_name(a, r, "cpu"), .verbose = a->verbose};
+        /* The backend before running anything; the name as asked, since "cpu" (the
+         * host's level with its traits) and "cuda" (the device's arch) resolve there */
+        kiln_options o = {.target = tname, .verbose = a->verbose};
         kiln_status st = kiln_ctx_create(&o, &rc.api);
         if (st) { /* kiln_status values are the command's exit codes */
             fprintf(stderr, "kiln: %s\n", kiln_error(rc.api));
@@ -385,8 +393,7 @@ int cmd_run(const ToolArgs *a)
         }
         t = *kiln_ctx_target_full(rc.api);
     }
-    m = kiln_module_new();
-    if ((krc = tool_plan(a, r, &t, m, NULL, &plan, &d)))
+    if (!named_arch && (krc = tool_plan(a, r, &t, m, NULL, &plan, &d)))
         goto fail;
     for (int i = 0; i < plan.n && !e; i++)
         e = run_one(&rc, &plan.layers[i], m);
