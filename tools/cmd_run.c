@@ -248,6 +248,26 @@ static int run_api(RunCtx *rc, const KilnPlanLayer *p, const float *x, const Lay
     return e;
 }
 
+/* What static calibration chose: the recipe's method and the scale (and zero point) it
+ * wrote into the qgemm's `act` spec. */
+static void print_calibration(const KilnInst *g)
+{
+    const KilnAttr *aa = kiln_get(g, "act");
+    if (!aa || aa->kind != KILN_ATTR_SPEC)
+        return;
+    const KilnQuantSpec *q = &aa->q;
+    char how[64];
+    if (q->calib == KILN_CAL_PERCENTILE)
+        snprintf(how, sizeof how, "percentile %g of |x|", (double)q->pct);
+    else
+        snprintf(how, sizeof how, "%s", q->calib == KILN_CAL_MSE ? "mse" : "minmax");
+    printf("  calibrated the static activation scale on a separate batch (%s): scale %.6g", how,
+           (double)q->scale);
+    if (!q->symmetric)
+        printf(", zero point %d", (int)q->zero);
+    printf("\n");
+}
+
 static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
 {
     const ToolArgs *a = rc->a;
@@ -276,7 +296,7 @@ static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
     /* the planted channels of the plan's calibration batch (tool_plan) */
     tool_layer_outliers(a->seed, rc->r, f->name, x.data, M, K);
     if (p->calibrated && a->verbose)
-        printf("  calibrated the static activation scale on a separate batch (minmax)\n");
+        print_calibration(g);
 
     const KilnAttr *lay = kiln_get(g, "layout");
     bool cpu = rc->t->kind == KILN_TGT_CPU, gpu = rc->t->kind == KILN_TGT_CUDA;
