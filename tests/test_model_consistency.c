@@ -449,6 +449,44 @@ static void test_ckpt_16bit_activations(void **st)
         fail_msg("message: %s", d.msg);
 }
 
+/* ------------------------------------------------------------------ fuzz seeds */
+
+/* The tiny models tests/fuzz/make_seeds.py writes for fuzz_gguf and fuzz_safetensors load with
+ * the real loaders, so the fuzzers' mutations start from files that pass every check. */
+static void test_fuzz_seeds_load(void **st)
+{
+    (void)st;
+    char cmd[1200], path[600];
+    snprintf(cmd, sizeof cmd, "python3 '%s/tests/fuzz/make_seeds.py' '%s/seeds' && mkdir -p "
+             "'%s/seeds/bert' && cp '%s/seeds/safetensors/tiny_bert.safetensors' "
+             "'%s/seeds/bert/model.safetensors'", KILN_SOURCE_DIR, tmpdir, tmpdir, tmpdir, tmpdir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/seeds/gguf/tiny_llama.gguf", tmpdir);
+    KilnLlama *m = NULL;
+    KilnDiag d = {0};
+    if (kiln_llama_load(path, &m, &d))
+        fail_msg("%s: %s", path, d.msg);
+    kiln_llama_free(m);
+    /* config.json: the file's "config" metadata; vocab.txt: 10 tokens */
+    snprintf(path, sizeof path, "%s/seeds/bert/model.safetensors", tmpdir);
+    KilnModelFile *mf = NULL;
+    assert_int_equal(kiln_mf_open(path, &mf, &d), 0);
+    snprintf(path, sizeof path, "%s/seeds/bert/config.json", tmpdir);
+    FILE *f = fopen(path, "w");
+    fputs(kiln_mf_meta_str(mf, "config"), f);
+    fclose(f);
+    kiln_mf_close(mf);
+    snprintf(path, sizeof path, "%s/seeds/bert/vocab.txt", tmpdir);
+    f = fopen(path, "w");
+    fputs("[PAD]\n[UNK]\n[CLS]\n[SEP]\na\nb\nc\nd\ne\nf\n", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/seeds/bert", tmpdir);
+    KilnBert *b = NULL;
+    if (kiln_bert_load(path, &b, &d))
+        fail_msg("%s: %s", path, d.msg);
+    kiln_bert_free(b);
+}
+
 /* ------------------------------------------------------------------ the command */
 
 static void test_cli_exit_2(void **st)
@@ -486,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_bert_consistent_runs),
         cmocka_unit_test(test_bert_disagreements),
         cmocka_unit_test(test_ckpt_16bit_activations),
+        cmocka_unit_test(test_fuzz_seeds_load),
         cmocka_unit_test(test_cli_exit_2),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);

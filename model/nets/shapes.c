@@ -54,6 +54,23 @@ int kiln_shape_vocab(const char *where, int tok_n, int64_t rows, KilnDiag *d)
 
 /* ------------------------------------------------------------------ Llama */
 
+const char *const kiln_llama_hf_names[L_PER] = {"self_attn.q_proj", "self_attn.k_proj",
+                                            "self_attn.v_proj", "self_attn.o_proj",
+                                            "mlp.gate_proj",    "mlp.up_proj",
+                                            "mlp.down_proj"};
+
+void kiln_llama_linear_init(const KilnLlama *m, int layer, int j, KilnLinear *l)
+{
+    int64_t D = m->d;
+    snprintf(l->name, sizeof l->name, "model.layers.%d.%s", layer, kiln_llama_hf_names[j]);
+    l->own_act = j == L_GATE ? "silu" : NULL; /* silu(gate_proj(x)) * up_proj(x) */
+    l->N = j == L_Q || j == L_O ? D
+           : j == L_K || j == L_V ? (int64_t)m->nkv * m->hd
+           : j == L_DOWN          ? D
+                                  : m->ffn;
+    l->K = j == L_DOWN ? m->ffn : D;
+}
+
 static int llama_block(const KilnLlama *m, const KilnLlamaSource *s, int i, KilnDiag *d)
 {
     char name[256];
