@@ -125,8 +125,26 @@ static void tiny_gguf(const Tiny *t, const char *path)
 
 static char gguf_path[300];
 
-/* Loads t as a GGUF: KILN_EINPUT with a message holding each of want (NULL-ended), or
- * (want NULL) success, the model returned. */
+/* A loader's result: (want NULL) success, or KILN_EINPUT with no model and a message holding
+ * each of want (NULL-ended). */
+static void expect_load(const char *what, int rc, const KilnDiag *d, bool got,
+                        const char *const *want)
+{
+    char msg[1400];
+    kiln_diag_format(d, msg, sizeof msg);
+    if (!want) {
+        if (rc || !got)
+            fail_msg("%s did not load: %s", what, msg);
+        return;
+    }
+    if (rc != KILN_EINPUT || got)
+        fail_msg("%s: expected KILN_EINPUT, got %d: %s", what, rc, msg);
+    for (int i = 0; want[i]; i++)
+        if (!strstr(msg, want[i]))
+            fail_msg("message \"%s\" lacks \"%s\"", msg, want[i]);
+}
+
+/* Writes t as a GGUF and loads it: expect_load's checks; the model (want NULL). */
 static KilnLlama *llama_expect(const Tiny *t, const char *const *want)
 {
     snprintf(gguf_path, sizeof gguf_path, "%s/tiny.gguf", tmpdir);
@@ -134,20 +152,8 @@ static KilnLlama *llama_expect(const Tiny *t, const char *const *want)
     KilnLlama *m = NULL;
     KilnDiag d = {0};
     int rc = kiln_llama_load(gguf_path, &m, &d);
-    char msg[1400];
-    kiln_diag_format(&d, msg, sizeof msg);
-    if (!want) {
-        if (rc)
-            fail_msg("tiny GGUF did not load: %s", msg);
-        return m;
-    }
-    if (rc != KILN_EINPUT)
-        fail_msg("expected KILN_EINPUT, got %d: %s", rc, msg);
-    assert_null(m);
-    for (int i = 0; want[i]; i++)
-        if (!strstr(msg, want[i]))
-            fail_msg("message \"%s\" lacks \"%s\"", msg, want[i]);
-    return NULL;
+    expect_load("tiny GGUF", rc, &d, m != NULL, want);
+    return m;
 }
 
 #define EXPECT(t, ...) llama_expect(&(t), (const char *const[]){__VA_ARGS__, NULL})
@@ -263,55 +269,78 @@ static TinyBert tiny_bert(void)
 
 static char bert_dir[300];
 
+/* f32 tensors for kiln_safetensors_write: [r, c] (c 0: [r]), written [c, r] when named by
+ * transpose; random values, or ones. */
+typedef struct StList {
+    KilnModelTensor t[40];
+    float *buf[40];
+    char name[40][128];
+    int n;
+    const char *transpose;
+    uint64_t seed;
+} StList;
+
+static void st_add(StList *l, const char *name, int64_t r, int64_t c, bool ones)
+{
+    int i = l->n++;
+    assert_true(i < 40);
+    snprintf(l->name[i], sizeof l->name[i], "%s", name);
+    bool tr = l->transpose && !strcmp(l->transpose, name);
+    int64_t n = r * (c ? c : 1);
+    l->buf[i] = malloc(sizeof(float) * (size_t)n);
+    for (int64_t k = 0; k < n; k++)
+        l->buf[i][k] = ones ? 1.0f : val(&l->seed);
+    l->t[i] = (KilnModelTensor){l->name[i], KILN_MT_F32, c ? 2 : 1, {tr ? c : r, tr ? r : c}, n,
+                                l->buf[i], sizeof(float) * (size_t)n};
+}
+
+/* Writes DIR/model.safetensors and frees the list. */
+static void st_write(StList *l, const char *dir)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    KilnDiag d = {0};
+    assert_int_equal(kiln_safetensors_write(path, l->t, l->n, NULL, 0, &d), 0);
+    for (int i = 0; i < l->n; i++)
+        free(l->buf[i]);
+}
+
+static void fresh_dir(const char *dir)
+{
+    char cmd[1000];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void tiny_bert_write(const TinyBert *b)
 {
     snprintf(bert_dir, sizeof bert_dir, "%s/bert", tmpdir);
-    char path[400], cmd[800];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", bert_dir, bert_dir);
-    assert_int_equal(system(cmd), 0);
-    KilnModelTensor ts[32];
-    float *bufs[32];
-    char names[32][128];
-    int n = 0;
-    uint64_t seed = 3;
-#define T2(nm, r, c, one)                                                                      \
-    do {                                                                                       \
-        snprintf(names[n], sizeof names[n], "%s", nm);                                         \
-        bool tr = b->transpose && !strcmp(b->transpose, nm);                                   \
-        int64_t r_ = (r), c_ = (c);                                                            \
-        bufs[n] = malloc(sizeof(float) * (size_t)(r_ * (c_ ? c_ : 1)));                        \
-        for (int64_t i = 0; i < r_ * (c_ ? c_ : 1); i++)                                       \
-            bufs[n][i] = (one) ? 1.0f : val(&seed);                                            \
-        ts[n] = (KilnModelTensor){names[n], KILN_MT_F32, c_ ? 2 : 1, {tr ? c_ : r_, tr ? r_ : c_},\
-                                  r_ * (c_ ? c_ : 1), bufs[n], sizeof(float) * (size_t)(r_ * (c_ ? c_ : 1))}; \
-        n++;                                                                                   \
-    } while (0)
-    T2("embeddings.word_embeddings.weight", b->vocab_rows, BD, false);
-    T2("embeddings.position_embeddings.weight", BPOS, BD, false);
-    T2("embeddings.token_type_embeddings.weight", b->type_rows, b->type_cols, false);
-    T2("embeddings.LayerNorm.weight", BD, 0, true);
-    T2("embeddings.LayerNorm.bias", BD, 0, false);
+    fresh_dir(bert_dir);
+    char path[400];
+    StList *l = calloc(1, sizeof *l);
+    l->transpose = b->transpose, l->seed = 3;
+    st_add(l, "embeddings.word_embeddings.weight", b->vocab_rows, BD, false);
+    st_add(l, "embeddings.position_embeddings.weight", BPOS, BD, false);
+    st_add(l, "embeddings.token_type_embeddings.weight", b->type_rows, b->type_cols, false);
+    st_add(l, "embeddings.LayerNorm.weight", BD, 0, true);
+    st_add(l, "embeddings.LayerNorm.bias", BD, 0, false);
     static const char *const lin[6] = {"attention.self.query", "attention.self.key",
                                        "attention.self.value", "attention.output.dense",
                                        "intermediate.dense", "output.dense"};
     char nm[128];
     for (int j = 0; j < 6; j++) {
         snprintf(nm, sizeof nm, "encoder.layer.0.%s.weight", lin[j]);
-        T2(nm, j == 4 ? BF : BD, j == 5 ? BF : BD, false);
+        st_add(l, nm, j == 4 ? BF : BD, j == 5 ? BF : BD, false);
         snprintf(nm, sizeof nm, "encoder.layer.0.%s.bias", lin[j]);
-        T2(nm, j == 4 ? BF : BD, 0, false);
+        st_add(l, nm, j == 4 ? BF : BD, 0, false);
     }
     static const char *const ln[2] = {"attention.output.LayerNorm", "output.LayerNorm"};
     for (int j = 0; j < 4; j++) {
         snprintf(nm, sizeof nm, "encoder.layer.0.%s.%s", ln[j / 2], j % 2 ? "bias" : "weight");
-        T2(nm, BD, 0, j % 2 == 0);
+        st_add(l, nm, BD, 0, j % 2 == 0);
     }
-#undef T2
-    snprintf(path, sizeof path, "%s/model.safetensors", bert_dir);
-    KilnDiag d = {0};
-    assert_int_equal(kiln_safetensors_write(path, ts, n, NULL, 0, &d), 0);
-    for (int i = 0; i < n; i++)
-        free(bufs[i]);
+    st_write(l, bert_dir);
+    free(l);
     snprintf(path, sizeof path, "%s/config.json", bert_dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
@@ -340,20 +369,8 @@ static KilnBert *bert_expect(const TinyBert *b, const char *const *want)
     KilnBert *m = NULL;
     KilnDiag d = {0};
     int rc = kiln_bert_load(bert_dir, &m, &d);
-    char msg[1400];
-    kiln_diag_format(&d, msg, sizeof msg);
-    if (!want) {
-        if (rc)
-            fail_msg("tiny BERT did not load: %s", msg);
-        return m;
-    }
-    if (rc != KILN_EINPUT)
-        fail_msg("expected KILN_EINPUT, got %d: %s", rc, msg);
-    assert_null(m);
-    for (int i = 0; want[i]; i++)
-        if (!strstr(msg, want[i]))
-            fail_msg("message \"%s\" lacks \"%s\"", msg, want[i]);
-    return NULL;
+    expect_load("tiny BERT", rc, &d, m != NULL, want);
+    return m;
 }
 
 #define EXPECT_BERT(b, ...) bert_expect(&(b), (const char *const[]){__VA_ARGS__, NULL})
@@ -407,6 +424,63 @@ static void test_bert_disagreements(void **st)
         }
         EXPECT_BERT(b, "config.json", "layer_norm_eps");
     }
+}
+
+/* ------------------------------------------------------------------ tiny Llama directory */
+
+/* A Hugging Face Llama directory of the tiny GGUF's sizes (no tokenizer.json: the model
+ * runs on ids): config.json with `layers` blocks and extra members (JSON text), one block
+ * of tensors, transpose as in StList; then expect_load. */
+static void hf_llama_expect(int layers, const char *extra, const char *transpose,
+                            const char *const *want)
+{
+    char dir[400], path[500], nm[128];
+    snprintf(dir, sizeof dir, "%s/hfllama", tmpdir);
+    fresh_dir(dir);
+    StList *l = calloc(1, sizeof *l);
+    l->transpose = transpose, l->seed = 5;
+    st_add(l, "model.embed_tokens.weight", 40, TD, false);
+    st_add(l, "model.norm.weight", TD, 0, true);
+    st_add(l, "model.layers.0.input_layernorm.weight", TD, 0, true);
+    st_add(l, "model.layers.0.post_attention_layernorm.weight", TD, 0, true);
+    static const char *const lin[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                       "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                       "mlp.down_proj"};
+    const int64_t N[7] = {TD, TKV * THD, TKV * THD, TD, TF, TF, TD};
+    for (int j = 0; j < 7; j++) {
+        snprintf(nm, sizeof nm, "model.layers.0.%s.weight", lin[j]);
+        st_add(l, nm, N[j], j == 6 ? TF : TD, false);
+    }
+    st_write(l, dir);
+    free(l);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"architectures\": [\"LlamaForCausalLM\"], \"num_hidden_layers\": %d, "
+            "\"hidden_size\": %d, \"intermediate_size\": %d, \"num_attention_heads\": %d, "
+            "\"num_key_value_heads\": %d, \"vocab_size\": 40, \"tie_word_embeddings\": true%s}\n",
+            layers, TD, TF, TH, TKV, extra);
+    fclose(f);
+    KilnLlama *m = NULL;
+    KilnDiag d = {0};
+    int rc = kiln_llama_load(dir, &m, &d);
+    expect_load("tiny HF Llama", rc, &d, m != NULL, want);
+    kiln_llama_free(m);
+}
+
+#define EXPECT_HF(layers, extra, tr, ...)                                                        \
+    hf_llama_expect(layers, extra, tr, (const char *const[]){__VA_ARGS__, NULL})
+
+static void test_hf_llama_disagreements(void **st)
+{
+    (void)st;
+    hf_llama_expect(1, "", NULL, NULL); /* consistent: loads */
+    EXPECT_HF(1, "", "model.layers.0.mlp.up_proj.weight", "up_proj.weight", "[8, 16]", "[16, 8]");
+    EXPECT_HF(1000000, "", NULL, "num_hidden_layers is 1000000", "holds 1 blocks");
+    EXPECT_HF(1, ", \"rope_theta\": -1", NULL, "config.json", "rope_theta", "outside (1, 1e+12]");
+    EXPECT_HF(1, ", \"rms_norm_eps\": 0", NULL, "rms_norm_eps", "outside (0, 1]");
+    EXPECT_HF(1, ", \"rms_norm_eps\": \"1e-6\"", NULL, "'rms_norm_eps' is not a number");
+    EXPECT_HF(1, "", "model.embed_tokens.weight", "embed_tokens.weight", "[8, 40]", "[40, 8]");
 }
 
 /* ------------------------------------------------------------------ checkpoints */
@@ -523,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_llama_floats),
         cmocka_unit_test(test_bert_consistent_runs),
         cmocka_unit_test(test_bert_disagreements),
+        cmocka_unit_test(test_hf_llama_disagreements),
         cmocka_unit_test(test_ckpt_16bit_activations),
         cmocka_unit_test(test_fuzz_seeds_load),
         cmocka_unit_test(test_cli_exit_2),
