@@ -521,6 +521,7 @@ static void test_ckpt_16bit_activations(void **st)
     assert_int_equal(kiln_checkpoint_read(dir, &r, &d), KILN_EINPUT);
     if (!strstr(d.msg, "input_activations") || !strstr(d.msg, "num_bits 16"))
         fail_msg("message: %s", d.msg);
+    print_message("%s\n", d.msg);
 }
 
 /* ------------------------------------------------------------------ fuzz seeds */
