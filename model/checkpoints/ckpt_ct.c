@@ -70,6 +70,18 @@ static int ct_args(const char *where, const KilnJson *j, KilnCkArgs *a, KilnDiag
     return 0;
 }
 
+/* Activations and the KV cache: args_spec makes anything but 4 bits int8, so a 16-bit
+ * ("A16") scheme would run silently as int8. 8 bits (int or float) or int4 (refused with
+ * the layer named when bound); else KILN_EINPUT naming where. */
+static int act_bits(const char *where, const KilnCkArgs *a, KilnDiag *d)
+{
+    if (!a->present || a->bits == 8 || (a->bits == 4 && !a->is_float))
+        return 0;
+    return ERR("%s: num_bits %d (%s): kiln reads 8-bit int or float activations and KV caches; "
+               "16-bit activations are input_activations null (weight-only)", where, a->bits,
+               a->is_float ? "float" : "int");
+}
+
 static KilnQuantSpec args_spec(const KilnCkArgs *a)
 {
     KilnQuantSpec q = {0};
@@ -151,6 +163,8 @@ static int ct_groups(const char *dir, const KilnJson *cg, CtGroup **out, int *n,
         snprintf(w2, sizeof w2, "%s.input_activations", where);
         if (!rc)
             rc = ct_args(w2, kiln_json_get(v, "input_activations"), &g[i].a, d);
+        if (!rc)
+            rc = act_bits(w2, &g[i].a, d);
     }
     if (rc) {
         free(g);
@@ -307,7 +321,8 @@ int kiln_ck_ct_config(const char *dir, const KilnJson *qc, KilnCheckpoint *c, Ki
     KilnCkArgs kv;
     char where[600];
     snprintf(where, sizeof where, "%s/config.json: kv_cache_scheme", dir);
-    if (!rc && !(rc = ct_args(where, kiln_json_get(qc, "kv_cache_scheme"), &kv, d)))
+    if (!rc && !(rc = ct_args(where, kiln_json_get(qc, "kv_cache_scheme"), &kv, d)) &&
+        !(rc = act_bits(where, &kv, d)))
         c->kv = args_spec(&kv);
     return rc ? rc : kiln_ck_ignore_list(c, kiln_json_get(qc, "ignore"), d);
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "model/nets/hfdir.h"
+#include "model/nets/shapes.h"
 #include "model/model.h"
 #include "model/files/modelfile.h"
 #include "model/tokenizers/tokenizer.h"
@@ -19,7 +20,7 @@ typedef struct BertLayer {
 } BertLayer;
 
 struct KilnBert {
-    int nlayers, d, nheads, ffn, maxpos, vocab;
+    int nlayers, d, nheads, ffn, maxpos, vocab, ntype;
     float eps;
     float *wemb, *pemb, *temb, *eln_g, *eln_b;
     BertLayer *layers;
@@ -27,16 +28,6 @@ struct KilnBert {
     KilnTokenizer *tok;
     KilnCheckpoint *ck; /* a quantized directory: what the layers' `stored` point into */
 };
-
-static int cfg_int(const KilnJson *cfg, const char *key, int *out, KilnDiag *d)
-{
-    const KilnJson *v = kiln_json_get(cfg, key);
-    if (!v || v->kind != KILN_JSON_NUMBER || !v->is_int || v->i <= 0 || v->i > (1 << 20))
-        return kiln_diag_set(d, KILN_EINPUT, "config.json: '%s' missing or not a positive integer",
-                             key);
-    *out = (int)v->i;
-    return 0;
-}
 
 static int load(KilnHfDir *h, const char *name, int64_t numel, float **out, KilnDiag *d)
 {
@@ -66,10 +57,9 @@ static int load_all(KilnBert *m, KilnHfDir *h, KilnDiag *d)
     int rc = load(h, "embeddings.word_embeddings.weight", (int64_t)m->vocab * D, &m->wemb, d);
     if (!rc)
         rc = load(h, "embeddings.position_embeddings.weight", (int64_t)m->maxpos * D, &m->pemb, d);
-    if (!rc) {
-        int64_t nt = kiln_hf_numel(h, "embeddings.token_type_embeddings.weight");
-        rc = load(h, "embeddings.token_type_embeddings.weight", nt > 0 ? nt : D, &m->temb, d);
-    }
+    if (!rc) /* [type_vocab_size, D]: kiln_bert_check_shapes saw it; sentences are type 0 */
+        rc = load(h, "embeddings.token_type_embeddings.weight", (int64_t)m->ntype * D, &m->temb,
+                  d);
     if (!rc)
         rc = load(h, "embeddings.LayerNorm.weight", D, &m->eln_g, d);
     if (!rc)
@@ -114,37 +104,22 @@ int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d)
         kiln_json_free(cfg);
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     }
-    m->eps = 1e-12f;
-    const KilnJson *e = kiln_json_get(cfg, "layer_norm_eps");
-    if (e && e->kind == KILN_JSON_NUMBER)
-        m->eps = (float)e->num;
-    rc = cfg_int(cfg, "num_hidden_layers", &m->nlayers, d);
-    if (!rc)
-        rc = cfg_int(cfg, "hidden_size", &m->d, d);
-    if (!rc)
-        rc = cfg_int(cfg, "num_attention_heads", &m->nheads, d);
-    if (!rc)
-        rc = cfg_int(cfg, "intermediate_size", &m->ffn, d);
-    if (!rc)
-        rc = cfg_int(cfg, "max_position_embeddings", &m->maxpos, d);
-    if (!rc)
-        rc = cfg_int(cfg, "vocab_size", &m->vocab, d);
-    const KilnJson *act = kiln_json_get(cfg, "hidden_act");
-    if (!rc && act && (act->kind != KILN_JSON_STRING || strcmp(act->str, "gelu")))
-        rc = kiln_diag_set(d, KILN_EINPUT, "config.json: hidden_act must be \"gelu\"");
-    if (!rc && m->d % m->nheads)
-        rc = kiln_diag_set(d, KILN_EINPUT, "config.json: hidden_size %d is not a multiple of %d heads",
-                           m->d, m->nheads);
+    KilnBertConfig c;
+    rc = kiln_bert_config(cfg, path, &c, d);
     kiln_json_free(cfg);
+    *m = (KilnBert){.nlayers = c.nlayers, .d = c.d, .nheads = c.nheads, .ffn = c.ffn,
+                    .maxpos = c.maxpos, .vocab = c.vocab, .ntype = c.ntype, .eps = c.eps};
+    KilnHfDir h = {0};
+    if (!rc)
+        rc = kiln_hf_open(dir, &h, d);
+    if (!rc) /* every tensor's dims before the tables num_hidden_layers sizes */
+        rc = kiln_bert_check_shapes(&c, dir, kiln_hf_dims, &h, d);
     if (!rc) {
         m->layers = calloc((size_t)m->nlayers, sizeof *m->layers);
         m->lin = calloc((size_t)m->nlayers * L_PER, sizeof *m->lin);
         if (!m->layers || !m->lin)
             rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     }
-    KilnHfDir h = {0};
-    if (!rc)
-        rc = kiln_hf_open(dir, &h, d);
     if (!rc)
         rc = load_all(m, &h, d);
     if (!rc && kiln_hf_quantized(&h))
@@ -156,6 +131,8 @@ int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d)
     snprintf(path, sizeof path, "%s/vocab.txt", dir);
     if (!rc)
         rc = kiln_tok_wordpiece_load(path, &m->tok, d);
+    if (!rc)
+        rc = kiln_shape_vocab(path, kiln_tok_vocab_size(m->tok), m->vocab, d);
     if (rc) {
         kiln_bert_free(m);
         return rc;
@@ -263,8 +240,13 @@ int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n
     if (!x || !q || !k || !v || !c || !h || !scr)
         rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     for (int s = 0; !rc && s < n; s++)
-        for (int64_t t = seg[s]; t < seg[s + 1]; t++) {
-            int32_t id = ids[t] >= 0 && ids[t] < m->vocab ? ids[t] : 0;
+        for (int64_t t = seg[s]; !rc && t < seg[s + 1]; t++) {
+            int32_t id = ids[t];
+            if (id < 0 || id >= m->vocab) { /* never clamped: a wrong id is a wrong result */
+                rc = kiln_diag_set(d, KILN_EINPUT, "bert: token id %d of sentence %d is outside "
+                                   "the %d rows of the embedding", id, s, m->vocab);
+                break;
+            }
             for (int e = 0; e < D; e++)
                 x[t * D + e] = m->wemb[(int64_t)id * D + e] + m->pemb[(t - seg[s]) * D + e] +
                                m->temb[e];

@@ -8,6 +8,7 @@
 
 #include "model/nets/hfdir.h"
 #include "model/nets/llama_internal.h"
+#include "model/nets/shapes.h"
 
 #define ERR(...) kiln_diag_set(d, KILN_EINPUT, __VA_ARGS__)
 
@@ -39,11 +40,19 @@ static int read_config(KilnLlama *m, const KilnHfDir *h, bool *tied, KilnDiag *d
         rc = kiln_hf_cfg_int(h, "max_position_embeddings", 2048, &m->ctx_max, d);
     if (rc)
         return rc;
-    m->eps = (v = kiln_json_get(c, "rms_norm_eps")) && v->kind == KILN_JSON_NUMBER ? (float)v->num
-                                                                                 : 1e-6f;
-    m->theta = (v = kiln_json_get(c, "rope_theta")) && v->kind == KILN_JSON_NUMBER
-                   ? (float)v->num
-                   : 10000.0f;
+    char where[4200];
+    snprintf(where, sizeof where, "%s/config.json", h->dir);
+    static const char *const fkeys[2] = {"rms_norm_eps", "rope_theta"};
+    const double dflt[2] = {1e-6, 10000.0}, hi[2] = {KILN_EPS_MAX, KILN_ROPE_BASE_MAX};
+    float *dst[2] = {&m->eps, &m->theta};
+    for (int i = 0; i < 2; i++) {
+        if ((v = kiln_json_get(c, fkeys[i])) && v->kind != KILN_JSON_NUMBER)
+            return ERR("%s: '%s' is not a number", where, fkeys[i]);
+        double x = v ? v->num : dflt[i];
+        if ((rc = kiln_shape_float(where, fkeys[i], x, i ? 1 : 0, hi[i], d)))
+            return rc;
+        *dst[i] = (float)x;
+    }
     *tied = (v = kiln_json_get(c, "tie_word_embeddings")) && v->kind == KILN_JSON_BOOL ? v->b
                                                                                       : false;
     if ((v = kiln_json_get(c, "hidden_act")) &&
@@ -97,10 +106,12 @@ int kiln_llama_load_hf(const char *dir, KilnLlama **out, KilnDiag *d)
     bool tied = false;
     rc = m ? read_config(m, &h, &tied, d) : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     const KilnLlamaSource src = {
-        .where = dir, .emb = "model.embed_tokens.weight", .out_norm = "model.norm.weight",
-        .attn_norm = "model.layers.%d.input_layernorm.weight",
-        .ffn_norm = "model.layers.%d.post_attention_layernorm.weight", .head = "lm_head.weight",
-        .tied_src = "model.embed_tokens", .tied = tied, .ctx = &h, .vec = hf_vec,
+        .where = dir, .count_key = "num_hidden_layers", .emb = "model.embed_tokens.weight",
+        .out_norm = "model.norm.weight", .attn_norm = "model.layers.%d.input_layernorm.weight",
+        .ffn_norm = "model.layers.%d.post_attention_layernorm.weight",
+        .lin_fmt = "model.layers.%d.%s.weight", .lin_names = kiln_llama_hf_names,
+        .head = "lm_head.weight", .tied_src = "model.embed_tokens", .tied = tied, .ctx = &h,
+        .dims = kiln_hf_dims, .vec = hf_vec,
         .has_head = hf_has_head, .linear = hf_linear};
     if (!rc)
         rc = kiln_llama_load_tensors(m, &src, d);
@@ -118,6 +129,8 @@ int kiln_llama_load_hf(const char *dir, KilnLlama **out, KilnDiag *d)
     KilnDiag td = {0};
     if (!rc && kiln_tok_bpe_from_hf_json(path, bos, eos, &m->tok, &td))
         kiln_diag_format(&td, m->tok_err, sizeof m->tok_err);
+    if (!rc && m->tok)
+        rc = kiln_shape_vocab(path, kiln_tok_vocab_size(m->tok), m->vocab, d);
     if (rc) {
         if (m && !m->ck) /* layers may point into the checkpoint, already freed */
             for (int i = 0; m->lin && i < m->nlayers * L_PER + 1; i++)

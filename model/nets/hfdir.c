@@ -60,6 +60,28 @@ bool kiln_hf_has(const KilnHfDir *h, const char *name)
     return find_t(h, name) != NULL;
 }
 
+int kiln_hf_dims(void *ctx, const char *name, int64_t dim[4])
+{
+    const KilnHfDir *h = ctx;
+    const KilnCkptTensor *t = find_t(h, name);
+    if (t) {
+        memcpy(dim, t->dim, sizeof t->dim);
+        return t->rank;
+    }
+    size_t n = strlen(name);
+    char mod[400];
+    bool w = n > 7 && !strcmp(name + n - 7, ".weight"), b = n > 5 && !strcmp(name + n - 5, ".bias");
+    if ((!w && !b) || n >= sizeof mod)
+        return -1;
+    memcpy(mod, name, n - (w ? 7 : 5));
+    mod[n - (w ? 7 : 5)] = 0;
+    const KilnQLinear *q = kiln_checkpoint_find(h->ck, mod);
+    if (!q || (b && !q->bias))
+        return -1;
+    dim[0] = q->N, dim[1] = q->K;
+    return w ? 2 : 1;
+}
+
 int64_t kiln_hf_numel(const KilnHfDir *h, const char *name)
 {
     const KilnCkptTensor *t = find_t(h, name);

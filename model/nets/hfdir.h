@@ -23,6 +23,10 @@ int kiln_hf_cfg_int(const KilnHfDir *h, const char *key, int dflt, int *out, Kil
  * tensor can be taken once). */
 int kiln_hf_take(KilnHfDir *h, const char *name, int64_t numel, float **out, KilnDiag *d);
 bool kiln_hf_has(const KilnHfDir *h, const char *name);
+/* The dims of tensor `name` as the loaders will read it (model/nets/shapes.h): a plain
+ * tensor's, or for MODULE.weight / MODULE.bias of a quantized layer [N, K] / [N]; its
+ * rank, -1 when absent. ctx: the KilnHfDir. */
+int kiln_hf_dims(void *ctx, const char *name, int64_t dim[4]);
 /* Elements of plain tensor `name`, -1 when there is none. */
 int64_t kiln_hf_numel(const KilnHfDir *h, const char *name);
 /* Linear layer l (N, K set) from `module`: l->w is module.weight or the dequantized

@@ -10,27 +10,11 @@
 #include <sys/stat.h>
 
 #include "model/nets/llama_internal.h"
+#include "model/nets/shapes.h"
 #include "model/model.h"
 #include "model/files/modelfile.h"
 #include "model/tokenizers/tokenizer.h"
 #include "runtime/runtime.h"
-
-static const char *const gguf_names[L_PER] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
-                                              "ffn_gate", "ffn_up", "ffn_down"};
-const char *const kiln_llama_hf_names[L_PER] = {"self_attn.q_proj", "self_attn.k_proj",
-                                            "self_attn.v_proj", "self_attn.o_proj",
-                                            "mlp.gate_proj",    "mlp.up_proj",
-                                            "mlp.down_proj"};
-
-static int meta_int(const KilnModelFile *mf, const char *key, int *out, KilnDiag *d)
-{
-    int64_t v;
-    if (!kiln_mf_meta_int(mf, key, &v) || v <= 0 || v > (1 << 24))
-        return kiln_diag_set(d, KILN_EINPUT, "GGUF: metadata '%s' missing or not a positive integer",
-                             key);
-    *out = (int)v;
-    return 0;
-}
 
 static int load(const KilnModelFile *mf, const char *name, int64_t numel, float **out,
                 KilnDiag *d)
@@ -57,20 +41,11 @@ void kiln_llama_free(KilnLlama *m)
     free(m);
 }
 
-void kiln_llama_linear_init(const KilnLlama *m, int layer, int j, KilnLinear *l)
-{
-    int64_t D = m->d;
-    snprintf(l->name, sizeof l->name, "model.layers.%d.%s", layer, kiln_llama_hf_names[j]);
-    l->own_act = j == L_GATE ? "silu" : NULL; /* silu(gate_proj(x)) * up_proj(x) */
-    l->N = j == L_Q || j == L_O ? D
-           : j == L_K || j == L_V ? (int64_t)m->nkv * m->hd
-           : j == L_DOWN          ? D
-                                  : m->ffn;
-    l->K = j == L_DOWN ? m->ffn : D;
-}
-
 int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d)
 {
+    int rc = kiln_llama_check_shapes(m, s, d); /* before the tables the block count sizes */
+    if (rc)
+        return rc;
     m->attn_norm = calloc((size_t)m->nlayers, sizeof(float *));
     m->ffn_norm = calloc((size_t)m->nlayers, sizeof(float *));
     m->lin = calloc((size_t)m->nlayers * L_PER + 1, sizeof *m->lin);
@@ -78,7 +53,7 @@ int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     int64_t D = m->d;
     char name[200];
-    int rc = s->vec(s->ctx, s->emb, (int64_t)m->vocab * D, &m->emb, d);
+    rc = s->vec(s->ctx, s->emb, (int64_t)m->vocab * D, &m->emb, d);
     if (!rc)
         rc = s->vec(s->ctx, s->out_norm, D, &m->out_norm, d);
     for (int i = 0; !rc && i < m->nlayers; i++) {
@@ -125,7 +100,7 @@ static int gguf_linear(void *mf, KilnLlama *m, int layer, int j, KilnLinear *l, 
     if (j == L_PER)
         snprintf(l->src, sizeof l->src, "output");
     else
-        snprintf(l->src, sizeof l->src, "blk.%d.%s", layer, gguf_names[j]);
+        snprintf(l->src, sizeof l->src, "blk.%d.%s", layer, kiln_llama_gguf_lin_names[j]);
     snprintf(name, sizeof name, "%s.weight", l->src);
     return load(mf, name, l->N * l->K, &l->w, d);
 }
@@ -145,45 +120,17 @@ int kiln_llama_load(const char *path, KilnLlama **out, KilnDiag *d)
         kiln_mf_close(mf);
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     }
-    const char *arch = kiln_mf_meta_str(mf, "general.architecture");
-    if (!arch || strcmp(arch, "llama"))
-        rc = kiln_diag_set(d, KILN_EINPUT, "%s: general.architecture is '%s', expected 'llama'",
-                           path, arch ? arch : "(none)");
-    if (!rc)
-        rc = meta_int(mf, "llama.block_count", &m->nlayers, d);
-    if (!rc)
-        rc = meta_int(mf, "llama.embedding_length", &m->d, d);
-    if (!rc)
-        rc = meta_int(mf, "llama.feed_forward_length", &m->ffn, d);
-    if (!rc)
-        rc = meta_int(mf, "llama.attention.head_count", &m->nh, d);
-    if (!rc)
-        rc = meta_int(mf, "llama.attention.head_count_kv", &m->nkv, d);
-    if (!rc)
-        rc = meta_int(mf, "llama.context_length", &m->ctx_max, d);
-    double v;
-    m->eps = kiln_mf_meta_float(mf, "llama.attention.layer_norm_rms_epsilon", &v) ? (float)v : 1e-5f;
-    m->theta = kiln_mf_meta_float(mf, "llama.rope.freq_base", &v) ? (float)v : 10000.0f;
-    if (!rc && (m->d % m->nh || m->nh % m->nkv || (m->d / m->nh) % 2))
-        rc = kiln_diag_set(d, KILN_EINPUT, "GGUF: %d heads / %d KV heads do not divide width %d",
-                           m->nh, m->nkv, m->d);
-    if (!rc) {
-        m->hd = m->d / m->nh;
-        const KilnModelTensor *e = kiln_mf_find(mf, "token_embd.weight");
-        m->vocab = e && e->rank == 2 ? (int)e->dim[0] : 0;
-        if (!m->vocab)
-            rc = kiln_diag_set(d, KILN_EINPUT, "GGUF: no 2-D token_embd.weight");
-    }
-    const KilnLlamaSource src = {
-        .where = path, .emb = "token_embd.weight", .out_norm = "output_norm.weight",
-        .attn_norm = "blk.%d.attn_norm.weight", .ffn_norm = "blk.%d.ffn_norm.weight",
-        .head = "output.weight", .tied_src = "token_embd", .tied = true, .ctx = mf,
-        .vec = gguf_vec, .has_head = gguf_has_head, .linear = gguf_linear};
+    rc = kiln_llama_gguf_config(mf, path, m, d);
+    KilnLlamaSource src;
+    kiln_llama_gguf_names(mf, path, &src);
+    src.vec = gguf_vec, src.has_head = gguf_has_head, src.linear = gguf_linear;
     if (!rc)
         rc = kiln_llama_load_tensors(m, &src, d);
     KilnDiag td = {0};
     if (!rc && kiln_tok_bpe_from_gguf(mf, &m->tok, &td))
         kiln_diag_format(&td, m->tok_err, sizeof m->tok_err);
+    if (!rc && m->tok)
+        rc = kiln_shape_vocab(path, kiln_tok_vocab_size(m->tok), m->vocab, d);
     kiln_mf_close(mf);
     if (rc) {
         kiln_llama_free(m);
@@ -303,8 +250,11 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
                  ? 0
                  : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     for (int t = 0; !rc && t < T; t++) {
-        int32_t id = ids[t] >= 0 && ids[t] < m->vocab ? ids[t] : 0;
-        memcpy(x + (size_t)t * D, m->emb + (size_t)id * D, sizeof(float) * D);
+        if (ids[t] < 0 || ids[t] >= m->vocab) /* never clamped: a wrong id is a wrong result */
+            rc = kiln_diag_set(d, KILN_EINPUT, "llama: token id %d at position %d is outside the "
+                               "%d rows of the embedding", ids[t], pos0 + t, m->vocab);
+        else
+            memcpy(x + (size_t)t * D, m->emb + (size_t)ids[t] * D, sizeof(float) * D);
     }
     for (int i = 0; !rc && i < m->nlayers; i++) {
         KilnLinear *L = &m->lin[i * L_PER];

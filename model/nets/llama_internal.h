@@ -32,18 +32,25 @@ void kiln_llama_linear_init(const KilnLlama *m, int layer, int j, KilnLinear *l)
  * (llama.c) and Hugging Face directories (hf_llama.c). */
 typedef struct KilnLlamaSource {
     const char *where;               /* the file or directory, for errors */
+    const char *count_key;           /* the metadata key of the block count */
     const char *emb, *out_norm;      /* tensor names */
     const char *attn_norm, *ffn_norm; /* printf formats, %d: the block */
+    const char *lin_fmt;             /* linear j's weight: %d the block, %s lin_names[j] */
+    const char *const *lin_names;    /* [L_PER] */
     const char *head, *tied_src;     /* the output head's name; its source when tied */
     bool tied;                       /* the head may be the embeddings when absent */
     void *ctx;
+    /* The dims of a tensor without reading it: its rank, -1 when absent
+     * (model/nets/shapes.h checks them all before anything is allocated). */
+    int (*dims)(void *ctx, const char *name, int64_t dim[4]);
     int (*vec)(void *ctx, const char *name, int64_t numel, float **out, KilnDiag *d);
     bool (*has_head)(void *ctx);
     /* Linear j (L_*) of block `layer`, or the head (j = L_PER): l has its name, N and K. */
     int (*linear)(void *ctx, KilnLlama *m, int layer, int j, KilnLinear *l, KilnDiag *d);
 } KilnLlamaSource;
 
-/* Allocates the per-block tables of m (its sizes set) and reads every tensor from s. */
+/* Checks every tensor's dims against m's sizes (kiln_llama_check_shapes), then allocates the
+ * per-block tables of m and reads every tensor from s. */
 int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d);
 
 /* hf_llama.c: loads a Llama from a Hugging Face directory (config.json, *.safetensors,

@@ -12,7 +12,7 @@ LIBS := $(shell pkg-config --libs lua5.4 libffi) -lm -lpthread -ldl
 
 # Every reader the targets reach; runtime/aot.c is compiled into its harness instead.
 LIBSRC := $(wildcard ir/*.c frontend/*.c passes/*.c) runtime/json.c runtime/ffi.c runtime/aot_layout.c \
-  model/files/modelfile.c model/files/safetensors.c model/files/gguf.c \
+  model/files/modelfile.c model/files/safetensors.c model/files/gguf.c model/nets/shapes.c \
   model/tokenizers/tokenizer.c model/tokenizers/tokenizer_bpe.c \
   model/tokenizers/tokenizer_wordpiece.c model/tokenizers/unicode.c
 LIBOBJ := $(patsubst %.c,$(OUT)/obj/%.o,$(LIBSRC))

@@ -103,3 +103,52 @@ hdr['empty'] = {'dtype': 'F32', 'shape': [0, 4], 'data_offsets': [off, off]}
 hdr['scalar'] = {'dtype': 'F32', 'shape': [], 'data_offsets': [off, off + 4]}
 off += 4
 write('safetensors/dtypes.safetensors', safetensors(hdr, bytes((i * 37) & 0x7f for i in range(off))))
+
+# 5. A whole tiny Llama (width 4, 2 heads, 1 KV head, FFN 8, 1 block, 12 tokens, F16 weights) that
+#    fuzz_gguf's cross-check passes: mutations of it reach the shape, count and range checks.
+ne_f16 = lambda n: struct.pack('<%de' % n, *[((i * 7) % 11 - 5) / 8 for i in range(n)])
+def f32kv(k, v):
+    return s(k) + struct.pack('<If', 6, v)
+def u32kv(k, v):
+    return s(k) + struct.pack('<II', 4, v)
+toks = ['t%d' % i for i in range(12)]
+kvs = [kv_str('general.architecture', 'llama'), u32kv('llama.block_count', 1),
+       u32kv('llama.embedding_length', 4), u32kv('llama.feed_forward_length', 8),
+       u32kv('llama.attention.head_count', 2), u32kv('llama.attention.head_count_kv', 1),
+       u32kv('llama.context_length', 64), f32kv('llama.attention.layer_norm_rms_epsilon', 1e-5),
+       f32kv('llama.rope.freq_base', 10000.0), u32kv('llama.rope.dimension_count', 2),
+       kv_str('tokenizer.ggml.model', 'gpt2'), kv_arr('tokenizer.ggml.tokens', 8, [s(t) for t in toks]),
+       kv_arr('tokenizer.ggml.merges', 8, [])]
+shapes = [('token_embd.weight', [4, 12]), ('output_norm.weight', [4]), ('blk.0.attn_norm.weight', [4]),
+          ('blk.0.ffn_norm.weight', [4]), ('blk.0.attn_q.weight', [4, 4]), ('blk.0.attn_k.weight', [4, 2]),
+          ('blk.0.attn_v.weight', [4, 2]), ('blk.0.attn_output.weight', [4, 4]),
+          ('blk.0.ffn_gate.weight', [4, 8]), ('blk.0.ffn_up.weight', [4, 8]), ('blk.0.ffn_down.weight', [8, 4])]
+infos, data = [], b''
+for name, ne in shapes:
+    data += b'\0' * (-len(data) % 32)
+    infos.append(tensor_info(name, ne, 1, len(data)))
+    n = 1
+    for x in ne:
+        n *= x
+    data += ne_f16(n)
+write('gguf/tiny_llama.gguf', gguf(kvs, infos, data))
+
+# 6. A whole tiny BERT (width 4, 2 heads, FFN 8, 1 layer, 10 tokens, 8 positions), its
+#    config.json in the "config" metadata string that fuzz_safetensors' cross-check reads.
+cfg = {'num_hidden_layers': 1, 'hidden_size': 4, 'num_attention_heads': 2, 'intermediate_size': 8,
+       'max_position_embeddings': 8, 'vocab_size': 10, 'type_vocab_size': 2, 'layer_norm_eps': 1e-12}
+ts = [('embeddings.word_embeddings.weight', [10, 4]), ('embeddings.position_embeddings.weight', [8, 4]),
+      ('embeddings.token_type_embeddings.weight', [2, 4]), ('embeddings.LayerNorm.weight', [4]),
+      ('embeddings.LayerNorm.bias', [4])]
+for m, n, k in [('attention.self.query', 4, 4), ('attention.self.key', 4, 4), ('attention.self.value', 4, 4),
+                ('attention.output.dense', 4, 4), ('intermediate.dense', 8, 4), ('output.dense', 4, 8),
+                ('attention.output.LayerNorm', 4, 0), ('output.LayerNorm', 4, 0)]:
+    ts += [('encoder.layer.0.%s.weight' % m, [n, k] if k else [n]), ('encoder.layer.0.%s.bias' % m, [n])]
+hdr, off = {'__metadata__': {'config': json.dumps(cfg, separators=(',', ':'))}}, 0
+for name, shape in ts:
+    n = 1
+    for x in shape:
+        n *= x
+    hdr[name] = {'dtype': 'F16', 'shape': shape, 'data_offsets': [off, off + 2 * n]}
+    off += 2 * n
+write('safetensors/tiny_bert.safetensors', safetensors(hdr, ne_f16(off // 2)))
