@@ -47,6 +47,9 @@ static int lower(const KilnRecipe *r, const KilnTarget *t, KilnPlanLayer *p, Kil
     return rc;
 }
 
+static int finish(KilnModule *m, const KilnTarget *t, KilnPlanLayer *layers, int n,
+                  FILE *print_after_all, KilnDiag *d);
+
 int kiln_plan_layers(const KilnRecipe *r, const KilnTarget *t, KilnPlanLayer *layers, int n,
                      KilnModule *m, FILE *print_after_all, KilnDiag *d)
 {
@@ -64,6 +67,14 @@ int kiln_plan_layers(const KilnRecipe *r, const KilnTarget *t, KilnPlanLayer *la
         fprintf(print_after_all, "; *** IR after lower ***\n");
         kiln_print_module(print_after_all, m);
     }
+    return finish(m, t, layers, n, print_after_all, d);
+}
+
+/* The pass pipeline once over the module, then each layer's qgemm and static
+ * calibration: what a recipe's layers and an IR file's functions share. */
+static int finish(KilnModule *m, const KilnTarget *t, KilnPlanLayer *layers, int n,
+                  FILE *print_after_all, KilnDiag *d)
+{
     int rc = kiln_run_pipeline(m, t, print_after_all, d);
     if (rc)
         return rc;
@@ -78,4 +89,52 @@ int kiln_plan_layers(const KilnRecipe *r, const KilnTarget *t, KilnPlanLayer *la
         }
     }
     return 0;
+}
+
+/* A function of IR text as a layer: x[M,K] its first parameter, y[M,N] its result. */
+static int ir_layer(KilnFunc *f, const KilnTarget *t, KilnPlanLayer *p, KilnDiag *d)
+{
+    const KilnType *yt = NULL;
+    for (int i = 0; i < f->ninsts; i++)
+        if (f->insts[i].op == KILN_OP_RETURN && f->insts[i].nops == 1)
+            yt = &f->values[f->insts[i].ops[0]].type;
+    if (f->nparams < 1 || f->values[f->params[0]].type.rank != 2 || !yt || yt->rank != 2 ||
+        yt->dim[0] != f->values[f->params[0]].type.dim[0])
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "func @\"%s\": a layer takes x[M,K] as its first parameter and "
+                             "returns y[M,N]", f->name);
+    const KilnAttr *ta = kiln_fget(f, "target");
+    const char *ft = ta && (ta->kind == KILN_ATTR_STR || ta->kind == KILN_ATTR_IDENT) ? ta->s : NULL;
+    if (ft && strcmp(ft, t->name) != 0) {
+        bool planned = false;
+        for (int i = 0; i < f->ninsts; i++)
+            planned |= f->insts[i].op == KILN_OP_PREPACK || kiln_get(&f->insts[i], "layout");
+        if (planned)
+            return kiln_diag_set(d, KILN_EINPUT,
+                                 "func @\"%s\" was planned for target %s (its layouts and "
+                                 "prepacks are %s's); it cannot run on %s: give --target %s, or "
+                                 "remove the layout attributes and prepacks to plan it again",
+                                 f->name, ft, ft, t->name, ft);
+    }
+    if (!ft || strcmp(ft, t->name) != 0)
+        kiln_fset_ident(f, "target", t->name);
+    p->name = f->name;
+    p->M = yt->dim[0];
+    p->N = yt->dim[1];
+    p->K = f->values[f->params[0]].type.dim[1];
+    p->f = f;
+    return 0;
+}
+
+int kiln_plan_ir(KilnModule *m, const KilnTarget *t, KilnPlanLayer *layers, int n,
+                 FILE *print_after_all, KilnDiag *d)
+{
+    if (!m || !t || n != m->nfuncs || (n > 0 && !layers))
+        return kiln_diag_set(d, KILN_EINTERNAL, "kiln_plan_ir: one layer per function");
+    for (int i = 0; i < n; i++) {
+        int rc = ir_layer(m->funcs[i], t, &layers[i], d);
+        if (rc)
+            return rc;
+    }
+    return finish(m, t, layers, n, print_after_all, d);
 }

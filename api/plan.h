@@ -35,6 +35,16 @@ typedef struct KilnPlanLayer {
 int kiln_plan_layers(const KilnRecipe *r, const KilnTarget *t, KilnPlanLayer *layers, int n,
                      KilnModule *m, FILE *print_after_all, KilnDiag *d);
 
+/* IR text as the planner's input (`kiln ir|run|bench|aot FILE.kir`): every function of
+ * m (parsed and verified) is a layer, x[M,K] its first parameter and y[M,N] its result;
+ * layers[i] (n == m->nfuncs) gets its name, shape and f, the caller's calib_x (K
+ * columns, from the function's x) if any. The pipeline runs as for a recipe: IR that is
+ * already final comes back unchanged, IR that was only lowered gets its layouts. A
+ * function planned for another target (it has layouts or prepacks and a `target` other
+ * than t) is refused, naming both; one without a `target` gets t's. */
+int kiln_plan_ir(KilnModule *m, const KilnTarget *t, KilnPlanLayer *layers, int n,
+                 FILE *print_after_all, KilnDiag *d);
+
 /* ------------------------------------------------------------------ in-tree API */
 
 /* A recipe the caller parsed (frontend/recipe.h) as a kiln_recipe, borrowed: closing

@@ -562,8 +562,15 @@ static int pick_one(KilnFunc *f, int qi, const KilnTarget *t, KilnDiag *d)
         char tune[64];
         kiln_fset_str(f, "tune", kiln_tune_str(t->tune, tune, sizeof tune));
     }
+    /* IR planned before (read back from text) keeps its reason when the layout is the
+     * same: the first planning's notes (how `auto` was resolved) stay with it */
+    const KilnAttr *had = kiln_get(p.qg, "layout"), *had_why = kiln_get(p.qg, "why");
+    bool same = had && had->kind == KILN_ATTR_STR && had->s && !strcmp(had->s, p.layout) &&
+                had_why && had_why->kind == KILN_ATTR_STR && had_why->s &&
+                !strncmp(had_why->s, p.why, strlen(p.why));
     kiln_set_str(f, p.qg, "layout", p.layout);
-    kiln_set_str(f, p.qg, "why", p.why);
+    if (!same)
+        kiln_set_str(f, p.qg, "why", p.why);
     return KILN_OK;
 }
 

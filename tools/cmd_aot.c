@@ -42,7 +42,9 @@ typedef struct AotKernel {
 typedef struct Aot {
     const ToolArgs *a;
     const char *dir;
-    KilnRecipe *r;
+    KilnRecipe *r;     /* the recipe, or NULL for an IR file: */
+    KilnModule *irm;   /* its functions, planned once into irplan */
+    ToolPlan irplan;
     KilnTarget t;
     AotLayer *layers;
     int nlayers, caplayers;
@@ -50,6 +52,16 @@ typedef struct Aot {
     int nkernels, capkernels;
     int hits;
 } Aot;
+
+/* What the kernels were built from, for the header and the manifest: the recipe's
+ * name, or for an IR file its functions' `recipe` attribute, else the file's path. */
+static const char *source_name(const Aot *s)
+{
+    if (s->r)
+        return source_name(s);
+    const KilnAttr *ra = s->irm && s->irm->nfuncs ? kiln_fget(s->irm->funcs[0], "recipe") : NULL;
+    return ra && ra->kind == KILN_ATTR_STR && ra->s ? ra->s : s->a->recipe;
+}
 
 static int add_layer(Aot *s, const char *name, int64_t M, int64_t N, int64_t K, int line)
 {
@@ -167,14 +179,21 @@ static int build_layer(Aot *s, KilnCompiler *c, int li)
     char symbol[64];
     /* The outlier split needs an f32 side path and the epilogue after the kernel, which
      * the AOT manifest and runtime do not carry */
-    int rc = kiln_recipe_outliers(s->r, l->name, NULL, NULL)
+    if (s->irm) { /* an IR file's function, planned with the others */
+        free(xcal);
+        xcal = NULL;
+        plan = s->irplan.layers[li];
+    }
+    bool outliers = s->irm ? plan.qgemm && kiln_qgemm_outlier_w(plan.qgemm) >= 0
+                           : kiln_recipe_outliers(s->r, l->name, NULL, NULL);
+    int rc = outliers
                  ? kiln_diag_set(&d, KILN_EINPUT,
                                  "layer '%s': its rule has outliers = {...}, which kiln aot does "
                                  "not support yet (the f32 outlier columns and the epilogue run "
                                  "after the int8 kernel, outside the AOT kernel ABI); build the "
                                  "layer with the JIT API (kiln_layer_create) or drop outliers "
                                  "from the rule", l->name)
-                 : kiln_plan_layers(s->r, &s->t, &plan, 1, m, NULL, &d);
+                 : s->irm ? 0 : kiln_plan_layers(s->r, &s->t, &plan, 1, m, NULL, &d);
     f = plan.f;
     const KilnInst *g = rc ? NULL : plan.qgemm;
     if (!rc && !g) { /* passes that leave a plain matmul: nothing kiln can build */
@@ -371,7 +390,7 @@ static int write_header(const Aot *s, const char *path)
                " * columns [n0, n1) of y[M,N] = epilogue(x[M,K] . W^T + bias) (docs/jit-aot.md). */\n"
                "#ifndef KILN_KERNELS_H\n#define KILN_KERNELS_H\n\n#include <stdint.h>\n\n"
                "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
-            KILN_VERSION, kiln_recipe_name(s->r), s->t.name);
+            KILN_VERSION, source_name(s), s->t.name);
     for (int i = 0; i < s->nkernels; i++) {
         kernel_comment(f, s, &s->kernels[i]);
         fprintf(f, "void %s(const float *x, int64_t M, const void *wpack, const float *bias, "
@@ -478,7 +497,7 @@ static void jw_kernel(KilnJsonWriter *w, const Aot *s, const AotKernel *k)
         if (s->layers[i].kernel == k - s->kernels)
             kiln_jw_string(w, s->layers[i].name);
     kiln_jw_end_array(w);
-    kiln_jw_kv_str(w, "recipe", kiln_recipe_name(s->r));
+    kiln_jw_kv_str(w, "recipe", source_name(s));
     kiln_jw_kv_int(w, "M", 0); /* any M at run time */
     kiln_jw_kv_int(w, "N", first->N);
     kiln_jw_kv_int(w, "K", first->K);
@@ -524,7 +543,7 @@ static int write_manifest(const Aot *s, const char *path, KilnDiag *d)
         kiln_jw_kv_str(&w, "llvm_version", kiln_cpu_llvm_version());
     kiln_jw_kv_str(&w, "abi", gpu ? "ptx-1" : "qgemm-1");
     kiln_jw_kv_str(&w, "target", s->t.name);
-    kiln_jw_kv_str(&w, "recipe", kiln_recipe_name(s->r));
+    kiln_jw_kv_str(&w, "recipe", source_name(s));
     kiln_jw_kv_str(&w, "recipe_file", s->a->recipe);
     if (s->t.kind == KILN_TGT_CUDA) {
         KilnDiag nd = {0};
@@ -590,6 +609,13 @@ static int write_outputs(Aot *s)
 
 static int check_args(const ToolArgs *a)
 {
+    if (a->recipe && tool_is_ir_file(a->recipe)) {
+        if (a->out_dir && !a->shapes_file && !a->have_shape && !a->layer)
+            return EXIT_OK;
+        fputs("kiln aot: usage: kiln aot FILE.kir [--target T] -o DIR   (an IR file's layers "
+              "and shapes are its functions': no --shape, --shapes or --layer)\n", stderr);
+        return EXIT_INPUT;
+    }
     const char *usage = "kiln aot: usage: kiln aot RECIPE (--shapes FILE | --shape M,N,K "
                         "[--layer NAME]) [--target T] -o DIR\n";
     if (!a->recipe || !a->out_dir || (!a->shapes_file == !a->have_shape)) {
@@ -609,7 +635,9 @@ static int check_args(const ToolArgs *a)
 static int check_target(Aot *s)
 {
     KilnDiag d = {0};
-    const char *name = tool_target_name(s->a, s->r, "cpu");
+    const char *name = s->r ? tool_target_name(s->a, s->r, "cpu")
+                       : s->a->target ? s->a->target
+                       : tool_ir_target(s->irm) ? tool_ir_target(s->irm) : "cpu";
     int rc = kiln_target_lookup(name, &s->t, &d);
     if (rc) {
         tool_error(&d);
@@ -620,6 +648,25 @@ static int check_target(Aot *s)
                         "interpreter); use cpu, avx2, avx512, sm_80, sm_89 or sm_90\n",
                 s->t.name);
         return EXIT_INPUT;
+    }
+    tool_ir_apply_tune(s->irm, &s->t);
+    return EXIT_OK;
+}
+
+/* An IR file: every function planned once (tool_plan_ir), each a layer to build. */
+static int plan_ir_file(Aot *s)
+{
+    KilnDiag d = {0};
+    int rc = tool_plan_ir(s->a, &s->t, s->irm, NULL, &s->irplan, &d);
+    if (rc) {
+        tool_error(&d);
+        return tool_exit_code(rc);
+    }
+    for (int i = 0; i < s->irplan.n; i++) {
+        const KilnPlanLayer *p = &s->irplan.layers[i];
+        int e = add_layer(s, p->name, p->M, p->N, p->K, 0);
+        if (e)
+            return e;
     }
     return EXIT_OK;
 }
@@ -633,15 +680,20 @@ int cmd_aot(const ToolArgs *a)
     Aot s = {.a = a, .dir = a->out_dir};
     KilnDiag d = {0};
     KilnCompiler *c = NULL;
-    int rc = kiln_recipe_load(a->recipe, &s.r, &d);
+    bool ir = tool_is_ir_file(a->recipe);
+    int rc = !ir ? kiln_recipe_load(a->recipe, &s.r, &d)
+             : (s.irm = kiln_module_new()) ? tool_ir_load(a->recipe, s.irm, &d)
+                                           : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
     if (rc) {
         tool_error(&d);
+        kiln_module_free(s.irm);
         return tool_exit_code(rc);
     }
     if ((e = check_target(&s)))
         goto done;
-    e = a->shapes_file ? read_shapes(&s, a->shapes_file)
-                       : add_shape(&s, a->layer, a->M, a->N, a->K, 0);
+    e = ir               ? plan_ir_file(&s)
+        : a->shapes_file ? read_shapes(&s, a->shapes_file)
+                         : add_shape(&s, a->layer, a->M, a->N, a->K, 0);
     if (e)
         goto done;
     char obj_dir[4200];
@@ -665,7 +717,7 @@ int cmd_aot(const ToolArgs *a)
     if (!e && s.nkernels == 0) {
         fprintf(stderr, "kiln aot: recipe '%s' gives no kernel for any of the %d layer%s "
                         "given: nothing to build\n",
-                kiln_recipe_name(s.r), s.nlayers, s.nlayers == 1 ? "" : "s");
+                source_name(&s), s.nlayers, s.nlayers == 1 ? "" : "s");
         e = EXIT_INPUT;
     }
     bool gpu = s.t.kind == KILN_TGT_CUDA;
@@ -692,5 +744,7 @@ done:
     free(s.layers);
     free(s.kernels);
     kiln_recipe_free(s.r);
+    tool_plan_free(&s.irplan);
+    kiln_module_free(s.irm);
     return e;
 }

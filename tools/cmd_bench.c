@@ -57,7 +57,8 @@ static void rm_rf(const char *dir)
  * quantize + prepack is timed inside kiln_layer_create (the caller's), not here, so the
  * large shapes do not pay it twice. */
 static int time_compile(const ToolArgs *a, const char *layer, const char *cache_dir,
-                        const float *xcal, int64_t calib_rows, BenchResult *b)
+                        const float *xcal, int64_t calib_rows, const KilnPlanLayer *planned,
+                        BenchResult *b)
 {
     KilnDiag d = {0};
     KilnRecipe *r = NULL;
@@ -67,14 +68,16 @@ static int time_compile(const ToolArgs *a, const char *layer, const char *cache_
     KilnCompiler *c = NULL;
     KilnCompiled k = {0};
     int rc = m ? 0 : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
-    if (!rc)
+    if (!rc && !planned)
         rc = kiln_recipe_load(a->recipe, &r, &d);
-    if (!rc)
+    if (!rc && !planned)
         rc = kiln_target_lookup(b->target_asked, &t, &d);
     /* planned as kiln_layer_create plans it, so the cache key matches its kernel */
     KilnPlanLayer p = {.name = layer, .M = 1, .N = b->N, .K = b->K, .calib_x = xcal,
                        .calib_rows = calib_rows};
-    if (!rc)
+    if (planned) /* an IR file's layer, planned once by the caller */
+        p = *planned;
+    else if (!rc)
         rc = kiln_plan_layers(r, &t, &p, 1, m, NULL, &d);
     f = p.f;
     if (!rc && !p.qgemm)
@@ -352,16 +355,69 @@ static int usage(void)
 {
     fprintf(stderr, "kiln bench: usage: kiln bench RECIPE --shape M,N,K [--layer NAME] "
                     "[--target T] [--threads N] [--repeat R] [--warmup W] [--cold] "
-                    "[--probe-ms MS] [--json]\n");
+                    "[--probe-ms MS] [--json]\n"
+                    "       kiln bench FILE.kir [--target T] [...]   (times the IR file's "
+                    "first function, at the shape its IR gives)\n");
     return EXIT_INPUT;
 }
 
+/* `kiln bench FILE.kir`: the file planned for the target (its own by default); the first
+ * function is the layer timed, its shape the IR's. */
+static int plan_ir_file(const ToolArgs *a, KilnModule *m, ToolPlan *plan, BenchResult *b)
+{
+    KilnDiag d = {0};
+    KilnTarget t;
+    int rc = tool_ir_load(a->recipe, m, &d);
+    if (!rc && !a->target && tool_ir_target(m))
+        b->target = tool_ir_target(m);
+    if (!rc)
+        rc = kiln_target_lookup(b->target, &t, &d);
+    if (!rc) {
+        tool_ir_apply_tune(m, &t);
+        rc = tool_plan_ir(a, &t, m, NULL, plan, &d);
+    }
+    if (!rc && !plan->layers[0].qgemm)
+        rc = kiln_diag_set(&d, KILN_EINPUT, "%s: func @\"%s\" has no qgemm to time", a->recipe,
+                           plan->layers[0].name);
+    if (rc) {
+        tool_error(&d);
+        return tool_exit_code(rc);
+    }
+    if (plan->n > 1)
+        printf("kiln bench: %s has %d functions; timing the first, @\"%s\"\n", a->recipe,
+               plan->n, plan->layers[0].name);
+    b->M = plan->layers[0].M, b->N = plan->layers[0].N, b->K = plan->layers[0].K;
+    return EXIT_OK;
+}
+
+static int bench(const ToolArgs *a, const KilnPlanLayer *planned, BenchResult *bp);
+
 int cmd_bench(const ToolArgs *a)
 {
-    if (!a->recipe || !a->have_shape)
+    bool ir = a->recipe && tool_is_ir_file(a->recipe);
+    if (!a->recipe || (!ir && !a->have_shape) || (ir && (a->have_shape || a->layer)))
         return usage();
     BenchResult b = {.M = a->M, .N = a->N, .K = a->K, .cold = a->cold,
                      .target = a->target ? a->target : "cpu"};
+    KilnModule *irm = ir ? kiln_module_new() : NULL;
+    ToolPlan irplan = {0};
+    if (ir) {
+        int pe = irm ? plan_ir_file(a, irm, &irplan, &b) : EXIT_INTERNAL;
+        if (pe) {
+            tool_plan_free(&irplan);
+            kiln_module_free(irm);
+            return pe;
+        }
+    }
+    int e = bench(a, ir ? &irplan.layers[0] : NULL, &b);
+    tool_plan_free(&irplan);
+    kiln_module_free(irm);
+    return e;
+}
+
+static int bench(const ToolArgs *a, const KilnPlanLayer *planned, BenchResult *bp)
+{
+    BenchResult b = *bp;
     b.threads = a->threads ? (int)a->threads : kiln_pool_default_threads();
     b.repeat = a->repeat ? (int)a->repeat : 10;
     b.warmup = a->have_warmup ? (int)a->warmup : 3;
@@ -377,12 +433,13 @@ int cmd_bench(const ToolArgs *a)
     }
     KilnDiag d = {0};
     KilnRecipe *r = NULL;
-    if (kiln_recipe_load(a->recipe, &r, &d)) {
+    if (!planned && kiln_recipe_load(a->recipe, &r, &d)) {
         tool_error(&d);
         return tool_exit_code(d.code);
     }
     char layer[512];
-    snprintf(layer, sizeof layer, "%s", a->layer ? a->layer : kiln_recipe_rule_example(r, 0));
+    snprintf(layer, sizeof layer, "%s",
+             planned ? planned->name : a->layer ? a->layer : kiln_recipe_rule_example(r, 0));
     kiln_recipe_free(r);
     b.layer = layer;
 
@@ -414,16 +471,25 @@ int cmd_bench(const ToolArgs *a)
     }
     b.target_asked = b.target;
     b.target = kiln_ctx_target(ctx);
-    if ((e = time_compile(a, layer, tmp, xcal, calib_rows, &b)))
+    if ((e = time_compile(a, layer, tmp, xcal, calib_rows, planned, &b)))
         goto out;
+    kiln_layer_desc desc = {.name = layer, .N = b.N, .K = b.K, .weight = w, .bias = bias,
+                            .calib_x = xcal, .calib_rows = calib_rows};
+    double t0 = kiln_now_ms();
+    if (planned) { /* no wake layer: an IR file's layer has the one shape */
+        if (kiln_layer_create_planned(ctx, planned, &desc, &l)) {
+            fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
+            e = EXIT_INPUT;
+            goto out;
+        }
+        b.layer_create_ms = kiln_now_ms() - t0;
+        goto created;
+    }
     if (kiln_recipe_open(ctx, a->recipe, &rec)) {
         fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
         e = EXIT_INPUT;
         goto out;
     }
-    kiln_layer_desc desc = {.name = layer, .N = b.N, .K = b.K, .weight = w, .bias = bias,
-                            .calib_x = xcal, .calib_rows = calib_rows};
-    double t0 = kiln_now_ms();
     if (kiln_layer_create(ctx, rec, &desc, &l)) {
         fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
         e = EXIT_INPUT;
@@ -438,6 +504,7 @@ int cmd_bench(const ToolArgs *a)
         e = EXIT_INPUT;
         goto out;
     }
+created:
     /* The kernel is a cache hit by now, so the rest of the create is the weights:
      * quantize + prepack (and lowering, which is microseconds). */
     double wms = b.layer_create_ms - b.compile_warm_ms;

@@ -102,10 +102,47 @@ const char *tool_target_name(const ToolArgs *a, const KilnRecipe *r, const char 
     return dflt;
 }
 
+/* `kiln ir FILE.kir`: the file's functions planned for the target (its own by default);
+ * final IR prints back unchanged, lowered IR gets its layouts. */
+static int ir_file(const ToolArgs *a)
+{
+    KilnDiag d = {0};
+    KilnModule *m = kiln_module_new();
+    ToolPlan plan = {0};
+    KilnTarget t;
+    int rc = m ? tool_ir_load(a->recipe, m, &d) : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
+    if (!rc && (a->have_shape || a->layer))
+        rc = kiln_diag_set(&d, KILN_EINPUT, "%s: an IR file's layers and shapes are its functions'; "
+                           "drop --shape and --layer", a->recipe);
+    if (!rc) {
+        const char *tname = a->target ? a->target : tool_ir_target(m) ? tool_ir_target(m) : "cpu";
+        rc = kiln_target_lookup(tname, &t, &d);
+    }
+    if (!rc) {
+        tool_ir_apply_tune(m, &t);
+        if (a->print_after_all)
+            printf("; kiln ir: IR file %s, target %s\n", a->recipe, t.name);
+        rc = tool_plan_ir(a, &t, m, a->print_after_all ? stdout : NULL, &plan, &d);
+    }
+    if (!rc && !a->print_after_all) {
+        printf("; kiln ir: IR file %s, target %s\n", a->recipe, t.name);
+        kiln_print_module(stdout, m);
+    }
+    fflush(stdout); /* what was printed comes before an error, not after it */
+    if (rc)
+        tool_error(&d);
+    tool_plan_free(&plan);
+    kiln_module_free(m);
+    return rc ? tool_exit_code(rc) : EXIT_OK;
+}
+
 int cmd_ir(const ToolArgs *a)
 {
+    if (a->recipe && tool_is_ir_file(a->recipe))
+        return ir_file(a);
     if (!a->recipe || !a->have_shape) {
         fprintf(stderr, "kiln ir: usage: kiln ir RECIPE --shape M,N,K [--layer NAME] [--target T] "
+                        "[--print-after-all]\n       kiln ir FILE.kir [--target T] "
                         "[--print-after-all]\n");
         return EXIT_INPUT;
     }
@@ -136,6 +173,7 @@ int cmd_ir(const ToolArgs *a)
     kiln_recipe_free(r);
     return EXIT_OK;
 fail:
+    fflush(stdout); /* the header and any IR printed come before the error, not after it */
     tool_error(&d);
     tool_plan_free(&plan);
     kiln_module_free(m);

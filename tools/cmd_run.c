@@ -371,35 +371,51 @@ out:
     return e;
 }
 
+/* The layers to run: the recipe's (tool_plan) or, for an IR file, its functions with
+ * the traits the IR was planned with (tool_plan_ir). */
+static int plan_input(const ToolArgs *a, const KilnRecipe *r, KilnTarget *t, KilnModule *m,
+                      ToolPlan *plan, KilnDiag *d)
+{
+    if (r)
+        return tool_plan(a, r, t, m, NULL, plan, d);
+    tool_ir_apply_tune(m, t);
+    return tool_plan_ir(a, t, m, NULL, plan, d);
+}
+
 int cmd_run(const ToolArgs *a)
 {
-    if (!a->recipe || !a->have_shape) {
+    bool ir = a->recipe && tool_is_ir_file(a->recipe);
+    if (!a->recipe || (!ir && !a->have_shape) || (ir && (a->have_shape || a->layer))) {
         fprintf(stderr, "kiln run: usage: kiln run RECIPE --shape M,N,K [--layer NAME] "
-                        "[--target T] [--seed S] [--check] [--verbose]\n");
+                        "[--target T] [--seed S] [--check] [--verbose]\n"
+                        "       kiln run FILE.kir [--target T] [--seed S] [--check] [--verbose]"
+                        "   (an IR file's layers and shapes are its functions')\n");
         return EXIT_INPUT;
     }
     KilnDiag d = {0};
     KilnRecipe *r = NULL;
-    KilnModule *m = NULL;
+    KilnModule *m = kiln_module_new();
     RunCtx rc = {.a = a, .ok = true};
     ToolPlan plan = {0};
     int e = EXIT_OK;
-    int krc = kiln_recipe_load(a->recipe, &r, &d);
+    int krc = !m ? kiln_diag_set(&d, KILN_EINTERNAL, "out of memory")
+              : ir ? tool_ir_load(a->recipe, m, &d)
+                   : kiln_recipe_load(a->recipe, &r, &d);
+    const char *tname = ir ? (a->target ? a->target : tool_ir_target(m) ? tool_ir_target(m) : "cpu")
+                           : tool_target_name(a, r, "cpu");
     KilnTarget t;
     if (!krc)
-        krc = kiln_target_lookup(tool_target_name(a, r, "cpu"), &t, &d);
+        krc = kiln_target_lookup(tname, &t, &d);
     if (krc)
         goto fail;
     rc.t = &t;
     rc.r = r;
-    m = kiln_module_new();
     /* A named arch (sm_80, ...) is planned before the driver is opened, so a layer that
      * has no kernel there is reported as such (exit 2) on any machine, not as a missing
      * driver. "cuda" learns its arch from the device and "cpu" its traits from the
      * host's backend, so those are planned after the context is made. */
-    const char *tname = tool_target_name(a, r, "cpu");
     bool named_arch = t.kind == KILN_TGT_CUDA && strcmp(tname, "cuda") != 0;
-    if (named_arch && (krc = tool_plan(a, r, &t, m, NULL, &plan, &d)))
+    if (named_arch && (krc = plan_input(a, r, &t, m, &plan, &d)))
         goto fail;
     if (t.kind == KILN_TGT_CPU || t.kind == KILN_TGT_CUDA) {
         /* The backend before running anything; the name as asked, since "cpu" (the
@@ -413,11 +429,11 @@ int cmd_run(const ToolArgs *a)
         }
         t = *kiln_ctx_target_full(rc.api);
     }
-    if (!named_arch && (krc = tool_plan(a, r, &t, m, NULL, &plan, &d)))
+    if (!named_arch && (krc = plan_input(a, r, &t, m, &plan, &d)))
         goto fail;
     for (int i = 0; i < plan.n && !e; i++)
         e = run_one(&rc, &plan.layers[i], m);
-    if (a->verbose)
+    if (a->verbose && !ir)
         tool_print_counts();
     if (!e && !rc.ok)
         e = EXIT_MISMATCH;

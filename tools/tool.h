@@ -78,6 +78,19 @@ typedef struct ToolPlan {
 int tool_plan(const ToolArgs *a, const struct KilnRecipe *r, const KilnTarget *t, KilnModule *m,
               FILE *print_after_all, ToolPlan *p, KilnDiag *d);
 void tool_plan_free(ToolPlan *p);
+
+/* ir_input.c: IR text files as input. tool_is_ir_file: the name ends in .kir, or (not
+ * .lua) the text starts with `func @` after blank and `;` lines. tool_ir_load parses
+ * (at most 64 MiB, regular files only) and verifies; tool_ir_target is the first
+ * function's `target` attribute or NULL; tool_plan_ir plans every function as a layer
+ * (kiln_plan_ir) with a synthetic calibration batch of its K, as tool_plan does. */
+bool tool_is_ir_file(const char *path);
+int tool_ir_load(const char *path, KilnModule *m, KilnDiag *d);
+const char *tool_ir_target(const KilnModule *m);
+int tool_plan_ir(const ToolArgs *a, const KilnTarget *t, KilnModule *m, FILE *print_after_all,
+                 ToolPlan *p, KilnDiag *d);
+/* A CPU target takes the traits (`tune`) the IR's first function was planned with. */
+void tool_ir_apply_tune(const KilnModule *m, KilnTarget *t);
 const char *tool_target_name(const ToolArgs *a, const struct KilnRecipe *r, const char *dflt);
 int tool_exit_code(int kiln_rc);
 /* util.c: "kiln: P recipe parses, L layer lowerings" on stderr (--verbose). */
