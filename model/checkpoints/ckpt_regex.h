@@ -15,7 +15,7 @@
 #define KILN_CK_RX_MATCH_LIMIT 100000        /* PCRE2 match limit, one name against one pattern */
 #define KILN_CK_RX_DEPTH_LIMIT 10000         /* PCRE2 backtracking depth limit */
 #define KILN_CK_RX_HEAP_KIB 4096             /* PCRE2 heap limit of one match, KiB */
-#define KILN_CK_RX_CPU_MS 2000               /* CPU time compiling and matching, all patterns */
+#define KILN_CK_RX_TIME_MS 2000              /* time inside PCRE2, all patterns together */
 
 /* A checkpoint's compiled patterns and the budget they share. */
 typedef struct KilnCkRegexes KilnCkRegexes;
