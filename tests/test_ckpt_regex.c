@@ -117,7 +117,8 @@ static void check_with_python(void)
     fclose(f);
     snprintf(cmd, sizeof cmd,
              "command -v python3 >/dev/null || exit 77; python3 -c 'import json, re, sys\n"
-             "print(\"\".join(\"1\" if re.match(p, n) else \"0\" for p, n in json.load(open(sys.argv[1]))))'"
+             "print(\"\".join(\"1\" if re.match(p, n) else \"0\"\n"
+             "              for p, n in json.load(open(sys.argv[1]))))'"
              " '%s' > '%s.out'", path, path);
     int rc = run(cmd);
     if (rc == 77) {
@@ -203,12 +204,14 @@ static void test_match_limits(void **state)
     (void)state;
     KilnCkRegexes *rx = rx_new();
     /* exponential backtracking (Python takes minutes here) */
-    expect_refused(rx, "(?:.|..)*_proj\\.", "model.layers.0.self_attn.q_proj_x", "match limit (100000");
+    expect_refused(rx, "(?:.|..)*_proj\\.", "model.layers.0.self_attn.q_proj_x",
+                   "match limit (100000");
     char name[4100];
     memset(name, 'a', 4000);
     snprintf(name + 4000, 100, "bc");
     expect_refused(rx, "((a))*b", name, "depth limit (10000");
-    expect_refused(rx, "((((((((((((((((((((a))))))))))))))))))))*b", name, "heap limit (4096 KiB)");
+    expect_refused(rx, "((((((((((((((((((((a))))))))))))))))))))*b", name,
+                   "heap limit (4096 KiB)");
     expect_refused(rx, "a", "a\xc3", "UTF-8");
     /* what reached a limit leaves the set usable */
     KilnDiag d = {0};
@@ -321,7 +324,8 @@ static void test_groups_in_checkpoint(void **state)
      * c: one exact name, weight-only, though a regex of a names it too */
     snprintf(g, sizeof g,
              "\"b\": {\"targets\": [\"Linear\"], %s},\n"
-             "\"a\": {\"targets\": [\"re:model\\\\.layers\\\\.\\\\d+\\\\.(?:self_attn)\\\\.(?!k)\"], %s, %s},\n"
+             "\"a\": {\"targets\": "
+             "[\"re:model\\\\.layers\\\\.\\\\d+\\\\.(?:self_attn)\\\\.(?!k)\"], %s, %s},\n"
              "\"c\": {\"targets\": [\"model.layers.1.self_attn.q_proj\"], %s},\n"
              "\"none\": {\"targets\": [\"re:(\"]}",
              W4, W4, A8, W4);
@@ -377,7 +381,8 @@ static void test_regressions(void **state)
         double t0 = now_s(CLOCK_MONOTONIC);
         int rc = kiln_checkpoint_read(ckdir, &c, &d);
         double dt = now_s(CLOCK_MONOTONIC) - t0;
-        if (rc != KILN_EINPUT || !strstr(d.msg, cases[i].want) || !strstr(d.msg, "reg/config.json:"))
+        if (rc != KILN_EINPUT || !strstr(d.msg, cases[i].want) ||
+            !strstr(d.msg, "reg/config.json:"))
             fail_msg("%s: rc %d \"%s\" (expected \"%s\")", cases[i].file, rc, d.msg, cases[i].want);
         print_message("%-18s %.3f s: %s\n", cases[i].file, dt, d.msg);
         assert_true(dt < 1.0);

@@ -187,7 +187,8 @@ static int compile_error(const char *where, const char *pat, int err, size_t at,
 {
     char sp[200];
     shown(pat, sp, sizeof sp);
-    if (err == PCRE2_ERROR_HEAP_FAILED && before + KILN_CK_RX_COMPILE_BYTES > KILN_CK_RX_TOTAL_BYTES)
+    bool total = before + KILN_CK_RX_COMPILE_BYTES > KILN_CK_RX_TOTAL_BYTES;
+    if (err == PCRE2_ERROR_HEAP_FAILED && total)
         return ERR("%s \"re:%s\": the checkpoint's compiled patterns would take more than %u "
                    "MiB (the limit)", where, sp, KILN_CK_RX_TOTAL_BYTES >> 20);
     if (err == PCRE2_ERROR_HEAP_FAILED)
