@@ -182,8 +182,9 @@ static int over_budget(KilnCkRegexes *rx, const char *where, KilnDiag *d)
                KILN_CK_RX_TIME_MS, rx->n, rx->matches);
 }
 
-static int compile_error(const char *where, const char *pat, int err, size_t at, size_t before,
-                         KilnDiag *d)
+/* `at` counts bytes of the pattern PCRE2 read: the rewritten one when it differs */
+static int compile_error(const char *where, const char *pat, bool rewritten, int err, size_t at,
+                         size_t before, KilnDiag *d)
 {
     char sp[200];
     shown(pat, sp, sizeof sp);
@@ -196,9 +197,9 @@ static int compile_error(const char *where, const char *pat, int err, size_t at,
                    KILN_CK_RX_COMPILE_BYTES >> 10);
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof msg);
-    return ERR("%s \"re:%s\": not a regular expression kiln reads (at byte %zu: %s; limits: "
-               "%d nested parentheses, PCRE2's compiled size)", where, sp, at, (char *)msg,
-               KILN_CK_RX_MAX_NEST);
+    return ERR("%s \"re:%s\": not a regular expression kiln reads (%s byte %zu: %s; limits: "
+               "%d nested parentheses, PCRE2's compiled size)", where, sp,
+               rewritten ? "near" : "at", at, (char *)msg, KILN_CK_RX_MAX_NEST);
 }
 
 static int compile_one(KilnCkRegexes *rx, const char *where, const char *pat,
@@ -227,9 +228,10 @@ static int compile_one(KilnCkRegexes *rx, const char *where, const char *pat,
     *code = pcre2_compile((PCRE2_SPTR)e, PCRE2_ZERO_TERMINATED,
                           PCRE2_ANCHORED | PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C,
                           &err, &at, rx->cc);
+    bool rewritten = strcmp(e, pat) != 0;
     free(e);
     if (!*code)
-        return compile_error(where, pat, err, at, before, d);
+        return compile_error(where, pat, rewritten, err, at, before, d);
     return 0;
 }
 
