@@ -4,13 +4,14 @@
 # the repository's own files. Fails (exit 1) on any crash, leak, timeout, out-of-memory or
 # sanitizer report; the input that did it is kept as build-fuzz/artifacts/TARGET-*.
 # Prints executions and coverage per target. TARGET: recipe ir_parse safetensors gguf
-# aot_manifest (default: all). The corpus in build-fuzz/corpus/ grows from run to run.
+# aot_manifest ckpt_config (default: all). The corpus in build-fuzz/corpus/ grows from run
+# to run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-30}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(recipe ir_parse safetensors gguf aot_manifest)
+((${#targets[@]})) || targets=(recipe ir_parse safetensors gguf aot_manifest ckpt_config)
 out=build-fuzz
 
 command -v clang-14 >/dev/null || { echo "fuzz: clang-14 is missing (scripts/setup.sh installs it)" >&2; exit 1; }
@@ -27,11 +28,13 @@ seed() {
     ir_parse) cp tests/ir/*.kir tests/passes/*.kir "$d"/ ;;
     safetensors|gguf) python3 tests/fuzz/make_seeds.py "$out/seeds/gen-$t" && cp "$out/seeds/gen-$t/$t"/* "$d"/ ;;
     aot_manifest) cp tests/fuzz/seeds/manifest-*.json "$d"/ ;;
+    ckpt_config) cp tests/fuzz/seeds/ckpt-*.json tests/ckpt_regex/*.json "$d"/ ;;
   esac
   if [ -d tests/fuzz/regressions/$t ]; then cp tests/fuzz/regressions/$t/* "$d"/; fi
 }
 
-declare -A max_len=([recipe]=8192 [ir_parse]=8192 [safetensors]=4096 [gguf]=8192 [aot_manifest]=16384)
+declare -A max_len=([recipe]=8192 [ir_parse]=8192 [safetensors]=4096 [gguf]=8192 [aot_manifest]=16384
+                   [ckpt_config]=16384)
 failed=()
 for t in "${targets[@]}"; do
   [ -n "${max_len[$t]:-}" ] || { echo "fuzz: unknown target '$t'" >&2; exit 2; }

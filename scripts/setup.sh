@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=(build-essential cmake ninja-build pkg-config llvm-16-dev liblua5.4-dev libffi-dev
-      libcmocka-dev valgrind bible-kjv python3-pip python3-numpy
+      libcmocka-dev libpcre2-dev valgrind bible-kjv python3-pip python3-numpy
       clang-14 libclang-rt-14-dev)  # clang + libFuzzer: scripts/fuzz.sh
 missing=()
 for p in "${need[@]}"; do

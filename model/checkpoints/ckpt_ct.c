@@ -2,13 +2,13 @@
  * config_groups (preset names too), which group's targets a module matches (exact name,
  * "re:" regex, class), and each layer's static activation scale. Sources followed:
  * docs/checkpoints.md, "Reading checkpoints". */
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "model/checkpoints/ckpt_internal.h"
+#include "model/checkpoints/ckpt_regex.h"
 
 #define ERR(...) kiln_diag_set(d, KILN_EINPUT, __VA_ARGS__)
 #define OOM() kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: out of memory")
@@ -98,6 +98,7 @@ static KilnQuantSpec args_spec(const KilnCkArgs *a)
 /* One config group: its targets and what it does to weights and inputs. */
 struct KilnCtGroup {
     const KilnJson *targets; /* array of strings */
+    int *rx;                 /* per target: its compiled "re:" pattern (ckpt_regex.c) or -1 */
     KilnCkArgs w, a;
     bool preset;             /* a preset's targets are the group's value */
 };
@@ -127,15 +128,41 @@ static const struct {
      {true, 8, true, true, KILN_GRAN_GROUP, 128, 0, 0, true}},
 };
 
-static int ct_groups(const char *dir, const KilnJson *cg, CtGroup **out, int *n, KilnDiag *d)
+/* compressed-tensors' match_name (utils/match.py): "re:" + a Python regex tried with
+ * re.match (anchored at the start of the name, not at its end), anything else the exact
+ * name; every pattern is compiled once, here (ckpt_regex.c). */
+static int ct_compile_targets(const char *dir, const char *key, CtGroup *g, KilnCkRegexes *rx,
+                              KilnDiag *d)
 {
-    *out = NULL, *n = 0;
+    size_t n = g->targets ? g->targets->len : 0;
+    if (!(g->rx = malloc(sizeof *g->rx * (n + 1))))
+        return OOM();
+    char where[600];
+    for (size_t i = 0; i < n; i++) {
+        const KilnJson *t = &g->targets->items[i];
+        g->rx[i] = -1;
+        if (t->kind != KILN_JSON_STRING || strncmp(t->str, "re:", 3))
+            continue;
+        snprintf(where, sizeof where, "%s/config.json:%d: config_groups[\"%.100s\"].targets[%zu]",
+                 dir, t->line, key, i);
+        int rc = kiln_ck_rx_add(rx, where, t->str + 3, &g->rx[i], d);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* cfg->groups from config_groups, each group's "re:" targets compiled; what is built so
+ * far stays in cfg on error (kiln_ck_ct_free). */
+static int ct_groups(const char *dir, const KilnJson *cg, KilnCtCfg *cfg, KilnDiag *d)
+{
     if (!cg || cg->kind != KILN_JSON_OBJECT)
         return ERR("%s/config.json: quantization_config has no config_groups object", dir);
-    CtGroup *g = calloc(cg->len + 1, sizeof *g);
+    CtGroup *g = cfg->groups = calloc(cg->len + 1, sizeof *g);
     if (!g)
         return OOM();
-    int rc = 0;
+    cfg->ngroups = (int)cg->len;
+    int rc = kiln_ck_rx_new(&cfg->rx, d);
     char where[512];
     for (size_t i = 0; i < cg->len && !rc; i++) {
         const KilnJson *v = &cg->items[i];
@@ -145,17 +172,14 @@ static int ct_groups(const char *dir, const KilnJson *cg, CtGroup **out, int *n,
             size_t p = 0, np = sizeof presets / sizeof presets[0];
             while (p < np && strcasecmp(presets[p].name, cg->keys[i]))
                 p++;
-            if (p == np) {
-                rc = ERR("%s: not a preset scheme kiln knows", where);
-                break;
-            }
-            g[i] = (CtGroup){v, presets[p].w, presets[p].a, true};
+            if (p == np)
+                return ERR("%s: not a preset scheme kiln knows", where);
+            g[i] = (CtGroup){v, NULL, presets[p].w, presets[p].a, true};
+            rc = ct_compile_targets(dir, cg->keys[i], &g[i], cfg->rx, d);
             continue;
         }
-        if (v->kind != KILN_JSON_OBJECT) {
-            rc = ERR("%s is not an object", where);
-            break;
-        }
+        if (v->kind != KILN_JSON_OBJECT)
+            return ERR("%s is not an object", where);
         g[i].targets = kiln_ck_jget(v, "targets", KILN_JSON_ARRAY);
         char w2[600];
         snprintf(w2, sizeof w2, "%s.weights", where);
@@ -165,99 +189,57 @@ static int ct_groups(const char *dir, const KilnJson *cg, CtGroup **out, int *n,
             rc = ct_args(w2, kiln_json_get(v, "input_activations"), &g[i].a, d);
         if (!rc)
             rc = act_bits(w2, &g[i].a, d);
+        if (!rc)
+            rc = ct_compile_targets(dir, cg->keys[i], &g[i], cfg->rx, d);
     }
-    if (rc) {
-        free(g);
-        return rc;
-    }
-    *out = g, *n = (int)cg->len;
-    return 0;
+    return rc;
 }
 
-/* compressed-tensors' match_name: "re:" + a Python regex matched at the start of the
- * name (re.match), anything else the exact name. The Python shorthands these configs
- * use (\d \w \s, (?:) become POSIX extended syntax; other (?...) constructs are refused. */
-static int target_regex(const char *pat, const char *name, bool *hit, KilnDiag *d)
+/* 3: exact name, 2: regex, 1: class "Linear" (every module read here is a linear), 0. The
+ * regexes run only while one could still raise `floor`, the best rank an earlier group
+ * already has (ties go to the earlier group). */
+static int target_rank(KilnCkRegexes *rx, const CtGroup *g, const char *name, int floor,
+                       int *rank, KilnDiag *d)
 {
-    size_t n = strlen(pat);
-    char *e = malloc(n * 12 + 8);
-    if (!e)
-        return OOM();
-    size_t o = 0;
-    e[o++] = '^', e[o++] = '(';
-    for (size_t i = 0; i < n; i++) {
-        const char *rep = NULL;
-        if (pat[i] == '\\' && i + 1 < n)
-            rep = pat[i + 1] == 'd'   ? "[0-9]"
-                  : pat[i + 1] == 'w' ? "[A-Za-z0-9_]"
-                  : pat[i + 1] == 's' ? "[[:space:]]"
-                                      : NULL;
-        if (rep) {
-            memcpy(e + o, rep, strlen(rep));
-            o += strlen(rep), i++;
-        } else if (pat[i] == '(' && i + 1 < n && pat[i + 1] == '?') {
-            if (i + 2 >= n || pat[i + 2] != ':') {
-                free(e);
-                return ERR("regex \"%.100s\": (?...) other than (?:...) is not supported", pat);
-            }
-            e[o++] = '(', i += 2;
-        } else {
-            if (pat[i] == '\\' && i + 1 < n)
-                e[o++] = pat[i++];
-            e[o++] = pat[i];
-        }
-    }
-    e[o++] = ')', e[o] = 0;
-    regex_t re;
-    int r = regcomp(&re, e, REG_EXTENDED | REG_NOSUB);
-    free(e);
-    if (r)
-        return ERR("regex \"%.100s\" does not compile as POSIX extended", pat);
-    *hit = regexec(&re, name, 0, NULL, 0) == 0;
-    regfree(&re);
-    return 0;
-}
-
-/* 3: exact name, 2: regex, 1: class "Linear" (every module read here is a linear), 0. */
-static int target_rank(const KilnJson *targets, const char *name, int *rank, KilnDiag *d)
-{
+    const KilnJson *targets = g->targets;
+    size_t n = targets ? targets->len : 0;
     *rank = 0;
-    for (size_t i = 0; targets && i < targets->len; i++) {
+    for (size_t i = 0; i < n; i++) {
         const KilnJson *t = &targets->items[i];
-        if (t->kind != KILN_JSON_STRING)
+        if (t->kind != KILN_JSON_STRING || g->rx[i] >= 0)
             continue;
-        int r = 0;
-        if (!strncmp(t->str, "re:", 3)) {
-            bool hit = false;
-            int rc = target_regex(t->str + 3, name, &hit, d);
-            if (rc)
-                return rc;
-            r = hit ? 2 : 0;
-        } else if (!strcmp(t->str, name)) {
-            r = 3;
-        } else if (!strcmp(t->str, "Linear")) {
-            r = 1;
-        }
-        if (r > *rank)
-            *rank = r;
+        if (!strcmp(t->str, name))
+            *rank = 3;
+        else if (!strcmp(t->str, "Linear") && *rank < 1)
+            *rank = 1;
+    }
+    for (size_t i = 0; i < n && *rank < 2 && floor < 2; i++) {
+        bool hit = false;
+        int rc = g->rx[i] < 0 ? 0 : kiln_ck_rx_match(rx, g->rx[i], name, &hit, d);
+        if (rc)
+            return rc;
+        if (hit)
+            *rank = 2;
     }
     return 0;
 }
 
 /* The group whose targets match module m most specifically (exact, then regex, then
  * class), earliest on ties; the only group with weights when none matches. */
-static int ct_scheme_of(const char *dir, const CtGroup *g, int ng, const char *m,
+static int ct_scheme_of(const char *dir, const KilnCtCfg *cfg, const char *m,
                         const CtGroup **out, KilnDiag *d)
 {
+    const CtGroup *g = cfg->groups;
     int best = -1, brank = 0, withw = 0, lastw = -1;
-    for (int i = 0; i < ng; i++) {
-        int r;
-        int rc = target_rank(g[i].targets, m, &r, d);
+    for (int i = 0; i < cfg->ngroups; i++) {
+        if (!g[i].w.present)
+            continue;
+        withw++, lastw = i;
+        int r = 0;
+        int rc = brank == 3 ? 0 : target_rank(cfg->rx, &g[i], m, brank, &r, d);
         if (rc)
             return rc;
-        if (g[i].w.present)
-            withw++, lastw = i;
-        if (r > brank && g[i].w.present)
+        if (r > brank)
             best = i, brank = r;
     }
     if (best < 0 && withw == 1)
@@ -314,7 +296,7 @@ int kiln_ck_ct_config(const char *dir, const KilnJson *qc, KilnCheckpoint *c, Ki
                    "(pack-quantized, int-quantized, naive-quantized, float-quantized, "
                    "mixed-precision)", dir, fmt);
     snprintf(c->format, sizeof c->format, "%s", fmt ? fmt : "pack-quantized");
-    int rc = ct_groups(dir, kiln_json_get(qc, "config_groups"), &cfg->groups, &cfg->ngroups, d);
+    int rc = ct_groups(dir, kiln_json_get(qc, "config_groups"), cfg, d);
     for (int g = 0; !rc && g < cfg->ngroups; g++)
         if (cfg->groups[g].a.present && c->act.fmt == KILN_QF_NONE)
             c->act = args_spec(&cfg->groups[g].a);
@@ -331,7 +313,7 @@ int kiln_ck_ct_layer(KilnCkSrc *s, const KilnCtCfg *cfg, const char *m, KilnQLin
                      KilnDiag *d)
 {
     const CtGroup *g = NULL;
-    int rc = ct_scheme_of(s->dir, cfg->groups, cfg->ngroups, m, &g, d);
+    int rc = ct_scheme_of(s->dir, cfg, m, &g, d);
     if (!rc)
         rc = kiln_ck_ct_module(s, m, &g->w, q, d);
     return rc ? rc : ct_act(s, m, g, q, d);
@@ -339,6 +321,9 @@ int kiln_ck_ct_layer(KilnCkSrc *s, const KilnCtCfg *cfg, const char *m, KilnQLin
 
 void kiln_ck_ct_free(KilnCtCfg *cfg)
 {
+    for (int i = 0; cfg->groups && i < cfg->ngroups; i++)
+        free(cfg->groups[i].rx);
     free(cfg->groups);
-    cfg->groups = NULL, cfg->ngroups = 0;
+    kiln_ck_rx_free(cfg->rx);
+    memset(cfg, 0, sizeof *cfg);
 }

@@ -79,6 +79,7 @@ static inline const char *kiln_ck_jstr(const KilnJson *o, const char *k)
 typedef struct KilnCtCfg {
     struct KilnCtGroup *groups;
     int ngroups;
+    struct KilnCkRegexes *rx; /* the groups' "re:" targets, compiled once (ckpt_regex.h) */
 } KilnCtCfg;
 int kiln_ck_ct_config(const char *dir, const KilnJson *qc, KilnCheckpoint *c, KilnCtCfg *cfg,
                       KilnDiag *d);

@@ -5,18 +5,20 @@ OUT ?= build-fuzz
 CC := clang-14
 CFLAGS := -std=c17 -D_GNU_SOURCE -DKILN_VERSION=\"fuzz\" -g -O1 -fno-omit-frame-pointer \
   -fsanitize=address,undefined -fno-sanitize-recover=all -Wall -Wextra -Wno-unused-parameter \
-  -I. -Iinclude $(shell pkg-config --cflags lua5.4 libffi) \
+  -I. -Iinclude $(shell pkg-config --cflags lua5.4 libffi libpcre2-8) \
   -DKILN_RECIPE_INSTR_LIMIT=200000L -DKILN_RECIPE_MEM_LIMIT='(8u << 20)'
 # (smaller recipe budgets than the library's: a runaway recipe costs milliseconds)
-LIBS := $(shell pkg-config --libs lua5.4 libffi) -lm -lpthread -ldl
+LIBS := $(shell pkg-config --libs lua5.4 libffi libpcre2-8) -lm -lpthread -ldl
 
 # Every reader the targets reach; runtime/aot.c is compiled into its harness instead.
 LIBSRC := $(wildcard ir/*.c frontend/*.c passes/*.c) runtime/json.c runtime/ffi.c runtime/aot_layout.c \
+  runtime/json_write.c runtime/files.c \
   model/files/modelfile.c model/files/safetensors.c model/files/gguf.c model/nets/shapes.c \
   model/tokenizers/tokenizer.c model/tokenizers/tokenizer_bpe.c \
-  model/tokenizers/tokenizer_wordpiece.c model/tokenizers/unicode.c
+  model/tokenizers/tokenizer_wordpiece.c model/tokenizers/unicode.c \
+  $(addprefix model/checkpoints/,checkpoint.c ckpt_read.c ckpt_ct.c ckpt_regex.c ckpt_layouts.c ckpt_write.c)
 LIBOBJ := $(patsubst %.c,$(OUT)/obj/%.o,$(LIBSRC))
-TARGETS := $(addprefix $(OUT)/fuzz_,recipe ir_parse safetensors gguf aot_manifest)
+TARGETS := $(addprefix $(OUT)/fuzz_,recipe ir_parse safetensors gguf aot_manifest ckpt_config)
 
 all: $(TARGETS)
 
@@ -44,6 +46,7 @@ $(eval $(call target,ir_parse,tests/fuzz/fuzz_ir_parse.c,))
 $(eval $(call target,safetensors,tests/fuzz/fuzz_modelfile.c,-DKILN_FUZZ_SAFETENSORS))
 $(eval $(call target,gguf,tests/fuzz/fuzz_modelfile.c,-DKILN_FUZZ_GGUF))
 $(eval $(call target,aot_manifest,tests/fuzz/fuzz_aot_manifest.c,))
+$(eval $(call target,ckpt_config,tests/fuzz/fuzz_ckpt_config.c,))
 
 -include $(LIBOBJ:.o=.d) $(TARGETS:=.d)
 .PHONY: all
