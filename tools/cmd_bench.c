@@ -365,16 +365,8 @@ int cmd_bench(const ToolArgs *a)
     b.threads = a->threads ? (int)a->threads : kiln_pool_default_threads();
     b.repeat = a->repeat ? (int)a->repeat : 10;
     b.warmup = a->have_warmup ? (int)a->warmup : 3;
-    if (b.threads > 64) {
-        fprintf(stderr, "kiln bench: --threads %d: at most 64\n", b.threads);
-        return EXIT_INPUT;
-    }
-    if (b.M * b.K > (1LL << 31) || b.N * b.K > (1LL << 31) || b.M * b.N > (1LL << 31)) {
-        fprintf(stderr, "kiln bench: shape %lld,%lld,%lld: each matrix must hold at most 2^31 "
-                        "elements\n",
-                (long long)b.M, (long long)b.N, (long long)b.K);
-        return EXIT_INPUT;
-    }
+    /* --threads, --repeat, --warmup, --probe-ms and the shape's matrix sizes are
+     * within their limits already (tool_parse_args) */
     KilnDiag d = {0};
     KilnRecipe *r = NULL;
     if (kiln_recipe_load(a->recipe, &r, &d)) {

@@ -269,6 +269,8 @@ static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
     void *ycpu = NULL;
     int e = EXIT_OK;
     if (layer_data_init(&ld, a->seed, f->name, N, K) || kiln_tensor_alloc(&x, xt)) {
+        fprintf(stderr, "kiln: out of memory for the data of layer %s (M=%lld N=%lld K=%lld)\n",
+                f->name, (long long)M, (long long)N, (long long)K);
         layer_data_free(&ld);
         return EXIT_INTERNAL;
     }
