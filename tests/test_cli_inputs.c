@@ -117,6 +117,21 @@ static void test_numeric_options(void **state)
         const char *args[] = {"run", RECIPE, "--shape", "4,64,256", "--seed", seeds[j], NULL};
         expect_input_error(args, NULL, "bad --seed", "from 0 to 18446744073709551615", NULL);
     }
+    /* strings whose length kiln's buffers assume */
+    char *long_name = malloc(5000);
+    assert_non_null(long_name);
+    memset(long_name, 'a', 4999);
+    long_name[4999] = 0;
+    long_name[1001] = 0;
+    const char *layer[] = {"run", RECIPE, "--shape", "4,64,256", "--layer", long_name, NULL};
+    expect_input_error(layer, NULL, "bad --layer: 1001 bytes; layer names are at most 1000",
+                       NULL);
+    long_name[1001] = 'a';
+    long_name[4001] = 0;
+    long_name[0] = '/';
+    const char *outdir[] = {"aot", RECIPE, "--shape", "4,64,256", "-o", long_name, NULL};
+    expect_input_error(outdir, NULL, "bad -o: 4001 bytes; at most 4000", NULL);
+    free(long_name);
     const char *max_seed[] = {"targets", "--seed", "18446744073709551615", NULL};
     CliResult r;
     kiln_env(max_seed, NULL, &r);
@@ -138,6 +153,26 @@ static void test_issue_reproducers(void **state)
     const char *rep_big[] = {"bench", RECIPE, "--shape", "4,64,256", "--repeat", "2147483647",
                              NULL};
     expect_input_error(rep_big, NULL, "bad --repeat '2147483647'", "from 1 to 100000", NULL);
+}
+
+/* A layer name at the 1000-byte limit: every name kiln derives from it ("<layer>.weight")
+ * fits (they were cut at 599 bytes, so `run --check` compared the kernel with another
+ * weight and failed every output). */
+static void test_long_layer_name(void **state)
+{
+    (void)state;
+    char layer[1001] = "model.layers.0.mlp.";
+    size_t n = strlen(layer);
+    memset(layer + n, 'a', 1000 - n);
+    layer[1000] = 0;
+    const char *args[] = {"run", RECIPE, "--shape", "4,64,256", "--layer", layer, "--check", NULL};
+    CliResult r;
+    kiln_env(args, NULL, &r);
+    if (r.code != 0)
+        cli_dump("kiln run --layer (1000 bytes) --check", &r);
+    assert_int_equal(r.code, 0);
+    assert_non_null(strstr(r.out, "kernel vs reference interpreter: PASS"));
+    cli_result_free(&r);
 }
 
 /* Property: a malformed --shape, or one whose matrices exceed the limit, is exit 2 for
@@ -549,6 +584,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_numeric_options),
         cmocka_unit_test(test_issue_reproducers),
+        cmocka_unit_test(test_long_layer_name),
         cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_not_regular_files),
         cmocka_unit_test(test_model_dir_fifos),

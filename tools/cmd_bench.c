@@ -373,7 +373,7 @@ int cmd_bench(const ToolArgs *a)
         tool_error(&d);
         return tool_exit_code(d.code);
     }
-    char layer[512];
+    char layer[TOOL_NAME_BYTES];
     snprintf(layer, sizeof layer, "%s", a->layer ? a->layer : kiln_recipe_rule_example(r, 0));
     kiln_recipe_free(r);
     b.layer = layer;

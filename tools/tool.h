@@ -45,6 +45,10 @@ typedef struct ToolArgs {
 #define TOOL_MAX_REPEAT 100000               /* bench --repeat */
 #define TOOL_MAX_WARMUP 100000               /* bench --warmup */
 #define TOOL_MAX_PROBE_MS 10000              /* bench --probe-ms */
+#define TOOL_MAX_LAYER_NAME 1000             /* --layer bytes (frontend/lower.c's limit) */
+#define TOOL_MAX_OUT_DIR 4000                /* -o DIR bytes */
+/* a layer's name with a suffix (".weight") never truncated */
+#define TOOL_NAME_BYTES (TOOL_MAX_LAYER_NAME + 32)
 int tool_parse_args(int argc, char **argv, int first, ToolArgs *a);
 /* "M,N,K" (or MxNxK), each 1..TOOL_MAX_DIM; -1 otherwise. */
 int tool_parse_shape(const char *s, int64_t *M, int64_t *N, int64_t *K);

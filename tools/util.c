@@ -125,6 +125,11 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
         if (!strcmp(s, "--layer")) {
             NEEDV;
             a->layer = v;
+            if (strlen(v) > TOOL_MAX_LAYER_NAME) {
+                fprintf(stderr, "kiln: bad --layer: %zu bytes; layer names are at most %d\n",
+                        strlen(v), TOOL_MAX_LAYER_NAME);
+                return EXIT_INPUT;
+            }
         } else if (!strcmp(s, "--target")) {
             NEEDV;
             a->target = v;
@@ -150,6 +155,11 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
         } else if (!strcmp(s, "-o")) {
             NEEDV;
             a->out_dir = v;
+            if (strlen(v) > TOOL_MAX_OUT_DIR) { /* the files' paths in it must not truncate */
+                fprintf(stderr, "kiln: bad -o: %zu bytes; at most %d\n", strlen(v),
+                        TOOL_MAX_OUT_DIR);
+                return EXIT_INPUT;
+            }
         } else if (!strcmp(s, "--model")) {
             NEEDV;
             a->model = v;
@@ -229,7 +239,7 @@ float tool_weight_sigma(int64_t K)
 
 int tool_layer_data(uint64_t seed, const char *layer, int64_t N, int64_t K, float **w, float **b)
 {
-    char name[600];
+    char name[TOOL_NAME_BYTES];
     *w = malloc(sizeof(float) * (size_t)(N * K));
     *b = malloc(sizeof(float) * (size_t)N);
     if (!*w || !*b) {
