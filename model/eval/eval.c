@@ -341,9 +341,9 @@ static void print_text(const char *title, const char *texts, bool dec, const Row
     }
 }
 
-static void print_json(const char *model, const char *recipe, const char *texts, bool dec,
-                       const KilnEvalOpts *o, const DecCfg *dc, int nsent, const Row *rows,
-                       int nrows, KilnLinear **order, int nl)
+static int print_json(const char *model, const char *recipe, const char *texts, bool dec,
+                      const KilnEvalOpts *o, const DecCfg *dc, int nsent, const Row *rows,
+                      int nrows, KilnLinear **order, int nl, KilnDiag *d)
 {
     KilnJsonWriter w;
     kiln_jw_init(&w, stdout);
@@ -401,9 +401,8 @@ static void print_json(const char *model, const char *recipe, const char *texts,
     }
     (void)o;
     kiln_jw_end_object(&w);
-    KilnDiag jd = {0};
-    kiln_jw_finish(&w, &jd);
     fputc('\n', stdout);
+    return kiln_jw_finish(&w, d); /* a value JSON cannot hold: an error, not a cut document */
 }
 
 /* ------------------------------------------------------------------ driver */
@@ -733,8 +732,8 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
     if (!rc && o->per_layer)
         rc = rank_layers(e->ls, e->nl, &order, d);
     if (!rc && o->json)
-        print_json(e->path, o->recipe, e->texts, net->decoder, o, &e->dc, e->nsent, e->rows,
-                   e->nrows, order, e->nl);
+        rc = print_json(e->path, o->recipe, e->texts, net->decoder, o, &e->dc, e->nsent,
+                        e->rows, e->nrows, order, e->nl, d);
     else if (!rc)
         print_text(e->title, e->texts, net->decoder, e->rows, e->nrows, order, e->nl);
     free(order), free(e->dc.ids), free(e->e32), free(e->eq);
