@@ -366,7 +366,9 @@ int cmd_bench(const ToolArgs *a)
     b.repeat = a->repeat ? (int)a->repeat : 10;
     b.warmup = a->have_warmup ? (int)a->warmup : 3;
     /* --threads, --repeat, --warmup, --probe-ms and the shape's matrix sizes are
-     * within their limits already (tool_parse_args) */
+     * within their limits already (tool_parse_args); the default too (the probes run
+     * at most 64 threads) */
+    b.threads = b.threads > TOOL_MAX_THREADS ? TOOL_MAX_THREADS : b.threads;
     KilnDiag d = {0};
     KilnRecipe *r = NULL;
     if (kiln_recipe_load(a->recipe, &r, &d)) {
