@@ -12,6 +12,7 @@
 #include <lualib.h>
 
 #include "frontend/internal.h"
+#include "runtime/runtime.h"
 
 /* The fuzzer builds with smaller budgets, so that a runaway input costs milliseconds. */
 #ifndef KILN_RECIPE_INSTR_LIMIT
@@ -730,9 +731,9 @@ int kiln_recipe_load_string(const char *src, size_t len, const char *chunkname, 
 int kiln_recipe_load(const char *path, KilnRecipe **out, KilnDiag *d)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
+    FILE *f = kiln_rt_fopen_regular(path, "recipe", 0, d); /* a FIFO or device: refused */
     if (!f)
-        return kiln_diag_set_at(d, KILN_EINPUT, path, 0, "cannot open recipe: %s", strerror(errno));
+        return KILN_EINPUT;
     char *buf = malloc(SRC_LIMIT + 1);
     size_t n = buf ? fread(buf, 1, SRC_LIMIT + 1, f) : 0;
     bool err = ferror(f);

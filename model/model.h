@@ -59,6 +59,9 @@ typedef struct KilnLinear {
     /* --per-layer: energies of the f32 output and of (kernel - f32) on the same input */
     bool track;
     double sig, noise;
+    /* set by the first run whose output held a NaN or an infinity (nonfinite_in: its
+     * input already did), so kiln eval can name the layer where they began */
+    bool nonfinite_out, nonfinite_in;
     /* calibration capture: the layer's input rows (first cap_max rows) */
     float *cap;
     int64_t cap_rows, cap_max;

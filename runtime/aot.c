@@ -1,8 +1,10 @@
 /* runtime/aot.c — loading an AOT kernel library: read DIR/manifest.json, check it,
  * dlopen the library it names and look kernels up by name. */
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime/runtime.h"
 
@@ -197,6 +199,13 @@ int kiln_aot_open(const char *dir, KilnAot **out, KilnDiag *d)
                            "AOT library in %s was built for target '%s', which this CPU does "
                            "not support; rebuild it with `kiln aot` for this machine",
                            dir, a->target);
+    int fd = rc ? -1 : kiln_rt_open_regular(a->lib_path, "AOT library", 0, NULL, NULL);
+    if (!rc && fd < 0) /* dlopen would block on a FIFO */
+        rc = kiln_diag_set(d, KILN_EINPUT, "cannot load AOT library %s named in %s: %s",
+                           a->lib_path, a->manifest_path,
+                           errno == EINVAL ? "not a regular file" : strerror(errno));
+    if (fd >= 0)
+        close(fd);
     if (!rc) {
         dlerror();
         a->lib = dlopen(a->lib_path, RTLD_NOW | RTLD_LOCAL);

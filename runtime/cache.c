@@ -20,6 +20,14 @@
 #define MAGIC "KILNCACHE1"
 #define HDR_MAGIC 16
 #define HDR_BYTES 88
+/* An entry's payload is one kernel's object or module image (kilobytes); anything
+ * larger is not one of kiln's entries and is never read into memory. */
+#define PAYLOAD_LIMIT ((uint64_t)256 << 20)
+/* Temporary files are kiln's own by name (and by content: a header is the first thing
+ * written into one), so a cache directory shared with other programs (/tmp) loses
+ * none of their files: ".tmp-kiln-" and mkstemp's six characters, nothing else. */
+#define TMP_PREFIX ".tmp-kiln-"
+#define TMP_NAME_LEN (sizeof TMP_PREFIX - 1 + 6)
 
 struct KilnCache {
     char *dir;
@@ -37,8 +45,26 @@ static int cache_dir_access(const char *path, KilnDiag *d)
                          strerror(errno));
 }
 
-/* A writer that died between mkstemp and rename leaves a .tmp- file behind; one
- * older than a day cannot belong to a live writer (they take milliseconds). */
+/* True when path is one of kiln's own temporaries: a regular file of this user that
+ * is empty or starts with the entry magic (read without blocking or following links). */
+static bool own_temp(const char *path, const struct stat *st)
+{
+    if (!S_ISREG(st->st_mode) || st->st_uid != geteuid())
+        return false;
+    if (st->st_size == 0)
+        return true;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    char magic[sizeof MAGIC - 1];
+    bool ok = fd >= 0 && read(fd, magic, sizeof magic) == (ssize_t)sizeof magic &&
+              memcmp(magic, MAGIC, sizeof magic) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* A writer that died between mkstemp and rename leaves a temporary behind; one older
+ * than a day cannot belong to a live writer (they take milliseconds). Only kiln's own
+ * (TMP_PREFIX, own_temp) are removed, whatever else the directory holds. */
 static void remove_stale_temps(const char *dir)
 {
     DIR *dd = opendir(dir);
@@ -49,11 +75,12 @@ static void remove_stale_temps(const char *dir)
     char path[4096];
     struct stat st;
     while ((e = readdir(dd))) {
-        if (strncmp(e->d_name, ".tmp-", 5) != 0)
+        if (strncmp(e->d_name, TMP_PREFIX, sizeof TMP_PREFIX - 1) != 0 ||
+            strlen(e->d_name) != TMP_NAME_LEN)
             continue;
         if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path)
             continue;
-        if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && now - st.st_mtime > 24 * 3600)
+        if (lstat(path, &st) == 0 && now - st.st_mtime > 24 * 3600 && own_temp(path, &st))
             unlink(path);
     }
     closedir(dd);
@@ -177,7 +204,8 @@ int kiln_cache_get(KilnCache *c, const char *key_material, size_t len, void **bl
     char path[4096];
     if (kiln_cache_entry_path(c, key_material, len, path, sizeof path) != 0)
         return kiln_diag_set(d, KILN_EINPUT, "cache directory path too long: %s", c->dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* no blocking open: a FIFO at an entry's name is refused below, not waited on */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         if (errno != ENOENT)
             fprintf(stderr, "kiln: warning: cannot read cache entry %s: %s\n", path,
@@ -189,7 +217,9 @@ int kiln_cache_get(KilnCache *c, const char *key_material, size_t len, void **bl
     const char *why = NULL;
     uint8_t *payload = NULL;
     uint64_t plen = 0;
-    if (fstat(fd, &st) != 0 || st.st_size < HDR_BYTES || read_all(fd, hdr, HDR_BYTES) != 0) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        why = "not a regular file";
+    } else if (st.st_size < HDR_BYTES || read_all(fd, hdr, HDR_BYTES) != 0) {
         why = "truncated header";
     } else if (memcmp(hdr, MAGIC, sizeof MAGIC - 1) != 0) {
         why = "bad magic";
@@ -198,6 +228,8 @@ int kiln_cache_get(KilnCache *c, const char *key_material, size_t len, void **bl
         kiln_sha256(key_material, len, key);
         if ((uint64_t)st.st_size - HDR_BYTES != plen) {
             why = "length mismatch";
+        } else if (plen > PAYLOAD_LIMIT) {
+            why = "larger than the 256 MiB limit of an entry";
         } else if (memcmp(hdr + 56, key, 32) != 0) {
             why = "key mismatch";
         } else if (!(payload = malloc(plen ? plen : 1))) {
@@ -233,7 +265,7 @@ int kiln_cache_put(KilnCache *c, const char *key_material, size_t len, const voi
         return 0;
     char path[4096], tmp[4096];
     if (kiln_cache_entry_path(c, key_material, len, path, sizeof path) != 0 ||
-        snprintf(tmp, sizeof tmp, "%s/.tmp-XXXXXX", c->dir) >= (int)sizeof tmp)
+        snprintf(tmp, sizeof tmp, "%s/" TMP_PREFIX "XXXXXX", c->dir) >= (int)sizeof tmp)
         return kiln_diag_set(d, KILN_EINPUT, "cache directory path too long: %s", c->dir);
     uint8_t hdr[HDR_BYTES] = {0};
     memcpy(hdr, MAGIC, sizeof MAGIC - 1);

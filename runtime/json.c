@@ -578,9 +578,10 @@ int kiln_json_parse(const char *text, size_t len, const char *file, KilnJson **o
 int kiln_json_parse_file(const char *path, KilnJson **out, KilnDiag *d)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
+    FILE *f = kiln_rt_fopen_regular(path, "JSON file", 0, NULL); /* FIFOs, devices: refused */
     if (!f)
-        return kiln_diag_set(d, KILN_EINPUT, "cannot open %s: %s", path, strerror(errno));
+        return kiln_diag_set(d, KILN_EINPUT, "cannot open %s: %s", path,
+                             errno == EINVAL ? "not a regular file" : strerror(errno));
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     while (buf) {

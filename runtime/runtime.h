@@ -33,6 +33,24 @@ int kiln_rt_mkdir_p(const char *path, const char *what, KilnDiag *d);
 /* Writes the whole file atomically (a temporary in the same directory, then rename),
  * mode 0644. KILN_EINPUT naming the path on failure. */
 int kiln_rt_write_file(const char *path, const void *data, size_t len, KilnDiag *d);
+/* Every file kiln reads because a user named it (recipes, --text, --shapes, manifests,
+ * vocabularies, checkpoint configs, cache entries) is opened through these: without
+ * blocking (O_NONBLOCK, so a FIFO with no writer cannot hang the open) and only when
+ * fstat says it is a regular file, so a FIFO, a device (/dev/zero), a directory or a
+ * socket is refused before anything is read. _fd returns the descriptor (blocking
+ * again) and the file's size; _fopen a FILE for "rb" reads. max > 0: a file larger
+ * than max bytes is refused too. On failure -1 / NULL with errno set (EINVAL: not a
+ * regular file, EFBIG: over max), and d (when not NULL) KILN_EINPUT located at path
+ * (d->file = path: keep path alive while d is read), "cannot open <what>: <reason>",
+ * e.g. "not a regular file (a FIFO): ..." or "larger than the limit of 1048576 bytes". */
+int kiln_rt_open_regular(const char *path, const char *what, uint64_t max, uint64_t *size,
+                         KilnDiag *d);
+FILE *kiln_rt_fopen_regular(const char *path, const char *what, uint64_t max, KilnDiag *d);
+/* The whole regular file (kiln_rt_open_regular's checks) into a malloc'd buffer with a
+ * NUL after its *len bytes: reads stop at max (and at the size fstat gave), so a file
+ * that grows while it is read cannot make kiln read without bound. */
+int kiln_rt_read_file(const char *path, const char *what, uint64_t max, char **out,
+                      size_t *len, KilnDiag *d);
 
 /* ------------------------------------------------------------------ pool.c: threads */
 

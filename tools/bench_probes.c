@@ -540,9 +540,10 @@ static void decide_eviction(void)
     if (env && *env) {
         char *end;
         unsigned long long v = strtoull(env, &end, 10);
-        if (*end || v < ((size_t)1 << 20))
-            fprintf(stderr, "kiln bench: KILN_BENCH_EVICT_BYTES=%s ignored (want bytes, at "
-                            "least 1 MiB)\n", env);
+        if (*end || env[0] < '0' || env[0] > '9' || v < ((size_t)1 << 20) ||
+            v > ((size_t)1 << 36))
+            fprintf(stderr, "kiln bench: KILN_BENCH_EVICT_BYTES=%s ignored (want bytes, from "
+                            "1 MiB to 64 GiB)\n", env);
         else
             e->bytes = (size_t)v, e->source = "KILN_BENCH_EVICT_BYTES";
     }

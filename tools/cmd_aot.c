@@ -97,25 +97,34 @@ static int add_shape(Aot *s, const char *layer, int64_t M, int64_t N, int64_t K,
     return EXIT_OK;
 }
 
-/* Shapes file: one layer a line, `LAYER_NAME M,N,K` or `M,N,K`; '#' starts a comment. */
+/* Shapes file: one layer a line, `LAYER_NAME M,N,K` or `M,N,K`; '#' starts a comment.
+ * A regular file of at most SHAPES_LIMIT bytes (no FIFO, no /dev/zero), read whole. */
+#define SHAPES_LIMIT (1u << 20)
+#define SHAPES_LINE 4096
 static int read_shapes(Aot *s, const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "kiln aot: cannot open shapes file %s: %s\n", path, strerror(errno));
-        return EXIT_INPUT;
+    char *text;
+    size_t size;
+    KilnDiag d = {0};
+    if (kiln_rt_read_file(path, "shapes file", SHAPES_LIMIT, &text, &size, &d)) {
+        tool_error(&d);
+        return tool_exit_code(d.code);
     }
-    char line[4096];
     int lineno = 0, e = EXIT_OK, before = s->nlayers;
-    while (!e && fgets(line, sizeof line, f)) {
+    for (char *p = text, *nl; !e && p < text + size; p = nl + 1) {
         lineno++;
-        size_t len = strlen(line);
-        if (len == sizeof line - 1 && line[len - 1] != '\n' && !feof(f)) {
-            fprintf(stderr, "kiln aot: %s:%d: line longer than %zu characters\n", path, lineno,
-                    sizeof line - 2);
+        nl = memchr(p, '\n', (size_t)(text + size - p));
+        nl = nl ? nl : text + size;
+        char line[SHAPES_LINE];
+        if (nl - p > SHAPES_LINE - 2 || memchr(p, '\0', (size_t)(nl - p))) {
+            fprintf(stderr, "kiln aot: %s:%d: %s\n", path, lineno,
+                    nl - p > SHAPES_LINE - 2 ? "line longer than 4094 characters"
+                                             : "NUL byte in the line");
             e = EXIT_INPUT;
             break;
         }
+        memcpy(line, p, (size_t)(nl - p));
+        line[nl - p] = 0;
         char *hash = strchr(line, '#');
         if (hash)
             *hash = 0;
@@ -127,19 +136,19 @@ static int read_shapes(Aot *s, const char *path)
             continue;
         int64_t M, N, K;
         if (n > 2 || tool_parse_shape(tok[n - 1], &M, &N, &K)) {
-            fprintf(stderr, "kiln aot: %s:%d: expected 'LAYER_NAME M,N,K' or 'M,N,K' (positive "
-                            "integers), got '%s%s%s'\n",
+            fprintf(stderr, "kiln aot: %s:%d: expected 'LAYER_NAME M,N,K' or 'M,N,K' (integers "
+                            "from 1 to 2^31), got '%s%s%s'\n",
                     path, lineno, tok[0], n > 1 ? " " : "", n > 1 ? tok[1] : "");
             e = EXIT_INPUT;
             break;
         }
-        e = add_shape(s, n == 2 ? tok[0] : NULL, M, N, K, lineno);
+        char where[4200];
+        snprintf(where, sizeof where, "kiln aot: %s:%d: shape", path, lineno);
+        e = tool_check_shape(where, M, N, K, true);
+        if (!e)
+            e = add_shape(s, n == 2 ? tok[0] : NULL, M, N, K, lineno);
     }
-    if (!e && ferror(f)) {
-        fprintf(stderr, "kiln aot: error reading %s\n", path);
-        e = EXIT_INPUT;
-    }
-    fclose(f);
+    free(text);
     if (!e && s->nlayers == before) {
         fprintf(stderr, "kiln aot: %s: no layers (expected lines 'LAYER_NAME M,N,K' or 'M,N,K')\n",
                 path);

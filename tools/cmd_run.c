@@ -26,7 +26,7 @@ int tool_exit_code(int rc)
 typedef struct LayerData {
     uint64_t seed;
     int64_t N, K;
-    char wname[600], bname[600];
+    char wname[TOOL_NAME_BYTES], bname[TOOL_NAME_BYTES];
     float *w, *b;   /* f32 W[N,K], bias[N] */
     KilnTensor wq;  /* quantized W, valid when have_wq */
     bool have_wq;
@@ -89,7 +89,7 @@ static KilnFunc *reference_func(KilnModule *m, const KilnFunc *q, const KilnInst
 {
     const KilnType *xt = &q->values[q->params[0]].type;
     int64_t M = xt->dim[0], K = xt->dim[1], N = q->values[g->result].type.dim[1];
-    char name[600];
+    char name[TOOL_NAME_BYTES];
     snprintf(name, sizeof name, "%s.f32", q->name);
     KilnFunc *f = kiln_func_new(m, name);
     int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, M, K));
@@ -289,6 +289,8 @@ static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
     void *ycpu = NULL;
     int e = EXIT_OK;
     if (layer_data_init(&ld, a->seed, f->name, N, K) || kiln_tensor_alloc(&x, xt)) {
+        fprintf(stderr, "kiln: out of memory for the data of layer %s (M=%lld N=%lld K=%lld)\n",
+                f->name, (long long)M, (long long)N, (long long)K);
         layer_data_free(&ld);
         return EXIT_INTERNAL;
     }

@@ -32,8 +32,8 @@ static void usage(FILE *f)
           "  help                             this text\n"
           "\n"
           "Without --layer, ir and run take one example layer per rule of the recipe.\n"
-          "Exit codes: 0 ok, 1 --check failed, 2 bad input (recipe, IR, options), 3 no device,\n"
-          "4 internal error.\n",
+          "Exit codes: 0 ok, 1 --check failed, 2 bad input (recipe, IR, model, options outside\n"
+          "their limits, impossible results such as a NaN metric), 3 no device, 4 internal error.\n",
           f);
 }
 

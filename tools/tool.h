@@ -33,9 +33,32 @@ typedef struct ToolArgs {
     bool have_warmup, cold;
 } ToolArgs;
 
-/* util.c */
+/* util.c: the one parser of every command's options. Numbers are decimal digits only
+ * (no sign, space, junk or overflow) within each option's limits below; anything else
+ * is exit 2 naming the option and the range (docs/hardening.md, "Command-line options"). */
+#define TOOL_MAX_DIM (INT64_C(1) << 31)      /* M, N, K of --shape and shapes files */
+#define TOOL_MAX_ELEMS (INT64_C(1) << 28)    /* elements of each matrix made for a layer */
+#define TOOL_MAX_TOKENS (INT64_C(1) << 20)   /* eval --tokens */
+#define TOOL_MAX_SENTENCES (INT64_C(1) << 16) /* eval --sentences */
+#define TOOL_MAX_WINDOW 4096                 /* eval --window, --stride */
+#define TOOL_MAX_THREADS 64                  /* bench --threads */
+#define TOOL_MAX_REPEAT 100000               /* bench --repeat */
+#define TOOL_MAX_WARMUP 100000               /* bench --warmup */
+#define TOOL_MAX_PROBE_MS 10000              /* bench --probe-ms */
+#define TOOL_MAX_LAYER_NAME 1000             /* --layer bytes (frontend/lower.c's limit) */
+#define TOOL_MAX_OUT_DIR 4000                /* -o DIR bytes */
+/* a layer's name with a suffix (".weight") never truncated */
+#define TOOL_NAME_BYTES (TOOL_MAX_LAYER_NAME + 32)
 int tool_parse_args(int argc, char **argv, int first, ToolArgs *a);
+/* "M,N,K" (or MxNxK), each 1..TOOL_MAX_DIM; -1 otherwise. */
 int tool_parse_shape(const char *s, int64_t *M, int64_t *N, int64_t *K);
+/* Exit 2 with "WHERE: shape M,N,K: ..." when a matrix the commands make for the layer
+ * (x M·K, W N·K, y M·N; data false: only the 64·K calibration batch) would exceed
+ * TOOL_MAX_ELEMS elements. */
+int tool_check_shape(const char *where, int64_t M, int64_t N, int64_t K, bool data);
+/* One numeric option value: exit 2 with "kiln: bad OPT 'V': expected an integer from LO
+ * to HI" unless v is decimal digits for a number in [lo, hi]. */
+int tool_parse_int(const char *opt, const char *v, int64_t lo, int64_t hi, int64_t *out);
 void tool_error(const KilnDiag *d);
 /* Deterministic data: a stream seeded by (seed, name) of N(0, sigma) floats. */
 void tool_fill_normal(float *x, int64_t n, uint64_t seed, const char *name, float sigma);

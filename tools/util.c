@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,36 +16,102 @@ void tool_error(const KilnDiag *d)
     fprintf(stderr, "kiln: %s\n", kiln_diag_format(d, buf, sizeof buf));
 }
 
-static int parse_i64(const char *s, int64_t *out)
+/* Decimal digits only (no sign, space or base prefix: strtoull would take " -1" as
+ * 2^64-1) up to the first byte in `stop`; -1 on no digits or past max. */
+static int parse_digits(const char *s, const char *stop, uint64_t max, uint64_t *out,
+                        const char **end)
 {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v <= 0 || v > (1LL << 31))
+    uint64_t v = 0;
+    const char *p = s;
+    for (; *p && !strchr(stop, *p); p++) {
+        if (*p < '0' || *p > '9' || v > (max - (uint64_t)(*p - '0')) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (p == s)
         return -1;
     *out = v;
+    *end = p;
     return 0;
+}
+
+int tool_parse_int(const char *opt, const char *v, int64_t lo, int64_t hi, int64_t *out)
+{
+    uint64_t u;
+    const char *end;
+    if (parse_digits(v, "", (uint64_t)hi, &u, &end) || (int64_t)u < lo) {
+        fprintf(stderr, "kiln: bad %s '%s': expected an integer from %lld to %lld\n", opt, v,
+                (long long)lo, (long long)hi);
+        return EXIT_INPUT;
+    }
+    *out = (int64_t)u;
+    return EXIT_OK;
 }
 
 int tool_parse_shape(const char *s, int64_t *M, int64_t *N, int64_t *K)
 {
-    char buf[128];
-    if (strlen(s) >= sizeof buf)
-        return -1;
-    strcpy(buf, s);
-    char *parts[3];
-    int n = 0;
-    for (char *tok = strtok(buf, ",x"); tok && n < 4; tok = strtok(NULL, ",x"))
-        parts[n < 3 ? n : 2] = tok, n++;
-    if (n != 3)
-        return -1;
-    return parse_i64(parts[0], M) || parse_i64(parts[1], N) || parse_i64(parts[2], K) ? -1 : 0;
+    int64_t *dim[3] = {M, N, K};
+    for (int i = 0; i < 3; i++) {
+        uint64_t u;
+        const char *end;
+        if (parse_digits(s, ",x", TOOL_MAX_DIM, &u, &end) || u == 0 ||
+            (i < 2 ? (*end != ',' && *end != 'x') : *end != '\0'))
+            return -1;
+        *dim[i] = (int64_t)u;
+        s = end + (i < 2);
+    }
+    return 0;
+}
+
+int tool_check_shape(const char *where, int64_t M, int64_t N, int64_t K, bool data)
+{
+    const char *names[4] = {"M·K (the inputs)", "N·K (the weights)", "M·N (the outputs)",
+                            "64·K (the calibration batch)"};
+    int64_t elems[4] = {M * K, N * K, M * N, TOOL_CALIB_ROWS * K}; /* each factor <= 2^31 */
+    for (int i = data ? 0 : 3; i < 4; i++)
+        if (elems[i] > TOOL_MAX_ELEMS) {
+            fprintf(stderr,
+                    "%s %lld,%lld,%lld: %s has %lld elements; each matrix kiln "
+                    "makes for a layer may hold at most 2^28 = %lld (1 GiB of f32)\n",
+                    where, (long long)M, (long long)N, (long long)K, names[i],
+                    (long long)elems[i], (long long)TOOL_MAX_ELEMS);
+            return EXIT_INPUT;
+        }
+    return EXIT_OK;
+}
+
+/* The numeric options: each parsed strictly into its field, within its limits
+ * (docs/hardening.md, "Command-line options"). */
+typedef struct NumOpt {
+    const char *name;
+    int64_t lo, hi;
+    size_t off;
+} NumOpt;
+
+static const NumOpt num_opts[] = {
+    {"--tokens", 1, TOOL_MAX_TOKENS, offsetof(ToolArgs, tokens)},
+    {"--sentences", 1, TOOL_MAX_SENTENCES, offsetof(ToolArgs, sentences)},
+    {"--window", 2, TOOL_MAX_WINDOW, offsetof(ToolArgs, window)},
+    {"--stride", 1, TOOL_MAX_WINDOW, offsetof(ToolArgs, stride)},
+    {"--threads", 1, TOOL_MAX_THREADS, offsetof(ToolArgs, threads)},
+    {"--repeat", 1, TOOL_MAX_REPEAT, offsetof(ToolArgs, repeat)},
+    {"--warmup", 0, TOOL_MAX_WARMUP, offsetof(ToolArgs, warmup)},
+    {"--probe-ms", 1, TOOL_MAX_PROBE_MS, offsetof(ToolArgs, probe_ms)},
+};
+
+static const NumOpt *num_opt(const char *s)
+{
+    for (size_t i = 0; i < sizeof num_opts / sizeof num_opts[0]; i++)
+        if (!strcmp(s, num_opts[i].name))
+            return &num_opts[i];
+    return NULL;
 }
 
 int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
 {
     a->seed = 1;
     for (int i = first; i < argc; i++) {
+        const NumOpt *no;
         const char *s = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define NEEDV                                                          \
@@ -58,13 +125,19 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
         if (!strcmp(s, "--layer")) {
             NEEDV;
             a->layer = v;
+            if (strlen(v) > TOOL_MAX_LAYER_NAME) {
+                fprintf(stderr, "kiln: bad --layer: %zu bytes; layer names are at most %d\n",
+                        strlen(v), TOOL_MAX_LAYER_NAME);
+                return EXIT_INPUT;
+            }
         } else if (!strcmp(s, "--target")) {
             NEEDV;
             a->target = v;
         } else if (!strcmp(s, "--shape")) {
             NEEDV;
             if (tool_parse_shape(v, &a->M, &a->N, &a->K)) {
-                fprintf(stderr, "kiln: bad --shape '%s': expected M,N,K (positive integers)\n", v);
+                fprintf(stderr, "kiln: bad --shape '%s': expected M,N,K (integers from 1 to "
+                                "2^31 = %lld)\n", v, (long long)TOOL_MAX_DIM);
                 return EXIT_INPUT;
             }
             a->have_shape = true;
@@ -73,46 +146,31 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
             a->shapes_file = v;
         } else if (!strcmp(s, "--seed")) {
             NEEDV;
-            char *end;
-            errno = 0;
-            a->seed = strtoull(v, &end, 10);
-            if (errno || *end || end == v) {
-                fprintf(stderr, "kiln: bad --seed '%s'\n", v);
+            const char *end;
+            if (parse_digits(v, "", UINT64_MAX, &a->seed, &end)) {
+                fprintf(stderr, "kiln: bad --seed '%s': expected an integer from 0 to %llu\n",
+                        v, (unsigned long long)UINT64_MAX);
                 return EXIT_INPUT;
             }
         } else if (!strcmp(s, "-o")) {
             NEEDV;
             a->out_dir = v;
+            if (strlen(v) > TOOL_MAX_OUT_DIR) { /* the files' paths in it must not truncate */
+                fprintf(stderr, "kiln: bad -o: %zu bytes; at most %d\n", strlen(v),
+                        TOOL_MAX_OUT_DIR);
+                return EXIT_INPUT;
+            }
         } else if (!strcmp(s, "--model")) {
             NEEDV;
             a->model = v;
         } else if (!strcmp(s, "--text")) {
             NEEDV;
             a->text = v;
-        } else if (!strcmp(s, "--tokens") || !strcmp(s, "--sentences") ||
-                   !strcmp(s, "--window") || !strcmp(s, "--stride")) {
+        } else if ((no = num_opt(s))) {
             NEEDV;
-            int64_t *dst = s[2] == 't' ? &a->tokens : s[3] == 'e' ? &a->sentences
-                           : s[2] == 'w' ? &a->window : &a->stride;
-            if (parse_i64(v, dst)) {
-                fprintf(stderr, "kiln: bad %s '%s': expected a positive integer\n", s, v);
+            if (tool_parse_int(s, v, no->lo, no->hi, (int64_t *)((char *)a + no->off)))
                 return EXIT_INPUT;
-            }
-        } else if (!strcmp(s, "--threads") || !strcmp(s, "--repeat") ||
-                   !strcmp(s, "--probe-ms")) {
-            NEEDV;
-            int64_t *dst = s[2] == 't' ? &a->threads : s[2] == 'r' ? &a->repeat : &a->probe_ms;
-            if (parse_i64(v, dst)) {
-                fprintf(stderr, "kiln: bad %s '%s': expected a positive integer\n", s, v);
-                return EXIT_INPUT;
-            }
-        } else if (!strcmp(s, "--warmup")) {
-            NEEDV;
-            a->have_warmup = true;
-            if (strcmp(v, "0") && parse_i64(v, &a->warmup)) {
-                fprintf(stderr, "kiln: bad --warmup '%s': expected an integer >= 0\n", v);
-                return EXIT_INPUT;
-            }
+            a->have_warmup = a->have_warmup || !strcmp(s, "--warmup");
         } else if (!strcmp(s, "--cold")) {
             a->cold = true;
         } else if (!strcmp(s, "--per-layer")) {
@@ -137,6 +195,11 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
             return EXIT_INPUT;
         }
 #undef NEEDV
+    }
+    if (a->have_shape) { /* `kiln ir` makes no data but the calibration batch */
+        char where[64];
+        snprintf(where, sizeof where, "kiln %.20s: --shape", a->cmd);
+        return tool_check_shape(where, a->M, a->N, a->K, strcmp(a->cmd, "ir") != 0);
     }
     return EXIT_OK;
 }
@@ -176,7 +239,7 @@ float tool_weight_sigma(int64_t K)
 
 int tool_layer_data(uint64_t seed, const char *layer, int64_t N, int64_t K, float **w, float **b)
 {
-    char name[600];
+    char name[TOOL_NAME_BYTES];
     *w = malloc(sizeof(float) * (size_t)(N * K));
     *b = malloc(sizeof(float) * (size_t)N);
     if (!*w || !*b) {

@@ -176,7 +176,7 @@ static int src_open(KilnCkSrc *s, const char *dir, const KilnJson *index, KilnDi
 
 static char *read_text(const char *path, KilnDiag *d)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = kiln_rt_fopen_regular(path, "checkpoint file", 0, NULL); /* no FIFO, no device */
     if (!f)
         return NULL;
     char *buf = NULL;
@@ -215,7 +215,8 @@ static int parse_opt(const char *dir, const char *name, KilnJson **out, char **t
         return 0;
     char *t = read_text(path, d);
     if (!t)
-        return d->code ? d->code : ERR("%s: cannot read: %s", path, strerror(errno));
+        return d->code ? d->code : ERR("%s: cannot read: %s", path,
+                                       errno == EINVAL ? "not a regular file" : strerror(errno));
     int rc = kiln_json_parse(t, strlen(t), path, out, d);
     if (!rc && (*out)->kind != KILN_JSON_OBJECT) {
         kiln_json_free(*out);

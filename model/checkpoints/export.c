@@ -2,6 +2,7 @@
  * layers of a checkpoint: Llama (from GGUF, so Q/K rows go back to the rotate-half
  * layout, config.json and a tokenizer.json built from the BPE tokenizer) and BERT
  * (its own files copied). docs/checkpoints.md. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -547,10 +548,10 @@ int kiln_llama_export(const KilnLlama *m, KilnCheckpoint *c, KilnDiag *d)
 static int read_whole(const char *path, char **out, size_t *len, bool *absent, KilnDiag *d)
 {
     *out = NULL, *len = 0;
-    FILE *f = fopen(path, "rb");
-    *absent = !f;
+    FILE *f = kiln_rt_fopen_regular(path, "model file", 0, NULL); /* FIFOs, devices: refused */
+    *absent = !f && errno == ENOENT;
     if (!f)
-        return 0;
+        return *absent ? 0 : kiln_diag_set(d, KILN_EINPUT, "%s: cannot open: %s", path, strerror(errno));
     char *buf = NULL;
     size_t n = 0, cap = 0;
     int rc = 0;

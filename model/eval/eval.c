@@ -11,6 +11,7 @@
 
 #include "api/plan.h"
 #include "frontend/recipe.h"
+#include "model/eval/metrics.h"
 #include "model/model.h"
 #include "model/nets/net.h"
 #include "model/tokenizers/tokenizer.h"
@@ -22,6 +23,7 @@
 #define EVAL_RANGE "John1:1-21:25"
 #define METHOD_TOKENS KILN_METHOD_TOKENS
 #define METHOD_SENTENCES KILN_METHOD_SENTENCES
+#define TEXT_LIMIT (64u << 20) /* bytes of --text (docs/hardening.md) */
 
 int kiln_model_path(const char *which, char *buf, size_t n, KilnDiag *d)
 {
@@ -107,9 +109,9 @@ static int bible_lines(const char *range, Lines *out, KilnDiag *d)
 
 static int file_lines(const char *path, Lines *out, KilnDiag *d)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = kiln_rt_fopen_regular(path, "--text", TEXT_LIMIT, d); /* no FIFO, no device */
     if (!f)
-        return kiln_diag_set(d, KILN_EINPUT, "cannot open --text %s", path);
+        return KILN_EINPUT;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -263,7 +265,7 @@ static int decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
         prev_end = e;
     }
     if (!rc) {
-        row->metric = exp(nll / (double)(scored ? scored : 1));
+        row->metric = scored ? exp(nll / (double)scored) : NAN; /* none scored: no metric */
         row->ms_per_unit = ms / (double)forwarded;
         row->units_per_s = 1e3 * (double)forwarded / ms;
         row->kv_bytes = (double)kiln_kv_bytes_per_token(&kv);
@@ -339,9 +341,9 @@ static void print_text(const char *title, const char *texts, bool dec, const Row
     }
 }
 
-static void print_json(const char *model, const char *recipe, const char *texts, bool dec,
-                       const KilnEvalOpts *o, const DecCfg *dc, int nsent, const Row *rows,
-                       int nrows, KilnLinear **order, int nl)
+static int print_json(const char *model, const char *recipe, const char *texts, bool dec,
+                      const KilnEvalOpts *o, const DecCfg *dc, int nsent, const Row *rows,
+                      int nrows, KilnLinear **order, int nl, KilnDiag *d)
 {
     KilnJsonWriter w;
     kiln_jw_init(&w, stdout);
@@ -389,7 +391,8 @@ static void print_json(const char *model, const char *recipe, const char *texts,
             kiln_jw_key(&w, "layer"), kiln_jw_string(&w, order[i]->name);
             kiln_jw_key(&w, "source"), kiln_jw_string(&w, order[i]->src);
             double s = sqnr_db(order[i]);
-            kiln_jw_key(&w, "sqnr_db"), isfinite(s) ? kiln_jw_double(&w, s) : kiln_jw_string(&w, "inf");
+            kiln_jw_key(&w, "sqnr_db");
+            isfinite(s) ? kiln_jw_double(&w, s) : kiln_jw_string(&w, s > 0 ? "inf" : "-inf");
             kiln_jw_key(&w, "kernel"), kiln_jw_string(&w, order[i]->kernel);
             kiln_jw_key(&w, "weight_bytes"), kiln_jw_int(&w, (int64_t)order[i]->wbytes);
             kiln_jw_end_object(&w);
@@ -398,9 +401,8 @@ static void print_json(const char *model, const char *recipe, const char *texts,
     }
     (void)o;
     kiln_jw_end_object(&w);
-    KilnDiag jd = {0};
-    kiln_jw_finish(&w, &jd);
     fputc('\n', stdout);
+    return kiln_jw_finish(&w, d); /* a value JSON cannot hold: an error, not a cut document */
 }
 
 /* ------------------------------------------------------------------ driver */
@@ -527,6 +529,17 @@ static int rank_layers(KilnLinear *ls, int nl, KilnLinear ***out, KilnDiag *d)
     return 0;
 }
 
+/* One decoder row's perplexity, checked: finite and at least 1, or an error naming the
+ * layer where a NaN or an infinity began. */
+static int ppl_row(EvalRun *e, KilnLlama *llama, const KilnKVSpec *kvs, const KilnKVCache *calib,
+                   Row *row, KilnDiag *d)
+{
+    kiln_eval_watch_reset(e->ls, e->nl);
+    int rc = decoder_ppl(llama, e->rc.pool, kvs, calib, &e->dc, row, d);
+    return rc ? rc : kiln_eval_check(row->name, "perplexity", "a perplexity is finite and at "
+                                     "least 1", row->metric, 1, INFINITY, e->ls, e->nl, d);
+}
+
 /* The decoder's rows: perplexity in f32, then (after the methods and the static
  * calibration run) under the recipe, with f32 KV and with the recipe's KV format. */
 static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
@@ -577,7 +590,7 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
         rc = kiln_linears_bind(e->ls, e->nl, e->f32.recipe ? &e->f32 : NULL, d);
     }
     if (!rc)
-        rc = decoder_ppl(llama, e->rc.pool, &e->kv32, NULL, &e->dc, &e->rows[0], d);
+        rc = ppl_row(e, llama, &e->kv32, NULL, &e->rows[0], d);
     KilnKVCache ckv = {0};
     if (!rc) {
         e->rows[0].wbytes = weight_bytes(e->ls, e->nl);
@@ -605,7 +618,7 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
     if (!rc) {
         recipe_label(e->rc.fr, e->kvs.fmt == KILN_KV_F32 ? "" : " (f32 KV)", e->rows[1].name,
                      sizeof e->rows[1].name);
-        rc = decoder_ppl(llama, e->rc.pool, &e->kv32, NULL, &e->dc, &e->rows[1], d);
+        rc = ppl_row(e, llama, &e->kv32, NULL, &e->rows[1], d);
         e->rows[1].wbytes = weight_bytes(e->ls, e->nl);
         summarise_kernels(e->ls, e->nl, e->rows[1].kernels, sizeof e->rows[1].kernels);
         e->nrows = 2;
@@ -616,7 +629,7 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
         char kvn[48];
         snprintf(e->rows[2].name, sizeof e->rows[2].name, "%s + KV %s", kiln_recipe_name(e->rc.fr),
                  kiln_kv_spec_name(&e->kvs, kvn, sizeof kvn));
-        rc = decoder_ppl(llama, e->rc.pool, &e->kvs, &ckv, &e->dc, &e->rows[2], d);
+        rc = ppl_row(e, llama, &e->kvs, &ckv, &e->rows[2], d);
         e->rows[2].wbytes = e->rows[1].wbytes;
         memcpy(e->rows[2].kernels, e->rows[1].kernels, sizeof e->rows[2].kernels);
         e->nrows = 3;
@@ -646,11 +659,14 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
     double ms = 0;
     if (!rc)
         rc = kiln_linears_bind(e->ls, e->nl, e->f32.recipe ? &e->f32 : NULL, d);
+    snprintf(e->rows[0].name, sizeof e->rows[0].name, "f32");
+    kiln_eval_watch_reset(e->ls, e->nl);
     if (!rc)
         rc = encoder_embed(bert, e->rc.pool, &evs, e->e32, &ms, d);
+    if (!rc) /* computed, not assumed: the reference's own cosines (1 unless it went wrong) */
+        rc = kiln_eval_cosines("f32", e->e32, e->e32, evs.n, D, e->ls, e->nl,
+                               &e->rows[0].metric, &e->rows[0].metric_min, d);
     if (!rc) {
-        snprintf(e->rows[0].name, sizeof e->rows[0].name, "f32");
-        e->rows[0].metric = e->rows[0].metric_min = 1;
         e->rows[0].ms_per_unit = ms / evs.n, e->rows[0].units_per_s = 1e3 * evs.n / ms;
         e->rows[0].wbytes = weight_bytes(e->ls, e->nl);
         summarise_kernels(e->ls, e->nl, e->rows[0].kernels, sizeof e->rows[0].kernels);
@@ -664,20 +680,15 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
     kiln_linears_capture_end(e->ls, e->nl);
     if (!rc && o->per_layer)
         track(e->ls, e->nl, true);
+    Row *r = &e->rows[1];
+    recipe_label(e->rc.fr, "", r->name, sizeof r->name);
+    kiln_eval_watch_reset(e->ls, e->nl);
     if (!rc)
         rc = encoder_embed(bert, e->rc.pool, &evs, e->eq, &ms, d);
+    if (!rc)
+        rc = kiln_eval_cosines(r->name, e->e32, e->eq, evs.n, D, e->ls, e->nl, &r->metric,
+                               &r->metric_min, d);
     if (!rc) {
-        Row *r = &e->rows[1];
-        recipe_label(e->rc.fr, "", r->name, sizeof r->name);
-        double sum = 0, mn = 1;
-        for (int i = 0; i < evs.n; i++) {
-            double c = 0;
-            for (int j = 0; j < D; j++)
-                c += (double)e->e32[(size_t)i * D + j] * e->eq[(size_t)i * D + j];
-            sum += c;
-            mn = c < mn ? c : mn;
-        }
-        r->metric = sum / evs.n, r->metric_min = mn;
         r->ms_per_unit = ms / evs.n, r->units_per_s = 1e3 * evs.n / ms;
         r->wbytes = weight_bytes(e->ls, e->nl);
         summarise_kernels(e->ls, e->nl, r->kernels, sizeof r->kernels);
@@ -717,10 +728,12 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
         rc = net->decoder ? eval_decoder(e, model, d) : eval_encoder(e, model, d);
     KilnLinear **order = NULL;
     if (!rc && o->per_layer)
+        rc = kiln_eval_check_sqnr(e->rows[1].name, e->ls, e->nl, d);
+    if (!rc && o->per_layer)
         rc = rank_layers(e->ls, e->nl, &order, d);
     if (!rc && o->json)
-        print_json(e->path, o->recipe, e->texts, net->decoder, o, &e->dc, e->nsent, e->rows,
-                   e->nrows, order, e->nl);
+        rc = print_json(e->path, o->recipe, e->texts, net->decoder, o, &e->dc, e->nsent,
+                        e->rows, e->nrows, order, e->nl, d);
     else if (!rc)
         print_text(e->title, e->texts, net->decoder, e->rows, e->nrows, order, e->nl);
     free(order), free(e->dc.ids), free(e->e32), free(e->eq);

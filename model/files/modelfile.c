@@ -85,7 +85,7 @@ int kiln_mf_open(const char *path, KilnModelFile **out, KilnDiag *d)
     if (!mf)
         return kiln_diag_set(d, KILN_EINTERNAL, "%s: out of memory", path);
     mf->path = kiln_mf_strdup(mf, path, strlen(path));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
     if (fd < 0) {
         kiln_diag_set(d, KILN_EINPUT, "%s: cannot open: %s", path, strerror(errno));
         kiln_mf_close(mf);

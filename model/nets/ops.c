@@ -211,6 +211,23 @@ static void apply_act(const char *act, float *y, int64_t n)
             y[i] = kiln_silu1(y[i]);
 }
 
+static bool all_finite(const float *v, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return false;
+    return true;
+}
+
+/* The first output with a NaN or an infinity marks the layer (KilnLinear.nonfinite_*). */
+static void watch_finite(KilnLinear *l, const float *x, int64_t M, const float *y)
+{
+    if (!l->nonfinite_out && !all_finite(y, M * l->N)) {
+        l->nonfinite_out = true;
+        l->nonfinite_in = !all_finite(x, M * l->K);
+    }
+}
+
 int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, float *y,
                     KilnDiag *d)
 {
@@ -241,6 +258,7 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
     }
     if (!l->kl) {
         kiln_gemm_f32(pool, x, M, l->w, l->b, l->N, l->K, y);
+        watch_finite(l, x, M, y);
         return 0;
     }
     kiln_dtype odt = kiln_layer_out_dtype(l->kl);
@@ -261,6 +279,7 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
         for (int64_t m = 0; m < M; m++)
             for (int64_t j = 0; j < l->N; j++)
                 y[m * l->N + j] += l->b[j];
+    watch_finite(l, x, M, y);
     if (l->track) {
         if (ensure_tmp(l, n, d))
             return -1;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model/tokenizers/tokenizer_internal.h"
+#include "runtime/runtime.h"
 
 #define WP_MAX_CHARS_PER_WORD 100
 
@@ -138,7 +139,7 @@ void kiln_wp_decode_token(const KilnTokenizer *t, int32_t id, const char *s, FIL
 int kiln_tok_wordpiece_load(const char *vocab_path, KilnTokenizer **out, KilnDiag *d)
 {
     *out = NULL;
-    FILE *f = fopen(vocab_path, "rb");
+    FILE *f = kiln_rt_fopen_regular(vocab_path, "vocabulary", 0, NULL); /* a FIFO: refused */
     if (!f)
         return kiln_diag_set(d, KILN_EINPUT, "%s: cannot open vocabulary", vocab_path);
     KilnTokenizer *t = calloc(1, sizeof *t);
