@@ -18,7 +18,7 @@ typedef struct Slot {
 struct KPatIndex {
     int n;
     const char **pat;
-    const bool *lua;
+    bool *lua;
     int *next;    /* next pattern in the same chain, -1 */
     int *scan;    /* patterns no key narrows (Lua patterns, '*' at both ends), ascending */
     int nscan;
@@ -75,6 +75,7 @@ void kiln__index_free(KPatIndex *ix)
     if (!ix)
         return;
     free(ix->pat);
+    free(ix->lua);
     free(ix->next);
     free(ix->scan);
     free(ix->slots);
@@ -120,20 +121,17 @@ KPatIndex *kiln__index_build(int n, const char *const *pat, const bool *lua)
         ix->cap *= 2;
     size_t m = n > 0 ? (size_t)n : 1;
     ix->pat = malloc(m * sizeof *ix->pat);
-    bool *lu = malloc(m * sizeof *lu);
-    ix->lua = lu;
+    ix->lua = malloc(m * sizeof *ix->lua);
     ix->next = malloc(m * sizeof *ix->next);
     ix->scan = malloc(m * sizeof *ix->scan);
     ix->slots = calloc(ix->cap, sizeof *ix->slots);
-    if (!ix->pat || !lu || !ix->next || !ix->scan || !ix->slots) {
-        free(lu);
-        ix->lua = NULL;
+    if (!ix->pat || !ix->lua || !ix->next || !ix->scan || !ix->slots) {
         kiln__index_free(ix);
         return NULL;
     }
     for (int i = 0; i < n; i++) {
         ix->pat[i] = pat[i];
-        lu[i] = lua[i];
+        ix->lua[i] = lua[i];
         ix->next[i] = -1;
     }
     for (int i = 0; i < n; i++)
