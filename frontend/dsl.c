@@ -71,19 +71,20 @@ static void check_lua_pattern(lua_State *L, const char *pat, int line)
         kiln__dsl_error(L, line, "bad Lua pattern '%s': %s", pat, lua_tostring(L, -1));
 }
 
-/* Patterns and names become C strings: a NUL inside would cut them short unseen; they
- * are printed, so no control characters (an ESC sequence); and a pattern longer than any layer name kiln lowers matches nothing useful (and costs
- * matching time on every layer). */
+/* Patterns and names become C strings: a NUL inside would cut them short unseen. They
+ * are printed: no control characters (an ESC sequence, a \r). And a pattern longer than
+ * any layer name kiln lowers matches nothing useful, at a cost on every layer. */
 static void check_pattern_text(lua_State *L, const char *s, size_t len, int line, const char *what)
 {
     const char *nul = memchr(s, 0, len);
     if (nul)
-        kiln__dsl_error(L, line, "%s \"%s\" has a NUL byte at byte %zu of %zu (layer names never do)",
+        kiln__dsl_error(L, line, "%s \"%s\" has a NUL byte at byte %zu of %zu; names and "
+                        "patterns cannot hold one",
                         what, s, (size_t)(nul - s), len);
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            kiln__dsl_error(L, line, "%s \"%s\" has a control character (byte %zu, 0x%02x); layer names "
-                            "never do", what, s, i, (unsigned char)s[i]);
+            kiln__dsl_error(L, line, "%s \"%s\" has a control character (byte %zu, 0x%02x); "
+                            "names and patterns cannot hold one", what, s, i, (unsigned char)s[i]);
     if (len > KILN_PATTERN_MAX)
         kiln__dsl_error(L, line, "%s \"%.60s...\" is %zu bytes; the limit is %d (layer names are at "
                         "most %d bytes)", what, s, len, KILN_PATTERN_MAX, KILN_PATTERN_MAX);

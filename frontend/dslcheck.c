@@ -68,7 +68,6 @@ int kiln__caller_line(lua_State *L)
     return kiln__ctx(L)->last_line;
 }
 
-/* The line of `key =` at or after line `from`: errors about a key point at it. */
 static int key_index_gc(lua_State *L)
 {
     KKeyIndex **box = lua_touserdata(L, 1);
@@ -94,6 +93,7 @@ static KKeyIndex *key_index(lua_State *L, KLoadCtx *c)
     return c->keys = *box = kiln__key_index(c->src, c->len);
 }
 
+/* The line of `key =` at or after line `from`: errors about a key point at it. */
 int kiln__key_line_at(lua_State *L, int from, const char *key)
 {
     KLoadCtx *c = kiln__ctx(L);
