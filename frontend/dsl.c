@@ -63,8 +63,31 @@ static void check_lua_pattern(lua_State *L, const char *pat, int line)
     lua_pushcfunction(L, kiln__ctx(L)->find);
     lua_pushstring(L, pat);
     lua_pushstring(L, pat);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+    int st = lua_pcall(L, 2, 0, 0);
+    /* a budget that runs out here is the budget's error, not the pattern's */
+    if (st != LUA_OK && (st != LUA_ERRRUN || kiln__ctx(L)->instr_hit))
+        lua_error(L);
+    if (st != LUA_OK)
         kiln__dsl_error(L, line, "bad Lua pattern '%s': %s", pat, lua_tostring(L, -1));
+}
+
+/* Patterns and names become C strings: a NUL inside would cut them short unseen. They
+ * are printed: no control characters (an ESC sequence, a \r). And a pattern longer than
+ * any layer name kiln lowers matches nothing useful, at a cost on every layer. */
+static void check_pattern_text(lua_State *L, const char *s, size_t len, int line, const char *what)
+{
+    const char *nul = memchr(s, 0, len);
+    if (nul)
+        kiln__dsl_error(L, line, "%s \"%s\" has a NUL byte at byte %zu of %zu; names and "
+                        "patterns cannot hold one",
+                        what, s, (size_t)(nul - s), len);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            kiln__dsl_error(L, line, "%s \"%s\" has a control character (byte %zu, 0x%02x); "
+                            "names and patterns cannot hold one", what, s, i, (unsigned char)s[i]);
+    if (len > KILN_PATTERN_MAX)
+        kiln__dsl_error(L, line, "%s \"%.60s...\" is %zu bytes; the limit is %d (layer names are at "
+                        "most %d bytes)", what, s, len, KILN_PATTERN_MAX, KILN_PATTERN_MAX);
 }
 
 /* rule "pattern" and recipe "name": remember the string and the caller's line
@@ -74,6 +97,8 @@ static int push_builder(lua_State *L, const char *mt, const char *usage)
     int line = kiln__caller_line(L);
     if (lua_type(L, 1) != LUA_TSTRING || lua_rawlen(L, 1) == 0)
         kiln__dsl_error(L, line, "%s; got %s", usage, kiln__what(L, 1));
+    check_pattern_text(L, lua_tostring(L, 1), lua_rawlen(L, 1), line,
+                       strcmp(mt, MT_RULEB) == 0 ? "rule pattern" : "recipe name");
     BuilderUD *b = lua_newuserdatauv(L, sizeof *b, 1);
     b->line = line;
     lua_pushvalue(L, 1);
@@ -305,20 +330,30 @@ static void parse_ignore(lua_State *L, KilnRecipe *r, int rline)
             kiln__dsl_error(L, line, "ignore must be a plain list of patterns { \"lm_head\", \"*.gate\" }");
     }
     r->ignore = calloc((size_t)n + 1, sizeof *r->ignore);
+    lua_createtable(L, 0, n < (1 << 24) ? (int)n : 0); /* the patterns seen: a hash set */
+    int seen = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
         if (lua_rawgeti(L, t, i) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
             kiln__dsl_error(L, line, "ignore item %lld must be a non-empty pattern string, got %s", (long long)i,
                       kiln__what(L, -1));
-        const char *s = lua_tostring(L, -1);
-        for (int j = 0; j < r->nignore; j++)
-            if (strcmp(r->ignore[j].pattern, strncmp(s, "lua:", 4) ? s : s + 4) == 0)
-                kiln__dsl_error(L, line, "duplicate ignore pattern '%s'", s);
+        size_t len;
+        const char *s = lua_tolstring(L, -1, &len);
+        check_pattern_text(L, s, len, line, "ignore pattern");
+        bool lua = strncmp(s, "lua:", 4) == 0;
+        lua_pushstring(L, lua ? s + 4 : s);
+        if (lua_rawget(L, seen) != LUA_TNIL)
+            kiln__dsl_error(L, line, "duplicate ignore pattern '%s'", s);
+        lua_pop(L, 1);
+        lua_pushstring(L, lua ? s + 4 : s);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, seen);
         parse_pattern(s, &r->ignore[r->nignore]);
         r->nignore++;
         if (r->ignore[r->nignore - 1].lua)
             check_lua_pattern(L, r->ignore[r->nignore - 1].pattern, line);
         lua_pop(L, 1);
     }
+    lua_pop(L, 1);
 }
 
 static void parse_rules(lua_State *L, KilnRecipe *r, int t, const char *name, int line)
@@ -327,6 +362,8 @@ static void parse_rules(lua_State *L, KilnRecipe *r, int t, const char *name, in
     if (n == 0)
         kiln__dsl_error(L, line, "recipe \"%s\" has no rules (add e.g. rule \"*\" { weights = int8 })", name);
     r->rules = calloc((size_t)n, sizeof *r->rules);
+    lua_newtable(L); /* the patterns seen: "g" or "l" (glob or Lua) and the pattern -> line */
+    int seen = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, t, i);
         RuleUD *u = luaL_testudata(L, -1, MT_RULE);
@@ -347,12 +384,17 @@ static void parse_rules(lua_State *L, KilnRecipe *r, int t, const char *name, in
         k->pattern = strdup(strncmp(pat, "lua:", 4) ? pat : pat + 4);
         k->example = NULL;
         r->nrules++;
-        for (int j = 0; j < r->nrules - 1; j++)
-            if (strcmp(r->rules[j].pattern, k->pattern) == 0 && r->rules[j].lua == k->lua)
-                kiln__dsl_error(L, k->line, "duplicate rule pattern '%s' (first at line %d): this rule can never match",
-                          pat, r->rules[j].line);
+        lua_pushfstring(L, "%s%s", k->lua ? "l" : "g", k->pattern);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, seen) == LUA_TNUMBER)
+            kiln__dsl_error(L, k->line, "duplicate rule pattern '%s' (first at line %d): this rule can never match",
+                      pat, (int)lua_tointeger(L, -1));
+        lua_pop(L, 1);
+        lua_pushinteger(L, k->line);
+        lua_rawset(L, seen);
         lua_pop(L, 2);
     }
+    lua_pop(L, 1);
 }
 
 /* The names of ir/target.h's table; "cpu" and "cuda" are resolved there to this

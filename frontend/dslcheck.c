@@ -3,6 +3,7 @@
  * table's keys against the valid names (with a "did you mean" for near misses). */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -10,6 +11,36 @@
 #include "frontend/internal.h"
 
 KLoadCtx *kiln__ctx(lua_State *L) { return *(KLoadCtx **)lua_getextraspace(L); }
+
+/* Control characters (ESC, \r, \n, ...) in s as \xNN, in place, cut to fit n bytes:
+ * recipe text reaches terminals, where an escape sequence or a \r could repaint what
+ * kiln printed ("all checks PASSED"). */
+void kiln__escape_controls(char *s, size_t n)
+{
+    size_t len = strlen(s), k = 0;
+    for (size_t i = 0; i < len; i++)
+        k += (unsigned char)s[i] < 0x20 || s[i] == 0x7f;
+    char *t = k ? malloc(len + 1) : NULL;
+    if (!t) {
+        for (size_t i = 0; i < len; i++) /* nothing to escape, or no memory: '?' */
+            s[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+        return;
+    }
+    memcpy(t, s, len + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)t[i];
+        bool ctl = c < 0x20 || c == 0x7f;
+        if (o + (ctl ? 4 : 1) >= n)
+            break;
+        if (ctl)
+            o += (size_t)snprintf(s + o, n - o, "\\x%02x", c);
+        else
+            s[o++] = (char)c;
+    }
+    s[o] = 0;
+    free(t);
+}
 
 /* Record the first error with its line and unwind the recipe. */
 int kiln__dsl_error(lua_State *L, int line, const char *fmt, ...)
@@ -20,6 +51,7 @@ int kiln__dsl_error(lua_State *L, int line, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(c->err, sizeof c->err, fmt, ap);
         va_end(ap);
+        kiln__escape_controls(c->err, sizeof c->err);
         c->err_line = line > 0 ? line : c->last_line;
         c->err_set = true;
     }
@@ -36,11 +68,39 @@ int kiln__caller_line(lua_State *L)
     return kiln__ctx(L)->last_line;
 }
 
+static int key_index_gc(lua_State *L)
+{
+    KKeyIndex **box = lua_touserdata(L, 1);
+    kiln__key_index_free(*box);
+    *box = NULL;
+    return 0;
+}
+
+/* c->src's keys, lexed once per source (a recipe with thousands of rules asks about
+ * their keys thousands of times) and freed with the state. */
+static KKeyIndex *key_index(lua_State *L, KLoadCtx *c)
+{
+    if (c->keys)
+        return c->keys;
+    KKeyIndex **box = lua_newuserdatauv(L, sizeof *box, 0);
+    *box = NULL;
+    if (luaL_newmetatable(L, "kiln.key_index")) {
+        lua_pushcfunction(L, key_index_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    luaL_ref(L, LUA_REGISTRYINDEX);
+    return c->keys = *box = kiln__key_index(c->src, c->len);
+}
+
 /* The line of `key =` at or after line `from`: errors about a key point at it. */
 int kiln__key_line_at(lua_State *L, int from, const char *key)
 {
     KLoadCtx *c = kiln__ctx(L);
-    return c->src ? kiln__key_line(c->src, c->len, from, key) : from;
+    if (!c->src || c->err_set) /* after the first error, lines no longer matter */
+        return from;
+    KKeyIndex *ix = key_index(L, c);
+    return ix ? kiln__key_index_line(ix, from, key) : kiln__key_line(c->src, c->len, from, key);
 }
 
 /* A short name for what a value is, for "expected X, got Y". */

@@ -211,16 +211,69 @@ static int collect_keys(const char *src, size_t len, Key **out)
     return nk;
 }
 
+/* Keys by name, then line: the first `key =` at or after a line is a binary search. */
+static int name_line_cmp(const void *a, const void *b)
+{
+    const Key *x = a, *y = b;
+    size_t n = x->n < y->n ? x->n : y->n;
+    int c = memcmp(x->s, y->s, n);
+    if (c || x->n != y->n)
+        return c ? c : x->n < y->n ? -1 : 1;
+    return x->line != y->line ? (x->line < y->line ? -1 : 1) : (x->s < y->s ? -1 : x->s > y->s);
+}
+
+struct KKeyIndex {
+    int n;
+    Key *keys; /* sorted by name_line_cmp; point into the source */
+};
+
+KKeyIndex *kiln__key_index(const char *src, size_t len)
+{
+    KKeyIndex *ix = malloc(sizeof *ix);
+    if (!ix)
+        return NULL;
+    ix->n = collect_keys(src, len, &ix->keys);
+    if (!ix->keys) {
+        free(ix);
+        return NULL;
+    }
+    qsort(ix->keys, (size_t)ix->n, sizeof *ix->keys, name_line_cmp);
+    return ix;
+}
+
+void kiln__key_index_free(KKeyIndex *ix)
+{
+    if (ix)
+        free(ix->keys);
+    free(ix);
+}
+
+int kiln__key_index_line(const KKeyIndex *ix, int from_line, const char *key)
+{
+    size_t n = strlen(key);
+    int lo = 0, hi = ix->n; /* the first key not before (key, from_line) */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        const Key *k = &ix->keys[mid];
+        int c = memcmp(k->s, key, k->n < n ? k->n : n);
+        if (!c)
+            c = k->n != n ? (k->n < n ? -1 : 1) : k->line < from_line ? -1 : 0;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < ix->n && ix->keys[lo].n == n && memcmp(ix->keys[lo].s, key, n) == 0)
+        return ix->keys[lo].line;
+    return from_line;
+}
+
 int kiln__key_line(const char *src, size_t len, int from_line, const char *key)
 {
-    Key *keys;
-    int nk = collect_keys(src, len, &keys), line = 0;
-    size_t n = strlen(key);
-    for (int i = 0; i < nk && !line; i++)
-        if (keys[i].line >= from_line && keys[i].n == n && memcmp(keys[i].s, key, n) == 0)
-            line = keys[i].line;
-    free(keys);
-    return line ? line : from_line;
+    KKeyIndex *ix = kiln__key_index(src, len);
+    int line = ix ? kiln__key_index_line(ix, from_line, key) : from_line;
+    kiln__key_index_free(ix);
+    return line;
 }
 
 int kiln__dup_keys(const char *src, size_t len, char *key, size_t keyn, int *first)

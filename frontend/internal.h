@@ -61,6 +61,9 @@ typedef struct KPattern {
     bool lua;
 } KPattern;
 
+/* matchindex.c: a pattern list indexed for first-match lookups. */
+typedef struct KPatIndex KPatIndex;
+
 typedef struct KLimit {
     size_t used, max;
     bool hit;
@@ -73,6 +76,7 @@ struct KilnRecipe {
     KRule *rules;
     int nignore;
     KPattern *ignore;
+    KPatIndex *rule_ix, *ignore_ix; /* NULL: walk the lists (out of memory when indexing) */
     bool has_kv;
     KFormat kv;
     /* A fresh state with only the string library, for matching Lua patterns with
@@ -81,6 +85,8 @@ struct KilnRecipe {
     lua_CFunction find;
     KLimit *limit; /* the state's allocator budget; outlives L */
 };
+
+typedef struct KKeyIndex KKeyIndex;
 
 /* What the loader tracks while a recipe runs; reached from the state's extra space. */
 typedef struct KLoadCtx {
@@ -93,6 +99,9 @@ typedef struct KLoadCtx {
     lua_CFunction find; /* string.find as opened, before the recipe could replace it */
     const char *src;    /* the recipe text, for kiln__key_line */
     size_t len;
+    /* src's keys, lexed on the first question about them (kiln__key_line_at); owned by a
+     * userdata in the state's registry. NULL whenever src changes (include). */
+    KKeyIndex *keys;
 } KLoadCtx;
 
 
@@ -108,6 +117,8 @@ extern _Atomic int64_t kiln__nlowerings;
 
 /* dslcheck.c */
 KLoadCtx *kiln__ctx(lua_State *L);
+/* Control characters in s as \xNN escapes, in place, cut to fit n bytes. */
+void kiln__escape_controls(char *s, size_t n);
 /* Record the first error (message, line; line 0: the last line run) and unwind. */
 int kiln__dsl_error(lua_State *L, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int kiln__caller_line(lua_State *L);             /* line of the Lua code calling this C function */
@@ -147,7 +158,14 @@ void kiln__recipe_free_data(KilnRecipe *r);
 
 /* match.c */
 bool kiln__pattern_match(const KilnRecipe *r, const char *pattern, bool lua, const char *name);
+/* Index the rules and ignore list for matching, then give each rule its example name. */
 void kiln__make_examples(KilnRecipe *r);
+
+/* matchindex.c: n patterns (not owned; they must outlive it); NULL when out of memory. */
+KPatIndex *kiln__index_build(int n, const char *const *pat, const bool *lua);
+/* The lowest-numbered pattern that matches name, or -1. */
+int kiln__index_first(const KilnRecipe *r, const KPatIndex *ix, const char *name);
+void kiln__index_free(KPatIndex *ix);
 
 /* dupkeys.c: find `name = ` keys repeated in one table constructor. Returns the
  * line of the first repeat (0 if none), the key in key[], the first line in *first. */
@@ -155,5 +173,10 @@ int kiln__dup_keys(const char *src, size_t len, char *key, size_t keyn, int *fir
 /* Line of the first `key =` field at or after from_line (from_line if none): puts
  * errors about a table's key on the key's own line. */
 int kiln__key_line(const char *src, size_t len, int from_line, const char *key);
+/* The source's keys lexed once, for many kiln__key_line questions (NULL: out of memory);
+ * it points into src. */
+KKeyIndex *kiln__key_index(const char *src, size_t len);
+int kiln__key_index_line(const KKeyIndex *ix, int from_line, const char *key);
+void kiln__key_index_free(KKeyIndex *ix);
 
 #endif

@@ -509,6 +509,7 @@ static int include_fn(lua_State *L)
                                name);
     const char *saved_src = c->src;
     size_t saved_len = c->len;
+    KKeyIndex *saved_keys = c->keys;
     bool had_err = c->err_set;
     char key[64];
     int first = 0, dup = kiln__dup_keys(src, len, key, sizeof key, &first);
@@ -526,9 +527,11 @@ static int include_fn(lua_State *L)
     memcpy(inc->chain[++inc->depth], name, n + 1);
     c->src = src;
     c->len = len;
+    c->keys = NULL;
     st = lua_pcall(L, 0, LUA_MULTRET, 0);
     c->src = saved_src;
     c->len = saved_len;
+    c->keys = saved_keys;
     inc->depth--;
     if (st != LUA_OK || (c->err_set && !had_err))
         return include_failed(L, inc, c, had_err, st, path, at);
@@ -570,6 +573,8 @@ static int fail(lua_State *L, KLoadCtx *c, KInclude *inc, int status, const char
     }
     if (d && d->line <= 0)
         d->line = 1;
+    if (d)
+        kiln__escape_controls(d->msg, sizeof d->msg);
     lua_close(L);
     free(inc->lim);
     return KILN_EINPUT;
@@ -752,6 +757,7 @@ int kiln_recipe_load(const char *path, KilnRecipe **out, KilnDiag *d)
 
 void kiln__recipe_free_data(KilnRecipe *r)
 {
+    kiln__index_free(r->rule_ix), kiln__index_free(r->ignore_ix);
     for (int i = 0; i < r->nrules; i++) {
         free(r->rules[i].pattern);
         free(r->rules[i].example);

@@ -7,6 +7,7 @@
 
 #include "frontend/internal.h"
 #include "ir/numerics.h"
+#include "ir/target.h"
 
 /* activations = stored: the scheme the model file declares for the layer, as the
  * format a rule would give, with the checks kiln__resolve_acts (dslformat.c) makes of a rule's.
@@ -123,6 +124,44 @@ static int outlier_side(KilnFunc *f, int x, int w, int y, const int64_t *idx, in
     return kiln_emit(f, KILN_OP_ADD, so, 2, kiln_type2(KILN_F32, M, N), "ys");
 }
 
+/* A group need not divide K: the last group of each row is then ragged (K mod group
+ * elements with their own scale, docs/numerics.md), and the interpreter and the CUDA
+ * kernels (which pad K) run any of them. The CPU kernels pack int4 8 k to a 32-bit word,
+ * so blocks of 8 must tile the groups and the tail: gcd(group, K) a multiple of 8 (K for
+ * per channel or tensor). Checked here for a CPU target, so that the error names the
+ * rule's file and line (the layout pass would only name the layer). */
+static int check_int4_words(const KilnRecipe *r, const KRule *k, const char *layer, int64_t K,
+                            const char *tgt, KilnDiag *d)
+{
+    const KilnQuantSpec *q = &k->w.q;
+    if (k->stored || q->fmt != KILN_QF_INT4 || q->gran == KILN_GRAN_AUTO)
+        return 0;
+    bool group = q->gran == KILN_GRAN_GROUP && q->group > 0;
+    int64_t a = group ? q->group : K, b = K;
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    KilnTarget t;
+    KilnDiag td = {0};
+    if (a % 8 == 0 || kiln_target_lookup(tgt, &t, &td) || t.kind != KILN_TGT_CPU)
+        return 0;
+    if (!group)
+        return kiln_diag_set_at(d, KILN_EINPUT, r->file, k->line,
+                                "layer '%s': rule \"%s\": the %s kernels pack int4 weights 8 k to a "
+                                "32-bit word, so K must be a multiple of 8 (K = %lld)",
+                                layer, k->pattern, t.name, (long long)K);
+    char rag[64] = "";
+    if (K % q->group)
+        snprintf(rag, sizeof rag, ", ragged last group of %lld", (long long)(K % q->group));
+    return kiln_diag_set_at(d, KILN_EINPUT, r->file, k->line,
+                            "layer '%s': rule \"%s\": the %s kernels pack int4 weights 8 k to a "
+                            "32-bit word, so K and the group must be multiples of 8 (K = %lld, "
+                            "group = %lld%s)",
+                            layer, k->pattern, t.name, (long long)K, (long long)q->group, rag);
+}
+
 bool kiln_recipe_outliers(const KilnRecipe *r, const char *layer, float *threshold,
                           float *max_fraction)
 {
@@ -168,8 +207,9 @@ int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64
     bool ignored = kiln_recipe_ignored(r, layer);
     int ri = ignored ? -1 : kiln_recipe_match(r, layer);
     const KRule *k = ri >= 0 ? &r->rules[ri] : NULL;
-    /* a group need not divide K: the last group of each row is then ragged (K mod group
-     * elements with their own scale, docs/numerics.md); kernels check their own units */
+    int grc = k ? check_int4_words(r, k, layer, K, tgt, d) : 0;
+    if (grc)
+        return grc;
     KilnQuantSpec wspec = k ? k->w.q : (KilnQuantSpec){0};
     KFormat acts = k ? k->a : (KFormat){0};
     if (k && k->stored_acts) {

@@ -53,6 +53,8 @@ bool kiln__pattern_match(const KilnRecipe *r, const char *pattern, bool lua, con
 
 bool kiln_recipe_ignored(const KilnRecipe *r, const char *layer)
 {
+    if (r->ignore_ix)
+        return kiln__index_first(r, r->ignore_ix, layer) >= 0;
     for (int i = 0; i < r->nignore; i++)
         if (kiln__pattern_match(r, r->ignore[i].pattern, r->ignore[i].lua, layer))
             return true;
@@ -63,6 +65,8 @@ int kiln_recipe_match(const KilnRecipe *r, const char *layer)
 {
     if (!layer || kiln_recipe_ignored(r, layer))
         return -1;
+    if (r->rule_ix)
+        return kiln__index_first(r, r->rule_ix, layer);
     for (int i = 0; i < r->nrules; i++)
         if (kiln__pattern_match(r, r->rules[i].pattern, r->rules[i].lua, layer))
             return i;
@@ -71,17 +75,35 @@ int kiln_recipe_match(const KilnRecipe *r, const char *layer)
 
 /* ------------------------------------------------------------------ examples */
 
+/* A growing string: examples are as long as their patterns make them (a fixed buffer
+ * once cut long globs short, and the cut name matched another rule or none). */
 typedef struct Buf {
-    char s[512];
-    size_t n;
+    char *s;
+    size_t n, cap;
+    bool oom;
 } Buf;
 
 static void put(Buf *b, const char *s)
 {
-    while (*s && b->n + 1 < sizeof b->s)
-        b->s[b->n++] = *s++;
-    b->s[b->n] = 0;
+    size_t k = strlen(s);
+    if (b->oom)
+        return;
+    if (b->n + k + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->n + k + 1)
+            cap *= 2;
+        char *ns = realloc(b->s, cap);
+        if (!ns) {
+            b->oom = true;
+            return;
+        }
+        b->s = ns, b->cap = cap;
+    }
+    memcpy(b->s + b->n, s, k + 1);
+    b->n += k;
 }
+
+static const char *str(const Buf *b) { return b->s ? b->s : ""; }
 
 static void putc_(Buf *b, char c)
 {
@@ -162,17 +184,37 @@ static void lua_example(const char *p, Buf *b)
     }
     if (!anchored && (t.n == 0 || t.s[0] == '.'))
         put(b, "model.layers.0");
-    put(b, t.s);
+    put(b, str(&t));
+    b->oom |= t.oom;
+    free(t.s);
 }
 
-static bool example_ok(const KilnRecipe *r, int i, const char *name)
+static bool example_ok(const KilnRecipe *r, int i, const Buf *b)
 {
-    return kiln_recipe_match(r, name) == i;
+    return !b->oom && kiln_recipe_match(r, str(b)) == i;
+}
+
+static void index_patterns(KilnRecipe *r)
+{
+    int n = r->nrules > r->nignore ? r->nrules : r->nignore;
+    const char **pat = malloc((size_t)(n > 0 ? n : 1) * sizeof *pat);
+    bool *lua = malloc((size_t)(n > 0 ? n : 1) * sizeof *lua);
+    if (pat && lua) {
+        for (int i = 0; i < r->nignore; i++)
+            pat[i] = r->ignore[i].pattern, lua[i] = r->ignore[i].lua;
+        r->ignore_ix = kiln__index_build(r->nignore, pat, lua);
+        for (int i = 0; i < r->nrules; i++)
+            pat[i] = r->rules[i].pattern, lua[i] = r->rules[i].lua;
+        r->rule_ix = kiln__index_build(r->nrules, pat, lua);
+    }
+    free(pat);
+    free(lua);
 }
 
 void kiln__make_examples(KilnRecipe *r)
 {
     static const char *const fills[] = {"x", "proj", "layers.0", "up_proj", "0", "a.b"};
+    index_patterns(r);
     for (int i = 0; i < r->nrules; i++) {
         KRule *k = &r->rules[i];
         Buf b = {0};
@@ -180,16 +222,19 @@ void kiln__make_examples(KilnRecipe *r)
             lua_example(k->pattern, &b);
         } else {
             glob_example(k->pattern, fills[0], &b);
-            for (size_t f = 0; f < sizeof fills / sizeof fills[0] && !example_ok(r, i, b.s); f++) {
+            for (size_t f = 0; f < sizeof fills / sizeof fills[0] && !example_ok(r, i, &b); f++) {
                 Buf c = {0};
                 glob_example(k->pattern, fills[f], &c);
-                if (example_ok(r, i, c.s))
+                if (example_ok(r, i, &c)) {
+                    free(b.s);
                     b = c;
+                } else {
+                    free(c.s);
+                }
             }
         }
-        size_t n = strlen(b.s) + 1;
-        k->example = malloc(n);
-        if (k->example)
-            memcpy(k->example, b.s, n);
+        k->example = b.oom ? NULL : b.s ? b.s : strdup("");
+        if (b.oom)
+            free(b.s);
     }
 }

@@ -111,6 +111,10 @@ int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64
                         const char *target, const KilnLowerOpts *opts, KilnModule *m, KilnFunc **out,
                         KilnDiag *d);
 
+/* Longest rule pattern, ignore pattern or recipe name, in bytes: kiln_lower_layer's
+ * limit on layer names. */
+#define KILN_PATTERN_MAX 1000
+
 /* Glob used by rules and ignore entries: '*' any run of characters (dots
  * included), '?' exactly one; the whole name must match. */
 bool kiln_glob_match(const char *pattern, const char *name);

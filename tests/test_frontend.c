@@ -392,9 +392,13 @@ static void test_lower_errors(void **state)
     KilnModule *m = kiln_module_new();
     KilnFunc *f = (KilnFunc *)1;
     memset(&d, 0, sizeof d);
-    /* a group that does not divide K lowers: K = 100 at group 128 is one ragged group
-     * (docs/numerics.md); the kernels check their own units later */
-    assert_int_equal(kiln_lower_layer(r, "model.layers.0.mlp.up_proj", 4, 64, 100, NULL, m, &f, &d), 0);
+    /* a group that does not divide K lowers: K = 104 at group 128 is one ragged group
+     * (docs/numerics.md); K = 100 is not whole int4 words, refused for a CPU target at the
+     * rule's line (tests/test_recipe_scale.c) */
+    assert_int_equal(kiln_lower_layer(r, "model.layers.0.mlp.up_proj", 4, 64, 100, NULL, m, &f, &d),
+                     KILN_EINPUT);
+    assert_int_equal(m->nfuncs, 0);
+    assert_int_equal(kiln_lower_layer(r, "model.layers.0.mlp.up_proj", 4, 64, 104, NULL, m, &f, &d), 0);
     assert_non_null(f);
     assert_int_equal(m->nfuncs, 1);
     bool found = false;
@@ -403,8 +407,8 @@ static void test_lower_errors(void **state)
             const KilnType *qt = &f->values[f->insts[i].result].type;
             assert_int_equal(qt->q.gran, KILN_GRAN_GROUP);
             assert_int_equal(qt->q.group, 128);
-            assert_int_equal(qt->dim[1], 100);
-            assert_int_equal(kiln_type_nscales(qt), 64); /* ceil(100/128) = 1 per row */
+            assert_int_equal(qt->dim[1], 104);
+            assert_int_equal(kiln_type_nscales(qt), 64); /* ceil(104/128) = 1 per row */
             found = true;
         }
     assert_true(found);
@@ -498,8 +502,8 @@ static void test_defaults(void **state)
     f = lower(r, m, "g", 3, 64, 256, NULL);
     assert_string_equal(type_str(f, 1, b), "i8[64,256]{int8 sym channel pct=99.9}");
     assert_string_equal(type_str(f, 3, b), "u8[3,256]{int8 asym tensor scale=0.25 zero=7}");
-    f = lower(r, m, "h", 3, 64, 100, NULL); /* per-channel int4: any K */
-    assert_string_equal(type_str(f, 1, b), "u4[64,100]{int4 asym channel}");
+    f = lower(r, m, "h", 3, 64, 104, NULL); /* per-channel int4: any K of whole words */
+    assert_string_equal(type_str(f, 1, b), "u4[64,104]{int4 asym channel}");
     kiln_module_free(m);
     kiln_recipe_free(r);
 }

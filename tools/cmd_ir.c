@@ -74,9 +74,18 @@ int tool_plan(const ToolArgs *a, const KilnRecipe *r, const KilnTarget *t, KilnM
     if (!p->layers || !p->calib)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     p->n = n;
+    /* Layers without outlier columns share one batch (the same seed makes the same
+     * rows): 45,000 example layers once took a batch each, 740 MB at K = 64. */
     for (int i = 0; i < n; i++) {
         const char *name = a->layer ? a->layer : kiln_recipe_rule_example(r, i);
-        if (!(p->calib[i] = tool_layer_calib(a->seed, r, name, TOOL_CALIB_ROWS, a->K)))
+        if (!name)
+            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        if (kiln_recipe_outliers(r, name, NULL, NULL))
+            p->calib[i] = tool_layer_calib(a->seed, r, name, TOOL_CALIB_ROWS, a->K);
+        else
+            p->calib[i] = p->shared ? p->shared
+                                    : (p->shared = tool_calib_batch(a->seed, TOOL_CALIB_ROWS, a->K));
+        if (!p->calib[i])
             return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
         p->layers[i] = (KilnPlanLayer){.name = name, .M = a->M, .N = a->N, .K = a->K,
                                        .calib_x = p->calib[i], .calib_rows = TOOL_CALIB_ROWS};
@@ -87,7 +96,9 @@ int tool_plan(const ToolArgs *a, const KilnRecipe *r, const KilnTarget *t, KilnM
 void tool_plan_free(ToolPlan *p)
 {
     for (int i = 0; p->calib && i < p->n; i++)
-        free(p->calib[i]);
+        if (p->calib[i] != p->shared)
+            free(p->calib[i]);
+    free(p->shared);
     free(p->calib);
     free(p->layers);
     memset(p, 0, sizeof *p);

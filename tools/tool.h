@@ -96,6 +96,7 @@ float *tool_layer_calib(uint64_t seed, const struct KilnRecipe *r, const char *l
 typedef struct ToolPlan {
     KilnPlanLayer *layers;
     float **calib;
+    float *shared; /* the one batch of every layer without outlier columns */
     int n;
 } ToolPlan;
 int tool_plan(const ToolArgs *a, const struct KilnRecipe *r, const KilnTarget *t, KilnModule *m,

@@ -1,6 +1,7 @@
 /* tests/fuzz/fuzz_recipe.c — libFuzzer harness for the recipe loader: the input is a
  * recipe's text, run in the sandbox; a recipe that loads has a few typical layer names
- * matched and lowered (graph IR that must verify). Errors must be located KILN_EINPUT.
+ * matched and lowered (graph IR that must verify). Errors must be located KILN_EINPUT,
+ * their text without control characters; patterns at most KILN_PATTERN_MAX bytes.
  * Includes resolve in tests/recipes_sandbox/.
  * Built and run by scripts/fuzz.sh (README.md). */
 #include <stdint.h>
@@ -11,6 +12,14 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static int has_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return 1;
+    return 0;
+}
+
 static void lower_some(const KilnRecipe *r)
 {
     static const char *const layers[] = {
@@ -18,8 +27,12 @@ static void lower_some(const KilnRecipe *r)
         "encoder.layer.1.attention.output.dense", "x",
     };
     static const char *const targets[] = {NULL, "avx2", "sm_80"};
-    for (int i = 0; i < kiln_recipe_nrules(r); i++)
+    for (int i = 0; i < kiln_recipe_nrules(r); i++) {
         (void)kiln_recipe_rule_example(r, i);
+        const char *p = kiln_recipe_rule_pattern(r, i);
+        if (strlen(p) > KILN_PATTERN_MAX || has_control(p))
+            abort(); /* patterns are printed: short, without control characters */
+    }
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
         (void)kiln_recipe_match(r, layers[i]);
         KilnModule *m = kiln_module_new();
@@ -48,6 +61,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc != 0) {
         if (rc != KILN_EINPUT || d.code != KILN_EINPUT || d.line < 1 || !d.msg[0] || r)
             abort(); /* a bad recipe must be a located input error */
+        if (has_control(d.msg))
+            abort(); /* recipe text reaches terminals: control characters escaped */
         return 0;
     }
     lower_some(r);

@@ -1,0 +1,3 @@
+return recipe "\27[31mred" {
+  rule "*" { weights = int8 },
+}

@@ -1,0 +1,3 @@
+return recipe "long" {
+  rule (string.rep("a", 1001)) { weights = int8 },
+}

@@ -1,0 +1,3 @@
+return recipe "nul" {
+  rule "model.\0.mlp" { weights = int8 },
+}
