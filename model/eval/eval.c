@@ -14,6 +14,7 @@
 #include "model/model.h"
 #include "model/nets/net.h"
 #include "model/tokenizers/tokenizer.h"
+#include "runtime/progress.h"
 #include "runtime/runtime.h"
 
 /* Texts (King James Bible: Debian package bible-kjv, whose `bible` program reads bible-kjv-text): calibration and evaluation
@@ -215,6 +216,7 @@ static double weight_bytes(const KilnLinear *ls, int n)
 typedef struct DecCfg {
     int32_t *ids;
     int ntok, window, stride;
+    KilnProgress *prog;
 } DecCfg;
 
 /* Perplexity over ids with a sliding window (HF-style: each window re-reads up to
@@ -239,6 +241,9 @@ static int decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
     double nll = 0, ms = 0;
     int64_t scored = 0, forwarded = 0;
     int prev_end = 0;
+    char stage[160];
+    snprintf(stage, sizeof stage, "perplexity %s", row->name);
+    kiln_progress_stage(c->prog, stage, c->ntok - 1, "tokens");
     for (int b = 0; !rc && prev_end < c->ntok; b += c->stride) {
         int e = b + c->window < c->ntok ? b + c->window : c->ntok;
         int first = prev_end > b + 1 ? prev_end : b + 1;
@@ -261,7 +266,10 @@ static int decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
             scored++;
         }
         prev_end = e;
+        kiln_progress_step(c->prog, scored, NULL);
     }
+    if (!rc)
+        kiln_progress_end(c->prog);
     if (!rc) {
         row->metric = exp(nll / (double)(scored ? scored : 1));
         row->ms_per_unit = ms / (double)forwarded;
@@ -279,9 +287,12 @@ static int decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
 #define ENC_BATCH 16
 
 static int encoder_embed(KilnBert *m, KilnPool *pool, const Lines *s, float *emb, double *ms,
-                         KilnDiag *d)
+                         KilnProgress *prog, const char *what, KilnDiag *d)
 {
     int D = kiln_bert_dim(m);
+    char stage[160];
+    snprintf(stage, sizeof stage, "embed %s", what);
+    kiln_progress_stage(prog, stage, s->n, "sentences");
     double t0 = kiln_now_ms();
     for (int i = 0; i < s->n; i += ENC_BATCH) {
         int nb = s->n - i < ENC_BATCH ? s->n - i : ENC_BATCH;
@@ -289,8 +300,10 @@ static int encoder_embed(KilnBert *m, KilnPool *pool, const Lines *s, float *emb
                                  emb + (size_t)i * D, NULL, d);
         if (rc)
             return rc;
+        kiln_progress_step(prog, i + nb, NULL);
     }
     *ms = kiln_now_ms() - t0;
+    kiln_progress_end(prog);
     return 0;
 }
 
@@ -413,7 +426,7 @@ static void track(KilnLinear *ls, int n, bool on)
 
 void kiln_runctx_open_f32(const char *recipe, const KilnRunCtx *base, KilnRunCtx *f32)
 {
-    *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool};
+    *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool, base->progress};
     char path[4096];
     const char *slash = strrchr(recipe, '/');
     snprintf(path, sizeof path, "%.*sf32.lua", slash ? (int)(slash - recipe + 1) : 0, recipe);
@@ -647,7 +660,7 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
     if (!rc)
         rc = kiln_linears_bind(e->ls, e->nl, e->f32.recipe ? &e->f32 : NULL, d);
     if (!rc)
-        rc = encoder_embed(bert, e->rc.pool, &evs, e->e32, &ms, d);
+        rc = encoder_embed(bert, e->rc.pool, &evs, e->e32, &ms, o->progress, "f32", d);
     if (!rc) {
         snprintf(e->rows[0].name, sizeof e->rows[0].name, "f32");
         e->rows[0].metric = e->rows[0].metric_min = 1;
@@ -665,7 +678,8 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
     if (!rc && o->per_layer)
         track(e->ls, e->nl, true);
     if (!rc)
-        rc = encoder_embed(bert, e->rc.pool, &evs, e->eq, &ms, d);
+        rc = encoder_embed(bert, e->rc.pool, &evs, e->eq, &ms, o->progress,
+                           kiln_recipe_name(e->rc.fr), d);
     if (!rc) {
         Row *r = &e->rows[1];
         recipe_label(e->rc.fr, "", r->name, sizeof r->name);
@@ -703,14 +717,18 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
     void *model = NULL;
     if (!rc)
         rc = kiln_runctx_open(&e->rc, o->recipe, o->target, o->verbose, d);
+    e->rc.progress = e->dc.prog = o->progress;
     if (!rc)
         rc = kiln_kv_spec_from_recipe(e->rc.fr, &e->kvs, d);
     if (!rc)
         kiln_runctx_open_f32(o->recipe, &e->rc, &e->f32);
     if (!rc && o->verbose)
         fprintf(stderr, "kiln eval: loading %s\n", e->path);
+    kiln_progress_stage(o->progress, "load model", 1, "");
     if (!rc)
         rc = net->load(e->path, &model, d);
+    if (!rc)
+        kiln_progress_end(o->progress);
     if (!rc)
         e->ls = net->linears(model, &e->nl);
     if (!rc)
