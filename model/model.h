@@ -94,6 +94,7 @@ typedef struct KilnRunCtx {
     kiln_recipe *recipe;
     struct KilnRecipe *fr;
     struct KilnPool *pool;
+    struct KilnProgress *progress; /* runtime/progress.h; NULL: none shown */
 } KilnRunCtx;
 
 int kiln_linear_run(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M, float *y,
@@ -270,6 +271,7 @@ typedef struct KilnEvalOpts {
     int window, stride; /* decoder perplexity (0: defaults) */
     const char *target;
     bool per_layer, json, verbose;
+    struct KilnProgress *progress; /* stages, layers, windows as they go; NULL: none */
 } KilnEvalOpts;
 
 /* Calibration for methods (gptq, awq, smoothquant): decoder tokens / encoder
@@ -306,6 +308,7 @@ typedef struct KilnQuantizeOpts {
     const char *recipe, *model, *out, *target, *text;
     bool verbose;
     bool dequant; /* also write OUT.kiln_dequant.safetensors: kiln's dequantized weights */
+    struct KilnProgress *progress; /* the methods' stages and layers; NULL: none */
 } KilnQuantizeOpts;
 
 /* kiln quantize: the recipe's methods on the model, written as a compressed-tensors

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "model/model.h"
+#include "runtime/progress.h"
 #include "tool.h"
 
 int cmd_eval(const ToolArgs *a)
@@ -23,9 +24,11 @@ int cmd_eval(const ToolArgs *a)
         .per_layer = a->per_layer,
         .json = a->json,
         .verbose = a->verbose,
+        .progress = tool_progress(a),
     };
     KilnDiag d = {0};
     int rc = kiln_eval(&o, &d);
+    kiln_progress_free(o.progress);
     if (rc) {
         tool_error(&d);
         return tool_exit_code(rc);

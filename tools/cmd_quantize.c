@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "model/model.h"
+#include "runtime/progress.h"
 #include "tool.h"
 
 int cmd_quantize(const ToolArgs *a)
@@ -14,9 +15,10 @@ int cmd_quantize(const ToolArgs *a)
     }
     KilnQuantizeOpts o = {.recipe = a->recipe, .model = a->model, .out = a->out_dir,
                           .target = a->target, .text = a->text, .verbose = a->verbose,
-                          .dequant = a->dequant};
+                          .dequant = a->dequant, .progress = tool_progress(a)};
     KilnDiag d = {0};
     int rc = kiln_quantize(&o, &d);
+    kiln_progress_free(o.progress);
     if (rc) {
         tool_error(&d);
         return tool_exit_code(rc);

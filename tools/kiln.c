@@ -18,10 +18,11 @@ static void usage(FILE *f)
           "                                   compile the layers' kernels ahead of time into DIR:\n"
           "                                   libkiln_kernels.so, kiln_kernels.h, manifest.json\n"
           "  eval RECIPE [--model minilm|smollm2|PATH] [--text FILE] [--tokens N] [--sentences N]\n"
-          "       [--window W] [--stride S] [--per-layer] [--json] [--target T] [--verbose]\n"
+          "       [--window W] [--stride S] [--per-layer] [--json] [--target T] [--verbose] [--quiet]\n"
           "                                   run a real model in f32 and under the recipe: perplexity\n"
           "                                   or embedding cosine, size, speed, kernels (docs/models.md)\n"
           "  quantize RECIPE [--model minilm|smollm2|PATH] -o DIR [--text FILE] [--dequant] [--verbose]\n"
+          "       [--quiet] [--json]\n"
           "                                   apply the recipe's methods (gptq, awq, smoothquant) on\n"
           "                                   calibration text and write a compressed-tensors checkpoint\n"
           "                                   (docs/checkpoints.md)\n"
@@ -32,6 +33,8 @@ static void usage(FILE *f)
           "  help                             this text\n"
           "\n"
           "Without --layer, ir and run take one example layer per rule of the recipe.\n"
+          "eval and quantize show progress (stage, layer i/n, ETA) on stderr when it is a terminal;\n"
+          "--quiet: none; --json: one JSON object per line on stderr instead.\n"
           "Exit codes: 0 ok, 1 --check failed, 2 bad input (recipe, IR, model, options outside\n"
           "their limits, impossible results such as a NaN metric), 3 no device, 4 internal error.\n",
           f);

@@ -22,7 +22,7 @@ typedef struct ToolArgs {
     int64_t M, N, K;
     bool have_shape;
     uint64_t seed;
-    bool check, verbose, print_after_all, json;
+    bool check, verbose, print_after_all, json, quiet;
     /* eval */
     const char *model, *text;
     int64_t tokens, sentences, window, stride;
@@ -49,6 +49,10 @@ typedef struct ToolArgs {
 #define TOOL_MAX_OUT_DIR 4000                /* -o DIR bytes */
 /* a layer's name with a suffix (".weight") never truncated */
 #define TOOL_NAME_BYTES (TOOL_MAX_LAYER_NAME + 32)
+struct KilnProgress;
+/* The progress display of long commands on stderr: --json lines, --quiet none, else a
+ * bar when stderr is a terminal (runtime/progress.h). NULL when nothing is shown. */
+struct KilnProgress *tool_progress(const ToolArgs *a);
 int tool_parse_args(int argc, char **argv, int first, ToolArgs *a);
 /* "M,N,K" (or MxNxK), each 1..TOOL_MAX_DIM; -1 otherwise. */
 int tool_parse_shape(const char *s, int64_t *M, int64_t *N, int64_t *K);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "frontend/recipe.h"
+#include "runtime/progress.h"
 #include "tool.h"
 
 void tool_error(const KilnDiag *d)
@@ -185,6 +186,8 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
             a->print_after_all = true;
         } else if (!strcmp(s, "--json")) {
             a->json = true;
+        } else if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) {
+            a->quiet = true;
         } else if (s[0] == '-') {
             fprintf(stderr, "kiln: unknown option '%s' (run 'kiln help')\n", s);
             return EXIT_INPUT;
@@ -296,4 +299,12 @@ void tool_print_counts(void)
     kiln_frontend_counts(&parses, &lowerings);
     fprintf(stderr, "kiln: %lld recipe parse%s, %lld layer lowering%s\n", (long long)parses,
             parses == 1 ? "" : "s", (long long)lowerings, lowerings == 1 ? "" : "s");
+}
+
+struct KilnProgress *tool_progress(const ToolArgs *a)
+{
+    return kiln_progress_new(a->json    ? KILN_PROGRESS_JSON
+                             : a->quiet ? KILN_PROGRESS_QUIET
+                                        : KILN_PROGRESS_AUTO,
+                             stderr);
 }

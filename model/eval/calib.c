@@ -17,6 +17,7 @@
 #include "model/checkpoints/checkpoint.h"
 #include "model/model.h"
 #include "quant/quant.h"
+#include "runtime/progress.h"
 
 enum { SAMPLE_ROWS = 512 }; /* rows kept for AWQ's search (a reservoir) */
 
@@ -360,19 +361,47 @@ int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int ns
             r = stats_attach(ls, si->lin, si->nlin, hess, &st, d);
     }
     kiln_linears_unbind(ls, n); /* calibrate on the f32 model */
+    KilnProgress *pg = rc->progress;
+    kiln_progress_stage(pg, "calibration pass (f32, collecting statistics)", 1, "");
     if (!r)
         r = run(arg, d);
+    if (!r)
+        kiln_progress_end(pg);
     for (int i = 0; i < n; i++)
         ls[i].stats_add = false;
     for (int k = 0; k < st.nown && !r; k++)
         r = input_finish(st.own[k], d);
     /* scale migration first (it changes the weights GPTQ then rounds) */
+    int nmig = 0, ngptq = 0, step = 0;
+    for (int s = 0; s < na; s++)
+        nmig += migrates(plan[all[s].lin[0]].m) && ls[all[s].lin[0]].stats;
+    for (int i = 0; i < n; i++)
+        ngptq += plan[i].m && plan[i].m->gptq;
+    if (nmig)
+        kiln_progress_stage(pg, "scale migration (awq / smoothquant)", nmig, "inputs");
     for (int s = 0; s < na && !r; s++)
-        if (migrates(plan[all[s].lin[0]].m) && ls[all[s].lin[0]].stats)
+        if (migrates(plan[all[s].lin[0]].m) && ls[all[s].lin[0]].stats) {
+            kiln_progress_step(pg, step, ls[all[s].lin[0]].name);
+            if (verbose)
+                kiln_progress_clear(pg);
             r = migrate(ls, plan, &all[s], rc, verbose, d);
+            kiln_progress_step(pg, ++step, ls[all[s].lin[0]].name);
+        }
+    if (nmig && !r)
+        kiln_progress_end(pg);
+    if (ngptq)
+        kiln_progress_stage(pg, "gptq", ngptq, "layers");
+    step = 0;
     for (int i = 0; i < n && !r; i++)
-        if (plan[i].m && plan[i].m->gptq)
+        if (plan[i].m && plan[i].m->gptq) {
+            kiln_progress_step(pg, step, ls[i].name);
+            if (verbose)
+                kiln_progress_clear(pg);
             r = gptq_layer(&ls[i], &plan[i], rc, verbose, d);
+            kiln_progress_step(pg, ++step, ls[i].name);
+        }
+    if (ngptq && !r)
+        kiln_progress_end(pg);
     for (int i = 0; i < n; i++)
         ls[i].stats = NULL;
     for (int k = 0; k < st.nown; k++) {

@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "model/nets/net.h"
 #include "model/tokenizers/tokenizer.h"
+#include "runtime/progress.h"
 #include "runtime/runtime.h"
 
 /* Texts (King James Bible: Debian package bible-kjv, whose `bible` program reads bible-kjv-text): calibration and evaluation
@@ -217,6 +218,7 @@ static double weight_bytes(const KilnLinear *ls, int n)
 typedef struct DecCfg {
     int32_t *ids;
     int ntok, window, stride;
+    KilnProgress *prog;
 } DecCfg;
 
 /* Perplexity over ids with a sliding window (HF-style: each window re-reads up to
@@ -241,6 +243,9 @@ static int decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
     double nll = 0, ms = 0;
     int64_t scored = 0, forwarded = 0;
     int prev_end = 0;
+    char stage[160];
+    snprintf(stage, sizeof stage, "perplexity %s", row->name);
+    kiln_progress_stage(c->prog, stage, c->ntok - 1, "tokens");
     for (int b = 0; !rc && prev_end < c->ntok; b += c->stride) {
         int e = b + c->window < c->ntok ? b + c->window : c->ntok;
         int first = prev_end > b + 1 ? prev_end : b + 1;
@@ -263,7 +268,10 @@ static int decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
             scored++;
         }
         prev_end = e;
+        kiln_progress_step(c->prog, scored, NULL);
     }
+    if (!rc)
+        kiln_progress_end(c->prog);
     if (!rc) {
         row->metric = scored ? exp(nll / (double)scored) : NAN; /* none scored: no metric */
         row->ms_per_unit = ms / (double)forwarded;
@@ -281,9 +289,12 @@ static int decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
 #define ENC_BATCH 16
 
 static int encoder_embed(KilnBert *m, KilnPool *pool, const Lines *s, float *emb, double *ms,
-                         KilnDiag *d)
+                         KilnProgress *prog, const char *what, KilnDiag *d)
 {
     int D = kiln_bert_dim(m);
+    char stage[160];
+    snprintf(stage, sizeof stage, "embed %s", what);
+    kiln_progress_stage(prog, stage, s->n, "sentences");
     double t0 = kiln_now_ms();
     for (int i = 0; i < s->n; i += ENC_BATCH) {
         int nb = s->n - i < ENC_BATCH ? s->n - i : ENC_BATCH;
@@ -291,8 +302,10 @@ static int encoder_embed(KilnBert *m, KilnPool *pool, const Lines *s, float *emb
                                  emb + (size_t)i * D, NULL, d);
         if (rc)
             return rc;
+        kiln_progress_step(prog, i + nb, NULL);
     }
     *ms = kiln_now_ms() - t0;
+    kiln_progress_end(prog);
     return 0;
 }
 
@@ -415,7 +428,7 @@ static void track(KilnLinear *ls, int n, bool on)
 
 void kiln_runctx_open_f32(const char *recipe, const KilnRunCtx *base, KilnRunCtx *f32)
 {
-    *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool};
+    *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool, base->progress};
     char path[4096];
     const char *slash = strrchr(recipe, '/');
     snprintf(path, sizeof path, "%.*sf32.lua", slash ? (int)(slash - recipe + 1) : 0, recipe);
@@ -662,7 +675,7 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
     snprintf(e->rows[0].name, sizeof e->rows[0].name, "f32");
     kiln_eval_watch_reset(e->ls, e->nl);
     if (!rc)
-        rc = encoder_embed(bert, e->rc.pool, &evs, e->e32, &ms, d);
+        rc = encoder_embed(bert, e->rc.pool, &evs, e->e32, &ms, o->progress, "f32", d);
     if (!rc) /* computed, not assumed: the reference's own cosines (1 unless it went wrong) */
         rc = kiln_eval_cosines("f32", e->e32, e->e32, evs.n, D, e->ls, e->nl,
                                &e->rows[0].metric, &e->rows[0].metric_min, d);
@@ -684,7 +697,8 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
     recipe_label(e->rc.fr, "", r->name, sizeof r->name);
     kiln_eval_watch_reset(e->ls, e->nl);
     if (!rc)
-        rc = encoder_embed(bert, e->rc.pool, &evs, e->eq, &ms, d);
+        rc = encoder_embed(bert, e->rc.pool, &evs, e->eq, &ms, o->progress,
+                           kiln_recipe_name(e->rc.fr), d);
     if (!rc)
         rc = kiln_eval_cosines(r->name, e->e32, e->eq, evs.n, D, e->ls, e->nl, &r->metric,
                                &r->metric_min, d);
@@ -714,14 +728,18 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
     void *model = NULL;
     if (!rc)
         rc = kiln_runctx_open(&e->rc, o->recipe, o->target, o->verbose, d);
+    e->rc.progress = e->dc.prog = o->progress;
     if (!rc)
         rc = kiln_kv_spec_from_recipe(e->rc.fr, &e->kvs, d);
     if (!rc)
         kiln_runctx_open_f32(o->recipe, &e->rc, &e->f32);
     if (!rc && o->verbose)
         fprintf(stderr, "kiln eval: loading %s\n", e->path);
+    kiln_progress_stage(o->progress, "load model", 1, "");
     if (!rc)
         rc = net->load(e->path, &model, d);
+    if (!rc)
+        kiln_progress_end(o->progress);
     if (!rc)
         e->ls = net->linears(model, &e->nl);
     if (!rc)

@@ -13,6 +13,7 @@
 #include "model/nets/net.h"
 #include "model/tokenizers/tokenizer.h"
 #include "quant/quant.h"
+#include "runtime/progress.h"
 #include "runtime/runtime.h"
 
 /* The layer's quantized weight in the checkpoint's terms: original column order
@@ -179,10 +180,14 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
     char **cal = NULL;
     int ncal = 0, nl = 0;
     rc = kiln_runctx_open(&rc_, o->recipe, o->target, o->verbose, d);
+    rc_.progress = o->progress;
     if (!rc && !dec)
         rc = kiln_calib_text(o->text, &cal, &ncal, d);
+    kiln_progress_stage(o->progress, "load model", 1, "");
     if (!rc)
         rc = net->load(path, &obj, d);
+    if (!rc)
+        kiln_progress_end(o->progress);
     llama = dec ? obj : NULL;
     bert = dec ? NULL : obj;
     KilnLinear *ls = NULL;
@@ -204,13 +209,18 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
         rc = kiln_bert_quant_prepare(bert, &rc_, (const char *const *)cal, nm, o->verbose, d);
     }
     double t1 = kiln_now_ms();
-    if (!rc && needs_static_calib(&rc_, ls, nl))
+    if (!rc && needs_static_calib(&rc_, ls, nl)) {
+        kiln_progress_stage(o->progress, "static scales (calibration pass)", 1, "");
         rc = capture_static(o, &rc_, llama, bert, ls, nl, ids, n, cal, ncal, d);
+        if (!rc)
+            kiln_progress_end(o->progress);
+    }
     free(ids);
     if (!rc)
         rc = kiln_quantize_linears(&rc_, ls, nl, &ck, d);
     if (ls)
         kiln_linears_capture_end(ls, nl);
+    kiln_progress_stage(o->progress, "write checkpoint", 1, "");
     if (!rc)
         rc = net->export(obj, path, &ck, d);
     if (!rc)
@@ -221,6 +231,9 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
         snprintf(dp, sizeof dp, "%s.kiln_dequant.safetensors", o->out);
         rc = kiln_checkpoint_write_dequant(dp, &ck, d);
     }
+    if (!rc)
+        kiln_progress_end(o->progress);
+    kiln_progress_clear(o->progress);
     if (!rc)
         printf("kiln quantize: %s with %s: %d layers quantized, %d kept in f32; methods %.1f s; "
                "wrote %s (%s)\n",
