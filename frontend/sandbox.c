@@ -1,0 +1,208 @@
+/* frontend/sandbox.c — the recipe sandbox's budgets and libraries: an allocator that caps
+ * the heap and charges what it allocates, a hook that counts instructions and calls and
+ * watches the wall clock, and guarded library functions that charge their work by its
+ * size, so that no recipe outruns 10^7 instructions, 64 MiB or 2 s whatever it calls. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "frontend/sandbox.h"
+
+#define INSTR_LIMIT ((int64_t)KILN_RECIPE_INSTR_LIMIT)
+#define HOOK_STEP 100 /* instructions between count-hook calls: how late the clock can be read */
+#define BIG_ALLOC (1u << 20) /* allocations this big look at the clock too */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------ budgets */
+
+void *kiln__limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    KLimit *lim = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        lim->used -= old;
+        return NULL;
+    }
+    /* a growing realloc holds the old block and the new one at once: count both */
+    if (nsize > old && (nsize > lim->max || lim->used + nsize > lim->max)) {
+        lim->hit = true;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (!p)
+        return NULL;
+    lim->used = lim->used - old + nsize;
+    return p;
+}
+
+/* The recipe's allocator: the heap cap, and while the recipe runs, every byte it
+ * allocates charged as work (copies the instruction count cannot see: `..` of long
+ * strings, string results); once a budget is out, nothing grows any more. */
+static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    KSandbox *sb = ud;
+    size_t old = ptr ? osize : 0;
+    if (sb->armed && nsize > old) {
+        sb->instr += (int64_t)((nsize - old) / ALLOC_BYTES_PER_INSTR);
+        if (!sb->hit && sb->instr > INSTR_LIMIT)
+            sb->hit = KSB_INSTR;
+        if (!sb->hit && nsize - old >= BIG_ALLOC && now_ns() > sb->deadline_ns)
+            sb->hit = KSB_TIME;
+        if (sb->hit)
+            return NULL;
+    }
+    void *p = kiln__limited_alloc(&sb->mem, ptr, osize, nsize);
+    if (nsize > old) {
+        /* Lua retries a failed allocation once after an emergency collection: only
+         * when the retry fails too is the budget spent (and the error uncatchable) */
+        if (!p && sb->mem_retry == nsize && !sb->hit)
+            sb->hit = KSB_MEMORY;
+        sb->mem_retry = p ? 0 : nsize;
+    }
+    return p;
+}
+
+lua_State *kiln__sandbox_state(KSandbox *sb)
+{
+    sb->deadline_ns = now_ns() + (int64_t)KILN_RECIPE_TIME_MS * 1000000;
+    return lua_newstate(sandbox_alloc, sb);
+}
+
+/* The budgets of L, or NULL in a state without them (the matcher's). */
+static KSandbox *sandbox_of(lua_State *L)
+{
+    void *ud = NULL;
+    return lua_getallocf(L, &ud) == sandbox_alloc ? ud : NULL;
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar);
+
+/* A budget ran out: fail now and, through the hook, at every instruction from now on, so
+ * that a pcall in the recipe cannot swallow it and carry on. */
+static int exhausted(lua_State *L, KSandbox *sb, KBudget why, const char *in)
+{
+    if (!sb->hit) {
+        sb->hit = why;
+        snprintf(sb->hit_in, sizeof sb->hit_in, "%s", in ? in : "");
+    }
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT | LUA_MASKLINE, 1);
+    return luaL_error(L, "recipe budget exhausted");
+}
+
+/* Varargs a Lua function was called with, counted cheaply when there are few. */
+static int64_t count_varargs(lua_State *L, lua_Debug *ar)
+{
+    int lo = 0, hi = 64;
+    while (lua_getlocal(L, ar, -hi)) {
+        lua_pop(L, 1);
+        lo = hi;
+        if (hi > (1 << 24))
+            return hi;
+        hi *= 2;
+    }
+    if (lo == 0)
+        return 0; /* fewer than 64: no matter */
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (lua_getlocal(L, ar, -mid)) {
+            lua_pop(L, 1);
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+    KLoadCtx *c = kiln__ctx(L);
+    KSandbox *sb = sandbox_of(L);
+    if (!c || !sb || !sb->armed)
+        return;
+    if (ar->event == LUA_HOOKLINE) {
+        c->last_line = ar->currentline;
+        if (!sb->hit)
+            return;
+    } else if (ar->event == LUA_HOOKCOUNT) {
+        sb->instr += HOOK_STEP;
+        if (!sb->hit && now_ns() > sb->deadline_ns)
+            sb->hit = KSB_TIME;
+    } else { /* a call: what it is handed counts too (math.max(table.unpack(t))) */
+        lua_getinfo(L, "ru", ar);
+        int64_t values = ar->ntransfer;
+        if (ar->isvararg)
+            values += count_varargs(L, ar);
+        sb->instr += CALL_COST + values / VALUES_PER_INSTR;
+    }
+    if (sb->instr > INSTR_LIMIT && !sb->hit)
+        sb->hit = KSB_INSTR;
+    if (sb->hit)
+        exhausted(L, sb, sb->hit, NULL);
+}
+
+void kiln__sandbox_arm(lua_State *L)
+{
+    KSandbox *sb = sandbox_of(L);
+    sb->armed = true;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT | LUA_MASKLINE | LUA_MASKCALL, HOOK_STEP);
+}
+
+void kiln__sandbox_disarm(lua_State *L)
+{
+    lua_sethook(L, NULL, 0, 0);
+    sandbox_of(L)->armed = false;
+}
+
+void kiln__sandbox_charge(lua_State *L, double instr, const char *fn)
+{
+    KSandbox *sb = sandbox_of(L);
+    if (!sb || !sb->armed)
+        return;
+    if (instr > (double)INSTR_LIMIT - (double)sb->instr)
+        exhausted(L, sb, KSB_INSTR, fn);
+    sb->instr += (int64_t)instr;
+    if (now_ns() > sb->deadline_ns)
+        exhausted(L, sb, KSB_TIME, fn);
+}
+
+void kiln__sandbox_message(const KSandbox *sb, char *buf, size_t n)
+{
+    char in[80] = "";
+    if (sb->hit_in[0])
+        snprintf(in, sizeof in, "; it ran out in %s", sb->hit_in);
+    switch (sb->hit) {
+    case KSB_MEMORY:
+        snprintf(buf, n, "recipe used more than %u MiB of memory (its memory budget)",
+                 (unsigned)(KILN_RECIPE_MEM_LIMIT >> 20));
+        break;
+    case KSB_TIME:
+        snprintf(buf, n,
+                 "recipe ran longer than %d ms of wall time (its time budget; an endless loop?)%s",
+                 KILN_RECIPE_TIME_MS, in);
+        break;
+    default:
+        snprintf(buf, n,
+                 "recipe ran more than %ld Lua instructions (an endless loop?): its instruction "
+                 "budget, where a call counts %d and library functions count by the size of their "
+                 "work%s",
+                 (long)INSTR_LIMIT, CALL_COST, in);
+    }
+}
+
+bool kiln__sandbox_spent(lua_State *L)
+{
+    KSandbox *sb = sandbox_of(L);
+    return sb && sb->hit;
+}
