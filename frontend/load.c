@@ -42,6 +42,7 @@ static int open_sandbox(lua_State *L)
     KInclude *inc = lua_touserdata(L, 1);
     kiln__sandbox_open(L);
     kiln__dsl_open(L);
+    kiln__sandbox_guard_dsl(L);
     lua_pushlightuserdata(L, inc);
     lua_pushcclosure(L, include_fn, 1);
     lua_setglobal(L, "include");

@@ -65,6 +65,8 @@ void kiln__sandbox_message(const KSandbox *sb, char *buf, size_t n);
 /* Opens base, string, table and math in L with the sandbox's guards (a lua_CFunction:
  * call it protected). */
 int kiln__sandbox_open(lua_State *L);
+/* After kiln__dsl_open: its constructors charged by the size of their tables. */
+void kiln__sandbox_guard_dsl(lua_State *L);
 /* After the DSL set the globals' metatable: reading os, io, ... says why it is missing. */
 void kiln__sandbox_explain_globals(lua_State *L);
 /* Guards the string library table at the top of L's stack; returns the guarded

@@ -241,6 +241,60 @@ static int guarded_sort(lua_State *L)
     return call_original(L);
 }
 
+/* ------------------------------------------------------------------ the recipe language
+ * Its constructors (int8 {...}, rule "x" {...}, recipe "x" {...}) check and copy what
+ * their table holds, one level down (a recipe's rules and ignore list), in C and into
+ * C memory the heap cap does not see: charged per entry and byte before they run, and
+ * the collector told about the copies, so that those a loop drops are freed at the pace
+ * they are made. */
+
+#define DSL_ITEM_COST 10   /* instructions per entry a constructor checks and copies */
+#define DSL_ITEM_BYTES 256 /* C bytes per entry it may copy, besides strings */
+
+static void count_entries(lua_State *L, int idx, int depth, double *entries, double *bytes)
+{
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        *entries += 1;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            *bytes += (double)lua_rawlen(L, -1);
+        else if (lua_type(L, -1) == LUA_TTABLE && depth > 0)
+            count_entries(L, lua_gettop(L), depth - 1, entries, bytes);
+        lua_pop(L, 1);
+        if (*entries * DSL_ITEM_COST > (double)KILN_RECIPE_INSTR_LIMIT) {
+            lua_pop(L, 1); /* the key: more than the budget pays for, whatever follows */
+            return;
+        }
+    }
+}
+
+static int guarded_dsl_call(lua_State *L)
+{
+    double entries = 0, bytes = 0;
+    if (lua_type(L, 2) == LUA_TTABLE)
+        count_entries(L, 2, 1, &entries, &bytes);
+    kiln__sandbox_charge(L, entries * DSL_ITEM_COST + bytes / BYTES_PER_INSTR,
+                         lua_tostring(L, lua_upvalueindex(2)));
+    int n = call_original(L);
+    lua_gc(L, LUA_GCSTEP, (int)((entries * DSL_ITEM_BYTES + bytes) / 1024));
+    return n;
+}
+
+void kiln__sandbox_guard_dsl(lua_State *L)
+{
+    static const struct {
+        const char *mt, *name;
+    } ctors[] = {{MT_FORMAT, "a format's {...}"}, {MT_RULEB, "rule {...}"}, {MT_RECIPEB, "recipe {...}"}};
+    for (size_t i = 0; i < sizeof ctors / sizeof ctors[0]; i++) {
+        luaL_getmetatable(L, ctors[i].mt);
+        lua_getfield(L, -1, "__call");
+        lua_pushstring(L, ctors[i].name);
+        lua_pushcclosure(L, guarded_dsl_call, 2);
+        lua_setfield(L, -2, "__call");
+        lua_pop(L, 1);
+    }
+}
+
 /* ------------------------------------------------------------------ code outside the hook
  * Lua runs two kinds of recipe code with its hooks off, where no budget could stop it:
  * a message handler called for an error raised in a hook (the budget's own error), and
