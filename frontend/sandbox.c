@@ -63,6 +63,13 @@ static void *sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
             return NULL;
     }
     void *p = kiln__limited_alloc(&sb->mem, ptr, osize, nsize);
+    if (!p && nsize > old && sb->armed) {
+        /* Lua answers a failed allocation with a full collection: a recipe holding
+         * nearly all its heap would make every allocation walk all of it */
+        sb->instr += (int64_t)(sb->mem.used / ALLOC_BYTES_PER_INSTR);
+        if (!sb->hit && (sb->instr > INSTR_LIMIT || now_ns() > sb->deadline_ns))
+            sb->hit = sb->instr > INSTR_LIMIT ? KSB_INSTR : KSB_TIME;
+    }
     if (nsize > old) {
         /* Lua retries a failed allocation once after an emergency collection: only
          * when the retry fails too is the budget spent (and the error uncatchable) */
