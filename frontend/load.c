@@ -368,7 +368,9 @@ static int run_recipe(const char *src, size_t len, const char *file, KInclude *i
     kiln__sandbox_arm(L);
     st = lua_pcall(L, 0, 1, 0);
     kiln__sandbox_disarm(L);
-    if (st != LUA_OK || ctx.err_set)
+    /* a budget can run out in the allocator, and the recipe catch its error and return
+     * before the hook next looks: that is a failed load all the same */
+    if (st != LUA_OK || ctx.err_set || inc->sb->hit)
         return fail(L, &ctx, inc, st, file, d);
     KilnRecipe *r = kiln__dsl_take(L, -1);
     if (!r) {
