@@ -1,14 +1,12 @@
-/* frontend/sandbox.c — the recipe sandbox's budgets and libraries: an allocator that caps
- * the heap and charges what it allocates, a hook that counts instructions and calls and
- * watches the wall clock, and guarded library functions that charge their work by its
- * size, so that no recipe outruns 10^7 instructions, 64 MiB or 2 s whatever it calls. */
+/* frontend/sandbox.c — the recipe sandbox's budgets: an allocator that caps the heap and
+ * charges what it allocates, a hook that counts instructions and calls and watches the
+ * wall clock, and the charge the guarded library functions (sandbox_lib.c) pay before
+ * they work, so that no recipe outruns 10^7 instructions, 64 MiB or 2 s whatever it calls. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 #include <lauxlib.h>
-#include <lualib.h>
 
 #include "frontend/sandbox.h"
 
