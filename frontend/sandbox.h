@@ -17,7 +17,7 @@
 #define KILN_RECIPE_MEM_LIMIT (64u << 20) /* bytes of Lua heap */
 #endif
 #ifndef KILN_RECIPE_TIME_MS
-#define KILN_RECIPE_TIME_MS 2000 /* wall time from the start of the load, monotonic clock */
+#define KILN_RECIPE_TIME_MS 2000 /* the loading thread's CPU time (sandbox.c, out_of_time) */
 #endif
 
 /* What work costs, in instructions (one instruction is ~10 ns of VM time). A call can
@@ -37,7 +37,8 @@ typedef enum { KSB_NONE, KSB_INSTR, KSB_MEMORY, KSB_TIME } KBudget;
 typedef struct KSandbox {
     KLimit mem;          /* Lua heap in use and its cap */
     int64_t instr;       /* instructions charged so far: VM instructions, calls, library work */
-    int64_t deadline_ns; /* CLOCK_MONOTONIC time the load must end by */
+    int64_t deadline_ns; /* CLOCK_MONOTONIC time the time budget may be up, no sooner */
+    int64_t cpu_start_ns; /* CLOCK_THREAD_CPUTIME_ID when the load began */
     size_t mem_retry;    /* size of an allocation that just failed, else 0 */
     bool armed;          /* the recipe is running: charges count, the hook is set */
     KBudget hit;         /* the first budget that ran out; every later instruction fails */

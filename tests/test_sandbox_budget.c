@@ -1,10 +1,11 @@
 /* tests/test_sandbox_budget.c — issue 17, class 1: a recipe stops within its budgets
- * (instructions, memory, wall time) whatever it calls. Every recipe in
- * tests/recipes_budget/ once escaped them (hooks off in a message handler or a
- * finalizer, library work charged as one call); each must now end in a located
- * KILN_EINPUT naming the budget, well within 5 s, through the library and through the
- * `kiln` command (exit 2, peak memory within 128 MiB of a trivial recipe's). What the
- * guarded library functions are for still works. */
+ * (instructions, memory, time) whatever it calls. Every recipe in tests/recipes_budget/
+ * once escaped them (hooks off in a message handler or a finalizer, library work
+ * charged as one call); each must now end in a located KILN_EINPUT naming the budget
+ * within 5 s of CPU time, through the library and through the `kiln` command (exit 2,
+ * peak memory within 128 MiB of a trivial recipe's). Wall time is printed, and only
+ * bounded loosely (60 s): on a machine shared by many jobs a process gets a fraction of a
+ * core. What the guarded library functions are for still works. */
 #include "cli/cli_util.h"
 
 #include <stdarg.h>
@@ -18,7 +19,15 @@
 
 #define SRC KILN_SOURCE_DIR
 #define BUDGET_DIR SRC "/tests/recipes_budget/"
-#define WALL_LIMIT 5.0 /* s: the 2 s budget, with room for a loaded machine and ASan */
+#define CPU_LIMIT 5.0   /* s: the 2 s budget, with room for ASan */
+#define WALL_LIMIT 60.0 /* s: no hang, even on a machine that runs many jobs at once */
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Line 2 of a budget recipe: "-- expect: LINE WHAT", WHAT one of instructions, memory,
  * time, or the text of a refusal. */
@@ -47,7 +56,7 @@ static bool message_matches(const char *msg, const char *what)
         const char *kind, *text;
     } budgets[] = {{"instructions", "Lua instructions (an endless loop?): its instruction budget"},
                    {"memory", "MiB of memory (its memory budget)"},
-                   {"time", "ms of wall time (its time budget"}};
+                   {"time", "ms (its time budget, the load's CPU time"}};
     for (size_t i = 0; i < sizeof budgets / sizeof budgets[0]; i++)
         if (!strcmp(what, budgets[i].kind))
             return strstr(msg, budgets[i].text) || strstr(msg, budgets[2].text);
@@ -74,24 +83,24 @@ static void test_budget_recipes_load(void **state)
         Expect e = read_expect(path);
         KilnRecipe *r = NULL;
         KilnDiag d = {0};
-        double t0 = cli_now();
+        double t0 = cli_now(), c0 = thread_cpu_s();
         int rc = kiln_recipe_load(path, &r, &d);
-        double secs = cli_now() - t0;
+        double secs = cli_now() - t0, cpu = thread_cpu_s() - c0;
         bool ok = rc == KILN_EINPUT && !r && d.file && !strcmp(d.file, path) && d.line == e.line &&
-                  message_matches(d.msg, e.what) && secs < WALL_LIMIT;
-        fprintf(stderr, "%-24s %5.2fs %s:%d: %s\n", names[i], secs, d.file ? d.file : "?", d.line,
-                d.msg);
+                  message_matches(d.msg, e.what) && cpu < CPU_LIMIT && secs < WALL_LIMIT;
+        fprintf(stderr, "%-24s cpu %5.2fs wall %5.2fs %s:%d: %s\n", names[i], cpu, secs,
+                d.file ? d.file : "?", d.line, d.msg);
         if (!ok)
             fprintf(stderr, "  expected KILN_EINPUT at line %d naming '%s' within %.0f s (rc %d)\n",
-                    e.line, e.what, WALL_LIMIT, rc);
+                    e.line, e.what, CPU_LIMIT, rc);
         kiln_recipe_free(r);
         assert_true(ok);
     }
     tu_free_list(names, n);
 }
 
-/* Runs argv; its exit code, wall time and peak resident memory (KiB). */
-static int run_measured(const char *const *argv, double *secs, long *maxrss_kib)
+/* Runs argv; its exit code, wall time, CPU time and peak resident memory (KiB). */
+static int run_measured(const char *const *argv, double *secs, double *cpu, long *maxrss_kib)
 {
     double t0 = cli_now();
     pid_t pid = cli_start(argv, NULL, "/dev/null", "/dev/null");
@@ -101,30 +110,33 @@ static int run_measured(const char *const *argv, double *secs, long *maxrss_kib)
     while (wait4(pid, &status, 0, &ru) < 0)
         assert_int_equal(errno, EINTR);
     *secs = cli_now() - t0;
+    *cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
     *maxrss_kib = ru.ru_maxrss;
     return cli_status_code(status);
 }
 
-/* Through `kiln ir`: exit 2 within the time, and no more memory than a trivial
+/* Through `kiln ir`: exit 2 within the time (the whole process's CPU time: start-up
+ * included), and no more memory than a trivial
  * recipe's run plus 128 MiB (not under ASan, whose shadow and quarantine dwarf it). */
 static void test_budget_recipes_cli(void **state)
 {
     (void)state;
     const char *trivial[] = {KILN_BIN, "ir", SRC "/recipes/w8a16.lua", "--shape", "8,128,128", NULL};
-    double secs = 0;
+    double secs = 0, cpu = 0;
     long base = 0, rss = 0;
-    assert_int_equal(run_measured(trivial, &secs, &base), 0);
+    assert_int_equal(run_measured(trivial, &secs, &cpu, &base), 0);
     int n = 0;
     char **names = budget_recipes(&n);
     for (int i = 0; i < n; i++) {
         char path[512];
         snprintf(path, sizeof path, "%s%s", BUDGET_DIR, names[i]);
         const char *argv[] = {KILN_BIN, "ir", path, "--shape", "8,128,128", NULL};
-        int code = run_measured(argv, &secs, &rss);
-        fprintf(stderr, "kiln ir %-24s exit %d %5.2fs %5ld MiB (trivial recipe: %ld MiB)\n", names[i],
-                code, secs, rss >> 10, base >> 10);
+        int code = run_measured(argv, &secs, &cpu, &rss);
+        fprintf(stderr, "kiln ir %-24s exit %d cpu %5.2fs wall %5.2fs %5ld MiB (trivial recipe: %ld MiB)\n",
+                names[i], code, cpu, secs, rss >> 10, base >> 10);
         assert_int_equal(code, 2);
-        assert_true(secs < WALL_LIMIT);
+        assert_true(cpu < CPU_LIMIT && secs < WALL_LIMIT);
 #ifndef __SANITIZE_ADDRESS__
         assert_true(rss - base < 128L << 10);
 #endif
@@ -197,12 +209,12 @@ static void test_shipped_recipes_within_budget(void **state)
         snprintf(path, sizeof path, SRC "/recipes/%s", names[i]);
         KilnRecipe *r = NULL;
         KilnDiag d = {0};
-        double t0 = cli_now();
+        double c0 = thread_cpu_s();
         int rc = kiln_recipe_load(path, &r, &d);
         if (rc)
             fprintf(stderr, "%s:%d: %s\n", path, d.line, d.msg);
         assert_int_equal(rc, 0);
-        assert_true(cli_now() - t0 < 1.0);
+        assert_true(thread_cpu_s() - c0 < 1.0);
         kiln_recipe_free(r);
     }
     tu_free_list(names, n);
