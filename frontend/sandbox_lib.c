@@ -166,8 +166,9 @@ static int guarded_byte(lua_State *L)
 {
     size_t l = 0;
     luaL_checklstring(L, 1, &l);
-    lua_Integer len = (lua_Integer)l, i = luaL_optinteger(L, 2, 1), j = luaL_optinteger(L, 3, i);
-    i = i > 0 ? i : i == 0 ? 1 : i < -len ? 1 : len + i + 1;
+    lua_Integer len = (lua_Integer)l, i = luaL_optinteger(L, 2, 1);
+    i = i > 0 ? i : i == 0 ? 1 : i < -len ? 1 : len + i + 1; /* as lstrlib.c reads them */
+    lua_Integer j = luaL_optinteger(L, 3, i);
     j = j > len ? len : j >= 0 ? j : j < -len ? 0 : len + j + 1;
     kiln__sandbox_charge(L, j >= i ? ((double)j - (double)i + 1) / VALUES_PER_INSTR : 0,
                          "string.byte");
