@@ -93,8 +93,6 @@ typedef struct KLoadCtx {
     bool err_set; /* first DSL error wins, even if the recipe pcall'd it away */
     int err_line;
     char err[700];
-    long instr;     /* Lua instructions run so far, in hook steps */
-    bool instr_hit;
     int last_line;  /* last line the line hook saw: position for errors Lua gives none */
     lua_CFunction find; /* string.find as opened, before the recipe could replace it */
     const char *src;    /* the recipe text, for kiln__key_line */

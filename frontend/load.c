@@ -12,22 +12,9 @@
 #include <lualib.h>
 
 #include "frontend/internal.h"
+#include "frontend/sandbox.h"
 #include "runtime/runtime.h"
 
-/* The fuzzer builds with smaller budgets, so that a runaway input costs milliseconds. */
-#ifndef KILN_RECIPE_INSTR_LIMIT
-#define KILN_RECIPE_INSTR_LIMIT 10000000L
-#endif
-#ifndef KILN_RECIPE_MEM_LIMIT
-#define KILN_RECIPE_MEM_LIMIT (64u << 20)
-#endif
-#define INSTR_LIMIT KILN_RECIPE_INSTR_LIMIT /* Lua VM instructions a recipe may run */
-#define HOOK_STEP 1000                      /* instructions between count-hook calls */
-/* What a function call costs, in instructions: a call can cost far more than one
- * instruction in C (a pcall, or a stack overflow's error), and recursion that keeps
- * overflowing the stack under pcall would otherwise run for seconds within budget. */
-#define CALL_COST 100
-#define MEM_LIMIT KILN_RECIPE_MEM_LIMIT     /* bytes the Lua state may hold */
 #define SRC_LIMIT (1u << 20)                /* bytes of recipe source, per file */
 #define INCLUDE_DEPTH 8                     /* include chains: root -> 8 files at most */
 #define INCLUDE_NAME 255                    /* bytes of an included file's name */
@@ -42,7 +29,7 @@ typedef struct KInclude {
     int depth;                          /* 0 while the root recipe runs */
     char chain[INCLUDE_DEPTH + 1][INCLUDE_NAME + 1]; /* file names root..current */
     size_t bytes;                       /* included source read so far */
-    KLimit *lim;
+    KSandbox *sb;
     bool err_wrapped;                   /* ctx->err already names its included file */
     char msg[900];                      /* last Lua error an include re-raised ... */
     int msg_line;                       /* ... and the root recipe's line of that include */
@@ -50,279 +37,18 @@ typedef struct KInclude {
     int limit_line;                     /* root recipe's line of that include */
 } KInclude;
 
-static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-    KLimit *lim = ud;
-    size_t old = ptr ? osize : 0;
-    if (nsize == 0) {
-        free(ptr);
-        lim->used -= old;
-        return NULL;
-    }
-    if (nsize > old && (nsize - old > lim->max || lim->used + (nsize - old) > lim->max)) {
-        lim->hit = true;
-        return NULL;
-    }
-    void *p = realloc(ptr, nsize);
-    if (!p)
-        return NULL;
-    lim->used = lim->used - old + nsize;
-    return p;
-}
-
-static void limit_hook(lua_State *L, lua_Debug *ar)
-{
-    KLoadCtx *c = kiln__ctx(L);
-    if (!c)
-        return;
-    if (ar->event == LUA_HOOKLINE) {
-        c->last_line = ar->currentline;
-        return;
-    }
-    c->instr += ar->event == LUA_HOOKCOUNT ? HOOK_STEP : CALL_COST;
-    if (c->instr > INSTR_LIMIT || c->instr_hit) {
-        /* From now on fail at every instruction, so a pcall in the recipe
-         * cannot swallow the limit and carry on. */
-        if (!c->instr_hit)
-            lua_sethook(L, limit_hook, LUA_MASKCOUNT | LUA_MASKLINE, 1);
-        c->instr_hit = true;
-        luaL_error(L, "instruction limit");
-    }
-}
-
-/* ------------------------------------------------------------------ C loops
- * The instruction hook counts Lua instructions only. A few library functions loop in
- * C for as long as their arguments say, allocating nothing the memory cap would stop:
- * Lua's pattern matcher backtracks (string.find(("a"):rep(30), ("a*"):rep(12) .. "b")
- * would run for hours), string.rep of an empty string repeats an empty copy, and
- * table.move moves as many nils as asked. The sandbox's versions refuse what would
- * take more than about a second before calling Lua's own. */
-
-#define MATCH_BUDGET 1e8  /* backtracking steps a pattern match may take, worst case */
-#define LAYER_NAME_MAX 1000 /* kiln_lower_layer's limit: rule patterns must be fast on it */
-#define MOVE_LIMIT ((lua_Integer)1 << 24) /* elements one table.move may move */
-
-/* Worst-case steps of matching pattern p against an n-byte subject: every split of
- * the subject among the k repeated items (*, +, -), each optional item (?) twice,
- * from every start position unless anchored, times the pattern's length. */
-static double pattern_cost(const char *p, size_t plen, size_t n)
-{
-    bool anchored = plen && p[0] == '^';
-    int k = 0, q = 0;
-    for (size_t i = anchored; i < plen;) {
-        char c = p[i];
-        if (c == '(' || c == ')' || (c == '$' && i + 1 == plen)) {
-            i++;
-            continue;
-        }
-        if (c == '%' && i + 1 < plen && p[i + 1] == 'b') {
-            i += 4; /* %bxy: a linear scan per try, like one repeated item */
-            k++;
-            continue;
-        }
-        if (c == '%' && i + 1 < plen && p[i + 1] == 'f') {
-            i += 2; /* %f[set]: a zero-width test; the set follows */
-            c = i < plen ? p[i] : 0;
-        }
-        if (c == '[') {
-            i++;
-            if (i < plen && p[i] == '^')
-                i++;
-            do { /* the first ']' of a set is a member */
-                if (i < plen && p[i] == '%')
-                    i++;
-                i++;
-            } while (i < plen && p[i] != ']');
-            i++;
-        } else {
-            i += c == '%' ? 2 : 1;
-        }
-        if (i < plen && (p[i] == '*' || p[i] == '+' || p[i] == '-')) {
-            k++;
-            i++;
-        } else if (i < plen && p[i] == '?') {
-            q++;
-            i++;
-        }
-    }
-    double cost = (anchored ? 1.0 : (double)n + 1) * ((double)plen + 1);
-    for (int j = 1; j <= k && cost <= MATCH_BUDGET; j++)
-        cost *= ((double)n + j) / j; /* C(n + k, k) */
-    for (int j = 0; j < q && cost <= MATCH_BUDGET; j++)
-        cost *= 2;
-    return cost;
-}
-
-/* Raises an error when matching arg 2 (the pattern) against arg 1 could take too long;
- * subjects count as at least `min_subject` bytes. */
-static void check_pattern(lua_State *L, const char *fname, size_t min_subject)
-{
-    size_t n = 0, plen = 0;
-    luaL_checklstring(L, 1, &n);
-    const char *p = luaL_checklstring(L, 2, &plen);
-    if (lua_toboolean(L, 4) && !strcmp(fname, "find"))
-        return; /* plain find: no pattern */
-    if (n < min_subject)
-        n = min_subject;
-    if (pattern_cost(p, plen, n) > MATCH_BUDGET) {
-        char msg[300]; /* lua_pushfstring knows no %zu or precision */
-        snprintf(msg, sizeof msg,
-                 "string.%s: pattern '%.60s' has too many repeated items (*, +, -, ?) to match a "
-                 "%zu-byte string in reasonable time; anchor it (^, $) or use fewer wildcards",
-                 fname, p, n);
-        luaL_error(L, "%s", msg);
-    }
-}
-
-/* string.find/match/gmatch/gsub: upvalue 1 is Lua's own, upvalue 2 its name. */
-static int guarded_match(lua_State *L)
-{
-    check_pattern(L, lua_tostring(L, lua_upvalueindex(2)), 0);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
-}
-
-/* string.find as the DSL calls it to check rule patterns, and as kiln_recipe_match
- * calls it on layer names: as fast as the guard needs on any name the lowering accepts. */
-static int guarded_find(lua_State *L)
-{
-    check_pattern(L, "find", LAYER_NAME_MAX);
-    lua_getfield(L, LUA_REGISTRYINDEX, "kiln.find");
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
-}
-
-static int guarded_rep(lua_State *L)
-{
-    size_t l = 0, lsep = 0;
-    luaL_checklstring(L, 1, &l);
-    lua_Integer n = luaL_checkinteger(L, 2);
-    luaL_optlstring(L, 3, "", &lsep);
-    if (l + lsep == 0 && n > 0) {
-        lua_pushliteral(L, ""); /* n empty copies, without looping n times */
-        return 1;
-    }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
-}
-
-static int guarded_move(lua_State *L)
-{
-    lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
-    if (e >= f && (f < 0 ? e > MOVE_LIMIT + f : e - f >= MOVE_LIMIT))
-        return luaL_error(L, "table.move: more than %d elements", (int)MOVE_LIMIT);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
-}
-
-/* Replaces lib.name (lib table at the top of the stack) by fn with the original as
- * upvalue 1 and the name as upvalue 2. */
-static void guard(lua_State *L, const char *name, lua_CFunction fn)
-{
-    lua_getfield(L, -1, name);
-    lua_pushstring(L, name);
-    lua_pushcclosure(L, fn, 2);
-    lua_setfield(L, -2, name);
-}
-
-/* Opens the string library's guards in L (string table at the top of the stack) and
- * returns the find the DSL and the matcher call. */
-static lua_CFunction guard_string_lib(lua_State *L)
-{
-    lua_getfield(L, -1, "find");
-    lua_setfield(L, LUA_REGISTRYINDEX, "kiln.find");
-    static const char *const pat[] = {"find", "match", "gmatch", "gsub"};
-    for (size_t i = 0; i < sizeof pat / sizeof pat[0]; i++)
-        guard(L, pat[i], guarded_match);
-    guard(L, "rep", guarded_rep);
-    return guarded_find;
-}
-
-/* Globals a recipe might reach for that the sandbox leaves out: reading one says why
- * instead of the DSL's generic "unknown name". */
-static const char *const forbidden[] = {"os", "io", "package", "debug", "require", "dofile",
-                                        "loadfile", "load", "loadstring", "collectgarbage",
-                                        "print"};
-
-static int sandbox_index(lua_State *L)
-{
-    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
-    for (size_t i = 0; k && i < sizeof forbidden / sizeof forbidden[0]; i++)
-        if (strcmp(k, forbidden[i]) == 0)
-            return kiln__dsl_error(L, kiln__caller_line(L),
-                                   "'%s' is not available in a recipe: recipes run in a sandbox "
-                                   "without files, processes, module or code loading, output or "
-                                   "garbage-collector control (docs/recipes.md, \"Sandbox\")",
-                                   k);
-    lua_pushvalue(L, lua_upvalueindex(1)); /* the DSL's strict __index */
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
-}
-
-static int refuse_dump(lua_State *L)
-{
-    return kiln__dsl_error(L, kiln__caller_line(L),
-                           "string.dump is not available in a recipe: recipes run in a sandbox "
-                           "that loads no binary chunks (docs/recipes.md, \"Sandbox\")");
-}
-
 static int include_fn(lua_State *L);
 
 static int open_sandbox(lua_State *L)
 {
     KInclude *inc = lua_touserdata(L, 1);
-    static const struct {
-        const char *name;
-        lua_CFunction open;
-    } libs[] = {{LUA_GNAME, luaopen_base},
-                {LUA_STRLIBNAME, luaopen_string},
-                {LUA_TABLIBNAME, luaopen_table},
-                {LUA_MATHLIBNAME, luaopen_math}};
-    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
-        luaL_requiref(L, libs[i].name, libs[i].open, 1);
-        lua_pop(L, 1);
-    }
-    /* No files, no code loading, no output, no GC control. */
-    static const char *const drop[] = {"dofile", "loadfile", "load", "require", "collectgarbage", "print"};
-    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) {
-        lua_pushnil(L);
-        lua_setglobal(L, drop[i]);
-    }
-    lua_getglobal(L, LUA_STRLIBNAME);
-    lua_pushcfunction(L, refuse_dump);
-    lua_setfield(L, -2, "dump");
-    kiln__ctx(L)->find = guard_string_lib(L);
-    lua_pop(L, 1);
-    lua_getglobal(L, LUA_TABLIBNAME);
-    guard(L, "move", guarded_move);
-    lua_pop(L, 1);
-    /* The string metatable is shared by every string: getmetatable("") gets a token
-     * instead, so a recipe cannot redefine string methods under the DSL's feet. */
-    lua_pushliteral(L, "");
-    lua_getmetatable(L, -1);
-    lua_pushliteral(L, "locked");
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 2);
+    kiln__sandbox_open(L);
     kiln__dsl_open(L);
+    kiln__sandbox_guard_dsl(L);
     lua_pushlightuserdata(L, inc);
     lua_pushcclosure(L, include_fn, 1);
     lua_setglobal(L, "include");
-    lua_pushglobaltable(L);
-    if (lua_getmetatable(L, -1)) {
-        lua_getfield(L, -1, "__index");
-        lua_pushcclosure(L, sandbox_index, 1);
-        lua_setfield(L, -2, "__index");
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
+    kiln__sandbox_explain_globals(L);
     return 0;
 }
 
@@ -436,7 +162,7 @@ static int include_failed(lua_State *L, KInclude *inc, KLoadCtx *c, bool had_err
         lua_pushstring(L, c->err);
         return lua_error(L);
     }
-    if (c->instr_hit || st == LUA_ERRMEM || inc->lim->hit) {
+    if (inc->sb->hit || st == LUA_ERRMEM) {
         if (!inc->limit_where[0])
             snprintf(inc->limit_where, sizeof inc->limit_where, " in included file %s:%d", path,
                      c->last_line);
@@ -553,13 +279,13 @@ static int fail(lua_State *L, KLoadCtx *c, KInclude *inc, int status, const char
     int line = c->last_line;
     if (c->err_set) {
         kiln_diag_set_at(d, KILN_EINPUT, file, c->err_line, "%s", c->err);
-    } else if (c->instr_hit) {
-        kiln_diag_set_at(d, KILN_EINPUT, file, inc->limit_where[0] ? inc->limit_line : line,
-                         "recipe ran more than %ld Lua instructions (an endless loop?)%s", INSTR_LIMIT,
+    } else if (inc->sb->hit || status == LUA_ERRMEM) {
+        char msg[400];
+        if (!inc->sb->hit)
+            inc->sb->hit = KSB_MEMORY; /* the system's allocator failed: memory all the same */
+        kiln__sandbox_message(inc->sb, msg, sizeof msg);
+        kiln_diag_set_at(d, KILN_EINPUT, file, inc->limit_where[0] ? inc->limit_line : line, "%s%s", msg,
                          inc->limit_where);
-    } else if (status == LUA_ERRMEM || inc->lim->hit) {
-        kiln_diag_set_at(d, KILN_EINPUT, file, inc->limit_where[0] ? inc->limit_line : line,
-                         "recipe used more than %u MiB of memory%s", MEM_LIMIT >> 20, inc->limit_where);
     } else {
         const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
         const char *text = "recipe raised an error that is not a string";
@@ -576,7 +302,6 @@ static int fail(lua_State *L, KLoadCtx *c, KInclude *inc, int status, const char
     if (d)
         kiln__escape_controls(d->msg, sizeof d->msg);
     lua_close(L);
-    free(inc->lim);
     return KILN_EINPUT;
 }
 
@@ -594,13 +319,17 @@ static bool uses_lua_patterns(const KilnRecipe *r)
 static int open_string(lua_State *L)
 {
     luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 0);
-    *(lua_CFunction *)lua_touserdata(L, 1) = guard_string_lib(L);
+    *(lua_CFunction *)lua_touserdata(L, 1) = kiln__guard_string_lib(L);
     return 0;
 }
 
-static lua_State *matcher_state(KLimit *lim, lua_CFunction *find)
+/* A state with the string library only, its heap capped like the recipe's (*lim). */
+static lua_State *matcher_state(KLimit **lim, lua_CFunction *find)
 {
-    lua_State *L = lua_newstate(limited_alloc, lim);
+    if (!(*lim = calloc(1, sizeof **lim)))
+        return NULL;
+    (*lim)->max = KILN_RECIPE_MEM_LIMIT;
+    lua_State *L = lua_newstate(kiln__limited_alloc, *lim);
     if (!L)
         return NULL;
     *(KLoadCtx **)lua_getextraspace(L) = NULL;
@@ -613,16 +342,13 @@ static lua_State *matcher_state(KLimit *lim, lua_CFunction *find)
     return L;
 }
 
-/* Runs the recipe in a fresh sandboxed state; frees inc->lim unless the recipe keeps it. */
+/* Runs the recipe in a fresh sandboxed state under inc->sb's budgets. */
 static int run_recipe(const char *src, size_t len, const char *file, KInclude *inc, KilnRecipe **out,
                       KilnDiag *d)
 {
-    KLimit *lim = inc->lim;
-    lua_State *L = lua_newstate(limited_alloc, lim);
-    if (!L) {
-        free(lim);
+    lua_State *L = kiln__sandbox_state(inc->sb);
+    if (!L)
         return kiln_diag_set(d, KILN_EINTERNAL, "cannot create a Lua state");
-    }
     KLoadCtx ctx = {.src = src, .len = len};
     *(KLoadCtx **)lua_getextraspace(L) = &ctx;
 
@@ -646,10 +372,12 @@ static int run_recipe(const char *src, size_t len, const char *file, KInclude *i
         return fail(L, &ctx, inc, LUA_ERRRUN, file, d);
     }
 
-    lua_sethook(L, limit_hook, LUA_MASKCOUNT | LUA_MASKLINE | LUA_MASKCALL, HOOK_STEP);
+    kiln__sandbox_arm(L);
     st = lua_pcall(L, 0, 1, 0);
-    lua_sethook(L, NULL, 0, 0);
-    if (st != LUA_OK || ctx.err_set)
+    kiln__sandbox_disarm(L);
+    /* a budget can run out in the allocator, and the recipe catch its error and return
+     * before the hook next looks: that is a failed load all the same */
+    if (st != LUA_OK || ctx.err_set || inc->sb->hit)
         return fail(L, &ctx, inc, st, file, d);
     KilnRecipe *r = kiln__dsl_take(L, -1);
     if (!r) {
@@ -662,10 +390,10 @@ static int run_recipe(const char *src, size_t len, const char *file, KInclude *i
         return fail(L, &ctx, inc, LUA_ERRRUN, file, d);
     }
     /* Nothing the recipe left behind (globals, metatables, memory) outlives the
-     * load: Lua patterns get a fresh state holding only the string library. */
+     * load (it can leave no finalizer to run at close: sandbox_lib.c): Lua patterns
+     * get a fresh state holding only the string library. */
     lua_close(L);
-    r->limit = lim;
-    if (uses_lua_patterns(r) && !(r->L = matcher_state(lim, &r->find))) {
+    if (uses_lua_patterns(r) && !(r->L = matcher_state(&r->limit, &r->find))) {
         kiln_recipe_free(r);
         return kiln_diag_set(d, KILN_EINTERNAL, "cannot create a Lua state");
     }
@@ -676,10 +404,10 @@ static int run_recipe(const char *src, size_t len, const char *file, KInclude *i
 }
 
 /* The include state for a recipe named `file`: its directory and its own name. */
-static void include_init(KInclude *inc, const char *file, KLimit *lim)
+static void include_init(KInclude *inc, const char *file, KSandbox *sb)
 {
     memset(inc, 0, sizeof *inc);
-    inc->lim = lim;
+    inc->sb = sb;
     const char *slash = strrchr(file, '/');
     const char *base = slash ? slash + 1 : file;
     if (!slash)
@@ -702,17 +430,18 @@ static int load_impl(const char *src, size_t len, const char *file, KilnRecipe *
     if (len >= 4 && memcmp(src, LUA_SIGNATURE, 4) == 0)
         return kiln_diag_set_at(d, KILN_EINPUT, file, 1,
                                 "recipe is a precompiled Lua chunk; recipes must be source text");
-    KLimit *lim = calloc(1, sizeof *lim);
+    KSandbox *sb = calloc(1, sizeof *sb);
     KInclude *inc = malloc(sizeof *inc);
-    if (!lim || !inc) {
-        free(lim);
+    if (!sb || !inc) {
+        free(sb);
         free(inc);
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     }
-    lim->max = MEM_LIMIT;
-    include_init(inc, file, lim);
+    sb->mem.max = KILN_RECIPE_MEM_LIMIT;
+    include_init(inc, file, sb);
     int rc = run_recipe(src, len, file, inc, out, d);
     free(inc);
+    free(sb);
     return rc;
 }
 

@@ -2,7 +2,7 @@
 # scripts/fuzz.sh [SECONDS [TARGET...]] — build the libFuzzer targets (tests/fuzz/) with
 # clang-14 into build-fuzz/ and run each for SECONDS (default 30) on a corpus seeded from
 # the repository's own files. Fails (exit 1) on any crash, leak, timeout, out-of-memory or
-# sanitizer report; the input that did it is kept as build-fuzz/artifacts/TARGET-*.
+# sanitizer report (a recipe past 3 s or 640 MiB included); the input that did it is kept as build-fuzz/artifacts/TARGET-*.
 # Prints executions and coverage per target. TARGET: recipe ir_parse safetensors gguf
 # aot_manifest ckpt_config (default: all). The corpus in build-fuzz/corpus/ grows from run
 # to run.
@@ -24,7 +24,7 @@ seed() {
   rm -rf "$d"
   mkdir -p "$d"
   case $t in
-    recipe) cp recipes/*.lua tests/recipes_bad/*.lua tests/recipes_sandbox/*.lua "$d"/ ;;
+    recipe) cp recipes/*.lua tests/recipes_bad/*.lua tests/recipes_sandbox/*.lua tests/recipes_budget/*.lua "$d"/ ;;
     ir_parse) cp tests/ir/*.kir tests/passes/*.kir "$d"/ ;;
     safetensors|gguf) python3 tests/fuzz/make_seeds.py "$out/seeds/gen-$t" && cp "$out/seeds/gen-$t/$t"/* "$d"/ ;;
     aot_manifest) cp tests/fuzz/seeds/manifest-*.json "$d"/ ;;
@@ -35,6 +35,11 @@ seed() {
 
 declare -A max_len=([recipe]=8192 [ir_parse]=8192 [safetensors]=4096 [gguf]=8192 [aot_manifest]=16384
                    [ckpt_config]=16384)
+# Per-input limits (libFuzzer -timeout s, -rss_limit_mb); 20 s and 2 GiB where not named.
+# A recipe runs on a 200 000-instruction, 8 MiB, 1 s budget in this build (fuzz.mk): one
+# that outlives 3 s or grows the process past 640 MiB (ASan's shadow and quarantine
+# included) escaped its budgets, and that is a finding.
+declare -A timeout_s=([recipe]=3) rss_mb=([recipe]=640)
 failed=()
 for t in "${targets[@]}"; do
   [ -n "${max_len[$t]:-}" ] || { echo "fuzz: unknown target '$t'" >&2; exit 2; }
@@ -45,7 +50,7 @@ for t in "${targets[@]}"; do
   log=$out/$t.log
   rc=0
   ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    $out/fuzz_$t -max_total_time="$secs" -max_len="${max_len[$t]}" -timeout=20 -rss_limit_mb=2048 \
+    $out/fuzz_$t -max_total_time="$secs" -max_len="${max_len[$t]}" -timeout="${timeout_s[$t]:-20}" -rss_limit_mb="${rss_mb[$t]:-2048}" \
       -print_final_stats=1 -artifact_prefix=$out/artifacts/$t- "${dict[@]}" \
       $out/corpus/$t $out/seeds/$t >"$log" 2>&1 || rc=$?
   last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
