@@ -268,7 +268,7 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
     int rc = check_operands(t, wt, act, out_dt, d);
     if (rc)
         return rc;
-    bool avx512 = strcmp(t->level, "avx512") == 0;
+    bool avx512 = kiln_level_is_v4(t->level);
     rc = choose_family(avx512, &wt->q, act, act_dtype, l, d);
     if (rc)
         return rc;
