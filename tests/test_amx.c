@@ -13,7 +13,11 @@
 
 #include <cmocka.h>
 
+#include "codegen/cpu/cpu.h"
 #include "ir/amx_model.h"
+#include "ir/interp.h"
+#include "ir/layout.h"
+#include "ir/numerics.h"
 #include "ir/target.h"
 #include "runtime/runtime.h"
 #include "test_util.h"
@@ -290,6 +294,269 @@ static void test_model_bf16(void **state)
     assert_true(f32_at(&c, 0, 0) == 0.0f); /* 2^-140 is an f32 denormal */
 }
 
+/* ------------------------------------------------------------------ the tile kernel */
+
+typedef struct Case {
+    const char *name;
+    KilnQuantSpec w, act;
+    bool bias;
+    const char *epi;
+    KilnDType out;
+} Case;
+
+#define WS(s, g, grp) {.fmt = KILN_QF_INT8, .symmetric = s, .gran = KILN_GRAN_##g, .group = grp}
+#define AD(s, g) {.fmt = KILN_QF_INT8, .symmetric = s, .gran = KILN_GRAN_##g, .dynamic = true}
+#define AS(s, sc, z) {.fmt = KILN_QF_INT8, .symmetric = s, .gran = KILN_GRAN_TENSOR, .scale = sc, .zero = z}
+
+/* W8A8 as kiln quantizes it: every activation spec, symmetric and asymmetric
+ * weights, per-channel, per-tensor and per-group scales (ragged groups included). */
+static const Case kcases[] = {
+    {"dyn-token sym / w sym channel", WS(true, CHANNEL, 0), AD(true, TOKEN), false, "none", KILN_F32},
+    {"dyn-token asym / w asym channel", WS(false, CHANNEL, 0), AD(false, TOKEN), true, "silu", KILN_F32},
+    {"static sym / w tensor", WS(true, TENSOR, 0), AS(true, 0.011f, 0), true, "none", KILN_BF16},
+    {"static asym / w channel", WS(true, CHANNEL, 0), AS(false, 0.009f, 120), false, "gelu", KILN_F16},
+    {"dyn-tensor sym / w asym tensor", WS(false, TENSOR, 0), AD(true, TENSOR), false, "none", KILN_F32},
+    {"dyn-token sym / w sym group 32", WS(true, GROUP, 32), AD(true, TOKEN), true, "none", KILN_F32},
+    {"dyn-token asym / w asym group 48", WS(false, GROUP, 48), AD(false, TOKEN), false, "none", KILN_F32},
+};
+#define NKCASES (sizeof kcases / sizeof kcases[0])
+
+static float frand(void) { return (float)(rnd() % 2000001) / 1000000.0f - 1.0f; }
+
+typedef struct Weights {
+    int64_t N, K;
+    float *w, *bias;
+} Weights;
+
+static int weight_fn(void *ctx, const char *name, KilnTensor *out, KilnDiag *d)
+{
+    (void)d;
+    Weights *W = ctx;
+    bool b = strstr(name, "bias") != NULL;
+    memcpy(out->data, b ? W->bias : W->w, sizeof(float) * (size_t)(b ? W->N : W->N * W->K));
+    return 0;
+}
+
+/* weight -> quantize -> prepack -> qgemm, as the passes leave it; amx_min_m < 0:
+ * no tile choice (the vnni kernel); tiles: the function's `tiles` attr or NULL. */
+static KilnFunc *build_kernel(KilnModule *mod, const Case *c, int64_t M, int64_t N, int64_t K,
+                              const char *target, int64_t amx_min_m, const char *tiles)
+{
+    KilnFunc *f = kiln_func_new(mod, "layer.proj");
+    kiln_fset_ident(f, "target", target);
+    if (tiles)
+        kiln_fset_str(f, "tiles", tiles);
+    int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, M, K));
+    int w = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type2(KILN_F32, N, K), "w");
+    kiln_set_str(f, kiln_last(f), "name", "layer.proj.weight");
+    KilnType qt = kiln_type2(kiln_qformat_storage(c->w.fmt, c->w.symmetric), N, K);
+    qt.q = c->w;
+    int wq = kiln_emit(f, KILN_OP_QUANTIZE, &w, 1, qt, "wq");
+    int p = kiln_emit(f, KILN_OP_PREPACK, &wq, 1, qt, "p");
+    int ops[3] = {x, p, -1}, nops = 2;
+    if (c->bias) {
+        ops[2] = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type1(KILN_F32, N), "b");
+        kiln_set_str(f, kiln_last(f), "name", "layer.proj.bias");
+        nops = 3;
+    }
+    int y = kiln_emit(f, KILN_OP_QGEMM, ops, nops, kiln_type2(c->out, M, N), "y");
+    KilnInst *q = kiln_last(f);
+    kiln_set_spec(f, q, "act", &c->act);
+    kiln_set_ident(f, q, "epilogue", c->epi);
+    if (amx_min_m >= 0)
+        kiln_set_int(f, q, "amx_min_m", amx_min_m);
+    kiln_emit(f, KILN_OP_RETURN, &y, 1, kiln_type2(c->out, M, N), NULL);
+    return f;
+}
+
+typedef struct Compiled {
+    KilnLayout l;
+    KilnCpuJit *j;
+    KilnQGemmFn fn;
+} Compiled;
+
+static void compile(const Case *c, int64_t N, int64_t K, const char *target, int64_t min_m,
+                    const char *tiles, Compiled *out)
+{
+    KilnModule *mod = kiln_module_new();
+    KilnFunc *f = build_kernel(mod, c, 1, N, K, target, min_m, tiles);
+    KilnDiag d = {0};
+    void *obj = NULL, *fnp = NULL;
+    size_t len = 0;
+    if (kiln_layout_for(kiln_find_qgemm(f), f, &out->l, &d) ||
+        kiln_cpu_emit_object(f, "qgemm_kernel", &obj, &len, &d) || kiln_cpu_jit_new(&out->j, &d) ||
+        kiln_cpu_jit_add_object(out->j, obj, len, &d) ||
+        kiln_cpu_jit_lookup(out->j, "qgemm_kernel", &fnp, &d))
+        fail_msg("%s (N=%lld K=%lld, %s): %s", c->name, (long long)N, (long long)K, target, d.msg);
+    out->fn = (KilnQGemmFn)fnp;
+    free(obj);
+    kiln_module_free(mod);
+}
+
+static size_t out_size(KilnDType dt) { return dt == KILN_F32 ? 4 : 2; }
+
+static float out_at(KilnDType dt, const void *y, int64_t i)
+{
+    if (dt == KILN_F16)
+        return kiln_f16_to_f32(((const uint16_t *)y)[i]);
+    if (dt == KILN_BF16)
+        return kiln_bf16_to_f32(((const uint16_t *)y)[i]);
+    return ((const float *)y)[i];
+}
+
+/* y of one call, split in two at a panel boundary (as threads split columns). */
+static void *call(const Compiled *k, const float *x, int64_t M, const void *blob, const float *bias)
+{
+    const KilnLayout *l = &k->l;
+    size_t osz = out_size(l->out_dt) * (size_t)(M * l->N);
+    void *y = malloc(osz), *scratch = malloc(kiln_layout_scratch_bytes(l, M));
+    memset(y, 0xAB, osz);
+    memset(scratch, 0xCD, kiln_layout_scratch_bytes(l, M)); /* the pad rows must be cleared */
+    int64_t split = l->N > l->NR ? l->NR * ((l->N / l->NR + 1) / 2) : l->N;
+    k->fn(x, M, blob, bias, y, 0, split, scratch);
+    if (split < l->N)
+        k->fn(x, M, blob, bias, y, split, l->N, scratch);
+    free(scratch);
+    return y;
+}
+
+/* The tile kernel on the scalar model against the interpreter (the int8 paths'
+ * tolerance of tests/test_cpu_codegen.c: exact int32 sums, 4 ulp for the epilogue)
+ * and, where the host runs avx512, against the avx512 vnni kernel bit for bit (same
+ * int32 sums, same order of the scale multiplies). Returns failures. */
+static int run_shape(const Case *c, int64_t N, int64_t K, const int64_t *Ms, int nM)
+{
+    KilnTarget t512;
+    KilnDiag d = {0};
+    kiln_target_lookup("avx512", &t512, &d);
+    bool vnni = kiln_target_host_runs(&t512);
+    Compiled tk, vk;
+    compile(c, N, K, "amx", 1, "model", &tk);
+    assert_true(tk.l.tiles && tk.l.tiles_model);
+    assert_string_equal(tk.l.name, "amx-u8s8-tile");
+    if (vnni)
+        compile(c, N, K, "avx512", -1, NULL, &vk);
+    Weights W = {N, K, malloc(sizeof(float) * (size_t)(N * K)), malloc(sizeof(float) * (size_t)N)};
+    for (int64_t i = 0; i < N * K; i++)
+        W.w[i] = 0.5f * frand();
+    for (int64_t i = 0; i < N; i++)
+        W.bias[i] = frand();
+    KilnType qt = kiln_type2(tk.l.wdt, N, K);
+    qt.q = c->w;
+    KilnTensor wq;
+    assert_int_equal(kiln_tensor_alloc(&wq, &qt), 0);
+    assert_int_equal(kiln_quantize_matrix(&c->w, W.w, N, K, wq.data, wq.scales, wq.zeros, &d), 0);
+    void *blob = aligned_alloc(64, (tk.l.pack_bytes + 63) & ~(size_t)63);
+    assert_int_equal(kiln_prepack(&tk.l, &wq, blob, &d), 0);
+    int failures = 0;
+    int64_t f0 = kiln_amx_model_faults();
+    for (int mi = 0; mi < nM; mi++) {
+        int64_t M = Ms[mi];
+        KilnModule *mm = kiln_module_new();
+        KilnFunc *fm = build_kernel(mm, c, M, N, K, "interp", -1, NULL);
+        KilnType xty = kiln_type2(KILN_F32, M, K);
+        KilnTensor xt, ref;
+        kiln_tensor_alloc(&xt, &xty);
+        float *x = xt.data;
+        for (int64_t i = 0; i < M * K; i++)
+            x[i] = frand() * (i % 37 == 0 ? 8.0f : 1.0f);
+        if (M >= 3)
+            memset(x + K, 0, sizeof(float) * (size_t)K); /* an all-zero row */
+        if (kiln_interp_run(fm, &xt, 1, weight_fn, &W, &ref, &d))
+            fail_msg("interp %s: %s", c->name, d.msg);
+        void *y = call(&tk, x, M, blob, W.bias), *yv = vnni ? call(&vk, x, M, blob, W.bias) : NULL;
+        size_t osz = out_size(c->out) * (size_t)(M * N);
+        if (yv && memcmp(y, yv, osz)) {
+            failures++;
+            print_error("%s M=%lld N=%lld K=%lld: tiles (model) and avx512 vnni differ\n", c->name,
+                        (long long)M, (long long)N, (long long)K);
+        }
+        for (int64_t i = 0; i < M * N; i++) {
+            float r = out_at(c->out, ref.data, i), v = out_at(c->out, y, i);
+            double tol = 4.0 * ldexp(fabs(r), -23) + 1e-30;
+            tol += c->out == KILN_F16 ? ldexp(fabs(r), -10) + ldexp(1, -24)
+                   : c->out == KILN_BF16 ? ldexp(fabs(r), -7) : 0;
+            if (!(fabs(v - r) <= tol) && failures++ < 5)
+                print_error("%s M=%lld N=%lld K=%lld at (%lld,%lld): tiles %.9g ref %.9g\n", c->name,
+                            (long long)M, (long long)N, (long long)K, (long long)(i / N),
+                            (long long)(i % N), v, r);
+        }
+        free(y);
+        free(yv);
+        kiln_tensor_free(&ref);
+        kiln_tensor_free(&xt);
+        kiln_module_free(mm);
+    }
+    assert_int_equal(kiln_amx_model_faults(), f0);
+    free(blob);
+    kiln_tensor_free(&wq);
+    free(W.w);
+    free(W.bias);
+    kiln_cpu_jit_free(tk.j);
+    if (vnni)
+        kiln_cpu_jit_free(vk.j);
+    return failures;
+}
+
+/* The tile kernel's tiling, packing and epilogue run everywhere avx512 runs: the
+ * tiles on the scalar model (the epilogue is avx512 vector code). M = 1, 15, 17,
+ * 33 (partial 16-row tiles), N and K off multiples of 16 and 64 (tile steps KT of
+ * 4..64, a ragged last group, a partial last panel). */
+static void test_tile_kernel_model(void **state)
+{
+    (void)state;
+    KilnTarget t512;
+    KilnDiag d = {0};
+    kiln_target_lookup("avx512", &t512, &d);
+    if (!kiln_target_host_runs(&t512)) {
+        printf("[ SKIP ] the tile model kernels: their epilogue is avx512 code and this CPU "
+               "lacks avx512 (%s)\n", kiln_target_cannot_run(&t512));
+        skip();
+    }
+    static const int64_t Ms[] = {1, 15, 17, 33};
+    static const int64_t NK[][2] = {{16, 64}, {33, 200}, {7, 100}, {70, 384}, {40, 132}};
+    int failures = 0;
+    for (size_t ci = 0; ci < NKCASES; ci++)
+        for (size_t s = 0; s < sizeof NK / sizeof NK[0]; s++) {
+            int64_t N = NK[s][0], K = NK[s][1], g = kcases[ci].w.group;
+            if (g && K % 4 == 0 && g > K)
+                continue;
+            failures += run_shape(&kcases[ci], N, K, Ms, 4);
+        }
+    assert_int_equal(failures, 0);
+}
+
+/* With real AMX instructions: compiled and its assembly checked here (tdpbusd,
+ * tileloadd, tilestored, ldtilecfg); run where the host has AMX. */
+static void test_tile_kernel_asm(void **state)
+{
+    (void)state;
+    for (size_t ci = 0; ci < NKCASES; ci++) {
+        KilnModule *mod = kiln_module_new();
+        KilnFunc *f = build_kernel(mod, &kcases[ci], 1, 33, 200, "amx", KILN_AMX_MIN_M, NULL);
+        KilnDiag d = {0};
+        char *as = NULL;
+        if (kiln_cpu_emit_asm(f, "k", &as, &d))
+            fail_msg("%s: %s", kcases[ci].name, d.msg);
+        const char *want[] = {"tdpbusd", "ldtilecfg", "tileloadd", "tilestored", "tilezero", "vpdpbusd"};
+        for (int i = 0; i < 6; i++)
+            if (!strstr(as, want[i]))
+                fail_msg("%s: no %s in the assembly", kcases[ci].name, want[i]);
+        assert_null(strstr(as, "kiln_amx_")); /* no calls into the model */
+        free(as);
+        kiln_module_free(mod);
+    }
+    KilnTarget t;
+    KilnDiag d = {0};
+    kiln_target_lookup("amx", &t, &d);
+    const char *why = kiln_target_cannot_run(&t);
+    if (why)
+        printf("[ SKIP ] running the AMX tile kernels: %s (assembly checked only; the scalar "
+               "tile model ran their tiling)\n", why);
+    else
+        print_message("this host has AMX: see test_tile_kernel_native\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +566,8 @@ int main(void)
         cmocka_unit_test(test_model_load_store),
         cmocka_unit_test(test_model_int8_dots),
         cmocka_unit_test(test_model_bf16),
+        cmocka_unit_test(test_tile_kernel_model),
+        cmocka_unit_test(test_tile_kernel_asm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

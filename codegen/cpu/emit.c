@@ -105,7 +105,8 @@ static int build(const KilnFunc *f, const char *symbol, Built *bt, KilnDiag *d)
     if (rc)
         return rc;
     const KilnAttr *ta = kiln_fget(f, "target");
-    rc = make_machine(ta->s, l.isa, &bt->mc, d);
+    /* the scalar tile model needs no AMX: its kernels run wherever avx512 does */
+    rc = make_machine(ta->s, l.tiles_model ? "avx512" : l.isa, &bt->mc, d);
     if (rc) {
         free_machine(&bt->mc);
         return rc;
