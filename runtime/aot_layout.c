@@ -167,6 +167,11 @@ int kiln_aot_layout(const KilnAot *a, int kernel_index, KilnLayout *out, KilnDia
                              wt.q.symmetric ? "sym" : "asym", kiln_dtype_name(wt.dt));
     rc = kiln_layout_make(&t, &wt, k->act ? &aq : NULL, (KilnDType)adt, k->bias,
                           (KilnEpilogue)epi, (KilnDType)odt, out, d);
+    const KilnJson *tm = member(o, "amx_min_m", KILN_JSON_NUMBER);
+    if (!rc && tm && !tm->is_int)
+        return bad(&w, "amx_min_m", "must be an integer");
+    if (!rc && tm) /* the tile layout (pick_layout chose tiles from this M on) */
+        rc = kiln_layout_use_tiles(out, tm->i, false, d);
     if (rc) {
         char msg[sizeof d->msg];
         snprintf(msg, sizeof msg, "%s", d->msg);

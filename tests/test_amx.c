@@ -19,6 +19,7 @@
 #include "ir/layout.h"
 #include "ir/numerics.h"
 #include "ir/target.h"
+#include "runtime/aot_layout.h"
 #include "runtime/runtime.h"
 #include "test_util.h"
 
@@ -80,6 +81,9 @@ static void test_aot_records_amx(void **state)
     assert_non_null(man);
     assert_non_null(strstr(man, "\"target\": \"amx\""));
     assert_non_null(strstr(man, "\"isa\": \"amx\""));
+    /* M = 512: the pass chose tiles, and the manifest says from which M */
+    assert_non_null(strstr(man, "\"layout\": \"amx-u8s8-tile\""));
+    assert_non_null(strstr(man, "\"amx_min_m\": 16"));
     free(man);
     snprintf(path, sizeof path, "%s/lib", dir);
     KilnAot *a = NULL;
@@ -87,6 +91,10 @@ static void test_aot_records_amx(void **state)
     rc = kiln_aot_open(path, &a, &d);
     if (host_amx()) {
         assert_int_equal(rc, 0);
+        KilnLayout l;
+        assert_int_equal(kiln_aot_layout(a, 0, &l, &d), 0); /* rebuilt with tiles */
+        assert_string_equal(l.name, "amx-u8s8-tile");
+        assert_int_equal(l.tiles_min_m, 16);
         kiln_aot_close(a);
     } else {
         assert_int_not_equal(rc, 0);
@@ -94,6 +102,55 @@ static void test_aot_records_amx(void **state)
         assert_non_null(strstr(d.msg, "no AMX"));
         print_message("refused here: %s\n", d.msg);
     }
+    run(out, sizeof out, "rm -rf '%s'", dir);
+}
+
+/* The choice per shape through the whole chain (recipe -> lowering -> passes):
+ * tiles from the default break-even M, vectors below it, and a recipe's
+ * amx_min_m moving it; a bad amx_min_m is an error at its line. */
+static void test_choice_per_shape(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kiln-amx-recipe-XXXXXX", out[65536], path[600];
+    assert_non_null(mkdtemp(dir));
+    const char *lua = "return recipe \"amx4\" {\n  amx_min_m = 4,\n"
+                      "  rule \"*\" { weights = int8, activations = int8 { per = \"token\" } },\n}\n";
+    snprintf(path, sizeof path, "%s/amx4.lua", dir);
+    FILE *f = fopen(path, "w");
+    fputs(lua, f);
+    fclose(f);
+    static const struct {
+        const char *recipe;
+        int M;
+        const char *layout, *why;
+    } rows[] = {
+        {"recipes/w8a8-int8-dynamic.lua", 512, "\"amx-u8s8-tile\"", "M=512 >= amx_min_m = 16, the default"},
+        {"recipes/w8a8-int8-dynamic.lua", 16, "\"amx-u8s8-tile\"", "M=16 >= amx_min_m = 16"},
+        {"recipes/w8a8-int8-dynamic.lua", 1, "\"amx-u8s8-vnni\"", "M=1 < amx_min_m = 16"},
+        {"recipes/w8a8-int8-dynamic.lua", 8, "\"amx-u8s8-vnni\"", "M=8 < amx_min_m = 16"},
+        {NULL, 8, "\"amx-u8s8-tile\"", "M=8 >= the recipe's amx_min_m = 4"},
+        {NULL, 3, "\"amx-u8s8-vnni\"", "M=3 < the recipe's amx_min_m = 4"},
+        {"recipes/w8a8-int8-dynamic.lua", 512, "\"avx512-u8s8-vnni\"", NULL}, /* target avx512 */
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char rp[700];
+        if (rows[i].recipe)
+            snprintf(rp, sizeof rp, "%s/%s", KILN_SOURCE_DIR, rows[i].recipe);
+        else
+            snprintf(rp, sizeof rp, "%s", path);
+        int rc = run(out, sizeof out, "'%s' ir '%s' --shape %d,64,128 --target %s", KILN_BIN, rp,
+                     rows[i].M, rows[i].why ? "amx" : "avx512");
+        if (rc || !strstr(out, rows[i].layout) || (rows[i].why && !strstr(out, rows[i].why)))
+            fail_msg("row %zu (M=%d): exit %d, want %s / %s:\n%s", i, rows[i].M, rc, rows[i].layout,
+                     rows[i].why ? rows[i].why : "-", out);
+    }
+    f = fopen(path, "w");
+    fputs("return recipe \"bad\" {\n  amx_min_m = 0,\n  rule \"*\" { weights = int8 },\n}\n", f);
+    fclose(f);
+    int rc = run(out, sizeof out, "'%s' ir '%s' --shape 8,64,128 --target amx", KILN_BIN, path);
+    assert_int_equal(rc, 2);
+    if (!strstr(out, ":2:") || !strstr(out, "amx_min_m must be an integer from 1"))
+        fail_msg("bad amx_min_m: %s", out);
     run(out, sizeof out, "rm -rf '%s'", dir);
 }
 
@@ -562,6 +619,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_targets_lists_amx),
         cmocka_unit_test(test_aot_records_amx),
+        cmocka_unit_test(test_choice_per_shape),
         cmocka_unit_test(test_model_config),
         cmocka_unit_test(test_model_load_store),
         cmocka_unit_test(test_model_int8_dots),
