@@ -289,12 +289,8 @@ int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
 {
     if (l->family != KILN_KF_U8S8_VNNI || strcmp(l->isa, "amx") != 0 || l->NR != 32)
         return kiln_diag_set(d, KILN_EINPUT,
-                             "qgemm: AMX tiles need int8 activations with int8 weights on the "
-                             "amx target (layout %s)", l->name);
-    if (kiln_dtype_bits(l->wdt) != 8) /* int4 words are not B-tile bytes (W4A8: later) */
-        return kiln_diag_set(d, KILN_EINPUT,
-                             "qgemm: AMX tiles take int8 weights; int4 weights (W4A8) run the "
-                             "VNNI kernel (layout %s)", l->name);
+                             "qgemm: AMX tiles need int8 activations with int8 or int4 weights "
+                             "on the amx target (layout %s)", l->name);
     if (min_m < 1)
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: amx_min_m must be >= 1, got %lld",
                              (long long)min_m);

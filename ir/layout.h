@@ -163,7 +163,11 @@ typedef struct KilnLayout {
      * step, is the largest of 64, 32, 16, 8, 4 dividing K and the group (so every
      * tile of a kernel has one shape and one ldtilecfg serves all); per group the
      * two 16x16 int32 C tiles are stored to the stack and go through the vnni
-     * group epilogue (wsum/zero-point corrections, scales) row by row.
+     * group epilogue (wsum/zero-point corrections, scales) row by row. int4
+     * weights (W4A8) keep u8s8-vnni's nibble words (KB = 8, so KT >= 8); each tile
+     * step unpacks its KT/8 word blocks into signed bytes in that same B-tile order
+     * (KT/4 rows x 128 bytes on the stack: bytes b of the low nibbles are k = 8kb + b,
+     * of the high ones k = 8kb + 4 + b) and loads the B tiles from there.
      * tiles_model: the tile operations are calls into ir/amx_model.h (the scalar
      * model), so the same kernel runs on any host (tests). */
     bool tiles, tiles_model;

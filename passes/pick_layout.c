@@ -509,11 +509,6 @@ static int pick_tiles(Pick *p, KilnLayout *l, char *note, size_t n, KilnDiag *d)
     snprintf(src, sizeof src, from_recipe ? "the recipe's amx_min_m = %lld"
              : "amx_min_m = %lld, the default: one full 16-row tile, not yet measured",
              (long long)min_m);
-    if (kiln_dtype_bits(l->wdt) != 8) {
-        snprintf(note, n, "; int4 weights stay on VNNI at every M (tiles take int8 weights; "
-                 "W4A8 on tiles is not built yet)");
-        return KILN_OK;
-    }
     if (M < min_m) {
         snprintf(note, n, "; M=%lld < %s: the AVX-512 VNNI vector units, as decode (below the "
                  "break-even a 16-row tile is mostly empty rows)", (long long)M, src);
@@ -527,8 +522,10 @@ static int pick_tiles(Pick *p, KilnLayout *l, char *note, size_t n, KilnDiag *d)
     snprintf(p->layout, sizeof p->layout, "%s", l->name);
     snprintf(note, n, "; M=%lld >= %s: prefill on tiles, 16-row x %d-byte activation tiles "
              "times %d-row x 16-column weight tiles (the VNNI panel read as B tiles), two 16x16 "
-             "int32 accumulator tiles per 32-column panel; calls with fewer rows run the VNNI "
-             "vpdpbusd rows of the same kernel", (long long)M, src, l->KT, l->KT / 4);
+             "int32 accumulator tiles per 32-column panel%s; calls with fewer rows run the VNNI "
+             "vpdpbusd rows of the same kernel", (long long)M, src, l->KT, l->KT / 4,
+             kiln_dtype_bits(l->wdt) == 4 ? "; int4 weights stay nibble words in memory and each "
+             "tile step unpacks its weight tiles to signed bytes on the stack" : "");
     return KILN_OK;
 }
 

@@ -7,7 +7,8 @@
  * output epilogue. Tiles are LLVM's AMX intrinsics (llvm.x86.*.internal: the shape
  * travels with every use and LLVM inserts the ldtilecfg), or, for `tiles = "model"`,
  * calls into the scalar model (ir/amx_model.h) with the same shapes and operands, so
- * that the tiling, packing and epilogue run on any host. */
+ * that the tiling, packing and epilogue run on any host. int4 weights (W4A8) are
+ * unpacked to int8 B-tile rows on the stack at every tile step. */
 #include "codegen/cpu/gen.h"
 #include "ir/amx_model.h"
 
@@ -106,6 +107,24 @@ static void t_dpbusd(Tiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, i
     from_tile(T, kg_call_intr(g, "llvm.x86.tdpbusd.internal", NULL, 0, v, 6), c);
 }
 
+/* int4 weights: the KT/8 word blocks of the tile step at k unpacked into signed
+ * bytes in B-tile order (ir/layout.h) in bbuf, KT/4 rows of NR*4 bytes; the bytes
+ * the vnni kernel's vpdpbusd reads (kg_weight_operand), so the sums agree. */
+static void unpack_int4(KilnGen *g, KilnTile *t, LLVMValueRef k, LLVMValueRef bbuf)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    LLVMValueRef kb0 = LLVMBuildSDiv(b, k, kg_i64(g, 8), "");
+    for (int blk = 0; blk < l->KT / 8; blk++) {
+        LLVMValueRef kb = LLVMBuildAdd(b, kb0, kg_i64(g, blk), "");
+        kg_load_packed(g, t, kb);
+        for (int j = 0; j < 2; j++) /* low nibbles: k = 8kb + 0..3, high: 8kb + 4..7 */
+            for (int v = 0; v < t->NV; v++)
+                kg_store(g, kg_weight_operand(g, t, kb, j, v, NULL),
+                         kg_gep(g, bbuf, kg_i64(g, (int64_t)(2 * blk + j) * l->NR * 4 + (int64_t)v * l->VL * 4)));
+    }
+}
+
 /* Group gi of the 16-row tile at m0: C = sum over its k of A . B, into cbuf
  * ([TM][NR] int32). */
 static void group_tiles(Tiles *T, KilnTile *t, LLVMValueRef m0, LLVMValueRef gi, LLVMValueRef cbuf)
@@ -128,7 +147,13 @@ static void group_tiles(Tiles *T, KilnTile *t, LLVMValueRef m0, LLVMValueRef gi,
     KilnLoop lk;
     LLVMValueRef k = kg_loop_begin(g, &lk, k0, k1, KT);
     t_load(T, a, TM, KT, kg_gep(g, abase, k), arow);
-    LLVMValueRef wk = kg_gep(g, t->wpanel, LLVMBuildMul(b, k, kg_i64(g, l->NR), ""));
+    LLVMValueRef wk;
+    if (kiln_dtype_bits(l->wdt) == 4) {
+        wk = kg_alloca(g, LLVMArrayType(g->i8, (unsigned)(KT / 4 * l->NR * 4)), "bbuf");
+        unpack_int4(g, t, k, wk);
+    } else {
+        wk = kg_gep(g, t->wpanel, LLVMBuildMul(b, k, kg_i64(g, l->NR), ""));
+    }
     for (int h = 0; h < 2; h++) {
         t_load(T, bt[h], KT / 4, 64, kg_gep(g, wk, kg_i64(g, 64 * h)), brow);
         t_dpbusd(T, c[h], a, bt[h], TM, 64, KT);
