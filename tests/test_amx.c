@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -518,8 +519,11 @@ static int run_shape(const Case *c, int64_t N, int64_t K, const int64_t *Ms, int
     KilnDiag d = {0};
     kiln_target_lookup("avx512", &t512, &d);
     bool vnni = kiln_target_host_runs(&t512);
-    Compiled tk, vk;
+    bool native = host_amx() && kiln_host_amx_enable(&d) == 0; /* real tiles run here */
+    Compiled tk, vk, nk;
     compile(c, N, K, "amx", 1, "model", &tk);
+    if (native)
+        compile(c, N, K, "amx", 1, NULL, &nk);
     assert_true(tk.l.tiles && tk.l.tiles_model);
     assert_string_equal(tk.l.name, "amx-u8s8-tile");
     if (vnni)
@@ -554,6 +558,15 @@ static int run_shape(const Case *c, int64_t N, int64_t K, const int64_t *Ms, int
             fail_msg("interp %s: %s", c->name, d.msg);
         void *y = call(&tk, x, M, blob, W.bias), *yv = vnni ? call(&vk, x, M, blob, W.bias) : NULL;
         size_t osz = out_size(c->out) * (size_t)(M * N);
+        if (native) { /* the AMX instructions give the model's bits */
+            void *yn = call(&nk, x, M, blob, W.bias);
+            if (memcmp(y, yn, osz)) {
+                failures++;
+                print_error("%s M=%lld N=%lld K=%lld: AMX tiles and the tile model differ\n",
+                            c->name, (long long)M, (long long)N, (long long)K);
+            }
+            free(yn);
+        }
         if (yv && memcmp(y, yv, osz)) {
             failures++;
             print_error("%s M=%lld N=%lld K=%lld: tiles (model) and avx512 vnni differ\n", c->name,
@@ -583,6 +596,8 @@ static int run_shape(const Case *c, int64_t N, int64_t K, const int64_t *Ms, int
     kiln_cpu_jit_free(tk.j);
     if (vnni)
         kiln_cpu_jit_free(vk.j);
+    if (native)
+        kiln_cpu_jit_free(nk.j);
     return failures;
 }
 
@@ -642,7 +657,26 @@ static void test_tile_kernel_asm(void **state)
         printf("[ SKIP ] running the AMX tile kernels: %s (assembly checked only; the scalar "
                "tile model ran their tiling)\n", why);
     else
-        print_message("this host has AMX: see test_tile_kernel_native\n");
+        print_message("this host has AMX: test_tile_kernel_model ran the AMX tile kernels too, "
+                      "against the model bit for bit\n");
+    /* cold compile of a tile kernel (the issue's target: <= 150 ms) beside the vnni
+     * kernel it extends, for the record (this host's load varies) */
+    for (int i = 0; i < 2; i++) {
+        KilnModule *mod = kiln_module_new();
+        KilnFunc *f = build_kernel(mod, &kcases[0], 1, 4096, 4096, i ? "avx512" : "amx",
+                                   i ? -1 : KILN_AMX_MIN_M, NULL);
+        void *obj = NULL;
+        size_t len = 0;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(kiln_cpu_emit_object(f, "k", &obj, &len, &d), 0);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        print_message("%s W8A8 4096x4096: compiled in %.1f ms (LLVM, no cache)\n",
+                      i ? "avx512-u8s8-vnni" : "amx-u8s8-tile",
+                      (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+        free(obj);
+        kiln_module_free(mod);
+    }
 }
 
 int main(void)
