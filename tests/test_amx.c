@@ -155,6 +155,26 @@ static void test_choice_per_shape(void **state)
     run(out, sizeof out, "rm -rf '%s'", dir);
 }
 
+/* kiln run --target amx: on an AMX host the layer runs through the API (tile state
+ * requested, the tile kernel on the pool's threads) and --check holds; elsewhere it is
+ * refused as "no device" (exit 3), saying what the CPU lacks. */
+static void test_run_amx(void **state)
+{
+    (void)state;
+    static char out[65536];
+    int rc = run(out, sizeof out, "'%s' run '%s/recipes/w8a8-int8-dynamic.lua' --shape 40,70,136 "
+                 "--target amx --check", KILN_BIN, KILN_SOURCE_DIR);
+    if (host_amx()) {
+        if (rc)
+            fail_msg("kiln run --target amx: exit %d:\n%s", rc, out);
+        assert_non_null(strstr(out, "amx-u8s8-tile"));
+    } else {
+        if (rc != 3 || !strstr(out, "cannot run target 'amx': no AMX"))
+            fail_msg("kiln run --target amx without AMX: exit %d:\n%s", rc, out);
+        print_message("%.*s\n", (int)strcspn(out, "\n"), out);
+    }
+}
+
 /* kiln bench probes the AMX peaks where the CPU has AMX and says why not elsewhere;
  * a tile kernel on an AMX host is rated against the tdpbusd peak. */
 static void test_bench_amx_probe(void **state)
@@ -686,6 +706,7 @@ int main(void)
         cmocka_unit_test(test_aot_records_amx),
         cmocka_unit_test(test_choice_per_shape),
         cmocka_unit_test(test_bench_amx_probe),
+        cmocka_unit_test(test_run_amx),
         cmocka_unit_test(test_model_config),
         cmocka_unit_test(test_model_load_store),
         cmocka_unit_test(test_model_int8_dots),
