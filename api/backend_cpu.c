@@ -343,7 +343,11 @@ int kiln_backend_cpu_open(const KilnTarget *t, const char *cache_dir, int thread
 {
     *out = NULL;
     if (!kiln_target_host_runs(t))
-        return kiln_diag_set(d, KILN_ENODEV, "this CPU cannot run target '%s'", t->name);
+        return kiln_diag_set(d, KILN_ENODEV, "this CPU cannot run target '%s': %s", t->name,
+                             kiln_target_cannot_run(t));
+    /* the amx level's kernels may use tiles: the OS grants tile state once, up front */
+    if ((t->isa & KILN_ISA_AMX) && kiln_host_amx_enable(d))
+        return d->code;
     CpuBackend *be = calloc(1, sizeof *be);
     if (!be)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");

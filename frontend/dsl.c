@@ -439,8 +439,8 @@ static int recipeb_call(lua_State *L)
     if (!lua_istable(L, 2))
         kiln__dsl_error(L, line, "recipe \"%s\" expects a table: recipe \"%s\" { rule \"*\" { ... } }; got %s", name,
                   name, kiln__what(L, 2));
-    static const char *const keys[] = {"target", "ignore", "kv_cache"};
-    kiln__check_keys(L, 2, keys, 3, line, where, "key", true);
+    static const char *const keys[] = {"target", "ignore", "kv_cache", "amx_min_m"};
+    kiln__check_keys(L, 2, keys, 4, line, where, "key", true);
 
     RecipeUD *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->r = NULL;
@@ -457,6 +457,14 @@ static int recipeb_call(lua_State *L)
     lua_pop(L, 1);
     if (lua_getfield(L, 2, "ignore") != LUA_TNIL)
         parse_ignore(L, r, line);
+    lua_pop(L, 1);
+    if (lua_getfield(L, 2, "amx_min_m") != LUA_TNIL) { /* docs/recipes.md, docs/targets.md */
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 1000000)
+            kiln__dsl_error(L, kiln__key_line_at(L, line, "amx_min_m"),
+                      "%s: amx_min_m must be an integer from 1 to 1000000 (the fewest rows run on AMX "
+                      "tiles), got %s", where, kiln__what(L, -1));
+        r->amx_min_m = (int64_t)lua_tointeger(L, -1);
+    }
     lua_pop(L, 1);
     KFormat *kv = get_format(L, 2, "kv_cache", where, line);
     if (kv) {

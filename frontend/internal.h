@@ -79,6 +79,7 @@ struct KilnRecipe {
     KPatIndex *rule_ix, *ignore_ix; /* NULL: walk the lists (out of memory when indexing) */
     bool has_kv;
     KFormat kv;
+    int64_t amx_min_m; /* amx_min_m = N: the tile break-even M (0: the target's default) */
     /* A fresh state with only the string library, for matching Lua patterns with
      * Lua's own matcher; NULL when the recipe has none. */
     lua_State *L;

@@ -264,6 +264,8 @@ int kiln_lower_layer_ex(const KilnRecipe *r, const char *layer, int64_t M, int64
         kiln_fset_ident(f, "method", k->stored ? "stored" : mn);
     }
     set_kv(f, r);
+    if (r->amx_min_m)
+        kiln_fset_int(f, "amx_min_m", r->amx_min_m);
     int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, M, K));
     int w = weight(f, layer, "weight", kiln_type2(KILN_F32, N, K), "w");
     if (!k) { /* ignored or unmatched: plain f32 */

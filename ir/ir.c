@@ -333,6 +333,13 @@ void kiln_fset_spec(KilnFunc *f, const char *key, const KilnQuantSpec *q)
     a->q = *q;
 }
 
+void kiln_fset_int(KilnFunc *f, const char *key, int64_t v)
+{
+    KilnAttr *a = attr_slot(f->mod->arena, f->attrs, &f->nattrs, key);
+    a->kind = KILN_ATTR_INT;
+    a->i = v;
+}
+
 const KilnAttr *kiln_fget(const KilnFunc *f, const char *key)
 {
     return attr_find(f->attrs, f->nattrs, key);

@@ -300,6 +300,7 @@ const KilnAttr *kiln_get(const KilnInst *in, const char *key);
 void kiln_fset_str(KilnFunc *f, const char *key, const char *v);
 void kiln_fset_ident(KilnFunc *f, const char *key, const char *v);
 void kiln_fset_spec(KilnFunc *f, const char *key, const KilnQuantSpec *q);
+void kiln_fset_int(KilnFunc *f, const char *key, int64_t v);
 const KilnAttr *kiln_fget(const KilnFunc *f, const char *key);
 
 /* A qgemm's operands are x, w[, bias][, wo]: wo (the f32 weight of the outlier

@@ -268,7 +268,7 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
     int rc = check_operands(t, wt, act, out_dt, d);
     if (rc)
         return rc;
-    bool avx512 = strcmp(t->level, "avx512") == 0;
+    bool avx512 = kiln_level_is_v4(t->level);
     rc = choose_family(avx512, &wt->q, act, act_dtype, l, d);
     if (rc)
         return rc;
@@ -283,6 +283,47 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
     l->epilogue = epi;
     l->out_dt = out_dt;
     return 0;
+}
+
+int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
+{
+    if (l->family != KILN_KF_U8S8_VNNI || strcmp(l->isa, "amx") != 0 || l->NR != 32)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "qgemm: AMX tiles need int8 activations with int8 or int4 weights "
+                             "on the amx target (layout %s)", l->name);
+    if (min_m < 1)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: amx_min_m must be >= 1, got %lld",
+                             (long long)min_m);
+    int64_t unit = l->group; /* gcd(group, K): what every tile step must divide */
+    for (int64_t r = l->K % unit; r;) {
+        int64_t m = unit % r;
+        unit = r;
+        r = m;
+    }
+    l->tiles = true;
+    l->tiles_model = model;
+    l->tiles_min_m = min_m;
+    l->TM = 16;
+    l->KT = unit % 64 == 0 ? 64 : unit % 32 == 0 ? 32 : unit % 16 == 0 ? 16 : unit % 8 == 0 ? 8 : 4;
+    snprintf(l->name, sizeof l->name, "amx-u8s8-tile");
+    l->scratch_fixed = (size_t)(l->TM - 1) * l->scratch_per_row;
+    return 0;
+}
+
+/* The qgemm's tile choice (`amx_min_m`, pick_layout) and the function's `tiles`. */
+static int layout_tiles(const KilnInst *q, const KilnFunc *f, KilnLayout *out, KilnDiag *d)
+{
+    const KilnAttr *mm = kiln_get(q, "amx_min_m");
+    if (!mm)
+        return 0;
+    if (mm->kind != KILN_ATTR_INT)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: amx_min_m must be an integer");
+    const KilnAttr *ta = kiln_fget(f, "tiles");
+    bool model = ta && ta->s && strcmp(ta->s, "model") == 0;
+    if (ta && !model)
+        return kiln_diag_set(d, KILN_EINPUT, "function '%s': tiles = \"%s\" (only \"model\")",
+                             f->name ? f->name : "?", ta->s ? ta->s : "?");
+    return kiln_layout_use_tiles(out, mm->i, model, d);
 }
 
 int kiln_layout_for(const KilnInst *q, const KilnFunc *f, KilnLayout *out, KilnDiag *d)
@@ -333,6 +374,8 @@ int kiln_layout_for(const KilnInst *q, const KilnFunc *f, KilnLayout *out, KilnD
     bool side = kiln_qgemm_outlier_w(q) >= 0;
     int rc = kiln_layout_make(&t, wt, act, adt, !side && kiln_qgemm_bias(q) >= 0,
                               side ? KILN_EPI_NONE : epi, side ? KILN_F32 : yt->dt, out, d);
+    if (!rc)
+        rc = layout_tiles(q, f, out, d);
     if (rc)
         return rc;
     /* pick_layout writes the name this function computes; a different one means the
@@ -349,7 +392,7 @@ int kiln_layout_row_unit(const KilnLayout *l)
 {
     if (!l->weight_only && l->aspec.dynamic && l->aspec.gran == KILN_GRAN_TENSOR)
         return 0;
-    int unit = l->MR;
+    int unit = l->tiles ? l->TM : l->MR; /* TM = 16 is a multiple of MR = 4 */
     if (l->blocked)
         for (int u = unit; ; u += l->MR)
             if (u % l->MRB == 0) {

@@ -27,7 +27,9 @@
  *             fp8 x fp8, and plain f32 weights (a layer the recipe does not
  *             quantize): weights decoded to (or loaded as) f32, FMA, KR = 1.
  *   bf16-dot  avx512, bf16 activations, weight-only: (q - z) or fp8 values are
- *             exact in bf16, vdpbf16ps, KR = 2. */
+ *             exact in bf16, vdpbf16ps, KR = 2.
+ *   u8s8-tile amx: u8s8-vnni's blob and activations, and for M >= tiles_min_m AMX
+ *             tiles (kiln_layout_use_tiles below); named "amx-u8s8-tile". */
 typedef enum {
     KILN_KF_I16_MADD,
     KILN_KF_U4S8_MADDUBS,
@@ -147,6 +149,30 @@ typedef struct KilnLayout {
     int MRB;
     int64_t CB, blocked_min_m;
     size_t cbuf_off;
+    /* AMX tiles (u8s8-vnni family on the amx level; kiln_layout_use_tiles): calls
+     * with M >= tiles_min_m run every row on tiles, smaller ones the VNNI rows of
+     * the direct path, on the same blob. The B tiles ARE the u8s8-vnni panel: block
+     * kk of a panel is NR columns x 4 bytes (k = 4kk..4kk+3 of column n at byte
+     * (kk*NR + n)*4 + k%4), which is exactly a tdpbusd B-tile row (K in groups of 4
+     * bytes per column) for 16 columns at a time: the B tile of columns 16h..16h+15
+     * and k0..k0+KT-1 is KT/4 rows of 64 bytes at panel + k0*NR + 64h with stride
+     * NR*4 = 128 bytes (NR = 32: two B tiles per panel). The A tile is 16 rows of
+     * KT u8 activations at stride scratch_per_row in scratch (the prepared rows,
+     * q + 128, as vnni), so the rows of the last, partial 16-row tile come from
+     * TM - 1 zeroed pad rows after the M rows (scratch_fixed). KT, the k of one tile
+     * step, is the largest of 64, 32, 16, 8, 4 dividing K and the group (so every
+     * tile of a kernel has one shape and one ldtilecfg serves all); per group the
+     * two 16x16 int32 C tiles are stored to the stack and go through the vnni
+     * group epilogue (wsum/zero-point corrections, scales) row by row. int4
+     * weights (W4A8) keep u8s8-vnni's nibble words (KB = 8, so KT >= 8); each tile
+     * step unpacks its KT/8 word blocks into signed bytes in that same B-tile order
+     * (KT/4 rows x 128 bytes on the stack: bytes b of the low nibbles are k = 8kb + b,
+     * of the high ones k = 8kb + 4 + b) and loads the B tiles from there.
+     * tiles_model: the tile operations are calls into ir/amx_model.h (the scalar
+     * model), so the same kernel runs on any host (tests). */
+    bool tiles, tiles_model;
+    int64_t tiles_min_m;
+    int TM, KT;
     /* epilogue */
     bool has_bias;
     KilnEpilogue epilogue;
@@ -262,7 +288,9 @@ static inline bool kiln_layout_integer(const KilnLayout *l)
 const KilnInst *kiln_find_qgemm(const KilnFunc *f);
 /* Layout for a qgemm in f, for the target named by f's `target` attr (aliases such
  * as cpu and zen4 resolved by ir/target.h) with the traits of its `tune` attr when
- * present (pick_layout writes the traits it planned with). Errors (KILN_EINPUT):
+ * present (pick_layout writes the traits it planned with); a qgemm attr
+ * `amx_min_m = N` (pick_layout's choice of tiles) makes it the tile layout, and a
+ * function attr `tiles = "model"` runs its tiles on the scalar model. Errors (KILN_EINPUT):
  * unknown or non-CPU target, unsupported operand combination, K or the group not a
  * multiple of KR (8 for int4; the ragged last group, K mod group, needs the same
  * unit, which is why K is checked), a `layout` attr on the qgemm that is not the
@@ -277,6 +305,15 @@ int kiln_layout_for(const KilnInst *qgemm, const KilnFunc *f, KilnLayout *out, K
 int kiln_layout_make(const KilnTarget *t, const KilnType *wtype, const KilnQuantSpec *act,
                      KilnDType act_dtype, bool has_bias, KilnEpilogue epi, KilnDType out_dt,
                      KilnLayout *out, KilnDiag *d);
+/* The default break-even M of the tile path (docs/targets.md): tiles are 16 rows,
+ * so from 16 rows on a tile is full; not measured yet (no AMX host). */
+#define KILN_AMX_MIN_M 16
+/* Make l (a u8s8-vnni layout for an amx target) the tile layout "amx-u8s8-tile":
+ * tiles for calls with M >= min_m (>= 1), vnni rows below; model: the tile
+ * operations go through the scalar model (ir/amx_model.h) instead of AMX
+ * instructions. KILN_EINPUT for any other layout. */
+int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d);
+
 /* Pack a quantized weight (codes + scales + zeros per ir.h), or for an f32
  * layout a plain f32 [N,K] tensor, into blob (l->pack_bytes bytes, any
  * alignment; 64 recommended). */

@@ -12,19 +12,28 @@
 #include <cpuid.h>
 #include <immintrin.h>
 #endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 static const KilnTarget targets[] = {
     {"interp", KILN_TGT_INTERP, 0, 0, NULL, 0,
      "reference interpreter: scalar C semantics of every op, the ground truth kernels are tested against"},
     {"cpu", KILN_TGT_CPU, 0, 0, NULL, 0,
-     "alias: the host CPU, resolved to avx512 (AVX-512F+VNNI+BF16) or avx2 (AVX2+FMA), with the "
-     "traits a start-up probe measures (subnormal operands free or not)"},
+     "alias: the host CPU, resolved to amx (AMX-TILE+INT8+BF16 on top of avx512), avx512 "
+     "(AVX-512F+VNNI+BF16) or avx2 (AVX2+FMA), with the traits a start-up probe measures "
+     "(subnormal operands free or not)"},
     {"avx2", KILN_TGT_CPU, KILN_ISA_V3, 0, "avx2", 0,
      "x86-64-v3: AVX2 vpmaddwd int16 pairs -> exact int32, FMA f32, F16C f16<->f32; no int8 dot, "
      "no FP8; kernels safe on every core of the level (no subnormal operands)"},
     {"avx512", KILN_TGT_CPU, KILN_ISA_V4, 0, "avx512", 0,
      "x86-64-v4 + AVX512-VNNI (vpdpbusd u8 x s8 -> int32) + AVX512-BF16 (vdpbf16ps bf16 pairs -> "
      "f32); kernels safe on every core of the level (no subnormal operands)"},
+    {"amx", KILN_TGT_CPU, KILN_ISA_V4 | KILN_ISA_AMX, 0, "amx", 0,
+     "x86-64-v4 + VNNI + BF16 + AMX-TILE/INT8/BF16 (Sapphire Rapids and later): W8A8 prefill "
+     "on tiles (tdpbusd u8 x s8 -> int32, 16x64 by 64x16 per instruction), decode and the "
+     "rest on the avx512 vector kernels; the process asks the OS for tile state once"},
     {"zen3", KILN_TGT_CPU, KILN_ISA_V3, KILN_TUNE_SUBNORMAL_FREE, "avx2", 0,
      "AMD Zen 3: avx2 kernels, int4/fp8 weights read from their bits as f32 subnormals "
      "(subnormal operands cost nothing on Zen)"},
@@ -119,7 +128,61 @@ unsigned kiln_host_isa(void)
     if (__builtin_cpu_supports("avx512bf16"))
         isa |= KILN_ISA_BF16;
 #endif
+#if defined(__x86_64__)
+    /* AMX only where the OS saves tile state: OSXSAVE, then XCR0 bits 17 and 18 */
+    if (__get_cpuid(1, &a, &b, &c, &d) && (c >> 27) & 1) {
+        unsigned xlo, xhi;
+        __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+        unsigned a7, b7, c7, d7;
+        if ((xlo & (3u << 17)) == (3u << 17) && __get_cpuid_count(7, 0, &a7, &b7, &c7, &d7)) {
+            if ((d7 >> 24) & 1)
+                isa |= KILN_ISA_AMX_TILE;
+            if ((d7 >> 25) & 1)
+                isa |= KILN_ISA_AMX_INT8;
+            if ((d7 >> 22) & 1)
+                isa |= KILN_ISA_AMX_BF16;
+        }
+    }
+#endif
     return isa;
+}
+
+bool kiln_level_is_v4(const char *level)
+{
+    return level && (strcmp(level, "avx512") == 0 || strcmp(level, "amx") == 0);
+}
+
+/* The tile data permission (ir/target.h). 0x1023 = ARCH_REQ_XCOMP_PERM, 18 =
+ * XFEATURE_XTILEDATA (arch/x86/include/uapi/asm/prctl.h, Linux 5.16). */
+static int amx_rc;
+static char amx_msg[200];
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+static void amx_request(void)
+{
+    if ((kiln_host_isa() & KILN_ISA_AMX) != KILN_ISA_AMX) {
+        amx_rc = KILN_ENODEV;
+        snprintf(amx_msg, sizeof amx_msg, "this CPU has no AMX (cpuid AMX-TILE/INT8/BF16 with "
+                 "tile state enabled in XCR0): AMX kernels cannot run here");
+        return;
+    }
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    if (syscall(SYS_arch_prctl, 0x1023, 18) != 0) {
+        amx_rc = KILN_ENODEV;
+        snprintf(amx_msg, sizeof amx_msg, "the kernel refused AMX tile state "
+                 "(arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) failed: Linux >= 5.16 "
+                 "needed, or a seccomp policy forbids it): AMX kernels cannot run here");
+    }
+#else
+    amx_rc = KILN_ENODEV;
+    snprintf(amx_msg, sizeof amx_msg, "AMX tile state can be requested on Linux only");
+#endif
+}
+
+int kiln_host_amx_enable(KilnDiag *d)
+{
+    pthread_once(&amx_once, amx_request);
+    return amx_rc ? kiln_diag_set(d, amx_rc, "%s", amx_msg) : KILN_OK;
 }
 
 static double now_ns(void)
@@ -262,8 +325,11 @@ const KilnHostCpu *kiln_host_cpu(void)
 int kiln_target_resolve_cpu(unsigned isa, unsigned tune, KilnTarget *out, KilnDiag *d)
 {
     /* avx512 kernels use VNNI and BF16 unconditionally; a v4 CPU without them
-     * (Skylake-X) runs the avx2 kernels, which are correct there. */
-    const char *level = (isa & KILN_ISA_V4) == KILN_ISA_V4                          ? "avx512"
+     * (Skylake-X) runs the avx2 kernels, which are correct there. amx is avx512
+     * with all three AMX parts. */
+    unsigned amx = KILN_ISA_V4 | KILN_ISA_AMX;
+    const char *level = (isa & amx) == amx                                           ? "amx"
+                        : (isa & KILN_ISA_V4) == KILN_ISA_V4                          ? "avx512"
                         : (isa & (KILN_ISA_AVX2 | KILN_ISA_FMA)) == (KILN_ISA_AVX2 | KILN_ISA_FMA) ? "avx2"
                                                                                     : NULL;
     if (!level)
@@ -281,7 +347,12 @@ int kiln_target_lookup(const char *name, KilnTarget *out, KilnDiag *d)
         name = "";
     if (strcmp(name, "cpu") == 0) {
         const KilnHostCpu *h = kiln_host_cpu();
-        return kiln_target_resolve_cpu(h->isa, h->tune, out, d);
+        unsigned isa = h->isa;
+        KilnDiag ad = {0};
+        /* an AMX CPU whose OS refuses tile state runs the avx512 kernels */
+        if ((isa & KILN_ISA_AMX) == KILN_ISA_AMX && kiln_host_amx_enable(&ad))
+            isa &= ~(unsigned)KILN_ISA_AMX;
+        return kiln_target_resolve_cpu(isa, h->tune, out, d);
     }
     const KilnTarget *t = find(name);
     if (t && strcmp(name, "cuda") == 0) {
@@ -313,4 +384,20 @@ bool kiln_target_host_runs(const KilnTarget *t)
     if (!t->level) /* the cpu alias */
         return (kiln_host_isa() & (KILN_ISA_AVX2 | KILN_ISA_FMA)) == (KILN_ISA_AVX2 | KILN_ISA_FMA);
     return (kiln_host_isa() & t->isa) == t->isa;
+}
+
+const char *kiln_target_cannot_run(const KilnTarget *t)
+{
+    if (kiln_target_host_runs(t))
+        return NULL;
+    if (t->kind == KILN_TGT_CUDA)
+        return "needs a CUDA device";
+    unsigned have = kiln_host_isa(), miss = t->level ? t->isa & ~have : KILN_ISA_AVX2;
+    if (miss & (KILN_ISA_V4 & ~KILN_ISA_V3))
+        return miss & KILN_ISA_AVX512 ? "no AVX-512 (x86-64-v4)" : "no AVX512-VNNI/BF16";
+    if (miss & KILN_ISA_V3)
+        return "no AVX2+FMA (x86-64-v3)";
+    if (miss & KILN_ISA_AMX)
+        return "no AMX (cpuid AMX-TILE/INT8/BF16 with tile state enabled in XCR0)";
+    return "this CPU lacks its ISA level";
 }

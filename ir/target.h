@@ -20,9 +20,19 @@ enum {
     KILN_ISA_AVX512 = 8, /* AVX-512F (+BW/VL/DQ, x86-64-v4) */
     KILN_ISA_VNNI = 16,  /* AVX512-VNNI: vpdpbusd */
     KILN_ISA_BF16 = 32,  /* AVX512-BF16: vdpbf16ps */
+    /* AMX (Sapphire Rapids and later): cpuid leaf 7 EDX bits 24 (AMX-TILE: the 8
+     * tile registers, ldtilecfg, tileloadd/tilestored/tilezero), 25 (AMX-INT8:
+     * tdpbusd/tdpbssd/tdpbsud/tdpbuud) and 22 (AMX-BF16: tdpbf16ps), counted only
+     * where the OS enables tile state in XCR0 (bits 17 XTILECFG, 18 XTILEDATA).
+     * Linux also wants a per-process request before the first tile instruction
+     * (kiln_host_amx_enable). */
+    KILN_ISA_AMX_TILE = 64,
+    KILN_ISA_AMX_INT8 = 128,
+    KILN_ISA_AMX_BF16 = 256,
 };
 #define KILN_ISA_V3 (KILN_ISA_AVX2 | KILN_ISA_FMA | KILN_ISA_F16C)
 #define KILN_ISA_V4 (KILN_ISA_V3 | KILN_ISA_AVX512 | KILN_ISA_VNNI | KILN_ISA_BF16)
+#define KILN_ISA_AMX (KILN_ISA_AMX_TILE | KILN_ISA_AMX_INT8 | KILN_ISA_AMX_BF16)
 
 /* Microarchitecture traits: facts about a core that change which kernel is fastest
  * on it although every kernel is correct on every core of the ISA level. A target
@@ -48,8 +58,8 @@ typedef struct KilnTarget {
     KilnTargetKind kind;
     unsigned isa;      /* KILN_ISA_* bits the kernels need, CPU targets */
     unsigned tune;     /* KILN_TUNE_* traits the kernels may rely on, CPU targets */
-    const char *level; /* CPU targets: the ISA level the kernels are built for, "avx2"
-                        * or "avx512" (the prefix of every layout name); else NULL */
+    const char *level; /* CPU targets: the ISA level the kernels are built for, "avx2",
+                        * "avx512" or "amx" (the prefix of every layout name); else NULL */
     int sm;            /* 80, 89, 90 for CUDA targets, else 0 */
     const char *summary; /* one line: what it runs natively */
 } KilnTarget;
@@ -66,6 +76,12 @@ int kiln_target_resolve_cpu(unsigned isa, unsigned tune, KilnTarget *out, KilnDi
 /* True when the host can execute t's kernels (CPU targets: every ISA bit present;
  * the interpreter always; CUDA targets never: they need a device). */
 bool kiln_target_host_runs(const KilnTarget *t);
+/* Why the host cannot run t's kernels, e.g. "no AMX (cpuid AMX-TILE/INT8/BF16)";
+ * NULL when it can (kiln_target_host_runs). */
+const char *kiln_target_cannot_run(const KilnTarget *t);
+/* CPU levels whose vector kernels are the x86-64-v4 ones (avx512, amx): 16 f32
+ * lanes, VNNI and BF16 dot products. */
+bool kiln_level_is_v4(const char *level);
 
 /* Traits as text: "subnormal-free" ("" for none); parse accepts a comma-separated
  * list of those names or "" (0 = ok, -1 = unknown name). */
@@ -92,5 +108,11 @@ typedef struct KilnHostCpu {
 const KilnHostCpu *kiln_host_cpu(void);
 /* KILN_ISA_* bits of the machine we run on (cpuid only, no probe). */
 unsigned kiln_host_isa(void);
+/* Ask the kernel once per process for the AMX tile data state (Linux
+ * arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 18)), which a process needs
+ * before its first tile instruction. KILN_ENODEV, saying why, when the CPU has no
+ * AMX or the kernel refuses (e.g. a kernel older than 5.16, or a seccomp policy);
+ * later calls return the first answer. Every runner of an AMX kernel calls it. */
+int kiln_host_amx_enable(KilnDiag *d);
 
 #endif

@@ -380,11 +380,12 @@ static void why_int(Pick *p, const KilnLayout *l)
     int wb = l->wbias;
     if (l->family == KILN_KF_U8S8_VNNI) {
         snprintf(p->why, sizeof p->why,
-                 "%s: VNNI vpdpbusd multiplies u8 activations by s8 weights into exact int32; "
+                 "%s: %s multiplies u8 activations by s8 weights into exact int32; "
                  "%s, and the offset times the weight code sums (precomputed at prepack) is "
                  "subtracted, so int32 sums stay exact",
-                 t, p->act.symmetric ? "symmetric int8 activations are stored as u8 q+128"
-                                     : "asymmetric activations go in as their u8 codes");
+                 t, l->tiles ? "AMX tdpbusd" : "VNNI vpdpbusd",
+                 p->act.symmetric ? "symmetric int8 activations are stored as u8 q+128"
+                                  : "asymmetric activations go in as their u8 codes");
     } else if (l->family == KILN_KF_U4S8_MADDUBS) {
         snprintf(p->why, sizeof p->why,
                  "%s: no int8 dot product (VNNI) on x86-64-v3; int4 weights stay unsigned "
@@ -491,10 +492,50 @@ static void why_float(Pick *p, const KilnLayout *l)
     decode_note(p, l);
 }
 
+/* amx: tiles or vector units, by the planned M (docs/targets.md "AMX: tiles for
+ * prefill, vectors for decode"). The break-even M is the recipe's amx_min_m or
+ * KILN_AMX_MIN_M; the tile layout writes it on the qgemm (`amx_min_m`), where
+ * kiln_layout_for reads it back, and the kernel takes the VNNI rows below it. */
+static int pick_tiles(Pick *p, KilnLayout *l, char *note, size_t n, KilnDiag *d)
+{
+    note[0] = 0;
+    if (strcmp(p->t->level, "amx") != 0 || l->family != KILN_KF_U8S8_VNNI)
+        return KILN_OK;
+    const KilnAttr *a = kiln_fget(p->f, "amx_min_m");
+    bool from_recipe = a && a->kind == KILN_ATTR_INT;
+    int64_t min_m = from_recipe ? a->i : KILN_AMX_MIN_M;
+    int64_t M = p->f->values[p->qg->ops[0]].type.dim[0];
+    char src[96];
+    snprintf(src, sizeof src, from_recipe ? "the recipe's amx_min_m = %lld"
+             : "amx_min_m = %lld, the default: one full 16-row tile, not yet measured",
+             (long long)min_m);
+    if (M < min_m) {
+        snprintf(note, n, "; M=%lld < %s: the AVX-512 VNNI vector units, as decode (below the "
+                 "break-even a 16-row tile is mostly empty rows)", (long long)M, src);
+        return KILN_OK;
+    }
+    KilnDiag td = {0};
+    if (kiln_layout_use_tiles(l, min_m, false, &td))
+        return kiln_diag_set(d, td.code, "layer \"%s\": %%%s = qgemm: %s (target %s)", p->layer,
+                             p->yname, td.msg, p->t->name);
+    kiln_set_int(p->f, p->qg, "amx_min_m", min_m);
+    snprintf(p->layout, sizeof p->layout, "%s", l->name);
+    snprintf(note, n, "; M=%lld >= %s: prefill on tiles, 16-row x %d-byte activation tiles "
+             "times %d-row x 16-column weight tiles (the VNNI panel read as B tiles), two 16x16 "
+             "int32 accumulator tiles per 32-column panel%s; calls with fewer rows run the VNNI "
+             "vpdpbusd rows of the same kernel", (long long)M, src, l->KT, l->KT / 4,
+             kiln_dtype_bits(l->wdt) == 4 ? "; int4 weights stay nibble words in memory and each "
+             "tile step unpacks its weight tiles to signed bytes on the stack" : "");
+    return KILN_OK;
+}
+
 static int pick_cpu(Pick *p, KilnDiag *d)
 {
     KilnLayout l;
     int rc = cpu_layout(p, &l, d);
+    char tiles[512];
+    if (!rc)
+        rc = pick_tiles(p, &l, tiles, sizeof tiles, d);
     if (rc)
         return rc;
     bool integer = kiln_layout_integer(&l);
@@ -502,6 +543,7 @@ static int pick_cpu(Pick *p, KilnDiag *d)
         why_int(p, &l);
     else
         why_float(p, &l);
+    append(p->why, sizeof p->why, "%s", tiles);
     if (!p->f32w)
         scales_phrase(p, integer);
     return KILN_OK;

@@ -175,6 +175,15 @@ static int read_manifest(KilnAot *a, KilnDiag *d)
     return 0;
 }
 
+/* A library for a target whose kernels may use tiles (the amx level). */
+static bool aot_needs_amx(const char *target)
+{
+    KilnTarget t;
+    KilnDiag d = {0};
+    return kiln_target_lookup(target, &t, &d) == 0 && t.kind == KILN_TGT_CPU &&
+           (t.isa & KILN_ISA_AMX) != 0;
+}
+
 int kiln_aot_open(const char *dir, KilnAot **out, KilnDiag *d)
 {
     *out = NULL;
@@ -194,11 +203,17 @@ int kiln_aot_open(const char *dir, KilnAot **out, KilnDiag *d)
     int rc = kiln_json_parse_file(a->manifest_path, &a->manifest, d);
     if (!rc)
         rc = read_manifest(a, d);
-    if (!rc && *a->target && kiln_rt_cpu_supports(a->target) == 0)
+    if (!rc && *a->target && kiln_rt_cpu_supports(a->target) == 0) {
+        KilnTarget t;
+        KilnDiag td = {0};
+        const char *why = kiln_target_lookup(a->target, &t, &td) ? NULL : kiln_target_cannot_run(&t);
         rc = kiln_diag_set(d, KILN_EINPUT,
                            "AOT library in %s was built for target '%s', which this CPU does "
-                           "not support; rebuild it with `kiln aot` for this machine",
-                           dir, a->target);
+                           "not support (%s); rebuild it with `kiln aot` for this machine",
+                           dir, a->target, why ? why : "unknown target");
+    }
+    if (!rc && *a->target && aot_needs_amx(a->target)) /* tile state before any kernel runs */
+        rc = kiln_host_amx_enable(d);
     int fd = rc ? -1 : kiln_rt_open_regular(a->lib_path, "AOT library", 0, NULL, NULL);
     if (!rc && fd < 0) /* dlopen would block on a FIFO */
         rc = kiln_diag_set(d, KILN_EINPUT, "cannot load AOT library %s named in %s: %s",

@@ -136,7 +136,7 @@ int kiln_aot_layout(const KilnAot *a, int kernel_index, KilnLayout *out, KilnDia
     KilnTarget t;
     KilnDiag td = {0};
     if (kiln_target_lookup(isa_name, &t, &td) || t.kind != KILN_TGT_CPU)
-        return bad(&w, "isa", "is not a CPU target kiln knows (avx2, avx512, zen3, zen4)");
+        return bad(&w, "isa", "is not a CPU target kiln knows (avx2, avx512, amx, zen3, zen4)");
     const KilnJson *tu = member(o, "tune", KILN_JSON_STRING);
     if (tu && kiln_tune_parse(tu->str, &t.tune) != 0)
         return bad(&w, "tune", "names a trait kiln does not know (valid: subnormal-free, hugepage-weights)");
@@ -167,6 +167,11 @@ int kiln_aot_layout(const KilnAot *a, int kernel_index, KilnLayout *out, KilnDia
                              wt.q.symmetric ? "sym" : "asym", kiln_dtype_name(wt.dt));
     rc = kiln_layout_make(&t, &wt, k->act ? &aq : NULL, (KilnDType)adt, k->bias,
                           (KilnEpilogue)epi, (KilnDType)odt, out, d);
+    const KilnJson *tm = member(o, "amx_min_m", KILN_JSON_NUMBER);
+    if (!rc && tm && !tm->is_int)
+        return bad(&w, "amx_min_m", "must be an integer");
+    if (!rc && tm) /* the tile layout (pick_layout chose tiles from this M on) */
+        rc = kiln_layout_use_tiles(out, tm->i, false, d);
     if (rc) {
         char msg[sizeof d->msg];
         snprintf(msg, sizeof msg, "%s", d->msg);

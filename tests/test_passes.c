@@ -174,7 +174,8 @@ static void test_target_cpu(void **state)
     assert_int_equal(rc, 0);
     /* expectations from what the host has, never from a constant */
     bool v4 = (isa & KILN_ISA_V4) == KILN_ISA_V4;
-    assert_string_equal(t.name, v4 ? "avx512" : "avx2");
+    bool amx = v4 && (isa & KILN_ISA_AMX) == KILN_ISA_AMX && kiln_host_amx_enable(&d) == 0;
+    assert_string_equal(t.name, amx ? "amx" : v4 ? "avx512" : "avx2");
     assert_string_equal(t.level, t.name);
     assert_int_equal(t.tune, h->tune);
     assert_true(kiln_target_host_runs(&t));
@@ -198,6 +199,30 @@ static void test_target_cpu(void **state)
     assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_V4, KILN_TUNE_SUBNORMAL_FREE, &t, &d), 0);
     assert_string_equal(t.name, "avx512");
     assert_int_equal(t.tune, KILN_TUNE_SUBNORMAL_FREE);
+    /* AMX needs all three parts on top of v4 */
+    assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_V4 | KILN_ISA_AMX, 0, &t, &d), 0);
+    assert_string_equal(t.name, "amx");
+    assert_string_equal(t.level, "amx");
+    assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_V4 | KILN_ISA_AMX_TILE | KILN_ISA_AMX_INT8, 0, &t, &d), 0);
+    assert_string_equal(t.name, "avx512");
+    assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_V3 | KILN_ISA_AMX, 0, &t, &d), 0);
+    assert_string_equal(t.name, "avx2");
+    /* the named amx level: runs exactly where the host has AMX, and says why not */
+    assert_int_equal(kiln_target_lookup("amx", &t, &d), 0);
+    bool host_amx = (isa & (KILN_ISA_V4 | KILN_ISA_AMX)) == (KILN_ISA_V4 | KILN_ISA_AMX);
+    assert_int_equal(kiln_target_host_runs(&t), host_amx);
+    if (host_amx) {
+        assert_null(kiln_target_cannot_run(&t));
+    } else {
+        const char *why = kiln_target_cannot_run(&t);
+        assert_non_null(why);
+        if (v4)
+            assert_non_null(strstr(why, "no AMX"));
+        KilnDiag ad = {0};
+        assert_int_equal(kiln_host_amx_enable(&ad), KILN_ENODEV);
+        assert_non_null(strstr(ad.msg, "no AMX"));
+        print_message("amx: cannot run here: %s\n", why);
+    }
 
     /* the named microarchitectures carry their traits; the ISA levels are portable */
     assert_int_equal(kiln_target_lookup("zen4", &t, &d), 0);

@@ -253,6 +253,49 @@ __attribute__((target("avx512f,avx512bf16"))) static void bf16_kernel(ProbeJob *
     j->result = 1;
 }
 
+/* The AMX peaks: per trip 4 tile dot products into the accumulators tmm0..3 from
+ * the A tiles tmm4, tmm5 and the B tiles tmm6, tmm7 (every tile 16 rows x 64 bytes,
+ * all zero: the tile units' speed does not depend on values), the 2 x 2 blocking a
+ * kernel uses. tdpbusd: 16 x 16 outputs x 64 byte products = 16,384 multiply-adds
+ * (32,768 ops); tdpbf16ps: 16 x 16 x 32 bf16 products (16,384 flops). The process
+ * must have asked for tile state first (kiln_host_amx_enable). */
+#define AMX_PEAK_LOOP(n, INSN)                                                          \
+    do {                                                                                \
+        unsigned char cfg[64] __attribute__((aligned(64))) = {1};                       \
+        for (int t = 0; t < 8; t++)                                                     \
+            cfg[16 + 2 * t] = 64, cfg[48 + t] = 16;                                     \
+        __asm__ volatile("ldtilecfg %1\n\t"                                              \
+                         "tilezero %%tmm0\n\ttilezero %%tmm1\n\ttilezero %%tmm2\n\t"       \
+                         "tilezero %%tmm3\n\ttilezero %%tmm4\n\ttilezero %%tmm5\n\t"       \
+                         "tilezero %%tmm6\n\ttilezero %%tmm7\n\t"                         \
+                         "1:\n\t" INSN " %%tmm6, %%tmm4, %%tmm0\n\t"                   \
+                         INSN " %%tmm7, %%tmm4, %%tmm1\n\t"                             \
+                         INSN " %%tmm6, %%tmm5, %%tmm2\n\t"                             \
+                         INSN " %%tmm7, %%tmm5, %%tmm3\n\t"                             \
+                         "dec %0\n\tjnz 1b\n\ttilerelease"                                   \
+                         : "+r"(n)                                                      \
+                         : "m"(cfg)                                                     \
+                         : "cc", "memory");                                             \
+    } while (0)
+#define AMX_INT8_ITER_OPS (4 * 16 * 16 * 64 * 2)
+#define AMX_BF16_ITER_OPS (4 * 16 * 16 * 32 * 2)
+
+static void amx_int8_kernel(ProbeJob *j)
+{
+    long n = j->iters;
+    if (n > 0)
+        AMX_PEAK_LOOP(n, "tdpbusd");
+    j->result = 1;
+}
+
+static void amx_bf16_kernel(ProbeJob *j)
+{
+    long n = j->iters;
+    if (n > 0)
+        AMX_PEAK_LOOP(n, "tdpbf16ps");
+    j->result = 1;
+}
+
 /* ------------------------------------------------------------------ probes */
 
 static double read_once(const ReadLoop *rl, const float *buf, size_t per, int T)
@@ -406,21 +449,32 @@ int bench_probe_limits(int threads, double probe_ms, BenchLimits *out)
         out->vnni_gops = probe_compute(vnni_kernel, VNNI_ITER_OPS, T, probe_ms);
     if (out->has_bf16)
         out->bf16_gflops = probe_compute(bf16_kernel, BF16_ITER_OPS, T, probe_ms);
-    /* AMX peaks (tdpbssd, tdpbf16ps) belong here once a kernel uses AMX; until then
-     * amx_int8_gops / amx_bf16_gflops stay 0 and the reports say "not probed". */
+    /* AMX: only where the CPU has it and the OS grants tile state (else 0, and the
+     * reports say why: amx_note) */
+    KilnDiag ad = {0};
+    if (!out->has_amx_tile)
+        out->amx_note = "no AMX on this CPU";
+    else if (kiln_host_amx_enable(&ad))
+        out->amx_note = "the OS refused AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM)";
+    if (out->has_amx_tile && !out->amx_note && out->has_amx_int8)
+        out->amx_int8_gops = probe_compute(amx_int8_kernel, AMX_INT8_ITER_OPS, T, probe_ms);
+    if (out->has_amx_tile && !out->amx_note && out->has_amx_bf16)
+        out->amx_bf16_gflops = probe_compute(amx_bf16_kernel, AMX_BF16_ITER_OPS, T, probe_ms);
     return out->read_gbs_1t > 0 && out->fma_gflops > 0 && out->madd_gops > 0 ? 0 : -1;
 }
 
 double bench_kernel_peak(const BenchLimits *l, const char *layout, const char **family,
                          const char **insn)
 {
-    bool zmm = strncmp(layout, "avx512", 6) == 0;
+    bool zmm = strncmp(layout, "avx512", 6) == 0 || strncmp(layout, "amx", 3) == 0;
     const char *f = "fma", *i = zmm ? "vfmadd231ps zmm" : "vfmadd231ps ymm";
     double p = zmm ? l->fma_zmm_gflops : l->fma_gflops;
     if (strstr(layout, "i16-madd"))
         f = "vpmaddwd", i = "vpmaddwd+vpaddd ymm", p = l->madd_gops;
     else if (strstr(layout, "maddubs"))
         f = "vpmaddubsw", i = "vpmaddubsw+vpaddw ymm", p = l->maddubs_gops;
+    else if (strstr(layout, "u8s8-tile"))
+        f = "tdpbusd", i = "tdpbusd tiles (AMX)", p = l->amx_int8_gops;
     else if (strstr(layout, "vnni"))
         f = "vpdpbusd", i = "vpdpbusd zmm", p = l->vnni_gops;
     else if (strstr(layout, "bf16"))

@@ -31,6 +31,7 @@ typedef struct BenchLimits {
      * so there is no probe: the peaks stay 0 ("present, not probed"). */
     bool has_amx_tile, has_amx_int8, has_amx_bf16;
     double amx_int8_gops, amx_bf16_gflops;
+    const char *amx_note; /* why the AMX peaks were not probed (NULL: probed) */
     bool has_avx2, has_avx512f, has_vnni, has_bf16;
     double probe_ms;       /* time budget of one probe */
 } BenchLimits;

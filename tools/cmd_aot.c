@@ -524,6 +524,8 @@ static void jw_kernel(KilnJsonWriter *w, const Aot *s, const AotKernel *k)
         char tune[64];
         kiln_jw_kv_str(w, "tune", kiln_tune_str(s->t.tune, tune, sizeof tune));
     }
+    if (l->tiles) /* AMX tiles from this M on (ir/layout.h; kiln_aot_layout reads it) */
+        kiln_jw_kv_int(w, "amx_min_m", l->tiles_min_m);
     kiln_jw_kv_int(w, "nr", l->NR);
     kiln_jw_kv_int(w, "kr", l->KR);
     kiln_jw_kv_int(w, "pack_bytes", (int64_t)l->pack_bytes);

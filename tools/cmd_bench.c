@@ -202,8 +202,8 @@ static void json_eviction(KilnJsonWriter *w)
     kiln_jw_end_object(w);
 }
 
-/* "amx": null when the CPU has none, else which parts and their peaks (null until
- * the probes exist). */
+/* "amx": null when the CPU has none, else which parts and their peaks (null where
+ * not probed: the OS refused tile state). */
 static void json_amx(KilnJsonWriter *w, const BenchLimits *l)
 {
     kiln_jw_key(w, "amx");
@@ -321,11 +321,12 @@ static void print_limits(const BenchLimits *l)
     printf("  %-28s %9.1f GOP/s\n", "vpmaddubsw+vpaddw ymm peak", l->maddubs_gops);
     print_na("vpdpbusd zmm (VNNI) peak", l->vnni_gops, "GOP/s");
     print_na("vdpbf16ps zmm (BF16) peak", l->bf16_gflops, "GFLOP/s");
-    if (!l->has_amx_tile)
-        printf("  AMX: not present on this CPU\n");
-    else
-        printf("  AMX: present (tile%s%s), not probed: no kiln kernel uses it yet\n",
-               l->has_amx_int8 ? ", int8" : "", l->has_amx_bf16 ? ", bf16" : "");
+    if (l->amx_note) {
+        printf("  AMX: not probed: %s\n", l->amx_note);
+    } else {
+        print_na("tdpbusd tiles (AMX) peak", l->amx_int8_gops, "GOP/s");
+        print_na("tdpbf16ps tiles (AMX) peak", l->amx_bf16_gflops, "GFLOP/s");
+    }
 }
 
 static void print_text(const BenchResult *b)

@@ -37,9 +37,9 @@ static void print_host(void)
     for (int i = 0; i < n; i++) {
         if (t[i].kind != KILN_TGT_CPU || !t[i].level)
             continue;
-        printf("  %-8s %s\n", t[i].name,
-               kiln_target_host_runs(&t[i]) ? "runs here"
-                                            : "compiled only here: this CPU lacks its ISA level");
+        const char *why = kiln_target_cannot_run(&t[i]);
+        printf("  %-8s %s%s\n", t[i].name, why ? "compiled only here, cannot run here: " : "runs here",
+               why ? why : "");
     }
     printf("  sm_XX    compiled only here: no CUDA device is queried by `kiln targets` "
            "(`kiln run --target cuda` runs on one)\n");

@@ -1,6 +1,6 @@
 /* codegen/cpu/emit.c — kernel IR -> LLVM module -> optimized -> ELF object or
  * assembly for the function's target (avx2 = x86-64-v3, avx512 = x86-64-v4 +
- * VNNI + BF16, cpu = the host), position-independent so the same bytes serve the
+ * VNNI + BF16, amx = avx512 + AMX-TILE/INT8/BF16, cpu = the host), position-independent so the same bytes serve the
  * JIT, the cache and AOT shared libraries. */
 #include <pthread.h>
 #include <stdlib.h>
@@ -45,6 +45,9 @@ static int make_machine(const char *isa_attr, const char *isa, Machine *mc, Kiln
     if (strcmp(isa_attr, "cpu") == 0) {
         mc->cpu = LLVMGetHostCPUName();
         mc->features = LLVMGetHostCPUFeatures();
+    } else if (strcmp(isa, "amx") == 0) {
+        mc->cpu = strdup("x86-64-v4");
+        mc->features = strdup("+avx512vnni,+avx512bf16,+amx-tile,+amx-int8,+amx-bf16");
     } else if (strcmp(isa, "avx512") == 0) {
         mc->cpu = strdup("x86-64-v4");
         mc->features = strdup("+avx512vnni,+avx512bf16");
@@ -102,7 +105,8 @@ static int build(const KilnFunc *f, const char *symbol, Built *bt, KilnDiag *d)
     if (rc)
         return rc;
     const KilnAttr *ta = kiln_fget(f, "target");
-    rc = make_machine(ta->s, l.isa, &bt->mc, d);
+    /* the scalar tile model needs no AMX: its kernels run wherever avx512 does */
+    rc = make_machine(ta->s, l.tiles_model ? "avx512" : l.isa, &bt->mc, d);
     if (rc) {
         free_machine(&bt->mc);
         return rc;

@@ -87,6 +87,14 @@ LLVMValueRef kg_weight_operand(KilnGen *g, KilnTile *t, LLVMValueRef kb, int j, 
                                LLVMValueRef zv);
 /* The tile's f32 sums in tmp (NR a row) through bias and activation into y. */
 void kg_emit_epilogue_store(KilnGen *g, KilnTile *t, LLVMValueRef tmp);
+/* The end of group gi: the group's sums (gacc) corrected and scaled into facc. */
+void kg_group_end(KilnGen *g, KilnTile *t, LLVMValueRef gi);
+/* facc (activation scale last where the interpreter applies it last) through the
+ * epilogue into y. */
+void kg_emit_tile_store(KilnGen *g, KilnTile *t);
+
+/* qgemm_amx.c: one panel on AMX tiles (or the scalar tile model), all M rows. */
+void kg_emit_amx_panel(KilnGen *g, KilnTile *t);
 
 /* qgemm_blocked.c: one panel of the blocked prefill path, all M rows. */
 void kg_emit_blocked_panel(KilnGen *g, KilnTile *t);

@@ -10,6 +10,7 @@
 #include <llvm-c/Target.h>
 
 #include "codegen/cpu/gen.h"
+#include "ir/amx_model.h"
 
 struct KilnCpuJit {
     LLVMOrcLLJITRef jit;
@@ -21,6 +22,34 @@ static int take_error(LLVMErrorRef e, const char *what, KilnDiag *d)
     kiln_diag_set(d, KILN_EINTERNAL, "JIT %s: %s", what, m);
     LLVMDisposeErrorMessage(m);
     return KILN_EINTERNAL;
+}
+
+/* The scalar tile model (ir/amx_model.h) that `tiles = "model"` kernels call, by
+ * address: the process search finds only exported symbols, and kiln's libraries are
+ * linked statically into its programs. */
+static LLVMErrorRef define_amx_model(KilnCpuJit *j)
+{
+    static const struct {
+        const char *name;
+        void *fn;
+    } syms[] = {{"kiln_amx_tilezero", (void *)kiln_amx_tilezero},
+                {"kiln_amx_tileloadd", (void *)kiln_amx_tileloadd},
+                {"kiln_amx_tilestored", (void *)kiln_amx_tilestored},
+                {"kiln_amx_tdpbusd", (void *)kiln_amx_tdpbusd},
+                {"kiln_amx_tdpbssd", (void *)kiln_amx_tdpbssd},
+                {"kiln_amx_tdpbsud", (void *)kiln_amx_tdpbsud},
+                {"kiln_amx_tdpbuud", (void *)kiln_amx_tdpbuud},
+                {"kiln_amx_tdpbf16ps", (void *)kiln_amx_tdpbf16ps}};
+    enum { N = sizeof syms / sizeof syms[0] };
+    LLVMOrcCSymbolMapPair pairs[N];
+    for (int i = 0; i < N; i++) {
+        pairs[i].Name = LLVMOrcLLJITMangleAndIntern(j->jit, syms[i].name);
+        pairs[i].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)syms[i].fn;
+        pairs[i].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable;
+        pairs[i].Sym.Flags.TargetFlags = 0;
+    }
+    LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(pairs, N);
+    return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(j->jit), mu);
 }
 
 int kiln_cpu_jit_new(KilnCpuJit **out, KilnDiag *d)
@@ -43,6 +72,11 @@ int kiln_cpu_jit_new(KilnCpuJit **out, KilnDiag *d)
         return take_error(e, "process symbols", d);
     }
     LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->jit), gen);
+    e = define_amx_model(j);
+    if (e) {
+        kiln_cpu_jit_free(j);
+        return take_error(e, "tile model symbols", d);
+    }
     *out = j;
     return 0;
 }

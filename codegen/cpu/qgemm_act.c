@@ -216,4 +216,8 @@ void kg_emit_act_prep(KilnGen *g)
     else
         emit_float_row(g, m, rowp, rp);
     kg_loop_end(g, &lm);
+    if (l->tiles) { /* the pad rows the last 16-row A tile reads (ir/layout.h): zero */
+        LLVMValueRef pad = kg_gep(g, g->scratch, LLVMBuildMul(b, g->M, kg_i64(g, (int64_t)l->scratch_per_row), ""));
+        LLVMBuildMemSet(b, pad, LLVMConstInt(g->i8, 0, 0), kg_i64(g, (int64_t)l->scratch_fixed), 1);
+    }
 }

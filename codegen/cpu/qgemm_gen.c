@@ -286,7 +286,7 @@ static LLVMValueRef group_zeros(KilnGen *g, KilnTile *t, LLVMValueRef gi, int v)
     return LLVMBuildShuffleVector(g->b, z, LLVMGetUndef(g->vi), LLVMConstVector(mask, n), "");
 }
 
-static void group_end(KilnGen *g, KilnTile *t, LLVMValueRef gi)
+void kg_group_end(KilnGen *g, KilnTile *t, LLVMValueRef gi)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -347,7 +347,6 @@ static void group_end(KilnGen *g, KilnTile *t, LLVMValueRef gi)
     }
 }
 
-static void emit_tile_store(KilnGen *g, KilnTile *t);
 
 /* Packed blocks per maddubs loop iteration: up to 4 blocks = 8 vpmaddubsw
  * products summed in i16 (<= 8 * 3840 = 30720, exact) before one widening
@@ -443,9 +442,9 @@ static void emit_tile(KilnGen *g, KilnTile *t)
                               kg_i64(g, l->K / l->KB), "");
     if (l->family == KILN_KF_U4S8_MADDUBS) {
         emit_maddubs_blocks(g, t, kb0, kb1);
-        group_end(g, t, gi);
+        kg_group_end(g, t, gi);
         kg_loop_end(g, &lg);
-        emit_tile_store(g, t);
+        kg_emit_tile_store(g, t);
         return;
     }
     LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, kb1, 1);
@@ -474,14 +473,14 @@ static void emit_tile(KilnGen *g, KilnTile *t)
                 kg_st(g, kiln_layout_integer(l) ? LLVMBuildAdd(b, s0, s1, "") : LLVMBuildFAdd(b, s0, s1, ""),
                    t->gacc[r][v][0]);
             }
-    group_end(g, t, gi);
+    kg_group_end(g, t, gi);
     kg_loop_end(g, &lg);
-    emit_tile_store(g, t);
+    kg_emit_tile_store(g, t);
 }
 
 /* The tile's f32 sums (activation scale last where the interpreter applies it
  * last) through the epilogue into y. */
-static void emit_tile_store(KilnGen *g, KilnTile *t)
+void kg_emit_tile_store(KilnGen *g, KilnTile *t)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -595,14 +594,18 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     t.wpanel = kg_gep(g, g->wp, LLVMBuildAdd(b, kg_i64(g, (int64_t)l->codes_off),
                                               LLVMBuildMul(b, t.p, kg_i64(g, (int64_t)l->panel_code_bytes), ""), ""));
     LLVMBasicBlockRef direct = NULL, next = NULL;
-    if (l->blocked) {
-        LLVMBasicBlockRef blk = LLVMAppendBasicBlockInContext(g->c, g->fn, "blocked");
+    if (l->blocked || l->tiles) { /* prefill paths from blocked_min_m / tiles_min_m rows */
+        LLVMBasicBlockRef blk = LLVMAppendBasicBlockInContext(g->c, g->fn, l->tiles ? "tiles" : "blocked");
         direct = LLVMAppendBasicBlockInContext(g->c, g->fn, "direct");
         next = LLVMAppendBasicBlockInContext(g->c, g->fn, "panel_done");
-        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, l->blocked_min_m), ""), blk, direct);
+        int64_t min_m = l->tiles ? l->tiles_min_m : l->blocked_min_m;
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, min_m), ""), blk, direct);
         LLVMPositionBuilderAtEnd(b, blk);
         KilnTile tb = t;
-        kg_emit_blocked_panel(g, &tb);
+        if (l->tiles)
+            kg_emit_amx_panel(g, &tb);
+        else
+            kg_emit_blocked_panel(g, &tb);
         LLVMBuildBr(b, next);
         LLVMPositionBuilderAtEnd(b, direct);
     }
@@ -627,7 +630,7 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     t.m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
     emit_tile(g, &t);
     kg_loop_end(g, &lr);
-    if (l->blocked) {
+    if (next) {
         LLVMBuildBr(b, next);
         LLVMPositionBuilderAtEnd(b, next);
     }
