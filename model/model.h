@@ -286,10 +286,10 @@ typedef struct KilnEvalOpts {
 int kiln_runctx_open(KilnRunCtx *rc, const char *recipe, const char *target, bool verbose,
                      KilnDiag *d);
 void kiln_runctx_close(KilnRunCtx *rc, KilnDiag *d);
-/* kiln eval's f32 baseline: recipes/f32.lua (everything ignored: kiln's f32 kernels)
- * when it sits beside the recipe, on base's context and pool; else f32->recipe stays
- * NULL (the model's own f32 GEMM; the kernels column says which). */
-void kiln_runctx_open_f32(const char *recipe, const KilnRunCtx *base, KilnRunCtx *f32);
+/* kiln eval's f32 baseline on base's context and pool: a built-in recipe that ignores
+ * every layer (recipes/f32.lua), so every linear runs on kiln's f32 kernel wherever the
+ * recipe being evaluated lives. */
+void kiln_runctx_open_f32(const KilnRunCtx *base, KilnRunCtx *f32);
 void kiln_runctx_close_f32(KilnRunCtx *f32);
 
 /* The calibration text (as kiln_calib_text) tokenized as one sequence, at most max

@@ -426,14 +426,19 @@ static void track(KilnLinear *ls, int n, bool on)
         ls[i].track = on, ls[i].sig = ls[i].noise = 0;
 }
 
-void kiln_runctx_open_f32(const char *recipe, const KilnRunCtx *base, KilnRunCtx *f32)
+/* The f32 baseline every row is compared with: kiln's own f32 kernel for every layer
+ * (what recipes/f32.lua says), built in, so a recipe anywhere gets the same baseline
+ * (not the model's slower reference GEMM when no f32.lua sits beside it). */
+static const char f32_recipe[] = "return recipe \"f32\" {\n"
+                                 "  ignore = { \"*\" },\n"
+                                 "  rule \"*\" { weights = int8 { per = \"channel\" } },\n"
+                                 "}\n";
+
+void kiln_runctx_open_f32(const KilnRunCtx *base, KilnRunCtx *f32)
 {
     *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool, base->progress};
-    char path[4096];
-    const char *slash = strrchr(recipe, '/');
-    snprintf(path, sizeof path, "%.*sf32.lua", slash ? (int)(slash - recipe + 1) : 0, recipe);
     KilnDiag d = {0};
-    if (kiln_recipe_load(path, &f32->fr, &d))
+    if (kiln_recipe_load_string(f32_recipe, sizeof f32_recipe - 1, "f32 (built in)", &f32->fr, &d))
         return;
     if (!(f32->recipe = kiln_recipe_borrow(f32->fr))) { /* parsed once, shared with the API */
         kiln_recipe_free(f32->fr);
@@ -732,7 +737,7 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
     if (!rc)
         rc = kiln_kv_spec_from_recipe(e->rc.fr, &e->kvs, d);
     if (!rc)
-        kiln_runctx_open_f32(o->recipe, &e->rc, &e->f32);
+        kiln_runctx_open_f32(&e->rc, &e->f32);
     if (!rc && o->verbose)
         fprintf(stderr, "kiln eval: loading %s\n", e->path);
     kiln_progress_stage(o->progress, "load model", 1, "");

@@ -139,7 +139,7 @@ static int capture_static(const KilnQuantizeOpts *o, const KilnRunCtx *rc, KilnL
     KilnRunCtx f32 = {0};
     int r = 0;
     if (!kiln_quant_needed(ls, nl, rc->fr)) {
-        kiln_runctx_open_f32(o->recipe, rc, &f32);
+        kiln_runctx_open_f32(rc, &f32);
         if (f32.recipe)
             r = kiln_linears_bind(ls, nl, &f32, d);
     }
