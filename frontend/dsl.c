@@ -10,6 +10,7 @@
 #include <lauxlib.h>
 
 #include "frontend/internal.h"
+#include "frontend/sandbox.h"
 #include "ir/target.h"
 
 typedef struct RuleUD {
@@ -65,7 +66,7 @@ static void check_lua_pattern(lua_State *L, const char *pat, int line)
     lua_pushstring(L, pat);
     int st = lua_pcall(L, 2, 0, 0);
     /* a budget that runs out here is the budget's error, not the pattern's */
-    if (st != LUA_OK && (st != LUA_ERRRUN || kiln__ctx(L)->instr_hit))
+    if (st != LUA_OK && (st != LUA_ERRRUN || kiln__sandbox_spent(L)))
         lua_error(L);
     if (st != LUA_OK)
         kiln__dsl_error(L, line, "bad Lua pattern '%s': %s", pat, lua_tostring(L, -1));
