@@ -1,7 +1,7 @@
 /* frontend/sandbox.c — the recipe sandbox's budgets: an allocator that caps the heap and
  * charges what it allocates, a hook that counts instructions and calls and watches the
  * wall clock, and the charge the guarded library functions (sandbox_lib.c) pay before
- * they work, so that no recipe outruns 10^7 instructions, 64 MiB or 2 s whatever it calls. */
+ * they work, so that no recipe outruns 5·10^7 instructions, 64 MiB or 2 s whatever it calls. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>

@@ -11,7 +11,7 @@
 
 /* The fuzzer builds with smaller budgets, so that a runaway input costs milliseconds. */
 #ifndef KILN_RECIPE_INSTR_LIMIT
-#define KILN_RECIPE_INSTR_LIMIT 10000000L /* Lua instructions, calls and library work */
+#define KILN_RECIPE_INSTR_LIMIT 50000000L /* Lua instructions, calls and library work */
 #endif
 #ifndef KILN_RECIPE_MEM_LIMIT
 #define KILN_RECIPE_MEM_LIMIT (64u << 20) /* bytes of Lua heap */

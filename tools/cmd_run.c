@@ -403,8 +403,9 @@ int cmd_run(const ToolArgs *a)
     int krc = !m ? kiln_diag_set(&d, KILN_EINTERNAL, "out of memory")
               : ir ? tool_ir_load(a->recipe, m, &d)
                    : kiln_recipe_load(a->recipe, &r, &d);
-    const char *tname = ir ? (a->target ? a->target : tool_ir_target(m) ? tool_ir_target(m) : "cpu")
-                           : tool_target_name(a, r, "cpu");
+    const char *tname = krc ? NULL
+                        : ir ? (a->target ? a->target : tool_ir_target(m) ? tool_ir_target(m) : "cpu")
+                             : tool_target_name(a, r, "cpu");
     KilnTarget t;
     if (!krc)
         krc = kiln_target_lookup(tname, &t, &d);
