@@ -198,3 +198,30 @@ bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M)
 {
     return l->family == KILN_GK_F32_FMA || M <= KILN_GPU_GEMV_MAX_M;
 }
+
+/* LDGSTS is cp.async; F2FP.F16.E4M3/E5M2.UNPACK_B is sm_90's software path: ptxas
+ * lowers mma.sync e4m3 to an unpack into f16 plus HMMA there (no FP8 mma.sync unit;
+ * Hopper's FP8 rate needs wgmma). The MMA families never hold another family's MMA. */
+static const KilnGpuSass sass_promises[] = {
+    {"mma-s8", 80, 90, "gemm", "IMMA.16832 LDGSTS", "HMMA QMMA"},
+    {"mma-fp8", 89, 89, "gemm", "QMMA.16832.F32 LDGSTS", "HMMA IMMA"},
+    {"mma-fp8", 90, 90, "gemm", "F2FP.F16.E HMMA.16816.F32 LDGSTS", "QMMA IMMA"},
+    {"mma-f16-dequant", 80, 90, "gemm", "HMMA.16816.F32 LDGSTS", "IMMA QMMA HMMA.16816.F32.BF16"},
+    {"fp8-weightonly-f16", 80, 88, "gemm", "HMMA.16816.F32 LDGSTS", "IMMA QMMA HMMA.16816.F32.BF16"},
+    {"mma-bf16-dequant", 80, 90, "gemm", "HMMA.16816.F32.BF16 LDGSTS", "IMMA QMMA"},
+    {"f32-fma-dequant", 80, 90, "gemv", "FFMA", "HMMA IMMA QMMA"},
+    {"f32-fma", 80, 90, "gemv", "FFMA", "HMMA IMMA QMMA"},
+};
+
+const KilnGpuSass *kiln_gpu_sass_promise(const char *layout, int sm)
+{
+    const char *dash = layout ? strchr(layout, '-') : NULL;
+    if (!dash || strncmp(layout, "sm", 2))
+        return NULL;
+    for (size_t i = 0; i < sizeof sass_promises / sizeof *sass_promises; i++) {
+        const KilnGpuSass *p = &sass_promises[i];
+        if (!strcmp(dash + 1, p->suffix) && sm >= p->sm_lo && sm <= p->sm_hi)
+            return p;
+    }
+    return NULL;
+}

@@ -85,4 +85,19 @@ size_t kiln_gpu_scratch_bytes(const KilnGpuLayout *l, int64_t M);
 /* Whether a launch with M rows uses the GEMV kernel (else the GEMM kernel). */
 bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M);
 
+/* What a layout promises in the machine code (SASS, as `cuobjdump -sass` prints it
+ * for ptxas of CUDA 13): `need` lists opcode prefixes (space-separated, plain string
+ * prefixes: "IMMA.16832" matches "IMMA.16832.S8.S8") that must all appear in the module's `kernel`; `never`
+ * lists prefixes no kernel of the module may hold. One row per layout family and arch
+ * range, the one description pick_layout quotes in `why` and tests/test_sass.c checks
+ * against the disassembled cubins. */
+typedef struct KilnGpuSass {
+    const char *suffix; /* the layout name after "smXX-", e.g. "mma-s8" */
+    int sm_lo, sm_hi;   /* archs the row is for */
+    const char *kernel; /* "gemm" or "gemv" */
+    const char *need, *never;
+} KilnGpuSass;
+/* The promise of a layout name ("sm90-mma-fp8") on sm (80, 89, 90); NULL if unknown. */
+const KilnGpuSass *kiln_gpu_sass_promise(const char *layout, int sm);
+
 #endif
