@@ -12,7 +12,8 @@
  *   MMA_FP8   fp8 act x fp8 weight (sm_89+): mma.sync m16n8k32 e4m3/e5m2 -> f32
  *   MMA_F16   weight-only, f16 acts: codes -> f16 in registers, mma m16n8k16 f16 -> f32
  *   MMA_BF16  weight-only, bf16 acts: same with bf16
- *   F32_FMA   weight-only, f32 acts: CUDA-core FFMA (tensor cores would round x) */
+ *   F32_FMA   weight-only, f32 acts: CUDA-core FFMA (tensor cores would round x); also
+ *             unquantized (f32) weights of layers a recipe ignores: codes are f32, scale 1 */
 typedef enum {
     KILN_GK_MMA_S8,
     KILN_GK_MMA_FP8,
@@ -34,7 +35,7 @@ typedef enum {
  *   [0, 256)     header: "KILNGP1\0", int64 N, K, NP, KP, NG, GLEN (informative)
  *   codes_off    NP rows of row_bytes: row n holds the KP codes of W[n, :] in the
  *                interpreter's storage form (i8/u8/e4m3/e5m2 one byte each; i4/u4
- *                two per byte, element 2j in the low nibble). Columns K..KP-1 hold
+ *                two per byte, element 2j in the low nibble; f32 weights 4 bytes). Columns K..KP-1 hold
  *                the code of 0 (the zero point, or 0); rows N..NP-1 are 0.
  *   scales_off   f32 [NP][NG]: s_w of (n, group); per-tensor/channel replicated (NG 1).
  *   zeros_off    i32 [NP][NG]: z_w (asymmetric integer weights; else all 0).

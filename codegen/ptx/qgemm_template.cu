@@ -21,7 +21,8 @@ typedef long long i64;
 #define W_U4 4
 #define W_E4M3 5
 #define W_E5M2 6
-#define WBITS ((WFMT == W_I4 || WFMT == W_U4) ? 4 : 8)
+#define W_F32 7 // an unquantized layer: f32 weights (FAM_F32 only), scale 1
+#define WBITS ((WFMT == W_I4 || WFMT == W_U4) ? 4 : WFMT == W_F32 ? 32 : 8)
 #define WROWB (KP * WBITS / 8)
 #define BM 64
 #define BN 64
@@ -194,7 +195,11 @@ extern "C" __global__ void __launch_bounds__(256) KNAME(prep)(const float *x, i6
 #if ACT == 0
     for (int k = threadIdx.x; k < KP; k += 256) {
         float v = (live && k < K_) ? x[m * K_ + k] : 0.0f;
-#if AESZ == 4
+#if AESZ == 4 && AROUND == 1
+        ((float *)s.a)[m * KP + k] = f16_to_f32(f32_to_f16(v)); // round_to(f16), kept in f32
+#elif AESZ == 4 && AROUND == 2
+        ((float *)s.a)[m * KP + k] = bf16_to_f32(f32_to_bf16(v));
+#elif AESZ == 4
         ((float *)s.a)[m * KP + k] = v;
 #elif FAM == FAM_BF16
         ((u16 *)s.a)[m * KP + k] = f32_to_bf16(v);
@@ -328,7 +333,9 @@ extern "C" __global__ void __launch_bounds__(128) KNAME(gemv)(const float *x, i6
             for (int t = 0; t < 4; t++) wv[t] = wcode(wrow, k + t) - zw;
 #else
             float wv[4];
-#if WFMT == W_E4M3 || WFMT == W_E5M2
+#if WFMT == W_F32
+            for (int t = 0; t < 4; t++) wv[t] = ((const float *)wrow)[k + t];
+#elif WFMT == W_E4M3 || WFMT == W_E5M2
             for (int t = 0; t < 4; t++) wv[t] = fp8_to_f32(wrow[k + t], WFMT == W_E4M3);
 #else
             for (int t = 0; t < 4; t++) wv[t] = (float)(wcode(wrow, k + t) - zw);
