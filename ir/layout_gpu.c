@@ -224,16 +224,16 @@ bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M)
     return l->family == KILN_GK_F32_FMA || M <= KILN_GPU_GEMV_MAX_M;
 }
 
-/* LDGSTS is cp.async; F2FP.F16.E4M3/E5M2.UNPACK_B is sm_90's software path: ptxas
+/* LDGSTS is cp.async, LDSM ldmatrix (the A fragments, and 8-bit B fragments); F2FP.F16.E4M3/E5M2.UNPACK_B is sm_90's software path: ptxas
  * lowers mma.sync e4m3 to an unpack into f16 plus HMMA there (no FP8 mma.sync unit;
  * Hopper's FP8 rate needs wgmma). The MMA families never hold another family's MMA. */
 static const KilnGpuSass sass_promises[] = {
-    {"mma-s8", 80, 90, "gemm", "IMMA.16832 LDGSTS", "HMMA QMMA"},
-    {"mma-fp8", 89, 89, "gemm", "QMMA.16832.F32 LDGSTS", "HMMA IMMA"},
-    {"mma-fp8", 90, 90, "gemm", "F2FP.F16.E HMMA.16816.F32 LDGSTS", "QMMA IMMA"},
-    {"mma-f16-dequant", 80, 90, "gemm", "HMMA.16816.F32 LDGSTS", "IMMA QMMA HMMA.16816.F32.BF16"},
-    {"fp8-weightonly-f16", 80, 88, "gemm", "HMMA.16816.F32 LDGSTS", "IMMA QMMA HMMA.16816.F32.BF16"},
-    {"mma-bf16-dequant", 80, 90, "gemm", "HMMA.16816.F32.BF16 LDGSTS", "IMMA QMMA"},
+    {"mma-s8", 80, 90, "gemm", "IMMA.16832 LDGSTS LDSM", "HMMA QMMA"},
+    {"mma-fp8", 89, 89, "gemm", "QMMA.16832.F32 LDGSTS LDSM", "HMMA IMMA"},
+    {"mma-fp8", 90, 90, "gemm", "F2FP.F16.E HMMA.16816.F32 LDGSTS LDSM", "QMMA IMMA"},
+    {"mma-f16-dequant", 80, 90, "gemm", "HMMA.16816.F32 LDGSTS LDSM", "IMMA QMMA HMMA.16816.F32.BF16"},
+    {"fp8-weightonly-f16", 80, 88, "gemm", "HMMA.16816.F32 LDGSTS LDSM", "IMMA QMMA HMMA.16816.F32.BF16"},
+    {"mma-bf16-dequant", 80, 90, "gemm", "HMMA.16816.F32.BF16 LDGSTS LDSM", "IMMA QMMA"},
     {"f32-fma-dequant", 80, 90, "gemv", "FFMA", "HMMA IMMA QMMA"},
     {"f32-fma", 80, 90, "gemv", "FFMA", "HMMA IMMA QMMA"},
 };
