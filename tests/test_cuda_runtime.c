@@ -235,6 +235,13 @@ static void test_gpu_vs_interp(void **state)
                 run_one(path, rule, Ms[i], 256, 512, &checked);
                 run_one(path, rule, Ms[i], 72, 384, &checked); /* N off the 64 tile */
             }
+        /* awkward shapes (issue 20): M 1, 7 (GEMV) and 130 (GEMM, 3 m tiles with a
+         * ragged one), N off the 64 tile, K = 200 off the 32 k-slice (and off every
+         * group: a ragged last group) */
+        static const int64_t awkward_M[] = {1, 7, 130};
+        for (int rule = 0; rule < nrules; rule++)
+            for (size_t i = 0; i < 3; i++)
+                run_one(path, rule, awkward_M[i], 72, 200, &checked);
     }
     closedir(dir);
     run_one(KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua", 0, 5, 40, 72, &checked); /* K off 32 */
