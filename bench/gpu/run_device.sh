@@ -11,8 +11,8 @@
 #   --out DIR     results folder (default $OUT when set, else bench/results/gpu-run):
 #                 correctness.log, kiln.jsonl, peers.jsonl, gpu-results.md, env.txt
 #   --build DIR   a kiln build with test_cuda_runtime and kiln_gpu_bench (default build;
-#                 configured and built there when they are missing: needs cmake, ninja,
-#                 LLVM 16, Lua 5.4, cmocka, libffi)
+#                 else .device/kiln-device.tar.xz from pack_for_device.sh is unpacked,
+#                 else they are built there: needs cmake, ninja, LLVM 16, Lua 5.4, cmocka)
 #   --quick       fewer shapes (W4A16 M 1, 16; 4096^3 for FP8/W8A8)
 #   --no-torch    kiln only
 #   --dry-run     print the plan (cases, commands) and exit 0, GPU or not
@@ -28,7 +28,7 @@ torch=1
 dry=
 py=${KILN_TORCH_PYTHON:-python3}
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --out) [ $# -ge 2 ] || usage; out=$2; shift 2 ;;
@@ -58,6 +58,15 @@ if [ -z "$gpu" ] && ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
 fi
 
 mkdir -p "$out" || exit 2
+bundle=$root/.device/kiln-device.tar.xz # bench/gpu/pack_for_device.sh, for an image without LLVM 16
+if { [ ! -x "$build/test_cuda_runtime" ] || [ ! -x "$build/kiln_gpu_bench" ]; } && [ -f "$bundle" ]; then
+  echo "unpacking $bundle"
+  u=$(mktemp -d) && tar -C "$u" -xJf "$bundle" || { echo "run_device.sh: cannot unpack $bundle"; exit 2; }
+  build=$u/bin
+  export LD_LIBRARY_PATH=$u/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  src=$(cat "$u/source_dir") # the binaries read recipes from the folder they were built in
+  if [ "$src" != "$root" ] && [ ! -e "$src" ]; then mkdir -p "$(dirname "$src")" && ln -s "$root" "$src"; fi
+fi
 if [ ! -x "$build/test_cuda_runtime" ] || [ ! -x "$build/kiln_gpu_bench" ]; then
   echo "building kiln in $build"
   { cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo &&
