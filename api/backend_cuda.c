@@ -94,10 +94,6 @@ static int cuda_kernel(KilnBackend *b, const KilnFunc *planned, void **out, Kiln
 {
     CudaBackend *be = (CudaBackend *)b;
     const char *arch = b->target.name;
-    const KilnInst *g = kiln_find_qgemm(planned);
-    if (g && planned->values[g->ops[1]].type.q.fmt == KILN_QF_NONE)
-        return kiln_diag_set(d, KILN_EINPUT, "layer '%s': the recipe leaves it in f32, and there "
-                             "is no GPU kernel for f32 weights yet", planned->name);
     CudaKernel *k = calloc(1, sizeof *k);
     if (!k || !(k->km = kiln_module_new())) {
         free(k);
@@ -140,12 +136,14 @@ static void cuda_weights_free(KilnBackend *b, void *wv)
 }
 
 /* desc's weight quantized as the plan's weight type says (onto the caller's grid when
- * it gives one). */
+ * it gives one), or copied when the recipe leaves the layer in f32. */
 static int quantize(const KilnFunc *f, const kiln_layer_desc *desc, KilnTensor *wq, KilnDiag *d)
 {
     const KilnType *wt = &f->values[kiln_find_qgemm(f)->ops[1]].type;
     int rc = kiln_tensor_alloc(wq, wt) ? kiln_diag_set(d, KILN_EINTERNAL, "out of memory") : 0;
-    if (!rc && desc->weight_scale) {
+    if (!rc && wt->q.fmt == KILN_QF_NONE) { /* a layer the recipe leaves in f32 */
+        memcpy(wq->data, desc->weight, sizeof(float) * (size_t)(desc->N * desc->K));
+    } else if (!rc && desc->weight_scale) {
         memcpy(wq->scales, desc->weight_scale, sizeof(float) * (size_t)wq->nscales);
         if (wq->zeros && desc->weight_zero)
             memcpy(wq->zeros, desc->weight_zero, sizeof(int32_t) * (size_t)wq->nscales);

@@ -73,6 +73,24 @@ static int pick_family(KilnGpuLayout *l, const KilnInst *q, const KilnFunc *f, K
     return 0;
 }
 
+/* f32 weights (an ignored layer): CUDA-core FFMA on f32 codes, activations rounded to
+ * act_dtype (f32, f16 or bf16) and kept in f32, as the interpreter does. */
+static int pick_f32_weights(KilnGpuLayout *l, const KilnInst *q, const KilnFunc *f, KilnDiag *d)
+{
+    const KilnAttr *aa = kiln_get(q, "act"), *ad = kiln_get(q, "act_dtype");
+    if (aa && aa->kind == KILN_ATTR_SPEC && aa->q.fmt != KILN_QF_NONE)
+        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': an f32 weight takes act_dtype, not quantized "
+                             "activations", f->name);
+    if (!ad || !ad->s || kiln_dtype_parse(ad->s, strlen(ad->s), &l->act_dtype) ||
+        (l->act_dtype != KILN_F16 && l->act_dtype != KILN_BF16 && l->act_dtype != KILN_F32))
+        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': f32-weight qgemm needs act_dtype f16, bf16 or f32",
+                             f->name);
+    l->weight_only = true;
+    l->family = KILN_GK_F32_FMA;
+    l->act_esz = 4;
+    return 0;
+}
+
 int kiln_gpu_layout_for(const KilnInst *q, const KilnFunc *f, KilnGpuLayout *out, KilnDiag *d)
 {
     memset(out, 0, sizeof *out);
@@ -85,22 +103,24 @@ int kiln_gpu_layout_for(const KilnInst *q, const KilnFunc *f, KilnGpuLayout *out
         return rc;
     const KilnType *wt = &f->values[q->ops[1]].type, *xt = &f->values[q->ops[0]].type;
     const KilnType *yt = &f->values[q->result].type;
-    if (wt->q.fmt == KILN_QF_NONE)
-        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': unquantized (f32) weights have no GPU kernel yet", f->name);
-    if (wt->rank != 2 || xt->rank != 2 || xt->dim[1] != wt->dim[1])
-        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': qgemm needs x[M,K] and a quantized w[N,K]", f->name);
+    bool f32w = wt->q.fmt == KILN_QF_NONE; /* a layer the recipe leaves unquantized */
+    if (wt->rank != 2 || xt->rank != 2 || xt->dim[1] != wt->dim[1] || (f32w && wt->dt != KILN_F32))
+        return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': qgemm needs x[M,K] and a quantized or f32 w[N,K]",
+                             f->name);
     l->wspec = wt->q;
     l->wdt = wt->dt;
     l->wbits = kiln_dtype_bits(wt->dt);
-    if (l->wbits != 4 && l->wbits != 8)
+    if (l->wbits != 4 && l->wbits != 8 && !f32w)
         return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': weight storage %s is not 4 or 8 bits", f->name,
                              kiln_dtype_name(wt->dt));
-    if ((rc = pick_family(l, q, f, d)))
+    if ((rc = f32w ? pick_f32_weights(l, q, f, d) : pick_family(l, q, f, d)))
         return rc;
     l->N = wt->dim[0];
     l->K = wt->dim[1];
     l->NP = round_up(l->N, KILN_GPU_BN);
     l->KP = round_up(l->K, KILN_GPU_BK);
+    if (f32w)
+        l->wspec.gran = KILN_GRAN_TENSOR; /* one scale of 1: y = s_w·acc is exact */
     if (l->wspec.gran == KILN_GRAN_AUTO)
         return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': weight granularity auto was not resolved", f->name);
     l->group_mode = l->wspec.gran == KILN_GRAN_GROUP;
@@ -151,8 +171,9 @@ static int64_t scale_index(const KilnQuantSpec *ws, int64_t n, int64_t j, int64_
 int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, KilnDiag *d)
 {
     const KilnType *t = &wq->type;
+    bool f32w = l->wspec.fmt == KILN_QF_NONE;
     if (t->rank != 2 || t->dim[0] != l->N || t->dim[1] != l->K || t->dt != l->wdt ||
-        t->q.fmt != l->wspec.fmt || !wq->scales || wq->nscales != kiln_type_nscales(t) ||
+        t->q.fmt != l->wspec.fmt || (!f32w && (!wq->scales || wq->nscales != kiln_type_nscales(t))) ||
         (l->wzero && !wq->zeros))
         return kiln_diag_set(d, KILN_EINPUT, "GPU prepack: weight tensor does not match the layout '%s' "
                              "(%lldx%lld %s with scales%s)", l->name, (long long)l->N, (long long)l->K,
@@ -172,7 +193,11 @@ int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, K
         for (int64_t j = 0; j < l->ngroups; j++) {
             int64_t si = scale_index(&l->wspec, n, j, l->ngroups);
             int32_t z = l->wzero ? wq->zeros[si] : 0;
-            sc[n * l->ngroups + j] = wq->scales[si];
+            sc[n * l->ngroups + j] = f32w ? 1.0f : wq->scales[si];
+            if (f32w) { /* plain f32 rows; K..KP-1 stay 0 */
+                memcpy(dst, src, (size_t)l->K * sizeof(float));
+                continue;
+            }
             zs[n * l->ngroups + j] = z;
             int32_t sum = 0;
             int64_t kend = (j + 1) * l->glen < l->KP ? (j + 1) * l->glen : l->KP; /* ragged last */
@@ -197,4 +222,31 @@ size_t kiln_gpu_scratch_bytes(const KilnGpuLayout *l, int64_t M)
 bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M)
 {
     return l->family == KILN_GK_F32_FMA || M <= KILN_GPU_GEMV_MAX_M;
+}
+
+/* LDGSTS is cp.async, LDSM ldmatrix (the A fragments, and 8-bit B fragments); F2FP.F16.E4M3/E5M2.UNPACK_B is sm_90's software path: ptxas
+ * lowers mma.sync e4m3 to an unpack into f16 plus HMMA there (no FP8 mma.sync unit;
+ * Hopper's FP8 rate needs wgmma). The MMA families never hold another family's MMA. */
+static const KilnGpuSass sass_promises[] = {
+    {"mma-s8", 80, 90, "gemm", "IMMA.16832 LDGSTS LDSM", "HMMA QMMA"},
+    {"mma-fp8", 89, 89, "gemm", "QMMA.16832.F32 LDGSTS LDSM", "HMMA IMMA"},
+    {"mma-fp8", 90, 90, "gemm", "F2FP.F16.E HMMA.16816.F32 LDGSTS LDSM", "QMMA IMMA"},
+    {"mma-f16-dequant", 80, 90, "gemm", "HMMA.16816.F32 LDGSTS LDSM", "IMMA QMMA HMMA.16816.F32.BF16"},
+    {"fp8-weightonly-f16", 80, 88, "gemm", "HMMA.16816.F32 LDGSTS LDSM", "IMMA QMMA HMMA.16816.F32.BF16"},
+    {"mma-bf16-dequant", 80, 90, "gemm", "HMMA.16816.F32.BF16 LDGSTS LDSM", "IMMA QMMA"},
+    {"f32-fma-dequant", 80, 90, "gemv", "FFMA", "HMMA IMMA QMMA"},
+    {"f32-fma", 80, 90, "gemv", "FFMA", "HMMA IMMA QMMA"},
+};
+
+const KilnGpuSass *kiln_gpu_sass_promise(const char *layout, int sm)
+{
+    const char *dash = layout ? strchr(layout, '-') : NULL;
+    if (!dash || strncmp(layout, "sm", 2))
+        return NULL;
+    for (size_t i = 0; i < sizeof sass_promises / sizeof *sass_promises; i++) {
+        const KilnGpuSass *p = &sass_promises[i];
+        if (!strcmp(dash + 1, p->suffix) && sm >= p->sm_lo && sm <= p->sm_hi)
+            return p;
+    }
+    return NULL;
 }

@@ -12,7 +12,8 @@
  *   MMA_FP8   fp8 act x fp8 weight (sm_89+): mma.sync m16n8k32 e4m3/e5m2 -> f32
  *   MMA_F16   weight-only, f16 acts: codes -> f16 in registers, mma m16n8k16 f16 -> f32
  *   MMA_BF16  weight-only, bf16 acts: same with bf16
- *   F32_FMA   weight-only, f32 acts: CUDA-core FFMA (tensor cores would round x) */
+ *   F32_FMA   weight-only, f32 acts: CUDA-core FFMA (tensor cores would round x); also
+ *             unquantized (f32) weights of layers a recipe ignores: codes are f32, scale 1 */
 typedef enum {
     KILN_GK_MMA_S8,
     KILN_GK_MMA_FP8,
@@ -34,7 +35,7 @@ typedef enum {
  *   [0, 256)     header: "KILNGP1\0", int64 N, K, NP, KP, NG, GLEN (informative)
  *   codes_off    NP rows of row_bytes: row n holds the KP codes of W[n, :] in the
  *                interpreter's storage form (i8/u8/e4m3/e5m2 one byte each; i4/u4
- *                two per byte, element 2j in the low nibble). Columns K..KP-1 hold
+ *                two per byte, element 2j in the low nibble; f32 weights 4 bytes). Columns K..KP-1 hold
  *                the code of 0 (the zero point, or 0); rows N..NP-1 are 0.
  *   scales_off   f32 [NP][NG]: s_w of (n, group); per-tensor/channel replicated (NG 1).
  *   zeros_off    i32 [NP][NG]: z_w (asymmetric integer weights; else all 0).
@@ -84,5 +85,20 @@ int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, K
 size_t kiln_gpu_scratch_bytes(const KilnGpuLayout *l, int64_t M);
 /* Whether a launch with M rows uses the GEMV kernel (else the GEMM kernel). */
 bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M);
+
+/* What a layout promises in the machine code (SASS, as `cuobjdump -sass` prints it
+ * for ptxas of CUDA 13): `need` lists opcode prefixes (space-separated, plain string
+ * prefixes: "IMMA.16832" matches "IMMA.16832.S8.S8") that must all appear in the module's `kernel`; `never`
+ * lists prefixes no kernel of the module may hold. One row per layout family and arch
+ * range, the one description pick_layout quotes in `why` and tests/test_sass.c checks
+ * against the disassembled cubins. */
+typedef struct KilnGpuSass {
+    const char *suffix; /* the layout name after "smXX-", e.g. "mma-s8" */
+    int sm_lo, sm_hi;   /* archs the row is for */
+    const char *kernel; /* "gemm" or "gemv" */
+    const char *need, *never;
+} KilnGpuSass;
+/* The promise of a layout name ("sm90-mma-fp8") on sm (80, 89, 90); NULL if unknown. */
+const KilnGpuSass *kiln_gpu_sass_promise(const char *layout, int sm);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ir/layout.h"
+#include "ir/layout_gpu.h"
 #include "ir/numerics.h"
 #include "passes/passes.h"
 
@@ -265,9 +266,15 @@ static void pick_fp8(Pick *p, const char *sm)
             break;
         }
         set_layout(p, "%s-mma-fp8", sm);
-        snprintf(p->why, sizeof p->why,
-                 "%s: native FP8 tensor cores, mma.sync.m16n8k32 e4m3/e5m2 with f32 accumulate%s",
-                 t, p->t->sm >= 90 ? " (wgmma later)" : "");
+        if (p->t->sm >= 90) /* ptxas lowers FP8 mma.sync to unpack + HMMA on Hopper */
+            snprintf(p->why, sizeof p->why,
+                     "%s: mma.sync.m16n8k32 e4m3/e5m2 with f32 accumulate, which sm_90 runs as an "
+                     "unpack to f16 plus f16 tensor cores (Hopper's FP8 tensor cores need wgmma, not "
+                     "there yet); fp8 bytes halve the weight traffic",
+                     t);
+        else
+            snprintf(p->why, sizeof p->why,
+                     "%s: native FP8 tensor cores, mma.sync.m16n8k32 e4m3/e5m2 with f32 accumulate", t);
         break;
     }
     scales_phrase(p, false);
@@ -600,6 +607,9 @@ static int pick_one(KilnFunc *f, int qi, const KilnTarget *t, KilnDiag *d)
     if (p.note[0])
         append(p.why, sizeof p.why, "; %s", p.note);
     outliers_note(&p);
+    const KilnGpuSass *sass = t->kind == KILN_TGT_CUDA ? kiln_gpu_sass_promise(p.layout, t->sm) : NULL;
+    if (sass) /* what tests/test_sass.c finds in the disassembled cubin */
+        append(p.why, sizeof p.why, "; SASS %s in the %s kernel", sass->need, sass->kernel);
     if (t->kind == KILN_TGT_CPU && t->tune) { /* the traits planned with: kiln_layout_for reads them */
         char tune[64];
         kiln_fset_str(f, "tune", kiln_tune_str(t->tune, tune, sizeof tune));

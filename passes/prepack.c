@@ -13,13 +13,12 @@
  * code generator and the CUDA runtime make (ir/layout_gpu.c), made here once at plan
  * time for every tool, so `kiln ir`, `run`, `bench` and `aot` accept and refuse the
  * same layers, naming the layer, before any driver or NVRTC is opened. Unquantized
- * (f32) layers are the exception for now: they have no GPU kernel and the tools say
- * so where they would run one (kiln aot keeps them on the host). CPU layouts come from
- * kiln_layout_make itself (pick_layout), so they always have a kernel. */
+ * (f32) layers included: they get the f32-fma kernel (f32 weights, FFMA). CPU layouts
+ * come from kiln_layout_make itself (pick_layout), so they always have a kernel. */
 static int check_gpu_kernel_exists(const KilnFunc *f, const KilnInst *qg, const KilnTarget *t,
                                    KilnDiag *d)
 {
-    if (t->kind != KILN_TGT_CUDA || f->values[qg->ops[1]].type.q.fmt == KILN_QF_NONE)
+    if (t->kind != KILN_TGT_CUDA)
         return 0;
     KilnGpuLayout gl;
     return kiln_gpu_layout_for(qg, f, &gl, d);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda.h"
 #include "ir/layout.h"
@@ -378,6 +379,33 @@ int kiln_cuda_layer_run(KilnCuda *c, KilnCudaLayer *L, const float *x, int64_t M
         rc = kiln_cuda_sync(c, d);
     if (!rc)
         rc = kiln_cuda_download(c, y_host, L->b.y, ysz, d);
+    return rc;
+}
+
+int kiln_cuda_layer_time(KilnCuda *c, KilnCudaLayer *L, const float *x, int64_t M, int iters,
+                         double *ms_per_call, KilnDiag *d)
+{
+    *ms_per_call = 0;
+    const KilnGpuLayout *l = &L->l;
+    int rc = M > 0 && iters > 0 ? reserve_rows(c, L, M, d)
+                                : kiln_diag_set(d, KILN_EINPUT, "layer timing needs M > 0 and iters > 0");
+    if (!rc)
+        rc = kiln_cuda_upload(c, L->b.x, x, (size_t)M * (size_t)l->K * 4, d);
+    if (!rc)
+        rc = kiln_cuda_memset0(c, L->b.scratch, kiln_gpu_scratch_bytes(l, M), d);
+    for (int w = 0; !rc && w < 3; w++) /* warm-up: module load, clocks */
+        rc = launch_all(c, L->mod, l, L->sym, &L->b, M, d);
+    if (!rc)
+        rc = kiln_cuda_sync(c, d);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; !rc && i < iters; i++)
+        rc = launch_all(c, L->mod, l, L->sym, &L->b, M, d);
+    if (!rc)
+        rc = kiln_cuda_sync(c, d);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (!rc)
+        *ms_per_call = ((double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6) / iters;
     return rc;
 }
 

@@ -56,6 +56,11 @@ int kiln_cuda_layer_new(KilnCuda *c, const KilnFunc *kernel_ir, const char *sym,
 int kiln_cuda_layer_run(KilnCuda *c, KilnCudaLayer *L, const float *x, int64_t M, void *y_host,
                         KilnDiag *d);
 void kiln_cuda_layer_free(KilnCuda *c, KilnCudaLayer *L);
+/* Kernel time of one call: x uploaded once, 3 warm-up calls, then `iters` back-to-back
+ * launches of the layer's kernels (range, prep, gemv|gemm) on the stream, one sync,
+ * wall-clock / iters (bench/gpu: no host copies in it). */
+int kiln_cuda_layer_time(KilnCuda *c, KilnCudaLayer *L, const float *x, int64_t M, int iters,
+                         double *ms_per_call, KilnDiag *d);
 const char *kiln_cuda_layer_layout(const KilnCudaLayer *L);
 size_t kiln_cuda_layer_weight_bytes(const KilnCudaLayer *L);
 

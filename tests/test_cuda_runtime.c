@@ -125,7 +125,11 @@ static int fetch(KilnFunc *f, const KilnInst *g, Data *dat, KilnTensor *wq, floa
     while (f->values[v].def >= 0 && f->insts[f->values[v].def].op != KILN_OP_WEIGHT)
         v = f->insts[f->values[v].def].ops[0];
     weights(dat, kiln_get(&f->insts[f->values[v].def], "name")->s, &w, &d);
-    int rc = kiln_quantize_matrix(&wt.q, w.data, N, K, wq->data, wq->scales, wq->zeros, &d);
+    int rc = 0;
+    if (wt.q.fmt == KILN_QF_NONE) /* a layer the recipe leaves in f32 */
+        memcpy(wq->data, w.data, sizeof(float) * (size_t)(N * K));
+    else
+        rc = kiln_quantize_matrix(&wt.q, w.data, N, K, wq->data, wq->scales, wq->zeros, &d);
     kiln_tensor_free(&w);
     *bias = NULL;
     if (!rc && g->nops > 2) {
@@ -153,7 +157,7 @@ static void run_one(const char *recipe, int rule, int64_t M, int64_t N, int64_t 
         fail_msg("%s: %s", recipe, d.msg);
     f = m->funcs[0];
     const KilnInst *g = kiln_find_qgemm(f);
-    if (!g || f->values[g->ops[1]].type.q.fmt == KILN_QF_NONE)
+    if (!g) /* f32 layers (an ignore list) run too: the f32-fma kernel */
         goto done;
     Data dat = {(uint64_t)(M * 131 + N * 17 + K)};
     float *x = malloc((size_t)(M * K) * sizeof *x);
@@ -231,6 +235,13 @@ static void test_gpu_vs_interp(void **state)
                 run_one(path, rule, Ms[i], 256, 512, &checked);
                 run_one(path, rule, Ms[i], 72, 384, &checked); /* N off the 64 tile */
             }
+        /* awkward shapes (issue 20): M 1, 7 (GEMV) and 130 (GEMM, 3 m tiles with a
+         * ragged one), N off the 64 tile, K = 200 off the 32 k-slice (and off every
+         * group: a ragged last group) */
+        static const int64_t awkward_M[] = {1, 7, 130};
+        for (int rule = 0; rule < nrules; rule++)
+            for (size_t i = 0; i < 3; i++)
+                run_one(path, rule, awkward_M[i], 72, 200, &checked);
     }
     closedir(dir);
     run_one(KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua", 0, 5, 40, 72, &checked); /* K off 32 */

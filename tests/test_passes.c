@@ -427,6 +427,8 @@ static void test_fuse_f32_weights(void **state)
         KilnModule *m = layer_ex("f32", KILN_QF_NONE, true, KILN_GRAN_CHANNEL, 0, 3, 24, 40, true);
         KilnTarget t = target(targets[i]);
         KilnDiag d = {0};
+        if (t.kind == KILN_TGT_CUDA) /* as lowering sets it: prepack checks the GPU kernel */
+            kiln_fset_ident(m->funcs[0], "target", targets[i]);
         int rc = kiln_run_pipeline(m, &t, NULL, &d);
         if (rc)
             print_message("%s: %s\n", targets[i], d.msg);

@@ -81,10 +81,7 @@ static void compile_case(const char *recipe_path, const char *arch, int64_t M, i
             fail_msg("%s %s: %s", recipe_path, layer, d.msg);
         f = m->funcs[0];
         const KilnInst *gq = kiln_find_qgemm(f);
-        if (!gq || f->values[gq->ops[1]].type.q.fmt == KILN_QF_NONE) { /* an ignored f32 layer */
-            kiln_module_free(m);
-            continue;
-        }
+        assert_non_null(gq); /* ignored (f32) layers included: the f32-fma kernel */
         give_static_scale(f);
         assert_true(g_ncases < (int)(sizeof g_cases / sizeof *g_cases));
         Case *c = &g_cases[g_ncases++];
@@ -403,6 +400,56 @@ static KilnFunc *tiny(KilnModule *m, const char *target, KilnType wt, const char
     return f;
 }
 
+/* f32 weights (a layer the recipe ignores): the f32-fma family, f32 rows, K padded
+ * with 0, scale 1; f16 activations are rounded in prep and kept as f32. */
+static void test_prepack_f32_weights(void **state)
+{
+    (void)state;
+    KilnModule *m = kiln_module_new();
+    KilnFunc *f = kiln_func_new(m, "ignored");
+    kiln_fset_ident(f, "target", "sm_89");
+    int x = kiln_func_param(f, "x", kiln_type2(KILN_F32, 2, 40));
+    int w = kiln_emit(f, KILN_OP_WEIGHT, NULL, 0, kiln_type2(KILN_F32, 3, 40), "w");
+    kiln_set_str(f, kiln_last(f), "name", "w");
+    int ops[2] = {x, w};
+    int y = kiln_emit(f, KILN_OP_QGEMM, ops, 2, kiln_type2(KILN_F32, 2, 3), "y");
+    kiln_set_ident(f, kiln_last(f), "act_dtype", "f16");
+    kiln_emit(f, KILN_OP_RETURN, &y, 1, (KilnType){0}, NULL);
+    KilnGpuLayout l;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_gpu_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+    assert_int_equal(l.family, KILN_GK_F32_FMA);
+    assert_int_equal(l.act_dtype, KILN_F16);
+    assert_int_equal(l.act_esz, 4);
+    assert_int_equal(l.wbits, 32);
+    assert_int_equal(l.KP, 64);
+    assert_int_equal(l.row_bytes, 256);
+    assert_int_equal(l.ngroups, 1);
+    assert_true(kiln_gpu_use_gemv(&l, 4096));
+    KilnTensor t;
+    KilnType wt = kiln_type2(KILN_F32, 3, 40);
+    assert_int_equal(kiln_tensor_alloc(&t, &wt), 0);
+    for (int i = 0; i < 120; i++)
+        ((float *)t.data)[i] = (float)i * 0.5f - 7.0f;
+    uint8_t *blob = malloc(l.pack_bytes);
+    assert_int_equal(kiln_gpu_prepack(&l, &t, blob, &d), 0);
+    float v[3];
+    memcpy(&v[0], blob + l.codes_off + 256 + 5 * 4, 4);  /* W[1,5] */
+    memcpy(&v[1], blob + l.codes_off + 2 * 256 + 40 * 4, 4); /* pad */
+    memcpy(&v[2], blob + l.scales_off + 2 * 4, 4);
+    assert_true(v[0] == 45 * 0.5f - 7.0f && v[1] == 0.0f && v[2] == 1.0f);
+    char *src = NULL;
+    assert_int_equal(kiln_ptx_source(f, NULL, "kq", &src, &d), 0);
+    assert_non_null(strstr(src, "#define WFMT 7\n"));
+    assert_non_null(strstr(src, "#define AROUND 1\n"));
+    free(src);
+    char names[KILN_PTX_MAX_KERNELS][96];
+    assert_int_equal(kiln_ptx_kernel_names(f, "kq", names, &d), 2); /* prep, gemv */
+    free(blob);
+    kiln_tensor_free(&t);
+    kiln_module_free(m);
+}
+
 static void test_prepack_bytes(void **state)
 {
     (void)state;
@@ -561,7 +608,7 @@ int main(void)
         cmocka_unit_test(test_template_embedded), cmocka_unit_test(test_prepack_bytes),
         cmocka_unit_test(test_layout_errors),     cmocka_unit_test(test_nvrtc_version),
         cmocka_unit_test(test_all_compile),       cmocka_unit_test(test_instructions),
-        cmocka_unit_test(test_prepack_ragged),
+        cmocka_unit_test(test_prepack_ragged),    cmocka_unit_test(test_prepack_f32_weights),
         cmocka_unit_test(test_no_spills),         cmocka_unit_test(test_kernel_names),
         cmocka_unit_test(test_odd_shapes),        cmocka_unit_test(test_nvrtc_absent),
     };

@@ -210,11 +210,6 @@ static int build_layer(Aot *s, KilnCompiler *c, int li)
             printf("  %s: no qgemm after the passes: no kernel\n", l->name);
         goto out;
     }
-    if (!rc && s->t.kind == KILN_TGT_CUDA && f->values[g->ops[1]].type.q.fmt == KILN_QF_NONE) {
-        printf("  %s: left in f32 by the recipe; no GPU kernel for f32 weights yet: run it "
-               "yourself (manifest: \"kernel\": null)\n", l->name);
-        goto out;
-    }
     cal = plan.calibrated;
     KilnLayout lay = {0};
     AotGpuKernel gk = {0};

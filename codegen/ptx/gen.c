@@ -51,6 +51,7 @@ static int wfmt_code(KilnDType dt)
     case KILN_U4: return 4;
     case KILN_E4M3: return 5;
     case KILN_E5M2: return 6;
+    case KILN_F32: return 7; /* an unquantized layer's weight */
     default: return 0;
     }
 }
@@ -127,6 +128,10 @@ static void defines(Buf *b, const KilnGpuLayout *l, const char *symbol)
     put(b, "#define AQMAX __int_as_float(0x%08x)\n#define AQMIN __int_as_float(0x%08x)\n", f32_bits(qmax),
         f32_bits(qmin));
     put(b, "#define AZERO_FMT %d\n#define AESZ %d\n", l->azero, l->act_esz);
+    /* f32-weight layers keep f16/bf16 activations as f32 values, rounded in prep */
+    put(b, "#define AROUND %d\n", l->act_esz == 4 && l->act_dtype == KILN_F16    ? 1
+                                  : l->act_esz == 4 && l->act_dtype == KILN_BF16 ? 2
+                                                                                 : 0);
     put(b, "#define HAS_BIAS %d\n#define EPI %d\n#define OUT %d\n", l->has_bias, l->epilogue,
         l->out_dt == KILN_F32 ? 0 : l->out_dt == KILN_F16 ? 1 : 2);
 }

@@ -21,7 +21,8 @@ typedef long long i64;
 #define W_U4 4
 #define W_E4M3 5
 #define W_E5M2 6
-#define WBITS ((WFMT == W_I4 || WFMT == W_U4) ? 4 : 8)
+#define W_F32 7 // an unquantized layer: f32 weights (FAM_F32 only), scale 1
+#define WBITS ((WFMT == W_I4 || WFMT == W_U4) ? 4 : WFMT == W_F32 ? 32 : 8)
 #define WROWB (KP * WBITS / 8)
 #define BM 64
 #define BN 64
@@ -194,7 +195,11 @@ extern "C" __global__ void __launch_bounds__(256) KNAME(prep)(const float *x, i6
 #if ACT == 0
     for (int k = threadIdx.x; k < KP; k += 256) {
         float v = (live && k < K_) ? x[m * K_ + k] : 0.0f;
-#if AESZ == 4
+#if AESZ == 4 && AROUND == 1
+        ((float *)s.a)[m * KP + k] = f16_to_f32(f32_to_f16(v)); // round_to(f16), kept in f32
+#elif AESZ == 4 && AROUND == 2
+        ((float *)s.a)[m * KP + k] = bf16_to_f32(f32_to_bf16(v));
+#elif AESZ == 4
         ((float *)s.a)[m * KP + k] = v;
 #elif FAM == FAM_BF16
         ((u16 *)s.a)[m * KP + k] = f32_to_bf16(v);
@@ -328,7 +333,9 @@ extern "C" __global__ void __launch_bounds__(128) KNAME(gemv)(const float *x, i6
             for (int t = 0; t < 4; t++) wv[t] = wcode(wrow, k + t) - zw;
 #else
             float wv[4];
-#if WFMT == W_E4M3 || WFMT == W_E5M2
+#if WFMT == W_F32
+            for (int t = 0; t < 4; t++) wv[t] = ((const float *)wrow)[k + t];
+#elif WFMT == W_E4M3 || WFMT == W_E5M2
             for (int t = 0; t < 4; t++) wv[t] = fp8_to_f32(wrow[k + t], WFMT == W_E4M3);
 #else
             for (int t = 0; t < 4; t++) wv[t] = (float)(wcode(wrow, k + t) - zw);
@@ -386,21 +393,6 @@ extern "C" __global__ void __launch_bounds__(128) KNAME(gemv)(const float *x, i6
 #define ROWB_W (BK * WBITS / 8)
 #define SW_STRIDE (ROWB_W + 16)
 
-// The A fragments of the warp's two 16-row m tiles of smem tile tA: row is the warp's
-// first row (g added), koff the byte offset of the k slice, as mma.m16n8k32 (bytes) /
-// m16n8k16 (16-bit pairs) reads them.
-static __device__ __forceinline__ void afrags(u32 af[2][4], const u8 *tA, int row, int koff, int tg)
-{
-    #pragma unroll
-    for (int mt = 0; mt < 2; mt++) {
-        const u8 *r0 = tA + (row + mt * 16) * SA_STRIDE + koff;
-        af[mt][0] = *(const u32 *)(r0 + tg * 4);
-        af[mt][1] = *(const u32 *)(r0 + 8 * SA_STRIDE + tg * 4);
-        af[mt][2] = *(const u32 *)(r0 + 16 + tg * 4);
-        af[mt][3] = *(const u32 *)(r0 + 8 * SA_STRIDE + 16 + tg * 4);
-    }
-}
-
 // The output row and column of accumulator element c of the warp's m tile mt / n tile
 // nt (the mma C fragment: rows g and g + 8, columns 2·tg and 2·tg + 1), from the warp's
 // first row / column.
@@ -422,6 +414,27 @@ static __device__ __forceinline__ u32 smem_addr(const void *p)
 static __device__ __forceinline__ void cp_async16(void *dst, const void *src)
 {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(smem_addr(dst)), "l"(src));
+}
+// ldmatrix: four 8x8 b16 matrices from shared memory, lanes 8q..8q+7 giving the 16-byte
+// rows of matrix q; each lane gets, of matrix q, register q = 4 bytes of row lane/4 at
+// byte 4·(lane%4): exactly an mma fragment register (rows g, bytes 4·tg) for 8-bit
+// m16n8k32 and 16-bit m16n8k16 alike. (Rows are 16-byte aligned: strides 48 and 80
+// bytes, also free of bank conflicts for 8 rows.)
+static __device__ __forceinline__ void ldsm_x4(u32 r[4], const u8 *row_addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_addr(row_addr)) : "memory");
+}
+
+// The A fragments of the warp's two 16-row m tiles of smem tile tA: row0 is the warp's
+// first row, koff the byte offset of the k slice, as mma.m16n8k32 (bytes) / m16n8k16
+// (16-bit pairs) reads them: a0 rows 0-7 bytes 0-15, a1 rows 8-15, a2 rows 0-7 bytes
+// 16-31, a3 rows 8-15 bytes 16-31 — one ldmatrix.x4 per m tile.
+static __device__ __forceinline__ void afrags(u32 af[2][4], const u8 *tA, int row0, int koff, int lane)
+{
+    int r = (lane & 7) + ((lane >> 3) & 1) * 8, c = koff + (lane >> 4) * 16;
+    #pragma unroll
+    for (int mt = 0; mt < 2; mt++) ldsm_x4(af[mt], tA + (row0 + mt * 16 + r) * SA_STRIDE + c);
 }
 
 #if FAM == FAM_S8
@@ -595,18 +608,23 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
         const u8 *tA = sA[kt & 1], *tW = sW[kt & 1];
 #if FAM == FAM_S8 || FAM == FAM_FP8
         u32 af[2][4], bf[4][2];
-        afrags(af, tA, wm * 32 + g, 0, tg);
+        afrags(af, tA, wm * 32, 0, lane);
+#if WBITS == 4
         #pragma unroll
         for (int nt = 0; nt < 4; nt++) {
             const u8 *wr = tW + (wn * 32 + nt * 8 + g) * SW_STRIDE;
-#if WBITS == 4
             bf[nt][0] = spread4(*(const u16 *)(wr + tg * 2));
             bf[nt][1] = spread4(*(const u16 *)(wr + 8 + tg * 2));
-#else
-            bf[nt][0] = *(const u32 *)(wr + tg * 4);
-            bf[nt][1] = *(const u32 *)(wr + 16 + tg * 4);
-#endif
         }
+#else
+        // 8-bit codes are the B fragments as stored: one ldmatrix.x4 per two n tiles,
+        // matrix q = (n tile 2p + q/2, bytes 16·(q%2)..) -> bf[2p + q/2][q%2]
+        #pragma unroll
+        for (int p = 0; p < 2; p++) {
+            int q = lane >> 3;
+            ldsm_x4(&bf[2 * p][0], tW + (wn * 32 + (2 * p + (q >> 1)) * 8 + (lane & 7)) * SW_STRIDE + (q & 1) * 16);
+        }
+#endif
         #pragma unroll
         for (int mt = 0; mt < 2; mt++)
             #pragma unroll
@@ -615,7 +633,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
         #pragma unroll
         for (int ks = 0; ks < 2; ks++) {
             u32 af[2][4], bf[4][2];
-            afrags(af, tA, wm * 32 + g, ks * 32, tg);
+            afrags(af, tA, wm * 32, ks * 32, lane);
             #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
                 const u8 *wr = tW + (wn * 32 + nt * 8 + g) * SW_STRIDE;
