@@ -58,7 +58,7 @@ typedef struct Aot {
 static const char *source_name(const Aot *s)
 {
     if (s->r)
-        return source_name(s);
+        return kiln_recipe_name(s->r);
     const KilnAttr *ra = s->irm && s->irm->nfuncs ? kiln_fget(s->irm->funcs[0], "recipe") : NULL;
     return ra && ra->kind == KILN_ATTR_STR && ra->s ? ra->s : s->a->recipe;
 }
