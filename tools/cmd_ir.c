@@ -61,6 +61,26 @@ int cmd_targets(const ToolArgs *a)
     return EXIT_OK;
 }
 
+/* Rule i has no example layer of its own: say so, and what its example falls under
+ * instead, since the example's kernel (f32, or another rule's) is not this rule's. */
+static void note_unexercised(const KilnRecipe *r, int i, const char *name, int *count)
+{
+    if (++*count > 5)
+        return; /* a recipe of thousands of shadowed rules: the first few, then a count */
+    int other = kiln_recipe_match(r, name);
+    char what[160];
+    if (kiln_recipe_ignored(r, name) || other < 0)
+        snprintf(what, sizeof what, "%s", kiln_recipe_ignored(r, name) ? "the ignore list (f32)"
+                                                                      : "no rule (f32)");
+    else
+        snprintf(what, sizeof what, "rule \"%.100s\" (line %d)",
+                 kiln_recipe_rule_pattern(r, other), kiln_recipe_rule_line(r, other));
+    fprintf(stderr, "kiln: note: %s:%d: rule \"%s\": no example layer name was found that this "
+            "rule governs; its example '%s' falls under %s, so this rule's kernel is not "
+            "built here (--layer NAME picks a layer of it)\n", kiln_recipe_file(r),
+            kiln_recipe_rule_line(r, i), kiln_recipe_rule_pattern(r, i), name, what);
+}
+
 /* The layers a command works on (the named one, or one example per rule), each with the
  * synthetic calibration batch of its name (tool_layer_calib: static scales and outlier
  * columns, as `kiln run` calibrates), planned together by the one planner. */
@@ -80,6 +100,8 @@ int tool_plan(const ToolArgs *a, const KilnRecipe *r, const KilnTarget *t, KilnM
         const char *name = a->layer ? a->layer : kiln_recipe_rule_example(r, i);
         if (!name)
             return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        if (!a->layer && !kiln_recipe_rule_example_lands(r, i))
+            note_unexercised(r, i, name, &p->unexercised);
         if (kiln_recipe_outliers(r, name, NULL, NULL))
             p->calib[i] = tool_layer_calib(a->seed, r, name, TOOL_CALIB_ROWS, a->K);
         else
@@ -90,6 +112,9 @@ int tool_plan(const ToolArgs *a, const KilnRecipe *r, const KilnTarget *t, KilnM
         p->layers[i] = (KilnPlanLayer){.name = name, .M = a->M, .N = a->N, .K = a->K,
                                        .calib_x = p->calib[i], .calib_rows = TOOL_CALIB_ROWS};
     }
+    if (p->unexercised > 5)
+        fprintf(stderr, "kiln: note: %d more rules without an example layer of their own\n",
+                p->unexercised - 5);
     return kiln_plan_layers(r, t, p->layers, n, m, print_after_all, d);
 }
 

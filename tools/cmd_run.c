@@ -438,6 +438,13 @@ int cmd_run(const ToolArgs *a)
         e = run_one(&rc, &plan.layers[i], m);
     if (a->verbose && !ir)
         tool_print_counts();
+    if (!e && a->check && plan.unexercised) {
+        printf("check: FAIL: %d rule%s not checked: no example layer falls under %s (notes on "
+               "stderr); run --check --layer NAME with a layer of %s\n", plan.unexercised,
+               plan.unexercised > 1 ? "s" : "", plan.unexercised > 1 ? "them" : "it",
+               plan.unexercised > 1 ? "each" : "it");
+        rc.ok = false;
+    }
     if (!e && !rc.ok)
         e = EXIT_MISMATCH;
     goto done;

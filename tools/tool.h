@@ -102,6 +102,8 @@ typedef struct ToolPlan {
     float **calib;
     float *shared; /* the one batch of every layer without outlier columns */
     int n;
+    int unexercised; /* rules whose example name another rule or the ignore list takes
+                      * (each noted on stderr): running the examples does not test them */
 } ToolPlan;
 int tool_plan(const ToolArgs *a, const struct KilnRecipe *r, const KilnTarget *t, KilnModule *m,
               FILE *print_after_all, ToolPlan *p, KilnDiag *d);
