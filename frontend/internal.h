@@ -54,6 +54,7 @@ typedef struct KRule {
     bool stored_acts; /* activations = stored: each layer's activation scheme from the model
                        * file (KilnLowerOpts.stored_act); a is then the bare `stored` value */
     char *example;
+    bool example_lands; /* the example is governed by this rule (not ignored, no earlier rule) */
 } KRule;
 
 typedef struct KPattern {

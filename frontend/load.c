@@ -521,6 +521,11 @@ const char *kiln_recipe_rule_pattern(const KilnRecipe *r, int i)
     return i >= 0 && i < r->nrules ? r->rules[i].pattern : NULL;
 }
 
+int kiln_recipe_rule_line(const KilnRecipe *r, int i)
+{
+    return i >= 0 && i < r->nrules ? r->rules[i].line : 0;
+}
+
 const char *kiln_recipe_rule_example(const KilnRecipe *r, int i)
 {
     return i >= 0 && i < r->nrules ? r->rules[i].example : NULL;

@@ -111,12 +111,20 @@ static void putc_(Buf *b, char c)
     put(b, t);
 }
 
+/* Where a name starts when its pattern leaves the start open: the first block, then
+ * others, so that `ignore = { "lua:^model%.layers%.0%." }` (the first block kept in
+ * f32) still leaves each rule an example it governs. */
+static const char *const prefixes[] = {"model.layers.0", "model.layers.1", "model.layers.2",
+                                       "model.layers.7", "model.layers.31", "layers.1",
+                                       "model.decoder.layers.1", "encoder.layer.1", "h.1"};
+enum { NPREFIXES = sizeof prefixes / sizeof prefixes[0] };
+
 /* Glob: a leading '*' stands for the model prefix, other '*' for `fill`. */
-static void glob_example(const char *p, const char *fill, Buf *b)
+static void glob_example(const char *p, const char *prefix, const char *fill, Buf *b)
 {
     for (const char *q = p; *q; q++) {
         if (*q == '*')
-            put(b, q == p ? "model.layers.0" : fill);
+            put(b, q == p ? prefix : fill);
         else if (*q == '?')
             putc_(b, 'x');
         else
@@ -126,7 +134,7 @@ static void glob_example(const char *p, const char *fill, Buf *b)
 
 /* Lua pattern: keep literal characters, one instance of each class or set,
  * drop optional items and anchors. */
-static void lua_example(const char *p, Buf *b)
+static void lua_example(const char *p, const char *prefix, Buf *b)
 {
     bool anchored = *p == '^';
     if (anchored)
@@ -183,7 +191,7 @@ static void lua_example(const char *p, Buf *b)
         p = next;
     }
     if (!anchored && (t.n == 0 || t.s[0] == '.'))
-        put(b, "model.layers.0");
+        put(b, prefix);
     put(b, str(&t));
     b->oom |= t.oom;
     free(t.s);
@@ -211,30 +219,45 @@ static void index_patterns(KilnRecipe *r)
     free(lua);
 }
 
-void kiln__make_examples(KilnRecipe *r)
+/* Rule i's example: each prefix with each fill until one lands on rule i; else the
+ * first guess, marked as not landing (kiln_recipe_rule_example_lands). */
+static void make_example(KilnRecipe *r, int i)
 {
     static const char *const fills[] = {"x", "proj", "layers.0", "up_proj", "0", "a.b"};
-    index_patterns(r);
-    for (int i = 0; i < r->nrules; i++) {
-        KRule *k = &r->rules[i];
-        Buf b = {0};
-        if (k->lua) {
-            lua_example(k->pattern, &b);
-        } else {
-            glob_example(k->pattern, fills[0], &b);
-            for (size_t f = 0; f < sizeof fills / sizeof fills[0] && !example_ok(r, i, &b); f++) {
-                Buf c = {0};
-                glob_example(k->pattern, fills[f], &c);
-                if (example_ok(r, i, &c)) {
-                    free(b.s);
-                    b = c;
-                } else {
-                    free(c.s);
-                }
+    KRule *k = &r->rules[i];
+    Buf b = {0};
+    bool ok = false;
+    for (int pi = 0; pi < NPREFIXES && !ok && !b.oom; pi++) {
+        int nf = k->lua ? 1 : (int)(sizeof fills / sizeof fills[0]);
+        for (int f = 0; f < nf && !ok; f++) {
+            Buf c = {0};
+            if (k->lua)
+                lua_example(k->pattern, prefixes[pi], &c);
+            else
+                glob_example(k->pattern, prefixes[pi], fills[f], &c);
+            ok = example_ok(r, i, &c);
+            if (ok || (!b.s && !b.oom)) { /* the one that lands, or the first guess */
+                free(b.s);
+                b = c;
+            } else {
+                free(c.s);
             }
         }
-        k->example = b.oom ? NULL : b.s ? b.s : strdup("");
-        if (b.oom)
-            free(b.s);
     }
+    k->example = b.oom ? NULL : b.s ? b.s : strdup("");
+    k->example_lands = ok;
+    if (b.oom)
+        free(b.s);
+}
+
+void kiln__make_examples(KilnRecipe *r)
+{
+    index_patterns(r);
+    for (int i = 0; i < r->nrules; i++)
+        make_example(r, i);
+}
+
+bool kiln_recipe_rule_example_lands(const KilnRecipe *r, int i)
+{
+    return i >= 0 && i < r->nrules && r->rules[i].example_lands;
 }

@@ -22,11 +22,16 @@ const char *kiln_recipe_file(const KilnRecipe *r);
 const char *kiln_recipe_target(const KilnRecipe *r); /* NULL when the recipe names none */
 int kiln_recipe_nrules(const KilnRecipe *r);
 const char *kiln_recipe_rule_pattern(const KilnRecipe *r, int i);
+int kiln_recipe_rule_line(const KilnRecipe *r, int i); /* where rule i was written */
 /* A layer name that rule i matches and that no ignore entry or earlier rule
  * takes, when the simple generator finds one (e.g. "*.mlp.*" ->
  * "model.layers.0.mlp.x"; "%.attn%.q_proj$" -> "model.layers.0.attn.q_proj");
  * otherwise its best guess. For `kiln ir` without --layer. */
 const char *kiln_recipe_rule_example(const KilnRecipe *r, int i);
+/* Whether rule i's example really falls under rule i (false: the ignore list or an
+ * earlier rule takes every name the generator tried, so running the example would
+ * not exercise the rule). */
+bool kiln_recipe_rule_example_lands(const KilnRecipe *r, int i);
 bool kiln_recipe_ignored(const KilnRecipe *r, const char *layer);
 /* rule index, -1 none/ignored. A recipe with Lua patterns matches through its
  * own small Lua state: do not match against one recipe from two threads at once. */

@@ -142,9 +142,30 @@ static int quantize_into(Interp *c, int sid, const KilnQuantSpec *spec, const Ki
     return rc ? interp_fail(c, rc, "%s", sub.msg) : 0;
 }
 
+/* The caller's grid for a weight (kiln_interp_run_grid): 1 used, 0 none, else an error. */
+static int quantize_on_grid(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
+{
+    const KilnInst *def = &c->f->insts[c->f->values[sid].def];
+    const KilnAttr *name = def->op == KILN_OP_WEIGHT ? kiln_get(def, "name") : NULL;
+    if (!c->gfn || !name || need_quant_result(c, &r->type) ||
+        need_same_shape(c, sid, &src->type, &r->type) || src->type.dt != KILN_F32)
+        return 0;
+    if (!c->gfn(c->gctx, name->s, &r->type, r->scales, r->zeros))
+        return 0;
+    KilnDiag sub = {0};
+    int rc = kiln_quantize_matrix_with(&r->type.q, src->data, rows_of(&r->type),
+                                       last_dim(&r->type), r->scales, r->zeros, r->data, &sub);
+    return rc ? -interp_fail(c, rc, "%s", sub.msg) : 1;
+}
+
 static int op_quantize(Interp *c, int sid, const KilnTensor *src, KilnTensor *r)
 {
     const KilnQuantSpec *q = &r->type.q;
+    if (kiln_value_is_weight(c->f, sid)) {
+        int g = quantize_on_grid(c, sid, src, r);
+        if (g)
+            return g < 0 ? -g : 0;
+    }
     if (!kiln_value_is_weight(c->f, sid) && !q->dynamic && !(q->scale > 0.0f))
         return interp_fail(c, KILN_EINPUT,
                            "static activation scale not calibrated: %%%s is not a weight and the spec "
@@ -478,6 +499,13 @@ static int run_inst(Interp *c, const KilnInst *in, KilnTensor *out, bool *return
 int kiln_interp_run(const KilnFunc *f, const KilnTensor *inputs, int ninputs,
                     KilnWeightFn weights, void *wctx, KilnTensor *out, KilnDiag *d)
 {
+    return kiln_interp_run_grid(f, inputs, ninputs, weights, wctx, NULL, NULL, out, d);
+}
+
+int kiln_interp_run_grid(const KilnFunc *f, const KilnTensor *inputs, int ninputs,
+                         KilnWeightFn weights, void *wctx, KilnGridFn grid, void *gctx,
+                         KilnTensor *out, KilnDiag *d)
+{
     if (out)
         memset(out, 0, sizeof *out);
     if (!f || !out)
@@ -486,7 +514,7 @@ int kiln_interp_run(const KilnFunc *f, const KilnTensor *inputs, int ninputs,
         return kiln_diag_set(d, KILN_EINPUT, "@%s: %d inputs announced but none given", f->name,
                              ninputs);
     size_t nv = (size_t)(f->nvalues > 0 ? f->nvalues : 1);
-    Interp c = {.f = f, .d = d, .wfn = weights, .wctx = wctx};
+    Interp c = {.f = f, .d = d, .wfn = weights, .wctx = wctx, .gfn = grid, .gctx = gctx};
     c.vals = calloc(nv, sizeof *c.vals);
     c.ready = calloc(nv, sizeof *c.ready);
     c.owned = calloc(nv, sizeof *c.owned);

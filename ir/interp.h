@@ -21,6 +21,8 @@ typedef struct Interp {
     bool *ready, *owned;
     KilnWeightFn wfn;
     void *wctx;
+    KilnGridFn gfn; /* NULL: weights are rounded to nearest */
+    void *gctx;
 } Interp;
 
 /* interp.c */

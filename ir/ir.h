@@ -371,5 +371,16 @@ typedef int (*KilnWeightFn)(void *ctx, const char *name, KilnTensor *out, KilnDi
  * value into *out (allocated by the interpreter; caller frees). */
 int kiln_interp_run(const KilnFunc *f, const KilnTensor *inputs, int ninputs,
                     KilnWeightFn weights, void *wctx, KilnTensor *out, KilnDiag *d);
+/* A weight's quantization grid chosen elsewhere (GPTQ, AWQ, a checkpoint), for the
+ * `quantize` of the weight named `name` to type t: fill scales[kiln_type_nscales(t)]
+ * (and zeros, when non-NULL: asymmetric int) and return 1; return 0 for none (round to
+ * nearest, as without a grid). */
+typedef int (*KilnGridFn)(void *ctx, const char *name, const KilnType *t, float *scales,
+                          int32_t *zeros);
+/* kiln_interp_run where each weight's quantize asks grid first (NULL: never): the
+ * reference of a kernel whose weights were quantized onto such a grid. */
+int kiln_interp_run_grid(const KilnFunc *f, const KilnTensor *inputs, int ninputs,
+                         KilnWeightFn weights, void *wctx, KilnGridFn grid, void *gctx,
+                         KilnTensor *out, KilnDiag *d);
 
 #endif

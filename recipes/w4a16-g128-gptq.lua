@@ -2,7 +2,7 @@
 -- each column's rounding error is compensated on the columns not yet quantized,
 -- using the layer's input statistics (X^T X) from calibration text. Same kernels and
 -- bytes as round-to-nearest; the layer outputs are closer to f32's. kiln eval and
--- kiln quantize calibrate; kiln run (random data) rounds to nearest.
+-- kiln quantize calibrate on text; kiln run runs GPTQ on a synthetic calibration batch.
 return recipe "w4a16-g128-gptq" {
   ignore = { "lm_head" },
   rule "*" {

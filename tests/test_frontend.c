@@ -179,7 +179,9 @@ static void test_lua_patterns(void **state)
     assert_int_equal(kiln_recipe_match(r, "mlp"), 2);
     /* examples: literal characters of the Lua pattern, a model prefix */
     const char *ex0 = kiln_recipe_rule_example(r, 0);
-    assert_string_equal(ex0, "model.layers.0.q_proj");
+    /* layers 0 and 1 are ignored: the example moves on to a block the rule governs */
+    assert_string_equal(ex0, "model.layers.2.q_proj");
+    assert_int_equal(kiln_recipe_match(r, ex0), 0);
     assert_string_equal(kiln_recipe_rule_example(r, 1), "layers.0.mlp");
     assert_int_equal(kiln_recipe_match(r, kiln_recipe_rule_example(r, 1)), 1);
     kiln_recipe_free(r);

@@ -13,6 +13,7 @@
 #include "frontend/recipe.h"
 #include "ir/numerics.h"
 #include "kiln.h"
+#include "model/eval/layer_method.h"
 #include "passes/passes.h"
 #include "tool.h"
 
@@ -31,14 +32,46 @@ typedef struct LayerData {
     KilnTensor wq;  /* quantized W, valid when have_wq */
     bool have_wq;
     float *deq;     /* dequantize(wq) */
+    /* The rule's method on this layer (tool_plan): w is then its f32 weight after the
+     * method (wt), the quantized layer takes lm->qw on lm's grid when GPTQ gave one;
+     * f32_ref: the reference function is being run (it takes w). */
+    const KilnLayerMethod *lm;
+    bool f32_ref;
 } LayerData;
 
-static int layer_data_init(LayerData *ld, uint64_t seed, const char *layer, int64_t N, int64_t K)
+/* The weight the quantized layer takes: GPTQ's grid values, else w. */
+static const float *kernel_weight(const LayerData *ld)
+{
+    return ld->lm && ld->lm->qw ? ld->lm->qw : ld->w;
+}
+
+static int layer_data_init(LayerData *ld, uint64_t seed, const char *layer, int64_t N, int64_t K,
+                           const KilnLayerMethod *lm)
 {
     *ld = (LayerData){.seed = seed, .N = N, .K = K};
     snprintf(ld->wname, sizeof ld->wname, "%s.weight", layer);
     snprintf(ld->bname, sizeof ld->bname, "%s.bias", layer);
-    return tool_layer_data(seed, layer, N, K, &ld->w, &ld->b);
+    int rc = tool_layer_data(seed, layer, N, K, &ld->w, &ld->b);
+    if (!rc && lm && lm->wt && lm->N == N && lm->K == K) {
+        ld->lm = lm;
+        memcpy(ld->w, lm->wt, sizeof(float) * (size_t)(N * K));
+    }
+    return rc;
+}
+
+/* kiln_interp_run_grid's question: the method's grid for the layer's weight. */
+static int method_grid(void *ctx, const char *name, const KilnType *t, float *scales,
+                       int32_t *zeros)
+{
+    const LayerData *ld = ctx;
+    const KilnLayerMethod *lm = ld->lm;
+    int64_t ns = kiln_type_nscales(t);
+    if (!lm || !lm->scale || strcmp(name, ld->wname) || ns > lm->nscales || (zeros && !lm->zero))
+        return 0;
+    memcpy(scales, lm->scale, sizeof(float) * (size_t)ns);
+    if (zeros)
+        memcpy(zeros, lm->zero, sizeof(int32_t) * (size_t)ns);
+    return 1;
 }
 
 static void layer_data_free(LayerData *ld)
@@ -58,9 +91,14 @@ static const KilnTensor *layer_quantized(LayerData *ld, const KilnType *wqt, Kil
         kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
         return NULL;
     }
-    if (kiln_quantize_matrix(&wqt->q, ld->w, ld->N, ld->K, ld->wq.data, ld->wq.scales,
-                             ld->wq.zeros, d))
+    if (method_grid(ld, ld->wname, wqt, ld->wq.scales, ld->wq.zeros)) {
+        if (kiln_quantize_matrix_with(&wqt->q, kernel_weight(ld), ld->N, ld->K, ld->wq.scales,
+                                      ld->wq.zeros, ld->wq.data, d))
+            return NULL;
+    } else if (kiln_quantize_matrix(&wqt->q, ld->w, ld->N, ld->K, ld->wq.data, ld->wq.scales,
+                                    ld->wq.zeros, d)) {
         return NULL;
+    }
     ld->have_wq = true;
     return &ld->wq;
 }
@@ -74,7 +112,7 @@ static int make_weight(void *ctx, const char *name, KilnTensor *out, KilnDiag *d
         return kiln_diag_set(d, KILN_EINTERNAL, "weight '%s' is not f32", name);
     int64_t n = kiln_type_numel(&out->type);
     if (!strcmp(name, ld->wname) && n == ld->N * ld->K)
-        memcpy(out->data, ld->w, sizeof(float) * (size_t)n);
+        memcpy(out->data, ld->f32_ref ? ld->w : kernel_weight(ld), sizeof(float) * (size_t)n);
     else if (!strcmp(name, ld->bname) && n == ld->N)
         memcpy(out->data, ld->b, sizeof(float) * (size_t)n);
     else
@@ -220,7 +258,10 @@ static int run_api(RunCtx *rc, const KilnPlanLayer *p, const float *x, const Lay
                    void **yout)
 {
     int64_t M = p->M, N = p->N, K = p->K;
-    kiln_layer_desc desc = {.name = p->name, .N = N, .K = K, .weight = ld->w, .bias = ld->b};
+    kiln_layer_desc desc = {.name = p->name, .N = N, .K = K, .weight = kernel_weight(ld),
+                            .bias = ld->b};
+    if (ld->lm && ld->lm->scale) /* the method's grid, as kiln eval hands it over */
+        desc.weight_scale = ld->lm->scale, desc.weight_zero = ld->lm->zero;
     kiln_layer *l = NULL;
     int e = EXIT_OK;
     if (kiln_layer_create_planned(rc->api, p, &desc, &l)) {
@@ -268,7 +309,21 @@ static void print_calibration(const KilnInst *g)
     printf("\n");
 }
 
-static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
+/* What the rule's method did on the synthetic layer, or that it did not run. */
+static void print_method(const KilnLayerMethod *lm)
+{
+    if (lm && lm->skipped[0])
+        printf("  method NOT applied, the kernel rounds to nearest: %s\n", lm->skipped);
+    if (!lm || !lm->wt)
+        return;
+    printf("  method %s ran on a synthetic calibration batch of %lld rows; the kernel takes its "
+           "weights%s\n", lm->ran, (long long)lm->rows,
+           lm->in_div || lm->in_perm ? " and the input as the method transforms it" : "");
+    printf("  weight error vs f32 on %lld of those rows: SQNR %.2f dB (round to nearest: %.2f "
+           "dB)\n", (long long)lm->sqnr_rows, lm->sqnr_db, lm->rtn_sqnr_db);
+}
+
+static int run_one(RunCtx *rc, const KilnPlanLayer *p, const KilnLayerMethod *lm, KilnModule *m)
 {
     const ToolArgs *a = rc->a;
     KilnFunc *f = p->f;
@@ -288,7 +343,7 @@ static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
     LayerData ld;
     void *ycpu = NULL;
     int e = EXIT_OK;
-    if (layer_data_init(&ld, a->seed, f->name, N, K) || kiln_tensor_alloc(&x, xt)) {
+    if (layer_data_init(&ld, a->seed, f->name, N, K, lm) || kiln_tensor_alloc(&x, xt)) {
         fprintf(stderr, "kiln: out of memory for the data of layer %s (M=%lld N=%lld K=%lld)\n",
                 f->name, (long long)M, (long long)N, (long long)K);
         layer_data_free(&ld);
@@ -297,6 +352,11 @@ static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
     tool_fill_normal(x.data, M * K, a->seed, "x", 1.0f);
     /* the planted channels of the plan's calibration batch (tool_plan) */
     tool_layer_outliers(a->seed, rc->r, f->name, x.data, M, K);
+    if (ld.lm && kiln_layer_method_input(ld.lm, x.data, M)) { /* x[:, perm] / s */
+        fprintf(stderr, "kiln: out of memory for the input of layer %s\n", f->name);
+        e = EXIT_INTERNAL;
+        goto out;
+    }
     if (p->calibrated && a->verbose)
         print_calibration(g);
 
@@ -306,6 +366,7 @@ static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
     printf("layer %s  M=%lld N=%lld K=%lld  target %s  kernel %s\n", f->name, (long long)M,
            (long long)N, (long long)K, rc->t->name,
            lay ? lay->s : (g->op == KILN_OP_MATMUL ? "f32 matmul (not quantized)" : "-"));
+    print_method(lm);
     if (cpu && g->op != KILN_OP_QGEMM) {
         fprintf(stderr, "kiln: func @\"%s\": the passes left a matmul, no kernel to run\n",
                 f->name);
@@ -314,7 +375,7 @@ static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
     }
     bool need_interp = !dev || a->check;
     double t0 = kiln_now_ms();
-    if (need_interp && kiln_interp_run(f, &x, 1, make_weight, &ld, &yi, &d)) {
+    if (need_interp && kiln_interp_run_grid(f, &x, 1, make_weight, &ld, method_grid, &ld, &yi, &d)) {
         tool_error(&d);
         e = tool_exit_code(d.code);
         goto out;
@@ -333,7 +394,10 @@ static int run_one(RunCtx *rc, const KilnPlanLayer *p, KilnModule *m)
         goto out;
 
     KilnFunc *rf = reference_func(m, f, g);
-    if (kiln_interp_run(rf, &x, 1, make_weight, &ld, &yref, &d)) {
+    ld.f32_ref = true; /* x' · wtᵀ = x · Wᵀ: the method's f32 weight, not its grid */
+    int rrc = kiln_interp_run(rf, &x, 1, make_weight, &ld, &yref, &d);
+    ld.f32_ref = false;
+    if (rrc) {
         tool_error(&d);
         e = tool_exit_code(d.code);
         goto out;
@@ -398,7 +462,7 @@ int cmd_run(const ToolArgs *a)
     KilnRecipe *r = NULL;
     KilnModule *m = kiln_module_new();
     RunCtx rc = {.a = a, .ok = true};
-    ToolPlan plan = {0};
+    ToolPlan plan = {.methods = !ir}; /* the recipe's methods on the synthetic layers */
     int e = EXIT_OK;
     int krc = !m ? kiln_diag_set(&d, KILN_EINTERNAL, "out of memory")
               : ir ? tool_ir_load(a->recipe, m, &d)
@@ -435,9 +499,16 @@ int cmd_run(const ToolArgs *a)
     if (!named_arch && (krc = plan_input(a, r, &t, m, &plan, &d)))
         goto fail;
     for (int i = 0; i < plan.n && !e; i++)
-        e = run_one(&rc, &plan.layers[i], m);
+        e = run_one(&rc, &plan.layers[i], plan.method ? &plan.method[i] : NULL, m);
     if (a->verbose && !ir)
         tool_print_counts();
+    if (!e && a->check && plan.unexercised) {
+        printf("check: FAIL: %d rule%s not checked: no example layer falls under %s (notes on "
+               "stderr); run --check --layer NAME with a layer of %s\n", plan.unexercised,
+               plan.unexercised > 1 ? "s" : "", plan.unexercised > 1 ? "them" : "it",
+               plan.unexercised > 1 ? "each" : "it");
+        rc.ok = false;
+    }
     if (!e && !rc.ok)
         e = EXIT_MISMATCH;
     goto done;

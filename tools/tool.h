@@ -102,6 +102,13 @@ typedef struct ToolPlan {
     float **calib;
     float *shared; /* the one batch of every layer without outlier columns */
     int n;
+    int unexercised; /* rules whose example name another rule or the ignore list takes
+                      * (each noted on stderr): running the examples does not test them */
+    /* in: run each layer's calibrated method (GPTQ, AWQ, SmoothQuant) on its synthetic
+     * weights (tool_layer_data) and a calibration batch of 8K rows (64..8192), and plan
+     * the layer on its input after the method (kiln run); out: per layer, what ran */
+    bool methods;
+    struct KilnLayerMethod *method;
 } ToolPlan;
 int tool_plan(const ToolArgs *a, const struct KilnRecipe *r, const KilnTarget *t, KilnModule *m,
               FILE *print_after_all, ToolPlan *p, KilnDiag *d);

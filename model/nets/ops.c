@@ -219,6 +219,21 @@ static bool all_finite(const float *v, int64_t n)
     return true;
 }
 
+/* A layer the API refused: the API's message names the layer already when the lowering
+ * refused it ("file:line: layer 'NAME': ..."), so only the shape is added then. */
+static int layer_error(KilnDiag *d, const KilnLinear *l, const char *err)
+{
+    size_t n = strlen(l->name);
+    bool named = false;
+    for (const char *p = strstr(err, "layer '"); p && !named; p = strstr(p + 1, "layer '"))
+        named = !strncmp(p + 7, l->name, n) && p[7 + n] == '\'';
+    if (named)
+        return kiln_diag_set(d, KILN_EINPUT, "%s (%lldx%lld)", err, (long long)l->N,
+                             (long long)l->K);
+    return kiln_diag_set(d, KILN_EINPUT, "layer %s (%lldx%lld): %s", l->name, (long long)l->N,
+                         (long long)l->K, err);
+}
+
 /* The first output with a NaN or an infinity marks the layer (KilnLinear.nonfinite_*). */
 static void watch_finite(KilnLinear *l, const float *x, int64_t M, const float *y)
 {
@@ -336,8 +351,7 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
             desc.weight_format = l->q_format;
         kiln_layer *kl = NULL;
         if (kiln_layer_create(rc->ctx, rc->recipe, &desc, &kl))
-            return kiln_diag_set(d, KILN_EINPUT, "layer %s (%lldx%lld): %s", l->name,
-                                 (long long)l->N, (long long)l->K, kiln_error(rc->ctx));
+            return layer_error(d, l, kiln_error(rc->ctx));
         l->kl = kl;
         l->kernel = kiln_layer_describe(kl);
         l->wbytes = kiln_layer_weight_bytes(kl);
