@@ -28,7 +28,7 @@ int kiln_checkpoint_compat_text(const KilnCkptCompat *k, char *buf, size_t n)
                  "%d layer(s) (first: %s) keep act-order groups (act_order = \"group\"): "
                  "written as the legacy \"actorder\": \"group\" with weight_g_idx, which "
                  "compressed-tensors >= 0.19 and transformers with it refuse (\"has been "
-                 "removed\"); vLLM and compressed-tensors <= 0.18 load it. For today's "
+                 "removed\"); compressed-tensors <= 0.18 reads it. For today's "
                  "releases use act_order = \"static\"\n",
                  k->ngidx, k->gidx_layer);
         lines++;
