@@ -88,6 +88,21 @@ const KilnQLinear *kiln_checkpoint_find(const KilnCheckpoint *c, const char *nam
 /* Writes dir/model.safetensors and dir/config.json (with quantization_config) in the
  * compressed-tensors layout each layer's format calls for. */
 int kiln_checkpoint_write(const char *dir, const KilnCheckpoint *c, KilnDiag *d);
+
+/* What kiln_checkpoint_write would write that today's releases (compressed-tensors
+ * 0.20, transformers 5.x) do not load as written (docs/checkpoints.md, "Known upstream
+ * limits"); each name is the first such layer, "" when none. */
+typedef struct KilnCkptCompat {
+    int ngroups;           /* config groups: > 1 breaks CompressedTensorsConfig(dequantize=True) */
+    int ngidx;             /* layers with a real act-order g_idx: legacy "actorder": "group" */
+    char gidx_layer[256];
+    int nasym_packed;      /* asymmetric pack-quantized layers: packed zero points */
+    char asym_layer[256];
+} KilnCkptCompat;
+int kiln_checkpoint_compat(const KilnCheckpoint *c, KilnCkptCompat *out, KilnDiag *d);
+/* One line per limit that applies ("" when none): what fails where, and what to do
+ * instead. Returns the number of lines. */
+int kiln_checkpoint_compat_text(const KilnCkptCompat *k, char *buf, size_t n);
 /* Reads a directory holding *.safetensors (+ config.json) in any of the layouts above. */
 int kiln_checkpoint_read(const char *dir, KilnCheckpoint *out, KilnDiag *d);
 

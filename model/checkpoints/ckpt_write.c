@@ -153,6 +153,62 @@ static bool same_scheme(const Scheme *x, const Scheme *y)
            same_spec(&x->a, &y->a, false);
 }
 
+static int oom(KilnDiag *d) { return kiln_diag_set(d, KILN_EINTERNAL, "out of memory"); }
+
+/* Every layer's scheme (ls[nlin]) and config group (grp), the groups' schemes in sch.
+ * Layers that differ only in their stored group size (a ragged K stored at gcd(g, K))
+ * are stored at the gcd of their group sizes, so one recipe rule gives one config
+ * group: transformers' dequantize=True takes the first group's scheme for every layer
+ * (docs/checkpoints.md). */
+static int plan_groups(const KilnCheckpoint *c, Scheme *ls, Scheme *sch, int *grp, int *ngrp,
+                       KilnDiag *d)
+{
+    for (int i = 0; i < c->nlin; i++) {
+        int rc = layer_scheme(c, &c->lin[i], &ls[i], d);
+        if (rc)
+            return rc;
+    }
+    for (int i = 0; i < c->nlin; i++) {
+        Scheme x = ls[i];
+        for (int j = 0; j < c->nlin; j++) {
+            x.group = ls[j].group;
+            if (same_scheme(&x, &ls[j]))
+                ls[i].group = (int32_t)gcd64(ls[i].group, ls[j].group);
+        }
+    }
+    *ngrp = 0;
+    for (int i = 0; i < c->nlin; i++) {
+        int g = 0;
+        while (g < *ngrp && !same_scheme(&sch[g], &ls[i]))
+            g++;
+        if (g == *ngrp)
+            sch[(*ngrp)++] = ls[i];
+        grp[i] = g;
+    }
+    return 0;
+}
+
+int kiln_checkpoint_compat(const KilnCheckpoint *c, KilnCkptCompat *out, KilnDiag *d)
+{
+    memset(out, 0, sizeof *out);
+    Scheme *ls = calloc((size_t)c->nlin + 1, sizeof *ls);
+    Scheme *sch = calloc((size_t)c->nlin + 1, sizeof *sch);
+    int *grp = calloc((size_t)c->nlin + 1, sizeof *grp);
+    int rc = ls && sch && grp ? plan_groups(c, ls, sch, grp, &out->ngroups, d) : oom(d);
+    for (int i = 0; !rc && i < c->nlin; i++) {
+        const Scheme *s = &ls[i];
+        if (s->gidx && !out->ngidx++)
+            snprintf(out->gidx_layer, sizeof out->gidx_layer, "%s", c->lin[i].name);
+        if (!s->w.symmetric && s->w.gran != KILN_GRAN_TENSOR &&
+            strcmp(s->format, "pack-quantized") == 0 && !out->nasym_packed++)
+            snprintf(out->asym_layer, sizeof out->asym_layer, "%s", c->lin[i].name);
+    }
+    free(ls);
+    free(sch);
+    free(grp);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ tensors */
 
 /* Everything model.safetensors will hold; buffers owned here until written. */
@@ -223,7 +279,6 @@ static int out_add(Out *o, const char *module, const char *suffix, KilnModelType
     return 0;
 }
 
-static int oom(KilnDiag *d) { return kiln_diag_set(d, KILN_EINTERNAL, "out of memory"); }
 
 /* Integer codes as compressed-tensors holds them: signed, q - 2^(bits-1) for kiln's
  * unsigned (asymmetric) codes. Checks the range of every code. */
@@ -645,22 +700,13 @@ int kiln_checkpoint_write(const char *dir, const KilnCheckpoint *c, KilnDiag *d)
             return kiln_diag_set(d, KILN_EINPUT, "kv_cache_scheme: %s has no compressed-tensors "
                                  "form (int8 or fp8_e4m3)", kiln_qformat_name(c->kv.fmt));
     }
+    Scheme *ls = calloc((size_t)c->nlin + 1, sizeof *ls);
     Scheme *sch = calloc((size_t)c->nlin + 1, sizeof *sch);
     int *grp = calloc((size_t)c->nlin + 1, sizeof *grp);
     Out o = {0};
-    int ngrp = 0, rc = sch && grp ? 0 : oom(d);
-    for (int i = 0; !rc && i < c->nlin; i++) {
-        Scheme s;
-        if ((rc = layer_scheme(c, &c->lin[i], &s, d)))
-            break;
-        int g = 0;
-        while (g < ngrp && !same_scheme(&sch[g], &s))
-            g++;
-        if (g == ngrp)
-            sch[ngrp++] = s;
-        grp[i] = g;
-        rc = add_layer(&o, &c->lin[i], &s, d);
-    }
+    int ngrp = 0, rc = ls && sch && grp ? plan_groups(c, ls, sch, grp, &ngrp, d) : oom(d);
+    for (int i = 0; !rc && i < c->nlin; i++)
+        rc = add_layer(&o, &c->lin[i], &ls[i], d);
     for (int i = 0; !rc && i < c->nt; i++) {
         const KilnCkptTensor *t = &c->t[i];
         rc = out_add(&o, t->name, NULL, KILN_MT_F32, t->rank, t->dim, t->data, d);
@@ -686,6 +732,7 @@ int kiln_checkpoint_write(const char *dir, const KilnCheckpoint *c, KilnDiag *d)
             rc = kiln_rt_write_file(path, f->data, f->len, d);
         }
     }
+    free(ls);
     free(sch);
     free(grp);
     return rc;

@@ -161,6 +161,25 @@ static int capture_static(const KilnQuantizeOpts *o, const KilnRunCtx *rc, KilnL
     return r;
 }
 
+/* The limits of today's releases the written checkpoint runs into, one stderr warning
+ * each (docs/checkpoints.md, "Known upstream limits"). */
+static int warn_compat(const KilnCheckpoint *ck, KilnDiag *d)
+{
+    KilnCkptCompat k;
+    int rc = kiln_checkpoint_compat(ck, &k, d);
+    char buf[2048];
+    if (rc || !kiln_checkpoint_compat_text(&k, buf, sizeof buf))
+        return rc;
+    for (char *line = buf, *e; *line; line = e + 1) {
+        if (!(e = strchr(line, '\n')))
+            e = line + strlen(line) - 1;
+        fprintf(stderr, "kiln quantize: warning: %.*s\n", (int)(e - line), line);
+        if (!e[1])
+            break;
+    }
+    return 0;
+}
+
 int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
 {
     char path[4096];
@@ -234,6 +253,8 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
     if (!rc)
         kiln_progress_end(o->progress);
     kiln_progress_clear(o->progress);
+    if (!rc)
+        rc = warn_compat(&ck, d);
     if (!rc)
         printf("kiln quantize: %s with %s: %d layers quantized, %d kept in f32; methods %.1f s; "
                "wrote %s (%s)\n",

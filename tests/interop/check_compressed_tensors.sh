@@ -2,8 +2,9 @@
 # tests/interop/check_compressed_tensors.sh — checks kiln's compressed-tensors
 # checkpoints with the real libraries (docs/checkpoints.md, "Interop check"):
 # compressed-tensors' own decompressor must give exactly kiln's dequantized weights,
-# and Hugging Face transformers must load kiln's SmolLM2 export with kiln's tokens
-# and logits.
+# and Hugging Face transformers' from_pretrained must load kiln's SmolLM2 exports
+# (symmetric; asymmetric with dequantize=True) with kiln's tokens and logits, and
+# generate kiln's greedy tokens.
 #
 #   check_compressed_tensors.sh                      kiln_interop_write's checkpoints
 #   check_compressed_tensors.sh DIR [DEQUANT]        a `kiln quantize --dequant -o DIR`
@@ -29,7 +30,7 @@ skip() { echo "SKIP: $*"; exit 77; }
 log() { echo "interop: $*"; }
 
 if [ $# -gt 2 ] || [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 
@@ -126,7 +127,7 @@ model=--smollm2
 # shellcheck disable=SC2086 # $model is one flag or nothing
 "$writer" "$tmp" $model || exit 1
 dirs=("$tmp/mixed")
-[ -d "$tmp/smollm2" ] && dirs+=("$tmp/smollm2")
+[ -d "$tmp/smollm2" ] && dirs+=("$tmp/smollm2" "$tmp/smollm2_asym")
 check "${dirs[@]}"
 rc=$?
 PYTHONPATH="$venv/ct-$ct_legacy" check "$tmp/mixed_gidx"
