@@ -225,7 +225,7 @@ int kiln_report_plot(const char *png_path, const char *script, char *why, size_t
         size_t l = strlen(png_path);
         bool svg = l > 4 && !strcmp(png_path + l - 4, ".svg");
         fprintf(w, "set terminal %s\nset output '%s'\n%s\n",
-                svg ? "svg size 900,500 dynamic" : "pngcairo size 900,500", png_path, script);
+                svg ? "svg noenhanced size 900,500 dynamic" : "pngcairo noenhanced size 900,500", png_path, script);
         fclose(w);
     } else {
         close(fd[1]);

@@ -81,13 +81,76 @@ static void plot_text(char *dst, size_t n, const char *s)
     dst[j] = 0;
 }
 
+/* A layer's kind: its name after the block number ("model.layers.3.mlp.up_proj" ->
+ * "mlp.up_proj"), or the whole name outside the blocks (lm_head). */
+static const char *layer_kind(const char *name)
+{
+    for (const char *p = name; *p; p++)
+        if (p[0] == '.' && p[1] >= '0' && p[1] <= '9') {
+            const char *q = p + 1 + strspn(p + 1, "0123456789");
+            if (*q == '.')
+                return q + 1;
+        }
+    return name;
+}
+
+#define PLOT_MAX_KINDS 8
+
+/* Plotted: quantized layers. One the recipe left in f32 (ignored) measures only the
+ * rounding of two f32 kernels (~120 dB) and would flatten the rest; the table has it. */
+static bool plotted(const KilnLinear *l)
+{
+    return isfinite(kiln_eval_sqnr_db(l)) && strcmp(l->kernel, "f32") &&
+           !strstr(l->kernel, ": w f32,");
+}
+
+/* The plot's data: one series per layer kind (a person sees at once which projection
+ * suffers), or one series when there are more kinds than a key holds. Layers that ran
+ * in f32 (infinite SQNR) are left out. Returns the points written. */
+static int plot_series(const KilnEvalOut *o, char *script, size_t cap, size_t p)
+{
+    const char *kinds[PLOT_MAX_KINDS];
+    int nk = 0, np = 0;
+    bool one = false;
+    for (int i = 0; i < o->nl && !one; i++) {
+        const char *k = layer_kind(o->ls[i].name);
+        int j = 0;
+        while (j < nk && strcmp(kinds[j], k))
+            j++;
+        if (j == nk && plotted(&o->ls[i]))
+            nk < PLOT_MAX_KINDS ? (void)(kinds[nk++] = k) : (void)(one = true);
+    }
+    if (one || nk == 0)
+        nk = 1;
+    char t[64];
+    p += (size_t)snprintf(script + p, cap - p, "%s\nplot ", one || nk == 1 ? "set key off"
+                                                                         : "set key outside");
+    for (int j = 0; j < nk && p < cap; j++) {
+        plot_text(t, sizeof t, one ? "" : kinds[j]);
+        p += (size_t)snprintf(script + p, cap - p,
+                              "%s'-' using 1:2 title \"%s\" with linespoints pt 7 ps 0.6",
+                              j ? ", " : "", t);
+    }
+    p += (size_t)snprintf(script + p, p < cap ? cap - p : 0, "\n");
+    for (int j = 0; j < nk && p < cap; j++) {
+        for (int i = 0; i < o->nl && p < cap; i++) {
+            if (plotted(&o->ls[i]) &&
+                (one || nk == 1 || !strcmp(layer_kind(o->ls[i].name), kinds[j])))
+                p += (size_t)snprintf(script + p, cap - p, "%d %.4f\n", i,
+                                      kiln_eval_sqnr_db(&o->ls[i])),
+                    np++;
+        }
+        p += (size_t)snprintf(script + p, p < cap ? cap - p : 0, "e\n");
+    }
+    return p < cap ? np : 0;
+}
+
 /* The SQNR-against-depth plot beside path; writes its link or why there is none. */
 static void sqnr_plot(const KilnEvalOut *o, const char *path, FILE *f)
 {
     char png[4200], base[1100], why[300], title[300];
-    size_t cap = 1024 + (size_t)o->nl * 48;
+    size_t cap = 2048 + (size_t)o->nl * 40;
     char *script = malloc(cap);
-    int np = 0;
     if (kiln_report_beside(path, "-sqnr.png", png, sizeof png, base, sizeof base) || !script) {
         fprintf(f, "No plot: its file name would be too long.\n\n");
         free(script);
@@ -97,18 +160,11 @@ static void sqnr_plot(const KilnEvalOut *o, const char *path, FILE *f)
     size_t p = (size_t)snprintf(script, cap,
                                 "set title \"per-layer SQNR vs f32: %s\"\n"
                                 "set xlabel \"layer index (depth, model order)\"\n"
-                                "set ylabel \"SQNR (dB)\"\nset grid\nset key off\n"
-                                "plot '-' using 1:2 with linespoints pt 7 ps 0.6\n",
-                                title);
-    for (int i = 0; i < o->nl && p < cap; i++) {
-        double s = kiln_eval_sqnr_db(&o->ls[i]);
-        if (isfinite(s))
-            p += (size_t)snprintf(script + p, cap - p, "%d %.4f\n", i, s), np++;
-    }
-    if (p < cap)
-        snprintf(script + p, cap - p, "e\n");
+                                "set ylabel \"SQNR (dB)\"\nset grid\nset xrange [-1:%d]\n",
+                                title, o->nl);
+    int np = plot_series(o, script, cap, p);
     if (!np)
-        snprintf(why, sizeof why, "no layer has a finite SQNR (every layer ran in f32)");
+        snprintf(why, sizeof why, "every layer ran in f32 (nothing quantized to plot)");
     if (np && !kiln_report_plot(png, script, why, sizeof why))
         fprintf(f, "![per-layer SQNR against depth](%s)\n\n", base);
     else
@@ -133,7 +189,7 @@ void kiln_eval_report(const KilnEvalOut *o, const char *cmdline, const char *pat
                      "f32's.");
     fprintf(f, "SQNR (dB) of each linear layer's output under the recipe against f32's on the "
                "same input, 10·log10(Σ y² / Σ (y − y_f32)²); higher is better, inf: the layer "
-               "ran in f32.\n\n");
+               "ran in f32. The plot leaves out layers the recipe kept in f32.\n\n");
     if (o->order && o->nl > 0)
         fprintf(f, "Worst layer: `%s` at %.2f dB.\n\n", o->order[0]->name,
                 kiln_eval_sqnr_db(o->order[0]));
