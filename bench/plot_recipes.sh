@@ -38,8 +38,11 @@ for r in "${recipes[@]}"; do
     echo "plot_recipes.sh: $r failed (left out)" >&2
   fi
 done
-# one line per point: name, weight MB, metric; f32 once (every run has the same f32 row)
-metric=$(python3 - "$json" "$out/recipes.dat" "$out/recipes.md" "$model" "$cmdline" <<'PY'
+# the points: one gnuplot data block per recipe (its name the block's header, for the
+# key), f32 once (every run has the same f32 row). Cosines are plotted as 1 - cos on a
+# log scale, which separates recipes that all sit near 1; f32 (1 - cos = 0) is then
+# named in the title instead.
+read -r metric npts f32mb < <(python3 - "$json" "$out/recipes.dat" "$out/recipes.md" "$model" "$cmdline" <<'PY'
 import json, sys
 src, dat, md, model, cmd = sys.argv[1:]
 rows, metric, text, pos = [], "cos_mean", open(src).read(), 0
@@ -52,36 +55,51 @@ while text[pos:].strip():  # one JSON document per run, each over several lines
         if i == 0 and any(x[0] == "f32" for x in rows):
             continue
         rows.append((r["name"], r["weight_bytes"] / 1e6, r[metric]))
+f32mb, n = 0, 0
 with open(dat, "w") as f:
-    for n, mb, m in rows:
-        f.write('"%s" %.4f %.6f\n' % (n.replace('"', "'"), mb, m))
+    for name, mb, m in sorted(rows, key=lambda x: (x[1], x[0])):
+        y = m if metric == "ppl" else 1 - m
+        if name == "f32":
+            f32mb = mb
+        if metric != "ppl" and y <= 0:
+            continue
+        f.write('"%s" MB y\n%.4f %.8g\n\n\n' % (name.replace('"', "'"), mb, y))
+        n += 1
 with open(md, "w") as f:
     f.write("# Quality against weight bytes across recipes (%s)\n\n" % model)
     f.write("command: `%s`\n\n" % cmd.strip())
     f.write("| recipe | weight_MB | %s |\n|---|---:|---:|\n" % metric)
-    for n, mb, m in sorted(rows, key=lambda x: x[1]):
-        f.write("| %s | %.2f | %.5f |\n" % (n.replace("|", "\\|"), mb, m))
-print(metric)
+    for name, mb, m in sorted(rows, key=lambda x: (x[1], x[0])):
+        f.write("| %s | %.2f | %.5f |\n" % (name.replace("|", "\\|"), mb, m))
+print(metric, n, "%.2f" % f32mb)
 PY
 )
-ylabel=$([[ $metric == ppl ]] && echo "perplexity (lower is better)" || echo "mean cosine vs f32 (higher is better)")
+if [[ $metric == ppl ]]; then
+  ylabel="perplexity (lower is better)" ylog="" title="perplexity against weight bytes, $(basename "$model")"
+else
+  ylabel="1 - mean cosine vs f32 (log; lower is better)" ylog="set logscale y"
+  title="1 - cosine against weight bytes, $(basename "$model") (f32: $f32mb MB, 0)"
+fi
 gp=${KILN_GNUPLOT:-gnuplot}
-if command -v "$gp" >/dev/null; then
+if ((npts)) && command -v "$gp" >/dev/null; then
   "$gp" <<GP
-set terminal pngcairo noenhanced size 900,550
+set terminal pngcairo noenhanced size 1000,550
 set output '$out/recipes.png'
-set title "$metric against weight bytes, $(basename "$model")"
-set xlabel "weights (MB)"
+set title "$title"
+set xlabel "weights (MB, log)"
 set ylabel "$ylabel"
+set logscale x
+set format y "%g"
+$ylog
 set grid
-set key off
-set offsets graph 0.05, graph 0.25, graph 0.08, graph 0.08
-plot '$out/recipes.dat' using 2:3 with points pt 7 ps 1.2, \
-     '' using 2:3:1 with labels offset 1,0.6 left font ",8" rotate by 20
+set key outside right
+set offsets graph 0.05, graph 0.05, graph 0.05, graph 0.05
+plot for [i=0:$((npts - 1))] '$out/recipes.dat' index i using 1:2 with points \
+     pt (i%13)+1 ps 1.8 lw 2 title columnheader(1)
 GP
   printf '\n![%s against weight bytes](recipes.png)\n' "$metric" >> "$out/recipes.md"
 else
-  printf '\nNo plot: gnuplot was not found (install Debian gnuplot-nox, or set KILN_GNUPLOT).\n' >> "$out/recipes.md"
+  printf '\nNo plot: gnuplot was not found (install Debian gnuplot-nox, or set KILN_GNUPLOT), or no point to plot.\n' >> "$out/recipes.md"
 fi
 rm -f "$json"
 echo "plot_recipes.sh: wrote $out/recipes.md" >&2

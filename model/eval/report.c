@@ -175,18 +175,23 @@ static void sqnr_plot(const KilnEvalOut *o, const char *path, FILE *f)
 void kiln_eval_report(const KilnEvalOut *o, const char *cmdline, const char *path, FILE *f)
 {
     char title[400];
+    const char *model = strrchr(o->model, '/') && strrchr(o->model, '/')[1]
+                            ? strrchr(o->model, '/') + 1 : o->model;
     snprintf(title, sizeof title, "kiln eval: %s on %s", o->nrows > 1 ? o->rows[1].name : "?",
-             o->model);
+             model);
     kiln_report_header(f, title, cmdline, o->target);
     fprintf(f, "%s\n\n%s\n\n## Results\n\n", o->title, o->texts);
     KilnTable t;
     results_table(o, &t);
     kiln_table_markdown(&t, f);
     kiln_table_free(&t);
-    fprintf(f, "\n%s\n\n## Per-layer errors\n\n",
+    fprintf(f, "\n%s\n\n",
             o->dec ? "ppl: perplexity of the evaluation text; dppl%: its increase over f32."
                    : "cos_mean / cos_min: cosine similarity of each sentence's embedding to "
                      "f32's.");
+    fprintf(f, "The recipe's ms and rates include, per layer, the f32 GEMM the SQNR below is "
+               "measured against (as with `--per-layer`); time a run without `--report` for "
+               "speed.\n\n## Per-layer errors\n\n");
     fprintf(f, "SQNR (dB) of each linear layer's output under the recipe against f32's on the "
                "same input, 10·log10(Σ y² / Σ (y − y_f32)²); higher is better, inf: the layer "
                "ran in f32. The plot leaves out layers the recipe kept in f32.\n\n");
