@@ -151,7 +151,10 @@ void kiln_report_header(FILE *f, const char *title, const char *cmdline, const c
         strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", &tm);
     fprintf(f, "# %s\n\n", title);
     fprintf(f, "| | |\n|---|---|\n");
-    fprintf(f, "| command | `%s` |\n", cmdline ? cmdline : "?");
+    fputs("| command | `", f);
+    for (const char *c = cmdline ? cmdline : "?"; *c; c++) /* one code span, one cell */
+        *c == '`' ? fputc('\'', f) : *c == '|' ? fputs("\\|", f) : fputc(*c, f);
+    fputs("` |\n", f);
     fprintf(f, "| date | %s |\n", date);
     fprintf(f, "| host | %s, %ld cores online |\n", cpu, sysconf(_SC_NPROCESSORS_ONLN));
     fprintf(f, "| kiln | %s |\n", KILN_VERSION);
