@@ -250,6 +250,17 @@ int kiln_report_plot(const char *png_path, const char *script, char *why, size_t
     return 0;
 }
 
+int kiln_report_probe(const char *path, bool *created)
+{
+    struct stat st;
+    *created = stat(path, &st) != 0;
+    FILE *f = fopen(path, "a");
+    if (!f)
+        return errno ? errno : EIO;
+    fclose(f);
+    return 0;
+}
+
 int kiln_report_beside(const char *report_path, const char *suffix, char *path, size_t n,
                        char *base, size_t nb)
 {

@@ -42,6 +42,11 @@ void kiln_report_cpu_model(char *out, size_t n);
  * png_path. 0 when the file was made; else -1 with why (for the report) in why. */
 int kiln_report_plot(const char *png_path, const char *script, char *why, size_t n);
 
+/* Whether path can be written, asked before a long run so a bad --report fails first:
+ * opened to append (nothing truncated) and closed. 0, or an errno; *created: the file
+ * did not exist before (so a failed run can remove it again). */
+int kiln_report_probe(const char *path, bool *created);
+
 /* The file beside report_path named <report stem><suffix> ("runs/a.md", "-sqnr.png"
  * -> "runs/a-sqnr.png"); base gets its name alone, for the link. -1 if too long. */
 int kiln_report_beside(const char *report_path, const char *suffix, char *path, size_t n,

@@ -343,6 +343,14 @@ static void test_bench_report(void **state)
     assert_non_null(strstr(md, "## Machine limits"));
     assert_non_null(strstr(md, "| streaming read, 1 thread | "));
     free(md);
+    /* a report that cannot be written fails before the run, with exit 2 */
+    const char *bad[] = {KILN, "bench", RECIPE, "--shape", "1,64,256", "--report",
+                         "/nonexistent-dir/b.md", NULL};
+    assert_int_equal(cli_run_env(bad, NULL, &r), 0);
+    assert_int_equal(r.code, 2);
+    assert_non_null(strstr(r.err, "--report /nonexistent-dir/b.md: cannot write"));
+    assert_null(strstr(r.out, "machine limits")); /* nothing was run */
+    cli_result_free(&r);
     cli_rm_rf(dir);
     free(dir);
 }

@@ -373,8 +373,7 @@ static int write_report(const ToolArgs *a, const BenchResult *b)
 {
     FILE *f = fopen(a->report, "w");
     if (!f) {
-        fprintf(stderr, "kiln bench: --report %s: cannot write: %s\n", a->report,
-                strerror(errno));
+        fprintf(stderr, "kiln: --report %s: cannot write: %s\n", a->report, strerror(errno));
         return EXIT_INPUT;
     }
     char title[1200];
@@ -395,8 +394,7 @@ static int write_report(const ToolArgs *a, const BenchResult *b)
         fprintf(f, "\nAMX: not probed: %s\n", b->lim.amx_note);
     int bad = ferror(f);
     if (fclose(f) || bad) {
-        fprintf(stderr, "kiln bench: --report %s: cannot write: %s\n", a->report,
-                strerror(errno));
+        fprintf(stderr, "kiln: --report %s: cannot write: %s\n", a->report, strerror(errno));
         return EXIT_INPUT;
     }
     fprintf(stderr, "kiln bench: report written to %s\n", a->report);
@@ -484,7 +482,17 @@ int cmd_bench(const ToolArgs *a)
             return pe;
         }
     }
+    bool report_new = false;
+    int rerr = a->report ? kiln_report_probe(a->report, &report_new) : 0;
+    if (rerr) { /* before the run, so a bad --report fails first */
+        fprintf(stderr, "kiln: --report %s: cannot write: %s\n", a->report, strerror(rerr));
+        tool_plan_free(&irplan);
+        kiln_module_free(irm);
+        return EXIT_INPUT;
+    }
     int e = bench(a, ir ? &irplan.layers[0] : NULL, &b);
+    if (e && report_new) /* no empty report left by a failed run */
+        remove(a->report);
     tool_plan_free(&irplan);
     kiln_module_free(irm);
     return e;

@@ -18,6 +18,7 @@
 #include "model/nets/net.h"
 #include "model/tokenizers/tokenizer.h"
 #include "runtime/progress.h"
+#include "runtime/report.h"
 #include "runtime/runtime.h"
 
 /* Texts (King James Bible: Debian package bible-kjv, whose `bible` program reads bible-kjv-text): calibration and evaluation
@@ -704,14 +705,12 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
         e->isdir = stat(e->path, &st) == 0 && S_ISDIR(st.st_mode);
         rc = load_texts(o, &e->cal, &e->ev, e->texts, sizeof e->texts, d);
     }
-    struct stat rst;
-    bool report_new = o->report && stat(o->report, &rst) != 0;
-    FILE *report = NULL; /* opened to append before the long run, so it fails first */
-    if (!rc && o->report && !(report = fopen(o->report, "a")))
+    bool report = false, report_new = false; /* asked before the long run: it fails first */
+    int rerr = !rc && o->report ? kiln_report_probe(o->report, &report_new) : 0;
+    if (rerr)
         rc = kiln_diag_set(d, KILN_EINPUT, "--report %s: cannot write: %s", o->report,
-                           strerror(errno));
-    if (report)
-        fclose(report);
+                           strerror(rerr));
+    report = !rc && o->report;
     const KilnNetOps *net = rc ? NULL : kiln_net_for(e->path); /* the one BERT-or-Llama choice */
     void *model = NULL;
     if (!rc)
