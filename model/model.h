@@ -271,6 +271,9 @@ typedef struct KilnEvalOpts {
     int window, stride; /* decoder perplexity (0: defaults) */
     const char *target;
     bool per_layer, json, verbose;
+    /* --report FILE.md: a Markdown report (and its plot beside it) of the run, which
+     * then also measures per-layer SQNR; cmdline is the command it quotes */
+    const char *report, *cmdline;
     struct KilnProgress *progress; /* stages, layers, windows as they go; NULL: none */
 } KilnEvalOpts;
 

@@ -4,6 +4,7 @@
  * kernel's own instruction at its vector width); also JIT compile time cold/warm,
  * weight prepack throughput, the host CPU and the --cold eviction size.
  * docs/bench.md defines every number printed here. */
+#include <errno.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "ir/target.h"
 #include "kiln.h"
 #include "passes/passes.h"
+#include "runtime/report.h"
 #include "runtime/runtime.h"
 #include "tool.h"
 
@@ -283,12 +285,38 @@ static int print_json(const BenchResult *b)
     return EXIT_OK;
 }
 
-static void print_na(const char *label, double v, const char *unit)
+static void limit_row(KilnTable *t, const char *label, double v, const char *unit)
 {
+    kiln_table_cell(t, "%s", label);
     if (v > 0)
-        printf("  %-28s %9.1f %s\n", label, v, unit);
+        kiln_table_cell(t, "%.1f", v), kiln_table_cell(t, "%s", unit);
     else
-        printf("  %-28s %9s (not on this CPU)\n", label, "n/a");
+        kiln_table_cell(t, "n/a"), kiln_table_cell(t, "(not on this CPU)");
+}
+
+/* The machine limits as (limit, value, unit) rows; the text and --report share them. */
+static void limits_table(const BenchLimits *l, KilnTable *t)
+{
+    char lab[64];
+    kiln_table_init(t, "lrl", (const char *const[]){"limit", "value", "unit"});
+    limit_row(t, "streaming read, 1 thread", l->read_gbs_1t, "GB/s");
+    snprintf(lab, sizeof lab, "streaming read, %d threads", l->threads);
+    if (l->threads > 1)
+        limit_row(t, lab, l->read_gbs_nt, "GB/s");
+    snprintf(lab, sizeof lab, "streaming read, %d threads", l->ncpu);
+    if (l->ncpu != l->threads && l->ncpu > 1)
+        limit_row(t, lab, l->read_gbs_all, "GB/s (all cores)");
+    snprintf(lab, sizeof lab, "GFLOP/s (%d thread%s)", l->threads, l->threads > 1 ? "s" : "");
+    limit_row(t, "vfmadd231ps ymm peak", l->fma_gflops, lab);
+    limit_row(t, "vfmadd231ps zmm peak", l->fma_zmm_gflops, "GFLOP/s");
+    limit_row(t, "vpmaddwd+vpaddd ymm peak", l->madd_gops, "GOP/s");
+    limit_row(t, "vpmaddubsw+vpaddw ymm peak", l->maddubs_gops, "GOP/s");
+    limit_row(t, "vpdpbusd zmm (VNNI) peak", l->vnni_gops, "GOP/s");
+    limit_row(t, "vdpbf16ps zmm (BF16) peak", l->bf16_gflops, "GFLOP/s");
+    if (!l->amx_note) { /* else a line after the table says why not */
+        limit_row(t, "tdpbusd tiles (AMX) peak", l->amx_int8_gops, "GOP/s");
+        limit_row(t, "tdpbf16ps tiles (AMX) peak", l->amx_bf16_gflops, "GFLOP/s");
+    }
 }
 
 static void print_machine(const BenchResult *b)
@@ -308,25 +336,69 @@ static void print_limits(const BenchLimits *l)
 {
     printf("machine limits (median of 5, %.0f ms per probe, %zu MiB streamed, best loop %s):\n",
            l->probe_ms, l->read_bytes >> 20, l->read_loop ? l->read_loop : "?");
-    printf("  %-28s %9.1f GB/s\n", "streaming read, 1 thread", l->read_gbs_1t);
-    if (l->threads > 1)
-        printf("  streaming read, %2d threads   %9.1f GB/s\n", l->threads, l->read_gbs_nt);
-    if (l->ncpu != l->threads && l->ncpu > 1)
-        printf("  streaming read, %2d threads   %9.1f GB/s (all cores)\n", l->ncpu,
-               l->read_gbs_all);
-    printf("  %-28s %9.1f GFLOP/s (%d thread%s)\n", "vfmadd231ps ymm peak", l->fma_gflops,
-           l->threads, l->threads > 1 ? "s" : "");
-    print_na("vfmadd231ps zmm peak", l->fma_zmm_gflops, "GFLOP/s");
-    printf("  %-28s %9.1f GOP/s\n", "vpmaddwd+vpaddd ymm peak", l->madd_gops);
-    printf("  %-28s %9.1f GOP/s\n", "vpmaddubsw+vpaddw ymm peak", l->maddubs_gops);
-    print_na("vpdpbusd zmm (VNNI) peak", l->vnni_gops, "GOP/s");
-    print_na("vdpbf16ps zmm (BF16) peak", l->bf16_gflops, "GFLOP/s");
-    if (l->amx_note) {
+    KilnTable t;
+    limits_table(l, &t);
+    kiln_table_print(&t, stdout, 2);
+    kiln_table_free(&t);
+    if (l->amx_note)
         printf("  AMX: not probed: %s\n", l->amx_note);
-    } else {
-        print_na("tdpbusd tiles (AMX) peak", l->amx_int8_gops, "GOP/s");
-        print_na("tdpbf16ps tiles (AMX) peak", l->amx_bf16_gflops, "GFLOP/s");
+}
+
+/* The kernel's numbers as (measure, value) rows, for --report. */
+static void kernel_table(const BenchResult *b, KilnTable *t)
+{
+    kiln_table_init(t, "ll", (const char *const[]){"measure", "value"});
+#define ROW(k, ...) (kiln_table_cell(t, "%s", k), kiln_table_cell(t, __VA_ARGS__))
+    ROW("layer", "%s", b->layer);
+    ROW("shape M,N,K", "%lld,%lld,%lld", (long long)b->M, (long long)b->N, (long long)b->K);
+    ROW("kernel", "%s", b->kernel);
+    ROW("threads", "%d%s", b->threads, b->cold ? " (cold caches)" : "");
+    ROW("median", "%.4f ms (min %.4f, max %.4f; %d runs after %d warm-up)", b->median_ms,
+        b->min_ms, b->max_ms, b->repeat, b->warmup);
+    ROW("throughput", "%.2f GOP/s, %.2f GB/s", b->gflops, b->gbs);
+    ROW("bytes", "%.0f (weights %zu + x + y)", b->bytes, b->weight_bytes);
+    ROW("bound", "%s: %.1f%% of the limit (%.4f ms)", b->compute_bound ? "compute" : "memory",
+        100 * b->limit_fraction, b->limit_ms);
+    ROW("share of read bandwidth", "%.1f%%", 100 * b->frac_bw);
+    ROW("share of the peak", "%.1f%% of %s", 100 * b->frac_peak, b->peak_insn);
+    ROW("compile", "cold %.1f ms (cache %s), warm %.1f ms (cache %s)", b->compile_cold_ms,
+        b->cold_hit ? "hit" : "miss", b->compile_warm_ms, b->warm_hit ? "hit" : "miss");
+    ROW("weights (quantize + prepack)", "%.1f ms, %.3f GB/s of f32 in", b->layer_create_ms,
+        b->prepack_gbs);
+#undef ROW
+}
+
+/* --report FILE.md: the command, host, the kernel's numbers and the machine limits. */
+static int write_report(const ToolArgs *a, const BenchResult *b)
+{
+    FILE *f = fopen(a->report, "w");
+    if (!f) {
+        fprintf(stderr, "kiln: --report %s: cannot write: %s\n", a->report, strerror(errno));
+        return EXIT_INPUT;
     }
+    char title[1200];
+    snprintf(title, sizeof title, "kiln bench: %s, %s", a->recipe, b->layer);
+    kiln_report_header(f, title, a->cmdline, b->target);
+    KilnTable t;
+    fprintf(f, "## Kernel\n\n");
+    kernel_table(b, &t);
+    kiln_table_markdown(&t, f);
+    kiln_table_free(&t);
+    fprintf(f, "\n## Machine limits\n\nmedian of 5, %.0f ms per probe, %zu MiB streamed "
+               "(docs/bench.md defines each number)\n\n",
+            b->lim.probe_ms, b->lim.read_bytes >> 20);
+    limits_table(&b->lim, &t);
+    kiln_table_markdown(&t, f);
+    kiln_table_free(&t);
+    if (b->lim.amx_note)
+        fprintf(f, "\nAMX: not probed: %s\n", b->lim.amx_note);
+    int bad = ferror(f);
+    if (fclose(f) || bad) {
+        fprintf(stderr, "kiln: --report %s: cannot write: %s\n", a->report, strerror(errno));
+        return EXIT_INPUT;
+    }
+    fprintf(stderr, "kiln bench: report written to %s\n", a->report);
+    return EXIT_OK;
 }
 
 static void print_text(const BenchResult *b)
@@ -356,7 +428,7 @@ static int usage(void)
 {
     fprintf(stderr, "kiln bench: usage: kiln bench RECIPE --shape M,N,K [--layer NAME] "
                     "[--target T] [--threads N] [--repeat R] [--warmup W] [--cold] "
-                    "[--probe-ms MS] [--json]\n"
+                    "[--probe-ms MS] [--json] [--report FILE.md]\n"
                     "       kiln bench FILE.kir [--target T] [...]   (times the IR file's "
                     "first function, at the shape its IR gives)\n");
     return EXIT_INPUT;
@@ -410,7 +482,17 @@ int cmd_bench(const ToolArgs *a)
             return pe;
         }
     }
+    bool report_new = false;
+    int rerr = a->report ? kiln_report_probe(a->report, &report_new) : 0;
+    if (rerr) { /* before the run, so a bad --report fails first */
+        fprintf(stderr, "kiln: --report %s: cannot write: %s\n", a->report, strerror(rerr));
+        tool_plan_free(&irplan);
+        kiln_module_free(irm);
+        return EXIT_INPUT;
+    }
     int e = bench(a, ir ? &irplan.layers[0] : NULL, &b);
+    if (e && report_new) /* no empty report left by a failed run */
+        remove(a->report);
     tool_plan_free(&irplan);
     kiln_module_free(irm);
     return e;
@@ -526,6 +608,8 @@ created:
         e = print_json(&b);
     else
         print_text(&b);
+    if (!e && a->report)
+        e = write_report(a, &b);
 out:
     kiln_layer_destroy(wake);
     kiln_layer_destroy(l);

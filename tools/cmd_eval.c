@@ -24,6 +24,8 @@ int cmd_eval(const ToolArgs *a)
         .per_layer = a->per_layer,
         .json = a->json,
         .verbose = a->verbose,
+        .report = a->report,
+        .cmdline = a->cmdline,
         .progress = tool_progress(a),
     };
     KilnDiag d = {0};

@@ -31,6 +31,8 @@ typedef struct ToolArgs {
     /* bench */
     int64_t threads, repeat, warmup, probe_ms; /* 0: default (warmup: have_warmup) */
     bool have_warmup, cold;
+    const char *report; /* eval, bench: --report FILE.md */
+    char cmdline[2048]; /* the command as typed, shell-quoted, for reports */
 } ToolArgs;
 
 /* util.c: the one parser of every command's options. Numbers are decimal digits only

@@ -108,9 +108,37 @@ static const NumOpt *num_opt(const char *s)
     return NULL;
 }
 
+/* argv as one shell-quoted line ("kiln eval 'my recipe.lua' ..."), cut with "..."
+ * when it would not fit. */
+static void quote_cmdline(int argc, char **argv, char *out, size_t n)
+{
+    size_t p = 0;
+    out[0] = 0;
+    for (int i = 0; i < argc && p + 8 < n; i++) {
+        const char *s = i ? argv[i] : "kiln";
+        bool plain = *s && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                     "0123456789_-+=.,/:@%") == strlen(s);
+        p += (size_t)snprintf(out + p, n - p, "%s%s", i ? " " : "", plain ? "" : "'");
+        for (; *s && p + 8 < n; s++) {
+            if (*s == '\'')
+                p += (size_t)snprintf(out + p, n - p, "'\\''");
+            else
+                out[p++] = (unsigned char)*s < 0x20 ? '?' : *s;
+        }
+        out[p] = 0;
+        if (*s) {
+            snprintf(out + p, n - p, "...");
+            return;
+        }
+        if (!plain)
+            p += (size_t)snprintf(out + p, n - p, "'");
+    }
+}
+
 int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
 {
     a->seed = 1;
+    quote_cmdline(argc, argv, a->cmdline, sizeof a->cmdline);
     for (int i = first; i < argc; i++) {
         const NumOpt *no;
         const char *s = argv[i];
@@ -164,6 +192,9 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
         } else if (!strcmp(s, "--model")) {
             NEEDV;
             a->model = v;
+        } else if (!strcmp(s, "--report")) {
+            NEEDV;
+            a->report = v;
         } else if (!strcmp(s, "--text")) {
             NEEDV;
             a->text = v;

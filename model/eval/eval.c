@@ -3,6 +3,7 @@
  * embeddings vs f32 (encoder), weight bytes, speed, KV cache bytes and the kernels used;
  * --per-layer adds each linear layer's SQNR vs f32 on the same input. Methodology:
  * docs/models.md. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,11 +12,13 @@
 
 #include "api/plan.h"
 #include "frontend/recipe.h"
+#include "model/eval/eval_out.h"
 #include "model/eval/metrics.h"
 #include "model/model.h"
 #include "model/nets/net.h"
 #include "model/tokenizers/tokenizer.h"
 #include "runtime/progress.h"
+#include "runtime/report.h"
 #include "runtime/runtime.h"
 
 /* Texts (King James Bible: Debian package bible-kjv, whose `bible` program reads bible-kjv-text): calibration and evaluation
@@ -176,15 +179,7 @@ static char *join(const Lines *l, int from, int to)
 
 /* ------------------------------------------------------------------ rows */
 
-typedef struct Row {
-    char name[128];
-    char kv[48];
-    double metric, metric_min; /* ppl, or mean / min cosine */
-    double wbytes;
-    double ms_per_unit, units_per_s; /* per token (decoder) or per sentence (encoder) */
-    double kv_bytes;                 /* per token */
-    char kernels[600];
-} Row;
+typedef KilnEvalRow Row; /* model/eval/eval_out.h */
 
 static void summarise_kernels(const KilnLinear *ls, int n, char *out, size_t cap)
 {
@@ -319,41 +314,6 @@ static int cmp_sqnr(const void *a, const void *b)
     return sx < sy ? -1 : sx > sy;
 }
 
-static double sqnr_db(const KilnLinear *l)
-{
-    return l->noise > 0 ? 10 * log10(l->sig / l->noise) : INFINITY;
-}
-
-static void print_text(const char *title, const char *texts, bool dec, const Row *rows, int nrows,
-                       KilnLinear **order, int nl)
-{
-    printf("%s\n%s\n\n", title, texts);
-    printf("%-34s %10s %9s %10s %10s %9s  %-22s %s\n", "row", dec ? "ppl" : "cos_mean",
-           dec ? "dppl%" : "cos_min", "weight_MB", dec ? "ms/tok" : "ms/sent",
-           dec ? "tok/s" : "sent/s", dec ? "kv (B/token)" : "", "kernels");
-    for (int i = 0; i < nrows; i++) {
-        const Row *r = &rows[i];
-        char kv[80] = "";
-        if (dec)
-            snprintf(kv, sizeof kv, "%s (%.0f)", r->kv, r->kv_bytes);
-        if (dec)
-            printf("%-34s %10.4f %+9.3f %10.2f %10.3f %9.1f  %-22s %s\n", r->name, r->metric,
-                   100 * (r->metric / rows[0].metric - 1), r->wbytes / 1e6, r->ms_per_unit,
-                   r->units_per_s, kv, r->kernels);
-        else
-            printf("%-34s %10.5f %9.5f %10.2f %10.3f %9.1f  %-22s %s\n", r->name, r->metric,
-                   r->metric_min, r->wbytes / 1e6, r->ms_per_unit, r->units_per_s, kv,
-                   r->kernels);
-    }
-    if (order) {
-        printf("\nper-layer SQNR of the recipe's output vs f32 on the same input (worst first)\n");
-        printf("%-44s %10s %-24s %12s\n", "layer", "SQNR_dB", "kernel", "weight_bytes");
-        for (int i = 0; i < nl; i++)
-            printf("%-44s %10.2f %-24s %12zu\n", order[i]->name, sqnr_db(order[i]),
-                   order[i]->kernel, order[i]->wbytes);
-    }
-}
-
 static int print_json(const char *model, const char *recipe, const char *texts, bool dec,
                       const KilnEvalOpts *o, const DecCfg *dc, int nsent, const Row *rows,
                       int nrows, KilnLinear **order, int nl, KilnDiag *d)
@@ -403,7 +363,7 @@ static int print_json(const char *model, const char *recipe, const char *texts, 
             kiln_jw_begin_object(&w);
             kiln_jw_key(&w, "layer"), kiln_jw_string(&w, order[i]->name);
             kiln_jw_key(&w, "source"), kiln_jw_string(&w, order[i]->src);
-            double s = sqnr_db(order[i]);
+            double s = kiln_eval_sqnr_db(order[i]);
             kiln_jw_key(&w, "sqnr_db");
             isfinite(s) ? kiln_jw_double(&w, s) : kiln_jw_string(&w, s > 0 ? "inf" : "-inf");
             kiln_jw_key(&w, "kernel"), kiln_jw_string(&w, order[i]->kernel);
@@ -534,6 +494,22 @@ typedef struct EvalRun {
     float *e32, *eq;
 } EvalRun;
 
+/* --report: the Markdown report written to o->report. */
+static int finish_report(const KilnEvalOpts *o, const KilnEvalOut *out, KilnDiag *d)
+{
+    FILE *f = fopen(o->report, "w");
+    if (!f)
+        return kiln_diag_set(d, KILN_EINPUT, "--report %s: cannot write: %s", o->report,
+                             strerror(errno));
+    kiln_eval_report(out, o->cmdline, o->report, f);
+    int bad = ferror(f);
+    if (fclose(f) || bad)
+        return kiln_diag_set(d, KILN_EINPUT, "--report %s: cannot write: %s", o->report,
+                             strerror(errno));
+    fprintf(stderr, "kiln eval: report written to %s\n", o->report);
+    return 0;
+}
+
 /* --per-layer: the layers by SQNR, worst first. */
 static int rank_layers(KilnLinear *ls, int nl, KilnLinear ***out, KilnDiag *d)
 {
@@ -630,7 +606,7 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
         rc = kiln_linears_bind(e->ls, e->nl, &e->rc, d);
     kiln_linears_capture_end(e->ls, e->nl);
     free(cids);
-    if (!rc && o->per_layer)
+    if (!rc && (o->per_layer || o->report))
         track(e->ls, e->nl, true);
     /* recipe row with f32 KV, then with the recipe's KV (static scales from ckv) */
     if (!rc) {
@@ -696,7 +672,7 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
     if (!rc)
         rc = kiln_linears_bind(e->ls, e->nl, &e->rc, d);
     kiln_linears_capture_end(e->ls, e->nl);
-    if (!rc && o->per_layer)
+    if (!rc && (o->per_layer || o->report))
         track(e->ls, e->nl, true);
     Row *r = &e->rows[1];
     recipe_label(e->rc.fr, "", r->name, sizeof r->name);
@@ -729,6 +705,12 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
         e->isdir = stat(e->path, &st) == 0 && S_ISDIR(st.st_mode);
         rc = load_texts(o, &e->cal, &e->ev, e->texts, sizeof e->texts, d);
     }
+    bool report = false, report_new = false; /* asked before the long run: it fails first */
+    int rerr = !rc && o->report ? kiln_report_probe(o->report, &report_new) : 0;
+    if (rerr)
+        rc = kiln_diag_set(d, KILN_EINPUT, "--report %s: cannot write: %s", o->report,
+                           strerror(rerr));
+    report = !rc && o->report;
     const KilnNetOps *net = rc ? NULL : kiln_net_for(e->path); /* the one BERT-or-Llama choice */
     void *model = NULL;
     if (!rc)
@@ -750,15 +732,25 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
     if (!rc)
         rc = net->decoder ? eval_decoder(e, model, d) : eval_encoder(e, model, d);
     KilnLinear **order = NULL;
-    if (!rc && o->per_layer)
+    bool per_layer = o->per_layer || o->report;
+    if (!rc && per_layer)
         rc = kiln_eval_check_sqnr(e->rows[1].name, e->ls, e->nl, d);
-    if (!rc && o->per_layer)
+    if (!rc && per_layer)
         rc = rank_layers(e->ls, e->nl, &order, d);
+    KilnEvalOut out = {e->title, e->texts, rc ? NULL : kiln_ctx_target(e->rc.ctx), e->path,
+                       net && net->decoder, e->rows, e->nrows, e->ls, e->nl, order};
     if (!rc && o->json)
         rc = print_json(e->path, o->recipe, e->texts, net->decoder, o, &e->dc, e->nsent,
-                        e->rows, e->nrows, order, e->nl, d);
+                        e->rows, e->nrows, o->per_layer ? order : NULL, e->nl, d);
     else if (!rc)
-        print_text(e->title, e->texts, net->decoder, e->rows, e->nrows, order, e->nl);
+        kiln_eval_print_text(&(KilnEvalOut){out.title, out.texts, out.target, out.model, out.dec,
+                                            out.rows, out.nrows, out.ls, out.nl,
+                                            o->per_layer ? order : NULL},
+                             stdout);
+    if (!rc && report)
+        rc = finish_report(o, &out, d);
+    if (report && rc && report_new) /* no empty report left by a failed run */
+        remove(o->report);
     free(order), free(e->dc.ids), free(e->e32), free(e->eq);
     if (net && model)
         net->free(model);
