@@ -498,6 +498,36 @@ int cmd_bench(const ToolArgs *a)
     return e;
 }
 
+/* The layer timed (from the recipe, or an IR file's planned layer) and, for --cold with
+ * threads, a small wake layer of the same recipe (an IR file's layer has the one shape:
+ * none). b->layer_create_ms times the first create. */
+static int create_layers(const ToolArgs *a, kiln_ctx *ctx, const KilnPlanLayer *planned,
+                         const kiln_layer_desc *desc, kiln_recipe **rec, kiln_layer **l,
+                         kiln_layer **wake, BenchResult *b)
+{
+    double t0 = kiln_now_ms();
+    if (planned) {
+        if (kiln_layer_create_planned(ctx, planned, desc, l)) {
+            fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
+            return EXIT_INPUT;
+        }
+        b->layer_create_ms = kiln_now_ms() - t0;
+        return EXIT_OK;
+    }
+    if (kiln_recipe_open(ctx, a->recipe, rec) || kiln_layer_create(ctx, *rec, desc, l)) {
+        fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
+        return EXIT_INPUT;
+    }
+    b->layer_create_ms = kiln_now_ms() - t0;
+    kiln_layer_desc wdesc = *desc;
+    wdesc.N = b->N < 64 ? b->N : 64; /* its first rows: the same recipe, the same kernel family */
+    if (a->cold && b->threads > 1 && kiln_layer_create(ctx, *rec, &wdesc, wake)) {
+        fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
+        return EXIT_INPUT;
+    }
+    return EXIT_OK;
+}
+
 static int bench(const ToolArgs *a, const KilnPlanLayer *planned, BenchResult *bp)
 {
     BenchResult b = *bp;
@@ -552,36 +582,8 @@ static int bench(const ToolArgs *a, const KilnPlanLayer *planned, BenchResult *b
         goto out;
     kiln_layer_desc desc = {.name = layer, .N = b.N, .K = b.K, .weight = w, .bias = bias,
                             .calib_x = xcal, .calib_rows = calib_rows};
-    double t0 = kiln_now_ms();
-    if (planned) { /* no wake layer: an IR file's layer has the one shape */
-        if (kiln_layer_create_planned(ctx, planned, &desc, &l)) {
-            fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
-            e = EXIT_INPUT;
-            goto out;
-        }
-        b.layer_create_ms = kiln_now_ms() - t0;
-        goto created;
-    }
-    if (kiln_recipe_open(ctx, a->recipe, &rec)) {
-        fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
-        e = EXIT_INPUT;
+    if ((e = create_layers(a, ctx, planned, &desc, &rec, &l, &wake, &b)))
         goto out;
-    }
-    if (kiln_layer_create(ctx, rec, &desc, &l)) {
-        fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
-        e = EXIT_INPUT;
-        goto out;
-    }
-    b.layer_create_ms = kiln_now_ms() - t0;
-    kiln_layer_desc wdesc = desc;
-    wdesc.N = b.N < 64 ? b.N : 64;
-    wdesc.bias = bias; /* its first rows: the same recipe, the same kernel family */
-    if (a->cold && b.threads > 1 && kiln_layer_create(ctx, rec, &wdesc, &wake)) {
-        fprintf(stderr, "kiln bench: %s\n", kiln_error(ctx));
-        e = EXIT_INPUT;
-        goto out;
-    }
-created:
     /* The kernel is a cache hit by now, so the rest of the create is the weights:
      * quantize + prepack (and lowering, which is microseconds). */
     double wms = b.layer_create_ms - b.compile_warm_ms;
