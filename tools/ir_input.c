@@ -2,58 +2,16 @@
  * FILE.kir`): each function of the file is a layer with the shape its IR gives, planned
  * by the one planner (kiln_plan_ir), so a user can edit a kernel's IR and run it, as
  * QBE's and MLIR's tools take their own text. */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "runtime/runtime.h"
 #include "tool.h"
 
 /* IR text larger than this is refused before it is read (a module of ~100k layers). */
 #define TOOL_IR_MAX_BYTES (64u << 20)
-
-/* Reads a regular file of at most max bytes, NUL-terminated. A FIFO or device is
- * refused (opened non-blocking, so it cannot hang), as is a file over the limit. */
-static int read_regular(const char *path, size_t max, char **out, size_t *len, KilnDiag *d)
-{
-    *out = NULL;
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
-        return kiln_diag_set(d, KILN_EINPUT, "%s: cannot open IR file: %s", path, strerror(errno));
-    struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        rc = kiln_diag_set(d, KILN_EINPUT, "%s: not a regular file", path);
-    else if ((size_t)st.st_size > max)
-        rc = kiln_diag_set(d, KILN_EINPUT, "%s: IR file of %lld bytes; at most %zu are read", path,
-                           (long long)st.st_size, max);
-    char *buf = rc ? NULL : malloc((size_t)st.st_size + 1);
-    if (!rc && !buf)
-        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    size_t n = 0;
-    while (!rc && n < (size_t)st.st_size) {
-        ssize_t k = read(fd, buf + n, (size_t)st.st_size - n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            rc = kiln_diag_set(d, KILN_EINPUT, "%s: read failed: %s", path,
-                               k < 0 ? strerror(errno) : "the file shrank while read");
-        else
-            n += (size_t)k;
-    }
-    close(fd);
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return 0;
-}
 
 bool tool_is_ir_file(const char *path)
 {
@@ -64,13 +22,9 @@ bool tool_is_ir_file(const char *path)
         return false;
     /* no telling extension: IR text starts, after blank and `;` comment lines, with
      * `func @`, which no recipe (a Lua chunk) can */
-    int fd = path ? open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        if (fd >= 0)
-            close(fd);
+    int fd = path ? kiln_rt_open_regular(path, "IR file", 0, NULL, NULL) : -1;
+    if (fd < 0)
         return false;
-    }
     char head[4096];
     ssize_t k = read(fd, head, sizeof head - 1);
     close(fd);
@@ -93,7 +47,7 @@ int tool_ir_load(const char *path, KilnModule *m, KilnDiag *d)
 {
     char *text;
     size_t len = 0;
-    int rc = read_regular(path, TOOL_IR_MAX_BYTES, &text, &len, d);
+    int rc = kiln_rt_read_file(path, "IR file", TOOL_IR_MAX_BYTES, &text, &len, d);
     if (rc)
         return rc;
     rc = kiln_parse_module(text, len, path, m, d);
