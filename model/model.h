@@ -332,5 +332,33 @@ int kiln_model_path(const char *which, char *buf, size_t n, KilnDiag *d);
  * (model/nets/hfdir.c) */
 const char *kiln_hf_arch(const char *dir);
 int kiln_eval(const KilnEvalOpts *o, KilnDiag *d);
+/* The kernels of the layers in short ("qgemm_w8a8... x210, f32 x1"), as kiln eval's
+ * table shows them. */
+void kiln_kernels_summary(const KilnLinear *ls, int n, char *out, size_t cap);
+
+/* ------------------------------------------------------------------ generate.c, chat.c */
+
+/* kiln generate (docs/generate.md): a decoder under a recipe continues a prompt (in the
+ * model's chat template unless no_chat), streaming the text to stdout. */
+typedef struct KilnGenerateOpts {
+    const char *recipe, *model, *target;
+    const char *prompt;
+    int n;             /* tokens to generate at most (>= 1) */
+    float temp, top_p; /* temp 0: greedy */
+    uint64_t seed;
+    int threads;       /* 0: kiln's default (KILN_NUM_THREADS, else every core) */
+    bool no_chat, json, verbose;
+    struct KilnProgress *progress; /* loading and calibration stages; NULL: none */
+} KilnGenerateOpts;
+int kiln_generate(const KilnGenerateOpts *o, KilnDiag *d);
+/* Whether some layer's rule has static activations with no scale of its own, which
+ * calibrate on text (model/eval/quantize.c). */
+bool kiln_needs_static_calib(const KilnRunCtx *rc, const KilnLinear *ls, int nl);
+/* The model's chat template text (NULL: it ships none). */
+const char *kiln_llama_chat_template(const KilnLlama *m);
+/* A Hugging Face directory's chat template: chat_template.jinja, else tokenizer_config.json's
+ * chat_template (a string, or the "default" of a named list). *out NULL (and 0) when it
+ * has none; malloc'd. */
+int kiln_chat_template_read_hf(const char *dir, char **out, KilnDiag *d);
 
 #endif

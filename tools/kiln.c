@@ -33,6 +33,11 @@ static void usage(FILE *f)
           "       [--warmup W] [--cold] [--probe-ms MS] [--json] [--report FILE.md]\n"
           "                                   time the layer's kernel against this machine's measured\n"
           "                                   bandwidth and compute peaks (docs/bench.md)\n"
+          "  generate RECIPE --prompt TEXT [--model smollm2|PATH] [-n N] [--temp T] [--top-p P]\n"
+          "       [--seed S] [--no-chat] [--threads N] [--target T] [--json] [--verbose] [--quiet]\n"
+          "                                   continue a prompt (in the model's chat template) under\n"
+          "                                   the recipe, streaming the text; prefill and decode\n"
+          "                                   tokens/s on stderr (docs/generate.md)\n"
           "  help                             this text\n"
           "\n"
           "Without --layer, ir and run take one example layer per rule of the recipe.\n"
@@ -76,7 +81,9 @@ int main(int argc, char **argv)
         return cmd_aot(&a);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(&a);
-    fprintf(stderr, "kiln: unknown command '%s' (valid: targets, ir, run, aot, eval, quantize, bench, help)\n",
+    if (!strcmp(cmd, "generate"))
+        return cmd_generate(&a);
+    fprintf(stderr, "kiln: unknown command '%s' (valid: targets, ir, run, aot, eval, quantize, bench, generate, help)\n",
             cmd);
     return EXIT_INPUT;
 }

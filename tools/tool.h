@@ -32,6 +32,12 @@ typedef struct ToolArgs {
     int64_t threads, repeat, warmup, probe_ms; /* 0: default (warmup: have_warmup) */
     bool have_warmup, cold;
     const char *report; /* eval, bench: --report FILE.md */
+    /* generate (docs/generate.md): --prompt, -n, --temp, --top-p, --no-chat (defaults set
+     * by tool_parse_args: n 64, temp 0 = greedy, top_p 0.95) */
+    const char *prompt;
+    int64_t gen_n;
+    double temp, top_p;
+    bool no_chat;
     char cmdline[2048]; /* the command as typed, shell-quoted, for reports */
 } ToolArgs;
 
@@ -47,6 +53,8 @@ typedef struct ToolArgs {
 #define TOOL_MAX_REPEAT 100000               /* bench --repeat */
 #define TOOL_MAX_WARMUP 100000               /* bench --warmup */
 #define TOOL_MAX_PROBE_MS 10000              /* bench --probe-ms */
+#define TOOL_MAX_GEN_TOKENS (INT64_C(1) << 20) /* generate -n (and the model's context) */
+#define TOOL_MAX_TEMP 100.0                  /* generate --temp */
 #define TOOL_MAX_LAYER_NAME 1000             /* --layer bytes (frontend/lower.c's limit) */
 #define TOOL_MAX_OUT_DIR 4000                /* -o DIR bytes */
 /* a layer's name with a suffix (".weight") never truncated */
@@ -65,6 +73,8 @@ int tool_check_shape(const char *where, int64_t M, int64_t N, int64_t K, bool da
 /* One numeric option value: exit 2 with "kiln: bad OPT 'V': expected an integer from LO
  * to HI" unless v is decimal digits for a number in [lo, hi]. */
 int tool_parse_int(const char *opt, const char *v, int64_t lo, int64_t hi, int64_t *out);
+/* The same for a decimal number ("0.7", "1e-3"): finite, in [lo, hi], nothing after it. */
+int tool_parse_double(const char *opt, const char *v, double lo, double hi, double *out);
 void tool_error(const KilnDiag *d);
 /* Deterministic data: a stream seeded by (seed, name) of N(0, sigma) floats. */
 void tool_fill_normal(float *x, int64_t n, uint64_t seed, const char *name, float sigma);
@@ -141,5 +151,6 @@ int cmd_eval(const ToolArgs *a);
 int cmd_quantize(const ToolArgs *a);
 int cmd_aot(const ToolArgs *a);
 int cmd_bench(const ToolArgs *a);
+int cmd_generate(const ToolArgs *a);
 
 #endif

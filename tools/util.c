@@ -49,6 +49,19 @@ int tool_parse_int(const char *opt, const char *v, int64_t lo, int64_t hi, int64
     return EXIT_OK;
 }
 
+int tool_parse_double(const char *opt, const char *v, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double x = (*v >= '0' && *v <= '9') || *v == '.' ? strtod(v, &end) : NAN;
+    if (!end || *end || errno || !isfinite(x) || x < lo || x > hi) {
+        fprintf(stderr, "kiln: bad %s '%s': expected a number from %g to %g\n", opt, v, lo, hi);
+        return EXIT_INPUT;
+    }
+    *out = x;
+    return EXIT_OK;
+}
+
 int tool_parse_shape(const char *s, int64_t *M, int64_t *N, int64_t *K)
 {
     int64_t *dim[3] = {M, N, K};
@@ -98,6 +111,7 @@ static const NumOpt num_opts[] = {
     {"--repeat", 1, TOOL_MAX_REPEAT, offsetof(ToolArgs, repeat)},
     {"--warmup", 0, TOOL_MAX_WARMUP, offsetof(ToolArgs, warmup)},
     {"--probe-ms", 1, TOOL_MAX_PROBE_MS, offsetof(ToolArgs, probe_ms)},
+    {"-n", 1, TOOL_MAX_GEN_TOKENS, offsetof(ToolArgs, gen_n)}, /* generate */
 };
 
 static const NumOpt *num_opt(const char *s)
@@ -138,6 +152,7 @@ static void quote_cmdline(int argc, char **argv, char *out, size_t n)
 int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
 {
     a->seed = 1;
+    a->gen_n = 64, a->temp = 0, a->top_p = 0.95; /* generate */
     quote_cmdline(argc, argv, a->cmdline, sizeof a->cmdline);
     for (int i = first; i < argc; i++) {
         const NumOpt *no;
@@ -198,6 +213,16 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
         } else if (!strcmp(s, "--text")) {
             NEEDV;
             a->text = v;
+        } else if (!strcmp(s, "--prompt")) { /* generate */
+            NEEDV;
+            a->prompt = v;
+        } else if (!strcmp(s, "--temp") || !strcmp(s, "--top-p")) {
+            NEEDV;
+            bool t = !strcmp(s, "--temp");
+            if (tool_parse_double(s, v, 0, t ? TOOL_MAX_TEMP : 1, t ? &a->temp : &a->top_p))
+                return EXIT_INPUT;
+        } else if (!strcmp(s, "--no-chat")) {
+            a->no_chat = true;
         } else if ((no = num_opt(s))) {
             NEEDV;
             if (tool_parse_int(s, v, no->lo, no->hi, (int64_t *)((char *)a + no->off)))

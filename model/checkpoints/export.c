@@ -351,6 +351,8 @@ static int write_tokenizer_config(const KilnLlama *m, KilnCheckpoint *c, KilnDia
     kiln_jw_kv_bool(w, "clean_up_tokenization_spaces", false);
     kiln_jw_kv_int(w, "model_max_length", m->ctx_max);
     kiln_jw_kv_str(w, "tokenizer_class", "GPT2Tokenizer");
+    if (m->chat_template) /* the model's own, for kiln generate and transformers alike */
+        kiln_jw_kv_str(w, "chat_template", m->chat_template);
     kiln_jw_end_object(w);
     rc = doc_close(&j, c, "tokenizer_config.json", NULL, d);
     if (rc)

@@ -200,6 +200,11 @@ static void summarise_kernels(const KilnLinear *ls, int n, char *out, size_t cap
         p += (size_t)snprintf(out + p, cap - p, "%s%s x%d", j ? ", " : "", names[j], counts[j]);
 }
 
+void kiln_kernels_summary(const KilnLinear *ls, int n, char *out, size_t cap)
+{
+    summarise_kernels(ls, n, out, cap);
+}
+
 static double weight_bytes(const KilnLinear *ls, int n)
 {
     double b = 0;

@@ -98,6 +98,11 @@ static bool needs_static_calib(const KilnRunCtx *rc, const KilnLinear *ls, int n
     return false;
 }
 
+bool kiln_needs_static_calib(const KilnRunCtx *rc, const KilnLinear *ls, int nl)
+{
+    return needs_static_calib(rc, ls, nl);
+}
+
 int kiln_quantize_linears(const KilnRunCtx *rc, const KilnLinear *ls, int nl, KilnCheckpoint *c,
                           KilnDiag *d)
 {

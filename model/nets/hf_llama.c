@@ -131,6 +131,8 @@ int kiln_llama_load_hf(const char *dir, KilnLlama **out, KilnDiag *d)
         kiln_diag_format(&td, m->tok_err, sizeof m->tok_err);
     if (!rc && m->tok)
         rc = kiln_shape_vocab(path, kiln_tok_vocab_size(m->tok), m->vocab, d);
+    if (!rc)
+        rc = kiln_chat_template_read_hf(dir, &m->chat_template, d);
     if (rc) {
         if (m && !m->ck) /* layers may point into the checkpoint, already freed */
             for (int i = 0; m->lin && i < m->nlayers * L_PER + 1; i++)

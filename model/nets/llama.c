@@ -36,6 +36,7 @@ void kiln_llama_free(KilnLlama *m)
     free(m->attn_norm), free(m->ffn_norm), free(m->out_norm);
     kiln_linears_free(m->lin, m->nlayers * L_PER + 1);
     kiln_tok_free(m->tok);
+    free(m->chat_template);
     kiln_checkpoint_free(m->ck);
     free(m->ck);
     free(m);
@@ -131,6 +132,9 @@ int kiln_llama_load(const char *path, KilnLlama **out, KilnDiag *d)
         kiln_diag_format(&td, m->tok_err, sizeof m->tok_err);
     if (!rc && m->tok)
         rc = kiln_shape_vocab(path, kiln_tok_vocab_size(m->tok), m->vocab, d);
+    const char *tmpl = rc ? NULL : kiln_mf_meta_str(mf, "tokenizer.chat_template");
+    if (tmpl && !(m->chat_template = strdup(tmpl)))
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     kiln_mf_close(mf);
     if (rc) {
         kiln_llama_free(m);
@@ -146,6 +150,7 @@ KilnLinear *kiln_llama_linears(KilnLlama *m, int *n)
     return m->lin;
 }
 int kiln_llama_vocab(const KilnLlama *m) { return m->vocab; }
+const char *kiln_llama_chat_template(const KilnLlama *m) { return m->chat_template; }
 int kiln_llama_ctx_max(const KilnLlama *m) { return m->ctx_max; }
 const KilnTokenizer *kiln_llama_tokenizer(const KilnLlama *m, KilnDiag *d)
 {

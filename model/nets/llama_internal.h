@@ -20,6 +20,9 @@ struct KilnLlama {
     /* An HF directory with a quantized checkpoint: owns the KilnQLinear that each
      * linear's `stored` points to (NULL otherwise). */
     KilnCheckpoint *ck;
+    /* the chat template the model ships (GGUF tokenizer.chat_template, an HF directory's
+     * chat_template.jinja or tokenizer_config.json); NULL when none. Owned. */
+    char *chat_template;
 };
 
 /* The module names of a block's linear layers, in L_* order ("self_attn.q_proj"...). */
