@@ -34,7 +34,7 @@ KilnChatKind kiln_chat_detect(const char *t)
 
 const char *kiln_chat_name(KilnChatKind k)
 {
-    static const char *const names[] = {"unknown", "chatml", "llama3", "llama2 ([INST])",
+    static const char *const names[] = {"unknown", "chatml", "llama3", "llama2",
                                         "zephyr",  "gemma",  "phi3"};
     return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "unknown";
 }
@@ -102,9 +102,11 @@ char *kiln_chat_format(KilnChatKind k, const char *tmpl, const char *user, const
         return NULL;
     const char *b = bos && tmpl && has(tmpl, "bos_token") ? bos : "";
     char *sys = kiln_chat_default_system(k, tmpl);
-    char *u = k == KILN_CHAT_LLAMA3 || k == KILN_CHAT_GEMMA || k == KILN_CHAT_LLAMA2
-                  ? trimmed(user)
-                  : strdup(user);
+    /* Llama 2 strips the content (content.strip()), Llama 3 and Gemma trim it (| trim);
+     * Mistral's [INST] template and the others take it as it is */
+    bool trim = (k == KILN_CHAT_LLAMA3 || k == KILN_CHAT_GEMMA || k == KILN_CHAT_LLAMA2) &&
+                tmpl && (has(tmpl, ".strip()") || has(tmpl, "| trim") || has(tmpl, "|trim"));
+    char *u = trim ? trimmed(user) : strdup(user);
     char *out = NULL;
     size_t len = 0;
     FILE *f = u ? open_memstream(&out, &len) : NULL;
