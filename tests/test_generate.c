@@ -454,25 +454,23 @@ static void test_bad_inputs(void **st)
 {
     (void)st;
     const char *w8 = SRC "/recipes/w8a8-int8-dynamic.lua";
+    /* each: up to 4 options after the recipe, and what stderr must say */
+    static const struct { const char *args[4], *want; } bad[] = {
+        {{"--prompt", ""}, "--prompt is empty"},
+        {{NULL}, "--prompt is missing"},
+        {{"--prompt", "Hi", "-n", "0"}, "bad -n '0': expected an integer from 1 to 1048576"},
+        {{"--prompt", "Hi", "--temp", "-1"}, "bad --temp '-1': expected a number from 0 to 100"},
+        {{"--prompt", "Hi", "--top-p", "1.5"}, "bad --top-p '1.5': expected a number from 0 to 1"},
+        {{"--model", "minilm", "--prompt", "Hi"},
+         "bert encoder: it has no next-token head, so it cannot generate"},
+    };
     CliResult r;
-    kiln(&r, "generate", w8, "--prompt", "", NULL);
-    expect_exit(&r, 2, "--prompt is empty");
-    cli_result_free(&r);
-    kiln(&r, "generate", w8, NULL);
-    expect_exit(&r, 2, "--prompt is missing");
-    cli_result_free(&r);
-    kiln(&r, "generate", w8, "--prompt", "Hi", "-n", "0", NULL);
-    expect_exit(&r, 2, "bad -n '0': expected an integer from 1 to 1048576");
-    cli_result_free(&r);
-    kiln(&r, "generate", w8, "--prompt", "Hi", "--temp", "-1", NULL);
-    expect_exit(&r, 2, "bad --temp '-1': expected a number from 0 to 100");
-    cli_result_free(&r);
-    kiln(&r, "generate", w8, "--prompt", "Hi", "--top-p", "1.5", NULL);
-    expect_exit(&r, 2, "bad --top-p '1.5': expected a number from 0 to 1");
-    cli_result_free(&r);
-    kiln(&r, "generate", w8, "--model", "minilm", "--prompt", "Hi", NULL);
-    expect_exit(&r, 2, "bert encoder: it has no next-token head, so it cannot generate");
-    cli_result_free(&r);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *const *v = bad[i].args;
+        kiln(&r, "generate", w8, v[0], v[1], v[2], v[3], NULL);
+        expect_exit(&r, 2, bad[i].want);
+        cli_result_free(&r);
+    }
     /* the chat-formatted "Hi" is 31 tokens of SmolLM2's 8192 */
     kiln(&r, "generate", w8, "--prompt", "Hi", "-n", "9000", "--quiet", NULL);
     expect_exit(&r, 2, "-n 9000: the prompt's 31 tokens leave 8161 of the model's 8192-token "

@@ -203,6 +203,10 @@ static int run(Gen *g, KilnDiag *d)
     g->why = "length";
     while (!rc && g->ngen < o->n) {
         int32_t id = kiln_sample(&s, logits);
+        if (id < 0) {
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+            break;
+        }
         if (is_stop(g, id)) {
             g->why = id == kiln_tok_special(g->tk, "eos") ? "eos" : "end of turn";
             break;
@@ -260,8 +264,8 @@ static int print_json(const Gen *g, KilnDiag *d)
     kiln_jw_kv_int(&w, "threads", kiln_pool_size(g->rc.pool));
     kiln_jw_kv_str(&w, "chat_template", o->no_chat ? "none (--no-chat)" : kiln_chat_name(g->chat));
     kiln_jw_kv_bool(&w, "default_system_turn", g->with_system);
-    kiln_jw_key(&w, "temp"), kiln_jw_double(&w, o->temp);
-    kiln_jw_key(&w, "top_p"), kiln_jw_double(&w, o->top_p);
+    kiln_jw_key(&w, "temp"), kiln_jw_double(&w, round(o->temp * 1e6) / 1e6);
+    kiln_jw_key(&w, "top_p"), kiln_jw_double(&w, round(o->top_p * 1e6) / 1e6); /* 0.95, not 0.949999988 */
     kiln_jw_key(&w, "seed"), kiln_jw_int(&w, (int64_t)o->seed);
     kiln_jw_kv_int(&w, "prompt_tokens", g->np);
     kiln_jw_key(&w, "prefill_s"), kiln_jw_double(&w, g->prefill_ms / 1e3);

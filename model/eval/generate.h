@@ -35,8 +35,9 @@ char *kiln_chat_default_system(KilnChatKind k, const char *tmpl);
  * renders it for messages = [{role: user, content: user}], add_generation_prompt =
  * true: the template's default system turn first (*with_system then true), the BOS
  * token's text when the template writes bos_token (bos NULL: none), eos the EOS
- * token's text (Zephyr closes a turn with it). NULL for KILN_CHAT_UNKNOWN or out of
- * memory; malloc'd. */
+ * token's text (Zephyr closes a turn with it); the content trimmed where a Llama 2 /
+ * Llama 3 / Gemma template trims it (.strip(), | trim). NULL for KILN_CHAT_UNKNOWN or
+ * out of memory; malloc'd. */
 char *kiln_chat_format(KilnChatKind k, const char *tmpl, const char *user, const char *bos,
                        const char *eos, bool *with_system);
 
@@ -59,12 +60,13 @@ typedef struct KilnSampler {
 
 int kiln_sampler_init(KilnSampler *s, int V, float temp, float top_p, uint64_t seed);
 void kiln_sampler_free(KilnSampler *s);
-/* The next token for logits[V]. */
+/* The next token for logits[V]; -1 when out of memory. */
 int32_t kiln_sample(KilnSampler *s, const float *logits);
 int32_t kiln_argmax(const float *logits, int V);
 /* The nucleus of softmax(logits / temp): the fewest most likely tokens whose mass
- * reaches top_p (all when top_p >= 1), most likely first, into idx[] with their
- * probabilities renormalised over the nucleus into p[]; returns how many. idx, p: [V]. */
+ * reaches top_p (all when top_p >= 1), into idx[] (most likely first when top_p < 1,
+ * else in id order) with their probabilities renormalised over the nucleus into p[];
+ * returns how many (-1: out of memory). idx, p: [V]. */
 int kiln_nucleus(const float *logits, int V, float temp, float top_p, int32_t *idx, double *p);
 /* A uniform double in [0, 1) from the sampler's generator. */
 double kiln_sampler_uniform(KilnSampler *s);

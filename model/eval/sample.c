@@ -115,7 +115,7 @@ int32_t kiln_sample(KilnSampler *s, const float *logits)
         return kiln_argmax(logits, s->V);
     int k = kiln_nucleus(logits, s->V, s->temp, s->top_p, s->idx, s->p);
     if (k <= 0)
-        return kiln_argmax(logits, s->V);
+        return -1;
     double u = kiln_sampler_uniform(s), acc = 0;
     for (int i = 0; i < k; i++) {
         acc += s->p[i];
