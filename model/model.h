@@ -354,11 +354,10 @@ int kiln_generate(const KilnGenerateOpts *o, KilnDiag *d);
 /* Whether some layer's rule has static activations with no scale of its own, which
  * calibrate on text (model/eval/quantize.c). */
 bool kiln_needs_static_calib(const KilnRunCtx *rc, const KilnLinear *ls, int nl);
-/* The model's chat template text (NULL: it ships none). */
+/* The model's chat template text (NULL: it ships none): GGUF tokenizer.chat_template; in a
+ * Hugging Face directory chat_template.jinja, else tokenizer_config.json's chat_template
+ * (a string, or the "default" of a named list). kiln quantize writes it into
+ * tokenizer_config.json. */
 const char *kiln_llama_chat_template(const KilnLlama *m);
-/* A Hugging Face directory's chat template: chat_template.jinja, else tokenizer_config.json's
- * chat_template (a string, or the "default" of a named list). *out NULL (and 0) when it
- * has none; malloc'd. */
-int kiln_chat_template_read_hf(const char *dir, char **out, KilnDiag *d);
 
 #endif

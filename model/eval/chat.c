@@ -1,15 +1,12 @@
 /* model/eval/chat.c — chat templates without a Jinja engine: the family of a model's
  * template recognised from its markers (as llama.cpp's llm_chat_detect_template does),
- * one user turn formatted the way that family's templates render it, and the template
- * read from a Hugging Face directory. docs/generate.md, "Chat templates". */
+ * and one user turn formatted the way that family's templates render it (the template
+ * itself comes with the model: model/nets). docs/generate.md, "Chat templates". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "model/eval/generate.h"
-#include "model/model.h"
-#include "runtime/runtime.h"
 
 static bool has(const char *t, const char *s) { return strstr(t, s) != NULL; }
 
@@ -163,54 +160,4 @@ const char *kiln_chat_end_of_turn(KilnChatKind k, const char *tmpl)
     default:
         return NULL;
     }
-}
-
-/* ------------------------------------------------------------------ reading */
-
-/* tokenizer_config.json's chat_template: a string, or a list of {name, template} whose
- * "default" entry is the one (transformers' named templates). */
-static int config_template(const char *path, char **out, KilnDiag *d)
-{
-    KilnJson *j = NULL;
-    int rc = kiln_json_parse_file(path, &j, d);
-    if (rc)
-        return rc;
-    const KilnJson *t = kiln_json_get(j, "chat_template");
-    if (t && t->kind == KILN_JSON_ARRAY) {
-        const KilnJson *pick = NULL;
-        for (size_t i = 0; i < t->len && !pick; i++) {
-            const KilnJson *nm = kiln_json_get(&t->items[i], "name");
-            if (nm && nm->kind == KILN_JSON_STRING && !strcmp(nm->str, "default"))
-                pick = kiln_json_get(&t->items[i], "template");
-        }
-        t = pick;
-    }
-    if (t && t->kind == KILN_JSON_STRING && !(*out = strdup(t->str)))
-        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    kiln_json_free(j);
-    return rc;
-}
-
-int kiln_chat_template_read_hf(const char *dir, char **out, KilnDiag *d)
-{
-    *out = NULL;
-    char path[4200];
-    size_t len;
-    struct stat st;
-    int rc = 0;
-    snprintf(path, sizeof path, "%s/chat_template.jinja", dir); /* transformers >= 4.43 */
-    if (!stat(path, &st)) {
-        rc = kiln_rt_read_file(path, "chat template", 1u << 20, out, &len, d);
-    } else {
-        snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-        rc = stat(path, &st) ? 0 : config_template(path, out, d);
-    }
-    if (rc && d->file) { /* d->file points into path: the message made self-contained */
-        char msg[1400];
-        kiln_diag_format(d, msg, sizeof msg);
-        KilnDiag nd = {0};
-        kiln_diag_set(&nd, rc, "%s", msg);
-        *d = nd;
-    }
-    return rc;
 }

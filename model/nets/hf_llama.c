@@ -1,14 +1,16 @@
 /* model/nets/hf_llama.c — a Llama from a Hugging Face directory (LlamaForCausalLM:
- * config.json, *.safetensors plain or quantized, tokenizer.json) into the same KilnLlama
+ * config.json, *.safetensors plain or quantized, tokenizer.json, the chat template) into the same KilnLlama
  * the GGUF loader makes: q_proj / k_proj rows turned from HF's rotate-half order to the
  * adjacent pairs kiln_rope_norm rotates, as llama.cpp's converter does. docs/models.md. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "model/nets/hfdir.h"
 #include "model/nets/llama_internal.h"
 #include "model/nets/shapes.h"
+#include "runtime/runtime.h"
 
 #define ERR(...) kiln_diag_set(d, KILN_EINPUT, __VA_ARGS__)
 
@@ -95,6 +97,51 @@ static int hf_linear(void *h, KilnLlama *m, int layer, int j, KilnLinear *l, Kil
     return rc;
 }
 
+/* tokenizer_config.json's chat_template: a string, or a list of {name, template} whose
+ * "default" entry is the one (transformers' named templates). */
+static int config_template(const char *path, char **out, KilnDiag *d)
+{
+    KilnJson *j = NULL;
+    int rc = kiln_json_parse_file(path, &j, d);
+    if (rc)
+        return rc;
+    const KilnJson *t = kiln_json_get(j, "chat_template");
+    if (t && t->kind == KILN_JSON_ARRAY) {
+        const KilnJson *pick = NULL;
+        for (size_t i = 0; i < t->len && !pick; i++) {
+            const KilnJson *nm = kiln_json_get(&t->items[i], "name");
+            if (nm && nm->kind == KILN_JSON_STRING && !strcmp(nm->str, "default"))
+                pick = kiln_json_get(&t->items[i], "template");
+        }
+        t = pick;
+    }
+    if (t && t->kind == KILN_JSON_STRING && !(*out = strdup(t->str)))
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    kiln_json_free(j);
+    return rc;
+}
+
+/* The directory's chat template (kiln generate): chat_template.jinja (transformers >= 4.43
+ * writes it there), else tokenizer_config.json's; *out NULL when it has none. The loader
+ * takes a file it cannot read as none: the model runs without a template (kiln generate
+ * then asks for --no-chat). */
+static int read_chat_template(const char *dir, char **out, KilnDiag *d)
+{
+    *out = NULL;
+    char path[4200];
+    size_t len;
+    struct stat st;
+    int rc = 0;
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    if (!stat(path, &st)) {
+        rc = kiln_rt_read_file(path, "chat template", 1u << 20, out, &len, d);
+    } else {
+        snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+        rc = stat(path, &st) ? 0 : config_template(path, out, d);
+    }
+    return rc;
+}
+
 int kiln_llama_load_hf(const char *dir, KilnLlama **out, KilnDiag *d)
 {
     *out = NULL;
@@ -131,8 +178,9 @@ int kiln_llama_load_hf(const char *dir, KilnLlama **out, KilnDiag *d)
         kiln_diag_format(&td, m->tok_err, sizeof m->tok_err);
     if (!rc && m->tok)
         rc = kiln_shape_vocab(path, kiln_tok_vocab_size(m->tok), m->vocab, d);
-    if (!rc)
-        rc = kiln_chat_template_read_hf(dir, &m->chat_template, d);
+    KilnDiag cd = {0};
+    if (!rc && read_chat_template(dir, &m->chat_template, &cd))
+        m->chat_template = NULL;
     if (rc) {
         if (m && !m->ck) /* layers may point into the checkpoint, already freed */
             for (int i = 0; m->lin && i < m->nlayers * L_PER + 1; i++)
