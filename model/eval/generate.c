@@ -242,9 +242,10 @@ static void print_stats(const Gen *g)
             "tokens, decode %.3f s (%.1f tokens/s over %d steps); stopped at %s\n", g->np,
             g->prefill_ms / 1e3, per_s(g->np, g->prefill_ms), g->ngen, g->decode_ms / 1e3,
             per_s(g->steps, g->decode_ms), g->steps, g->why);
-    fprintf(stderr, "kiln generate: recipe %s (KV %s), target %s, %d threads, %s; kernels: %s\n",
+    int nt = kiln_pool_size(g->rc.pool);
+    fprintf(stderr, "kiln generate: recipe %s (KV %s), target %s, %d thread%s, %s; kernels: %s\n",
             kiln_recipe_name(g->rc.fr), kiln_kv_spec_name(&g->kvs, kvn, sizeof kvn),
-            kiln_ctx_target(g->rc.ctx), kiln_pool_size(g->rc.pool),
+            kiln_ctx_target(g->rc.ctx), nt, nt == 1 ? "" : "s",
             o->temp > 0 && o->top_p > 0 ? "sampled" : "greedy", g->kernels);
 }
 
