@@ -147,7 +147,7 @@ int kiln_llama_permute_qk(KilnQLinear *q, int n_head, KilnDiag *d);   /* HF -> G
  * names, q_proj/k_proj rows of c->lin turned to the HF layout (call once), every
  * linear layer not in c->lin stored in f32 and listed in c->ignore, config.json
  * (LlamaForCausalLM), tokenizer.json + tokenizer_config.json from the model's BPE
- * tokenizer. BERT: the tensors of src_dir/model.safetensors that are not quantized
+ * tokenizer (with the model's chat template). BERT: the tensors of src_dir/model.safetensors that are not quantized
  * layers, its config.json, and its tokenizer / sentence-transformers files. */
 int kiln_llama_export(const struct KilnLlama *m, KilnCheckpoint *c, KilnDiag *d);
 int kiln_bert_export(const struct KilnBert *m, const char *src_dir, KilnCheckpoint *c,
