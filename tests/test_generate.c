@@ -4,8 +4,9 @@
  * the nucleus as the fewest tokens reaching top_p, seeded draws matching the nucleus's
  * softmax by a chi-square bound); streamed UTF-8 held back between whole characters; the
  * KV-cached greedy decode equal to the argmax of full re-runs without a cache; generation
- * under w4a8 and w8a8, the latter also from a Hugging Face directory kiln quantize writes (its chat template
- * kept) with weights = stored; bad inputs exit 2 with their numbers. Needs the models. */
+ * under w4a8 and w8a8, the latter also from a Hugging Face directory kiln quantize writes
+ * (its chat template kept) with weights = stored; bad inputs (an unknown or missing
+ * template among them) exit 2 with their numbers. Needs the models. */
 #include "cli/cli_util.h" /* first: the POSIX declarations */
 
 #include <setjmp.h>
@@ -448,6 +449,16 @@ static void test_generate_hf_dir(void **st)
     kiln(&r, "generate", SRC "/recipes/w8a8-int8-dynamic.lua", "--model", out, "--prompt",
          "USER: Hi\nASSISTANT:", "-n", "4", "--no-chat", "--quiet", NULL);
     expect_exit(&r, 0, "chat template none");
+    cli_result_free(&r);
+    /* no template at all (and tokenizer_config.json without one): --no-chat is asked for */
+    char cfg[4300];
+    snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", out);
+    assert_int_equal(unlink(jinja), 0);
+    assert_int_equal(cli_write_file(cfg, "{}", 2), 0);
+    kiln(&r, "generate", SRC "/recipes/w8a8-int8-dynamic.lua", "--model", out, "--prompt", "Hi",
+         "-n", "4", "--quiet", NULL);
+    expect_exit(&r, 2, "has no chat template");
+    assert_non_null(strstr(r.err, "pass --no-chat"));
     cli_result_free(&r);
     cli_rm_rf(dir);
     free(dir);
