@@ -1,6 +1,6 @@
-/* tools/cmd_generate.c — `kiln generate RECIPE --model smollm2|PATH --prompt TEXT [-n N] [--temp T]
- * [--top-p P] [--seed S] [--no-chat] [--threads N] [--json]`: hands the options to kiln_generate
- * (model/eval/generate.c). docs/generate.md. */
+/* tools/cmd_generate.c — `kiln generate RECIPE --model smollm2|PATH --prompt TEXT [-n N]
+ * [--temp T] [--top-p P] [--seed S] [--no-chat] [--threads N] [--json]`: hands the options
+ * to kiln_generate (model/eval/generate.c). docs/generate.md. */
 #include <stdio.h>
 
 #include "model/model.h"
@@ -10,8 +10,8 @@
 int cmd_generate(const ToolArgs *a)
 {
     if (!a->recipe) {
-        fprintf(stderr, "kiln: generate needs a recipe: kiln generate RECIPE [--model smollm2|PATH] "
-                        "--prompt TEXT [-n N]\n");
+        fprintf(stderr, "kiln: generate needs a recipe: kiln generate RECIPE "
+                        "[--model smollm2|PATH] --prompt TEXT [-n N]\n");
         return EXIT_INPUT;
     }
     KilnGenerateOpts o = {

@@ -129,9 +129,9 @@ static int build_prompt(Gen *g, KilnDiag *d)
                              "tokenizer.chat_template, chat_template.jinja or tokenizer_config.json "
                              "chat_template): pass --no-chat to send the prompt as it is", g->path);
     } else if (g->chat == KILN_CHAT_UNKNOWN) {
-        return kiln_diag_set(d, KILN_EINPUT, "%s: chat template not recognised (\"%.80s%s\"): kiln "
-                             "knows chatml, llama3, llama2/mistral [INST], zephyr, gemma and phi3 "
-                             "templates; pass --no-chat to send the prompt as it is", g->path,
+        return kiln_diag_set(d, KILN_EINPUT, "%s: chat template not recognised (\"%.80s%s\"): "
+                             "kiln knows chatml, llama3, llama2/mistral [INST], zephyr, gemma and "
+                             "phi3 templates; pass --no-chat to send the prompt as it is", g->path,
                              tmpl, strlen(tmpl) > 80 ? "..." : "");
     } else {
         text = kiln_chat_format(g->chat, tmpl, o->prompt, kiln_tok_token(g->tk, bos),
@@ -266,7 +266,8 @@ static int print_json(const Gen *g, KilnDiag *d)
     kiln_jw_kv_str(&w, "chat_template", o->no_chat ? "none (--no-chat)" : kiln_chat_name(g->chat));
     kiln_jw_kv_bool(&w, "default_system_turn", g->with_system);
     kiln_jw_key(&w, "temp"), kiln_jw_double(&w, round(o->temp * 1e6) / 1e6);
-    kiln_jw_key(&w, "top_p"), kiln_jw_double(&w, round(o->top_p * 1e6) / 1e6); /* 0.95, not 0.949999988 */
+    /* 0.95, not the float's 0.949999988 */
+    kiln_jw_key(&w, "top_p"), kiln_jw_double(&w, round(o->top_p * 1e6) / 1e6);
     kiln_jw_key(&w, "seed"), kiln_jw_int(&w, (int64_t)o->seed);
     kiln_jw_kv_int(&w, "prompt_tokens", g->np);
     kiln_jw_key(&w, "prefill_s"), kiln_jw_double(&w, g->prefill_ms / 1e3);

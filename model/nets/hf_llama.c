@@ -1,7 +1,8 @@
 /* model/nets/hf_llama.c — a Llama from a Hugging Face directory (LlamaForCausalLM:
- * config.json, *.safetensors plain or quantized, tokenizer.json, the chat template) into the same KilnLlama
- * the GGUF loader makes: q_proj / k_proj rows turned from HF's rotate-half order to the
- * adjacent pairs kiln_rope_norm rotates, as llama.cpp's converter does. docs/models.md. */
+ * config.json, *.safetensors plain or quantized, tokenizer.json, the chat template) into
+ * the same KilnLlama the GGUF loader makes: q_proj / k_proj rows turned from HF's
+ * rotate-half order to the adjacent pairs kiln_rope_norm rotates, as llama.cpp's
+ * converter does. docs/models.md. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
