@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/plan.h"
 #include "model/checkpoints/checkpoint.h"
@@ -184,4 +185,20 @@ kiln_status kiln_py_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const char
         l.q_w = m->m.qw, l.q_scale = m->m.scale, l.q_zero = m->m.zero;
     }
     return bind_one(ctx, r, &l, out);
+}
+
+/* ---------------------------------------------------------------- overhead */
+
+double kiln_py_time_run(kiln_layer *l, const float *x, int64_t M, void *y, int reps)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < reps; i++) {
+        kiln_status st = kiln_layer_run(l, x, M, y);
+        if (st)
+            return -(double)st;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+    return reps > 0 ? ns / reps : 0;
 }

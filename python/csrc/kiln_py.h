@@ -64,6 +64,13 @@ kiln_status kiln_py_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const char
                                  const float *calib_x, int64_t calib_rows,
                                  const kiln_py_method *m, kiln_layer **out);
 
+/* ---------------------------------------------------------------- overhead */
+
+/* Runs kiln_layer_run(l, x, M, y) reps times from C and returns the mean wall time of
+ * one call in nanoseconds (negative: the status of a failed run): the kernel's time
+ * without Python, against which docs/python.md measures the Python path's overhead. */
+double kiln_py_time_run(kiln_layer *l, const float *x, int64_t M, void *y, int reps);
+
 #ifdef __cplusplus
 }
 #endif
