@@ -126,9 +126,7 @@ def test_static_scales_need_calibration_and_take_it() -> None:
     with torch.no_grad():
         assert sqnr_db(m(ids), ref) > 20
     # the scale is the calibration's: other rows give other numbers
-    m2 = Tiny()
-    m2.load_state_dict({k: v for k, v in Tiny().state_dict().items()}, strict=False)
-    m3 = Tiny()
+    m2, m3 = Tiny(), Tiny()
     m3.load_state_dict(m2.state_dict())
     kiln.quantize_(m2, r, calibration=calib)
     kiln.quantize_(m3, r, calibration=[3 * torch.ones(1, 64, dtype=torch.long)])
