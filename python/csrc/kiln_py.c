@@ -189,16 +189,25 @@ kiln_status kiln_py_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const char
 
 /* ---------------------------------------------------------------- overhead */
 
-double kiln_py_time_run(kiln_layer *l, const float *x, int64_t M, void *y, int reps)
+static double ns_between(const struct timespec *a, const struct timespec *b)
 {
-    struct timespec t0, t1;
+    return (double)(b->tv_sec - a->tv_sec) * 1e9 + (double)(b->tv_nsec - a->tv_nsec);
+}
+
+double kiln_py_time_run(kiln_layer *l, const float *x, int64_t M, void *y, int reps,
+                        double *cpu_ns)
+{
+    struct timespec t0, t1, c0, c1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     for (int i = 0; i < reps; i++) {
         kiln_status st = kiln_layer_run(l, x, M, y);
         if (st)
             return -(double)st;
     }
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
-    return reps > 0 ? ns / reps : 0;
+    if (cpu_ns)
+        *cpu_ns = reps > 0 ? ns_between(&c0, &c1) / reps : 0;
+    return reps > 0 ? ns_between(&t0, &t1) / reps : 0;
 }

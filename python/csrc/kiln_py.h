@@ -67,9 +67,12 @@ kiln_status kiln_py_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const char
 /* ---------------------------------------------------------------- overhead */
 
 /* Runs kiln_layer_run(l, x, M, y) reps times from C and returns the mean wall time of
- * one call in nanoseconds (negative: the status of a failed run): the kernel's time
- * without Python, against which docs/python.md measures the Python path's overhead. */
-double kiln_py_time_run(kiln_layer *l, const float *x, int64_t M, void *y, int reps);
+ * one call in nanoseconds (negative: the status of a failed run), and in *cpu_ns (when
+ * not NULL) the calling thread's CPU time per call, which a busy machine's other
+ * processes do not inflate (all of the work with a one-thread context): the kernel's
+ * time without Python, against which docs/python.md measures the Python path. */
+double kiln_py_time_run(kiln_layer *l, const float *x, int64_t M, void *y, int reps,
+                        double *cpu_ns);
 
 #ifdef __cplusplus
 }
