@@ -33,6 +33,9 @@ class Context:
             raise ctx_error(ffi.NULL, st)
         self.ptr = ffi.gc(out[0], lib.kiln_ctx_destroy)
         self.target = text(lib.kiln_ctx_target(self.ptr))
+        if self.target.startswith("sm_"):  # KilnLinear hands kiln CPU tensors' memory
+            raise KilnError("target %s: the Python package runs kiln's CPU kernels; give a CPU "
+                            "target (cpu, avx2, avx512, zen3, zen4) or none" % self.target)
 
     def error(self, status: int) -> KilnError:
         """The KilnError for a failed call on this context."""
