@@ -9,6 +9,7 @@ from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
+from setuptools.dist import Distribution
 
 HERE = Path(__file__).resolve().parent
 REPO = Path(os.environ.get("KILN_SOURCE_DIR", HERE.parent))
@@ -38,4 +39,11 @@ class BuildWithLib(build_py):
         super().run()
 
 
-setup(cmdclass={"build_py": BuildWithLib})
+class WithLibrary(Distribution):
+    """A wheel carrying libkiln.so is for this platform, not pure Python."""
+
+    def has_ext_modules(self):
+        return True
+
+
+setup(cmdclass={"build_py": BuildWithLib}, distclass=WithLibrary)
