@@ -3,7 +3,8 @@
  * compressed-tensors checkpoint bound as `kiln eval` binds it (weights = stored), and a
  * recipe's calibrated method (GPTQ, AWQ, SmoothQuant) run on one layer from the input
  * rows the caller captured. Errors: status as in kiln.h, the message in kiln_py_error().
- * python/kiln/_cdef.h is this header as cffi reads it (kept in step by its test). */
+ * cffi reads its declarations from this header and include/kiln.h as the package
+ * installed them (python/kiln/_lib.py), so there is no second copy to keep in step. */
 #ifndef KILN_PY_H
 #define KILN_PY_H
 
