@@ -1,0 +1,101 @@
+"""KilnLinear: a torch.nn.Module whose forward runs a kiln kernel (the recipe's
+quantized GEMM, compiled at load time through kiln's kernel cache)."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from ._lib import KilnError, ffi, lib, run_layer_raw, text
+from .recipe import Context
+
+_F32 = torch.float32
+_empty = torch.empty
+_OUT_DTYPES = {0: torch.float32, 1: torch.float16, 2: torch.bfloat16}
+
+
+class KilnLinear(torch.nn.Module):
+    """y = x · Wᵀ + b on a kiln layer (``kiln_layer`` of include/kiln.h).
+
+    Inputs of any leading shape ``[..., in_features]``; f32 contiguous inputs go to the
+    kernel without a copy (their ``data_ptr``), bf16/f16 inputs are converted to f32 and
+    the output converted back. The layer keeps no f32 weights: only kiln's prepacked
+    ones (``weight_bytes``)."""
+
+    def __init__(self, ctx: Context, layer: Any, name: str, in_features: int,
+                 out_features: int, bias: Optional[torch.Tensor] = None,
+                 in_perm: Optional[torch.Tensor] = None,
+                 in_div: Optional[torch.Tensor] = None) -> None:
+        super().__init__()
+        self.name = name
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self._ctx = ctx  # kept alive with the layer
+        self._layer = ffi.gc(layer, lib.kiln_layer_destroy)
+        self._lp = int(ffi.cast("intptr_t", layer))
+        self._out_dtype = _OUT_DTYPES[int(lib.kiln_layer_out_dtype(layer))]
+        self.kernel = text(lib.kiln_layer_kernel(layer))
+        self.description = text(lib.kiln_layer_describe(layer))
+        self.weight_format = text(lib.kiln_layer_weight_format(layer))
+        self.weight_bytes = int(lib.kiln_layer_weight_bytes(layer))
+        self.epilogue = text(lib.kiln_layer_epilogue(layer))
+        kernel_bias = bool(lib.kiln_layer_has_bias(layer))
+        # plain tensors (not buffers): the hot path reads them without Module.__getattr__
+        # the caller adds the bias when the kernel does not
+        self.bias = None if kernel_bias or bias is None else \
+            bias.detach().float().contiguous().clone()
+        self.in_perm = in_perm
+        self.in_div = in_div
+        # f32 out, nothing before or after the kernel: forward is one call
+        self._plain = (self.bias is None and in_perm is None and in_div is None
+                       and self._out_dtype is _F32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        K = self.in_features
+        if self._plain and x.dtype is _F32 and x.shape[-1] == K and x.is_cpu \
+                and x.is_contiguous():
+            # the input as it is (its data_ptr), the output its only allocation
+            y = _empty(x.shape[:-1] + (self.out_features,))
+            M = x.numel() // K
+            if M:
+                st = run_layer_raw(self._lp, x.data_ptr(), M, y.data_ptr())
+                if st:
+                    raise self._ctx.error(st)
+            return y
+        return self._forward_general(x)
+
+    def _forward_general(self, x: torch.Tensor) -> torch.Tensor:
+        """Any input: checked, converted to f32 contiguous, gathered / divided as a
+        method asks; output widened from 16 bits, bias added, converted back."""
+        K = self.in_features
+        if x.shape[-1] != K or not x.is_cpu:
+            raise KilnError("layer %s (%dx%d): input of shape %s on %s; the layer takes "
+                            "[..., %d] on the CPU" % (self.name, self.out_features, K,
+                                                      list(x.shape), x.device, K))
+        dtype = x.dtype
+        if dtype is not _F32:
+            x = x.float()
+        x2 = x.reshape(-1, K)
+        if self.in_perm is not None:
+            x2 = x2.index_select(1, self.in_perm)
+        if self.in_div is not None:
+            x2 = x2 / self.in_div
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
+        M = x2.shape[0]
+        y = torch.empty((M, self.out_features), dtype=self._out_dtype)
+        if M:
+            st = run_layer_raw(self._lp, x2.data_ptr(), M, y.data_ptr())
+            if st:
+                raise self._ctx.error(st)
+        if self._out_dtype is not _F32:
+            y = y.float()
+        if self.bias is not None:
+            y += self.bias
+        y = y.view(*x.shape[:-1], self.out_features)
+        return y if dtype is _F32 else y.to(dtype)
+
+    def extra_repr(self) -> str:
+        return "%s, in_features=%d, out_features=%d, kernel=%s" % (
+            self.name, self.in_features, self.out_features, self.description)
+
