@@ -259,6 +259,10 @@ int kiln_llama_kv_init(const KilnLlama *m, KilnKVCache *c, const KilnKVSpec *s, 
  * (nlast 0: only the cache; the output head runs on those rows only). */
 int kiln_llama_forward(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv, const int32_t *ids,
                        int T, int pos0, int nlast, float *logits, KilnDiag *d);
+/* llama_forward.c: the model's weights counted once (a head tied to the embeddings is not
+ * counted again), and the bytes of those it keeps in f32 outside the linear layers
+ * (embeddings, norms). */
+void kiln_llama_weights(const KilnLlama *m, int64_t *params, int64_t *f32_bytes);
 
 /* ------------------------------------------------------------------ eval.c */
 

@@ -98,6 +98,8 @@ static const NumOpt num_opts[] = {
     {"--repeat", 1, TOOL_MAX_REPEAT, offsetof(ToolArgs, repeat)},
     {"--warmup", 0, TOOL_MAX_WARMUP, offsetof(ToolArgs, warmup)},
     {"--probe-ms", 1, TOOL_MAX_PROBE_MS, offsetof(ToolArgs, probe_ms)},
+    {"-p", 0, TOOL_MAX_BENCH_TOKENS, offsetof(ToolArgs, bench_prompt)},
+    {"-n", 0, TOOL_MAX_BENCH_TOKENS, offsetof(ToolArgs, bench_gen)},
 };
 
 static const NumOpt *num_opt(const char *s)
@@ -203,6 +205,8 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
             if (tool_parse_int(s, v, no->lo, no->hi, (int64_t *)((char *)a + no->off)))
                 return EXIT_INPUT;
             a->have_warmup = a->have_warmup || !strcmp(s, "--warmup");
+            a->have_bench_prompt = a->have_bench_prompt || !strcmp(s, "-p");
+            a->have_bench_gen = a->have_bench_gen || !strcmp(s, "-n");
         } else if (!strcmp(s, "--cold")) {
             a->cold = true;
         } else if (!strcmp(s, "--per-layer")) {

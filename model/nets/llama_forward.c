@@ -153,3 +153,15 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
     return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
 }
 
+
+void kiln_llama_weights(const KilnLlama *m, int64_t *params, int64_t *f32_bytes)
+{
+    int64_t D = m->d, p = (int64_t)m->vocab * D + (2 * (int64_t)m->nlayers + 1) * D;
+    *f32_bytes = (int64_t)sizeof(float) * p; /* embeddings and norms stay f32 */
+    for (int i = 0; i < m->nlayers * L_PER; i++)
+        p += m->lin[i].N * m->lin[i].K + (m->lin[i].b ? m->lin[i].N : 0);
+    const KilnLinear *head = &m->lin[m->nlayers * L_PER];
+    bool tied = head->N == m->vocab && head->K == D &&
+                !memcmp(head->w, m->emb, sizeof(float) * (size_t)(head->N * D));
+    *params = p + (tied ? 0 : head->N * head->K);
+}
