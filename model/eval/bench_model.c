@@ -25,6 +25,7 @@ typedef struct Bench {
     int nl;
     KilnKVSpec kvs;
     KilnKVCache ckv; /* the calibration run's cache: static KV scales */
+    KilnPool *own_pool; /* when the context has none (a GPU target) */
     char **cal;      /* calibration lines (an encoder's benchmark batch too) */
     int ncal;
 } Bench;
@@ -39,8 +40,10 @@ static int open_ctx(Bench *b, KilnDiag *d)
         r = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(NULL));
     if (!r && !(b->rc.recipe = kiln_recipe_borrow(b->rc.fr)))
         r = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    if (!r)
-        r = kiln_pool_new(b->o->threads, &b->rc.pool, d);
+    /* the model's ops on the kernels' threads: a second pool's spinning workers would take
+     * cores from the first's between every layer */
+    if (!r && !(b->rc.pool = kiln_ctx_pool(b->rc.ctx)))
+        r = kiln_pool_new(b->o->threads, &b->own_pool, d), b->rc.pool = b->own_pool;
     b->rc.progress = b->o->progress;
     return r;
 }
@@ -332,6 +335,7 @@ int kiln_bench_model(const KilnBenchModelOpts *o, KilnBenchModelOut *out, KilnDi
     for (int i = 0; i < b->ncal; i++)
         free(b->cal[i]);
     free(b->cal);
+    b->rc.pool = b->own_pool; /* the context's pool is the context's to free */
     kiln_runctx_close(&b->rc, rc ? d : NULL);
     free(b);
     return rc;

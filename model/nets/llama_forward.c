@@ -9,77 +9,166 @@
 #include "model/model.h"
 #include "runtime/runtime.h"
 
-__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int n)
+/* ------------------------------------------------------------------ attention */
+
+/* What one query row needs: scores p[j] = q·K_j·sc for j < n, then o = Σ softmax(p)_j V_j.
+ * K_j and V_j are ks floats apart (the cache's own rows in place, or a dequantized copy). */
+typedef struct AttnRow {
+    void (*scores)(const float *q, const float *K, size_t ks, int n, int hd, float sc, float *p);
+    void (*mix)(const float *p, const float *V, size_t ks, int n, int hd, float *o);
+} AttnRow;
+
+typedef float v8 __attribute__((vector_size(32)));
+
+/* hd a multiple of 8 and at most 64: q and o live in registers across the keys. */
+__attribute__((target("avx2,fma"))) static void scores_avx2(const float *q, const float *K,
+                                                            size_t ks, int n, int hd, float sc,
+                                                            float *p)
 {
-    typedef float v8 __attribute__((vector_size(32)));
-    v8 acc = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        v8 x, y;
-        memcpy(&x, a + i, 32);
-        memcpy(&y, b + i, 32);
-        acc += x * y;
+    v8 qv[8];
+    int nv = hd / 8;
+    for (int e = 0; e < nv; e++)
+        memcpy(&qv[e], q + 8 * e, 32);
+    for (int j = 0; j < n; j++) {
+        const float *k = K + (size_t)j * ks;
+        v8 acc = {0}, kv;
+        for (int e = 0; e < nv; e++) {
+            memcpy(&kv, k + 8 * e, 32);
+            acc += qv[e] * kv;
+        }
+        p[j] = (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) *
+               sc;
     }
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
 }
 
-static float dot_generic(const float *a, const float *b, int n)
+/* avx2 without fma: each o[e] += p·v rounds twice, as the scalar loop does, so the
+ * output is the same bit for bit */
+__attribute__((target("avx2"))) static void mix_avx2(const float *p, const float *V,
+                                                         size_t ks, int n, int hd, float *o)
 {
-    float s = 0;
-    for (int i = 0; i < n; i++)
-        s += a[i] * b[i];
-    return s;
+    v8 ov[8] = {{0}}, vv;
+    int nv = hd / 8;
+    for (int j = 0; j < n; j++) {
+        const float *v = V + (size_t)j * ks;
+        v8 pj = {p[j], p[j], p[j], p[j], p[j], p[j], p[j], p[j]};
+        for (int e = 0; e < nv; e++) {
+            memcpy(&vv, v + 8 * e, 32);
+            ov[e] += pj * vv;
+        }
+    }
+    for (int e = 0; e < nv; e++)
+        memcpy(o + 8 * e, &ov[e], 32);
 }
 
-static float (*pick_dot(void))(const float *, const float *, int)
+static void scores_generic(const float *q, const float *K, size_t ks, int n, int hd, float sc,
+                           float *p)
+{
+    for (int j = 0; j < n; j++) {
+        float s = 0;
+        for (int e = 0; e < hd; e++)
+            s += q[e] * K[(size_t)j * ks + e];
+        p[j] = s * sc;
+    }
+}
+
+static void mix_generic(const float *p, const float *V, size_t ks, int n, int hd, float *o)
+{
+    memset(o, 0, sizeof(float) * (size_t)hd);
+    for (int j = 0; j < n; j++)
+        for (int e = 0; e < hd; e++)
+            o[e] += p[j] * V[(size_t)j * ks + e];
+}
+
+static AttnRow pick_attn(int hd)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? dot_avx2
-                                                                           : dot_generic;
+    if (hd % 8 == 0 && hd <= 64 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return (AttnRow){scores_avx2, mix_avx2};
+    return (AttnRow){scores_generic, mix_generic};
 }
+
+enum { ATTN_QBLOCK = 32 }; /* query rows per task in a prefill */
 
 typedef struct AttnTask {
     const KilnLlama *m;
     const KilnKVCache *kv;
-    int layer, T, pos0;
-    const float *q; /* [T, nh*hd], roped */
-    float *ctx;     /* [T, nh*hd] */
-    float *scratch; /* per thread: 2*(pos0+T)*hd + (pos0+T) */
-    float (*dot)(const float *, const float *, int);
+    int layer, T, pos0, nqb; /* nqb: blocks of query rows per KV head */
+    const float *q;          /* [T, nh*hd], roped */
+    float *ctx;              /* [T, nh*hd] */
+    float *scratch;          /* per thread: (quantized caches) 2*(pos0+T)*hd, then pos0+T */
+    size_t per_thread;
+    AttnRow f;
 } AttnTask;
 
-/* One task = one query head: dequantize its KV head's cache once, then causal
- * attention for the T new tokens. */
-static void attn_task(void *ctx, int h, int thread)
+/* One task = one KV head and a block of query rows: the KV head's cache read once (in
+ * place when it is f32, else dequantized), then causal attention for every query head of
+ * the group on those rows. */
+static void attn_task(void *ctx, int task, int thread)
 {
     const AttnTask *a = ctx;
     const KilnLlama *m = a->m;
-    int hd = m->hd, n = a->pos0 + a->T, kvh = h / (m->nh / m->nkv);
-    float *K = a->scratch + (size_t)thread * ((size_t)2 * n * hd + n);
-    float *V = K + (size_t)n * hd, *p = V + (size_t)n * hd;
-    for (int j = 0; j < n; j++) {
-        kiln_kv_read(a->kv, 0, a->layer, j, kvh, K + (size_t)j * hd);
-        kiln_kv_read(a->kv, 1, a->layer, j, kvh, V + (size_t)j * hd);
+    int hd = m->hd, group = m->nh / m->nkv, kvh = task / a->nqb, qb = task % a->nqb;
+    int t0 = qb * ATTN_QBLOCK, t1 = t0 + ATTN_QBLOCK < a->T ? t0 + ATTN_QBLOCK : a->T;
+    int n = a->pos0 + t1;
+    float *scr = a->scratch + (size_t)thread * a->per_thread;
+    const float *K = kiln_kv_f32(a->kv, 0, a->layer, kvh), *V = kiln_kv_f32(a->kv, 1, a->layer, kvh);
+    size_t ks = (size_t)m->nkv * hd;
+    float *p = scr;
+    if (!K) {
+        float *Kd = scr, *Vd = scr + (size_t)n * hd;
+        for (int j = 0; j < n; j++) {
+            kiln_kv_read(a->kv, 0, a->layer, j, kvh, Kd + (size_t)j * hd);
+            kiln_kv_read(a->kv, 1, a->layer, j, kvh, Vd + (size_t)j * hd);
+        }
+        K = Kd, V = Vd, ks = (size_t)hd;
+        p = Vd + (size_t)n * hd;
     }
     float sc = 1.0f / sqrtf((float)hd);
     int D = m->nh * hd;
-    float (*dot)(const float *, const float *, int) = a->dot;
-    for (int t = 0; t < a->T; t++) {
-        const float *q = a->q + (size_t)t * D + h * hd;
-        int upto = a->pos0 + t + 1;
-        for (int j = 0; j < upto; j++)
-            p[j] = dot(q, K + (size_t)j * hd, hd) * sc;
-        kiln_softmax(p, upto);
-        float *o = a->ctx + (size_t)t * D + h * hd;
-        memset(o, 0, sizeof(float) * (size_t)hd);
-        for (int j = 0; j < upto; j++)
-            for (int e = 0; e < hd; e++)
-                o[e] += p[j] * V[(size_t)j * hd + e];
+    for (int t = t0; t < t1; t++)
+        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+            int upto = a->pos0 + t + 1;
+            a->f.scores(a->q + (size_t)t * D + h * hd, K, ks, upto, hd, sc, p);
+            kiln_softmax(p, upto);
+            a->f.mix(p, V, ks, upto, hd, a->ctx + (size_t)t * D + h * hd);
+        }
+}
+
+/* Causal grouped-query attention of T new tokens over the layer's cache. Small ones
+ * (a decode step over a short cache) run on the calling thread: a pool dispatch would
+ * cost more than the work. */
+static void attention(AttnTask *a, KilnPool *pool)
+{
+    a->nqb = (a->T + ATTN_QBLOCK - 1) / ATTN_QBLOCK;
+    int ntasks = a->m->nkv * a->nqb;
+    if (!pool || (int64_t)a->T * (a->pos0 + a->T) < 64) {
+        for (int i = 0; i < ntasks; i++)
+            attn_task(a, i, 0);
+        return;
+    }
+    kiln_pool_run(pool, ntasks, attn_task, a);
+}
+
+/* RoPE's cos and sin of every position of the forward and pair i, [T][hd/2] each, computed
+ * as kiln_rope_norm computes them, once for every layer and head. */
+static void rope_table(int T, int pos0, int hd, float theta, float *cs, float *sn)
+{
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < hd / 2; i++) {
+            double f = (pos0 + t) * pow(theta, -2.0 * i / hd);
+            cs[t * (hd / 2) + i] = (float)cos(f), sn[t * (hd / 2) + i] = (float)sin(f);
+        }
+}
+
+static void rope_apply(float *x, int hd, const float *cs, const float *sn)
+{
+    for (int i = 0; i < hd / 2; i++) {
+        float a = x[2 * i], b = x[2 * i + 1];
+        x[2 * i] = a * cs[i] - b * sn[i];
+        x[2 * i + 1] = a * sn[i] + b * cs[i];
     }
 }
+
 
 int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int32_t *ids, int T,
                        int pos0, int nlast, float *logits, KilnDiag *d)
@@ -94,10 +183,15 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
     float *q = malloc(sizeof(float) * (size_t)T * D), *c = malloc(sizeof(float) * (size_t)T * D);
     float *k = malloc(sizeof(float) * (size_t)T * KD), *v = malloc(sizeof(float) * (size_t)T * KD);
     float *g = malloc(sizeof(float) * (size_t)T * F), *u = malloc(sizeof(float) * (size_t)T * F);
-    float *scr = malloc(sizeof(float) * nt * (2 * n * m->hd + n));
-    int rc = x && h && q && c && k && v && g && u && scr
+    size_t per_thread = 2 * n * m->hd + n;
+    float *scr = malloc(sizeof(float) * nt * per_thread);
+    float *rcs = malloc(sizeof(float) * (size_t)T * m->hd), *rsn = rcs + (size_t)T * (m->hd / 2);
+    int rc = x && h && q && c && k && v && g && u && scr && rcs
                  ? 0
                  : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    AttnRow f = pick_attn(m->hd);
+    if (!rc)
+        rope_table(T, pos0, m->hd, m->theta, rcs, rsn);
     for (int t = 0; !rc && t < T; t++) {
         if (ids[t] < 0 || ids[t] >= m->vocab) /* never clamped: a wrong id is a wrong result */
             rc = kiln_diag_set(d, KILN_EINPUT, "llama: token id %d at position %d is outside the "
@@ -115,14 +209,16 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
         if (rc)
             break;
         for (int t = 0; t < T; t++) {
+            const float *cs = rcs + (size_t)t * (m->hd / 2), *sn = rsn + (size_t)t * (m->hd / 2);
             for (int hh = 0; hh < m->nh; hh++)
-                kiln_rope_norm(q + (size_t)t * D + hh * m->hd, m->hd, pos0 + t, m->theta);
+                rope_apply(q + (size_t)t * D + hh * m->hd, m->hd, cs, sn);
             for (int hh = 0; hh < m->nkv; hh++)
-                kiln_rope_norm(k + (size_t)t * KD + hh * m->hd, m->hd, pos0 + t, m->theta);
+                rope_apply(k + (size_t)t * KD + hh * m->hd, m->hd, cs, sn);
             kiln_kv_write(kv, i, pos0 + t, k + (size_t)t * KD, v + (size_t)t * KD);
         }
-        AttnTask at = {m, kv, i, T, pos0, q, c, scr, pick_dot()};
-        kiln_pool_run(pool, m->nh, attn_task, &at);
+        AttnTask at = {.m = m, .kv = kv, .layer = i, .T = T, .pos0 = pos0, .q = q, .ctx = c,
+                       .scratch = scr, .per_thread = per_thread, .f = f};
+        attention(&at, pool);
         if ((rc = kiln_linear_run(&L[L_O], pool, c, T, h, d)))
             break;
         for (size_t j = 0; j < (size_t)T * D; j++)
@@ -149,7 +245,7 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
         kiln_rmsnorm(xl, nlast, D, m->out_norm, m->eps);
         rc = kiln_linear_run(&m->lin[m->nlayers * L_PER], pool, xl, nlast, logits, d);
     }
-    free(x), free(h), free(q), free(c), free(k), free(v), free(g), free(u), free(scr);
+    free(x), free(h), free(q), free(c), free(k), free(v), free(g), free(u), free(scr), free(rcs);
     return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
 }
 
