@@ -163,9 +163,6 @@ static int decoder_tests(Bench *b, KilnDiag *d)
     const KilnBenchModelOpts *o = b->o;
     KilnLlama *m = b->model;
     int V = kiln_llama_vocab(m), cap = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
-    if (cap > kiln_llama_ctx_max(m))
-        return kiln_diag_set(d, KILN_EINPUT, "%s: %d tokens do not fit the model's context of %d",
-                             b->out->path, cap, kiln_llama_ctx_max(m));
     KilnKVCache kv;
     int rc = kiln_llama_kv_init(m, &kv, &b->kvs, cap, d);
     if (rc)
@@ -318,6 +315,10 @@ int kiln_bench_model(const KilnBenchModelOpts *o, KilnBenchModelOut *out, KilnDi
     kiln_progress_stage(o->progress, "load model", 1, "");
     if (!rc && !(rc = b->net->load(out->path, &b->model, d)))
         kiln_progress_end(o->progress);
+    int cap = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
+    if (!rc && b->net->decoder && cap > kiln_llama_ctx_max(b->model)) /* before the long part */
+        rc = kiln_diag_set(d, KILN_EINPUT, "%s: %d tokens do not fit the model's context of %d",
+                           out->path, cap, kiln_llama_ctx_max(b->model));
     if (!rc) {
         b->ls = b->net->linears(b->model, &b->nl);
         rc = b->net->decoder ? prepare_decoder(b, d) : prepare_encoder(b, d);
