@@ -93,6 +93,7 @@ typedef struct AttnTask {
     const KilnLlama *m;
     const KilnKVCache *kv;
     int layer, T, pos0, nqb; /* nqb: blocks of query rows per KV head */
+    int hsplit;              /* tasks per block that split the group's query heads */
     const float *q;          /* [T, nh*hd], roped */
     float *ctx;              /* [T, nh*hd] */
     float *scratch;          /* per thread: (quantized caches) 2*(pos0+T)*hd, then pos0+T */
@@ -100,14 +101,17 @@ typedef struct AttnTask {
     AttnRow f;
 } AttnTask;
 
-/* One task = one KV head and a block of query rows: the KV head's cache read once (in
- * place when it is f32, else dequantized), then causal attention for every query head of
- * the group on those rows. */
+/* One task = one KV head, a block of query rows and a share of the group's query heads
+ * (all of them in a prefill; one each in a decode step, whose 3 KV heads alone would not
+ * balance over the threads): the KV head's cache read once (in place when it is f32, else
+ * dequantized), then causal attention for those heads on those rows. */
 static void attn_task(void *ctx, int task, int thread)
 {
     const AttnTask *a = ctx;
     const KilnLlama *m = a->m;
-    int hd = m->hd, group = m->nh / m->nkv, kvh = task / a->nqb, qb = task % a->nqb;
+    int hd = m->hd, group = m->nh / m->nkv, per = group / a->hsplit;
+    int hs = task % a->hsplit, kvh = task / a->hsplit / a->nqb, qb = task / a->hsplit % a->nqb;
+    int h0 = kvh * group + hs * per;
     int t0 = qb * ATTN_QBLOCK, t1 = t0 + ATTN_QBLOCK < a->T ? t0 + ATTN_QBLOCK : a->T;
     int n = a->pos0 + t1;
     float *scr = a->scratch + (size_t)thread * a->per_thread;
@@ -126,7 +130,7 @@ static void attn_task(void *ctx, int task, int thread)
     float sc = 1.0f / sqrtf((float)hd);
     int D = m->nh * hd;
     for (int t = t0; t < t1; t++)
-        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        for (int h = h0; h < h0 + per; h++) {
             int upto = a->pos0 + t + 1;
             a->f.scores(a->q + (size_t)t * D + h * hd, K, ks, upto, hd, sc, p);
             kiln_softmax(p, upto);
@@ -140,7 +144,8 @@ static void attn_task(void *ctx, int task, int thread)
 static void attention(AttnTask *a, KilnPool *pool)
 {
     a->nqb = (a->T + ATTN_QBLOCK - 1) / ATTN_QBLOCK;
-    int ntasks = a->m->nkv * a->nqb;
+    a->hsplit = a->T == 1 ? a->m->nh / a->m->nkv : 1;
+    int ntasks = a->m->nkv * a->nqb * a->hsplit;
     if (!pool || (int64_t)a->T * (a->pos0 + a->T) < 64) {
         for (int i = 0; i < ntasks; i++)
             attn_task(a, i, 0);
