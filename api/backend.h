@@ -52,6 +52,9 @@ int kiln_backend_open(const char *name, const char *cache_dir, int threads, bool
 
 int kiln_backend_cpu_open(const KilnTarget *t, const char *cache_dir, int threads, bool verbose,
                           KilnBackend **out, KilnDiag *d);
+/* The CPU backend's thread pool (NULL for another backend), so that a model's own ops
+ * (attention, norms) run on the threads its kernels run on instead of a second pool. */
+struct KilnPool *kiln_backend_cpu_pool(KilnBackend *b);
 int kiln_backend_cuda_open(const KilnTarget *t, bool device_arch, const char *cache_dir,
                            bool verbose, KilnBackend **out,
                            KilnDiag *d);

@@ -324,6 +324,11 @@ static void cpu_close(KilnBackend *b)
 static const KilnBackendOps cpu_ops = CPU_OPS("cpu-jit");
 static const KilnBackendOps aot_ops = CPU_OPS("cpu-aot");
 
+KilnPool *kiln_backend_cpu_pool(KilnBackend *b)
+{
+    return b && (b->ops == &cpu_ops || b->ops == &aot_ops) ? ((CpuBackend *)b)->pool : NULL;
+}
+
 /* Hands out the backend once its kernels' source is set up (rc 0) and its pool started,
  * or closes it. */
 static int cpu_finish(CpuBackend *be, int rc, int threads, KilnBackend **out, KilnDiag *d)

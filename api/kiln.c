@@ -313,6 +313,7 @@ kiln_recipe *kiln_recipe_borrow(const KilnRecipe *fr)
 
 const KilnRecipe *kiln_recipe_frontend(const kiln_recipe *r) { return r ? r->r : NULL; }
 const KilnTarget *kiln_ctx_target_full(const kiln_ctx *ctx) { return &ctx->be->target; }
+struct KilnPool *kiln_ctx_pool(kiln_ctx *ctx) { return kiln_backend_cpu_pool(ctx->be); }
 
 kiln_status kiln_layer_run(kiln_layer *l, const float *x, int64_t M, void *y)
 {

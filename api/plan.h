@@ -54,6 +54,9 @@ kiln_recipe *kiln_recipe_borrow(const KilnRecipe *r);
 const KilnRecipe *kiln_recipe_frontend(const kiln_recipe *r);
 /* The resolved target of a context (its level and traits). */
 const KilnTarget *kiln_ctx_target_full(const kiln_ctx *ctx);
+/* The thread pool the context's CPU kernels run on (NULL on a GPU), owned by the context:
+ * a model that runs its other ops there keeps one set of threads busy, not two. */
+struct KilnPool *kiln_ctx_pool(kiln_ctx *ctx);
 /* kiln_layer_create for a layer already planned with kiln_plan_layers for this
  * context's target: no second lowering. desc gives the weights, bias and name. */
 kiln_status kiln_layer_create_planned(kiln_ctx *ctx, const KilnPlanLayer *p,

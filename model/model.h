@@ -217,6 +217,9 @@ void kiln_kv_free(KilnKVCache *c);
 void kiln_kv_write(KilnKVCache *c, int layer, int pos, const float *k, const float *v);
 /* Dequantized K (which 0) or V (1) of head h at pos into out[hd]. */
 void kiln_kv_read(const KilnKVCache *c, int which, int layer, int pos, int h, float *out);
+/* An f32 cache read in place: K (which 0) or V (1) of head h at position 0 of the layer,
+ * later positions every nkv*hd floats; NULL for any other format. */
+const float *kiln_kv_f32(const KilnKVCache *c, int which, int layer, int h);
 /* Bytes per token (all layers), scales included. */
 size_t kiln_kv_bytes_per_token(const KilnKVCache *c);
 /* Static scales: start/finish a calibration pass (absmax of the written values). */
@@ -259,6 +262,10 @@ int kiln_llama_kv_init(const KilnLlama *m, KilnKVCache *c, const KilnKVSpec *s, 
  * (nlast 0: only the cache; the output head runs on those rows only). */
 int kiln_llama_forward(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv, const int32_t *ids,
                        int T, int pos0, int nlast, float *logits, KilnDiag *d);
+/* llama_forward.c: the model's weights counted once (a head tied to the embeddings is not
+ * counted again), and the bytes of those it keeps in f32 outside the linear layers
+ * (embeddings, norms). */
+void kiln_llama_weights(const KilnLlama *m, int64_t *params, int64_t *f32_bytes);
 
 /* ------------------------------------------------------------------ eval.c */
 

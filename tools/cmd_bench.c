@@ -429,6 +429,8 @@ static int usage(void)
     fprintf(stderr, "kiln bench: usage: kiln bench RECIPE --shape M,N,K [--layer NAME] "
                     "[--target T] [--threads N] [--repeat R] [--warmup W] [--cold] "
                     "[--probe-ms MS] [--json] [--report FILE.md]\n"
+                    "       kiln bench RECIPE --model smollm2|minilm|PATH [-p 512] [-n 128] "
+                    "[--threads N] [--repeat R] [--json]\n"
                     "       kiln bench FILE.kir [--target T] [...]   (times the IR file's "
                     "first function, at the shape its IR gives)\n");
     return EXIT_INPUT;
@@ -467,6 +469,13 @@ static int bench(const ToolArgs *a, const KilnPlanLayer *planned, BenchResult *b
 
 int cmd_bench(const ToolArgs *a)
 {
+    if (a->model)
+        return cmd_bench_model(a);
+    if (a->have_bench_prompt || a->have_bench_gen) {
+        fprintf(stderr, "kiln bench: -p and -n are the token counts of a model's benchmark "
+                        "(--model)\n");
+        return EXIT_INPUT;
+    }
     bool ir = a->recipe && tool_is_ir_file(a->recipe);
     if (!a->recipe || (!ir && !a->have_shape) || (ir && (a->have_shape || a->layer)))
         return usage();

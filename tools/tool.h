@@ -38,6 +38,9 @@ typedef struct ToolArgs {
     int64_t gen_n;
     double temp, top_p;
     bool no_chat;
+    /* bench --model (tools/bench_model.c): -p and -n tokens of the pp and tg tests */
+    int64_t bench_prompt, bench_gen;
+    bool have_bench_prompt, have_bench_gen;
     char cmdline[2048]; /* the command as typed, shell-quoted, for reports */
 } ToolArgs;
 
@@ -55,6 +58,7 @@ typedef struct ToolArgs {
 #define TOOL_MAX_PROBE_MS 10000              /* bench --probe-ms */
 #define TOOL_MAX_GEN_TOKENS (INT64_C(1) << 20) /* generate -n (and the model's context) */
 #define TOOL_MAX_TEMP 100.0                  /* generate --temp */
+#define TOOL_MAX_BENCH_TOKENS 16384          /* bench --model -p, -n */
 #define TOOL_MAX_LAYER_NAME 1000             /* --layer bytes (frontend/lower.c's limit) */
 #define TOOL_MAX_OUT_DIR 4000                /* -o DIR bytes */
 /* a layer's name with a suffix (".weight") never truncated */
@@ -152,5 +156,7 @@ int cmd_quantize(const ToolArgs *a);
 int cmd_aot(const ToolArgs *a);
 int cmd_bench(const ToolArgs *a);
 int cmd_generate(const ToolArgs *a);
+/* bench_model.c: kiln bench RECIPE --model M (cmd_bench dispatches to it) */
+int cmd_bench_model(const ToolArgs *a);
 
 #endif

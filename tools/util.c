@@ -100,24 +100,28 @@ typedef struct NumOpt {
     const char *name;
     int64_t lo, hi;
     size_t off;
+    const char *only; /* the one command whose option it is (NULL: any) */
 } NumOpt;
 
 static const NumOpt num_opts[] = {
-    {"--tokens", 1, TOOL_MAX_TOKENS, offsetof(ToolArgs, tokens)},
-    {"--sentences", 1, TOOL_MAX_SENTENCES, offsetof(ToolArgs, sentences)},
-    {"--window", 2, TOOL_MAX_WINDOW, offsetof(ToolArgs, window)},
-    {"--stride", 1, TOOL_MAX_WINDOW, offsetof(ToolArgs, stride)},
-    {"--threads", 1, TOOL_MAX_THREADS, offsetof(ToolArgs, threads)},
-    {"--repeat", 1, TOOL_MAX_REPEAT, offsetof(ToolArgs, repeat)},
-    {"--warmup", 0, TOOL_MAX_WARMUP, offsetof(ToolArgs, warmup)},
-    {"--probe-ms", 1, TOOL_MAX_PROBE_MS, offsetof(ToolArgs, probe_ms)},
-    {"-n", 1, TOOL_MAX_GEN_TOKENS, offsetof(ToolArgs, gen_n)}, /* generate */
+    {"--tokens", 1, TOOL_MAX_TOKENS, offsetof(ToolArgs, tokens), NULL},
+    {"--sentences", 1, TOOL_MAX_SENTENCES, offsetof(ToolArgs, sentences), NULL},
+    {"--window", 2, TOOL_MAX_WINDOW, offsetof(ToolArgs, window), NULL},
+    {"--stride", 1, TOOL_MAX_WINDOW, offsetof(ToolArgs, stride), NULL},
+    {"--threads", 1, TOOL_MAX_THREADS, offsetof(ToolArgs, threads), NULL},
+    {"--repeat", 1, TOOL_MAX_REPEAT, offsetof(ToolArgs, repeat), NULL},
+    {"--warmup", 0, TOOL_MAX_WARMUP, offsetof(ToolArgs, warmup), NULL},
+    {"--probe-ms", 1, TOOL_MAX_PROBE_MS, offsetof(ToolArgs, probe_ms), NULL},
+    /* -n: generate's tokens to generate; bench --model's tg test (0: none) */
+    {"-n", 1, TOOL_MAX_GEN_TOKENS, offsetof(ToolArgs, gen_n), "generate"},
+    {"-p", 0, TOOL_MAX_BENCH_TOKENS, offsetof(ToolArgs, bench_prompt), "bench"},
+    {"-n", 0, TOOL_MAX_BENCH_TOKENS, offsetof(ToolArgs, bench_gen), "bench"},
 };
 
-static const NumOpt *num_opt(const char *s)
+static const NumOpt *num_opt(const char *s, const char *cmd)
 {
     for (size_t i = 0; i < sizeof num_opts / sizeof num_opts[0]; i++)
-        if (!strcmp(s, num_opts[i].name))
+        if (!strcmp(s, num_opts[i].name) && (!num_opts[i].only || !strcmp(cmd, num_opts[i].only)))
             return &num_opts[i];
     return NULL;
 }
@@ -223,11 +227,13 @@ int tool_parse_args(int argc, char **argv, int first, ToolArgs *a)
                 return EXIT_INPUT;
         } else if (!strcmp(s, "--no-chat")) {
             a->no_chat = true;
-        } else if ((no = num_opt(s))) {
+        } else if ((no = num_opt(s, a->cmd))) {
             NEEDV;
             if (tool_parse_int(s, v, no->lo, no->hi, (int64_t *)((char *)a + no->off)))
                 return EXIT_INPUT;
             a->have_warmup = a->have_warmup || !strcmp(s, "--warmup");
+            a->have_bench_prompt = a->have_bench_prompt || !strcmp(s, "-p");
+            a->have_bench_gen = a->have_bench_gen || !strcmp(s, "-n");
         } else if (!strcmp(s, "--cold")) {
             a->cold = true;
         } else if (!strcmp(s, "--per-layer")) {

@@ -210,6 +210,14 @@ void kiln_kv_read(const KilnKVCache *c, int which, int layer, int pos, int h, fl
     decode(c, src, c->hd, scale, out);
 }
 
+const float *kiln_kv_f32(const KilnKVCache *c, int which, int layer, int h)
+{
+    if (c->spec.fmt != KILN_KV_F32)
+        return NULL;
+    const uint8_t *base = which ? c->v : c->k;
+    return (const float *)base + (size_t)layer * c->cap * c->nkv * c->hd + (size_t)h * c->hd;
+}
+
 size_t kiln_kv_bytes_per_token(const KilnKVCache *c)
 {
     size_t b = 2 * (size_t)c->nlayers * c->nkv * c->hd * c->esz;

@@ -1,0 +1,268 @@
+/* model/nets/llama_forward.c — the Llama decoder's forward pass (model/nets/llama.c loads it):
+ * RMSNorm, RoPE ("norm" adjacent-pair layout, as llama.cpp's converter permutes Q/K rows
+ * for), grouped-query attention over the KV cache, SiLU-gated FFN, the output head. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/nets/llama_internal.h"
+#include "model/model.h"
+#include "runtime/runtime.h"
+
+/* ------------------------------------------------------------------ attention */
+
+/* What one query row needs: scores p[j] = q·K_j·sc for j < n, then o = Σ softmax(p)_j V_j.
+ * K_j and V_j are ks floats apart (the cache's own rows in place, or a dequantized copy). */
+typedef struct AttnRow {
+    void (*scores)(const float *q, const float *K, size_t ks, int n, int hd, float sc, float *p);
+    void (*mix)(const float *p, const float *V, size_t ks, int n, int hd, float *o);
+} AttnRow;
+
+typedef float v8 __attribute__((vector_size(32)));
+
+/* hd a multiple of 8 and at most 64: q and o live in registers across the keys. */
+__attribute__((target("avx2,fma"))) static void scores_avx2(const float *q, const float *K,
+                                                            size_t ks, int n, int hd, float sc,
+                                                            float *p)
+{
+    v8 qv[8];
+    int nv = hd / 8;
+    for (int e = 0; e < nv; e++)
+        memcpy(&qv[e], q + 8 * e, 32);
+    for (int j = 0; j < n; j++) {
+        const float *k = K + (size_t)j * ks;
+        v8 acc = {0}, kv;
+        for (int e = 0; e < nv; e++) {
+            memcpy(&kv, k + 8 * e, 32);
+            acc += qv[e] * kv;
+        }
+        p[j] = (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) *
+               sc;
+    }
+}
+
+/* avx2 without fma: each o[e] += p·v rounds twice, as the scalar loop does, so the
+ * output is the same bit for bit */
+__attribute__((target("avx2"))) static void mix_avx2(const float *p, const float *V,
+                                                         size_t ks, int n, int hd, float *o)
+{
+    v8 ov[8] = {{0}}, vv;
+    int nv = hd / 8;
+    for (int j = 0; j < n; j++) {
+        const float *v = V + (size_t)j * ks;
+        v8 pj = {p[j], p[j], p[j], p[j], p[j], p[j], p[j], p[j]};
+        for (int e = 0; e < nv; e++) {
+            memcpy(&vv, v + 8 * e, 32);
+            ov[e] += pj * vv;
+        }
+    }
+    for (int e = 0; e < nv; e++)
+        memcpy(o + 8 * e, &ov[e], 32);
+}
+
+static void scores_generic(const float *q, const float *K, size_t ks, int n, int hd, float sc,
+                           float *p)
+{
+    for (int j = 0; j < n; j++) {
+        float s = 0;
+        for (int e = 0; e < hd; e++)
+            s += q[e] * K[(size_t)j * ks + e];
+        p[j] = s * sc;
+    }
+}
+
+static void mix_generic(const float *p, const float *V, size_t ks, int n, int hd, float *o)
+{
+    memset(o, 0, sizeof(float) * (size_t)hd);
+    for (int j = 0; j < n; j++)
+        for (int e = 0; e < hd; e++)
+            o[e] += p[j] * V[(size_t)j * ks + e];
+}
+
+static AttnRow pick_attn(int hd)
+{
+    __builtin_cpu_init();
+    if (hd % 8 == 0 && hd <= 64 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return (AttnRow){scores_avx2, mix_avx2};
+    return (AttnRow){scores_generic, mix_generic};
+}
+
+enum { ATTN_QBLOCK = 32 }; /* query rows per task in a prefill */
+
+typedef struct AttnTask {
+    const KilnLlama *m;
+    const KilnKVCache *kv;
+    int layer, T, pos0, nqb; /* nqb: blocks of query rows per KV head */
+    int hsplit;              /* tasks per block that split the group's query heads */
+    const float *q;          /* [T, nh*hd], roped */
+    float *ctx;              /* [T, nh*hd] */
+    float *scratch;          /* per thread: (quantized caches) 2*(pos0+T)*hd, then pos0+T */
+    size_t per_thread;
+    AttnRow f;
+} AttnTask;
+
+/* One task = one KV head, a block of query rows and a share of the group's query heads
+ * (all of them in a prefill; one each in a decode step, whose 3 KV heads alone would not
+ * balance over the threads): the KV head's cache read once (in place when it is f32, else
+ * dequantized), then causal attention for those heads on those rows. */
+static void attn_task(void *ctx, int task, int thread)
+{
+    const AttnTask *a = ctx;
+    const KilnLlama *m = a->m;
+    int hd = m->hd, group = m->nh / m->nkv, per = group / a->hsplit;
+    int hs = task % a->hsplit, kvh = task / a->hsplit / a->nqb, qb = task / a->hsplit % a->nqb;
+    int h0 = kvh * group + hs * per;
+    int t0 = qb * ATTN_QBLOCK, t1 = t0 + ATTN_QBLOCK < a->T ? t0 + ATTN_QBLOCK : a->T;
+    int n = a->pos0 + t1;
+    float *scr = a->scratch + (size_t)thread * a->per_thread;
+    const float *K = kiln_kv_f32(a->kv, 0, a->layer, kvh), *V = kiln_kv_f32(a->kv, 1, a->layer, kvh);
+    size_t ks = (size_t)m->nkv * hd;
+    float *p = scr;
+    if (!K) {
+        float *Kd = scr, *Vd = scr + (size_t)n * hd;
+        for (int j = 0; j < n; j++) {
+            kiln_kv_read(a->kv, 0, a->layer, j, kvh, Kd + (size_t)j * hd);
+            kiln_kv_read(a->kv, 1, a->layer, j, kvh, Vd + (size_t)j * hd);
+        }
+        K = Kd, V = Vd, ks = (size_t)hd;
+        p = Vd + (size_t)n * hd;
+    }
+    float sc = 1.0f / sqrtf((float)hd);
+    int D = m->nh * hd;
+    for (int t = t0; t < t1; t++)
+        for (int h = h0; h < h0 + per; h++) {
+            int upto = a->pos0 + t + 1;
+            a->f.scores(a->q + (size_t)t * D + h * hd, K, ks, upto, hd, sc, p);
+            kiln_softmax(p, upto);
+            a->f.mix(p, V, ks, upto, hd, a->ctx + (size_t)t * D + h * hd);
+        }
+}
+
+/* Causal grouped-query attention of T new tokens over the layer's cache. Small ones
+ * (a decode step over a short cache) run on the calling thread: a pool dispatch would
+ * cost more than the work. */
+static void attention(AttnTask *a, KilnPool *pool)
+{
+    a->nqb = (a->T + ATTN_QBLOCK - 1) / ATTN_QBLOCK;
+    a->hsplit = a->T == 1 ? a->m->nh / a->m->nkv : 1;
+    int ntasks = a->m->nkv * a->nqb * a->hsplit;
+    if (!pool || (int64_t)a->T * (a->pos0 + a->T) < 64) {
+        for (int i = 0; i < ntasks; i++)
+            attn_task(a, i, 0);
+        return;
+    }
+    kiln_pool_run(pool, ntasks, attn_task, a);
+}
+
+/* RoPE's cos and sin of every position of the forward and pair i, [T][hd/2] each, computed
+ * as kiln_rope_norm computes them, once for every layer and head. */
+static void rope_table(int T, int pos0, int hd, float theta, float *cs, float *sn)
+{
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < hd / 2; i++) {
+            double f = (pos0 + t) * pow(theta, -2.0 * i / hd);
+            cs[t * (hd / 2) + i] = (float)cos(f), sn[t * (hd / 2) + i] = (float)sin(f);
+        }
+}
+
+static void rope_apply(float *x, int hd, const float *cs, const float *sn)
+{
+    for (int i = 0; i < hd / 2; i++) {
+        float a = x[2 * i], b = x[2 * i + 1];
+        x[2 * i] = a * cs[i] - b * sn[i];
+        x[2 * i + 1] = a * sn[i] + b * cs[i];
+    }
+}
+
+
+int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int32_t *ids, int T,
+                       int pos0, int nlast, float *logits, KilnDiag *d)
+{
+    if (T <= 0 || pos0 < 0 || pos0 + T > kv->cap || nlast > T)
+        return kiln_diag_set(d, KILN_EINPUT, "llama: %d tokens at %d do not fit a cache of %d", T,
+                             pos0, kv->cap);
+    int D = m->d, KD = m->nkv * m->hd, F = m->ffn;
+    size_t nt = (size_t)(pool ? kiln_pool_size(pool) : 1);
+    size_t n = (size_t)(pos0 + T);
+    float *x = malloc(sizeof(float) * (size_t)T * D), *h = malloc(sizeof(float) * (size_t)T * D);
+    float *q = malloc(sizeof(float) * (size_t)T * D), *c = malloc(sizeof(float) * (size_t)T * D);
+    float *k = malloc(sizeof(float) * (size_t)T * KD), *v = malloc(sizeof(float) * (size_t)T * KD);
+    float *g = malloc(sizeof(float) * (size_t)T * F), *u = malloc(sizeof(float) * (size_t)T * F);
+    size_t per_thread = 2 * n * m->hd + n;
+    float *scr = malloc(sizeof(float) * nt * per_thread);
+    float *rcs = malloc(sizeof(float) * (size_t)T * m->hd), *rsn = rcs + (size_t)T * (m->hd / 2);
+    int rc = x && h && q && c && k && v && g && u && scr && rcs
+                 ? 0
+                 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    AttnRow f = pick_attn(m->hd);
+    if (!rc)
+        rope_table(T, pos0, m->hd, m->theta, rcs, rsn);
+    for (int t = 0; !rc && t < T; t++) {
+        if (ids[t] < 0 || ids[t] >= m->vocab) /* never clamped: a wrong id is a wrong result */
+            rc = kiln_diag_set(d, KILN_EINPUT, "llama: token id %d at position %d is outside the "
+                               "%d rows of the embedding", ids[t], pos0 + t, m->vocab);
+        else
+            memcpy(x + (size_t)t * D, m->emb + (size_t)ids[t] * D, sizeof(float) * D);
+    }
+    for (int i = 0; !rc && i < m->nlayers; i++) {
+        KilnLinear *L = &m->lin[i * L_PER];
+        memcpy(h, x, sizeof(float) * (size_t)T * D);
+        kiln_rmsnorm(h, T, D, m->attn_norm[i], m->eps);
+        rc = kiln_linear_run(&L[L_Q], pool, h, T, q, d) ||
+             kiln_linear_run(&L[L_K], pool, h, T, k, d) ||
+             kiln_linear_run(&L[L_V], pool, h, T, v, d);
+        if (rc)
+            break;
+        for (int t = 0; t < T; t++) {
+            const float *cs = rcs + (size_t)t * (m->hd / 2), *sn = rsn + (size_t)t * (m->hd / 2);
+            for (int hh = 0; hh < m->nh; hh++)
+                rope_apply(q + (size_t)t * D + hh * m->hd, m->hd, cs, sn);
+            for (int hh = 0; hh < m->nkv; hh++)
+                rope_apply(k + (size_t)t * KD + hh * m->hd, m->hd, cs, sn);
+            kiln_kv_write(kv, i, pos0 + t, k + (size_t)t * KD, v + (size_t)t * KD);
+        }
+        AttnTask at = {.m = m, .kv = kv, .layer = i, .T = T, .pos0 = pos0, .q = q, .ctx = c,
+                       .scratch = scr, .per_thread = per_thread, .f = f};
+        attention(&at, pool);
+        if ((rc = kiln_linear_run(&L[L_O], pool, c, T, h, d)))
+            break;
+        for (size_t j = 0; j < (size_t)T * D; j++)
+            x[j] += h[j];
+        memcpy(h, x, sizeof(float) * (size_t)T * D);
+        kiln_rmsnorm(h, T, D, m->ffn_norm[i], m->eps);
+        rc = kiln_linear_run(&L[L_GATE], pool, h, T, g, d) ||
+             kiln_linear_run(&L[L_UP], pool, h, T, u, d);
+        if (rc)
+            break;
+        if (L[L_GATE].act_fused) /* the gate_proj kernel already applied silu */
+            for (size_t j = 0; j < (size_t)T * F; j++)
+                g[j] *= u[j];
+        else
+            for (size_t j = 0; j < (size_t)T * F; j++)
+                g[j] = kiln_silu1(g[j]) * u[j];
+        if ((rc = kiln_linear_run(&L[L_DOWN], pool, g, T, h, d)))
+            break;
+        for (size_t j = 0; j < (size_t)T * D; j++)
+            x[j] += h[j];
+    }
+    if (!rc && nlast > 0) {
+        float *xl = x + (size_t)(T - nlast) * D;
+        kiln_rmsnorm(xl, nlast, D, m->out_norm, m->eps);
+        rc = kiln_linear_run(&m->lin[m->nlayers * L_PER], pool, xl, nlast, logits, d);
+    }
+    free(x), free(h), free(q), free(c), free(k), free(v), free(g), free(u), free(scr), free(rcs);
+    return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
+}
+
+
+void kiln_llama_weights(const KilnLlama *m, int64_t *params, int64_t *f32_bytes)
+{
+    int64_t D = m->d, p = (int64_t)m->vocab * D + (2 * (int64_t)m->nlayers + 1) * D;
+    *f32_bytes = (int64_t)sizeof(float) * p; /* embeddings and norms stay f32 */
+    for (int i = 0; i < m->nlayers * L_PER; i++)
+        p += m->lin[i].N * m->lin[i].K + (m->lin[i].b ? m->lin[i].N : 0);
+    const KilnLinear *head = &m->lin[m->nlayers * L_PER];
+    bool tied = head->N == m->vocab && head->K == D &&
+                !memcmp(head->w, m->emb, sizeof(float) * (size_t)(head->N * D));
+    *params = p + (tied ? 0 : head->N * head->K);
+}
