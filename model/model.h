@@ -14,6 +14,7 @@
 struct KilnPool;
 struct KilnRecipe;
 struct KilnModelFile;
+struct KilnModelTensor;
 
 /* ------------------------------------------------------------------ ops.c */
 
@@ -35,13 +36,26 @@ void kiln_rope_norm(float *x, int hd, int pos, float theta);
 int kiln_load_f32_checked(const struct KilnModelFile *mf, const char *what, const char *name,
                           int64_t numel, float **out, KilnDiag *d);
 
-/* A linear layer: its f32 weights (always kept: the f32 baseline and --per-layer
- * compare against them) and the kiln layer that runs it under a recipe. */
+/* A linear layer: its f32 weights and the kiln layer that runs it under a recipe.
+ * The f32 weights are not always kept (docs/hardening.md, "Memory"): a layer whose
+ * weights can be read again from the model's mapped file (wmf, wt: a GGUF) holds w only
+ * while something needs it — binding, the methods, --per-layer's reference — and
+ * kiln_linear_wget reads it back (dequantized from the file) when it is NULL;
+ * kiln_linear_wput drops it again unless a method changed it (w_dirty). */
 typedef struct KilnLinear {
     char name[160];     /* the name recipes match (docs/models.md, "Layer names") */
     char src[160];      /* the checkpoint's tensor name, minus ".weight" */
     int64_t N, K;
-    float *w, *b;       /* owned; b may be NULL */
+    float *w, *b;       /* owned; b may be NULL; w NULL while dropped (wt set) */
+    const struct KilnModelFile *wmf;    /* where w is read again; NULL: w is kept */
+    const struct KilnModelTensor *wt;   /* [N, K] in wmf */
+    bool w_dirty;       /* w differs from the file (a method scaled it): kept */
+    /* Bound per call (kiln eval's f32 row, kiln_runctx_open_f32): every run creates the
+     * layer of this context's recipe (its f32 weights read and prepacked for that call)
+     * and destroys it after, so the f32 baseline keeps no f32 copy of the model. kernel
+     * then points at kdesc, what kiln_layer_describe said when it was bound. */
+    const struct KilnRunCtx *percall;
+    char kdesc[128];
     /* The layer as a quantized checkpoint stores it (model/checkpoints/checkpoint.h), for rules
      * that say weights = stored; w is then its dequantized weight. NULL normally.
      * Not owned: the model keeps the checkpoint it points into. */
@@ -95,10 +109,18 @@ typedef struct KilnRunCtx {
     struct KilnRecipe *fr;
     struct KilnPool *pool;
     struct KilnProgress *progress; /* runtime/progress.h; NULL: none shown */
+    bool per_call; /* layers bound per call (KilnLinear.percall): kiln eval's f32 row */
 } KilnRunCtx;
 
 int kiln_linear_run(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M, float *y,
                     KilnDiag *d);
+/* The layer's f32 weights in l->w, read again from the file when dropped (model/nets/
+ * linear_w.c); _wput drops them when they can be read again and no method changed them. */
+int kiln_linear_wget(KilnLinear *l, KilnDiag *d);
+void kiln_linear_wput(KilnLinear *l);
+/* A per-call layer's run (KilnLinear.percall): kiln_linear_run calls it. */
+int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M,
+                            float *y, KilnDiag *d);
 /* Binds every layer to the recipe (rc->recipe NULL: f32 for all, through
  * kiln_gemm_f32). Layers the recipe ignores run on kiln's own f32 kernel, which
  * kiln_layer_create gives them. Static activation scales calibrate from cap. */

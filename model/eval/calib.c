@@ -190,8 +190,13 @@ static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const 
     }
     const float *W[3];
     int64_t N[3];
-    for (int j = 0; j < site->nlin; j++)
+    for (int j = 0; j < site->nlin; j++) { /* read again from the file if dropped */
+        if (kiln_linear_wget(&ls[site->lin[j]], d))
+            return d->code;
         W[j] = ls[site->lin[j]].w, N[j] = ls[site->lin[j]].N;
+    }
+    if (prev_ok && kiln_linear_wget(&ls[site->prev], d))
+        return d->code;
     float *s = malloc(sizeof(float) * (size_t)K);
     if (!s)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -215,6 +220,7 @@ static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const 
     }
     for (int j = 0; j < site->nlin; j++) { /* W → W·diag(s) */
         KilnLinear *l = &ls[site->lin[j]];
+        l->w_dirty = true; /* no longer the file's: kept */
         for (int64_t row = 0; row < l->N; row++)
             for (int64_t k = 0; k < K; k++)
                 l->w[row * K + k] *= s[k];
@@ -229,6 +235,7 @@ static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const 
         where = "norm";
     } else if (prev_ok) { /* the previous layer's output channels → /s */
         KilnLinear *p = &ls[site->prev];
+        p->w_dirty = true;
         for (int64_t row = 0; row < p->N; row++) {
             for (int64_t k = 0; k < p->K; k++)
                 p->w[row * p->K + k] /= s[row];
@@ -279,6 +286,8 @@ static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose
         return r;
     KilnGptqOpts go = {.damp = m->damp, .block = m->block, .act_order = m->act_order != 0,
                        .static_groups = m->act_order != 2};
+    if (kiln_linear_wget(l, d))
+        return d->code;
     KilnQResult *res = calloc(1, sizeof *res);
     if (!res)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -300,6 +309,7 @@ static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose
             return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
         }
         memcpy(l->in_perm, res->perm, sizeof(int32_t) * (size_t)l->K);
+        l->w_dirty = true; /* columns in the permuted order: kept */
         gather_cols(l->w, l->N, l->K, l->in_perm, tmp);
         if (l->in_div)
             gather_cols(l->in_div, 1, l->K, l->in_perm, tmp);
@@ -307,6 +317,7 @@ static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose
     }
     l->qres = res;
     l->q_w = res->w, l->q_scale = res->scale, l->q_zero = res->zero;
+    kiln_linear_wput(l); /* binding takes q_w; --per-layer reads w again */
     if (verbose) {
         char qs[64];
         kiln_spec_print(&q, qs, sizeof qs);

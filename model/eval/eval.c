@@ -396,7 +396,8 @@ static const char f32_recipe[] = "return recipe \"f32\" {\n"
 
 void kiln_runctx_open_f32(const KilnRunCtx *base, KilnRunCtx *f32)
 {
-    *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool, base->progress};
+    /* per call: no layer keeps an f32 kernel (and its prepacked f32 copy) between runs */
+    *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool, base->progress, true};
     KilnDiag d = {0};
     if (kiln_recipe_load_string(f32_recipe, sizeof f32_recipe - 1, "f32 (built in)", &f32->fr, &d))
         return;

@@ -44,7 +44,11 @@ static int to_qlinear(const KilnRunCtx *rc, const KilnLinear *l, int rule, KilnQ
     KilnQResult own = {0};
     const KilnQResult *res = l->qres;
     if (!res) {
-        if ((r = kiln_quant_rtn(l->w, l->N, l->K, &spec, &own, d)))
+        if ((r = kiln_linear_wget((KilnLinear *)l, d))) /* read again if dropped */
+            return r;
+        r = kiln_quant_rtn(l->w, l->N, l->K, &spec, &own, d);
+        kiln_linear_wput((KilnLinear *)l);
+        if (r)
             return r;
         res = &own;
     }

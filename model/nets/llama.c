@@ -35,6 +35,7 @@ void kiln_llama_free(KilnLlama *m)
     }
     free(m->attn_norm), free(m->ffn_norm), free(m->out_norm);
     kiln_linears_free(m->lin, m->nlayers * L_PER + 1);
+    kiln_mf_close(m->mf); /* after the layers: they read their weights from it */
     kiln_tok_free(m->tok);
     kiln_checkpoint_free(m->ck);
     free(m->ck);
@@ -53,7 +54,8 @@ int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     int64_t D = m->d;
     char name[200];
-    rc = s->vec(s->ctx, s->emb, (int64_t)m->vocab * D, &m->emb, d);
+    rc = s->emb_src ? s->emb_src(s->ctx, m, d) : s->vec(s->ctx, s->emb, (int64_t)m->vocab * D,
+                                                        &m->emb, d);
     if (!rc)
         rc = s->vec(s->ctx, s->out_norm, D, &m->out_norm, d);
     for (int i = 0; !rc && i < m->nlayers; i++) {
@@ -79,6 +81,10 @@ int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINPUT, "%s: no %s and tie_word_embeddings is false",
                              s->where, s->head);
     snprintf(head->src, sizeof head->src, "%s", s->tied_src); /* the head is the embeddings */
+    if (!m->emb) { /* read from the file's embeddings when needed, as every layer */
+        head->wmf = m->mf, head->wt = m->emb_t;
+        return 0;
+    }
     size_t n = sizeof(float) * (size_t)(head->N * D);
     if (!(head->w = malloc(n)))
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -89,6 +95,41 @@ int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d)
 static int gguf_vec(void *mf, const char *name, int64_t numel, float **out, KilnDiag *d)
 {
     return load(mf, name, numel, out, d);
+}
+
+/* Tensor name of mf as a lazily read [rows, cols] matrix: present, of that size, of a type
+ * kiln reads by rows (checked now, so reading it later cannot fail). */
+static int gguf_lazy(const KilnModelFile *mf, const char *name, int64_t rows, int64_t cols,
+                     const KilnModelTensor **out, KilnDiag *d)
+{
+    const KilnModelTensor *t = kiln_mf_find(mf, name);
+    if (!t)
+        return kiln_diag_set(d, KILN_EINPUT, "GGUF: no tensor '%s'", name);
+    if (t->numel != rows * cols || t->rank < 1 || t->dim[t->rank - 1] != cols)
+        return kiln_diag_set(d, KILN_EINPUT, "GGUF: '%s' has %lld elements in rows of %lld, "
+                             "expected %lld x %lld", name, (long long)t->numel,
+                             (long long)(t->rank < 1 ? 0 : t->dim[t->rank - 1]), (long long)rows,
+                             (long long)cols);
+    int rc = kiln_mf_rows_f32(mf, t, 0, 0, NULL, d);
+    if (!rc)
+        *out = t;
+    return rc;
+}
+
+static int gguf_emb(void *mf, KilnLlama *m, KilnDiag *d)
+{
+    m->mf = mf;
+    return gguf_lazy(mf, "token_embd.weight", m->vocab, m->d, &m->emb_t, d);
+}
+
+void kiln_llama_embed_row(const KilnLlama *m, int32_t id, float *x)
+{
+    if (m->emb) {
+        memcpy(x, m->emb + (size_t)id * m->d, sizeof(float) * (size_t)m->d);
+        return;
+    }
+    KilnDiag ignore = {0}; /* gguf_lazy checked the tensor: a row in range always reads */
+    kiln_mf_rows_f32(m->mf, m->emb_t, id, 1, x, &ignore);
 }
 
 static bool gguf_has_head(void *mf) { return kiln_mf_find(mf, "output.weight") != NULL; }
@@ -102,7 +143,8 @@ static int gguf_linear(void *mf, KilnLlama *m, int layer, int j, KilnLinear *l, 
     else
         snprintf(l->src, sizeof l->src, "blk.%d.%s", layer, kiln_llama_gguf_lin_names[j]);
     snprintf(name, sizeof name, "%s.weight", l->src);
-    return load(mf, name, l->N * l->K, &l->w, d);
+    l->wmf = mf; /* read when needed (kiln_linear_wget) */
+    return gguf_lazy(mf, name, l->N, l->K, &l->wt, d);
 }
 
 int kiln_llama_load(const char *path, KilnLlama **out, KilnDiag *d)
@@ -124,6 +166,7 @@ int kiln_llama_load(const char *path, KilnLlama **out, KilnDiag *d)
     KilnLlamaSource src;
     kiln_llama_gguf_names(mf, path, &src);
     src.vec = gguf_vec, src.has_head = gguf_has_head, src.linear = gguf_linear;
+    src.emb_src = gguf_emb;
     if (!rc)
         rc = kiln_llama_load_tensors(m, &src, d);
     KilnDiag td = {0};
@@ -131,7 +174,7 @@ int kiln_llama_load(const char *path, KilnLlama **out, KilnDiag *d)
         kiln_diag_format(&td, m->tok_err, sizeof m->tok_err);
     if (!rc && m->tok)
         rc = kiln_shape_vocab(path, kiln_tok_vocab_size(m->tok), m->vocab, d);
-    kiln_mf_close(mf);
+    m->mf = mf; /* kept mapped: the weights are read from it (kiln_llama_free closes it) */
     if (rc) {
         kiln_llama_free(m);
         return rc;
@@ -254,7 +297,7 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
             rc = kiln_diag_set(d, KILN_EINPUT, "llama: token id %d at position %d is outside the "
                                "%d rows of the embedding", ids[t], pos0 + t, m->vocab);
         else
-            memcpy(x + (size_t)t * D, m->emb + (size_t)ids[t] * D, sizeof(float) * D);
+            kiln_llama_embed_row(m, ids[t], x + (size_t)t * D);
     }
     for (int i = 0; !rc && i < m->nlayers; i++) {
         KilnLinear *L = &m->lin[i * L_PER];
