@@ -76,7 +76,9 @@ typedef struct KilnLinear {
     /* set by the first run whose output held a NaN or an infinity (nonfinite_in: its
      * input already did), so kiln eval can name the layer where they began */
     bool nonfinite_out, nonfinite_in;
-    /* calibration capture: the layer's input rows (first cap_max rows) */
+    /* calibration capture: the layer's input rows (first cap_max rows); cap_skip: none
+     * (kiln_linears_capture_select: the recipe calibrates nothing from them) */
+    bool cap_skip;
     float *cap;
     int64_t cap_rows, cap_max;
     float *tmp; /* scratch for tracking / f16 outputs */
@@ -131,6 +133,10 @@ void kiln_linears_unbind(KilnLinear *ls, int n);
  * in_perm) from now on; _end frees them. */
 int kiln_linears_capture(KilnLinear *ls, int n, KilnDiag *d);
 void kiln_linears_capture_end(KilnLinear *ls, int n);
+/* Marks the layers whose rule under fr calibrates nothing from captured rows (no static
+ * activation scale to compute, no outlier columns to pick) so that kiln_linears_capture
+ * leaves them without rows: 512 rows of every layer's input are 307 MB on SmolLM2. */
+void kiln_linears_capture_select(KilnLinear *ls, int n, const struct KilnRecipe *fr);
 void kiln_linears_free(KilnLinear *ls, int n);
 
 /* ------------------------------------------------------------------ calib.c */

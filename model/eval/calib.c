@@ -507,6 +507,18 @@ int kiln_bert_quant_prepare(KilnBert *m, const KilnRunCtx *rc, const char *const
 
 /* ------------------------------------------------------------------ static activation scales */
 
+void kiln_linears_capture_select(KilnLinear *ls, int n, const KilnRecipe *fr)
+{
+    for (int i = 0; i < n; i++) {
+        KilnLinear *l = &ls[i];
+        int ri = !fr || kiln_recipe_ignored(fr, l->name) ? -1 : kiln_recipe_match(fr, l->name);
+        KilnQuantSpec a;
+        float th, mf;
+        bool stat = ri >= 0 && kiln_recipe_rule_acts(fr, ri, &a) && !a.dynamic && !(a.scale > 0);
+        l->cap_skip = fr && !stat && !kiln_recipe_outliers(fr, l->name, &th, &mf);
+    }
+}
+
 int kiln_llama_capture_static(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv,
                               const int32_t *ids, int n, KilnDiag *d)
 {

@@ -599,6 +599,8 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
     free(mids);
     if (!rc)
         rc = kiln_llama_kv_init(llama, &ckv, &e->kvs, nc > 0 ? nc : 1, d);
+    if (!rc) /* rows only for the layers that calibrate from them */
+        kiln_linears_capture_select(e->ls, e->nl, e->rc.fr);
     if (!rc) /* static activation scales and KV ranges (kiln quantize: the same) */
         rc = kiln_llama_capture_static(llama, e->rc.pool, &ckv, cids, nc, d);
     if (!rc && o->verbose)
@@ -668,6 +670,8 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
         Lines cm = {e->cal.v, e->cal.n < METHOD_SENTENCES ? e->cal.n : METHOD_SENTENCES};
         rc = kiln_bert_quant_prepare(bert, &e->rc, (const char *const *)cm.v, cm.n, o->verbose, d);
     }
+    if (!rc) /* rows only for the layers that calibrate from them */
+        kiln_linears_capture_select(e->ls, e->nl, e->rc.fr);
     if (!rc)
         rc = kiln_bert_capture_static(bert, e->rc.pool, (const char *const *)e->cal.v, e->cal.n, d);
     if (!rc)

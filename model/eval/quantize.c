@@ -147,6 +147,7 @@ static int capture_static(const KilnQuantizeOpts *o, const KilnRunCtx *rc, KilnL
         if (f32.recipe)
             r = kiln_linears_bind(ls, nl, &f32, d);
     }
+    kiln_linears_capture_select(ls, nl, rc->fr); /* rows only where a scale needs them */
     if (!r && llama) {
         KilnKVSpec kvs;
         KilnKVCache kv = {0};

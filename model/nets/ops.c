@@ -317,10 +317,33 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
     return 0;
 }
 
+static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
+
 int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
 {
+    /* A layer holding over 1/8 of the weights (SmolLM2's lm_head: 113 MB of f32) first,
+     * while no other layer holds prepacked weights: its f32 weights, read for the
+     * binding, and its packed copy are then the peak (docs/hardening.md, "Memory"). */
+    int first = -1;
+    int64_t all = 0;
     for (int i = 0; i < n; i++) {
-        KilnLinear *l = &ls[i];
+        all += ls[i].N * ls[i].K;
+        if (first < 0 || ls[i].N * ls[i].K > ls[first].N * ls[first].K)
+            first = i;
+    }
+    if (first >= 0 && ls[first].N * ls[first].K * 8 <= all)
+        first = -1;
+    if (first >= 0 && bind_one(&ls[first], rc, d))
+        return d->code ? d->code : KILN_EINTERNAL;
+    for (int i = 0; i < n; i++)
+        if (i != first && bind_one(&ls[i], rc, d))
+            return d->code ? d->code : KILN_EINTERNAL;
+    return 0;
+}
+
+static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
+{
+    {
         kiln_layer_destroy(l->kl); /* rebinding: the previous recipe's layer */
         l->kl = NULL;
         l->percall = NULL;
@@ -329,7 +352,7 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
         l->bias_in_kernel = false;
         l->act_fused = false;
         if (!rc || !rc->recipe)
-            continue;
+            return 0;
         char afmt[160]; /* activations = stored: the file's scheme, its scale exactly */
         const char *act_format = NULL;
         if (l->stored && rc->fr) { /* the rule decides: as stored, or re-quantized from w */
@@ -414,6 +437,8 @@ int kiln_linears_capture(KilnLinear *ls, int n, KilnDiag *d)
 {
     for (int i = 0; i < n; i++) {
         KilnLinear *l = &ls[i];
+        if (l->cap_skip)
+            continue;
         if (!l->cap && !(l->cap = malloc(sizeof(float) * (size_t)(KILN_STATIC_ROWS * l->K)))) {
             kiln_linears_capture_end(ls, n);
             return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
