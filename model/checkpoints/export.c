@@ -468,10 +468,12 @@ static int export_linear(const KilnLinear *l, int n_head, KilnCheckpoint *c, Kil
                                                            (size_t)l->K, n_head, true, d)))
                 return rc;
         } else { /* w read again from the model's file when it was dropped */
+            bool had = l->w != NULL;
             if ((rc = kiln_linear_wget((KilnLinear *)l, d)))
                 return rc;
             rc = kiln_checkpoint_add_tensor(c, wn, 2, (int64_t[]){l->N, l->K}, l->w, d);
-            kiln_linear_wput((KilnLinear *)l);
+            if (!had)
+                kiln_linear_wput((KilnLinear *)l);
             if (rc)
                 return rc;
             t = &c->t[c->nt - 1];

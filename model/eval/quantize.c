@@ -44,10 +44,12 @@ static int to_qlinear(const KilnRunCtx *rc, const KilnLinear *l, int rule, KilnQ
     KilnQResult own = {0};
     const KilnQResult *res = l->qres;
     if (!res) {
+        bool had = l->w != NULL;
         if ((r = kiln_linear_wget((KilnLinear *)l, d))) /* read again if dropped */
             return r;
         r = kiln_quant_rtn(l->w, l->N, l->K, &spec, &own, d);
-        kiln_linear_wput((KilnLinear *)l);
+        if (!had)
+            kiln_linear_wput((KilnLinear *)l);
         if (r)
             return r;
         res = &own;

@@ -130,7 +130,7 @@ int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d)
     kiln_hf_close(&h);
     snprintf(path, sizeof path, "%s/vocab.txt", dir);
     if (!rc)
-        rc = kiln_tok_wordpiece_load(path, &m->tok, d);
+        rc = kiln_tok_wordpiece_load_max(path, m->vocab, &m->tok, d);
     if (!rc)
         rc = kiln_shape_vocab(path, kiln_tok_vocab_size(m->tok), m->vocab, d);
     if (rc) {
