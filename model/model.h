@@ -120,6 +120,10 @@ int kiln_linear_run(KilnLinear *l, struct KilnPool *pool, const float *x, int64_
  * linear_w.c); _wput drops them when they can be read again and no method changed them. */
 int kiln_linear_wget(KilnLinear *l, KilnDiag *d);
 void kiln_linear_wput(KilnLinear *l);
+/* Binds a layer over 16 MiB of f32 weights per call in slices of its rows (rc->per_call:
+ * kiln eval's f32 row), checking the recipe on one slice: 0, or 1 when it does not apply
+ * (not per call, small, or not a plain f32 kernel: bind it whole), or an error. */
+int kiln_linear_bind_sliced(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
 /* A per-call layer's run (KilnLinear.percall): kiln_linear_run calls it. */
 int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M,
                             float *y, KilnDiag *d);

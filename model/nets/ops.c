@@ -370,6 +370,9 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
                 act_format = afmt;
             }
         }
+        int sliced = kiln_linear_bind_sliced(l, rc, d); /* the f32 row's big layers */
+        if (sliced != 1)
+            return sliced;
         if (!l->q_w && kiln_linear_wget(l, d))
             return d->code;
         kiln_layer_desc desc = {.name = l->name, .N = l->N, .K = l->K, .weight = l->w,
