@@ -15,6 +15,7 @@ struct KilnPool;
 struct KilnRecipe;
 struct KilnModelFile;
 struct KilnModelTensor;
+struct KilnWOp;
 
 /* ------------------------------------------------------------------ ops.c */
 
@@ -49,7 +50,12 @@ typedef struct KilnLinear {
     float *w, *b;       /* owned; b may be NULL; w NULL while dropped (wt set) */
     const struct KilnModelFile *wmf;    /* where w is read again; NULL: w is kept */
     const struct KilnModelTensor *wt;   /* [N, K] in wmf */
-    bool w_dirty;       /* w differs from the file (a method scaled it): kept */
+    bool w_dirty;       /* w differs from the file and from wops replayed on it: kept */
+    /* What the methods did to w since it was read (scales, clipping, a column order), in
+     * order: kiln_linear_wget replays them on the file's weights, so a method's layer is
+     * read again as well (kiln_linear_wsettle). */
+    struct KilnWOp *wops;
+    int nwops;
     /* Bound per call (kiln eval's f32 row, kiln_runctx_open_f32): every run creates the
      * layer of this context's recipe (its f32 weights read and prepacked for that call)
      * and destroys it after, so the f32 baseline keeps no f32 copy of the model. kernel
@@ -120,6 +126,17 @@ int kiln_linear_run(KilnLinear *l, struct KilnPool *pool, const float *x, int64_
  * linear_w.c); _wput drops them when they can be read again and no method changed them. */
 int kiln_linear_wget(KilnLinear *l, KilnDiag *d);
 void kiln_linear_wput(KilnLinear *l);
+/* A method changed w (w_dirty set by the caller) by one of these, recorded so that
+ * kiln_linear_wget can replay it: w[:, k] *= v[k] (COLMUL), w[n, :] /= v[n] (ROWDIV),
+ * each segment of `group` columns of a row clamped to the range it now has (CLAMP: what
+ * a clip did), columns gathered by perm (GATHER). No-ops for a layer without a file. */
+enum { KILN_WOP_COLMUL, KILN_WOP_ROWDIV, KILN_WOP_CLAMP, KILN_WOP_GATHER };
+int kiln_linear_wop(KilnLinear *l, int kind, const float *v, const int32_t *perm, int64_t group,
+                    KilnDiag *d);
+/* Drops a dirty w when replaying its wops on the file gives it bit for bit (else it
+ * stays); 0 or an error. */
+int kiln_linear_wsettle(KilnLinear *l, KilnDiag *d);
+void kiln_linear_wops_free(KilnLinear *l);
 /* Binds a layer over 16 MiB of f32 weights per call in slices of its rows (rc->per_call:
  * kiln eval's f32 row), checking the recipe on one slice: 0, or 1 when it does not apply
  * (not per call, small, or not a plain f32 kernel: bind it whole), or an error. */

@@ -220,10 +220,12 @@ static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const 
     }
     for (int j = 0; j < site->nlin; j++) { /* W → W·diag(s) */
         KilnLinear *l = &ls[site->lin[j]];
-        l->w_dirty = true; /* no longer the file's: kept */
+        l->w_dirty = true; /* no longer the file's: recorded to be replayed */
         for (int64_t row = 0; row < l->N; row++)
             for (int64_t k = 0; k < K; k++)
                 l->w[row * K + k] *= s[k];
+        if (!r)
+            r = kiln_linear_wop(l, KILN_WOP_COLMUL, s, NULL, 0, d);
     }
     const char *where;
     if (site->norm_w) { /* norm output → /s */
@@ -242,6 +244,8 @@ static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const 
             if (p->b)
                 p->b[row] /= s[row];
         }
+        if (!r)
+            r = kiln_linear_wop(p, KILN_WOP_ROWDIV, s, NULL, 0, d);
         where = p->name;
     } else {
         for (int j = 0; j < site->nlin; j++) {
@@ -266,8 +270,16 @@ static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const 
             r = plan_spec(&plan[site->lin[j]], rc, l, &qj, d);
             if (!r)
                 r = kiln_awq_clip(l->w, l->N, K, st->sample, st->nsample, &qj, &ao, d);
+            if (!r) /* as a clamp of each group to its clipped range */
+                r = kiln_linear_wop(l, KILN_WOP_CLAMP, NULL, NULL,
+                                    qj.gran == KILN_GRAN_GROUP ? qj.group : K, d);
         }
     }
+    /* the site's weights are now the file's and the recorded changes: read again later */
+    for (int j = 0; j < site->nlin && !r; j++)
+        r = kiln_linear_wsettle(&ls[site->lin[j]], d);
+    if (!r && prev_ok)
+        r = kiln_linear_wsettle(&ls[site->prev], d);
     if (verbose && !r)
         fprintf(stderr, "kiln: %s%s: %s scale into %s (alpha %.2f)", l0->name,
                 site->nlin > 1 ? " (+ siblings)" : "", m->awq ? "awq" : "smoothquant", where,
@@ -309,14 +321,17 @@ static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose
             return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
         }
         memcpy(l->in_perm, res->perm, sizeof(int32_t) * (size_t)l->K);
-        l->w_dirty = true; /* columns in the permuted order: kept */
+        l->w_dirty = true; /* columns in the permuted order: recorded */
         gather_cols(l->w, l->N, l->K, l->in_perm, tmp);
+        r = kiln_linear_wop(l, KILN_WOP_GATHER, NULL, l->in_perm, 0, d);
         if (l->in_div)
             gather_cols(l->in_div, 1, l->K, l->in_perm, tmp);
         free(tmp);
     }
     l->qres = res;
     l->q_w = res->w, l->q_scale = res->scale, l->q_zero = res->zero;
+    if (r || (r = kiln_linear_wsettle(l, d)))
+        return r;
     kiln_linear_wput(l); /* binding takes q_w; --per-layer reads w again */
     if (verbose) {
         char qs[64];

@@ -10,6 +10,8 @@
 #include "model/files/modelfile.h"
 #include "model/model.h"
 
+static int replay(const KilnLinear *l, float *w);
+
 int kiln_linear_wget(KilnLinear *l, KilnDiag *d)
 {
     if (l->w)
@@ -22,6 +24,8 @@ int kiln_linear_wget(KilnLinear *l, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
     int rc = kiln_mf_rows_f32(l->wmf, l->wt, 0, l->N, w, d);
     kiln_mf_drop_pages(l->wmf, l->wt); /* read once more: the file's pages need not stay */
+    if (!rc && replay(l, w)) /* what the methods did to it */
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
     if (rc) {
         free(w);
         return rc;
@@ -167,4 +171,112 @@ int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x
     l->kl = NULL, l->percall = rc;
     kiln_layer_destroy(kl);
     return r;
+}
+
+/* ------------------------------------------------------------------ methods' changes */
+
+struct KilnWOp {
+    int kind;
+    int64_t group; /* CLAMP */
+    float *v;      /* COLMUL [K], ROWDIV [N], CLAMP lo/hi [2 * N * segments] */
+    int32_t *perm; /* GATHER [K] */
+};
+
+static int64_t segs(const KilnLinear *l, int64_t g) { return (l->K + g - 1) / g; }
+
+int kiln_linear_wop(KilnLinear *l, int kind, const float *v, const int32_t *perm, int64_t group,
+                    KilnDiag *d)
+{
+    if (!l->wmf || !l->wt) /* kept anyway: nothing to replay from */
+        return 0;
+    struct KilnWOp *ops = realloc(l->wops, sizeof *ops * (size_t)(l->nwops + 1));
+    if (!ops)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    l->wops = ops;
+    struct KilnWOp *o = &ops[l->nwops];
+    *o = (struct KilnWOp){.kind = kind, .group = group > 0 ? group : l->K};
+    int64_t n = kind == KILN_WOP_COLMUL ? l->K : kind == KILN_WOP_ROWDIV ? l->N
+              : kind == KILN_WOP_CLAMP ? 2 * l->N * segs(l, o->group) : 0;
+    if (n && !(o->v = malloc(sizeof(float) * (size_t)n)))
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    if (kind == KILN_WOP_GATHER && !(o->perm = malloc(sizeof(int32_t) * (size_t)l->K)))
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    if (kind == KILN_WOP_GATHER)
+        memcpy(o->perm, perm, sizeof(int32_t) * (size_t)l->K);
+    else if (kind != KILN_WOP_CLAMP)
+        memcpy(o->v, v, sizeof(float) * (size_t)n);
+    else /* the range each segment has after the clip: clamping the unclipped w to it is the clip */
+        for (int64_t r = 0; r < l->N; r++)
+            for (int64_t s = 0; s < segs(l, o->group); s++) {
+                const float *p = l->w + r * l->K + s * o->group;
+                int64_t m = l->K - s * o->group < o->group ? l->K - s * o->group : o->group;
+                float lo = p[0], hi = p[0];
+                for (int64_t k = 1; k < m; k++)
+                    lo = p[k] < lo ? p[k] : lo, hi = p[k] > hi ? p[k] : hi;
+                o->v[2 * (r * segs(l, o->group) + s)] = lo;
+                o->v[2 * (r * segs(l, o->group) + s) + 1] = hi;
+            }
+    l->nwops++;
+    return 0;
+}
+
+/* The same arithmetic, in the same order, as the method that did it (model/eval/calib.c). */
+static int replay(const KilnLinear *l, float *w)
+{
+    float *tmp = NULL;
+    for (int i = 0; i < l->nwops; i++) {
+        const struct KilnWOp *o = &l->wops[i];
+        for (int64_t r = 0; r < l->N; r++) {
+            float *row = w + r * l->K;
+            if (o->kind == KILN_WOP_COLMUL)
+                for (int64_t k = 0; k < l->K; k++)
+                    row[k] *= o->v[k];
+            else if (o->kind == KILN_WOP_ROWDIV)
+                for (int64_t k = 0; k < l->K; k++)
+                    row[k] /= o->v[r];
+            else if (o->kind == KILN_WOP_CLAMP)
+                for (int64_t k = 0; k < l->K; k++) {
+                    const float *b = &o->v[2 * (r * segs(l, o->group) + k / o->group)];
+                    row[k] = row[k] < b[0] ? b[0] : row[k] > b[1] ? b[1] : row[k];
+                }
+            else {
+                if (!tmp && !(tmp = malloc(sizeof(float) * (size_t)l->K)))
+                    return -1;
+                for (int64_t k = 0; k < l->K; k++)
+                    tmp[k] = row[o->perm[k]];
+                memcpy(row, tmp, sizeof(float) * (size_t)l->K);
+            }
+        }
+    }
+    free(tmp);
+    return 0;
+}
+
+int kiln_linear_wsettle(KilnLinear *l, KilnDiag *d)
+{
+    if (!l->w_dirty || !l->w || !l->wmf || !l->wt)
+        return 0;
+    float *w = malloc(sizeof(float) * (size_t)(l->N * l->K));
+    if (!w)
+        return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
+    int rc = kiln_mf_rows_f32(l->wmf, l->wt, 0, l->N, w, d);
+    kiln_mf_drop_pages(l->wmf, l->wt);
+    if (!rc && replay(l, w))
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
+    if (!rc && !memcmp(w, l->w, sizeof(float) * (size_t)(l->N * l->K))) {
+        free(l->w); /* the file and the recorded changes give it again */
+        l->w = NULL;
+        l->w_dirty = false;
+    }
+    free(w);
+    return rc;
+}
+
+void kiln_linear_wops_free(KilnLinear *l)
+{
+    for (int i = 0; i < l->nwops; i++)
+        free(l->wops[i].v), free(l->wops[i].perm);
+    free(l->wops);
+    l->wops = NULL;
+    l->nwops = 0;
 }

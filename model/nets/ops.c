@@ -469,6 +469,7 @@ void kiln_linears_free(KilnLinear *ls, int n)
     kiln_quant_release(ls, n);
     for (int i = 0; i < n; i++) {
         free(ls[i].w);
+        kiln_linear_wops_free(&ls[i]);
         free(ls[i].b);
         free(ls[i].cap);
         free(ls[i].tmp);
