@@ -149,6 +149,9 @@ int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x
  * kiln_layer_create gives them. Static activation scales calibrate from cap. */
 int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d);
 void kiln_linears_unbind(KilnLinear *ls, int n);
+/* The layer kiln_linears_bind binds first: one holding over 1/8 of all the weights (bound
+ * while no other layer holds prepacked weights), else -1. */
+int kiln_linears_first(const KilnLinear *ls, int n);
 /* Calibration capture for static activation scales: every layer keeps its first
  * KILN_STATIC_ROWS input rows in cap (as the kernel sees them: after in_div /
  * in_perm) from now on; _end frees them. */

@@ -162,6 +162,8 @@ static void test_smollm2_eval_memory(void **st)
     /* the smallest recipe weights (fp8 everywhere, the head too): the f32 baseline's
      * 113 MB head must not be read or prepacked whole */
     check_eval("smollm2", "fp8-e5m2.lua", "--tokens", "32");
+    /* static scales: 256 calibration rows of every layer's input, freed as each binds */
+    check_eval("smollm2", "fp8-e4m3-static.lua", "--tokens", "32");
 }
 
 /* ------------------------------------------------------------------ vocab.txt */

@@ -511,6 +511,26 @@ static int finish_report(const KilnEvalOpts *o, const KilnEvalOut *out, KilnDiag
     return 0;
 }
 
+/* Binds the layers to rc as kiln_linears_bind does, each layer's calibration rows freed
+ * as soon as its kernel has calibrated from them (SmolLM2: 153 MB of rows would otherwise
+ * sit beside the growing prepacked weights; docs/hardening.md, "Memory"). The one big
+ * layer (kiln_linears_first: its f32 weights and their packed copy are the peak) is bound
+ * last here, once the others' rows are gone. */
+static int bind_consuming(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
+{
+    int big = kiln_linears_first(ls, n);
+    for (int j = 0; j <= n; j++) {
+        int i = j < n ? j : big;
+        if (i < 0 || (j < n && i == big))
+            continue;
+        int r = kiln_linears_bind(&ls[i], 1, rc, d);
+        kiln_linears_capture_end(&ls[i], 1);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
 /* --per-layer: the layers by SQNR, worst first. */
 static int rank_layers(KilnLinear *ls, int nl, KilnLinear ***out, KilnDiag *d)
 {
@@ -606,7 +626,7 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
     if (!rc && o->verbose)
         fprintf(stderr, "kiln eval: binding %d layers to %s\n", e->nl, o->recipe);
     if (!rc)
-        rc = kiln_linears_bind(e->ls, e->nl, &e->rc, d);
+        rc = bind_consuming(e->ls, e->nl, &e->rc, d);
     kiln_linears_capture_end(e->ls, e->nl);
     free(cids);
     if (!rc && (o->per_layer || o->report))
@@ -675,7 +695,7 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
     if (!rc)
         rc = kiln_bert_capture_static(bert, e->rc.pool, (const char *const *)e->cal.v, e->cal.n, d);
     if (!rc)
-        rc = kiln_linears_bind(e->ls, e->nl, &e->rc, d);
+        rc = bind_consuming(e->ls, e->nl, &e->rc, d);
     kiln_linears_capture_end(e->ls, e->nl);
     if (!rc && (o->per_layer || o->report))
         track(e->ls, e->nl, true);

@@ -319,11 +319,8 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
 
 static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
 
-int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
+int kiln_linears_first(const KilnLinear *ls, int n)
 {
-    /* A layer holding over 1/8 of the weights (SmolLM2's lm_head: 113 MB of f32) first,
-     * while no other layer holds prepacked weights: its f32 weights, read for the
-     * binding, and its packed copy are then the peak (docs/hardening.md, "Memory"). */
     int first = -1;
     int64_t all = 0;
     for (int i = 0; i < n; i++) {
@@ -331,8 +328,15 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
         if (first < 0 || ls[i].N * ls[i].K > ls[first].N * ls[first].K)
             first = i;
     }
-    if (first >= 0 && ls[first].N * ls[first].K * 8 <= all)
-        first = -1;
+    return first >= 0 && ls[first].N * ls[first].K * 8 > all ? first : -1;
+}
+
+int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
+{
+    /* A layer holding over 1/8 of the weights (SmolLM2's lm_head: 113 MB of f32) first,
+     * while no other layer holds prepacked weights: its f32 weights, read for the
+     * binding, and its packed copy are then the peak (docs/hardening.md, "Memory"). */
+    int first = kiln_linears_first(ls, n);
     if (first >= 0 && bind_one(&ls[first], rc, d))
         return d->code ? d->code : KILN_EINTERNAL;
     for (int i = 0; i < n; i++)
