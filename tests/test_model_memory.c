@@ -143,22 +143,38 @@ static void check_eval(const char *model, const char *recipe, const char *count_
            "%.1f, recipe weights %.1f): %.2fx\n", recipe, model, count_opt, count, rss / 1e6,
            size / 1e6, fsize / 1e6, wbytes / 1e6, rss / size);
     assert_true(rss > 0);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    /* a sanitizer's shadow memory and quarantine are not kiln's: the run is checked for
+     * errors there, its size here only in the plain build */
+    (void)size;
+#else
     assert_true((double)rss <= 2.0 * size);
+#endif
 }
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1 /* the paths once each (per-call f32 row, slices, replayed methods) */
+#else
+#define SANITIZED 0
+#endif
 
 static void test_minilm_eval_memory(void **st)
 {
     (void)st;
+    check_eval("minilm", "w4a16-g128-awq.lua", "--sentences", "8"); /* replayed AWQ changes */
+    if (SANITIZED)
+        return;
     check_eval("minilm", "w8a8-int8-dynamic.lua", "--sentences", "8");
     check_eval("minilm", "f32.lua", "--sentences", "8");
     check_eval("minilm", "w8a8-int8-static.lua", "--sentences", "8");
-    check_eval("minilm", "w4a16-g128-awq.lua", "--sentences", "8");
 }
 
 static void test_smollm2_eval_memory(void **st)
 {
     (void)st;
     check_eval("smollm2", "w4a8.lua", "--tokens", "32");
+    if (SANITIZED)
+        return;
     /* the smallest recipe weights (fp8 everywhere, the head too): the f32 baseline's
      * 113 MB head must not be read or prepacked whole */
     check_eval("smollm2", "fp8-e5m2.lua", "--tokens", "32");
