@@ -515,13 +515,17 @@ static int finish_report(const KilnEvalOpts *o, const KilnEvalOut *out, KilnDiag
  * as soon as its kernel has calibrated from them (SmolLM2: 153 MB of rows would otherwise
  * sit beside the growing prepacked weights; docs/hardening.md, "Memory"). The one big
  * layer (kiln_linears_first: its f32 weights and their packed copy are the peak) is bound
- * last here, once the others' rows are gone. */
+ * first, before the others hold prepacked weights, as kiln_linears_bind does, unless
+ * layers hold calibration rows: then last, once they are gone. */
 static int bind_consuming(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
 {
     int big = kiln_linears_first(ls, n);
-    for (int j = 0; j <= n; j++) {
-        int i = j < n ? j : big;
-        if (i < 0 || (j < n && i == big))
+    bool rows = false;
+    for (int i = 0; i < n && !rows; i++)
+        rows = ls[i].cap_rows > 0;
+    for (int j = -1; j <= n; j++) {
+        int i = j < 0 ? (rows ? -1 : big) : j < n ? j : (rows ? big : -1);
+        if (i < 0 || (j >= 0 && j < n && i == big))
             continue;
         int r = kiln_linears_bind(&ls[i], 1, rc, d);
         kiln_linears_capture_end(&ls[i], 1);
@@ -529,6 +533,16 @@ static int bind_consuming(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag 
             return r;
     }
     return 0;
+}
+
+/* Whether a layer calibrates from captured rows (kiln_linears_capture_select): without
+ * one (and without a static KV cache) the calibration run would compute nothing used. */
+static bool capturing(const KilnLinear *ls, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!ls[i].cap_skip)
+            return true;
+    return false;
 }
 
 /* --per-layer: the layers by SQNR, worst first. */
@@ -621,7 +635,8 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
         rc = kiln_llama_kv_init(llama, &ckv, &e->kvs, nc > 0 ? nc : 1, d);
     if (!rc) /* rows only for the layers that calibrate from them */
         kiln_linears_capture_select(e->ls, e->nl, e->rc.fr);
-    if (!rc) /* static activation scales and KV ranges (kiln quantize: the same) */
+    bool kv_static = e->kvs.fmt >= KILN_KV_FP8_E4M3 && !e->kvs.dynamic;
+    if (!rc && (kv_static || capturing(e->ls, e->nl))) /* static scales and KV ranges */
         rc = kiln_llama_capture_static(llama, e->rc.pool, &ckv, cids, nc, d);
     if (!rc && o->verbose)
         fprintf(stderr, "kiln eval: binding %d layers to %s\n", e->nl, o->recipe);
@@ -692,7 +707,7 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
     }
     if (!rc) /* rows only for the layers that calibrate from them */
         kiln_linears_capture_select(e->ls, e->nl, e->rc.fr);
-    if (!rc)
+    if (!rc && capturing(e->ls, e->nl)) /* static activation scales */
         rc = kiln_bert_capture_static(bert, e->rc.pool, (const char *const *)e->cal.v, e->cal.n, d);
     if (!rc)
         rc = bind_consuming(e->ls, e->nl, &e->rc, d);

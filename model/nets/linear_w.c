@@ -136,8 +136,12 @@ int kiln_linear_bind_sliced(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
     if (plain) {
         snprintf(l->kdesc, sizeof l->kdesc, "%s", kiln_layer_describe(kl));
         l->kernel = l->kdesc;
-        /* the slices' bytes, as many as the layer has rows */
-        l->wbytes = (size_t)((double)kiln_layer_weight_bytes(kl) * (double)l->N / (double)rows);
+        /* what the whole layer would hold: an f32 pack is a 64-byte header and the rows'
+         * panels (ir/layout.c, set_sections), so N / rows slices' panels and one header */
+        size_t sb = kiln_layer_weight_bytes(kl);
+        l->wbytes = l->N % rows == 0 && sb > 64
+                        ? 64 + (sb - 64) * (size_t)(l->N / rows)
+                        : (size_t)((double)sb * (double)l->N / (double)rows);
         l->percall = rc;
     }
     kiln_layer_destroy(kl);
