@@ -161,6 +161,11 @@ void kiln_linears_capture_end(KilnLinear *ls, int n);
  * activation scale to compute, no outlier columns to pick) so that kiln_linears_capture
  * leaves them without rows: 512 rows of every layer's input are 307 MB on SmolLM2. */
 void kiln_linears_capture_select(KilnLinear *ls, int n, const struct KilnRecipe *fr);
+/* Whether some layer will capture rows (not cap_skip). */
+bool kiln_linears_capturing(const KilnLinear *ls, int n);
+/* kiln_linears_bind, each layer's captured rows freed as soon as its kernel calibrated
+ * from them; the one big layer (kiln_linears_first) first, or last when rows are held. */
+int kiln_linears_bind_consuming(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d);
 void kiln_linears_free(KilnLinear *ls, int n);
 
 /* ------------------------------------------------------------------ calib.c */

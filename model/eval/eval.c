@@ -511,40 +511,6 @@ static int finish_report(const KilnEvalOpts *o, const KilnEvalOut *out, KilnDiag
     return 0;
 }
 
-/* Binds the layers to rc as kiln_linears_bind does, each layer's calibration rows freed
- * as soon as its kernel has calibrated from them (SmolLM2: 153 MB of rows would otherwise
- * sit beside the growing prepacked weights; docs/hardening.md, "Memory"). The one big
- * layer (kiln_linears_first: its f32 weights and their packed copy are the peak) is bound
- * first, before the others hold prepacked weights, as kiln_linears_bind does, unless
- * layers hold calibration rows: then last, once they are gone. */
-static int bind_consuming(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
-{
-    int big = kiln_linears_first(ls, n);
-    bool rows = false;
-    for (int i = 0; i < n && !rows; i++)
-        rows = ls[i].cap_rows > 0;
-    for (int j = -1; j <= n; j++) {
-        int i = j < 0 ? (rows ? -1 : big) : j < n ? j : (rows ? big : -1);
-        if (i < 0 || (j >= 0 && j < n && i == big))
-            continue;
-        int r = kiln_linears_bind(&ls[i], 1, rc, d);
-        kiln_linears_capture_end(&ls[i], 1);
-        if (r)
-            return r;
-    }
-    return 0;
-}
-
-/* Whether a layer calibrates from captured rows (kiln_linears_capture_select): without
- * one (and without a static KV cache) the calibration run would compute nothing used. */
-static bool capturing(const KilnLinear *ls, int n)
-{
-    for (int i = 0; i < n; i++)
-        if (!ls[i].cap_skip)
-            return true;
-    return false;
-}
-
 /* --per-layer: the layers by SQNR, worst first. */
 static int rank_layers(KilnLinear *ls, int nl, KilnLinear ***out, KilnDiag *d)
 {
@@ -636,12 +602,13 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
     if (!rc) /* rows only for the layers that calibrate from them */
         kiln_linears_capture_select(e->ls, e->nl, e->rc.fr);
     bool kv_static = e->kvs.fmt >= KILN_KV_FP8_E4M3 && !e->kvs.dynamic;
-    if (!rc && (kv_static || capturing(e->ls, e->nl))) /* static scales and KV ranges */
+    /* static activation scales and KV ranges (kiln quantize: the same) */
+    if (!rc && (kv_static || kiln_linears_capturing(e->ls, e->nl)))
         rc = kiln_llama_capture_static(llama, e->rc.pool, &ckv, cids, nc, d);
     if (!rc && o->verbose)
         fprintf(stderr, "kiln eval: binding %d layers to %s\n", e->nl, o->recipe);
     if (!rc)
-        rc = bind_consuming(e->ls, e->nl, &e->rc, d);
+        rc = kiln_linears_bind_consuming(e->ls, e->nl, &e->rc, d);
     kiln_linears_capture_end(e->ls, e->nl);
     free(cids);
     if (!rc && (o->per_layer || o->report))
@@ -707,10 +674,10 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
     }
     if (!rc) /* rows only for the layers that calibrate from them */
         kiln_linears_capture_select(e->ls, e->nl, e->rc.fr);
-    if (!rc && capturing(e->ls, e->nl)) /* static activation scales */
+    if (!rc && kiln_linears_capturing(e->ls, e->nl)) /* static activation scales */
         rc = kiln_bert_capture_static(bert, e->rc.pool, (const char *const *)e->cal.v, e->cal.n, d);
     if (!rc)
-        rc = bind_consuming(e->ls, e->nl, &e->rc, d);
+        rc = kiln_linears_bind_consuming(e->ls, e->nl, &e->rc, d);
     kiln_linears_capture_end(e->ls, e->nl);
     if (!rc && (o->per_layer || o->report))
         track(e->ls, e->nl, true);

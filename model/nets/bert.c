@@ -341,7 +341,8 @@ int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n
         for (int e = 0; e < D; e++)
             o[e] *= inv;
     }
-    free(seg), free(ids), free(x), free(q), free(k), free(v), free(c), free(h), free(scr), free(erow);
+    free(seg), free(ids), free(x), free(q), free(k), free(v), free(c), free(h), free(scr);
+    free(erow);
     return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
 }
 

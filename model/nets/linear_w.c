@@ -148,8 +148,8 @@ int kiln_linear_bind_sliced(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
     return plain ? 0 : 1;
 }
 
-int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M, float *y,
-                            KilnDiag *d)
+int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M,
+                            float *y, KilnDiag *d)
 {
     const KilnRunCtx *rc = l->percall;
     int64_t rows = slice_rows(l);
@@ -175,6 +175,42 @@ int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x
     l->kl = NULL, l->percall = rc;
     kiln_layer_destroy(kl);
     return r;
+}
+
+/* ------------------------------------------------------------------ binding with rows */
+
+/* Binds the layers to rc as kiln_linears_bind does, each layer's calibration rows freed
+ * as soon as its kernel has calibrated from them (SmolLM2: 153 MB of rows would otherwise
+ * sit beside the growing prepacked weights; docs/hardening.md, "Memory"). The one big
+ * layer (kiln_linears_first: its f32 weights and their packed copy are the peak) is bound
+ * first, before the others hold prepacked weights, as kiln_linears_bind does, unless
+ * layers hold calibration rows: then last, once they are gone. */
+int kiln_linears_bind_consuming(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
+{
+    int big = kiln_linears_first(ls, n);
+    bool rows = false;
+    for (int i = 0; i < n && !rows; i++)
+        rows = ls[i].cap_rows > 0;
+    for (int j = -1; j <= n; j++) {
+        int i = j < 0 ? (rows ? -1 : big) : j < n ? j : (rows ? big : -1);
+        if (i < 0 || (j >= 0 && j < n && i == big))
+            continue;
+        int r = kiln_linears_bind(&ls[i], 1, rc, d);
+        kiln_linears_capture_end(&ls[i], 1);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+/* Whether a layer calibrates from captured rows (kiln_linears_capture_select): without
+ * one (and without a static KV cache) the calibration run would compute nothing used. */
+bool kiln_linears_capturing(const KilnLinear *ls, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!ls[i].cap_skip)
+            return true;
+    return false;
 }
 
 /* ------------------------------------------------------------------ methods' changes */
