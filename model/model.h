@@ -39,7 +39,8 @@ int kiln_load_f32_checked(const struct KilnModelFile *mf, const char *what, cons
 
 /* A linear layer: its f32 weights and the kiln layer that runs it under a recipe.
  * The f32 weights are not always kept (docs/hardening.md, "Memory"): a layer whose
- * weights can be read again from the model's mapped file (wmf, wt: a GGUF) holds w only
+ * weights can be read again from the model's mapped file (wmf, wt: a GGUF, or a BERT's
+ * single model.safetensors) holds w only
  * while something needs it — binding, the methods, --per-layer's reference — and
  * kiln_linear_wget reads it back (dequantized from the file) when it is NULL;
  * kiln_linear_wput drops it again unless a method changed it (w_dirty). */
