@@ -14,6 +14,8 @@
 struct KilnPool;
 struct KilnRecipe;
 struct KilnModelFile;
+struct KilnModelTensor;
+struct KilnWOp;
 
 /* ------------------------------------------------------------------ ops.c */
 
@@ -35,13 +37,32 @@ void kiln_rope_norm(float *x, int hd, int pos, float theta);
 int kiln_load_f32_checked(const struct KilnModelFile *mf, const char *what, const char *name,
                           int64_t numel, float **out, KilnDiag *d);
 
-/* A linear layer: its f32 weights (always kept: the f32 baseline and --per-layer
- * compare against them) and the kiln layer that runs it under a recipe. */
+/* A linear layer: its f32 weights and the kiln layer that runs it under a recipe.
+ * The f32 weights are not always kept (docs/hardening.md, "Memory"): a layer whose
+ * weights can be read again from the model's mapped file (wmf, wt: a GGUF, or a BERT's
+ * single model.safetensors) holds w only
+ * while something needs it — binding, the methods, --per-layer's reference — and
+ * kiln_linear_wget reads it back (dequantized from the file) when it is NULL;
+ * kiln_linear_wput drops it again unless a method changed it (w_dirty). */
 typedef struct KilnLinear {
     char name[160];     /* the name recipes match (docs/models.md, "Layer names") */
     char src[160];      /* the checkpoint's tensor name, minus ".weight" */
     int64_t N, K;
-    float *w, *b;       /* owned; b may be NULL */
+    float *w, *b;       /* owned; b may be NULL; w NULL while dropped (wt set) */
+    const struct KilnModelFile *wmf;    /* where w is read again; NULL: w is kept */
+    const struct KilnModelTensor *wt;   /* [N, K] in wmf */
+    bool w_dirty;       /* w differs from the file and from wops replayed on it: kept */
+    /* What the methods did to w since it was read (scales, clipping, a column order), in
+     * order: kiln_linear_wget replays them on the file's weights, so a method's layer is
+     * read again as well (kiln_linear_wsettle). */
+    struct KilnWOp *wops;
+    int nwops;
+    /* Bound per call (kiln eval's f32 row, kiln_runctx_open_f32): every run creates the
+     * layer of this context's recipe (its f32 weights read and prepacked for that call)
+     * and destroys it after, so the f32 baseline keeps no f32 copy of the model. kernel
+     * then points at kdesc, what kiln_layer_describe said when it was bound. */
+    const struct KilnRunCtx *percall;
+    char kdesc[128];
     /* The layer as a quantized checkpoint stores it (model/checkpoints/checkpoint.h), for rules
      * that say weights = stored; w is then its dequantized weight. NULL normally.
      * Not owned: the model keeps the checkpoint it points into. */
@@ -62,7 +83,9 @@ typedef struct KilnLinear {
     /* set by the first run whose output held a NaN or an infinity (nonfinite_in: its
      * input already did), so kiln eval can name the layer where they began */
     bool nonfinite_out, nonfinite_in;
-    /* calibration capture: the layer's input rows (first cap_max rows) */
+    /* calibration capture: the layer's input rows (first cap_max rows); cap_skip: none
+     * (kiln_linears_capture_select: the recipe calibrates nothing from them) */
+    bool cap_skip;
     float *cap;
     int64_t cap_rows, cap_max;
     float *tmp; /* scratch for tracking / f16 outputs */
@@ -95,20 +118,55 @@ typedef struct KilnRunCtx {
     struct KilnRecipe *fr;
     struct KilnPool *pool;
     struct KilnProgress *progress; /* runtime/progress.h; NULL: none shown */
+    bool per_call; /* layers bound per call (KilnLinear.percall): kiln eval's f32 row */
 } KilnRunCtx;
 
 int kiln_linear_run(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M, float *y,
                     KilnDiag *d);
+/* The layer's f32 weights in l->w, read again from the file when dropped (model/nets/
+ * linear_w.c); _wput drops them when they can be read again and no method changed them. */
+int kiln_linear_wget(KilnLinear *l, KilnDiag *d);
+void kiln_linear_wput(KilnLinear *l);
+/* A method changed w (w_dirty set by the caller) by one of these, recorded so that
+ * kiln_linear_wget can replay it: w[:, k] *= v[k] (COLMUL), w[n, :] /= v[n] (ROWDIV),
+ * each segment of `group` columns of a row clamped to the range it now has (CLAMP: what
+ * a clip did), columns gathered by perm (GATHER). No-ops for a layer without a file. */
+enum { KILN_WOP_COLMUL, KILN_WOP_ROWDIV, KILN_WOP_CLAMP, KILN_WOP_GATHER };
+int kiln_linear_wop(KilnLinear *l, int kind, const float *v, const int32_t *perm, int64_t group,
+                    KilnDiag *d);
+/* Drops a dirty w when replaying its wops on the file gives it bit for bit (else it
+ * stays); 0 or an error. */
+int kiln_linear_wsettle(KilnLinear *l, KilnDiag *d);
+void kiln_linear_wops_free(KilnLinear *l);
+/* Binds a layer over 16 MiB of f32 weights per call in slices of its rows (rc->per_call:
+ * kiln eval's f32 row), checking the recipe on one slice: 0, or 1 when it does not apply
+ * (not per call, small, or not a plain f32 kernel: bind it whole), or an error. */
+int kiln_linear_bind_sliced(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
+/* A per-call layer's run (KilnLinear.percall): kiln_linear_run calls it. */
+int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M,
+                            float *y, KilnDiag *d);
 /* Binds every layer to the recipe (rc->recipe NULL: f32 for all, through
  * kiln_gemm_f32). Layers the recipe ignores run on kiln's own f32 kernel, which
  * kiln_layer_create gives them. Static activation scales calibrate from cap. */
 int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d);
 void kiln_linears_unbind(KilnLinear *ls, int n);
+/* The layer kiln_linears_bind binds first: one holding over 1/8 of all the weights (bound
+ * while no other layer holds prepacked weights), else -1. */
+int kiln_linears_first(const KilnLinear *ls, int n);
 /* Calibration capture for static activation scales: every layer keeps its first
  * KILN_STATIC_ROWS input rows in cap (as the kernel sees them: after in_div /
  * in_perm) from now on; _end frees them. */
 int kiln_linears_capture(KilnLinear *ls, int n, KilnDiag *d);
 void kiln_linears_capture_end(KilnLinear *ls, int n);
+/* Marks the layers whose rule under fr calibrates nothing from captured rows (no static
+ * activation scale to compute, no outlier columns to pick) so that kiln_linears_capture
+ * leaves them without rows: 512 rows of every layer's input are 307 MB on SmolLM2. */
+void kiln_linears_capture_select(KilnLinear *ls, int n, const struct KilnRecipe *fr);
+/* Whether some layer will capture rows (not cap_skip). */
+bool kiln_linears_capturing(const KilnLinear *ls, int n);
+/* kiln_linears_bind, each layer's captured rows freed as soon as its kernel calibrated
+ * from them; the one big layer (kiln_linears_first) first, or last when rows are held. */
+int kiln_linears_bind_consuming(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d);
 void kiln_linears_free(KilnLinear *ls, int n);
 
 /* ------------------------------------------------------------------ calib.c */

@@ -631,6 +631,8 @@ static void test_llama_export(void **state)
     assert_int_equal(kiln_llama_load(path, &m, &d), 0);
     int nl = 0;
     KilnLinear *ls = kiln_llama_linears(m, &nl);
+    for (int i = 0; i < 16; i++) /* a GGUF's f32 weights are read when needed */
+        assert_int_equal(kiln_linear_wget(&ls[i], &d), 0);
     KilnCheckpoint c = {0};
     c.lin = calloc(2, sizeof *c.lin);
     quantize_into(&c, &ls[0]); /* layer 0 q_proj */

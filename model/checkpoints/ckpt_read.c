@@ -320,6 +320,7 @@ static int read_plain(KilnCkSrc *s, KilnCheckpoint *c, KilnDiag *d)
         t->rank = e->t->rank;
         memcpy(t->dim, e->t->dim, sizeof t->dim);
         int rc = kiln_mf_load_f32(e->mf, e->name, &t->data, d);
+        kiln_mf_drop_pages(e->mf, e->t); /* the f32 copy is what stays resident, not both */
         if (rc)
             return rc;
         c->nt++;

@@ -469,8 +469,14 @@ static int export_linear(const KilnLinear *l, int n_head, KilnCheckpoint *c, Kil
             if (n_head && (rc = kiln_llama_permute_qk_rows(t->data, l->N, sizeof(float) *
                                                            (size_t)l->K, n_head, true, d)))
                 return rc;
-        } else {
-            if ((rc = kiln_checkpoint_add_tensor(c, wn, 2, (int64_t[]){l->N, l->K}, l->w, d)))
+        } else { /* w read again from the model's file when it was dropped */
+            bool had = l->w != NULL;
+            if ((rc = kiln_linear_wget((KilnLinear *)l, d)))
+                return rc;
+            rc = kiln_checkpoint_add_tensor(c, wn, 2, (int64_t[]){l->N, l->K}, l->w, d);
+            if (!had)
+                kiln_linear_wput((KilnLinear *)l);
+            if (rc)
                 return rc;
             t = &c->t[c->nt - 1];
             if (n_head && (rc = kiln_llama_permute_qk_rows(t->data, l->N, sizeof(float) *
@@ -513,7 +519,9 @@ int kiln_llama_export(const KilnLlama *m, KilnCheckpoint *c, KilnDiag *d)
      * the GGUF) and nothing quantized it */
     const KilnLinear *head = &m->lin[m->nlayers * L_PER];
     bool tied = !kiln_checkpoint_find(c, head->name) && !head->b &&
-                memcmp(head->w, m->emb, sizeof(float) * (size_t)(m->vocab * D)) == 0;
+                (m->emb ? head->w && !memcmp(head->w, m->emb, sizeof(float) *
+                                             (size_t)(m->vocab * D))
+                        : head->wt == m->emb_t && !head->w_dirty); /* read from the same rows */
     if (tied) {
         KilnCkptTensor *t = find_tensor(c, "lm_head.weight");
         if (t)
@@ -523,8 +531,15 @@ int kiln_llama_export(const KilnLlama *m, KilnCheckpoint *c, KilnDiag *d)
         rc = export_linear(head, 0, c, d);
     }
     char name[200];
+    float *emb = m->emb; /* a GGUF's embeddings: read from the file for the copy */
+    if (!rc && !emb && !(emb = malloc(sizeof(float) * (size_t)(m->vocab * D))))
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int64_t v = 0; !rc && !m->emb && v < m->vocab; v++)
+        kiln_llama_embed_row(m, (int32_t)v, emb + v * D);
     if (!rc)
-        rc = add_once(c, "model.embed_tokens.weight", m->emb, 2, m->vocab, D, d);
+        rc = add_once(c, "model.embed_tokens.weight", emb, 2, m->vocab, D, d);
+    if (emb != m->emb)
+        free(emb);
     if (!rc)
         rc = add_once(c, "model.norm.weight", m->out_norm, 1, D, 0, d);
     for (int i = 0; !rc && i < m->nlayers; i++) {

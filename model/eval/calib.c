@@ -190,8 +190,13 @@ static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const 
     }
     const float *W[3];
     int64_t N[3];
-    for (int j = 0; j < site->nlin; j++)
+    for (int j = 0; j < site->nlin; j++) { /* read again from the file if dropped */
+        if (kiln_linear_wget(&ls[site->lin[j]], d))
+            return d->code;
         W[j] = ls[site->lin[j]].w, N[j] = ls[site->lin[j]].N;
+    }
+    if (prev_ok && kiln_linear_wget(&ls[site->prev], d))
+        return d->code;
     float *s = malloc(sizeof(float) * (size_t)K);
     if (!s)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -215,9 +220,12 @@ static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const 
     }
     for (int j = 0; j < site->nlin; j++) { /* W → W·diag(s) */
         KilnLinear *l = &ls[site->lin[j]];
+        l->w_dirty = true; /* no longer the file's: recorded to be replayed */
         for (int64_t row = 0; row < l->N; row++)
             for (int64_t k = 0; k < K; k++)
                 l->w[row * K + k] *= s[k];
+        if (!r)
+            r = kiln_linear_wop(l, KILN_WOP_COLMUL, s, NULL, 0, d);
     }
     const char *where;
     if (site->norm_w) { /* norm output → /s */
@@ -229,12 +237,15 @@ static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const 
         where = "norm";
     } else if (prev_ok) { /* the previous layer's output channels → /s */
         KilnLinear *p = &ls[site->prev];
+        p->w_dirty = true;
         for (int64_t row = 0; row < p->N; row++) {
             for (int64_t k = 0; k < p->K; k++)
                 p->w[row * p->K + k] /= s[row];
             if (p->b)
                 p->b[row] /= s[row];
         }
+        if (!r)
+            r = kiln_linear_wop(p, KILN_WOP_ROWDIV, s, NULL, 0, d);
         where = p->name;
     } else {
         for (int j = 0; j < site->nlin; j++) {
@@ -259,8 +270,16 @@ static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const 
             r = plan_spec(&plan[site->lin[j]], rc, l, &qj, d);
             if (!r)
                 r = kiln_awq_clip(l->w, l->N, K, st->sample, st->nsample, &qj, &ao, d);
+            if (!r) /* as a clamp of each group to its clipped range */
+                r = kiln_linear_wop(l, KILN_WOP_CLAMP, NULL, NULL,
+                                    qj.gran == KILN_GRAN_GROUP ? qj.group : K, d);
         }
     }
+    /* the site's weights are now the file's and the recorded changes: read again later */
+    for (int j = 0; j < site->nlin && !r; j++)
+        r = kiln_linear_wsettle(&ls[site->lin[j]], d);
+    if (!r && prev_ok)
+        r = kiln_linear_wsettle(&ls[site->prev], d);
     if (verbose && !r)
         fprintf(stderr, "kiln: %s%s: %s scale into %s (alpha %.2f)", l0->name,
                 site->nlin > 1 ? " (+ siblings)" : "", m->awq ? "awq" : "smoothquant", where,
@@ -279,6 +298,8 @@ static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose
         return r;
     KilnGptqOpts go = {.damp = m->damp, .block = m->block, .act_order = m->act_order != 0,
                        .static_groups = m->act_order != 2};
+    if (kiln_linear_wget(l, d))
+        return d->code;
     KilnQResult *res = calloc(1, sizeof *res);
     if (!res)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -300,13 +321,18 @@ static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose
             return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
         }
         memcpy(l->in_perm, res->perm, sizeof(int32_t) * (size_t)l->K);
+        l->w_dirty = true; /* columns in the permuted order: recorded */
         gather_cols(l->w, l->N, l->K, l->in_perm, tmp);
+        r = kiln_linear_wop(l, KILN_WOP_GATHER, NULL, l->in_perm, 0, d);
         if (l->in_div)
             gather_cols(l->in_div, 1, l->K, l->in_perm, tmp);
         free(tmp);
     }
     l->qres = res;
     l->q_w = res->w, l->q_scale = res->scale, l->q_zero = res->zero;
+    if (r || (r = kiln_linear_wsettle(l, d)))
+        return r;
+    kiln_linear_wput(l); /* binding takes q_w; --per-layer reads w again */
     if (verbose) {
         char qs[64];
         kiln_spec_print(&q, qs, sizeof qs);
@@ -495,6 +521,18 @@ int kiln_bert_quant_prepare(KilnBert *m, const KilnRunCtx *rc, const char *const
 }
 
 /* ------------------------------------------------------------------ static activation scales */
+
+void kiln_linears_capture_select(KilnLinear *ls, int n, const KilnRecipe *fr)
+{
+    for (int i = 0; i < n; i++) {
+        KilnLinear *l = &ls[i];
+        int ri = !fr || kiln_recipe_ignored(fr, l->name) ? -1 : kiln_recipe_match(fr, l->name);
+        KilnQuantSpec a;
+        float th, mf;
+        bool stat = ri >= 0 && kiln_recipe_rule_acts(fr, ri, &a) && !a.dynamic && !(a.scale > 0);
+        l->cap_skip = fr && !stat && !kiln_recipe_outliers(fr, l->name, &th, &mf);
+    }
+}
 
 int kiln_llama_capture_static(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv,
                               const int32_t *ids, int n, KilnDiag *d)

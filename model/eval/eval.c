@@ -401,7 +401,8 @@ static const char f32_recipe[] = "return recipe \"f32\" {\n"
 
 void kiln_runctx_open_f32(const KilnRunCtx *base, KilnRunCtx *f32)
 {
-    *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool, base->progress};
+    /* per call: no layer keeps an f32 kernel (and its prepacked f32 copy) between runs */
+    *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool, base->progress, true};
     KilnDiag d = {0};
     if (kiln_recipe_load_string(f32_recipe, sizeof f32_recipe - 1, "f32 (built in)", &f32->fr, &d))
         return;
@@ -603,12 +604,16 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
     free(mids);
     if (!rc)
         rc = kiln_llama_kv_init(llama, &ckv, &e->kvs, nc > 0 ? nc : 1, d);
-    if (!rc) /* static activation scales and KV ranges (kiln quantize: the same) */
+    if (!rc) /* rows only for the layers that calibrate from them */
+        kiln_linears_capture_select(e->ls, e->nl, e->rc.fr);
+    bool kv_static = e->kvs.fmt >= KILN_KV_FP8_E4M3 && !e->kvs.dynamic;
+    /* static activation scales and KV ranges (kiln quantize: the same) */
+    if (!rc && (kv_static || kiln_linears_capturing(e->ls, e->nl)))
         rc = kiln_llama_capture_static(llama, e->rc.pool, &ckv, cids, nc, d);
     if (!rc && o->verbose)
         fprintf(stderr, "kiln eval: binding %d layers to %s\n", e->nl, o->recipe);
     if (!rc)
-        rc = kiln_linears_bind(e->ls, e->nl, &e->rc, d);
+        rc = kiln_linears_bind_consuming(e->ls, e->nl, &e->rc, d);
     kiln_linears_capture_end(e->ls, e->nl);
     free(cids);
     if (!rc && (o->per_layer || o->report))
@@ -672,10 +677,12 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
         Lines cm = {e->cal.v, e->cal.n < METHOD_SENTENCES ? e->cal.n : METHOD_SENTENCES};
         rc = kiln_bert_quant_prepare(bert, &e->rc, (const char *const *)cm.v, cm.n, o->verbose, d);
     }
-    if (!rc)
+    if (!rc) /* rows only for the layers that calibrate from them */
+        kiln_linears_capture_select(e->ls, e->nl, e->rc.fr);
+    if (!rc && kiln_linears_capturing(e->ls, e->nl)) /* static activation scales */
         rc = kiln_bert_capture_static(bert, e->rc.pool, (const char *const *)e->cal.v, e->cal.n, d);
     if (!rc)
-        rc = kiln_linears_bind(e->ls, e->nl, &e->rc, d);
+        rc = kiln_linears_bind_consuming(e->ls, e->nl, &e->rc, d);
     kiln_linears_capture_end(e->ls, e->nl);
     if (!rc && (o->per_layer || o->report))
         track(e->ls, e->nl, true);

@@ -44,7 +44,13 @@ static int to_qlinear(const KilnRunCtx *rc, const KilnLinear *l, int rule, KilnQ
     KilnQResult own = {0};
     const KilnQResult *res = l->qres;
     if (!res) {
-        if ((r = kiln_quant_rtn(l->w, l->N, l->K, &spec, &own, d)))
+        bool had = l->w != NULL;
+        if ((r = kiln_linear_wget((KilnLinear *)l, d))) /* read again if dropped */
+            return r;
+        r = kiln_quant_rtn(l->w, l->N, l->K, &spec, &own, d);
+        if (!had)
+            kiln_linear_wput((KilnLinear *)l);
+        if (r)
             return r;
         res = &own;
     }
@@ -148,6 +154,7 @@ static int capture_static(const KilnQuantizeOpts *o, const KilnRunCtx *rc, KilnL
         if (f32.recipe)
             r = kiln_linears_bind(ls, nl, &f32, d);
     }
+    kiln_linears_capture_select(ls, nl, rc->fr); /* rows only where a scale needs them */
     if (!r && llama) {
         KilnKVSpec kvs;
         KilnKVCache kv = {0};

@@ -420,27 +420,78 @@ static void convert_plain(KilnModelType t, const uint8_t *p, int64_t n, float *y
     }
 }
 
-int kiln_mf_load_f32(const KilnModelFile *mf, const char *name, float **out, KilnDiag *d)
+/* Whether t can be read as f32 at all (its type), and how big it is. */
+static int check_loadable(const KilnModelFile *mf, const KilnModelTensor *t, KilnDiag *d)
 {
-    *out = NULL;
-    const KilnModelTensor *t = kiln_mf_find(mf, name);
-    if (!t)
-        return kiln_diag_set(d, KILN_EINPUT, "%s: no tensor named '%s'", mf->path, name);
     int idx = (int)(t - mf->tensors);
     bool block = t->type == KILN_MT_Q8_0 || t->type == KILN_MT_Q4_0 || t->type == KILN_MT_Q4_1;
     if (!block && kiln_mt_elem_size(t->type) == 0)
         return kiln_diag_set(d, KILN_EINPUT,
                              "%s: tensor '%s' has type %s, which kiln cannot load (supported: "
                              "F32, F16, BF16, F64, I8, I16, I32, I64, U8, BOOL, F8_E4M3, "
-                             "F8_E5M2, Q8_0, Q4_0, Q4_1)", mf->path, name, mf->type_names[idx]);
+                             "F8_E5M2, Q8_0, Q4_0, Q4_1)", mf->path, t->name, mf->type_names[idx]);
     if ((uint64_t)t->numel > SIZE_MAX / sizeof(float) / 2)
         return kiln_diag_set(d, KILN_EINPUT, "%s: tensor '%s' is too large to load", mf->path,
-                             name);
+                             t->name);
+    return 0;
+}
+
+static bool is_block(KilnModelType t)
+{
+    return t == KILN_MT_Q8_0 || t == KILN_MT_Q4_0 || t == KILN_MT_Q4_1;
+}
+
+static size_t block_bytes(KilnModelType t)
+{
+    return t == KILN_MT_Q8_0 ? 34 : t == KILN_MT_Q4_0 ? 18 : 20;
+}
+
+int kiln_mf_rows_f32(const KilnModelFile *mf, const KilnModelTensor *t, int64_t row0,
+                     int64_t nrows, float *out, KilnDiag *d)
+{
+    int rc = check_loadable(mf, t, d);
+    if (rc)
+        return rc;
+    int64_t rowlen = t->rank >= 1 ? t->dim[t->rank - 1] : 1, rows = rowlen ? t->numel / rowlen : 0;
+    if (row0 < 0 || nrows < 0 || row0 > rows || nrows > rows - row0 ||
+        (is_block(t->type) && rowlen % 32))
+        return kiln_diag_set(d, KILN_EINPUT, "%s: tensor '%s': rows %lld..%lld of %lld (of %lld "
+                             "elements) cannot be read", mf->path, t->name, (long long)row0,
+                             (long long)(row0 + nrows), (long long)rows, (long long)rowlen);
+    const uint8_t *p = t->data;
+    if (is_block(t->type))
+        deq_blocks(t->type, p + (size_t)(row0 * rowlen / 32) * block_bytes(t->type),
+                   nrows * rowlen / 32, out);
+    else
+        convert_plain(t->type, p + (size_t)(row0 * rowlen) * kiln_mt_elem_size(t->type),
+                      nrows * rowlen, out);
+    return 0;
+}
+
+void kiln_mf_drop_pages(const KilnModelFile *mf, const KilnModelTensor *t)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)t->data, e = a + t->nbytes, base = (uintptr_t)mf->map;
+    a = (a + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1); /* whole pages inside t only */
+    e &= ~((uintptr_t)pg - 1);
+    if (pg > 0 && a >= base && e > a && e <= base + mf->size)
+        madvise((void *)a, e - a, MADV_DONTNEED); /* read-only private map: refaults from the file */
+}
+
+int kiln_mf_load_f32(const KilnModelFile *mf, const char *name, float **out, KilnDiag *d)
+{
+    *out = NULL;
+    const KilnModelTensor *t = kiln_mf_find(mf, name);
+    if (!t)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: no tensor named '%s'", mf->path, name);
+    int rc = check_loadable(mf, t, d);
+    if (rc)
+        return rc;
     float *y = malloc(t->numel > 0 ? (size_t)t->numel * sizeof(float) : 1);
     if (!y)
         return kiln_diag_set(d, KILN_EINTERNAL, "%s: tensor '%s': out of memory", mf->path,
                              name);
-    if (block)
+    if (is_block(t->type))
         deq_blocks(t->type, t->data, t->numel / 32, y);
     else
         convert_plain(t->type, t->data, t->numel, y);

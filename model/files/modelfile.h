@@ -58,6 +58,14 @@ const KilnModelTensor *kiln_mf_find(const KilnModelFile *mf, const char *name);
 /* Dequantize/convert a tensor to a new malloc'd f32 array (row-major, dims as reported).
  * Errors: unknown name (KILN_EINPUT naming it), unsupported type. */
 int kiln_mf_load_f32(const KilnModelFile *mf, const char *name, float **out, KilnDiag *d);
+/* Rows row0 .. row0+nrows-1 of t (rows: its last dim; a block type needs rows of whole
+ * blocks) dequantized into out[nrows * rowlen] — a weight read again from the mapped file
+ * when it is needed instead of kept (docs/hardening.md, "Memory"). */
+int kiln_mf_rows_f32(const KilnModelFile *mf, const KilnModelTensor *t, int64_t row0,
+                     int64_t nrows, float *out, KilnDiag *d);
+/* Hands t's pages of the mapping back (they refault from the file when read again), so
+ * a file read once does not stay in the resident set. */
+void kiln_mf_drop_pages(const KilnModelFile *mf, const KilnModelTensor *t);
 
 /* Metadata (GGUF key/values; safetensors "__metadata__" strings). */
 typedef enum {

@@ -27,6 +27,8 @@ struct KilnBert {
     KilnLinear *lin; /* nlayers * L_PER */
     KilnTokenizer *tok;
     KilnCheckpoint *ck; /* a quantized directory: what the layers' `stored` point into */
+    KilnModelFile *mf;  /* model.safetensors, mapped: the linear layers' f32 weights again */
+    const KilnModelTensor *wemb_t; /* wemb NULL: the word embeddings' rows read from mf */
 };
 
 static int load(KilnHfDir *h, const char *name, int64_t numel, float **out, KilnDiag *d)
@@ -45,6 +47,7 @@ void kiln_bert_free(KilnBert *m)
     }
     free(m->layers);
     kiln_linears_free(m->lin, m->nlayers * L_PER);
+    kiln_mf_close(m->mf); /* after the layers: they read their weights from it */
     kiln_tok_free(m->tok);
     kiln_checkpoint_free(m->ck);
     free(m->ck);
@@ -90,6 +93,8 @@ static int load_all(KilnBert *m, KilnHfDir *h, KilnDiag *d)
     return rc;
 }
 
+static void reloadable(KilnBert *m, const char *dir);
+
 int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d)
 {
     *out = NULL;
@@ -130,15 +135,57 @@ int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d)
     kiln_hf_close(&h);
     snprintf(path, sizeof path, "%s/vocab.txt", dir);
     if (!rc)
-        rc = kiln_tok_wordpiece_load(path, &m->tok, d);
+        rc = kiln_tok_wordpiece_load_max(path, m->vocab, &m->tok, d);
     if (!rc)
         rc = kiln_shape_vocab(path, kiln_tok_vocab_size(m->tok), m->vocab, d);
+    if (!rc)
+        reloadable(m, dir);
     if (rc) {
         kiln_bert_free(m);
         return rc;
     }
     *out = m;
     return 0;
+}
+
+/* The plain linear layers' weights can be read again from a single model.safetensors
+ * (docs/hardening.md, "Memory"): kept mapped, each such layer names its tensor there, so
+ * its f32 copy is dropped once bound. Where there is no such file (shards, a quantized
+ * layer) the layer keeps w. */
+static void reloadable(KilnBert *m, const char *dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    KilnDiag ignore = {0};
+    if (kiln_mf_open(path, &m->mf, &ignore))
+        return;
+    for (int i = 0; i < m->nlayers * L_PER; i++) {
+        KilnLinear *l = &m->lin[i];
+        char name[200];
+        snprintf(name, sizeof name, "%s.weight", l->name);
+        const KilnModelTensor *t = kiln_mf_find(m->mf, name);
+        if (l->stored || !t || t->rank != 2 || t->dim[0] != l->N || t->dim[1] != l->K ||
+            kiln_mf_rows_f32(m->mf, t, 0, 0, NULL, &ignore))
+            continue;
+        l->wmf = m->mf, l->wt = t;
+    }
+    const KilnModelTensor *t = kiln_mf_find(m->mf, "embeddings.word_embeddings.weight");
+    if (t && t->rank == 2 && t->dim[0] == m->vocab && t->dim[1] == m->d &&
+        !kiln_mf_rows_f32(m->mf, t, 0, 0, NULL, &ignore)) { /* read by row when looked up */
+        m->wemb_t = t;
+        free(m->wemb);
+        m->wemb = NULL;
+    }
+}
+
+/* Row id of the word embeddings: kept, or read from the file into row. */
+static const float *wemb_row(const KilnBert *m, int32_t id, float *row)
+{
+    if (m->wemb)
+        return m->wemb + (int64_t)id * m->d;
+    KilnDiag ignore = {0}; /* reloadable() checked the tensor: a row in range always reads */
+    kiln_mf_rows_f32(m->mf, m->wemb_t, id, 1, row, &ignore);
+    return row;
 }
 
 KilnLinear *kiln_bert_linears(KilnBert *m, int *n)
@@ -237,7 +284,8 @@ int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n
     float *h = malloc(sizeof(float) * (size_t)(T * m->ffn));
     int nt = pool ? kiln_pool_size(pool) : 1;
     float *scr = malloc(sizeof(float) * (size_t)(maxlen * nt + 1));
-    if (!x || !q || !k || !v || !c || !h || !scr)
+    float *erow = malloc(sizeof(float) * (size_t)D);
+    if (!x || !q || !k || !v || !c || !h || !scr || !erow)
         rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     for (int s = 0; !rc && s < n; s++)
         for (int64_t t = seg[s]; !rc && t < seg[s + 1]; t++) {
@@ -247,9 +295,9 @@ int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n
                                    "the %d rows of the embedding", id, s, m->vocab);
                 break;
             }
+            const float *we = wemb_row(m, id, erow);
             for (int e = 0; e < D; e++)
-                x[t * D + e] = m->wemb[(int64_t)id * D + e] + m->pemb[(t - seg[s]) * D + e] +
-                               m->temb[e];
+                x[t * D + e] = we[e] + m->pemb[(t - seg[s]) * D + e] + m->temb[e];
         }
     if (!rc)
         kiln_layernorm(x, T, D, m->eln_g, m->eln_b, m->eps);
@@ -294,6 +342,7 @@ int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n
             o[e] *= inv;
     }
     free(seg), free(ids), free(x), free(q), free(k), free(v), free(c), free(h), free(scr);
+    free(erow);
     return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
 }
 

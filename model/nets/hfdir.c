@@ -6,6 +6,58 @@
 
 #include "model/nets/hfdir.h"
 
+static int cmp_t(const void *a, const void *b, void *ctx)
+{
+    const KilnCheckpoint *c = ctx;
+    return strcmp(c->t[*(const int *)a].name, c->t[*(const int *)b].name);
+}
+
+static int cmp_lin(const void *a, const void *b, void *ctx)
+{
+    const KilnCheckpoint *c = ctx;
+    return strcmp(c->lin[*(const int *)a].name, c->lin[*(const int *)b].name);
+}
+
+static int build_index(KilnHfDir *h, KilnDiag *d)
+{
+    const KilnCheckpoint *c = h->ck;
+    h->t_by_name = malloc(sizeof(int) * (size_t)(c->nt + 1));
+    h->lin_by_name = malloc(sizeof(int) * (size_t)(c->nlin + 1));
+    if (!h->t_by_name || !h->lin_by_name)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int i = 0; i < c->nt; i++)
+        h->t_by_name[i] = i;
+    for (int i = 0; i < c->nlin; i++)
+        h->lin_by_name[i] = i;
+    qsort_r(h->t_by_name, (size_t)c->nt, sizeof(int), cmp_t, (void *)c);
+    qsort_r(h->lin_by_name, (size_t)c->nlin, sizeof(int), cmp_lin, (void *)c);
+    return 0;
+}
+
+/* Binary search of name among n indices into names of stride `size` (the name first). */
+static int find_idx(const int *idx, int n, const void *base, size_t size, const char *name)
+{
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = strcmp((const char *)base + (size_t)idx[mid] * size, name);
+        if (!c)
+            return idx[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
+}
+
+/* ck's quantized layer `module`, NULL when it has none. */
+static const KilnQLinear *find_lin(const KilnHfDir *h, const char *module)
+{
+    int i = find_idx(h->lin_by_name, h->ck->nlin, h->ck->lin, sizeof *h->ck->lin, module);
+    return i < 0 ? NULL : &h->ck->lin[i];
+}
+
 int kiln_hf_open(const char *dir, KilnHfDir *h, KilnDiag *d)
 {
     memset(h, 0, sizeof *h);
@@ -19,6 +71,8 @@ int kiln_hf_open(const char *dir, KilnHfDir *h, KilnDiag *d)
         rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     if (!rc)
         rc = kiln_checkpoint_read(dir, h->ck, d);
+    if (!rc)
+        rc = build_index(h, d);
     if (rc)
         kiln_hf_close(h);
     return rc;
@@ -26,6 +80,7 @@ int kiln_hf_open(const char *dir, KilnHfDir *h, KilnDiag *d)
 
 void kiln_hf_close(KilnHfDir *h)
 {
+    free(h->t_by_name), free(h->lin_by_name);
     kiln_json_free(h->config);
     kiln_checkpoint_free(h->ck);
     free(h->ck);
@@ -49,10 +104,8 @@ int kiln_hf_cfg_int(const KilnHfDir *h, const char *key, int dflt, int *out, Kil
 
 static KilnCkptTensor *find_t(const KilnHfDir *h, const char *name)
 {
-    for (int i = 0; i < h->ck->nt; i++)
-        if (!strcmp(h->ck->t[i].name, name))
-            return &h->ck->t[i];
-    return NULL;
+    int i = find_idx(h->t_by_name, h->ck->nt, h->ck->t, sizeof *h->ck->t, name);
+    return i < 0 ? NULL : &h->ck->t[i];
 }
 
 bool kiln_hf_has(const KilnHfDir *h, const char *name)
@@ -75,7 +128,7 @@ int kiln_hf_dims(void *ctx, const char *name, int64_t dim[4])
         return -1;
     memcpy(mod, name, n - (w ? 7 : 5));
     mod[n - (w ? 7 : 5)] = 0;
-    const KilnQLinear *q = kiln_checkpoint_find(h->ck, mod);
+    const KilnQLinear *q = find_lin(h, mod);
     if (!q || (b && !q->bias))
         return -1;
     dim[0] = q->N, dim[1] = q->K;
@@ -113,7 +166,7 @@ int kiln_hf_linear(KilnHfDir *h, const char *module, KilnLinear *l, bool bias, K
 {
     char name[400];
     snprintf(name, sizeof name, "%s.bias", module);
-    const KilnQLinear *q = kiln_checkpoint_find(h->ck, module);
+    const KilnQLinear *q = find_lin(h, module);
     int rc = 0;
     if (q) {
         if (q->N != l->N || q->K != l->K)
@@ -147,6 +200,8 @@ bool kiln_hf_quantized(const KilnHfDir *h)
 KilnCheckpoint *kiln_hf_take_checkpoint(KilnHfDir *h)
 {
     KilnCheckpoint *c = h->ck;
+    free(h->t_by_name), free(h->lin_by_name); /* the directory is done with */
+    h->t_by_name = h->lin_by_name = NULL;
     for (int i = 0; i < c->nt; i++) { /* what no loader took is not needed */
         free(c->t[i].data);
         c->t[i].data = NULL;

@@ -13,6 +13,9 @@ typedef struct KilnHfDir {
     const char *dir;
     KilnJson *config;   /* config.json */
     KilnCheckpoint *ck; /* owned until kiln_hf_take_checkpoint */
+    /* ck's tensors and quantized layers by name (indices, sorted): a lookup is a binary
+     * search, not a walk over every tensor (a directory of 100k tensors loads in a blink) */
+    int *t_by_name, *lin_by_name;
 } KilnHfDir;
 
 int kiln_hf_open(const char *dir, KilnHfDir *h, KilnDiag *d);

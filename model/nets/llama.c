@@ -35,6 +35,7 @@ void kiln_llama_free(KilnLlama *m)
     }
     free(m->attn_norm), free(m->ffn_norm), free(m->out_norm);
     kiln_linears_free(m->lin, m->nlayers * L_PER + 1);
+    kiln_mf_close(m->mf); /* after the layers: they read their weights from it */
     kiln_tok_free(m->tok);
     free(m->chat_template);
     kiln_checkpoint_free(m->ck);
@@ -54,7 +55,8 @@ int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     int64_t D = m->d;
     char name[200];
-    rc = s->vec(s->ctx, s->emb, (int64_t)m->vocab * D, &m->emb, d);
+    rc = s->emb_src ? s->emb_src(s->ctx, m, d) : s->vec(s->ctx, s->emb, (int64_t)m->vocab * D,
+                                                        &m->emb, d);
     if (!rc)
         rc = s->vec(s->ctx, s->out_norm, D, &m->out_norm, d);
     for (int i = 0; !rc && i < m->nlayers; i++) {
@@ -80,6 +82,10 @@ int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINPUT, "%s: no %s and tie_word_embeddings is false",
                              s->where, s->head);
     snprintf(head->src, sizeof head->src, "%s", s->tied_src); /* the head is the embeddings */
+    if (!m->emb) { /* read from the file's embeddings when needed, as every layer */
+        head->wmf = m->mf, head->wt = m->emb_t;
+        return 0;
+    }
     size_t n = sizeof(float) * (size_t)(head->N * D);
     if (!(head->w = malloc(n)))
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -90,6 +96,41 @@ int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d)
 static int gguf_vec(void *mf, const char *name, int64_t numel, float **out, KilnDiag *d)
 {
     return load(mf, name, numel, out, d);
+}
+
+/* Tensor name of mf as a lazily read [rows, cols] matrix: present, of that size, of a type
+ * kiln reads by rows (checked now, so reading it later cannot fail). */
+static int gguf_lazy(const KilnModelFile *mf, const char *name, int64_t rows, int64_t cols,
+                     const KilnModelTensor **out, KilnDiag *d)
+{
+    const KilnModelTensor *t = kiln_mf_find(mf, name);
+    if (!t)
+        return kiln_diag_set(d, KILN_EINPUT, "GGUF: no tensor '%s'", name);
+    if (t->numel != rows * cols || t->rank < 1 || t->dim[t->rank - 1] != cols)
+        return kiln_diag_set(d, KILN_EINPUT, "GGUF: '%s' has %lld elements in rows of %lld, "
+                             "expected %lld x %lld", name, (long long)t->numel,
+                             (long long)(t->rank < 1 ? 0 : t->dim[t->rank - 1]), (long long)rows,
+                             (long long)cols);
+    int rc = kiln_mf_rows_f32(mf, t, 0, 0, NULL, d);
+    if (!rc)
+        *out = t;
+    return rc;
+}
+
+static int gguf_emb(void *mf, KilnLlama *m, KilnDiag *d)
+{
+    m->mf = mf;
+    return gguf_lazy(mf, "token_embd.weight", m->vocab, m->d, &m->emb_t, d);
+}
+
+void kiln_llama_embed_row(const KilnLlama *m, int32_t id, float *x)
+{
+    if (m->emb) {
+        memcpy(x, m->emb + (size_t)id * m->d, sizeof(float) * (size_t)m->d);
+        return;
+    }
+    KilnDiag ignore = {0}; /* gguf_lazy checked the tensor: a row in range always reads */
+    kiln_mf_rows_f32(m->mf, m->emb_t, id, 1, x, &ignore);
 }
 
 static bool gguf_has_head(void *mf) { return kiln_mf_find(mf, "output.weight") != NULL; }
@@ -103,7 +144,8 @@ static int gguf_linear(void *mf, KilnLlama *m, int layer, int j, KilnLinear *l, 
     else
         snprintf(l->src, sizeof l->src, "blk.%d.%s", layer, kiln_llama_gguf_lin_names[j]);
     snprintf(name, sizeof name, "%s.weight", l->src);
-    return load(mf, name, l->N * l->K, &l->w, d);
+    l->wmf = mf; /* read when needed (kiln_linear_wget) */
+    return gguf_lazy(mf, name, l->N, l->K, &l->wt, d);
 }
 
 int kiln_llama_load(const char *path, KilnLlama **out, KilnDiag *d)
@@ -125,6 +167,7 @@ int kiln_llama_load(const char *path, KilnLlama **out, KilnDiag *d)
     KilnLlamaSource src;
     kiln_llama_gguf_names(mf, path, &src);
     src.vec = gguf_vec, src.has_head = gguf_has_head, src.linear = gguf_linear;
+    src.emb_src = gguf_emb;
     if (!rc)
         rc = kiln_llama_load_tensors(m, &src, d);
     KilnDiag td = {0};
@@ -135,7 +178,7 @@ int kiln_llama_load(const char *path, KilnLlama **out, KilnDiag *d)
     const char *tmpl = rc ? NULL : kiln_mf_meta_str(mf, "tokenizer.chat_template");
     if (tmpl && !(m->chat_template = strdup(tmpl)))
         rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    kiln_mf_close(mf);
+    m->mf = mf; /* kept mapped: the weights are read from it (kiln_llama_free closes it) */
     if (rc) {
         kiln_llama_free(m);
         return rc;

@@ -202,7 +202,7 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
             rc = kiln_diag_set(d, KILN_EINPUT, "llama: token id %d at position %d is outside the "
                                "%d rows of the embedding", ids[t], pos0 + t, m->vocab);
         else
-            memcpy(x + (size_t)t * D, m->emb + (size_t)ids[t] * D, sizeof(float) * D);
+            kiln_llama_embed_row(m, ids[t], x + (size_t)t * D);
     }
     for (int i = 0; !rc && i < m->nlayers; i++) {
         KilnLinear *L = &m->lin[i * L_PER];
@@ -262,7 +262,10 @@ void kiln_llama_weights(const KilnLlama *m, int64_t *params, int64_t *f32_bytes)
     for (int i = 0; i < m->nlayers * L_PER; i++)
         p += m->lin[i].N * m->lin[i].K + (m->lin[i].b ? m->lin[i].N : 0);
     const KilnLinear *head = &m->lin[m->nlayers * L_PER];
+    /* tied: the head's rows are the embeddings' (the same tensor read again from a GGUF,
+     * or the same values when both are kept) */
     bool tied = head->N == m->vocab && head->K == D &&
-                !memcmp(head->w, m->emb, sizeof(float) * (size_t)(head->N * D));
+                (m->emb ? head->w && !memcmp(head->w, m->emb, sizeof(float) * (size_t)(head->N * D))
+                        : head->wt == m->emb_t);
     *params = p + (tied ? 0 : head->N * head->K);
 }

@@ -12,7 +12,11 @@ enum { L_Q, L_K, L_V, L_O, L_GATE, L_UP, L_DOWN, L_PER };
 struct KilnLlama {
     int nlayers, d, nh, nkv, hd, ffn, vocab, ctx_max;
     float eps, theta;
-    float *emb;                /* [vocab, d] */
+    float *emb;                /* [vocab, d]; NULL: rows read from emb_t (a GGUF) */
+    /* A GGUF stays mapped for the run: the embedding rows and the linear layers' f32
+     * weights are read from it when needed, not kept in f32 (docs/hardening.md, "Memory"). */
+    struct KilnModelFile *mf;
+    const struct KilnModelTensor *emb_t;
     float **attn_norm, **ffn_norm, *out_norm;
     KilnLinear *lin;           /* nlayers * L_PER, then lm_head */
     KilnTokenizer *tok;
@@ -47,6 +51,8 @@ typedef struct KilnLlamaSource {
      * (model/nets/shapes.h checks them all before anything is allocated). */
     int (*dims)(void *ctx, const char *name, int64_t dim[4]);
     int (*vec)(void *ctx, const char *name, int64_t numel, float **out, KilnDiag *d);
+    /* Optional: sets up the embeddings instead of vec (a GGUF: read by row from the file). */
+    int (*emb_src)(void *ctx, KilnLlama *m, KilnDiag *d);
     bool (*has_head)(void *ctx);
     /* Linear j (L_*) of block `layer`, or the head (j = L_PER): l has its name, N and K. */
     int (*linear)(void *ctx, KilnLlama *m, int layer, int j, KilnLinear *l, KilnDiag *d);
@@ -55,6 +61,9 @@ typedef struct KilnLlamaSource {
 /* Checks every tensor's dims against m's sizes (kiln_llama_check_shapes), then allocates the
  * per-block tables of m and reads every tensor from s. */
 int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d);
+
+/* The embedding row of token id (0 <= id < vocab, checked by the caller) into x[d]. */
+void kiln_llama_embed_row(const KilnLlama *m, int32_t id, float *x);
 
 /* hf_llama.c: loads a Llama from a Hugging Face directory (config.json, *.safetensors,
  * tokenizer.json), plain or quantized (model/checkpoints/checkpoint.h). */

@@ -3,6 +3,7 @@
  * to a recipe through kiln's public API, with calibration capture and --per-layer SQNR
  * tracking. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -246,6 +247,8 @@ static void watch_finite(KilnLinear *l, const float *x, int64_t M, const float *
 int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, float *y,
                     KilnDiag *d)
 {
+    if (l->percall) /* kiln eval's f32 row: the layer exists for this call only */
+        return kiln_linear_run_percall(l, pool, x, M, y, d);
     if (l->stats && l->stats_add) /* calibration for a method: the model's own input */
         kiln_actstats_add(l->stats, x, M);
     if (l->in_div || l->in_perm) { /* what the (scaled / permuted) weights expect */
@@ -272,7 +275,10 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
         l->cap_rows += r;
     }
     if (!l->kl) {
+        if (kiln_linear_wget(l, d))
+            return d->code;
         kiln_gemm_f32(pool, x, M, l->w, l->b, l->N, l->K, y);
+        kiln_linear_wput(l); /* a method reads it again when it needs it */
         watch_finite(l, x, M, y);
         return 0;
     }
@@ -296,9 +302,10 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
                 y[m * l->N + j] += l->b[j];
     watch_finite(l, x, M, y);
     if (l->track) {
-        if (ensure_tmp(l, n, d))
+        if (ensure_tmp(l, n, d) || kiln_linear_wget(l, d))
             return -1;
         kiln_gemm_f32(pool, x, M, l->w, l->b, l->N, l->K, l->tmp);
+        kiln_linear_wput(l); /* read again for the next call rather than kept */
         if (l->act_fused) /* compare like with like: the kernel's output is activated */
             apply_act(l->own_act, l->tmp, n);
         for (int64_t i = 0; i < n; i++) {
@@ -310,18 +317,46 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
     return 0;
 }
 
+static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
+
+int kiln_linears_first(const KilnLinear *ls, int n)
+{
+    int first = -1;
+    int64_t all = 0;
+    for (int i = 0; i < n; i++) {
+        all += ls[i].N * ls[i].K;
+        if (first < 0 || ls[i].N * ls[i].K > ls[first].N * ls[first].K)
+            first = i;
+    }
+    return first >= 0 && ls[first].N * ls[first].K * 8 > all ? first : -1;
+}
+
 int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
 {
-    for (int i = 0; i < n; i++) {
-        KilnLinear *l = &ls[i];
+    /* A layer holding over 1/8 of the weights (SmolLM2's lm_head: 113 MB of f32) first,
+     * while no other layer holds prepacked weights: its f32 weights, read for the
+     * binding, and its packed copy are then the peak (docs/hardening.md, "Memory"). */
+    int first = kiln_linears_first(ls, n);
+    if (first >= 0 && bind_one(&ls[first], rc, d))
+        return d->code ? d->code : KILN_EINTERNAL;
+    for (int i = 0; i < n; i++)
+        if (i != first && bind_one(&ls[i], rc, d))
+            return d->code ? d->code : KILN_EINTERNAL;
+    return 0;
+}
+
+static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
+{
+    {
         kiln_layer_destroy(l->kl); /* rebinding: the previous recipe's layer */
         l->kl = NULL;
+        l->percall = NULL;
         l->kernel = "f32";
         l->wbytes = sizeof(float) * (size_t)(l->N * l->K);
         l->bias_in_kernel = false;
         l->act_fused = false;
         if (!rc || !rc->recipe)
-            continue;
+            return 0;
         char afmt[160]; /* activations = stored: the file's scheme, its scale exactly */
         const char *act_format = NULL;
         if (l->stored && rc->fr) { /* the rule decides: as stored, or re-quantized from w */
@@ -339,6 +374,11 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
                 act_format = afmt;
             }
         }
+        int sliced = kiln_linear_bind_sliced(l, rc, d); /* the f32 row's big layers */
+        if (sliced != 1)
+            return sliced;
+        if (!l->q_w && kiln_linear_wget(l, d))
+            return d->code;
         kiln_layer_desc desc = {.name = l->name, .N = l->N, .K = l->K, .weight = l->w,
                                 .bias = l->b, .calib_x = l->cap, .calib_rows = l->cap_rows,
                                 .act_format = act_format};
@@ -352,6 +392,7 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
         kiln_layer *kl = NULL;
         if (kiln_layer_create(rc->ctx, rc->recipe, &desc, &kl))
             return layer_error(d, l, kiln_error(rc->ctx));
+        kiln_linear_wput(l); /* the kernel holds its own copy; read again when needed */
         l->kl = kl;
         l->kernel = kiln_layer_describe(kl);
         l->wbytes = kiln_layer_weight_bytes(kl);
@@ -376,6 +417,13 @@ int kiln_linears_bind(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
                                      l->name, epi);
             l->act_fused = true;
         }
+        if (rc->per_call) { /* created again at every run (KilnLinear.percall) */
+            snprintf(l->kdesc, sizeof l->kdesc, "%s", l->kernel);
+            l->kernel = l->kdesc;
+            l->percall = rc;
+            l->kl = NULL;
+            kiln_layer_destroy(kl);
+        }
     }
     return 0;
 }
@@ -386,6 +434,7 @@ void kiln_linears_unbind(KilnLinear *ls, int n)
         kiln_layer_destroy(ls[i].kl);
         ls[i].kl = NULL;
         ls[i].act_fused = false;
+        ls[i].percall = NULL;
         ls[i].kernel = "f32";
         ls[i].wbytes = sizeof(float) * (size_t)(ls[i].N * ls[i].K);
     }
@@ -395,6 +444,8 @@ int kiln_linears_capture(KilnLinear *ls, int n, KilnDiag *d)
 {
     for (int i = 0; i < n; i++) {
         KilnLinear *l = &ls[i];
+        if (l->cap_skip)
+            continue;
         if (!l->cap && !(l->cap = malloc(sizeof(float) * (size_t)(KILN_STATIC_ROWS * l->K)))) {
             kiln_linears_capture_end(ls, n);
             return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -422,6 +473,7 @@ void kiln_linears_free(KilnLinear *ls, int n)
     kiln_quant_release(ls, n);
     for (int i = 0; i < n; i++) {
         free(ls[i].w);
+        kiln_linear_wops_free(&ls[i]);
         free(ls[i].b);
         free(ls[i].cap);
         free(ls[i].tmp);

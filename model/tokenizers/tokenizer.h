@@ -14,6 +14,11 @@ typedef struct KilnTokenizer KilnTokenizer;
 
 /* WordPiece from a vocab.txt (one token per line, id = line number). */
 int kiln_tok_wordpiece_load(const char *vocab_path, KilnTokenizer **out, KilnDiag *d);
+/* The same with at most max_tokens lines (> 0: the model's embedding rows), checked before
+ * anything is allocated for them. vocab.txt is at most KILN_VOCAB_BYTES (docs/hardening.md). */
+#define KILN_VOCAB_BYTES (16u << 20)
+int kiln_tok_wordpiece_load_max(const char *vocab_path, int max_tokens, KilnTokenizer **out,
+                                KilnDiag *d);
 /* Byte-level BPE from GGUF metadata: tokenizer.ggml.tokens, tokenizer.ggml.merges,
  * tokenizer.ggml.bos_token_id / eos_token_id, tokenizer.ggml.pre. */
 int kiln_tok_bpe_from_gguf(const KilnModelFile *mf, KilnTokenizer **out, KilnDiag *d);

@@ -1,6 +1,7 @@
 /* model/tokenizers/tokenizer_wordpiece.c — BERT uncased WordPiece: the BertNormalizer (clean text,
  * CJK spacing, strip accents, lowercase), the BertPreTokenizer (whitespace and
  * punctuation split) and greedy longest-match-first subwords with "##" continuation. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,8 +139,18 @@ void kiln_wp_decode_token(const KilnTokenizer *t, int32_t id, const char *s, FIL
 
 int kiln_tok_wordpiece_load(const char *vocab_path, KilnTokenizer **out, KilnDiag *d)
 {
+    return kiln_tok_wordpiece_load_max(vocab_path, 0, out, d);
+}
+
+int kiln_tok_wordpiece_load_max(const char *vocab_path, int max_tokens, KilnTokenizer **out,
+                                KilnDiag *d)
+{
     *out = NULL;
-    FILE *f = kiln_rt_fopen_regular(vocab_path, "vocabulary", 0, NULL); /* a FIFO: refused */
+    KilnDiag od = {0};
+    FILE *f = kiln_rt_fopen_regular(vocab_path, "vocabulary", KILN_VOCAB_BYTES, &od); /* a FIFO: refused */
+    if (!f && errno == EFBIG)
+        return kiln_diag_set(d, KILN_EINPUT, "%s: the vocabulary is larger than the limit of "
+                             "%u bytes", vocab_path, (unsigned)KILN_VOCAB_BYTES);
     if (!f)
         return kiln_diag_set(d, KILN_EINPUT, "%s: cannot open vocabulary", vocab_path);
     KilnTokenizer *t = calloc(1, sizeof *t);
@@ -154,6 +165,10 @@ int kiln_tok_wordpiece_load(const char *vocab_path, KilnTokenizer **out, KilnDia
             rc = kiln_diag_set(d, KILN_EINPUT, "%s: more than 2^24 lines", vocab_path);
     if (rc == 0 && nlines == 0)
         rc = kiln_diag_set(d, KILN_EINPUT, "%s: empty vocabulary", vocab_path);
+    if (rc == 0 && max_tokens > 0 && nlines > max_tokens) /* before a table sized by the file */
+        rc = kiln_diag_set(d, KILN_EINPUT, "%s: the tokenizer has %d tokens but the embedding "
+                           "only %d rows (ids %d.. would index past it)", vocab_path, nlines,
+                           max_tokens, max_tokens);
     if (rc == 0 && kiln_tok_alloc(t, nlines))
         rc = kiln_diag_set(d, KILN_EINTERNAL, "%s: out of memory", vocab_path);
     rewind(f);
