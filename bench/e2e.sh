@@ -70,7 +70,7 @@ raw=$work/raw.jsonl
 log() { echo "[$(date +%H:%M:%S)] e2e: $*" >&2; }
 table() { python3 bench/e2e_table.py "$@"; }
 note() { table note "$1" "$2" >>"$raw"; }
-fail() { table tag "$1" "$2" --error "$3" </dev/null >>"$raw"; }  # tool round message
+fail() { table tag "$1" "$2" --error "$3" ${4:+--weights "$4"} </dev/null >>"$raw"; }  # tool round message [weights]
 oneline() { tail -c "${2:-300}" "$1" | tr '\n' ' ' | sed 's/  */ /g'; }
 
 # ---------------------------------------------------------------- what the suite needs
@@ -119,8 +119,8 @@ kiln_cmd() { kcmd=("$kiln" bench "recipes/$1.lua" --model smollm2 -p "$n_prompt"
 torch_cmd=("$py" bench/peers/torch_e2e.py "$cache/smollm2-hf-f32" -p "$n_prompt" -n "$n_gen"
            -t "$threads" -r "$reps" --variants "${variants// /,}")
 
-run_tool() { # tool round label cmd...: its JSON into $raw, or an error record
-  local tool=$1 rd=$2 label=$3 st t0=$SECONDS; shift 3
+run_tool() { # tool round label weights cmd...: its JSON into $raw, or an error record
+  local tool=$1 rd=$2 label=$3 w=$4 st t0=$SECONDS; shift 4
   log "round $rd/$rounds: $label"
   timeout 1800 "$@" >"$work/out.json" 2>"$work/err.log"
   st=$?
@@ -129,7 +129,7 @@ run_tool() { # tool round label cmd...: its JSON into $raw, or an error record
   else
     # what it finished before it failed still counts; the failure is a record too
     table tag "$tool" "$rd" <"$work/out.json" | grep -v '"error": "no result' >>"$raw"
-    fail "$tool" "$rd" "$label exited $st: $(oneline "$work/err.log")"
+    fail "$tool" "$rd" "$label exited $st: $(oneline "$work/err.log")" "$w"
   fi
   log "round $rd/$rounds: $label: $((SECONDS - t0)) s (exit $st)"
 }
@@ -139,18 +139,18 @@ t_start=$(date +%s)
 for ((rd = 1; rd <= rounds; rd++)); do
   if ((do_kiln)); then
     for r in $recipes; do
-      if [ -n "$err_kiln" ]; then fail kiln "$rd" "$err_kiln"; continue; fi
+      if [ -n "$err_kiln" ]; then fail kiln "$rd" "$err_kiln" "$r"; continue; fi
       kiln_cmd "$r"
-      KILN_MODELS_DIR=$models run_tool kiln "$rd" "kiln $r" "${kcmd[@]}"
+      KILN_MODELS_DIR=$models run_tool kiln "$rd" "kiln $r" "$r" "${kcmd[@]}"
     done
   fi
   if ((do_llama)); then
     if [ -n "$err_llama" ]; then fail llama "$rd" "$err_llama"
-    else run_tool llama "$rd" llama-bench "${llama_cmd[@]}"; fi
+    else run_tool llama "$rd" llama-bench "" "${llama_cmd[@]}"; fi
   fi
   if ((do_torch)); then
     if [ -n "$err_torch" ]; then fail torch "$rd" "$err_torch"
-    else run_tool torch "$rd" "torch ($variants)" "${torch_cmd[@]}"; fi
+    else run_tool torch "$rd" "torch ($variants)" "" "${torch_cmd[@]}"; fi
   fi
 done
 t_end=$(date +%s)
@@ -172,7 +172,7 @@ kiln_cmd RECIPE
 ((do_llama)) && note "cmd llama.cpp" "${llama_cmd[*]}" &&
   note "llama.cpp" "llama-cpp-python ${KILN_GGML_VERSION:-0.3.36}'s vendor/llama.cpp, built by bench/peers/build_llama.sh (Release, GGML_NATIVE, llamafile sgemm) in ${llama_dir:-(not built)}"
 ((do_torch)) && note "cmd torch" "${torch_cmd[*]}" &&
-  note "torch" "$("$py" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null || echo 'n/a'), torchao: $(sed -n 2p "${py%/bin/python}/.kiln-e2e" 2>/dev/null || echo 'n/a'); eager, torch.set_num_threads($threads)"
+  note "torch" "$("$py" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null || echo 'n/a'), $(sed -n 2p "${py%/bin/python}/.kiln-e2e" 2>/dev/null || echo 'torchao: n/a'); eager, torch.set_num_threads($threads)"
 mkdir -p "$(dirname "$out")"
 table table "$raw" --md "$out" --json "${out%.md}.json" || { echo "e2e: the table could not be made (raw results: $raw)" >&2; cp "$raw" "${out%.md}.raw.jsonl"; exit 4; }
 cp "$raw" "${out%.md}.raw.jsonl"

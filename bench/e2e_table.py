@@ -3,10 +3,11 @@
 the PyTorch peers, every round) into the tokens/s table of bench/results/e2e-*.md and .json
 (docs/bench.md, "End-to-end peers"). Standard library only.
 
-  e2e_table.py tag TOOL ROUND [--error TEXT] < OUTPUT >> RAW
+  e2e_table.py tag TOOL ROUND [--weights W] [--error TEXT] < OUTPUT >> RAW
       TOOL's output (any JSON: llama-bench's array, kiln's and the torch peer's one object
       a line) as one record a line: {"tool", "round", "result"}; with --error, or when
-      OUTPUT holds no JSON object, one record {"tool", "round", "error"} instead.
+      OUTPUT holds no JSON object, one record {"tool", "round", "error"} instead, with
+      "weights" (a kiln recipe) when given: the table then shows that row as n/a.
   e2e_table.py note KEY VALUE >> RAW
       a fact about the run (host, command, version) for the results file's header.
   e2e_table.py table RAW --md OUT.md [--json OUT.json]
@@ -69,7 +70,10 @@ def cmd_tag(args):
     objs = [] if args.error else parse_tool_output(sys.stdin.read())
     if not objs:
         err = args.error or "no result (the tool printed no JSON object)"
-        print(json.dumps({"tool": args.tool, "round": args.round, "error": err}))
+        rec = {"tool": args.tool, "round": args.round, "error": err}
+        if args.weights:
+            rec["weights"] = args.weights
+        print(json.dumps(rec))
     for o in objs:
         print(json.dumps({"tool": args.tool, "round": args.round, "result": o}))
     return 0
@@ -138,6 +142,7 @@ class Table:
         self.rows = {}
         self.notes = {}
         self.tool_errors = []    # (tool, round, text): a tool that gave no result at all
+        self.failed_weights = []  # (engine, weights, round, text): such a tool's named row
 
     def row(self, engine, weights, test):
         key = (engine, weights, test)
@@ -160,6 +165,8 @@ class Table:
         where = f"{where} ({tool}, round {rnd})"
         if "error" in rec:
             self.tool_errors.append((engine, rnd, str(rec["error"])))
+            if isinstance(rec.get("weights"), str) and rec["weights"]:
+                self.failed_weights.append((engine, rec["weights"], rnd, str(rec["error"])))
             return
         res = rec.get("result")
         if not isinstance(res, dict):
@@ -182,7 +189,7 @@ class Table:
         for r in self.rows.values():
             if r.test not in tests:
                 tests.append(r.test)
-        tests.sort(key=lambda t: (not t.startswith("pp"), t))
+        tests.sort(key=lambda t: (not t.startswith("pp"), not t.startswith("tg"), t))
         seen = list(self.rows.values())
         return sorted(seen, key=lambda r: (tests.index(r.test), ENGINE_ORDER.get(r.engine, 9),
                                            seen.index(r)))
@@ -212,6 +219,11 @@ def load_table(path):
         t.add(rec, f"{path}:{i}")
     if not t.rows and not t.tool_errors:
         raise InputError(f"{path}: no results")
+    # A named row whose tool failed is n/a on every test the others ran.
+    tests = sorted({r.test for r in t.rows.values()}) or ["all tests"]
+    for engine, w, rnd, msg in t.failed_weights:
+        for test in tests:
+            t.row(engine, w, test).errors.setdefault(rnd, msg)
     return t
 
 
@@ -322,6 +334,7 @@ def main(argv):
     a = sub.add_parser("tag")
     a.add_argument("tool")
     a.add_argument("round", type=int)
+    a.add_argument("--weights")
     a.add_argument("--error")
     a = sub.add_parser("note")
     a.add_argument("key")

@@ -46,15 +46,15 @@ ownver=$("$venv/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.v
 site=$venv/lib/python$pyver/site-packages
 echo "$base/lib/python$pyver/site-packages" >"$site/kiln_interop_base.pth"
 log "installing torchao $ao into $venv (over $base)"
-ao_status=ok
+ao_status="torchao $ao"
 if ! "$base/bin/pip" install --disable-pip-version-check --no-input --no-deps \
      --target "$site" "torchao==$ao" >>"$out" 2>&1; then
-  ao_status="pip install torchao==$ao failed (see $out)"
+  ao_status="torchao: pip install torchao==$ao failed (see $out)"
 elif ! "$venv/bin/python" -c "import torchao" >>"$out" 2>&1; then
-  ao_status="torchao $ao does not import with this torch (see $out)"
+  ao_status="torchao: $ao does not import with this torch (see $out)"
 fi
 "$venv/bin/python" -c "import torch, transformers" >>"$out" 2>&1 ||
   skip "torch/transformers do not import through $venv (see $out)"
-log "torchao: $ao_status"
+log "$ao_status"
 printf '%s\n%s\n' "$stamp" "$ao_status" >"$venv/.kiln-e2e"
 echo "$venv/bin/python"

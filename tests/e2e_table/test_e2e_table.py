@@ -131,6 +131,17 @@ class E2ETable(unittest.TestCase):
         self.assertIn("| kiln | w8a8-int8-dynamic | tg128 | 100.0 ± 0.0 | — |", md)
         self.assertIn("- llama.cpp round 1: llama-bench did not build: no cmake", md)
 
+    def test_failed_recipe_is_a_row_on_every_test(self):
+        self.tag("llama", 1, fixture("llama_bench.json"))
+        self.tag("kiln", 1, "", "--weights", "w4a8", "--error", "kiln w4a8 exited 2: bad recipe")
+        rc, _, err = run("table", self.raw, "--md", self.md, "--json", self.js)
+        self.assertEqual(rc, 0, err)
+        with open(self.md, encoding="utf-8") as f:
+            md = f.read()
+        for test in ("pp512", "tg128"):
+            self.assertIn(f"| kiln | w4a8 | {test} | n/a: kiln w4a8 exited 2: bad recipe | — |", md)
+        self.assertIn("- kiln round 1: kiln w4a8 exited 2: bad recipe", md)
+
     def test_bad_input_is_located(self):
         bad = json.loads(fixture("kiln_bench.json"))
         bad[1]["samples_ts"] = [100.0, -3.0]
