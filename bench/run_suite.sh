@@ -31,7 +31,7 @@ while (($#)); do
     --ms) ms_list=$2; shift ;;
     --threads) threads_list=$2; shift ;;
     --recipes) recipes=$2; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "run_suite: unknown option $1" >&2; exit 2 ;;
   esac
   shift
