@@ -14,7 +14,9 @@
 #        KILN_MODELS_DIR (default ~/.cache/kiln/models), KILN_PEERS_CACHE (default
 #        ~/.cache/kiln/peers: llama.cpp's build, the Hugging Face directory of the GGUF),
 #        KILN_GGML_VERSION, KILN_E2E_VENV, KILN_INTEROP_VENV, KILN_TORCHAO_VERSION
-#        (bench/peers/build_llama.sh, bench/peers/torch_venv.sh).
+#        (bench/peers/build_llama.sh, bench/peers/torch_venv.sh), KILN_E2E_TIMEOUT (seconds
+#        one engine's run of a round may take, default 1800: then what it finished counts
+#        and the rest reads n/a).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 args=$(printf '%q ' "$@"); args=${args% }
@@ -35,7 +37,7 @@ while (($#)); do
     --no-kiln) do_kiln=0 ;;
     --no-llama) do_llama=0 ;;
     --no-torch) do_torch=0 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "e2e: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -122,7 +124,7 @@ torch_cmd=("$py" bench/peers/torch_e2e.py "$cache/smollm2-hf-f32" -p "$n_prompt"
 run_tool() { # tool round label weights cmd...: its JSON into $raw, or an error record
   local tool=$1 rd=$2 label=$3 w=$4 st t0=$SECONDS; shift 4
   log "round $rd/$rounds: $label"
-  timeout 1800 "$@" >"$work/out.json" 2>"$work/err.log"
+  timeout "${KILN_E2E_TIMEOUT:-1800}" "$@" >"$work/out.json" 2>"$work/err.log"
   st=$?
   if ((st == 0)); then
     table tag "$tool" "$rd" <"$work/out.json" >>"$raw"
