@@ -37,7 +37,7 @@ while (($#)); do
     --no-kiln) do_kiln=0 ;;
     --no-llama) do_llama=0 ;;
     --no-torch) do_torch=0 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "e2e: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
