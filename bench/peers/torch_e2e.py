@@ -201,18 +201,18 @@ def tests_of(args):
 
 
 def bench_variant(args, variant):
-    """The JSON lines of one variant (numbers, or one error line per test)."""
+    """The JSON lines of one variant (numbers, or one error line per test), each yielded
+    as soon as it is measured (a run cut short keeps what it finished)."""
     import torch
 
-    rows = []
     t0 = time.perf_counter()
     try:
         model = make_variant(variant, args.model_dir)
     except Exception as e:  # a variant that cannot be made is a row, not a crash
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
         for test, n in tests_of(args):
-            rows.append(row(args, variant, test, n, error=f"setup failed: {reason}"))
-        return rows
+            yield row(args, variant, test, n, error=f"setup failed: {reason}")
+        return
     backend = f"torch {torch.__version__}"
     if hasattr(model, "torchao_version"):
         backend += f", torchao {model.torchao_version}"
@@ -225,14 +225,13 @@ def bench_variant(args, variant):
             samples = time_test(model, test, n, args.repetitions, vocab, args.seed)
         except Exception as e:
             reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-            rows.append(row(args, variant, test, n, error=f"run failed: {reason}"))
+            yield row(args, variant, test, n, error=f"run failed: {reason}")
             continue
         r = row(args, variant, test, n, samples=samples)
         r["backend"] = backend
         r["model_n_params"] = n_params
-        rows.append(r)
+        yield r
     del model
-    return rows
 
 
 def row(args, variant, test, n, samples=None, error=None):
