@@ -137,6 +137,7 @@ run_tool() { # tool round label weights cmd...: its JSON into $raw, or an error 
 }
 
 t_start=$(date +%s)
+load_start=$(cut -d' ' -f1 /proc/loadavg)
 : >"$raw"
 for ((rd = 1; rd <= rounds; rd++)); do
   if ((do_kiln)); then
@@ -175,6 +176,12 @@ kiln_cmd RECIPE
   note "llama.cpp" "llama-cpp-python ${KILN_GGML_VERSION:-0.3.36}'s vendor/llama.cpp, built by bench/peers/build_llama.sh (Release, GGML_NATIVE, llamafile sgemm) in ${llama_dir:-(not built)}"
 ((do_torch)) && note "cmd torch" "${torch_cmd[*]}" &&
   note "torch" "$("$py" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>/dev/null || echo 'n/a'), $(sed -n 2p "${py%/bin/python}/.kiln-e2e" 2>/dev/null || echo 'torchao: n/a'); eager, torch.set_num_threads($threads)"
+load_end=$(cut -d' ' -f1 /proc/loadavg)
+# A 1-minute load above the core count means other work took cores from the engines:
+# OpenMP peers (llama.cpp, torch) then lose most at their barriers; say so on top.
+if awk -v a="$load_start" -v b="$load_end" -v n="$(nproc)" 'BEGIN { exit !(a > n || b > n) }'; then
+  note warning "the host was busy: 1-minute load average $load_start at the start, $load_end at the end, on $(nproc) cores. Other processes took cores from the engines, and OpenMP peers (llama.cpp, torch) lose most from that (their threads wait for each other at every barrier): these numbers measure the contention as much as the engines"
+fi
 mkdir -p "$(dirname "$out")"
 table table "$raw" --md "$out" --json "${out%.md}.json" || { echo "e2e: the table could not be made (raw results: $raw)" >&2; cp "$raw" "${out%.md}.raw.jsonl"; exit 4; }
 cp "$raw" "${out%.md}.raw.jsonl"

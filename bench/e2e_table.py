@@ -253,6 +253,8 @@ def render_md(t):
     out.append(f"{n.get('date', '')}; host: {n.get('cpu', 'unknown CPU')}. "
                "Made by `bench/e2e.sh` (docs/bench.md, \"End-to-end peers\").")
     out.append("")
+    if n.get("warning"):
+        out += [f"**Warning: {md_escape(n['warning'])}.**", ""]
     out += ["| engine | weights | test | t/s (mean ± sd) | vs llama.cpp |",
             "|---|---|---|---|---|"]
     for r in t.sorted_rows():
@@ -290,7 +292,7 @@ def render_details(t):
         if r.test.startswith("pp") and (desc or back):
             bits = [x for x in (desc, back) if x]
             out.append(f"- {r.engine} {md_escape(r.weights)}: {md_escape('; '.join(map(str, bits)))}")
-    skip = {"model", "threads", "date", "cpu"}
+    skip = {"model", "threads", "date", "cpu", "warning"}
     rest = [(k, v) for k, v in t.notes.items() if k not in skip]
     if rest:
         out += ["", "## Run", ""]

@@ -279,7 +279,9 @@ def main(argv):
     args = parse_args(argv)
     warnings.filterwarnings("ignore")
     import torch
+    import transformers
 
+    transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     for variant in args.variants:
         for r in bench_variant(args, variant):

@@ -131,6 +131,18 @@ class E2ETable(unittest.TestCase):
         self.assertIn("| kiln | w8a8-int8-dynamic | tg128 | 100.0 ± 0.0 | — |", md)
         self.assertIn("- llama.cpp round 1: llama-bench did not build: no cmake", md)
 
+    def test_busy_host_warning_on_top(self):
+        self.tag("llama", 1, fixture("llama_bench.json"))
+        with open(self.raw, "a", encoding="utf-8") as f:
+            f.write(run("note", "warning", "the host was busy: load 14 on 2 cores")[1])
+        rc, _, err = run("table", self.raw, "--md", self.md)
+        self.assertEqual(rc, 0, err)
+        with open(self.md, encoding="utf-8") as f:
+            md = f.read()
+        self.assertIn("**Warning: the host was busy: load 14 on 2 cores.**", md)
+        self.assertLess(md.index("**Warning"), md.index("| engine |"))
+        self.assertNotIn("- warning:", md)
+
     def test_failed_recipe_is_a_row_on_every_test(self):
         self.tag("llama", 1, fixture("llama_bench.json"))
         self.tag("kiln", 1, "", "--weights", "w4a8", "--error", "kiln w4a8 exited 2: bad recipe")
