@@ -7,7 +7,9 @@
 #
 # usage: bench/run_suite.sh [--quick] [--rounds R] [--out FILE] [--no-peers]
 #                           [--shapes "NxK ..."] [--ms "1 512"] [--threads "1 2"]
-#                           [--recipes "w8a8-int8-dynamic ..."]
+#                           [--recipes "w8a8-int8-dynamic ..."] [--e2e]
+#        --e2e: then the end-to-end tokens/s suite, bench/e2e.sh (SmolLM2 against
+#        llama-bench and PyTorch; docs/bench.md, "End-to-end peers")
 # env:   KILN_BIN (default build/kiln, built by scripts/setup.sh when missing),
 #        KILN_BENCH_VENV (default ~/.cache/kiln/bench-venv: PyTorch is installed there,
 #        never in the repo), KILN_BENCH_PROBE_MS (default 250), KILN_BENCH_EVICT_BYTES
@@ -17,18 +19,19 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 args=$(printf '%q ' "$@"); args=${args% }
 
-quick=0 rounds= out= peers=1 shapes= ms_list= threads_list= recipes=
+quick=0 e2e=0 rounds= out= peers=1 shapes= ms_list= threads_list= recipes=
 while (($#)); do
   case $1 in
     --quick) quick=1 ;;
     --rounds) rounds=$2; shift ;;
     --out) out=$2; shift ;;
     --no-peers) peers=0 ;;
+    --e2e) e2e=1 ;;
     --shapes) shapes=$2; shift ;;
     --ms) ms_list=$2; shift ;;
     --threads) threads_list=$2; shift ;;
     --recipes) recipes=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "run_suite: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -211,3 +214,7 @@ flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' |
 } >"$out"
 cp "$raw" "${out%.md}.raw.json"
 log "wrote $out (raw results: ${out%.md}.raw.json)"
+if ((e2e)); then
+  log "end-to-end: bench/e2e.sh"
+  KILN_BIN=$kiln bash bench/e2e.sh || log "bench/e2e.sh failed (exit $?)"
+fi
