@@ -49,6 +49,9 @@ static int write_dir(const char *out, const char *name, const KilnCheckpoint *c,
 static int quantize_layer(KilnLinear *l, const KilnQuantSpec *spec, KilnQLinear *q, KilnDiag *d)
 {
     memset(q, 0, sizeof *q);
+    int rc = kiln_linear_wget(l, d); /* a GGUF's f32 weights are read when needed */
+    if (rc)
+        return rc;
     snprintf(q->name, sizeof q->name, "%s", l->name);
     q->N = l->N, q->K = l->K, q->spec = *spec;
     q->ngroups = spec->gran == KILN_GRAN_GROUP ? (l->K + spec->group - 1) / spec->group : 1;
@@ -59,15 +62,17 @@ static int quantize_layer(KilnLinear *l, const KilnQuantSpec *spec, KilnQLinear 
     q->codes = malloc(sizeof(int16_t) * (size_t)(l->N * l->K));
     q->scale = malloc(sizeof(float) * (size_t)q->nscale);
     q->zero = spec->symmetric ? NULL : malloc(sizeof(int32_t) * (size_t)q->nscale);
-    int rc = raw && q->codes && q->scale && (spec->symmetric || q->zero)
+    rc = raw && q->codes && q->scale && (spec->symmetric || q->zero)
                  ? kiln_quantize_matrix(spec, l->w, l->N, l->K, raw, q->scale, q->zero, d)
                  : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     for (int64_t n = 0; !rc && n < l->N; n++)
         for (int64_t k = 0; k < l->K; k++)
             q->codes[n * l->K + k] = (int16_t)kiln_code_get(dt, raw + (size_t)n * rb, k);
     free(raw);
-    if (!rc)
+    if (!rc) {
         kiln_qlinear_dequant(q, l->w);
+        l->w_dirty = true; /* no longer the file's weights: kept */
+    }
     return rc;
 }
 
