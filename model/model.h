@@ -116,7 +116,9 @@ typedef struct KilnRunCtx {
     kiln_ctx *ctx;
     kiln_recipe *recipe;
     struct KilnRecipe *fr;
-    struct KilnPool *pool;
+    struct KilnPool *pool;     /* the context's kernel pool, or own_pool */
+    struct KilnPool *own_pool; /* made by kiln_runctx_open when the context has none (a GPU
+                                * target); freed by kiln_runctx_close */
     struct KilnProgress *progress; /* runtime/progress.h; NULL: none shown */
     bool per_call; /* layers bound per call (KilnLinear.percall): kiln eval's f32 row */
 } KilnRunCtx;
@@ -348,11 +350,14 @@ typedef struct KilnEvalOpts {
 #define KILN_METHOD_SENTENCES 128
 
 /* Opens everything a model run under a recipe needs (the recipe as the frontend
- * and as the API see it, a context on target, a pool); close with kiln_runctx_close,
+ * and as the API see it, a context on target with threads kernel threads (0: the
+ * machine's), and the pool the model's own ops share with the kernels: the context's, so
+ * that no second pool's spinning workers take cores from the first between layers);
+ * close with kiln_runctx_close,
  * which first makes a d that names the recipe file self-contained (pass NULL when no
  * error is pending). Open failures leave rc for close to free. */
-int kiln_runctx_open(KilnRunCtx *rc, const char *recipe, const char *target, bool verbose,
-                     KilnDiag *d);
+int kiln_runctx_open(KilnRunCtx *rc, const char *recipe, const char *target, int threads,
+                     bool verbose, KilnDiag *d);
 void kiln_runctx_close(KilnRunCtx *rc, KilnDiag *d);
 /* kiln eval's f32 baseline on base's context and pool: a built-in recipe that ignores
  * every layer (recipes/f32.lua), so every linear runs on kiln's f32 kernel wherever the

@@ -339,7 +339,7 @@ static void test_kv_decode_matches_full_rerun(void **st)
     KilnDiag d = {0};
     assert_int_equal(kiln_llama_load(path, &m, &d), 0);
     KilnRunCtx rc = {0};
-    assert_int_equal(kiln_runctx_open(&rc, SRC "/recipes/f32.lua", NULL, false, &d), 0);
+    assert_int_equal(kiln_runctx_open(&rc, SRC "/recipes/f32.lua", NULL, 0, false, &d), 0);
     int nl, V = kiln_llama_vocab(m);
     KilnLinear *ls = kiln_llama_linears(m, &nl);
     assert_int_equal(kiln_linears_bind(ls, nl, &rc, &d), 0);

@@ -25,28 +25,9 @@ typedef struct Bench {
     int nl;
     KilnKVSpec kvs;
     KilnKVCache ckv; /* the calibration run's cache: static KV scales */
-    KilnPool *own_pool; /* when the context has none (a GPU target) */
     char **cal;      /* calibration lines (an encoder's benchmark batch too) */
     int ncal;
 } Bench;
-
-/* kiln_runctx_open with the benchmark's thread count for both the kernels and the model. */
-static int open_ctx(Bench *b, KilnDiag *d)
-{
-    kiln_options kopt = {.target = b->o->target, .verbose = b->o->verbose,
-                         .num_threads = b->o->threads};
-    int r = kiln_recipe_load(b->o->recipe, &b->rc.fr, d);
-    if (!r && kiln_ctx_create(&kopt, &b->rc.ctx))
-        r = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(NULL));
-    if (!r && !(b->rc.recipe = kiln_recipe_borrow(b->rc.fr)))
-        r = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    /* the model's ops on the kernels' threads: a second pool's spinning workers would take
-     * cores from the first's between every layer */
-    if (!r && !(b->rc.pool = kiln_ctx_pool(b->rc.ctx)))
-        r = kiln_pool_new(b->o->threads, &b->own_pool, d), b->rc.pool = b->own_pool;
-    b->rc.progress = b->o->progress;
-    return r;
-}
 
 /* Binds the layers one at a time, so the kernel compilation shows its progress. */
 static int bind_layers(Bench *b, KilnDiag *d)
@@ -303,7 +284,8 @@ int kiln_bench_model(const KilnBenchModelOpts *o, KilnBenchModelOut *out, KilnDi
     b->o = o, b->out = out;
     int rc = kiln_model_path(o->model, out->path, sizeof out->path, d);
     if (!rc)
-        rc = open_ctx(b, d);
+        rc = kiln_runctx_open(&b->rc, o->recipe, o->target, o->threads, o->verbose, d);
+    b->rc.progress = o->progress;
     if (!rc) {
         b->net = kiln_net_for(out->path);
         out->net = b->net->name, out->decoder = b->net->decoder;
@@ -336,7 +318,6 @@ int kiln_bench_model(const KilnBenchModelOpts *o, KilnBenchModelOut *out, KilnDi
     for (int i = 0; i < b->ncal; i++)
         free(b->cal[i]);
     free(b->cal);
-    b->rc.pool = b->own_pool; /* the context's pool is the context's to free */
     kiln_runctx_close(&b->rc, rc ? d : NULL);
     free(b);
     return rc;

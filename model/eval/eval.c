@@ -402,7 +402,8 @@ static const char f32_recipe[] = "return recipe \"f32\" {\n"
 void kiln_runctx_open_f32(const KilnRunCtx *base, KilnRunCtx *f32)
 {
     /* per call: no layer keeps an f32 kernel (and its prepacked f32 copy) between runs */
-    *f32 = (KilnRunCtx){base->ctx, NULL, NULL, base->pool, base->progress, true};
+    *f32 = (KilnRunCtx){.ctx = base->ctx, .pool = base->pool, .progress = base->progress,
+                        .per_call = true};
     KilnDiag d = {0};
     if (kiln_recipe_load_string(f32_recipe, sizeof f32_recipe - 1, "f32 (built in)", &f32->fr, &d))
         return;
@@ -424,23 +425,23 @@ static void recipe_label(const KilnRecipe *fr, const char *suffix, char *out, si
     snprintf(out, n, "%s%s", kiln_recipe_name(fr), suffix);
 }
 
-int kiln_runctx_open(KilnRunCtx *rc, const char *recipe, const char *target, bool verbose,
-                     KilnDiag *d)
+int kiln_runctx_open(KilnRunCtx *rc, const char *recipe, const char *target, int threads,
+                     bool verbose, KilnDiag *d)
 {
-    kiln_options kopt = {.target = target, .verbose = verbose};
+    kiln_options kopt = {.target = target, .verbose = verbose, .num_threads = threads};
     int r = kiln_recipe_load(recipe, &rc->fr, d);
     if (!r && kiln_ctx_create(&kopt, &rc->ctx))
         r = kiln_diag_set(d, KILN_EINPUT, "%s", kiln_error(NULL));
     if (!r && !(rc->recipe = kiln_recipe_borrow(rc->fr))) /* parsed once, shared with the API */
         r = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    if (!r)
-        r = kiln_pool_new(0, &rc->pool, d);
+    if (!r && !(rc->pool = kiln_ctx_pool(rc->ctx)))
+        r = kiln_pool_new(threads, &rc->own_pool, d), rc->pool = rc->own_pool;
     return r;
 }
 
 void kiln_runctx_close(KilnRunCtx *rc, KilnDiag *d)
 {
-    kiln_pool_free(rc->pool);
+    kiln_pool_free(rc->own_pool); /* the context's pool is the context's to free */
     kiln_recipe_close(rc->recipe);
     if (d && d->code && d->file) { /* d->file may point into the recipe freed next */
         char msg[1400];
@@ -726,7 +727,7 @@ int kiln_eval(const KilnEvalOpts *o, KilnDiag *d)
     const KilnNetOps *net = rc ? NULL : kiln_net_for(e->path); /* the one BERT-or-Llama choice */
     void *model = NULL;
     if (!rc)
-        rc = kiln_runctx_open(&e->rc, o->recipe, o->target, o->verbose, d);
+        rc = kiln_runctx_open(&e->rc, o->recipe, o->target, 0, o->verbose, d);
     e->rc.progress = e->dc.prog = o->progress;
     if (!rc)
         rc = kiln_kv_spec_from_recipe(e->rc.fr, &e->kvs, d);

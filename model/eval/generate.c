@@ -305,13 +305,8 @@ static int open_model(Gen *g, KilnDiag *d)
                              "it cannot generate text; pass a decoder (--model smollm2, a .gguf "
                              "file or a Llama Hugging Face directory)", g->path, net->name);
     if (!rc)
-        rc = kiln_runctx_open(&g->rc, o->recipe, o->target, o->verbose, d);
+        rc = kiln_runctx_open(&g->rc, o->recipe, o->target, o->threads, o->verbose, d);
     g->rc.progress = o->progress;
-    if (!rc && o->threads > 0) { /* --threads: the pool every layer and attention runs on */
-        kiln_pool_free(g->rc.pool);
-        g->rc.pool = NULL;
-        rc = kiln_pool_new(o->threads, &g->rc.pool, d);
-    }
     if (!rc)
         rc = kiln_kv_spec_from_recipe(g->rc.fr, &g->kvs, d);
     kiln_progress_stage(o->progress, "load model", 1, "");

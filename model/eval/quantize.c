@@ -210,7 +210,7 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d)
     KilnCheckpoint ck = {0};
     char **cal = NULL;
     int ncal = 0, nl = 0;
-    rc = kiln_runctx_open(&rc_, o->recipe, o->target, o->verbose, d);
+    rc = kiln_runctx_open(&rc_, o->recipe, o->target, 0, o->verbose, d);
     rc_.progress = o->progress;
     if (!rc && !dec)
         rc = kiln_calib_text(o->text, &cal, &ncal, d);
