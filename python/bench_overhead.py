@@ -1,8 +1,13 @@
 """The Python path's overhead per layer call (issue 19: <= 5 % of kernel time at M = 1):
-kiln_layer_run timed from C (kiln_py_time_run) against KilnLinear's forward timed from
+kiln_layer_run timed from C (kiln_py_time_run) against KilnLinear called as a module from
 Python, on SmolLM2's layer shapes, interleaved, median of rounds. Two clocks: wall time,
 and the calling thread's CPU time, which other processes on a busy machine do not
 inflate (exact with --threads 1, where the kernel runs on the calling thread).
+
+Then the parts of the overhead, thread CPU, interleaved the same way: an empty module
+call (nn.Identity, the floor any torch module pays), torch.empty((M, N)) from Python,
+KilnLinear.forward called directly (the C forward without Module.__call__), and the
+module with the package's Python forward (PyLinearBase, what runs without kiln._fast).
 
     python python/bench_overhead.py [RECIPE] [--threads N] [--rounds R] [--reps N] [-M ROWS]
 """
@@ -12,12 +17,21 @@ import argparse
 import os
 import statistics
 import time
-from typing import Tuple
+import types
+from typing import Callable, Dict, List, Tuple
 
-import torch
+import sys
 
-import kiln
-from kiln._lib import ffi, lib
+# the installed package (pip install ./python), not python/kiln beside this script, which
+# has no kiln._fast unless built in place
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import torch  # noqa: E402
+
+import kiln  # noqa: E402
+from kiln._lib import ffi, lib  # noqa: E402
+from kiln.linear import FAST_PATH_ERROR, PyLinearBase  # noqa: E402
 
 SHAPES = [(576, 576), (1536, 576), (576, 1536)]  # (N, K): q/o_proj, gate/up_proj, down_proj
 
@@ -29,6 +43,41 @@ def python_ns(mod: torch.nn.Module, x: torch.Tensor, reps: int) -> Tuple[float, 
             mod(x)
         c1, t1 = time.thread_time_ns(), time.perf_counter_ns()
     return (t1 - t0) / reps, (c1 - c0) / reps
+
+
+def call_cpu_ns(f: Callable[[], object], reps: int) -> float:
+    """Thread CPU time of one f() (no_grad, as a model runs)."""
+    with torch.no_grad():
+        c0 = time.thread_time_ns()
+        for _ in range(reps):
+            f()
+        return (time.thread_time_ns() - c0) / reps
+
+
+def parts(mod: kiln.KilnLinear, x: torch.Tensor, reps: int, rounds: int) -> Dict[str, float]:
+    """Median thread CPU ns of each part of a call, interleaved round by round."""
+    ident = torch.nn.Identity()
+    shape = (x.shape[0], mod.out_features)
+    pymod = torch.nn.Sequential(torch.nn.Identity())  # a module running the Python forward
+    pymod[0] = mod
+    empty = torch.empty
+    fwd = mod.forward
+    runs: Dict[str, Callable[[], object]] = {
+        "identity": lambda: ident(x),
+        "empty": lambda: empty(shape),
+        "forward": lambda: fwd(x),
+        "module": lambda: mod(x),
+    }
+    got: Dict[str, List[float]] = {k: [] for k in list(runs) + ["py module"]}
+    for _ in range(rounds):
+        for k, f in runs.items():
+            got[k].append(call_cpu_ns(f, reps))
+        mod.forward = types.MethodType(PyLinearBase.forward, mod)  # Module.__call__ finds it
+        try:
+            got["py module"].append(call_cpu_ns(lambda: mod(x), reps))
+        finally:
+            del mod.forward
+    return {k: statistics.median(v) for k, v in got.items()}
 
 
 def c_ns(mod: kiln.KilnLinear, x: torch.Tensor, reps: int) -> Tuple[float, float]:
@@ -55,8 +104,12 @@ def main() -> None:
     recipe = kiln.Recipe(a.recipe)
     print("recipe %s, kiln threads %s, M = %d, median of %d interleaved rounds of %d calls"
           % (os.path.basename(a.recipe), a.threads or "default", a.M, a.rounds, a.reps))
+    print("kiln from %s; KilnLinear.forward: %s" % (
+        os.path.dirname(kiln.__file__),
+        "kiln._fast (C)" if not FAST_PATH_ERROR else "Python (%s)" % FAST_PATH_ERROR))
     print("| layer (N x K) | kernel | clock | C: kiln_layer_run | Python: KilnLinear | overhead |")
     print("|---|---|---|---|---|---|")
+    mods = []
     for n, k in SHAPES:
         m = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False))
         kiln.quantize_(m, recipe, threads=a.threads)
@@ -73,11 +126,23 @@ def main() -> None:
             print("| %d x %d | %s | %s | %.2f us | %.2f us | %+.1f %% (%.2f us) |"
                   % (n, k, mod.kernel, clock, c / 1e3, p / 1e3, 100 * (p - c) / c,
                      (p - c) / 1e3))
-    # the floor any Python module pays: calling one that does nothing
-    ident = torch.nn.Identity()
-    x = torch.randn(1, 576)
-    floor = statistics.median(python_ns(ident, x, a.reps)[1] for _ in range(a.rounds))
-    print("an empty torch module call (nn.Identity): %.2f us thread CPU" % (floor / 1e3))
+        mods.append((mod, x, statistics.median(v[1] for v in cs)))
+    print()
+    print("Parts of a call, thread CPU (us): overhead = module - C; beyond the floor = "
+          "module - C - empty module call - torch.empty")
+    print("| layer (N x K) | C kernel | nn.Identity() | torch.empty((M, N)) | KilnLinear.forward "
+          "| KilnLinear() | overhead | beyond the floor | Python forward: KilnLinear() |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mod, x, c in mods:
+        r = parts(mod, x, a.reps, a.rounds)
+        over = r["module"] - c
+        print("| %d x %d | %.2f | %.2f | %.2f | %.2f | %.2f | %+.2f (%+.1f %%) | %+.2f (%+.1f %%) "
+              "| %.2f (%+.2f) |" % (
+                  mod.out_features, mod.in_features, c / 1e3, r["identity"] / 1e3,
+                  r["empty"] / 1e3, r["forward"] / 1e3, r["module"] / 1e3, over / 1e3,
+                  100 * over / c, (over - r["identity"] - r["empty"]) / 1e3,
+                  100 * (over - r["identity"] - r["empty"]) / c, r["py module"] / 1e3,
+                  (r["py module"] - c) / 1e3))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Puts libkiln.so (the CMake target kiln_shared), the two headers cffi reads and the
 checkpoint recipe into kiln/_data before setuptools packages it. The library comes from
 $KILN_LIB, else the repository's build/ (built there with CMake when missing: a fresh
-clone after scripts/setup.sh needs nothing else)."""
+clone after scripts/setup.sh needs nothing else). With torch importable at build time
+(`pip install --no-build-isolation ./python`) it also compiles kiln._fast
+(csrc/kiln_fast.cpp, KilnLinear's forward in C) against that torch; without torch the
+package is pure Python over the library and says so at import."""
 import os
 import shutil
 import subprocess
@@ -39,6 +42,24 @@ class BuildWithLib(build_py):
         super().run()
 
 
+def fast_extension():
+    """kiln._fast built with torch's own flags (its headers, C++ ABI, libraries), or
+    nothing when torch is not importable here (an isolated build) or KILN_NO_FAST=1."""
+    if os.environ.get("KILN_NO_FAST") == "1":
+        return {}, []
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        print("kiln: torch is not importable while building, so kiln._fast (KilnLinear's "
+              "forward in C) is not built; pip install --no-build-isolation ./python "
+              "builds it against the installed torch")
+        return {}, []
+    ext = CppExtension("kiln._fast", ["csrc/kiln_fast.cpp"],
+                       include_dirs=[str(REPO / "include")],
+                       extra_compile_args=["-O2", "-Wall", "-Wextra"])
+    return {"build_ext": BuildExtension}, [ext]
+
+
 class WithLibrary(Distribution):
     """A wheel carrying libkiln.so is for this platform, not pure Python."""
 
@@ -46,4 +67,5 @@ class WithLibrary(Distribution):
         return True
 
 
-setup(cmdclass={"build_py": BuildWithLib}, distclass=WithLibrary)
+cmds, exts = fast_extension()
+setup(cmdclass={"build_py": BuildWithLib, **cmds}, ext_modules=exts, distclass=WithLibrary)

@@ -2,6 +2,7 @@
 quantized GEMM, compiled at load time through kiln's kernel cache)."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import torch
@@ -12,15 +13,53 @@ from .recipe import Context
 _F32 = torch.float32
 _empty = torch.empty
 _OUT_DTYPES = {0: torch.float32, 1: torch.float16, 2: torch.bfloat16}
+_RUN_ADDR = int(ffi.cast("intptr_t", ffi.addressof(lib, "kiln_layer_run")))
 
 
-class KilnLinear(torch.nn.Module):
+class PyLinearBase:
+    """KilnLinear's forward in Python: what kiln._fast.LinearBase does in C, for a
+    package built without it (no torch at build time) or a torch it does not load with."""
+
+    fast_path = False
+
+    def _bind(self, run: int, layer: int, K: int, N: int, fast: bool) -> None:
+        pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        K = self.in_features
+        if self._plain and x.dtype is _F32 and x.shape[-1] == K and x.is_cpu \
+                and x.is_contiguous():
+            # the input as it is (its data_ptr), the output its only allocation
+            y = _empty(x.shape[:-1] + (self.out_features,))
+            M = x.numel() // K
+            if M:
+                st = run_layer_raw(self._lp, x.data_ptr(), M, y.data_ptr())
+                if st:
+                    self._fail(st)
+            return y
+        return self._forward_general(x)
+
+
+try:
+    from ._fast import LinearBase as _Base
+    FAST_PATH_ERROR = ""
+except ImportError as e:  # not built, or built against another torch
+    _Base = PyLinearBase
+    FAST_PATH_ERROR = str(e) or "kiln._fast is not installed"
+    warnings.warn("kiln: KilnLinear's C forward is not available (%s); using the Python "
+                  "one, slower per call: pip install --no-build-isolation ./python builds it"
+                  % FAST_PATH_ERROR, RuntimeWarning, stacklevel=2)
+
+
+class KilnLinear(_Base, torch.nn.Module):
     """y = x · Wᵀ + b on a kiln layer (``kiln_layer`` of include/kiln.h).
 
     Inputs of any leading shape ``[..., in_features]``; f32 contiguous inputs go to the
     kernel without a copy (their ``data_ptr``), bf16/f16 inputs are converted to f32 and
     the output converted back. The layer keeps no f32 weights: only kiln's prepacked
-    ones (``weight_bytes``)."""
+    ones (``weight_bytes``). ``forward`` is kiln._fast's C method (``fast_path``): a
+    plain f32 contiguous CPU input is checked, given a fresh output and run there; any
+    other input goes to ``_forward_general``."""
 
     def __init__(self, ctx: Context, layer: Any, name: str, in_features: int,
                  out_features: int, bias: Optional[torch.Tensor] = None,
@@ -49,20 +88,11 @@ class KilnLinear(torch.nn.Module):
         # f32 out, nothing before or after the kernel: forward is one call
         self._plain = (self.bias is None and in_perm is None and in_div is None
                        and self._out_dtype is _F32)
+        self._bind(_RUN_ADDR, self._lp, self.in_features, self.out_features, self._plain)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        K = self.in_features
-        if self._plain and x.dtype is _F32 and x.shape[-1] == K and x.is_cpu \
-                and x.is_contiguous():
-            # the input as it is (its data_ptr), the output its only allocation
-            y = _empty(x.shape[:-1] + (self.out_features,))
-            M = x.numel() // K
-            if M:
-                st = run_layer_raw(self._lp, x.data_ptr(), M, y.data_ptr())
-                if st:
-                    raise self._ctx.error(st)
-            return y
-        return self._forward_general(x)
+    def _fail(self, status: int) -> None:
+        """Raises the KilnError of a failed kiln_layer_run."""
+        raise self._ctx.error(status)
 
     def _forward_general(self, x: torch.Tensor) -> torch.Tensor:
         """Any input: checked, converted to f32 contiguous, gathered / divided as a
@@ -87,7 +117,7 @@ class KilnLinear(torch.nn.Module):
         if M:
             st = run_layer_raw(self._lp, x2.data_ptr(), M, y.data_ptr())
             if st:
-                raise self._ctx.error(st)
+                self._fail(st)
         if self._out_dtype is not _F32:
             y = y.float()
         if self.bias is not None:
