@@ -56,7 +56,8 @@ def fast_extension():
         return {}, []
     ext = CppExtension("kiln._fast", ["csrc/kiln_fast.cpp"],
                        include_dirs=[str(REPO / "include")],
-                       extra_compile_args=["-O2", "-Wall", "-Wextra"])
+                       extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror",
+                                           "-Wno-unused-parameter"])
     return {"build_ext": BuildExtension}, [ext]
 
 

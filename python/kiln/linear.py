@@ -22,7 +22,7 @@ class PyLinearBase:
 
     fast_path = False
 
-    def _bind(self, run: int, layer: int, K: int, N: int, fast: bool) -> None:
+    def _bind(self, run: int, layer: int, K: int, N: int, fast: bool, direct: bool) -> None:
         pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,10 +40,35 @@ class PyLinearBase:
         return self._forward_general(x)
 
 
+# The check torch.nn.Module.__call__ makes before calling forward alone, as the names its
+# code reads in order (torch 2.x): kiln._fast's __call__ makes the same check in C, so
+# it skips Module.__call__ only while torch's check is this one.
+_CALL_CHECK = ("torch", "_C", "_is_tracing", "_slow_forward", "forward", "_backward_hooks",
+               "_backward_pre_hooks", "_forward_hooks", "_forward_pre_hooks",
+               "_global_backward_pre_hooks", "_global_backward_hooks",
+               "_global_forward_hooks", "_global_forward_pre_hooks")
+
+
+def _torch_call_check_known() -> bool:
+    M = torch.nn.Module
+    try:
+        return (M.__call__ is M._wrapped_call_impl and M._compiled_call_impl is None
+                and M._wrapped_call_impl.__code__.co_names == ("_compiled_call_impl",
+                                                               "_call_impl")
+                and M._call_impl.__code__.co_names[:len(_CALL_CHECK)] == _CALL_CHECK)
+    except AttributeError:
+        return False
+
+
 try:
+    from . import _fast
     from ._fast import LinearBase as _Base
     FAST_PATH_ERROR = ""
+    DIRECT_CALL = _torch_call_check_known()
+    _fast._setup(torch.nn.Module.__call__, vars(torch.nn.modules.module),
+                 torch._C._is_tracing, DIRECT_CALL)
 except ImportError as e:  # not built, or built against another torch
+    DIRECT_CALL = False
     _Base = PyLinearBase
     FAST_PATH_ERROR = str(e) or "kiln._fast is not installed"
     warnings.warn("kiln: KilnLinear's C forward is not available (%s); using the Python "
@@ -88,7 +113,10 @@ class KilnLinear(_Base, torch.nn.Module):
         # f32 out, nothing before or after the kernel: forward is one call
         self._plain = (self.bias is None and in_perm is None and in_div is None
                        and self._out_dtype is _F32)
-        self._bind(_RUN_ADDR, self._lp, self.in_features, self.out_features, self._plain)
+        cls = type(self)
+        direct = cls.forward is _Base.forward and cls.__call__ is _Base.__call__
+        self._bind(_RUN_ADDR, self._lp, self.in_features, self.out_features, self._plain,
+                   direct)
 
     def _fail(self, status: int) -> None:
         """Raises the KilnError of a failed kiln_layer_run."""
