@@ -28,7 +28,7 @@ struct LinearBase {
   kiln_layer *layer;   // owned by the Python object (KilnLinear._layer)
   int64_t K, N;
   int fast;            // f32 output, no bias / gather / divide around the kernel
-  int direct_call;     // the class keeps LinearBase's forward and __call__
+  PyTypeObject *direct_type;  // the class that keeps LinearBase's forward and __call__
 };
 
 PyObject *str_general, *str_fail, *str_forward, *str_compiled;
@@ -136,8 +136,8 @@ int call_is_forward(PyObject *self) {
 PyObject *linear_call(PyObject *self, PyObject *args, PyObject *kw) {
   LinearBase *s = (LinearBase *)self;
   const Py_ssize_t nargs = PyTuple_GET_SIZE(args);
-  if (s->direct_call && direct_calls && nargs == 1 && (!kw || !PyDict_GET_SIZE(kw)) &&
-      call_is_forward(self))
+  if (Py_TYPE(self) == s->direct_type && direct_calls && nargs == 1 &&
+      (!kw || !PyDict_GET_SIZE(kw)) && call_is_forward(self))
     return linear_forward(self, &PyTuple_GET_ITEM(args, 0), 1, nullptr);
   if (!module_call) {
     PyErr_SetString(PyExc_RuntimeError, "kiln._fast: _setup was not called");
@@ -176,7 +176,8 @@ PyObject *fast_setup(PyObject *, PyObject *args) {
 
 /* _bind(run, layer, K, N, fast, direct): kiln_layer_run's and the layer's addresses as
  * integers (cffi's), the shape, whether the layer is plain f32 (KilnLinear._plain), and
- * whether the class keeps LinearBase's forward and __call__. */
+ * whether self's class keeps LinearBase's forward and __call__ (a later __class__
+ * assignment then takes Module.__call__ again). */
 PyObject *linear_bind(PyObject *self, PyObject *args) {
   PyObject *run, *layer;
   long long K, N;
@@ -197,7 +198,7 @@ PyObject *linear_bind(PyObject *self, PyObject *args) {
   s->K = K;
   s->N = N;
   s->fast = fast;
-  s->direct_call = direct;
+  s->direct_type = direct ? Py_TYPE(self) : nullptr;  // not owned: self keeps it alive
   Py_RETURN_NONE;
 }
 

@@ -131,6 +131,8 @@ class KilnLinear(_Base, torch.nn.Module):
                             "[..., %d] on the CPU" % (self.name, self.out_features, K,
                                                       list(x.shape), x.device, K))
         dtype = x.dtype
+        if x.is_neg():  # a negative view's memory holds the values' negation
+            x = x.resolve_neg()
         if dtype is not _F32:
             x = x.float()
         x2 = x.reshape(-1, K)

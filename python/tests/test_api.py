@@ -4,6 +4,7 @@ errors as KilnError with kiln's located message."""
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
 
 import pytest
@@ -75,12 +76,15 @@ def test_every_input_path_gives_the_kernels_numbers() -> None:
 
 
 def test_one_call_path_passes_the_input_without_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the Python forward (PyLinearBase: a package built without kiln._fast); the C one
+    # passes x.const_data_ptr() the same way (test_fast.py checks it takes no copy path)
     import kiln.linear as kl
     m = torch.nn.Sequential(torch.nn.Linear(64, 32, bias=False))
     kiln.quantize_(m, kiln.Recipe(RECIPES / "w8a16.lua"))
     seen = []
     real = kl.run_layer_raw
     monkeypatch.setattr(kl, "run_layer_raw", lambda l, x, M, y: seen.append(x) or real(l, x, M, y))
+    monkeypatch.setattr(m[0], "forward", types.MethodType(kl.PyLinearBase.forward, m[0]))
     x = torch.randn(4, 64)
     m(x)
     assert seen == [x.data_ptr()]
