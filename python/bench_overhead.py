@@ -128,21 +128,22 @@ def main() -> None:
                      (p - c) / 1e3))
         mods.append((mod, x, statistics.median(v[1] for v in cs)))
     print()
-    print("Parts of a call, thread CPU (us): overhead = module - C; beyond the floor = "
-          "module - C - empty module call - torch.empty")
-    print("| layer (N x K) | C kernel | nn.Identity() | torch.empty((M, N)) | KilnLinear.forward "
-          "| KilnLinear() | overhead | beyond the floor | Python forward: KilnLinear() |")
+    print("Parts of a call, thread CPU (us), medians. overhead = KilnLinear() - C kernel; "
+          "forward = KilnLinear.forward(x) - C kernel (checks, output allocation, the call); "
+          "call = KilnLinear() - KilnLinear.forward(x) (Module.__call__'s part); floor: an "
+          "empty module call and torch.empty from Python")
+    print("| layer (N x K) | C kernel | KilnLinear() | overhead | forward | call "
+          "| floor: nn.Identity() | floor: torch.empty((M, N)) | Python forward: KilnLinear() |")
     print("|---|---|---|---|---|---|---|---|---|")
     for mod, x, c in mods:
         r = parts(mod, x, a.reps, a.rounds)
         over = r["module"] - c
-        print("| %d x %d | %.2f | %.2f | %.2f | %.2f | %.2f | %+.2f (%+.1f %%) | %+.2f (%+.1f %%) "
-              "| %.2f (%+.2f) |" % (
-                  mod.out_features, mod.in_features, c / 1e3, r["identity"] / 1e3,
-                  r["empty"] / 1e3, r["forward"] / 1e3, r["module"] / 1e3, over / 1e3,
-                  100 * over / c, (over - r["identity"] - r["empty"]) / 1e3,
-                  100 * (over - r["identity"] - r["empty"]) / c, r["py module"] / 1e3,
-                  (r["py module"] - c) / 1e3))
+        print("| %d x %d | %.2f | %.2f | %+.2f (%+.1f %%) | %+.2f | %+.2f | %.2f | %.2f "
+              "| %.2f (%+.2f, %+.0f %%) |" % (
+                  mod.out_features, mod.in_features, c / 1e3, r["module"] / 1e3, over / 1e3,
+                  100 * over / c, (r["forward"] - c) / 1e3, (r["module"] - r["forward"]) / 1e3,
+                  r["identity"] / 1e3, r["empty"] / 1e3, r["py module"] / 1e3,
+                  (r["py module"] - c) / 1e3, 100 * (r["py module"] - c) / c))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 need=(build-essential cmake ninja-build pkg-config llvm-16-dev liblua5.4-dev libffi-dev
       libcmocka-dev libpcre2-dev valgrind bible-kjv python3-pip python3-numpy
       clang-14 libclang-rt-14-dev  # clang + libFuzzer: scripts/fuzz.sh
-      gnuplot-nox)  # the plots of kiln eval/bench --report (docs/report.md)
+      gnuplot-nox  # the plots of kiln eval/bench --report (docs/report.md)
+      python3-dev)  # Python.h for kiln._fast, the Python package's C forward (docs/python.md)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

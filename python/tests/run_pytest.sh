@@ -30,7 +30,8 @@ export KILN_LIB=${KILN_LIB:-$repo/build/libkiln.so}
 [ -f "$KILN_LIB" ] || { echo "python: no $KILN_LIB (cmake --build build)" >&2; exit 1; }
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# the package as a user installs it: pip install ./python (the library copied in)
+# the package as a user installs it: pip install --no-build-isolation ./python (the
+# library copied in, kiln._fast compiled against the virtualenv's torch)
 if ! pip_q --no-build-isolation --force-reinstall --no-deps "$repo/python" >"$log" 2>&1; then
   cat "$log" >&2
   echo "python: pip install ./python failed" >&2
