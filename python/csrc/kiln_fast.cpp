@@ -92,6 +92,11 @@ PyObject *linear_forward(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     PyErr_Format(PyExc_TypeError, "KilnLinear.forward takes one input (%zd given)", nargs + nkw);
     return nullptr;
   }
+  if (nkw && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "input")) {
+    PyErr_Format(PyExc_TypeError, "KilnLinear.forward got an unexpected keyword %R (its "
+                 "input is 'input')", PyTuple_GET_ITEM(kwnames, 0));
+    return nullptr;
+  }
   PyObject *x = args[0];
   LinearBase *s = (LinearBase *)self;
   if (s->fast && THPVariable_CheckExact(x)) {

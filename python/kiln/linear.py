@@ -25,7 +25,8 @@ class PyLinearBase:
     def _bind(self, run: int, layer: int, K: int, N: int, fast: bool, direct: bool) -> None:
         pass
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (nn.Linear's name)
+        x = input
         K = self.in_features
         if self._plain and x.dtype is _F32 and x.shape[-1] == K and x.is_cpu \
                 and x.is_contiguous():

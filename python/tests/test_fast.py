@@ -114,6 +114,8 @@ def test_errors_are_kilnerrors_from_the_general_path() -> None:
         lin(torch.empty(2, 64, device="meta"))
     with pytest.raises(TypeError, match="one input"):
         lin.forward(torch.randn(1, 64), torch.randn(1, 64))
+    with pytest.raises(TypeError, match="unexpected keyword 'x'"):
+        lin(x=torch.randn(1, 64))
     with pytest.raises(ValueError, match="bad layer"):
         lin._bind(0, 0, 64, 32, True, True)
 
