@@ -29,7 +29,7 @@ class PyLinearBase:
         x = input
         K = self.in_features
         if self._plain and x.dtype is _F32 and x.shape[-1] == K and x.is_cpu \
-                and x.is_contiguous():
+                and x.is_contiguous() and not x.is_neg():
             # the input as it is (its data_ptr), the output its only allocation
             y = _empty(x.shape[:-1] + (self.out_features,))
             M = x.numel() // K
@@ -62,8 +62,8 @@ def _torch_call_check_known() -> bool:
 
 
 try:
-    from . import _fast
     from ._fast import LinearBase as _Base
+    from . import _fast
     FAST_PATH_ERROR = ""
     DIRECT_CALL = _torch_call_check_known()
     _fast._setup(torch.nn.Module.__call__, vars(torch.nn.modules.module),
