@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 import kiln  # noqa: E402
 from kiln._lib import ffi, lib  # noqa: E402
-from kiln.linear import FAST_PATH_ERROR, PyLinearBase  # noqa: E402
+from kiln.linear import DIRECT_CALL, FAST_PATH_ERROR, PyLinearBase  # noqa: E402
 
 SHAPES = [(576, 576), (1536, 576), (576, 1536)]  # (N, K): q/o_proj, gate/up_proj, down_proj
 
@@ -106,7 +106,8 @@ def main() -> None:
           % (os.path.basename(a.recipe), a.threads or "default", a.M, a.rounds, a.reps))
     print("kiln from %s; KilnLinear.forward: %s" % (
         os.path.dirname(kiln.__file__),
-        "kiln._fast (C)" if not FAST_PATH_ERROR else "Python (%s)" % FAST_PATH_ERROR))
+        "kiln._fast (C), module call %s" % ("direct" if DIRECT_CALL else "Module.__call__")
+        if not FAST_PATH_ERROR else "Python (%s)" % FAST_PATH_ERROR))
     print("| layer (N x K) | kernel | clock | C: kiln_layer_run | Python: KilnLinear | overhead |")
     print("|---|---|---|---|---|---|")
     mods = []
