@@ -108,6 +108,9 @@ typedef struct KilnLinear {
     char q_format[64];
     float *xin; /* scratch for in_div / in_perm */
     int64_t xin_n;
+    /* An f32 kernel whose weights are exactly wt's GGUF blocks dequantized: a one-row
+     * run reads the blocks (kiln_blockgemv) rather than the prepacked f32. NULL: none. */
+    const struct KilnModelTensor *blocks;
 } KilnLinear;
 
 /* Everything a model runs with: the kiln context, the recipe (NULL = f32), the
@@ -144,6 +147,11 @@ void kiln_linear_wops_free(KilnLinear *l);
  * kiln eval's f32 row), checking the recipe on one slice: 0, or 1 when it does not apply
  * (not per call, small, or not a plain f32 kernel: bind it whole), or an error. */
 int kiln_linear_bind_sliced(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
+/* The f32 one-row product y = W x of a GGUF Q8_0 / Q4_0 / Q4_1 tensor [N, K] from its
+ * blocks, over the pool (model/nets/blockgemv.c); _supported: this host and tensor can. */
+bool kiln_blockgemv_supported(const struct KilnModelTensor *t, int64_t N, int64_t K);
+void kiln_blockgemv(struct KilnPool *pool, const struct KilnModelTensor *t, const float *x,
+                    int64_t N, int64_t K, float *y);
 /* A per-call layer's run (KilnLinear.percall): kiln_linear_run calls it. */
 int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M,
                             float *y, KilnDiag *d);

@@ -293,6 +293,8 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
                                  kiln_error(NULL));
         for (int64_t i = n - 1; i >= 0; i--)
             y[i] = odt == KILN_DTYPE_F16 ? kiln_f16_to_f32(h[i]) : kiln_bf16_to_f32(h[i]);
+    } else if (M == 1 && l->blocks) {
+        kiln_blockgemv(pool, l->blocks, x, l->N, l->K, y);
     } else if (kiln_layer_run(l->kl, x, M, y)) {
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: kernel failed", l->name);
     }
@@ -318,6 +320,21 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
 }
 
 static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
+
+/* Whether kl is a plain f32 kernel (f32 weights and activations, no epilogue, no bias,
+ * f32 out) over weights that are the file's GGUF blocks dequantized, unchanged: then a
+ * one-row run may read the blocks instead (kiln_blockgemv, the same weights). */
+static bool blocks_exact(const KilnLinear *l, kiln_layer *kl)
+{
+    static const char plain[] = ": w f32, a f32"; /* and nothing after (api/kiln.c, describe) */
+    const char *desc = strstr(kiln_layer_describe(kl), plain);
+    return l->wmf && l->wt && !l->w_dirty && l->nwops == 0 && !l->stored && !l->q_w &&
+           !l->in_div && !l->in_perm && !strcmp(kiln_layer_weight_format(kl), "f32") && desc &&
+           desc[sizeof plain - 1] == '\0' &&
+           !strcmp(kiln_layer_epilogue(kl), "none") && !kiln_layer_has_bias(kl) &&
+           kiln_layer_out_dtype(kl) == KILN_DTYPE_F32 &&
+           kiln_blockgemv_supported(l->wt, l->N, l->K);
+}
 
 int kiln_linears_first(const KilnLinear *ls, int n)
 {
@@ -350,6 +367,7 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
     {
         kiln_layer_destroy(l->kl); /* rebinding: the previous recipe's layer */
         l->kl = NULL;
+        l->blocks = NULL;
         l->percall = NULL;
         l->kernel = "f32";
         l->wbytes = sizeof(float) * (size_t)(l->N * l->K);
@@ -394,6 +412,7 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
             return layer_error(d, l, kiln_error(rc->ctx));
         kiln_linear_wput(l); /* the kernel holds its own copy; read again when needed */
         l->kl = kl;
+        l->blocks = blocks_exact(l, kl) ? l->wt : NULL;
         l->kernel = kiln_layer_describe(kl);
         l->wbytes = kiln_layer_weight_bytes(kl);
         l->bias_in_kernel = kiln_layer_has_bias(kl) != 0;
@@ -422,6 +441,7 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
             l->kernel = l->kdesc;
             l->percall = rc;
             l->kl = NULL;
+            l->blocks = NULL;
             kiln_layer_destroy(kl);
         }
     }
@@ -433,6 +453,7 @@ void kiln_linears_unbind(KilnLinear *ls, int n)
     for (int i = 0; i < n; i++) {
         kiln_layer_destroy(ls[i].kl);
         ls[i].kl = NULL;
+        ls[i].blocks = NULL;
         ls[i].act_fused = false;
         ls[i].percall = NULL;
         ls[i].kernel = "f32";
