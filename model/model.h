@@ -29,6 +29,10 @@ void kiln_rmsnorm(float *x, int64_t M, int64_t D, const float *g, float eps);
 void kiln_softmax(float *x, int64_t n);
 void kiln_gelu_erf(float *x, int64_t n);
 float kiln_silu1(float x);
+/* x[i] = expf(x[i]), and g[i] = kiln_silu1(g[i]) * u[i]: the same bits as libm's expf
+ * (glibc's algorithm, 8 lanes with AVX-512; model/nets/vexpf.c). */
+void kiln_expf_n(float *x, int64_t n);
+void kiln_silu_mul(float *g, const float *u, int64_t n);
 /* Rotary embedding on one head vector of size hd at position pos, GGUF "norm"
  * layout: adjacent pairs (x[2i], x[2i+1]) rotate by pos·theta^(-2i/hd). */
 void kiln_rope_norm(float *x, int hd, int pos, float theta);

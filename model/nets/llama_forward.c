@@ -238,8 +238,7 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
             for (size_t j = 0; j < (size_t)T * F; j++)
                 g[j] *= u[j];
         else
-            for (size_t j = 0; j < (size_t)T * F; j++)
-                g[j] = kiln_silu1(g[j]) * u[j];
+            kiln_silu_mul(g, u, (int64_t)T * F);
         if ((rc = kiln_linear_run(&L[L_DOWN], pool, g, T, h, d)))
             break;
         for (size_t j = 0; j < (size_t)T * D; j++)

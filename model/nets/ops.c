@@ -164,9 +164,12 @@ void kiln_softmax(float *x, int64_t n)
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; i++)
         mx = x[i] > mx ? x[i] : mx;
-    double s = 0;
     for (int64_t i = 0; i < n; i++)
-        s += x[i] = expf(x[i] - mx);
+        x[i] -= mx;
+    kiln_expf_n(x, n);
+    double s = 0; /* in order, in double, as before */
+    for (int64_t i = 0; i < n; i++)
+        s += x[i];
     float inv = (float)(1.0 / s);
     for (int64_t i = 0; i < n; i++)
         x[i] *= inv;
