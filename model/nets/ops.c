@@ -8,7 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/plan.h"
 #include "ir/numerics.h"
+#include "ir/target.h"
 #include "frontend/recipe.h"
 #include "model/checkpoints/checkpoint.h"
 #include "model/model.h"
@@ -338,13 +340,15 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
 static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
 
 /* Whether kl is a plain f32 kernel (f32 weights and activations, no epilogue, no bias,
- * f32 out) over weights that are the file's GGUF blocks dequantized, unchanged: then a
- * one-row run may read the blocks instead (kiln_blockgemv, the same weights). */
-static bool blocks_exact(const KilnLinear *l, kiln_layer *kl)
+ * f32 out) of a CPU target with AVX-512 (the context's own pool runs it) over weights
+ * that are the file's GGUF blocks dequantized, unchanged: then a one-row run may read
+ * the blocks instead (kiln_blockgemv, the same weights). */
+static bool blocks_exact(const KilnLinear *l, kiln_layer *kl, const KilnRunCtx *rc)
 {
     static const char plain[] = ": w f32, a f32"; /* and nothing after (api/kiln.c, describe) */
     const char *desc = strstr(kiln_layer_describe(kl), plain);
-    return l->wmf && l->wt && !l->w_dirty && l->nwops == 0 && !l->stored && !l->q_w &&
+    const KilnTarget *tg = kiln_ctx_target_full(rc->ctx);
+    return tg && (tg->isa & KILN_ISA_AVX512) && kiln_ctx_pool(rc->ctx) && l->wmf && l->wt && !l->w_dirty && l->nwops == 0 && !l->stored && !l->q_w &&
            !l->in_div && !l->in_perm && !strcmp(kiln_layer_weight_format(kl), "f32") && desc &&
            desc[sizeof plain - 1] == '\0' &&
            !strcmp(kiln_layer_epilogue(kl), "none") && !kiln_layer_has_bias(kl) &&
@@ -428,7 +432,7 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
             return layer_error(d, l, kiln_error(rc->ctx));
         kiln_linear_wput(l); /* the kernel holds its own copy; read again when needed */
         l->kl = kl;
-        l->blocks = blocks_exact(l, kl) ? l->wt : NULL;
+        l->blocks = blocks_exact(l, kl, rc) ? l->wt : NULL;
         l->kernel = kiln_layer_describe(kl);
         l->wbytes = kiln_layer_weight_bytes(kl);
         l->bias_in_kernel = kiln_layer_has_bias(kl) != 0;
