@@ -29,6 +29,10 @@ void kiln_rmsnorm(float *x, int64_t M, int64_t D, const float *g, float eps);
 void kiln_softmax(float *x, int64_t n);
 void kiln_gelu_erf(float *x, int64_t n);
 float kiln_silu1(float x);
+/* x[i] = expf(x[i]), and g[i] = kiln_silu1(g[i]) * u[i]: the same bits as libm's expf
+ * (glibc's algorithm, 8 lanes with AVX-512; model/nets/vexpf.c). */
+void kiln_expf_n(float *x, int64_t n);
+void kiln_silu_mul(float *g, const float *u, int64_t n);
 /* Rotary embedding on one head vector of size hd at position pos, GGUF "norm"
  * layout: adjacent pairs (x[2i], x[2i+1]) rotate by pos·theta^(-2i/hd). */
 void kiln_rope_norm(float *x, int hd, int pos, float theta);
@@ -108,6 +112,9 @@ typedef struct KilnLinear {
     char q_format[64];
     float *xin; /* scratch for in_div / in_perm */
     int64_t xin_n;
+    /* An f32 kernel whose weights are exactly wt's GGUF blocks dequantized: a one-row
+     * run reads the blocks (kiln_blockgemv) rather than the prepacked f32. NULL: none. */
+    const struct KilnModelTensor *blocks;
 } KilnLinear;
 
 /* Everything a model runs with: the kiln context, the recipe (NULL = f32), the
@@ -144,6 +151,11 @@ void kiln_linear_wops_free(KilnLinear *l);
  * kiln eval's f32 row), checking the recipe on one slice: 0, or 1 when it does not apply
  * (not per call, small, or not a plain f32 kernel: bind it whole), or an error. */
 int kiln_linear_bind_sliced(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
+/* The f32 one-row product y = W x of a GGUF Q8_0 / Q4_0 / Q4_1 tensor [N, K] from its
+ * blocks, over the pool (model/nets/blockgemv.c); _supported: this host and tensor can. */
+bool kiln_blockgemv_supported(const struct KilnModelTensor *t, int64_t N, int64_t K);
+void kiln_blockgemv(struct KilnPool *pool, const struct KilnModelTensor *t, const float *x,
+                    int64_t N, int64_t K, float *y);
 /* A per-call layer's run (KilnLinear.percall): kiln_linear_run calls it. */
 int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M,
                             float *y, KilnDiag *d);

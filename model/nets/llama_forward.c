@@ -1,6 +1,7 @@
 /* model/nets/llama_forward.c — the Llama decoder's forward pass (model/nets/llama.c loads it):
  * RMSNorm, RoPE ("norm" adjacent-pair layout, as llama.cpp's converter permutes Q/K rows
  * for), grouped-query attention over the KV cache, SiLU-gated FFN, the output head. */
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,16 +21,44 @@ typedef struct AttnRow {
 
 typedef float v8 __attribute__((vector_size(32)));
 
+/* Eight keys' dot products with q at once: each key's eight lanes accumulate along hd as
+ * scores_avx2's one key does (a multiply, then an add: -std=c17 fuses neither), then the eight are reduced together with the same adds in
+ * the same order, ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)), so the scores are the
+ * same bits; only the horizontal sums are shared. */
+__attribute__((target("avx2"))) static void scores8_avx2(const float *q, const float *K,
+                                                             size_t ks, int nv, float sc,
+                                                             float *p)
+{
+    __m256 a[8];
+    for (int i = 0; i < 8; i++)
+        a[i] = _mm256_setzero_ps();
+    for (int e = 0; e < nv; e++) {
+        __m256 qe = _mm256_loadu_ps(q + 8 * e);
+        for (int i = 0; i < 8; i++)
+            a[i] = _mm256_add_ps(a[i], _mm256_mul_ps(qe, _mm256_loadu_ps(K + (size_t)i * ks + 8 * e)));
+    }
+    __m256 s[4]; /* s[i] = [a(2i) lo + hi | a(2i+1) lo + hi]: lanes a0+a4, a1+a5, a2+a6, a3+a7 */
+    for (int i = 0; i < 4; i++)
+        s[i] = _mm256_add_ps(_mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x20),
+                             _mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x31));
+    __m256 h0 = _mm256_hadd_ps(s[0], s[1]), h1 = _mm256_hadd_ps(s[2], s[3]);
+    __m256 r = _mm256_hadd_ps(h0, h1); /* keys 0 2 4 6 1 3 5 7 (hadd works per 128 lanes) */
+    r = _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_ps(p, _mm256_mul_ps(r, _mm256_set1_ps(sc)));
+}
+
 /* hd a multiple of 8 and at most 64: q and o live in registers across the keys. */
 __attribute__((target("avx2,fma"))) static void scores_avx2(const float *q, const float *K,
                                                             size_t ks, int n, int hd, float sc,
                                                             float *p)
 {
     v8 qv[8];
-    int nv = hd / 8;
+    int nv = hd / 8, j = 0;
     for (int e = 0; e < nv; e++)
         memcpy(&qv[e], q + 8 * e, 32);
-    for (int j = 0; j < n; j++) {
+    for (; j + 8 <= n; j += 8) /* eight keys, summed in the same order as one key below */
+        scores8_avx2(q, K + (size_t)j * ks, ks, nv, sc, p + j);
+    for (; j < n; j++) {
         const float *k = K + (size_t)j * ks;
         v8 acc = {0}, kv;
         for (int e = 0; e < nv; e++) {
@@ -238,8 +267,7 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
             for (size_t j = 0; j < (size_t)T * F; j++)
                 g[j] *= u[j];
         else
-            for (size_t j = 0; j < (size_t)T * F; j++)
-                g[j] = kiln_silu1(g[j]) * u[j];
+            kiln_silu_mul(g, u, (int64_t)T * F);
         if ((rc = kiln_linear_run(&L[L_DOWN], pool, g, T, h, d)))
             break;
         for (size_t j = 0; j < (size_t)T * D; j++)

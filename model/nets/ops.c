@@ -8,7 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/plan.h"
 #include "ir/numerics.h"
+#include "ir/target.h"
 #include "frontend/recipe.h"
 #include "model/checkpoints/checkpoint.h"
 #include "model/model.h"
@@ -164,9 +166,12 @@ void kiln_softmax(float *x, int64_t n)
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; i++)
         mx = x[i] > mx ? x[i] : mx;
-    double s = 0;
     for (int64_t i = 0; i < n; i++)
-        s += x[i] = expf(x[i] - mx);
+        x[i] -= mx;
+    kiln_expf_n(x, n);
+    double s = 0; /* in order, in double, as before */
+    for (int64_t i = 0; i < n; i++)
+        s += x[i];
     float inv = (float)(1.0 / s);
     for (int64_t i = 0; i < n; i++)
         x[i] *= inv;
@@ -212,9 +217,22 @@ static void apply_act(const char *act, float *y, int64_t n)
             y[i] = kiln_silu1(y[i]);
 }
 
+/* Branch-free over blocks of 64 (the exponent bits all ones: an infinity or a NaN), so
+ * the compiler vectorizes it: it runs on every layer's output, 49152 logits a token. */
 static bool all_finite(const float *v, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        uint32_t bad = 0;
+        for (int j = 0; j < 64; j++) {
+            uint32_t b;
+            memcpy(&b, &v[i + j], 4);
+            bad |= (b & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad)
+            return false;
+    }
+    for (; i < n; i++)
         if (!isfinite(v[i]))
             return false;
     return true;
@@ -293,6 +311,8 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
                                  kiln_error(NULL));
         for (int64_t i = n - 1; i >= 0; i--)
             y[i] = odt == KILN_DTYPE_F16 ? kiln_f16_to_f32(h[i]) : kiln_bf16_to_f32(h[i]);
+    } else if (M == 1 && l->blocks) {
+        kiln_blockgemv(pool, l->blocks, x, l->N, l->K, y);
     } else if (kiln_layer_run(l->kl, x, M, y)) {
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: kernel failed", l->name);
     }
@@ -318,6 +338,23 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
 }
 
 static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
+
+/* Whether kl is a plain f32 kernel (f32 weights and activations, no epilogue, no bias,
+ * f32 out) of a CPU target with AVX-512 (the context's own pool runs it) over weights
+ * that are the file's GGUF blocks dequantized, unchanged: then a one-row run may read
+ * the blocks instead (kiln_blockgemv, the same weights). */
+static bool blocks_exact(const KilnLinear *l, kiln_layer *kl, const KilnRunCtx *rc)
+{
+    static const char plain[] = ": w f32, a f32"; /* and nothing after (api/kiln.c, describe) */
+    const char *desc = strstr(kiln_layer_describe(kl), plain);
+    const KilnTarget *tg = kiln_ctx_target_full(rc->ctx);
+    return tg && (tg->isa & KILN_ISA_AVX512) && kiln_ctx_pool(rc->ctx) && l->wmf && l->wt && !l->w_dirty && l->nwops == 0 && !l->stored && !l->q_w &&
+           !l->in_div && !l->in_perm && !strcmp(kiln_layer_weight_format(kl), "f32") && desc &&
+           desc[sizeof plain - 1] == '\0' &&
+           !strcmp(kiln_layer_epilogue(kl), "none") && !kiln_layer_has_bias(kl) &&
+           kiln_layer_out_dtype(kl) == KILN_DTYPE_F32 &&
+           kiln_blockgemv_supported(l->wt, l->N, l->K);
+}
 
 int kiln_linears_first(const KilnLinear *ls, int n)
 {
@@ -350,6 +387,7 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
     {
         kiln_layer_destroy(l->kl); /* rebinding: the previous recipe's layer */
         l->kl = NULL;
+        l->blocks = NULL;
         l->percall = NULL;
         l->kernel = "f32";
         l->wbytes = sizeof(float) * (size_t)(l->N * l->K);
@@ -394,6 +432,7 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
             return layer_error(d, l, kiln_error(rc->ctx));
         kiln_linear_wput(l); /* the kernel holds its own copy; read again when needed */
         l->kl = kl;
+        l->blocks = blocks_exact(l, kl, rc) ? l->wt : NULL;
         l->kernel = kiln_layer_describe(kl);
         l->wbytes = kiln_layer_weight_bytes(kl);
         l->bias_in_kernel = kiln_layer_has_bias(kl) != 0;
@@ -422,6 +461,7 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
             l->kernel = l->kdesc;
             l->percall = rc;
             l->kl = NULL;
+            l->blocks = NULL;
             kiln_layer_destroy(kl);
         }
     }
@@ -433,6 +473,7 @@ void kiln_linears_unbind(KilnLinear *ls, int n)
     for (int i = 0; i < n; i++) {
         kiln_layer_destroy(ls[i].kl);
         ls[i].kl = NULL;
+        ls[i].blocks = NULL;
         ls[i].act_fused = false;
         ls[i].percall = NULL;
         ls[i].kernel = "f32";
