@@ -322,6 +322,15 @@ int kiln_llama_kv_init(const KilnLlama *m, KilnKVCache *c, const KilnKVSpec *s, 
  * (nlast 0: only the cache; the output head runs on those rows only). */
 int kiln_llama_forward(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv, const int32_t *ids,
                        int T, int pos0, int nlast, float *logits, KilnDiag *d);
+/* The same, but the last nlast rows of hidden states as they leave the last block
+ * (before the final norm) go to hidden[nlast][dim]; kiln_llama_head then makes logits of
+ * any run of them (normed in place), so a caller holds logits of a few rows at a time. */
+int kiln_llama_forward_hidden(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv,
+                              const int32_t *ids, int T, int pos0, int nlast, float *hidden,
+                              KilnDiag *d);
+int kiln_llama_head(KilnLlama *m, struct KilnPool *pool, float *x, int n, float *logits,
+                    KilnDiag *d);
+int kiln_llama_dim(const KilnLlama *m);
 /* llama_forward.c: the model's weights counted once (a head tied to the embeddings is not
  * counted again), and the bytes of those it keeps in f32 outside the linear layers
  * (embeddings, norms). */
