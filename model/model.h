@@ -399,9 +399,11 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d);
 /* The layers the recipe quantizes, as c->lin (ignored ones left to kiln_*_export):
  * weights as kiln binds them (a method's grid, or round to nearest), activation
  * schemes, and static activation scales as kiln_static_act_params gives them (so the
- * layers must have captured their calibration rows, kiln_*_capture_static). */
+ * layers must have captured their calibration rows, kiln_*_capture_static). Each layer's
+ * codes are made from its KilnLinear when the checkpoint is written (KilnQLinear.fill,
+ * one layer at a time), so the layers must outlive the writes and keep their weights. */
 struct KilnCheckpoint;
-int kiln_quantize_linears(const KilnRunCtx *rc, const KilnLinear *ls, int nl,
+int kiln_quantize_linears(const KilnRunCtx *rc, KilnLinear *ls, int nl,
                           struct KilnCheckpoint *c, KilnDiag *d);
 
 /* Default model locations ($KILN_MODELS_DIR, else ~/.cache/kiln/models). */

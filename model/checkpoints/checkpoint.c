@@ -37,6 +37,29 @@ void kiln_qlinear_dequant(const KilnQLinear *q, float *out)
     }
 }
 
+int kiln_qlinear_load(KilnQLinear *q, KilnDiag *d)
+{
+    if (q->codes || !q->fill)
+        return 0;
+    int rc = q->fill(q->fill_ctx, q, d);
+    if (!rc && (!q->codes || !q->scale || (!q->spec.symmetric && !q->zero)))
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "%s: made no codes, scales or zero points",
+                           q->name);
+    if (!rc && q->qk_heads > 0)
+        rc = kiln_llama_unpermute_qk_codes(q, q->qk_heads, d);
+    if (rc)
+        kiln_qlinear_unload(q);
+    return rc;
+}
+
+void kiln_qlinear_unload(KilnQLinear *q)
+{
+    if (!q->fill)
+        return;
+    free(q->codes), free(q->scale), free(q->zero);
+    q->codes = NULL, q->scale = NULL, q->zero = NULL;
+}
+
 void kiln_qlinear_free(KilnQLinear *q)
 {
     if (!q)

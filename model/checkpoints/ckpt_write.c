@@ -93,7 +93,7 @@ static int layer_scheme(const KilnCheckpoint *c, const KilnQLinear *q, Scheme *s
     s->a = q->act.fmt != KILN_QF_NONE ? q->act : c->act;
     if (!m[0])
         return kiln_diag_set(d, KILN_EINPUT, "checkpoint: a quantized layer has no name");
-    if (q->N <= 0 || q->K <= 0 || !q->codes || !q->scale)
+    if (q->N <= 0 || q->K <= 0 || ((!q->codes || !q->scale) && !q->fill))
         return kiln_diag_set(d, KILN_EINPUT, "%s: no shape, codes or scales", m);
     KilnQFormat f = q->spec.fmt;
     if (f == KILN_QF_FP8_E5M2)
@@ -120,7 +120,7 @@ static int layer_scheme(const KilnCheckpoint *c, const KilnQLinear *q, Scheme *s
                              "%s needs %lld", m, (long long)q->nscale, (long long)q->ngroups,
                              (long long)q->N, (long long)q->K, kiln_gran_name(g),
                              (long long)want);
-    if (!q->spec.symmetric && !q->zero)
+    if (!q->spec.symmetric && !q->zero && !q->fill)
         return kiln_diag_set(d, KILN_EINPUT, "%s: asymmetric without zero points", m);
     int rc = check_act(m, &s->a, "activation", d);
     if (rc)
@@ -211,16 +211,21 @@ int kiln_checkpoint_compat(const KilnCheckpoint *c, KilnCkptCompat *out, KilnDia
 
 /* ------------------------------------------------------------------ tensors */
 
-/* Everything model.safetensors will hold; buffers owned here until written. */
+/* Tensors for model.safetensors; buffers owned here until written. A dry Out lists the
+ * tensors (names, types, shapes) without making their bytes: the header written first. */
 typedef struct Out {
     KilnModelTensor *t;
     int n, cap;
     void **own;
     int nown, capown;
+    bool dry;
 } Out;
 
+/* NULL in a dry Out (out_add then records the tensor without data) */
 static void *out_alloc(Out *o, size_t bytes)
 {
+    if (o->dry)
+        return NULL;
     if (o->nown == o->capown) {
         int cap = o->capown ? 2 * o->capown : 64;
         void **v = realloc(o->own, sizeof *v * (size_t)cap);
@@ -242,6 +247,7 @@ static void out_free(Out *o)
     for (int i = 0; i < o->n; i++)
         free((char *)o->t[i].name);
     free(o->t);
+    *o = (Out){.dry = o->dry};
 }
 
 /* Bytes per element of the types written here. */
@@ -320,9 +326,9 @@ static int add_scales(Out *o, const KilnQLinear *q, const Scheme *s, bool pack, 
     int64_t sdim[2] = {tensor ? 1 : N, G};
     int64_t ns = tensor ? 1 : N * G;
     float *sc = out_alloc(o, sizeof(float) * (size_t)ns);
-    if (!sc)
+    if (!sc && !o->dry)
         return oom(d);
-    for (int64_t n = 0; n < (tensor ? 1 : N); n++)
+    for (int64_t n = 0; sc && n < (tensor ? 1 : N); n++)
         for (int64_t j = 0; j < (tensor ? 1 : G); j++)
             sc[n * G + j] = q->scale[src_index(q, s, n, j)];
     int rc = out_add(o, q->name, "weight_scale", KILN_MT_F32, tensor ? 1 : 2, sdim, sc, d);
@@ -334,9 +340,9 @@ static int add_scales(Out *o, const KilnQLinear *q, const Scheme *s, bool pack, 
         int per = 32 / bits;
         int64_t zdim[2] = {(N + per - 1) / per, G};
         uint32_t *zw = out_alloc(o, sizeof(uint32_t) * (size_t)(zdim[0] * G));
-        if (!zw)
+        if (!zw && !o->dry)
             return oom(d);
-        for (int64_t n = 0; n < N; n++)
+        for (int64_t n = 0; zw && n < N; n++)
             for (int64_t j = 0; j < G; j++) {
                 int32_t z;
                 if ((rc = signed_code(q, q->zero[src_index(q, s, n, j)], "zero point", &z, d)))
@@ -347,9 +353,9 @@ static int add_scales(Out *o, const KilnQLinear *q, const Scheme *s, bool pack, 
         return out_add(o, q->name, "weight_zero_point", KILN_MT_I32, 2, zdim, zw, d);
     }
     int8_t *z8 = out_alloc(o, (size_t)ns);
-    if (!z8)
+    if (!z8 && !o->dry)
         return oom(d);
-    for (int64_t n = 0; n < (tensor ? 1 : N); n++)
+    for (int64_t n = 0; z8 && n < (tensor ? 1 : N); n++)
         for (int64_t j = 0; j < (tensor ? 1 : G); j++) {
             int32_t z;
             if ((rc = signed_code(q, q->zero[src_index(q, s, n, j)], "zero point", &z, d)))
@@ -368,9 +374,9 @@ static int add_packed(Out *o, const KilnQLinear *q, KilnDiag *d)
     int64_t W = (q->K * bits + 31) / 32, N = q->N, K = q->K;
     uint32_t *w = out_alloc(o, sizeof(uint32_t) * (size_t)(N * W));
     int64_t *shape = out_alloc(o, 2 * sizeof(int64_t));
-    if (!w || !shape)
+    if ((!w || !shape) && !o->dry)
         return oom(d);
-    for (int64_t n = 0; n < N; n++)
+    for (int64_t n = 0; w && n < N; n++)
         for (int64_t k = 0; k < K; k++) {
             int32_t v;
             int rc = signed_code(q, q->codes[n * K + k], "code", &v, d);
@@ -379,7 +385,8 @@ static int add_packed(Out *o, const KilnQLinear *q, KilnDiag *d)
             w[n * W + k / per] |= (uint32_t)(v + (1 << (bits - 1))) << (bits * (k % per));
         }
     int64_t dim[2] = {N, W}, sdim[1] = {2};
-    shape[0] = N, shape[1] = K;
+    if (shape)
+        shape[0] = N, shape[1] = K;
     int rc = out_add(o, q->name, "weight_packed", KILN_MT_I32, 2, dim, w, d);
     return rc ? rc : out_add(o, q->name, "weight_shape", KILN_MT_I64, 1, sdim, shape, d);
 }
@@ -389,10 +396,10 @@ static int add_plain(Out *o, const KilnQLinear *q, KilnDiag *d)
 {
     int64_t NK = q->N * q->K, dim[2] = {q->N, q->K};
     uint8_t *w = out_alloc(o, (size_t)NK);
-    if (!w)
+    if (!w && !o->dry)
         return oom(d);
     bool fp8 = q->spec.fmt == KILN_QF_FP8_E4M3;
-    for (int64_t i = 0; i < NK; i++) {
+    for (int64_t i = 0; w && i < NK; i++) {
         int32_t v = q->codes[i];
         if (fp8 && (v < 0 || v > 255))
             return kiln_diag_set(d, KILN_EINPUT, "%s: fp8 code %d is not a byte", q->name, v);
@@ -415,20 +422,22 @@ static int add_act(Out *o, const KilnQLinear *q, const Scheme *s, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINPUT, "%s: static activation quantization without a "
                              "scale (set act_scale, or make the activations dynamic)", q->name);
     float *ps = out_alloc(o, sizeof(float));
-    if (!ps)
+    if (!ps && !o->dry)
         return oom(d);
-    *ps = sc;
+    if (ps)
+        *ps = sc;
     int64_t one[1] = {1};
     int rc = out_add(o, q->name, "input_scale", KILN_MT_F32, 1, one, ps, d);
     if (rc || s->a.symmetric)
         return rc;
     int bits = s->a.fmt == KILN_QF_INT4 ? 4 : 8;
     int8_t *pz = out_alloc(o, 1);
-    if (!pz)
+    if (!pz && !o->dry)
         return oom(d);
     if (z < 0 || z >= (1 << bits))
         return kiln_diag_set(d, KILN_EINPUT, "%s: activation zero point %d", q->name, z);
-    *pz = (int8_t)(z - (1 << (bits - 1)));
+    if (pz)
+        *pz = (int8_t)(z - (1 << (bits - 1)));
     return out_add(o, q->name, "input_zero_point", KILN_MT_I8, 1, one, pz, d);
 }
 
@@ -441,9 +450,9 @@ static int add_layer(Out *o, const KilnQLinear *q, const Scheme *s, KilnDiag *d)
     if (!rc && s->gidx) {
         /* in stored groups: kiln group j starts at stored group j·group / group_stored */
         int32_t *gi = out_alloc(o, sizeof(int32_t) * (size_t)q->K);
-        if (!gi)
+        if (!gi && !o->dry)
             return oom(d);
-        for (int64_t k = 0; k < q->K; k++)
+        for (int64_t k = 0; gi && k < q->K; k++)
             gi[k] = (int32_t)((int64_t)q->g_idx[k] * q->spec.group / s->group);
         int64_t dim[1] = {q->K};
         rc = out_add(o, q->name, "weight_g_idx", KILN_MT_I32, 1, dim, gi, d);
@@ -688,6 +697,113 @@ static int write_config(const char *dir, const KilnCheckpoint *c, const Scheme *
     return rc;
 }
 
+/* ------------------------------------------------------------------ streaming */
+
+/* model.safetensors written layer by layer (docs/hardening.md, "Memory"): the header from
+ * a dry plan of every tensor, then each layer's tensors made (its codes too, for a layer
+ * made on demand) when the file reaches them and freed when it moves on, so the whole
+ * checkpoint is never in memory in its written form. */
+typedef struct Stream {
+    KilnCheckpoint *c;
+    const Scheme *ls;
+    bool dequant; /* kiln's dequantized weights: one f32 "weight" a layer */
+    Out plan;     /* dry: every tensor of the file, in order */
+    int *first;   /* [nlin + 1]: each layer's first tensor in plan (then c->t's) */
+    int cur;      /* the layer whose tensors live holds, -1 none */
+    Out live;
+} Stream;
+
+/* kiln's own dequantization of a layer as f32 [N, K]. */
+static int add_dequant(Out *o, const KilnQLinear *q, KilnDiag *d)
+{
+    float *w = out_alloc(o, sizeof(float) * (size_t)(q->N * q->K));
+    if (!w && !o->dry)
+        return oom(d);
+    if (w)
+        kiln_qlinear_dequant(q, w);
+    int64_t dim[2] = {q->N, q->K};
+    return out_add(o, q->name, "weight", KILN_MT_F32, 2, dim, w, d);
+}
+
+static int stream_add(Stream *s, Out *o, int i, KilnDiag *d)
+{
+    return s->dequant ? add_dequant(o, &s->c->lin[i], d) : add_layer(o, &s->c->lin[i], &s->ls[i], d);
+}
+
+static void stream_drop(Stream *s)
+{
+    if (s->cur >= 0)
+        kiln_qlinear_unload(&s->c->lin[s->cur]);
+    out_free(&s->live);
+    s->cur = -1;
+}
+
+/* Layer L's tensors into live, checked against the header's. */
+static int stream_layer(Stream *s, int L, KilnDiag *d)
+{
+    stream_drop(s);
+    s->cur = L;
+    int rc = kiln_qlinear_load(&s->c->lin[L], d);
+    if (!rc)
+        rc = stream_add(s, &s->live, L, d);
+    int n = s->first[L + 1] - s->first[L];
+    for (int j = 0; !rc && j < n; j++) {
+        const KilnModelTensor *a = &s->live.t[j], *b = &s->plan.t[s->first[L] + j];
+        if (j >= s->live.n || strcmp(a->name, b->name) || a->type != b->type ||
+            a->nbytes != b->nbytes || memcmp(a->dim, b->dim, sizeof a->dim))
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "%s: its tensors differ from the header's",
+                               s->c->lin[L].name);
+    }
+    if (!rc && s->live.n != n)
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "%s: %d tensors made, the header has %d",
+                           s->c->lin[L].name, s->live.n, n);
+    return rc;
+}
+
+/* KilnStFill: tensor i's bytes (a layer's: the file reaches them in order). */
+static int stream_fill(void *ctx, int i, const void **data, KilnDiag *d)
+{
+    Stream *s = ctx;
+    int L = s->cur >= 0 && i >= s->first[s->cur] ? s->cur : 0;
+    while (L < s->c->nlin && i >= s->first[L + 1])
+        L++;
+    if (L >= s->c->nlin)
+        return kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: tensor %d has no bytes", i);
+    int rc = L == s->cur ? 0 : stream_layer(s, L, d);
+    if (!rc)
+        *data = s->live.t[i - s->first[L]].data;
+    return rc;
+}
+
+/* Writes path from the checkpoint's layers (and, unless dequant, its plain tensors). */
+static int write_stream(const char *path, const KilnCheckpoint *cc, const Scheme *ls, bool dequant,
+                        KilnDiag *d)
+{
+    /* codes made on demand are a cache: the checkpoint's content does not change */
+    KilnCheckpoint *c = (KilnCheckpoint *)cc;
+    Stream s = {.c = c, .ls = ls, .dequant = dequant, .plan.dry = true, .cur = -1};
+    s.first = malloc(sizeof(int) * ((size_t)c->nlin + 1));
+    int rc = s.first ? 0 : oom(d);
+    for (int i = 0; !rc && i < c->nlin; i++) {
+        s.first[i] = s.plan.n;
+        rc = stream_add(&s, &s.plan, i, d);
+    }
+    if (!rc)
+        s.first[c->nlin] = s.plan.n;
+    for (int i = 0; !rc && !dequant && i < c->nt; i++) {
+        const KilnCkptTensor *t = &c->t[i];
+        rc = out_add(&s.plan, t->name, NULL, KILN_MT_F32, t->rank, t->dim, t->data, d);
+    }
+    /* Hugging Face refuses safetensors whose metadata lacks format "pt" */
+    const char *meta[2] = {"format", "pt"};
+    if (!rc)
+        rc = kiln_safetensors_write_fill(path, s.plan.t, s.plan.n, meta, 1, stream_fill, &s, d);
+    stream_drop(&s);
+    out_free(&s.plan);
+    free(s.first);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ entry points */
 
 int kiln_checkpoint_write(const char *dir, const KilnCheckpoint *c, KilnDiag *d)
@@ -703,23 +819,13 @@ int kiln_checkpoint_write(const char *dir, const KilnCheckpoint *c, KilnDiag *d)
     Scheme *ls = calloc((size_t)c->nlin + 1, sizeof *ls);
     Scheme *sch = calloc((size_t)c->nlin + 1, sizeof *sch);
     int *grp = calloc((size_t)c->nlin + 1, sizeof *grp);
-    Out o = {0};
     int ngrp = 0, rc = ls && sch && grp ? plan_groups(c, ls, sch, grp, &ngrp, d) : oom(d);
-    for (int i = 0; !rc && i < c->nlin; i++)
-        rc = add_layer(&o, &c->lin[i], &ls[i], d);
-    for (int i = 0; !rc && i < c->nt; i++) {
-        const KilnCkptTensor *t = &c->t[i];
-        rc = out_add(&o, t->name, NULL, KILN_MT_F32, t->rank, t->dim, t->data, d);
-    }
     if (!rc)
         rc = make_dirs(dir, "model.safetensors", d);
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    /* Hugging Face refuses safetensors whose metadata lacks format "pt" */
-    const char *meta[2] = {"format", "pt"};
     if (!rc)
-        rc = kiln_safetensors_write(path, o.t, o.n, meta, 1, d);
-    out_free(&o);
+        rc = write_stream(path, c, ls, false, d);
     if (!rc)
         rc = write_config(dir, c, sch, grp, ngrp, d);
     for (int i = 0; !rc && i < c->nfiles; i++) {
@@ -740,25 +846,12 @@ int kiln_checkpoint_write(const char *dir, const KilnCheckpoint *c, KilnDiag *d)
 
 int kiln_checkpoint_write_dequant(const char *path, const KilnCheckpoint *c, KilnDiag *d)
 {
-    Out o = {0};
-    int rc = 0;
-    for (int i = 0; !rc && i < c->nlin; i++) {
-        const KilnQLinear *q = &c->lin[i];
-        Scheme s;
-        if ((rc = layer_scheme(c, q, &s, d)))
-            break;
-        float *w = out_alloc(&o, sizeof(float) * (size_t)(q->N * q->K));
-        if (!w) {
-            rc = oom(d);
-            break;
-        }
-        kiln_qlinear_dequant(q, w);
-        int64_t dim[2] = {q->N, q->K};
-        rc = out_add(&o, q->name, "weight", KILN_MT_F32, 2, dim, w, d);
-    }
-    const char *meta[2] = {"format", "pt"};
+    Scheme *ls = calloc((size_t)c->nlin + 1, sizeof *ls);
+    int rc = ls ? 0 : oom(d);
+    for (int i = 0; !rc && i < c->nlin; i++)
+        rc = layer_scheme(c, &c->lin[i], &ls[i], d);
     if (!rc)
-        rc = kiln_safetensors_write(path, o.t, o.n, meta, 1, d);
-    out_free(&o);
+        rc = write_stream(path, c, ls, true, d);
+    free(ls);
     return rc;
 }

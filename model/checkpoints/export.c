@@ -46,7 +46,7 @@ int kiln_llama_permute_qk_rows(void *rows, int64_t N, size_t row_bytes, int n_he
     return 0;
 }
 
-static int permute_qlinear(KilnQLinear *q, int n_head, bool to_hf, KilnDiag *d)
+static int permute_qlinear(KilnQLinear *q, int n_head, bool to_hf, bool bias, KilnDiag *d)
 {
     int rc = kiln_llama_permute_qk_rows(q->codes, q->N, sizeof(int16_t) * (size_t)q->K, n_head,
                                         to_hf, d);
@@ -57,7 +57,7 @@ static int permute_qlinear(KilnQLinear *q, int n_head, bool to_hf, KilnDiag *d)
             rc = kiln_llama_permute_qk_rows(q->zero, q->N, sizeof(int32_t) * rb, n_head, to_hf,
                                             d);
     }
-    if (!rc && q->bias)
+    if (!rc && bias && q->bias)
         rc = kiln_llama_permute_qk_rows(q->bias, q->N, sizeof(float), n_head, to_hf, d);
     if (rc) {
         char msg[sizeof d->msg];
@@ -69,12 +69,17 @@ static int permute_qlinear(KilnQLinear *q, int n_head, bool to_hf, KilnDiag *d)
 
 int kiln_llama_unpermute_qk(KilnQLinear *q, int n_head, KilnDiag *d)
 {
-    return permute_qlinear(q, n_head, true, d);
+    return permute_qlinear(q, n_head, true, true, d);
 }
 
 int kiln_llama_permute_qk(KilnQLinear *q, int n_head, KilnDiag *d)
 {
-    return permute_qlinear(q, n_head, false, d);
+    return permute_qlinear(q, n_head, false, true, d);
+}
+
+int kiln_llama_unpermute_qk_codes(KilnQLinear *q, int n_head, KilnDiag *d)
+{
+    return permute_qlinear(q, n_head, true, false, d);
 }
 
 /* ------------------------------------------------------------------ JSON files */
@@ -461,8 +466,16 @@ static int export_linear(const KilnLinear *l, int n_head, KilnCheckpoint *c, Kil
             return kiln_diag_set(d, KILN_EINPUT, "%s: quantized as [%lld, %lld], the model has "
                                  "[%lld, %lld]", l->name, (long long)q->N, (long long)q->K,
                                  (long long)l->N, (long long)l->K);
-        if (n_head && (rc = kiln_llama_unpermute_qk(q, n_head, d)))
+        if (n_head && !q->codes && q->fill) { /* turned as they are made; the bias now */
+            if (q->qk_heads)
+                return kiln_diag_set(d, KILN_EINTERNAL, "%s: exported twice", l->name);
+            q->qk_heads = n_head;
+            if (q->bias && (rc = kiln_llama_permute_qk_rows(q->bias, q->N, sizeof(float),
+                                                            n_head, true, d)))
+                return rc;
+        } else if (n_head && (rc = kiln_llama_unpermute_qk(q, n_head, d))) {
             return rc;
+        }
     } else {
         KilnCkptTensor *t = find_tensor(c, wn);
         if (t) { /* the caller stored it in kiln's row order */
