@@ -19,7 +19,7 @@ run_peak() {
     local name=$1; shift
     /usr/bin/time -f %M -o "$TMP/$name.kb" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err"
     local rc=$?
-    echo "$(awk '{printf "%.1f", $1 * 1024 / 1e6}' "$TMP/$name.kb" | tail -1) $rc"
+    echo "$(tail -1 "$TMP/$name.kb" | awk '{printf "%.1f", $1 * 1024 / 1e6}') $rc"
 }
 
 # the recipe row's weight_bytes in MB from kiln eval --json
@@ -57,9 +57,9 @@ for model in smollm2 minilm; do
         if [ "$rc" = 0 ]; then
             q=$TMP/q-$r-$model
             "$KILN" eval recipes/checkpoint/stored.lua --model "$q" --quiet --tokens 8 --sentences 4 >/dev/null 2>&1
-            read -r peak rc < <(run_peak "s-$r-$model" "$KILN" eval recipes/checkpoint/stored.lua --model "$q" --json --quiet)
+            read -r peak rc < <(run_peak "s-$r-$model" "$KILN" eval recipes/checkpoint/stored.lua --model "$q" --json --quiet --tokens 256)
             qsize=$(size_mb "$(file_mb "$q/model.safetensors")" "$(json_wb "$TMP/s-$r-$model.out")")
-            row "kiln eval stored.lua (the quantize output)" "$r" $model "$peak" "$rc" "$qsize"
+            row "kiln eval checkpoint/stored.lua --model OUT --tokens 256" "$r" $model "$peak" "$rc" "$qsize"
             rm -rf "$q"
         fi
         if [ $model = smollm2 ]; then
