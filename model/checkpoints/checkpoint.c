@@ -104,8 +104,11 @@ const KilnCkptTensor *kiln_checkpoint_find_tensor(const KilnCheckpoint *c, const
     return NULL;
 }
 
-int kiln_checkpoint_add_tensor(KilnCheckpoint *c, const char *name, int rank,
-                               const int64_t *dim, const float *data, KilnDiag *d)
+typedef int (*RowFill)(const void *, int64_t, int64_t, float *, KilnDiag *);
+
+/* A copy of data, or (data NULL) rows made by fill when written. */
+static int add_tensor(KilnCheckpoint *c, const char *name, int rank, const int64_t *dim,
+                      const float *data, RowFill fill, const void *fill_ctx, KilnDiag *d)
 {
     if (strlen(name) >= sizeof c->t[0].name)
         return kiln_diag_set(d, KILN_EINPUT, "checkpoint: tensor name '%.80s...' is longer "
@@ -124,16 +127,33 @@ int kiln_checkpoint_add_tensor(KilnCheckpoint *c, const char *name, int rank,
     c->t = t;
     t = &c->t[c->nt];
     memset(t, 0, sizeof *t);
-    t->data = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    if (!t->data)
+    t->data = fill ? NULL : malloc(sizeof(float) * (size_t)(n ? n : 1));
+    if (!fill && !t->data)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     snprintf(t->name, sizeof t->name, "%s", name);
     t->rank = rank;
     for (int i = 0; i < rank; i++)
         t->dim[i] = dim[i];
-    memcpy(t->data, data, sizeof(float) * (size_t)n);
+    if (t->data)
+        memcpy(t->data, data, sizeof(float) * (size_t)n);
+    t->fill = fill, t->fill_ctx = fill_ctx;
     c->nt++;
     return 0;
+}
+
+int kiln_checkpoint_add_tensor(KilnCheckpoint *c, const char *name, int rank,
+                               const int64_t *dim, const float *data, KilnDiag *d)
+{
+    return add_tensor(c, name, rank, dim, data, NULL, NULL, d);
+}
+
+int kiln_checkpoint_add_rows(KilnCheckpoint *c, const char *name, int rank, const int64_t *dim,
+                             RowFill fill, const void *fill_ctx, KilnDiag *d)
+{
+    if (rank < 1 || !fill)
+        return kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: tensor '%s': rows without a "
+                             "shape or a maker", name);
+    return add_tensor(c, name, rank, dim, NULL, fill, fill_ctx, d);
 }
 
 int kiln_checkpoint_add_ignore(KilnCheckpoint *c, const char *module, KilnDiag *d)

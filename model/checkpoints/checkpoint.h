@@ -66,6 +66,11 @@ typedef struct KilnCkptTensor {
     int rank;
     int64_t dim[4];
     float *data;
+    /* Made on demand instead (data NULL): rows [row0, row0 + nrows) of dim[0] into out,
+     * when the writer reaches them, a slice at a time (kiln_llama_export's embeddings:
+     * docs/hardening.md, "Memory"); fill_ctx must outlive the writes. */
+    int (*fill)(const void *fill_ctx, int64_t row0, int64_t nrows, float *out, KilnDiag *d);
+    const void *fill_ctx;
 } KilnCkptTensor;
 
 typedef struct KilnCheckpoint {
@@ -129,6 +134,10 @@ int kiln_checkpoint_add_ignore(KilnCheckpoint *c, const char *module, KilnDiag *
 int kiln_checkpoint_add_file(KilnCheckpoint *c, const char *name, const void *data, size_t len,
                              KilnDiag *d);
 const KilnCkptTensor *kiln_checkpoint_find_tensor(const KilnCheckpoint *c, const char *name);
+/* A tensor whose rows fill makes when the checkpoint is written (KilnCkptTensor.fill). */
+int kiln_checkpoint_add_rows(KilnCheckpoint *c, const char *name, int rank, const int64_t *dim,
+                             int (*fill)(const void *, int64_t, int64_t, float *, KilnDiag *),
+                             const void *fill_ctx, KilnDiag *d);
 
 /* ------------------------------------------------------------------ ckpt_write.c (h3) */
 

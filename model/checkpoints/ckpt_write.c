@@ -484,7 +484,12 @@ typedef struct Stream {
     int *first;   /* [nlin + 1]: each layer's first tensor in plan (then c->t's) */
     int cur;      /* the layer whose tensors live holds, -1 none */
     Out live;
+    float *rows;  /* a slice of a tensor made on demand (KilnCkptTensor.fill) */
+    size_t nrows_bytes;
 } Stream;
+
+/* Bytes of f32 rows made at a time for a plain tensor made on demand. */
+#define ROWS_BYTES (16u << 20)
 
 /* kiln's own dequantization of a layer as f32 [N, K]. */
 static int add_dequant(Out *o, const KilnQLinear *q, KilnDiag *d)
@@ -533,18 +538,46 @@ static int stream_layer(Stream *s, int L, KilnDiag *d)
     return rc;
 }
 
-/* KilnStFill: tensor i's bytes (a layer's: the file reaches them in order). */
-static int stream_fill(void *ctx, int i, const void **data, KilnDiag *d)
+/* Bytes from off of c->t[k], made on demand: whole rows, about ROWS_BYTES of them. */
+static int stream_rows(Stream *s, int k, size_t off, const void **data, size_t *len,
+                       KilnDiag *d)
+{
+    const KilnCkptTensor *t = &s->c->t[k];
+    size_t row = sizeof(float);
+    for (int j = 1; j < t->rank; j++)
+        row *= (size_t)t->dim[j];
+    if (!t->fill || row == 0 || off % row)
+        return kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: tensor '%s' has no bytes", t->name);
+    int64_t r0 = (int64_t)(off / row), per = ROWS_BYTES / row > 0 ? ROWS_BYTES / row : 1;
+    int64_t nr = t->dim[0] - r0 < per ? t->dim[0] - r0 : per;
+    if (!s->rows) {
+        s->nrows_bytes = (size_t)per * row;
+        if (!(s->rows = malloc(s->nrows_bytes)))
+            return oom(d);
+    }
+    if ((size_t)nr * row > s->nrows_bytes)
+        return kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: tensor '%s': rows", t->name);
+    int rc = t->fill(t->fill_ctx, r0, nr, s->rows, d);
+    *data = s->rows, *len = (size_t)nr * row;
+    return rc;
+}
+
+/* KilnStFill: tensor i's bytes from off (a layer's: the file reaches them in order). */
+static int stream_fill(void *ctx, int i, size_t off, const void **data, size_t *len,
+                       KilnDiag *d)
 {
     Stream *s = ctx;
+    if (i >= s->first[s->c->nlin])
+        return stream_rows(s, i - s->first[s->c->nlin], off, data, len, d);
     int L = s->cur >= 0 && i >= s->first[s->cur] ? s->cur : 0;
     while (L < s->c->nlin && i >= s->first[L + 1])
         L++;
     if (L >= s->c->nlin)
         return kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: tensor %d has no bytes", i);
     int rc = L == s->cur ? 0 : stream_layer(s, L, d);
-    if (!rc)
-        *data = s->live.t[i - s->first[L]].data;
+    const KilnModelTensor *t = rc ? NULL : &s->live.t[i - s->first[L]];
+    if (t)
+        *data = (const char *)t->data + off, *len = t->nbytes - off;
     return rc;
 }
 
@@ -573,7 +606,7 @@ static int write_stream(const char *path, const KilnCheckpoint *cc, const Scheme
         rc = kiln_safetensors_write_fill(path, s.plan.t, s.plan.n, meta, 1, stream_fill, &s, d);
     stream_drop(&s);
     out_free(&s.plan);
-    free(s.first);
+    free(s.first), free(s.rows);
     return rc;
 }
 

@@ -510,6 +510,18 @@ static int export_linear(const KilnLinear *l, int n_head, KilnCheckpoint *c, Kil
     return n_head ? kiln_llama_permute_qk_rows(b->data, l->N, sizeof(float), n_head, true, d) : 0;
 }
 
+/* KilnCkptTensor.fill of a GGUF's embeddings: rows read from the file as the checkpoint is
+ * written (113 MB of f32 for SmolLM2, never whole in memory). */
+static int embed_rows(const void *ctx, int64_t row0, int64_t nrows, float *out, KilnDiag *d)
+{
+    const KilnLlama *m = ctx;
+    (void)d;
+    for (int64_t v = 0; v < nrows; v++)
+        kiln_llama_embed_row(m, (int32_t)(row0 + v), out + v * m->d);
+    kiln_mf_drop_pages(m->mf, m->emb_t); /* read once more: the file's pages need not stay */
+    return 0;
+}
+
 int kiln_llama_export(const KilnLlama *m, KilnCheckpoint *c, KilnDiag *d)
 {
     if (!m->tok)
@@ -544,15 +556,11 @@ int kiln_llama_export(const KilnLlama *m, KilnCheckpoint *c, KilnDiag *d)
         rc = export_linear(head, 0, c, d);
     }
     char name[200];
-    float *emb = m->emb; /* a GGUF's embeddings: read from the file for the copy */
-    if (!rc && !emb && !(emb = malloc(sizeof(float) * (size_t)(m->vocab * D))))
-        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    for (int64_t v = 0; !rc && !m->emb && v < m->vocab; v++)
-        kiln_llama_embed_row(m, (int32_t)v, emb + v * D);
-    if (!rc)
-        rc = add_once(c, "model.embed_tokens.weight", emb, 2, m->vocab, D, d);
-    if (emb != m->emb)
-        free(emb);
+    if (!rc && m->emb)
+        rc = add_once(c, "model.embed_tokens.weight", m->emb, 2, m->vocab, D, d);
+    else if (!rc && !kiln_checkpoint_find_tensor(c, "model.embed_tokens.weight"))
+        rc = kiln_checkpoint_add_rows(c, "model.embed_tokens.weight", 2,
+                                      (int64_t[]){m->vocab, D}, embed_rows, m, d);
     if (!rc)
         rc = add_once(c, "model.norm.weight", m->out_norm, 1, D, 0, d);
     for (int i = 0; !rc && i < m->nlayers; i++) {

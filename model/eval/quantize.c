@@ -9,12 +9,57 @@
 
 #include "frontend/recipe.h"
 #include "model/checkpoints/checkpoint.h"
+#include "model/files/modelfile.h"
 #include "model/model.h"
 #include "model/nets/net.h"
 #include "model/tokenizers/tokenizer.h"
 #include "quant/quant.h"
 #include "runtime/progress.h"
 #include "runtime/runtime.h"
+
+/* A layer over this many bytes of f32 weights is rounded in slices of its rows, read from
+ * the model's file a slice at a time, when nothing but the file says what its weights are
+ * (SmolLM2's lm_head: 113 MB of f32, and 113 MB more of rounded copies, at once). Round to
+ * nearest with a scale per row or group gives each row from that row alone. */
+#define RTN_SLICE_BYTES (16u << 20)
+
+static bool rtn_sliced(const KilnLinear *l, const KilnQuantSpec *spec)
+{
+    return !l->qres && !l->w && l->wmf && l->wt && l->nwops == 0 &&
+           spec->gran != KILN_GRAN_TENSOR &&
+           (double)l->N * (double)l->K * sizeof(float) > RTN_SLICE_BYTES;
+}
+
+/* q's codes, scales and zeros (allocated by the caller) by round to nearest on slices of
+ * the rows as the file holds them. */
+static int rtn_rows(const KilnLinear *l, KilnQLinear *q, KilnDiag *d)
+{
+    int64_t rows = (int64_t)(RTN_SLICE_BYTES / sizeof(float)) / l->K;
+    rows = rows > 0 ? rows : 1;
+    float *w = malloc(sizeof(float) * (size_t)(rows * l->K));
+    int r = w ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int64_t n0 = 0; !r && n0 < l->N; n0 += rows) {
+        int64_t nr = l->N - n0 < rows ? l->N - n0 : rows, G = q->ngroups;
+        KilnQResult part = {0};
+        r = kiln_mf_rows_f32(l->wmf, l->wt, n0, nr, w, d);
+        if (!r)
+            r = kiln_quant_rtn(w, nr, l->K, &q->spec, &part, d);
+        if (!r && (part.ngroups != G || !part.zero != !q->zero || part.perm))
+            r = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: rows %lld.. rounded into %lld "
+                              "groups, planned %lld", l->name, (long long)n0,
+                              (long long)part.ngroups, (long long)G);
+        if (!r) {
+            memcpy(q->codes + n0 * l->K, part.codes, sizeof(int16_t) * (size_t)(nr * l->K));
+            memcpy(q->scale + n0 * G, part.scale, sizeof(float) * (size_t)(nr * G));
+            if (q->zero)
+                memcpy(q->zero + n0 * G, part.zero, sizeof(int32_t) * (size_t)(nr * G));
+        }
+        kiln_qresult_free(&part);
+    }
+    kiln_mf_drop_pages(l->wmf, l->wt);
+    free(w);
+    return r;
+}
 
 /* KilnQLinear.fill: a layer's codes, scales and zero points, made when the checkpoint's
  * writer reaches the layer (docs/hardening.md, "Memory"): the method's result, or round to
@@ -26,6 +71,15 @@ static int fill_codes(void *ctx, KilnQLinear *q, KilnDiag *d)
     KilnQResult own = {0};
     const KilnQResult *res = l->qres;
     int r = 0;
+    if (rtn_sliced(l, &q->spec)) {
+        int64_t NK = l->N * l->K;
+        q->codes = malloc(sizeof(int16_t) * (size_t)NK);
+        q->scale = malloc(sizeof(float) * (size_t)q->nscale);
+        q->zero = q->spec.symmetric ? NULL : malloc(sizeof(int32_t) * (size_t)q->nscale);
+        if (!q->codes || !q->scale || (!q->spec.symmetric && !q->zero))
+            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        return rtn_rows(l, q, d);
+    }
     if (!res) {
         bool had = l->w != NULL;
         if ((r = kiln_linear_wget(l, d))) /* read again if dropped */

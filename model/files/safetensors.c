@@ -313,10 +313,24 @@ int kiln_safetensors_write_fill(const char *path, const KilnModelTensor *tensors
         len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
     bool ok = fwrite(len8, 1, 8, f) == 8 && fwrite(hdr, 1, hlen, f) == hlen;
     for (int i = 0; i < n && ok && !rc; i++) {
-        const void *data = tensors[i].data;
-        if (tensors[i].nbytes && !data && fill && (rc = fill(fill_ctx, i, &data, d)))
-            break; /* the producer's own message */
-        ok = tensors[i].nbytes == 0 || fwrite(data, 1, tensors[i].nbytes, f) == tensors[i].nbytes;
+        const KilnModelTensor *t = &tensors[i];
+        if (t->data || !t->nbytes || !fill) {
+            ok = t->nbytes == 0 || fwrite(t->data, 1, t->nbytes, f) == t->nbytes;
+            continue;
+        }
+        for (size_t at = 0; ok && at < t->nbytes;) {
+            const void *data = NULL;
+            size_t len = 0;
+            if ((rc = fill(fill_ctx, i, at, &data, &len, d)))
+                break; /* the producer's own message */
+            if (!data || !len || len > t->nbytes - at) {
+                rc = ERR("safetensors write: tensor '%s': %zu bytes made at %zu of its %zu",
+                         t->name, len, at, t->nbytes);
+                break;
+            }
+            ok = fwrite(data, 1, len, f) == len;
+            at += len;
+        }
     }
     ok = fflush(f) == 0 && ok;
     ok = fsync(fileno(f)) == 0 && ok;
