@@ -6,9 +6,15 @@
 # weights as the recipe runs them, the weight_bytes of kiln eval's recipe row).
 # Prints a Markdown table; a row over 2x is marked **bold**.
 # usage: bench/memory.sh [path/to/kiln] [recipe-name-filter]
+# Environment: KILN_MEMORY_EVAL_ARGS (extra kiln eval options, e.g. "--tokens 513": one
+# window of the default 512 in half the time), KILN_MEMORY_SKIP (words among "eval
+# quantize stored generate bench": commands not run), KILN_MEMORY_MODELS ("smollm2 minilm").
 set -u
 KILN=${1:-build/kiln}
 FILTER=${2:-}
+EVAL_ARGS=${KILN_MEMORY_EVAL_ARGS:-}
+SKIP=" ${KILN_MEMORY_SKIP:-} "
+skip() { [[ $SKIP == *" $1 "* ]]; }
 MODELS=${KILN_MODELS_DIR:-$HOME/.cache/kiln/models}
 TMP=$(mktemp -d /tmp/kiln-memory-XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
@@ -40,7 +46,7 @@ row() { # command recipe model peak rc size
 
 echo "| command | recipe | model | peak MB | size MB | peak / size |"
 echo "|---|---|---|---|---|---|"
-for model in smollm2 minilm; do
+for model in ${KILN_MEMORY_MODELS:-smollm2 minilm}; do
     if [ $model = smollm2 ]; then mfile=$MODELS/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
     else mfile=$MODELS/minilm/model.safetensors; fi
     fmb=$(file_mb "$mfile")
@@ -49,12 +55,20 @@ for model in smollm2 minilm; do
         grep -q 'method *=' "$rp" && continue      # methods: docs/hardening.md's own rows
         [ -n "$FILTER" ] && [[ $r != *$FILTER* ]] && continue
         "$KILN" eval "$rp" --model $model --quiet --tokens 8 --sentences 4 >/dev/null 2>&1 # kernels cached
-        read -r peak rc < <(run_peak "e-$r-$model" "$KILN" eval "$rp" --model $model --json --quiet)
+        if skip eval; then # the size only
+            "$KILN" eval "$rp" --model $model --json --quiet --tokens 8 --sentences 4 >"$TMP/e-$r-$model.out" 2>/dev/null
+        else
+            # shellcheck disable=SC2086 # EVAL_ARGS: words
+            read -r peak rc < <(run_peak "e-$r-$model" "$KILN" eval "$rp" --model $model --json --quiet $EVAL_ARGS)
+        fi
         size=$(size_mb "$fmb" "$(json_wb "$TMP/e-$r-$model.out")")
-        row "kiln eval (defaults)" "$r" $model "$peak" "$rc" "$size"
-        read -r peak rc < <(run_peak "q-$r-$model" "$KILN" quantize "$rp" --model $model -o "$TMP/q-$r-$model")
-        row "kiln quantize" "$r" $model "$peak" "$rc" "$size"
-        if [ "$rc" = 0 ]; then
+        skip eval || row "kiln eval ${EVAL_ARGS:-(defaults)}" "$r" $model "$peak" "$rc" "$size"
+        rc=1
+        if ! skip quantize; then
+            read -r peak rc < <(run_peak "q-$r-$model" "$KILN" quantize "$rp" --model $model -o "$TMP/q-$r-$model")
+            row "kiln quantize" "$r" $model "$peak" "$rc" "$size"
+        fi
+        if [ "$rc" = 0 ] && ! skip stored; then
             q=$TMP/q-$r-$model
             "$KILN" eval recipes/checkpoint/stored.lua --model "$q" --quiet --tokens 8 --sentences 4 >/dev/null 2>&1
             read -r peak rc < <(run_peak "s-$r-$model" "$KILN" eval recipes/checkpoint/stored.lua --model "$q" --json --quiet --tokens 256)
@@ -62,11 +76,13 @@ for model in smollm2 minilm; do
             row "kiln eval checkpoint/stored.lua --model OUT --tokens 256" "$r" $model "$peak" "$rc" "$qsize"
             rm -rf "$q"
         fi
-        if [ $model = smollm2 ]; then
+        if [ $model = smollm2 ] && ! skip generate; then
             read -r peak rc < <(run_peak "g-$r" "$KILN" generate "$rp" --model $model --prompt "$PROMPT" -n 16 --quiet)
             row "kiln generate -n 16" "$r" $model "$peak" "$rc" "$size"
         fi
-        read -r peak rc < <(run_peak "b-$r-$model" "$KILN" bench "$rp" --model $model -p 512 -n 16 --repeat 1)
-        row "kiln bench --model -p 512 -n 16 --repeat 1" "$r" $model "$peak" "$rc" "$size"
+        if ! skip bench; then
+            read -r peak rc < <(run_peak "b-$r-$model" "$KILN" bench "$rp" --model $model -p 512 -n 16 --repeat 1)
+            row "kiln bench --model -p 512 -n 16 --repeat 1" "$r" $model "$peak" "$rc" "$size"
+        fi
     done
 done
