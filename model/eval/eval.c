@@ -14,6 +14,7 @@
 #include "frontend/recipe.h"
 #include "model/eval/eval_out.h"
 #include "model/eval/metrics.h"
+#include "model/eval/perplexity.h"
 #include "model/model.h"
 #include "model/nets/net.h"
 #include "model/tokenizers/tokenizer.h"
@@ -215,120 +216,7 @@ static double weight_bytes(const KilnLinear *ls, int n)
 
 /* ------------------------------------------------------------------ decoder */
 
-typedef struct DecCfg {
-    int32_t *ids;
-    int ntok, window, stride;
-    int head_rows; /* rows of logits at a time (PPL_HEAD_ROWS, or the window: head_rows()) */
-    KilnProgress *prog;
-} DecCfg;
-
-/* Logits are made this many rows at a time from the window's final hidden states (6 MB
- * for SmolLM2's 49,152-token vocabulary, where a window of 512 rows held 100 MB:
- * docs/hardening.md, "Memory"). */
-enum { PPL_HEAD_ROWS = 32 };
-
-/* Adds to *nll the negative log-likelihood of each row's next token, row by row (the sum's
- * order is the tokens' whatever the chunks): rows [n][V] of logits, the tokens next[n]. */
-static void rows_nll(const float *logits, int n, int V, const int32_t *next, double *nll)
-{
-    for (int r = 0; r < n; r++) {
-        const float *lg = logits + (size_t)r * V;
-        float mx = -INFINITY;
-        for (int j = 0; j < V; j++)
-            mx = lg[j] > mx ? lg[j] : mx;
-        double s = 0;
-        for (int j = 0; j < V; j++)
-            s += exp((double)lg[j] - mx);
-        *nll += log(s) + mx - lg[next[r]];
-    }
-}
-
-/* One window's nll: its tokens through the blocks, then the head on head_rows of the
- * nlast final hidden states at a time (the last row is run too, as one forward over
- * all of them ran it, so a layer's --per-layer statistics see the same rows). */
-static int window_nll(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const DecCfg *c, int b,
-                      int e, int nlast, float *hid, float *logits, double *nll, double *ms,
-                      KilnDiag *d)
-{
-    int D = kiln_llama_dim(m), V = kiln_llama_vocab(m), nl = 0;
-    KilnLinear *head = &kiln_llama_linears(m, &nl)[nl - 1];
-    double t0 = kiln_now_ms(); /* the model's time: the forward and the head, not the nll */
-    int rc = kiln_llama_forward_hidden(m, pool, kv, c->ids + b, e - b, 0, nlast, hid, d);
-    /* a head the recipe ignores runs the reference GEMM, which reads its f32 weights from
-     * the file for each call: read once for the window's chunks, as for one call before
-     * (held as a method's changed weights are: kiln_linear_wput keeps them) */
-    bool hold = !rc && !head->kl && !head->percall && !head->w && nlast > c->head_rows;
-    if (hold && !(rc = kiln_linear_wget(head, d)))
-        head->w_dirty = true;
-    *ms += kiln_now_ms() - t0;
-    for (int r0 = 0; !rc && r0 < nlast; r0 += c->head_rows) {
-        int n = nlast - r0 < c->head_rows ? nlast - r0 : c->head_rows;
-        t0 = kiln_now_ms();
-        rc = kiln_llama_head(m, pool, hid + (size_t)r0 * D, n, logits, d);
-        *ms += kiln_now_ms() - t0;
-        /* row r predicts token e - nlast + 1 + r; the window's last row predicts none */
-        if (!rc)
-            rows_nll(logits, r0 + n < nlast ? n : n - 1, V, c->ids + e - nlast + 1 + r0, nll);
-    }
-    if (hold && head->w_dirty) {
-        head->w_dirty = false;
-        kiln_linear_wput(head);
-    }
-    return rc;
-}
-
-/* Perplexity over ids with a sliding window (HF-style: each window re-reads up to
- * window-stride tokens of context and scores only tokens not scored before). */
-static int decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
-                       const KilnKVCache *calib, const DecCfg *c, Row *row, KilnDiag *d)
-{
-    int V = kiln_llama_vocab(m);
-    KilnKVCache kv;
-    int rc = kiln_llama_kv_init(m, &kv, kvs, c->window, d);
-    if (rc)
-        return rc;
-    if (calib && kvs->fmt >= KILN_KV_FP8_E4M3 && !kvs->dynamic) { /* calibrated static scales */
-        memcpy(kv.ks, calib->ks, sizeof(float) * (size_t)kv.nlayers * kv.nscale);
-        memcpy(kv.vs, calib->vs, sizeof(float) * (size_t)kv.nlayers * kv.nscale);
-    }
-    float *logits = malloc(sizeof(float) * (size_t)c->head_rows * V);
-    float *hid = malloc(sizeof(float) * (size_t)c->window * kiln_llama_dim(m));
-    if (!logits || !hid) {
-        free(logits), free(hid);
-        kiln_kv_free(&kv);
-        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    }
-    double nll = 0, ms = 0;
-    int64_t scored = 0, forwarded = 0;
-    int prev_end = 0;
-    char stage[160];
-    snprintf(stage, sizeof stage, "perplexity %s", row->name);
-    kiln_progress_stage(c->prog, stage, c->ntok - 1, "tokens");
-    for (int b = 0; !rc && prev_end < c->ntok; b += c->stride) {
-        int e = b + c->window < c->ntok ? b + c->window : c->ntok;
-        int first = prev_end > b + 1 ? prev_end : b + 1;
-        if (first >= e)
-            break;
-        int nlast = e - first + 1;
-        rc = window_nll(m, pool, &kv, c, b, e, nlast, hid, logits, &nll, &ms, d);
-        forwarded += e - b;
-        scored += rc ? 0 : e - first;
-        prev_end = e;
-        kiln_progress_step(c->prog, scored, NULL);
-    }
-    if (!rc)
-        kiln_progress_end(c->prog);
-    if (!rc) {
-        row->metric = scored ? exp(nll / (double)scored) : NAN; /* none scored: no metric */
-        row->ms_per_unit = ms / (double)forwarded;
-        row->units_per_s = 1e3 * (double)forwarded / ms;
-        row->kv_bytes = (double)kiln_kv_bytes_per_token(&kv);
-        kiln_kv_spec_name(kvs, row->kv, sizeof row->kv);
-    }
-    free(logits), free(hid);
-    kiln_kv_free(&kv);
-    return rc;
-}
+typedef KilnPplCfg DecCfg; /* model/eval/perplexity.h */
 
 /* ------------------------------------------------------------------ encoder */
 
@@ -582,22 +470,9 @@ static int ppl_row(EvalRun *e, KilnLlama *llama, const KilnKVSpec *kvs, const Ki
                    Row *row, KilnDiag *d)
 {
     kiln_eval_watch_reset(e->ls, e->nl);
-    int rc = decoder_ppl(llama, e->rc.pool, kvs, calib, &e->dc, row, d);
+    int rc = kiln_decoder_ppl(llama, e->rc.pool, kvs, calib, &e->dc, row, d);
     return rc ? rc : kiln_eval_check(row->name, "perplexity", "a perplexity is finite and at "
                                      "least 1", row->metric, 1, INFINITY, e->ls, e->nl, d);
-}
-
-/* Rows of logits at a time: PPL_HEAD_ROWS, unless the head's rule scales its activations
- * per tensor at run time (then a row's logits depend on the rows run with it, so the
- * window's rows run together, as they always did). */
-static int head_rows(const KilnRunCtx *rc, const KilnLinear *head, int window)
-{
-    int rule = kiln_recipe_ignored(rc->fr, head->name) ? -1 : kiln_recipe_match(rc->fr, head->name);
-    KilnQuantSpec a;
-    if (rule >= 0 && kiln_recipe_rule_acts(rc->fr, rule, &a) && a.dynamic &&
-        a.gran == KILN_GRAN_TENSOR)
-        return window > PPL_HEAD_ROWS ? window : PPL_HEAD_ROWS;
-    return PPL_HEAD_ROWS;
 }
 
 /* The decoder's rows: perplexity in f32, then (after the methods and the static
@@ -643,7 +518,7 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
         e->dc.window = e->dc.ntok;
     if (!rc && e->dc.stride > e->dc.window)
         e->dc.stride = e->dc.window;
-    e->dc.head_rows = head_rows(&e->rc, &e->ls[e->nl - 1], e->dc.window);
+    e->dc.head_rows = kiln_ppl_head_rows(&e->rc, &e->ls[e->nl - 1], e->dc.window);
     free(txt), free(ctxt);
     /* f32 row; after it the methods, then the static calibration run */
     if (!rc) {
