@@ -104,11 +104,12 @@ const KilnCkptTensor *kiln_checkpoint_find_tensor(const KilnCheckpoint *c, const
     return NULL;
 }
 
-typedef int (*RowFill)(const void *, int64_t, int64_t, float *, KilnDiag *);
+typedef int (*RowFill)(const void *, const void *, int64_t, int64_t, float *, KilnDiag *);
 
-/* A copy of data, or (data NULL) rows made by fill when written. */
+/* A copy of data, own itself (taken), or rows made by fill when written. */
 static int add_tensor(KilnCheckpoint *c, const char *name, int rank, const int64_t *dim,
-                      const float *data, RowFill fill, const void *fill_ctx, KilnDiag *d)
+                      const float *data, float *own, RowFill fill, const void *fill_ctx,
+                      const void *fill_arg, KilnDiag *d)
 {
     if (strlen(name) >= sizeof c->t[0].name)
         return kiln_diag_set(d, KILN_EINPUT, "checkpoint: tensor name '%.80s...' is longer "
@@ -127,16 +128,16 @@ static int add_tensor(KilnCheckpoint *c, const char *name, int rank, const int64
     c->t = t;
     t = &c->t[c->nt];
     memset(t, 0, sizeof *t);
-    t->data = fill ? NULL : malloc(sizeof(float) * (size_t)(n ? n : 1));
+    t->data = fill || own ? own : malloc(sizeof(float) * (size_t)(n ? n : 1));
     if (!fill && !t->data)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     snprintf(t->name, sizeof t->name, "%s", name);
     t->rank = rank;
     for (int i = 0; i < rank; i++)
         t->dim[i] = dim[i];
-    if (t->data)
+    if (data)
         memcpy(t->data, data, sizeof(float) * (size_t)n);
-    t->fill = fill, t->fill_ctx = fill_ctx;
+    t->fill = fill, t->fill_ctx = fill_ctx, t->fill_arg = fill_arg;
     c->nt++;
     return 0;
 }
@@ -144,16 +145,25 @@ static int add_tensor(KilnCheckpoint *c, const char *name, int rank, const int64
 int kiln_checkpoint_add_tensor(KilnCheckpoint *c, const char *name, int rank,
                                const int64_t *dim, const float *data, KilnDiag *d)
 {
-    return add_tensor(c, name, rank, dim, data, NULL, NULL, d);
+    return add_tensor(c, name, rank, dim, data, NULL, NULL, NULL, NULL, d);
+}
+
+int kiln_checkpoint_add_tensor_own(KilnCheckpoint *c, const char *name, int rank,
+                                   const int64_t *dim, float *data, KilnDiag *d)
+{
+    int rc = add_tensor(c, name, rank, dim, NULL, data, NULL, NULL, NULL, d);
+    if (rc)
+        free(data);
+    return rc;
 }
 
 int kiln_checkpoint_add_rows(KilnCheckpoint *c, const char *name, int rank, const int64_t *dim,
-                             RowFill fill, const void *fill_ctx, KilnDiag *d)
+                             RowFill fill, const void *fill_ctx, const void *fill_arg, KilnDiag *d)
 {
     if (rank < 1 || !fill)
         return kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: tensor '%s': rows without a "
                              "shape or a maker", name);
-    return add_tensor(c, name, rank, dim, NULL, fill, fill_ctx, d);
+    return add_tensor(c, name, rank, dim, NULL, NULL, fill, fill_ctx, fill_arg, d);
 }
 
 int kiln_checkpoint_add_ignore(KilnCheckpoint *c, const char *module, KilnDiag *d)

@@ -69,8 +69,9 @@ typedef struct KilnCkptTensor {
     /* Made on demand instead (data NULL): rows [row0, row0 + nrows) of dim[0] into out,
      * when the writer reaches them, a slice at a time (kiln_llama_export's embeddings:
      * docs/hardening.md, "Memory"); fill_ctx must outlive the writes. */
-    int (*fill)(const void *fill_ctx, int64_t row0, int64_t nrows, float *out, KilnDiag *d);
-    const void *fill_ctx;
+    int (*fill)(const void *fill_ctx, const void *fill_arg, int64_t row0, int64_t nrows,
+                float *out, KilnDiag *d);
+    const void *fill_ctx, *fill_arg;
 } KilnCkptTensor;
 
 typedef struct KilnCheckpoint {
@@ -134,10 +135,15 @@ int kiln_checkpoint_add_ignore(KilnCheckpoint *c, const char *module, KilnDiag *
 int kiln_checkpoint_add_file(KilnCheckpoint *c, const char *name, const void *data, size_t len,
                              KilnDiag *d);
 const KilnCkptTensor *kiln_checkpoint_find_tensor(const KilnCheckpoint *c, const char *name);
+/* The same, taking data (malloc'd, freed with the checkpoint; freed on an error too)
+ * instead of a copy. */
+int kiln_checkpoint_add_tensor_own(KilnCheckpoint *c, const char *name, int rank,
+                                   const int64_t *dim, float *data, KilnDiag *d);
 /* A tensor whose rows fill makes when the checkpoint is written (KilnCkptTensor.fill). */
 int kiln_checkpoint_add_rows(KilnCheckpoint *c, const char *name, int rank, const int64_t *dim,
-                             int (*fill)(const void *, int64_t, int64_t, float *, KilnDiag *),
-                             const void *fill_ctx, KilnDiag *d);
+                             int (*fill)(const void *, const void *, int64_t, int64_t, float *,
+                                         KilnDiag *),
+                             const void *fill_ctx, const void *fill_arg, KilnDiag *d);
 
 /* ------------------------------------------------------------------ ckpt_write.c (h3) */
 

@@ -557,7 +557,7 @@ static int stream_rows(Stream *s, int k, size_t off, const void **data, size_t *
     }
     if ((size_t)nr * row > s->nrows_bytes)
         return kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: tensor '%s': rows", t->name);
-    int rc = t->fill(t->fill_ctx, r0, nr, s->rows, d);
+    int rc = t->fill(t->fill_ctx, t->fill_arg, r0, nr, s->rows, d);
     *data = s->rows, *len = (size_t)nr * row;
     return rc;
 }

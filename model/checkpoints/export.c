@@ -512,10 +512,11 @@ static int export_linear(const KilnLinear *l, int n_head, KilnCheckpoint *c, Kil
 
 /* KilnCkptTensor.fill of a GGUF's embeddings: rows read from the file as the checkpoint is
  * written (113 MB of f32 for SmolLM2, never whole in memory). */
-static int embed_rows(const void *ctx, int64_t row0, int64_t nrows, float *out, KilnDiag *d)
+static int embed_rows(const void *ctx, const void *arg, int64_t row0, int64_t nrows, float *out,
+                      KilnDiag *d)
 {
     const KilnLlama *m = ctx;
-    (void)d;
+    (void)arg, (void)d;
     for (int64_t v = 0; v < nrows; v++)
         kiln_llama_embed_row(m, (int32_t)(row0 + v), out + v * m->d);
     kiln_mf_drop_pages(m->mf, m->emb_t); /* read once more: the file's pages need not stay */
@@ -560,7 +561,7 @@ int kiln_llama_export(const KilnLlama *m, KilnCheckpoint *c, KilnDiag *d)
         rc = add_once(c, "model.embed_tokens.weight", m->emb, 2, m->vocab, D, d);
     else if (!rc && !kiln_checkpoint_find_tensor(c, "model.embed_tokens.weight"))
         rc = kiln_checkpoint_add_rows(c, "model.embed_tokens.weight", 2,
-                                      (int64_t[]){m->vocab, D}, embed_rows, m, d);
+                                      (int64_t[]){m->vocab, D}, embed_rows, m, NULL, d);
     if (!rc)
         rc = add_once(c, "model.norm.weight", m->out_norm, 1, D, 0, d);
     for (int i = 0; !rc && i < m->nlayers; i++) {
@@ -629,6 +630,17 @@ static const char *const bert_files[] = {
     "config_sentence_transformers.json", "1_Pooling/config.json",
 };
 
+/* KilnCkptTensor.fill of a BERT tensor [rows, n] of the model's own mapped file (ctx,
+ * kept open by the loaded model; arg: the tensor): read as the checkpoint is written. */
+static int file_rows(const void *ctx, const void *arg, int64_t row0, int64_t nrows, float *out,
+                     KilnDiag *d)
+{
+    const KilnModelFile *mf = ctx;
+    int rc = kiln_mf_rows_f32(mf, arg, row0, nrows, out, d);
+    kiln_mf_drop_pages(mf, arg);
+    return rc;
+}
+
 static bool is_float_type(KilnModelType t)
 {
     return t == KILN_MT_F32 || t == KILN_MT_F16 || t == KILN_MT_BF16 || t == KILN_MT_F64;
@@ -663,10 +675,17 @@ int kiln_bert_export(const KilnBert *m, const char *src_dir, KilnCheckpoint *c, 
             linear = strcmp(ls[k].name, mod) == 0;
         if (linear || !is_float_type(t->type) || kiln_checkpoint_find_tensor(c, t->name))
             continue;
+        const KilnModelTensor *own = nl > 0 && ls[0].wmf ? kiln_mf_find(ls[0].wmf, t->name) : NULL;
+        if (own && t->rank == 2) { /* the model's file stays open: read when written */
+            rc = kiln_checkpoint_add_rows(c, t->name, 2, t->dim, file_rows, ls[0].wmf, own, d);
+            continue;
+        }
         float *v = NULL;
         if (!(rc = kiln_mf_load_f32(mf, t->name, &v, d)))
-            rc = kiln_checkpoint_add_tensor(c, t->name, t->rank, t->dim, v, d);
-        free(v);
+            rc = kiln_checkpoint_add_tensor_own(c, t->name, t->rank, t->dim, v, d);
+        else
+            free(v);
+        kiln_mf_drop_pages(mf, t); /* read once: the file's pages need not stay */
     }
     kiln_mf_close(mf);
     char *text = NULL;
