@@ -52,7 +52,7 @@ for model in ${KILN_MEMORY_MODELS:-smollm2 minilm}; do
     fmb=$(file_mb "$mfile")
     for rp in recipes/*.lua; do
         r=$(basename "$rp" .lua)
-        grep -q 'method *=' "$rp" && continue      # methods: docs/hardening.md's own rows
+        grep -Eq 'method *= *\{? *"(gptq|awq|smoothquant)' "$rp" && continue # methods: their own rows
         [ -n "$FILTER" ] && [[ $r != *$FILTER* ]] && continue
         "$KILN" eval "$rp" --model $model --quiet --tokens 8 --sentences 4 >/dev/null 2>&1 # kernels cached
         if skip eval; then # the size only
