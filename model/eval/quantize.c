@@ -17,11 +17,12 @@
 #include "runtime/progress.h"
 #include "runtime/runtime.h"
 
-/* A layer over this many bytes of f32 weights is rounded in slices of its rows, read from
- * the model's file a slice at a time, when nothing but the file says what its weights are
- * (SmolLM2's lm_head: 113 MB of f32, and 113 MB more of rounded copies, at once). Round to
- * nearest with a scale per row or group gives each row from that row alone. */
+/* A layer over RTN_SLICE_BYTES of f32 weights is rounded in slices of RTN_ROWS_BYTES of its
+ * rows, read from the model's file a slice at a time, when nothing but the file says what
+ * its weights are (SmolLM2's lm_head: 113 MB of f32, and 113 MB more of rounded copies, at
+ * once). Round to nearest with a scale per row or group gives each row from that row alone. */
 #define RTN_SLICE_BYTES (16u << 20)
+#define RTN_ROWS_BYTES (4u << 20)
 
 static bool rtn_sliced(const KilnLinear *l, const KilnQuantSpec *spec)
 {
@@ -34,7 +35,7 @@ static bool rtn_sliced(const KilnLinear *l, const KilnQuantSpec *spec)
  * the rows as the file holds them. */
 static int rtn_rows(const KilnLinear *l, KilnQLinear *q, KilnDiag *d)
 {
-    int64_t rows = (int64_t)(RTN_SLICE_BYTES / sizeof(float)) / l->K;
+    int64_t rows = (int64_t)(RTN_ROWS_BYTES / sizeof(float)) / l->K;
     rows = rows > 0 ? rows : 1;
     float *w = malloc(sizeof(float) * (size_t)(rows * l->K));
     int r = w ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
