@@ -61,9 +61,10 @@ static int prepare_decoder(Bench *b, KilnDiag *d)
     if (!tk)
         return KILN_EINPUT;
     bool kv_static = b->kvs.fmt >= KILN_KV_FP8_E4M3 && !b->kvs.dynamic;
+    kiln_linears_capture_select(b->ls, b->nl, b->rc.fr); /* static scales, outlier columns */
     if (!kiln_quant_needed(b->ls, b->nl, b->rc.fr) && !kv_static &&
-        !kiln_needs_static_calib(&b->rc, b->ls, b->nl))
-        return 0; /* nothing to calibrate: no calibration run (kiln eval's, generate's) */
+        !kiln_linears_capturing(b->ls, b->nl))
+        return 0; /* nothing to calibrate: no calibration run (as kiln eval) */
     int32_t *ids = malloc(sizeof(int32_t) * KILN_METHOD_TOKENS);
     if (!ids)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");

@@ -67,7 +67,8 @@ static int calibrate_and_bind(Gen *g, KilnDiag *d)
 {
     bool methods = kiln_quant_needed(g->ls, g->nl, g->rc.fr);
     bool kv_static = g->kvs.fmt >= KILN_KV_FP8_E4M3 && !g->kvs.dynamic;
-    if (!methods && !kv_static && !kiln_needs_static_calib(&g->rc, g->ls, g->nl))
+    kiln_linears_capture_select(g->ls, g->nl, g->rc.fr); /* static scales, outlier columns */
+    if (!methods && !kv_static && !kiln_linears_capturing(g->ls, g->nl))
         return kiln_linears_bind_consuming(g->ls, g->nl, &g->rc, d); /* the big layer first */
     int32_t *ids = malloc(sizeof(int32_t) * KILN_METHOD_TOKENS);
     if (!ids)
