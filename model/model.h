@@ -334,6 +334,15 @@ int kiln_llama_kv_init(const KilnLlama *m, KilnKVCache *c, const KilnKVSpec *s, 
  * (nlast 0: only the cache; the output head runs on those rows only). */
 int kiln_llama_forward(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv, const int32_t *ids,
                        int T, int pos0, int nlast, float *logits, KilnDiag *d);
+/* The same, but the last nlast rows of hidden states as they leave the last block
+ * (before the final norm) go to hidden[nlast][dim]; kiln_llama_head then makes logits of
+ * any run of them (normed in place), so a caller holds logits of a few rows at a time. */
+int kiln_llama_forward_hidden(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv,
+                              const int32_t *ids, int T, int pos0, int nlast, float *hidden,
+                              KilnDiag *d);
+int kiln_llama_head(KilnLlama *m, struct KilnPool *pool, float *x, int n, float *logits,
+                    KilnDiag *d);
+int kiln_llama_dim(const KilnLlama *m);
 /* llama_forward.c: the model's weights counted once (a head tied to the embeddings is not
  * counted again), and the bytes of those it keeps in f32 outside the linear layers
  * (embeddings, norms). */
@@ -402,9 +411,11 @@ int kiln_quantize(const KilnQuantizeOpts *o, KilnDiag *d);
 /* The layers the recipe quantizes, as c->lin (ignored ones left to kiln_*_export):
  * weights as kiln binds them (a method's grid, or round to nearest), activation
  * schemes, and static activation scales as kiln_static_act_params gives them (so the
- * layers must have captured their calibration rows, kiln_*_capture_static). */
+ * layers must have captured their calibration rows, kiln_*_capture_static). Each layer's
+ * codes are made from its KilnLinear when the checkpoint is written (KilnQLinear.fill,
+ * one layer at a time), so the layers must outlive the writes and keep their weights. */
 struct KilnCheckpoint;
-int kiln_quantize_linears(const KilnRunCtx *rc, const KilnLinear *ls, int nl,
+int kiln_quantize_linears(const KilnRunCtx *rc, KilnLinear *ls, int nl,
                           struct KilnCheckpoint *c, KilnDiag *d);
 
 /* Default model locations ($KILN_MODELS_DIR, else ~/.cache/kiln/models). */

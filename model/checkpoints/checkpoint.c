@@ -37,6 +37,29 @@ void kiln_qlinear_dequant(const KilnQLinear *q, float *out)
     }
 }
 
+int kiln_qlinear_load(KilnQLinear *q, KilnDiag *d)
+{
+    if (q->codes || !q->fill)
+        return 0;
+    int rc = q->fill(q->fill_ctx, q, d);
+    if (!rc && (!q->codes || !q->scale || (!q->spec.symmetric && !q->zero)))
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "%s: made no codes, scales or zero points",
+                           q->name);
+    if (!rc && q->qk_heads > 0)
+        rc = kiln_llama_unpermute_qk_codes(q, q->qk_heads, d);
+    if (rc)
+        kiln_qlinear_unload(q);
+    return rc;
+}
+
+void kiln_qlinear_unload(KilnQLinear *q)
+{
+    if (!q->fill)
+        return;
+    free(q->codes), free(q->scale), free(q->zero);
+    q->codes = NULL, q->scale = NULL, q->zero = NULL;
+}
+
 void kiln_qlinear_free(KilnQLinear *q)
 {
     if (!q)
@@ -81,8 +104,12 @@ const KilnCkptTensor *kiln_checkpoint_find_tensor(const KilnCheckpoint *c, const
     return NULL;
 }
 
-int kiln_checkpoint_add_tensor(KilnCheckpoint *c, const char *name, int rank,
-                               const int64_t *dim, const float *data, KilnDiag *d)
+typedef int (*RowFill)(const void *, const void *, int64_t, int64_t, float *, KilnDiag *);
+
+/* A copy of data, own itself (taken), or rows made by fill when written. */
+static int add_tensor(KilnCheckpoint *c, const char *name, int rank, const int64_t *dim,
+                      const float *data, float *own, RowFill fill, const void *fill_ctx,
+                      const void *fill_arg, KilnDiag *d)
 {
     if (strlen(name) >= sizeof c->t[0].name)
         return kiln_diag_set(d, KILN_EINPUT, "checkpoint: tensor name '%.80s...' is longer "
@@ -101,16 +128,42 @@ int kiln_checkpoint_add_tensor(KilnCheckpoint *c, const char *name, int rank,
     c->t = t;
     t = &c->t[c->nt];
     memset(t, 0, sizeof *t);
-    t->data = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    if (!t->data)
+    t->data = fill || own ? own : malloc(sizeof(float) * (size_t)(n ? n : 1));
+    if (!fill && !t->data)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     snprintf(t->name, sizeof t->name, "%s", name);
     t->rank = rank;
     for (int i = 0; i < rank; i++)
         t->dim[i] = dim[i];
-    memcpy(t->data, data, sizeof(float) * (size_t)n);
+    if (data)
+        memcpy(t->data, data, sizeof(float) * (size_t)n);
+    t->fill = fill, t->fill_ctx = fill_ctx, t->fill_arg = fill_arg;
     c->nt++;
     return 0;
+}
+
+int kiln_checkpoint_add_tensor(KilnCheckpoint *c, const char *name, int rank,
+                               const int64_t *dim, const float *data, KilnDiag *d)
+{
+    return add_tensor(c, name, rank, dim, data, NULL, NULL, NULL, NULL, d);
+}
+
+int kiln_checkpoint_add_tensor_own(KilnCheckpoint *c, const char *name, int rank,
+                                   const int64_t *dim, float *data, KilnDiag *d)
+{
+    int rc = add_tensor(c, name, rank, dim, NULL, data, NULL, NULL, NULL, d);
+    if (rc)
+        free(data);
+    return rc;
+}
+
+int kiln_checkpoint_add_rows(KilnCheckpoint *c, const char *name, int rank, const int64_t *dim,
+                             RowFill fill, const void *fill_ctx, const void *fill_arg, KilnDiag *d)
+{
+    if (rank < 1 || !fill)
+        return kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: tensor '%s': rows without a "
+                             "shape or a maker", name);
+    return add_tensor(c, name, rank, dim, NULL, NULL, fill, fill_ctx, fill_arg, d);
 }
 
 int kiln_checkpoint_add_ignore(KilnCheckpoint *c, const char *module, KilnDiag *d)

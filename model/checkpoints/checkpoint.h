@@ -40,6 +40,15 @@ typedef struct KilnQLinear {
      * (Added by h3 for the writer.) */
     float act_scale;
     int32_t act_zero;
+    /* Codes, scales and zero points made on demand (kiln quantize makes one layer's at a
+     * time while the file is written instead of every layer's before: docs/hardening.md,
+     * "Memory"): while codes is NULL, kiln_qlinear_load calls fill(fill_ctx, q, d) for
+     * them and turns their rows to the HF layout for qk_heads > 0 (the Q/K rows the
+     * export would have turned); kiln_qlinear_unload frees them again. N, K, spec,
+     * ngroups, nscale, g_idx, bias and the activation scheme are set from the start. */
+    int (*fill)(void *fill_ctx, struct KilnQLinear *q, KilnDiag *d);
+    void *fill_ctx;
+    int qk_heads;
 } KilnQLinear;
 
 /* A file written beside the weights as it is (tokenizer.json, vocab.txt,
@@ -57,6 +66,12 @@ typedef struct KilnCkptTensor {
     int rank;
     int64_t dim[4];
     float *data;
+    /* Made on demand instead (data NULL): rows [row0, row0 + nrows) of dim[0] into out,
+     * when the writer reaches them, a slice at a time (kiln_llama_export's embeddings:
+     * docs/hardening.md, "Memory"); fill_ctx must outlive the writes. */
+    int (*fill)(const void *fill_ctx, const void *fill_arg, int64_t row0, int64_t nrows,
+                float *out, KilnDiag *d);
+    const void *fill_ctx, *fill_arg;
 } KilnCkptTensor;
 
 typedef struct KilnCheckpoint {
@@ -79,6 +94,10 @@ typedef struct KilnCheckpoint {
     int nfiles;
 } KilnCheckpoint;
 
+/* A layer made on demand (fill set): its codes, scales and zeros made, or freed again;
+ * nothing for a layer that holds them. */
+int kiln_qlinear_load(KilnQLinear *q, KilnDiag *d);
+void kiln_qlinear_unload(KilnQLinear *q);
 /* Dequantized weight [N*K] into out (the caller's buffer). */
 void kiln_qlinear_dequant(const KilnQLinear *q, float *out);
 void kiln_qlinear_free(KilnQLinear *q);
@@ -116,6 +135,15 @@ int kiln_checkpoint_add_ignore(KilnCheckpoint *c, const char *module, KilnDiag *
 int kiln_checkpoint_add_file(KilnCheckpoint *c, const char *name, const void *data, size_t len,
                              KilnDiag *d);
 const KilnCkptTensor *kiln_checkpoint_find_tensor(const KilnCheckpoint *c, const char *name);
+/* The same, taking data (malloc'd, freed with the checkpoint; freed on an error too)
+ * instead of a copy. */
+int kiln_checkpoint_add_tensor_own(KilnCheckpoint *c, const char *name, int rank,
+                                   const int64_t *dim, float *data, KilnDiag *d);
+/* A tensor whose rows fill makes when the checkpoint is written (KilnCkptTensor.fill). */
+int kiln_checkpoint_add_rows(KilnCheckpoint *c, const char *name, int rank, const int64_t *dim,
+                             int (*fill)(const void *, const void *, int64_t, int64_t, float *,
+                                         KilnDiag *),
+                             const void *fill_ctx, const void *fill_arg, KilnDiag *d);
 
 /* ------------------------------------------------------------------ ckpt_write.c (h3) */
 
@@ -141,6 +169,9 @@ int kiln_llama_permute_qk_rows(void *rows, int64_t N, size_t row_bytes, int n_he
  * (a TENSOR-granularity scale is left as it is; g_idx is per column). */
 int kiln_llama_unpermute_qk(KilnQLinear *q, int n_head, KilnDiag *d); /* GGUF -> HF */
 int kiln_llama_permute_qk(KilnQLinear *q, int n_head, KilnDiag *d);   /* HF -> GGUF */
+/* GGUF -> HF of the codes, scales and zeros only (a layer made on demand: its bias was
+ * turned when the export saw it). */
+int kiln_llama_unpermute_qk_codes(KilnQLinear *q, int n_head, KilnDiag *d);
 
 /* Fill the rest of a checkpoint from a loaded model so the directory is a complete
  * Hugging Face model: call after c->lin holds the quantized layers. Llama: HF tensor

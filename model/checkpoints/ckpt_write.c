@@ -11,18 +11,12 @@
 #include <unistd.h>
 
 #include "model/checkpoints/checkpoint.h"
+#include "model/checkpoints/ckpt_write.h"
 #include "model/files/modelfile.h"
 #include "runtime/runtime.h"
 
 /* ------------------------------------------------------------------ schemes */
 
-/* What compressed-tensors calls a layer's scheme, plus how its tensors are stored. */
-typedef struct Scheme {
-    KilnQuantSpec w, a; /* a.fmt NONE: weight-only */
-    int32_t group;      /* group size as stored (see stored_group) */
-    bool gidx;          /* act-order groups kept as weight_g_idx (legacy "actorder": "group") */
-    const char *format; /* pack-quantized, int-quantized, float-quantized, naive-quantized */
-} Scheme;
 
 static int64_t gcd64(int64_t a, int64_t b)
 {
@@ -93,7 +87,7 @@ static int layer_scheme(const KilnCheckpoint *c, const KilnQLinear *q, Scheme *s
     s->a = q->act.fmt != KILN_QF_NONE ? q->act : c->act;
     if (!m[0])
         return kiln_diag_set(d, KILN_EINPUT, "checkpoint: a quantized layer has no name");
-    if (q->N <= 0 || q->K <= 0 || !q->codes || !q->scale)
+    if (q->N <= 0 || q->K <= 0 || ((!q->codes || !q->scale) && !q->fill))
         return kiln_diag_set(d, KILN_EINPUT, "%s: no shape, codes or scales", m);
     KilnQFormat f = q->spec.fmt;
     if (f == KILN_QF_FP8_E5M2)
@@ -120,7 +114,7 @@ static int layer_scheme(const KilnCheckpoint *c, const KilnQLinear *q, Scheme *s
                              "%s needs %lld", m, (long long)q->nscale, (long long)q->ngroups,
                              (long long)q->N, (long long)q->K, kiln_gran_name(g),
                              (long long)want);
-    if (!q->spec.symmetric && !q->zero)
+    if (!q->spec.symmetric && !q->zero && !q->fill)
         return kiln_diag_set(d, KILN_EINPUT, "%s: asymmetric without zero points", m);
     int rc = check_act(m, &s->a, "activation", d);
     if (rc)
@@ -211,16 +205,21 @@ int kiln_checkpoint_compat(const KilnCheckpoint *c, KilnCkptCompat *out, KilnDia
 
 /* ------------------------------------------------------------------ tensors */
 
-/* Everything model.safetensors will hold; buffers owned here until written. */
+/* Tensors for model.safetensors; buffers owned here until written. A dry Out lists the
+ * tensors (names, types, shapes) without making their bytes: the header written first. */
 typedef struct Out {
     KilnModelTensor *t;
     int n, cap;
     void **own;
     int nown, capown;
+    bool dry;
 } Out;
 
+/* NULL in a dry Out (out_add then records the tensor without data) */
 static void *out_alloc(Out *o, size_t bytes)
 {
+    if (o->dry)
+        return NULL;
     if (o->nown == o->capown) {
         int cap = o->capown ? 2 * o->capown : 64;
         void **v = realloc(o->own, sizeof *v * (size_t)cap);
@@ -242,6 +241,7 @@ static void out_free(Out *o)
     for (int i = 0; i < o->n; i++)
         free((char *)o->t[i].name);
     free(o->t);
+    *o = (Out){.dry = o->dry};
 }
 
 /* Bytes per element of the types written here. */
@@ -320,9 +320,9 @@ static int add_scales(Out *o, const KilnQLinear *q, const Scheme *s, bool pack, 
     int64_t sdim[2] = {tensor ? 1 : N, G};
     int64_t ns = tensor ? 1 : N * G;
     float *sc = out_alloc(o, sizeof(float) * (size_t)ns);
-    if (!sc)
+    if (!sc && !o->dry)
         return oom(d);
-    for (int64_t n = 0; n < (tensor ? 1 : N); n++)
+    for (int64_t n = 0; sc && n < (tensor ? 1 : N); n++)
         for (int64_t j = 0; j < (tensor ? 1 : G); j++)
             sc[n * G + j] = q->scale[src_index(q, s, n, j)];
     int rc = out_add(o, q->name, "weight_scale", KILN_MT_F32, tensor ? 1 : 2, sdim, sc, d);
@@ -334,9 +334,9 @@ static int add_scales(Out *o, const KilnQLinear *q, const Scheme *s, bool pack, 
         int per = 32 / bits;
         int64_t zdim[2] = {(N + per - 1) / per, G};
         uint32_t *zw = out_alloc(o, sizeof(uint32_t) * (size_t)(zdim[0] * G));
-        if (!zw)
+        if (!zw && !o->dry)
             return oom(d);
-        for (int64_t n = 0; n < N; n++)
+        for (int64_t n = 0; zw && n < N; n++)
             for (int64_t j = 0; j < G; j++) {
                 int32_t z;
                 if ((rc = signed_code(q, q->zero[src_index(q, s, n, j)], "zero point", &z, d)))
@@ -347,9 +347,9 @@ static int add_scales(Out *o, const KilnQLinear *q, const Scheme *s, bool pack, 
         return out_add(o, q->name, "weight_zero_point", KILN_MT_I32, 2, zdim, zw, d);
     }
     int8_t *z8 = out_alloc(o, (size_t)ns);
-    if (!z8)
+    if (!z8 && !o->dry)
         return oom(d);
-    for (int64_t n = 0; n < (tensor ? 1 : N); n++)
+    for (int64_t n = 0; z8 && n < (tensor ? 1 : N); n++)
         for (int64_t j = 0; j < (tensor ? 1 : G); j++) {
             int32_t z;
             if ((rc = signed_code(q, q->zero[src_index(q, s, n, j)], "zero point", &z, d)))
@@ -368,9 +368,9 @@ static int add_packed(Out *o, const KilnQLinear *q, KilnDiag *d)
     int64_t W = (q->K * bits + 31) / 32, N = q->N, K = q->K;
     uint32_t *w = out_alloc(o, sizeof(uint32_t) * (size_t)(N * W));
     int64_t *shape = out_alloc(o, 2 * sizeof(int64_t));
-    if (!w || !shape)
+    if ((!w || !shape) && !o->dry)
         return oom(d);
-    for (int64_t n = 0; n < N; n++)
+    for (int64_t n = 0; w && n < N; n++)
         for (int64_t k = 0; k < K; k++) {
             int32_t v;
             int rc = signed_code(q, q->codes[n * K + k], "code", &v, d);
@@ -379,7 +379,8 @@ static int add_packed(Out *o, const KilnQLinear *q, KilnDiag *d)
             w[n * W + k / per] |= (uint32_t)(v + (1 << (bits - 1))) << (bits * (k % per));
         }
     int64_t dim[2] = {N, W}, sdim[1] = {2};
-    shape[0] = N, shape[1] = K;
+    if (shape)
+        shape[0] = N, shape[1] = K;
     int rc = out_add(o, q->name, "weight_packed", KILN_MT_I32, 2, dim, w, d);
     return rc ? rc : out_add(o, q->name, "weight_shape", KILN_MT_I64, 1, sdim, shape, d);
 }
@@ -389,10 +390,10 @@ static int add_plain(Out *o, const KilnQLinear *q, KilnDiag *d)
 {
     int64_t NK = q->N * q->K, dim[2] = {q->N, q->K};
     uint8_t *w = out_alloc(o, (size_t)NK);
-    if (!w)
+    if (!w && !o->dry)
         return oom(d);
     bool fp8 = q->spec.fmt == KILN_QF_FP8_E4M3;
-    for (int64_t i = 0; i < NK; i++) {
+    for (int64_t i = 0; w && i < NK; i++) {
         int32_t v = q->codes[i];
         if (fp8 && (v < 0 || v > 255))
             return kiln_diag_set(d, KILN_EINPUT, "%s: fp8 code %d is not a byte", q->name, v);
@@ -415,20 +416,22 @@ static int add_act(Out *o, const KilnQLinear *q, const Scheme *s, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINPUT, "%s: static activation quantization without a "
                              "scale (set act_scale, or make the activations dynamic)", q->name);
     float *ps = out_alloc(o, sizeof(float));
-    if (!ps)
+    if (!ps && !o->dry)
         return oom(d);
-    *ps = sc;
+    if (ps)
+        *ps = sc;
     int64_t one[1] = {1};
     int rc = out_add(o, q->name, "input_scale", KILN_MT_F32, 1, one, ps, d);
     if (rc || s->a.symmetric)
         return rc;
     int bits = s->a.fmt == KILN_QF_INT4 ? 4 : 8;
     int8_t *pz = out_alloc(o, 1);
-    if (!pz)
+    if (!pz && !o->dry)
         return oom(d);
     if (z < 0 || z >= (1 << bits))
         return kiln_diag_set(d, KILN_EINPUT, "%s: activation zero point %d", q->name, z);
-    *pz = (int8_t)(z - (1 << (bits - 1)));
+    if (pz)
+        *pz = (int8_t)(z - (1 << (bits - 1)));
     return out_add(o, q->name, "input_zero_point", KILN_MT_I8, 1, one, pz, d);
 }
 
@@ -441,9 +444,9 @@ static int add_layer(Out *o, const KilnQLinear *q, const Scheme *s, KilnDiag *d)
     if (!rc && s->gidx) {
         /* in stored groups: kiln group j starts at stored group j·group / group_stored */
         int32_t *gi = out_alloc(o, sizeof(int32_t) * (size_t)q->K);
-        if (!gi)
+        if (!gi && !o->dry)
             return oom(d);
-        for (int64_t k = 0; k < q->K; k++)
+        for (int64_t k = 0; gi && k < q->K; k++)
             gi[k] = (int32_t)((int64_t)q->g_idx[k] * q->spec.group / s->group);
         int64_t dim[1] = {q->K};
         rc = out_add(o, q->name, "weight_g_idx", KILN_MT_I32, 1, dim, gi, d);
@@ -457,183 +460,6 @@ static int add_layer(Out *o, const KilnQLinear *q, const Scheme *s, KilnDiag *d)
     return rc;
 }
 
-/* ------------------------------------------------------------------ config.json */
-
-static void jw_args(KilnJsonWriter *w, const KilnQuantSpec *a, int32_t group, bool gidx,
-                    bool weight)
-{
-    kiln_jw_begin_object(w);
-    kiln_jw_key(w, "num_bits");
-    kiln_jw_int(w, a->fmt == KILN_QF_INT4 ? 4 : 8);
-    kiln_jw_key(w, "type");
-    kiln_jw_string(w, kiln_qformat_is_fp8(a->fmt) ? "float" : "int");
-    kiln_jw_key(w, "symmetric");
-    kiln_jw_bool(w, a->symmetric || kiln_qformat_is_fp8(a->fmt));
-    kiln_jw_key(w, "strategy");
-    kiln_jw_string(w, a->gran == KILN_GRAN_GROUP     ? "group"
-                      : a->gran == KILN_GRAN_CHANNEL ? (weight ? "channel" : "attn_head")
-                      : a->gran == KILN_GRAN_TOKEN   ? "token"
-                                                     : "tensor");
-    kiln_jw_key(w, "group_size");
-    if (a->gran == KILN_GRAN_GROUP)
-        kiln_jw_int(w, group);
-    else
-        kiln_jw_null(w);
-    kiln_jw_key(w, "dynamic");
-    kiln_jw_bool(w, a->dynamic);
-    if (weight) {
-        kiln_jw_key(w, "actorder");
-        if (gidx)
-            kiln_jw_string(w, "group");
-        else
-            kiln_jw_null(w);
-    }
-    kiln_jw_end_object(w);
-}
-
-/* The tail of a module name after its last ".<number>." ("self_attn.q_proj"), or NULL. */
-static const char *name_suffix(const char *m)
-{
-    const char *best = NULL;
-    for (const char *p = m; *p; p++)
-        if (*p == '.' && p[1] >= '0' && p[1] <= '9') {
-            const char *e = p + 1;
-            while (*e >= '0' && *e <= '9')
-                e++;
-            if (*e == '.' && e[1])
-                best = e + 1;
-        }
-    if (!best)
-        return NULL;
-    for (const char *p = best; *p; p++)
-        if (!(*p == '.' || *p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-              (*p >= '0' && *p <= '9')))
-            return NULL;
-    return best;
-}
-
-static bool ends_with_dot(const char *m, const char *suf)
-{
-    size_t a = strlen(m), b = strlen(suf);
-    return a > b && m[a - b - 1] == '.' && strcmp(m + a - b, suf) == 0;
-}
-
-static bool ignored(const KilnCheckpoint *c, const char *m)
-{
-    for (int i = 0; i < c->nignore; i++)
-        if (strcmp(c->ignore[i], m) == 0)
-            return true;
-    return false;
-}
-
-/* May group g name every module ending in ".suf" with one regex? Only when each such
- * module the checkpoint knows (quantized, or a plain tensor's module) is in g or
- * ignored. */
-static bool suffix_owned(const KilnCheckpoint *c, const int *grp, int g, const char *suf)
-{
-    for (int i = 0; i < c->nlin; i++)
-        if (ends_with_dot(c->lin[i].name, suf) && grp[i] != g)
-            return false;
-    for (int i = 0; i < c->nt; i++) {
-        char mod[160];
-        snprintf(mod, sizeof mod, "%s", c->t[i].name);
-        char *dot = strrchr(mod, '.');
-        if (dot)
-            *dot = 0;
-        if (ends_with_dot(mod, suf) && !ignored(c, mod))
-            return false;
-    }
-    return true;
-}
-
-/* Targets of config group g: "re:.*\.SUFFIX$" for each suffix the group owns, the
- * other modules by name. */
-static void jw_targets(KilnJsonWriter *w, const KilnCheckpoint *c, const int *grp, int g)
-{
-    kiln_jw_begin_array(w);
-    for (int i = 0; i < c->nlin; i++) {
-        if (grp[i] != g)
-            continue;
-        const char *suf = name_suffix(c->lin[i].name);
-        if (suf && suffix_owned(c, grp, g, suf)) {
-            bool first = true; /* one regex per suffix */
-            for (int j = 0; j < i && first; j++)
-                if (grp[j] == g && ends_with_dot(c->lin[j].name, suf) &&
-                    name_suffix(c->lin[j].name) && strcmp(name_suffix(c->lin[j].name), suf) == 0)
-                    first = false;
-            if (!first)
-                continue;
-            char re[400];
-            size_t n = (size_t)snprintf(re, sizeof re, "re:.*\\.");
-            for (const char *p = suf; *p && n + 3 < sizeof re; p++) {
-                if (*p == '.')
-                    re[n++] = '\\';
-                re[n++] = *p;
-            }
-            snprintf(re + n, sizeof re - n, "$");
-            kiln_jw_string(w, re);
-        } else {
-            kiln_jw_string(w, c->lin[i].name);
-        }
-    }
-    kiln_jw_end_array(w);
-}
-
-static void jw_qconfig(KilnJsonWriter *w, const KilnCheckpoint *c, const Scheme *sch,
-                       const int *grp, int ngrp)
-{
-    const char *fmt = ngrp ? sch[0].format : "dense";
-    for (int g = 1; g < ngrp; g++)
-        if (strcmp(sch[g].format, fmt) != 0)
-            fmt = "mixed-precision";
-    bool mixed = strcmp(fmt, "mixed-precision") == 0;
-    kiln_jw_begin_object(w);
-    kiln_jw_key(w, "quant_method");
-    kiln_jw_string(w, "compressed-tensors");
-    kiln_jw_key(w, "format");
-    kiln_jw_string(w, fmt);
-    kiln_jw_key(w, "quantization_status");
-    kiln_jw_string(w, "compressed");
-    kiln_jw_key(w, "config_groups");
-    kiln_jw_begin_object(w);
-    for (int g = 0; g < ngrp; g++) {
-        char key[32];
-        snprintf(key, sizeof key, "group_%d", g);
-        kiln_jw_key(w, key);
-        kiln_jw_begin_object(w);
-        kiln_jw_key(w, "targets");
-        jw_targets(w, c, grp, g);
-        kiln_jw_key(w, "weights");
-        jw_args(w, &sch[g].w, sch[g].group, sch[g].gidx, true);
-        kiln_jw_key(w, "input_activations");
-        if (sch[g].a.fmt == KILN_QF_NONE)
-            kiln_jw_null(w);
-        else
-            jw_args(w, &sch[g].a, 0, false, false);
-        kiln_jw_key(w, "output_activations");
-        kiln_jw_null(w);
-        if (mixed) {
-            kiln_jw_key(w, "format");
-            kiln_jw_string(w, sch[g].format);
-        }
-        kiln_jw_end_object(w);
-    }
-    kiln_jw_end_object(w);
-    kiln_jw_key(w, "ignore");
-    kiln_jw_begin_array(w);
-    for (int i = 0; i < c->nignore; i++)
-        kiln_jw_string(w, c->ignore[i]);
-    kiln_jw_end_array(w);
-    kiln_jw_key(w, "kv_cache_scheme");
-    if (c->kv.fmt == KILN_QF_NONE)
-        kiln_jw_null(w);
-    else
-        jw_args(w, &c->kv, 0, false, false);
-    kiln_jw_key(w, "global_compression_ratio");
-    kiln_jw_null(w);
-    kiln_jw_end_object(w);
-}
-
 /* mkdir -p of dir, and of the directory part of dir/rel when rel has one. */
 static int make_dirs(const char *dir, const char *rel, KilnDiag *d)
 {
@@ -644,47 +470,143 @@ static int make_dirs(const char *dir, const char *rel, KilnDiag *d)
     return kiln_rt_mkdir_p(buf, "directory", d);
 }
 
-static int write_config(const char *dir, const KilnCheckpoint *c, const Scheme *sch,
-                        const int *grp, int ngrp, KilnDiag *d)
+/* ------------------------------------------------------------------ streaming */
+
+/* model.safetensors written layer by layer (docs/hardening.md, "Memory"): the header from
+ * a dry plan of every tensor, then each layer's tensors made (its codes too, for a layer
+ * made on demand) when the file reaches them and freed when it moves on, so the whole
+ * checkpoint is never in memory in its written form. */
+typedef struct Stream {
+    KilnCheckpoint *c;
+    const Scheme *ls;
+    bool dequant; /* kiln's dequantized weights: one f32 "weight" a layer */
+    Out plan;     /* dry: every tensor of the file, in order */
+    int *first;   /* [nlin + 1]: each layer's first tensor in plan (then c->t's) */
+    int cur;      /* the layer whose tensors live holds, -1 none */
+    Out live;
+    float *rows;  /* a slice of a tensor made on demand (KilnCkptTensor.fill) */
+    size_t nrows_bytes;
+} Stream;
+
+/* Bytes of f32 rows made at a time for a plain tensor made on demand. */
+#define ROWS_BYTES (16u << 20)
+
+/* kiln's own dequantization of a layer as f32 [N, K]. */
+static int add_dequant(Out *o, const KilnQLinear *q, KilnDiag *d)
 {
-    KilnJson *cfg = NULL;
-    if (c->config_json) {
-        int rc = kiln_json_parse(c->config_json, strlen(c->config_json), "config.json", &cfg, d);
-        if (rc)
-            return rc;
-        if (cfg->kind != KILN_JSON_OBJECT) {
-            kiln_json_free(cfg);
-            return kiln_diag_set(d, KILN_EINPUT, "config.json: not a JSON object");
-        }
-    }
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f) {
-        kiln_json_free(cfg);
+    float *w = out_alloc(o, sizeof(float) * (size_t)(q->N * q->K));
+    if (!w && !o->dry)
         return oom(d);
-    }
-    KilnJsonWriter w;
-    kiln_jw_init(&w, f);
-    kiln_jw_begin_object(&w);
-    for (size_t i = 0; cfg && i < cfg->len; i++) {
-        if (strcmp(cfg->keys[i], "quantization_config") == 0)
-            continue;
-        kiln_jw_key(&w, cfg->keys[i]);
-        kiln_jw_value(&w, &cfg->items[i]);
-    }
-    kiln_jw_key(&w, "quantization_config");
-    jw_qconfig(&w, c, sch, grp, ngrp);
-    kiln_jw_end_object(&w);
-    int rc = kiln_jw_finish(&w, d);
-    fputc('\n', f);
-    fclose(f);
-    kiln_json_free(cfg);
-    char path[4200];
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (w)
+        kiln_qlinear_dequant(q, w);
+    int64_t dim[2] = {q->N, q->K};
+    return out_add(o, q->name, "weight", KILN_MT_F32, 2, dim, w, d);
+}
+
+static int stream_add(Stream *s, Out *o, int i, KilnDiag *d)
+{
+    return s->dequant ? add_dequant(o, &s->c->lin[i], d) : add_layer(o, &s->c->lin[i], &s->ls[i], d);
+}
+
+static void stream_drop(Stream *s)
+{
+    if (s->cur >= 0)
+        kiln_qlinear_unload(&s->c->lin[s->cur]);
+    out_free(&s->live);
+    s->cur = -1;
+}
+
+/* Layer L's tensors into live, checked against the header's. */
+static int stream_layer(Stream *s, int L, KilnDiag *d)
+{
+    stream_drop(s);
+    s->cur = L;
+    int rc = kiln_qlinear_load(&s->c->lin[L], d);
     if (!rc)
-        rc = kiln_rt_write_file(path, buf, len, d);
-    free(buf);
+        rc = stream_add(s, &s->live, L, d);
+    int n = s->first[L + 1] - s->first[L];
+    for (int j = 0; !rc && j < n; j++) {
+        const KilnModelTensor *a = &s->live.t[j], *b = &s->plan.t[s->first[L] + j];
+        if (j >= s->live.n || strcmp(a->name, b->name) || a->type != b->type ||
+            a->nbytes != b->nbytes || memcmp(a->dim, b->dim, sizeof a->dim))
+            rc = kiln_diag_set(d, KILN_EINTERNAL, "%s: its tensors differ from the header's",
+                               s->c->lin[L].name);
+    }
+    if (!rc && s->live.n != n)
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "%s: %d tensors made, the header has %d",
+                           s->c->lin[L].name, s->live.n, n);
+    return rc;
+}
+
+/* Bytes from off of c->t[k], made on demand: whole rows, about ROWS_BYTES of them. */
+static int stream_rows(Stream *s, int k, size_t off, const void **data, size_t *len,
+                       KilnDiag *d)
+{
+    const KilnCkptTensor *t = &s->c->t[k];
+    size_t row = sizeof(float);
+    for (int j = 1; j < t->rank; j++)
+        row *= (size_t)t->dim[j];
+    if (!t->fill || row == 0 || off % row)
+        return kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: tensor '%s' has no bytes", t->name);
+    int64_t r0 = (int64_t)(off / row), per = ROWS_BYTES / row > 0 ? ROWS_BYTES / row : 1;
+    int64_t nr = t->dim[0] - r0 < per ? t->dim[0] - r0 : per;
+    if (!s->rows) {
+        s->nrows_bytes = (size_t)per * row;
+        if (!(s->rows = malloc(s->nrows_bytes)))
+            return oom(d);
+    }
+    if ((size_t)nr * row > s->nrows_bytes)
+        return kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: tensor '%s': rows", t->name);
+    int rc = t->fill(t->fill_ctx, t->fill_arg, r0, nr, s->rows, d);
+    *data = s->rows, *len = (size_t)nr * row;
+    return rc;
+}
+
+/* KilnStFill: tensor i's bytes from off (a layer's: the file reaches them in order). */
+static int stream_fill(void *ctx, int i, size_t off, const void **data, size_t *len,
+                       KilnDiag *d)
+{
+    Stream *s = ctx;
+    if (i >= s->first[s->c->nlin])
+        return stream_rows(s, i - s->first[s->c->nlin], off, data, len, d);
+    int L = s->cur >= 0 && i >= s->first[s->cur] ? s->cur : 0;
+    while (L < s->c->nlin && i >= s->first[L + 1])
+        L++;
+    if (L >= s->c->nlin)
+        return kiln_diag_set(d, KILN_EINTERNAL, "checkpoint: tensor %d has no bytes", i);
+    int rc = L == s->cur ? 0 : stream_layer(s, L, d);
+    const KilnModelTensor *t = rc ? NULL : &s->live.t[i - s->first[L]];
+    if (t)
+        *data = (const char *)t->data + off, *len = t->nbytes - off;
+    return rc;
+}
+
+/* Writes path from the checkpoint's layers (and, unless dequant, its plain tensors). */
+static int write_stream(const char *path, const KilnCheckpoint *cc, const Scheme *ls, bool dequant,
+                        KilnDiag *d)
+{
+    /* codes made on demand are a cache: the checkpoint's content does not change */
+    KilnCheckpoint *c = (KilnCheckpoint *)cc;
+    Stream s = {.c = c, .ls = ls, .dequant = dequant, .plan.dry = true, .cur = -1};
+    s.first = malloc(sizeof(int) * ((size_t)c->nlin + 1));
+    int rc = s.first ? 0 : oom(d);
+    for (int i = 0; !rc && i < c->nlin; i++) {
+        s.first[i] = s.plan.n;
+        rc = stream_add(&s, &s.plan, i, d);
+    }
+    if (!rc)
+        s.first[c->nlin] = s.plan.n;
+    for (int i = 0; !rc && !dequant && i < c->nt; i++) {
+        const KilnCkptTensor *t = &c->t[i];
+        rc = out_add(&s.plan, t->name, NULL, KILN_MT_F32, t->rank, t->dim, t->data, d);
+    }
+    /* Hugging Face refuses safetensors whose metadata lacks format "pt" */
+    const char *meta[2] = {"format", "pt"};
+    if (!rc)
+        rc = kiln_safetensors_write_fill(path, s.plan.t, s.plan.n, meta, 1, stream_fill, &s, d);
+    stream_drop(&s);
+    out_free(&s.plan);
+    free(s.first), free(s.rows);
     return rc;
 }
 
@@ -703,25 +625,15 @@ int kiln_checkpoint_write(const char *dir, const KilnCheckpoint *c, KilnDiag *d)
     Scheme *ls = calloc((size_t)c->nlin + 1, sizeof *ls);
     Scheme *sch = calloc((size_t)c->nlin + 1, sizeof *sch);
     int *grp = calloc((size_t)c->nlin + 1, sizeof *grp);
-    Out o = {0};
     int ngrp = 0, rc = ls && sch && grp ? plan_groups(c, ls, sch, grp, &ngrp, d) : oom(d);
-    for (int i = 0; !rc && i < c->nlin; i++)
-        rc = add_layer(&o, &c->lin[i], &ls[i], d);
-    for (int i = 0; !rc && i < c->nt; i++) {
-        const KilnCkptTensor *t = &c->t[i];
-        rc = out_add(&o, t->name, NULL, KILN_MT_F32, t->rank, t->dim, t->data, d);
-    }
     if (!rc)
         rc = make_dirs(dir, "model.safetensors", d);
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    /* Hugging Face refuses safetensors whose metadata lacks format "pt" */
-    const char *meta[2] = {"format", "pt"};
     if (!rc)
-        rc = kiln_safetensors_write(path, o.t, o.n, meta, 1, d);
-    out_free(&o);
+        rc = write_stream(path, c, ls, false, d);
     if (!rc)
-        rc = write_config(dir, c, sch, grp, ngrp, d);
+        rc = kiln_ckpt_write_config(dir, c, sch, grp, ngrp, d);
     for (int i = 0; !rc && i < c->nfiles; i++) {
         const KilnCkptFile *f = &c->files[i];
         if (strcmp(f->name, "config.json") == 0 || strcmp(f->name, "model.safetensors") == 0)
@@ -740,25 +652,12 @@ int kiln_checkpoint_write(const char *dir, const KilnCheckpoint *c, KilnDiag *d)
 
 int kiln_checkpoint_write_dequant(const char *path, const KilnCheckpoint *c, KilnDiag *d)
 {
-    Out o = {0};
-    int rc = 0;
-    for (int i = 0; !rc && i < c->nlin; i++) {
-        const KilnQLinear *q = &c->lin[i];
-        Scheme s;
-        if ((rc = layer_scheme(c, q, &s, d)))
-            break;
-        float *w = out_alloc(&o, sizeof(float) * (size_t)(q->N * q->K));
-        if (!w) {
-            rc = oom(d);
-            break;
-        }
-        kiln_qlinear_dequant(q, w);
-        int64_t dim[2] = {q->N, q->K};
-        rc = out_add(&o, q->name, "weight", KILN_MT_F32, 2, dim, w, d);
-    }
-    const char *meta[2] = {"format", "pt"};
+    Scheme *ls = calloc((size_t)c->nlin + 1, sizeof *ls);
+    int rc = ls ? 0 : oom(d);
+    for (int i = 0; !rc && i < c->nlin; i++)
+        rc = layer_scheme(c, &c->lin[i], &ls[i], d);
     if (!rc)
-        rc = kiln_safetensors_write(path, o.t, o.n, meta, 1, d);
-    out_free(&o);
+        rc = write_stream(path, c, ls, true, d);
+    free(ls);
     return rc;
 }

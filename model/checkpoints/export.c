@@ -46,7 +46,7 @@ int kiln_llama_permute_qk_rows(void *rows, int64_t N, size_t row_bytes, int n_he
     return 0;
 }
 
-static int permute_qlinear(KilnQLinear *q, int n_head, bool to_hf, KilnDiag *d)
+static int permute_qlinear(KilnQLinear *q, int n_head, bool to_hf, bool bias, KilnDiag *d)
 {
     int rc = kiln_llama_permute_qk_rows(q->codes, q->N, sizeof(int16_t) * (size_t)q->K, n_head,
                                         to_hf, d);
@@ -57,7 +57,7 @@ static int permute_qlinear(KilnQLinear *q, int n_head, bool to_hf, KilnDiag *d)
             rc = kiln_llama_permute_qk_rows(q->zero, q->N, sizeof(int32_t) * rb, n_head, to_hf,
                                             d);
     }
-    if (!rc && q->bias)
+    if (!rc && bias && q->bias)
         rc = kiln_llama_permute_qk_rows(q->bias, q->N, sizeof(float), n_head, to_hf, d);
     if (rc) {
         char msg[sizeof d->msg];
@@ -69,12 +69,17 @@ static int permute_qlinear(KilnQLinear *q, int n_head, bool to_hf, KilnDiag *d)
 
 int kiln_llama_unpermute_qk(KilnQLinear *q, int n_head, KilnDiag *d)
 {
-    return permute_qlinear(q, n_head, true, d);
+    return permute_qlinear(q, n_head, true, true, d);
 }
 
 int kiln_llama_permute_qk(KilnQLinear *q, int n_head, KilnDiag *d)
 {
-    return permute_qlinear(q, n_head, false, d);
+    return permute_qlinear(q, n_head, false, true, d);
+}
+
+int kiln_llama_unpermute_qk_codes(KilnQLinear *q, int n_head, KilnDiag *d)
+{
+    return permute_qlinear(q, n_head, true, false, d);
 }
 
 /* ------------------------------------------------------------------ JSON files */
@@ -461,8 +466,16 @@ static int export_linear(const KilnLinear *l, int n_head, KilnCheckpoint *c, Kil
             return kiln_diag_set(d, KILN_EINPUT, "%s: quantized as [%lld, %lld], the model has "
                                  "[%lld, %lld]", l->name, (long long)q->N, (long long)q->K,
                                  (long long)l->N, (long long)l->K);
-        if (n_head && (rc = kiln_llama_unpermute_qk(q, n_head, d)))
+        if (n_head && !q->codes && q->fill) { /* turned as they are made; the bias now */
+            if (q->qk_heads)
+                return kiln_diag_set(d, KILN_EINTERNAL, "%s: exported twice", l->name);
+            q->qk_heads = n_head;
+            if (q->bias && (rc = kiln_llama_permute_qk_rows(q->bias, q->N, sizeof(float),
+                                                            n_head, true, d)))
+                return rc;
+        } else if (n_head && (rc = kiln_llama_unpermute_qk(q, n_head, d))) {
             return rc;
+        }
     } else {
         KilnCkptTensor *t = find_tensor(c, wn);
         if (t) { /* the caller stored it in kiln's row order */
@@ -495,6 +508,19 @@ static int export_linear(const KilnLinear *l, int n_head, KilnCheckpoint *c, Kil
         b = &c->t[c->nt - 1];
     }
     return n_head ? kiln_llama_permute_qk_rows(b->data, l->N, sizeof(float), n_head, true, d) : 0;
+}
+
+/* KilnCkptTensor.fill of a GGUF's embeddings: rows read from the file as the checkpoint is
+ * written (113 MB of f32 for SmolLM2, never whole in memory). */
+static int embed_rows(const void *ctx, const void *arg, int64_t row0, int64_t nrows, float *out,
+                      KilnDiag *d)
+{
+    const KilnLlama *m = ctx;
+    (void)arg, (void)d;
+    for (int64_t v = 0; v < nrows; v++)
+        kiln_llama_embed_row(m, (int32_t)(row0 + v), out + v * m->d);
+    kiln_mf_drop_pages(m->mf, m->emb_t); /* read once more: the file's pages need not stay */
+    return 0;
 }
 
 int kiln_llama_export(const KilnLlama *m, KilnCheckpoint *c, KilnDiag *d)
@@ -531,15 +557,11 @@ int kiln_llama_export(const KilnLlama *m, KilnCheckpoint *c, KilnDiag *d)
         rc = export_linear(head, 0, c, d);
     }
     char name[200];
-    float *emb = m->emb; /* a GGUF's embeddings: read from the file for the copy */
-    if (!rc && !emb && !(emb = malloc(sizeof(float) * (size_t)(m->vocab * D))))
-        rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    for (int64_t v = 0; !rc && !m->emb && v < m->vocab; v++)
-        kiln_llama_embed_row(m, (int32_t)v, emb + v * D);
-    if (!rc)
-        rc = add_once(c, "model.embed_tokens.weight", emb, 2, m->vocab, D, d);
-    if (emb != m->emb)
-        free(emb);
+    if (!rc && m->emb)
+        rc = add_once(c, "model.embed_tokens.weight", m->emb, 2, m->vocab, D, d);
+    else if (!rc && !kiln_checkpoint_find_tensor(c, "model.embed_tokens.weight"))
+        rc = kiln_checkpoint_add_rows(c, "model.embed_tokens.weight", 2,
+                                      (int64_t[]){m->vocab, D}, embed_rows, m, NULL, d);
     if (!rc)
         rc = add_once(c, "model.norm.weight", m->out_norm, 1, D, 0, d);
     for (int i = 0; !rc && i < m->nlayers; i++) {
@@ -608,6 +630,17 @@ static const char *const bert_files[] = {
     "config_sentence_transformers.json", "1_Pooling/config.json",
 };
 
+/* KilnCkptTensor.fill of a BERT tensor [rows, n] of the model's own mapped file (ctx,
+ * kept open by the loaded model; arg: the tensor): read as the checkpoint is written. */
+static int file_rows(const void *ctx, const void *arg, int64_t row0, int64_t nrows, float *out,
+                     KilnDiag *d)
+{
+    const KilnModelFile *mf = ctx;
+    int rc = kiln_mf_rows_f32(mf, arg, row0, nrows, out, d);
+    kiln_mf_drop_pages(mf, arg);
+    return rc;
+}
+
 static bool is_float_type(KilnModelType t)
 {
     return t == KILN_MT_F32 || t == KILN_MT_F16 || t == KILN_MT_BF16 || t == KILN_MT_F64;
@@ -642,10 +675,17 @@ int kiln_bert_export(const KilnBert *m, const char *src_dir, KilnCheckpoint *c, 
             linear = strcmp(ls[k].name, mod) == 0;
         if (linear || !is_float_type(t->type) || kiln_checkpoint_find_tensor(c, t->name))
             continue;
+        const KilnModelTensor *own = nl > 0 && ls[0].wmf ? kiln_mf_find(ls[0].wmf, t->name) : NULL;
+        if (own && t->rank == 2) { /* the model's file stays open: read when written */
+            rc = kiln_checkpoint_add_rows(c, t->name, 2, t->dim, file_rows, ls[0].wmf, own, d);
+            continue;
+        }
         float *v = NULL;
         if (!(rc = kiln_mf_load_f32(mf, t->name, &v, d)))
-            rc = kiln_checkpoint_add_tensor(c, t->name, t->rank, t->dim, v, d);
-        free(v);
+            rc = kiln_checkpoint_add_tensor_own(c, t->name, t->rank, t->dim, v, d);
+        else
+            free(v);
+        kiln_mf_drop_pages(mf, t); /* read once: the file's pages need not stay */
     }
     kiln_mf_close(mf);
     char *text = NULL;

@@ -29,15 +29,25 @@ typedef struct Bench {
     int ncal;
 } Bench;
 
-/* Binds the layers one at a time, so the kernel compilation shows its progress. */
+/* Binds the layers one at a time, so the kernel compilation shows its progress, in
+ * kiln_linears_bind_consuming's order and with its memory: each layer's calibration rows
+ * freed as it binds, the one big layer first (last while layers hold rows). */
 static int bind_layers(Bench *b, KilnDiag *d)
 {
     kiln_progress_stage(b->o->progress, "compile kernels", b->nl, "layers");
-    for (int i = 0; i < b->nl; i++) {
+    int big = kiln_linears_first(b->ls, b->nl), done = 0;
+    bool rows = false;
+    for (int i = 0; i < b->nl && !rows; i++)
+        rows = b->ls[i].cap_rows > 0;
+    for (int j = -1; j <= b->nl; j++) {
+        int i = j < 0 ? (rows ? -1 : big) : j < b->nl ? j : (rows ? big : -1);
+        if (i < 0 || (j >= 0 && j < b->nl && i == big))
+            continue;
         int rc = kiln_linears_bind(&b->ls[i], 1, &b->rc, d);
+        kiln_linears_capture_end(&b->ls[i], 1);
         if (rc)
             return rc;
-        kiln_progress_step(b->o->progress, i + 1, b->ls[i].name);
+        kiln_progress_step(b->o->progress, ++done, b->ls[i].name);
     }
     kiln_progress_end(b->o->progress);
     return 0;
@@ -50,6 +60,11 @@ static int prepare_decoder(Bench *b, KilnDiag *d)
     const struct KilnTokenizer *tk = kiln_llama_tokenizer(m, d);
     if (!tk)
         return KILN_EINPUT;
+    bool kv_static = b->kvs.fmt >= KILN_KV_FP8_E4M3 && !b->kvs.dynamic;
+    kiln_linears_capture_select(b->ls, b->nl, b->rc.fr); /* static scales, outlier columns */
+    if (!kiln_quant_needed(b->ls, b->nl, b->rc.fr) && !kv_static &&
+        !kiln_linears_capturing(b->ls, b->nl))
+        return 0; /* nothing to calibrate: no calibration run (as kiln eval) */
     int32_t *ids = malloc(sizeof(int32_t) * KILN_METHOD_TOKENS);
     if (!ids)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -59,7 +74,9 @@ static int prepare_decoder(Bench *b, KilnDiag *d)
     int nc = n < KILN_STATIC_TOKENS ? n : KILN_STATIC_TOKENS;
     if (!rc)
         rc = kiln_llama_kv_init(m, &b->ckv, &b->kvs, nc > 0 ? nc : 1, d);
-    if (!rc)
+    if (!rc) /* rows only for the layers that calibrate from them */
+        kiln_linears_capture_select(b->ls, b->nl, b->rc.fr);
+    if (!rc && (kv_static || kiln_linears_capturing(b->ls, b->nl)))
         rc = kiln_llama_capture_static(m, b->rc.pool, &b->ckv, ids, nc, d);
     free(ids);
     if (!rc)

@@ -14,6 +14,7 @@
 #include "frontend/recipe.h"
 #include "model/eval/eval_out.h"
 #include "model/eval/metrics.h"
+#include "model/eval/perplexity.h"
 #include "model/model.h"
 #include "model/nets/net.h"
 #include "model/tokenizers/tokenizer.h"
@@ -215,74 +216,7 @@ static double weight_bytes(const KilnLinear *ls, int n)
 
 /* ------------------------------------------------------------------ decoder */
 
-typedef struct DecCfg {
-    int32_t *ids;
-    int ntok, window, stride;
-    KilnProgress *prog;
-} DecCfg;
-
-/* Perplexity over ids with a sliding window (HF-style: each window re-reads up to
- * window-stride tokens of context and scores only tokens not scored before). */
-static int decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
-                       const KilnKVCache *calib, const DecCfg *c, Row *row, KilnDiag *d)
-{
-    int V = kiln_llama_vocab(m);
-    KilnKVCache kv;
-    int rc = kiln_llama_kv_init(m, &kv, kvs, c->window, d);
-    if (rc)
-        return rc;
-    if (calib && kvs->fmt >= KILN_KV_FP8_E4M3 && !kvs->dynamic) { /* calibrated static scales */
-        memcpy(kv.ks, calib->ks, sizeof(float) * (size_t)kv.nlayers * kv.nscale);
-        memcpy(kv.vs, calib->vs, sizeof(float) * (size_t)kv.nlayers * kv.nscale);
-    }
-    float *logits = malloc(sizeof(float) * (size_t)c->window * V);
-    if (!logits) {
-        kiln_kv_free(&kv);
-        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    }
-    double nll = 0, ms = 0;
-    int64_t scored = 0, forwarded = 0;
-    int prev_end = 0;
-    char stage[160];
-    snprintf(stage, sizeof stage, "perplexity %s", row->name);
-    kiln_progress_stage(c->prog, stage, c->ntok - 1, "tokens");
-    for (int b = 0; !rc && prev_end < c->ntok; b += c->stride) {
-        int e = b + c->window < c->ntok ? b + c->window : c->ntok;
-        int first = prev_end > b + 1 ? prev_end : b + 1;
-        if (first >= e)
-            break;
-        int nlast = e - first + 1;
-        double t0 = kiln_now_ms();
-        rc = kiln_llama_forward(m, pool, &kv, c->ids + b, e - b, 0, nlast, logits, d);
-        ms += kiln_now_ms() - t0;
-        forwarded += e - b;
-        for (int t = first; !rc && t < e; t++) {
-            const float *lg = logits + (size_t)(t - 1 - (e - nlast)) * V;
-            float mx = -INFINITY;
-            for (int j = 0; j < V; j++)
-                mx = lg[j] > mx ? lg[j] : mx;
-            double s = 0;
-            for (int j = 0; j < V; j++)
-                s += exp((double)lg[j] - mx);
-            nll += log(s) + mx - lg[c->ids[t]];
-            scored++;
-        }
-        prev_end = e;
-        kiln_progress_step(c->prog, scored, NULL);
-    }
-    if (!rc)
-        kiln_progress_end(c->prog);
-    if (!rc) {
-        row->metric = scored ? exp(nll / (double)scored) : NAN; /* none scored: no metric */
-        row->ms_per_unit = ms / (double)forwarded;
-        row->units_per_s = 1e3 * (double)forwarded / ms;
-        row->kv_bytes = (double)kiln_kv_bytes_per_token(&kv);
-        kiln_kv_spec_name(kvs, row->kv, sizeof row->kv);
-    }
-    free(logits);
-    kiln_kv_free(&kv);
-    return rc;
-}
+typedef KilnPplCfg DecCfg; /* model/eval/perplexity.h */
 
 /* ------------------------------------------------------------------ encoder */
 
@@ -536,7 +470,7 @@ static int ppl_row(EvalRun *e, KilnLlama *llama, const KilnKVSpec *kvs, const Ki
                    Row *row, KilnDiag *d)
 {
     kiln_eval_watch_reset(e->ls, e->nl);
-    int rc = decoder_ppl(llama, e->rc.pool, kvs, calib, &e->dc, row, d);
+    int rc = kiln_decoder_ppl(llama, e->rc.pool, kvs, calib, &e->dc, row, d);
     return rc ? rc : kiln_eval_check(row->name, "perplexity", "a perplexity is finite and at "
                                      "least 1", row->metric, 1, INFINITY, e->ls, e->nl, d);
 }
@@ -584,6 +518,7 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
         e->dc.window = e->dc.ntok;
     if (!rc && e->dc.stride > e->dc.window)
         e->dc.stride = e->dc.window;
+    e->dc.head_rows = kiln_ppl_head_rows(&e->rc, &e->ls[e->nl - 1], e->dc.window);
     free(txt), free(ctxt);
     /* f32 row; after it the methods, then the static calibration run */
     if (!rc) {

@@ -67,8 +67,9 @@ static int calibrate_and_bind(Gen *g, KilnDiag *d)
 {
     bool methods = kiln_quant_needed(g->ls, g->nl, g->rc.fr);
     bool kv_static = g->kvs.fmt >= KILN_KV_FP8_E4M3 && !g->kvs.dynamic;
-    if (!methods && !kv_static && !kiln_needs_static_calib(&g->rc, g->ls, g->nl))
-        return kiln_linears_bind(g->ls, g->nl, &g->rc, d);
+    kiln_linears_capture_select(g->ls, g->nl, g->rc.fr); /* static scales, outlier columns */
+    if (!methods && !kv_static && !kiln_linears_capturing(g->ls, g->nl))
+        return kiln_linears_bind_consuming(g->ls, g->nl, &g->rc, d); /* the big layer first */
     int32_t *ids = malloc(sizeof(int32_t) * KILN_METHOD_TOKENS);
     if (!ids)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -83,10 +84,12 @@ static int calibrate_and_bind(Gen *g, KilnDiag *d)
     int nc = n < KILN_STATIC_TOKENS ? n : KILN_STATIC_TOKENS;
     if (!rc)
         rc = kiln_llama_kv_init(g->m, &g->ckv, &g->kvs, nc > 0 ? nc : 1, d);
-    if (!rc)
+    if (!rc) /* rows only for the layers that calibrate from them, freed as each binds */
+        kiln_linears_capture_select(g->ls, g->nl, g->rc.fr);
+    if (!rc && (kv_static || kiln_linears_capturing(g->ls, g->nl)))
         rc = kiln_llama_capture_static(g->m, g->rc.pool, &g->ckv, ids, nc, d);
     if (!rc)
-        rc = kiln_linears_bind(g->ls, g->nl, &g->rc, d);
+        rc = kiln_linears_bind_consuming(g->ls, g->nl, &g->rc, d);
     kiln_linears_capture_end(g->ls, g->nl);
     kiln_runctx_close_f32(&f32);
     free(ids);

@@ -9,6 +9,7 @@
 
 #include "frontend/recipe.h"
 #include "model/checkpoints/checkpoint.h"
+#include "model/files/modelfile.h"
 #include "model/model.h"
 #include "model/nets/net.h"
 #include "model/tokenizers/tokenizer.h"
@@ -16,10 +17,109 @@
 #include "runtime/progress.h"
 #include "runtime/runtime.h"
 
-/* The layer's quantized weight in the checkpoint's terms: original column order
- * (a GPTQ permutation becomes g_idx), tensor scales once; a static activation scale
- * as kiln runs the layer (the recipe's, or calibrated on the rows it captured). */
-static int to_qlinear(const KilnRunCtx *rc, const KilnLinear *l, int rule, KilnQLinear *q,
+/* A layer over RTN_SLICE_BYTES of f32 weights is rounded in slices of RTN_ROWS_BYTES of its
+ * rows, read from the model's file a slice at a time, when nothing but the file says what
+ * its weights are (SmolLM2's lm_head: 113 MB of f32, and 113 MB more of rounded copies, at
+ * once). Round to nearest with a scale per row or group gives each row from that row alone. */
+#define RTN_SLICE_BYTES (16u << 20)
+#define RTN_ROWS_BYTES (4u << 20)
+
+static bool rtn_sliced(const KilnLinear *l, const KilnQuantSpec *spec)
+{
+    return !l->qres && !l->w && l->wmf && l->wt && l->nwops == 0 &&
+           spec->gran != KILN_GRAN_TENSOR &&
+           (double)l->N * (double)l->K * sizeof(float) > RTN_SLICE_BYTES;
+}
+
+/* q's codes, scales and zeros (allocated by the caller) by round to nearest on slices of
+ * the rows as the file holds them. */
+static int rtn_rows(const KilnLinear *l, KilnQLinear *q, KilnDiag *d)
+{
+    int64_t rows = (int64_t)(RTN_ROWS_BYTES / sizeof(float)) / l->K;
+    rows = rows > 0 ? rows : 1;
+    float *w = malloc(sizeof(float) * (size_t)(rows * l->K));
+    int r = w ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int64_t n0 = 0; !r && n0 < l->N; n0 += rows) {
+        int64_t nr = l->N - n0 < rows ? l->N - n0 : rows, G = q->ngroups;
+        KilnQResult part = {0};
+        r = kiln_mf_rows_f32(l->wmf, l->wt, n0, nr, w, d);
+        if (!r)
+            r = kiln_quant_rtn(w, nr, l->K, &q->spec, &part, d);
+        if (!r && (part.ngroups != G || !part.zero != !q->zero || part.perm))
+            r = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: rows %lld.. rounded into %lld "
+                              "groups, planned %lld", l->name, (long long)n0,
+                              (long long)part.ngroups, (long long)G);
+        if (!r) {
+            memcpy(q->codes + n0 * l->K, part.codes, sizeof(int16_t) * (size_t)(nr * l->K));
+            memcpy(q->scale + n0 * G, part.scale, sizeof(float) * (size_t)(nr * G));
+            if (q->zero)
+                memcpy(q->zero + n0 * G, part.zero, sizeof(int32_t) * (size_t)(nr * G));
+        }
+        kiln_qresult_free(&part);
+    }
+    kiln_mf_drop_pages(l->wmf, l->wt);
+    free(w);
+    return r;
+}
+
+/* KilnQLinear.fill: a layer's codes, scales and zero points, made when the checkpoint's
+ * writer reaches the layer (docs/hardening.md, "Memory"): the method's result, or round to
+ * nearest on the weights read again from the model's file; original column order (a GPTQ
+ * permutation is the layer's g_idx). */
+static int fill_codes(void *ctx, KilnQLinear *q, KilnDiag *d)
+{
+    KilnLinear *l = ctx;
+    KilnQResult own = {0};
+    const KilnQResult *res = l->qres;
+    int r = 0;
+    if (rtn_sliced(l, &q->spec)) {
+        int64_t NK = l->N * l->K;
+        q->codes = malloc(sizeof(int16_t) * (size_t)NK);
+        q->scale = malloc(sizeof(float) * (size_t)q->nscale);
+        q->zero = q->spec.symmetric ? NULL : malloc(sizeof(int32_t) * (size_t)q->nscale);
+        if (!q->codes || !q->scale || (!q->spec.symmetric && !q->zero))
+            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+        return rtn_rows(l, q, d);
+    }
+    if (!res) {
+        bool had = l->w != NULL;
+        if ((r = kiln_linear_wget(l, d))) /* read again if dropped */
+            return r;
+        r = kiln_quant_rtn(l->w, l->N, l->K, &q->spec, &own, d);
+        if (!had)
+            kiln_linear_wput(l);
+        if (r)
+            return r;
+        res = &own;
+    }
+    int64_t NK = l->N * l->K;
+    if (res->ngroups != q->ngroups || !res->perm != !q->g_idx || !res->zero != q->spec.symmetric)
+        r = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: quantized into %lld groups, planned %lld",
+                          l->name, (long long)res->ngroups, (long long)q->ngroups);
+    q->codes = r ? NULL : malloc(sizeof(int16_t) * (size_t)NK);
+    q->scale = r ? NULL : malloc(sizeof(float) * (size_t)q->nscale);
+    q->zero = r || !res->zero ? NULL : malloc(sizeof(int32_t) * (size_t)q->nscale);
+    if (!r && (!q->codes || !q->scale || (res->zero && !q->zero)))
+        r = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    if (!r && res->perm) { /* column j of the result is original column perm[j] */
+        for (int64_t n = 0; n < l->N; n++)
+            for (int64_t j = 0; j < l->K; j++)
+                q->codes[n * l->K + res->perm[j]] = res->codes[n * l->K + j];
+    } else if (!r) {
+        memcpy(q->codes, res->codes, sizeof(int16_t) * (size_t)NK);
+    }
+    if (!r)
+        memcpy(q->scale, res->scale, sizeof(float) * (size_t)q->nscale);
+    if (!r && q->zero)
+        memcpy(q->zero, res->zero, sizeof(int32_t) * (size_t)q->nscale);
+    kiln_qresult_free(&own);
+    return r; /* on an error kiln_qlinear_load frees what was made */
+}
+
+/* The layer in the checkpoint's terms, its codes made later (fill_codes): shape, format,
+ * groups, g_idx, bias, and a static activation scale as kiln runs the layer (the
+ * recipe's, or calibrated on the rows it captured). */
+static int to_qlinear(const KilnRunCtx *rc, KilnLinear *l, int rule, KilnQLinear *q,
                       KilnDiag *d)
 {
     char fmt[64];
@@ -41,54 +141,27 @@ static int to_qlinear(const KilnRunCtx *rc, const KilnLinear *l, int rule, KilnQ
     KilnQuantSpec spec;
     if (!fmt[0] || kiln_spec_parse(fmt, &spec))
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: weight format '%s'", l->name, fmt);
-    KilnQResult own = {0};
     const KilnQResult *res = l->qres;
-    if (!res) {
-        bool had = l->w != NULL;
-        if ((r = kiln_linear_wget((KilnLinear *)l, d))) /* read again if dropped */
-            return r;
-        r = kiln_quant_rtn(l->w, l->N, l->K, &spec, &own, d);
-        if (!had)
-            kiln_linear_wput((KilnLinear *)l);
-        if (r)
-            return r;
-        res = &own;
-    }
     memset(q, 0, sizeof *q);
     snprintf(q->name, sizeof q->name, "%s", l->name);
     q->N = l->N, q->K = l->K, q->spec = spec;
-    q->ngroups = res->ngroups;
-    q->nscale = spec.gran == KILN_GRAN_TENSOR ? 1 : l->N * res->ngroups;
-    int64_t NK = l->N * l->K;
-    q->codes = malloc(sizeof(int16_t) * (size_t)NK);
-    q->scale = malloc(sizeof(float) * (size_t)q->nscale);
-    q->zero = res->zero ? malloc(sizeof(int32_t) * (size_t)q->nscale) : NULL;
-    q->g_idx = res->perm ? malloc(sizeof(int32_t) * (size_t)l->K) : NULL;
+    q->ngroups = res ? res->ngroups
+                 : spec.gran == KILN_GRAN_GROUP ? (l->K + spec.group - 1) / spec.group : 1;
+    q->nscale = spec.gran == KILN_GRAN_TENSOR ? 1 : l->N * q->ngroups;
+    q->fill = fill_codes, q->fill_ctx = l;
+    q->g_idx = res && res->perm ? malloc(sizeof(int32_t) * (size_t)l->K) : NULL;
     q->bias = l->b ? malloc(sizeof(float) * (size_t)l->N) : NULL;
-    if (!q->codes || !q->scale || (res->zero && !q->zero) || (res->perm && !q->g_idx) ||
-        (l->b && !q->bias)) {
-        kiln_qresult_free(&own);
+    if ((res && res->perm && !q->g_idx) || (l->b && !q->bias)) {
         kiln_qlinear_free(q);
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     }
-    if (res->perm) { /* column j of the result is original column perm[j] */
-        for (int64_t n = 0; n < l->N; n++)
-            for (int64_t j = 0; j < l->K; j++)
-                q->codes[n * l->K + res->perm[j]] = res->codes[n * l->K + j];
-        for (int64_t j = 0; j < l->K; j++)
-            q->g_idx[res->perm[j]] = (int32_t)(spec.gran == KILN_GRAN_GROUP ? j / spec.group : 0);
-    } else {
-        memcpy(q->codes, res->codes, sizeof(int16_t) * (size_t)NK);
-    }
-    memcpy(q->scale, res->scale, sizeof(float) * (size_t)q->nscale);
-    if (q->zero)
-        memcpy(q->zero, res->zero, sizeof(int32_t) * (size_t)q->nscale);
+    for (int64_t j = 0; q->g_idx && j < l->K; j++)
+        q->g_idx[res->perm[j]] = (int32_t)(spec.gran == KILN_GRAN_GROUP ? j / spec.group : 0);
     if (q->bias)
         memcpy(q->bias, l->b, sizeof(float) * (size_t)l->N);
     if (acts)
         q->act = a;
     q->act_scale = ascale, q->act_zero = azero;
-    kiln_qresult_free(&own);
     return 0;
 }
 
@@ -109,14 +182,14 @@ bool kiln_needs_static_calib(const KilnRunCtx *rc, const KilnLinear *ls, int nl)
     return needs_static_calib(rc, ls, nl);
 }
 
-int kiln_quantize_linears(const KilnRunCtx *rc, const KilnLinear *ls, int nl, KilnCheckpoint *c,
+int kiln_quantize_linears(const KilnRunCtx *rc, KilnLinear *ls, int nl, KilnCheckpoint *c,
                           KilnDiag *d)
 {
     c->lin = calloc((size_t)nl, sizeof *c->lin);
     if (!c->lin)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     for (int i = 0; i < nl; i++) {
-        const KilnLinear *l = &ls[i];
+        KilnLinear *l = &ls[i];
         int rule = kiln_recipe_ignored(rc->fr, l->name) ? -1 : kiln_recipe_match(rc->fr, l->name);
         if (l->in_div)
             return kiln_diag_set(d, KILN_EINPUT,

@@ -89,5 +89,16 @@ bool kiln_mf_meta_array_float(const KilnModelFile *mf, const char *key, int64_t 
  * metadata (n_meta key/value pairs). Atomic (temp file + rename). */
 int kiln_safetensors_write(const char *path, const KilnModelTensor *tensors, int n,
                            const char *const *meta_kv, int n_meta, KilnDiag *d);
+/* The same, streamed: a tensor whose data is NULL (nbytes > 0) gets its bytes from
+ * fill(ctx, i, off, &data, &len, d) when its turn comes in the file — bytes off .. off +
+ * len - 1 of tensor i (len > 0), called until all are made — so a writer can make each
+ * tensor, or a slice of one, just before it is written and free it after (kiln quantize:
+ * docs/hardening.md, "Memory"); data stays valid until the next call. A fill error ends
+ * the write with fill's message and leaves no file. */
+typedef int (*KilnStFill)(void *ctx, int i, size_t off, const void **data, size_t *len,
+                          KilnDiag *d);
+int kiln_safetensors_write_fill(const char *path, const KilnModelTensor *tensors, int n,
+                                const char *const *meta_kv, int n_meta, KilnStFill fill,
+                                void *fill_ctx, KilnDiag *d);
 
 #endif

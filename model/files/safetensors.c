@@ -209,7 +209,7 @@ static const char *st_write_name(KilnModelType t)
     return NULL;
 }
 
-static int check_write(const KilnModelTensor *ts, int n, KilnDiag *d)
+static int check_write(const KilnModelTensor *ts, int n, bool filled, KilnDiag *d)
 {
     for (int i = 0; i < n; i++) {
         const KilnModelTensor *t = &ts[i];
@@ -233,7 +233,7 @@ static int check_write(const KilnModelTensor *ts, int n, KilnDiag *d)
             return ERR("safetensors write: tensor '%s': nbytes %zu does not match its shape "
                        "(%lld elements of %s)", t->name, t->nbytes, (long long)numel,
                        kiln_mt_name(t->type));
-        if (t->nbytes && !t->data)
+        if (t->nbytes && !t->data && !filled)
             return ERR("safetensors write: tensor '%s' has no data", t->name);
         for (int k = 0; k < i; k++)
             if (strcmp(ts[k].name, t->name) == 0)
@@ -245,7 +245,14 @@ static int check_write(const KilnModelTensor *ts, int n, KilnDiag *d)
 int kiln_safetensors_write(const char *path, const KilnModelTensor *tensors, int n,
                            const char *const *meta_kv, int n_meta, KilnDiag *d)
 {
-    int rc = check_write(tensors, n, d);
+    return kiln_safetensors_write_fill(path, tensors, n, meta_kv, n_meta, NULL, NULL, d);
+}
+
+int kiln_safetensors_write_fill(const char *path, const KilnModelTensor *tensors, int n,
+                                const char *const *meta_kv, int n_meta, KilnStFill fill,
+                                void *fill_ctx, KilnDiag *d)
+{
+    int rc = check_write(tensors, n, fill != NULL, d);
     if (rc)
         return rc;
     char *hdr = NULL;
@@ -305,14 +312,33 @@ int kiln_safetensors_write(const char *path, const KilnModelTensor *tensors, int
     for (int i = 0; i < 8; i++)
         len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
     bool ok = fwrite(len8, 1, 8, f) == 8 && fwrite(hdr, 1, hlen, f) == hlen;
-    for (int i = 0; i < n && ok; i++)
-        ok = tensors[i].nbytes == 0 ||
-             fwrite(tensors[i].data, 1, tensors[i].nbytes, f) == tensors[i].nbytes;
+    for (int i = 0; i < n && ok && !rc; i++) {
+        const KilnModelTensor *t = &tensors[i];
+        if (t->data || !t->nbytes || !fill) {
+            ok = t->nbytes == 0 || fwrite(t->data, 1, t->nbytes, f) == t->nbytes;
+            continue;
+        }
+        for (size_t at = 0; ok && at < t->nbytes;) {
+            const void *data = NULL;
+            size_t len = 0;
+            if ((rc = fill(fill_ctx, i, at, &data, &len, d)))
+                break; /* the producer's own message */
+            if (!data || !len || len > t->nbytes - at) {
+                rc = ERR("safetensors write: tensor '%s': %zu bytes made at %zu of its %zu",
+                         t->name, len, at, t->nbytes);
+                break;
+            }
+            ok = fwrite(data, 1, len, f) == len;
+            at += len;
+        }
+    }
     ok = fflush(f) == 0 && ok;
     ok = fsync(fileno(f)) == 0 && ok;
     ok = fclose(f) == 0 && ok;
     free(hdr);
-    if (!ok || rename(tmp, path) != 0) {
+    if (rc) {
+        unlink(tmp);
+    } else if (!ok || rename(tmp, path) != 0) {
         rc = ERR("%s: cannot write: %s", path, strerror(errno));
         unlink(tmp);
     }

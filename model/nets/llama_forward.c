@@ -204,8 +204,10 @@ static void rope_apply(float *x, int hd, const float *cs, const float *sn)
 }
 
 
-int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int32_t *ids, int T,
-                       int pos0, int nlast, float *logits, KilnDiag *d)
+/* The layers of kiln_llama_forward; the last nlast rows go through the head into logits,
+ * or (hidden non-NULL) are copied out as they leave the last block. */
+static int forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int32_t *ids, int T,
+                   int pos0, int nlast, float *logits, float *hidden, KilnDiag *d)
 {
     if (T <= 0 || pos0 < 0 || pos0 + T > kv->cap || nlast > T)
         return kiln_diag_set(d, KILN_EINPUT, "llama: %d tokens at %d do not fit a cache of %d", T,
@@ -275,13 +277,37 @@ int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int3
     }
     if (!rc && nlast > 0) {
         float *xl = x + (size_t)(T - nlast) * D;
-        kiln_rmsnorm(xl, nlast, D, m->out_norm, m->eps);
-        rc = kiln_linear_run(&m->lin[m->nlayers * L_PER], pool, xl, nlast, logits, d);
+        if (hidden)
+            memcpy(hidden, xl, sizeof(float) * (size_t)nlast * D);
+        else
+            rc = kiln_llama_head(m, pool, xl, nlast, logits, d);
     }
     free(x), free(h), free(q), free(c), free(k), free(v), free(g), free(u), free(scr), free(rcs);
     return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
 }
 
+int kiln_llama_forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int32_t *ids, int T,
+                       int pos0, int nlast, float *logits, KilnDiag *d)
+{
+    return forward(m, pool, kv, ids, T, pos0, nlast, logits, NULL, d);
+}
+
+int kiln_llama_forward_hidden(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int32_t *ids,
+                              int T, int pos0, int nlast, float *hidden, KilnDiag *d)
+{
+    return forward(m, pool, kv, ids, T, pos0, nlast, NULL, hidden, d);
+}
+
+/* Each row is normed on its own and the head's kernels compute each output row from its
+ * input row alone (per-token activation scales), so rows run in chunks give the same bits
+ * as all at once (kiln eval's perplexity: docs/hardening.md, "Memory"). */
+int kiln_llama_head(KilnLlama *m, KilnPool *pool, float *x, int n, float *logits, KilnDiag *d)
+{
+    kiln_rmsnorm(x, n, m->d, m->out_norm, m->eps);
+    return kiln_linear_run(&m->lin[m->nlayers * L_PER], pool, x, n, logits, d);
+}
+
+int kiln_llama_dim(const KilnLlama *m) { return m->d; }
 
 void kiln_llama_weights(const KilnLlama *m, int64_t *params, int64_t *f32_bytes)
 {
