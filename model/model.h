@@ -182,18 +182,30 @@ typedef struct KilnScaleSite {
     int prev;         /* -1 when none */
 } KilnScaleSite;
 
-/* Runs the calibration text through the model (linear layers in f32). */
-typedef int (*KilnCalibRun)(void *arg, KilnDiag *d);
+/* The calibration text run through the model one block at a time (linear layers in
+ * f32): begin computes the hidden states of all of it after the embeddings, block(b)
+ * runs block b over all of it in place (its own KV cache, the same windows / batches as
+ * a whole forward pass). Layers [b * per_block, (b+1) * per_block) belong to block b;
+ * layers after nblocks * per_block (a Llama's lm_head) to no block. */
+typedef struct KilnCalibNet {
+    int nblocks, per_block;
+    void *arg;
+    int (*begin)(void *arg, KilnDiag *d);
+    int (*block)(void *arg, int b, KilnDiag *d);
+    void (*end)(void *arg); /* frees what begin made */
+} KilnCalibNet;
 
 /* Applies the recipe's methods (rc->fr: smoothquant, awq, gptq) to the model's
- * linear layers: gathers input statistics with one calibration run, migrates
- * scales into norms / previous layers (or in_div with prescale = true), and
- * computes GPTQ grids into qres. Layers whose rule is round-to-nearest are left
- * to kiln. verbose: one line per layer on stderr. Returns 0 when the recipe names
+ * linear layers, block by block: gathers one block's input statistics from the
+ * calibration text (its input: the f32 model's output of the block before, computed
+ * before that block's weights changed), migrates scales into norms / previous layers
+ * (or in_div with prescale = true), computes GPTQ grids into qres, frees the block's
+ * statistics, and goes on; so the statistics held are one block's, and the results
+ * are those of one whole calibration pass. Layers whose rule is round-to-nearest are
+ * left to kiln. verbose: one line per layer on stderr. Returns 0 when the recipe names
  * no method too (nothing done). */
 int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int nsites,
-                       const KilnRunCtx *rc, KilnCalibRun run, void *arg, bool verbose,
-                       KilnDiag *d);
+                       const KilnRunCtx *rc, const KilnCalibNet *net, bool verbose, KilnDiag *d);
 /* True when some layer's rule names a method other than round-to-nearest. */
 bool kiln_quant_needed(const KilnLinear *ls, int n, const struct KilnRecipe *fr);
 /* The weight format the recipe gives layer l on rc's target ("int4 sym group=32"),
@@ -301,6 +313,20 @@ int kiln_bert_dim(const KilnBert *m);
  * within each sentence, so no padding is needed. ntok (optional) gets the tokens. */
 int kiln_bert_embed(KilnBert *m, struct KilnPool *pool, const char *const *texts, int n,
                     float *out, int64_t *ntok, KilnDiag *d);
+/* kiln_bert_embed in steps, for block-by-block calibration (model/eval/calib_net.c): a
+ * batch's hidden states after the embeddings (begin), then block `layer` on them in place
+ * -- the same operations in the same order as kiln_bert_embed runs them. */
+typedef struct KilnBertBatch {
+    int n;               /* sentences */
+    int64_t T, maxlen;   /* token rows in all; the longest sentence */
+    int64_t *seg;        /* [n+1] first row of each sentence */
+    float *x;            /* [T, dim] hidden states */
+} KilnBertBatch;
+int kiln_bert_batch_begin(KilnBert *m, const char *const *texts, int n, KilnBertBatch *b,
+                          KilnDiag *d);
+int kiln_bert_block(KilnBert *m, struct KilnPool *pool, int layer, KilnBertBatch *b, KilnDiag *d);
+void kiln_bert_batch_free(KilnBertBatch *b);
+int kiln_bert_nlayers(const KilnBert *m);
 
 /* ------------------------------------------------------------------ llama.c */
 
