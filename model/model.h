@@ -106,6 +106,11 @@ typedef struct KilnLinear {
     float *q_w, *q_scale;
     int32_t *q_zero;
     char q_format[64];
+    /* GPTQ's weights kept as its codes alone (qres->w dropped: 4 bytes a weight): q_w is
+     * made again from qres's codes, scales and zeros in this format when binding needs it
+     * (kiln_quant_wget), the same bits, and dropped after (kiln_quant_wput). fmt
+     * KILN_QF_NONE: q_w is kept. */
+    KilnQuantSpec q_spec;
     float *xin; /* scratch for in_div / in_perm */
     int64_t xin_n;
 } KilnLinear;
@@ -251,6 +256,10 @@ int kiln_static_act_params(const KilnLinear *l, const KilnQuantSpec *a, float *s
 /* Binds a layer's checkpoint weights (l->stored) as its grid: qres, q_format and,
  * for act-order g_idx, in_perm (w gathered the same way). */
 int kiln_quant_from_stored(KilnLinear *l, KilnDiag *d);
+/* q_w of a layer whose GPTQ weights are kept as codes (KilnLinear.q_spec), made for
+ * binding; _wput drops it again. No-ops for any other layer. */
+int kiln_quant_wget(KilnLinear *l, KilnDiag *d);
+void kiln_quant_wput(KilnLinear *l);
 /* Frees what kiln_quant_prepare (or a checkpoint load) attached to the layers. */
 void kiln_quant_release(KilnLinear *ls, int n);
 

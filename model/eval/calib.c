@@ -57,6 +57,61 @@ int kiln_quant_format(const KilnRunCtx *rc, const KilnLinear *l, char *buf, size
     return 0;
 }
 
+/* What GPTQ wrote into r->w, made from r's codes on its grid: kiln_dequantize_value of
+ * each code with its slice's scale and zero (slices of q->group columns in the result's
+ * column order, one per row for channel and tensor). */
+static void dequant_codes(const KilnQResult *r, const KilnQuantSpec *q, float *w)
+{
+    int64_t N = r->N, K = r->K, len = q->gran == KILN_GRAN_GROUP ? q->group : K;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t j = 0; j < K; j++) {
+            int64_t si = n * r->ngroups + (r->ngroups > 1 ? j / len : 0);
+            KilnQParams p = {r->scale[si], r->zero ? r->zero[si] : 0};
+            w[n * K + j] = kiln_dequantize_value(q->fmt, q->symmetric, p, r->codes[n * K + j]);
+        }
+}
+
+static bool codes_only(const KilnLinear *l)
+{
+    return l->q_spec.fmt != KILN_QF_NONE && l->qres && l->qres->codes;
+}
+
+int kiln_quant_wget(KilnLinear *l, KilnDiag *d)
+{
+    if (l->q_w || !codes_only(l))
+        return 0;
+    float *w = malloc(sizeof(float) * (size_t)(l->qres->N * l->qres->K));
+    if (!w)
+        return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
+    dequant_codes(l->qres, &l->q_spec, w);
+    l->qres->w = l->q_w = w;
+    return 0;
+}
+
+void kiln_quant_wput(KilnLinear *l)
+{
+    if (!l->q_w || !codes_only(l))
+        return;
+    free(l->q_w);
+    l->qres->w = l->q_w = NULL;
+}
+
+/* GPTQ's f32 weights dropped when its codes give them again bit for bit (checked). */
+static int keep_codes_only(KilnLinear *l, KilnQResult *res, const KilnQuantSpec *q, KilnDiag *d)
+{
+    float *w = malloc(sizeof(float) * (size_t)(res->N * res->K));
+    if (!w)
+        return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
+    dequant_codes(res, q, w);
+    if (!memcmp(w, res->w, sizeof(float) * (size_t)(res->N * res->K))) {
+        free(res->w);
+        res->w = NULL;
+        l->q_spec = *q;
+    }
+    free(w);
+    return 0;
+}
+
 void kiln_quant_release(KilnLinear *ls, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -69,6 +124,7 @@ void kiln_quant_release(KilnLinear *ls, int n)
         ls[i].qres = NULL, ls[i].in_div = NULL, ls[i].in_perm = NULL;
         ls[i].q_w = ls[i].q_scale = NULL, ls[i].q_zero = NULL;
         ls[i].q_format[0] = 0;
+        ls[i].q_spec = (KilnQuantSpec){0};
     }
 }
 
@@ -358,6 +414,8 @@ static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose
         free(tmp);
     }
     l->qres = res;
+    if (!r)
+        r = keep_codes_only(l, res, &q, d);
     l->q_w = res->w, l->q_scale = res->scale, l->q_zero = res->zero;
     if (r || (r = kiln_linear_wsettle(l, d)))
         return r;
