@@ -446,7 +446,18 @@ typedef struct Prep {
     const KilnCalibNet *net;
     const KilnRunCtx *rc;
     bool verbose;
+    int64_t step; /* progress: blocks run, sites migrated, layers rounded */
 } Prep;
+
+/* One step of the stage begun (what: a layer, or "block i"), the bar cleared before a
+ * verbose line. */
+static void prep_step(Prep *p, bool done, const char *what)
+{
+    KilnProgress *pg = p->rc->progress;
+    kiln_progress_step(pg, done ? ++p->step : p->step, what);
+    if (!done && p->verbose)
+        kiln_progress_clear(pg);
+}
 
 static int block_of(const Prep *p, int layer)
 {
@@ -506,8 +517,13 @@ static int block_stats(Prep *p, int b, KilnDiag *d)
     for (int s = 0; s < p->na && !r; s++)
         if (p->sblock[s] == b && p->need[s])
             r = stats_attach(p->ls, p->all[s].lin, p->all[s].nlin, p->hess[s], &p->st, d);
-    if (!r && b < p->net->nblocks)
+    if (!r && b < p->net->nblocks) {
+        char what[48];
+        snprintf(what, sizeof what, "block %d (f32)", b);
+        prep_step(p, false, what);
         r = p->net->block(p->net->arg, b, d);
+        prep_step(p, true, what);
+    }
     for (int i = 0; i < p->n; i++)
         p->ls[i].stats_add = false;
     for (int k = 0; k < p->st.nown && !r; k++)
@@ -532,8 +548,12 @@ static int block_methods(Prep *p, int b, KilnDiag *d)
     KilnLinear *ls = p->ls;
     int r = block_stats(p, b, d);
     for (int s = 0; s < p->na && !r; s++)
-        if (p->sblock[s] == b && migrates(p->plan[p->all[s].lin[0]].m) && ls[p->all[s].lin[0]].stats)
+        if (p->sblock[s] == b && migrates(p->plan[p->all[s].lin[0]].m) &&
+            ls[p->all[s].lin[0]].stats) {
+            prep_step(p, false, ls[p->all[s].lin[0]].name);
             r = migrate(ls, p->plan, &p->all[s], p->rc, p->verbose, d);
+            prep_step(p, true, ls[p->all[s].lin[0]].name);
+        }
     for (int k = 0; k < p->st.nown && !r; k++) { /* GPTQ reads only H from here on */
         KilnActStats *s = &p->st.own[k]->s;
         free(s->sample), free(s->absmax), free(s->abssum);
@@ -541,7 +561,9 @@ static int block_methods(Prep *p, int b, KilnDiag *d)
     }
     for (int i = 0; i < p->n && !r; i++)
         if (block_of(p, i) == b && p->plan[i].m && p->plan[i].m->gptq) {
+            prep_step(p, false, ls[i].name);
             r = gptq_layer(&ls[i], &p->plan[i], p->rc, p->verbose, d);
+            prep_step(p, true, ls[i].name);
             for (int s = 0; s < p->na && !r; s++) { /* H done once its layers are */
                 const KilnScaleSite *si = &p->all[s];
                 bool mine = false;
@@ -578,28 +600,24 @@ int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int ns
         r = kiln_diag_set(d, KILN_EINTERNAL, "calibration: %d layers per block", net->per_block);
     if (!r)
         r = prep_plan(&p, sites, nsites, d);
-    bool tail = false; /* layers after the blocks with a method */
-    for (int s = 0; !r && s < p.na; s++)
+    int64_t total = net->nblocks; /* progress: blocks, sites migrated, layers rounded */
+    bool tail = false;            /* layers after the blocks with a method */
+    for (int s = 0; !r && s < p.na; s++) {
         tail |= p.sblock[s] == net->nblocks && p.need[s];
+        total += p.need[s] && migrates(p.plan[p.all[s].lin[0]].m);
+    }
+    for (int i = 0; !r && i < n; i++)
+        total += p.plan[i].m && p.plan[i].m->gptq;
     kiln_linears_unbind(ls, n); /* calibrate on the f32 model */
-    KilnProgress *pg = rc->progress;
-    int nsteps = net->nblocks + tail;
-    kiln_progress_stage(pg, "calibration, block by block (f32 statistics, awq / smoothquant, "
-                        "gptq)", nsteps, "blocks");
+    kiln_progress_stage(rc->progress, "calibration, block by block (f32 run, awq / smoothquant, "
+                        "gptq)", total, "steps");
     bool begun = false;
     if (!r)
         r = net->begin(net->arg, d), begun = true;
-    for (int b = 0; b < nsteps && !r; b++) {
-        char what[64];
-        snprintf(what, sizeof what, b < net->nblocks ? "block %d" : "after the blocks", b);
-        kiln_progress_step(pg, b, what);
-        if (verbose)
-            kiln_progress_clear(pg);
+    for (int b = 0; b < net->nblocks + tail && !r; b++)
         r = block_methods(&p, b, d);
-        kiln_progress_step(pg, b + 1, what);
-    }
     if (!r)
-        kiln_progress_end(pg);
+        kiln_progress_end(rc->progress);
     if (begun && net->end)
         net->end(net->arg);
     block_release(&p);
