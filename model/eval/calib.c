@@ -609,8 +609,8 @@ int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int ns
     for (int i = 0; !r && i < n; i++)
         total += p.plan[i].m && p.plan[i].m->gptq;
     kiln_linears_unbind(ls, n); /* calibrate on the f32 model */
-    kiln_progress_stage(rc->progress, "calibration, block by block (f32 run, awq / smoothquant, "
-                        "gptq)", total, "steps");
+    /* steps: each block's f32 run, then its awq / smoothquant sites and gptq layers */
+    kiln_progress_stage(rc->progress, "calibration, block by block", total, "steps");
     bool begun = false;
     if (!r)
         r = net->begin(net->arg, d), begun = true;
