@@ -398,15 +398,16 @@ static void test_minilm_methods_memory(void **st)
 }
 
 /* One SmolLM2 run (the methods calibrate on 2,048 tokens whatever --tokens says: about
- * 75 s of CPU each). GPTQ is not yet within 2x: its int16 codes of every layer (212 MB)
- * stay until the end (docs/hardening.md, "Memory", what is left); 3.3x guards what block
- * by block calibration reached (one pass: 14.7x). AWQ's 1.93x is measured there. */
+ * 75 s of CPU each). GPTQ is not yet within 2x (3.06-3.18x measured): its int16 codes of
+ * every layer (212 MB) stay until the end (docs/hardening.md, "Memory", what is left);
+ * 3.5x guards what block by block calibration reached (one pass: 14.7x). AWQ's 1.93x is
+ * measured there. */
 static void test_smollm2_methods_memory(void **st)
 {
     (void)st;
     if (SANITIZED)
         return;
-    check("smollm2", "w4a16-g128-gptq.lua", "w4a16-g128-asym.lua", 3.3);
+    check("smollm2", "w4a16-g128-gptq.lua", "w4a16-g128-asym.lua", 3.5);
 }
 
 int main(void)
