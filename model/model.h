@@ -110,6 +110,11 @@ typedef struct KilnLinear {
     float *q_w, *q_scale;
     int32_t *q_zero;
     char q_format[64];
+    /* GPTQ's weights kept as its codes alone (qres->w dropped: 4 bytes a weight): q_w is
+     * made again from qres's codes, scales and zeros in this format when binding needs it
+     * (kiln_quant_wget), the same bits, and dropped after (kiln_quant_wput). fmt
+     * KILN_QF_NONE: q_w is kept. */
+    KilnQuantSpec q_spec;
     float *xin; /* scratch for in_div / in_perm */
     int64_t xin_n;
     /* An f32 kernel whose weights are exactly wt's GGUF blocks dequantized: a one-row
@@ -194,18 +199,30 @@ typedef struct KilnScaleSite {
     int prev;         /* -1 when none */
 } KilnScaleSite;
 
-/* Runs the calibration text through the model (linear layers in f32). */
-typedef int (*KilnCalibRun)(void *arg, KilnDiag *d);
+/* The calibration text run through the model one block at a time (linear layers in
+ * f32): begin computes the hidden states of all of it after the embeddings, block(b)
+ * runs block b over all of it in place (its own KV cache, the same windows / batches as
+ * a whole forward pass). Layers [b * per_block, (b+1) * per_block) belong to block b;
+ * layers after nblocks * per_block (a Llama's lm_head) to no block. */
+typedef struct KilnCalibNet {
+    int nblocks, per_block;
+    void *arg;
+    int (*begin)(void *arg, KilnDiag *d);
+    int (*block)(void *arg, int b, KilnDiag *d);
+    void (*end)(void *arg); /* frees what begin made */
+} KilnCalibNet;
 
 /* Applies the recipe's methods (rc->fr: smoothquant, awq, gptq) to the model's
- * linear layers: gathers input statistics with one calibration run, migrates
- * scales into norms / previous layers (or in_div with prescale = true), and
- * computes GPTQ grids into qres. Layers whose rule is round-to-nearest are left
- * to kiln. verbose: one line per layer on stderr. Returns 0 when the recipe names
+ * linear layers, block by block: gathers one block's input statistics from the
+ * calibration text (its input: the f32 model's output of the block before, computed
+ * before that block's weights changed), migrates scales into norms / previous layers
+ * (or in_div with prescale = true), computes GPTQ grids into qres, frees the block's
+ * statistics, and goes on; so the statistics held are one block's, and the results
+ * are those of one whole calibration pass. Layers whose rule is round-to-nearest are
+ * left to kiln. verbose: one line per layer on stderr. Returns 0 when the recipe names
  * no method too (nothing done). */
 int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int nsites,
-                       const KilnRunCtx *rc, KilnCalibRun run, void *arg, bool verbose,
-                       KilnDiag *d);
+                       const KilnRunCtx *rc, const KilnCalibNet *net, bool verbose, KilnDiag *d);
 /* True when some layer's rule names a method other than round-to-nearest. */
 bool kiln_quant_needed(const KilnLinear *ls, int n, const struct KilnRecipe *fr);
 /* The weight format the recipe gives layer l on rc's target ("int4 sym group=32"),
@@ -251,6 +268,10 @@ int kiln_static_act_params(const KilnLinear *l, const KilnQuantSpec *a, float *s
 /* Binds a layer's checkpoint weights (l->stored) as its grid: qres, q_format and,
  * for act-order g_idx, in_perm (w gathered the same way). */
 int kiln_quant_from_stored(KilnLinear *l, KilnDiag *d);
+/* q_w of a layer whose GPTQ weights are kept as codes (KilnLinear.q_spec), made for
+ * binding; _wput drops it again. No-ops for any other layer. */
+int kiln_quant_wget(KilnLinear *l, KilnDiag *d);
+void kiln_quant_wput(KilnLinear *l);
 /* Frees what kiln_quant_prepare (or a checkpoint load) attached to the layers. */
 void kiln_quant_release(KilnLinear *ls, int n);
 
@@ -313,6 +334,20 @@ int kiln_bert_dim(const KilnBert *m);
  * within each sentence, so no padding is needed. ntok (optional) gets the tokens. */
 int kiln_bert_embed(KilnBert *m, struct KilnPool *pool, const char *const *texts, int n,
                     float *out, int64_t *ntok, KilnDiag *d);
+/* kiln_bert_embed in steps, for block-by-block calibration (model/eval/calib_net.c): a
+ * batch's hidden states after the embeddings (begin), then block `layer` on them in place
+ * -- the same operations in the same order as kiln_bert_embed runs them. */
+typedef struct KilnBertBatch {
+    int n;               /* sentences */
+    int64_t T, maxlen;   /* token rows in all; the longest sentence */
+    int64_t *seg;        /* [n+1] first row of each sentence */
+    float *x;            /* [T, dim] hidden states */
+} KilnBertBatch;
+int kiln_bert_batch_begin(KilnBert *m, const char *const *texts, int n, KilnBertBatch *b,
+                          KilnDiag *d);
+int kiln_bert_block(KilnBert *m, struct KilnPool *pool, int layer, KilnBertBatch *b, KilnDiag *d);
+void kiln_bert_batch_free(KilnBertBatch *b);
+int kiln_bert_nlayers(const KilnBert *m);
 
 /* ------------------------------------------------------------------ llama.c */
 

@@ -110,7 +110,18 @@ static int toy_forward(Toy *t, float *out, KilnDiag *d)
     return rc;
 }
 
-static int toy_run(void *arg, KilnDiag *d) { return toy_forward(arg, NULL, d); }
+/* The toy as one block for kiln_quant_prepare: nothing before it, its forward the block. */
+static int toy_begin(void *arg, KilnDiag *d)
+{
+    (void)arg, (void)d;
+    return 0;
+}
+static int toy_block(void *arg, int b, KilnDiag *d)
+{
+    (void)b;
+    return toy_forward(arg, NULL, d);
+}
+#define TOY_NET(t) (&(KilnCalibNet){1, 3, (t), toy_begin, toy_block, NULL})
 
 static double rel_err(const float *ref, const float *y, int64_t n)
 {
@@ -177,7 +188,7 @@ static double toy_error(const char *recipe_src, double *f32_err, bool *any_presc
     float *ref = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
     assert_int_equal(toy_forward(t, ref, &d), 0);
     KilnScaleSite sites[2] = {{{0, 1}, 2, t->g, NULL, -1}, {{2}, 1, NULL, NULL, 1}};
-    int r = kiln_quant_prepare(t->l, 3, sites, 2, &x.rc, toy_run, t, false, &d);
+    int r = kiln_quant_prepare(t->l, 3, sites, 2, &x.rc, TOY_NET(t), false, &d);
     if (r)
         fprintf(stderr, "prepare: %s\n", d.msg);
     assert_int_equal(r, 0);
@@ -264,7 +275,7 @@ static void test_prescale(void **state)
     float *ref = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
     assert_int_equal(toy_forward(t, ref, &d), 0);
     KilnScaleSite sites[2] = {{{0, 1}, 2, NULL, NULL, -1}, {{2}, 1, NULL, NULL, -1}};
-    assert_int_equal(kiln_quant_prepare(t->l, 3, sites, 2, &x.rc, toy_run, t, false, &d), 0);
+    assert_int_equal(kiln_quant_prepare(t->l, 3, sites, 2, &x.rc, TOY_NET(t), false, &d), 0);
     assert_non_null(t->l[0].in_div);
     assert_true(t->l[0].in_div == t->l[0].in_div && t->l[2].in_div);
     assert_int_equal(toy_forward(t, y, &d), 0);
@@ -282,7 +293,7 @@ static void test_site_disagreement(void **state)
                  " rule '*' { weights = int8 } }");
     KilnDiag d = {0};
     KilnScaleSite sites[2] = {{{0, 1}, 2, x.t.g, NULL, -1}, {{2}, 1, NULL, NULL, 1}};
-    assert_int_equal(kiln_quant_prepare(x.t.l, 3, sites, 2, &x.rc, toy_run, &x.t, false, &d),
+    assert_int_equal(kiln_quant_prepare(x.t.l, 3, sites, 2, &x.rc, TOY_NET(&x.t), false, &d),
                      KILN_EINPUT);
     assert_non_null(strstr(d.msg, "read the same input"));
     toy_close(&x);
@@ -376,7 +387,7 @@ static float static_roundtrip(const char *src, bool sym, float *amax_in)
     Toy *t = &x.t;
     KilnDiag d = {0};
     KilnScaleSite sites[2] = {{{0, 1}, 2, t->g, NULL, -1}, {{2}, 1, NULL, NULL, 1}};
-    assert_int_equal(kiln_quant_prepare(t->l, 3, sites, 2, &x.rc, toy_run, t, false, &d), 0);
+    assert_int_equal(kiln_quant_prepare(t->l, 3, sites, 2, &x.rc, TOY_NET(t), false, &d), 0);
     *amax_in = 0;
     for (int i = 0; i < ROWS * K; i++) /* as toy_forward makes the input */
         *amax_in = fmaxf(*amax_in, fabsf(t->x[i] * t->g[i % K]));

@@ -1,12 +1,15 @@
-/* model/eval/calib.c — the recipe's methods on a real model (docs/quant.md): one
- * calibration run gathers every layer's input statistics (streaming, bounded per
- * layer: XᵀX for GPTQ, per-channel max and mean |x|, a bounded sample of rows), then
- * per scale site AWQ or SmoothQuant moves a per-channel scale from the input into
- * the weights (folded into the norm or previous layer that makes the input, so the
- * f32 model computes the same function), then GPTQ rounds each layer with error
- * compensation on the transformed statistics. The results ride on KilnLinear
- * (qres, in_div, in_perm) and kiln_linears_bind hands them to kiln. Also the
- * calibration pass for static activation scales that kiln eval and kiln quantize share. */
+/* model/eval/calib.c — the recipe's methods on a real model (docs/quant.md), block by
+ * block: the calibration text's hidden states go through the f32 model one block at a
+ * time (model/eval/calib_net.c), gathering only that block's input statistics
+ * (streaming, bounded per input: XᵀX for GPTQ, per-channel max and mean |x|, a bounded
+ * sample of rows); then per scale site of the block AWQ or SmoothQuant moves a
+ * per-channel scale from the input into the weights (folded into the norm or previous
+ * layer that makes the input, so the f32 model computes the same function), GPTQ rounds
+ * each of the block's layers with error compensation on the transformed statistics, and
+ * the block's statistics are freed. The block's output (the next block's input) was
+ * computed before its weights changed, so every block sees the inputs one whole f32
+ * calibration pass would give it. The results ride on KilnLinear (qres, in_div,
+ * in_perm) and kiln_linears_bind hands them to kiln. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +57,61 @@ int kiln_quant_format(const KilnRunCtx *rc, const KilnLinear *l, char *buf, size
     return 0;
 }
 
+/* What GPTQ wrote into r->w, made from r's codes on its grid: kiln_dequantize_value of
+ * each code with its slice's scale and zero (slices of q->group columns in the result's
+ * column order, one per row for channel and tensor). */
+static void dequant_codes(const KilnQResult *r, const KilnQuantSpec *q, float *w)
+{
+    int64_t N = r->N, K = r->K, len = q->gran == KILN_GRAN_GROUP ? q->group : K;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t j = 0; j < K; j++) {
+            int64_t si = n * r->ngroups + (r->ngroups > 1 ? j / len : 0);
+            KilnQParams p = {r->scale[si], r->zero ? r->zero[si] : 0};
+            w[n * K + j] = kiln_dequantize_value(q->fmt, q->symmetric, p, r->codes[n * K + j]);
+        }
+}
+
+static bool codes_only(const KilnLinear *l)
+{
+    return l->q_spec.fmt != KILN_QF_NONE && l->qres && l->qres->codes;
+}
+
+int kiln_quant_wget(KilnLinear *l, KilnDiag *d)
+{
+    if (l->q_w || !codes_only(l))
+        return 0;
+    float *w = malloc(sizeof(float) * (size_t)(l->qres->N * l->qres->K));
+    if (!w)
+        return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
+    dequant_codes(l->qres, &l->q_spec, w);
+    l->qres->w = l->q_w = w;
+    return 0;
+}
+
+void kiln_quant_wput(KilnLinear *l)
+{
+    if (!l->q_w || !codes_only(l))
+        return;
+    free(l->q_w);
+    l->qres->w = l->q_w = NULL;
+}
+
+/* GPTQ's f32 weights dropped when its codes give them again bit for bit (checked). */
+static int keep_codes_only(KilnLinear *l, KilnQResult *res, const KilnQuantSpec *q, KilnDiag *d)
+{
+    float *w = malloc(sizeof(float) * (size_t)(res->N * res->K));
+    if (!w)
+        return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
+    dequant_codes(res, q, w);
+    if (!memcmp(w, res->w, sizeof(float) * (size_t)(res->N * res->K))) {
+        free(res->w);
+        res->w = NULL;
+        l->q_spec = *q;
+    }
+    free(w);
+    return 0;
+}
+
 void kiln_quant_release(KilnLinear *ls, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -66,6 +124,7 @@ void kiln_quant_release(KilnLinear *ls, int n)
         ls[i].qres = NULL, ls[i].in_div = NULL, ls[i].in_perm = NULL;
         ls[i].q_w = ls[i].q_scale = NULL, ls[i].q_zero = NULL;
         ls[i].q_format[0] = 0;
+        ls[i].q_spec = (KilnQuantSpec){0};
     }
 }
 
@@ -101,7 +160,30 @@ static int stats_attach(KilnLinear *ls, const int *idx, int ni, bool hess, Stats
     return 0;
 }
 
-/* After calibration: H (when gathered) and mean |x| as plain arrays. */
+/* XᵀX (upper panels, kp x kp) → H = 2/rows · XᵀX (K x K, full) in the same buffer, as
+ * kiln_actstats_hessian computes it (the same products), without a second K·K copy:
+ * the lower panels mirrored first, then rows compacted to stride K (each write lands at
+ * or before what it reads, and after everything read before it). */
+static int hessian_in_place(KilnActStats *s, double **H, KilnDiag *d)
+{
+    if (s->rows == 0)
+        return kiln_diag_set(d, KILN_EINPUT, "no calibration rows reached this layer");
+    int64_t K = s->K, kp = s->kp;
+    double *x = s->xtx, f = 2.0 / (double)s->rows;
+    for (int64_t i = 0; i < K; i++)
+        for (int64_t j = 0; j < K && j / 8 < i / 8; j++)
+            x[i * kp + j] = x[j * kp + i];
+    for (int64_t i = 0; i < K; i++)
+        for (int64_t j = 0; j < K; j++)
+            x[i * K + j] = f * x[i * kp + j];
+    *H = x;
+    s->xtx = NULL;
+    free(s->panel);
+    s->panel = NULL;
+    return 0;
+}
+
+/* After the block's run: H (when gathered) and mean |x| as plain arrays. */
 static int input_finish(Input *in, KilnDiag *d)
 {
     int64_t K = in->s.K;
@@ -109,12 +191,15 @@ static int input_finish(Input *in, KilnDiag *d)
     if (!in->xmean)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     kiln_actstats_mean_abs(&in->s, in->xmean);
-    if (!in->s.xtx)
-        return 0;
-    in->H = malloc(sizeof(double) * (size_t)(K * K));
-    if (!in->H)
-        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    return kiln_actstats_hessian(&in->s, in->H, d);
+    return in->s.xtx ? hessian_in_place(&in->s, &in->H, d) : 0;
+}
+
+static void input_free(Input *in)
+{
+    kiln_actstats_free(&in->s);
+    free(in->H);
+    free(in->xmean);
+    free(in);
 }
 
 /* x → x/s on everything gathered about the input: max, mean, samples, H. */
@@ -329,6 +414,8 @@ static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose
         free(tmp);
     }
     l->qres = res;
+    if (!r)
+        r = keep_codes_only(l, res, &q, d);
     l->q_w = res->w, l->q_scale = res->scale, l->q_zero = res->zero;
     if (r || (r = kiln_linear_wsettle(l, d)))
         return r;
@@ -344,225 +431,201 @@ static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose
 
 static bool migrates(const KilnMethod *m) { return m && (m->awq || m->smoothquant); }
 
-int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int nsites,
-                       const KilnRunCtx *rc, KilnCalibRun run, void *arg, bool verbose,
-                       KilnDiag *d)
+/* What prepare works through: every layer's plan, the scale sites (the model's, then one
+ * of its own for every other layer with a method) and the block each belongs to. */
+typedef struct Prep {
+    KilnLinear *ls;
+    int n, na; /* layers, sites */
+    Plan *plan;
+    KilnScaleSite *all;
+    int *sblock;  /* [na] */
+    bool *hess;   /* [na] the site's input needs XᵀX; need: a method reads its stats */
+    bool *need;
+    int *left;    /* [n] per layer: GPTQ layers of its input not yet rounded */
+    Stats st;     /* the current block's inputs */
+    const KilnCalibNet *net;
+    const KilnRunCtx *rc;
+    bool verbose;
+    int64_t step; /* progress: blocks run, sites migrated, layers rounded */
+} Prep;
+
+/* One step of the stage begun (what: a layer, or "block i"), the bar cleared before a
+ * verbose line. */
+static void prep_step(Prep *p, bool done, const char *what)
 {
-    const KilnRecipe *fr = rc->fr;
-    if (!kiln_quant_needed(ls, n, fr))
-        return 0;
-    /* the model's sites, then a site of its own for every other layer with a method */
-    Plan *plan = calloc((size_t)n, sizeof *plan);
-    KilnScaleSite *all = malloc(sizeof *all * (size_t)(nsites + n));
+    KilnProgress *pg = p->rc->progress;
+    kiln_progress_step(pg, done ? ++p->step : p->step, what);
+    if (!done && p->verbose)
+        kiln_progress_clear(pg);
+}
+
+static int block_of(const Prep *p, int layer)
+{
+    int b = layer / p->net->per_block;
+    return b < p->net->nblocks ? b : p->net->nblocks;
+}
+
+/* The plan of every layer and site; the same checks as before any statistics. */
+static int prep_plan(Prep *p, const KilnScaleSite *sites, int nsites, KilnDiag *d)
+{
+    KilnLinear *ls = p->ls;
+    int n = p->n;
     bool *in_site = calloc((size_t)n, sizeof *in_site);
-    Stats st = {calloc((size_t)n, sizeof(Input *)), 0};
-    int r = plan && all && in_site && st.own ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    int na = 0;
-    for (int i = 0; !r && i < n; i++)
-        plan[i].m = method_of(fr, &ls[i]);
-    for (int s = 0; !r && s < nsites; s++) {
-        all[na++] = sites[s];
+    if (!in_site)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int i = 0; i < n; i++)
+        p->plan[i].m = method_of(p->rc->fr, &ls[i]);
+    for (int s = 0; s < nsites; s++) {
+        p->all[p->na++] = sites[s];
         for (int j = 0; j < sites[s].nlin; j++)
             in_site[sites[s].lin[j]] = true;
     }
-    for (int i = 0; !r && i < n; i++)
-        if (!in_site[i] && any_method(plan[i].m))
-            all[na++] = (KilnScaleSite){{i}, 1, NULL, NULL, -1};
-    /* one statistics object per site that a method needs */
-    for (int s = 0; s < na && !r; s++) {
-        const KilnScaleSite *si = &all[s];
-        const KilnMethod *m0 = plan[si->lin[0]].m;
-        bool need = false, hess = false;
+    for (int i = 0; i < n; i++)
+        if (!in_site[i] && any_method(p->plan[i].m))
+            p->all[p->na++] = (KilnScaleSite){{i}, 1, NULL, NULL, -1};
+    free(in_site);
+    int r = 0;
+    for (int s = 0; s < p->na && !r; s++) {
+        const KilnScaleSite *si = &p->all[s];
+        const KilnMethod *m0 = p->plan[si->lin[0]].m;
+        p->sblock[s] = block_of(p, si->lin[0]);
         for (int j = 0; j < si->nlin && !r; j++) {
-            const KilnMethod *m = plan[si->lin[j]].m;
-            need |= any_method(m);
-            hess |= m && m->gptq;
+            const KilnMethod *m = p->plan[si->lin[j]].m;
+            p->need[s] |= any_method(m);
+            p->hess[s] |= m && m->gptq;
             if (migrates(m0) != migrates(m) || (migrates(m) && m0->awq != m->awq))
                 r = kiln_diag_set(d, KILN_EINPUT,
                                   "layers %s and %s read the same input, so awq / smoothquant must "
                                   "be given to both or neither (one scale serves that input)",
                                   ls[si->lin[0]].name, ls[si->lin[j]].name);
+            if (block_of(p, si->lin[j]) != p->sblock[s] ||
+                (si->prev >= 0 && block_of(p, si->prev) != p->sblock[s]))
+                r = kiln_diag_set(d, KILN_EINTERNAL, "scale site of %s: its layers are not all "
+                                  "in one block", ls[si->lin[0]].name);
         }
-        if (need && !r)
-            r = stats_attach(ls, si->lin, si->nlin, hess, &st, d);
+        for (int j = 0; j < si->nlin && p->need[s]; j++)
+            p->left[si->lin[0]] += p->plan[si->lin[j]].m && p->plan[si->lin[j]].m->gptq;
     }
+    return r;
+}
+
+/* Block b's statistics, gathered from its run (the layers after the blocks: nothing
+ * runs them in calibration, as the whole forward pass never ran the head), finished. */
+static int block_stats(Prep *p, int b, KilnDiag *d)
+{
+    int r = 0;
+    for (int s = 0; s < p->na && !r; s++)
+        if (p->sblock[s] == b && p->need[s])
+            r = stats_attach(p->ls, p->all[s].lin, p->all[s].nlin, p->hess[s], &p->st, d);
+    if (!r && b < p->net->nblocks) {
+        char what[48];
+        snprintf(what, sizeof what, "block %d (f32)", b);
+        prep_step(p, false, what);
+        r = p->net->block(p->net->arg, b, d);
+        prep_step(p, true, what);
+    }
+    for (int i = 0; i < p->n; i++)
+        p->ls[i].stats_add = false;
+    for (int k = 0; k < p->st.nown && !r; k++)
+        r = input_finish(p->st.own[k], d);
+    return r;
+}
+
+static void block_release(Prep *p)
+{
+    for (int i = 0; i < p->n; i++)
+        p->ls[i].stats = NULL;
+    for (int k = 0; k < p->st.nown; k++)
+        if (p->st.own[k])
+            input_free(p->st.own[k]);
+    p->st.nown = 0;
+}
+
+/* Block b: statistics, scale migration (it changes the weights GPTQ then rounds), GPTQ;
+ * each input's arrays freed as soon as its methods are done with them. */
+static int block_methods(Prep *p, int b, KilnDiag *d)
+{
+    KilnLinear *ls = p->ls;
+    int r = block_stats(p, b, d);
+    for (int s = 0; s < p->na && !r; s++)
+        if (p->sblock[s] == b && migrates(p->plan[p->all[s].lin[0]].m) &&
+            ls[p->all[s].lin[0]].stats) {
+            prep_step(p, false, ls[p->all[s].lin[0]].name);
+            r = migrate(ls, p->plan, &p->all[s], p->rc, p->verbose, d);
+            prep_step(p, true, ls[p->all[s].lin[0]].name);
+        }
+    for (int k = 0; k < p->st.nown && !r; k++) { /* GPTQ reads only H from here on */
+        KilnActStats *s = &p->st.own[k]->s;
+        free(s->sample), free(s->absmax), free(s->abssum);
+        s->sample = NULL, s->absmax = NULL, s->abssum = NULL, s->nsample = 0;
+    }
+    for (int i = 0; i < p->n && !r; i++)
+        if (block_of(p, i) == b && p->plan[i].m && p->plan[i].m->gptq) {
+            prep_step(p, false, ls[i].name);
+            r = gptq_layer(&ls[i], &p->plan[i], p->rc, p->verbose, d);
+            prep_step(p, true, ls[i].name);
+            for (int s = 0; s < p->na && !r; s++) { /* H done once its layers are */
+                const KilnScaleSite *si = &p->all[s];
+                bool mine = false;
+                for (int j = 0; j < si->nlin; j++)
+                    mine |= si->lin[j] == i;
+                Input *in = mine && p->need[s] ? (Input *)ls[si->lin[0]].stats : NULL;
+                if (in && --p->left[si->lin[0]] == 0) {
+                    free(in->H);
+                    in->H = NULL;
+                }
+            }
+        }
+    block_release(p);
+    return r;
+}
+
+int kiln_quant_prepare(KilnLinear *ls, int n, const KilnScaleSite *sites, int nsites,
+                       const KilnRunCtx *rc, const KilnCalibNet *net, bool verbose, KilnDiag *d)
+{
+    if (!kiln_quant_needed(ls, n, rc->fr))
+        return 0;
+    Prep p = {.ls = ls, .n = n, .net = net, .rc = rc, .verbose = verbose};
+    p.plan = calloc((size_t)n, sizeof *p.plan);
+    p.all = malloc(sizeof *p.all * (size_t)(nsites + n));
+    p.sblock = calloc((size_t)(nsites + n), sizeof *p.sblock);
+    p.hess = calloc((size_t)(nsites + n), sizeof *p.hess);
+    p.need = calloc((size_t)(nsites + n), sizeof *p.need);
+    p.left = calloc((size_t)n, sizeof *p.left);
+    p.st = (Stats){calloc((size_t)n, sizeof(Input *)), 0};
+    int r = p.plan && p.all && p.sblock && p.hess && p.need && p.left && p.st.own
+                ? 0
+                : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    if (!r && net->per_block < 1)
+        r = kiln_diag_set(d, KILN_EINTERNAL, "calibration: %d layers per block", net->per_block);
+    if (!r)
+        r = prep_plan(&p, sites, nsites, d);
+    int64_t total = net->nblocks; /* progress: blocks, sites migrated, layers rounded */
+    bool tail = false;            /* layers after the blocks with a method */
+    for (int s = 0; !r && s < p.na; s++) {
+        tail |= p.sblock[s] == net->nblocks && p.need[s];
+        total += p.need[s] && migrates(p.plan[p.all[s].lin[0]].m);
+    }
+    for (int i = 0; !r && i < n; i++)
+        total += p.plan[i].m && p.plan[i].m->gptq;
     kiln_linears_unbind(ls, n); /* calibrate on the f32 model */
-    KilnProgress *pg = rc->progress;
-    kiln_progress_stage(pg, "calibration pass (f32, collecting statistics)", 1, "");
+    /* steps: each block's f32 run, then its awq / smoothquant sites and gptq layers */
+    kiln_progress_stage(rc->progress, "calibration, block by block", total, "steps");
+    bool begun = false;
     if (!r)
-        r = run(arg, d);
+        r = net->begin(net->arg, d), begun = true;
+    for (int b = 0; b < net->nblocks + tail && !r; b++)
+        r = block_methods(&p, b, d);
     if (!r)
-        kiln_progress_end(pg);
+        kiln_progress_end(rc->progress);
+    if (begun && net->end)
+        net->end(net->arg);
+    block_release(&p);
     for (int i = 0; i < n; i++)
-        ls[i].stats_add = false;
-    for (int k = 0; k < st.nown && !r; k++)
-        r = input_finish(st.own[k], d);
-    /* scale migration first (it changes the weights GPTQ then rounds) */
-    int nmig = 0, ngptq = 0, step = 0;
-    for (int s = 0; s < na; s++)
-        nmig += migrates(plan[all[s].lin[0]].m) && ls[all[s].lin[0]].stats;
-    for (int i = 0; i < n; i++)
-        ngptq += plan[i].m && plan[i].m->gptq;
-    if (nmig)
-        kiln_progress_stage(pg, "scale migration (awq / smoothquant)", nmig, "inputs");
-    for (int s = 0; s < na && !r; s++)
-        if (migrates(plan[all[s].lin[0]].m) && ls[all[s].lin[0]].stats) {
-            kiln_progress_step(pg, step, ls[all[s].lin[0]].name);
-            if (verbose)
-                kiln_progress_clear(pg);
-            r = migrate(ls, plan, &all[s], rc, verbose, d);
-            kiln_progress_step(pg, ++step, ls[all[s].lin[0]].name);
-        }
-    if (nmig && !r)
-        kiln_progress_end(pg);
-    if (ngptq)
-        kiln_progress_stage(pg, "gptq", ngptq, "layers");
-    step = 0;
-    for (int i = 0; i < n && !r; i++)
-        if (plan[i].m && plan[i].m->gptq) {
-            kiln_progress_step(pg, step, ls[i].name);
-            if (verbose)
-                kiln_progress_clear(pg);
-            r = gptq_layer(&ls[i], &plan[i], rc, verbose, d);
-            kiln_progress_step(pg, ++step, ls[i].name);
-        }
-    if (ngptq && !r)
-        kiln_progress_end(pg);
-    for (int i = 0; i < n; i++)
-        ls[i].stats = NULL;
-    for (int k = 0; k < st.nown; k++) {
-        kiln_actstats_free(&st.own[k]->s);
-        free(st.own[k]->H);
-        free(st.own[k]->xmean);
-        free(st.own[k]);
-    }
-    free(st.own), free(plan), free(all), free(in_site);
+        ls[i].stats = NULL, ls[i].stats_add = false;
+    free(p.st.own), free(p.plan), free(p.all), free(p.sblock), free(p.hess), free(p.need);
+    free(p.left);
     return r;
-}
-
-/* ------------------------------------------------------------------ per model */
-
-typedef struct DecCal {
-    KilnLlama *m;
-    struct KilnPool *pool;
-    const int32_t *ids;
-    int n;
-} DecCal;
-
-/* The calibration tokens as one sequence, in windows of 512 (each attends to all
- * before it, as in generation). */
-static int dec_run(void *arg, KilnDiag *d)
-{
-    DecCal *c = arg;
-    KilnKVCache kv = {0};
-    KilnKVSpec s = {KILN_KV_F32, false, true, 0};
-    int rc = kiln_llama_kv_init(c->m, &kv, &s, c->n, d);
-    for (int p = 0; !rc && p < c->n; p += 512) {
-        int T = c->n - p < 512 ? c->n - p : 512;
-        rc = kiln_llama_forward(c->m, c->pool, &kv, c->ids + p, T, p, 0, NULL, d);
-    }
-    kiln_kv_free(&kv);
-    return rc;
-}
-
-int kiln_llama_quant_prepare(KilnLlama *m, const KilnRunCtx *rc, const int32_t *ids, int n,
-                             bool verbose, KilnDiag *d)
-{
-    int nl, ns = 0;
-    KilnLinear *ls = kiln_llama_linears(m, &nl);
-    if (!kiln_quant_needed(ls, nl, rc->fr))
-        return 0;
-    if (n < 1)
-        return kiln_diag_set(d, KILN_EINPUT, "the recipe's methods need calibration text");
-    KilnScaleSite *sites = NULL;
-    int r = kiln_llama_scale_sites(m, &sites, &ns, d);
-    DecCal c = {m, rc->pool, ids, n};
-    if (!r)
-        r = kiln_quant_prepare(ls, nl, sites, ns, rc, dec_run, &c, verbose, d);
-    free(sites);
-    return r;
-}
-
-typedef struct EncCal {
-    KilnBert *m;
-    struct KilnPool *pool;
-    const char *const *texts;
-    int n;
-} EncCal;
-
-static int enc_run(void *arg, KilnDiag *d)
-{
-    EncCal *c = arg;
-    int D = kiln_bert_dim(c->m);
-    float *e = malloc(sizeof(float) * (size_t)D * 16);
-    int rc = e ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    for (int i = 0; !rc && i < c->n; i += 16) /* batches of 16 sentences */
-        rc = kiln_bert_embed(c->m, c->pool, c->texts + i, c->n - i < 16 ? c->n - i : 16, e, NULL, d);
-    free(e);
-    return rc;
-}
-
-int kiln_bert_quant_prepare(KilnBert *m, const KilnRunCtx *rc, const char *const *texts, int n,
-                            bool verbose, KilnDiag *d)
-{
-    int nl, ns = 0;
-    KilnLinear *ls = kiln_bert_linears(m, &nl);
-    if (!kiln_quant_needed(ls, nl, rc->fr))
-        return 0;
-    if (n < 1)
-        return kiln_diag_set(d, KILN_EINPUT, "the recipe's methods need calibration text");
-    KilnScaleSite *sites = NULL;
-    int r = kiln_bert_scale_sites(m, &sites, &ns, d);
-    EncCal c = {m, rc->pool, texts, n};
-    if (!r)
-        r = kiln_quant_prepare(ls, nl, sites, ns, rc, enc_run, &c, verbose, d);
-    free(sites);
-    return r;
-}
-
-/* ------------------------------------------------------------------ static activation scales */
-
-void kiln_linears_capture_select(KilnLinear *ls, int n, const KilnRecipe *fr)
-{
-    for (int i = 0; i < n; i++) {
-        KilnLinear *l = &ls[i];
-        int ri = !fr || kiln_recipe_ignored(fr, l->name) ? -1 : kiln_recipe_match(fr, l->name);
-        KilnQuantSpec a;
-        float th, mf;
-        bool stat = ri >= 0 && kiln_recipe_rule_acts(fr, ri, &a) && !a.dynamic && !(a.scale > 0);
-        l->cap_skip = fr && !stat && !kiln_recipe_outliers(fr, l->name, &th, &mf);
-    }
-}
-
-int kiln_llama_capture_static(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv,
-                              const int32_t *ids, int n, KilnDiag *d)
-{
-    int nl;
-    KilnLinear *ls = kiln_llama_linears(m, &nl);
-    int rc = kiln_linears_capture(ls, nl, d);
-    n = n < KILN_STATIC_TOKENS ? n : KILN_STATIC_TOKENS;
-    if (!rc && n > 0) {
-        kiln_kv_calib_begin(kv);
-        rc = kiln_llama_forward(m, pool, kv, ids, n, 0, 0, NULL, d);
-        kiln_kv_calib_end(kv);
-    }
-    return rc;
-}
-
-int kiln_bert_capture_static(KilnBert *m, struct KilnPool *pool, const char *const *texts, int n,
-                             KilnDiag *d)
-{
-    int nl;
-    KilnLinear *ls = kiln_bert_linears(m, &nl);
-    int rc = kiln_linears_capture(ls, nl, d);
-    n = n < KILN_STATIC_SENTENCES ? n : KILN_STATIC_SENTENCES;
-    if (rc || n < 1)
-        return rc;
-    float *e = malloc(sizeof(float) * (size_t)kiln_bert_dim(m) * (size_t)n);
-    rc = e ? kiln_bert_embed(m, pool, texts, n, e, NULL, d)
-           : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    free(e);
-    return rc;
 }
 
 int kiln_static_act_params(const KilnLinear *l, const KilnQuantSpec *a, float *scale,

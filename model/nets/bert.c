@@ -236,14 +236,20 @@ static void attn_task(void *ctx, int task, int thread)
     }
 }
 
-int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n, float *out,
-                    int64_t *ntok, KilnDiag *d)
+void kiln_bert_batch_free(KilnBertBatch *b)
 {
-    int D = m->d;
-    int64_t *seg = calloc((size_t)n + 1, sizeof *seg);
+    free(b->seg), free(b->x);
+    memset(b, 0, sizeof *b);
+}
+
+/* The sentences' token ids, one after another: seg[s] the first row of sentence s. */
+static int tokenize(KilnBert *m, const char *const *texts, int n, KilnBertBatch *b,
+                    int32_t **idsp, KilnDiag *d)
+{
     int32_t *ids = NULL;
     int64_t T = 0, cap = 0, maxlen = 0;
-    int rc = seg ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    b->seg = calloc((size_t)n + 1, sizeof *b->seg);
+    int rc = b->seg ? 0 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     for (int s = 0; !rc && s < n; s++) {
         int need = 0;
         int32_t probe[1];
@@ -267,25 +273,36 @@ int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n
             rc = -1;
             break;
         }
-        seg[s] = T;
+        b->seg[s] = T;
         T += got;
         maxlen = got > maxlen ? got : maxlen;
     }
     if (rc) {
-        free(seg), free(ids);
+        free(ids);
+        return rc;
+    }
+    b->seg[n] = T;
+    b->n = n, b->T = T, b->maxlen = maxlen;
+    *idsp = ids;
+    return 0;
+}
+
+int kiln_bert_batch_begin(KilnBert *m, const char *const *texts, int n, KilnBertBatch *b,
+                          KilnDiag *d)
+{
+    memset(b, 0, sizeof *b);
+    int D = m->d;
+    int32_t *ids = NULL;
+    int rc = tokenize(m, texts, n, b, &ids, d);
+    if (rc) {
+        kiln_bert_batch_free(b);
         return rc ? rc : KILN_EINPUT;
     }
-    seg[n] = T;
-    if (ntok)
-        *ntok = T;
-    float *x = malloc(sizeof(float) * (size_t)(T * D));
-    float *q = malloc(sizeof(float) * (size_t)(T * D)), *k = malloc(sizeof(float) * (size_t)(T * D));
-    float *v = malloc(sizeof(float) * (size_t)(T * D)), *c = malloc(sizeof(float) * (size_t)(T * D));
-    float *h = malloc(sizeof(float) * (size_t)(T * m->ffn));
-    int nt = pool ? kiln_pool_size(pool) : 1;
-    float *scr = malloc(sizeof(float) * (size_t)(maxlen * nt + 1));
+    int64_t T = b->T;
+    const int64_t *seg = b->seg;
+    float *x = b->x = malloc(sizeof(float) * (size_t)(T * D));
     float *erow = malloc(sizeof(float) * (size_t)D);
-    if (!x || !q || !k || !v || !c || !h || !scr || !erow)
+    if (!x || !erow)
         rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     for (int s = 0; !rc && s < n; s++)
         for (int64_t t = seg[s]; !rc && t < seg[s + 1]; t++) {
@@ -301,30 +318,97 @@ int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n
         }
     if (!rc)
         kiln_layernorm(x, T, D, m->eln_g, m->eln_b, m->eps);
-    for (int i = 0; !rc && i < m->nlayers; i++) {
-        KilnLinear *L = &m->lin[i * L_PER];
-        rc = kiln_linear_run(&L[L_Q], pool, x, T, q, d) ||
-             kiln_linear_run(&L[L_K], pool, x, T, k, d) ||
-             kiln_linear_run(&L[L_V], pool, x, T, v, d);
-        if (rc)
-            break;
-        AttnTask at = {m, q, k, v, c, seg, n, scr, maxlen};
-        kiln_pool_run(pool, n * m->nheads, attn_task, &at);
-        if ((rc = kiln_linear_run(&L[L_O], pool, c, T, q, d)))
-            break;
-        for (int64_t j = 0; j < T * D; j++)
-            x[j] += q[j];
-        kiln_layernorm(x, T, D, m->layers[i].ln1_g, m->layers[i].ln1_b, m->eps);
-        if ((rc = kiln_linear_run(&L[L_UP], pool, x, T, h, d)))
-            break;
-        if (!L[L_UP].act_fused) /* else the intermediate.dense kernel applied it */
-            kiln_gelu_erf(h, T * m->ffn);
-        if ((rc = kiln_linear_run(&L[L_DOWN], pool, h, T, q, d)))
-            break;
-        for (int64_t j = 0; j < T * D; j++)
-            x[j] += q[j];
-        kiln_layernorm(x, T, D, m->layers[i].ln2_g, m->layers[i].ln2_b, m->eps);
-    }
+    free(ids), free(erow);
+    if (rc)
+        kiln_bert_batch_free(b);
+    return rc;
+}
+
+/* A block's working buffers for a batch of T rows. */
+typedef struct BlockBufs {
+    float *q, *k, *v, *c, *h, *scr;
+} BlockBufs;
+
+static void bufs_free(BlockBufs *u)
+{
+    free(u->q), free(u->k), free(u->v), free(u->c), free(u->h), free(u->scr);
+}
+
+static int bufs_alloc(const KilnBert *m, KilnPool *pool, const KilnBertBatch *b, BlockBufs *u,
+                      KilnDiag *d)
+{
+    int64_t T = b->T, D = m->d;
+    int nt = pool ? kiln_pool_size(pool) : 1;
+    u->q = malloc(sizeof(float) * (size_t)(T * D)), u->k = malloc(sizeof(float) * (size_t)(T * D));
+    u->v = malloc(sizeof(float) * (size_t)(T * D)), u->c = malloc(sizeof(float) * (size_t)(T * D));
+    u->h = malloc(sizeof(float) * (size_t)(T * m->ffn));
+    u->scr = malloc(sizeof(float) * (size_t)(b->maxlen * nt + 1));
+    if (u->q && u->k && u->v && u->c && u->h && u->scr)
+        return 0;
+    bufs_free(u);
+    return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+}
+
+static int block_run(KilnBert *m, KilnPool *pool, int i, KilnBertBatch *b, BlockBufs *u,
+                     KilnDiag *d)
+{
+    int64_t T = b->T, D = m->d;
+    float *x = b->x, *q = u->q, *h = u->h;
+    KilnLinear *L = &m->lin[i * L_PER];
+    int rc = kiln_linear_run(&L[L_Q], pool, x, T, q, d) ||
+             kiln_linear_run(&L[L_K], pool, x, T, u->k, d) ||
+             kiln_linear_run(&L[L_V], pool, x, T, u->v, d);
+    if (rc)
+        return rc;
+    AttnTask at = {m, q, u->k, u->v, u->c, b->seg, b->n, u->scr, b->maxlen};
+    kiln_pool_run(pool, b->n * m->nheads, attn_task, &at);
+    if ((rc = kiln_linear_run(&L[L_O], pool, u->c, T, q, d)))
+        return rc;
+    for (int64_t j = 0; j < T * D; j++)
+        x[j] += q[j];
+    kiln_layernorm(x, T, D, m->layers[i].ln1_g, m->layers[i].ln1_b, m->eps);
+    if ((rc = kiln_linear_run(&L[L_UP], pool, x, T, h, d)))
+        return rc;
+    if (!L[L_UP].act_fused) /* else the intermediate.dense kernel applied it */
+        kiln_gelu_erf(h, T * m->ffn);
+    if ((rc = kiln_linear_run(&L[L_DOWN], pool, h, T, q, d)))
+        return rc;
+    for (int64_t j = 0; j < T * D; j++)
+        x[j] += q[j];
+    kiln_layernorm(x, T, D, m->layers[i].ln2_g, m->layers[i].ln2_b, m->eps);
+    return 0;
+}
+
+int kiln_bert_block(KilnBert *m, KilnPool *pool, int layer, KilnBertBatch *b, KilnDiag *d)
+{
+    if (layer < 0 || layer >= m->nlayers)
+        return kiln_diag_set(d, KILN_EINPUT, "bert: block %d of %d", layer, m->nlayers);
+    BlockBufs u = {0};
+    int rc = bufs_alloc(m, pool, b, &u, d);
+    if (!rc)
+        rc = block_run(m, pool, layer, b, &u, d);
+    bufs_free(&u);
+    return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
+}
+
+int kiln_bert_nlayers(const KilnBert *m) { return m->nlayers; }
+
+int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n, float *out,
+                    int64_t *ntok, KilnDiag *d)
+{
+    int D = m->d;
+    KilnBertBatch b;
+    int rc = kiln_bert_batch_begin(m, texts, n, &b, d);
+    if (rc)
+        return rc;
+    if (ntok)
+        *ntok = b.T;
+    BlockBufs u = {0};
+    rc = bufs_alloc(m, pool, &b, &u, d);
+    for (int i = 0; !rc && i < m->nlayers; i++)
+        rc = block_run(m, pool, i, &b, &u, d);
+    const float *x = b.x;
+    const int64_t *seg = b.seg;
     for (int s = 0; !rc && s < n; s++) {
         float *o = out + (size_t)s * D;
         int64_t len = seg[s + 1] - seg[s];
@@ -341,8 +425,8 @@ int kiln_bert_embed(KilnBert *m, KilnPool *pool, const char *const *texts, int n
         for (int e = 0; e < D; e++)
             o[e] *= inv;
     }
-    free(seg), free(ids), free(x), free(q), free(k), free(v), free(c), free(h), free(scr);
-    free(erow);
+    bufs_free(&u);
+    kiln_bert_batch_free(&b);
     return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
 }
 

@@ -204,6 +204,122 @@ static void rope_apply(float *x, int hd, const float *cs, const float *sn)
 }
 
 
+/* The forward pass's buffers for T tokens at positions pos0.. (x: the hidden states [T, D]). */
+typedef struct Fwd {
+    float *x, *h, *q, *c, *k, *v, *g, *u, *scr, *rcs, *rsn;
+    size_t per_thread;
+    AttnRow f;
+} Fwd;
+
+static void fwd_free(Fwd *b, bool own_x)
+{
+    if (own_x)
+        free(b->x);
+    free(b->h), free(b->q), free(b->c), free(b->k), free(b->v), free(b->g), free(b->u);
+    free(b->scr), free(b->rcs);
+}
+
+/* x: the caller's [T, D] (NULL: allocated here). */
+static int fwd_alloc(const KilnLlama *m, KilnPool *pool, int T, int pos0, float *x, Fwd *b,
+                     KilnDiag *d)
+{
+    int D = m->d, KD = m->nkv * m->hd, F = m->ffn;
+    size_t nt = (size_t)(pool ? kiln_pool_size(pool) : 1);
+    size_t n = (size_t)(pos0 + T);
+    *b = (Fwd){.x = x ? x : malloc(sizeof(float) * (size_t)T * D)};
+    b->h = malloc(sizeof(float) * (size_t)T * D);
+    b->q = malloc(sizeof(float) * (size_t)T * D), b->c = malloc(sizeof(float) * (size_t)T * D);
+    b->k = malloc(sizeof(float) * (size_t)T * KD), b->v = malloc(sizeof(float) * (size_t)T * KD);
+    b->g = malloc(sizeof(float) * (size_t)T * F), b->u = malloc(sizeof(float) * (size_t)T * F);
+    b->per_thread = 2 * n * m->hd + n;
+    b->scr = malloc(sizeof(float) * nt * b->per_thread);
+    b->rcs = malloc(sizeof(float) * (size_t)T * m->hd);
+    if (!b->x || !b->h || !b->q || !b->c || !b->k || !b->v || !b->g || !b->u || !b->scr ||
+        !b->rcs) {
+        fwd_free(b, !x);
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    }
+    b->rsn = b->rcs + (size_t)T * (m->hd / 2);
+    b->f = pick_attn(m->hd);
+    rope_table(T, pos0, m->hd, m->theta, b->rcs, b->rsn);
+    return 0;
+}
+
+/* Block i on b->x [T, D] in place; its K/V go to layer kvl of kv. */
+static int block_run(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, int i, int kvl, Fwd *b,
+                     int T, int pos0, KilnDiag *d)
+{
+    int D = m->d, KD = m->nkv * m->hd, F = m->ffn;
+    float *x = b->x, *h = b->h, *q = b->q, *c = b->c, *k = b->k, *v = b->v, *g = b->g, *u = b->u;
+    KilnLinear *L = &m->lin[i * L_PER];
+    memcpy(h, x, sizeof(float) * (size_t)T * D);
+    kiln_rmsnorm(h, T, D, m->attn_norm[i], m->eps);
+    int rc = kiln_linear_run(&L[L_Q], pool, h, T, q, d) ||
+             kiln_linear_run(&L[L_K], pool, h, T, k, d) ||
+             kiln_linear_run(&L[L_V], pool, h, T, v, d);
+    if (rc)
+        return rc;
+    for (int t = 0; t < T; t++) {
+        const float *cs = b->rcs + (size_t)t * (m->hd / 2), *sn = b->rsn + (size_t)t * (m->hd / 2);
+        for (int hh = 0; hh < m->nh; hh++)
+            rope_apply(q + (size_t)t * D + hh * m->hd, m->hd, cs, sn);
+        for (int hh = 0; hh < m->nkv; hh++)
+            rope_apply(k + (size_t)t * KD + hh * m->hd, m->hd, cs, sn);
+        kiln_kv_write(kv, kvl, pos0 + t, k + (size_t)t * KD, v + (size_t)t * KD);
+    }
+    AttnTask at = {.m = m, .kv = kv, .layer = kvl, .T = T, .pos0 = pos0, .q = q, .ctx = c,
+                   .scratch = b->scr, .per_thread = b->per_thread, .f = b->f};
+    attention(&at, pool);
+    if ((rc = kiln_linear_run(&L[L_O], pool, c, T, h, d)))
+        return rc;
+    for (size_t j = 0; j < (size_t)T * D; j++)
+        x[j] += h[j];
+    memcpy(h, x, sizeof(float) * (size_t)T * D);
+    kiln_rmsnorm(h, T, D, m->ffn_norm[i], m->eps);
+    rc = kiln_linear_run(&L[L_GATE], pool, h, T, g, d) ||
+         kiln_linear_run(&L[L_UP], pool, h, T, u, d);
+    if (rc)
+        return rc;
+    if (L[L_GATE].act_fused) /* the gate_proj kernel already applied silu */
+        for (size_t j = 0; j < (size_t)T * F; j++)
+            g[j] *= u[j];
+    else
+        kiln_silu_mul(g, u, (int64_t)T * F);
+    if ((rc = kiln_linear_run(&L[L_DOWN], pool, g, T, h, d)))
+        return rc;
+    for (size_t j = 0; j < (size_t)T * D; j++)
+        x[j] += h[j];
+    return 0;
+}
+
+int kiln_llama_embed(const KilnLlama *m, const int32_t *ids, int T, int pos0, float *x,
+                     KilnDiag *d)
+{
+    for (int t = 0; t < T; t++) {
+        if (ids[t] < 0 || ids[t] >= m->vocab) /* never clamped: a wrong id is a wrong result */
+            return kiln_diag_set(d, KILN_EINPUT, "llama: token id %d at position %d is outside "
+                                 "the %d rows of the embedding", ids[t], pos0 + t, m->vocab);
+        kiln_llama_embed_row(m, ids[t], x + (size_t)t * m->d);
+    }
+    return 0;
+}
+
+int kiln_llama_block(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, int kvl, int layer, float *x,
+                     int T, int pos0, KilnDiag *d)
+{
+    if (T <= 0 || pos0 < 0 || pos0 + T > kv->cap || layer < 0 || layer >= m->nlayers || kvl < 0 ||
+        kvl >= kv->nlayers)
+        return kiln_diag_set(d, KILN_EINPUT, "llama: block %d of %d (cache layer %d of %d): %d "
+                             "tokens at %d do not fit a cache of %d", layer, m->nlayers, kvl,
+                             kv->nlayers, T, pos0, kv->cap);
+    Fwd b;
+    int rc = fwd_alloc(m, pool, T, pos0, x, &b, d);
+    if (!rc)
+        rc = block_run(m, pool, kv, layer, kvl, &b, T, pos0, d);
+    fwd_free(&b, false);
+    return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
+}
+
 /* The layers of kiln_llama_forward; the last nlast rows go through the head into logits,
  * or (hidden non-NULL) are copied out as they leave the last block. */
 static int forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int32_t *ids, int T,
@@ -212,69 +328,15 @@ static int forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int32_t 
     if (T <= 0 || pos0 < 0 || pos0 + T > kv->cap || nlast > T)
         return kiln_diag_set(d, KILN_EINPUT, "llama: %d tokens at %d do not fit a cache of %d", T,
                              pos0, kv->cap);
-    int D = m->d, KD = m->nkv * m->hd, F = m->ffn;
-    size_t nt = (size_t)(pool ? kiln_pool_size(pool) : 1);
-    size_t n = (size_t)(pos0 + T);
-    float *x = malloc(sizeof(float) * (size_t)T * D), *h = malloc(sizeof(float) * (size_t)T * D);
-    float *q = malloc(sizeof(float) * (size_t)T * D), *c = malloc(sizeof(float) * (size_t)T * D);
-    float *k = malloc(sizeof(float) * (size_t)T * KD), *v = malloc(sizeof(float) * (size_t)T * KD);
-    float *g = malloc(sizeof(float) * (size_t)T * F), *u = malloc(sizeof(float) * (size_t)T * F);
-    size_t per_thread = 2 * n * m->hd + n;
-    float *scr = malloc(sizeof(float) * nt * per_thread);
-    float *rcs = malloc(sizeof(float) * (size_t)T * m->hd), *rsn = rcs + (size_t)T * (m->hd / 2);
-    int rc = x && h && q && c && k && v && g && u && scr && rcs
-                 ? 0
-                 : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    AttnRow f = pick_attn(m->hd);
-    if (!rc)
-        rope_table(T, pos0, m->hd, m->theta, rcs, rsn);
-    for (int t = 0; !rc && t < T; t++) {
-        if (ids[t] < 0 || ids[t] >= m->vocab) /* never clamped: a wrong id is a wrong result */
-            rc = kiln_diag_set(d, KILN_EINPUT, "llama: token id %d at position %d is outside the "
-                               "%d rows of the embedding", ids[t], pos0 + t, m->vocab);
-        else
-            kiln_llama_embed_row(m, ids[t], x + (size_t)t * D);
-    }
-    for (int i = 0; !rc && i < m->nlayers; i++) {
-        KilnLinear *L = &m->lin[i * L_PER];
-        memcpy(h, x, sizeof(float) * (size_t)T * D);
-        kiln_rmsnorm(h, T, D, m->attn_norm[i], m->eps);
-        rc = kiln_linear_run(&L[L_Q], pool, h, T, q, d) ||
-             kiln_linear_run(&L[L_K], pool, h, T, k, d) ||
-             kiln_linear_run(&L[L_V], pool, h, T, v, d);
-        if (rc)
-            break;
-        for (int t = 0; t < T; t++) {
-            const float *cs = rcs + (size_t)t * (m->hd / 2), *sn = rsn + (size_t)t * (m->hd / 2);
-            for (int hh = 0; hh < m->nh; hh++)
-                rope_apply(q + (size_t)t * D + hh * m->hd, m->hd, cs, sn);
-            for (int hh = 0; hh < m->nkv; hh++)
-                rope_apply(k + (size_t)t * KD + hh * m->hd, m->hd, cs, sn);
-            kiln_kv_write(kv, i, pos0 + t, k + (size_t)t * KD, v + (size_t)t * KD);
-        }
-        AttnTask at = {.m = m, .kv = kv, .layer = i, .T = T, .pos0 = pos0, .q = q, .ctx = c,
-                       .scratch = scr, .per_thread = per_thread, .f = f};
-        attention(&at, pool);
-        if ((rc = kiln_linear_run(&L[L_O], pool, c, T, h, d)))
-            break;
-        for (size_t j = 0; j < (size_t)T * D; j++)
-            x[j] += h[j];
-        memcpy(h, x, sizeof(float) * (size_t)T * D);
-        kiln_rmsnorm(h, T, D, m->ffn_norm[i], m->eps);
-        rc = kiln_linear_run(&L[L_GATE], pool, h, T, g, d) ||
-             kiln_linear_run(&L[L_UP], pool, h, T, u, d);
-        if (rc)
-            break;
-        if (L[L_GATE].act_fused) /* the gate_proj kernel already applied silu */
-            for (size_t j = 0; j < (size_t)T * F; j++)
-                g[j] *= u[j];
-        else
-            kiln_silu_mul(g, u, (int64_t)T * F);
-        if ((rc = kiln_linear_run(&L[L_DOWN], pool, g, T, h, d)))
-            break;
-        for (size_t j = 0; j < (size_t)T * D; j++)
-            x[j] += h[j];
-    }
+    int D = m->d;
+    Fwd b;
+    int rc = fwd_alloc(m, pool, T, pos0, NULL, &b, d);
+    if (rc)
+        return rc;
+    float *x = b.x;
+    rc = kiln_llama_embed(m, ids, T, pos0, x, d);
+    for (int i = 0; !rc && i < m->nlayers; i++)
+        rc = block_run(m, pool, kv, i, i, &b, T, pos0, d);
     if (!rc && nlast > 0) {
         float *xl = x + (size_t)(T - nlast) * D;
         if (hidden)
@@ -282,7 +344,7 @@ static int forward(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const int32_t 
         else
             rc = kiln_llama_head(m, pool, xl, nlast, logits, d);
     }
-    free(x), free(h), free(q), free(c), free(k), free(v), free(g), free(u), free(scr), free(rcs);
+    fwd_free(&b, true);
     return rc ? (d->code ? d->code : KILN_EINTERNAL) : 0;
 }
 

@@ -65,6 +65,16 @@ int kiln_llama_load_tensors(KilnLlama *m, const KilnLlamaSource *s, KilnDiag *d)
 /* The embedding row of token id (0 <= id < vocab, checked by the caller) into x[d]. */
 void kiln_llama_embed_row(const KilnLlama *m, int32_t id, float *x);
 
+/* llama_forward.c, for block-by-block calibration (model/eval/calib_net.c): the embedding
+ * rows of T token ids into x[T, d] (an id outside the embedding is an error), and block
+ * `layer` of the decoder on x[T, d] in place at positions pos0.., its K/V written to layer
+ * kvl of kv (a cache of one layer serves one block at a time) -- what kiln_llama_forward
+ * does for each block, the same operations in the same order. */
+int kiln_llama_embed(const KilnLlama *m, const int32_t *ids, int T, int pos0, float *x,
+                     KilnDiag *d);
+int kiln_llama_block(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv, int kvl, int layer,
+                     float *x, int T, int pos0, KilnDiag *d);
+
 /* hf_llama.c: loads a Llama from a Hugging Face directory (config.json, *.safetensors,
  * tokenizer.json), plain or quantized (model/checkpoints/checkpoint.h). */
 int kiln_llama_load_hf(const char *dir, KilnLlama **out, KilnDiag *d);

@@ -412,6 +412,8 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
                 act_format = afmt;
             }
         }
+        if (kiln_quant_wget(l, d)) /* GPTQ's weights kept as codes: made for the kernel */
+            return d->code;
         int sliced = kiln_linear_bind_sliced(l, rc, d); /* the f32 row's big layers */
         if (sliced != 1)
             return sliced;
@@ -431,6 +433,7 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
         if (kiln_layer_create(rc->ctx, rc->recipe, &desc, &kl))
             return layer_error(d, l, kiln_error(rc->ctx));
         kiln_linear_wput(l); /* the kernel holds its own copy; read again when needed */
+        kiln_quant_wput(l);
         l->kl = kl;
         l->blocks = blocks_exact(l, kl, rc) ? l->wt : NULL;
         l->kernel = kiln_layer_describe(kl);
