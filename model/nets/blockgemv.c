@@ -7,7 +7,7 @@
  * order (Q4_1: (float)q * d, rounded, then + m, rounded; no fused multiply-add), so the
  * weights multiplied are those f32 values bit for bit, and only the order of the f32
  * sums differs from the prepacked kernel's. What is read per token is the blocks:
- * SmolLM2's tied lm_head is 17.7 MB of Q4_1 rather than 113 MB of f32
+ * SmolLM2's tied lm_head is 30 MB of Q8_0 rather than 113 MB of f32
  * (docs/bench.md, "Decode"). Rows are split over the pool in tasks of ROWS_PER_TASK. */
 #include <immintrin.h>
 #include <stdlib.h>
