@@ -17,7 +17,8 @@ LIBSRC := $(wildcard ir/*.c frontend/*.c passes/*.c) runtime/json.c runtime/ffi.
   model/files/modelfile.c model/files/safetensors.c model/files/gguf.c model/nets/shapes.c \
   model/tokenizers/tokenizer.c model/tokenizers/tokenizer_bpe.c \
   model/tokenizers/tokenizer_wordpiece.c model/tokenizers/unicode.c \
-  $(addprefix model/checkpoints/,checkpoint.c ckpt_read.c ckpt_ct.c ckpt_regex.c ckpt_layouts.c ckpt_write.c)
+  $(addprefix model/checkpoints/,checkpoint.c ckpt_read.c ckpt_ct.c ckpt_regex.c ckpt_layouts.c ckpt_write.c \
+  ckpt_config.c ckpt_qk.c)
 LIBOBJ := $(patsubst %.c,$(OUT)/obj/%.o,$(LIBSRC))
 TARGETS := $(addprefix $(OUT)/fuzz_,recipe ir_parse safetensors gguf aot_manifest ckpt_config)
 
