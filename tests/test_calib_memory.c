@@ -28,6 +28,7 @@
 #include "model/model.h"
 #include "quant/quant.h"
 #include "runtime/runtime.h"
+#include "tests/test_rss.h"
 
 enum { K = 64, F = 128, ROWS = 384, NB = 2, PER = 3 };
 
@@ -301,27 +302,7 @@ static int teardown(void **st)
 /* kiln ARGS (stdout, stderr to files): exit status; *maxrss the child's peak RSS, bytes. */
 static int run_kiln(const char *const *args, const char *out, const char *err, long long *maxrss)
 {
-    const char *argv[32] = {KILN_BIN};
-    int n = 1;
-    for (int i = 0; args[i] && n < 31; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-            _exit(127);
-        alarm(900); /* a hang is a failure, not a stuck suite */
-        execv(KILN_BIN, (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    struct rusage ru;
-    if (pid < 0 || wait4(pid, &status, 0, &ru) != pid)
-        return -1;
-    *maxrss = (long long)ru.ru_maxrss * 1024;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return tr_run_peak(KILN_BIN, args, out, err, 900, maxrss);
 }
 
 static double json_weight_bytes(const char *path)

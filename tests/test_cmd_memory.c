@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "runtime/runtime.h"
+#include "tests/test_rss.h"
 
 #define SRC KILN_SOURCE_DIR
 
@@ -47,30 +48,10 @@ static int teardown(void **st)
  * its peak resident set in bytes. */
 static int run_kiln(const char *const *args, long long *maxrss)
 {
-    const char *argv[40] = {KILN_BIN};
-    int n = 1;
-    for (int i = 0; args[i] && n < 39; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
     char out[400], err[400];
     snprintf(out, sizeof out, "%s/out", tmpdir);
     snprintf(err, sizeof err, "%s/err", tmpdir);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-            _exit(127);
-        alarm(600); /* a hang is a failure, not a stuck suite */
-        execv(KILN_BIN, (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    struct rusage ru;
-    if (pid < 0 || wait4(pid, &status, 0, &ru) != pid)
-        return -1;
-    *maxrss = (long long)ru.ru_maxrss * 1024; /* Linux: kilobytes */
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    int code = tr_run_peak(KILN_BIN, args, out, err, 600, maxrss);
     if (code != 0) {
         char *e = NULL;
         size_t len = 0;
