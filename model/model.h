@@ -27,6 +27,8 @@ void kiln_layernorm(float *x, int64_t M, int64_t D, const float *g, const float 
 /* Normalises x (in place) with weight g: x·g/rms(x). */
 void kiln_rmsnorm(float *x, int64_t M, int64_t D, const float *g, float eps);
 void kiln_softmax(float *x, int64_t n);
+/* Whether every v[i] is finite (no infinity, no NaN). */
+bool kiln_all_finite(const float *v, int64_t n);
 void kiln_gelu_erf(float *x, int64_t n);
 float kiln_silu1(float x);
 /* x[i] = expf(x[i]), and g[i] = kiln_silu1(g[i]) * u[i]: the same bits as libm's expf
@@ -56,6 +58,7 @@ typedef struct KilnLinear {
     const struct KilnModelFile *wmf;    /* where w is read again; NULL: w is kept */
     const struct KilnModelTensor *wt;   /* [N, K] in wmf */
     bool w_dirty;       /* w differs from the file and from wops replayed on it: kept */
+    bool w_held;        /* a caller keeps w read for several runs: kiln_linear_wput keeps it */
     /* What the methods did to w since it was read (scales, clipping, a column order), in
      * order: kiln_linear_wget replays them on the file's weights, so a method's layer is
      * read again as well (kiln_linear_wsettle). */

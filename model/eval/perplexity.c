@@ -48,10 +48,10 @@ static int window_nll(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const KilnP
     int rc = kiln_llama_forward_hidden(m, pool, kv, c->ids + b, e - b, 0, nlast, hid, d);
     /* a head the recipe ignores runs the reference GEMM, which reads its f32 weights from
      * the file for each call: read once for the window's chunks, as for one call before
-     * (held as a method's changed weights are: kiln_linear_wput keeps them) */
+     * (w_held: kiln_linear_wput keeps them until the window is done) */
     bool hold = !rc && !head->kl && !head->percall && !head->w && nlast > c->head_rows;
     if (hold && !(rc = kiln_linear_wget(head, d)))
-        head->w_dirty = true;
+        head->w_held = true;
     *ms += kiln_now_ms() - t0;
     for (int r0 = 0; !rc && r0 < nlast; r0 += c->head_rows) {
         int n = nlast - r0 < c->head_rows ? nlast - r0 : c->head_rows;
@@ -62,8 +62,8 @@ static int window_nll(KilnLlama *m, KilnPool *pool, KilnKVCache *kv, const KilnP
         if (!rc)
             rows_nll(logits, r0 + n < nlast ? n : n - 1, V, c->ids + e - nlast + 1 + r0, nll);
     }
-    if (hold && head->w_dirty) {
-        head->w_dirty = false;
+    if (hold && head->w_held) {
+        head->w_held = false;
         kiln_linear_wput(head);
     }
     return rc;

@@ -36,7 +36,7 @@ int kiln_linear_wget(KilnLinear *l, KilnDiag *d)
 
 void kiln_linear_wput(KilnLinear *l)
 {
-    if (l->wmf && l->wt && !l->w_dirty) {
+    if (l->wmf && l->wt && !l->w_dirty && !l->w_held) {
         free(l->w);
         l->w = NULL;
     }
@@ -48,14 +48,6 @@ void kiln_linear_wput(KilnLinear *l)
  * f32 kernel computes every output from its row and x alone, so the slices give the
  * same bits as the whole layer. */
 #define CHUNK_BYTES (16u << 20)
-
-static bool finite_all(const float *v, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return false;
-    return true;
-}
 
 /* Rows per slice: the largest divisor of N within CHUNK_BYTES (one kernel shape for
  * every slice), else as many as fit. 0: the layer is small enough to run whole. */
@@ -106,9 +98,9 @@ static int run_sliced(KilnLinear *l, int64_t rows, const float *x, int64_t M, fl
         for (int64_t m = 0; m < M; m++)
             for (int64_t j = 0; j < l->N; j++)
                 y[m * l->N + j] += l->b[j];
-    if (!l->nonfinite_out && !finite_all(y, M * l->N)) { /* as kiln_linear_run marks it */
+    if (!l->nonfinite_out && !kiln_all_finite(y, M * l->N)) { /* as kiln_linear_run marks it */
         l->nonfinite_out = true;
-        l->nonfinite_in = !finite_all(x, M * l->K);
+        l->nonfinite_in = !kiln_all_finite(x, M * l->K);
     }
     return 0;
 }

@@ -219,7 +219,7 @@ static void apply_act(const char *act, float *y, int64_t n)
 
 /* Branch-free over blocks of 64 (the exponent bits all ones: an infinity or a NaN), so
  * the compiler vectorizes it: it runs on every layer's output, 49152 logits a token. */
-static bool all_finite(const float *v, int64_t n)
+bool kiln_all_finite(const float *v, int64_t n)
 {
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
@@ -256,9 +256,9 @@ static int layer_error(KilnDiag *d, const KilnLinear *l, const char *err)
 /* The first output with a NaN or an infinity marks the layer (KilnLinear.nonfinite_*). */
 static void watch_finite(KilnLinear *l, const float *x, int64_t M, const float *y)
 {
-    if (!l->nonfinite_out && !all_finite(y, M * l->N)) {
+    if (!l->nonfinite_out && !kiln_all_finite(y, M * l->N)) {
         l->nonfinite_out = true;
-        l->nonfinite_in = !all_finite(x, M * l->K);
+        l->nonfinite_in = !kiln_all_finite(x, M * l->K);
     }
 }
 
