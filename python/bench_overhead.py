@@ -4,10 +4,11 @@ Python, on SmolLM2's layer shapes, interleaved, median of rounds. Two clocks: wa
 and the calling thread's CPU time, which other processes on a busy machine do not
 inflate (exact with --threads 1, where the kernel runs on the calling thread).
 
-Then the parts of the overhead, thread CPU, interleaved the same way: an empty module
-call (nn.Identity, the floor any torch module pays), torch.empty((M, N)) from Python,
-KilnLinear.forward called directly (the C forward without Module.__call__), and the
-module with the package's Python forward (PyLinearBase, what runs without kiln._fast).
+Then the parts of the overhead, thread CPU, interleaved the same way with the C kernel: the
+Python loop itself (calling the builtin id), an empty module call (nn.Identity, the floor
+any torch module pays), torch.empty((M, N)) from Python, KilnLinear.forward called
+directly (the C forward without Module.__call__), and the module with the package's Python
+forward (PyLinearBase, what runs without kiln._fast).
 
     python python/bench_overhead.py [RECIPE] [--threads N] [--rounds R] [--reps N] [-M ROWS]
 """
@@ -45,36 +46,36 @@ def python_ns(mod: torch.nn.Module, x: torch.Tensor, reps: int) -> Tuple[float, 
     return (t1 - t0) / reps, (c1 - c0) / reps
 
 
-def call_cpu_ns(f: Callable[[], object], reps: int) -> float:
-    """Thread CPU time of one f() (no_grad, as a model runs)."""
+def call_cpu_ns(f: Callable[[object], object], arg: object, reps: int) -> float:
+    """Thread CPU time of one f(arg) (no_grad, as a model runs), called as a model's
+    forward calls its layers: no lambda or closure between the loop and f."""
     with torch.no_grad():
         c0 = time.thread_time_ns()
         for _ in range(reps):
-            f()
+            f(arg)
         return (time.thread_time_ns() - c0) / reps
 
 
 def parts(mod: kiln.KilnLinear, x: torch.Tensor, reps: int, rounds: int) -> Dict[str, float]:
-    """Median thread CPU ns of each part of a call, interleaved round by round."""
+    """Median thread CPU ns of each part of a call, and of the C kernel, interleaved
+    round by round."""
     ident = torch.nn.Identity()
     shape = (x.shape[0], mod.out_features)
-    pymod = torch.nn.Sequential(torch.nn.Identity())  # a module running the Python forward
-    pymod[0] = mod
-    empty = torch.empty
-    fwd = mod.forward
-    runs: Dict[str, Callable[[], object]] = {
-        "identity": lambda: ident(x),
-        "empty": lambda: empty(shape),
-        "forward": lambda: fwd(x),
-        "module": lambda: mod(x),
+    runs: Dict[str, Tuple[Callable[[object], object], object]] = {
+        "loop": (id, x),                 # the loop and a C call taking one argument
+        "identity": (ident, x),
+        "empty": (torch.empty, shape),
+        "forward": (mod.forward, x),
+        "module": (mod, x),
     }
-    got: Dict[str, List[float]] = {k: [] for k in list(runs) + ["py module"]}
+    got: Dict[str, List[float]] = {k: [] for k in list(runs) + ["c", "py module"]}
     for _ in range(rounds):
-        for k, f in runs.items():
-            got[k].append(call_cpu_ns(f, reps))
+        got["c"].append(c_ns(mod, x, reps)[1])
+        for k, (f, arg) in runs.items():
+            got[k].append(call_cpu_ns(f, arg, reps))
         mod.forward = types.MethodType(PyLinearBase.forward, mod)  # Module.__call__ finds it
         try:
-            got["py module"].append(call_cpu_ns(lambda: mod(x), reps))
+            got["py module"].append(call_cpu_ns(mod, x, reps))
         finally:
             del mod.forward
     return {k: statistics.median(v) for k, v in got.items()}
@@ -129,22 +130,27 @@ def main() -> None:
                      (p - c) / 1e3))
         mods.append((mod, x, statistics.median(v[1] for v in cs)))
     print()
-    print("Parts of a call, thread CPU (us), medians. overhead = KilnLinear() - C kernel; "
-          "forward = KilnLinear.forward(x) - C kernel (checks, output allocation, the call); "
-          "call = KilnLinear() - KilnLinear.forward(x) (Module.__call__'s part); floor: an "
-          "empty module call and torch.empty from Python")
-    print("| layer (N x K) | C kernel | KilnLinear() | overhead | forward | call "
-          "| floor: nn.Identity() | floor: torch.empty((M, N)) | Python forward: KilnLinear() |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for mod, x, c in mods:
+    print("Parts of a call, thread CPU (us), medians of rounds interleaved with the C kernel's. "
+          "overhead = KilnLinear() - C kernel; forward = KilnLinear.forward(x) - C kernel "
+          "(checks, output, the call); call = KilnLinear() - KilnLinear.forward(x) "
+          "(Module.__call__'s part); loop = the Python loop calling a builtin (id), which a "
+          "model's own forward pays for any call; floors: an empty module call, torch.empty")
+    print("| layer (N x K) | C kernel | KilnLinear() | overhead | overhead - loop | forward | call "
+          "| loop | floor: nn.Identity() | floor: torch.empty((M, N)) "
+          "| Python forward: KilnLinear() |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for mod, x, _ in mods:
         r = parts(mod, x, a.reps, a.rounds)
+        c = r["c"]
         over = r["module"] - c
-        print("| %d x %d | %.2f | %.2f | %+.2f (%+.1f %%) | %+.2f | %+.2f | %.2f | %.2f "
-              "| %.2f (%+.2f, %+.0f %%) |" % (
+        net = over - r["loop"]
+        print("| %d x %d | %.2f | %.2f | %+.3f (%+.1f %%) | %+.3f (%+.1f %%) | %+.3f | %+.3f "
+              "| %.3f | %.2f | %.2f | %.2f (%+.2f, %+.0f %%) |" % (
                   mod.out_features, mod.in_features, c / 1e3, r["module"] / 1e3, over / 1e3,
-                  100 * over / c, (r["forward"] - c) / 1e3, (r["module"] - r["forward"]) / 1e3,
-                  r["identity"] / 1e3, r["empty"] / 1e3, r["py module"] / 1e3,
-                  (r["py module"] - c) / 1e3, 100 * (r["py module"] - c) / c))
+                  100 * over / c, net / 1e3, 100 * net / c, (r["forward"] - c) / 1e3,
+                  (r["module"] - r["forward"]) / 1e3, r["loop"] / 1e3, r["identity"] / 1e3,
+                  r["empty"] / 1e3, r["py module"] / 1e3, (r["py module"] - c) / 1e3,
+                  100 * (r["py module"] - c) / c))
 
 
 if __name__ == "__main__":

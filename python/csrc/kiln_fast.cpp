@@ -14,13 +14,31 @@
 #include <ATen/EmptyTensor.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/SmallVector.h>
+#include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/jit/frontend/tracer.h>
 
 #include "kiln.h"
 
 namespace {
 
 using run_fn = decltype(&kiln_layer_run);
+
+/* What the last full check found, valid while the dicts it read are unmodified (their
+ * version tags, CPython < 3.12, where every change to a dict gives it a new tag, unique
+ * process-wide): then the same hook dicts are bound, and only their sizes can have
+ * changed. One entry for torch.nn.modules.module's globals, one per layer. */
+#if PY_VERSION_HEX < 0x030C0000
+#define KILN_DICT_TAGS 1
+uint64_t dict_tag(PyObject *d) { return ((PyDictObject *)d)->ma_version_tag; }
+#else
+#define KILN_DICT_TAGS 0
+#endif
+struct HookCache {
+  PyObject *dict;  // borrowed: compared, never dereferenced unless it is the live one
+  uint64_t tag;
+  PyObject *hooks[4];  // borrowed: dict holds them while its tag is unchanged
+};
 
 struct LinearBase {
   PyObject_HEAD
@@ -29,14 +47,25 @@ struct LinearBase {
   int64_t K, N;
   int fast;            // f32 output, no bias / gather / divide around the kernel
   PyTypeObject *direct_type;  // the class that keeps LinearBase's forward and __call__
+  PyObject *out;       // the last small output, given again once nothing else holds it
+  HookCache hooks;     // call_is_forward's last full check of the instance dict
 };
+
+/* Outputs up to this size are kept for reuse (a decode step's; SmolLM2's largest
+ * layer at M = 1 is 6 KiB): at most this much per layer stays allocated. */
+constexpr int64_t reuse_bytes = 64 << 10;
+
+/* Below this many multiply-adds (a few to some tens of microseconds) the kernel runs
+ * holding the GIL: releasing and taking it back costs more than another Python thread
+ * could gain in that time. Above, other threads run meanwhile. */
+constexpr double hold_gil_macs = 1 << 22;
 
 PyObject *str_general, *str_fail, *str_forward, *str_compiled;
 PyObject *str_hooks[4];         // the instance's hook dicts Module._call_impl checks
 PyObject *str_global_hooks[4];  // the same module-wide, in torch.nn.modules.module
-/* From _setup: torch.nn.Module.__call__, torch.nn.modules.module's globals, and
- * torch._C._is_tracing; NULL until then (every call goes through Module.__call__). */
-PyObject *module_call, *module_globals, *is_tracing;
+/* From _setup: torch.nn.Module.__call__ and torch.nn.modules.module's globals; NULL
+ * until then (every call goes through Module.__call__). */
+PyObject *module_call, *module_globals;
 int direct_calls;
 
 /* A tensor whose memory is what it says: exactly torch.Tensor (or Parameter), dense CPU
@@ -49,29 +78,76 @@ bool plain_input(const at::Tensor &t, int64_t K) {
          t.dim() >= 1 && t.size(-1) == K && t.is_contiguous();
 }
 
-/* y[..., N] for x[..., K]: a fresh tensor each call (callers keep outputs). */
-PyObject *run_plain(LinearBase *s, const at::Tensor &t) {
+/* The kept output o, when giving it again is the same as giving a fresh tensor: nothing
+ * but this layer references it — no other Python reference, weak reference or attribute,
+ * no C++ owner, view or storage user (numpy, DLPack, autograd) — and it is still what
+ * the call makes: the sizes, contiguous f32 CPU, no grad, created in the same inference
+ * mode, its memory its own. Else nullptr. */
+PyObject *reusable(PyObject *o, c10::ArrayRef<int64_t> sizes) {
+  if (!o || Py_REFCNT(o) != 1 || !THPVariable_CheckExact(o))
+    return nullptr;
+  if (Py_TYPE(o)->tp_weaklistoffset && *PyObject_GET_WEAKREFS_LISTPTR(o))
+    return nullptr;
+  if (Py_TYPE(o)->tp_dictoffset) {
+    PyObject **d = _PyObject_GetDictPtr(o);
+    if (d && *d && (!PyDict_Check(*d) || PyDict_GET_SIZE(*d)))
+      return nullptr;
+  }
+  const at::Tensor &y = THPVariable_Unpack(o);
+  if (!y.defined() || y.use_count() != 1 || y.weak_use_count() != 1 ||
+      !y.has_storage() || y.storage().use_count() != 1 || y.sizes() != sizes ||
+      y.scalar_type() != at::kFloat || !y.is_cpu() || !y.is_contiguous() ||
+      y.storage_offset() != 0 || y.requires_grad() ||
+      y.is_inference() != c10::InferenceMode::is_enabled() ||
+      y.storage().nbytes() < (size_t)y.numel() * sizeof(float))
+    return nullptr;
+  Py_INCREF(o);
+  return o;
+}
+
+/* y[..., N] for x[..., K]: the layer's last small output when nothing holds it any more
+ * (reusable), else a fresh tensor; a new reference. */
+PyObject *output(LinearBase *s, const at::Tensor &t) {
   c10::SmallVector<int64_t, 6> sizes(t.sizes().begin(), t.sizes().end());
   sizes.back() = s->N;
-  at::Tensor y;
+  if (PyObject *o = reusable(s->out, sizes))
+    return o;
+  PyObject *o;
   try {
-    y = at::detail::empty_cpu(sizes, at::kFloat, std::nullopt, std::nullopt, std::nullopt,
-                              std::nullopt);
+    o = THPVariable_Wrap(at::detail::empty_cpu(sizes, at::kFloat, std::nullopt, std::nullopt,
+                                               std::nullopt, std::nullopt));
   } catch (const std::exception &e) {
     PyErr_Format(PyExc_MemoryError, "kiln: output of %lld floats: %s",
                  (long long)(t.numel() / s->K * s->N), e.what());
     return nullptr;
   }
+  if (o && THPVariable_Unpack(o).numel() * (int64_t)sizeof(float) <= reuse_bytes) {
+    Py_INCREF(o);
+    Py_XSETREF(s->out, o);
+  }
+  return o;
+}
+
+PyObject *run_plain(LinearBase *s, const at::Tensor &t) {
+  PyObject *o = output(s, t);
+  if (!o)
+    return nullptr;
+  const at::Tensor &y = THPVariable_Unpack(o);  // o holds it
   const int64_t M = t.numel() / s->K;
   kiln_status st = KILN_STATUS_OK;
   if (M) {
     const float *x = t.const_data_ptr<float>();
     void *out = y.mutable_data_ptr();
-    Py_BEGIN_ALLOW_THREADS
-    st = s->run(s->layer, x, M, out);
-    Py_END_ALLOW_THREADS
+    if ((double)M * (double)s->N * (double)s->K < hold_gil_macs) {
+      st = s->run(s->layer, x, M, out);
+    } else {
+      Py_BEGIN_ALLOW_THREADS
+      st = s->run(s->layer, x, M, out);
+      Py_END_ALLOW_THREADS
+    }
   }
   if (st != KILN_STATUS_OK) {  // KilnLinear._fail raises the context's KilnError
+    Py_DECREF(o);
     PyObject *code = PyLong_FromLong(st);
     PyObject *r = code ? PyObject_CallMethodOneArg((PyObject *)s, str_fail, code) : nullptr;
     Py_XDECREF(code);
@@ -81,7 +157,7 @@ PyObject *run_plain(LinearBase *s, const at::Tensor &t) {
     }
     return nullptr;
   }
-  return THPVariable_Wrap(std::move(y));
+  return o;
 }
 
 /* forward(x) / forward(input=x), as torch.nn.Linear is called. */
@@ -107,31 +183,65 @@ PyObject *linear_forward(PyObject *self, PyObject *const *args, Py_ssize_t nargs
   return PyObject_CallMethodOneArg(self, str_general, x);
 }
 
-int empty_dict(PyObject *d, PyObject *key) {
+/* The hook dicts bound under key in d (borrowed), or nullptr when not a dict. */
+PyObject *hook_dict(PyObject *d, PyObject *key) {
   PyObject *v = d ? PyDict_GetItemWithError(d, key) : nullptr;  // borrowed
-  return v && PyDict_Check(v) && PyDict_GET_SIZE(v) == 0;
+  return v && PyDict_Check(v) ? v : nullptr;
+}
+
+HookCache global_hooks;
+
+bool hooks_empty(const HookCache &c) {
+  for (int i = 0; i < 4; i++)
+    if (PyDict_GET_SIZE(c.hooks[i]))
+      return false;
+  return true;
+}
+
+/* Whether hooks under names in d are all empty dicts (and remember them in c). */
+bool check_hooks(PyObject *d, PyObject *const names[4], HookCache *c) {
+  c->dict = nullptr;
+  for (int i = 0; i < 4; i++)
+    if (!(c->hooks[i] = hook_dict(d, names[i])))
+      return false;
+#if KILN_DICT_TAGS
+  c->dict = d;
+  c->tag = dict_tag(d);
+#endif
+  return hooks_empty(*c);
+}
+
+bool cached(const HookCache &c, PyObject *d) {
+#if KILN_DICT_TAGS
+  return c.dict == d && c.tag == dict_tag(d);
+#else
+  (void)c, (void)d;
+  return false;
+#endif
 }
 
 /* 1 when Module.__call__ would only call LinearBase.forward: no hook anywhere, no
  * instance forward (accelerate's wrappers put one there), not compiled, not tracing.
  * Lookup errors count as "no" (the general call then reports them). */
-int call_is_forward(PyObject *self) {
-  PyObject *d = PyObject_GenericGetDict(self, nullptr);
-  if (!d) {
-    PyErr_Clear();
+int call_is_forward(LinearBase *s) {
+  PyObject **dp = _PyObject_GetDictPtr((PyObject *)s);
+  PyObject *d = dp ? *dp : nullptr;
+  if (!d || !PyDict_Check(d))
     return 0;
+  bool ok;
+  if (cached(s->hooks, d)) {
+    ok = hooks_empty(s->hooks);
+  } else {
+    PyObject *compiled = PyDict_GetItemWithError(d, str_compiled);  // Module.compile()'s
+    ok = PyDict_GetItemWithError(d, str_forward) == nullptr &&
+         (compiled == nullptr || compiled == Py_None) && check_hooks(d, str_hooks, &s->hooks);
   }
-  PyObject *compiled = PyDict_GetItemWithError(d, str_compiled);  // Module.compile()'s
-  int ok = PyDict_GetItemWithError(d, str_forward) == nullptr &&
-           (compiled == nullptr || compiled == Py_None);
-  for (int i = 0; ok && i < 4; i++)
-    ok = empty_dict(d, str_hooks[i]) && empty_dict(module_globals, str_global_hooks[i]);
-  Py_DECREF(d);
-  if (ok) {
-    PyObject *t = PyObject_CallNoArgs(is_tracing);
-    ok = t == Py_False;
-    Py_XDECREF(t);
-  }
+  if (ok)
+    ok = cached(global_hooks, module_globals)
+             ? hooks_empty(global_hooks)
+             : check_hooks(module_globals, str_global_hooks, &global_hooks);
+  if (ok)
+    ok = !torch::jit::tracer::isTracing();
   if (PyErr_Occurred())
     PyErr_Clear();
   return ok;
@@ -142,7 +252,7 @@ PyObject *linear_call(PyObject *self, PyObject *args, PyObject *kw) {
   LinearBase *s = (LinearBase *)self;
   const Py_ssize_t nargs = PyTuple_GET_SIZE(args);
   if (Py_TYPE(self) == s->direct_type && direct_calls && nargs == 1 &&
-      (!kw || !PyDict_GET_SIZE(kw)) && call_is_forward(self))
+      (!kw || !PyDict_GET_SIZE(kw)) && call_is_forward(s))
     return linear_forward(self, &PyTuple_GET_ITEM(args, 0), 1, nullptr);
   if (!module_call) {
     PyErr_SetString(PyExc_RuntimeError, "kiln._fast: _setup was not called");
@@ -161,20 +271,17 @@ PyObject *linear_call(PyObject *self, PyObject *args, PyObject *kw) {
   return PyObject_VectorcallDict(module_call, stack, nargs + 1, kw);
 }
 
-/* _setup(module_call, module_globals, is_tracing, direct): what linear_call needs;
- * direct=False keeps every call on Module.__call__ (linear.py found torch's check
- * changed). */
+/* _setup(module_call, module_globals, direct): what linear_call needs; direct=False
+ * keeps every call on Module.__call__ (linear.py found torch's check changed). */
 PyObject *fast_setup(PyObject *, PyObject *args) {
-  PyObject *call, *globals, *tracing;
+  PyObject *call, *globals;
   int direct;
-  if (!PyArg_ParseTuple(args, "OO!Op", &call, &PyDict_Type, &globals, &tracing, &direct))
+  if (!PyArg_ParseTuple(args, "OO!p", &call, &PyDict_Type, &globals, &direct))
     return nullptr;
   Py_INCREF(call);
   Py_XSETREF(module_call, call);
   Py_INCREF(globals);
   Py_XSETREF(module_globals, globals);
-  Py_INCREF(tracing);
-  Py_XSETREF(is_tracing, tracing);
   direct_calls = direct;
   Py_RETURN_NONE;
 }
@@ -207,6 +314,27 @@ PyObject *linear_bind(PyObject *self, PyObject *args) {
   Py_RETURN_NONE;
 }
 
+/* The kept output is the layer's alone; the collector sees it (a user may hang the
+ * layer on it). */
+int linear_traverse(PyObject *self, visitproc visit, void *arg) {
+  Py_VISIT(((LinearBase *)self)->out);
+  Py_VISIT(Py_TYPE(self));  // a heap type's instances own a reference to it
+  return 0;
+}
+
+int linear_clear(PyObject *self) {
+  Py_CLEAR(((LinearBase *)self)->out);
+  return 0;
+}
+
+void linear_dealloc(PyObject *self) {
+  PyTypeObject *tp = Py_TYPE(self);
+  PyObject_GC_UnTrack(self);
+  linear_clear(self);
+  tp->tp_free(self);
+  Py_DECREF(tp);  // LinearBase is a heap type: subtype_dealloc leaves this to it
+}
+
 PyObject *linear_fast(PyObject *self, void *) {
   return PyBool_FromLong(((LinearBase *)self)->fast);
 }
@@ -228,15 +356,19 @@ PyType_Slot linear_slots[] = {
     {Py_tp_methods, linear_methods},
     {Py_tp_getset, linear_getset},
     {Py_tp_call, (void *)linear_call},
+    {Py_tp_traverse, (void *)linear_traverse},
+    {Py_tp_clear, (void *)linear_clear},
+    {Py_tp_dealloc, (void *)linear_dealloc},
     {Py_tp_new, (void *)PyType_GenericNew},
     {0, nullptr}};
 
 PyType_Spec linear_spec = {"kiln._fast.LinearBase", sizeof(LinearBase), 0,
-                           Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, linear_slots};
+                           Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+                           linear_slots};
 
 PyMethodDef fast_functions[] = {
     {"_setup", fast_setup, METH_VARARGS,
-     "_setup(Module.__call__, torch.nn.modules.module.__dict__, torch._C._is_tracing, direct)"},
+     "_setup(Module.__call__, torch.nn.modules.module.__dict__, direct)"},
     {nullptr, nullptr, 0, nullptr}};
 
 struct PyModuleDef fast_module = {PyModuleDef_HEAD_INIT, "kiln._fast",

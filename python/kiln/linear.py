@@ -66,8 +66,7 @@ try:
     from . import _fast
     FAST_PATH_ERROR = ""
     DIRECT_CALL = _torch_call_check_known()
-    _fast._setup(torch.nn.Module.__call__, vars(torch.nn.modules.module),
-                 torch._C._is_tracing, DIRECT_CALL)
+    _fast._setup(torch.nn.Module.__call__, vars(torch.nn.modules.module), DIRECT_CALL)
 except ImportError as e:  # not built, or built against another torch
     DIRECT_CALL = False
     _Base = PyLinearBase

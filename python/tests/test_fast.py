@@ -72,6 +72,8 @@ def test_inference_mode_no_grad_and_requires_grad_inputs_take_the_fast_path(monk
 
 
 def test_each_call_gets_its_own_output() -> None:
+    """Outputs the caller holds are never written again (a freed one may be reused:
+    test_an_output_nothing_holds_is_given_again_and_only_then)."""
     lin = layer()
     x = torch.randn(1, 576)
     y1, y2 = lin(x), lin(x)
@@ -79,6 +81,88 @@ def test_each_call_gets_its_own_output() -> None:
     keep = y1.clone()
     y1.add_(1)
     assert torch.equal(lin(x), keep) and torch.equal(y2, keep)
+
+
+def test_an_output_nothing_holds_is_given_again_and_only_then() -> None:
+    """The layer keeps its last small output and gives it again when no one else can see
+    it; anything that can still see the old one gets a fresh tensor, its values kept."""
+    import weakref
+
+    lin = layer()
+    x = torch.randn(1, 576)
+    ref = lin(x).clone()
+    y = lin(x)
+    ptr = y.data_ptr()
+    del y
+    y = lin(x)  # nothing held the last one: its memory again, the right numbers
+    assert y.data_ptr() == ptr and torch.equal(y, ref)
+
+    def holders(y: torch.Tensor):
+        yield y.view(-1)               # a view: shares the storage
+        yield y.numpy()                # numpy's array keeps the tensor
+        yield weakref.ref(y)           # a weak reference could get it back
+        yield torch.utils.dlpack.to_dlpack(y)
+        yield y.untyped_storage()
+        y.note = "mine"                # an attribute: the user's object
+        yield None
+
+    n = 0
+    for h in holders(y):
+        old = y
+        old_vals = old.clone()
+        del y
+        y = lin(x)
+        assert y.data_ptr() != old.data_ptr(), f"holder {n} ({type(h).__name__})"
+        assert torch.equal(y, ref) and torch.equal(old, old_vals)
+        del h
+        n += 1
+    # an output made in another inference mode is not given in this one
+    with torch.inference_mode():
+        z = lin(x)
+        assert z.is_inference()
+        del z
+    with torch.no_grad():
+        w = lin(x)
+        assert not w.is_inference() and torch.equal(w, ref)
+    # a resized or grad-requiring old output is not given again
+    w.resize_(2, 320)
+    del w
+    assert lin(x).shape == (1, 320)
+    v = lin(x)
+    v.requires_grad_(True)
+    ptr = v.data_ptr()
+    del v
+    u = lin(x)
+    assert u.data_ptr() != ptr and not u.requires_grad and torch.equal(u, ref)
+
+
+def test_hooks_added_or_rebound_after_direct_calls_still_run() -> None:
+    """call_is_forward remembers its last check; a hook added, a hook dict rebound, a
+    global hook or an instance forward set after many direct calls is still seen."""
+    from collections import OrderedDict
+
+    lin = layer()
+    x = torch.randn(1, 576)
+    ref = lin(x)
+    for _ in range(3):
+        lin(x)
+    lin._forward_hooks = OrderedDict({7: lambda m, a, o: o * 3})
+    assert torch.equal(lin(x), ref * 3)
+    lin._forward_hooks = OrderedDict()
+    assert torch.equal(lin(x), ref)
+    seen = []
+    h = torch.nn.modules.module.register_module_forward_pre_hook(lambda m, a: seen.append(1))
+    lin(x)
+    h.remove()
+    lin(x)
+    assert seen == [1]
+    saved = torch.nn.modules.module._global_forward_hooks
+    torch.nn.modules.module._global_forward_hooks = OrderedDict({1: lambda m, a, o: o + 1})
+    try:
+        assert torch.equal(lin(x), ref + 1)
+    finally:
+        torch.nn.modules.module._global_forward_hooks = saved
+    assert torch.equal(lin(x), ref)
 
 
 def test_other_inputs_fall_back_to_the_general_path(monkeypatch) -> None:
