@@ -22,6 +22,8 @@ import math
 import statistics
 import sys
 
+from jsonstream import StreamError, read_values
+
 ENGINE_ORDER = {"llama.cpp": 0, "kiln": 1, "torch": 2}
 TOOL_ENGINE = {"llama": "llama.cpp", "kiln": "kiln", "torch": "torch"}
 
@@ -32,18 +34,10 @@ class InputError(Exception):
 
 def read_stream(text, where):
     """Every JSON value in text (concatenated or one a line); arrays are flattened."""
-    dec, i, out = json.JSONDecoder(), 0, []
-    while True:
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if i >= len(text):
-            return out
-        try:
-            obj, i = dec.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            line = text.count("\n", 0, i) + 1
-            raise InputError(f"{where}:{line}: not JSON: {e.msg}") from None
-        out.extend(obj if isinstance(obj, list) else [obj])
+    try:
+        return read_values(text, where, flatten=True)
+    except StreamError as e:
+        raise InputError(str(e)) from None
 
 
 def parse_tool_output(text):

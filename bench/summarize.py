@@ -4,10 +4,11 @@ into the Markdown tables of bench/results/cpu-<date>.md (docs/bench.md describes
 Standard library only.
 usage: python3 summarize.py [--machine] RAW_FILE >> RESULTS.md
 (--machine: only the lines on the CPU and the eviction, for the "Machine" section)"""
-import json
 import statistics
 import sys
 from collections import defaultdict
+
+from jsonstream import read_values
 
 # Each recipe family's like-for-like peers: the same weight and activation formats.
 # The fastest of them is the row's "like-for-like" column.
@@ -21,15 +22,8 @@ LIKE_FOR_LIKE = {
 
 
 def read_stream(path):
-    text = open(path).read()
-    dec, i, out = json.JSONDecoder(), 0, []
-    while True:
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if i >= len(text):
-            return out
-        obj, i = dec.raw_decode(text, i)
-        out.append(obj)
+    with open(path) as f:
+        return read_values(f.read(), path)
 
 
 def fmt(v, nd=1, na="n/a"):

@@ -10,25 +10,17 @@
 # env:   KILN_GGML_VERSION (the pinned llama-cpp-python release, default below),
 #        KILN_PEERS_CACHE (default ~/.cache/kiln/peers), PIP (default "python3 -m pip")
 set -euo pipefail
-ver=${KILN_GGML_VERSION:-0.3.36}
-cache=${KILN_PEERS_CACHE:-$HOME/.cache/kiln/peers}
+# shellcheck source=bench/peers/llama_sdist.sh
+. "$(dirname "$0")/llama_sdist.sh"
 prefix=$cache/ggml-$ver
 opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON -DGGML_LLAMAFILE=ON
       -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DGGML_CCACHE=OFF)
-# A native build is only good for the CPU it was built on: the stamp names the CPU's
-# flags and the options.
-stamp=$({ grep -m1 '^flags' /proc/cpuinfo; echo "${opts[*]}"; } | md5sum | cut -c1-12)
+stamp=$(native_stamp "${opts[*]}")
 if [ -f "$prefix/.built" ] && [ "$(cat "$prefix/.built")" = "$stamp" ]; then
   echo "$prefix"
   exit 0
 fi
-mkdir -p "$cache"
-sdist=$cache/llama_cpp_python-$ver.tar.gz
-if [ ! -f "$sdist" ]; then
-  # shellcheck disable=SC2086
-  ${PIP:-python3 -m pip} download -q --no-binary :all: --no-deps \
-    "llama-cpp-python==$ver" -d "$cache" >&2
-fi
+sdist=$(fetch_sdist)
 work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-ggml.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 tar xzf "$sdist" -C "$work" "llama_cpp_python-$ver/vendor/llama.cpp/ggml"

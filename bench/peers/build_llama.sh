@@ -14,8 +14,8 @@
 #        KILN_PEERS_CACHE (default ~/.cache/kiln/peers), PIP (default "python3 -m pip"),
 #        KILN_PEERS_JOBS (build jobs, default nproc)
 set -euo pipefail
-ver=${KILN_GGML_VERSION:-0.3.36}
-cache=${KILN_PEERS_CACHE:-$HOME/.cache/kiln/peers}
+# shellcheck source=bench/peers/llama_sdist.sh
+. "$(dirname "$0")/llama_sdist.sh"
 prefix=$cache/llama-$ver
 jobs=${KILN_PEERS_JOBS:-$(nproc)}
 opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON -DGGML_LLAMAFILE=ON
@@ -24,21 +24,13 @@ opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON -DGGML_
       -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
       -DLLAMA_BUILD_UI=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
       -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON "-DCMAKE_INSTALL_RPATH=\$ORIGIN/../lib")
-# A native build is only good for the CPU it was built on: the stamp names the CPU's
-# flags and the options.
-stamp=$({ grep -m1 '^flags' /proc/cpuinfo; echo "${opts[*]}"; } | md5sum | cut -c1-12)
+stamp=$(native_stamp "${opts[*]}")
 if [ -f "$prefix/.built" ] && [ "$(cat "$prefix/.built")" = "$stamp" ] &&
    [ -x "$prefix/bin/llama-bench" ]; then
   echo "$prefix"
   exit 0
 fi
-mkdir -p "$cache"
-sdist=$cache/llama_cpp_python-$ver.tar.gz
-if [ ! -f "$sdist" ]; then
-  # shellcheck disable=SC2086
-  ${PIP:-python3 -m pip} download -q --no-binary :all: --no-deps \
-    "llama-cpp-python==$ver" -d "$cache" >&2
-fi
+sdist=$(fetch_sdist)
 work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-llama.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 tar xzf "$sdist" -C "$work" "llama_cpp_python-$ver/vendor/llama.cpp"
