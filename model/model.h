@@ -38,6 +38,13 @@ void kiln_silu_mul(float *g, const float *u, int64_t n);
 /* Rotary embedding on one head vector of size hd at position pos, GGUF "norm"
  * layout: adjacent pairs (x[2i], x[2i+1]) rotate by pos·theta^(-2i/hd). */
 void kiln_rope_norm(float *x, int hd, int pos, float theta);
+/* Its cos and sin for positions pos0..pos0+T-1 and pairs i < hd/2: cs, sn [T][hd/2]. */
+void kiln_rope_table(int T, int pos0, int hd, float theta, float *cs, float *sn);
+/* The Llama forward's attention of one query row q[hd] over n keys and values K_j, V_j
+ * (ks floats apart): o[hd] = Σ softmax(q·K_j / √hd)_j V_j; p[n] scratch. The code
+ * kiln_llama_forward runs (model/nets/llama_forward.c), for the Python package. */
+void kiln_llama_attend(const float *q, const float *K, const float *V, size_t ks, int n, int hd,
+                       float *p, float *o);
 /* Loads tensor name as f32 after checking it exists with numel elements; errors
  * name the file as what (e.g. "GGUF"). */
 int kiln_load_f32_checked(const struct KilnModelFile *mf, const char *what, const char *name,

@@ -118,6 +118,23 @@ static AttnRow pick_attn(int hd)
 
 enum { ATTN_QBLOCK = 32 }; /* query rows per task in a prefill */
 
+/* One query row q[hd] over n keys K_j / values V_j (ks floats apart): o = Σ softmax(q·K_j
+ * / √hd)_j V_j; p[n] scratch. */
+static void attend(const AttnRow *f, const float *q, const float *K, const float *V, size_t ks,
+                   int n, int hd, float *p, float *o)
+{
+    f->scores(q, K, ks, n, hd, 1.0f / sqrtf((float)hd), p);
+    kiln_softmax(p, n);
+    f->mix(p, V, ks, n, hd, o);
+}
+
+void kiln_llama_attend(const float *q, const float *K, const float *V, size_t ks, int n, int hd,
+                       float *p, float *o)
+{
+    AttnRow f = pick_attn(hd);
+    attend(&f, q, K, V, ks, n, hd, p, o);
+}
+
 typedef struct AttnTask {
     const KilnLlama *m;
     const KilnKVCache *kv;
@@ -156,15 +173,11 @@ static void attn_task(void *ctx, int task, int thread)
         K = Kd, V = Vd, ks = (size_t)hd;
         p = Vd + (size_t)n * hd;
     }
-    float sc = 1.0f / sqrtf((float)hd);
     int D = m->nh * hd;
     for (int t = t0; t < t1; t++)
-        for (int h = h0; h < h0 + per; h++) {
-            int upto = a->pos0 + t + 1;
-            a->f.scores(a->q + (size_t)t * D + h * hd, K, ks, upto, hd, sc, p);
-            kiln_softmax(p, upto);
-            a->f.mix(p, V, ks, upto, hd, a->ctx + (size_t)t * D + h * hd);
-        }
+        for (int h = h0; h < h0 + per; h++)
+            attend(&a->f, a->q + (size_t)t * D + h * hd, K, V, ks, a->pos0 + t + 1, hd, p,
+                   a->ctx + (size_t)t * D + h * hd);
 }
 
 /* Causal grouped-query attention of T new tokens over the layer's cache. Small ones
@@ -185,7 +198,7 @@ static void attention(AttnTask *a, KilnPool *pool)
 
 /* RoPE's cos and sin of every position of the forward and pair i, [T][hd/2] each, computed
  * as kiln_rope_norm computes them, once for every layer and head. */
-static void rope_table(int T, int pos0, int hd, float theta, float *cs, float *sn)
+void kiln_rope_table(int T, int pos0, int hd, float theta, float *cs, float *sn)
 {
     for (int t = 0; t < T; t++)
         for (int i = 0; i < hd / 2; i++) {
@@ -241,7 +254,7 @@ static int fwd_alloc(const KilnLlama *m, KilnPool *pool, int T, int pos0, float 
     }
     b->rsn = b->rcs + (size_t)T * (m->hd / 2);
     b->f = pick_attn(m->hd);
-    rope_table(T, pos0, m->hd, m->theta, b->rcs, b->rsn);
+    kiln_rope_table(T, pos0, m->hd, m->theta, b->rcs, b->rsn);
     return 0;
 }
 

@@ -211,3 +211,42 @@ double kiln_py_time_run(kiln_layer *l, const float *x, int64_t M, void *y, int r
         *cpu_ns = reps > 0 ? ns_between(&c0, &c1) / reps : 0;
     return reps > 0 ? ns_between(&t0, &t1) / reps : 0;
 }
+
+/* ---------------------------------------------------------------- kiln's numerics */
+
+void kiln_py_rmsnorm(float *x, int64_t M, int64_t D, const float *g, float eps)
+{
+    kiln_rmsnorm(x, M, D, g, eps);
+}
+
+void kiln_py_silu_mul(float *g, const float *u, int64_t n) { kiln_silu_mul(g, u, n); }
+
+void kiln_py_rope_table(int T, int pos0, int hd, float theta, float *cs, float *sn)
+{
+    kiln_rope_table(T, pos0, hd, theta, cs, sn);
+}
+
+kiln_status kiln_py_attention(const float *q, const float *k, const float *v, int T, int n,
+                              int nh, int nkv, int hd, float *out)
+{
+    if (T < 1 || n < T || nh < 1 || nkv < 1 || nh % nkv || hd < 1)
+        return fail_msg(KILN_STATUS_INPUT,
+                        "kiln_py_attention: bad shape: %d queries over %d keys, %d heads over "
+                        "%d KV heads of %d",
+                        T, n, nh, nkv, hd);
+    float *p = malloc(sizeof(float) * (size_t)n);
+    if (!p)
+        return fail_msg(KILN_STATUS_INTERNAL, "kiln_py_attention: out of memory for %d scores", n);
+    size_t ks = (size_t)nkv * hd;
+    int group = nh / nkv, pos0 = n - T;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < nh; h++) {
+            size_t row = ((size_t)t * nh + h) * hd;
+            int kvh = h / group;
+            kiln_llama_attend(q + row, k + (size_t)kvh * hd, v + (size_t)kvh * hd, ks,
+                              pos0 + t + 1, hd, p, out + row);
+        }
+    free(p);
+    py_err[0] = 0;
+    return KILN_STATUS_OK;
+}

@@ -65,6 +65,24 @@ kiln_status kiln_py_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const char
                                  const float *calib_x, int64_t calib_rows,
                                  const kiln_py_method *m, kiln_layer **out);
 
+/* ---------------------------------------------------------------- kiln's numerics */
+
+/* The parts of kiln's Llama forward between its linear layers (model/nets/llama_forward.c),
+ * the same code, so that a PyTorch model running them (kiln.kiln_numerics_) computes
+ * what `kiln eval` computes, bit for bit, given the same layers. All f32, in place where
+ * x / g is both input and output. */
+/* RMSNorm of M rows of D: x = x / sqrt(mean(x²) + eps) * g (the sum in double). */
+void kiln_py_rmsnorm(float *x, int64_t M, int64_t D, const float *g, float eps);
+/* g = silu(g) * u, n values. */
+void kiln_py_silu_mul(float *g, const float *u, int64_t n);
+/* RoPE's cos and sin, cs and sn [T][hd/2], of positions pos0.. and pairs i < hd/2. */
+void kiln_py_rope_table(int T, int pos0, int hd, float theta, float *cs, float *sn);
+/* Causal grouped-query attention of T query rows at positions n-T..n-1 over n keys:
+ * q [T][nh][hd], k and v [n][nkv][hd] (a head's RoPE pairs adjacent, as kiln lays them
+ * out), out [T][nh][hd]; query head h reads KV head h / (nh / nkv). */
+kiln_status kiln_py_attention(const float *q, const float *k, const float *v, int T, int n,
+                              int nh, int nkv, int hd, float *out);
+
 /* ---------------------------------------------------------------- overhead */
 
 /* Runs kiln_layer_run(l, x, M, y) reps times from C and returns the mean wall time of

@@ -13,6 +13,7 @@ between 0.99689 and 0.99742; those rows are checked to that spread."""
 from __future__ import annotations
 
 import math
+import subprocess
 from pathlib import Path
 from typing import List, Sequence
 
@@ -20,7 +21,7 @@ import pytest
 import torch
 
 import kiln
-from conftest import RECIPES, TEST_RECIPES, bible_lines, kiln_json
+from conftest import RECIPES, TEST_RECIPES, bible_lines, kiln_bin, kiln_json
 
 SENTENCES = 128
 TOKENS = 512  # SmolLM2: window 512, stride 256 as kiln eval's defaults
@@ -103,12 +104,30 @@ def perplexity(model: torch.nn.Module, ids: List[int], window: int = 512, stride
     return math.exp(nll / scored)
 
 
-def smollm2_ppl(directory: Path, recipe: Path):
+def smollm2_ppl(directory: Path, recipe: Path, kiln_numerics: bool = False, tokens: int = TOKENS):
     model = kiln.load(directory, recipe)
-    ids = john_ids(directory, TOKENS)
+    if kiln_numerics:
+        kiln.kiln_numerics_(model)
+    ids = john_ids(directory, tokens)
     mine = perplexity(model, ids)
-    rows = kiln_json("eval", str(recipe), "--model", str(directory), "--tokens", str(TOKENS))["rows"]
+    rows = kiln_json("eval", str(recipe), "--model", str(directory), "--tokens", str(tokens))["rows"]
     return model, mine, rows[1]["ppl"]
+
+
+def generate_paris(directory: Path, model: torch.nn.Module) -> str:
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(directory)
+    # SmolLM2's chat template (ChatML; the directory kiln writes has no template field)
+    prompt = ("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+              "<|im_start|>assistant\n")
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=12)
+    text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    print("generated: %r" % text)
+    assert out.shape[1] > ids.shape[1] and "Paris" in text
+    return text
 
 
 def test_smollm2_perplexity_equals_kiln_eval(smollm2_w8a8: Path) -> None:
@@ -123,19 +142,43 @@ def test_smollm2_perplexity_equals_kiln_eval(smollm2_w8a8: Path) -> None:
 
 
 def test_smollm2_stored_acts_and_generate(smollm2_w8a8: Path) -> None:
-    from transformers import AutoTokenizer
     model, mine, theirs = smollm2_ppl(smollm2_w8a8, RECIPES / "checkpoint" / "stored-acts.lua")
-    print("python ppl %.10f, kiln eval %.10f (W8A8 dynamic)" % (mine, theirs))
+    print("python ppl %.10f, kiln eval %.10f (W8A8 dynamic, torch numerics)" % (mine, theirs))
     assert abs(mine / theirs - 1) < 0.03
     assert "a int8 sym token dynamic" in model.model.layers[0].self_attn.q_proj.description
-    tok = AutoTokenizer.from_pretrained(smollm2_w8a8)
-    # SmolLM2's chat template (ChatML; the directory kiln writes has no template field)
-    prompt = ("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
-              "<|im_start|>assistant\n")
-    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    generate_paris(smollm2_w8a8, model)
+
+
+def test_smollm2_w8a8_with_kiln_numerics_equals_kiln_eval(smollm2_w8a8: Path) -> None:
+    """kiln.kiln_numerics_: the parts between the layers by kiln's C code, so the int8
+    roundings of the activations are kiln eval's own and the perplexity its number."""
+    model, mine, theirs = smollm2_ppl(smollm2_w8a8, RECIPES / "checkpoint" / "stored-acts.lua",
+                                      kiln_numerics=True)
+    print("python ppl %.10f, kiln eval %.10f (W8A8 dynamic, kiln numerics)" % (mine, theirs))
+    assert isinstance(model.model.norm, kiln.numerics.KilnRMSNorm)
+    assert type(model.lm_head) is torch.nn.Linear  # f32 in both, summed in other orders
+    assert "%.4f" % mine == "%.4f" % theirs
+    assert abs(mine / theirs - 1) < 1e-6
+    text = generate_paris(smollm2_w8a8, model)
+    out = subprocess.run([kiln_bin(), "generate", str(RECIPES / "checkpoint" / "stored-acts.lua"),
+                          "--model", str(smollm2_w8a8), "--prompt",
+                          "What is the capital of France?", "-n", "12"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().startswith(text.strip()), (out.stdout, text)
+
+
+def test_kiln_numerics_refuses_what_it_does_not_compute() -> None:
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+    with pytest.raises(kiln.KilnError, match="not a Llama"):
+        kiln.kiln_numerics_(BertModel(BertConfig(num_hidden_layers=1, hidden_size=32,
+                                                 num_attention_heads=2, intermediate_size=64)))
+    cfg = LlamaConfig(num_hidden_layers=1, hidden_size=64, num_attention_heads=2,
+                      num_key_value_heads=1, intermediate_size=96, vocab_size=100)
+    m = kiln.kiln_numerics_(LlamaForCausalLM(cfg).eval())
     with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                             max_new_tokens=12)
-    text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-    print("generated: %r" % text)
-    assert out.shape[1] > ids.shape[1] and "Paris" in text
+        m(torch.tensor([[1, 2, 3]]))  # one sequence: fine
+        with pytest.raises(kiln.KilnError, match="one sequence at a time"):
+            m(torch.tensor([[1, 2, 3], [4, 5, 6]]))
+        with pytest.raises(kiln.KilnError, match="not causal"):
+            m(torch.tensor([[1, 2, 3]]), attention_mask=torch.tensor([[0, 1, 1]]))
