@@ -45,6 +45,11 @@ void kiln_rope_table(int T, int pos0, int hd, float theta, float *cs, float *sn)
  * kiln_llama_forward runs (model/nets/llama_forward.c), for the Python package. */
 void kiln_llama_attend(const float *q, const float *K, const float *V, size_t ks, int n, int hd,
                        float *p, float *o);
+/* BERT's attention of head h within one sentence of T rows: q, k, v, ctx [T][D] (head h
+ * at columns h*hd..), every row over every row; p[T] scratch. The code kiln_bert_embed
+ * runs (model/nets/bert.c). */
+void kiln_bert_attend(const float *q, const float *k, const float *v, int64_t T, int D, int hd,
+                      int h, float *p, float *ctx);
 /* Loads tensor name as f32 after checking it exists with numel elements; errors
  * name the file as what (e.g. "GGUF"). */
 int kiln_load_f32_checked(const struct KilnModelFile *mf, const char *what, const char *name,

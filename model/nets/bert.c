@@ -206,6 +206,30 @@ typedef struct AttnTask {
     int64_t maxlen;
 } AttnTask;
 
+void kiln_bert_attend(const float *q, const float *k, const float *v, int64_t T, int D, int hd,
+                      int h, float *p, float *ctx)
+{
+    float sc = 1.0f / sqrtf((float)hd);
+    for (int64_t i = 0; i < T; i++) {
+        const float *qi = q + i * D + h * hd;
+        for (int64_t j = 0; j < T; j++) {
+            const float *kj = k + j * D + h * hd;
+            float dot = 0;
+            for (int e = 0; e < hd; e++)
+                dot += qi[e] * kj[e];
+            p[j] = dot * sc;
+        }
+        kiln_softmax(p, T);
+        float *o = ctx + i * D + h * hd;
+        memset(o, 0, sizeof(float) * (size_t)hd);
+        for (int64_t j = 0; j < T; j++) {
+            const float *vj = v + j * D + h * hd;
+            for (int e = 0; e < hd; e++)
+                o[e] += p[j] * vj[e];
+        }
+    }
+}
+
 /* One task = one (sentence, head): full bidirectional attention inside the sentence. */
 static void attn_task(void *ctx, int task, int thread)
 {
@@ -214,26 +238,8 @@ static void attn_task(void *ctx, int task, int thread)
     int D = m->d, hd = D / m->nheads;
     int s = task / m->nheads, h = task % m->nheads;
     int64_t t0 = a->seg[s], T = a->seg[s + 1] - t0;
-    float *p = a->scratch + (size_t)thread * a->maxlen;
-    float sc = 1.0f / sqrtf((float)hd);
-    for (int64_t i = 0; i < T; i++) {
-        const float *q = a->q + (t0 + i) * D + h * hd;
-        for (int64_t j = 0; j < T; j++) {
-            const float *k = a->k + (t0 + j) * D + h * hd;
-            float dot = 0;
-            for (int e = 0; e < hd; e++)
-                dot += q[e] * k[e];
-            p[j] = dot * sc;
-        }
-        kiln_softmax(p, T);
-        float *o = a->ctx + (t0 + i) * D + h * hd;
-        memset(o, 0, sizeof(float) * (size_t)hd);
-        for (int64_t j = 0; j < T; j++) {
-            const float *v = a->v + (t0 + j) * D + h * hd;
-            for (int e = 0; e < hd; e++)
-                o[e] += p[j] * v[e];
-        }
-    }
+    kiln_bert_attend(a->q + t0 * D, a->k + t0 * D, a->v + t0 * D, T, D, hd, h,
+                     a->scratch + (size_t)thread * a->maxlen, a->ctx + t0 * D);
 }
 
 void kiln_bert_batch_free(KilnBertBatch *b)

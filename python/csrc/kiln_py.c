@@ -250,3 +250,27 @@ kiln_status kiln_py_attention(const float *q, const float *k, const float *v, in
     py_err[0] = 0;
     return KILN_STATUS_OK;
 }
+
+void kiln_py_layernorm(float *x, int64_t M, int64_t D, const float *g, const float *b, float eps)
+{
+    kiln_layernorm(x, M, D, g, b, eps);
+}
+
+void kiln_py_gelu(float *x, int64_t n) { kiln_gelu_erf(x, n); }
+
+kiln_status kiln_py_bert_attention(const float *q, const float *k, const float *v, int T, int nh,
+                                   int hd, float *out)
+{
+    if (T < 1 || nh < 1 || hd < 1)
+        return fail_msg(KILN_STATUS_INPUT,
+                        "kiln_py_bert_attention: bad shape: %d tokens, %d heads of %d", T, nh, hd);
+    float *p = malloc(sizeof(float) * (size_t)T);
+    if (!p)
+        return fail_msg(KILN_STATUS_INTERNAL, "kiln_py_bert_attention: out of memory for %d scores",
+                        T);
+    for (int h = 0; h < nh; h++)
+        kiln_bert_attend(q, k, v, T, nh * hd, hd, h, p, out);
+    free(p);
+    py_err[0] = 0;
+    return KILN_STATUS_OK;
+}

@@ -83,6 +83,14 @@ void kiln_py_rope_table(int T, int pos0, int hd, float theta, float *cs, float *
 kiln_status kiln_py_attention(const float *q, const float *k, const float *v, int T, int n,
                               int nh, int nkv, int hd, float *out);
 
+/* BERT's (model/nets/bert.c): LayerNorm of M rows of D (mean and variance in double);
+ * GELU (erf) of n values; attention of one sentence, every row over every row: q, k,
+ * v, out [T][nh][hd]. */
+void kiln_py_layernorm(float *x, int64_t M, int64_t D, const float *g, const float *b, float eps);
+void kiln_py_gelu(float *x, int64_t n);
+kiln_status kiln_py_bert_attention(const float *q, const float *k, const float *v, int T, int nh,
+                                   int hd, float *out);
+
 /* ---------------------------------------------------------------- overhead */
 
 /* Runs kiln_layer_run(l, x, M, y) reps times from C and returns the mean wall time of

@@ -9,7 +9,9 @@ rounding in the parts PyTorch computes (norms, attention, RoPE). Where activatio
 rounded per token (W8A8), those last-bit differences flip roundings, and the metric is
 chaotic at that scale: embedding inputs perturbed by 1e-7 (relative) move SmolLM2's W8A8
 perplexity on 512 tokens between 12.29 and 12.57, and one MiniLM sentence's cosine
-between 0.99689 and 0.99742; those rows are checked to that spread."""
+between 0.99689 and 0.99742; those rows are checked to that spread. With
+kiln.kiln_numerics_ (kiln's C code for those parts) the W8A8 rows equal kiln eval's to
+its printed digits."""
 from __future__ import annotations
 
 import math
@@ -52,11 +54,15 @@ def minilm(minilm_dir: Path):
     return tok, sentences, ref
 
 
-def minilm_cosines(minilm_dir: Path, minilm, recipe: Path):
+def minilm_cosines(minilm_dir: Path, minilm, recipe: Path, kiln_numerics: bool = False):
     from transformers import AutoModel
     tok, sentences, ref = minilm
     model = AutoModel.from_pretrained(minilm_dir, dtype=torch.float32).eval()
     kiln.quantize_(model, kiln.Recipe(recipe))
+    if kiln_numerics:  # the reference too: kiln eval's f32 row is kiln's own forward
+        kiln.kiln_numerics_(model)
+        f32 = kiln.kiln_numerics_(AutoModel.from_pretrained(minilm_dir, dtype=torch.float32).eval())
+        ref = embeddings(f32, tok, sentences)
     assert sum(isinstance(m, kiln.KilnLinear) for m in model.modules()) == 37  # 36 + pooler
     cos = cosines(embeddings(model, tok, sentences), ref)
     row = kiln_json("eval", str(recipe), "--model", "minilm", "--sentences", str(SENTENCES))["rows"][1]
@@ -77,6 +83,18 @@ def test_minilm_w8a8_dynamic_cosine_within_rounding_chaos(minilm_dir: Path, mini
     print("python cos mean %.10f min %.10f; kiln eval %.10f %.10f"
           % (mean, low, row["cos_mean"], row["cos_min"]))
     assert abs(mean - row["cos_mean"]) < 1e-4 and abs(low - row["cos_min"]) < 5e-4
+
+
+def test_minilm_w8a8_with_kiln_numerics_equals_kiln_eval(minilm_dir: Path, minilm) -> None:
+    """kiln.kiln_numerics_ on BERT: kiln's embedding sum, LayerNorm, attention and GELU, so
+    the int8 roundings of the activations are kiln eval's own."""
+    mean, low, row = minilm_cosines(minilm_dir, minilm, RECIPES / "w8a8-int8-dynamic.lua",
+                                    kiln_numerics=True)
+    print("python cos mean %.10f min %.10f; kiln eval %.10f %.10f (kiln numerics)"
+          % (mean, low, row["cos_mean"], row["cos_min"]))
+    assert "%.5f" % mean == "%.5f" % row["cos_mean"]
+    assert "%.5f" % low == "%.5f" % row["cos_min"]
+    assert abs(mean - row["cos_mean"]) < 1e-6 and abs(low - row["cos_min"]) < 1e-6
 
 
 def john_ids(directory: Path, n: int) -> List[int]:
@@ -170,9 +188,21 @@ def test_smollm2_w8a8_with_kiln_numerics_equals_kiln_eval(smollm2_w8a8: Path) ->
 
 def test_kiln_numerics_refuses_what_it_does_not_compute() -> None:
     from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
-    with pytest.raises(kiln.KilnError, match="not a Llama"):
+    with pytest.raises(kiln.KilnError, match="cover the Llama decoder and the BERT encoder"):
+        kiln.kiln_numerics_(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+    bert = kiln.kiln_numerics_(BertModel(BertConfig(num_hidden_layers=1, hidden_size=32,
+                                                    num_attention_heads=2,
+                                                    intermediate_size=64)).eval())
+    with torch.no_grad():
+        bert(torch.tensor([[1, 2, 3], [4, 5, 6]]))  # unpadded sentences: fine
+        with pytest.raises(kiln.KilnError, match="padding"):
+            bert(torch.tensor([[1, 2, 3]]), attention_mask=torch.tensor([[1, 1, 0]]))
+        with pytest.raises(kiln.KilnError, match="token types"):
+            bert(torch.tensor([[1, 2, 3]]), token_type_ids=torch.tensor([[0, 1, 1]]))
+    with pytest.raises(kiln.KilnError, match="gelu"):
         kiln.kiln_numerics_(BertModel(BertConfig(num_hidden_layers=1, hidden_size=32,
-                                                 num_attention_heads=2, intermediate_size=64)))
+                                                 num_attention_heads=2, intermediate_size=64,
+                                                 hidden_act="relu")))
     cfg = LlamaConfig(num_hidden_layers=1, hidden_size=64, num_attention_heads=2,
                       num_key_value_heads=1, intermediate_size=96, vocab_size=100)
     m = kiln.kiln_numerics_(LlamaForCausalLM(cfg).eval())
