@@ -159,6 +159,14 @@ void kiln_linear_wops_free(KilnLinear *l);
  * kiln eval's f32 row), checking the recipe on one slice: 0, or 1 when it does not apply
  * (not per call, small, or not a plain f32 kernel: bind it whole), or an error. */
 int kiln_linear_bind_sliced(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
+/* Whether binding reads the layer's weights in chunks of rows rather than whole: over
+ * 16 MiB of f32, not held (w NULL), read again from the file (SmolLM2's lm_head). */
+bool kiln_linear_chunked(const KilnLinear *l);
+/* kiln_layer_create for l under rc: desc->weight as given, or for a chunked layer the
+ * file's rows 16 MiB at a time with the methods' changes replayed (kiln_layer_create_rows,
+ * api/plan.h: the same packed bytes), its pages dropped after. */
+int kiln_linear_layer_create(KilnLinear *l, const KilnRunCtx *rc, const kiln_layer_desc *desc,
+                             kiln_layer **kl);
 /* The f32 one-row product y = W x of a GGUF Q8_0 / Q4_0 / Q4_1 tensor [N, K] from its
  * blocks, over the pool (model/nets/blockgemv.c); _supported: this host and tensor can. */
 bool kiln_blockgemv_supported(const struct KilnModelTensor *t, int64_t N, int64_t K);
