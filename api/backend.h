@@ -16,6 +16,7 @@
 #include "kiln.h"
 
 typedef struct KilnBackend KilnBackend;
+struct KilnWeightRows; /* api/plan.h */
 
 typedef struct KilnBackendOps {
     const char *name; /* "cpu-jit", "cuda" */
@@ -28,6 +29,11 @@ typedef struct KilnBackendOps {
      * prepacked for k and placed where k runs. */
     int (*weights)(KilnBackend *b, void *k, const KilnFunc *planned, const kiln_layer_desc *desc,
                    void **w, KilnDiag *d);
+    /* The same from weights read a chunk of rows at a time (api/plan.h, KilnWeightRows;
+     * desc->weight NULL), or NULL: the API reads them whole and calls weights. */
+    int (*weights_rows)(KilnBackend *b, void *k, const KilnFunc *planned,
+                        const kiln_layer_desc *desc, const struct KilnWeightRows *rows, void **w,
+                        KilnDiag *d);
     void (*weights_free)(KilnBackend *b, void *w);
     size_t (*weight_bytes)(const void *w); /* the prepacked blob */
     int (*run)(KilnBackend *b, void *k, void *w, const float *x, int64_t M, void *y, KilnDiag *d);
@@ -55,6 +61,11 @@ int kiln_backend_cpu_open(const KilnTarget *t, const char *cache_dir, int thread
 /* The CPU backend's thread pool (NULL for another backend), so that a model's own ops
  * (attention, norms) run on the threads its kernels run on instead of a second pool. */
 struct KilnPool *kiln_backend_cpu_pool(KilnBackend *b);
+
+/* All of a layer's rows read through rows (api/plan.h) into one malloc'd [N, K] matrix,
+ * for a backend or a layer that takes the weights whole; NULL with d set on failure. */
+float *kiln_weight_rows_whole(const struct KilnWeightRows *rows, const kiln_layer_desc *desc,
+                              KilnDiag *d);
 int kiln_backend_cuda_open(const KilnTarget *t, bool device_arch, const char *cache_dir,
                            bool verbose, KilnBackend **out,
                            KilnDiag *d);

@@ -9,6 +9,7 @@
 #include "api/backend.h"
 #include "api/compile.h"
 #include "api/outliers.h"
+#include "api/plan.h"
 #include "ir/numerics.h"
 
 typedef struct CpuBackend {
@@ -41,7 +42,8 @@ typedef struct LoadScratch { /* one per pool thread, made by its first task */
 
 typedef struct LoadJob {
     const KilnLayout *L;
-    const float *w;
+    const float *w;      /* rows row0.. of the matrix (all of it, or one chunk's) */
+    int64_t row0, t0;    /* the chunk's first row and first task */
     const float *gscale; /* the caller's grid (desc->weight_scale/zero), or NULL */
     const int32_t *gzero;
     KilnType wt;
@@ -61,6 +63,7 @@ static void load_task(void *ctx, int t, int thread)
 {
     LoadJob *j = ctx;
     const KilnLayout *L = j->L;
+    t += (int)j->t0;
     int64_t p0 = t * j->ppt, p1 = p0 + j->ppt < L->npanels ? p0 + j->ppt : L->npanels;
     int64_t n0 = p0 * L->NR, n1 = p1 * L->NR < L->N ? p1 * L->NR : L->N, K = L->K;
     LoadScratch *s = &j->scr[thread];
@@ -89,16 +92,16 @@ static void load_task(void *ctx, int t, int thread)
             memcpy(st.scales, j->gscale + s0, sizeof(float) * (size_t)ns);
             if (st.zeros)
                 memcpy(st.zeros, j->gzero + s0, sizeof(int32_t) * (size_t)ns);
-            j->rc[t] = kiln_quantize_matrix_with(&j->spec, j->w + n0 * K, n1 - n0, K, st.scales,
-                                                 st.zeros, st.data, &j->d[t]);
+            j->rc[t] = kiln_quantize_matrix_with(&j->spec, j->w + (n0 - j->row0) * K, n1 - n0,
+                                                 K, st.scales, st.zeros, st.data, &j->d[t]);
         } else {
-            j->rc[t] = kiln_quantize_matrix(&j->spec, j->w + n0 * K, n1 - n0, K, st.data,
-                                            st.scales, st.zeros, &j->d[t]);
+            j->rc[t] = kiln_quantize_matrix(&j->spec, j->w + (n0 - j->row0) * K, n1 - n0, K,
+                                            st.data, st.scales, st.zeros, &j->d[t]);
         }
         if (j->rc[t])
             return;
     } else {
-        st.data = (void *)(j->w + n0 * K);
+        st.data = (void *)(j->w + (n0 - j->row0) * K);
     }
     double t1 = kiln_now_ms();
     j->rc[t] = kiln_prepack_panels(L, &st, p0, p1, j->blob, &j->d[t]);
@@ -106,8 +109,68 @@ static void load_task(void *ctx, int t, int thread)
     j->pack_ms[t] = kiln_now_ms() - t1;
 }
 
+/* The per-tensor scale's range over all of the matrix: desc->weight, or the min / max of
+ * every chunk of rows (exactly the range of the whole: kiln_slice_range's min / max start
+ * at 0 and skip non-finite values, so chunks combine by min and max). */
+static int tensor_range(const KilnQuantSpec *q, const kiln_layer_desc *desc,
+                        const KilnWeightRows *rows, float *buf, int64_t cap, float *lo, float *hi,
+                        KilnDiag *d)
+{
+    if (!rows) {
+        kiln_calib_range(q, desc->weight, desc->N * desc->K, 1, lo, hi);
+        return 0;
+    }
+    *lo = *hi = 0.0f;
+    int64_t step = cap < rows->chunk_rows ? cap : rows->chunk_rows; /* buf holds cap rows */
+    for (int64_t n0 = 0; n0 < desc->N; n0 += step) {
+        int64_t n = desc->N - n0 < step ? desc->N - n0 : step;
+        int rc = rows->read(rows->arg, n0, n, buf, d);
+        if (rc)
+            return rc;
+        float l, h;
+        kiln_calib_range(q, buf, n * desc->K, 1, &l, &h);
+        *lo = l < *lo ? l : *lo;
+        *hi = h > *hi ? h : *hi;
+    }
+    return 0;
+}
+
+/* Runs the load tasks: over desc->weight at once, or chunk by chunk of rows read into buf
+ * (cpp panels a chunk, a whole number of tasks: every task's rows lie in one chunk). */
+static int run_load(CpuBackend *be, LoadJob *j, int64_t ntasks, const kiln_layer_desc *desc,
+                    const KilnWeightRows *rows, float *buf, int64_t cpp)
+{
+    const KilnLayout *L = j->L;
+    int64_t tpc = rows ? cpp / j->ppt : ntasks; /* tasks per chunk */
+    for (int64_t t0 = 0; t0 < ntasks; t0 += tpc) {
+        int64_t nt = ntasks - t0 < tpc ? ntasks - t0 : tpc;
+        j->t0 = t0;
+        if (rows) {
+            int64_t n0 = t0 * j->ppt * L->NR, n1 = (t0 + nt) * j->ppt * L->NR;
+            n1 = n1 < L->N ? n1 : L->N;
+            int rc = 0;
+            for (int64_t r = n0; !rc && r < n1; r += rows->chunk_rows)
+                rc = rows->read(rows->arg, r, n1 - r < rows->chunk_rows ? n1 - r : rows->chunk_rows,
+                                buf + (r - n0) * L->K, j->d);
+            if (rc)
+                return rc;
+            j->w = buf, j->row0 = n0;
+        } else {
+            j->w = desc->weight, j->row0 = 0;
+        }
+        kiln_pool_run(be->pool, (int)nt, load_task, j);
+        for (int64_t t = t0; t < t0 + nt; t++)
+            if (j->rc[t]) {
+                if (t != 0)
+                    j->d[0] = j->d[t];
+                return j->rc[t];
+            }
+    }
+    return 0;
+}
+
 static int prepack_weights(CpuBackend *be, const KilnLayout *L, CpuWeights *cw, const KilnFunc *f,
-                           const kiln_layer_desc *desc, KilnDiag *d)
+                           const kiln_layer_desc *desc, const KilnWeightRows *rows, KilnDiag *d)
 {
     const KilnType *wt = &f->values[kiln_find_qgemm(f)->ops[1]].type;
     double t0 = kiln_now_ms();
@@ -121,7 +184,7 @@ static int prepack_weights(CpuBackend *be, const KilnLayout *L, CpuWeights *cw, 
     int64_t ntasks = (int64_t)(L->pack_bytes >> 18);
     ntasks = ntasks < 4 * (int64_t)nt ? 4 * (int64_t)nt : ntasks;
     ntasks = L->N * L->K < (1 << 16) ? 1 : ntasks > L->npanels ? L->npanels : ntasks;
-    LoadJob j = {.L = L, .w = desc->weight, .wt = *wt, .spec = wt->q, .quant = quant,
+    LoadJob j = {.L = L, .wt = *wt, .spec = wt->q, .quant = quant,
                  .tensor = quant && wt->q.gran == KILN_GRAN_TENSOR,
                  .zeros = quant && !wt->q.symmetric &&
                           (wt->q.fmt == KILN_QF_INT8 || wt->q.fmt == KILN_QF_INT4),
@@ -129,12 +192,20 @@ static int prepack_weights(CpuBackend *be, const KilnLayout *L, CpuWeights *cw, 
                  .ppt = (L->npanels + ntasks - 1) / ntasks, .blob = cw->wpack};
     ntasks = (L->npanels + j.ppt - 1) / j.ppt;
     j.per_row = quant && wt->q.gran == KILN_GRAN_GROUP ? (L->K + wt->q.group - 1) / wt->q.group : 1; /* ragged last group */
+    /* a chunk of rows: about rows->chunk_rows, a whole number of tasks' panels */
+    int64_t cpp = rows ? rows->chunk_rows / L->NR / j.ppt * j.ppt : 0;
+    cpp = rows && cpp < j.ppt ? j.ppt : cpp;
+    float *buf = rows ? malloc(sizeof(float) * (size_t)(cpp * L->NR * L->K)) : NULL;
+    if (rows && !buf)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory loading weights");
+    int rc = 0;
     if (quant && desc->weight_scale) {
         if (j.zeros && !desc->weight_zero) {
             char fmt[96];
             KilnQuantSpec q = {.fmt = wt->q.fmt, .symmetric = wt->q.symmetric,
                                .gran = wt->q.gran, .group = wt->q.group};
             kiln_spec_print(&q, fmt, sizeof fmt);
+            free(buf);
             return kiln_diag_set(d, KILN_EINPUT, "layer '%s': weight_scale given without "
                                  "weight_zero for an asymmetric format (%s)", desc->name, fmt);
         }
@@ -150,8 +221,8 @@ static int prepack_weights(CpuBackend *be, const KilnLayout *L, CpuWeights *cw, 
                    wt->q.fmt == KILN_QF_FP8_E5M2;
         KilnQParams p = {wt->q.scale, sym ? 0 : wt->q.zero};
         if (wt->q.dynamic || !(wt->q.scale > 0.0f)) {
-            float lo, hi;
-            kiln_calib_range(&wt->q, desc->weight, L->N * L->K, 1, &lo, &hi);
+            float lo = 0, hi = 0;
+            rc = tensor_range(&wt->q, desc, rows, buf, cpp * L->NR, &lo, &hi, d);
             p = kiln_qparams_from_range(wt->q.fmt, sym, lo, hi);
         }
         j.spec.dynamic = false;
@@ -163,15 +234,11 @@ static int prepack_weights(CpuBackend *be, const KilnLayout *L, CpuWeights *cw, 
     j.d = calloc((size_t)ntasks, sizeof *j.d);
     j.quant_ms = calloc((size_t)ntasks * 2, sizeof(double));
     j.pack_ms = j.quant_ms ? j.quant_ms + ntasks : NULL;
-    int rc = 0;
-    if (j.scr && j.rc && j.d && j.quant_ms) {
-        kiln_pool_run(be->pool, (int)ntasks, load_task, &j);
-        for (int64_t t = 0; t < ntasks && !rc; t++)
-            if (j.rc[t]) {
-                *d = j.d[t];
-                rc = j.rc[t];
-            }
-    } else {
+    if (!rc && j.scr && j.rc && j.d && j.quant_ms) {
+        rc = run_load(be, &j, ntasks, desc, rows, buf, cpp);
+        if (rc)
+            *d = j.d[0];
+    } else if (!rc) {
         rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory loading weights");
     }
     if (!rc && be->base.verbose) {
@@ -181,10 +248,10 @@ static int prepack_weights(CpuBackend *be, const KilnLayout *L, CpuWeights *cw, 
             pms += j.pack_ms[t];
         }
         fprintf(stderr, "kiln: %s: weights [%lld,%lld] loaded in %.1f ms, %.2f GB/s of f32 in "
-                "(%lld blocks on %d threads; quantize %.1f ms, prepack %.1f ms summed over "
+                "(%lld blocks on %d threads%s; quantize %.1f ms, prepack %.1f ms summed over "
                 "blocks)\n", desc->name, (long long)L->N, (long long)L->K, ms,
                 4e-6 * (double)(L->N * L->K) / (ms > 1e-6 ? ms : 1e-6), (long long)ntasks, nt,
-                qms, pms);
+                rows ? ", read in chunks of rows" : "", qms, pms);
     }
     for (int i = 0; j.scr && i < nt; i++) {
         free(j.scr[i].codes);
@@ -195,6 +262,7 @@ static int prepack_weights(CpuBackend *be, const KilnLayout *L, CpuWeights *cw, 
     free(j.rc);
     free(j.d);
     free(j.quant_ms);
+    free(buf);
     return rc;
 }
 
@@ -264,8 +332,9 @@ static void cpu_weights_free(KilnBackend *b, void *w)
     free(cw);
 }
 
-static int cpu_weights(KilnBackend *b, void *k, const KilnFunc *planned, const kiln_layer_desc *desc,
-                       void **w, KilnDiag *d)
+static int cpu_weights_from(KilnBackend *b, void *k, const KilnFunc *planned,
+                            const kiln_layer_desc *desc, const KilnWeightRows *rows, void **w,
+                            KilnDiag *d)
 {
     CpuBackend *be = (CpuBackend *)b;
     const KilnCompiled *c = k;
@@ -275,7 +344,7 @@ static int cpu_weights(KilnBackend *b, void *k, const KilnFunc *planned, const k
     cw->L = &c->layout;
     int rc = kiln_api_outlier_part(planned, desc, &cw->side, d);
     if (!rc)
-        rc = prepack_weights(be, cw->L, cw, planned, desc, d);
+        rc = prepack_weights(be, cw->L, cw, planned, desc, rows, d);
     if (!rc && cw->L->has_bias) {
         cw->bias = calloc((size_t)desc->N, sizeof(float));
         if (!cw->bias)
@@ -289,6 +358,39 @@ static int cpu_weights(KilnBackend *b, void *k, const KilnFunc *planned, const k
     }
     *w = cw;
     return 0;
+}
+
+static int cpu_weights(KilnBackend *b, void *k, const KilnFunc *planned, const kiln_layer_desc *desc,
+                       void **w, KilnDiag *d)
+{
+    return cpu_weights_from(b, k, planned, desc, NULL, w, d);
+}
+
+/* Chunks of rows where they give the bytes the whole matrix would: not for outlier columns
+ * (their f32 part gathers columns of every row) nor a per-tensor scale taken from the
+ * weights by anything but min / max; those read the rows whole first. */
+static int cpu_weights_rows(KilnBackend *b, void *k, const KilnFunc *planned,
+                            const kiln_layer_desc *desc, const KilnWeightRows *rows, void **w,
+                            KilnDiag *d)
+{
+    const KilnInst *g = kiln_find_qgemm(planned);
+    const KilnQuantSpec *q = &planned->values[g->ops[1]].type.q;
+    bool range = q->fmt != KILN_QF_NONE && q->gran == KILN_GRAN_TENSOR && !desc->weight_scale &&
+                 (q->dynamic || !(q->scale > 0.0f));
+    bool whole = kiln_get(g, "outliers") != NULL || (range && q->calib != KILN_CAL_MINMAX) ||
+                 rows->chunk_rows < 1;
+    if (!whole)
+        return cpu_weights_from(b, k, planned, desc, rows, w, d);
+    float *all = kiln_weight_rows_whole(rows, desc, d);
+    if (!all)
+        return d->code ? d->code : KILN_EINTERNAL;
+    int rc = 0;
+    kiln_layer_desc one = *desc;
+    one.weight = all;
+    if (!rc)
+        rc = cpu_weights_from(b, k, planned, &one, NULL, w, d);
+    free(all);
+    return rc;
 }
 
 static size_t cpu_weight_bytes(const void *w) { return ((const CpuWeights *)w)->L->pack_bytes; }
@@ -318,6 +420,7 @@ static void cpu_close(KilnBackend *b)
     {                                                                                      \
         .name = label, .kernel = cpu_kernel, .kernel_free = cpu_kernel_free,               \
         .kernel_layout = cpu_kernel_layout, .weights = cpu_weights,                        \
+        .weights_rows = cpu_weights_rows,                                                   \
         .weights_free = cpu_weights_free, .weight_bytes = cpu_weight_bytes, .run = cpu_run, \
         .close = cpu_close,                                                                \
     }

@@ -204,8 +204,40 @@ kiln_status kiln_layer_plan_format(kiln_ctx *ctx, const kiln_recipe *r, const ch
 
 /* The rest of kiln_layer_create once the layer is planned: its kernel, the outlier
  * side part, the weights, the bias, the description. */
+float *kiln_weight_rows_whole(const KilnWeightRows *rows, const kiln_layer_desc *desc,
+                              KilnDiag *d)
+{
+    float *all = malloc(sizeof(float) * (size_t)(desc->N * desc->K));
+    if (!all) {
+        kiln_diag_set(d, KILN_EINTERNAL, "layer '%s': out of memory", desc->name);
+        return NULL;
+    }
+    int64_t step = rows->chunk_rows > 0 ? rows->chunk_rows : desc->N;
+    for (int64_t n0 = 0; n0 < desc->N; n0 += step)
+        if (rows->read(rows->arg, n0, desc->N - n0 < step ? desc->N - n0 : step,
+                       all + n0 * desc->K, d)) {
+            free(all);
+            return NULL;
+        }
+    return all;
+}
+
+/* rows read whole, for a backend that takes the matrix whole */
+static int weights_whole(kiln_ctx *ctx, void *k, const KilnFunc *f, const kiln_layer_desc *desc,
+                         const KilnWeightRows *rows, void **w, KilnDiag *d)
+{
+    float *all = kiln_weight_rows_whole(rows, desc, d);
+    if (!all)
+        return d->code ? d->code : KILN_EINTERNAL;
+    kiln_layer_desc whole = *desc;
+    whole.weight = all;
+    int rc = ctx->be->ops->weights(ctx->be, k, f, &whole, w, d);
+    free(all);
+    return rc;
+}
+
 static int finish_layer(kiln_ctx *ctx, const KilnPlanLayer *p, const kiln_layer_desc *desc,
-                        kiln_layer *l, KilnDiag *d)
+                        const KilnWeightRows *rows, kiln_layer *l, KilnDiag *d)
 {
     const KilnFunc *f = p->f;
     const KilnBackendOps *ops = ctx->be->ops;
@@ -217,7 +249,11 @@ static int finish_layer(kiln_ctx *ctx, const KilnPlanLayer *p, const kiln_layer_
     int rc = check_calibrated(f, desc, d);
     if (!rc)
         rc = ops->kernel(ctx->be, f, &l->kernel, d);
-    if (!rc)
+    if (!rc && rows && ops->weights_rows)
+        rc = ops->weights_rows(ctx->be, l->kernel, f, desc, rows, &l->weights, d);
+    else if (!rc && rows)
+        rc = weights_whole(ctx, l->kernel, f, desc, rows, &l->weights, d);
+    else if (!rc)
         rc = ops->weights(ctx->be, l->kernel, f, desc, &l->weights, d);
     if (rc)
         return rc;
@@ -238,11 +274,11 @@ static int finish_layer(kiln_ctx *ctx, const KilnPlanLayer *p, const kiln_layer_
 }
 
 static kiln_status create_from(kiln_ctx *ctx, const KilnPlanLayer *p, const kiln_layer_desc *desc,
-                               kiln_layer **out)
+                               const KilnWeightRows *rows, kiln_layer **out)
 {
     KilnDiag d = {0};
     kiln_layer *l = calloc(1, sizeof *l);
-    int rc = l ? finish_layer(ctx, p, desc, l, &d)
+    int rc = l ? finish_layer(ctx, p, desc, rows, l, &d)
                : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
     if (rc) {
         kiln_layer_destroy(l);
@@ -272,12 +308,13 @@ static int parse_formats(const kiln_layer_desc *desc, KilnQuantSpec *stored,
     return 0;
 }
 
-kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_layer_desc *desc,
-                              kiln_layer **out)
+static kiln_status create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_layer_desc *desc,
+                          const KilnWeightRows *rows, kiln_layer **out)
 {
     KilnDiag d = {0};
     *out = NULL;
-    if (!desc || !desc->name || !desc->weight || desc->N <= 0 || desc->K <= 0) {
+    if (!desc || !desc->name || !(rows ? rows->read != NULL : desc->weight != NULL) ||
+        desc->N <= 0 || desc->K <= 0) {
         kiln_diag_set(&d, KILN_EINPUT, "kiln_layer_create: need a name, N > 0, K > 0 and weights");
         return fail(ctx, &d);
     }
@@ -289,16 +326,29 @@ kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_la
                : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");
     if (!rc)
         rc = kiln_plan_layers(r->r, &ctx->be->target, &p, 1, m, NULL, &d);
-    kiln_status st = rc ? fail(ctx, &d) : create_from(ctx, &p, desc, out);
+    kiln_status st = rc ? fail(ctx, &d) : create_from(ctx, &p, desc, rows, out);
     kiln_module_free(m);
     return st;
+}
+
+kiln_status kiln_layer_create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_layer_desc *desc,
+                              kiln_layer **out)
+{
+    return create(ctx, r, desc, NULL, out);
+}
+
+kiln_status kiln_layer_create_rows(kiln_ctx *ctx, const kiln_recipe *r,
+                                   const kiln_layer_desc *desc, const KilnWeightRows *rows,
+                                   kiln_layer **out)
+{
+    return create(ctx, r, desc, rows, out);
 }
 
 kiln_status kiln_layer_create_planned(kiln_ctx *ctx, const KilnPlanLayer *p,
                                       const kiln_layer_desc *desc, kiln_layer **out)
 {
     *out = NULL;
-    return create_from(ctx, p, desc, out);
+    return create_from(ctx, p, desc, NULL, out);
 }
 
 kiln_recipe *kiln_recipe_borrow(const KilnRecipe *fr)

@@ -62,4 +62,25 @@ struct KilnPool *kiln_ctx_pool(kiln_ctx *ctx);
 kiln_status kiln_layer_create_planned(kiln_ctx *ctx, const KilnPlanLayer *p,
                                       const kiln_layer_desc *desc, kiln_layer **out);
 
+/* A layer's f32 weights handed over a slice of rows at a time instead of whole: rows
+ * [n0, n0 + n) of the [N, K] matrix into out ([n, K], row-major); 0, or a status with d
+ * set. kiln_layer_create_rows asks for at most chunk_rows rows a call, in order. */
+typedef struct KilnWeightRows {
+    int (*read)(void *arg, int64_t n0, int64_t n, float *out, KilnDiag *d);
+    void *arg;
+    int64_t chunk_rows;
+} KilnWeightRows;
+
+/* kiln_layer_create with desc->weight NULL and the weights read through rows: the CPU
+ * quantizes and prepacks a chunk of rows at a time, so the whole f32 matrix is never
+ * held (a big layer's f32 and its packed copy would be the peak: docs/hardening.md,
+ * "Memory"). The same packed bytes as kiln_layer_create on the whole matrix: weights are
+ * quantized row by row (per channel, per group), a per-tensor scale from the min/max of
+ * all chunks (read once more to pack). Where that cannot hold (outlier columns, a
+ * per-tensor scale by percentile or MSE, a backend without the chunked path) the rows are
+ * read whole first, as kiln_layer_create would take them. */
+kiln_status kiln_layer_create_rows(kiln_ctx *ctx, const kiln_recipe *r,
+                                   const kiln_layer_desc *desc, const KilnWeightRows *rows,
+                                   kiln_layer **out);
+
 #endif

@@ -171,6 +171,14 @@ void kiln_linear_wops_free(KilnLinear *l);
  * kiln eval's f32 row), checking the recipe on one slice: 0, or 1 when it does not apply
  * (not per call, small, or not a plain f32 kernel: bind it whole), or an error. */
 int kiln_linear_bind_sliced(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
+/* Whether binding reads the layer's weights in chunks of rows rather than whole: over
+ * 16 MiB of f32, not held (w NULL), read again from the file (SmolLM2's lm_head). */
+bool kiln_linear_chunked(const KilnLinear *l);
+/* kiln_layer_create for l under rc: desc->weight as given, or for a chunked layer the
+ * file's rows 16 MiB at a time with the methods' changes replayed (kiln_layer_create_rows,
+ * api/plan.h: the same packed bytes), its pages dropped after. */
+int kiln_linear_layer_create(KilnLinear *l, const KilnRunCtx *rc, const kiln_layer_desc *desc,
+                             kiln_layer **kl);
 /* The f32 one-row product y = W x of a GGUF Q8_0 / Q4_0 / Q4_1 tensor [N, K] from its
  * blocks, over the pool (model/nets/blockgemv.c); _supported: this host and tensor can. */
 bool kiln_blockgemv_supported(const struct KilnModelTensor *t, int64_t N, int64_t K);
@@ -305,9 +313,11 @@ typedef struct KilnKVSpec {
 typedef struct KilnKVCache {
     KilnKVSpec spec;
     int nlayers, nkv, hd, cap;
+    int dlayers;        /* layers k, v (and dynamic ks, vs) hold: nlayers, or 1 for a cache of
+                         * one pass (kiln_kv_init_pass), where every layer uses the one slot */
     size_t esz;         /* bytes per element */
-    uint8_t *k, *v;     /* [layer][pos][nkv*hd] */
-    float *ks, *vs;     /* dynamic: [layer][pos][nscale]; static: [layer][nscale] */
+    uint8_t *k, *v;     /* [dlayers][pos][nkv*hd] */
+    float *ks, *vs;     /* dynamic: [dlayers][pos][nscale]; static: [layer][nscale] */
     int nscale;         /* per_head ? nkv : 1 */
     /* static calibration: running absmax [layer][nscale] while calibrating */
     bool calibrating;
@@ -320,6 +330,13 @@ int kiln_kv_spec_from_recipe(const struct KilnRecipe *r, KilnKVSpec *out, KilnDi
 const char *kiln_kv_spec_name(const KilnKVSpec *s, char *buf, size_t n);
 int kiln_kv_init(KilnKVCache *c, const KilnKVSpec *s, int nlayers, int nkv, int hd, int cap,
                  KilnDiag *d);
+/* A cache for forwards that each start at position 0 and are never continued (kiln eval's
+ * perplexity windows, a calibration pass): a block's K/V are read only by its own
+ * attention, so every layer writes the one slot the next layer overwrites — 1/nlayers of
+ * the memory (SmolLM2's window of 512 in f32: 0.8 MB, not 23.6 MB), the same results.
+ * Static scales stay per layer. */
+int kiln_kv_init_pass(KilnKVCache *c, const KilnKVSpec *s, int nlayers, int nkv, int hd, int cap,
+                      KilnDiag *d);
 void kiln_kv_free(KilnKVCache *c);
 /* k, v: [nkv*hd] of one token. */
 void kiln_kv_write(KilnKVCache *c, int layer, int pos, const float *k, const float *v);
@@ -379,6 +396,9 @@ int kiln_llama_ctx_max(const KilnLlama *m);
 const struct KilnTokenizer *kiln_llama_tokenizer(const KilnLlama *m, KilnDiag *d);
 int kiln_llama_kv_init(const KilnLlama *m, KilnKVCache *c, const KilnKVSpec *s, int cap,
                        KilnDiag *d);
+/* The same as a cache of one pass (kiln_kv_init_pass). */
+int kiln_llama_kv_init_pass(const KilnLlama *m, KilnKVCache *c, const KilnKVSpec *s, int cap,
+                            KilnDiag *d);
 /* Runs T tokens at positions pos0.. (the cache holds 0..pos0-1), writes their K/V
  * to the cache, and the logits of the last nlast tokens to logits[nlast][vocab]
  * (nlast 0: only the cache; the output head runs on those rows only). */

@@ -156,19 +156,25 @@ static int decoder_run(Bench *b, KilnKVCache *kv, const KilnBenchTest *t, const 
     return rc;
 }
 
+/* The test's KV cache: the prompt's a cache of one pass (one forward from position 0,
+ * never continued: kiln_kv_init_pass, one layer's K/V at a time), the decode's the whole
+ * n_gen positions; static scales from the calibration run. */
+static int test_kv(Bench *b, const KilnBenchTest *t, KilnKVCache *kv, KilnDiag *d)
+{
+    int rc = t->n_prompt > 0 ? kiln_llama_kv_init_pass(b->model, kv, &b->kvs, t->n_prompt, d)
+                             : kiln_llama_kv_init(b->model, kv, &b->kvs, t->n_gen, d);
+    if (!rc && b->kvs.fmt >= KILN_KV_FP8_E4M3 && !b->kvs.dynamic) { /* calibrated static scales */
+        memcpy(kv->ks, b->ckv.ks, sizeof(float) * (size_t)kv->nlayers * kv->nscale);
+        memcpy(kv->vs, b->ckv.vs, sizeof(float) * (size_t)kv->nlayers * kv->nscale);
+    }
+    return rc;
+}
+
 static int decoder_tests(Bench *b, KilnDiag *d)
 {
     const KilnBenchModelOpts *o = b->o;
     KilnLlama *m = b->model;
-    int V = kiln_llama_vocab(m), cap = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
-    KilnKVCache kv;
-    int rc = kiln_llama_kv_init(m, &kv, &b->kvs, cap, d);
-    if (rc)
-        return rc;
-    if (b->kvs.fmt >= KILN_KV_FP8_E4M3 && !b->kvs.dynamic) { /* calibrated static scales */
-        memcpy(kv.ks, b->ckv.ks, sizeof(float) * (size_t)kv.nlayers * kv.nscale);
-        memcpy(kv.vs, b->ckv.vs, sizeof(float) * (size_t)kv.nlayers * kv.nscale);
-    }
+    int V = kiln_llama_vocab(m), cap = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen, rc = 0;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
     float *logits = malloc(sizeof(float) * (size_t)V);
     if (!ids || !logits)
@@ -185,7 +191,10 @@ static int decoder_tests(Bench *b, KilnDiag *d)
         KilnBenchTest *t = &b->out->test[b->out->ntests++];
         snprintf(t->name, sizeof t->name, "%s%d", k ? "tg" : "pp", n);
         t->n_prompt = k ? 0 : n, t->n_gen = k ? n : 0;
+        KilnKVCache kv = {0};
         rc = test_alloc(t, o->repeat, d);
+        if (!rc && (rc = test_kv(b, t, &kv, d)))
+            break;
         char stage[64];
         snprintf(stage, sizeof stage, "%s (warm-up + %d)", t->name, o->repeat);
         kiln_progress_stage(o->progress, stage, o->repeat + 1, "runs");
@@ -196,13 +205,13 @@ static int decoder_tests(Bench *b, KilnDiag *d)
                 t->samples_ns[r] = ns, t->samples_ts[r] = 1e9 * n / ns;
             kiln_progress_step(o->progress, r + 2, NULL);
         }
+        kiln_kv_free(&kv);
         if (!rc) {
             kiln_progress_end(o->progress);
             test_stats(t);
         }
     }
     free(ids), free(logits);
-    kiln_kv_free(&kv);
     return rc;
 }
 

@@ -76,7 +76,8 @@ int kiln_decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
 {
     int V = kiln_llama_vocab(m);
     KilnKVCache kv;
-    int rc = kiln_llama_kv_init(m, &kv, kvs, c->window, d);
+    /* each window a forward from position 0, never continued: one layer's K/V at a time */
+    int rc = kiln_llama_kv_init_pass(m, &kv, kvs, c->window, d);
     if (rc)
         return rc;
     if (calib && kvs->fmt >= KILN_KV_FP8_E4M3 && !kvs->dynamic) { /* calibrated static scales */

@@ -57,18 +57,21 @@ static float fmt_max(KilnKVFormat f)
     return f == KILN_KV_INT8 ? 127.0f : f == KILN_KV_FP8_E4M3 ? KILN_E4M3_MAX : KILN_E5M2_MAX;
 }
 
-int kiln_kv_init(KilnKVCache *c, const KilnKVSpec *s, int nlayers, int nkv, int hd, int cap,
-                 KilnDiag *d)
+/* dlayers: the layers the K/V data (and per-token scales) hold, nlayers or 1 */
+static int kv_init(KilnKVCache *c, const KilnKVSpec *s, int nlayers, int dlayers, int nkv, int hd,
+                   int cap, KilnDiag *d)
 {
     memset(c, 0, sizeof *c);
     c->spec = *s;
-    c->nlayers = nlayers, c->nkv = nkv, c->hd = hd, c->cap = cap;
+    c->nlayers = nlayers, c->dlayers = dlayers, c->nkv = nkv, c->hd = hd, c->cap = cap;
     c->esz = s->fmt == KILN_KV_F32 ? 4 : s->fmt <= KILN_KV_BF16 ? 2 : 1;
     c->nscale = s->per_head ? nkv : 1;
-    size_t n = (size_t)nlayers * cap * nkv * hd;
+    size_t n = (size_t)dlayers * cap * nkv * hd;
     c->k = malloc(n * c->esz);
     c->v = malloc(n * c->esz);
-    size_t ns = quantized(s) ? (size_t)nlayers * c->nscale * (s->dynamic ? (size_t)cap : 1) : 1;
+    size_t ns = !quantized(s) ? 1
+                : s->dynamic  ? (size_t)dlayers * c->nscale * (size_t)cap
+                              : (size_t)nlayers * c->nscale;
     c->ks = calloc(ns, sizeof(float));
     c->vs = calloc(ns, sizeof(float));
     c->kmax = calloc((size_t)nlayers * c->nscale, sizeof(float));
@@ -81,6 +84,25 @@ int kiln_kv_init(KilnKVCache *c, const KilnKVSpec *s, int nlayers, int nkv, int 
         for (size_t i = 0; i < ns; i++)
             c->ks[i] = c->vs[i] = s->scale > 0 ? s->scale : 1.0f;
     return 0;
+}
+
+int kiln_kv_init(KilnKVCache *c, const KilnKVSpec *s, int nlayers, int nkv, int hd, int cap,
+                 KilnDiag *d)
+{
+    return kv_init(c, s, nlayers, nlayers, nkv, hd, cap, d);
+}
+
+int kiln_kv_init_pass(KilnKVCache *c, const KilnKVSpec *s, int nlayers, int nkv, int hd, int cap,
+                      KilnDiag *d)
+{
+    return kv_init(c, s, nlayers, 1, nkv, hd, cap, d);
+}
+
+/* Where layer's K/V data and per-token scales start, in rows of cap positions: every
+ * layer shares slot 0 in a cache of one pass. */
+static size_t slot(const KilnKVCache *c, int layer)
+{
+    return c->dlayers < c->nlayers ? 0 : (size_t)layer;
 }
 
 void kiln_kv_free(KilnKVCache *c)
@@ -165,7 +187,7 @@ static float absmax(const float *x, int n)
 static void write_one(KilnKVCache *c, int which, int layer, int pos, const float *x)
 {
     int row = c->nkv * c->hd, span = row / c->nscale;
-    uint8_t *dst = (which ? c->v : c->k) + ((size_t)layer * c->cap + pos) * row * c->esz;
+    uint8_t *dst = (which ? c->v : c->k) + (slot(c, layer) * c->cap + pos) * row * c->esz;
     float *sc = which ? c->vs : c->ks;
     float *mx = which ? c->vmax : c->kmax;
     for (int s = 0; s < c->nscale; s++) {
@@ -180,7 +202,7 @@ static void write_one(KilnKVCache *c, int which, int layer, int pos, const float
             if (c->spec.dynamic) {
                 float a = absmax(xs, span);
                 scale = a > 0 ? a / fmt_max(c->spec.fmt) : 1.0f;
-                sc[((size_t)layer * c->cap + pos) * c->nscale + s] = scale;
+                sc[(slot(c, layer) * c->cap + pos) * c->nscale + s] = scale;
             } else {
                 scale = sc[layer * c->nscale + s];
             }
@@ -199,12 +221,12 @@ void kiln_kv_read(const KilnKVCache *c, int which, int layer, int pos, int h, fl
 {
     int row = c->nkv * c->hd;
     const uint8_t *src =
-        (which ? c->v : c->k) + (((size_t)layer * c->cap + pos) * row + (size_t)h * c->hd) * c->esz;
+        (which ? c->v : c->k) + ((slot(c, layer) * c->cap + pos) * row + (size_t)h * c->hd) * c->esz;
     float scale = 1;
     if (quantized(&c->spec)) {
         int s = c->spec.per_head ? h : 0;
         const float *sc = which ? c->vs : c->ks;
-        scale = c->spec.dynamic ? sc[((size_t)layer * c->cap + pos) * c->nscale + s]
+        scale = c->spec.dynamic ? sc[(slot(c, layer) * c->cap + pos) * c->nscale + s]
                                 : sc[layer * c->nscale + s];
     }
     decode(c, src, c->hd, scale, out);
@@ -215,7 +237,7 @@ const float *kiln_kv_f32(const KilnKVCache *c, int which, int layer, int h)
     if (c->spec.fmt != KILN_KV_F32)
         return NULL;
     const uint8_t *base = which ? c->v : c->k;
-    return (const float *)base + (size_t)layer * c->cap * c->nkv * c->hd + (size_t)h * c->hd;
+    return (const float *)base + slot(c, layer) * c->cap * c->nkv * c->hd + (size_t)h * c->hd;
 }
 
 size_t kiln_kv_bytes_per_token(const KilnKVCache *c)

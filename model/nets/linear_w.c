@@ -7,10 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/plan.h"
 #include "model/files/modelfile.h"
 #include "model/model.h"
 
-static int replay(const KilnLinear *l, float *w);
+static int replay(const KilnLinear *l, float *w, int64_t r0, int64_t nr);
 
 int kiln_linear_wget(KilnLinear *l, KilnDiag *d)
 {
@@ -24,7 +25,7 @@ int kiln_linear_wget(KilnLinear *l, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
     int rc = kiln_mf_rows_f32(l->wmf, l->wt, 0, l->N, w, d);
     kiln_mf_drop_pages(l->wmf, l->wt); /* read once more: the file's pages need not stay */
-    if (!rc && replay(l, w)) /* what the methods did to it */
+    if (!rc && replay(l, w, 0, l->N)) /* what the methods did to it */
         rc = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
     if (rc) {
         free(w);
@@ -169,6 +170,43 @@ int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x
     return r;
 }
 
+/* ------------------------------------------------------------------ binding in chunks */
+
+/* Rows n0..n0+n of the layer's weights as kiln_linear_wget would give them: the file's,
+ * with the methods' recorded changes replayed (each works on a row alone). */
+static int read_rows(void *arg, int64_t n0, int64_t n, float *out, KilnDiag *d)
+{
+    KilnLinear *l = arg;
+    int rc = kiln_mf_rows_f32(l->wmf, l->wt, n0, n, out, d);
+    if (!rc && replay(l, out, n0, n))
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
+    return rc;
+}
+
+bool kiln_linear_chunked(const KilnLinear *l)
+{
+    return !l->w && !l->q_w && l->wmf && l->wt &&
+           (size_t)(l->N * l->K) * sizeof(float) > CHUNK_BYTES;
+}
+
+/* A layer over CHUNK_BYTES of f32 whose weights are not held (SmolLM2's lm_head, 113 MB)
+ * is quantized and prepacked from chunks of CHUNK_BYTES of rows read from the file
+ * (kiln_layer_create_rows: the same packed bytes), so the f32 matrix and its packed copy
+ * are never held together; any other layer is created from desc->weight as given. */
+int kiln_linear_layer_create(KilnLinear *l, const KilnRunCtx *rc, const kiln_layer_desc *desc,
+                             kiln_layer **kl)
+{
+    if (!kiln_linear_chunked(l))
+        return kiln_layer_create(rc->ctx, rc->recipe, desc, kl);
+    KilnWeightRows rows = {.read = read_rows, .arg = l,
+                           .chunk_rows = (int64_t)(CHUNK_BYTES / sizeof(float)) / l->K};
+    kiln_layer_desc one = *desc;
+    one.weight = NULL;
+    int r = kiln_layer_create_rows(rc->ctx, rc->recipe, &one, &rows, kl);
+    kiln_mf_drop_pages(l->wmf, l->wt); /* read once: the file's pages need not stay */
+    return r;
+}
+
 /* ------------------------------------------------------------------ binding with rows */
 
 /* Binds the layers to rc as kiln_linears_bind does, each layer's calibration rows freed
@@ -252,14 +290,15 @@ int kiln_linear_wop(KilnLinear *l, int kind, const float *v, const int32_t *perm
     return 0;
 }
 
-/* The same arithmetic, in the same order, as the method that did it (model/eval/calib.c). */
-static int replay(const KilnLinear *l, float *w)
+/* The same arithmetic, in the same order, as the method that did it (model/eval/calib.c),
+ * on rows r0..r0+nr of the layer held in w. */
+static int replay(const KilnLinear *l, float *w, int64_t r0, int64_t nr)
 {
     float *tmp = NULL;
     for (int i = 0; i < l->nwops; i++) {
         const struct KilnWOp *o = &l->wops[i];
-        for (int64_t r = 0; r < l->N; r++) {
-            float *row = w + r * l->K;
+        for (int64_t r = r0; r < r0 + nr; r++) {
+            float *row = w + (r - r0) * l->K;
             if (o->kind == KILN_WOP_COLMUL)
                 for (int64_t k = 0; k < l->K; k++)
                     row[k] *= o->v[k];
@@ -293,7 +332,7 @@ int kiln_linear_wsettle(KilnLinear *l, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
     int rc = kiln_mf_rows_f32(l->wmf, l->wt, 0, l->N, w, d);
     kiln_mf_drop_pages(l->wmf, l->wt);
-    if (!rc && replay(l, w))
+    if (!rc && replay(l, w, 0, l->N))
         rc = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
     if (!rc && !memcmp(w, l->w, sizeof(float) * (size_t)(l->N * l->K))) {
         free(l->w); /* the file and the recorded changes give it again */

@@ -208,6 +208,12 @@ int kiln_llama_kv_init(const KilnLlama *m, KilnKVCache *c, const KilnKVSpec *s, 
     return kiln_kv_init(c, s, m->nlayers, m->nkv, m->hd, cap, d);
 }
 
+int kiln_llama_kv_init_pass(const KilnLlama *m, KilnKVCache *c, const KilnKVSpec *s, int cap,
+                            KilnDiag *d)
+{
+    return kiln_kv_init_pass(c, s, m->nlayers, m->nkv, m->hd, cap, d);
+}
+
 int kiln_llama_scale_sites(KilnLlama *m, KilnScaleSite **out, int *n, KilnDiag *d)
 {
     KilnScaleSite *s = calloc((size_t)m->nlayers * 4, sizeof *s);

@@ -417,8 +417,8 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
         int sliced = kiln_linear_bind_sliced(l, rc, d); /* the f32 row's big layers */
         if (sliced != 1)
             return sliced;
-        if (!l->q_w && kiln_linear_wget(l, d))
-            return d->code;
+        if (!l->q_w && !kiln_linear_chunked(l) && kiln_linear_wget(l, d))
+            return d->code; /* a big layer is read in chunks of rows instead */
         kiln_layer_desc desc = {.name = l->name, .N = l->N, .K = l->K, .weight = l->w,
                                 .bias = l->b, .calib_x = l->cap, .calib_rows = l->cap_rows,
                                 .act_format = act_format};
@@ -430,7 +430,7 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
         if (l->q_format[0])
             desc.weight_format = l->q_format;
         kiln_layer *kl = NULL;
-        if (kiln_layer_create(rc->ctx, rc->recipe, &desc, &kl))
+        if (kiln_linear_layer_create(l, rc, &desc, &kl))
             return layer_error(d, l, kiln_error(rc->ctx));
         kiln_linear_wput(l); /* the kernel holds its own copy; read again when needed */
         kiln_quant_wput(l);
