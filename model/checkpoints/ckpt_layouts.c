@@ -235,6 +235,7 @@ static int take_codes(const KilnCkSrc *s, const KilnCkTensor *e, KilnQLinear *q,
         if (!(q->src = alloc_n(1, sizeof *q->src, d)))
             return KILN_EINTERNAL;
         *q->src = c;
+        kiln_mf_drop_pages(e->mf, e->t); /* checked (int8 codes): read again when needed */
         return 0;
     }
     if (!(q->codes = alloc_n(q->N * q->K, sizeof(int16_t), d)))
