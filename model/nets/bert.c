@@ -326,6 +326,8 @@ int kiln_bert_batch_begin(KilnBert *m, const char *const *texts, int n, KilnBert
             for (int e = 0; e < D; e++)
                 x[t * D + e] = we[e] + m->pemb[(t - seg[s]) * D + e] + m->temb[e];
         }
+    if (m->wemb_t) /* the rows read, and the kernel's read-around of each: not kept */
+        kiln_mf_drop_pages(m->mf, m->wemb_t);
     if (!rc)
         kiln_layernorm(x, T, D, m->eln_g, m->eln_b, m->eps);
     free(ids), free(erow);
