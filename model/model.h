@@ -83,8 +83,9 @@ typedef struct KilnLinear {
     const struct KilnRunCtx *percall;
     char kdesc[128];
     /* The layer as a quantized checkpoint stores it (model/checkpoints/checkpoint.h), for rules
-     * that say weights = stored; w is then its dequantized weight. NULL normally.
-     * Not owned: the model keeps the checkpoint it points into. */
+     * that say weights = stored; w is then its dequantized weight, made when needed
+     * (kiln_linear_wget: kiln_qlinear_rows, from the mapped checkpoint) and dropped after, as
+     * a file's. NULL normally. Not owned: the model keeps the checkpoint it points into. */
     const struct KilnQLinear *stored;
     kiln_layer *kl;     /* NULL: runs in f32 here (f32 baseline, or ignored) */
     bool bias_in_kernel;
@@ -289,8 +290,11 @@ int kiln_bert_capture_static(struct KilnBert *m, struct KilnPool *pool, const ch
 int kiln_static_act_params(const KilnLinear *l, const KilnQuantSpec *a, float *scale,
                            int32_t *zero, KilnDiag *d);
 /* Binds a layer's checkpoint weights (l->stored) as its grid: qres, q_format and,
- * for act-order g_idx, in_perm (w gathered the same way). */
+ * for act-order g_idx, in_perm (w gathered the same way, and recorded so for every read
+ * of w); q_w made from the stored layer for the binding (model/eval/calib_stored.c), and
+ * made again when bound again. kiln_quant_stored_wput drops q_w once the kernel holds it. */
 int kiln_quant_from_stored(KilnLinear *l, KilnDiag *d);
+void kiln_quant_stored_wput(KilnLinear *l);
 /* q_w of a layer whose GPTQ weights are kept as codes (KilnLinear.q_spec), made for
  * binding; _wput drops it again. No-ops for any other layer. */
 int kiln_quant_wget(KilnLinear *l, KilnDiag *d);

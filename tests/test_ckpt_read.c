@@ -506,18 +506,44 @@ static void check_llama(const char *name, bool quantized)
     assert_int_equal(want->dim[1], V);
     int nl;
     KilnLinear *ls = kiln_llama_linears(m, &nl);
+    /* the loader maps the checkpoint: a quantized layer holds neither codes nor f32
+     * weights, and its weights read when needed (q_proj / k_proj rows turned to kiln's
+     * RoPE layout as decoded) are the whole-file reader's, turned the same way */
+    KilnCheckpoint eager = {0};
+    KilnJson *cfg = NULL;
+    char path[700];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (quantized && (kiln_checkpoint_read(dir, &eager, &d) || kiln_json_parse_file(path, &cfg, &d)))
+        fail_diag(&d);
     for (int i = 0; i < nl; i++) {
         bool head = i == nl - 1;
         assert_int_equal(ls[i].stored != NULL, quantized && !head);
         if (!ls[i].stored)
             continue;
-        /* the stored form is permuted with w (q_proj / k_proj): it dequantizes to w */
+        assert_null(ls[i].w);
+        assert_null(ls[i].stored->codes);
+        KilnQLinear *q = (KilnQLinear *)kiln_checkpoint_find(&eager, ls[i].name);
+        assert_non_null(q);
+        size_t n = strlen(q->name);
+        bool qp = n > 6 && !strcmp(q->name + n - 6, "q_proj"), kp = n > 6 && !strcmp(q->name + n - 6, "k_proj");
+        if (qp || kp) {
+            const KilnJson *h = kiln_json_get(cfg, qp ? "num_attention_heads" : "num_key_value_heads");
+            if (!h)
+                h = kiln_json_get(cfg, "num_attention_heads");
+            assert_non_null(h);
+            assert_int_equal(kiln_llama_permute_qk(q, (int)h->i, &d), 0);
+        }
         float *w = malloc(sizeof(float) * (size_t)(ls[i].N * ls[i].K));
         assert_non_null(w);
-        kiln_qlinear_dequant(ls[i].stored, w);
+        kiln_qlinear_dequant(q, w);
+        assert_int_equal(kiln_linear_wget(&ls[i], &d), 0);
         assert_memory_equal(w, ls[i].w, sizeof(float) * (size_t)(ls[i].N * ls[i].K));
+        kiln_linear_wput(&ls[i]);
+        assert_null(ls[i].w); /* dropped again: read from the file when needed */
         free(w);
     }
+    kiln_checkpoint_free(&eager);
+    kiln_json_free(cfg);
     float *lg = malloc(sizeof(float) * (size_t)T * V);
     assert_non_null(lg);
     KilnKVCache kv;
@@ -575,7 +601,10 @@ static void test_bert_hf_quantized(void **state)
         const KilnModelTensor *b = kiln_mf_find(ref, key);
         assert_non_null(w);
         assert_non_null(b);
+        assert_null(ls[i].w); /* dequantized from the mapped file when needed */
+        assert_int_equal(kiln_linear_wget(&ls[i], &d), 0);
         assert_memory_equal(ls[i].w, ref_f32(w), sizeof(float) * (size_t)w->numel);
+        kiln_linear_wput(&ls[i]);
         assert_memory_equal(ls[i].b, ref_f32(b), sizeof(float) * (size_t)b->numel);
     }
     const char *texts[2] = {"w1 w2 w3", "w4"};

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "ir/numerics.h"
-#include "model/checkpoints/checkpoint.h"
+#include "model/checkpoints/ckpt_internal.h"
 
 /* The group of input column k. */
 static int64_t group_of(const KilnQLinear *q, int64_t k)
@@ -18,23 +18,50 @@ static int64_t group_of(const KilnQLinear *q, int64_t k)
     return k / q->spec.group;
 }
 
-void kiln_qlinear_dequant(const KilnQLinear *q, float *out)
+/* Row n of the weight from its codes (codes[K]). */
+static void dequant_row(const KilnQLinear *q, int64_t n, const int16_t *codes, float *out)
 {
     bool fp8 = q->spec.fmt == KILN_QF_FP8_E4M3 || q->spec.fmt == KILN_QF_FP8_E5M2;
-    for (int64_t n = 0; n < q->N; n++) {
-        for (int64_t k = 0; k < q->K; k++) {
-            /* TENSOR: the one scale; else row n, group of k */
-            int64_t s = q->spec.gran == KILN_GRAN_TENSOR ? 0 : n * q->ngroups + group_of(q, k);
-            int32_t code = q->codes[n * q->K + k];
-            float v;
-            if (fp8)
-                v = q->spec.fmt == KILN_QF_FP8_E4M3 ? kiln_fp8_e4m3_decode((uint8_t)code)
-                                                    : kiln_fp8_e5m2_decode((uint8_t)code);
-            else
-                v = (float)(code - (q->zero ? q->zero[s] : 0));
-            out[n * q->K + k] = v * q->scale[s];
-        }
+    for (int64_t k = 0; k < q->K; k++) {
+        /* TENSOR: the one scale; else row n, group of k */
+        int64_t s = q->spec.gran == KILN_GRAN_TENSOR ? 0 : n * q->ngroups + group_of(q, k);
+        int32_t code = codes[k];
+        float v;
+        if (fp8)
+            v = q->spec.fmt == KILN_QF_FP8_E4M3 ? kiln_fp8_e4m3_decode((uint8_t)code)
+                                                : kiln_fp8_e5m2_decode((uint8_t)code);
+        else
+            v = (float)(code - (q->zero ? q->zero[s] : 0));
+        out[k] = v * q->scale[s];
     }
+}
+
+void kiln_qlinear_dequant(const KilnQLinear *q, float *out)
+{
+    for (int64_t n = 0; n < q->N; n++)
+        dequant_row(q, n, q->codes + n * q->K, out + n * q->K);
+}
+
+int kiln_qlinear_rows(const KilnQLinear *q, int64_t n0, int64_t nr, float *out, KilnDiag *d)
+{
+    if (q->codes) {
+        for (int64_t n = n0; n < n0 + nr; n++)
+            dequant_row(q, n, q->codes + n * q->K, out + (n - n0) * q->K);
+        return 0;
+    }
+    const struct KilnCkCodes *c = q->src;
+    int16_t *row = c ? malloc(sizeof(int16_t) * (size_t)q->K) : NULL;
+    if (!row)
+        return kiln_diag_set(d, KILN_EINTERNAL, c ? "%s: out of memory"
+                                                  : "%s: the layer's codes are gone", q->name);
+    for (int64_t n = n0; n < n0 + nr; n++) {
+        int64_t r = c->qk_heads > 0 ? kiln_llama_qk_row(n, q->N, c->qk_heads, false) : n;
+        kiln_ck_codes_row(c, q, r, row);
+        dequant_row(q, n, row, out + (n - n0) * q->K);
+    }
+    free(row);
+    kiln_mf_drop_pages(c->mf, c->t); /* decoded: the file's pages need not stay */
+    return 0;
 }
 
 int kiln_qlinear_load(KilnQLinear *q, KilnDiag *d)
@@ -64,8 +91,9 @@ void kiln_qlinear_free(KilnQLinear *q)
 {
     if (!q)
         return;
-    free(q->codes), free(q->scale), free(q->zero), free(q->g_idx), free(q->bias);
+    free(q->codes), free(q->scale), free(q->zero), free(q->g_idx), free(q->bias), free(q->src);
     q->codes = NULL, q->scale = NULL, q->zero = NULL, q->g_idx = NULL, q->bias = NULL;
+    q->src = NULL;
 }
 
 void kiln_checkpoint_free(KilnCheckpoint *c)
@@ -85,6 +113,9 @@ void kiln_checkpoint_free(KilnCheckpoint *c)
         free(c->files[i].data);
     free(c->files);
     free(c->config_json);
+    if (c->src) /* after the layers: they were read from it */
+        kiln_ck_src_close(c->src);
+    free(c->src);
     memset(c, 0, sizeof *c);
 }
 

@@ -49,6 +49,9 @@ typedef struct KilnQLinear {
     int (*fill)(void *fill_ctx, struct KilnQLinear *q, KilnDiag *d);
     void *fill_ctx;
     int qk_heads;
+    /* A layer of a mapped checkpoint (kiln_checkpoint_open): codes stay NULL and rows are
+     * decoded from the file when needed (kiln_qlinear_rows); owned. NULL otherwise. */
+    struct KilnCkCodes *src;
 } KilnQLinear;
 
 /* A file written beside the weights as it is (tokenizer.json, vocab.txt,
@@ -92,14 +95,20 @@ typedef struct KilnCheckpoint {
     /* Other files of the model directory (the writer writes them; h3). */
     KilnCkptFile *files;
     int nfiles;
+    /* kiln_checkpoint_open: the directory's files, mapped until kiln_checkpoint_free */
+    struct KilnCkSrc *src;
 } KilnCheckpoint;
 
 /* A layer made on demand (fill set): its codes, scales and zeros made, or freed again;
  * nothing for a layer that holds them. */
 int kiln_qlinear_load(KilnQLinear *q, KilnDiag *d);
 void kiln_qlinear_unload(KilnQLinear *q);
-/* Dequantized weight [N*K] into out (the caller's buffer). */
+/* Dequantized weight [N*K] into out (the caller's buffer); q holds its codes. */
 void kiln_qlinear_dequant(const KilnQLinear *q, float *out);
+/* Rows [n0, n0 + nr) of the dequantized weight into out[nr * K], the same values as
+ * kiln_qlinear_dequant: from q's codes, or decoded from a mapped checkpoint's file
+ * (q->src), whose pages are handed back after. Fails only out of memory. */
+int kiln_qlinear_rows(const KilnQLinear *q, int64_t n0, int64_t nr, float *out, KilnDiag *d);
 void kiln_qlinear_free(KilnQLinear *q);
 void kiln_checkpoint_free(KilnCheckpoint *c);
 const KilnQLinear *kiln_checkpoint_find(const KilnCheckpoint *c, const char *name);
@@ -124,6 +133,18 @@ int kiln_checkpoint_compat(const KilnCheckpoint *c, KilnCkptCompat *out, KilnDia
 int kiln_checkpoint_compat_text(const KilnCkptCompat *k, char *buf, size_t n);
 /* Reads a directory holding *.safetensors (+ config.json) in any of the layouts above. */
 int kiln_checkpoint_read(const char *dir, KilnCheckpoint *out, KilnDiag *d);
+/* The same checked the same way, for a model loader, within twice the model's memory
+ * (docs/hardening.md, "Memory"): the files stay mapped until kiln_checkpoint_free; each
+ * quantized layer keeps its scales, zero points, g_idx and bias, not its codes (q->src:
+ * kiln_qlinear_rows decodes rows when needed); a plain tensor's data stays NULL until
+ * kiln_checkpoint_tensor_f32 reads it. */
+int kiln_checkpoint_open(const char *dir, KilnCheckpoint *out, KilnDiag *d);
+/* A mapped checkpoint's plain tensor `name` as f32 (*out malloc'd, the caller's), the file's
+ * pages handed back after; *out NULL when there is no such tensor in its files. */
+int kiln_checkpoint_tensor_f32(const KilnCheckpoint *c, const char *name, float **out,
+                               KilnDiag *d);
+/* The path of the file of a mapped checkpoint that holds tensor `name` (NULL: none). */
+const char *kiln_checkpoint_tensor_file(const KilnCheckpoint *c, const char *name);
 
 /* ------------------------------------------------------------------ checkpoint.c (h3) */
 
@@ -165,8 +186,12 @@ struct KilnBert;
  * n_head * an even head size. */
 int kiln_llama_permute_qk_rows(void *rows, int64_t N, size_t row_bytes, int n_head, bool to_hf,
                                KilnDiag *d);
+/* The row of the other layout that kiln_llama_permute_qk_rows moves into row `row` (N rows,
+ * n_head heads of an even size). */
+int64_t kiln_llama_qk_row(int64_t row, int64_t N, int n_head, bool to_hf);
 /* The same on every row-wise part of a quantized layer: codes, scales, zeros, bias
- * (a TENSOR-granularity scale is left as it is; g_idx is per column). */
+ * (a TENSOR-granularity scale is left as it is; g_idx is per column). A layer of a mapped
+ * checkpoint has its codes' rows turned as they are decoded (HF -> GGUF only). */
 int kiln_llama_unpermute_qk(KilnQLinear *q, int n_head, KilnDiag *d); /* GGUF -> HF */
 int kiln_llama_permute_qk(KilnQLinear *q, int n_head, KilnDiag *d);   /* HF -> GGUF */
 /* GGUF -> HF of the codes, scales and zeros only (a layer made on demand: its bias was

@@ -25,7 +25,29 @@ typedef struct KilnCkSrc {
     int nmf;
     KilnCkTensor *e; /* sorted by name */
     int ne;
+    /* kiln_checkpoint_open: the files stay mapped with the checkpoint; quantized layers'
+     * codes and the plain tensors are read from them when needed, not at once */
+    bool mapped;
 } KilnCkSrc;
+
+/* Where a quantized layer's codes sit in its file tensor, and how one row of them decodes
+ * (kiln_ck_codes_row): each layout's own loop, shared by the reader that decodes every row
+ * at once and by a mapped checkpoint, whose rows are decoded when needed
+ * (kiln_qlinear_rows). */
+typedef enum { KILN_CK_PACKED, KILN_CK_NAIVE, KILN_CK_GPTQ, KILN_CK_AWQ } KilnCkKind;
+struct KilnCkCodes {
+    const KilnModelFile *mf;
+    const KilnModelTensor *t;
+    KilnCkKind kind;
+    int bits;
+    int64_t cols;  /* PACKED: int32 words per row; AWQ: words per input column */
+    int shift;     /* GPTQ / AWQ read as symmetric: subtracted from every code */
+    int qk_heads;  /* > 0: kiln's row n is HF row kiln_llama_qk_row(n, N, qk_heads) */
+};
+/* Codes of stored row r (the file's own row order) into out[q->K]. */
+void kiln_ck_codes_row(const struct KilnCkCodes *c, const KilnQLinear *q, int64_t r,
+                       int16_t *out);
+void kiln_ck_src_close(KilnCkSrc *s);
 
 /* What a scheme says of a weight (or activation, or the KV cache). */
 typedef struct KilnCkArgs {

@@ -58,11 +58,16 @@ static int64_t int_at(const KilnCkTensor *e, int64_t i)
     }
 }
 
-static uint32_t word_at(const KilnCkTensor *e, int64_t i)
+static uint32_t word32(const uint8_t *p, int64_t i)
 {
     uint32_t v;
-    memcpy(&v, (const uint8_t *)e->t->data + 4 * i, 4);
+    memcpy(&v, p + 4 * i, 4);
     return v;
+}
+
+static uint32_t word_at(const KilnCkTensor *e, int64_t i)
+{
+    return word32(e->t->data, i);
 }
 
 static void shape_str(int rank, const int64_t *dim, char *buf, size_t n)
@@ -172,6 +177,71 @@ static int load_gidx(const KilnCkSrc *s, const KilnCkTensor *e, KilnQLinear *q, 
         return KILN_EINTERNAL;
     for (int64_t k = 0; k < q->K; k++)
         q->g_idx[k] = (int32_t)int_at(e, k);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ codes, a row at a time */
+
+/* AWQ's interleave: slot i of a word holds column 8c + awq_order[i]. */
+static const int awq_order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+void kiln_ck_codes_row(const struct KilnCkCodes *c, const KilnQLinear *q, int64_t r, int16_t *out)
+{
+    const uint8_t *p = c->t->data;
+    int64_t K = q->K, N = q->N, pf = 32 / c->bits, off = (int64_t)1 << (c->bits - 1);
+    uint32_t mask = (1u << c->bits) - 1;
+    bool sym = q->spec.symmetric;
+    switch (c->kind) {
+    case KILN_CK_PACKED: /* 32/bits codes per int32 along K, stored with +2^(bits-1) */
+        for (int64_t k = 0; k < K; k++) {
+            int64_t v = (word32(p, r * c->cols + k / pf) >> ((k % pf) * c->bits)) & mask;
+            out[k] = (int16_t)(sym ? v - off : v);
+        }
+        break;
+    case KILN_CK_NAIVE: /* a byte a code: fp8 as it is, int8 / int4 signed */
+        for (int64_t k = 0; k < K; k++) {
+            if (q->spec.fmt == KILN_QF_FP8_E4M3 || q->spec.fmt == KILN_QF_FP8_E5M2) {
+                out[k] = p[r * K + k];
+                continue;
+            }
+            int64_t v = (int8_t)p[r * K + k];
+            out[k] = (int16_t)(sym ? v : v + off);
+        }
+        break;
+    case KILN_CK_GPTQ: /* qweight [K / pf, N]: column r, 32/bits input rows a word */
+        for (int64_t k = 0; k < K; k++) {
+            int16_t v = (int16_t)((word32(p, (k / pf) * N + r) >> ((k % pf) * c->bits)) & mask);
+            out[k] = (int16_t)(v - c->shift);
+        }
+        break;
+    case KILN_CK_AWQ: { /* qweight [K, N / 8]: row r is slot i of word column r / 8 */
+        int i = 0;
+        while (awq_order[i] != r % 8)
+            i++;
+        for (int64_t k = 0; k < K; k++)
+            out[k] = (int16_t)((word32(p, k * c->cols + r / 8) >> (4 * i)) & 15);
+        break;
+    }
+    }
+}
+
+/* The layer's codes from tensor e as c describes them: every row decoded now, or, in a
+ * mapped checkpoint, where they are (q->src) to be decoded when needed. */
+static int take_codes(const KilnCkSrc *s, const KilnCkTensor *e, KilnQLinear *q,
+                      struct KilnCkCodes c, KilnDiag *d)
+{
+    c.mf = e->mf, c.t = e->t;
+    if (s->mapped) {
+        if (!(q->src = alloc_n(1, sizeof *q->src, d)))
+            return KILN_EINTERNAL;
+        *q->src = c;
+        kiln_mf_drop_pages(e->mf, e->t); /* checked (int8 codes): read again when needed */
+        return 0;
+    }
+    if (!(q->codes = alloc_n(q->N * q->K, sizeof(int16_t), d)))
+        return KILN_EINTERNAL;
+    for (int64_t r = 0; r < q->N; r++)
+        kiln_ck_codes_row(&c, q, r, q->codes + r * q->K);
     return 0;
 }
 
@@ -308,35 +378,19 @@ static int ct_zeros(KilnCkSrc *s, const char *m, KilnQLinear *q, const Grid *gr,
     return 0;
 }
 
-/* Codes of weight_packed: 32/bits codes per int32 along K, element i at bits
- * [i*bits, (i+1)*bits), stored with +2^(bits-1). */
-static void ct_unpack(const KilnCkTensor *e, KilnQLinear *q, int bits)
-{
-    int64_t pf = 32 / bits, cols = e->t->dim[1], off = (int64_t)1 << (bits - 1);
-    uint32_t mask = (1u << bits) - 1;
-    for (int64_t n = 0; n < q->N; n++)
-        for (int64_t k = 0; k < q->K; k++) {
-            uint32_t w = word_at(e, n * cols + k / pf);
-            int64_t c = (w >> ((k % pf) * bits)) & mask;
-            q->codes[n * q->K + k] = (int16_t)(q->spec.symmetric ? c - off : c);
-        }
-}
-
-static int ct_naive_codes(KilnCkSrc *s, const KilnCkTensor *e, KilnQLinear *q, int bits,
+/* Every int code of a one-byte-a-code weight within int<bits> (fp8: any byte). */
+static int ct_naive_check(KilnCkSrc *s, const KilnCkTensor *e, KilnQLinear *q, int bits,
                           KilnDiag *d)
 {
     int64_t off = (int64_t)1 << (bits - 1);
     const uint8_t *p = e->t->data;
+    if (q->spec.fmt == KILN_QF_FP8_E4M3 || q->spec.fmt == KILN_QF_FP8_E5M2)
+        return 0;
     for (int64_t i = 0; i < q->N * q->K; i++) {
-        if (q->spec.fmt == KILN_QF_FP8_E4M3 || q->spec.fmt == KILN_QF_FP8_E5M2) {
-            q->codes[i] = p[i];
-            continue;
-        }
         int64_t v = (int8_t)p[i];
         if (v < -off || v >= off)
             return ERR(AT "code %lld at [%lld, %lld] is outside int%d", LOC(e), (long long)v,
                        (long long)(i / q->K), (long long)(i % q->K), bits);
-        q->codes[i] = (int16_t)(q->spec.symmetric ? v : v + off);
     }
     return 0;
 }
@@ -391,11 +445,11 @@ int kiln_ck_ct_module(KilnCkSrc *s, const char *m, const KilnCkArgs *w, KilnQLin
     if ((rc = ct_grid(w, q, &gr, m, s, d)) || (rc = ct_scales(s, m, q, &gr, d)) ||
         (rc = ct_zeros(s, m, q, &gr, bits, pk != NULL, d)))
         return rc;
-    if (!(q->codes = alloc_n(q->N * q->K, sizeof(int16_t), d)))
-        return KILN_EINTERNAL;
-    if (pk)
-        ct_unpack(pk, q, bits);
-    else if ((rc = ct_naive_codes(s, wt, q, bits, d)))
+    if (!pk && (rc = ct_naive_check(s, wt, q, bits, d)))
+        return rc;
+    struct KilnCkCodes c = {.kind = pk ? KILN_CK_PACKED : KILN_CK_NAIVE, .bits = bits,
+                            .cols = pk ? pk->t->dim[1] : 0};
+    if ((rc = take_codes(s, pk ? pk : wt, q, c, d)))
         return rc;
     KilnCkTensor *gi = maybe(s, m, "weight_g_idx");
     if (gi && (rc = load_gidx(s, gi, q, d)))
@@ -451,18 +505,18 @@ static int gq_zeros(KilnCkSrc *s, const char *m, KilnQLinear *q, int bits, const
     return rc;
 }
 
-/* Zero points all 2^(bits-1) (GPTQ's sym = True) read as kiln's symmetric codes. */
-static void gq_maybe_symmetric(KilnQLinear *q, int bits)
+/* Zero points all 2^(bits-1) (GPTQ's sym = True) read as kiln's symmetric codes: the
+ * codes' shift (0 when not). */
+static int gq_maybe_symmetric(KilnQLinear *q, int bits)
 {
     int32_t off = 1 << (bits - 1);
     for (int64_t i = 0; i < q->nscale; i++)
         if (q->zero[i] != off)
-            return;
-    for (int64_t i = 0; i < q->N * q->K; i++)
-        q->codes[i] = (int16_t)(q->codes[i] - off);
+            return 0;
     free(q->zero);
     q->zero = NULL;
     q->spec.symmetric = true;
+    return off;
 }
 
 static void gq_spec(KilnQLinear *q, int bits, int group)
@@ -496,23 +550,14 @@ int kiln_ck_gptq_module(KilnCkSrc *s, const char *m, const KilnGptqCfg *g, KilnQ
     if ((rc = gq_scales(s, m, "scales", q, d)) ||
         (rc = gq_zeros(s, m, q, bits, plain_order, g->v2 ? 0 : 1, d)))
         return rc;
-    if (!(q->codes = alloc_n(q->N * q->K, sizeof(int16_t), d)))
-        return KILN_EINTERNAL;
-    uint32_t mask = (1u << bits) - 1;
-    for (int64_t k = 0; k < q->K; k++)
-        for (int64_t n = 0; n < q->N; n++) {
-            uint32_t w = word_at(qw, (k / pf) * q->N + n);
-            q->codes[n * q->K + k] = (int16_t)((w >> ((k % pf) * bits)) & mask);
-        }
-    gq_maybe_symmetric(q, bits);
+    struct KilnCkCodes c = {.kind = KILN_CK_GPTQ, .bits = bits, .shift = gq_maybe_symmetric(q, bits)};
+    if ((rc = take_codes(s, qw, q, c, d)))
+        return rc;
     KilnCkTensor *gi = maybe(s, m, "g_idx");
     if (gi && (rc = load_gidx(s, gi, q, d)))
         return rc;
     return load_bias(s, m, q, d);
 }
-
-/* AWQ's interleave: slot i of a word holds column 8c + awq_order[i]. */
-static const int awq_order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 
 int kiln_ck_awq_module(KilnCkSrc *s, const char *m, int bits, int group, KilnQLinear *q,
                        KilnDiag *d)
@@ -533,14 +578,8 @@ int kiln_ck_awq_module(KilnCkSrc *s, const char *m, int bits, int group, KilnQLi
     gq_spec(q, bits, group);
     if ((rc = gq_scales(s, m, "scales", q, d)) || (rc = gq_zeros(s, m, q, bits, awq_order, 0, d)))
         return rc;
-    if (!(q->codes = alloc_n(q->N * q->K, sizeof(int16_t), d)))
-        return KILN_EINTERNAL;
-    int64_t wc = qw->t->dim[1];
-    for (int64_t k = 0; k < q->K; k++)
-        for (int64_t c = 0; c < wc; c++) {
-            uint32_t w = word_at(qw, k * wc + c);
-            for (int i = 0; i < 8; i++)
-                q->codes[(c * 8 + awq_order[i]) * q->K + k] = (int16_t)((w >> (4 * i)) & 15);
-        }
+    struct KilnCkCodes c = {.kind = KILN_CK_AWQ, .bits = 4, .cols = qw->t->dim[1]};
+    if ((rc = take_codes(s, qw, q, c, d)))
+        return rc;
     return load_bias(s, m, q, d);
 }

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/checkpoints/checkpoint.h"
+#include "model/checkpoints/ckpt_internal.h"
 #include "runtime/runtime.h"
 
 /* Source row (within one head of hd rows) of destination row r. */
@@ -15,6 +15,12 @@ static int64_t qk_src(int64_t r, int64_t hd, bool to_hf)
     int64_t half = hd / 2;
     return to_hf ? 2 * (r % half) + r / half  /* HF row s·half + i <- GGUF row 2i + s */
                  : (r % 2) * half + r / 2;    /* GGUF row 2i + s <- HF row s·half + i */
+}
+
+int64_t kiln_llama_qk_row(int64_t row, int64_t N, int n_head, bool to_hf)
+{
+    int64_t hd = N / n_head;
+    return row - row % hd + qk_src(row % hd, hd, to_hf);
 }
 
 int kiln_llama_permute_qk_rows(void *rows, int64_t N, size_t row_bytes, int n_head, bool to_hf,
@@ -42,8 +48,17 @@ int kiln_llama_permute_qk_rows(void *rows, int64_t N, size_t row_bytes, int n_he
 
 static int permute_qlinear(KilnQLinear *q, int n_head, bool to_hf, bool bias, KilnDiag *d)
 {
-    int rc = kiln_llama_permute_qk_rows(q->codes, q->N, sizeof(int16_t) * (size_t)q->K, n_head,
+    int rc = 0;
+    if (!q->codes && q->src) { /* a mapped checkpoint's: its rows turned as they are decoded */
+        if (to_hf || q->src->qk_heads)
+            return kiln_diag_set(d, KILN_EINTERNAL, "%s: mapped codes turned twice", q->name);
+        rc = kiln_llama_permute_qk_rows(NULL, q->N, 0, n_head, to_hf, d); /* the check */
+        if (!rc)
+            q->src->qk_heads = n_head;
+    } else {
+        rc = kiln_llama_permute_qk_rows(q->codes, q->N, sizeof(int16_t) * (size_t)q->K, n_head,
                                         to_hf, d);
+    }
     if (!rc && q->spec.gran != KILN_GRAN_TENSOR) {
         size_t rb = (size_t)q->ngroups;
         rc = kiln_llama_permute_qk_rows(q->scale, q->N, sizeof(float) * rb, n_head, to_hf, d);

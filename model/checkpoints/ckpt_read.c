@@ -36,7 +36,7 @@ KilnCkTensor *kiln_ck_find(KilnCkSrc *s, const char *module, const char *suffix)
     return bsearch(&key, s->e, (size_t)s->ne, sizeof *s->e, cmp_ent);
 }
 
-static void src_close(KilnCkSrc *s)
+void kiln_ck_src_close(KilnCkSrc *s)
 {
     for (int i = 0; i < s->nmf; i++)
         kiln_mf_close(s->mf[i]);
@@ -319,7 +319,7 @@ static int read_plain(KilnCkSrc *s, KilnCheckpoint *c, KilnDiag *d)
         snprintf(t->name, sizeof t->name, "%s", e->name);
         t->rank = e->t->rank;
         memcpy(t->dim, e->t->dim, sizeof t->dim);
-        int rc = kiln_mf_load_f32(e->mf, e->name, &t->data, d);
+        int rc = s->mapped ? 0 : kiln_mf_load_f32(e->mf, e->name, &t->data, d);
         kiln_mf_drop_pages(e->mf, e->t); /* the f32 copy is what stays resident, not both */
         if (rc)
             return rc;
@@ -455,12 +455,12 @@ static int detect(ReadCtx *x, const char *dir, const KilnJson *cfg, KilnCheckpoi
     return rc;
 }
 
-int kiln_checkpoint_read(const char *dir, KilnCheckpoint *out, KilnDiag *d)
+static int read_dir(const char *dir, bool mapped, KilnCheckpoint *out, KilnDiag *d)
 {
     memset(out, 0, sizeof *out);
     if (!is_dir(dir))
         return ERR("%s: not a directory (a checkpoint is a Hugging Face model directory)", dir);
-    ReadCtx x = {0};
+    ReadCtx x = {.src.mapped = mapped};
     KilnJson *cfg = NULL, *index = NULL;
     int rc = parse_opt(dir, "config.json", &cfg, &out->config_json, d);
     if (!rc)
@@ -473,8 +473,17 @@ int kiln_checkpoint_read(const char *dir, KilnCheckpoint *out, KilnDiag *d)
         rc = read_modules(&x, out, d);
     if (!rc)
         rc = read_plain(&x.src, out, d);
+    for (int i = 0; !rc && mapped && i < x.src.ne; i++) /* checked: read again when needed */
+        kiln_mf_drop_pages(x.src.e[i].mf, x.src.e[i].t);
+    if (!rc && mapped && !(out->src = malloc(sizeof *out->src)))
+        rc = OOM();
+    if (!rc && mapped) {
+        *out->src = x.src;
+        out->src->dir = NULL; /* the caller's string: not kept */
+    } else {
+        kiln_ck_src_close(&x.src);
+    }
     kiln_ck_ct_free(&x.ct);
-    src_close(&x.src);
     kiln_json_free(cfg);
     kiln_json_free(index);
     if (rc) {
@@ -482,4 +491,40 @@ int kiln_checkpoint_read(const char *dir, KilnCheckpoint *out, KilnDiag *d)
         memset(out, 0, sizeof *out);
     }
     return rc;
+}
+
+int kiln_checkpoint_read(const char *dir, KilnCheckpoint *out, KilnDiag *d)
+{
+    return read_dir(dir, false, out, d);
+}
+
+int kiln_checkpoint_open(const char *dir, KilnCheckpoint *out, KilnDiag *d)
+{
+    return read_dir(dir, true, out, d);
+}
+
+static const KilnCkTensor *mapped_tensor(const KilnCheckpoint *c, const char *name)
+{
+    if (!c->src)
+        return NULL;
+    KilnCkTensor key = {.name = name};
+    return bsearch(&key, c->src->e, (size_t)c->src->ne, sizeof *c->src->e, cmp_ent);
+}
+
+int kiln_checkpoint_tensor_f32(const KilnCheckpoint *c, const char *name, float **out,
+                               KilnDiag *d)
+{
+    const KilnCkTensor *e = mapped_tensor(c, name);
+    *out = NULL;
+    if (!e || e->used)
+        return 0;
+    int rc = kiln_mf_load_f32(e->mf, e->name, out, d);
+    kiln_mf_drop_pages(e->mf, e->t);
+    return rc;
+}
+
+const char *kiln_checkpoint_tensor_file(const KilnCheckpoint *c, const char *name)
+{
+    const KilnCkTensor *e = mapped_tensor(c, name);
+    return e && !e->used ? e->mf->path : NULL;
 }

@@ -57,7 +57,9 @@ void kiln_bert_free(KilnBert *m)
 static int load_all(KilnBert *m, KilnHfDir *h, KilnDiag *d)
 {
     int64_t D = m->d;
-    int rc = load(h, "embeddings.word_embeddings.weight", (int64_t)m->vocab * D, &m->wemb, d);
+    int rc = m->wemb_t ? 0 /* read by row from the file (reloadable) */
+                       : load(h, "embeddings.word_embeddings.weight", (int64_t)m->vocab * D,
+                              &m->wemb, d);
     if (!rc)
         rc = load(h, "embeddings.position_embeddings.weight", (int64_t)m->maxpos * D, &m->pemb, d);
     if (!rc) /* [type_vocab_size, D]: kiln_bert_check_shapes saw it; sentences are type 0 */
@@ -93,7 +95,8 @@ static int load_all(KilnBert *m, KilnHfDir *h, KilnDiag *d)
     return rc;
 }
 
-static void reloadable(KilnBert *m, const char *dir);
+static void reloadable_emb(KilnBert *m, const char *dir);
+static void reloadable(KilnBert *m);
 
 int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d)
 {
@@ -125,6 +128,8 @@ int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d)
         if (!m->layers || !m->lin)
             rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     }
+    if (!rc) /* the word embeddings read by row, never whole (kiln_hf_dims checked them) */
+        reloadable_emb(m, dir);
     if (!rc)
         rc = load_all(m, &h, d);
     if (!rc && kiln_hf_quantized(&h))
@@ -139,7 +144,7 @@ int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d)
     if (!rc)
         rc = kiln_shape_vocab(path, kiln_tok_vocab_size(m->tok), m->vocab, d);
     if (!rc)
-        reloadable(m, dir);
+        reloadable(m);
     if (rc) {
         kiln_bert_free(m);
         return rc;
@@ -148,16 +153,28 @@ int kiln_bert_load(const char *dir, KilnBert **out, KilnDiag *d)
     return 0;
 }
 
-/* The plain linear layers' weights can be read again from a single model.safetensors
- * (docs/hardening.md, "Memory"): kept mapped, each such layer names its tensor there, so
- * its f32 copy is dropped once bound. Where there is no such file (shards, a quantized
- * layer) the layer keeps w. */
-static void reloadable(KilnBert *m, const char *dir)
+/* A single model.safetensors stays mapped (docs/hardening.md, "Memory"): the word
+ * embeddings' rows are read from it when looked up, never taken whole (before the other
+ * tensors are read), and the plain linear layers' weights read again from it, so their
+ * f32 copy is dropped once bound (reloadable). Where there is no such file (shards) the
+ * embeddings are taken and the layers keep w; a quantized layer reads its own. */
+static void reloadable_emb(KilnBert *m, const char *dir)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     KilnDiag ignore = {0};
     if (kiln_mf_open(path, &m->mf, &ignore))
+        return;
+    const KilnModelTensor *t = kiln_mf_find(m->mf, "embeddings.word_embeddings.weight");
+    if (t && t->rank == 2 && t->dim[0] == m->vocab && t->dim[1] == m->d &&
+        !kiln_mf_rows_f32(m->mf, t, 0, 0, NULL, &ignore)) /* read by row when looked up */
+        m->wemb_t = t;
+}
+
+static void reloadable(KilnBert *m)
+{
+    KilnDiag ignore = {0};
+    if (!m->mf)
         return;
     for (int i = 0; i < m->nlayers * L_PER; i++) {
         KilnLinear *l = &m->lin[i];
@@ -168,13 +185,6 @@ static void reloadable(KilnBert *m, const char *dir)
             kiln_mf_rows_f32(m->mf, t, 0, 0, NULL, &ignore))
             continue;
         l->wmf = m->mf, l->wt = t;
-    }
-    const KilnModelTensor *t = kiln_mf_find(m->mf, "embeddings.word_embeddings.weight");
-    if (t && t->rank == 2 && t->dim[0] == m->vocab && t->dim[1] == m->d &&
-        !kiln_mf_rows_f32(m->mf, t, 0, 0, NULL, &ignore)) { /* read by row when looked up */
-        m->wemb_t = t;
-        free(m->wemb);
-        m->wemb = NULL;
     }
 }
 
@@ -322,6 +332,8 @@ int kiln_bert_batch_begin(KilnBert *m, const char *const *texts, int n, KilnBert
             for (int e = 0; e < D; e++)
                 x[t * D + e] = we[e] + m->pemb[(t - seg[s]) * D + e] + m->temb[e];
         }
+    if (m->wemb_t) /* the rows read, and the kernel's read-around of each: not kept */
+        kiln_mf_drop_pages(m->mf, m->wemb_t);
     if (!rc)
         kiln_layernorm(x, T, D, m->eln_g, m->eln_b, m->eps);
     free(ids), free(erow);

@@ -19,7 +19,8 @@
  * row-wise part of the stored layer, so that it still dequantizes to w. */
 static int permute_linear(KilnLinear *l, KilnQLinear *q, int nhead, KilnDiag *d)
 {
-    int rc = kiln_llama_permute_qk_rows(l->w, l->N, sizeof(float) * (size_t)l->K, nhead, false, d);
+    int rc = l->w ? kiln_llama_permute_qk_rows(l->w, l->N, sizeof(float) * (size_t)l->K, nhead,
+                                               false, d) : 0; /* else dequantized from q */
     if (!rc && l->b)
         rc = kiln_llama_permute_qk_rows(l->b, l->N, sizeof(float), nhead, false, d);
     return !rc && q ? kiln_llama_permute_qk(q, nhead, d) : rc;
@@ -79,6 +80,17 @@ static int read_config(KilnLlama *m, const KilnHfDir *h, bool *tied, KilnDiag *d
 static int hf_vec(void *h, const char *name, int64_t numel, float **out, KilnDiag *d)
 {
     return kiln_hf_take(h, name, numel, out, d);
+}
+
+/* The embeddings read a row at a time from the mapped file (as the GGUF loader does),
+ * else taken whole (a type not read by rows). */
+static int hf_emb(void *ctx, KilnLlama *m, KilnDiag *d)
+{
+    KilnHfDir *h = ctx;
+    const char *name = "model.embed_tokens.weight";
+    if (!kiln_hf_rows(h, name, m->vocab, m->d, &m->mf, &m->emb_t, d))
+        return 0;
+    return kiln_hf_take(h, name, (int64_t)m->vocab * m->d, &m->emb, d);
 }
 
 static bool hf_has_head(void *ctx)
@@ -159,7 +171,7 @@ int kiln_llama_load_hf(const char *dir, KilnLlama **out, KilnDiag *d)
         .ffn_norm = "model.layers.%d.post_attention_layernorm.weight",
         .lin_fmt = "model.layers.%d.%s.weight", .lin_names = kiln_llama_hf_names,
         .head = "lm_head.weight", .tied_src = "model.embed_tokens", .tied = tied, .ctx = &h,
-        .dims = kiln_hf_dims, .vec = hf_vec,
+        .dims = kiln_hf_dims, .vec = hf_vec, .emb_src = hf_emb,
         .has_head = hf_has_head, .linear = hf_linear};
     if (!rc)
         rc = kiln_llama_load_tensors(m, &src, d);

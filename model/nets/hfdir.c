@@ -23,7 +23,8 @@ static int build_index(KilnHfDir *h, KilnDiag *d)
     const KilnCheckpoint *c = h->ck;
     h->t_by_name = malloc(sizeof(int) * (size_t)(c->nt + 1));
     h->lin_by_name = malloc(sizeof(int) * (size_t)(c->nlin + 1));
-    if (!h->t_by_name || !h->lin_by_name)
+    h->taken = calloc((size_t)c->nt + 1, sizeof *h->taken);
+    if (!h->t_by_name || !h->lin_by_name || !h->taken)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     for (int i = 0; i < c->nt; i++)
         h->t_by_name[i] = i;
@@ -70,7 +71,7 @@ int kiln_hf_open(const char *dir, KilnHfDir *h, KilnDiag *d)
     if (!rc && !(h->ck = calloc(1, sizeof *h->ck)))
         rc = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     if (!rc)
-        rc = kiln_checkpoint_read(dir, h->ck, d);
+        rc = kiln_checkpoint_open(dir, h->ck, d); /* mapped: read as the loaders take it */
     if (!rc)
         rc = build_index(h, d);
     if (rc)
@@ -80,7 +81,7 @@ int kiln_hf_open(const char *dir, KilnHfDir *h, KilnDiag *d)
 
 void kiln_hf_close(KilnHfDir *h)
 {
-    free(h->t_by_name), free(h->lin_by_name);
+    free(h->t_by_name), free(h->lin_by_name), free(h->taken);
     kiln_json_free(h->config);
     kiln_checkpoint_free(h->ck);
     free(h->ck);
@@ -155,10 +156,40 @@ int kiln_hf_take(KilnHfDir *h, const char *name, int64_t numel, float **out, Kil
     if (n != numel)
         return kiln_diag_set(d, KILN_EINPUT, "%s: tensor '%s' has %lld elements, expected %lld",
                              h->dir, name, (long long)n, (long long)numel);
-    if (!t->data)
+    if (t->data) { /* no copy: the loaders take each tensor once */
+        *out = t->data;
+        t->data = NULL;
+        return 0;
+    }
+    if (h->taken[t - h->ck->t])
         return kiln_diag_set(d, KILN_EINTERNAL, "%s: tensor '%s' taken twice", h->dir, name);
-    *out = t->data; /* no copy: the loaders take each tensor once */
-    t->data = NULL;
+    int rc = kiln_checkpoint_tensor_f32(h->ck, name, out, d); /* read from the mapped file now */
+    if (!rc && !*out)
+        rc = kiln_diag_set(d, KILN_EINTERNAL, "%s: tensor '%s' is in no file", h->dir, name);
+    h->taken[t - h->ck->t] = true;
+    return rc;
+}
+
+int kiln_hf_rows(KilnHfDir *h, const char *name, int64_t rows, int64_t cols,
+                 KilnModelFile **mf, const KilnModelTensor **t, KilnDiag *d)
+{
+    *mf = NULL, *t = NULL;
+    const KilnCkptTensor *ct = find_t(h, name);
+    const char *path = kiln_checkpoint_tensor_file(h->ck, name);
+    if (!ct || !path || h->taken[ct - h->ck->t] || ct->rank != 2 || ct->dim[0] != rows ||
+        ct->dim[1] != cols)
+        return 1;
+    KilnDiag ignore = {0};
+    if (kiln_mf_open(path, mf, &ignore))
+        return 1;
+    *t = kiln_mf_find(*mf, name);
+    if (!*t || kiln_mf_rows_f32(*mf, *t, 0, 0, NULL, &ignore)) { /* a type read by rows */
+        kiln_mf_close(*mf);
+        *mf = NULL, *t = NULL;
+        return 1;
+    }
+    h->taken[ct - h->ck->t] = true;
+    (void)d;
     return 0;
 }
 
@@ -173,10 +204,7 @@ int kiln_hf_linear(KilnHfDir *h, const char *module, KilnLinear *l, bool bias, K
             return kiln_diag_set(d, KILN_EINPUT, "%s: quantized layer '%s' is %lldx%lld, "
                                  "expected %lldx%lld", h->dir, module, (long long)q->N,
                                  (long long)q->K, (long long)l->N, (long long)l->K);
-        if (!(l->w = malloc(sizeof(float) * (size_t)(l->N * l->K))))
-            return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-        kiln_qlinear_dequant(q, l->w);
-        l->stored = q;
+        l->stored = q; /* w dequantized from it when needed (kiln_linear_wget) */
         if (q->bias) {
             if (!(l->b = malloc(sizeof(float) * (size_t)l->N)))
                 return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
@@ -200,8 +228,9 @@ bool kiln_hf_quantized(const KilnHfDir *h)
 KilnCheckpoint *kiln_hf_take_checkpoint(KilnHfDir *h)
 {
     KilnCheckpoint *c = h->ck;
-    free(h->t_by_name), free(h->lin_by_name); /* the directory is done with */
+    free(h->t_by_name), free(h->lin_by_name), free(h->taken); /* the directory is done with */
     h->t_by_name = h->lin_by_name = NULL;
+    h->taken = NULL;
     for (int i = 0; i < c->nt; i++) { /* what no loader took is not needed */
         free(c->t[i].data);
         c->t[i].data = NULL;

@@ -1,11 +1,13 @@
 /* model/nets/hfdir.h — a Hugging Face model directory's tensors for the model loaders
- * (bert.c, hf_llama.c): config.json, and every tensor through kiln_checkpoint_read, so
- * that a plain and a quantized directory load the same way: a quantized linear layer
- * comes back dequantized with its stored form kept. Not a public header. */
+ * (bert.c, hf_llama.c): config.json, and every tensor through kiln_checkpoint_open (the
+ * files mapped, each tensor read when a loader takes it), so that a plain and a quantized
+ * directory load the same way: a quantized linear layer comes back as its stored form,
+ * dequantized when needed. Not a public header. */
 #ifndef KILN_HFDIR_H
 #define KILN_HFDIR_H
 
 #include "model/checkpoints/checkpoint.h"
+#include "model/files/modelfile.h"
 #include "model/model.h"
 #include "runtime/runtime.h"
 
@@ -16,6 +18,7 @@ typedef struct KilnHfDir {
     /* ck's tensors and quantized layers by name (indices, sorted): a lookup is a binary
      * search, not a walk over every tensor (a directory of 100k tensors loads in a blink) */
     int *t_by_name, *lin_by_name;
+    bool *taken; /* ck's plain tensors the loaders took (read from the mapped file then) */
 } KilnHfDir;
 
 int kiln_hf_open(const char *dir, KilnHfDir *h, KilnDiag *d);
@@ -32,9 +35,15 @@ bool kiln_hf_has(const KilnHfDir *h, const char *name);
 int kiln_hf_dims(void *ctx, const char *name, int64_t dim[4]);
 /* Elements of plain tensor `name`, -1 when there is none. */
 int64_t kiln_hf_numel(const KilnHfDir *h, const char *name);
-/* Linear layer l (N, K set) from `module`: l->w is module.weight or the dequantized
- * quantized layer (then l->stored points into the checkpoint), l->b module.bias when
- * there is one (bias: it must be). */
+/* Plain tensor `name` [rows, cols] read by rows from its own mapping of the file that
+ * holds it (*mf the caller's, *t in it), instead of taken whole: the embeddings, looked up
+ * a row at a time (docs/hardening.md, "Memory"). 0: so (then taken), 1: not such a tensor
+ * or not of a type read by rows (take it instead). */
+int kiln_hf_rows(KilnHfDir *h, const char *name, int64_t rows, int64_t cols,
+                 KilnModelFile **mf, const KilnModelTensor **t, KilnDiag *d);
+/* Linear layer l (N, K set) from `module`: l->w is module.weight, or for a quantized
+ * layer NULL with l->stored pointing into the checkpoint (kiln_linear_wget dequantizes it
+ * when needed); l->b module.bias when there is one (bias: it must be). */
 int kiln_hf_linear(KilnHfDir *h, const char *module, KilnLinear *l, bool bias, KilnDiag *d);
 /* True when some linear layer came back quantized. */
 bool kiln_hf_quantized(const KilnHfDir *h);

@@ -8,23 +8,45 @@
 #include <string.h>
 
 #include "api/plan.h"
+#include "model/checkpoints/checkpoint.h"
 #include "model/files/modelfile.h"
 #include "model/model.h"
 
 static int replay(const KilnLinear *l, float *w, int64_t r0, int64_t nr);
 
+/* Where w is read again: the model's file (wmf, wt), or a mapped checkpoint's quantized
+ * layer dequantized (stored, a Hugging Face directory's: decoded from the file). A layer
+ * given w with a stored form in memory keeps its w. */
+static bool wsource(const KilnLinear *l)
+{
+    return (l->wmf && l->wt) || (l->stored && l->stored->src);
+}
+
+static int wrows(const KilnLinear *l, int64_t n0, int64_t nr, float *w, KilnDiag *d)
+{
+    if (l->wmf && l->wt)
+        return kiln_mf_rows_f32(l->wmf, l->wt, n0, nr, w, d);
+    return kiln_qlinear_rows(l->stored, n0, nr, w, d); /* its pages handed back after */
+}
+
+static void wdrop(const KilnLinear *l)
+{
+    if (l->wmf && l->wt)
+        kiln_mf_drop_pages(l->wmf, l->wt);
+}
+
 int kiln_linear_wget(KilnLinear *l, KilnDiag *d)
 {
     if (l->w)
         return 0;
-    if (!l->wmf || !l->wt)
+    if (!wsource(l))
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: its weights were dropped and cannot "
                              "be read again", l->name);
     float *w = malloc(sizeof(float) * (size_t)(l->N * l->K));
     if (!w)
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
-    int rc = kiln_mf_rows_f32(l->wmf, l->wt, 0, l->N, w, d);
-    kiln_mf_drop_pages(l->wmf, l->wt); /* read once more: the file's pages need not stay */
+    int rc = wrows(l, 0, l->N, w, d);
+    wdrop(l); /* read once more: the file's pages need not stay */
     if (!rc && replay(l, w, 0, l->N)) /* what the methods did to it */
         rc = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
     if (rc) {
@@ -37,7 +59,7 @@ int kiln_linear_wget(KilnLinear *l, KilnDiag *d)
 
 void kiln_linear_wput(KilnLinear *l)
 {
-    if (l->wmf && l->wt && !l->w_dirty && !l->w_held) {
+    if (wsource(l) && !l->w_dirty && !l->w_held) {
         free(l->w);
         l->w = NULL;
     }
@@ -74,7 +96,7 @@ static int run_sliced(KilnLinear *l, int64_t rows, const float *x, int64_t M, fl
     for (int64_t n0 = 0; !r && n0 < l->N; n0 += rows) {
         int64_t nr = l->N - n0 < rows ? l->N - n0 : rows;
         const float *ws = l->w ? l->w + n0 * l->K : w;
-        if (!l->w && (r = kiln_mf_rows_f32(l->wmf, l->wt, n0, nr, w, d)))
+        if (!l->w && (r = wrows(l, n0, nr, w, d)))
             break;
         kiln_layer_desc desc = {.name = l->name, .N = nr, .K = l->K, .weight = ws};
         kiln_layer *kl = NULL;
@@ -90,8 +112,7 @@ static int run_sliced(KilnLinear *l, int64_t rows, const float *x, int64_t M, fl
         for (int64_t m = 0; !r && m < M; m++)
             memcpy(y + m * l->N + n0, ys + m * nr, sizeof(float) * (size_t)nr);
     }
-    if (l->wmf && l->wt)
-        kiln_mf_drop_pages(l->wmf, l->wt);
+    wdrop(l);
     free(w), free(ys);
     if (r)
         return r;
@@ -109,12 +130,13 @@ static int run_sliced(KilnLinear *l, int64_t rows, const float *x, int64_t M, fl
 int kiln_linear_bind_sliced(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
 {
     int64_t rows = slice_rows(l);
-    if (!rc->per_call || !rows || l->stored || l->q_w || l->in_div || l->in_perm)
+    if (!rc->per_call || !rows || l->q_w || l->in_div || l->in_perm || l->nwops ||
+        (!l->w && !wsource(l)))
         return 1;
     float *w = l->w ? NULL : malloc(sizeof(float) * (size_t)(rows * l->K));
     if (!l->w && !w)
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
-    int r = l->w ? 0 : kiln_mf_rows_f32(l->wmf, l->wt, 0, rows, w, d);
+    int r = l->w ? 0 : wrows(l, 0, rows, w, d);
     kiln_layer_desc desc = {.name = l->name, .N = rows, .K = l->K, .weight = l->w ? l->w : w};
     kiln_layer *kl = NULL;
     if (!r && kiln_layer_create(rc->ctx, rc->recipe, &desc, &kl))
@@ -172,12 +194,13 @@ int kiln_linear_run_percall(KilnLinear *l, struct KilnPool *pool, const float *x
 
 /* ------------------------------------------------------------------ binding in chunks */
 
-/* Rows n0..n0+n of the layer's weights as kiln_linear_wget would give them: the file's,
- * with the methods' recorded changes replayed (each works on a row alone). */
+/* Rows n0..n0+n of the layer's weights as kiln_linear_wget would give them: the file's
+ * (or a mapped checkpoint's, decoded), with the methods' recorded changes replayed (each
+ * works on a row alone). */
 static int read_rows(void *arg, int64_t n0, int64_t n, float *out, KilnDiag *d)
 {
     KilnLinear *l = arg;
-    int rc = kiln_mf_rows_f32(l->wmf, l->wt, n0, n, out, d);
+    int rc = wrows(l, n0, n, out, d);
     if (!rc && replay(l, out, n0, n))
         rc = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
     return rc;
@@ -185,8 +208,7 @@ static int read_rows(void *arg, int64_t n0, int64_t n, float *out, KilnDiag *d)
 
 bool kiln_linear_chunked(const KilnLinear *l)
 {
-    return !l->w && !l->q_w && l->wmf && l->wt &&
-           (size_t)(l->N * l->K) * sizeof(float) > CHUNK_BYTES;
+    return !l->w && !l->q_w && wsource(l) && (size_t)(l->N * l->K) * sizeof(float) > CHUNK_BYTES;
 }
 
 /* A layer over CHUNK_BYTES of f32 whose weights are not held (SmolLM2's lm_head, 113 MB)
@@ -203,7 +225,7 @@ int kiln_linear_layer_create(KilnLinear *l, const KilnRunCtx *rc, const kiln_lay
     kiln_layer_desc one = *desc;
     one.weight = NULL;
     int r = kiln_layer_create_rows(rc->ctx, rc->recipe, &one, &rows, kl);
-    kiln_mf_drop_pages(l->wmf, l->wt); /* read once: the file's pages need not stay */
+    wdrop(l); /* read once: the file's pages need not stay */
     return r;
 }
 
@@ -257,7 +279,7 @@ static int64_t segs(const KilnLinear *l, int64_t g) { return (l->K + g - 1) / g;
 int kiln_linear_wop(KilnLinear *l, int kind, const float *v, const int32_t *perm, int64_t group,
                     KilnDiag *d)
 {
-    if (!l->wmf || !l->wt) /* kept anyway: nothing to replay from */
+    if (!wsource(l)) /* kept anyway: nothing to replay from */
         return 0;
     struct KilnWOp *ops = realloc(l->wops, sizeof *ops * (size_t)(l->nwops + 1));
     if (!ops)
@@ -325,13 +347,13 @@ static int replay(const KilnLinear *l, float *w, int64_t r0, int64_t nr)
 
 int kiln_linear_wsettle(KilnLinear *l, KilnDiag *d)
 {
-    if (!l->w_dirty || !l->w || !l->wmf || !l->wt)
+    if (!l->w_dirty || !l->w || !wsource(l))
         return 0;
     float *w = malloc(sizeof(float) * (size_t)(l->N * l->K));
     if (!w)
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
-    int rc = kiln_mf_rows_f32(l->wmf, l->wt, 0, l->N, w, d);
-    kiln_mf_drop_pages(l->wmf, l->wt);
+    int rc = wrows(l, 0, l->N, w, d);
+    wdrop(l);
     if (!rc && replay(l, w, 0, l->N))
         rc = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
     if (!rc && !memcmp(w, l->w, sizeof(float) * (size_t)(l->N * l->K))) {

@@ -434,6 +434,7 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
             return layer_error(d, l, kiln_error(rc->ctx));
         kiln_linear_wput(l); /* the kernel holds its own copy; read again when needed */
         kiln_quant_wput(l);
+        kiln_quant_stored_wput(l); /* weights = stored: made again if bound again */
         l->kl = kl;
         l->blocks = blocks_exact(l, kl, rc) ? l->wt : NULL;
         l->kernel = kiln_layer_describe(kl);
