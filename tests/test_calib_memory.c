@@ -287,6 +287,65 @@ static void test_gptq_direct(void **st)
     kiln_pool_free(pool);
 }
 
+/* Binding releases GPTQ's result (kiln_quant_bound): bound per call (kiln eval's f32 row)
+ * the packed codes stay; bound to last, the kernel computes what a kernel made from the
+ * result itself computes, bit for bit, and the codes, scales and zeros are gone; a second
+ * binding is then an error naming the layer, never a silent round to nearest. */
+static void test_bind_releases(void **st)
+{
+    (void)st;
+    KilnPool *pool = NULL;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_pool_new(2, &pool, &d), 0);
+    Toy t;
+    toy_init(&t, pool);
+    KilnRunCtx rc;
+    char path[64];
+    recipe_ctx(&rc, path, W4("{ 'gptq', damp = 0.01, block = 32, act_order = 'static' }"), pool);
+    prepare(&t, &rc, false);
+    KilnLinear *l = &t.l[1]; /* blk.0.up_proj: [F, K] */
+    int64_t nk = l->N * l->K, ns = l->N * l->qres->ngroups;
+    assert_int_equal(kiln_quant_wget(l, &d), 0);
+    float *w = malloc(sizeof(float) * (size_t)nk), *sc = malloc(sizeof(float) * (size_t)ns);
+    int32_t *zp = malloc(sizeof(int32_t) * (size_t)ns);
+    memcpy(w, l->q_w, sizeof(float) * (size_t)nk);
+    memcpy(sc, l->q_scale, sizeof(float) * (size_t)ns);
+    memcpy(zp, l->q_zero, sizeof(int32_t) * (size_t)ns);
+    kiln_quant_wput(l);
+    KilnRunCtx pc = rc;
+    pc.per_call = true;
+    assert_int_equal(kiln_linears_bind(t.l, NB * PER, &pc, &d), 0);
+    for (int i = 0; i < NB * PER; i++) /* per call: made again at every run from the codes */
+        assert_non_null(t.l[i].qres->packed);
+    assert_int_equal(kiln_linears_bind(t.l, NB * PER, &rc, &d), 0);
+    for (int i = 0; i < NB * PER; i++) {
+        assert_non_null(t.l[i].kl);
+        assert_true(!t.l[i].qres->packed && !t.l[i].qres->codes && !t.l[i].qres->scale);
+        assert_true(!t.l[i].q_w && !t.l[i].q_scale && !t.l[i].q_zero);
+    }
+    kiln_layer_desc desc = {.name = l->name, .N = l->N, .K = l->K, .weight = w,
+                            .weight_scale = sc, .weight_zero = zp};
+    kiln_layer *ref = NULL;
+    assert_int_equal(kiln_layer_create(rc.ctx, rc.recipe, &desc, &ref), KILN_STATUS_OK);
+    float *x = malloc(sizeof(float) * 8 * K), *y0 = malloc(sizeof(float) * 8 * F);
+    float *y1 = malloc(sizeof(float) * 8 * F);
+    for (int i = 0; i < 8 * K; i++)
+        x[i] = gauss();
+    assert_int_equal(kiln_layer_run(ref, x, 8, y0), KILN_STATUS_OK);
+    assert_int_equal(kiln_linear_run(l, pool, x, 8, y1, &d), 0);
+    assert_memory_equal(y0, y1, sizeof(float) * 8 * F);
+    assert_int_equal(kiln_quant_wget(l, &d), KILN_EINTERNAL);
+    assert_non_null(strstr(d.msg, l->name));
+    d = (KilnDiag){0};
+    assert_int_not_equal(kiln_linears_bind(t.l, NB * PER, &rc, &d), 0);
+    kiln_layer_destroy(ref);
+    kiln_linears_unbind(t.l, NB * PER);
+    free(w), free(sc), free(zp), free(x), free(y0), free(y1);
+    recipe_close(&rc, path);
+    toy_free(&t);
+    kiln_pool_free(pool);
+}
+
 /* ------------------------------------------------------------------ kiln eval's peak RSS */
 
 static char tmpdir[256];
@@ -405,6 +464,7 @@ int main(void)
         cmocka_unit_test(test_awq_same),
         cmocka_unit_test(test_smoothquant_same),
         cmocka_unit_test(test_gptq_direct),
+        cmocka_unit_test(test_bind_releases),
         cmocka_unit_test(test_minilm_methods_memory),
         cmocka_unit_test(test_smollm2_methods_memory),
     };
