@@ -450,7 +450,7 @@ static void test_minilm_methods_memory(void **st)
  * 75 s of CPU; not under a sanitizer, whose shadow memory is not kiln's and which would
  * make it the suite's slowest test). GPTQ's int16 codes of every layer (212 MB) held to
  * the end made it 3.06-3.18x; packed (int4: 53 MB) and freed as each layer binds, the
- * peak is binding the f32 lm_head beside them: 2.07x alone, 1.62x once that binding
+ * peak is binding the f32 lm_head beside them: 2.07-2.08x alone, 1.62x once that binding
  * reads the head in chunks of rows (docs/hardening.md, "Memory"). */
 static void test_smollm2_methods_memory(void **st)
 {
