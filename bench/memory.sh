@@ -1,14 +1,15 @@
 #!/bin/bash
 # bench/memory.sh — peak resident set (GNU time's %M, the kernel's ru_maxrss: shared
 # libraries and mapped model pages included) of every kiln command that names a model,
-# for every recipe of recipes/ without a method on SmolLM2 and MiniLM, against the
+# for every recipe of recipes/ (without a method unless asked) on SmolLM2 and MiniLM, against the
 # model's size (docs/hardening.md, "Memory": the bigger of the model file and the
 # weights as the recipe runs them, the weight_bytes of kiln eval's recipe row).
 # Prints a Markdown table; a row over 2x is marked **bold**.
 # usage: bench/memory.sh [path/to/kiln] [recipe-name-filter]
 # Environment: KILN_MEMORY_EVAL_ARGS (extra kiln eval options, e.g. "--tokens 513": one
 # window of the default 512 in half the time), KILN_MEMORY_SKIP (words among "eval
-# quantize stored generate bench": commands not run), KILN_MEMORY_MODELS ("smollm2 minilm").
+# quantize stored generate bench": commands not run), KILN_MEMORY_MODELS ("smollm2 minilm"),
+# KILN_MEMORY_METHODS=1 (the recipes with methods too, e.g. with the filter "gptq").
 set -u
 KILN=${1:-build/kiln}
 FILTER=${2:-}
@@ -52,7 +53,9 @@ for model in ${KILN_MEMORY_MODELS:-smollm2 minilm}; do
     fmb=$(file_mb "$mfile")
     for rp in recipes/*.lua; do
         r=$(basename "$rp" .lua)
-        grep -Eq 'method *= *\{? *"(gptq|awq|smoothquant)' "$rp" && continue # methods: their own rows
+        # recipes with methods (GPTQ, AWQ, SmoothQuant: a calibration of about 100 s of CPU
+        # each on SmolLM2, the warm-up run too) only with KILN_MEMORY_METHODS=1
+        grep -Eq 'method *= *\{? *"(gptq|awq|smoothquant)' "$rp" && [ -z "${KILN_MEMORY_METHODS:-}" ] && continue
         [ -n "$FILTER" ] && [[ $r != *$FILTER* ]] && continue
         "$KILN" eval "$rp" --model $model --quiet --tokens 8 --sentences 4 >/dev/null 2>&1 # kernels cached
         if skip eval; then # the size only

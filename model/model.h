@@ -126,9 +126,10 @@ typedef struct KilnLinear {
     float *q_w, *q_scale;
     int32_t *q_zero;
     char q_format[64];
-    /* GPTQ's weights kept as its codes alone (qres->w dropped: 4 bytes a weight): q_w is
-     * made again from qres's codes, scales and zeros in this format when binding needs it
-     * (kiln_quant_wget), the same bits, and dropped after (kiln_quant_wput). fmt
+    /* GPTQ's weights kept as its codes alone, packed (qres->w dropped: int4 half a byte a
+     * weight, int8 a byte): q_w is made again from qres's codes, scales and zeros in this
+     * format when binding needs it (kiln_quant_wget), the same bits, and dropped after
+     * (kiln_quant_wput); the codes once the layer is bound (kiln_quant_bound). fmt
      * KILN_QF_NONE: q_w is kept. */
     KilnQuantSpec q_spec;
     float *xin; /* scratch for in_div / in_perm */
@@ -296,9 +297,14 @@ int kiln_static_act_params(const KilnLinear *l, const KilnQuantSpec *a, float *s
 int kiln_quant_from_stored(KilnLinear *l, KilnDiag *d);
 void kiln_quant_stored_wput(KilnLinear *l);
 /* q_w of a layer whose GPTQ weights are kept as codes (KilnLinear.q_spec), made for
- * binding; _wput drops it again. No-ops for any other layer. */
+ * binding; _wput drops it again. No-ops for any other layer. _wget of a layer whose
+ * result kiln_quant_bound released is an error (KILN_EINTERNAL naming the layer). */
 int kiln_quant_wget(KilnLinear *l, KilnDiag *d);
 void kiln_quant_wput(KilnLinear *l);
+/* The layer's kernel now holds its GPTQ result (a lasting binding, not per call): the
+ * codes, scales and zeros kept for it are freed (nothing reads them again: kiln eval,
+ * generate and bench bind a method's layers once; kiln quantize never binds them). */
+void kiln_quant_bound(KilnLinear *l);
 /* Frees what kiln_quant_prepare (or a checkpoint load) attached to the layers. */
 void kiln_quant_release(KilnLinear *ls, int n);
 

@@ -25,10 +25,23 @@ typedef struct KilnQResult {
     int32_t *perm;   /* NULL, or [K] when GPTQ act-order permuted the groups: w, codes and
                         the groups are in permuted column order, column j of them is
                         original column perm[j]; y = x[:, perm] · wᵀ */
+    /* The codes packed by kiln_qresult_pack (codes is then NULL): code i is packed_lo plus
+     * the i-th field of packed_bits bits (4: two a byte, the even code in the low nibble;
+     * 8: a byte). Read them with kiln_qresult_codes, packed or not. */
+    uint8_t *packed;
+    int packed_bits;
+    int32_t packed_lo;
 } KilnQResult;
 
 /* Frees the arrays and zeroes *r (NULL and a zeroed result are fine). */
 void kiln_qresult_free(KilnQResult *r);
+
+/* r->codes packed into the fewest bits their range needs, 4 or 8 (int4: half a byte a
+ * code, int8 and fp8: a byte; GPTQ's result kept for binding, docs/hardening.md "Memory"),
+ * then freed; codes whose range needs more stay as they are. Lossless. */
+int kiln_qresult_pack(KilnQResult *r, KilnDiag *d);
+/* Codes [i0, i0 + n) of r, row-major over [N,K], as int16, whether packed or not. */
+void kiln_qresult_codes(const KilnQResult *r, int64_t i0, int64_t n, int16_t *out);
 
 /* Round to nearest: the codes, scales and zero points kiln_quantize_matrix computes
  * (spec->calib applies: minmax, percentile or mse; a static spec->scale is used as is). */

@@ -75,7 +75,57 @@ void kiln_qresult_free(KilnQResult *r)
     free(r->scale);
     free(r->zero);
     free(r->perm);
+    free(r->packed);
     memset(r, 0, sizeof *r);
+}
+
+int kiln_qresult_pack(KilnQResult *r, KilnDiag *d)
+{
+    size_t nk = (size_t)r->N * (size_t)r->K;
+    if (!r->codes || nk == 0)
+        return 0;
+    int32_t lo = r->codes[0], hi = r->codes[0];
+    for (size_t i = 1; i < nk; i++) {
+        lo = r->codes[i] < lo ? r->codes[i] : lo;
+        hi = r->codes[i] > hi ? r->codes[i] : hi;
+    }
+    int bits = hi - lo < 16 ? 4 : hi - lo < 256 ? 8 : 16;
+    if (bits == 16)
+        return 0;
+    uint8_t *p = calloc(bits == 4 ? (nk + 1) / 2 : nk, 1);
+    if (!p)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory packing a [%lld,%lld] weight's codes",
+                             (long long)r->N, (long long)r->K);
+    for (size_t i = 0; i < nk; i++) {
+        unsigned v = (unsigned)(r->codes[i] - lo);
+        if (bits == 8)
+            p[i] = (uint8_t)v;
+        else
+            p[i / 2] |= (uint8_t)(v << (i % 2 * 4));
+    }
+    free(r->codes);
+    r->codes = NULL;
+    r->packed = p, r->packed_bits = bits, r->packed_lo = lo;
+    return 0;
+}
+
+void kiln_qresult_codes(const KilnQResult *r, int64_t i0, int64_t n, int16_t *out)
+{
+    if (r->codes) {
+        memcpy(out, r->codes + i0, sizeof(int16_t) * (size_t)n);
+        return;
+    }
+    const uint8_t *p = r->packed;
+    int32_t lo = r->packed_lo;
+    if (r->packed_bits == 8) {
+        for (int64_t i = 0; i < n; i++)
+            out[i] = (int16_t)(p[i0 + i] + lo);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t j = i0 + i;
+        out[i] = (int16_t)(((p[j / 2] >> (j % 2 * 4)) & 15) + lo);
+    }
 }
 
 int kq_result_alloc(KilnQResult *r, int64_t N, int64_t K, int64_t ngroups, bool zeros, bool perm,

@@ -57,33 +57,49 @@ int kiln_quant_format(const KilnRunCtx *rc, const KilnLinear *l, char *buf, size
     return 0;
 }
 
-/* What GPTQ wrote into r->w, made from r's codes on its grid: kiln_dequantize_value of
- * each code with its slice's scale and zero (slices of q->group columns in the result's
- * column order, one per row for channel and tensor). */
-static void dequant_codes(const KilnQResult *r, const KilnQuantSpec *q, float *w)
+/* What GPTQ wrote into r->w, made from r's codes (packed or not) on its grid:
+ * kiln_dequantize_value of each code with its slice's scale and zero (slices of q->group
+ * columns in the result's column order, one per row for channel and tensor). */
+static int dequant_codes(const KilnQResult *r, const KilnQuantSpec *q, float *w, KilnDiag *d)
 {
     int64_t N = r->N, K = r->K, len = q->gran == KILN_GRAN_GROUP ? q->group : K;
-    for (int64_t n = 0; n < N; n++)
+    int16_t *c = malloc(sizeof(int16_t) * (size_t)K);
+    if (!c)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int64_t n = 0; n < N; n++) {
+        kiln_qresult_codes(r, n * K, K, c);
         for (int64_t j = 0; j < K; j++) {
             int64_t si = n * r->ngroups + (r->ngroups > 1 ? j / len : 0);
             KilnQParams p = {r->scale[si], r->zero ? r->zero[si] : 0};
-            w[n * K + j] = kiln_dequantize_value(q->fmt, q->symmetric, p, r->codes[n * K + j]);
+            w[n * K + j] = kiln_dequantize_value(q->fmt, q->symmetric, p, c[j]);
         }
+    }
+    free(c);
+    return 0;
 }
 
+/* GPTQ's result kept as its codes alone (KilnLinear.q_spec), still there to be read. */
 static bool codes_only(const KilnLinear *l)
 {
-    return l->q_spec.fmt != KILN_QF_NONE && l->qres && l->qres->codes;
+    return l->q_spec.fmt != KILN_QF_NONE && l->qres && (l->qres->codes || l->qres->packed);
 }
 
 int kiln_quant_wget(KilnLinear *l, KilnDiag *d)
 {
-    if (l->q_w || !codes_only(l))
+    if (l->q_w || l->q_spec.fmt == KILN_QF_NONE || !l->qres)
         return 0;
+    if (!codes_only(l)) /* kiln_quant_bound dropped it: only the methods could make it again */
+        return kiln_diag_set(d, KILN_EINTERNAL,
+                             "layer %s: its GPTQ result was released once the layer was bound; "
+                             "binding it again needs the recipe's methods run again",
+                             l->name);
     float *w = malloc(sizeof(float) * (size_t)(l->qres->N * l->qres->K));
     if (!w)
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
-    dequant_codes(l->qres, &l->q_spec, w);
+    if (dequant_codes(l->qres, &l->q_spec, w, d)) {
+        free(w);
+        return d->code;
+    }
     l->qres->w = l->q_w = w;
     return 0;
 }
@@ -96,20 +112,33 @@ void kiln_quant_wput(KilnLinear *l)
     l->qres->w = l->q_w = NULL;
 }
 
-/* GPTQ's f32 weights dropped when its codes give them again bit for bit (checked). */
+void kiln_quant_bound(KilnLinear *l)
+{
+    if (!codes_only(l) || l->q_w)
+        return;
+    KilnQResult *r = l->qres;
+    free(r->codes), free(r->packed), free(r->scale), free(r->zero), free(r->perm);
+    r->codes = NULL, r->packed = NULL, r->scale = NULL, r->zero = NULL, r->perm = NULL;
+    l->q_scale = NULL, l->q_zero = NULL;
+}
+
+/* GPTQ's codes packed (int4: half a byte each) and its f32 weights dropped when the
+ * packed codes give them again bit for bit (checked). */
 static int keep_codes_only(KilnLinear *l, KilnQResult *res, const KilnQuantSpec *q, KilnDiag *d)
 {
     float *w = malloc(sizeof(float) * (size_t)(res->N * res->K));
     if (!w)
         return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
-    dequant_codes(res, q, w);
-    if (!memcmp(w, res->w, sizeof(float) * (size_t)(res->N * res->K))) {
+    int r = kiln_qresult_pack(res, d);
+    if (!r)
+        r = dequant_codes(res, q, w, d);
+    if (!r && !memcmp(w, res->w, sizeof(float) * (size_t)(res->N * res->K))) {
         free(res->w);
         res->w = NULL;
         l->q_spec = *q;
     }
     free(w);
-    return 0;
+    return r;
 }
 
 void kiln_quant_release(KilnLinear *ls, int n)

@@ -101,13 +101,19 @@ static int fill_codes(void *ctx, KilnQLinear *q, KilnDiag *d)
     q->zero = r || !res->zero ? NULL : malloc(sizeof(int32_t) * (size_t)q->nscale);
     if (!r && (!q->codes || !q->scale || (res->zero && !q->zero)))
         r = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    int16_t *row = !r && res->perm ? malloc(sizeof(int16_t) * (size_t)l->K) : NULL;
+    if (!r && res->perm && !row)
+        r = kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     if (!r && res->perm) { /* column j of the result is original column perm[j] */
-        for (int64_t n = 0; n < l->N; n++)
+        for (int64_t n = 0; n < l->N; n++) {
+            kiln_qresult_codes(res, n * l->K, l->K, row); /* GPTQ's are packed */
             for (int64_t j = 0; j < l->K; j++)
-                q->codes[n * l->K + res->perm[j]] = res->codes[n * l->K + j];
+                q->codes[n * l->K + res->perm[j]] = row[j];
+        }
     } else if (!r) {
-        memcpy(q->codes, res->codes, sizeof(int16_t) * (size_t)NK);
+        kiln_qresult_codes(res, 0, NK, q->codes);
     }
+    free(row);
     if (!r)
         memcpy(q->scale, res->scale, sizeof(float) * (size_t)q->nscale);
     if (!r && q->zero)

@@ -435,6 +435,8 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
         kiln_linear_wput(l); /* the kernel holds its own copy; read again when needed */
         kiln_quant_wput(l);
         kiln_quant_stored_wput(l); /* weights = stored: made again if bound again */
+        if (!rc->per_call)
+            kiln_quant_bound(l); /* the kernel holds GPTQ's result: its codes are done */
         l->kl = kl;
         l->blocks = blocks_exact(l, kl, rc) ? l->wt : NULL;
         l->kernel = kiln_layer_describe(kl);
