@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model/checkpoints/checkpoint.h"
+#include "model/checkpoints/ckpt_internal.h" /* a stored layer's mapped file */
 #include "model/nets/llama_internal.h"
 #include "model/files/modelfile.h"
 #include "model/tokenizers/tokenizer_internal.h" /* the vocabulary and merges, for tokenizer.json */
@@ -577,6 +578,29 @@ static bool is_float_type(KilnModelType t)
     return t == KILN_MT_F32 || t == KILN_MT_F16 || t == KILN_MT_BF16 || t == KILN_MT_F64;
 }
 
+/* Tensor `name` [rows, n] in a mapping the loaded model keeps open until it is freed
+ * (after the checkpoint is written), so that it can be read by rows as it is written:
+ * the file a plain layer reads its f32 weights from again (l->wmf), or, for a quantized
+ * directory, the mapped file a stored layer decodes its codes from (l->stored->src).
+ * NULL when no such mapping holds it readable by rows (then it is read whole). */
+static const KilnModelTensor *kept_rows(const KilnLinear *ls, int nl, const char *name,
+                                        const KilnModelFile **mf)
+{
+    KilnDiag ignore = {0};
+    for (int k = 0; k < nl; k++) {
+        const KilnModelFile *f = ls[k].wmf;
+        if (!f && ls[k].stored && ls[k].stored->src)
+            f = ls[k].stored->src->mf;
+        if (!f || (k > 0 && f == *mf)) /* each mapping tried once in a row of layers */
+            continue;
+        *mf = f;
+        const KilnModelTensor *t = kiln_mf_find(f, name);
+        if (t && t->rank == 2 && !kiln_mf_rows_f32(f, t, 0, 0, NULL, &ignore))
+            return t;
+    }
+    return NULL;
+}
+
 int kiln_bert_export(const KilnBert *m, const char *src_dir, KilnCheckpoint *c, KilnDiag *d)
 {
     int nl = 0;
@@ -606,9 +630,11 @@ int kiln_bert_export(const KilnBert *m, const char *src_dir, KilnCheckpoint *c, 
             linear = strcmp(ls[k].name, mod) == 0;
         if (linear || !is_float_type(t->type) || kiln_checkpoint_find_tensor(c, t->name))
             continue;
-        const KilnModelTensor *own = nl > 0 && ls[0].wmf ? kiln_mf_find(ls[0].wmf, t->name) : NULL;
-        if (own && t->rank == 2) { /* the model's file stays open: read when written */
-            rc = kiln_checkpoint_add_rows(c, t->name, 2, t->dim, file_rows, ls[0].wmf, own, d);
+        const KilnModelFile *kmf = NULL;
+        const KilnModelTensor *own = t->rank == 2 ? kept_rows(ls, nl, t->name, &kmf) : NULL;
+        if (own && own->dim[0] == t->dim[0] && own->dim[1] == t->dim[1]) {
+            /* a file the model keeps open: read a slice of rows at a time when written */
+            rc = kiln_checkpoint_add_rows(c, t->name, 2, t->dim, file_rows, kmf, own, d);
             continue;
         }
         float *v = NULL;
