@@ -3,6 +3,7 @@
  * layout, config.json and a tokenizer.json built from the BPE tokenizer) and BERT
  * (its own files copied). docs/checkpoints.md. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -377,6 +378,36 @@ static int add_once(KilnCheckpoint *c, const char *name, const float *data, int 
     return kiln_checkpoint_add_tensor(c, name, rank, dim, data, d);
 }
 
+/* KilnCkptTensor.fill of a layer kept in f32 whose weights are read again from where the
+ * model keeps them (ctx: the KilnLinear; its file, or a mapped checkpoint's stored layer
+ * decoded), rows as kiln_linear_wget gives them (the layer has no recorded change to
+ * replay); arg: (intptr_t) heads whose rows to turn to the HF layout, 0: none. */
+static int linear_rows(const void *ctx, const void *arg, int64_t row0, int64_t nrows,
+                       float *out, KilnDiag *d)
+{
+    const KilnLinear *l = ctx;
+    int n_head = (int)(intptr_t)arg, rc = 0;
+    for (int64_t r = row0; !rc && r < row0 + nrows; r += n_head ? 1 : nrows) {
+        int64_t src = n_head ? kiln_llama_qk_row(r, l->N, n_head, true) : r;
+        int64_t nr = n_head ? 1 : nrows;
+        float *o = out + (r - row0) * l->K;
+        rc = l->wmf && l->wt ? kiln_mf_rows_f32(l->wmf, l->wt, src, nr, o, d)
+                             : kiln_qlinear_rows(l->stored, src, nr, o, d);
+    }
+    if (l->wmf && l->wt)
+        kiln_mf_drop_pages(l->wmf, l->wt); /* read once: the file's pages need not stay */
+    return rc;
+}
+
+/* True when the layer's f32 weights can be written a slice of rows at a time from where
+ * they are read again: no method changed them (a copy in memory, if any, is the file's,
+ * which kiln_linear_wput drops) and no caller holds them. */
+static bool rows_readable(const KilnLinear *l)
+{
+    return !l->w_dirty && !l->w_held && l->nwops == 0 &&
+           ((l->wmf && l->wt) || (l->stored && l->stored->src));
+}
+
 /* One linear layer of the model: quantized (c->lin: only its q/k rows and a missing
  * bias), already stored in f32 by the caller, or stored here in f32 and ignored.
  * n_head: heads whose rows to turn to the HF layout (0: none). */
@@ -413,6 +444,14 @@ static int export_linear(const KilnLinear *l, int n_head, KilnCheckpoint *c, Kil
         if (t) { /* the caller stored it in kiln's row order */
             if (n_head && (rc = kiln_llama_permute_qk_rows(t->data, l->N, sizeof(float) *
                                                            (size_t)l->K, n_head, true, d)))
+                return rc;
+        } else if (rows_readable(l)) { /* read by rows as the checkpoint is written */
+            if (n_head && (rc = kiln_llama_permute_qk_rows(NULL, l->N, 0, n_head, true, d)))
+                return rc; /* (the check alone: rows turned as they are read) */
+            kiln_linear_wput((KilnLinear *)l); /* read again when written */
+            rc = kiln_checkpoint_add_rows(c, wn, 2, (int64_t[]){l->N, l->K}, linear_rows, l,
+                                          (const void *)(intptr_t)n_head, d);
+            if (rc)
                 return rc;
         } else { /* w read again from the model's file when it was dropped */
             bool had = l->w != NULL;

@@ -82,12 +82,12 @@ static int fill_codes(void *ctx, KilnQLinear *q, KilnDiag *d)
         return rtn_rows(l, q, d);
     }
     if (!res) {
-        bool had = l->w != NULL;
         if ((r = kiln_linear_wget(l, d))) /* read again if dropped */
             return r;
         r = kiln_quant_rtn(l->w, l->N, l->K, &q->spec, &own, d);
-        if (!had)
-            kiln_linear_wput(l);
+        /* dropped after, also a copy held since the load (a plain directory's layers are
+         * taken whole): nothing binds them here, and what is the file's is read again */
+        kiln_linear_wput(l);
         if (r)
             return r;
         res = &own;
