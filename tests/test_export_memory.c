@@ -133,11 +133,11 @@ static void test_minilm_dir_quantize(void **st)
     quantize("w4a8-head", "minilm", "minilm-w4a8", src, sizeof src);
     double size = model_size(src, "w8a8-int8-dynamic");
     check_peak("kiln quantize w8a8-int8-dynamic of a W4A8 MiniLM dir",
-               quantize("w8a8-int8-dynamic", src, "out", out, sizeof out), size);
+               quantize("w8a8-int8-dynamic", src, "q-w8a8", out, sizeof out), size);
     double size2 = model_size(out, "w4a16-g128-asym");
     check_peak("kiln quantize w4a16-g128-asym of a W8A8 MiniLM dir",
-               quantize("w4a16-g128-asym", out, "out2", out2, sizeof out2), size2);
-    quantize("w8a8-int8-dynamic", src, "again", again, sizeof again);
+               quantize("w4a16-g128-asym", out, "q-w4a16", out2, sizeof out2), size2);
+    quantize("w8a8-int8-dynamic", src, "q-again", again, sizeof again);
     size_t na = 0, nb = 0;
     char *a = file_bytes(out, &na), *b = file_bytes(again, &nb);
     assert_true(na == nb && na > 0 && memcmp(a, b, na) == 0);
