@@ -400,11 +400,11 @@ static int linear_rows(const void *ctx, const void *arg, int64_t row0, int64_t n
 }
 
 /* True when the layer's f32 weights can be written a slice of rows at a time from where
- * they are read again: no method changed them (a copy in memory, if any, is the file's,
- * which kiln_linear_wput drops) and no caller holds them. */
+ * they are read again: nothing holds them (a caller's copy is written as it is) and no
+ * method changed them. */
 static bool rows_readable(const KilnLinear *l)
 {
-    return !l->w_dirty && !l->w_held && l->nwops == 0 &&
+    return !l->w && !l->w_dirty && l->nwops == 0 &&
            ((l->wmf && l->wt) || (l->stored && l->stored->src));
 }
 
@@ -448,7 +448,6 @@ static int export_linear(const KilnLinear *l, int n_head, KilnCheckpoint *c, Kil
         } else if (rows_readable(l)) { /* read by rows as the checkpoint is written */
             if (n_head && (rc = kiln_llama_permute_qk_rows(NULL, l->N, 0, n_head, true, d)))
                 return rc; /* (the check alone: rows turned as they are read) */
-            kiln_linear_wput((KilnLinear *)l); /* read again when written */
             rc = kiln_checkpoint_add_rows(c, wn, 2, (int64_t[]){l->N, l->K}, linear_rows, l,
                                           (const void *)(intptr_t)n_head, d);
             if (rc)

@@ -206,8 +206,10 @@ int kiln_quantize_linears(const KilnRunCtx *rc, KilnLinear *ls, int nl, KilnChec
         if (rule >= 0 && kiln_recipe_rule_stored(rc->fr, rule))
             return kiln_diag_set(d, KILN_EINPUT, "layer %s: weights = stored has nothing to "
                                  "quantize: kiln quantize needs a format", l->name);
-        if (rule < 0) /* kiln_*_export stores it in f32 and lists it in ignore */
+        if (rule < 0) { /* kiln_*_export stores it in f32 and lists it in ignore */
+            kiln_linear_wput(l); /* a copy taken at load: the export reads it by rows */
             continue;
+        }
         int r = to_qlinear(rc, l, rule, &c->lin[c->nlin], d);
         if (r)
             return r;
