@@ -3,11 +3,13 @@
  * layout, config.json and a tokenizer.json built from the BPE tokenizer) and BERT
  * (its own files copied). docs/checkpoints.md. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/checkpoints/checkpoint.h"
+#include "model/checkpoints/ckpt_internal.h" /* a stored layer's mapped file */
 #include "model/nets/llama_internal.h"
 #include "model/files/modelfile.h"
 #include "model/tokenizers/tokenizer_internal.h" /* the vocabulary and merges, for tokenizer.json */
@@ -376,6 +378,36 @@ static int add_once(KilnCheckpoint *c, const char *name, const float *data, int 
     return kiln_checkpoint_add_tensor(c, name, rank, dim, data, d);
 }
 
+/* KilnCkptTensor.fill of a layer kept in f32 whose weights are read again from where the
+ * model keeps them (ctx: the KilnLinear; its file, or a mapped checkpoint's stored layer
+ * decoded), rows as kiln_linear_wget gives them (the layer has no recorded change to
+ * replay); arg: (intptr_t) heads whose rows to turn to the HF layout, 0: none. */
+static int linear_rows(const void *ctx, const void *arg, int64_t row0, int64_t nrows,
+                       float *out, KilnDiag *d)
+{
+    const KilnLinear *l = ctx;
+    int n_head = (int)(intptr_t)arg, rc = 0;
+    for (int64_t r = row0; !rc && r < row0 + nrows; r += n_head ? 1 : nrows) {
+        int64_t src = n_head ? kiln_llama_qk_row(r, l->N, n_head, true) : r;
+        int64_t nr = n_head ? 1 : nrows;
+        float *o = out + (r - row0) * l->K;
+        rc = l->wmf && l->wt ? kiln_mf_rows_f32(l->wmf, l->wt, src, nr, o, d)
+                             : kiln_qlinear_rows(l->stored, src, nr, o, d);
+    }
+    if (l->wmf && l->wt)
+        kiln_mf_drop_pages(l->wmf, l->wt); /* read once: the file's pages need not stay */
+    return rc;
+}
+
+/* True when the layer's f32 weights can be written a slice of rows at a time from where
+ * they are read again: nothing holds them (a caller's copy is written as it is) and no
+ * method changed them. */
+static bool rows_readable(const KilnLinear *l)
+{
+    return !l->w && !l->w_dirty && l->nwops == 0 &&
+           ((l->wmf && l->wt) || (l->stored && l->stored->src));
+}
+
 /* One linear layer of the model: quantized (c->lin: only its q/k rows and a missing
  * bias), already stored in f32 by the caller, or stored here in f32 and ignored.
  * n_head: heads whose rows to turn to the HF layout (0: none). */
@@ -412,6 +444,13 @@ static int export_linear(const KilnLinear *l, int n_head, KilnCheckpoint *c, Kil
         if (t) { /* the caller stored it in kiln's row order */
             if (n_head && (rc = kiln_llama_permute_qk_rows(t->data, l->N, sizeof(float) *
                                                            (size_t)l->K, n_head, true, d)))
+                return rc;
+        } else if (rows_readable(l)) { /* read by rows as the checkpoint is written */
+            if (n_head && (rc = kiln_llama_permute_qk_rows(NULL, l->N, 0, n_head, true, d)))
+                return rc; /* (the check alone: rows turned as they are read) */
+            rc = kiln_checkpoint_add_rows(c, wn, 2, (int64_t[]){l->N, l->K}, linear_rows, l,
+                                          (const void *)(intptr_t)n_head, d);
+            if (rc)
                 return rc;
         } else { /* w read again from the model's file when it was dropped */
             bool had = l->w != NULL;
@@ -577,6 +616,29 @@ static bool is_float_type(KilnModelType t)
     return t == KILN_MT_F32 || t == KILN_MT_F16 || t == KILN_MT_BF16 || t == KILN_MT_F64;
 }
 
+/* Tensor `name` [rows, n] in a mapping the loaded model keeps open until it is freed
+ * (after the checkpoint is written), so that it can be read by rows as it is written:
+ * the file a plain layer reads its f32 weights from again (l->wmf), or, for a quantized
+ * directory, the mapped file a stored layer decodes its codes from (l->stored->src).
+ * NULL when no such mapping holds it readable by rows (then it is read whole). */
+static const KilnModelTensor *kept_rows(const KilnLinear *ls, int nl, const char *name,
+                                        const KilnModelFile **mf)
+{
+    KilnDiag ignore = {0};
+    for (int k = 0; k < nl; k++) {
+        const KilnModelFile *f = ls[k].wmf;
+        if (!f && ls[k].stored && ls[k].stored->src)
+            f = ls[k].stored->src->mf;
+        if (!f || (k > 0 && f == *mf)) /* each mapping tried once in a row of layers */
+            continue;
+        *mf = f;
+        const KilnModelTensor *t = kiln_mf_find(f, name);
+        if (t && t->rank == 2 && !kiln_mf_rows_f32(f, t, 0, 0, NULL, &ignore))
+            return t;
+    }
+    return NULL;
+}
+
 int kiln_bert_export(const KilnBert *m, const char *src_dir, KilnCheckpoint *c, KilnDiag *d)
 {
     int nl = 0;
@@ -606,9 +668,11 @@ int kiln_bert_export(const KilnBert *m, const char *src_dir, KilnCheckpoint *c, 
             linear = strcmp(ls[k].name, mod) == 0;
         if (linear || !is_float_type(t->type) || kiln_checkpoint_find_tensor(c, t->name))
             continue;
-        const KilnModelTensor *own = nl > 0 && ls[0].wmf ? kiln_mf_find(ls[0].wmf, t->name) : NULL;
-        if (own && t->rank == 2) { /* the model's file stays open: read when written */
-            rc = kiln_checkpoint_add_rows(c, t->name, 2, t->dim, file_rows, ls[0].wmf, own, d);
+        const KilnModelFile *kmf = NULL;
+        const KilnModelTensor *own = t->rank == 2 ? kept_rows(ls, nl, t->name, &kmf) : NULL;
+        if (own && own->dim[0] == t->dim[0] && own->dim[1] == t->dim[1]) {
+            /* a file the model keeps open: read a slice of rows at a time when written */
+            rc = kiln_checkpoint_add_rows(c, t->name, 2, t->dim, file_rows, kmf, own, d);
             continue;
         }
         float *v = NULL;

@@ -82,12 +82,12 @@ static int fill_codes(void *ctx, KilnQLinear *q, KilnDiag *d)
         return rtn_rows(l, q, d);
     }
     if (!res) {
-        bool had = l->w != NULL;
         if ((r = kiln_linear_wget(l, d))) /* read again if dropped */
             return r;
         r = kiln_quant_rtn(l->w, l->N, l->K, &q->spec, &own, d);
-        if (!had)
-            kiln_linear_wput(l);
+        /* dropped after, also a copy held since the load (a plain directory's layers are
+         * taken whole): nothing binds them here, and what is the file's is read again */
+        kiln_linear_wput(l);
         if (r)
             return r;
         res = &own;
@@ -206,8 +206,10 @@ int kiln_quantize_linears(const KilnRunCtx *rc, KilnLinear *ls, int nl, KilnChec
         if (rule >= 0 && kiln_recipe_rule_stored(rc->fr, rule))
             return kiln_diag_set(d, KILN_EINPUT, "layer %s: weights = stored has nothing to "
                                  "quantize: kiln quantize needs a format", l->name);
-        if (rule < 0) /* kiln_*_export stores it in f32 and lists it in ignore */
+        if (rule < 0) { /* kiln_*_export stores it in f32 and lists it in ignore */
+            kiln_linear_wput(l); /* a copy taken at load: the export reads it by rows */
             continue;
+        }
         int r = to_qlinear(rc, l, rule, &c->lin[c->nlin], d);
         if (r)
             return r;
