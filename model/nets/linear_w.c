@@ -231,8 +231,8 @@ int kiln_linear_layer_create(KilnLinear *l, const KilnRunCtx *rc, const kiln_lay
 
 /* y [M, N] = x wT + b, the f32 reference GEMM (kiln_gemm_f32) on the weights kiln_linear_wget
  * gives. A layer over CHUNK_BYTES of f32 whose weights are not held (SmolLM2's tied
- * lm_head: 113 MB) is read CHUNK_BYTES of rows at a time, methods' changes replayed, its
- * file pages dropped after: kiln_gemm_f32 computes each output from its weight row and x
+ * lm_head: 113 MB) is read CHUNK_BYTES of rows at a time, methods' changes replayed, each
+ * chunk's file pages dropped as it is read: kiln_gemm_f32 computes each output from its weight row and x
  * alone (its tiles and threads split N), so the chunks give the same bits as the whole. */
 int kiln_linear_ref(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M, float *y,
                     KilnDiag *d)
