@@ -181,6 +181,11 @@ bool kiln_linear_chunked(const KilnLinear *l);
  * api/plan.h: the same packed bytes), its pages dropped after. */
 int kiln_linear_layer_create(KilnLinear *l, const KilnRunCtx *rc, const kiln_layer_desc *desc,
                              kiln_layer **kl);
+/* y [M, N] = x wT + b through kiln_gemm_f32 on the weights kiln_linear_wget gives (the f32
+ * reference: --per-layer's, an f32 layer without a kernel), a big layer's (over 16 MiB of
+ * f32, not held) read 16 MiB of rows at a time, the same bits; l->w left as it was. */
+int kiln_linear_ref(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M, float *y,
+                    KilnDiag *d);
 /* The f32 one-row product y = W x of a GGUF Q8_0 / Q4_0 / Q4_1 tensor [N, K] from its
  * blocks, over the pool (model/nets/blockgemv.c); _supported: this host and tensor can. */
 bool kiln_blockgemv_supported(const struct KilnModelTensor *t, int64_t N, int64_t K);

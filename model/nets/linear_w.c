@@ -229,6 +229,39 @@ int kiln_linear_layer_create(KilnLinear *l, const KilnRunCtx *rc, const kiln_lay
     return r;
 }
 
+/* y [M, N] = x wT + b, the f32 reference GEMM (kiln_gemm_f32) on the weights kiln_linear_wget
+ * gives. A layer over CHUNK_BYTES of f32 whose weights are not held (SmolLM2's tied
+ * lm_head: 113 MB) is read CHUNK_BYTES of rows at a time, methods' changes replayed, each
+ * chunk's file pages dropped as it is read: kiln_gemm_f32 computes each output from its weight row and x
+ * alone (its tiles and threads split N), so the chunks give the same bits as the whole. */
+int kiln_linear_ref(KilnLinear *l, struct KilnPool *pool, const float *x, int64_t M, float *y,
+                    KilnDiag *d)
+{
+    int64_t rows = (int64_t)(CHUNK_BYTES / sizeof(float)) / l->K;
+    if (l->w || !wsource(l) || l->N <= rows || rows < 1) {
+        int r = kiln_linear_wget(l, d);
+        if (r)
+            return r;
+        kiln_gemm_f32(pool, x, M, l->w, l->b, l->N, l->K, y);
+        kiln_linear_wput(l); /* read again for the next call rather than kept */
+        return 0;
+    }
+    float *w = malloc(sizeof(float) * (size_t)(rows * l->K));
+    float *ys = malloc(sizeof(float) * (size_t)(M * rows));
+    int r = !w || !ys ? kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name) : 0;
+    for (int64_t n0 = 0; !r && n0 < l->N; n0 += rows) {
+        int64_t nr = l->N - n0 < rows ? l->N - n0 : rows;
+        if ((r = read_rows(l, n0, nr, w, d)))
+            break;
+        wdrop(l); /* each chunk's pages (an f32 file: 16 MiB) handed back as it is read */
+        kiln_gemm_f32(pool, x, M, w, l->b ? l->b + n0 : NULL, nr, l->K, ys);
+        for (int64_t m = 0; m < M; m++)
+            memcpy(y + m * l->N + n0, ys + m * nr, sizeof(float) * (size_t)nr);
+    }
+    free(w), free(ys);
+    return r;
+}
+
 /* ------------------------------------------------------------------ binding with rows */
 
 /* Binds the layers to rc as kiln_linears_bind does, each layer's calibration rows freed

@@ -217,6 +217,29 @@ static void apply_act(const char *act, float *y, int64_t n)
             y[i] = kiln_silu1(y[i]);
 }
 
+/* --per-layer: the f32 reference on the same input (kiln_linear_ref: a big layer's weights
+ * read in chunks of rows), made for this call and freed after (every layer's M x N kept
+ * would be SmolLM2's 80 MB at 128 rows), and the energies of it and of y - it, summed in
+ * the same order as ever. */
+static int track_ref(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, const float *y,
+                     KilnDiag *d)
+{
+    int64_t n = M * l->N;
+    float *ref = malloc(sizeof(float) * (size_t)n);
+    if (!ref)
+        return kiln_diag_set(d, KILN_EINTERNAL, "layer %s: out of memory", l->name);
+    int r = kiln_linear_ref(l, pool, x, M, ref, d);
+    if (!r && l->act_fused) /* compare like with like: the kernel's output is activated */
+        apply_act(l->own_act, ref, n);
+    for (int64_t i = 0; !r && i < n; i++) {
+        double e = (double)y[i] - ref[i];
+        l->sig += (double)ref[i] * ref[i];
+        l->noise += e * e;
+    }
+    free(ref);
+    return r;
+}
+
 /* Branch-free over blocks of 64 (the exponent bits all ones: an infinity or a NaN), so
  * the compiler vectorizes it: it runs on every layer's output, 49152 logits a token. */
 bool kiln_all_finite(const float *v, int64_t n)
@@ -293,10 +316,8 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
         l->cap_rows += r;
     }
     if (!l->kl) {
-        if (kiln_linear_wget(l, d))
+        if (kiln_linear_ref(l, pool, x, M, y, d)) /* w read again when needed, not kept */
             return d->code;
-        kiln_gemm_f32(pool, x, M, l->w, l->b, l->N, l->K, y);
-        kiln_linear_wput(l); /* a method reads it again when it needs it */
         watch_finite(l, x, M, y);
         return 0;
     }
@@ -321,20 +342,7 @@ int kiln_linear_run(KilnLinear *l, KilnPool *pool, const float *x, int64_t M, fl
             for (int64_t j = 0; j < l->N; j++)
                 y[m * l->N + j] += l->b[j];
     watch_finite(l, x, M, y);
-    if (l->track) {
-        if (ensure_tmp(l, n, d) || kiln_linear_wget(l, d))
-            return -1;
-        kiln_gemm_f32(pool, x, M, l->w, l->b, l->N, l->K, l->tmp);
-        kiln_linear_wput(l); /* read again for the next call rather than kept */
-        if (l->act_fused) /* compare like with like: the kernel's output is activated */
-            apply_act(l->own_act, l->tmp, n);
-        for (int64_t i = 0; i < n; i++) {
-            double e = (double)y[i] - l->tmp[i];
-            l->sig += (double)l->tmp[i] * l->tmp[i];
-            l->noise += e * e;
-        }
-    }
-    return 0;
+    return l->track ? track_ref(l, pool, x, M, y, d) : 0;
 }
 
 static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);

@@ -1,0 +1,170 @@
+/* tests/test_perlayer_memory.c — `kiln eval --per-layer` within twice the model (issue 17;
+ * docs/hardening.md, "Memory"). The per-layer SQNR's f32 reference read every layer's f32
+ * weights whole per call — SmolLM2's tied head 113 MB beside its 113 MB f32 pack and the
+ * file's pages — and kept each layer's M x N reference output for the run: 2.35x on the
+ * GGUF under w4a16-g128-asym, 2.92x on a directory `kiln quantize` wrote with that recipe
+ * (recipes/checkpoint/stored.lua), at --tokens 16. Now the reference of a big layer is
+ * read 16 MiB of rows at a time, each chunk's pages handed back, and made per call
+ * (kiln_linear_ref, model/nets/linear_w.c). Each command runs as a child; its peak
+ * resident set (wait4's ru_maxrss) is checked against twice the size: the bigger of the
+ * model file and the weights as the recipe runs them (kiln eval --json's recipe row). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "runtime/runtime.h"
+#include "tests/test_rss.h"
+
+#define SRC KILN_SOURCE_DIR
+
+static char tmpdir[256];
+
+static int setup(void **st)
+{
+    (void)st;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/kiln-test-perlayer-memory-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **st)
+{
+    (void)st;
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* kiln ARGS as a child (stdout to tmpdir/out, stderr to tmpdir/err), which must exit 0:
+ * its peak resident set in bytes. */
+static long long run_kiln(const char *const *args)
+{
+    char out[400], err[400];
+    snprintf(out, sizeof out, "%s/out", tmpdir);
+    snprintf(err, sizeof err, "%s/err", tmpdir);
+    long long rss = 0;
+    int code = tr_run_peak(KILN_BIN, args, out, err, 600, &rss);
+    if (code != 0) {
+        char *e = NULL;
+        size_t len = 0;
+        kiln_rt_read_file(err, "stderr", 1 << 20, &e, &len, NULL);
+        fail_msg("kiln %s %s: exit %d: %s", args[0], args[1], code, e ? e : "");
+    }
+    return rss;
+}
+
+/* tmpdir/out's JSON (kiln eval --json --per-layer): the recipe row's weight_bytes, and the
+ * per-layer list checked to hold every layer with a finite SQNR (the reference ran). */
+static double weight_bytes(bool per_layer)
+{
+    char out[400];
+    snprintf(out, sizeof out, "%s/out", tmpdir);
+    KilnJson *j = NULL;
+    KilnDiag d = {0};
+    if (kiln_json_parse_file(out, &j, &d))
+        fail_msg("%s: %s", out, d.msg);
+    const KilnJson *rows = kiln_json_get(j, "rows");
+    assert_true(rows && rows->kind == KILN_JSON_ARRAY && rows->len >= 2);
+    const KilnJson *wb = kiln_json_get(&rows->items[1], "weight_bytes");
+    assert_non_null(wb);
+    double w = wb->num;
+    if (per_layer) {
+        const KilnJson *pl = kiln_json_get(j, "per_layer");
+        assert_true(pl && pl->kind == KILN_JSON_ARRAY);
+        assert_int_equal(pl->len, 211); /* SmolLM2: 30 blocks x 7, and lm_head */
+        for (size_t i = 0; i < pl->len; i++) {
+            const KilnJson *s = kiln_json_get(&pl->items[i], "sqnr_db");
+            assert_true(s && s->kind == KILN_JSON_NUMBER && s->num > 0 && s->num < 400);
+        }
+    }
+    kiln_json_free(j);
+    return w;
+}
+
+static double file_size(const char *path)
+{
+    struct stat s;
+    if (stat(path, &s))
+        fail_msg("%s missing: run scripts/fetch-models.sh", path);
+    return (double)s.st_size;
+}
+
+/* The peak within twice the size (in the plain build: a sanitizer's shadow memory is not
+ * kiln's). */
+static void check_peak(const char *what, long long rss, double size)
+{
+    printf("%-58s peak RSS %7.1f MB; model size %6.1f MB: %.2fx\n", what, rss / 1e6, size / 1e6,
+           rss / size);
+    assert_true(rss > 0);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    if ((double)rss > 2.0 * size)
+        fail_msg("%s: peak RSS %.1f MB is over twice the model's %.1f MB", what, rss / 1e6,
+                 size / 1e6);
+#endif
+}
+
+/* kiln eval RECIPE --model MODEL --per-layer: first a short run without it for the size
+ * (which also fills the kernel cache: no measured run pays LLVM's compile memory), then
+ * the measured one, whose per-layer list is checked. */
+static void eval_per_layer(const char *what, const char *recipe, const char *model,
+                           double file)
+{
+    const char *size_args[] = {"eval", recipe, "--model", model, "--tokens", "8", "--json",
+                               "--quiet", NULL};
+    run_kiln(size_args);
+    double w = weight_bytes(false), size = w > file ? w : file;
+    const char *args[] = {"eval", recipe, "--model", model, "--tokens", "16", "--per-layer",
+                          "--json", "--quiet", NULL};
+    long long rss = run_kiln(args);
+    weight_bytes(true);
+    check_peak(what, rss, size);
+}
+
+/* SmolLM2's GGUF: its lm_head (ignored: an f32 kernel) is the tied embeddings, 113 MB of
+ * f32 read whole per call beside their 113 MB pack (407 MB for 173.5: 2.35x). */
+static void test_gguf(void **st)
+{
+    (void)st;
+    const char *env = getenv("KILN_MODELS_DIR"), *home = getenv("HOME");
+    char gguf[1200], rp[1200];
+    if (env && *env)
+        snprintf(gguf, sizeof gguf, "%s/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", env);
+    else
+        snprintf(gguf, sizeof gguf, "%s/.cache/kiln/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                 home ? home : ".");
+    snprintf(rp, sizeof rp, "%s/recipes/w4a16-g128-asym.lua", SRC);
+    eval_per_layer("kiln eval w4a16-g128-asym --per-layer (GGUF)", rp, "smollm2",
+                   file_size(gguf));
+}
+
+/* The same recipe's kiln quantize output run again: the tied head's rows read from the
+ * directory's f32 embeddings, whose 113 MB of file pages stayed until the end of each
+ * call (524 MB for 179.6: 2.92x). */
+static void test_directory(void **st)
+{
+    (void)st;
+    char rp[1200], dir[400], st_file[500], stored[1200];
+    snprintf(rp, sizeof rp, "%s/recipes/w4a16-g128-asym.lua", SRC);
+    snprintf(dir, sizeof dir, "%s/smollm2-w4a16", tmpdir);
+    const char *q[] = {"quantize", rp, "--model", "smollm2", "-o", dir, "--quiet", NULL};
+    run_kiln(q);
+    snprintf(st_file, sizeof st_file, "%s/model.safetensors", dir);
+    snprintf(stored, sizeof stored, "%s/recipes/checkpoint/stored.lua", SRC);
+    eval_per_layer("kiln eval stored --per-layer (w4a16-g128-asym directory)", stored, dir,
+                   file_size(st_file));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gguf),
+        cmocka_unit_test(test_directory),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
