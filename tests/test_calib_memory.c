@@ -350,21 +350,16 @@ static void test_bind_releases(void **st)
 
 /* ------------------------------------------------------------------ kiln eval's peak RSS */
 
-static char tmpdir[256];
-
 static int setup(void **st)
 {
     (void)st;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/kiln-test-calibmem-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tr_tmpdir_make("calib-memory");
 }
 
 static int teardown(void **st)
 {
     (void)st;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tr_tmpdir_remove();
 }
 
 /* kiln ARGS (stdout, stderr to files): exit status; *maxrss the child's peak RSS, bytes. */
@@ -407,8 +402,8 @@ static void check(const char *model, const char *recipe, const char *warm, doubl
         fail_msg("%s missing: run scripts/fetch-models.sh", file);
     snprintf(rp, sizeof rp, "%s/recipes/%s", KILN_SOURCE_DIR, recipe);
     snprintf(wp, sizeof wp, "%s/recipes/%s", KILN_SOURCE_DIR, warm);
-    snprintf(out, sizeof out, "%s/eval.json", tmpdir);
-    snprintf(err, sizeof err, "%s/eval.err", tmpdir);
+    snprintf(out, sizeof out, "%s/eval.json", tr_tmpdir);
+    snprintf(err, sizeof err, "%s/eval.err", tr_tmpdir);
     const char *copt = llama ? "--tokens" : "--sentences";
     const char *w[] = {"eval", wp, "--model", model, copt, "2", "--quiet", NULL};
     const char *a[] = {"eval", rp, "--model", model, copt, "2", "--json", "--quiet", NULL};

@@ -27,38 +27,25 @@
 
 #define SRC KILN_SOURCE_DIR
 
-static char tmpdir[256];
-
 static int setup(void **st)
 {
     (void)st;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/kiln-test-cmd-memory-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tr_tmpdir_make("cmd-memory");
 }
 
 static int teardown(void **st)
 {
     (void)st;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tr_tmpdir_remove();
 }
 
-/* kiln ARGS as a child (stdout to tmpdir/out, stderr to tmpdir/err): its exit status, and
+/* kiln ARGS as a child (stdout to tr_tmpdir/out, stderr to tr_tmpdir/err): its exit status, and
  * its peak resident set in bytes. */
+/* kiln ARGS, which must exit 0 (tr_kiln): 0, and its peak resident set in bytes. */
 static int run_kiln(const char *const *args, long long *maxrss)
 {
-    char out[400], err[400];
-    snprintf(out, sizeof out, "%s/out", tmpdir);
-    snprintf(err, sizeof err, "%s/err", tmpdir);
-    int code = tr_run_peak(KILN_BIN, args, out, err, 600, maxrss);
-    if (code != 0) {
-        char *e = NULL;
-        size_t len = 0;
-        kiln_rt_read_file(err, "stderr", 1 << 20, &e, &len, NULL);
-        fail_msg("kiln %s %s: exit %d: %s", args[0], args[1], code, e ? e : "");
-    }
-    return code;
+    *maxrss = tr_kiln(args, 600);
+    return 0;
 }
 
 static void recipe_path(const char *recipe, char *buf, size_t n)
@@ -86,7 +73,7 @@ static double model_size(const char *recipe)
                           NULL};
     long long rss = 0;
     run_kiln(args, &rss);
-    snprintf(out, sizeof out, "%s/out", tmpdir);
+    snprintf(out, sizeof out, "%s/out", tr_tmpdir);
     KilnJson *j = NULL;
     KilnDiag d = {0};
     if (kiln_json_parse_file(out, &j, &d))
@@ -136,7 +123,7 @@ static void test_quantize(void **st)
     double size = model_size("w8a8-int8-dynamic");
     char rp[1200], out[400];
     recipe_path("w8a8-int8-dynamic", rp, sizeof rp);
-    snprintf(out, sizeof out, "%s/ckpt", tmpdir);
+    snprintf(out, sizeof out, "%s/ckpt", tr_tmpdir);
     const char *args[] = {"quantize", rp, "--model", "smollm2", "-o", out, "--dequant", "--quiet",
                           NULL};
     long long rss = 0;

@@ -23,39 +23,20 @@
 
 #define SRC KILN_SOURCE_DIR
 
-static char tmpdir[256];
-
 static int setup(void **st)
 {
     (void)st;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/kiln-test-head-memory-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tr_tmpdir_make("head-memory");
 }
 
 static int teardown(void **st)
 {
     (void)st;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tr_tmpdir_remove();
 }
 
-/* kiln ARGS as a child: its peak resident set in bytes; a failed run fails the test. */
-static long long run_kiln(const char *const *args)
-{
-    char out[400], err[400];
-    snprintf(out, sizeof out, "%s/out", tmpdir);
-    snprintf(err, sizeof err, "%s/err", tmpdir);
-    long long rss = 0;
-    int code = tr_run_peak(KILN_BIN, args, out, err, 600, &rss);
-    if (code != 0) {
-        char *e = NULL;
-        size_t len = 0;
-        kiln_rt_read_file(err, "stderr", 1 << 20, &e, &len, NULL);
-        fail_msg("kiln %s %s: exit %d: %s", args[0], args[1], code, e ? e : "");
-    }
-    return rss;
-}
+/* kiln ARGS, which must exit 0: its peak resident set in bytes (tr_kiln). */
+static long long run_kiln(const char *const *args) { return tr_kiln(args, 600); }
 
 /* SmolLM2's size under the recipe: the bigger of its GGUF file and the recipe's weights
  * (kiln eval --json's recipe row). Also fills the kernel cache, so no run measured below
@@ -80,7 +61,7 @@ static double model_size(const char *rp)
     const char *args[] = {"eval", rp, "--model", "smollm2", "--tokens", "8", "--json", "--quiet",
                           NULL};
     run_kiln(args);
-    snprintf(out, sizeof out, "%s/out", tmpdir);
+    snprintf(out, sizeof out, "%s/out", tr_tmpdir);
     KilnJson *j = NULL;
     KilnDiag d = {0};
     if (kiln_json_parse_file(out, &j, &d))

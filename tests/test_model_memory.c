@@ -33,21 +33,16 @@
 
 #define SRC KILN_SOURCE_DIR
 
-static char tmpdir[256];
-
 static int setup(void **st)
 {
     (void)st;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/kiln-test-memory-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tr_tmpdir_make("model-memory");
 }
 
 static int teardown(void **st)
 {
     (void)st;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tr_tmpdir_remove();
 }
 
 /* ------------------------------------------------------------------ kiln eval's peak RSS */
@@ -106,8 +101,8 @@ static void check_eval(const char *model, const char *recipe, const char *count_
     if (fsize < 0)
         fail_msg("%s missing: run scripts/fetch-models.sh", file);
     snprintf(rpath, sizeof rpath, "%s/recipes/%s", SRC, recipe);
-    snprintf(out, sizeof out, "%s/eval.json", tmpdir);
-    snprintf(err, sizeof err, "%s/eval.err", tmpdir);
+    snprintf(out, sizeof out, "%s/eval.json", tr_tmpdir);
+    snprintf(err, sizeof err, "%s/eval.err", tr_tmpdir);
     /* first with a tiny count, so the kernels are in the cache: a cold cache adds LLVM's
      * compile memory (about 100 MB more at most, docs/hardening.md), not the model's */
     const char *warm[] = {"eval", rpath, "--model", model, count_opt, "2", "--quiet", NULL};
@@ -185,7 +180,7 @@ static void test_vocab_caps(void **st)
 {
     (void)st;
     char path[400];
-    snprintf(path, sizeof path, "%s/vocab.txt", tmpdir);
+    snprintf(path, sizeof path, "%s/vocab.txt", tr_tmpdir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     fprintf(f, "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n");
@@ -288,7 +283,7 @@ static void test_hf_dir_many_tensors(void **st)
 {
     (void)st;
     char dir[400];
-    snprintf(dir, sizeof dir, "%s/many", tmpdir);
+    snprintf(dir, sizeof dir, "%s/many", tr_tmpdir);
     assert_int_equal(mkdir(dir, 0700), 0);
     write_many_layer_bert(dir);
     double t0 = cpu_s();

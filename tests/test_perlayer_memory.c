@@ -24,47 +24,29 @@
 
 #define SRC KILN_SOURCE_DIR
 
-static char tmpdir[256];
-
 static int setup(void **st)
 {
     (void)st;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/kiln-test-perlayer-memory-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tr_tmpdir_make("perlayer-memory");
 }
 
 static int teardown(void **st)
 {
     (void)st;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tr_tmpdir_remove();
 }
 
-/* kiln ARGS as a child (stdout to tmpdir/out, stderr to tmpdir/err), which must exit 0:
+/* kiln ARGS as a child (stdout to tr_tmpdir/out, stderr to tr_tmpdir/err), which must exit 0:
  * its peak resident set in bytes. */
-static long long run_kiln(const char *const *args)
-{
-    char out[400], err[400];
-    snprintf(out, sizeof out, "%s/out", tmpdir);
-    snprintf(err, sizeof err, "%s/err", tmpdir);
-    long long rss = 0;
-    int code = tr_run_peak(KILN_BIN, args, out, err, 600, &rss);
-    if (code != 0) {
-        char *e = NULL;
-        size_t len = 0;
-        kiln_rt_read_file(err, "stderr", 1 << 20, &e, &len, NULL);
-        fail_msg("kiln %s %s: exit %d: %s", args[0], args[1], code, e ? e : "");
-    }
-    return rss;
-}
+/* kiln ARGS, which must exit 0: its peak resident set in bytes (tr_kiln). */
+static long long run_kiln(const char *const *args) { return tr_kiln(args, 600); }
 
-/* tmpdir/out's JSON (kiln eval --json --per-layer): the recipe row's weight_bytes, and the
+/* tr_tmpdir/out's JSON (kiln eval --json --per-layer): the recipe row's weight_bytes, and the
  * per-layer list checked to hold every layer with a finite SQNR (the reference ran). */
 static double weight_bytes(bool per_layer)
 {
     char out[400];
-    snprintf(out, sizeof out, "%s/out", tmpdir);
+    snprintf(out, sizeof out, "%s/out", tr_tmpdir);
     KilnJson *j = NULL;
     KilnDiag d = {0};
     if (kiln_json_parse_file(out, &j, &d))
@@ -151,7 +133,7 @@ static void test_directory(void **st)
     (void)st;
     char rp[1200], dir[400], st_file[500], stored[1200];
     snprintf(rp, sizeof rp, "%s/recipes/w4a16-g128-asym.lua", SRC);
-    snprintf(dir, sizeof dir, "%s/smollm2-w4a16", tmpdir);
+    snprintf(dir, sizeof dir, "%s/smollm2-w4a16", tr_tmpdir);
     const char *q[] = {"quantize", rp, "--model", "smollm2", "-o", dir, "--quiet", NULL};
     run_kiln(q);
     snprintf(st_file, sizeof st_file, "%s/model.safetensors", dir);

@@ -1,10 +1,13 @@
-/* tests/test_rss.h — a command run as a child with its peak resident set, for the memory
- * tests (test_model_memory, test_cmd_memory, test_calib_memory: docs/hardening.md,
- * "Memory"). static inline because every test is its own program. */
+/* tests/test_rss.h — a command run as a child with its peak resident set, and the scratch
+ * directory kiln runs in, for the memory tests (test_*_memory: docs/hardening.md,
+ * "Memory"). static inline because every test is its own program; the scratch part
+ * needs <cmocka.h> (fail_msg) and runtime/runtime.h (kiln_rt_read_file) included first. */
 #ifndef KILN_TESTS_TEST_RSS_H
 #define KILN_TESTS_TEST_RSS_H
 
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -39,5 +42,43 @@ static inline int tr_run_peak(const char *bin, const char *const *args, const ch
     *maxrss = (long long)ru.ru_maxrss * 1024; /* Linux: kilobytes */
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+/* The test's scratch directory: /tmp/kiln-test-TAG-XXXXXX made by tr_tmpdir_make (a
+ * cmocka group setup), removed with all it holds by tr_tmpdir_remove (its teardown). */
+static char tr_tmpdir[256];
+
+static inline int tr_tmpdir_make(const char *tag)
+{
+    snprintf(tr_tmpdir, sizeof tr_tmpdir, "/tmp/kiln-test-%s-XXXXXX", tag);
+    return mkdtemp(tr_tmpdir) ? 0 : -1;
+}
+
+static inline int tr_tmpdir_remove(void)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tr_tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+#ifdef KILN_BIN
+/* kiln ARGS as a child (stdout to tr_tmpdir/out, stderr to tr_tmpdir/err), killed after
+ * alarm_s, which must exit 0 (else the test fails with kiln's stderr): its peak resident
+ * set in bytes. */
+static inline long long tr_kiln(const char *const *args, unsigned alarm_s)
+{
+    char out[400], err[400];
+    snprintf(out, sizeof out, "%s/out", tr_tmpdir);
+    snprintf(err, sizeof err, "%s/err", tr_tmpdir);
+    long long rss = 0;
+    int code = tr_run_peak(KILN_BIN, args, out, err, alarm_s, &rss);
+    if (code != 0) {
+        char *e = NULL;
+        size_t len = 0;
+        kiln_rt_read_file(err, "stderr", 1 << 20, &e, &len, NULL);
+        fail_msg("kiln %s %s: exit %d: %s", args[0], args[1], code, e ? e : "");
+    }
+    return rss;
+}
+#endif
 
 #endif

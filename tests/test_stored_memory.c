@@ -23,48 +23,30 @@
 
 #define SRC KILN_SOURCE_DIR
 
-static char tmpdir[256];
-
 static int setup(void **st)
 {
     (void)st;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/kiln-test-stored-memory-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tr_tmpdir_make("stored-memory");
 }
 
 static int teardown(void **st)
 {
     (void)st;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tr_tmpdir_remove();
 }
 
-/* kiln ARGS as a child (stdout to tmpdir/out, stderr to tmpdir/err), which must exit 0:
+/* kiln ARGS as a child (stdout to tr_tmpdir/out, stderr to tr_tmpdir/err), which must exit 0:
  * its peak resident set in bytes. */
-static long long run_kiln(const char *const *args)
-{
-    char out[400], err[400];
-    snprintf(out, sizeof out, "%s/out", tmpdir);
-    snprintf(err, sizeof err, "%s/err", tmpdir);
-    long long rss = 0;
-    int code = tr_run_peak(KILN_BIN, args, out, err, 600, &rss);
-    if (code != 0) {
-        char *e = NULL;
-        size_t len = 0;
-        kiln_rt_read_file(err, "stderr", 1 << 20, &e, &len, NULL);
-        fail_msg("kiln %s %s: exit %d: %s", args[0], args[1], code, e ? e : "");
-    }
-    return rss;
-}
+/* kiln ARGS, which must exit 0: its peak resident set in bytes (tr_kiln). */
+static long long run_kiln(const char *const *args) { return tr_kiln(args, 600); }
 
-/* tmpdir/NAME made by kiln quantize RECIPE --model MODEL; its path into dir. */
+/* tr_tmpdir/NAME made by kiln quantize RECIPE --model MODEL; its path into dir. */
 static void quantize(const char *recipe, const char *model, const char *name, char *dir,
                      size_t n)
 {
     char rp[1200];
     snprintf(rp, sizeof rp, "%s/recipes/%s.lua", SRC, recipe);
-    snprintf(dir, n, "%s/%s", tmpdir, name);
+    snprintf(dir, n, "%s/%s", tr_tmpdir, name);
     const char *args[] = {"quantize", rp, "--model", model, "-o", dir, "--quiet", NULL};
     run_kiln(args);
 }
@@ -82,7 +64,7 @@ static double model_size(const char *dir, const char *recipe, bool decoder)
     const char *args[] = {"eval", rp, "--model", dir, decoder ? "--tokens" : "--sentences",
                           decoder ? "8" : "4", "--json", "--quiet", NULL};
     run_kiln(args);
-    snprintf(out, sizeof out, "%s/out", tmpdir);
+    snprintf(out, sizeof out, "%s/out", tr_tmpdir);
     KilnJson *j = NULL;
     KilnDiag d = {0};
     if (kiln_json_parse_file(out, &j, &d))
