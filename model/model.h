@@ -300,6 +300,8 @@ int kiln_static_act_params(const KilnLinear *l, const KilnQuantSpec *a, float *s
  * of w); q_w made from the stored layer for the binding (model/eval/calib_stored.c), and
  * made again when bound again. kiln_quant_stored_wput drops q_w once the kernel holds it. */
 int kiln_quant_from_stored(KilnLinear *l, KilnDiag *d);
+/* w[rows, K] → w[:, perm] in place (tmp: K floats): an act-order column gather. */
+void kiln_gather_cols(float *w, int64_t rows, int64_t K, const int32_t *perm, float *tmp);
 void kiln_quant_stored_wput(KilnLinear *l);
 /* q_w of a layer whose GPTQ weights are kept as codes (KilnLinear.q_spec), made for
  * binding; _wput drops it again. No-ops for any other layer. _wget of a layer whose

@@ -274,8 +274,7 @@ static int plan_spec(Plan *p, const KilnRunCtx *rc, const KilnLinear *l, KilnQua
     return 0;
 }
 
-/* w[rows, K] → w[:, perm] in place (tmp: K floats). */
-static void gather_cols(float *w, int64_t rows, int64_t K, const int32_t *perm, float *tmp)
+void kiln_gather_cols(float *w, int64_t rows, int64_t K, const int32_t *perm, float *tmp)
 {
     for (int64_t n = 0; n < rows; n++) {
         float *r = w + n * K;
@@ -436,10 +435,10 @@ static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose
         }
         memcpy(l->in_perm, res->perm, sizeof(int32_t) * (size_t)l->K);
         l->w_dirty = true; /* columns in the permuted order: recorded */
-        gather_cols(l->w, l->N, l->K, l->in_perm, tmp);
+        kiln_gather_cols(l->w, l->N, l->K, l->in_perm, tmp);
         r = kiln_linear_wop(l, KILN_WOP_GATHER, NULL, l->in_perm, 0, d);
         if (l->in_div)
-            gather_cols(l->in_div, 1, l->K, l->in_perm, tmp);
+            kiln_gather_cols(l->in_div, 1, l->K, l->in_perm, tmp);
         free(tmp);
     }
     l->qres = res;

@@ -10,16 +10,6 @@
 #include "model/model.h"
 #include "quant/quant.h"
 
-/* w[rows, K] → w[:, perm] in place (tmp: K floats). */
-static void gather_cols(float *w, int64_t rows, int64_t K, const int32_t *perm, float *tmp)
-{
-    for (int64_t n = 0; n < rows; n++) {
-        float *r = w + n * K;
-        for (int64_t k = 0; k < K; k++)
-            tmp[k] = r[perm[k]];
-        memcpy(r, tmp, sizeof(float) * (size_t)K);
-    }
-}
 
 /* g_idx that is not k / group: columns sorted by group (stable), the layer then gathers
  * its input in that order; each group must then be one run of `group` columns, as
@@ -66,7 +56,7 @@ static int gather_w(KilnLinear *l, KilnDiag *d)
         float *row = malloc(sizeof(float) * (size_t)l->K);
         if (!row)
             return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-        gather_cols(l->w, l->N, l->K, l->in_perm, row);
+        kiln_gather_cols(l->w, l->N, l->K, l->in_perm, row);
         free(row);
     }
     return kiln_linear_wop(l, KILN_WOP_GATHER, NULL, l->in_perm, 0, d);
@@ -88,7 +78,7 @@ static int stored_wget(KilnLinear *l, KilnDiag *d)
     int rc = w && (!l->in_perm || row) ? kiln_qlinear_rows(q, 0, q->N, w, d)
                                        : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     if (!rc && l->in_perm)
-        gather_cols(w, q->N, q->K, l->in_perm, row);
+        kiln_gather_cols(w, q->N, q->K, l->in_perm, row);
     free(row);
     if (rc) {
         free(w);
