@@ -40,11 +40,12 @@ void kiln_silu_mul(float *g, const float *u, int64_t n);
 void kiln_rope_norm(float *x, int hd, int pos, float theta);
 /* Its cos and sin for positions pos0..pos0+T-1 and pairs i < hd/2: cs, sn [T][hd/2]. */
 void kiln_rope_table(int T, int pos0, int hd, float theta, float *cs, float *sn);
-/* The Llama forward's attention of one query row q[hd] over n keys and values K_j, V_j
- * (ks floats apart): o[hd] = Σ softmax(q·K_j / √hd)_j V_j; p[n] scratch. The code
- * kiln_llama_forward runs (model/nets/llama_forward.c), for the Python package. */
-void kiln_llama_attend(const float *q, const float *K, const float *V, size_t ks, int n, int hd,
-                       float *p, float *o);
+/* The Llama forward's causal grouped-query attention (the code kiln_llama_forward runs,
+ * model/nets/llama_forward.c, for the Python package): T query rows at positions n-T..n-1,
+ * q and out [T][nh][hd], over n keys and values k, v [n][nkv][hd]; query head h reads KV
+ * head h / (nh / nkv); p[n] scratch. */
+void kiln_llama_attention(const float *q, const float *k, const float *v, int T, int n, int nh,
+                          int nkv, int hd, float *p, float *out);
 /* BERT's attention of head h within one sentence of T rows: q, k, v, ctx [T][D] (head h
  * at columns h*hd..), every row over every row; p[T] scratch. The code kiln_bert_embed
  * runs (model/nets/bert.c). */

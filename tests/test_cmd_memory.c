@@ -58,13 +58,8 @@ static void recipe_path(const char *recipe, char *buf, size_t n)
  * pays LLVM's compile memory (docs/hardening.md). */
 static double model_size(const char *recipe)
 {
-    const char *env = getenv("KILN_MODELS_DIR"), *home = getenv("HOME");
     char file[1200], rp[1200], out[400];
-    if (env && *env)
-        snprintf(file, sizeof file, "%s/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", env);
-    else
-        snprintf(file, sizeof file, "%s/.cache/kiln/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 home ? home : ".");
+    tr_model_path("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", file, sizeof file);
     struct stat s;
     if (stat(file, &s))
         fail_msg("%s missing: run scripts/fetch-models.sh", file);
@@ -74,31 +69,16 @@ static double model_size(const char *recipe)
     long long rss = 0;
     run_kiln(args, &rss);
     snprintf(out, sizeof out, "%s/out", tr_tmpdir);
-    KilnJson *j = NULL;
-    KilnDiag d = {0};
-    if (kiln_json_parse_file(out, &j, &d))
-        fail_msg("%s: %s", out, d.msg);
-    const KilnJson *rows = kiln_json_get(j, "rows");
-    assert_true(rows && rows->kind == KILN_JSON_ARRAY && rows->len >= 2);
-    const KilnJson *wb = kiln_json_get(&rows->items[1], "weight_bytes");
-    assert_non_null(wb);
-    double w = wb->num;
-    kiln_json_free(j);
+    double w = tr_weight_bytes(out);
     return w > (double)s.st_size ? w : (double)s.st_size;
 }
 
-/* The command's peak within twice the size (in the plain build: a sanitizer's shadow
- * memory is not kiln's). */
+/* The command's peak on the recipe within twice the size. */
 static void check_peak(const char *what, const char *recipe, long long rss, double size)
 {
-    printf("%-44s %-20s peak RSS %7.1f MB; model size %6.1f MB: %.2fx\n", what, recipe,
-           rss / 1e6, size / 1e6, rss / size);
-    assert_true(rss > 0);
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-    if ((double)rss > 2.0 * size)
-        fail_msg("%s %s: peak RSS %.1f MB is over twice the model's %.1f MB", what, recipe,
-                 rss / 1e6, size / 1e6);
-#endif
+    char w[300];
+    snprintf(w, sizeof w, "%s %s", what, recipe);
+    tr_check_peak(w, rss, size);
 }
 
 /* The default window of 512: 100 MB of logits at once before (2.2x on w4a8). 513 tokens:

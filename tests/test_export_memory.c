@@ -66,32 +66,10 @@ static double model_size(const char *dir, const char *recipe)
                           NULL};
     run_kiln(args);
     snprintf(out, sizeof out, "%s/out", tr_tmpdir);
-    KilnJson *j = NULL;
-    KilnDiag d = {0};
-    if (kiln_json_parse_file(out, &j, &d))
-        fail_msg("%s: %s", out, d.msg);
-    const KilnJson *rows = kiln_json_get(j, "rows");
-    assert_true(rows && rows->kind == KILN_JSON_ARRAY && rows->len >= 2);
-    const KilnJson *wb = kiln_json_get(&rows->items[1], "weight_bytes");
-    assert_non_null(wb);
-    double w = wb->num;
-    kiln_json_free(j);
+    double w = tr_weight_bytes(out);
     return w > (double)s.st_size ? w : (double)s.st_size;
 }
 
-/* The command's peak within twice the size (in the plain build: a sanitizer's shadow
- * memory is not kiln's). */
-static void check_peak(const char *what, long long rss, double size)
-{
-    printf("%-52s peak RSS %7.1f MB; model size %6.1f MB: %.2fx\n", what, rss / 1e6,
-           size / 1e6, rss / size);
-    assert_true(rss > 0);
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-    if ((double)rss > 2.0 * size)
-        fail_msg("%s: peak RSS %.1f MB is over twice the model's %.1f MB", what, rss / 1e6,
-                 size / 1e6);
-#endif
-}
 
 /* The bytes of dir/model.safetensors (malloc'd) and their count. */
 static char *file_bytes(const char *dir, size_t *len)
@@ -115,13 +93,13 @@ static void test_minilm_dir_quantize(void **st)
     char src[400], out[400], again[400], out2[400];
     quantize("w4a8-head", "minilm", "minilm-w4a8", src, sizeof src);
     double size = model_size(src, "w8a8-int8-dynamic");
-    check_peak("kiln quantize w8a8-int8-dynamic of a W4A8 MiniLM dir",
+    tr_check_peak("kiln quantize w8a8-int8-dynamic of a W4A8 MiniLM dir",
                quantize("w8a8-int8-dynamic", src, "q-w8a8", out, sizeof out), size);
     double size2 = model_size(out, "w4a16-g128-asym");
-    check_peak("kiln quantize w4a16-g128-asym of a W8A8 MiniLM dir",
+    tr_check_peak("kiln quantize w4a16-g128-asym of a W8A8 MiniLM dir",
                quantize("w4a16-g128-asym", out, "q-w4a16", out2, sizeof out2), size2);
     char f32[400]; /* every layer kept in f32: each was read and copied whole, 3.4x */
-    check_peak("kiln quantize f32 of a W4A8 MiniLM dir",
+    tr_check_peak("kiln quantize f32 of a W4A8 MiniLM dir",
                quantize("f32", src, "q-f32", f32, sizeof f32), model_size(src, "f32"));
     quantize("w8a8-int8-dynamic", src, "q-again", again, sizeof again);
     size_t na = 0, nb = 0;

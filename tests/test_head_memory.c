@@ -48,13 +48,8 @@ static double model_size(const char *rp)
     for (int i = 0; i < nmemo; i++)
         if (!strcmp(memo[i].rp, rp))
             return memo[i].size;
-    const char *env = getenv("KILN_MODELS_DIR"), *home = getenv("HOME");
     char file[1200], out[400];
-    if (env && *env)
-        snprintf(file, sizeof file, "%s/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", env);
-    else
-        snprintf(file, sizeof file, "%s/.cache/kiln/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 home ? home : ".");
+    tr_model_path("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", file, sizeof file);
     struct stat s;
     if (stat(file, &s))
         fail_msg("%s missing: run scripts/fetch-models.sh", file);
@@ -62,16 +57,8 @@ static double model_size(const char *rp)
                           NULL};
     run_kiln(args);
     snprintf(out, sizeof out, "%s/out", tr_tmpdir);
-    KilnJson *j = NULL;
-    KilnDiag d = {0};
-    if (kiln_json_parse_file(out, &j, &d))
-        fail_msg("%s: %s", out, d.msg);
-    const KilnJson *rows = kiln_json_get(j, "rows");
-    assert_true(rows && rows->kind == KILN_JSON_ARRAY && rows->len >= 2);
-    const KilnJson *wb = kiln_json_get(&rows->items[1], "weight_bytes");
-    assert_non_null(wb);
-    double w = wb->num > (double)s.st_size ? wb->num : (double)s.st_size;
-    kiln_json_free(j);
+    double wb = tr_weight_bytes(out);
+    double w = wb > (double)s.st_size ? wb : (double)s.st_size;
     if (nmemo < 8) {
         snprintf(memo[nmemo].rp, sizeof memo[nmemo].rp, "%s", rp);
         memo[nmemo++].size = w;
@@ -81,8 +68,7 @@ static double model_size(const char *rp)
 
 typedef enum { EVAL, GENERATE, BENCH } Cmd;
 
-/* The command on the recipe; its peak within twice the size (in the plain build: a
- * sanitizer's shadow memory is not kiln's). */
+/* The command on the recipe; its peak within twice the size (tr_check_peak). */
 static void check(Cmd cmd, const char *recipe)
 {
     char rp[1200];
@@ -96,14 +82,9 @@ static void check(Cmd cmd, const char *recipe)
     static const char *const what[] = {"kiln eval --tokens 513 (window 512)", "kiln generate -n 16",
                                        "kiln bench --model -p 512 -n 16 --repeat 1"};
     long long rss = run_kiln(cmd == EVAL ? eval : cmd == GENERATE ? gen : bench);
-    printf("%-44s %-18s peak RSS %7.1f MB; model size %6.1f MB: %.2fx\n", what[cmd], recipe,
-           rss / 1e6, size / 1e6, rss / size);
-    assert_true(rss > 0);
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-    if ((double)rss > 2.0 * size)
-        fail_msg("%s %s: peak RSS %.1f MB is over twice the model's %.1f MB", what[cmd], recipe,
-                 rss / 1e6, size / 1e6);
-#endif
+    char w[300];
+    snprintf(w, sizeof w, "%s %s", what[cmd], recipe);
+    tr_check_peak(w, rss, size);
 }
 
 /* The int8 head's 113 MB of f32 read whole to bind it: 2.18x, 2.19x, 2.21x before. */

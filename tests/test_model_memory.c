@@ -71,23 +71,6 @@ static long long file_size(const char *path)
     return stat(path, &s) ? -1 : (long long)s.st_size;
 }
 
-/* The weight_bytes of kiln eval --json's recipe row (the second). */
-static double recipe_weight_bytes(const char *json_path)
-{
-    KilnJson *j = NULL;
-    KilnDiag d = {0};
-    if (kiln_json_parse_file(json_path, &j, &d))
-        fail_msg("%s: %s", json_path, d.msg);
-    const KilnJson *rows = kiln_json_get(j, "rows");
-    assert_non_null(rows);
-    assert_true(rows->kind == KILN_JSON_ARRAY && rows->len >= 2);
-    const KilnJson *wb = kiln_json_get(&rows->items[1], "weight_bytes");
-    assert_non_null(wb);
-    double v = wb->num;
-    kiln_json_free(j);
-    return v;
-}
-
 /* kiln eval RECIPE --model MODEL (+ small counts) stays within 2 x the model's size. */
 static void check_eval(const char *model, const char *recipe, const char *count_opt,
                        const char *count)
@@ -118,7 +101,7 @@ static void check_eval(const char *model, const char *recipe, const char *count_
         kiln_rt_read_file(err, "stderr", 1 << 20, &e, &n, NULL);
         fail_msg("kiln eval %s --model %s: exit %d: %s", recipe, model, code, e ? e : "");
     }
-    double wbytes = recipe_weight_bytes(out);
+    double wbytes = tr_weight_bytes(out);
     double size = wbytes > (double)fsize ? wbytes : (double)fsize;
     printf("kiln eval %-28s --model %-7s %s %-4s peak RSS %7.1f MB; model size %6.1f MB (file "
            "%.1f, recipe weights %.1f): %.2fx\n", recipe, model, count_opt, count, rss / 1e6,

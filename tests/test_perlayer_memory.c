@@ -47,23 +47,19 @@ static double weight_bytes(bool per_layer)
 {
     char out[400];
     snprintf(out, sizeof out, "%s/out", tr_tmpdir);
+    double w = tr_weight_bytes(out);
+    if (!per_layer)
+        return w;
     KilnJson *j = NULL;
     KilnDiag d = {0};
     if (kiln_json_parse_file(out, &j, &d))
         fail_msg("%s: %s", out, d.msg);
-    const KilnJson *rows = kiln_json_get(j, "rows");
-    assert_true(rows && rows->kind == KILN_JSON_ARRAY && rows->len >= 2);
-    const KilnJson *wb = kiln_json_get(&rows->items[1], "weight_bytes");
-    assert_non_null(wb);
-    double w = wb->num;
-    if (per_layer) {
-        const KilnJson *pl = kiln_json_get(j, "per_layer");
-        assert_true(pl && pl->kind == KILN_JSON_ARRAY);
-        assert_int_equal(pl->len, 211); /* SmolLM2: 30 blocks x 7, and lm_head */
-        for (size_t i = 0; i < pl->len; i++) {
-            const KilnJson *s = kiln_json_get(&pl->items[i], "sqnr_db");
-            assert_true(s && s->kind == KILN_JSON_NUMBER && s->num > 0 && s->num < 400);
-        }
+    const KilnJson *pl = kiln_json_get(j, "per_layer");
+    assert_true(pl && pl->kind == KILN_JSON_ARRAY);
+    assert_int_equal(pl->len, 211); /* SmolLM2: 30 blocks x 7, and lm_head */
+    for (size_t i = 0; i < pl->len; i++) {
+        const KilnJson *s = kiln_json_get(&pl->items[i], "sqnr_db");
+        assert_true(s && s->kind == KILN_JSON_NUMBER && s->num > 0 && s->num < 400);
     }
     kiln_json_free(j);
     return w;
@@ -77,19 +73,6 @@ static double file_size(const char *path)
     return (double)s.st_size;
 }
 
-/* The peak within twice the size (in the plain build: a sanitizer's shadow memory is not
- * kiln's). */
-static void check_peak(const char *what, long long rss, double size)
-{
-    printf("%-58s peak RSS %7.1f MB; model size %6.1f MB: %.2fx\n", what, rss / 1e6, size / 1e6,
-           rss / size);
-    assert_true(rss > 0);
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-    if ((double)rss > 2.0 * size)
-        fail_msg("%s: peak RSS %.1f MB is over twice the model's %.1f MB", what, rss / 1e6,
-                 size / 1e6);
-#endif
-}
 
 /* kiln eval RECIPE --model MODEL --per-layer: first a short run without it for the size
  * (which also fills the kernel cache: no measured run pays LLVM's compile memory), then
@@ -105,7 +88,7 @@ static void eval_per_layer(const char *what, const char *recipe, const char *mod
                           "--json", "--quiet", NULL};
     long long rss = run_kiln(args);
     weight_bytes(true);
-    check_peak(what, rss, size);
+    tr_check_peak(what, rss, size);
 }
 
 /* SmolLM2's GGUF: its lm_head (ignored: an f32 kernel) is the tied embeddings, 113 MB of
@@ -113,13 +96,8 @@ static void eval_per_layer(const char *what, const char *recipe, const char *mod
 static void test_gguf(void **st)
 {
     (void)st;
-    const char *env = getenv("KILN_MODELS_DIR"), *home = getenv("HOME");
     char gguf[1200], rp[1200];
-    if (env && *env)
-        snprintf(gguf, sizeof gguf, "%s/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", env);
-    else
-        snprintf(gguf, sizeof gguf, "%s/.cache/kiln/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 home ? home : ".");
+    tr_model_path("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", gguf, sizeof gguf);
     snprintf(rp, sizeof rp, "%s/recipes/w4a16-g128-asym.lua", SRC);
     eval_per_layer("kiln eval w4a16-g128-asym --per-layer (GGUF)", rp, "smollm2",
                    file_size(gguf));

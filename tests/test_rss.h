@@ -60,6 +60,48 @@ static inline int tr_tmpdir_remove(void)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* ${KILN_MODELS_DIR:-$HOME/.cache/kiln/models}/rel into buf (scripts/fetch-models.sh). */
+static inline const char *tr_model_path(const char *rel, char *buf, size_t n)
+{
+    const char *env = getenv("KILN_MODELS_DIR"), *home = getenv("HOME");
+    if (env && *env)
+        snprintf(buf, n, "%s/%s", env, rel);
+    else
+        snprintf(buf, n, "%s/.cache/kiln/models/%s", home ? home : ".", rel);
+    return buf;
+}
+
+/* The weight_bytes of the recipe row (the second) of kiln eval --json's output at path. */
+static inline double tr_weight_bytes(const char *json_path)
+{
+    KilnJson *j = NULL;
+    KilnDiag d = {0};
+    if (kiln_json_parse_file(json_path, &j, &d))
+        fail_msg("%s: %s", json_path, d.msg);
+    const KilnJson *rows = kiln_json_get(j, "rows");
+    assert_non_null(rows);
+    assert_true(rows->kind == KILN_JSON_ARRAY && rows->len >= 2);
+    const KilnJson *wb = kiln_json_get(&rows->items[1], "weight_bytes");
+    assert_non_null(wb);
+    double v = wb->num;
+    kiln_json_free(j);
+    return v;
+}
+
+/* A command's peak within twice the model's size, printed either way; the limit is checked
+ * in the plain build only (a sanitizer's shadow memory is not kiln's). */
+static inline void tr_check_peak(const char *what, long long rss, double size)
+{
+    printf("%-66s peak RSS %7.1f MB; model size %6.1f MB: %.2fx\n", what, rss / 1e6,
+           size / 1e6, rss / size);
+    assert_true(rss > 0);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    if ((double)rss > 2.0 * size)
+        fail_msg("%s: peak RSS %.1f MB is over twice the model's %.1f MB", what, rss / 1e6,
+                 size / 1e6);
+#endif
+}
+
 #ifdef KILN_BIN
 /* kiln ARGS as a child (stdout to tr_tmpdir/out, stderr to tr_tmpdir/err), killed after
  * alarm_s, which must exit 0 (else the test fails with kiln's stderr): its peak resident

@@ -65,31 +65,16 @@ static double model_size(const char *dir, const char *recipe, bool decoder)
                           decoder ? "8" : "4", "--json", "--quiet", NULL};
     run_kiln(args);
     snprintf(out, sizeof out, "%s/out", tr_tmpdir);
-    KilnJson *j = NULL;
-    KilnDiag d = {0};
-    if (kiln_json_parse_file(out, &j, &d))
-        fail_msg("%s: %s", out, d.msg);
-    const KilnJson *rows = kiln_json_get(j, "rows");
-    assert_true(rows && rows->kind == KILN_JSON_ARRAY && rows->len >= 2);
-    const KilnJson *wb = kiln_json_get(&rows->items[1], "weight_bytes");
-    assert_non_null(wb);
-    double w = wb->num;
-    kiln_json_free(j);
+    double w = tr_weight_bytes(out);
     return w > (double)s.st_size ? w : (double)s.st_size;
 }
 
-/* The command's peak within twice the size (in the plain build: a sanitizer's shadow
- * memory is not kiln's). */
+/* The command's peak on dir within twice the size. */
 static void check_peak(const char *what, const char *dir, long long rss, double size)
 {
-    printf("%-40s %-26s peak RSS %7.1f MB; model size %6.1f MB: %.2fx\n", what,
-           strrchr(dir, '/') + 1, rss / 1e6, size / 1e6, rss / size);
-    assert_true(rss > 0);
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-    if ((double)rss > 2.0 * size)
-        fail_msg("%s on %s: peak RSS %.1f MB is over twice the model's %.1f MB", what, dir,
-                 rss / 1e6, size / 1e6);
-#endif
+    char w[300];
+    snprintf(w, sizeof w, "%s on %s", what, strrchr(dir, '/') + 1);
+    tr_check_peak(w, rss, size);
 }
 
 /* SmolLM2 quantized to W8A8 int8 (220 MB: the f32 embeddings and the int8 layers): eval

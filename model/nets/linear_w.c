@@ -85,6 +85,13 @@ static int64_t slice_rows(const KilnLinear *l)
     return fit;
 }
 
+/* ys [M, nr], the outputs of rows n0..n0+nr of a layer, into columns n0.. of y [M, N]. */
+static void put_cols(float *y, int64_t M, int64_t N, int64_t n0, const float *ys, int64_t nr)
+{
+    for (int64_t m = 0; m < M; m++)
+        memcpy(y + m * N + n0, ys + m * nr, sizeof(float) * (size_t)nr);
+}
+
 static int run_sliced(KilnLinear *l, int64_t rows, const float *x, int64_t M, float *y,
                       KilnDiag *d)
 {
@@ -109,8 +116,8 @@ static int run_sliced(KilnLinear *l, int64_t rows, const float *x, int64_t M, fl
         if (kiln_layer_run(kl, x, M, ys))
             r = kiln_diag_set(d, KILN_EINTERNAL, "layer %s: kernel failed", l->name);
         kiln_layer_destroy(kl);
-        for (int64_t m = 0; !r && m < M; m++)
-            memcpy(y + m * l->N + n0, ys + m * nr, sizeof(float) * (size_t)nr);
+        if (!r)
+            put_cols(y, M, l->N, n0, ys, nr);
     }
     wdrop(l);
     free(w), free(ys);
@@ -255,8 +262,7 @@ int kiln_linear_ref(KilnLinear *l, struct KilnPool *pool, const float *x, int64_
             break;
         wdrop(l); /* each chunk's pages (an f32 file: 16 MiB) handed back as it is read */
         kiln_gemm_f32(pool, x, M, w, l->b ? l->b + n0 : NULL, nr, l->K, ys);
-        for (int64_t m = 0; m < M; m++)
-            memcpy(y + m * l->N + n0, ys + m * nr, sizeof(float) * (size_t)nr);
+        put_cols(y, M, l->N, n0, ys, nr);
     }
     free(w), free(ys);
     return r;

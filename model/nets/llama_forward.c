@@ -129,11 +129,18 @@ static void attend(const AttnRow *f, const float *q, const float *K, const float
     f->mix(p, V, ks, n, hd, o);
 }
 
-void kiln_llama_attend(const float *q, const float *K, const float *V, size_t ks, int n, int hd,
-                       float *p, float *o)
+void kiln_llama_attention(const float *q, const float *k, const float *v, int T, int n, int nh,
+                          int nkv, int hd, float *p, float *out)
 {
     AttnRow f = pick_attn(hd);
-    attend(&f, q, K, V, ks, n, hd, p, o);
+    size_t ks = (size_t)nkv * hd;
+    int group = nh / nkv, pos0 = n - T;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < nh; h++) {
+            size_t row = ((size_t)t * nh + h) * hd;
+            size_t kv = (size_t)(h / group) * hd;
+            attend(&f, q + row, k + kv, v + kv, ks, pos0 + t + 1, hd, p, out + row);
+        }
 }
 
 typedef struct AttnTask {

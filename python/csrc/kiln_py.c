@@ -237,15 +237,7 @@ kiln_status kiln_py_attention(const float *q, const float *k, const float *v, in
     float *p = malloc(sizeof(float) * (size_t)n);
     if (!p)
         return fail_msg(KILN_STATUS_INTERNAL, "kiln_py_attention: out of memory for %d scores", n);
-    size_t ks = (size_t)nkv * hd;
-    int group = nh / nkv, pos0 = n - T;
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < nh; h++) {
-            size_t row = ((size_t)t * nh + h) * hd;
-            int kvh = h / group;
-            kiln_llama_attend(q + row, k + (size_t)kvh * hd, v + (size_t)kvh * hd, ks,
-                              pos0 + t + 1, hd, p, out + row);
-        }
+    kiln_llama_attention(q, k, v, T, n, nh, nkv, hd, p, out);
     free(p);
     py_err[0] = 0;
     return KILN_STATUS_OK;

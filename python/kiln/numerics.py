@@ -12,6 +12,7 @@ into different roundings, so its perplexity differs in the third or fourth digit
 kiln eval's. With kiln's numerics it is the same number."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Tuple
 
 import torch
@@ -98,6 +99,7 @@ class KilnLlamaMLP(torch.nn.Module):
         return self.down_proj(g)
 
 
+@functools.lru_cache(maxsize=None)
 def _kiln_pairs(hd: int) -> torch.Tensor:
     """transformers' head layout (the two halves of each RoPE pair hd/2 apart) in kiln's
     order (pairs adjacent), the order kiln's attention sums q·k in."""
