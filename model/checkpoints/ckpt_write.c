@@ -372,7 +372,7 @@ static int add_packed(Out *o, const KilnQLinear *q, KilnDiag *d)
         return oom(d);
     for (int64_t n = 0; w && n < N; n++)
         for (int64_t k = 0; k < K; k++) {
-            int32_t v;
+            int32_t v = 0;
             int rc = signed_code(q, q->codes[n * K + k], "code", &v, d);
             if (rc)
                 return rc;
