@@ -176,8 +176,9 @@ static void check_sum(KilnPool *p, int ntasks, bool track)
 }
 
 /* Weight blobs: small ones as kiln_rt_alloc; from 2 MiB up 2 MiB-aligned (so
- * the huge-page advice covers whole pages), zeroed, freed by kiln_rt_free; the
- * advice is best effort, and KILN_NO_HUGEPAGES gives plain 64-byte alignment. */
+ * the huge-page advice covers whole pages: only those inside the blob, its tail stays
+ * on 4 KiB pages), zeroed, freed by kiln_rt_free; the advice is best effort, and
+ * KILN_NO_HUGEPAGES gives plain 64-byte alignment. */
 static void test_alloc_weights(void **state)
 {
     (void)state;
