@@ -12,6 +12,9 @@
 #include "ir/numerics.h"
 #include "model/files/modelfile_internal.h"
 
+/* kiln_mf_rows_f32 reads up to this many bytes with pread instead of the mapping. */
+#define PREAD_MAX ((size_t)64 << 10)
+
 static const char *const mt_names[] = {
     [KILN_MT_F32] = "F32",   [KILN_MT_F16] = "F16",   [KILN_MT_BF16] = "BF16",
     [KILN_MT_F64] = "F64",   [KILN_MT_I8] = "I8",     [KILN_MT_I16] = "I16",
@@ -84,6 +87,7 @@ int kiln_mf_open(const char *path, KilnModelFile **out, KilnDiag *d)
     KilnModelFile *mf = calloc(1, sizeof *mf);
     if (!mf)
         return kiln_diag_set(d, KILN_EINTERNAL, "%s: out of memory", path);
+    mf->fd = -1;
     mf->path = kiln_mf_strdup(mf, path, strlen(path));
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block */
     if (fd < 0) {
@@ -105,7 +109,7 @@ int kiln_mf_open(const char *path, KilnModelFile **out, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINPUT, "%s: empty file", path);
     }
     mf->map = mmap(NULL, mf->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
+    mf->fd = fd;
     if (mf->map == MAP_FAILED) {
         mf->map = NULL;
         kiln_diag_set(d, KILN_EINPUT, "%s: cannot map: %s", path, strerror(errno));
@@ -141,6 +145,8 @@ void kiln_mf_close(KilnModelFile *mf)
         return;
     if (mf->map)
         munmap(mf->map, mf->size);
+    if (mf->fd >= 0)
+        close(mf->fd);
     free(mf->by_name);
     free(mf->meta_by_key);
     KilnArenaChunk *c = mf->arena;
@@ -458,13 +464,33 @@ int kiln_mf_rows_f32(const KilnModelFile *mf, const KilnModelTensor *t, int64_t 
         return kiln_diag_set(d, KILN_EINPUT, "%s: tensor '%s': rows %lld..%lld of %lld (of %lld "
                              "elements) cannot be read", mf->path, t->name, (long long)row0,
                              (long long)(row0 + nrows), (long long)rows, (long long)rowlen);
-    const uint8_t *p = t->data;
+    size_t off = is_block(t->type) ? (size_t)(row0 * rowlen / 32) * block_bytes(t->type)
+                                   : (size_t)(row0 * rowlen) * kiln_mt_elem_size(t->type);
+    size_t len = is_block(t->type) ? (size_t)(nrows * rowlen / 32) * block_bytes(t->type)
+                                   : (size_t)(nrows * rowlen) * kiln_mt_elem_size(t->type);
+    const uint8_t *src = (const uint8_t *)t->data + off;
+    uint8_t *buf = NULL;
+    if (len > 0 && len <= PREAD_MAX && mf->fd >= 0) {
+        /* A few rows (an embedding lookup): read, not faulted in. A fault maps the
+         * kernel's whole fault-around window (16 pages) of the table, so 640 scattered
+         * token rows made ~10 MB of MiniLM's table resident for a batch. */
+        buf = t->type == KILN_MT_F32 ? (uint8_t *)out : malloc(len);
+        off_t at = (off_t)(src - (const uint8_t *)mf->map);
+        if (buf && pread(mf->fd, buf, len, at) == (ssize_t)len) {
+            if (buf == (uint8_t *)out)
+                return 0;
+            src = buf;
+        } else if (buf != (uint8_t *)out) { /* short read (the file changed): the mapping */
+            free(buf);
+            buf = NULL;
+        }
+    }
     if (is_block(t->type))
-        deq_blocks(t->type, p + (size_t)(row0 * rowlen / 32) * block_bytes(t->type),
-                   nrows * rowlen / 32, out);
+        deq_blocks(t->type, src, nrows * rowlen / 32, out);
     else
-        convert_plain(t->type, p + (size_t)(row0 * rowlen) * kiln_mt_elem_size(t->type),
-                      nrows * rowlen, out);
+        convert_plain(t->type, src, nrows * rowlen, out);
+    if (buf != (uint8_t *)out)
+        free(buf);
     return 0;
 }
 

@@ -39,6 +39,7 @@ struct KilnModelFile {
     const char *path;
     void *map;
     size_t size;
+    int fd; /* kept open: small row reads go through pread (kiln_mf_rows_f32), -1 if none */
     KilnModelTensor *tensors;
     const char **type_names; /* per tensor: the file's own type name ("Q6_K", "U16") */
     int ntensors;
