@@ -109,6 +109,14 @@ typedef struct KilnLinear {
     bool cap_skip;
     float *cap;
     int64_t cap_rows, cap_max;
+    /* bound to the recipe by a capture's sink, its rows already consumed:
+     * kiln_linears_bind_consuming leaves it as it is (and clears this) */
+    bool bound_early;
+    /* kiln quantize's sink: the static activation scale computed from the rows before
+     * they were freed (kiln_static_act_params returns it) */
+    bool cap_have;
+    float cap_scale;
+    int32_t cap_zero;
     float *tmp; /* scratch for tracking / f16 outputs */
     int64_t tmp_n;
     /* Calibrated quantization (model/eval/calib.c, docs/quant.md). stats: the input
@@ -285,11 +293,27 @@ int kiln_bert_quant_prepare(struct KilnBert *m, const KilnRunCtx *rc, const char
 #define KILN_STATIC_TOKENS 256
 #define KILN_STATIC_SENTENCES 32
 #define KILN_STATIC_ROWS 512
+/* The calibration run goes block by block (kiln_llama_block / kiln_bert_block, the
+ * operations of a whole forward pass in the same order), and once a block has run its
+ * layers have seen every row they will see: sink (non-NULL) is then handed them, so
+ * their rows can be consumed and freed before the next block captures. Rows held are
+ * then one block's, not every layer's (MiniLM: 7 MB, not 42.5 MB). kiln eval,
+ * generate and bench bind the block's layers (kiln_linears_bind_sink); kiln quantize
+ * keeps their scales (cap_have). A NULL sink keeps every layer's rows. */
+typedef struct KilnCaptureSink {
+    int (*done)(void *arg, KilnLinear *ls, int n, KilnDiag *d); /* one block's layers */
+    void *arg;
+} KilnCaptureSink;
 struct KilnKVCache;
 int kiln_llama_capture_static(struct KilnLlama *m, struct KilnPool *pool, struct KilnKVCache *kv,
-                              const int32_t *ids, int n, KilnDiag *d);
+                              const int32_t *ids, int n, const KilnCaptureSink *sink,
+                              KilnDiag *d);
 int kiln_bert_capture_static(struct KilnBert *m, struct KilnPool *pool, const char *const *texts,
-                             int n, KilnDiag *d);
+                             int n, const KilnCaptureSink *sink, KilnDiag *d);
+/* A capture's sink for kiln eval, generate and bench (arg: the KilnRunCtx): binds the
+ * block's layers to the recipe as kiln_linears_bind_consuming would, each layer's rows
+ * freed once its kernel calibrated from them, and marks them bound_early. */
+int kiln_linears_bind_sink(void *rc, KilnLinear *ls, int n, KilnDiag *d);
 /* The static activation scale (and zero point) layer l runs with under activation
  * spec a (static): a's own scale when the recipe gives one, else kiln_calib_static on
  * the rows l captured, exactly as kiln_layer_create calibrates it. KILN_EINPUT naming

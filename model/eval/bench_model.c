@@ -43,6 +43,11 @@ static int bind_layers(Bench *b, KilnDiag *d)
         int i = j < 0 ? (rows ? -1 : big) : j < b->nl ? j : (rows ? big : -1);
         if (i < 0 || (j >= 0 && j < b->nl && i == big))
             continue;
+        if (b->ls[i].bound_early) { /* by the calibration's sink */
+            b->ls[i].bound_early = false;
+            kiln_progress_step(b->o->progress, ++done, b->ls[i].name);
+            continue;
+        }
         int rc = kiln_linears_bind(&b->ls[i], 1, &b->rc, d);
         kiln_linears_capture_end(&b->ls[i], 1);
         if (rc)
@@ -77,7 +82,8 @@ static int prepare_decoder(Bench *b, KilnDiag *d)
     if (!rc) /* rows only for the layers that calibrate from them */
         kiln_linears_capture_select(b->ls, b->nl, b->rc.fr);
     if (!rc && (kv_static || kiln_linears_capturing(b->ls, b->nl)))
-        rc = kiln_llama_capture_static(m, b->rc.pool, &b->ckv, ids, nc, d);
+        rc = kiln_llama_capture_static(m, b->rc.pool, &b->ckv, ids, nc,
+                                       &(KilnCaptureSink){kiln_linears_bind_sink, &b->rc}, d);
     free(ids);
     if (!rc)
         kiln_progress_end(b->o->progress);
@@ -96,7 +102,8 @@ static int prepare_encoder(Bench *b, KilnDiag *d)
                                      b->o->verbose, d);
     if (!rc)
         rc = kiln_bert_capture_static(b->model, b->rc.pool, (const char *const *)b->cal,
-                                      b->ncal, d);
+                                      b->ncal,
+                                      &(KilnCaptureSink){kiln_linears_bind_sink, &b->rc}, d);
     if (!rc)
         kiln_progress_end(b->o->progress);
     return rc;

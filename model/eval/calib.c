@@ -663,6 +663,10 @@ int kiln_static_act_params(const KilnLinear *l, const KilnQuantSpec *a, float *s
         *scale = a->scale, *zero = a->zero;
         return 0;
     }
+    if (l->cap_have) { /* computed by kiln quantize's capture sink, rows since freed */
+        *scale = l->cap_scale, *zero = l->cap_zero;
+        return 0;
+    }
     if (!l->cap || l->cap_rows <= 0)
         return kiln_diag_set(d, KILN_EINPUT,
                              "layer %s: its static activation scale is calibrated, but the layer "

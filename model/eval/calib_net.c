@@ -151,23 +151,43 @@ void kiln_linears_capture_select(KilnLinear *ls, int n, const KilnRecipe *fr)
     }
 }
 
+/* Hands block b's layers to the sink once the block has run: they have seen every row
+ * they will see in this pass. */
+static int sink_block(const KilnCaptureSink *sink, KilnLinear *ls, int b, int per_block,
+                      KilnDiag *d)
+{
+    return sink ? sink->done(sink->arg, ls + (size_t)b * per_block, per_block, d) : 0;
+}
+
 int kiln_llama_capture_static(KilnLlama *m, struct KilnPool *pool, KilnKVCache *kv,
-                              const int32_t *ids, int n, KilnDiag *d)
+                              const int32_t *ids, int n, const KilnCaptureSink *sink,
+                              KilnDiag *d)
 {
     int nl;
     KilnLinear *ls = kiln_llama_linears(m, &nl);
     int rc = kiln_linears_capture(ls, nl, d);
     n = n < KILN_STATIC_TOKENS ? n : KILN_STATIC_TOKENS;
-    if (!rc && n > 0) {
-        kiln_kv_calib_begin(kv);
-        rc = kiln_llama_forward(m, pool, kv, ids, n, 0, 0, NULL, d);
-        kiln_kv_calib_end(kv);
+    if (rc || n < 1)
+        return rc;
+    /* kiln_llama_forward's blocks one call at a time: its embedding, each block on the
+     * whole sequence at positions 0.., its K/V in layer b of kv (static ranges taken) */
+    float *x = malloc(sizeof(float) * (size_t)n * (size_t)m->d);
+    if (!x)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    kiln_kv_calib_begin(kv);
+    rc = kiln_llama_embed(m, ids, n, 0, x, d);
+    for (int b = 0; !rc && b < m->nlayers; b++) {
+        rc = kiln_llama_block(m, pool, kv, b, b, x, n, 0, d);
+        if (!rc)
+            rc = sink_block(sink, ls, b, L_PER, d);
     }
+    kiln_kv_calib_end(kv);
+    free(x);
     return rc;
 }
 
 int kiln_bert_capture_static(KilnBert *m, struct KilnPool *pool, const char *const *texts, int n,
-                             KilnDiag *d)
+                             const KilnCaptureSink *sink, KilnDiag *d)
 {
     int nl;
     KilnLinear *ls = kiln_bert_linears(m, &nl);
@@ -175,10 +195,17 @@ int kiln_bert_capture_static(KilnBert *m, struct KilnPool *pool, const char *con
     n = n < KILN_STATIC_SENTENCES ? n : KILN_STATIC_SENTENCES;
     if (rc || n < 1)
         return rc;
-    float *e = malloc(sizeof(float) * (size_t)kiln_bert_dim(m) * (size_t)n);
-    rc = e ? kiln_bert_embed(m, pool, texts, n, e, NULL, d)
-           : kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    free(e);
+    /* kiln_bert_embed's batch, its blocks one call at a time (the pooled output unused) */
+    KilnBertBatch bt;
+    rc = kiln_bert_batch_begin(m, texts, n, &bt, d);
+    if (rc)
+        return rc;
+    int nb = kiln_bert_nlayers(m), per = nb ? nl / nb : 1;
+    for (int b = 0; !rc && b < nb; b++) {
+        rc = kiln_bert_block(m, pool, b, &bt, d);
+        if (!rc)
+            rc = sink_block(sink, ls, b, per, d);
+    }
+    kiln_bert_batch_free(&bt);
     return rc;
 }
-

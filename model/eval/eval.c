@@ -545,7 +545,8 @@ static int eval_decoder(EvalRun *e, KilnLlama *llama, KilnDiag *d)
     bool kv_static = e->kvs.fmt >= KILN_KV_FP8_E4M3 && !e->kvs.dynamic;
     /* static activation scales and KV ranges (kiln quantize: the same) */
     if (!rc && (kv_static || kiln_linears_capturing(e->ls, e->nl)))
-        rc = kiln_llama_capture_static(llama, e->rc.pool, &ckv, cids, nc, d);
+        rc = kiln_llama_capture_static(llama, e->rc.pool, &ckv, cids, nc,
+                                       &(KilnCaptureSink){kiln_linears_bind_sink, &e->rc}, d);
     if (!rc && o->verbose)
         fprintf(stderr, "kiln eval: binding %d layers to %s\n", e->nl, o->recipe);
     if (!rc)
@@ -616,7 +617,8 @@ static int eval_encoder(EvalRun *e, KilnBert *bert, KilnDiag *d)
     if (!rc) /* rows only for the layers that calibrate from them */
         kiln_linears_capture_select(e->ls, e->nl, e->rc.fr);
     if (!rc && kiln_linears_capturing(e->ls, e->nl)) /* static activation scales */
-        rc = kiln_bert_capture_static(bert, e->rc.pool, (const char *const *)e->cal.v, e->cal.n, d);
+        rc = kiln_bert_capture_static(bert, e->rc.pool, (const char *const *)e->cal.v, e->cal.n,
+                                      &(KilnCaptureSink){kiln_linears_bind_sink, &e->rc}, d);
     if (!rc)
         rc = kiln_linears_bind_consuming(e->ls, e->nl, &e->rc, d);
     kiln_linears_capture_end(e->ls, e->nl);

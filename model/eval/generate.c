@@ -87,7 +87,8 @@ static int calibrate_and_bind(Gen *g, KilnDiag *d)
     if (!rc) /* rows only for the layers that calibrate from them, freed as each binds */
         kiln_linears_capture_select(g->ls, g->nl, g->rc.fr);
     if (!rc && (kv_static || kiln_linears_capturing(g->ls, g->nl)))
-        rc = kiln_llama_capture_static(g->m, g->rc.pool, &g->ckv, ids, nc, d);
+        rc = kiln_llama_capture_static(g->m, g->rc.pool, &g->ckv, ids, nc,
+                                       &(KilnCaptureSink){kiln_linears_bind_sink, &g->rc}, d);
     if (!rc)
         rc = kiln_linears_bind_consuming(g->ls, g->nl, &g->rc, d);
     kiln_linears_capture_end(g->ls, g->nl);

@@ -218,12 +218,35 @@ int kiln_quantize_linears(const KilnRunCtx *rc, KilnLinear *ls, int nl, KilnChec
     return 0;
 }
 
+/* The capture's sink (model.h): once a block has run, each of its layers' static
+ * activation scale is computed from its rows as kiln_static_act_params does, kept
+ * (cap_have) and the rows freed, so the rows held are one block's. */
+static int keep_scales(void *arg, KilnLinear *ls, int n, KilnDiag *d)
+{
+    const KilnRunCtx *rc = arg;
+    for (int i = 0; i < n; i++) {
+        KilnLinear *l = &ls[i];
+        int rule = kiln_recipe_ignored(rc->fr, l->name) ? -1 : kiln_recipe_match(rc->fr, l->name);
+        KilnQuantSpec a = {0};
+        int r = 0;
+        if (l->cap_rows > 0 && rule >= 0 && kiln_recipe_rule_acts(rc->fr, rule, &a) &&
+            !a.dynamic && !(a.scale > 0)) {
+            r = kiln_static_act_params(l, &a, &l->cap_scale, &l->cap_zero, d);
+            l->cap_have = !r;
+        }
+        kiln_linears_capture_end(l, 1);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
 /* kiln eval's calibration run for static activation scales (model.h), after the
  * methods, so each scale is of the input a layer sees once a method's scales are
  * folded in: the layers bound as kiln eval's f32 row leaves them unless a method ran
  * (bit for bit the same inputs), the recipe's KV cache, the first tokens of the ids
- * the methods saw (BERT: the first lines). Leaves the layers unbound with their
- * captured rows. */
+ * the methods saw (BERT: the first lines). Leaves the layers unbound with their static
+ * scales computed (keep_scales). */
 static int capture_static(const KilnQuantizeOpts *o, const KilnRunCtx *rc, KilnLlama *llama,
                           KilnBert *bert, KilnLinear *ls, int nl, const int32_t *ids, int n,
                           char **cal, int ncal, KilnDiag *d)
@@ -244,10 +267,12 @@ static int capture_static(const KilnQuantizeOpts *o, const KilnRunCtx *rc, KilnL
         if (!r)
             r = kiln_llama_kv_init(llama, &kv, &kvs, nt > 0 ? nt : 1, d);
         if (!r)
-            r = kiln_llama_capture_static(llama, rc->pool, &kv, ids, n, d);
+            r = kiln_llama_capture_static(llama, rc->pool, &kv, ids, n,
+                                          &(KilnCaptureSink){keep_scales, (void *)rc}, d);
         kiln_kv_free(&kv);
     } else if (!r) {
-        r = kiln_bert_capture_static(bert, rc->pool, (const char *const *)cal, ncal, d);
+        r = kiln_bert_capture_static(bert, rc->pool, (const char *const *)cal, ncal,
+                                     &(KilnCaptureSink){keep_scales, (void *)rc}, d);
     }
     kiln_linears_unbind(ls, nl);
     kiln_runctx_close_f32(&f32);

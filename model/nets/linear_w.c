@@ -286,10 +286,26 @@ int kiln_linears_bind_consuming(KilnLinear *ls, int n, const KilnRunCtx *rc, Kil
         int i = j < 0 ? (rows ? -1 : big) : j < n ? j : (rows ? big : -1);
         if (i < 0 || (j >= 0 && j < n && i == big))
             continue;
+        if (ls[i].bound_early) { /* by the capture's sink */
+            ls[i].bound_early = false;
+            continue;
+        }
         int r = kiln_linears_bind(&ls[i], 1, rc, d);
         kiln_linears_capture_end(&ls[i], 1);
         if (r)
             return r;
+    }
+    return 0;
+}
+
+int kiln_linears_bind_sink(void *rc, KilnLinear *ls, int n, KilnDiag *d)
+{
+    for (int i = 0; i < n; i++) {
+        int r = kiln_linears_bind(&ls[i], 1, rc, d);
+        kiln_linears_capture_end(&ls[i], 1);
+        if (r)
+            return r;
+        ls[i].bound_early = true;
     }
     return 0;
 }

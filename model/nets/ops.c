@@ -490,6 +490,7 @@ void kiln_linears_unbind(KilnLinear *ls, int n)
         ls[i].blocks = NULL;
         ls[i].act_fused = false;
         ls[i].percall = NULL;
+        ls[i].bound_early = false;
         ls[i].kernel = "f32";
         ls[i].wbytes = sizeof(float) * (size_t)(ls[i].N * ls[i].K);
     }
@@ -507,6 +508,7 @@ int kiln_linears_capture(KilnLinear *ls, int n, KilnDiag *d)
         }
         l->cap_max = KILN_STATIC_ROWS;
         l->cap_rows = 0;
+        l->cap_have = false;
     }
     return 0;
 }
