@@ -193,8 +193,40 @@ static void unpermute(void *m, size_t esz, int64_t N, int64_t K, const int32_t *
     }
 }
 
+/* H's rows and columns reordered in place: row and column a become the old ones q(a) =
+ * perm[K-1-a]. Rows by following the permutation's cycles (one row of x kept aside),
+ * then each row's columns through x. Returns -1 out of memory. */
+static int reorder_in_place(double *H, int64_t K, const int32_t *perm, double *x)
+{
+    unsigned char *seen = calloc((size_t)K, 1);
+    if (!seen)
+        return -1;
+    size_t row = (size_t)K * sizeof *H;
+    for (int64_t c = 0; c < K; c++) {
+        if (seen[c])
+            continue;
+        memcpy(x, H + c * K, row);
+        int64_t a = c;
+        for (int64_t q = perm[K - 1 - a]; q != c; a = q, q = perm[K - 1 - a]) {
+            memcpy(H + a * K, H + q * K, row);
+            seen[a] = 1;
+        }
+        memcpy(H + a * K, x, row);
+        seen[a] = 1;
+    }
+    free(seen);
+    for (int64_t a = 0; a < K; a++) {
+        double *r = H + a * K;
+        for (int64_t b = 0; b < K; b++)
+            x[b] = r[perm[K - 1 - b]];
+        memcpy(r, x, row);
+    }
+    return 0;
+}
+
 /* A = J P H Pᵀ J (P: the sweep order, J: reversal) with dead columns' diagonal 1 and
- * λ added to the diagonal; the error names a sweep column the factorisation failed at. */
+ * λ added to the diagonal; the error names a sweep column the factorisation failed at.
+ * A == H: reordered in place (kiln_quant_gptq_consume). */
 static int factor_hessian(Gptq *g, const double *H, const double *diag, float damp, double *A,
                           double *x, KilnDiag *d)
 {
@@ -204,12 +236,15 @@ static int factor_hessian(Gptq *g, const double *H, const double *diag, float da
         mean += diag[j];
     mean /= (double)K;
     double lambda = (double)damp * mean;
+    if (A == H && reorder_in_place(A, K, g->perm, x))
+        return kiln_diag_set(d, KILN_EINTERNAL, "gptq: out of memory");
     for (int64_t a = 0; a < K; a++) {
         int64_t qa = g->perm[K - 1 - a];
-        for (int64_t b = 0; b < K; b++) {
+        for (int64_t b = 0; A != H && b < K; b++) {
             int64_t qb = g->perm[K - 1 - b];
-            A[a * K + b] = qa == qb ? diag[qa] + lambda : H[qa * K + qb];
+            A[a * K + b] = H[qa * K + qb];
         }
+        A[a * K + a] = diag[qa] + lambda;
     }
     int64_t bad = upper_factor_of_inverse(A, K, g->U, x);
     if (bad)
@@ -253,9 +288,8 @@ static int gptq_prepare(Gptq *g, const float *W, const double *H, bool act_order
     return 0;
 }
 
-int kiln_quant_gptq(const float *W, int64_t N, int64_t K, const double *H,
-                    const KilnQuantSpec *spec, const KilnGptqOpts *o, KilnQResult *out,
-                    KilnDiag *d)
+static int gptq(const float *W, int64_t N, int64_t K, const double *H, double *scratch,
+                const KilnQuantSpec *spec, const KilnGptqOpts *o, KilnQResult *out, KilnDiag *d)
 {
     memset(out, 0, sizeof *out);
     int rc = kq_check("gptq", spec, N, K, d);
@@ -276,7 +310,8 @@ int kiln_quant_gptq(const float *W, int64_t N, int64_t K, const double *H,
     g.w = malloc((size_t)N * (size_t)K * sizeof *g.w);
     g.U = malloc(kk * sizeof *g.U);
     g.perm = keep_perm ? out->perm : malloc((size_t)K * sizeof *g.perm);
-    double *A = malloc(kk * sizeof *A), *diag = malloc((size_t)K * sizeof *diag);
+    double *A = scratch ? scratch : malloc(kk * sizeof *A);
+    double *diag = malloc((size_t)K * sizeof *diag);
     double *x = malloc((size_t)K * sizeof *x);
     float *e = malloc((size_t)B * sizeof *e), *tmp = malloc((size_t)K * sizeof *tmp);
     if (!g.w || !g.U || !g.perm || !A || !diag || !x || !e || !tmp)
@@ -299,7 +334,8 @@ int kiln_quant_gptq(const float *W, int64_t N, int64_t K, const double *H,
     free(g.U);
     if (!keep_perm)
         free(g.perm);
-    free(A);
+    if (A != scratch)
+        free(A);
     free(diag);
     free(x);
     free(e);
@@ -307,4 +343,18 @@ int kiln_quant_gptq(const float *W, int64_t N, int64_t K, const double *H,
     if (rc)
         kiln_qresult_free(out);
     return rc;
+}
+
+int kiln_quant_gptq(const float *W, int64_t N, int64_t K, const double *H,
+                    const KilnQuantSpec *spec, const KilnGptqOpts *o, KilnQResult *out,
+                    KilnDiag *d)
+{
+    return gptq(W, N, K, H, NULL, spec, o, out, d);
+}
+
+int kiln_quant_gptq_consume(const float *W, int64_t N, int64_t K, double *H,
+                            const KilnQuantSpec *spec, const KilnGptqOpts *o, KilnQResult *out,
+                            KilnDiag *d)
+{
+    return gptq(W, N, K, H, H, spec, o, out, d);
 }

@@ -589,6 +589,48 @@ static void test_gptq_act_order(void **state)
 }
 
 /* H = I: no column informs another, so GPTQ is round to nearest, code for code. */
+/* kiln_quant_gptq_consume factors in H's own storage (reordered in place, no second
+ * K x K copy): the same codes, scales, zeros, weights and permutation as kiln_quant_gptq
+ * on a copy of H, for identity and act-order sweep orders (whose permutation has cycles
+ * of many lengths) and a K that is not a power of two. */
+static void test_gptq_consume_same_bits(void **state)
+{
+    (void)state;
+    Rng rng = {11};
+    const int64_t R = 300, K = 97, N = 13;
+    float *X = correlated_x(&rng, R, K, 16), *W = gauss_matrix(&rng, N, K, 0.05);
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t k = 0; k < K; k += 7)
+            X[r * K + k] *= 1 + k % 5;
+    double *H = hessian_of(X, R, K), *H2 = malloc(sizeof(double) * (size_t)(K * K));
+    assert_non_null(H2);
+    const KilnQuantSpec specs[] = {spec(KILN_QF_INT4, true, KILN_GRAN_GROUP, 32),
+                                   spec(KILN_QF_INT8, false, KILN_GRAN_CHANNEL, 0)};
+    for (int t = 0; t < 2; t++)
+        for (int mode = 0; mode < 3; mode++) {
+            KilnGptqOpts o = KILN_GPTQ_DEFAULTS;
+            o.act_order = mode > 0;
+            o.static_groups = mode == 1;
+            KilnQResult a, b;
+            KilnDiag d = {0};
+            memcpy(H2, H, sizeof(double) * (size_t)(K * K));
+            assert_int_equal(kiln_quant_gptq(W, N, K, H, &specs[t], &o, &a, &d), 0);
+            assert_int_equal(kiln_quant_gptq_consume(W, N, K, H2, &specs[t], &o, &b, &d), 0);
+            assert_memory_equal(a.w, b.w, sizeof(float) * (size_t)(N * K));
+            assert_memory_equal(a.codes, b.codes, sizeof(int16_t) * (size_t)(N * K));
+            assert_memory_equal(a.scale, b.scale, sizeof(float) * (size_t)(N * a.ngroups));
+            assert_true((a.zero == NULL) == (b.zero == NULL));
+            if (a.zero)
+                assert_memory_equal(a.zero, b.zero, sizeof(int32_t) * (size_t)(N * a.ngroups));
+            assert_true((a.perm == NULL) == (b.perm == NULL));
+            if (a.perm)
+                assert_memory_equal(a.perm, b.perm, sizeof(int32_t) * (size_t)K);
+            kiln_qresult_free(&a);
+            kiln_qresult_free(&b);
+        }
+    free(X), free(W), free(H), free(H2);
+}
+
 static void test_gptq_identity_is_rtn(void **state)
 {
     (void)state;
@@ -941,6 +983,7 @@ int main(void)
         cmocka_unit_test(test_gptq_matches_plain),
         cmocka_unit_test(test_gptq_beats_rtn),
         cmocka_unit_test(test_gptq_act_order),
+        cmocka_unit_test(test_gptq_consume_same_bits),
         cmocka_unit_test(test_gptq_identity_is_rtn),
         cmocka_unit_test(test_gptq_dead_columns_and_errors),
         cmocka_unit_test(test_awq_search),

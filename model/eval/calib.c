@@ -402,7 +402,10 @@ static int migrate(KilnLinear *ls, Plan *plan, const KilnScaleSite *site, const 
     return r;
 }
 
-static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose, KilnDiag *d)
+/* last: no other layer's GPTQ reads this layer's H, so it is the working matrix
+ * (kiln_quant_gptq_consume: no second K×K copy) */
+static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool last, bool verbose,
+                      KilnDiag *d)
 {
     const KilnMethod *m = p->m;
     KilnQuantSpec q;
@@ -416,7 +419,9 @@ static int gptq_layer(KilnLinear *l, Plan *p, const KilnRunCtx *rc, bool verbose
     KilnQResult *res = calloc(1, sizeof *res);
     if (!res)
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
-    r = kiln_quant_gptq(l->w, l->N, l->K, ((Input *)l->stats)->H, &q, &go, res, d);
+    double *H = ((Input *)l->stats)->H;
+    r = last ? kiln_quant_gptq_consume(l->w, l->N, l->K, H, &q, &go, res, d)
+             : kiln_quant_gptq(l->w, l->N, l->K, H, &q, &go, res, d);
     if (r) {
         free(res);
         char why[sizeof d->msg];
@@ -485,6 +490,17 @@ static void prep_step(Prep *p, bool done, const char *what)
     kiln_progress_step(pg, done ? ++p->step : p->step, what);
     if (!done && p->verbose)
         kiln_progress_clear(pg);
+}
+
+/* The site (index into p->all) whose input layer i reads and whose statistics a method
+ * needs, or -1. */
+static int site_of(const Prep *p, int i)
+{
+    for (int s = 0; s < p->na; s++)
+        for (int j = 0; p->need[s] && j < p->all[s].nlin; j++)
+            if (p->all[s].lin[j] == i)
+                return s;
+    return -1;
 }
 
 static int block_of(const Prep *p, int layer)
@@ -589,19 +605,15 @@ static int block_methods(Prep *p, int b, KilnDiag *d)
     }
     for (int i = 0; i < p->n && !r; i++)
         if (block_of(p, i) == b && p->plan[i].m && p->plan[i].m->gptq) {
+            int s = site_of(p, i); /* its input's H: done once its layers are */
+            Input *in = s >= 0 ? (Input *)ls[p->all[s].lin[0]].stats : NULL;
+            int *left = s >= 0 ? &p->left[p->all[s].lin[0]] : NULL;
             prep_step(p, false, ls[i].name);
-            r = gptq_layer(&ls[i], &p->plan[i], p->rc, p->verbose, d);
+            r = gptq_layer(&ls[i], &p->plan[i], p->rc, in && *left == 1, p->verbose, d);
             prep_step(p, true, ls[i].name);
-            for (int s = 0; s < p->na && !r; s++) { /* H done once its layers are */
-                const KilnScaleSite *si = &p->all[s];
-                bool mine = false;
-                for (int j = 0; j < si->nlin; j++)
-                    mine |= si->lin[j] == i;
-                Input *in = mine && p->need[s] ? (Input *)ls[si->lin[0]].stats : NULL;
-                if (in && --p->left[si->lin[0]] == 0) {
-                    free(in->H);
-                    in->H = NULL;
-                }
+            if (!r && in && --*left == 0) {
+                free(in->H);
+                in->H = NULL;
             }
         }
     block_release(p);

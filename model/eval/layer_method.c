@@ -113,7 +113,7 @@ static int gptq(const KilnMethod *m, const KilnQuantSpec *q, KilnLayerMethod *ou
                        .static_groups = m->act_order != 2};
     KilnQResult res = {0};
     if (!rc)
-        rc = kiln_quant_gptq(out->wt, N, K, H, q, &go, &res, d);
+        rc = kiln_quant_gptq_consume(out->wt, N, K, H, q, &go, &res, d); /* H freed after */
     free(H);
     if (!rc && res.perm) { /* the layer now takes x[:, perm] */
         out->in_perm = res.perm, res.perm = NULL;
