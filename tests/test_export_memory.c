@@ -1,5 +1,5 @@
 /* tests/test_export_memory.c — `kiln quantize` of a quantized Hugging Face directory within
- * twice its size (issue 17; docs/hardening.md, "A quantized directory run again"): the BERT
+ * twice its size (issue 17; docs/hardening.md, "Memory"): the BERT
  * export read the source's plain tensors (the 47 MB of f32 word embeddings, with their file
  * pages) whole when the model's linear layers were stored ones (none with a plain file to
  * read from again): 153 MB for a 59 MB quantized MiniLM, 2.6x. Now they are read a slice of

@@ -46,7 +46,8 @@ typedef struct ToolArgs {
 
 /* util.c: the one parser of every command's options. Numbers are decimal digits only
  * (no sign, space, junk or overflow) within each option's limits below; anything else
- * is exit 2 naming the option and the range (docs/hardening.md, "Command-line options"). */
+ * is exit 2 naming the option and the range (docs/hardening.md, "Command-line options,
+ * named files, results"). */
 #define TOOL_MAX_DIM (INT64_C(1) << 31)      /* M, N, K of --shape and shapes files */
 #define TOOL_MAX_ELEMS (INT64_C(1) << 28)    /* elements of each matrix made for a layer */
 #define TOOL_MAX_TOKENS (INT64_C(1) << 20)   /* eval --tokens */

@@ -95,7 +95,7 @@ int tool_check_shape(const char *where, int64_t M, int64_t N, int64_t K, bool da
 }
 
 /* The numeric options: each parsed strictly into its field, within its limits
- * (docs/hardening.md, "Command-line options"). */
+ * (docs/hardening.md, "Command-line options, named files, results"). */
 typedef struct NumOpt {
     const char *name;
     int64_t lo, hi;
