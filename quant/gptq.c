@@ -198,7 +198,7 @@ static void unpermute(void *m, size_t esz, int64_t N, int64_t K, const int32_t *
  * then each row's columns through x. Returns -1 out of memory. */
 static int reorder_in_place(double *H, int64_t K, const int32_t *perm, double *x)
 {
-    unsigned char *seen = calloc((size_t)K, 1);
+    unsigned char *seen = K > 0 ? calloc((size_t)K, 1) : NULL;
     if (!seen)
         return -1;
     size_t row = (size_t)K * sizeof *H;
