@@ -179,6 +179,57 @@ static void test_st_roundtrip(void **state)
 }
 
 /* Hand-written headers: every kind of malformed safetensors file. */
+/* kiln_mf_rows_f32 reads a few rows with pread on the descriptor kiln_mf_open keeps, and
+ * through the mapping past the first 256 files open at once (or for a big read): both
+ * give the same values, in every format and for row ranges at the tensor's ends. */
+static void test_rows_pread_and_mapped(void **state)
+{
+    (void)state;
+    enum { R = 70, C = 5, OPEN = 300 };
+    static float f32[R * C];
+    static uint16_t f16[R * C], bf16[R * C];
+    for (int i = 0; i < R * C; i++) {
+        f32[i] = (float)(i * 37 % 101) - 50.25f;
+        f16[i] = (uint16_t)(0x3C00 + i % 1024);
+        bf16[i] = (uint16_t)(0x3F80 + i % 128);
+    }
+    KilnModelTensor ts[] = {
+        {"f32", KILN_MT_F32, 2, {R, C}, R * C, f32, sizeof f32},
+        {"f16", KILN_MT_F16, 2, {R, C}, R * C, f16, sizeof f16},
+        {"bf16", KILN_MT_BF16, 2, {R, C}, R * C, bf16, sizeof bf16},
+    };
+    const char *path = tmp_path("rows.safetensors");
+    KilnDiag d = {0};
+    assert_int_equal(kiln_safetensors_write(path, ts, 3, NULL, 0, &d), 0);
+    KilnModelFile **mf = calloc(OPEN, sizeof *mf);
+    assert_non_null(mf);
+    for (int k = 0; k < OPEN; k++)
+        assert_int_equal(kiln_mf_open(path, &mf[k], &d), 0);
+    static float all[R * C], a[R * C], b[R * C];
+    for (int t = 0; t < 3; t++) {
+        const KilnModelTensor *ta = kiln_mf_find(mf[0], ts[t].name);
+        const KilnModelTensor *tb = kiln_mf_find(mf[OPEN - 1], ts[t].name);
+        assert_non_null(ta);
+        assert_non_null(tb);
+        assert_int_equal(kiln_mf_rows_f32(mf[0], ta, 0, R, all, &d), 0);
+        if (t == 0)
+            assert_memory_equal(all, f32, sizeof f32);
+        const int64_t ranges[][2] = {{0, 1}, {R - 1, 1}, {3, 17}, {0, R}, {R, 0}};
+        for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+            int64_t r0 = ranges[r][0], nr = ranges[r][1];
+            assert_int_equal(kiln_mf_rows_f32(mf[0], ta, r0, nr, a, &d), 0);
+            assert_int_equal(kiln_mf_rows_f32(mf[OPEN - 1], tb, r0, nr, b, &d), 0);
+            if (nr > 0) {
+                assert_memory_equal(a, all + r0 * C, sizeof(float) * (size_t)(nr * C));
+                assert_memory_equal(b, all + r0 * C, sizeof(float) * (size_t)(nr * C));
+            }
+        }
+    }
+    for (int k = 0; k < OPEN; k++)
+        kiln_mf_close(mf[k]);
+    free(mf);
+}
+
 static void test_st_malformed(void **state)
 {
     (void)state;
@@ -727,6 +778,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_st_roundtrip),
         cmocka_unit_test(test_st_malformed),
+        cmocka_unit_test(test_rows_pread_and_mapped),
         cmocka_unit_test(test_gguf_read),
         cmocka_unit_test(test_gguf_malformed),
         cmocka_unit_test(test_fuzz_mutations),

@@ -3,6 +3,7 @@
  * tensors (plain and Q8_0/Q4_0/Q4_1 blocks) to f32. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -12,8 +13,13 @@
 #include "ir/numerics.h"
 #include "model/files/modelfile_internal.h"
 
-/* kiln_mf_rows_f32 reads up to this many bytes with pread instead of the mapping. */
+/* kiln_mf_rows_f32 reads up to this many bytes with pread instead of the mapping, on the
+ * file descriptor kiln_mf_open keeps: at most KEPT_FDS of them in the process (a
+ * directory may have 4096 shards, and the soft limit on open files is often 1024); a
+ * file opened beyond that is read through its mapping only. */
 #define PREAD_MAX ((size_t)64 << 10)
+#define KEPT_FDS 256
+static atomic_int kept_fds;
 
 static const char *const mt_names[] = {
     [KILN_MT_F32] = "F32",   [KILN_MT_F16] = "F16",   [KILN_MT_BF16] = "BF16",
@@ -109,10 +115,16 @@ int kiln_mf_open(const char *path, KilnModelFile **out, KilnDiag *d)
         return kiln_diag_set(d, KILN_EINPUT, "%s: empty file", path);
     }
     mf->map = mmap(NULL, mf->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    mf->fd = fd;
+    int merr = errno;
+    if (atomic_fetch_add(&kept_fds, 1) < KEPT_FDS) {
+        mf->fd = fd;
+    } else {
+        atomic_fetch_sub(&kept_fds, 1);
+        close(fd);
+    }
     if (mf->map == MAP_FAILED) {
         mf->map = NULL;
-        kiln_diag_set(d, KILN_EINPUT, "%s: cannot map: %s", path, strerror(errno));
+        kiln_diag_set(d, KILN_EINPUT, "%s: cannot map: %s", path, strerror(merr));
         kiln_mf_close(mf);
         return KILN_EINPUT;
     }
@@ -145,8 +157,10 @@ void kiln_mf_close(KilnModelFile *mf)
         return;
     if (mf->map)
         munmap(mf->map, mf->size);
-    if (mf->fd >= 0)
+    if (mf->fd >= 0) {
         close(mf->fd);
+        atomic_fetch_sub(&kept_fds, 1);
+    }
     free(mf->by_name);
     free(mf->meta_by_key);
     KilnArenaChunk *c = mf->arena;
