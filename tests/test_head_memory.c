@@ -74,13 +74,18 @@ static void check(Cmd cmd, const char *recipe)
     char rp[1200];
     snprintf(rp, sizeof rp, "%s/recipes/%s.lua", SRC, recipe);
     double size = model_size(rp);
-    const char *eval[] = {"eval", rp, "--model", "smollm2", "--tokens", "513", "--quiet", NULL};
+    /* under a sanitizer (no RSS check there) one window of 64 and a 64-token prompt: the
+     * same windows, KV cache and prompt paths (tests/test_rss.h) */
+    const char *eval[] = {"eval", rp, "--model", "smollm2", "--tokens", TR_SIZE("513", "65"),
+                          "--quiet", TR_SAN_ARGS("--window", "64"), NULL};
     const char *gen[] = {"generate", rp, "--model", "smollm2", "--prompt",
                          "Write one sentence about the sea.", "-n", "16", "--quiet", NULL};
-    const char *bench[] = {"bench", rp, "--model", "smollm2", "-p", "512", "-n", "16",
-                           "--repeat", "1", NULL};
-    static const char *const what[] = {"kiln eval --tokens 513 (window 512)", "kiln generate -n 16",
-                                       "kiln bench --model -p 512 -n 16 --repeat 1"};
+    const char *bench[] = {"bench", rp, "--model", "smollm2", "-p", TR_SIZE("512", "64"),
+                           "-n", TR_SIZE("16", "4"), "--repeat", "1", NULL};
+    static const char *const what[] = {
+        TR_SIZE("kiln eval --tokens 513 (window 512)", "kiln eval --tokens 65 --window 64"),
+        "kiln generate -n 16",
+        TR_SIZE("kiln bench --model -p 512 -n 16 --repeat 1", "kiln bench --model -p 64 -n 4")};
     long long rss = run_kiln(cmd == EVAL ? eval : cmd == GENERATE ? gen : bench);
     char w[300];
     snprintf(w, sizeof w, "%s %s", what[cmd], recipe);
