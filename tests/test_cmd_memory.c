@@ -53,34 +53,12 @@ static void recipe_path(const char *recipe, char *buf, size_t n)
     snprintf(buf, n, "%s/recipes/%s.lua", SRC, recipe);
 }
 
-/* SmolLM2's size under the recipe: the bigger of its GGUF file and the recipe's weights
- * (kiln eval --json's recipe row), one kiln eval a recipe. Also fills the kernel cache, so
- * no run measured below pays LLVM's compile memory (docs/hardening.md). */
+/* SmolLM2's size under the recipe (tr_smollm2_size: one kiln eval a recipe). */
 static double model_size(const char *recipe)
 {
-    static struct { char recipe[64]; double size; } memo[4];
-    static int nmemo;
-    for (int i = 0; i < nmemo; i++)
-        if (!strcmp(memo[i].recipe, recipe))
-            return memo[i].size;
-    char file[1200], rp[1200], out[400];
-    tr_model_path("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", file, sizeof file);
-    struct stat s;
-    if (stat(file, &s))
-        fail_msg("%s missing: run scripts/fetch-models.sh", file);
+    char rp[1200];
     recipe_path(recipe, rp, sizeof rp);
-    const char *args[] = {"eval", rp, "--model", "smollm2", "--tokens", "8", "--json", "--quiet",
-                          NULL};
-    long long rss = 0;
-    run_kiln(args, &rss);
-    snprintf(out, sizeof out, "%s/out", tr_tmpdir);
-    double w = tr_weight_bytes(out);
-    w = w > (double)s.st_size ? w : (double)s.st_size;
-    if (nmemo < 4) {
-        snprintf(memo[nmemo].recipe, sizeof memo[nmemo].recipe, "%s", recipe);
-        memo[nmemo++].size = w;
-    }
-    return w;
+    return tr_smollm2_size(rp);
 }
 
 /* The command's peak on the recipe within twice the size. */
