@@ -408,7 +408,7 @@ static void check(const char *model, const char *recipe, const char *warm, doubl
     const char *w[] = {"eval", wp, "--model", model, copt, "2", "--quiet", NULL};
     const char *a[] = {"eval", rp, "--model", model, copt, "2", "--json", "--quiet", NULL};
     long long rss = 0;
-    int code = run_kiln(w, out, err, &rss);
+    int code = TR_SANITIZED ? 0 : run_kiln(w, out, err, &rss); /* no size checked there */
     if (code == 0)
         code = run_kiln(a, out, err, &rss);
     if (code) {

@@ -53,24 +53,12 @@ static void recipe_path(const char *recipe, char *buf, size_t n)
     snprintf(buf, n, "%s/recipes/%s.lua", SRC, recipe);
 }
 
-/* SmolLM2's size under the recipe: the bigger of its GGUF file and the recipe's weights
- * (kiln eval --json's recipe row). Also fills the kernel cache, so no run measured below
- * pays LLVM's compile memory (docs/hardening.md). */
+/* SmolLM2's size under the recipe (tr_smollm2_size: one kiln eval a recipe). */
 static double model_size(const char *recipe)
 {
-    char file[1200], rp[1200], out[400];
-    tr_model_path("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", file, sizeof file);
-    struct stat s;
-    if (stat(file, &s))
-        fail_msg("%s missing: run scripts/fetch-models.sh", file);
+    char rp[1200];
     recipe_path(recipe, rp, sizeof rp);
-    const char *args[] = {"eval", rp, "--model", "smollm2", "--tokens", "8", "--json", "--quiet",
-                          NULL};
-    long long rss = 0;
-    run_kiln(args, &rss);
-    snprintf(out, sizeof out, "%s/out", tr_tmpdir);
-    double w = tr_weight_bytes(out);
-    return w > (double)s.st_size ? w : (double)s.st_size;
+    return tr_smollm2_size(rp);
 }
 
 /* The command's peak on the recipe within twice the size. */
@@ -82,17 +70,20 @@ static void check_peak(const char *what, const char *recipe, long long rss, doub
 }
 
 /* The default window of 512: 100 MB of logits at once before (2.2x on w4a8). 513 tokens:
- * one whole window (and the last token's). */
+ * one whole window (and the last token's). Under a sanitizer, which checks no size, the
+ * same with a window of 64 (tests/test_rss.h). */
 static void test_eval_default_window(void **st)
 {
     (void)st;
     double size = model_size("w4a8");
     char rp[1200];
     recipe_path("w4a8", rp, sizeof rp);
-    const char *args[] = {"eval", rp, "--model", "smollm2", "--tokens", "513", "--quiet", NULL};
+    const char *args[] = {"eval", rp, "--model", "smollm2", "--tokens", TR_SIZE("513", "65"),
+                          "--quiet", TR_SAN_ARGS("--window", "64"), NULL};
     long long rss = 0;
     run_kiln(args, &rss);
-    check_peak("kiln eval --tokens 513 (window 512)", "w4a8", rss, size);
+    check_peak(TR_SIZE("kiln eval --tokens 513 (window 512)", "kiln eval --tokens 65 --window 64"),
+               "w4a8", rss, size);
 }
 
 /* The whole checkpoint (codes as int16, packed copies, f32 dequantized weights) was built
@@ -136,11 +127,12 @@ static void test_bench_model(void **st)
     double size = model_size("w4a8");
     char rp[1200];
     recipe_path("w4a8", rp, sizeof rp);
-    const char *args[] = {"bench", rp, "--model", "smollm2", "-p", "512", "-n", "16",
-                          "--repeat", "1", NULL};
+    const char *args[] = {"bench", rp, "--model", "smollm2", "-p", TR_SIZE("512", "64"),
+                          "-n", TR_SIZE("16", "4"), "--repeat", "1", NULL};
     long long rss = 0;
     run_kiln(args, &rss);
-    check_peak("kiln bench --model -p 512 -n 16", "w4a8", rss, size);
+    check_peak(TR_SIZE("kiln bench --model -p 512 -n 16", "kiln bench --model -p 64 -n 4"), "w4a8",
+               rss, size);
 }
 
 int main(void)

@@ -38,34 +38,6 @@ static int teardown(void **st)
 /* kiln ARGS, which must exit 0: its peak resident set in bytes (tr_kiln). */
 static long long run_kiln(const char *const *args) { return tr_kiln(args, 600); }
 
-/* SmolLM2's size under the recipe: the bigger of its GGUF file and the recipe's weights
- * (kiln eval --json's recipe row). Also fills the kernel cache, so no run measured below
- * pays LLVM's compile memory. */
-static double model_size(const char *rp)
-{
-    static struct { char rp[1200]; double size; } memo[8]; /* one eval --tokens 8 a recipe */
-    static int nmemo;
-    for (int i = 0; i < nmemo; i++)
-        if (!strcmp(memo[i].rp, rp))
-            return memo[i].size;
-    char file[1200], out[400];
-    tr_model_path("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", file, sizeof file);
-    struct stat s;
-    if (stat(file, &s))
-        fail_msg("%s missing: run scripts/fetch-models.sh", file);
-    const char *args[] = {"eval", rp, "--model", "smollm2", "--tokens", "8", "--json", "--quiet",
-                          NULL};
-    run_kiln(args);
-    snprintf(out, sizeof out, "%s/out", tr_tmpdir);
-    double wb = tr_weight_bytes(out);
-    double w = wb > (double)s.st_size ? wb : (double)s.st_size;
-    if (nmemo < 8) {
-        snprintf(memo[nmemo].rp, sizeof memo[nmemo].rp, "%s", rp);
-        memo[nmemo++].size = w;
-    }
-    return w;
-}
-
 typedef enum { EVAL, GENERATE, BENCH } Cmd;
 
 /* The command on the recipe; its peak within twice the size (tr_check_peak). */
@@ -73,14 +45,19 @@ static void check(Cmd cmd, const char *recipe)
 {
     char rp[1200];
     snprintf(rp, sizeof rp, "%s/recipes/%s.lua", SRC, recipe);
-    double size = model_size(rp);
-    const char *eval[] = {"eval", rp, "--model", "smollm2", "--tokens", "513", "--quiet", NULL};
+    double size = tr_smollm2_size(rp);
+    /* under a sanitizer (no RSS check there) one window of 64 and a 64-token prompt: the
+     * same windows, KV cache and prompt paths (tests/test_rss.h) */
+    const char *eval[] = {"eval", rp, "--model", "smollm2", "--tokens", TR_SIZE("513", "65"),
+                          "--quiet", TR_SAN_ARGS("--window", "64"), NULL};
     const char *gen[] = {"generate", rp, "--model", "smollm2", "--prompt",
                          "Write one sentence about the sea.", "-n", "16", "--quiet", NULL};
-    const char *bench[] = {"bench", rp, "--model", "smollm2", "-p", "512", "-n", "16",
-                           "--repeat", "1", NULL};
-    static const char *const what[] = {"kiln eval --tokens 513 (window 512)", "kiln generate -n 16",
-                                       "kiln bench --model -p 512 -n 16 --repeat 1"};
+    const char *bench[] = {"bench", rp, "--model", "smollm2", "-p", TR_SIZE("512", "64"),
+                           "-n", TR_SIZE("16", "4"), "--repeat", "1", NULL};
+    static const char *const what[] = {
+        TR_SIZE("kiln eval --tokens 513 (window 512)", "kiln eval --tokens 65 --window 64"),
+        "kiln generate -n 16",
+        TR_SIZE("kiln bench --model -p 512 -n 16 --repeat 1", "kiln bench --model -p 64 -n 4")};
     long long rss = run_kiln(cmd == EVAL ? eval : cmd == GENERATE ? gen : bench);
     char w[300];
     snprintf(w, sizeof w, "%s %s", what[cmd], recipe);
