@@ -225,6 +225,11 @@ bool kiln_linears_capturing(const KilnLinear *ls, int n);
 /* kiln_linears_bind, each layer's captured rows freed as soon as its kernel calibrated
  * from them; the one big layer (kiln_linears_first) first, or last when rows are held. */
 int kiln_linears_bind_consuming(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d);
+/* The order it binds in (malloc'd, n indices; NULL out of memory). */
+int *kiln_linears_bind_order(const KilnLinear *ls, int n);
+/* One layer of it: bound and its rows freed, or left as a capture's sink bound it
+ * (bound_early, cleared). */
+int kiln_linear_bind_consuming(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d);
 void kiln_linears_free(KilnLinear *ls, int n);
 
 /* ------------------------------------------------------------------ calib.c */

@@ -236,16 +236,16 @@ static int factor_hessian(Gptq *g, const double *H, const double *diag, float da
         mean += diag[j];
     mean /= (double)K;
     double lambda = (double)damp * mean;
-    if (A == H && reorder_in_place(A, K, g->perm, x))
-        return kiln_diag_set(d, KILN_EINTERNAL, "gptq: out of memory");
-    for (int64_t a = 0; a < K; a++) {
-        int64_t qa = g->perm[K - 1 - a];
-        for (int64_t b = 0; A != H && b < K; b++) {
-            int64_t qb = g->perm[K - 1 - b];
-            A[a * K + b] = H[qa * K + qb];
-        }
-        A[a * K + a] = diag[qa] + lambda;
+    if (A == H) {
+        if (reorder_in_place(A, K, g->perm, x))
+            return kiln_diag_set(d, KILN_EINTERNAL, "gptq: out of memory");
+    } else {
+        for (int64_t a = 0; a < K; a++)
+            for (int64_t b = 0; b < K; b++)
+                A[a * K + b] = H[g->perm[K - 1 - a] * K + g->perm[K - 1 - b]];
     }
+    for (int64_t a = 0; a < K; a++)
+        A[a * K + a] = diag[g->perm[K - 1 - a]] + lambda;
     int64_t bad = upper_factor_of_inverse(A, K, g->U, x);
     if (bad)
         return kiln_diag_set(d, KILN_EINPUT,

@@ -37,8 +37,6 @@ static int teardown(void **st)
     return tr_tmpdir_remove();
 }
 
-/* kiln ARGS as a child (stdout to tr_tmpdir/out, stderr to tr_tmpdir/err), which must exit 0:
- * its peak resident set in bytes. */
 /* kiln ARGS, which must exit 0: its peak resident set in bytes (tr_kiln). */
 static long long run_kiln(const char *const *args) { return tr_kiln(args, 600); }
 

@@ -70,26 +70,17 @@ static void test_head_eval(void **st) { (void)st, check(EVAL, "w4a8-head"); }
  * and bench paths run there in test_static_generate and test_e5m2_bench (and in
  * test_generate, test_bench_model), so they run in the plain build, where the peak is
  * checked. */
-static void test_head_generate(void **st)
+static void check_plain(Cmd cmd, const char *recipe)
 {
-    (void)st;
     if (TR_SANITIZED) {
         print_message("skipped under a sanitizer: the eval's binding again (the peak is checked "
                       "in the plain build)\n");
         skip();
     }
-    check(GENERATE, "w4a8-head");
+    check(cmd, recipe);
 }
-static void test_head_bench(void **st)
-{
-    (void)st;
-    if (TR_SANITIZED) {
-        print_message("skipped under a sanitizer: the eval's binding again (the peak is checked "
-                      "in the plain build)\n");
-        skip();
-    }
-    check(BENCH, "w4a8-head");
-}
+static void test_head_generate(void **st) { (void)st, check_plain(GENERATE, "w4a8-head"); }
+static void test_head_bench(void **st) { (void)st, check_plain(BENCH, "w4a8-head"); }
 /* fp8 e5m2 quantizes the head too: 1.98-2.00x before. */
 static void test_e5m2_bench(void **st) { (void)st, check(BENCH, "fp8-e5m2"); }
 /* w8a16: the head int8, 16-bit activations: 1.87-2.02x before. */

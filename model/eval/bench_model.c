@@ -34,28 +34,19 @@ typedef struct Bench {
  * freed as it binds, the one big layer first (last while layers hold rows). */
 static int bind_layers(Bench *b, KilnDiag *d)
 {
+    int *order = kiln_linears_bind_order(b->ls, b->nl), rc = 0;
+    if (!order)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     kiln_progress_stage(b->o->progress, "compile kernels", b->nl, "layers");
-    int big = kiln_linears_first(b->ls, b->nl), done = 0;
-    bool rows = false;
-    for (int i = 0; i < b->nl && !rows; i++)
-        rows = b->ls[i].cap_rows > 0;
-    for (int j = -1; j <= b->nl; j++) {
-        int i = j < 0 ? (rows ? -1 : big) : j < b->nl ? j : (rows ? big : -1);
-        if (i < 0 || (j >= 0 && j < b->nl && i == big))
-            continue;
-        if (b->ls[i].bound_early) { /* by the calibration's sink */
-            b->ls[i].bound_early = false;
-            kiln_progress_step(b->o->progress, ++done, b->ls[i].name);
-            continue;
-        }
-        int rc = kiln_linears_bind(&b->ls[i], 1, &b->rc, d);
-        kiln_linears_capture_end(&b->ls[i], 1);
-        if (rc)
-            return rc;
-        kiln_progress_step(b->o->progress, ++done, b->ls[i].name);
+    for (int j = 0; j < b->nl && !rc; j++) {
+        rc = kiln_linear_bind_consuming(&b->ls[order[j]], &b->rc, d);
+        if (!rc)
+            kiln_progress_step(b->o->progress, j + 1, b->ls[order[j]].name);
     }
-    kiln_progress_end(b->o->progress);
-    return 0;
+    free(order);
+    if (!rc)
+        kiln_progress_end(b->o->progress);
+    return rc;
 }
 
 /* The recipe's methods and static scales, calibrated as kiln eval calibrates them. */

@@ -26,9 +26,7 @@ enum { SAMPLE_ROWS = 512 }; /* rows kept for AWQ's search (a reservoir) */
 
 static const KilnMethod *method_of(const KilnRecipe *fr, const KilnLinear *l)
 {
-    if (!fr || kiln_recipe_ignored(fr, l->name))
-        return NULL;
-    int ri = kiln_recipe_match(fr, l->name);
+    int ri = fr ? kiln_recipe_match(fr, l->name) : -1;
     return ri < 0 || kiln_recipe_rule_stored(fr, ri) ? NULL : kiln_recipe_rule_method(fr, ri);
 }
 

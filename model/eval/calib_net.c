@@ -143,7 +143,7 @@ void kiln_linears_capture_select(KilnLinear *ls, int n, const KilnRecipe *fr)
 {
     for (int i = 0; i < n; i++) {
         KilnLinear *l = &ls[i];
-        int ri = !fr || kiln_recipe_ignored(fr, l->name) ? -1 : kiln_recipe_match(fr, l->name);
+        int ri = fr ? kiln_recipe_match(fr, l->name) : -1;
         KilnQuantSpec a;
         float th, mf;
         bool stat = ri >= 0 && kiln_recipe_rule_acts(fr, ri, &a) && !a.dynamic && !(a.scale > 0);

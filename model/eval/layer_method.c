@@ -178,7 +178,7 @@ int kiln_layer_method_run(const KilnRecipe *r, const char *layer, const float *W
 {
     memset(out, 0, sizeof *out);
     out->N = N, out->K = K;
-    int ri = kiln_recipe_ignored(r, layer) ? -1 : kiln_recipe_match(r, layer);
+    int ri = kiln_recipe_match(r, layer);
     const KilnMethod *m = ri < 0 || kiln_recipe_rule_stored(r, ri) ? NULL
                                                                    : kiln_recipe_rule_method(r, ri);
     if (!m || !(m->gptq || m->awq || m->smoothquant))

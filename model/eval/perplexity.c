@@ -129,7 +129,7 @@ int kiln_decoder_ppl(KilnLlama *m, KilnPool *pool, const KilnKVSpec *kvs,
  * window's rows run together, as they always did). */
 int kiln_ppl_head_rows(const KilnRunCtx *rc, const KilnLinear *head, int window)
 {
-    int rule = kiln_recipe_ignored(rc->fr, head->name) ? -1 : kiln_recipe_match(rc->fr, head->name);
+    int rule = kiln_recipe_match(rc->fr, head->name);
     KilnQuantSpec a;
     if (rule >= 0 && kiln_recipe_rule_acts(rc->fr, rule, &a) && a.dynamic &&
         a.gran == KILN_GRAN_TENSOR)

@@ -175,7 +175,7 @@ static int to_qlinear(const KilnRunCtx *rc, KilnLinear *l, int rule, KilnQLinear
 static bool needs_static_calib(const KilnRunCtx *rc, const KilnLinear *ls, int nl)
 {
     for (int i = 0; i < nl; i++) {
-        int rule = kiln_recipe_ignored(rc->fr, ls[i].name) ? -1 : kiln_recipe_match(rc->fr, ls[i].name);
+        int rule = kiln_recipe_match(rc->fr, ls[i].name);
         KilnQuantSpec a;
         if (rule >= 0 && kiln_recipe_rule_acts(rc->fr, rule, &a) && !a.dynamic && !(a.scale > 0))
             return true;
@@ -196,7 +196,7 @@ int kiln_quantize_linears(const KilnRunCtx *rc, KilnLinear *ls, int nl, KilnChec
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
     for (int i = 0; i < nl; i++) {
         KilnLinear *l = &ls[i];
-        int rule = kiln_recipe_ignored(rc->fr, l->name) ? -1 : kiln_recipe_match(rc->fr, l->name);
+        int rule = kiln_recipe_match(rc->fr, l->name);
         if (l->in_div)
             return kiln_diag_set(d, KILN_EINPUT,
                                  "layer %s: its method runs with an input pre-scale (prescale = "
@@ -226,7 +226,7 @@ static int keep_scales(void *arg, KilnLinear *ls, int n, KilnDiag *d)
     const KilnRunCtx *rc = arg;
     for (int i = 0; i < n; i++) {
         KilnLinear *l = &ls[i];
-        int rule = kiln_recipe_ignored(rc->fr, l->name) ? -1 : kiln_recipe_match(rc->fr, l->name);
+        int rule = kiln_recipe_match(rc->fr, l->name);
         KilnQuantSpec a = {0};
         int r = 0;
         if (l->cap_rows > 0 && rule >= 0 && kiln_recipe_rule_acts(rc->fr, rule, &a) &&

@@ -487,24 +487,20 @@ int kiln_mf_rows_f32(const KilnModelFile *mf, const KilnModelTensor *t, int64_t 
     if (len > 0 && len <= PREAD_MAX && mf->fd >= 0) {
         /* A few rows (an embedding lookup): read, not faulted in. A fault maps the
          * kernel's whole fault-around window (16 pages) of the table, so 640 scattered
-         * token rows made ~10 MB of MiniLM's table resident for a batch. */
-        buf = t->type == KILN_MT_F32 ? (uint8_t *)out : malloc(len);
+         * token rows made ~10 MB of MiniLM's table resident for a batch. A short read
+         * (the file changed) falls back to the mapping. */
         off_t at = (off_t)(src - (const uint8_t *)mf->map);
-        if (buf && pread(mf->fd, buf, len, at) == (ssize_t)len) {
-            if (buf == (uint8_t *)out)
-                return 0;
+        if (t->type == KILN_MT_F32 && pread(mf->fd, out, len, at) == (ssize_t)len)
+            return 0;
+        if (t->type != KILN_MT_F32 && (buf = malloc(len)) &&
+            pread(mf->fd, buf, len, at) == (ssize_t)len)
             src = buf;
-        } else if (buf != (uint8_t *)out) { /* short read (the file changed): the mapping */
-            free(buf);
-            buf = NULL;
-        }
     }
     if (is_block(t->type))
         deq_blocks(t->type, src, nrows * rowlen / 32, out);
     else
         convert_plain(t->type, src, nrows * rowlen, out);
-    if (buf != (uint8_t *)out)
-        free(buf);
+    free(buf);
     return 0;
 }
 

@@ -276,33 +276,51 @@ int kiln_linear_ref(KilnLinear *l, struct KilnPool *pool, const float *x, int64_
  * layer (kiln_linears_first: its f32 weights and their packed copy are the peak) is bound
  * first, before the others hold prepacked weights, as kiln_linears_bind does, unless
  * layers hold calibration rows: then last, once they are gone. */
-int kiln_linears_bind_consuming(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
+int *kiln_linears_bind_order(const KilnLinear *ls, int n)
 {
-    int big = kiln_linears_first(ls, n);
+    int *order = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    if (!order)
+        return NULL;
+    int big = kiln_linears_first(ls, n), k = 0;
     bool rows = false;
     for (int i = 0; i < n && !rows; i++)
         rows = ls[i].cap_rows > 0;
-    for (int j = -1; j <= n; j++) {
-        int i = j < 0 ? (rows ? -1 : big) : j < n ? j : (rows ? big : -1);
-        if (i < 0 || (j >= 0 && j < n && i == big))
-            continue;
-        if (ls[i].bound_early) { /* by the capture's sink */
-            ls[i].bound_early = false;
-            continue;
-        }
-        int r = kiln_linears_bind(&ls[i], 1, rc, d);
-        kiln_linears_capture_end(&ls[i], 1);
-        if (r)
-            return r;
+    if (big >= 0 && !rows)
+        order[k++] = big;
+    for (int i = 0; i < n; i++)
+        if (i != big)
+            order[k++] = i;
+    if (big >= 0 && rows)
+        order[k++] = big;
+    return order;
+}
+
+int kiln_linears_bind_consuming(KilnLinear *ls, int n, const KilnRunCtx *rc, KilnDiag *d)
+{
+    int *order = kiln_linears_bind_order(ls, n), r = 0;
+    if (!order)
+        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
+    for (int j = 0; j < n && !r; j++)
+        r = kiln_linear_bind_consuming(&ls[order[j]], rc, d);
+    free(order);
+    return r;
+}
+
+int kiln_linear_bind_consuming(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
+{
+    if (l->bound_early) { /* by a capture's sink */
+        l->bound_early = false;
+        return 0;
     }
-    return 0;
+    int r = kiln_linears_bind(l, 1, rc, d);
+    kiln_linears_capture_end(l, 1);
+    return r;
 }
 
 int kiln_linears_bind_sink(void *rc, KilnLinear *ls, int n, KilnDiag *d)
 {
     for (int i = 0; i < n; i++) {
-        int r = kiln_linears_bind(&ls[i], 1, rc, d);
-        kiln_linears_capture_end(&ls[i], 1);
+        int r = kiln_linear_bind_consuming(&ls[i], rc, d);
         if (r)
             return r;
         ls[i].bound_early = true;

@@ -406,7 +406,7 @@ static int bind_one(KilnLinear *l, const KilnRunCtx *rc, KilnDiag *d)
         char afmt[160]; /* activations = stored: the file's scheme, its scale exactly */
         const char *act_format = NULL;
         if (l->stored && rc->fr) { /* the rule decides: as stored, or re-quantized from w */
-            int ri = kiln_recipe_ignored(rc->fr, l->name) ? -1 : kiln_recipe_match(rc->fr, l->name);
+            int ri = kiln_recipe_match(rc->fr, l->name);
             if (ri >= 0 && kiln_recipe_rule_stored(rc->fr, ri) && kiln_quant_from_stored(l, d))
                 return d->code;
             const KilnQLinear *q = l->stored;
