@@ -93,6 +93,25 @@ void kg_group_end(KilnGen *g, KilnTile *t, LLVMValueRef gi);
  * epilogue into y. */
 void kg_emit_tile_store(KilnGen *g, KilnTile *t);
 
+/* tiles.c: AMX tile operations, real (LLVM's AMX intrinsics) or on the scalar model
+ * (ir/amx_model.h) for `tiles = "model"`; a tile is a slot from kt_slot. Shapes: m
+ * rows, n and k (colsb) bytes. */
+typedef struct KilnTiles {
+    KilnGen *g;
+    bool model;
+    LLVMTypeRef vt;  /* <256 x i32>: a tile between uses (clang's _tile1024i) */
+    LLVMTypeRef i16;
+} KilnTiles;
+KilnTiles kt_init(KilnGen *g, bool model);
+LLVMValueRef kt_slot(KilnTiles *T, const char *name);
+void kt_zero(KilnTiles *T, LLVMValueRef slot, int rows, int colsb);
+void kt_load(KilnTiles *T, LLVMValueRef slot, int rows, int colsb, LLVMValueRef base,
+             LLVMValueRef stride);
+void kt_store(KilnTiles *T, LLVMValueRef slot, int rows, int colsb, LLVMValueRef base,
+              LLVMValueRef stride);
+void kt_dpbusd(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, int m, int n, int k);
+void kt_dpbf16ps(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, int m, int n, int k);
+
 /* qgemm_amx.c: one panel on AMX tiles (or the scalar tile model), all M rows. */
 void kg_emit_amx_panel(KilnGen *g, KilnTile *t);
 
