@@ -313,6 +313,12 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wtype, const KilnQuant
  * operations go through the scalar model (ir/amx_model.h) instead of AMX
  * instructions. KILN_EINPUT for any other layout. */
 int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d);
+/* The tile path's row block: its u8 activation rows (scratch_per_row each) stay in L2
+ * while every panel of the call runs over them. 1 MiB: half of Sapphire Rapids' 2 MiB
+ * L2 per core, the rest for the panel being read. */
+#define KILN_AMX_A_BLOCK_BYTES (1u << 20)
+/* Rows per block: the most whole 32-row pairs within KILN_AMX_A_BLOCK_BYTES, at least one. */
+int64_t kiln_layout_amx_m_block(const KilnLayout *l);
 
 /* Pack a quantized weight (codes + scales + zeros per ir.h), or for an f32
  * layout a plain f32 [N,K] tensor, into blob (l->pack_bytes bytes, any
