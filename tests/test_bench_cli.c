@@ -51,12 +51,12 @@ typedef struct Expect {
 } Expect;
 
 /* W8A8 dynamic: avx2 has no int8 dot product (vpmaddwd on int16), avx512 has VNNI
- * (vpdpbusd). */
+ * (vpdpbusd), and so has amx for M = 4 (below the tiles' break-even, amx_min_m). */
 static Expect expect_w8a8(const char *level)
 {
-    bool v4 = strcmp(level, "avx512") == 0;
+    bool amx = strcmp(level, "amx") == 0, v4 = amx || strcmp(level, "avx512") == 0;
     return (Expect){.recipe = KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua",
-                    .kernel = v4 ? "avx512-u8s8-vnni" : "avx2-i16-madd",
+                    .kernel = amx ? "amx-u8s8-vnni" : v4 ? "avx512-u8s8-vnni" : "avx2-i16-madd",
                     .peak = v4 ? "vpdpbusd" : "vpmaddwd",
                     .peak_insn = v4 ? "vpdpbusd zmm" : "vpmaddwd+vpaddd ymm"};
 }
@@ -65,9 +65,9 @@ static Expect expect_w8a8(const char *level)
  * the eviction size given through the environment, as bench/run_suite.sh does. */
 static Expect expect_w4a16(const char *level)
 {
-    bool v4 = strcmp(level, "avx512") == 0;
+    bool amx = strcmp(level, "amx") == 0, v4 = amx || strcmp(level, "avx512") == 0;
     return (Expect){.recipe = KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua",
-                    .kernel = v4 ? "avx512-f32-fma" : "avx2-f32-fma", .prefix = true,
+                    .kernel = amx ? "amx-f32-fma" : v4 ? "avx512-f32-fma" : "avx2-f32-fma", .prefix = true,
                     .peak = "fma", .peak_insn = v4 ? "vfmadd231ps zmm" : "vfmadd231ps ymm",
                     .evict_env = "KILN_BENCH_EVICT_BYTES=67108864", .cold = true};
 }
@@ -224,8 +224,8 @@ static void bench_json(const char *tname, Expect (*expect)(const char *level))
 static void test_json_fields(void **state)
 {
     (void)state;
-    const char *targets[] = {"cpu", "avx2", "avx512"};
-    for (int i = 0; i < 3; i++) {
+    const char *targets[] = {"cpu", "avx2", "avx512", "amx"};
+    for (int i = 0; i < 4; i++) {
         bench_json(targets[i], expect_w8a8);
         bench_json(targets[i], expect_w4a16);
     }
