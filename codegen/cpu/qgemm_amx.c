@@ -94,27 +94,84 @@ static KilnTile row_of(KilnGen *g, const KilnTile *t, LLVMValueRef m0, LLVMValue
     return t1;
 }
 
+/* Row t1 (one row of a full panel, f32 out, no activation) straight from its f32
+ * sums into y with vector stores: what kg_emit_tile_store computes, in the same
+ * order (activation scale, then bias), without its scalar store loop. */
+static void store_row_vec(KilnGen *g, KilnTile *t1)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    bool scale_after = l->group_mode; /* kg_emit_tile_store's rule for int8 activations */
+    LLVMValueRef n0 = LLVMBuildMul(b, t1->p, kg_i64(g, l->NR), "");
+    LLVMValueRef yrow = kg_gep(g, g->y, LLVMBuildMul(b, LLVMBuildAdd(b, LLVMBuildMul(b, t1->m0, kg_i64(g, l->N), ""),
+                                                                     n0, ""), kg_i64(g, 4), ""));
+    for (int v = 0; v < t1->NV; v++) {
+        LLVMValueRef f = kg_ld(g, g->vf, t1->facc[0][v]);
+        if (scale_after)
+            f = LLVMBuildFMul(b, f, kg_splat(g, kg_load(g, g->f32, t1->meta[0]), (unsigned)l->VL), "");
+        if (l->has_bias) {
+            LLVMValueRef bn = LLVMBuildAdd(b, n0, kg_i64(g, (int64_t)v * l->VL), "");
+            f = LLVMBuildFAdd(b, f, kg_load(g, g->vf, kg_gep(g, g->bias, LLVMBuildMul(b, bn, kg_i64(g, 4), ""))), "");
+        }
+        kg_store(g, f, kg_gep(g, yrow, kg_i64(g, (int64_t)v * l->VL * 4)));
+    }
+}
+
+/* Row t1 through the output epilogue: vector stores for a full panel where the
+ * epilogue is plain f32, else kg_emit_tile_store. */
+static void store_row(KilnGen *g, KilnTile *t1)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    if (l->epilogue != KILN_EPI_NONE || l->out_dt != KILN_F32) {
+        kg_emit_tile_store(g, t1);
+        return;
+    }
+    LLVMBasicBlockRef vec = LLVMAppendBasicBlockInContext(g->c, g->fn, "row_vec");
+    LLVMBasicBlockRef part = LLVMAppendBasicBlockInContext(g->c, g->fn, "row_part");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(g->c, g->fn, "row_stored");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, t1->ncols, kg_i64(g, l->NR), ""), vec, part);
+    LLVMPositionBuilderAtEnd(b, vec);
+    store_row_vec(g, t1);
+    LLVMBuildBr(b, done);
+    LLVMPositionBuilderAtEnd(b, part);
+    kg_emit_tile_store(g, t1);
+    LLVMBuildBr(b, done);
+    LLVMPositionBuilderAtEnd(b, done);
+}
+
 /* The live rows from m0 (at most nt*TM) of t's panel: per group the tiles, then
- * the group epilogue row by row; then the output epilogue. */
+ * row by row the group epilogue (the first group starts the row's f32 sums), and
+ * after the last group the output epilogue. */
 static void row_tiles(KilnTiles *T, KilnTile *t, LLVMValueRef m0, LLVMValueRef live, LLVMValueRef wk,
                       LLVMValueRef cbuf, LLVMValueRef fbuf, int nt)
 {
     KilnGen *g = T->g;
     const KilnLayout *l = g->l;
-    for (int i = 0; i < nt * l->TM * l->NR; i += l->VL)
-        kg_st(g, LLVMConstNull(g->vf), kg_gep(g, fbuf, kg_i64(g, (int64_t)i * 4)));
-    KilnLoop lg, lr, ls;
+    LLVMBuilderRef b = g->b;
+    KilnLoop lg, lr;
     LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
     group_tiles(T, m0, gi, wk, cbuf, nt);
+    LLVMValueRef first = LLVMBuildICmp(b, LLVMIntEQ, gi, kg_i64(g, 0), "");
     LLVMValueRef r = kg_loop_begin(g, &lr, kg_i64(g, 0), live, 1);
     KilnTile t1 = row_of(g, t, m0, r, cbuf, fbuf);
+    for (int v = 0; v < t1.NV; v++)
+        kg_st(g, LLVMBuildSelect(b, first, LLVMConstNull(g->vf), kg_ld(g, g->vf, t1.facc[0][v]), ""),
+              t1.facc[0][v]);
     kg_group_end(g, &t1, gi);
+    if (l->ngroups > 1) {
+        LLVMBasicBlockRef st = LLVMAppendBasicBlockInContext(g->c, g->fn, "last_group");
+        LLVMBasicBlockRef nx = LLVMAppendBasicBlockInContext(g->c, g->fn, "row_done");
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, gi, kg_i64(g, l->ngroups - 1), ""), st, nx);
+        LLVMPositionBuilderAtEnd(b, st);
+        store_row(g, &t1);
+        LLVMBuildBr(b, nx);
+        LLVMPositionBuilderAtEnd(b, nx);
+    } else {
+        store_row(g, &t1);
+    }
     kg_loop_end(g, &lr);
     kg_loop_end(g, &lg);
-    LLVMValueRef rs = kg_loop_begin(g, &ls, kg_i64(g, 0), live, 1);
-    KilnTile t2 = row_of(g, t, m0, rs, cbuf, fbuf);
-    kg_emit_tile_store(g, &t2);
-    kg_loop_end(g, &ls);
 }
 
 static LLVMValueRef min_i64(KilnGen *g, LLVMValueRef a, LLVMValueRef b)
