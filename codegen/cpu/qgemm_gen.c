@@ -327,8 +327,9 @@ void kg_group_end(KilnGen *g, KilnTile *t, LLVMValueRef gi)
                 kg_st(g, LLVMBuildFAdd(b, fa, LLVMBuildFMul(b, sv, ga, ""), ""), t->facc[r][v]);
                 continue;
             }
-            if (wsum) {
-                LLVMValueRef ca = kg_load(g, g->i32, kg_gep(g, t->meta[r], kg_i64(g, 4)));
+            if (wsum) { /* symmetric activations on vnni: ca is always the u8 offset 128 */
+                LLVMValueRef ca = l->family == KILN_KF_U8S8_VNNI && l->aspec.symmetric
+                    ? kg_i32(g, 128) : kg_load(g, g->i32, kg_gep(g, t->meta[r], kg_i64(g, 4)));
                 ga = LLVMBuildSub(b, ga, LLVMBuildMul(b, wsum, kg_splat(g, ca, VL), ""), "");
             }
             if (zv) {
