@@ -522,7 +522,9 @@ static int pick_tiles(Pick *p, KilnLayout *l, char *note, size_t n, KilnDiag *d)
                  int4 ? "measured on Sapphire Rapids: tiles level with VNNI at M=8, faster from 16; "
                         "each panel's nibbles are unpacked to bytes first"
                       : "measured on Sapphire Rapids: tiles level with VNNI at M=2, faster from 3-4");
-    if (M < min_m) {
+    const KilnAttr *any = kiln_fget(p->f, "any_m");
+    bool any_m = any && any->kind == KILN_ATTR_INT && any->i;
+    if (M < min_m && !any_m) {
         snprintf(note, n, "; M=%lld < %s: the AVX-512 VNNI vector units, as decode (below the "
                  "break-even a 16-row tile is mostly empty rows)", (long long)M, src);
         return KILN_OK;
@@ -533,11 +535,14 @@ static int pick_tiles(Pick *p, KilnLayout *l, char *note, size_t n, KilnDiag *d)
                              p->yname, td.msg, p->t->name);
     kiln_set_int(p->f, p->qg, "amx_min_m", min_m);
     snprintf(p->layout, sizeof p->layout, "%s", l->name);
-    snprintf(note, n, "; M=%lld >= %s: prefill on tiles, 16-row x %d-byte activation tiles "
+    char at[64];
+    snprintf(at, sizeof at, any_m ? "a layer for every M (%lld in the IR), at M" : "M=%lld",
+             (long long)M);
+    snprintf(note, n, "; %s >= %s: prefill on tiles, 16-row x %d-byte activation tiles "
              "times %d-row x 16-column weight tiles (the VNNI panel read as B tiles), four 16x16 "
              "int32 accumulator tiles per 32-row x 32-column block, rows in blocks whose "
              "activations stay in L2 across the panels%s; calls with fewer rows run the VNNI "
-             "vpdpbusd rows of the same kernel", (long long)M, src, l->KT, l->KT / 4,
+             "vpdpbusd rows of the same kernel", at, src, l->KT, l->KT / 4,
              int4 ? "; int4 weights stay nibble words in memory and each panel is unpacked to "
              "signed bytes once per row block" : "");
     return KILN_OK;
