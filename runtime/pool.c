@@ -426,8 +426,11 @@ int kiln_rt_qgemm_layout(KilnPool *p, const KilnLayout *l, KilnQGemmFn fn, int64
         return kiln_rt_qgemm(p, fn, M, l->N, l->NR, x, wpack, bias, y,
                              kiln_layout_scratch_bytes(l, M), d);
     /* about two chunks per thread, for balance on a shared machine, each at least
-     * MIN_ROWS_PER_CHUNK rows (every chunk streams the whole weight) */
-    int64_t rows = (M + 2 * nthreads - 1) / (2 * nthreads);
+     * MIN_ROWS_PER_CHUNK rows (every chunk streams the whole weight); AMX tiles: one
+     * chunk per thread, as every chunk streams (and for int4 unpacks) every panel
+     * again at a rate the tiles outrun (docs/targets.md) */
+    int per = l->tiles ? 1 : 2;
+    int64_t rows = (M + per * nthreads - 1) / (per * nthreads);
     rows = rows < MIN_ROWS_PER_CHUNK ? MIN_ROWS_PER_CHUNK : rows;
     rows = (rows + unit - 1) / unit * unit;
     int64_t nchunks = (M + rows - 1) / rows;

@@ -26,9 +26,12 @@ static void print_host(void)
     } else {
         printf("  cpu: %s\n", d.msg);
     }
+    bool thp_on = !strcmp(h->thp, "always") || !strcmp(h->thp, "madvise");
     printf("  transparent huge pages: %s%s\n", h->thp[0] ? h->thp : "unknown",
            h->tune & KILN_TUNE_HUGEPAGE_WEIGHTS ? " (weights advised into huge pages; decode "
-                                                  "loops without software prefetch)" : "");
+                                                  "loops without software prefetch)"
+           : thp_on && strcmp(h->vendor, "AuthenticAMD") ? " (weights advised into huge pages; "
+             "decode loops keep their software prefetch: not an AMD core)" : "");
     if (h->fma_ns > 0)
         printf("  subnormal operands: %s (probe: FMA %.3f ns, with a subnormal operand %.3f ns; "
                "%.2f ms)\n", h->tune & KILN_TUNE_SUBNORMAL_FREE ? "free" : "slow (microcode assist)",
