@@ -414,7 +414,10 @@ int64_t kiln_layout_amx_m_block(const KilnLayout *l)
 
 size_t kiln_layout_scratch_bytes(const KilnLayout *l, int64_t M)
 {
-    return l->scratch_per_row * (size_t)(M > 0 ? M : 0) + l->scratch_fixed;
+    /* the tile path's pad rows and panel buffer only where the tiles run: a decode
+     * call of a tile layout needs what the vnni rows need */
+    bool fixed = !l->tiles || M >= l->tiles_min_m;
+    return l->scratch_per_row * (size_t)(M > 0 ? M : 0) + (fixed ? l->scratch_fixed : 0);
 }
 
 int kiln_layout_offset_magnitudes(const KilnLayout *l, const KilnTensor *wq, float *out,

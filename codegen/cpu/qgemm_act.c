@@ -257,8 +257,17 @@ void kg_emit_act_prep(KilnGen *g)
     else
         emit_float_row(g, m, rowp, rp);
     kg_loop_end(g, &lm);
-    if (l->tiles) { /* the pad rows the last 16-row A tile reads (ir/layout.h): zero */
+    if (l->tiles) { /* the pad rows the last 16-row A tile reads (ir/layout.h): zero, when
+                     * the tiles run (not the int4 panel buffer after them, which the tile
+                     * path writes whole; decode calls skip it all) */
+        LLVMBasicBlockRef z = LLVMAppendBasicBlockInContext(g->c, g->fn, "pad_rows");
+        LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(g->c, g->fn, "prep_done");
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, l->tiles_min_m), ""), z, done);
+        LLVMPositionBuilderAtEnd(b, z);
         LLVMValueRef pad = kg_gep(g, g->scratch, LLVMBuildMul(b, g->M, kg_i64(g, (int64_t)l->scratch_per_row), ""));
-        LLVMBuildMemSet(b, pad, LLVMConstInt(g->i8, 0, 0), kg_i64(g, (int64_t)l->scratch_fixed), 1);
+        LLVMBuildMemSet(b, pad, LLVMConstInt(g->i8, 0, 0),
+                        kg_i64(g, (int64_t)(l->TM - 1) * (int64_t)l->scratch_per_row), 1);
+        LLVMBuildBr(b, done);
+        LLVMPositionBuilderAtEnd(b, done);
     }
 }
