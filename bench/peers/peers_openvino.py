@@ -69,7 +69,7 @@ def build_model(ov, ops, np, kind, M, N, K, w):
     return ov.Model([y], [x], f"kiln-peer-{kind}")
 
 
-def compile_props(ov, threads, dyn_quant=None):
+def compile_props(threads, dyn_quant=None):
     props = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
              "INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": True}
     prec = os.environ.get("KILN_OV_INFERENCE_PRECISION")
@@ -149,12 +149,12 @@ def error_bound(np, x64, ref, mag, wsum, K, prec, dq_applied):
     return bound
 
 
-def dyn_quant_applied(ov, np, core, model, threads, x, y, group):
+def dyn_quant_applied(np, core, model, threads, x, y, group):
     """Whether the plugin quantized the activations: the same model compiled with
     DYNAMIC_QUANTIZATION_GROUP_SIZE = 0 (off) gives other bits exactly when it did."""
     if not group:
         return False
-    twin = core.compile_model(model, "CPU", compile_props(ov, threads, dyn_quant=0))
+    twin = core.compile_model(model, "CPU", compile_props(threads, dyn_quant=0))
     return not np.array_equal(run_once(np, twin.create_infer_request(), x), y)
 
 
@@ -201,7 +201,7 @@ def bench_variant(env, name, kind, a):
     w = make_weights(np, kind, N, K, seed=N * 31 + K)
     model = build_model(ov, ops, np, kind, M, N, K, w)
     t0 = time.perf_counter()
-    compiled = core.compile_model(model, "CPU", compile_props(ov, threads))
+    compiled = core.compile_model(model, "CPU", compile_props(threads))
     compile_ms = (time.perf_counter() - t0) * 1e3
     fused, primitive = fusion(compiled, kind)
     prec = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -216,7 +216,7 @@ def bench_variant(env, name, kind, a):
     request.get_input_tensor().data[:] = x
     ms, busy = timed(request, a["repeat"], a["warmup"], a["flush"])
     y = run_once(np, request, x)
-    applied = dyn_quant_applied(ov, np, core, model, threads, x, y, group)
+    applied = dyn_quant_applied(np, core, model, threads, x, y, group)
     wname = "w4" if kind == "u4" else "w8"
     dtype = (f"{wname}a8-dyn-g{group}" if applied else
              f"{wname}-f32" if prec == "f32" else f"{wname}a16-{prec}")
