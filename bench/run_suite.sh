@@ -130,7 +130,8 @@ if want onednn; then
 fi
 if (want torch || want openvino) && [ ! -x "$venv/bin/python" ]; then
   log "creating $venv"
-  python3 -m venv "$venv" >"$work/venv.log" 2>&1 || rm -rf "$venv"
+  python3 -m venv "$venv" >"$work/venv.log" 2>&1 ||
+    log "python3 -m venv $venv failed: $(tail -n 1 "$work/venv.log")"
 fi
 if want torch; then
   peer_err_torch=$(venv_install torch torch torch numpy)
