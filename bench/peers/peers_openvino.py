@@ -243,7 +243,7 @@ def parse_args(argv):
     except ValueError:
         vals = []
     if len(vals) != 7 or min(vals[:5]) < 1 or vals[5] < 0 or vals[6] not in (0, 1):
-        sys.stderr.write(__doc__.split("\n")[-4] + "\n")
+        sys.stderr.write(next(l for l in __doc__.splitlines() if l.startswith("usage:")) + "\n")
         sys.stderr.write(f"peers_openvino: bad arguments {argv}: M N K THREADS REPEAT "
                          "need >= 1, WARMUP >= 0, COLD 0 or 1\n")
         return None
