@@ -320,7 +320,7 @@ static kiln_status create(kiln_ctx *ctx, const kiln_recipe *r, const kiln_layer_
     }
     KilnModule *m = kiln_module_new();
     KilnQuantSpec stored, stored_act;
-    KilnPlanLayer p = {.name = desc->name, .M = 1, .N = desc->N, .K = desc->K,
+    KilnPlanLayer p = {.name = desc->name, .M = 1, .any_m = true, .N = desc->N, .K = desc->K,
                        .calib_x = desc->calib_x, .calib_rows = desc->calib_rows};
     int rc = m ? parse_formats(desc, &stored, &stored_act, &p, &d)
                : kiln_diag_set(&d, KILN_EINTERNAL, "out of memory");

@@ -43,6 +43,8 @@ static int lower(const KilnRecipe *r, const KilnTarget *t, KilnPlanLayer *p, Kil
     lo.outlier_idx = idx;
     if (!rc)
         rc = kiln_lower_layer_ex(r, p->name, p->M, p->N, p->K, t->name, &lo, m, &p->f, d);
+    if (!rc && p->any_m)
+        kiln_fset_int(p->f, "any_m", 1);
     free(idx);
     return rc;
 }

@@ -16,6 +16,9 @@
 typedef struct KilnPlanLayer {
     const char *name;
     int64_t M, N, K;       /* M: the rows the IR shows (the kernels take any M) */
+    bool any_m;            /* a layer for every M (the API's layers: decode and prefill):
+                            * per-M choices (AMX tiles, pick_layout) take the kernel that
+                            * serves both, not the one best for M alone */
     const float *calib_x;  /* [calib_rows, K]: static activation scales and outlier
                             * columns come from these rows; NULL: none (a static scale
                             * stays open, a rule with outliers is an error) */

@@ -306,7 +306,9 @@ int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
     l->TM = 16;
     l->KT = unit % 64 == 0 ? 64 : unit % 32 == 0 ? 32 : unit % 16 == 0 ? 16 : unit % 8 == 0 ? 8 : 4;
     snprintf(l->name, sizeof l->name, "amx-u8s8-tile");
-    l->scratch_fixed = (size_t)(l->TM - 1) * l->scratch_per_row;
+    /* the TM - 1 pad rows, then (int4) the panel unpacked to bytes, K/4 rows of NR*4 */
+    l->scratch_fixed = (size_t)(l->TM - 1) * l->scratch_per_row +
+                       (kiln_dtype_bits(l->wdt) == 4 ? (size_t)l->K * (size_t)l->NR : 0);
     return 0;
 }
 
@@ -400,6 +402,14 @@ int kiln_layout_row_unit(const KilnLayout *l)
                 break;
             }
     return unit;
+}
+
+int64_t kiln_layout_amx_m_block(const KilnLayout *l)
+{
+    int64_t pair = 2 * (int64_t)l->TM;
+    int64_t rows = (int64_t)(KILN_AMX_A_BLOCK_BYTES / (l->scratch_per_row ? l->scratch_per_row : 1));
+    rows = rows / pair * pair;
+    return rows < pair ? pair : rows;
 }
 
 size_t kiln_layout_scratch_bytes(const KilnLayout *l, int64_t M)

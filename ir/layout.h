@@ -305,14 +305,22 @@ int kiln_layout_for(const KilnInst *qgemm, const KilnFunc *f, KilnLayout *out, K
 int kiln_layout_make(const KilnTarget *t, const KilnType *wtype, const KilnQuantSpec *act,
                      KilnDType act_dtype, bool has_bias, KilnEpilogue epi, KilnDType out_dt,
                      KilnLayout *out, KilnDiag *d);
-/* The default break-even M of the tile path (docs/targets.md): tiles are 16 rows,
- * so from 16 rows on a tile is full; not measured yet (no AMX host). */
+/* The default break-even M of the tile path (docs/targets.md, measured on a Sapphire
+ * Rapids host, 4096 x 4096): int4 weights (unpacked to bytes per panel first) 16,
+ * int8 weights 4. */
 #define KILN_AMX_MIN_M 16
+#define KILN_AMX_MIN_M_INT8 4
 /* Make l (a u8s8-vnni layout for an amx target) the tile layout "amx-u8s8-tile":
  * tiles for calls with M >= min_m (>= 1), vnni rows below; model: the tile
  * operations go through the scalar model (ir/amx_model.h) instead of AMX
  * instructions. KILN_EINPUT for any other layout. */
 int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d);
+/* The tile path's row block: its u8 activation rows (scratch_per_row each) stay in L2
+ * while every panel of the call runs over them. 1 MiB: half of Sapphire Rapids' 2 MiB
+ * L2 per core, the rest for the panel being read. */
+#define KILN_AMX_A_BLOCK_BYTES (1u << 20)
+/* Rows per block: the most whole 32-row pairs within KILN_AMX_A_BLOCK_BYTES, at least one. */
+int64_t kiln_layout_amx_m_block(const KilnLayout *l);
 
 /* Pack a quantized weight (codes + scales + zeros per ir.h), or for an f32
  * layout a plain f32 [N,K] tensor, into blob (l->pack_bytes bytes, any

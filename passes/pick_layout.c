@@ -510,13 +510,21 @@ static int pick_tiles(Pick *p, KilnLayout *l, char *note, size_t n, KilnDiag *d)
         return KILN_OK;
     const KilnAttr *a = kiln_fget(p->f, "amx_min_m");
     bool from_recipe = a && a->kind == KILN_ATTR_INT;
-    int64_t min_m = from_recipe ? a->i : KILN_AMX_MIN_M;
+    bool int4 = kiln_dtype_bits(l->wdt) == 4;
+    int64_t min_m = from_recipe ? a->i : int4 ? KILN_AMX_MIN_M : KILN_AMX_MIN_M_INT8;
     int64_t M = p->f->values[p->qg->ops[0]].type.dim[0];
-    char src[96];
-    snprintf(src, sizeof src, from_recipe ? "the recipe's amx_min_m = %lld"
-             : "amx_min_m = %lld, the default: one full 16-row tile, not yet measured",
-             (long long)min_m);
-    if (M < min_m) {
+    char src[192];
+    if (from_recipe)
+        snprintf(src, sizeof src, "the recipe's amx_min_m = %lld", (long long)min_m);
+    else
+        snprintf(src, sizeof src, "amx_min_m = %lld, the default for %s weights (%s)", (long long)min_m,
+                 int4 ? "int4" : "int8",
+                 int4 ? "measured on Sapphire Rapids: tiles level with VNNI at M=8, faster from 16; "
+                        "each panel's nibbles are unpacked to bytes first"
+                      : "measured on Sapphire Rapids: tiles level with VNNI at M=2, faster from 3-4");
+    const KilnAttr *any = kiln_fget(p->f, "any_m");
+    bool any_m = any && any->kind == KILN_ATTR_INT && any->i;
+    if (M < min_m && !any_m) {
         snprintf(note, n, "; M=%lld < %s: the AVX-512 VNNI vector units, as decode (below the "
                  "break-even a 16-row tile is mostly empty rows)", (long long)M, src);
         return KILN_OK;
@@ -527,12 +535,16 @@ static int pick_tiles(Pick *p, KilnLayout *l, char *note, size_t n, KilnDiag *d)
                              p->yname, td.msg, p->t->name);
     kiln_set_int(p->f, p->qg, "amx_min_m", min_m);
     snprintf(p->layout, sizeof p->layout, "%s", l->name);
-    snprintf(note, n, "; M=%lld >= %s: prefill on tiles, 16-row x %d-byte activation tiles "
-             "times %d-row x 16-column weight tiles (the VNNI panel read as B tiles), two 16x16 "
-             "int32 accumulator tiles per 32-column panel%s; calls with fewer rows run the VNNI "
-             "vpdpbusd rows of the same kernel", (long long)M, src, l->KT, l->KT / 4,
-             kiln_dtype_bits(l->wdt) == 4 ? "; int4 weights stay nibble words in memory and each "
-             "tile step unpacks its weight tiles to signed bytes on the stack" : "");
+    char at[64];
+    snprintf(at, sizeof at, any_m ? "a layer for every M (%lld in the IR), at M" : "M=%lld",
+             (long long)M);
+    snprintf(note, n, "; %s >= %s: prefill on tiles, 16-row x %d-byte activation tiles "
+             "times %d-row x 16-column weight tiles (the VNNI panel read as B tiles), four 16x16 "
+             "int32 accumulator tiles per 32-row x 32-column block, rows in blocks whose "
+             "activations stay in L2 across the panels%s; calls with fewer rows run the VNNI "
+             "vpdpbusd rows of the same kernel", at, src, l->KT, l->KT / 4,
+             int4 ? "; int4 weights stay nibble words in memory and each panel is unpacked to "
+             "signed bytes once per row block" : "");
     return KILN_OK;
 }
 
@@ -540,7 +552,7 @@ static int pick_cpu(Pick *p, KilnDiag *d)
 {
     KilnLayout l;
     int rc = cpu_layout(p, &l, d);
-    char tiles[512];
+    char tiles[1024];
     if (!rc)
         rc = pick_tiles(p, &l, tiles, sizeof tiles, d);
     if (rc)

@@ -84,7 +84,7 @@ static void test_aot_records_amx(void **state)
     assert_non_null(strstr(man, "\"isa\": \"amx\""));
     /* M = 512: the pass chose tiles, and the manifest says from which M */
     assert_non_null(strstr(man, "\"layout\": \"amx-u8s8-tile\""));
-    assert_non_null(strstr(man, "\"amx_min_m\": 16"));
+    assert_non_null(strstr(man, "\"amx_min_m\": 4") /* KILN_AMX_MIN_M_INT8 */);
     free(man);
     snprintf(path, sizeof path, "%s/lib", dir);
     KilnAot *a = NULL;
@@ -95,7 +95,7 @@ static void test_aot_records_amx(void **state)
         KilnLayout l;
         assert_int_equal(kiln_aot_layout(a, 0, &l, &d), 0); /* rebuilt with tiles */
         assert_string_equal(l.name, "amx-u8s8-tile");
-        assert_int_equal(l.tiles_min_m, 16);
+        assert_int_equal(l.tiles_min_m, KILN_AMX_MIN_M_INT8);
         kiln_aot_close(a);
     } else {
         assert_int_not_equal(rc, 0);
@@ -125,10 +125,12 @@ static void test_choice_per_shape(void **state)
         int M;
         const char *layout, *why;
     } rows[] = {
-        {"recipes/w8a8-int8-dynamic.lua", 512, "\"amx-u8s8-tile\"", "M=512 >= amx_min_m = 16, the default"},
-        {"recipes/w8a8-int8-dynamic.lua", 16, "\"amx-u8s8-tile\"", "M=16 >= amx_min_m = 16"},
-        {"recipes/w8a8-int8-dynamic.lua", 1, "\"amx-u8s8-vnni\"", "M=1 < amx_min_m = 16"},
-        {"recipes/w8a8-int8-dynamic.lua", 8, "\"amx-u8s8-vnni\"", "M=8 < amx_min_m = 16"},
+        {"recipes/w8a8-int8-dynamic.lua", 512, "\"amx-u8s8-tile\"", "M=512 >= amx_min_m = 4, the default for int8"},
+        {"recipes/w8a8-int8-dynamic.lua", 4, "\"amx-u8s8-tile\"", "M=4 >= amx_min_m = 4"},
+        {"recipes/w8a8-int8-dynamic.lua", 1, "\"amx-u8s8-vnni\"", "M=1 < amx_min_m = 4"},
+        {"recipes/w8a8-int8-dynamic.lua", 3, "\"amx-u8s8-vnni\"", "M=3 < amx_min_m = 4"},
+        {"recipes/w4a8.lua", 16, "\"amx-u8s8-tile\"", "M=16 >= amx_min_m = 16, the default for int4"},
+        {"recipes/w4a8.lua", 8, "\"amx-u8s8-vnni\"", "M=8 < amx_min_m = 16, the default for int4"},
         {NULL, 8, "\"amx-u8s8-tile\"", "M=8 >= the recipe's amx_min_m = 4"},
         {NULL, 3, "\"amx-u8s8-vnni\"", "M=3 < the recipe's amx_min_m = 4"},
         {"recipes/w8a8-int8-dynamic.lua", 512, "\"avx512-u8s8-vnni\"", NULL}, /* target avx512 */

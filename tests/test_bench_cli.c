@@ -51,23 +51,24 @@ typedef struct Expect {
 } Expect;
 
 /* W8A8 dynamic: avx2 has no int8 dot product (vpmaddwd on int16), avx512 has VNNI
- * (vpdpbusd). */
+ * (vpdpbusd), and amx plans the tile layout for every M (kiln_layer_create), which at
+ * M = 4 (the int8 break-even, KILN_AMX_MIN_M_INT8) runs on tiles. */
 static Expect expect_w8a8(const char *level)
 {
-    bool v4 = strcmp(level, "avx512") == 0;
+    bool amx = strcmp(level, "amx") == 0, v4 = amx || strcmp(level, "avx512") == 0;
     return (Expect){.recipe = KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua",
-                    .kernel = v4 ? "avx512-u8s8-vnni" : "avx2-i16-madd",
-                    .peak = v4 ? "vpdpbusd" : "vpmaddwd",
-                    .peak_insn = v4 ? "vpdpbusd zmm" : "vpmaddwd+vpaddd ymm"};
+                    .kernel = amx ? "amx-u8s8-tile" : v4 ? "avx512-u8s8-vnni" : "avx2-i16-madd",
+                    .peak = amx ? "tdpbusd" : v4 ? "vpdpbusd" : "vpmaddwd",
+                    .peak_insn = amx ? "tdpbusd tiles (AMX)" : v4 ? "vpdpbusd zmm" : "vpmaddwd+vpaddd ymm"};
 }
 
 /* W4A16 decodes the weights to f32 and runs FMA at the level's width; run cold with
  * the eviction size given through the environment, as bench/run_suite.sh does. */
 static Expect expect_w4a16(const char *level)
 {
-    bool v4 = strcmp(level, "avx512") == 0;
+    bool amx = strcmp(level, "amx") == 0, v4 = amx || strcmp(level, "avx512") == 0;
     return (Expect){.recipe = KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua",
-                    .kernel = v4 ? "avx512-f32-fma" : "avx2-f32-fma", .prefix = true,
+                    .kernel = amx ? "amx-f32-fma" : v4 ? "avx512-f32-fma" : "avx2-f32-fma", .prefix = true,
                     .peak = "fma", .peak_insn = v4 ? "vfmadd231ps zmm" : "vfmadd231ps ymm",
                     .evict_env = "KILN_BENCH_EVICT_BYTES=67108864", .cold = true};
 }
@@ -167,7 +168,10 @@ static void check_run(const KilnJson *j, const Expect *e)
     const char *key = strstr(e->peak_insn, "vfmadd231ps zmm") ? "fma_zmm_gflops"
                       : strstr(e->peak_insn, "vfmadd231ps")   ? "fma_gflops"
                       : strstr(e->peak_insn, "vpdpbusd")      ? "vnni_gops"
+                      : strstr(e->peak_insn, "tdpbusd")       ? "int8_gops" /* in limits.amx */
                                                               : "madd_gops";
+    if (strstr(e->peak_insn, "tdpbusd"))
+        lim = field(lim, "amx", KILN_JSON_OBJECT);
     assert_true(num(j, "peak_gops") == num(lim, key));
     const char *bound = field(j, "bound", KILN_JSON_STRING)->str;
     assert_true(!strcmp(bound, "memory") || !strcmp(bound, "compute"));
@@ -224,8 +228,8 @@ static void bench_json(const char *tname, Expect (*expect)(const char *level))
 static void test_json_fields(void **state)
 {
     (void)state;
-    const char *targets[] = {"cpu", "avx2", "avx512"};
-    for (int i = 0; i < 3; i++) {
+    const char *targets[] = {"cpu", "avx2", "avx512", "amx"};
+    for (int i = 0; i < 4; i++) {
         bench_json(targets[i], expect_w8a8);
         bench_json(targets[i], expect_w4a16);
     }

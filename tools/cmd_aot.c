@@ -179,7 +179,7 @@ static int build_layer(Aot *s, KilnCompiler *c, int li)
     KilnModule *m = kiln_module_new();
     KilnFunc *f = NULL;
     float *xcal = tool_calib_batch(s->a->seed, TOOL_CALIB_ROWS, l->K);
-    KilnPlanLayer plan = {.name = l->name, .M = l->M, .N = l->N, .K = l->K, .calib_x = xcal,
+    KilnPlanLayer plan = {.name = l->name, .M = l->M, .any_m = true, .N = l->N, .K = l->K, .calib_x = xcal,
                           .calib_rows = xcal ? TOOL_CALIB_ROWS : 0};
     void *obj = NULL;
     size_t len = 0;

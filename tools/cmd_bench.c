@@ -35,6 +35,7 @@ typedef struct BenchResult {
     const char *peak_name; /* the probe the kernel family is rated against */
     const char *peak_insn; /* its instruction and width, "vfmadd231ps zmm" */
     double peak, bw;       /* that probe's G(op)/s and the streaming GB/s at `threads` */
+    int64_t tiles_min_m;   /* an AMX tile layout's break-even (its amx_min_m), else 0 */
     bool compute_bound;
     double limit_ms, limit_fraction, frac_bw, frac_peak;
     double compile_cold_ms, compile_warm_ms;
@@ -75,7 +76,7 @@ static int time_compile(const ToolArgs *a, const char *layer, const char *cache_
     if (!rc && !planned)
         rc = kiln_target_lookup(b->target_asked, &t, &d);
     /* planned as kiln_layer_create plans it, so the cache key matches its kernel */
-    KilnPlanLayer p = {.name = layer, .M = 1, .N = b->N, .K = b->K, .calib_x = xcal,
+    KilnPlanLayer p = {.name = layer, .M = 1, .any_m = true, .N = b->N, .K = b->K, .calib_x = xcal,
                        .calib_rows = calib_rows};
     if (planned) /* an IR file's layer, planned once by the caller */
         p = *planned;
@@ -94,6 +95,8 @@ static int time_compile(const ToolArgs *a, const char *layer, const char *cache_
         else if (!rc)
             b->compile_warm_ms = k.compile_ms, b->warm_hit = k.cache_hit;
     }
+    const KilnAttr *mm = !rc ? kiln_get(p.qgemm, "amx_min_m") : NULL;
+    b->tiles_min_m = mm && mm->kind == KILN_ATTR_INT ? mm->i : 0;
     if (rc)
         tool_error(&d);
     kiln_module_free(m);
@@ -154,7 +157,9 @@ static void rate(BenchResult *b)
     b->gbs = b->bytes / (b->median_ms * 1e6);
     /* The kernel's own peak: what a perfect kernel of its family and width could
      * reach here. */
-    b->peak = bench_kernel_peak(&b->lim, b->kernel, &b->peak_name, &b->peak_insn);
+    /* a tile layout runs the VNNI rows of the same kernel below its break-even */
+    const char *runs = b->tiles_min_m && b->M < b->tiles_min_m ? "amx-u8s8-vnni" : b->kernel;
+    b->peak = bench_kernel_peak(&b->lim, runs, &b->peak_name, &b->peak_insn);
     b->bw = b->lim.read_gbs_nt;
     double t_mem = b->bytes / (b->bw * 1e6), t_cmp = b->ops / (b->peak * 1e6);
     b->compute_bound = t_cmp > t_mem;

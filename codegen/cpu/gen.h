@@ -112,8 +112,10 @@ void kt_store(KilnTiles *T, LLVMValueRef slot, int rows, int colsb, LLVMValueRef
 void kt_dpbusd(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, int m, int n, int k);
 void kt_dpbf16ps(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, int m, int n, int k);
 
-/* qgemm_amx.c: one panel on AMX tiles (or the scalar tile model), all M rows. */
-void kg_emit_amx_panel(KilnGen *g, KilnTile *t);
+/* qgemm_gen.c: t's panel p (columns, codes). */
+void kg_panel_begin(KilnGen *g, KilnTile *t, LLVMValueRef p);
+/* qgemm_amx.c: panels [p0, p1) on AMX tiles (or the scalar tile model), all M rows. */
+void kg_emit_amx(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1);
 
 /* qgemm_blocked.c: one panel of the blocked prefill path, all M rows. */
 void kg_emit_blocked_panel(KilnGen *g, KilnTile *t);

@@ -12,24 +12,65 @@ typedef struct RowParams {
     LLVMValueRef s, z; /* f32 scale, f32 zero point */
 } RowParams;
 
-/* min/max over x[m0*K .. m1*K), with 0 included. */
+/* minnum/maxnum of a and b (vectors or scalars): NaN operands are ignored. */
+static LLVMValueRef fminmax(KilnGen *g, bool max, LLVMValueRef a, LLVMValueRef b)
+{
+    LLVMTypeRef t = LLVMTypeOf(a);
+    LLVMValueRef v[2] = {a, b};
+    return kg_call_intr(g, max ? "llvm.maxnum" : "llvm.minnum", &t, 1, v, 2);
+}
+
+/* min/max over x[begin .. end), with 0 included: U vectors of VL lanes per step
+ * (independent chains, so the loop runs at load speed), then the lanes, then the
+ * last elements one by one. min and max are exact and ignore NaN in any order, so
+ * the result is the interpreter's. */
 static void emit_range(KilnGen *g, LLVMValueRef begin, LLVMValueRef end, LLVMValueRef *lo,
                        LLVMValueRef *hi)
 {
-    LLVMValueRef vlo = kg_alloca(g, g->f32, "lo"), vhi = kg_alloca(g, g->f32, "hi");
-    LLVMBuildStore(g->b, kg_f32(g, 0), vlo);
-    LLVMBuildStore(g->b, kg_f32(g, 0), vhi);
+    enum { U = 4 };
+    LLVMBuilderRef b = g->b;
+    int64_t step = (int64_t)U * g->l->VL;
+    LLVMValueRef vlo[U], vhi[U];
+    for (int u = 0; u < U; u++) {
+        vlo[u] = kg_alloca(g, g->vf, "vlo");
+        vhi[u] = kg_alloca(g, g->vf, "vhi");
+        kg_st(g, LLVMConstNull(g->vf), vlo[u]);
+        kg_st(g, LLVMConstNull(g->vf), vhi[u]);
+    }
+    LLVMValueRef n = LLVMBuildSub(b, end, begin, "");
+    LLVMValueRef vend = LLVMBuildAdd(b, begin, LLVMBuildMul(b, LLVMBuildSDiv(b, n, kg_i64(g, step), ""),
+                                                            kg_i64(g, step), ""), "");
+    KilnLoop lv;
+    LLVMValueRef i = kg_loop_begin(g, &lv, begin, vend, step);
+    for (int u = 0; u < U; u++) {
+        LLVMValueRef el = LLVMBuildAdd(b, i, kg_i64(g, (int64_t)u * g->l->VL), "");
+        LLVMValueRef xv = kg_load(g, g->vf, kg_gep(g, g->x, LLVMBuildMul(b, el, kg_i64(g, 4), "")));
+        kg_st(g, fminmax(g, false, kg_ld(g, g->vf, vlo[u]), xv), vlo[u]);
+        kg_st(g, fminmax(g, true, kg_ld(g, g->vf, vhi[u]), xv), vhi[u]);
+    }
+    kg_loop_end(g, &lv);
+    LLVMValueRef slo = kg_alloca(g, g->f32, "lo"), shi = kg_alloca(g, g->f32, "hi");
+    LLVMValueRef l = kg_ld(g, g->vf, vlo[0]), h = kg_ld(g, g->vf, vhi[0]);
+    for (int u = 1; u < U; u++) {
+        l = fminmax(g, false, l, kg_ld(g, g->vf, vlo[u]));
+        h = fminmax(g, true, h, kg_ld(g, g->vf, vhi[u]));
+    }
+    LLVMValueRef lo1 = LLVMBuildExtractElement(b, l, kg_i32(g, 0), "");
+    LLVMValueRef hi1 = LLVMBuildExtractElement(b, h, kg_i32(g, 0), "");
+    for (int j = 1; j < g->l->VL; j++) {
+        lo1 = fminmax(g, false, lo1, LLVMBuildExtractElement(b, l, kg_i32(g, j), ""));
+        hi1 = fminmax(g, true, hi1, LLVMBuildExtractElement(b, h, kg_i32(g, j), ""));
+    }
+    kg_st(g, lo1, slo);
+    kg_st(g, hi1, shi);
     KilnLoop lp;
-    LLVMValueRef i = kg_loop_begin(g, &lp, begin, end, 1);
-    LLVMValueRef xv = kg_load(g, g->f32, kg_gep(g, g->x, LLVMBuildMul(g->b, i, kg_i64(g, 4), "")));
-    LLVMTypeRef ft = g->f32;
-    LLVMValueRef a[2] = {LLVMBuildLoad2(g->b, g->f32, vlo, ""), xv};
-    LLVMBuildStore(g->b, kg_call_intr(g, "llvm.minnum", &ft, 1, a, 2), vlo);
-    LLVMValueRef c[2] = {LLVMBuildLoad2(g->b, g->f32, vhi, ""), xv};
-    LLVMBuildStore(g->b, kg_call_intr(g, "llvm.maxnum", &ft, 1, c, 2), vhi);
+    i = kg_loop_begin(g, &lp, vend, end, 1);
+    LLVMValueRef xv = kg_load(g, g->f32, kg_gep(g, g->x, LLVMBuildMul(b, i, kg_i64(g, 4), "")));
+    kg_st(g, fminmax(g, false, kg_ld(g, g->f32, slo), xv), slo);
+    kg_st(g, fminmax(g, true, kg_ld(g, g->f32, shi), xv), shi);
     kg_loop_end(g, &lp);
-    *lo = LLVMBuildLoad2(g->b, g->f32, vlo, "");
-    *hi = LLVMBuildLoad2(g->b, g->f32, vhi, "");
+    *lo = kg_ld(g, g->f32, slo);
+    *hi = kg_ld(g, g->f32, shi);
 }
 
 static LLVMValueRef fselect_zero_to_one(KilnGen *g, LLVMValueRef s)

@@ -327,8 +327,9 @@ void kg_group_end(KilnGen *g, KilnTile *t, LLVMValueRef gi)
                 kg_st(g, LLVMBuildFAdd(b, fa, LLVMBuildFMul(b, sv, ga, ""), ""), t->facc[r][v]);
                 continue;
             }
-            if (wsum) {
-                LLVMValueRef ca = kg_load(g, g->i32, kg_gep(g, t->meta[r], kg_i64(g, 4)));
+            if (wsum) { /* symmetric activations on vnni: ca is always the u8 offset 128 */
+                LLVMValueRef ca = l->family == KILN_KF_U8S8_VNNI && l->aspec.symmetric
+                    ? kg_i32(g, 128) : kg_load(g, g->i32, kg_gep(g, t->meta[r], kg_i64(g, 4)));
                 ga = LLVMBuildSub(b, ga, LLVMBuildMul(b, wsum, kg_splat(g, ca, VL), ""), "");
             }
             if (zv) {
@@ -543,6 +544,19 @@ static void add_enum_attr(KilnGen *g, unsigned idx, const char *k)
     LLVMAddAttributeAtIndex(g->fn, idx, LLVMCreateEnumAttribute(g->c, kind, 0));
 }
 
+/* t's panel p: its columns (ncols, the last panel may be partial) and codes. */
+void kg_panel_begin(KilnGen *g, KilnTile *t, LLVMValueRef p)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    LLVMValueRef NR = kg_i64(g, l->NR);
+    t->p = p;
+    LLVMValueRef rem = LLVMBuildSub(b, g->n1, LLVMBuildMul(b, p, NR, ""), "");
+    t->ncols = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rem, NR, ""), rem, NR, "");
+    t->wpanel = kg_gep(g, g->wp, LLVMBuildAdd(b, kg_i64(g, (int64_t)l->codes_off),
+                                               LLVMBuildMul(b, p, kg_i64(g, (int64_t)l->panel_code_bytes), ""), ""));
+}
+
 int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
 {
     const KilnLayout *l = g->l;
@@ -586,26 +600,29 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     LLVMValueRef NR = kg_i64(g, l->NR);
     LLVMValueRef p0 = LLVMBuildSDiv(b, g->n0, NR, "");
     LLVMValueRef p1 = LLVMBuildSDiv(b, LLVMBuildAdd(b, g->n1, kg_i64(g, l->NR - 1), ""), NR, "");
+    LLVMBasicBlockRef done = NULL;
+    if (l->tiles) { /* from tiles_min_m rows the tile path, which walks the panels itself */
+        LLVMBasicBlockRef tiles = LLVMAppendBasicBlockInContext(g->c, g->fn, "tiles");
+        LLVMBasicBlockRef vec = LLVMAppendBasicBlockInContext(g->c, g->fn, "vectors");
+        done = LLVMAppendBasicBlockInContext(g->c, g->fn, "done");
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, l->tiles_min_m), ""), tiles, vec);
+        LLVMPositionBuilderAtEnd(b, tiles);
+        kg_emit_amx(g, p0, p1);
+        LLVMBuildBr(b, done);
+        LLVMPositionBuilderAtEnd(b, vec);
+    }
     KilnLoop lp;
     KilnTile t = {.NV = l->NR / l->VL};
-    t.p = kg_loop_begin(g, &lp, p0, p1, 1);
-    LLVMValueRef rem = LLVMBuildSub(b, g->n1, LLVMBuildMul(b, t.p, NR, ""), "");
-    t.ncols = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rem, NR, ""), rem, NR, "");
-    t.wpanel = kg_gep(g, g->wp, LLVMBuildAdd(b, kg_i64(g, (int64_t)l->codes_off),
-                                              LLVMBuildMul(b, t.p, kg_i64(g, (int64_t)l->panel_code_bytes), ""), ""));
+    kg_panel_begin(g, &t, kg_loop_begin(g, &lp, p0, p1, 1));
     LLVMBasicBlockRef direct = NULL, next = NULL;
-    if (l->blocked || l->tiles) { /* prefill paths from blocked_min_m / tiles_min_m rows */
-        LLVMBasicBlockRef blk = LLVMAppendBasicBlockInContext(g->c, g->fn, l->tiles ? "tiles" : "blocked");
+    if (l->blocked) { /* the prefill path from blocked_min_m rows */
+        LLVMBasicBlockRef blk = LLVMAppendBasicBlockInContext(g->c, g->fn, "blocked");
         direct = LLVMAppendBasicBlockInContext(g->c, g->fn, "direct");
         next = LLVMAppendBasicBlockInContext(g->c, g->fn, "panel_done");
-        int64_t min_m = l->tiles ? l->tiles_min_m : l->blocked_min_m;
-        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, min_m), ""), blk, direct);
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, l->blocked_min_m), ""), blk, direct);
         LLVMPositionBuilderAtEnd(b, blk);
         KilnTile tb = t;
-        if (l->tiles)
-            kg_emit_amx_panel(g, &tb);
-        else
-            kg_emit_blocked_panel(g, &tb);
+        kg_emit_blocked_panel(g, &tb);
         LLVMBuildBr(b, next);
         LLVMPositionBuilderAtEnd(b, direct);
     }
@@ -635,6 +652,10 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
         LLVMPositionBuilderAtEnd(b, next);
     }
     kg_loop_end(g, &lp);
+    if (done) {
+        LLVMBuildBr(b, done);
+        LLVMPositionBuilderAtEnd(b, done);
+    }
     if (mxcsr)
         kg_call_intr(g, "llvm.x86.sse.ldmxcsr", NULL, 0, &mxcsr, 1);
     LLVMBuildRetVoid(b);
