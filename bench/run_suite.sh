@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # bench/run_suite.sh — kiln's standard CPU benchmark in one command: every recipe of the
 # suite on the standard shapes, decode (M=1, cold caches) and prefill (M=512), 1 and 2
-# threads, interleaved with peers (llama.cpp's ggml, PyTorch, oneDNN, OpenBLAS) on the
-# same shapes and threads with the same cache eviction; writes
+# threads, interleaved with peers (llama.cpp's ggml, PyTorch, OpenVINO, oneDNN, OpenBLAS)
+# on the same shapes and threads with the same cache eviction; writes
 # bench/results/cpu-<date>.md. docs/bench.md explains the numbers.
 #
 # usage: bench/run_suite.sh [--quick] [--rounds R] [--out FILE] [--no-peers]
 #                           [--shapes "NxK ..."] [--ms "1 512"] [--threads "1 2"]
 #                           [--recipes "w8a8-int8-dynamic ..."] [--e2e]
+#                           [--peers "openblas onednn torch openvino ggml"]
+#        --peers: only these peers (default: all five); --no-peers: none
 #        --e2e: then the end-to-end tokens/s suite, bench/e2e.sh (SmolLM2 against
 #        llama-bench and PyTorch; docs/bench.md, "End-to-end peers")
 # env:   KILN_BIN (default build/kiln, built by scripts/setup.sh when missing),
-#        KILN_BENCH_VENV (default ~/.cache/kiln/bench-venv: PyTorch is installed there,
+#        KILN_BENCH_VENV (default ~/.cache/kiln/bench-venv: PyTorch and OpenVINO go there,
 #        never in the repo), KILN_BENCH_PROBE_MS (default 250), KILN_BENCH_EVICT_BYTES
 #        (default: what kiln's rule picks for this host), KILN_GGML_VERSION and
-#        KILN_PEERS_CACHE (bench/peers/build_ggml.sh).
+#        KILN_PEERS_CACHE (bench/peers/build_ggml.sh), KILN_OV_INFERENCE_PRECISION
+#        (bench/peers/peers_openvino.py; default: the plugin's own for this CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 args=$(printf '%q ' "$@"); args=${args% }
 
 quick=0 e2e=0 rounds= out= peers=1 shapes= ms_list= threads_list= recipes=
+all_peers="openblas onednn torch openvino ggml" peer_list=
 while (($#)); do
   case $1 in
     --quick) quick=1 ;;
@@ -31,11 +35,20 @@ while (($#)); do
     --ms) ms_list=$2; shift ;;
     --threads) threads_list=$2; shift ;;
     --recipes) recipes=$2; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --peers) peer_list=$2; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run_suite: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
+: "${peer_list:=$all_peers}"
+for p in $peer_list; do
+  [[ " $all_peers " == *" $p "* ]] ||
+    { echo "run_suite: --peers: unknown peer '$p' (known: $all_peers)" >&2; exit 2; }
+done
+((peers)) || peer_list=
+want() { [[ " $peer_list " == *" $1 "* ]]; }
+
 if ((quick)); then
   : "${shapes:=4096x4096}" "${rounds:=1}"
 else
@@ -58,11 +71,15 @@ log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
 # ---------------------------------------------------------------- what the suite needs
 apt_need=()
-for p in libdnnl-dev libopenblas-dev; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || apt_need+=("$p")
+for p in onednn:libdnnl-dev openblas:libopenblas-dev; do
+  want "${p%%:*}" || continue
+  dpkg-query -W -f='${Status}' "${p#*:}" 2>/dev/null | grep -q "install ok installed" ||
+    apt_need+=("${p#*:}")
 done
-python3 -m venv --help >/dev/null 2>&1 || apt_need+=(python3-venv)
-if ((peers)) && ((${#apt_need[@]})); then
+if want torch || want openvino; then
+  python3 -m venv --help >/dev/null 2>&1 || apt_need+=(python3-venv)
+fi
+if ((${#apt_need[@]})); then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   log "installing ${apt_need[*]}"
   { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
@@ -91,18 +108,40 @@ fi
 export KILN_BENCH_EVICT_BYTES
 log "cold runs evict by reading $((KILN_BENCH_EVICT_BYTES >> 20)) MiB (kiln and every peer)"
 
-peer_err_openblas= peer_err_onednn= peer_err_torch= peer_err_ggml= ggml_dir=
-if ((peers)); then
+# Installs PIP_ARGS into the bench venv unless MODULE imports there already; prints why
+# not on failure (the peer's rows then read n/a with it).
+venv_install() { # peer module pip-args...
+  local peer=$1 mod=$2; shift 2
+  [ -x "$venv/bin/python" ] || { echo "no virtualenv at $venv (python3 -m venv failed)"; return; }
+  "$venv/bin/python" -c "import $mod" >/dev/null 2>&1 && return
+  log "installing $* into $venv from PyPI$([ "$peer" = torch ] && echo ' (large download)')"
+  "$venv/bin/python" -m pip install -q "$@" >"$work/pip_$peer.log" 2>&1 ||
+    echo "pip install $* failed: $(tail -n 2 "$work/pip_$peer.log" | tr '\n"' '  ')"
+}
+
+peer_err_openblas= peer_err_onednn= peer_err_torch= peer_err_openvino= peer_err_ggml= ggml_dir=
+if want openblas; then
   cc -O2 -march=native -o "$work/peers_openblas" bench/peers/peers_openblas.c -lopenblas \
     2>"$work/cc_openblas.log" || peer_err_openblas="did not build: $(head -c 160 "$work/cc_openblas.log")"
+fi
+if want onednn; then
   cc -O2 -march=native -o "$work/peers_onednn" bench/peers/peers_onednn.c -ldnnl \
     2>"$work/cc_onednn.log" || peer_err_onednn="did not build: $(head -c 160 "$work/cc_onednn.log")"
-  if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
-    log "creating $venv and installing torch + numpy from PyPI (large download)"
-    { python3 -m venv "$venv" && "$venv/bin/pip" install -q torch numpy; } >"$work/pip.log" 2>&1 ||
-      peer_err_torch="pip install torch failed: $(tail -n 2 "$work/pip.log" | tr '\n"' '  ')"
-  fi
+fi
+if (want torch || want openvino) && [ ! -x "$venv/bin/python" ]; then
+  log "creating $venv"
+  python3 -m venv "$venv" >"$work/venv.log" 2>&1 ||
+    log "python3 -m venv $venv failed: $(tail -n 1 "$work/venv.log")"
+fi
+if want torch; then
+  peer_err_torch=$(venv_install torch torch torch numpy)
   [ -n "$peer_err_torch" ] && log "torch peer n/a: $peer_err_torch"
+fi
+if want openvino; then
+  peer_err_openvino=$(venv_install openvino openvino openvino numpy)
+  [ -n "$peer_err_openvino" ] && log "openvino peer n/a: $peer_err_openvino"
+fi
+if want ggml; then
   pip=(python3 -m pip); [ -x "$venv/bin/pip" ] && pip=("$venv/bin/python" -m pip)
   log "ggml: bench/peers/build_ggml.sh (downloads and builds once, then cached)"
   if ggml_dir=$(PIP="${pip[*]}" bash bench/peers/build_ggml.sh 2>"$work/ggml_build.log"); then
@@ -148,16 +187,21 @@ run_peer() { # case round name errvar cmd...
 }
 # OMP_WAIT_POLICY=ACTIVE keeps the peers' OpenMP threads spinning between runs, as
 # kiln bench --cold keeps its pool warm (docs/bench.md): cold caches, warm threads.
+# OpenVINO runs on TBB, which has no such setting (docs/bench.md); OMP_NUM_THREADS there
+# only keeps numpy's BLAS, used for its one correctness check, to T threads.
 run_peers() { # case round M N K T repeat warmup cold01
-  ((peers)) || return 0
   local c=$1 rd=$2; shift 2
-  run_peer "$c" "$rd" openblas "$peer_err_openblas" env OPENBLAS_NUM_THREADS="$4" "$work/peers_openblas" "$@"
-  run_peer "$c" "$rd" onednn "$peer_err_onednn" env OMP_NUM_THREADS="$4" OMP_WAIT_POLICY=ACTIVE \
-    "$work/peers_onednn" "$@"
-  run_peer "$c" "$rd" torch "$peer_err_torch" env OMP_NUM_THREADS="$4" OMP_WAIT_POLICY=ACTIVE \
-    "$venv/bin/python" bench/peers/peers_torch.py "$@"
-  run_peer "$c" "$rd" ggml "$peer_err_ggml" env OMP_NUM_THREADS="$4" OMP_WAIT_POLICY=ACTIVE \
-    "$work/peers_ggml" "$@"
+  want openblas && run_peer "$c" "$rd" openblas "$peer_err_openblas" \
+    env OPENBLAS_NUM_THREADS="$4" "$work/peers_openblas" "$@"
+  want onednn && run_peer "$c" "$rd" onednn "$peer_err_onednn" \
+    env OMP_NUM_THREADS="$4" OMP_WAIT_POLICY=ACTIVE "$work/peers_onednn" "$@"
+  want torch && run_peer "$c" "$rd" torch "$peer_err_torch" \
+    env OMP_NUM_THREADS="$4" OMP_WAIT_POLICY=ACTIVE "$venv/bin/python" bench/peers/peers_torch.py "$@"
+  want openvino && run_peer "$c" "$rd" openvino "$peer_err_openvino" \
+    env OMP_NUM_THREADS="$4" "$venv/bin/python" bench/peers/peers_openvino.py "$@"
+  want ggml && run_peer "$c" "$rd" ggml "$peer_err_ggml" \
+    env OMP_NUM_THREADS="$4" OMP_WAIT_POLICY=ACTIVE "$work/peers_ggml" "$@"
+  return 0
 }
 
 t_start=$(date +%s)
@@ -203,7 +247,7 @@ flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' |
   echo "## Commands"
   echo
   echo "Per case, for each recipe: \`$kiln bench recipes/RECIPE.lua --shape M,N,K --threads T --repeat R --warmup W [--cold] --probe-ms $probe_ms --json\`;"
-  echo "peers: \`peers_openblas M N K T R W COLD\`, \`OMP_NUM_THREADS=T OMP_WAIT_POLICY=ACTIVE peers_onednn ...\`, \`python bench/peers/peers_torch.py ...\`, \`peers_ggml ...\` (same env)"
+  echo "peers ($peer_list): \`peers_openblas M N K T R W COLD\`, \`OMP_NUM_THREADS=T OMP_WAIT_POLICY=ACTIVE peers_onednn ...\`, \`python bench/peers/peers_torch.py ...\`, \`peers_ggml ...\` (same env), \`OMP_NUM_THREADS=T python bench/peers/peers_openvino.py ...\` (INFERENCE_NUM_THREADS=T, pinned, inference precision ${KILN_OV_INFERENCE_PRECISION:-as the plugin picks})"
   echo "(built by the script with \`cc -O2 -march=native ... -lopenblas\` / \`-ldnnl\` / against \`${ggml_dir:-ggml (not built)}\`, llama.cpp's ggml from llama-cpp-python's sdist, by \`bench/peers/build_ggml.sh\`)."
   echo "Decode (M=1) runs cold: every run, kiln's and the peers', first reads \`KILN_BENCH_EVICT_BYTES=$KILN_BENCH_EVICT_BYTES\` bytes ($evict_note)."
   echo "$rounds interleaved round(s) of kiln then peers, plus a final kiln round; each number is the median over rounds of each run's median."

@@ -11,7 +11,9 @@ from collections import defaultdict
 from jsonstream import read_values
 
 # Each recipe family's like-for-like peers: the same weight and activation formats.
-# The fastest of them is the row's "like-for-like" column.
+# The fastest of them is the row's "like-for-like" column. A peer whose formats depend
+# on the host (OpenVINO quantizes activations or not) names its family per line instead,
+# as "peer_of".
 LIKE_FOR_LIKE = {
     "w4a8": ["ggml-q4_0"],
     "w8a8": ["ggml-q8_0", "onednn-u8s8", "torch-int8-dyn"],
@@ -44,6 +46,9 @@ class Results:
         self.peer_info = {}             # peer -> its last successful line
         self.peer_err = {}              # (case, peer) -> error text
         self.peer_evict = set()         # eviction sizes the peers' cold runs read
+        self.peer_lines = {}            # (case, peer) -> its last successful line
+        self.peer_of = defaultdict(set)  # (case, recipe family) -> peers saying they match it
+        self.unfused = set()            # (case, peer) that computed an unfused decompression
         self.order = []
         for r in recs:
             case, res = r["case"], r["result"]
@@ -56,6 +61,11 @@ class Results:
             elif "median_ms" in res:
                 self.peers[(case, res["peer"])].append(res["median_ms"])
                 self.peer_info[res["peer"]] = res
+                self.peer_lines[(case, res["peer"])] = res
+                if "peer_of" in res:
+                    self.peer_of[(case, res["peer_of"])].add(res["peer"])
+                if res.get("fused") is False:
+                    self.unfused.add((case, res["peer"]))
                 if res.get("evict_bytes"):
                     self.peer_evict.add(res["evict_bytes"])
             else:
@@ -66,11 +76,13 @@ class Results:
         return statistics.median(ms) if ms else None
 
     def fastest(self, case, names=None):
-        """(peer, ms) of the fastest peer of the case, among `names` when given."""
+        """(peer, ms) of the fastest peer of the case, among `names` when given; a peer
+        that ran an unfused weight decompression is never compared."""
         best = None
         for (c, p) in self.peers:
             m = self.peer_ms(c, p)
-            if c == case and m is not None and (names is None or p in names):
+            if (c == case and m is not None and (names is None or p in names)
+                    and (c, p) not in self.unfused):
                 if best is None or m < best[1]:
                     best = (p, m)
         return best
@@ -102,7 +114,8 @@ def main_table(res):
             frac = statistics.median(x["limit_fraction"] for x in runs)
             last = runs[-1]
             bound = "memory" if last["bound"] == "memory" else last.get("peak_insn", last["peak"])
-            like = LIKE_FOR_LIKE.get(recipe.split("-")[0])
+            family = recipe.split("-")[0]
+            like = LIKE_FOR_LIKE.get(family, []) + sorted(res.peer_of[(case, family)])
             like_cell, like_ratio = vs(res.fastest(case, like) if like else None, med)
             best_cell, best_ratio = vs(best, med)
             print(f"| {case} | {recipe} | {last['kernel']} | {med:.3f} ({len(runs)}) "
@@ -120,8 +133,10 @@ def peer_table(res):
         names = sorted({p for (c, p) in list(res.peers) + list(res.peer_err) if c == case})
         for p in names:
             m = res.peer_ms(case, p)
-            dtype = res.peer_info.get(p, {}).get("dtype", "-")
+            dtype = res.peer_lines.get((case, p), {}).get("dtype", "-")
             cell = f"{m:.3f}" if m is not None else f"n/a ({res.peer_err.get((case, p), '')})"
+            if (case, p) in res.unfused:
+                cell += " (unfused decompression: not compared)"
             print(f"| {case} | {p} | {dtype} | {cell} |")
     paths = {p: i for p, i in res.peer_info.items() if "path" in i}
     if paths:
@@ -129,6 +144,26 @@ def peer_table(res):
         print("ggml: " + "; ".join(f"{p} weights in the {i['path']} buffer type"
                                    for p, i in sorted(paths.items()))
               + f" (CPU features of its build: {next(iter(paths.values())).get('features', '?')}).")
+    openvino_notes(res)
+
+
+def openvino_notes(res):
+    """What OpenVINO's plugin made of each variant in each case (bench/peers/peers_openvino.py)."""
+    rows = [(c, p, i) for (c, p), i in res.peer_lines.items() if "fc_primitive" in i]
+    if not rows:
+        return
+    print()
+    print(f"OpenVINO {rows[0][2]['openvino']}, what its CPU plugin ran (the decompression "
+          "fused into one FullyConnected on u4/u8 weights, or not):")
+    print()
+    print("| case | peer | fused | FullyConnected primitive | inference precision "
+          "| dynamic quantization (group) | threads asked / busy | error / bound |")
+    print("|---|---|---|---|---|---|---|---:|")
+    for case, p, i in rows:
+        dq = "applied" if i["dyn_quant_applied"] else "not applied"
+        print(f"| {case} | {p} | {'yes' if i['fused'] else 'NO'} | {i['fc_primitive']} "
+              f"| {i['inference_precision']} | {dq} ({i['dyn_quant_group_size']}) "
+              f"| {i['threads']} / {i['busy_threads']} | {i['err_over_bound']:.3f} |")
 
 
 def machine_notes(res):
