@@ -271,7 +271,7 @@ static LLVMValueRef dot(KilnGen *g, LLVMValueRef acc, LLVMValueRef a, LLVMValueR
 }
 
 /* Zero points of the group, widened to the code vector's lanes (KR per column). */
-static LLVMValueRef group_zeros(KilnGen *g, KilnTile *t, LLVMValueRef gi, int v)
+LLVMValueRef kg_group_zeros(KilnGen *g, KilnTile *t, LLVMValueRef gi, int v)
 {
     const KilnLayout *l = g->l;
     if (!l->zeros_off || kiln_layout_integer(l) || l->zero_by_sum)
@@ -429,7 +429,7 @@ static void emit_tile(KilnGen *g, KilnTile *t)
     LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
     LLVMValueRef zv[KG_MAXNV];
     for (int v = 0; v < t->NV; v++) {
-        zv[v] = group_zeros(g, t, gi, v);
+        zv[v] = kg_group_zeros(g, t, gi, v);
         for (int r = 0; r < t->R; r++)
             for (int ph = 0; ph < t->P; ph++)
                 kg_st(g, LLVMConstNull(gt), t->gacc[r][v][ph]);
@@ -602,7 +602,9 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
         LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, min_m), ""), blk, direct);
         LLVMPositionBuilderAtEnd(b, blk);
         KilnTile tb = t;
-        if (l->tiles)
+        if (l->tiles && l->family == KILN_KF_BF16_DOT)
+            kg_emit_amx_bf16_panel(g, &tb);
+        else if (l->tiles)
             kg_emit_amx_panel(g, &tb);
         else
             kg_emit_blocked_panel(g, &tb);
