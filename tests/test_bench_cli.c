@@ -54,9 +54,10 @@ typedef struct Expect {
  * (vpdpbusd). */
 static Expect expect_w8a8(const char *level)
 {
-    bool v4 = strcmp(level, "avx512") == 0;
+    bool v4 = kiln_level_is_v4(level), amx = strcmp(level, "amx") == 0;
+    /* amx: planned at M = 1 as kiln_layer_create plans, below amx_min_m: the vnni rows */
     return (Expect){.recipe = KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua",
-                    .kernel = v4 ? "avx512-u8s8-vnni" : "avx2-i16-madd",
+                    .kernel = amx ? "amx-u8s8-vnni" : v4 ? "avx512-u8s8-vnni" : "avx2-i16-madd",
                     .peak = v4 ? "vpdpbusd" : "vpmaddwd",
                     .peak_insn = v4 ? "vpdpbusd zmm" : "vpmaddwd+vpaddd ymm"};
 }
@@ -65,9 +66,9 @@ static Expect expect_w8a8(const char *level)
  * the eviction size given through the environment, as bench/run_suite.sh does. */
 static Expect expect_w4a16(const char *level)
 {
-    bool v4 = strcmp(level, "avx512") == 0;
+    bool v4 = kiln_level_is_v4(level), amx = strcmp(level, "amx") == 0;
     return (Expect){.recipe = KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua",
-                    .kernel = v4 ? "avx512-f32-fma" : "avx2-f32-fma", .prefix = true,
+                    .kernel = amx ? "amx-f32-fma" : v4 ? "avx512-f32-fma" : "avx2-f32-fma", .prefix = true,
                     .peak = "fma", .peak_insn = v4 ? "vfmadd231ps zmm" : "vfmadd231ps ymm",
                     .evict_env = "KILN_BENCH_EVICT_BYTES=67108864", .cold = true};
 }
