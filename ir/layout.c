@@ -339,8 +339,11 @@ static int use_bf16_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
     l->TM = 16;
     l->KT = unit % 32 == 0 ? 32 : unit % 16 == 0 ? 16 : unit % 8 == 0 ? 8 : unit % 4 == 0 ? 4 : 2;
     snprintf(l->name, sizeof l->name, "amx-bf16-tile");
+    /* 4 panels a pass: at K = 4096 the dequantized panels (1 MiB) and a block's rows
+     * (256 KiB) stay in a Sapphire Rapids core's 2 MiB L2 */
+    l->TP = 4;
     l->tpanel_off = align64((size_t)(l->TM - 1) * l->scratch_per_row);
-    l->scratch_fixed = l->tpanel_off + (size_t)l->K * (size_t)l->NR * 2;
+    l->scratch_fixed = l->tpanel_off + (size_t)l->TP * (size_t)l->K * (size_t)l->NR * 2;
     return 0;
 }
 

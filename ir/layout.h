@@ -178,12 +178,15 @@ typedef struct KilnLayout {
     bool tiles, tiles_model;
     int64_t tiles_min_m;
     int TM, KT;
-    /* amx-bf16-tile (family bf16-dot with tiles): the B tiles are not the blob. Per
-     * call and panel the tile path dequantizes the panel's codes once (q - z, or the
-     * fp8 value: exact in bf16) into bf16 B tiles in the fixed scratch, at
-     * scratch + M * scratch_per_row + tpanel_off, after the TM - 1 pad rows: K/2 rows of NR*2 bf16 (128 bytes for NR = 32), row kk holding
-     * k = 2kk, 2kk+1 of column n as the bf16 pair at byte 4n (the order bf16-dot's
-     * vectors already have), so the B tile of columns 16h..16h+15 and k0..k0+KT-1 is
+    /* amx-bf16-tile (family bf16-dot with tiles): the B tiles are not the blob. The
+     * tile path takes the call's panels in passes of TP: per pass it dequantizes each
+     * panel's codes once (q - z, or the fp8 value: exact in bf16) into bf16 B tiles in
+     * the fixed scratch, panel j of the pass at scratch + M * scratch_per_row +
+     * tpanel_off + j * K*NR*2 (after the TM - 1 pad rows), then runs every 32-row block
+     * over the TP panels, so that a block's activation rows come from memory once per
+     * pass and from cache for the other panels. A panel is K/2 rows of NR*2 bf16
+     * (128 bytes for NR = 32), row kk holding k = 2kk, 2kk+1 of column n as the bf16
+     * pair at byte 4n (the order bf16-dot's vectors already have), so the B tile of columns 16h..16h+15 and k0..k0+KT-1 is
      * KT/2 rows of 64 bytes at the panel + k0*NR*2 + 64h, stride NR*4. The A tile is
      * 16 rows of KT bf16 at stride scratch_per_row (the prepared rows). KT, the k of
      * one tile step, is the largest of 32, 16, 8, 4, 2 dividing K and the group. All
@@ -191,6 +194,7 @@ typedef struct KilnLayout {
      * four 16x16 f32 C tiles; a last block of <= 16 rows 1x2); per scale group the C
      * tiles start at zero and go through bf16-dot's group epilogue row by row. */
     size_t tpanel_off;
+    int TP;
     /* epilogue */
     bool has_bias;
     KilnEpilogue epilogue;

@@ -273,7 +273,8 @@ static int run_shape(const Case *c, int64_t N, int64_t K, const int64_t *Ms, int
 
 /* Every case on M = 1, 15, 16, 17, 33, 100 (partial 16-row tiles, a 1x2 last block
  * after 2x2 ones) and N, K off multiples of 32 (tile steps KT of 2..32, ragged last
- * groups, a partial last panel). */
+ * groups, a partial last panel; N = 300: calls of 5 panels, a pass of TP = 4 and one
+ * of 1). */
 static void test_bf16_tiles_vs_interp(void **state)
 {
     (void)state;
@@ -292,7 +293,7 @@ static void test_bf16_tiles_vs_interp(void **state)
         printf("[ SKIP ] the real AMX bf16 tile kernels: %s (the scalar tile model runs them)\n",
                kiln_target_cannot_run(&ta) ? kiln_target_cannot_run(&ta) : "no AMX tile state");
     static const int64_t Ms[] = {1, 15, 16, 17, 33, 100};
-    static const int64_t NK[][2] = {{33, 200}, {70, 384}, {7, 136}, {40, 130}};
+    static const int64_t NK[][2] = {{33, 200}, {70, 384}, {7, 136}, {40, 130}, {300, 136}};
     int failures = 0;
     for (size_t ci = 0; ci < NCASES; ci++)
         for (size_t s = 0; s < sizeof NK / sizeof NK[0]; s++) {

@@ -117,8 +117,9 @@ void kt_dpbf16ps(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, i
 
 /* qgemm_amx.c: one panel on AMX tiles (or the scalar tile model), all M rows. */
 void kg_emit_amx_panel(KilnGen *g, KilnTile *t);
-/* qgemm_amx_bf16.c: one panel of amx-bf16-tile on tdpbf16ps tiles (or the model). */
-void kg_emit_amx_bf16_panel(KilnGen *g, KilnTile *t);
+/* qgemm_amx_bf16.c: panels [p0, p1) of amx-bf16-tile, all M rows, on tdpbf16ps tiles
+ * (or the model). */
+void kg_emit_amx_bf16_panels(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1);
 
 /* qgemm_blocked.c: one panel of the blocked prefill path, all M rows. */
 void kg_emit_blocked_panel(KilnGen *g, KilnTile *t);

@@ -1,12 +1,13 @@
 /* codegen/cpu/qgemm_amx_bf16.c — the tile path of the amx-bf16-tile layout (ir/layout.h):
- * one panel, all M rows. The panel's codes are dequantized once per call into bf16 B
- * tiles in scratch (bf16-dot's own weight operands: q - z or the fp8 value, exact in
- * bf16), then the rows run in 32-row blocks of 2x2 tdpbf16ps tiles (two 16-row bf16
- * activation tiles by the panel's two 16-column B tiles into four 16x16 f32 C tiles;
- * a last block of <= 16 rows 1x2). Per scale group the C tiles start at zero, are
- * stored to the stack and go through bf16-dot's group epilogue row by row
- * (kg_group_end: the group's scale into the f32 row sums), then the output epilogue.
- * Tiles through codegen/cpu/tiles.c: real AMX, or the scalar model for `tiles = "model"`. */
+ * the call's panels in passes of TP, all M rows. A pass dequantizes its panels' codes
+ * once into bf16 B tiles in scratch (bf16-dot's own weight operands: q - z or the fp8
+ * value, exact in bf16), then the rows run in 32-row blocks, each over the pass's
+ * panels, on 2x2 tdpbf16ps tiles (two 16-row bf16 activation tiles by a panel's two
+ * 16-column B tiles into four 16x16 f32 C tiles; a last block of <= 16 rows 1x2). Per
+ * scale group the C tiles start at zero, are stored to the stack and go through
+ * bf16-dot's group epilogue row by row (kg_group_end: the group's scale into the f32
+ * row sums), then the output epilogue. Tiles through codegen/cpu/tiles.c: real AMX,
+ * or the scalar model for `tiles = "model"`. */
 #include "codegen/cpu/gen.h"
 
 /* The panel's B tiles (layout.h): for every packed block and dot step, bf16-dot's
@@ -138,18 +139,52 @@ static void emit_block(KilnTiles *T, KilnTile *t, int na, LLVMValueRef m0, LLVMV
     kg_loop_end(g, &ls);
 }
 
-void kg_emit_amx_bf16_panel(KilnGen *g, KilnTile *t)
+/* Panel p as the direct path's tile sees it (its columns, codes, scales). */
+static KilnTile panel_tile(KilnGen *g, LLVMValueRef p)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    KilnTile t = {.NV = l->NR / l->VL, .p = p};
+    LLVMValueRef NR = kg_i64(g, l->NR), rem = LLVMBuildSub(b, g->n1, LLVMBuildMul(b, p, NR, ""), "");
+    t.ncols = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rem, NR, ""), rem, NR, "");
+    t.wpanel = kg_gep(g, g->wp, LLVMBuildAdd(b, kg_i64(g, (int64_t)l->codes_off),
+                                              LLVMBuildMul(b, p, kg_i64(g, (int64_t)l->panel_code_bytes), ""), ""));
+    return t;
+}
+
+/* The rows block at m0 (na A tiles) over the np panels of the pass at pc. */
+static void pass_block(KilnTiles *T, int na, LLVMValueRef m0, LLVMValueRef pc, LLVMValueRef np,
+                       LLVMValueRef tpanels, LLVMValueRef cbuf, LLVMValueRef fbuf)
+{
+    KilnGen *g = T->g;
+    LLVMBuilderRef b = g->b;
+    KilnLoop lj;
+    LLVMValueRef j = kg_loop_begin(g, &lj, kg_i64(g, 0), np, 1);
+    KilnTile t = panel_tile(g, LLVMBuildAdd(b, pc, j, ""));
+    LLVMValueRef tpanel = kg_gep(g, tpanels, LLVMBuildMul(b, j, kg_i64(g, g->l->K * g->l->NR * 2), ""));
+    emit_block(T, &t, na, m0, tpanel, cbuf, fbuf);
+    kg_loop_end(g, &lj);
+}
+
+void kg_emit_amx_bf16_panels(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
     KilnTiles T = kt_init(g, l->tiles_model);
     int TM = l->TM;
     LLVMValueRef fixed = kg_gep(g, g->scratch, LLVMBuildMul(b, g->M, kg_i64(g, (int64_t)l->scratch_per_row), ""));
-    LLVMValueRef tpanel = kg_gep(g, fixed, kg_i64(g, (int64_t)l->tpanel_off));
-    dequant_panel(g, t, tpanel);
+    LLVMValueRef tpanels = kg_gep(g, fixed, kg_i64(g, (int64_t)l->tpanel_off));
     LLVMValueRef cbuf = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(2 * TM * l->NR)), "cbuf");
     LLVMValueRef fbuf = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(2 * TM * l->NR)), "fbuf");
-    KilnLoop lm;
+    KilnLoop lc, ld, lm;
+    LLVMValueRef pc = kg_loop_begin(g, &lc, p0, p1, l->TP);
+    LLVMValueRef left = LLVMBuildSub(b, p1, pc, "");
+    LLVMValueRef np = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, left, kg_i64(g, l->TP), ""), left,
+                                      kg_i64(g, l->TP), "");
+    LLVMValueRef j = kg_loop_begin(g, &ld, kg_i64(g, 0), np, 1);
+    KilnTile t = panel_tile(g, LLVMBuildAdd(b, pc, j, ""));
+    dequant_panel(g, &t, kg_gep(g, tpanels, LLVMBuildMul(b, j, kg_i64(g, l->K * l->NR * 2), "")));
+    kg_loop_end(g, &ld);
     LLVMValueRef m0 = kg_loop_begin(g, &lm, kg_i64(g, 0), g->M, 2 * TM);
     LLVMBasicBlockRef two = LLVMAppendBasicBlockInContext(g->c, g->fn, "tiles_2x2");
     LLVMBasicBlockRef one = LLVMAppendBasicBlockInContext(g->c, g->fn, "tiles_1x2");
@@ -157,11 +192,12 @@ void kg_emit_amx_bf16_panel(KilnGen *g, KilnTile *t)
     LLVMValueRef more = LLVMBuildICmp(b, LLVMIntSGT, LLVMBuildSub(b, g->M, m0, ""), kg_i64(g, TM), "");
     LLVMBuildCondBr(b, more, two, one);
     LLVMPositionBuilderAtEnd(b, two);
-    emit_block(&T, t, 2, m0, tpanel, cbuf, fbuf);
+    pass_block(&T, 2, m0, pc, np, tpanels, cbuf, fbuf);
     LLVMBuildBr(b, done);
     LLVMPositionBuilderAtEnd(b, one);
-    emit_block(&T, t, 1, m0, tpanel, cbuf, fbuf);
+    pass_block(&T, 1, m0, pc, np, tpanels, cbuf, fbuf);
     LLVMBuildBr(b, done);
     LLVMPositionBuilderAtEnd(b, done);
     kg_loop_end(g, &lm);
+    kg_loop_end(g, &lc);
 }

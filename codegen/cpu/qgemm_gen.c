@@ -586,6 +586,17 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     LLVMValueRef NR = kg_i64(g, l->NR);
     LLVMValueRef p0 = LLVMBuildSDiv(b, g->n0, NR, "");
     LLVMValueRef p1 = LLVMBuildSDiv(b, LLVMBuildAdd(b, g->n1, kg_i64(g, l->NR - 1), ""), NR, "");
+    LLVMBasicBlockRef panels_done = NULL;
+    if (l->tiles && l->family == KILN_KF_BF16_DOT) { /* its tiles take the panels in passes */
+        LLVMBasicBlockRef tiles = LLVMAppendBasicBlockInContext(g->c, g->fn, "bf16_tiles");
+        LLVMBasicBlockRef rows = LLVMAppendBasicBlockInContext(g->c, g->fn, "vector_rows");
+        panels_done = LLVMAppendBasicBlockInContext(g->c, g->fn, "panels_done");
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, l->tiles_min_m), ""), tiles, rows);
+        LLVMPositionBuilderAtEnd(b, tiles);
+        kg_emit_amx_bf16_panels(g, p0, p1);
+        LLVMBuildBr(b, panels_done);
+        LLVMPositionBuilderAtEnd(b, rows);
+    }
     KilnLoop lp;
     KilnTile t = {.NV = l->NR / l->VL};
     t.p = kg_loop_begin(g, &lp, p0, p1, 1);
@@ -594,7 +605,7 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     t.wpanel = kg_gep(g, g->wp, LLVMBuildAdd(b, kg_i64(g, (int64_t)l->codes_off),
                                               LLVMBuildMul(b, t.p, kg_i64(g, (int64_t)l->panel_code_bytes), ""), ""));
     LLVMBasicBlockRef direct = NULL, next = NULL;
-    if (l->blocked || l->tiles) { /* prefill paths from blocked_min_m / tiles_min_m rows */
+    if (l->blocked || (l->tiles && !panels_done)) { /* prefill paths from blocked_min_m / tiles_min_m rows */
         LLVMBasicBlockRef blk = LLVMAppendBasicBlockInContext(g->c, g->fn, l->tiles ? "tiles" : "blocked");
         direct = LLVMAppendBasicBlockInContext(g->c, g->fn, "direct");
         next = LLVMAppendBasicBlockInContext(g->c, g->fn, "panel_done");
@@ -602,9 +613,7 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
         LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, min_m), ""), blk, direct);
         LLVMPositionBuilderAtEnd(b, blk);
         KilnTile tb = t;
-        if (l->tiles && l->family == KILN_KF_BF16_DOT)
-            kg_emit_amx_bf16_panel(g, &tb);
-        else if (l->tiles)
+        if (l->tiles)
             kg_emit_amx_panel(g, &tb);
         else
             kg_emit_blocked_panel(g, &tb);
@@ -637,6 +646,10 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
         LLVMPositionBuilderAtEnd(b, next);
     }
     kg_loop_end(g, &lp);
+    if (panels_done) {
+        LLVMBuildBr(b, panels_done);
+        LLVMPositionBuilderAtEnd(b, panels_done);
+    }
     if (mxcsr)
         kg_call_intr(g, "llvm.x86.sse.ldmxcsr", NULL, 0, &mxcsr, 1);
     LLVMBuildRetVoid(b);
