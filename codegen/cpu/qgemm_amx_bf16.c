@@ -111,34 +111,6 @@ static KilnTile block_row(KilnGen *g, const KilnTile *t, LLVMValueRef m0, LLVMVa
     return one;
 }
 
-/* The rows [m0, m0 + live) (live <= 16 na) on na x 2 tiles: every group's tiles and
- * epilogue, then the output. */
-static void emit_block(KilnTiles *T, KilnTile *t, int na, LLVMValueRef m0, LLVMValueRef tpanel,
-                       LLVMValueRef cbuf, LLVMValueRef fbuf)
-{
-    KilnGen *g = T->g;
-    const KilnLayout *l = g->l;
-    LLVMBuilderRef b = g->b;
-    int rows = na * l->TM;
-    LLVMValueRef left = LLVMBuildSub(b, g->M, m0, "");
-    LLVMValueRef live = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, left, kg_i64(g, rows), ""), left,
-                                        kg_i64(g, rows), "");
-    for (int i = 0; i < rows * l->NR; i += l->VL)
-        kg_st(g, LLVMConstNull(g->vf), kg_gep(g, fbuf, kg_i64(g, (int64_t)i * 4)));
-    KilnLoop lg, lr, ls;
-    LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
-    group_tiles(T, na, m0, gi, tpanel, cbuf);
-    LLVMValueRef r = kg_loop_begin(g, &lr, kg_i64(g, 0), live, 1);
-    KilnTile one = block_row(g, t, m0, r, cbuf, fbuf);
-    kg_group_end(g, &one, gi);
-    kg_loop_end(g, &lr);
-    kg_loop_end(g, &lg);
-    LLVMValueRef rs = kg_loop_begin(g, &ls, kg_i64(g, 0), live, 1);
-    KilnTile out = block_row(g, t, m0, rs, cbuf, fbuf);
-    kg_emit_tile_store(g, &out);
-    kg_loop_end(g, &ls);
-}
-
 /* Panel p as the direct path's tile sees it (its columns, codes, scales). */
 static KilnTile panel_tile(KilnGen *g, LLVMValueRef p)
 {
@@ -152,18 +124,52 @@ static KilnTile panel_tile(KilnGen *g, LLVMValueRef p)
     return t;
 }
 
-/* The rows block at m0 (na A tiles) over the np panels of the pass at pc. */
+/* Panel j of the pass at pc: its tile, its dequantized B tiles and its rows' f32 sums
+ * (fbuf j of the pass). */
+static KilnTile pass_panel(KilnGen *g, LLVMValueRef pc, LLVMValueRef j, LLVMValueRef tpanels,
+                           LLVMValueRef fbufs, LLVMValueRef *tpanel, LLVMValueRef *fbuf)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    *tpanel = kg_gep(g, tpanels, LLVMBuildMul(b, j, kg_i64(g, l->K * l->NR * 2), ""));
+    *fbuf = kg_gep(g, fbufs, LLVMBuildMul(b, j, kg_i64(g, (int64_t)2 * l->TM * l->NR * 4), ""));
+    return panel_tile(g, LLVMBuildAdd(b, pc, j, ""));
+}
+
+/* The rows [m0, m0 + live) (live <= 16 na) over the np panels of the pass at pc on na x
+ * 2 tiles: group by group, each panel's tiles and epilogue (the group's activations,
+ * 16 na rows x group k, stay in L1 for the pass's panels), then every panel's output. */
 static void pass_block(KilnTiles *T, int na, LLVMValueRef m0, LLVMValueRef pc, LLVMValueRef np,
-                       LLVMValueRef tpanels, LLVMValueRef cbuf, LLVMValueRef fbuf)
+                       LLVMValueRef tpanels, LLVMValueRef cbuf, LLVMValueRef fbufs)
 {
     KilnGen *g = T->g;
+    const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
-    KilnLoop lj;
+    int rows = na * l->TM;
+    LLVMValueRef left = LLVMBuildSub(b, g->M, m0, "");
+    LLVMValueRef live = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, left, kg_i64(g, rows), ""), left,
+                                        kg_i64(g, rows), "");
+    for (int i = 0; i < l->TP * 2 * l->TM * l->NR; i += l->VL)
+        kg_st(g, LLVMConstNull(g->vf), kg_gep(g, fbufs, kg_i64(g, (int64_t)i * 4)));
+    KilnLoop lg, lj, lr, lo, ls;
+    LLVMValueRef tpanel, fbuf;
+    LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
     LLVMValueRef j = kg_loop_begin(g, &lj, kg_i64(g, 0), np, 1);
-    KilnTile t = panel_tile(g, LLVMBuildAdd(b, pc, j, ""));
-    LLVMValueRef tpanel = kg_gep(g, tpanels, LLVMBuildMul(b, j, kg_i64(g, g->l->K * g->l->NR * 2), ""));
-    emit_block(T, &t, na, m0, tpanel, cbuf, fbuf);
+    KilnTile t = pass_panel(g, pc, j, tpanels, fbufs, &tpanel, &fbuf);
+    group_tiles(T, na, m0, gi, tpanel, cbuf);
+    LLVMValueRef r = kg_loop_begin(g, &lr, kg_i64(g, 0), live, 1);
+    KilnTile one = block_row(g, &t, m0, r, cbuf, fbuf);
+    kg_group_end(g, &one, gi);
+    kg_loop_end(g, &lr);
     kg_loop_end(g, &lj);
+    kg_loop_end(g, &lg);
+    LLVMValueRef jo = kg_loop_begin(g, &lo, kg_i64(g, 0), np, 1);
+    KilnTile to = pass_panel(g, pc, jo, tpanels, fbufs, &tpanel, &fbuf);
+    LLVMValueRef rs = kg_loop_begin(g, &ls, kg_i64(g, 0), live, 1);
+    KilnTile out = block_row(g, &to, m0, rs, cbuf, fbuf);
+    kg_emit_tile_store(g, &out);
+    kg_loop_end(g, &ls);
+    kg_loop_end(g, &lo);
 }
 
 void kg_emit_amx_bf16_panels(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1)
@@ -175,7 +181,7 @@ void kg_emit_amx_bf16_panels(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1)
     LLVMValueRef fixed = kg_gep(g, g->scratch, LLVMBuildMul(b, g->M, kg_i64(g, (int64_t)l->scratch_per_row), ""));
     LLVMValueRef tpanels = kg_gep(g, fixed, kg_i64(g, (int64_t)l->tpanel_off));
     LLVMValueRef cbuf = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(2 * TM * l->NR)), "cbuf");
-    LLVMValueRef fbuf = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(2 * TM * l->NR)), "fbuf");
+    LLVMValueRef fbufs = kg_alloca(g, LLVMArrayType(g->f32, (unsigned)(l->TP * 2 * TM * l->NR)), "fbufs");
     KilnLoop lc, ld, lm;
     LLVMValueRef pc = kg_loop_begin(g, &lc, p0, p1, l->TP);
     LLVMValueRef left = LLVMBuildSub(b, p1, pc, "");
@@ -192,10 +198,10 @@ void kg_emit_amx_bf16_panels(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1)
     LLVMValueRef more = LLVMBuildICmp(b, LLVMIntSGT, LLVMBuildSub(b, g->M, m0, ""), kg_i64(g, TM), "");
     LLVMBuildCondBr(b, more, two, one);
     LLVMPositionBuilderAtEnd(b, two);
-    pass_block(&T, 2, m0, pc, np, tpanels, cbuf, fbuf);
+    pass_block(&T, 2, m0, pc, np, tpanels, cbuf, fbufs);
     LLVMBuildBr(b, done);
     LLVMPositionBuilderAtEnd(b, one);
-    pass_block(&T, 1, m0, pc, np, tpanels, cbuf, fbuf);
+    pass_block(&T, 1, m0, pc, np, tpanels, cbuf, fbufs);
     LLVMBuildBr(b, done);
     LLVMPositionBuilderAtEnd(b, done);
     kg_loop_end(g, &lm);
