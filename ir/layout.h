@@ -183,16 +183,17 @@ typedef struct KilnLayout {
      * panel's codes once (q - z, or the fp8 value: exact in bf16) into bf16 B tiles in
      * the fixed scratch, panel j of the pass at scratch + M * scratch_per_row +
      * tpanel_off + j * K*NR*2 (after the TM - 1 pad rows), then runs every 32-row block
-     * over the TP panels, so that a block's activation rows come from memory once per
-     * pass and from cache for the other panels. A panel is K/2 rows of NR*2 bf16
+     * group by group over the TP panels, so that a block's activation rows come from
+     * memory once per pass and a group's of them from L1 for the other panels. A panel is K/2 rows of NR*2 bf16
      * (128 bytes for NR = 32), row kk holding k = 2kk, 2kk+1 of column n as the bf16
      * pair at byte 4n (the order bf16-dot's vectors already have), so the B tile of columns 16h..16h+15 and k0..k0+KT-1 is
      * KT/2 rows of 64 bytes at the panel + k0*NR*2 + 64h, stride NR*4. The A tile is
      * 16 rows of KT bf16 at stride scratch_per_row (the prepared rows). KT, the k of
      * one tile step, is the largest of 32, 16, 8, 4, 2 dividing K and the group. All
      * rows run in 32-row blocks of 2x2 tiles (two A tiles, the panel's two B tiles,
-     * four 16x16 f32 C tiles; a last block of <= 16 rows 1x2); per scale group the C
-     * tiles start at zero and go through bf16-dot's group epilogue row by row. */
+     * four 16x16 f32 C tiles; a last block of <= 16 rows 1x2); per scale group and
+     * panel the C tiles start at zero and go through bf16-dot's group epilogue row by
+     * row into the panel's f32 row sums (on the stack). */
     size_t tpanel_off;
     int TP;
     /* epilogue */

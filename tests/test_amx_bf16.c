@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -27,6 +28,8 @@
 #include "ir/layout.h"
 #include "ir/numerics.h"
 #include "ir/target.h"
+#include "runtime/aot_layout.h"
+#include "runtime/runtime.h"
 
 typedef struct Case {
     const char *name;
@@ -388,11 +391,61 @@ static void test_bf16_tile_asm(void **state)
                "scalar tile model ran their tiling)\n", why);
 }
 
+/* Run a shell command, its stdout+stderr into out; the exit status. */
+static int run(char *out, size_t n, const char *cmd)
+{
+    char full[4096];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p)
+        return -1;
+    size_t len = fread(out, 1, n - 1, p);
+    out[len] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* kiln aot --target amx at a prefill M: the manifest records the bf16 tile layout and
+ * its amx_min_m, and the runtime rebuilds the same layout from it (where amx runs). */
+static void test_bf16_tile_aot(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/kiln-amx-bf16-aot-XXXXXX", cmd[2048], out[16384];
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd, "'%s' aot '%s/recipes/w4a16-g128-bf16.lua' --shape 512,64,256 "
+             "--target amx -o '%s/lib'", KILN_BIN, KILN_SOURCE_DIR, dir);
+    int rc = run(out, sizeof out, cmd);
+    if (rc)
+        fail_msg("kiln aot: exit %d:\n%s", rc, out);
+    snprintf(cmd, sizeof cmd, "cat '%s/lib/manifest.json'", dir);
+    assert_int_equal(run(out, sizeof out, cmd), 0);
+    assert_non_null(strstr(out, "\"layout\": \"amx-bf16-tile\""));
+    assert_non_null(strstr(out, "\"amx_min_m\": 16"));
+    snprintf(cmd, sizeof cmd, "%s/lib", dir);
+    KilnAot *a = NULL;
+    KilnDiag d = {0};
+    rc = kiln_aot_open(cmd, &a, &d);
+    if (host_amx()) {
+        assert_int_equal(rc, 0);
+        KilnLayout l;
+        assert_int_equal(kiln_aot_layout(a, 0, &l, &d), 0);
+        assert_string_equal(l.name, "amx-bf16-tile");
+        assert_int_equal(l.tiles_min_m, 16);
+        kiln_aot_close(a);
+    } else {
+        assert_int_not_equal(rc, 0);
+        printf("[ SKIP ] loading the amx library: %s\n", d.msg);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    run(out, sizeof out, cmd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bf16_tile_layout),
         cmocka_unit_test(test_bf16_tile_asm),
+        cmocka_unit_test(test_bf16_tile_aot),
         cmocka_unit_test(test_bf16_tiles_vs_interp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
