@@ -293,6 +293,18 @@ bool kiln_layout_bf16_tiles(const KilnLayout *l)
            (l->family == KILN_KF_BF16_DOT || fp8_fp8);
 }
 
+/* gcd(group, K): what every tile step must divide. */
+static int64_t tile_unit(const KilnLayout *l)
+{
+    int64_t unit = l->group;
+    for (int64_t r = l->K % unit; r;) {
+        int64_t m = unit % r;
+        unit = r;
+        r = m;
+    }
+    return unit;
+}
+
 /* fp8 x fp8 for bf16 tiles: bf16-dot's blob (KR = 2) and activation rows (bf16
  * pairs of the fp8 values, s_a in the row's meta), no blocked path. */
 static int fp8_to_bf16_dot(KilnLayout *l, KilnDiag *d)
@@ -320,12 +332,7 @@ static int fp8_to_bf16_dot(KilnLayout *l, KilnDiag *d)
  * dequantized panel in scratch_fixed. */
 static int use_bf16_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
 {
-    int64_t unit = l->group; /* gcd(group, K): what every tile step must divide */
-    for (int64_t r = l->K % unit; r;) {
-        int64_t m = unit % r;
-        unit = r;
-        r = m;
-    }
+    int64_t unit = tile_unit(l);
     if (unit % 2)
         return kiln_diag_set(d, KILN_EINPUT,
                              "qgemm: bf16 AMX tiles take k in pairs: K and the group must be "
@@ -359,12 +366,7 @@ int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
     if (min_m < 1)
         return kiln_diag_set(d, KILN_EINPUT, "qgemm: amx_min_m must be >= 1, got %lld",
                              (long long)min_m);
-    int64_t unit = l->group; /* gcd(group, K): what every tile step must divide */
-    for (int64_t r = l->K % unit; r;) {
-        int64_t m = unit % r;
-        unit = r;
-        r = m;
-    }
+    int64_t unit = tile_unit(l);
     l->tiles = true;
     l->tiles_model = model;
     l->tiles_min_m = min_m;
