@@ -285,21 +285,88 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
     return 0;
 }
 
-int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
+bool kiln_layout_bf16_tiles(const KilnLayout *l)
 {
-    if (l->family != KILN_KF_U8S8_VNNI || strcmp(l->isa, "amx") != 0 || l->NR != 32)
-        return kiln_diag_set(d, KILN_EINPUT,
-                             "qgemm: AMX tiles need int8 activations with int8 or int4 weights "
-                             "on the amx target (layout %s)", l->name);
-    if (min_m < 1)
-        return kiln_diag_set(d, KILN_EINPUT, "qgemm: amx_min_m must be >= 1, got %lld",
-                             (long long)min_m);
-    int64_t unit = l->group; /* gcd(group, K): what every tile step must divide */
+    bool fp8_fp8 = l->family == KILN_KF_F32_FMA && !l->weight_only &&
+                   kiln_qformat_is_fp8(l->aspec.fmt) && kiln_layout_fp8_weights(l);
+    return strcmp(l->isa, "amx") == 0 && l->NR == 32 &&
+           (l->family == KILN_KF_BF16_DOT || fp8_fp8);
+}
+
+/* gcd(group, K): what every tile step must divide. */
+static int64_t tile_unit(const KilnLayout *l)
+{
+    int64_t unit = l->group;
     for (int64_t r = l->K % unit; r;) {
         int64_t m = unit % r;
         unit = r;
         r = m;
     }
+    return unit;
+}
+
+/* fp8 x fp8 for bf16 tiles: bf16-dot's blob (KR = 2) and activation rows (bf16
+ * pairs of the fp8 values, s_a in the row's meta), no blocked path. */
+static int fp8_to_bf16_dot(KilnLayout *l, KilnDiag *d)
+{
+    KilnType wt = {.dt = l->wdt, .rank = 2, .dim = {l->N, l->K}, .q = l->wspec};
+    KilnQuantSpec act = l->aspec;
+    KilnTarget t = {.level = l->isa}; /* set_block reads the target for int8 words only */
+    l->family = KILN_KF_BF16_DOT;
+    l->KR = 2;
+    set_name(l, l->isa);
+    int rc = set_block(&t, &wt, l, d);
+    if (rc)
+        return rc;
+    l->scales_off = l->zeros_off = l->wsum_off = 0;
+    set_sections(&wt, &act, l);
+    set_act_scratch(&act, KILN_F32, l);
+    l->blocked = false;
+    l->MRB = 0;
+    l->CB = l->blocked_min_m = 0;
+    l->cbuf_off = 0;
+    return 0;
+}
+
+/* The amx-bf16-tile layout (layout.h): the tile step KT, the pad rows and the
+ * dequantized panel in scratch_fixed. */
+static int use_bf16_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
+{
+    int64_t unit = tile_unit(l);
+    if (unit % 2)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "qgemm: bf16 AMX tiles take k in pairs: K and the group must be "
+                             "even (K = %lld, group = %lld)", (long long)l->K, (long long)l->group);
+    int rc = l->family == KILN_KF_F32_FMA ? fp8_to_bf16_dot(l, d) : 0;
+    if (rc)
+        return rc;
+    l->tiles = true;
+    l->tiles_model = model;
+    l->tiles_min_m = min_m;
+    l->TM = 16;
+    l->KT = unit % 32 == 0 ? 32 : unit % 16 == 0 ? 16 : unit % 8 == 0 ? 8 : unit % 4 == 0 ? 4 : 2;
+    snprintf(l->name, sizeof l->name, "amx-bf16-tile");
+    /* 4 panels a pass: at K = 4096 the dequantized panels (1 MiB) and a block's rows
+     * (256 KiB) stay in a Sapphire Rapids core's 2 MiB L2 */
+    l->TP = 4;
+    l->tpanel_off = align64((size_t)(l->TM - 1) * l->scratch_per_row);
+    l->scratch_fixed = l->tpanel_off + (size_t)l->TP * (size_t)l->K * (size_t)l->NR * 2;
+    return 0;
+}
+
+int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
+{
+    if (min_m >= 1 && kiln_layout_bf16_tiles(l))
+        return use_bf16_tiles(l, min_m, model, d);
+    if (l->family != KILN_KF_U8S8_VNNI || strcmp(l->isa, "amx") != 0 || l->NR != 32)
+        return kiln_diag_set(d, KILN_EINPUT,
+                             "qgemm: AMX tiles need int8 activations with int8 or int4 weights, "
+                             "bf16 activations with quantized weights, or fp8 activations with "
+                             "fp8 weights, on the amx target (layout %s)", l->name);
+    if (min_m < 1)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: amx_min_m must be >= 1, got %lld",
+                             (long long)min_m);
+    int64_t unit = tile_unit(l);
     l->tiles = true;
     l->tiles_model = model;
     l->tiles_min_m = min_m;

@@ -29,7 +29,12 @@
  *   bf16-dot  avx512, bf16 activations, weight-only: (q - z) or fp8 values are
  *             exact in bf16, vdpbf16ps, KR = 2.
  *   u8s8-tile amx: u8s8-vnni's blob and activations, and for M >= tiles_min_m AMX
- *             tiles (kiln_layout_use_tiles below); named "amx-u8s8-tile". */
+ *             tiles (kiln_layout_use_tiles below); named "amx-u8s8-tile".
+ *   bf16-tile amx: bf16-dot's blob and bf16 activation rows (weight-only with bf16
+ *             activations, and fp8 x fp8, whose fp8 activations are written as bf16
+ *             pairs too), and for M >= tiles_min_m tdpbf16ps tiles; named
+ *             "amx-bf16-tile" (family stays KILN_KF_BF16_DOT: the vector rows are
+ *             bf16-dot's). */
 typedef enum {
     KILN_KF_I16_MADD,
     KILN_KF_U4S8_MADDUBS,
@@ -173,6 +178,24 @@ typedef struct KilnLayout {
     bool tiles, tiles_model;
     int64_t tiles_min_m;
     int TM, KT;
+    /* amx-bf16-tile (family bf16-dot with tiles): the B tiles are not the blob. The
+     * tile path takes the call's panels in passes of TP: per pass it dequantizes each
+     * panel's codes once (q - z, or the fp8 value: exact in bf16) into bf16 B tiles in
+     * the fixed scratch, panel j of the pass at scratch + M * scratch_per_row +
+     * tpanel_off + j * K*NR*2 (after the TM - 1 pad rows), then runs every 32-row block
+     * group by group over the TP panels, so that a block's activation rows come from
+     * memory once per pass and a group's of them from L1 for the other panels. A panel is K/2 rows of NR*2 bf16
+     * (128 bytes for NR = 32), row kk holding k = 2kk, 2kk+1 of column n as the bf16
+     * pair at byte 4n (the order bf16-dot's vectors already have), so the B tile of columns 16h..16h+15 and k0..k0+KT-1 is
+     * KT/2 rows of 64 bytes at the panel + k0*NR*2 + 64h, stride NR*4. The A tile is
+     * 16 rows of KT bf16 at stride scratch_per_row (the prepared rows). KT, the k of
+     * one tile step, is the largest of 32, 16, 8, 4, 2 dividing K and the group. All
+     * rows run in 32-row blocks of 2x2 tiles (two A tiles, the panel's two B tiles,
+     * four 16x16 f32 C tiles; a last block of <= 16 rows 1x2); per scale group and
+     * panel the C tiles start at zero and go through bf16-dot's group epilogue row by
+     * row into the panel's f32 row sums (on the stack). */
+    size_t tpanel_off;
+    int TP;
     /* epilogue */
     bool has_bias;
     KilnEpilogue epilogue;
@@ -313,7 +336,9 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wtype, const KilnQuant
 /* Make l (a u8s8-vnni layout for an amx target) the tile layout "amx-u8s8-tile":
  * tiles for calls with M >= min_m (>= 1), vnni rows below; model: the tile
  * operations go through the scalar model (ir/amx_model.h) instead of AMX
- * instructions. KILN_EINPUT for any other layout. */
+ * instructions. A layout for which kiln_layout_bf16_tiles says yes becomes
+ * "amx-bf16-tile" (an fp8 x fp8 one moves from f32-fma to bf16-dot's blob and
+ * rows first; K and the group must be even). KILN_EINPUT for any other layout. */
 int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d);
 /* The tile path's row block: its u8 activation rows (scratch_per_row each) stay in L2
  * while every panel of the call runs over them. 1 MiB: half of Sapphire Rapids' 2 MiB
@@ -321,6 +346,9 @@ int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
 #define KILN_AMX_A_BLOCK_BYTES (1u << 20)
 /* Rows per block: the most whole 32-row pairs within KILN_AMX_A_BLOCK_BYTES, at least one. */
 int64_t kiln_layout_amx_m_block(const KilnLayout *l);
+/* Whether l may run on tdpbf16ps tiles: the amx level, and bf16-dot (weight-only,
+ * bf16 activations) or fp8 activations x fp8 weights. */
+bool kiln_layout_bf16_tiles(const KilnLayout *l);
 
 /* Pack a quantized weight (codes + scales + zeros per ir.h), or for an f32
  * layout a plain f32 [N,K] tensor, into blob (l->pack_bytes bytes, any

@@ -32,7 +32,8 @@ static const KilnTarget targets[] = {
      "f32); kernels safe on every core of the level (no subnormal operands)"},
     {"amx", KILN_TGT_CPU, KILN_ISA_V4 | KILN_ISA_AMX, 0, "amx", 0,
      "x86-64-v4 + VNNI + BF16 + AMX-TILE/INT8/BF16 (Sapphire Rapids and later): W8A8 prefill "
-     "on tiles (tdpbusd u8 x s8 -> int32, 16x64 by 64x16 per instruction), decode and the "
+     "on tiles (tdpbusd u8 x s8 -> int32, 16x64 by 64x16 per instruction), bf16-activation "
+     "weight-only and fp8 x fp8 prefill on tdpbf16ps tiles (bf16 pairs -> f32), decode and the "
      "rest on the avx512 vector kernels; the process asks the OS for tile state once"},
     {"zen3", KILN_TGT_CPU, KILN_ISA_V3, KILN_TUNE_SUBNORMAL_FREE, "avx2", 0,
      "AMD Zen 3: avx2 kernels, int4/fp8 weights read from their bits as f32 subnormals "

@@ -22,7 +22,7 @@ typedef struct {
     KilnQuantSpec act;
     KilnDType act_dtype;
     char layout[64];
-    char why[1024];
+    char why[1536];
     char note[256]; /* how auto was resolved, appended to why */
 } Pick;
 
@@ -473,6 +473,12 @@ static void why_float(Pick *p, const KilnLayout *l)
                  "%s: the recipe leaves this layer unquantized: f32 weights packed in %d-column "
                  "panels, %d-row x %d-column register blocks of %d-wide FMA, f32 accumulate%s",
                  t, l->NR, l->MR, l->NR, l->VL, act_round_note(p->act_dtype));
+    } else if (l->family == KILN_KF_BF16_DOT && p->has_act) {
+        snprintf(p->why, sizeof p->why,
+                 "%s: no FP8 arithmetic on x86; activations quantized to %s, whose values (like "
+                 "the fp8 weights') are exact in bf16, so bf16 products are exact (vdpbf16ps "
+                 "pairs into f32); weight scales per %s, the activation scale last",
+                 t, bits_name(&p->act), l->group_mode ? "group" : "row");
     } else if (l->family == KILN_KF_BF16_DOT) {
         snprintf(p->why, sizeof p->why,
                  "%s: weight-only %s with bf16 activations: vdpbf16ps multiplies bf16 pairs "
@@ -499,6 +505,32 @@ static void why_float(Pick *p, const KilnLayout *l)
     decode_note(p, l);
 }
 
+/* amx-bf16-tile (ir/layout.h): weight-only with bf16 activations, or fp8 x fp8, at
+ * M >= the break-even. K or a group not even (fp8 x fp8 allows odd K) stays on the
+ * vector kernel, saying why. */
+static int pick_bf16_tiles(Pick *p, KilnLayout *l, const char *at, int64_t min_m, const char *src,
+                           char *note, size_t n)
+{
+    KilnDiag td = {0};
+    KilnLayout tl = *l;
+    if (kiln_layout_use_tiles(&tl, min_m, false, &td)) {
+        const char *msg = strncmp(td.msg, "qgemm: ", 7) == 0 ? td.msg + 7 : td.msg;
+        snprintf(note, n, "; %s >= %s, but the vector kernel: %.300s", at, src, msg);
+        return KILN_OK;
+    }
+    *l = tl;
+    kiln_set_int(p->f, p->qg, "amx_min_m", min_m);
+    snprintf(p->layout, sizeof p->layout, "%s", l->name);
+    snprintf(note, n, "; %s >= %s: prefill on tiles: each 32-column panel dequantized once "
+             "per call into bf16 B tiles (%s, exact), 32-row blocks of 2x2 tdpbf16ps tiles "
+             "(16-row x %d-bf16 activation tiles, %d-row x 16-column weight tiles, four 16x16 "
+             "f32 accumulator tiles), the group's scale on the f32 tile sums; calls with fewer "
+             "rows run the vdpbf16ps rows of the same kernel",
+             at, src, kiln_layout_fp8_weights(l) ? "the fp8 values" : "q - z", l->KT,
+             l->KT / 2);
+    return KILN_OK;
+}
+
 /* amx: tiles or vector units, by the planned M (docs/targets.md "AMX: tiles for
  * prefill, vectors for decode"). The break-even M is the recipe's amx_min_m or
  * KILN_AMX_MIN_M; the tile layout writes it on the qgemm (`amx_min_m`), where
@@ -506,16 +538,20 @@ static void why_float(Pick *p, const KilnLayout *l)
 static int pick_tiles(Pick *p, KilnLayout *l, char *note, size_t n, KilnDiag *d)
 {
     note[0] = 0;
-    if (strcmp(p->t->level, "amx") != 0 || l->family != KILN_KF_U8S8_VNNI)
+    bool bf16 = kiln_layout_bf16_tiles(l);
+    if (strcmp(p->t->level, "amx") != 0 || (l->family != KILN_KF_U8S8_VNNI && !bf16))
         return KILN_OK;
     const KilnAttr *a = kiln_fget(p->f, "amx_min_m");
     bool from_recipe = a && a->kind == KILN_ATTR_INT;
     bool int4 = kiln_dtype_bits(l->wdt) == 4;
-    int64_t min_m = from_recipe ? a->i : int4 ? KILN_AMX_MIN_M : KILN_AMX_MIN_M_INT8;
+    int64_t min_m = from_recipe ? a->i : int4 || bf16 ? KILN_AMX_MIN_M : KILN_AMX_MIN_M_INT8;
     int64_t M = p->f->values[p->qg->ops[0]].type.dim[0];
     char src[192];
     if (from_recipe)
         snprintf(src, sizeof src, "the recipe's amx_min_m = %lld", (long long)min_m);
+    else if (bf16)
+        snprintf(src, sizeof src, "amx_min_m = %lld, the default for bf16 tiles (one full 16-row "
+                 "tile; their break-even is not measured)", (long long)min_m);
     else
         snprintf(src, sizeof src, "amx_min_m = %lld, the default for %s weights (%s)", (long long)min_m,
                  int4 ? "int4" : "int8",
@@ -525,19 +561,22 @@ static int pick_tiles(Pick *p, KilnLayout *l, char *note, size_t n, KilnDiag *d)
     const KilnAttr *any = kiln_fget(p->f, "any_m");
     bool any_m = any && any->kind == KILN_ATTR_INT && any->i;
     if (M < min_m && !any_m) {
-        snprintf(note, n, "; M=%lld < %s: the AVX-512 VNNI vector units, as decode (below the "
-                 "break-even a 16-row tile is mostly empty rows)", (long long)M, src);
+        snprintf(note, n, "; M=%lld < %s: the AVX-512 %s vector units, as decode (below the "
+                 "break-even a 16-row tile is mostly empty rows)", (long long)M, src,
+                 bf16 ? "BF16/FMA" : "VNNI");
         return KILN_OK;
     }
+    char at[64];
+    snprintf(at, sizeof at, any_m ? "a layer for every M (%lld in the IR), at M" : "M=%lld",
+             (long long)M);
+    if (bf16)
+        return pick_bf16_tiles(p, l, at, min_m, src, note, n);
     KilnDiag td = {0};
     if (kiln_layout_use_tiles(l, min_m, false, &td))
         return kiln_diag_set(d, td.code, "layer \"%s\": %%%s = qgemm: %s (target %s)", p->layer,
                              p->yname, td.msg, p->t->name);
     kiln_set_int(p->f, p->qg, "amx_min_m", min_m);
     snprintf(p->layout, sizeof p->layout, "%s", l->name);
-    char at[64];
-    snprintf(at, sizeof at, any_m ? "a layer for every M (%lld in the IR), at M" : "M=%lld",
-             (long long)M);
     snprintf(note, n, "; %s >= %s: prefill on tiles, 16-row x %d-byte activation tiles "
              "times %d-row x 16-column weight tiles (the VNNI panel read as B tiles), four 16x16 "
              "int32 accumulator tiles per 32-row x 32-column block, rows in blocks whose "

@@ -354,9 +354,10 @@ static float f32_at(const KilnAmxTile *t, int r, int n)
     return f;
 }
 
-/* tdpbf16ps: exact small-integer products summed exactly; each of a pair's two
- * accumulations rounded to nearest even on its own; denormal inputs as zero and
- * denormal results flushed. */
+/* tdpbf16ps: exact small-integer products summed exactly; a pair's two products
+ * summed and rounded to nearest even, then added with one more rounding (as a Sapphire
+ * Rapids core does, ir/amx_model.c); denormal inputs as zero and denormal results
+ * flushed. */
 static void test_model_bf16(void **state)
 {
     (void)state;
@@ -382,12 +383,19 @@ static void test_model_bf16(void **state)
             }
             assert_true(f32_at(&c, r, n) == want);
         }
-    /* 1 + 2^-24 + 2^-24: two roundings give 1 (ties to even), one would give 1 + 2^-23 */
+    /* 1 + (2^-24 + 2^-24) = 1 + 2^-23 (two accumulations would give 1, ties to even);
+     * 2^-24 + RNE(1 + 2^-25) = 2^-24 + 1 = 1 (the pair is rounded before the add) */
     uint16_t pa[2] = {bf16_of(1.0f), bf16_of(1.0f)}, pb[2] = {bf16_of(ldexpf(1, -24)), bf16_of(ldexpf(1, -24))};
     float one = 1.0f;
     kiln_amx_tileloadd(&a, 1, 4, pa, 4);
     kiln_amx_tileloadd(&b, 1, 4, pb, 4);
     kiln_amx_tileloadd(&c, 1, 4, &one, 4);
+    kiln_amx_tdpbf16ps(&c, 1, 4, 4, &a, &b);
+    assert_true(f32_at(&c, 0, 0) == 1.0f + ldexpf(1, -23));
+    uint16_t qb[2] = {bf16_of(1.0f), bf16_of(ldexpf(1, -25))};
+    float small = ldexpf(1, -24);
+    kiln_amx_tileloadd(&b, 1, 4, qb, 4);
+    kiln_amx_tileloadd(&c, 1, 4, &small, 4);
     kiln_amx_tdpbf16ps(&c, 1, 4, 4, &a, &b);
     assert_true(f32_at(&c, 0, 0) == 1.0f);
     /* a denormal bf16 input counts as zero; a denormal result is flushed */

@@ -55,7 +55,7 @@ typedef struct Expect {
  * M = 4 (the int8 break-even, KILN_AMX_MIN_M_INT8) runs on tiles. */
 static Expect expect_w8a8(const char *level)
 {
-    bool amx = strcmp(level, "amx") == 0, v4 = amx || strcmp(level, "avx512") == 0;
+    bool v4 = kiln_level_is_v4(level), amx = strcmp(level, "amx") == 0;
     return (Expect){.recipe = KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua",
                     .kernel = amx ? "amx-u8s8-tile" : v4 ? "avx512-u8s8-vnni" : "avx2-i16-madd",
                     .peak = amx ? "tdpbusd" : v4 ? "vpdpbusd" : "vpmaddwd",
@@ -66,7 +66,7 @@ static Expect expect_w8a8(const char *level)
  * the eviction size given through the environment, as bench/run_suite.sh does. */
 static Expect expect_w4a16(const char *level)
 {
-    bool amx = strcmp(level, "amx") == 0, v4 = amx || strcmp(level, "avx512") == 0;
+    bool v4 = kiln_level_is_v4(level), amx = strcmp(level, "amx") == 0;
     return (Expect){.recipe = KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua",
                     .kernel = amx ? "amx-f32-fma" : v4 ? "avx512-f32-fma" : "avx2-f32-fma", .prefix = true,
                     .peak = "fma", .peak_insn = v4 ? "vfmadd231ps zmm" : "vfmadd231ps ymm",

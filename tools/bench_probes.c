@@ -475,6 +475,8 @@ double bench_kernel_peak(const BenchLimits *l, const char *layout, const char **
         f = "vpmaddubsw", i = "vpmaddubsw+vpaddw ymm", p = l->maddubs_gops;
     else if (strstr(layout, "u8s8-tile"))
         f = "tdpbusd", i = "tdpbusd tiles (AMX)", p = l->amx_int8_gops;
+    else if (strstr(layout, "bf16-tile"))
+        f = "tdpbf16ps", i = "tdpbf16ps tiles (AMX)", p = l->amx_bf16_gflops;
     else if (strstr(layout, "vnni"))
         f = "vpdpbusd", i = "vpdpbusd zmm", p = l->vnni_gops;
     else if (strstr(layout, "bf16"))

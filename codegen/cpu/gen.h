@@ -85,6 +85,9 @@ LLVMValueRef kg_unscale(KilnGen *g);
 LLVMValueRef kg_vec_sect(KilnGen *g, KilnTile *t, size_t sect, LLVMValueRef gi, int v);
 LLVMValueRef kg_weight_operand(KilnGen *g, KilnTile *t, LLVMValueRef kb, int j, int v,
                                LLVMValueRef zv);
+/* Float families' zero points of group gi for vector v, in the weight operand's lanes
+ * (NULL where the codes need none subtracted). */
+LLVMValueRef kg_group_zeros(KilnGen *g, KilnTile *t, LLVMValueRef gi, int v);
 /* The tile's f32 sums in tmp (NR a row) through bias and activation into y. */
 void kg_emit_epilogue_store(KilnGen *g, KilnTile *t, LLVMValueRef tmp);
 /* The end of group gi: the group's sums (gacc) corrected and scaled into facc. */
@@ -116,6 +119,9 @@ void kt_dpbf16ps(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, i
 void kg_panel_begin(KilnGen *g, KilnTile *t, LLVMValueRef p);
 /* qgemm_amx.c: panels [p0, p1) on AMX tiles (or the scalar tile model), all M rows. */
 void kg_emit_amx(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1);
+/* qgemm_amx_bf16.c: panels [p0, p1) of amx-bf16-tile, all M rows, on tdpbf16ps tiles
+ * (or the model). */
+void kg_emit_amx_bf16_panels(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1);
 
 /* qgemm_blocked.c: one panel of the blocked prefill path, all M rows. */
 void kg_emit_blocked_panel(KilnGen *g, KilnTile *t);

@@ -187,15 +187,13 @@ static void emit_float_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowPar
     LLVMValueRef k = kg_loop_begin(g, &lk, k0, group_end_k(g, k0), 1);
     LLVMValueRef xv = kg_load(g, g->f32, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
     LLVMValueRef v;
-    if (l->weight_only) {
-        if (l->family == KILN_KF_BF16_DOT) {
-            kg_store(g, kg_f32_to_bf16_bits(g, xv), kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 2), "")));
-            v = NULL;
-        } else {
-            v = kg_round_act(g, l->act_dtype, xv);
-        }
-    } else {
+    if (l->weight_only)
+        v = l->family == KILN_KF_BF16_DOT ? xv : kg_round_act(g, l->act_dtype, xv);
+    else
         v = kg_fp8_round(g, l->aspec.fmt, LLVMBuildFDiv(b, xv, p.s, ""));
+    if (l->family == KILN_KF_BF16_DOT) { /* bf16 pairs; an fp8 value is exact in bf16 */
+        kg_store(g, kg_f32_to_bf16_bits(g, v), kg_gep(g, rowp, LLVMBuildMul(b, k, kg_i64(g, 2), "")));
+        v = NULL;
     }
     if (v) {
         LLVMValueRef sv = v;

@@ -271,7 +271,7 @@ static LLVMValueRef dot(KilnGen *g, LLVMValueRef acc, LLVMValueRef a, LLVMValueR
 }
 
 /* Zero points of the group, widened to the code vector's lanes (KR per column). */
-static LLVMValueRef group_zeros(KilnGen *g, KilnTile *t, LLVMValueRef gi, int v)
+LLVMValueRef kg_group_zeros(KilnGen *g, KilnTile *t, LLVMValueRef gi, int v)
 {
     const KilnLayout *l = g->l;
     if (!l->zeros_off || kiln_layout_integer(l) || l->zero_by_sum)
@@ -430,7 +430,7 @@ static void emit_tile(KilnGen *g, KilnTile *t)
     LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
     LLVMValueRef zv[KG_MAXNV];
     for (int v = 0; v < t->NV; v++) {
-        zv[v] = group_zeros(g, t, gi, v);
+        zv[v] = kg_group_zeros(g, t, gi, v);
         for (int r = 0; r < t->R; r++)
             for (int ph = 0; ph < t->P; ph++)
                 kg_st(g, LLVMConstNull(gt), t->gacc[r][v][ph]);
@@ -607,7 +607,10 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
         done = LLVMAppendBasicBlockInContext(g->c, g->fn, "done");
         LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, l->tiles_min_m), ""), tiles, vec);
         LLVMPositionBuilderAtEnd(b, tiles);
-        kg_emit_amx(g, p0, p1);
+        if (l->family == KILN_KF_BF16_DOT)
+            kg_emit_amx_bf16_panels(g, p0, p1);
+        else
+            kg_emit_amx(g, p0, p1);
         LLVMBuildBr(b, done);
         LLVMPositionBuilderAtEnd(b, vec);
     }
