@@ -566,6 +566,15 @@ static int pick_tiles(Pick *p, KilnLayout *l, char *note, size_t n, KilnDiag *d)
                  bf16 ? "BF16/FMA" : "VNNI");
         return KILN_OK;
     }
+    if (bf16 && any_m && l->family != KILN_KF_BF16_DOT) {
+        /* fp8 x fp8 would move its decode rows from f32-fma to vdpbf16ps: measured
+         * 1.5x slower cold (bench/results/amx-2026-12-07.md), and AMX must not slow
+         * decode; layers planned at a prefill M (kiln run, IR files) take the tiles */
+        snprintf(note, n, "; a layer for every M: fp8 x fp8 stays on the f32 FMA vector kernel, "
+                 "whose decode rows are 1.5x faster than the vdpbf16ps rows the bf16 tiles would "
+                 "bring (the tiles are planned where the IR's M >= %s)", src);
+        return KILN_OK;
+    }
     char at[64];
     snprintf(at, sizeof at, any_m ? "a layer for every M (%lld in the IR), at M" : "M=%lld",
              (long long)M);
