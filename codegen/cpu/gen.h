@@ -119,6 +119,11 @@ void kt_dpbf16ps(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, i
 void kg_panel_begin(KilnGen *g, KilnTile *t, LLVMValueRef p);
 /* qgemm_amx.c: panels [p0, p1) on AMX tiles (or the scalar tile model), all M rows. */
 void kg_emit_amx(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1);
+/* qgemm_amx.c: row m0 + r of a tile path's rows as a one-row KilnTile whose group sums
+ * are row r of cbuf and whose f32 sums are row r of fbuf (NR a row each), with its
+ * prepared row and meta in scratch; shared by both tile kernels. */
+KilnTile kg_tile_row(KilnGen *g, const KilnTile *t, LLVMValueRef m0, LLVMValueRef r,
+                     LLVMValueRef cbuf, LLVMValueRef fbuf);
 /* qgemm_amx_bf16.c: panels [p0, p1) of amx-bf16-tile, all M rows, on tdpbf16ps tiles
  * (or the model). */
 void kg_emit_amx_bf16_panels(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1);

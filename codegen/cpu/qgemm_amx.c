@@ -72,10 +72,8 @@ static void group_tiles(KilnTiles *T, LLVMValueRef m0, LLVMValueRef gi, LLVMValu
             kt_store(T, c[i][h], TM, 64, kg_gep(g, cbuf, kg_i64(g, ((int64_t)i * TM * l->NR + 16 * h) * 4)),
                      brow);
 }
-/* Row m0 + r of the tile as a one-row KilnTile whose group sums are row r of cbuf
- * and whose f32 sums are row r of fbuf. */
-static KilnTile row_of(KilnGen *g, const KilnTile *t, LLVMValueRef m0, LLVMValueRef r,
-                       LLVMValueRef cbuf, LLVMValueRef fbuf)
+KilnTile kg_tile_row(KilnGen *g, const KilnTile *t, LLVMValueRef m0, LLVMValueRef r,
+                     LLVMValueRef cbuf, LLVMValueRef fbuf)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -154,7 +152,7 @@ static void row_tiles(KilnTiles *T, KilnTile *t, LLVMValueRef m0, LLVMValueRef l
     group_tiles(T, m0, gi, wk, cbuf, nt);
     LLVMValueRef first = LLVMBuildICmp(b, LLVMIntEQ, gi, kg_i64(g, 0), "");
     LLVMValueRef r = kg_loop_begin(g, &lr, kg_i64(g, 0), live, 1);
-    KilnTile t1 = row_of(g, t, m0, r, cbuf, fbuf);
+    KilnTile t1 = kg_tile_row(g, t, m0, r, cbuf, fbuf);
     for (int v = 0; v < t1.NV; v++)
         kg_st(g, LLVMBuildSelect(b, first, LLVMConstNull(g->vf), kg_ld(g, g->vf, t1.facc[0][v]), ""),
               t1.facc[0][v]);

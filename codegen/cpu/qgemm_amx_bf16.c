@@ -90,27 +90,6 @@ static void group_tiles(KilnTiles *T, int na, LLVMValueRef m0, LLVMValueRef gi, 
                      brow);
 }
 
-/* Row m0 + r of the block as a one-row KilnTile: group sums from row r of cbuf, f32
- * sums in row r of fbuf, its prepared row (and meta: s_a of fp8 activations). */
-static KilnTile block_row(KilnGen *g, const KilnTile *t, LLVMValueRef m0, LLVMValueRef r,
-                          LLVMValueRef cbuf, LLVMValueRef fbuf)
-{
-    const KilnLayout *l = g->l;
-    LLVMBuilderRef b = g->b;
-    KilnTile one = *t;
-    one.R = one.P = 1;
-    one.m0 = LLVMBuildAdd(b, m0, r, "");
-    one.rowp[0] = kg_gep(g, g->scratch, LLVMBuildMul(b, one.m0, kg_i64(g, (int64_t)l->scratch_per_row), ""));
-    one.meta[0] = kg_gep(g, one.rowp[0], kg_i64(g, (int64_t)l->meta_off));
-    LLVMValueRef at = LLVMBuildMul(b, r, kg_i64(g, (int64_t)l->NR * 4), "");
-    for (int v = 0; v < one.NV; v++) {
-        LLVMValueRef off = LLVMBuildAdd(b, at, kg_i64(g, (int64_t)v * l->VL * 4), "");
-        one.gacc[0][v][0] = kg_gep(g, cbuf, off);
-        one.facc[0][v] = kg_gep(g, fbuf, off);
-    }
-    return one;
-}
-
 /* Panel p as the direct path's tile sees it (its columns, codes, scales). */
 static KilnTile panel_tile(KilnGen *g, LLVMValueRef p)
 {
@@ -158,7 +137,7 @@ static void pass_block(KilnTiles *T, int na, LLVMValueRef m0, LLVMValueRef pc, L
     KilnTile t = pass_panel(g, pc, j, tpanels, fbufs, &tpanel, &fbuf);
     group_tiles(T, na, m0, gi, tpanel, cbuf);
     LLVMValueRef r = kg_loop_begin(g, &lr, kg_i64(g, 0), live, 1);
-    KilnTile one = block_row(g, &t, m0, r, cbuf, fbuf);
+    KilnTile one = kg_tile_row(g, &t, m0, r, cbuf, fbuf);
     kg_group_end(g, &one, gi);
     kg_loop_end(g, &lr);
     kg_loop_end(g, &lj);
@@ -166,7 +145,7 @@ static void pass_block(KilnTiles *T, int na, LLVMValueRef m0, LLVMValueRef pc, L
     LLVMValueRef jo = kg_loop_begin(g, &lo, kg_i64(g, 0), np, 1);
     KilnTile to = pass_panel(g, pc, jo, tpanels, fbufs, &tpanel, &fbuf);
     LLVMValueRef rs = kg_loop_begin(g, &ls, kg_i64(g, 0), live, 1);
-    KilnTile out = block_row(g, &to, m0, rs, cbuf, fbuf);
+    KilnTile out = kg_tile_row(g, &to, m0, rs, cbuf, fbuf);
     kg_emit_tile_store(g, &out);
     kg_loop_end(g, &ls);
     kg_loop_end(g, &lo);

@@ -5,6 +5,8 @@
  * runs on any host. A tile lives in a slot (kt_slot) between uses: a <256 x i32>
  * the optimizer keeps in a tile register (loop-carried C tiles become phis), or the
  * model's KilnAmxTile. */
+#include <stdio.h>
+
 #include "codegen/cpu/gen.h"
 #include "ir/amx_model.h"
 
@@ -81,33 +83,33 @@ void kt_store(KilnTiles *T, LLVMValueRef slot, int rows, int colsb, LLVMValueRef
     kg_call_intr(g, "llvm.x86.tilestored64.internal", NULL, 0, a, 5);
 }
 
-/* c += a . b: tdpbusd, u8 rows of a by s8 columns of b (m rows, n and k bytes). */
-void kt_dpbusd(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, int m, int n, int k)
+/* c += a . b through the tile instruction `op` ("tdpbusd": u8 rows of a by s8 columns
+ * of b into int32; "tdpbf16ps": bf16 pairs into f32), m rows, n and k bytes. */
+static void tile_dp(KilnTiles *T, const char *op, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b,
+                    int m, int n, int k)
 {
     KilnGen *g = T->g;
+    char name[64];
     if (T->model) {
         LLVMTypeRef pt[6] = {g->ptr, g->i32, g->i32, g->i32, g->ptr, g->ptr};
         LLVMValueRef v[6] = {c, kg_i32(g, m), kg_i32(g, n), kg_i32(g, k), a, b};
-        model_call(T, "kiln_amx_tdpbusd", pt, v, 6);
+        snprintf(name, sizeof name, "kiln_amx_%s", op);
+        model_call(T, name, pt, v, 6);
         return;
     }
     LLVMValueRef v[6] = {c16(T, m), c16(T, n), c16(T, k), to_tile(T, c), to_tile(T, a), to_tile(T, b)};
-    from_tile(T, kg_call_intr(g, "llvm.x86.tdpbusd.internal", NULL, 0, v, 6), c);
+    snprintf(name, sizeof name, "llvm.x86.%s.internal", op);
+    from_tile(T, kg_call_intr(g, name, NULL, 0, v, 6), c);
 }
 
-/* c += a . b: tdpbf16ps, bf16 pairs of a's rows by b's columns into f32 (m rows, n
- * and k bytes). */
+void kt_dpbusd(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, int m, int n, int k)
+{
+    tile_dp(T, "tdpbusd", c, a, b, m, n, k);
+}
+
 void kt_dpbf16ps(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, int m, int n, int k)
 {
-    KilnGen *g = T->g;
-    if (T->model) {
-        LLVMTypeRef pt[6] = {g->ptr, g->i32, g->i32, g->i32, g->ptr, g->ptr};
-        LLVMValueRef v[6] = {c, kg_i32(g, m), kg_i32(g, n), kg_i32(g, k), a, b};
-        model_call(T, "kiln_amx_tdpbf16ps", pt, v, 6);
-        return;
-    }
-    LLVMValueRef v[6] = {c16(T, m), c16(T, n), c16(T, k), to_tile(T, c), to_tile(T, a), to_tile(T, b)};
-    from_tile(T, kg_call_intr(g, "llvm.x86.tdpbf16ps.internal", NULL, 0, v, 6), c);
+    tile_dp(T, "tdpbf16ps", c, a, b, m, n, k);
 }
 
 KilnTiles kt_init(KilnGen *g, bool model)
