@@ -328,6 +328,22 @@ static int fp8_to_bf16_dot(KilnLayout *l, KilnDiag *d)
     return 0;
 }
 
+/* What both tile layouts set: tiles from min_m rows (through the model if asked), 16-row
+ * tiles, and KT, the k of one tile step: the largest power of two up to kt_max (the bytes
+ * of a 64-byte tile row) dividing unit, so every tile of the kernel has one shape. */
+static void set_tiles(KilnLayout *l, int64_t min_m, bool model, int64_t unit, int kt_max,
+                      const char *name)
+{
+    l->tiles = true;
+    l->tiles_model = model;
+    l->tiles_min_m = min_m;
+    l->TM = 16;
+    l->KT = kt_max;
+    while (l->KT > 1 && unit % l->KT)
+        l->KT /= 2;
+    snprintf(l->name, sizeof l->name, "%s", name);
+}
+
 /* The amx-bf16-tile layout (layout.h): the tile step KT, the pad rows and the
  * dequantized panel in scratch_fixed. */
 static int use_bf16_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
@@ -340,12 +356,7 @@ static int use_bf16_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
     int rc = l->family == KILN_KF_F32_FMA ? fp8_to_bf16_dot(l, d) : 0;
     if (rc)
         return rc;
-    l->tiles = true;
-    l->tiles_model = model;
-    l->tiles_min_m = min_m;
-    l->TM = 16;
-    l->KT = unit % 32 == 0 ? 32 : unit % 16 == 0 ? 16 : unit % 8 == 0 ? 8 : unit % 4 == 0 ? 4 : 2;
-    snprintf(l->name, sizeof l->name, "amx-bf16-tile");
+    set_tiles(l, min_m, model, unit, 32, "amx-bf16-tile");
     /* 4 panels a pass: at K = 4096 the dequantized panels (1 MiB) and a block's rows
      * (256 KiB) stay in a Sapphire Rapids core's 2 MiB L2 */
     l->TP = 4;
@@ -356,23 +367,17 @@ static int use_bf16_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
 
 int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
 {
-    if (min_m >= 1 && kiln_layout_bf16_tiles(l))
+    if (min_m < 1)
+        return kiln_diag_set(d, KILN_EINPUT, "qgemm: amx_min_m must be >= 1, got %lld",
+                             (long long)min_m);
+    if (kiln_layout_bf16_tiles(l))
         return use_bf16_tiles(l, min_m, model, d);
     if (l->family != KILN_KF_U8S8_VNNI || strcmp(l->isa, "amx") != 0 || l->NR != 32)
         return kiln_diag_set(d, KILN_EINPUT,
                              "qgemm: AMX tiles need int8 activations with int8 or int4 weights, "
                              "bf16 activations with quantized weights, or fp8 activations with "
                              "fp8 weights, on the amx target (layout %s)", l->name);
-    if (min_m < 1)
-        return kiln_diag_set(d, KILN_EINPUT, "qgemm: amx_min_m must be >= 1, got %lld",
-                             (long long)min_m);
-    int64_t unit = tile_unit(l);
-    l->tiles = true;
-    l->tiles_model = model;
-    l->tiles_min_m = min_m;
-    l->TM = 16;
-    l->KT = unit % 64 == 0 ? 64 : unit % 32 == 0 ? 32 : unit % 16 == 0 ? 16 : unit % 8 == 0 ? 8 : 4;
-    snprintf(l->name, sizeof l->name, "amx-u8s8-tile");
+    set_tiles(l, min_m, model, tile_unit(l), 64, "amx-u8s8-tile");
     /* the TM - 1 pad rows, then (int4) the panel unpacked to bytes, K/4 rows of NR*4 */
     l->scratch_fixed = (size_t)(l->TM - 1) * l->scratch_per_row +
                        (kiln_dtype_bits(l->wdt) == 4 ? (size_t)l->K * (size_t)l->NR : 0);

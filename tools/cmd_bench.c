@@ -157,8 +157,11 @@ static void rate(BenchResult *b)
     b->gbs = b->bytes / (b->median_ms * 1e6);
     /* The kernel's own peak: what a perfect kernel of its family and width could
      * reach here. */
-    /* a tile layout runs the VNNI rows of the same kernel below its break-even */
-    const char *runs = b->tiles_min_m && b->M < b->tiles_min_m ? "amx-u8s8-vnni" : b->kernel;
+    /* a tile layout runs the vector rows of the same kernel below its break-even: VNNI
+     * for u8s8 tiles, vdpbf16ps for bf16 tiles */
+    const char *runs = b->kernel;
+    if (b->tiles_min_m && b->M < b->tiles_min_m)
+        runs = strstr(b->kernel, "bf16") ? "amx-bf16-dot" : "amx-u8s8-vnni";
     b->peak = bench_kernel_peak(&b->lim, runs, &b->peak_name, &b->peak_insn);
     b->bw = b->lim.read_gbs_nt;
     double t_mem = b->bytes / (b->bw * 1e6), t_cmp = b->ops / (b->peak * 1e6);

@@ -54,6 +54,9 @@ void kiln_cpu_init_llvm(void);
 
 /* qgemm_act.c: quantize/convert all M activation rows into scratch. */
 void kg_emit_act_prep(KilnGen *g);
+/* qgemm_act.c: the end of the group starting at k0: k0 + group, or K for a ragged last
+ * group. */
+LLVMValueRef kg_group_end_k(KilnGen *g, LLVMValueRef k0);
 /* qgemm_gen.c: the whole kernel function `symbol` into g->m. */
 int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d);
 
@@ -103,10 +106,17 @@ typedef struct KilnTiles {
     KilnGen *g;
     bool model;
     LLVMTypeRef vt;  /* <256 x i32>: a tile between uses (clang's _tile1024i) */
-    LLVMTypeRef i16;
 } KilnTiles;
 KilnTiles kt_init(KilnGen *g, bool model);
 LLVMValueRef kt_slot(KilnTiles *T, const char *name);
+/* The 2x2-blocked tile kernels' eight tiles: two A (row tiles), two B (the panel's
+ * 16-column halves), four C (a row tile by a half). */
+typedef struct KilnTileSet {
+    LLVMValueRef a[2], b[2], c[2][2];
+} KilnTileSet;
+KilnTileSet kt_tile_set(KilnTiles *T);
+/* C tiles c[i][h], i < nt, zeroed (16 rows of 64 bytes). */
+void kt_zero_c(KilnTiles *T, const KilnTileSet *s, int nt);
 void kt_zero(KilnTiles *T, LLVMValueRef slot, int rows, int colsb);
 void kt_load(KilnTiles *T, LLVMValueRef slot, int rows, int colsb, LLVMValueRef base,
              LLVMValueRef stride);
@@ -119,6 +129,12 @@ void kt_dpbf16ps(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, i
 void kg_panel_begin(KilnGen *g, KilnTile *t, LLVMValueRef p);
 /* qgemm_amx.c: panels [p0, p1) on AMX tiles (or the scalar tile model), all M rows. */
 void kg_emit_amx(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1);
+/* qgemm_amx.c: group gi of nt (1 or 2) 16-row tiles from m0 on the tile layout (u8s8 or
+ * bf16): C = sum over the group's k of A . B, 2x2 blocked (two A tiles from the prepared
+ * rows, the panel's two 16-column B tiles at wk, k at wk + k*NR*element bytes), stored
+ * to cbuf ([nt*TM][NR] int32 or f32). */
+void kg_amx_group_tiles(KilnTiles *T, LLVMValueRef m0, LLVMValueRef gi, LLVMValueRef wk,
+                        LLVMValueRef cbuf, int nt);
 /* qgemm_amx.c: row m0 + r of a tile path's rows as a one-row KilnTile whose group sums
  * are row r of cbuf and whose f32 sums are row r of fbuf (NR a row each), with its
  * prepared row and meta in scratch; shared by both tile kernels. */

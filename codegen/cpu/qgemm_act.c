@@ -116,8 +116,7 @@ static void store_i32(KilnGen *g, LLVMValueRef v, LLVMValueRef base, int64_t off
     kg_store(g, v, kg_gep(g, base, kg_i64(g, off)));
 }
 
-/* End of the group starting at k0: k0 + group, or K for a ragged last group. */
-static LLVMValueRef group_end_k(KilnGen *g, LLVMValueRef k0)
+LLVMValueRef kg_group_end_k(KilnGen *g, LLVMValueRef k0)
 {
     const KilnLayout *l = g->l;
     LLVMValueRef e = LLVMBuildAdd(g->b, k0, kg_i64(g, l->group), "");
@@ -147,7 +146,7 @@ static void emit_int8_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowPara
     LLVMBuildStore(b, kg_i32(g, 0), acc);
     LLVMValueRef k0 = LLVMBuildMul(b, gi, kg_i64(g, l->group), "");
     KilnLoop lk;
-    LLVMValueRef k = kg_loop_begin(g, &lk, k0, group_end_k(g, k0), 1);
+    LLVMValueRef k = kg_loop_begin(g, &lk, k0, kg_group_end_k(g, k0), 1);
     LLVMValueRef xv = kg_load(g, g->f32, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
     LLVMTypeRef ft = g->f32;
     LLVMValueRef r = LLVMBuildFDiv(b, xv, p.s, "");
@@ -184,7 +183,7 @@ static void emit_float_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp, RowPar
     LLVMBuildStore(b, kg_f32(g, 0), acc);
     LLVMValueRef k0 = LLVMBuildMul(b, gi, kg_i64(g, l->group), "");
     KilnLoop lk;
-    LLVMValueRef k = kg_loop_begin(g, &lk, k0, group_end_k(g, k0), 1);
+    LLVMValueRef k = kg_loop_begin(g, &lk, k0, kg_group_end_k(g, k0), 1);
     LLVMValueRef xv = kg_load(g, g->f32, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), "")));
     LLVMValueRef v;
     if (l->weight_only)

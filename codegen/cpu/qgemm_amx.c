@@ -32,46 +32,43 @@ static void unpack_int4_panel(KilnGen *g, KilnTile *t, LLVMValueRef buf)
     kg_loop_end(g, &lk);
 }
 
-/* Group gi of nt (1 or 2) row tiles from m0: C = sum over the group's k of A . B
- * into cbuf ([nt*TM][NR] int32); wk is the panel's B bytes (k at wk + k*NR). */
-static void group_tiles(KilnTiles *T, LLVMValueRef m0, LLVMValueRef gi, LLVMValueRef wk,
+void kg_amx_group_tiles(KilnTiles *T, LLVMValueRef m0, LLVMValueRef gi, LLVMValueRef wk,
                         LLVMValueRef cbuf, int nt)
 {
     KilnGen *g = T->g;
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
-    int TM = l->TM, KT = l->KT;
-    LLVMValueRef a[2] = {kt_slot(T, "tile_a0"), kt_slot(T, "tile_a1")};
-    LLVMValueRef bt[2] = {kt_slot(T, "tile_b0"), kt_slot(T, "tile_b1")};
-    LLVMValueRef c[2][2] = {{kt_slot(T, "tile_c00"), kt_slot(T, "tile_c01")},
-                            {kt_slot(T, "tile_c10"), kt_slot(T, "tile_c11")}};
-    for (int i = 0; i < nt; i++)
-        for (int h = 0; h < 2; h++)
-            kt_zero(T, c[i][h], TM, 64);
+    bool bf16 = l->family == KILN_KF_BF16_DOT;
+    int TM = l->TM, es = bf16 ? 2 : 1, kb = l->KT * es; /* element bytes; bytes of k a step */
+    KilnTileSet ts = kt_tile_set(T);
+    kt_zero_c(T, &ts, nt);
     LLVMValueRef k0 = LLVMBuildMul(b, gi, kg_i64(g, l->group), "");
-    LLVMValueRef k1 = LLVMBuildAdd(b, k0, kg_i64(g, l->group), "");
-    if (l->K % l->group) /* ragged last group: it ends at K */
-        k1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, k1, kg_i64(g, l->K), ""), k1,
-                             kg_i64(g, l->K), "");
     int64_t spr = (int64_t)l->scratch_per_row;
     LLVMValueRef arow = kg_i64(g, spr), brow = kg_i64(g, (int64_t)l->NR * 4);
     LLVMValueRef abase = kg_gep(g, g->scratch, LLVMBuildMul(b, m0, arow, ""));
     KilnLoop lk;
-    LLVMValueRef k = kg_loop_begin(g, &lk, k0, k1, KT);
+    LLVMValueRef k = kg_loop_begin(g, &lk, k0, kg_group_end_k(g, k0), l->KT);
+    LLVMValueRef kbytes = LLVMBuildMul(b, k, kg_i64(g, es), "");
     for (int i = 0; i < nt; i++)
-        kt_load(T, a[i], TM, KT, kg_gep(g, abase, LLVMBuildAdd(b, k, kg_i64(g, i * TM * spr), "")), arow);
-    LLVMValueRef wkk = kg_gep(g, wk, LLVMBuildMul(b, k, kg_i64(g, l->NR), ""));
-    for (int h = 0; h < 2; h++)
-        kt_load(T, bt[h], KT / 4, 64, kg_gep(g, wkk, kg_i64(g, 64 * h)), brow);
+        kt_load(T, ts.a[i], TM, kb, kg_gep(g, abase, LLVMBuildAdd(b, kbytes, kg_i64(g, i * TM * spr), "")),
+                arow);
+    LLVMValueRef wkk = kg_gep(g, wk, LLVMBuildMul(b, kbytes, kg_i64(g, l->NR), ""));
+    for (int h = 0; h < 2; h++) /* B rows hold 4 bytes of k per column */
+        kt_load(T, ts.b[h], kb / 4, 64, kg_gep(g, wkk, kg_i64(g, 64 * h)), brow);
     for (int i = 0; i < nt; i++)
-        for (int h = 0; h < 2; h++)
-            kt_dpbusd(T, c[i][h], a[i], bt[h], TM, 64, KT);
+        for (int h = 0; h < 2; h++) {
+            if (bf16)
+                kt_dpbf16ps(T, ts.c[i][h], ts.a[i], ts.b[h], TM, 64, kb);
+            else
+                kt_dpbusd(T, ts.c[i][h], ts.a[i], ts.b[h], TM, 64, kb);
+        }
     kg_loop_end(g, &lk);
     for (int i = 0; i < nt; i++)
         for (int h = 0; h < 2; h++)
-            kt_store(T, c[i][h], TM, 64, kg_gep(g, cbuf, kg_i64(g, ((int64_t)i * TM * l->NR + 16 * h) * 4)),
+            kt_store(T, ts.c[i][h], TM, 64, kg_gep(g, cbuf, kg_i64(g, ((int64_t)i * TM * l->NR + 16 * h) * 4)),
                      brow);
 }
+
 KilnTile kg_tile_row(KilnGen *g, const KilnTile *t, LLVMValueRef m0, LLVMValueRef r,
                      LLVMValueRef cbuf, LLVMValueRef fbuf)
 {
@@ -149,7 +146,7 @@ static void row_tiles(KilnTiles *T, KilnTile *t, LLVMValueRef m0, LLVMValueRef l
     LLVMBuilderRef b = g->b;
     KilnLoop lg, lr;
     LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
-    group_tiles(T, m0, gi, wk, cbuf, nt);
+    kg_amx_group_tiles(T, m0, gi, wk, cbuf, nt);
     LLVMValueRef first = LLVMBuildICmp(b, LLVMIntEQ, gi, kg_i64(g, 0), "");
     LLVMValueRef r = kg_loop_begin(g, &lr, kg_i64(g, 0), live, 1);
     KilnTile t1 = kg_tile_row(g, t, m0, r, cbuf, fbuf);

@@ -42,54 +42,6 @@ static void dequant_panel(KilnGen *g, KilnTile *t, LLVMValueRef tpanel)
     kg_loop_end(g, &lg);
 }
 
-/* Group gi of the block at m0 with na A tiles (16 rows each): C[a][h] = the group's
- * k of A[a] . B[h], stored to cbuf ([32][NR] f32). */
-static void group_tiles(KilnTiles *T, int na, LLVMValueRef m0, LLVMValueRef gi, LLVMValueRef tpanel,
-                        LLVMValueRef cbuf)
-{
-    KilnGen *g = T->g;
-    const KilnLayout *l = g->l;
-    LLVMBuilderRef b = g->b;
-    int TM = l->TM, KT = l->KT;
-    static const char *const an[2] = {"tile_a0", "tile_a1"}, *const bn[2] = {"tile_b0", "tile_b1"};
-    static const char *const cn[2][2] = {{"tile_c00", "tile_c01"}, {"tile_c10", "tile_c11"}};
-    LLVMValueRef a[2], bt[2], c[2][2];
-    for (int i = 0; i < 2; i++) {
-        a[i] = kt_slot(T, an[i]);
-        bt[i] = kt_slot(T, bn[i]);
-        for (int h = 0; h < 2; h++)
-            c[i][h] = kt_slot(T, cn[i][h]);
-    }
-    for (int i = 0; i < na; i++)
-        for (int h = 0; h < 2; h++)
-            kt_zero(T, c[i][h], TM, 64);
-    LLVMValueRef k0 = LLVMBuildMul(b, gi, kg_i64(g, l->group), "");
-    LLVMValueRef k1 = LLVMBuildAdd(b, k0, kg_i64(g, l->group), "");
-    if (l->K % l->group) /* ragged last group: it ends at K */
-        k1 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, k1, kg_i64(g, l->K), ""), k1,
-                             kg_i64(g, l->K), "");
-    LLVMValueRef arow = kg_i64(g, (int64_t)l->scratch_per_row), brow = kg_i64(g, (int64_t)l->NR * 4);
-    KilnLoop lk;
-    LLVMValueRef k = kg_loop_begin(g, &lk, k0, k1, KT);
-    LLVMValueRef ak = LLVMBuildMul(b, k, kg_i64(g, 2), ""); /* bf16 activations */
-    for (int i = 0; i < na; i++) {
-        LLVMValueRef m = LLVMBuildAdd(b, m0, kg_i64(g, (int64_t)i * TM), "");
-        LLVMValueRef base = kg_gep(g, g->scratch, LLVMBuildAdd(b, LLVMBuildMul(b, m, arow, ""), ak, ""));
-        kt_load(T, a[i], TM, 2 * KT, base, arow);
-    }
-    LLVMValueRef wk = kg_gep(g, tpanel, LLVMBuildMul(b, k, kg_i64(g, (int64_t)l->NR * 2), ""));
-    for (int h = 0; h < 2; h++)
-        kt_load(T, bt[h], KT / 2, 64, kg_gep(g, wk, kg_i64(g, 64 * h)), brow);
-    for (int i = 0; i < na; i++)
-        for (int h = 0; h < 2; h++)
-            kt_dpbf16ps(T, c[i][h], a[i], bt[h], TM, 64, 2 * KT);
-    kg_loop_end(g, &lk);
-    for (int i = 0; i < na; i++)
-        for (int h = 0; h < 2; h++)
-            kt_store(T, c[i][h], TM, 64, kg_gep(g, cbuf, kg_i64(g, (int64_t)i * TM * l->NR * 4 + 64 * h)),
-                     brow);
-}
-
 /* Panel p as the direct path's tile sees it (its columns, codes, scales). */
 static KilnTile panel_tile(KilnGen *g, LLVMValueRef p)
 {
@@ -135,7 +87,7 @@ static void pass_block(KilnTiles *T, int na, LLVMValueRef m0, LLVMValueRef pc, L
     LLVMValueRef gi = kg_loop_begin(g, &lg, kg_i64(g, 0), kg_i64(g, l->ngroups), 1);
     LLVMValueRef j = kg_loop_begin(g, &lj, kg_i64(g, 0), np, 1);
     KilnTile t = pass_panel(g, pc, j, tpanels, fbufs, &tpanel, &fbuf);
-    group_tiles(T, na, m0, gi, tpanel, cbuf);
+    kg_amx_group_tiles(T, m0, gi, tpanel, cbuf, na);
     LLVMValueRef r = kg_loop_begin(g, &lr, kg_i64(g, 0), live, 1);
     KilnTile one = kg_tile_row(g, &t, m0, r, cbuf, fbuf);
     kg_group_end(g, &one, gi);

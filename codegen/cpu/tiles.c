@@ -10,7 +10,7 @@
 #include "codegen/cpu/gen.h"
 #include "ir/amx_model.h"
 
-static LLVMValueRef c16(KilnTiles *T, int v) { return LLVMConstInt(T->i16, (unsigned long long)v, 0); }
+static LLVMValueRef c16(KilnTiles *T, int v) { return LLVMConstInt(T->g->i16, (unsigned long long)v, 0); }
 
 /* A call to the model function `name` (void result). */
 static void model_call(KilnTiles *T, const char *name, LLVMTypeRef *pt, LLVMValueRef *args, unsigned n)
@@ -56,7 +56,7 @@ void kt_zero(KilnTiles *T, LLVMValueRef slot, int rows, int colsb)
 }
 
 void kt_load(KilnTiles *T, LLVMValueRef slot, int rows, int colsb, LLVMValueRef base,
-                   LLVMValueRef stride)
+             LLVMValueRef stride)
 {
     KilnGen *g = T->g;
     if (T->model) {
@@ -70,7 +70,7 @@ void kt_load(KilnTiles *T, LLVMValueRef slot, int rows, int colsb, LLVMValueRef 
 }
 
 void kt_store(KilnTiles *T, LLVMValueRef slot, int rows, int colsb, LLVMValueRef base,
-                    LLVMValueRef stride)
+              LLVMValueRef stride)
 {
     KilnGen *g = T->g;
     if (T->model) {
@@ -112,7 +112,28 @@ void kt_dpbf16ps(KilnTiles *T, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b, i
     tile_dp(T, "tdpbf16ps", c, a, b, m, n, k);
 }
 
+KilnTileSet kt_tile_set(KilnTiles *T)
+{
+    static const char *const an[2] = {"tile_a0", "tile_a1"}, *const bn[2] = {"tile_b0", "tile_b1"};
+    static const char *const cn[2][2] = {{"tile_c00", "tile_c01"}, {"tile_c10", "tile_c11"}};
+    KilnTileSet s;
+    for (int i = 0; i < 2; i++) {
+        s.a[i] = kt_slot(T, an[i]);
+        s.b[i] = kt_slot(T, bn[i]);
+        for (int h = 0; h < 2; h++)
+            s.c[i][h] = kt_slot(T, cn[i][h]);
+    }
+    return s;
+}
+
+void kt_zero_c(KilnTiles *T, const KilnTileSet *s, int nt)
+{
+    for (int i = 0; i < nt; i++)
+        for (int h = 0; h < 2; h++)
+            kt_zero(T, s->c[i][h], 16, 64);
+}
+
 KilnTiles kt_init(KilnGen *g, bool model)
 {
-    return (KilnTiles){.g = g, .model = model, .vt = kg_vec(g->i32, 256), .i16 = g->i16};
+    return (KilnTiles){.g = g, .model = model, .vt = kg_vec(g->i32, 256)};
 }
