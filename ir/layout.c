@@ -19,7 +19,7 @@ const KilnInst *kiln_find_qgemm(const KilnFunc *f)
 }
 
 
-static int choose_family(bool avx512, const KilnQuantSpec *w, const KilnQuantSpec *act,
+static int choose_family(bool avx512, bool bf16, const KilnQuantSpec *w, const KilnQuantSpec *act,
                          KilnDType act_dtype, KilnLayout *l, KilnDiag *d)
 {
     if (act && w->fmt == KILN_QF_NONE)
@@ -48,8 +48,8 @@ static int choose_family(bool avx512, const KilnQuantSpec *w, const KilnQuantSpe
     /* bf16-dot needs weight values exact in bf16: true of integer codes (q - z)
      * and fp8 values, not of f32 weights, which stay on f32 FMA */
     bool exact_bf16 = w->fmt != KILN_QF_NONE;
-    l->family = (avx512 && act_dtype == KILN_BF16 && exact_bf16) ? KILN_KF_BF16_DOT
-                                                                : KILN_KF_F32_FMA;
+    l->family = (bf16 && act_dtype == KILN_BF16 && exact_bf16) ? KILN_KF_BF16_DOT
+                                                              : KILN_KF_F32_FMA;
     return 0;
 }
 
@@ -269,7 +269,7 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
     if (rc)
         return rc;
     bool avx512 = kiln_level_is_v4(t->level);
-    rc = choose_family(avx512, &wt->q, act, act_dtype, l, d);
+    rc = choose_family(avx512, kiln_level_has_bf16(t->level), &wt->q, act, act_dtype, l, d);
     if (rc)
         return rc;
     set_tile(t, wt, avx512, l);

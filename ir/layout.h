@@ -102,7 +102,7 @@ typedef void (*KilnQGemmFn)(const float *x, int64_t M, const void *wpack, const 
  *                       asum[ngroups] = sum of the prepared activations per group. */
 typedef struct KilnLayout {
     char name[48];     /* "avx2-i16-madd", ... (the qgemm `layout` attr) */
-    char isa[16];      /* "avx2" or "avx512": the target's ISA level */
+    char isa[16];      /* "avx2", "avx512vnni", "avx512" or "amx": the target's ISA level */
     KilnKernelFamily family;
     /* int4/int8/fp8 weights read as f32 subnormals (the "-subnormal" layouts; see
      * below), chosen where the target has KILN_TUNE_SUBNORMAL_FREE */

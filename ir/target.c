@@ -22,11 +22,15 @@ static const KilnTarget targets[] = {
      "reference interpreter: scalar C semantics of every op, the ground truth kernels are tested against"},
     {"cpu", KILN_TGT_CPU, 0, 0, NULL, 0,
      "alias: the host CPU, resolved to amx (AMX-TILE+INT8+BF16 on top of avx512), avx512 "
-     "(AVX-512F+VNNI+BF16) or avx2 (AVX2+FMA), with the traits a start-up probe measures "
-     "(subnormal operands free or not)"},
+     "(AVX-512F+VNNI+BF16), avx512vnni (AVX-512F+VNNI, no BF16) or avx2 (AVX2+FMA), with the "
+     "traits a start-up probe measures (subnormal operands free or not)"},
     {"avx2", KILN_TGT_CPU, KILN_ISA_V3, 0, "avx2", 0,
      "x86-64-v3: AVX2 vpmaddwd int16 pairs -> exact int32, FMA f32, F16C f16<->f32; no int8 dot, "
      "no FP8; kernels safe on every core of the level (no subnormal operands)"},
+    {"avx512vnni", KILN_TGT_CPU, KILN_ISA_V4_VNNI, 0, "avx512vnni", 0,
+     "x86-64-v4 + AVX512-VNNI without AVX512-BF16 (Cascade Lake, Ice Lake, and guests whose "
+     "hypervisor hides BF16): the avx512 kernels, with bf16 activations on f32 FMA instead "
+     "of vdpbf16ps; kernels safe on every core of the level (no subnormal operands)"},
     {"avx512", KILN_TGT_CPU, KILN_ISA_V4, 0, "avx512", 0,
      "x86-64-v4 + AVX512-VNNI (vpdpbusd u8 x s8 -> int32) + AVX512-BF16 (vdpbf16ps bf16 pairs -> "
      "f32); kernels safe on every core of the level (no subnormal operands)"},
@@ -149,6 +153,11 @@ unsigned kiln_host_isa(void)
 }
 
 bool kiln_level_is_v4(const char *level)
+{
+    return level && (strcmp(level, "avx512vnni") == 0 || kiln_level_has_bf16(level));
+}
+
+bool kiln_level_has_bf16(const char *level)
 {
     return level && (strcmp(level, "avx512") == 0 || strcmp(level, "amx") == 0);
 }
@@ -329,14 +338,15 @@ const KilnHostCpu *kiln_host_cpu(void)
 
 int kiln_target_resolve_cpu(unsigned isa, unsigned tune, KilnTarget *out, KilnDiag *d)
 {
-    /* avx512 kernels use VNNI and BF16 unconditionally; a v4 CPU without them
-     * (Skylake-X) runs the avx2 kernels, which are correct there. amx is avx512
-     * with all three AMX parts. */
-    unsigned amx = KILN_ISA_V4 | KILN_ISA_AMX;
-    const char *level = (isa & amx) == amx                                           ? "amx"
-                        : (isa & KILN_ISA_V4) == KILN_ISA_V4                          ? "avx512"
-                        : (isa & (KILN_ISA_AVX2 | KILN_ISA_FMA)) == (KILN_ISA_AVX2 | KILN_ISA_FMA) ? "avx2"
-                                                                                    : NULL;
+    /* avx512 kernels use VNNI and BF16 unconditionally, avx512vnni VNNI only; a v4
+     * CPU without VNNI (Skylake-X) runs the avx2 kernels, which are correct there.
+     * amx is avx512 with all three AMX parts. */
+    unsigned amx = KILN_ISA_V4 | KILN_ISA_AMX, v3 = KILN_ISA_AVX2 | KILN_ISA_FMA;
+    const char *level = (isa & amx) == amx                                ? "amx"
+                        : (isa & KILN_ISA_V4) == KILN_ISA_V4              ? "avx512"
+                        : (isa & KILN_ISA_V4_VNNI) == KILN_ISA_V4_VNNI    ? "avx512vnni"
+                        : (isa & v3) == v3                                ? "avx2"
+                                                                          : NULL;
     if (!level)
         return kiln_diag_set(d, KILN_ENODEV,
                              "target cpu: this CPU lacks AVX2 (kiln's CPU kernels need at least "
@@ -397,12 +407,25 @@ const char *kiln_target_cannot_run(const KilnTarget *t)
         return NULL;
     if (t->kind == KILN_TGT_CUDA)
         return "needs a CUDA device";
+    /* every missing part, so a test or user sees "no AMX" on any host without AMX */
+    static _Thread_local char why[200];
     unsigned have = kiln_host_isa(), miss = t->level ? t->isa & ~have : KILN_ISA_AVX2;
-    if (miss & (KILN_ISA_V4 & ~KILN_ISA_V3))
-        return miss & KILN_ISA_AVX512 ? "no AVX-512 (x86-64-v4)" : "no AVX512-VNNI/BF16";
+    const char *parts[4];
+    int n = 0;
     if (miss & KILN_ISA_V3)
-        return "no AVX2+FMA (x86-64-v3)";
+        parts[n++] = "no AVX2+FMA (x86-64-v3)";
+    if (miss & KILN_ISA_AVX512)
+        parts[n++] = "no AVX-512 (x86-64-v4)";
+    else if (miss & (KILN_ISA_VNNI | KILN_ISA_BF16))
+        parts[n++] = (miss & KILN_ISA_VNNI) && (miss & KILN_ISA_BF16) ? "no AVX512-VNNI/BF16"
+                     : miss & KILN_ISA_VNNI                           ? "no AVX512-VNNI"
+                                                                      : "no AVX512-BF16";
     if (miss & KILN_ISA_AMX)
-        return "no AMX (cpuid AMX-TILE/INT8/BF16 with tile state enabled in XCR0)";
-    return "this CPU lacks its ISA level";
+        parts[n++] = "no AMX (cpuid AMX-TILE/INT8/BF16 with tile state enabled in XCR0)";
+    if (!n)
+        return "this CPU lacks its ISA level";
+    why[0] = 0;
+    for (int i = 0; i < n; i++)
+        snprintf(why + strlen(why), sizeof why - strlen(why), "%s%s", i ? "; " : "", parts[i]);
+    return why;
 }

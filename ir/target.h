@@ -31,7 +31,10 @@ enum {
     KILN_ISA_AMX_BF16 = 256,
 };
 #define KILN_ISA_V3 (KILN_ISA_AVX2 | KILN_ISA_FMA | KILN_ISA_F16C)
-#define KILN_ISA_V4 (KILN_ISA_V3 | KILN_ISA_AVX512 | KILN_ISA_VNNI | KILN_ISA_BF16)
+/* avx512vnni: x86-64-v4 with VNNI but no BF16 (Cascade Lake, Ice Lake, and guests whose
+ * hypervisor hides BF16); avx512: both dot products */
+#define KILN_ISA_V4_VNNI (KILN_ISA_V3 | KILN_ISA_AVX512 | KILN_ISA_VNNI)
+#define KILN_ISA_V4 (KILN_ISA_V4_VNNI | KILN_ISA_BF16)
 #define KILN_ISA_AMX (KILN_ISA_AMX_TILE | KILN_ISA_AMX_INT8 | KILN_ISA_AMX_BF16)
 
 /* Microarchitecture traits: facts about a core that change which kernel is fastest
@@ -61,7 +64,8 @@ typedef struct KilnTarget {
     unsigned isa;      /* KILN_ISA_* bits the kernels need, CPU targets */
     unsigned tune;     /* KILN_TUNE_* traits the kernels may rely on, CPU targets */
     const char *level; /* CPU targets: the ISA level the kernels are built for, "avx2",
-                        * "avx512" or "amx" (the prefix of every layout name); else NULL */
+                        * "avx512vnni", "avx512" or "amx" (the prefix of every layout
+                        * name); else NULL */
     int sm;            /* 80, 89, 90 for CUDA targets, else 0 */
     const char *summary; /* one line: what it runs natively */
 } KilnTarget;
@@ -78,12 +82,15 @@ int kiln_target_resolve_cpu(unsigned isa, unsigned tune, KilnTarget *out, KilnDi
 /* True when the host can execute t's kernels (CPU targets: every ISA bit present;
  * the interpreter always; CUDA targets never: they need a device). */
 bool kiln_target_host_runs(const KilnTarget *t);
-/* Why the host cannot run t's kernels, e.g. "no AMX (cpuid AMX-TILE/INT8/BF16)";
- * NULL when it can (kiln_target_host_runs). */
+/* Why the host cannot run t's kernels, every missing part, e.g. "no AVX512-BF16; no
+ * AMX (cpuid AMX-TILE/INT8/BF16 ...)"; NULL when it can (kiln_target_host_runs). The
+ * text lives until the calling thread's next call. */
 const char *kiln_target_cannot_run(const KilnTarget *t);
-/* CPU levels whose vector kernels are the x86-64-v4 ones (avx512, amx): 16 f32
- * lanes, VNNI and BF16 dot products. */
+/* CPU levels whose vector kernels are the x86-64-v4 ones (avx512vnni, avx512, amx):
+ * 16 f32 lanes and the VNNI int8 dot product. */
 bool kiln_level_is_v4(const char *level);
+/* v4 levels that also have AVX512-BF16 (vdpbf16ps): avx512 and amx. */
+bool kiln_level_has_bf16(const char *level);
 
 /* Traits as text: "subnormal-free" ("" for none); parse accepts a comma-separated
  * list of those names or "" (0 = ok, -1 = unknown name). */

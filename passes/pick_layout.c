@@ -499,8 +499,11 @@ static void why_float(Pick *p, const KilnLayout *l)
                  t, bits_name(w), ad, storage_bits(w),
                  kiln_qformat_is_fp8(w->fmt) ? "exact fp8 decode" : "q - z",
                  l->VL, act_round_note(p->act_dtype),
-                 p->act_dtype == KILN_F16 && l->VL == 16
-                     ? "; no f16 dot instruction in this ISA" : "");
+                 p->act_dtype == KILN_F16 && l->VL == 16 ? "; no f16 dot instruction in this ISA"
+                 : p->act_dtype == KILN_BF16 && l->VL == 16 && !kiln_level_has_bf16(l->isa)
+                     ? "; no AVX512-BF16 on this level, so no vdpbf16ps: the bf16 products "
+                       "(exact in f32) go through f32 FMA"
+                     : "");
     }
     decode_note(p, l);
 }

@@ -318,7 +318,8 @@ int kiln_rt_cpu_supports(const char *target)
         strcmp(target, "scalar") == 0)
         return 1;
     /* the one target table (ir/target.h): avx512 is x86-64-v4 plus VNNI and BF16,
-     * whose kernels use vpdpbusd and vdpbf16ps, so all of them are required */
+     * whose kernels use vpdpbusd and vdpbf16ps, so all of them are required;
+     * avx512vnni needs VNNI only */
     KilnTarget t;
     KilnDiag d = {0};
     if (kiln_target_lookup(target, &t, &d) != 0 || t.kind != KILN_TGT_CPU)

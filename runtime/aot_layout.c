@@ -136,7 +136,7 @@ int kiln_aot_layout(const KilnAot *a, int kernel_index, KilnLayout *out, KilnDia
     KilnTarget t;
     KilnDiag td = {0};
     if (kiln_target_lookup(isa_name, &t, &td) || t.kind != KILN_TGT_CPU)
-        return bad(&w, "isa", "is not a CPU target kiln knows (avx2, avx512, amx, zen3, zen4)");
+        return bad(&w, "isa", "is not a CPU target kiln knows (avx2, avx512vnni, avx512, amx, zen3, zen4)");
     const KilnJson *tu = member(o, "tune", KILN_JSON_STRING);
     if (tu && kiln_tune_parse(tu->str, &t.tune) != 0)
         return bad(&w, "tune", "names a trait kiln does not know (valid: subnormal-free, hugepage-weights)");

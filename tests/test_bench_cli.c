@@ -42,7 +42,7 @@ static const KilnJson *field(const KilnJson *o, const char *key, KilnJsonKind ki
 /* What one run should report, from the recipe and the ISA level of the target. */
 typedef struct Expect {
     const char *recipe;
-    const char *kernel;    /* the layout, or its prefix when `prefix` */
+    char kernel[48];       /* the layout, or its prefix when `prefix` */
     bool prefix;
     const char *peak;      /* the probe family the kernel is rated against */
     const char *peak_insn; /* and its instruction at the kernel's width */
@@ -56,21 +56,24 @@ typedef struct Expect {
 static Expect expect_w8a8(const char *level)
 {
     bool v4 = kiln_level_is_v4(level), amx = strcmp(level, "amx") == 0;
-    return (Expect){.recipe = KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua",
-                    .kernel = amx ? "amx-u8s8-tile" : v4 ? "avx512-u8s8-vnni" : "avx2-i16-madd",
-                    .peak = amx ? "tdpbusd" : v4 ? "vpdpbusd" : "vpmaddwd",
-                    .peak_insn = amx ? "tdpbusd tiles (AMX)" : v4 ? "vpdpbusd zmm" : "vpmaddwd+vpaddd ymm"};
+    Expect e = {.recipe = KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua",
+                .peak = amx ? "tdpbusd" : v4 ? "vpdpbusd" : "vpmaddwd",
+                .peak_insn = amx ? "tdpbusd tiles (AMX)" : v4 ? "vpdpbusd zmm" : "vpmaddwd+vpaddd ymm"};
+    snprintf(e.kernel, sizeof e.kernel, "%s-%s", level,
+             amx ? "u8s8-tile" : v4 ? "u8s8-vnni" : "i16-madd");
+    return e;
 }
 
 /* W4A16 decodes the weights to f32 and runs FMA at the level's width; run cold with
  * the eviction size given through the environment, as bench/run_suite.sh does. */
 static Expect expect_w4a16(const char *level)
 {
-    bool v4 = kiln_level_is_v4(level), amx = strcmp(level, "amx") == 0;
-    return (Expect){.recipe = KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua",
-                    .kernel = amx ? "amx-f32-fma" : v4 ? "avx512-f32-fma" : "avx2-f32-fma", .prefix = true,
-                    .peak = "fma", .peak_insn = v4 ? "vfmadd231ps zmm" : "vfmadd231ps ymm",
-                    .evict_env = "KILN_BENCH_EVICT_BYTES=67108864", .cold = true};
+    bool v4 = kiln_level_is_v4(level);
+    Expect e = {.recipe = KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua", .prefix = true,
+                .peak = "fma", .peak_insn = v4 ? "vfmadd231ps zmm" : "vfmadd231ps ymm",
+                .evict_env = "KILN_BENCH_EVICT_BYTES=67108864", .cold = true};
+    snprintf(e.kernel, sizeof e.kernel, "%s-f32-fma", level);
+    return e;
 }
 
 /* The host's model and the subnormal trait, as ir/target.h sees them. */
@@ -228,8 +231,8 @@ static void bench_json(const char *tname, Expect (*expect)(const char *level))
 static void test_json_fields(void **state)
 {
     (void)state;
-    const char *targets[] = {"cpu", "avx2", "avx512", "amx"};
-    for (int i = 0; i < 4; i++) {
+    const char *targets[] = {"cpu", "avx2", "avx512vnni", "avx512", "amx"};
+    for (int i = 0; i < 5; i++) {
         bench_json(targets[i], expect_w8a8);
         bench_json(targets[i], expect_w4a16);
     }

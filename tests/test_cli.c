@@ -13,13 +13,14 @@
 
 #include "frontend/recipe.h"
 #include "ir/ir.h"
+#include "ir/target.h"
 #include "passes/passes.h"
 
 #define SRC KILN_SOURCE_DIR
 #define MAXARGS 24
 
-static const char *const all_targets[] = {"interp", "cpu",   "avx2", "avx512",
-                                          "sm_80",  "sm_89", "sm_90"};
+static const char *const all_targets[] = {"interp", "cpu",   "avx2",  "avx512vnni",
+                                          "avx512", "sm_80", "sm_89", "sm_90"};
 #define NTARGETS (int)(sizeof all_targets / sizeof all_targets[0])
 
 /* Run `kiln ARGS...` (NULL-terminated) with KILN_CACHE_DIR=cache. */
@@ -507,41 +508,49 @@ static void test_plan_once(void **state)
     cleanup(cache, NULL, 0);
 }
 
-static bool host_has_avx512_target(void)
+/* Whether this CPU runs target `name`'s kernels (ir/target.h's table decides). */
+static bool host_runs(const char *name)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16");
+    KilnTarget t;
+    KilnDiag d = {0};
+    return kiln_target_lookup(name, &t, &d) == 0 && kiln_target_host_runs(&t);
 }
 
-/* avx512 needs VNNI and BF16 (vpdpbusd, vdpbf16ps): without them the command must
- * refuse with exit 3 (no device) instead of running into an illegal instruction. */
-static void test_run_avx512(void **state)
+/* A v4 level the host runs: a grid of shapes checked. One it cannot (avx512 needs
+ * VNNI and BF16, avx512vnni VNNI): every recipe refused with exit 3 (no device),
+ * naming what is missing, instead of running into an illegal instruction. */
+static int run_v4_level(const char *level)
 {
-    (void)state;
-    if (host_has_avx512_target()) {
+    if (host_runs(level)) {
         static const int Ms[] = {1, 67};
         static const int NK[][2] = {{7, 256}, {100, 256}};
-        assert_int_equal(run_grid("avx512", Ms, 2, NK, 2), 0);
-        return;
+        return run_grid(level, Ms, 2, NK, 2);
     }
     char *cache = cli_mkdtemp("cli");
-    char **names;
+    char **names, want[96];
+    snprintf(want, sizeof want, "kiln: this CPU cannot run target '%s'", level);
     int n = recipe_list(&names), bad = 0;
     for (int i = 0; i < n; i++) {
         char path[1024];
         recipe_path(path, sizeof path, names[i]);
         CliResult r;
-        kiln(&r, cache, "run", path, "--shape", "3,40,256", "--target", "avx512", "--check", NULL);
-        if (r.code != 3 || !strstr(r.err, "kiln: this CPU cannot run target 'avx512'") ||
+        kiln(&r, cache, "run", path, "--shape", "3,40,256", "--target", level, "--check", NULL);
+        if (r.code != 3 || !strstr(r.err, want) || !strstr(r.err, ": no AVX") ||
             strstr(r.out, "PASS")) {
-            cli_dump("run --target avx512 on a host without AVX-512 VNNI+BF16", &r);
+            cli_dump("run --target on a host that lacks the level", &r);
             bad++;
         }
         cli_result_free(&r);
     }
     cleanup(cache, names, n);
+    return bad;
+}
+
+static void test_run_avx512(void **state)
+{
+    (void)state;
+    int bad = run_v4_level("avx512vnni");
+    bad += run_v4_level("avx512");
     assert_int_equal(bad, 0);
 }
 
@@ -628,7 +637,8 @@ static void test_errors(void **state)
     char *cache = cli_mkdtemp("cli");
     const char *w4a8 = SRC "/recipes/w4a8.lua";
     /* unknown target: exit 2, lists the valid names (in ir and in run) */
-    expect_fail(cache, 2, ARGS("avx9000", "interp", "avx2", "avx512", "sm_80", "sm_89", "sm_90"),
+    expect_fail(cache, 2,
+                ARGS("avx9000", "interp", "avx2", "avx512vnni", "avx512", "sm_80", "sm_89", "sm_90"),
                 ARGS("ir", w4a8, "--shape", "4,64,256", "--target", "avx9000"));
     expect_fail(cache, 2, ARGS("avx9000", "interp", "avx2", "sm_90"),
                 ARGS("run", w4a8, "--shape", "4,64,256", "--target", "avx9000"));

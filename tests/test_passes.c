@@ -140,6 +140,8 @@ static void test_target_lookup(void **state)
     KilnDiag d = {0};
     assert_int_equal(kiln_target_lookup("avx512", &t, &d), 0);
     assert_true(t.kind == KILN_TGT_CPU && (t.isa & KILN_ISA_VNNI) && (t.isa & KILN_ISA_BF16));
+    assert_int_equal(kiln_target_lookup("avx512vnni", &t, &d), 0);
+    assert_true(t.kind == KILN_TGT_CPU && (t.isa & KILN_ISA_VNNI) && !(t.isa & KILN_ISA_BF16));
     assert_int_equal(kiln_target_lookup("sm_89", &t, &d), 0);
     assert_int_equal(t.sm, 89);
     assert_int_equal(kiln_target_lookup("interp", &t, &d), 0);
@@ -174,8 +176,9 @@ static void test_target_cpu(void **state)
     assert_int_equal(rc, 0);
     /* expectations from what the host has, never from a constant */
     bool v4 = (isa & KILN_ISA_V4) == KILN_ISA_V4;
+    bool vnni = (isa & KILN_ISA_V4_VNNI) == KILN_ISA_V4_VNNI;
     bool amx = v4 && (isa & KILN_ISA_AMX) == KILN_ISA_AMX && kiln_host_amx_enable(&d) == 0;
-    assert_string_equal(t.name, amx ? "amx" : v4 ? "avx512" : "avx2");
+    assert_string_equal(t.name, amx ? "amx" : v4 ? "avx512" : vnni ? "avx512vnni" : "avx2");
     assert_string_equal(t.level, t.name);
     assert_int_equal(t.tune, h->tune);
     assert_true(kiln_target_host_runs(&t));
@@ -195,7 +198,16 @@ static void test_target_cpu(void **state)
     assert_int_equal(kiln_target_resolve_cpu(0, 0, &t, &d), KILN_ENODEV);
     assert_non_null(strstr(d.msg, "this CPU lacks AVX2"));
     assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_V3 | KILN_ISA_AVX512, 0, &t, &d), 0);
-    assert_string_equal(t.name, "avx2"); /* AVX-512F without VNNI/BF16 runs avx2 kernels */
+    assert_string_equal(t.name, "avx2"); /* AVX-512F without VNNI (Skylake-X) runs avx2 kernels */
+    assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_V3 | KILN_ISA_AVX512 | KILN_ISA_BF16, 0, &t, &d), 0);
+    assert_string_equal(t.name, "avx2");
+    /* VNNI without BF16 (Cascade Lake, Ice Lake, guests that hide BF16) */
+    assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_V4_VNNI, 0, &t, &d), 0);
+    assert_string_equal(t.name, "avx512vnni");
+    assert_string_equal(t.level, "avx512vnni");
+    assert_true(kiln_level_is_v4(t.level) && !kiln_level_has_bf16(t.level));
+    assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_V4_VNNI | KILN_ISA_AMX, 0, &t, &d), 0);
+    assert_string_equal(t.name, "avx512vnni"); /* amx needs avx512's BF16 too */
     assert_int_equal(kiln_target_resolve_cpu(KILN_ISA_V4, KILN_TUNE_SUBNORMAL_FREE, &t, &d), 0);
     assert_string_equal(t.name, "avx512");
     assert_int_equal(t.tune, KILN_TUNE_SUBNORMAL_FREE);
@@ -218,6 +230,8 @@ static void test_target_cpu(void **state)
         assert_non_null(why);
         if (v4)
             assert_non_null(strstr(why, "no AMX"));
+        else if (vnni)
+            assert_non_null(strstr(why, "no AVX512-BF16"));
         KilnDiag ad = {0};
         assert_int_equal(kiln_host_amx_enable(&ad), KILN_ENODEV);
         assert_non_null(strstr(ad.msg, "no AMX"));
@@ -294,6 +308,13 @@ static void test_layouts_cpu(void **state)
                   "vdpbf16ps");
     expect_layout("avx512", "f16", KILN_QF_INT4, A, GR, 128, 256, "avx512-f32-fma",
                   "16-wide FMA");
+    /* avx512vnni: the v4 kernels, bf16 activations on f32 FMA (no vdpbf16ps) */
+    expect_layout("avx512vnni", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx512vnni-u8s8-vnni",
+                  "avx512vnni: VNNI vpdpbusd multiplies u8 activations");
+    expect_layout("avx512vnni", "bf16", KILN_QF_INT4, A, GR, 128, 256, "avx512vnni-f32-fma",
+                  "no AVX512-BF16 on this level, so no vdpbf16ps");
+    expect_layout("avx512vnni", "bf16", KILN_QF_FP8_E5M2, S, CH, 0, 256, "avx512vnni-f32-fma",
+                  "16-wide FMA in f32 (activations rounded to bf16 first)");
     /* H5's kernels run fp8 x fp8 on f32 FMA on avx512 too (no bf16-dot for it) */
     expect_layout("avx512", "fp8", KILN_QF_FP8_E4M3, S, CH, 0, 256, "avx512-f32-fma",
                   "weight codes decoded exactly to f32 in registers, 16-wide FMA");

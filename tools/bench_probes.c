@@ -469,17 +469,19 @@ double bench_kernel_peak(const BenchLimits *l, const char *layout, const char **
     bool zmm = strncmp(layout, "avx512", 6) == 0 || strncmp(layout, "amx", 3) == 0;
     const char *f = "fma", *i = zmm ? "vfmadd231ps zmm" : "vfmadd231ps ymm";
     double p = zmm ? l->fma_zmm_gflops : l->fma_gflops;
-    if (strstr(layout, "i16-madd"))
+    /* the family follows the level prefix ("avx512vnni-f32-fma" is FMA) */
+    const char *fam = strchr(layout, '-') ? strchr(layout, '-') + 1 : layout;
+    if (strstr(fam, "i16-madd"))
         f = "vpmaddwd", i = "vpmaddwd+vpaddd ymm", p = l->madd_gops;
-    else if (strstr(layout, "maddubs"))
+    else if (strstr(fam, "maddubs"))
         f = "vpmaddubsw", i = "vpmaddubsw+vpaddw ymm", p = l->maddubs_gops;
-    else if (strstr(layout, "u8s8-tile"))
+    else if (strstr(fam, "u8s8-tile"))
         f = "tdpbusd", i = "tdpbusd tiles (AMX)", p = l->amx_int8_gops;
-    else if (strstr(layout, "bf16-tile"))
+    else if (strstr(fam, "bf16-tile"))
         f = "tdpbf16ps", i = "tdpbf16ps tiles (AMX)", p = l->amx_bf16_gflops;
-    else if (strstr(layout, "vnni"))
+    else if (strstr(fam, "vnni"))
         f = "vpdpbusd", i = "vpdpbusd zmm", p = l->vnni_gops;
-    else if (strstr(layout, "bf16"))
+    else if (strstr(fam, "bf16"))
         f = "vdpbf16ps", i = "vdpbf16ps zmm", p = l->bf16_gflops;
     *family = f;
     *insn = i;

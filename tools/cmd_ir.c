@@ -42,10 +42,10 @@ static void print_host(void)
         if (t[i].kind != KILN_TGT_CPU || !t[i].level)
             continue;
         const char *why = kiln_target_cannot_run(&t[i]);
-        printf("  %-8s %s%s\n", t[i].name, why ? "compiled only here, cannot run here: " : "runs here",
+        printf("  %-10s %s%s\n", t[i].name, why ? "compiled only here, cannot run here: " : "runs here",
                why ? why : "");
     }
-    printf("  sm_XX    compiled only here: no CUDA device is queried by `kiln targets` "
+    printf("  sm_XX      compiled only here: no CUDA device is queried by `kiln targets` "
            "(`kiln run --target cuda` runs on one)\n");
 }
 
@@ -54,12 +54,12 @@ int cmd_targets(const ToolArgs *a)
     (void)a;
     int n;
     const KilnTarget *t = kiln_targets(&n);
-    printf("%-8s %-6s %s\n", "target", "kind", "runs natively");
+    printf("%-10s %-6s %s\n", "target", "kind", "runs natively");
     for (int i = 0; i < n; i++) {
         const char *kind = t[i].kind == KILN_TGT_INTERP ? "interp"
                            : t[i].kind == KILN_TGT_CPU  ? "cpu"
                                                         : "cuda";
-        printf("%-8s %-6s %s\n", t[i].name, kind, t[i].summary);
+        printf("%-10s %-6s %s\n", t[i].name, kind, t[i].summary);
     }
     print_host();
     return EXIT_OK;

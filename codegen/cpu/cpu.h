@@ -17,7 +17,8 @@
 #define KILN_CPU_CODEGEN_REV 20
 
 /* Targets (function attr `target`): "avx2" (x86-64-v3: +avx2,+fma,+f16c),
- * "avx512" (x86-64-v4 +avx512vnni +avx512bf16), "cpu" (the host). */
+ * "avx512vnni" (x86-64-v4 +avx512vnni), "avx512" (x86-64-v4 +avx512vnni +avx512bf16),
+ * "amx", "cpu" (the host). */
 
 /* ELF object (malloc'd, *len bytes) with one exported function `symbol` of the
  * KilnQGemmFn ABI for the single qgemm of kernel_ir. The object may reference

@@ -1,7 +1,8 @@
 /* codegen/cpu/emit.c — kernel IR -> LLVM module -> optimized -> ELF object or
- * assembly for the function's target (avx2 = x86-64-v3, avx512 = x86-64-v4 +
- * VNNI + BF16, amx = avx512 + AMX-TILE/INT8/BF16, cpu = the host), position-independent so the same bytes serve the
- * JIT, the cache and AOT shared libraries. */
+ * assembly for the function's target (avx2 = x86-64-v3, avx512vnni = x86-64-v4 + VNNI,
+ * avx512 = x86-64-v4 + VNNI + BF16, amx = avx512 + AMX-TILE/INT8/BF16, cpu = the host),
+ * position-independent so the same bytes serve the JIT, the cache and AOT shared
+ * libraries. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,9 @@ static int make_machine(const char *isa_attr, const char *isa, Machine *mc, Kiln
     } else if (strcmp(isa, "avx512") == 0) {
         mc->cpu = strdup("x86-64-v4");
         mc->features = strdup("+avx512vnni,+avx512bf16");
+    } else if (strcmp(isa, "avx512vnni") == 0) {
+        mc->cpu = strdup("x86-64-v4");
+        mc->features = strdup("+avx512vnni");
     } else {
         mc->cpu = strdup("x86-64-v3");
         mc->features = strdup("+avx2,+fma,+f16c");
@@ -105,8 +109,10 @@ static int build(const KilnFunc *f, const char *symbol, Built *bt, KilnDiag *d)
     if (rc)
         return rc;
     const KilnAttr *ta = kiln_fget(f, "target");
-    /* the scalar tile model needs no AMX: its kernels run wherever avx512 does */
-    rc = make_machine(ta->s, l.tiles_model ? "avx512" : l.isa, &bt->mc, d);
+    /* the scalar tile model needs no AMX: its kernels run wherever the vector rows
+     * beside the tiles do (vdpbf16ps rows for bf16 tiles, vpdpbusd rows for int8) */
+    const char *model_isa = kiln_layout_bf16_tiles(&l) ? "avx512" : "avx512vnni";
+    rc = make_machine(ta->s, l.tiles_model ? model_isa : l.isa, &bt->mc, d);
     if (rc) {
         free_machine(&bt->mc);
         return rc;
