@@ -21,7 +21,8 @@ struct KilnAot {
 /* Field readers: each records a clear "FILE: kernels[i]: field ..." error. */
 typedef struct {
     const char *path;
-    int index; /* -1 at top level */
+    const KilnJson *root; /* the manifest, for line and column */
+    int index;            /* -1 at top level */
     KilnDiag *d;
 } Ctx;
 
@@ -30,9 +31,12 @@ static int field_err(const Ctx *c, const char *key, const char *what, const Kiln
     char where[64] = "";
     if (c->index >= 0)
         snprintf(where, sizeof where, "kernels[%d]: ", c->index);
-    if (v)
-        return kiln_diag_set(c->d, KILN_EINPUT, "%s:%d:%d: %s\"%s\" %s, got %s", c->path, v->line,
-                             v->col, where, key, what, kiln_json_kind_name(v->kind));
+    if (v) {
+        int line, col;
+        kiln_json_where(c->root, v, &line, &col);
+        return kiln_diag_set(c->d, KILN_EINPUT, "%s:%d:%d: %s\"%s\" %s, got %s", c->path, line,
+                             col, where, key, what, kiln_json_kind_name(v->kind));
+    }
     return kiln_diag_set(c->d, KILN_EINPUT, "%s: %smissing \"%s\" (%s)", c->path, where, key,
                          what);
 }
@@ -135,7 +139,7 @@ static int read_kernel(const Ctx *c, const KilnJson *o, KilnAotKernel *k)
 
 static int read_manifest(KilnAot *a, KilnDiag *d)
 {
-    Ctx c = {a->manifest_path, -1, d};
+    Ctx c = {a->manifest_path, a->manifest, -1, d};
     const KilnJson *m = a->manifest;
     if (m->kind != KILN_JSON_OBJECT)
         return field_err(&c, "manifest", "must be an object", m);

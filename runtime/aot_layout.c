@@ -82,7 +82,7 @@ static int read_spec(const Where *w, const KilnJson *o, const char *obj, bool ac
         return KILN_EINPUT;
     q->calib = (KilnCalib)calib;
     const KilnJson *v = member(o, "pct", KILN_JSON_NUMBER);
-    q->pct = v ? (float)v->num : 0;
+    q->pct = v ? (float)kiln_json_num(v) : 0;
     char field[64];
     if (q->gran == KILN_GRAN_GROUP) {
         v = member(o, "group", KILN_JSON_NUMBER);
@@ -99,9 +99,9 @@ static int read_spec(const Where *w, const KilnJson *o, const char *obj, bool ac
         return 0;
     v = member(o, "scale", KILN_JSON_NUMBER);
     snprintf(field, sizeof field, "%s.scale", obj);
-    if (!v || !(v->num > 0))
+    if (!v || !(kiln_json_num(v) > 0))
         return bad(w, field, "must be a number > 0 for static activations");
-    q->scale = (float)v->num; /* written from a float, so this is that float again */
+    q->scale = (float)kiln_json_num(v); /* written from a float, so this is that float again */
     v = member(o, "zero", KILN_JSON_NUMBER);
     q->zero = v && v->is_int ? (int32_t)v->i : 0;
     return 0;
@@ -116,7 +116,7 @@ static int check_int(const Where *w, const KilnJson *o, const char *key, int64_t
                          "manifest.json: kernels[%d] ('%s'): \"%s\" is %g but this runtime's "
                          "layout gives %lld: the manifest was written by a kiln with other "
                          "layouts; rebuild it with `kiln aot`",
-                         w->index, w->kernel, key, v->num, (long long)have);
+                         w->index, w->kernel, key, kiln_json_num(v), (long long)have);
 }
 
 int kiln_aot_layout(const KilnAot *a, int kernel_index, KilnLayout *out, KilnDiag *d)

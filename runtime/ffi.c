@@ -45,7 +45,7 @@ int kiln_ffi_sig_new(const KilnJson *args, KilnFfiSig **out, KilnDiag *d)
                              args ? kiln_json_kind_name(args->kind) : "nothing");
     if (args->len > 64)
         return kiln_diag_set(d, KILN_EINPUT, "kernel has %zu args; at most 64 supported",
-                             args->len);
+                             (size_t)args->len);
     KilnFfiSig *s = calloc(1, sizeof *s);
     if (!s || !(s->types = calloc(args->len + 1, sizeof *s->types))) {
         free(s);

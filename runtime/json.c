@@ -1,16 +1,28 @@
-/* runtime/json.c — a small strict JSON (RFC 8259) parser for AOT manifests: bounded
- * depth and size, UTF-8 checked, every error with FILE:LINE:COL. */
+/* runtime/json.c — a small strict JSON (RFC 8259) parser for manifests, model files'
+ * headers, configs and tokenizers: bounded depth, size and memory, UTF-8 checked, every
+ * error with FILE:LINE:COL. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/json_doc.h"
 #include "runtime/runtime.h"
+
+/* A document is read twice. The first pass checks the text and counts what its values
+ * will need (every array's and object's members, the keys, the strings' bytes), and
+ * stops where that passes the budget; the second writes the values into one allocation
+ * of exactly that size: 16 bytes a value, 8 a key, the strings' bytes with a NUL each,
+ * and an eighth of the text for the newlines kiln_json_where counts. */
 
 /* Members of one object (tokenizer.json vocabularies hold ~10^5; duplicate keys are
  * found through a hash of the keys, so the bound only limits memory). */
 #define KILN_JSON_MAX_MEMBERS (1 << 22)
+#define KEYSET_MIN 16  /* objects with more members find duplicate keys through a hash */
+
+_Static_assert(sizeof(KilnJson) == 16, "a JSON value is 16 bytes");
+_Static_assert(KILN_JSON_MAX_BYTES < (1u << 27), "a text offset fits KilnJson.at");
 
 typedef struct {
     const char *s, *end, *p;
@@ -19,6 +31,21 @@ typedef struct {
     const char *line_start;
     KilnDiag *d;
     int err;
+    bool fill; /* the second pass */
+    size_t budget;
+    /* The first pass: each array's and object's members in the order they open; all
+     * members, object members, string bytes with their NULs, the longest number's copy
+     * (over 127 bytes); the bytes of the key sets open at once in the second pass (the
+     * largest below each depth). */
+    uint32_t *counts;
+    size_t ncounts, counts_cap, nitems, nkeys, strbytes, numbuf;
+    size_t keysets[KILN_JSON_MAX_DEPTH + 2];
+    /* The second pass: the next count; the next free bytes of the document's members and
+     * strings, and of the key sets (a stack). */
+    size_t next;
+    char *vals, *strs;
+    uint32_t *ks;
+    size_t ks_top;
 } Parser;
 
 __attribute__((format(printf, 2, 3))) static int fail(Parser *ps, const char *fmt, ...)
@@ -39,6 +66,27 @@ __attribute__((format(printf, 2, 3))) static int fail(Parser *ps, const char *fm
         ps->d->line = ps->line;
     ps->err = KILN_EINPUT;
     return ps->err;
+}
+
+/* The document's allocation for what the first pass has counted so far. */
+static size_t doc_bytes(const Parser *ps)
+{
+    size_t len = (size_t)(ps->end - ps->s);
+    return sizeof(KilnJsonDoc) + ps->nitems * sizeof(KilnJson) + ps->nkeys * sizeof(char *) +
+           (ps->line > 1 ? kiln_json_newline_bytes(len) : 0) + ps->strbytes;
+}
+
+/* The first pass's check that the document fits its budget: everything the second
+ * pass holds at once (the document, the counts, the key sets, a number's copy). */
+static int charge(Parser *ps)
+{
+    size_t need = doc_bytes(ps) + ps->counts_cap * sizeof(uint32_t) + ps->keysets[0] + ps->numbuf;
+    if (need <= ps->budget)
+        return 0;
+    return fail(ps, "JSON document needs more than %.1f MiB for its values (limit for its %zu "
+                "bytes of text: %zu MiB + %d bytes per byte of text)",
+                (double)ps->budget / (1 << 20), (size_t)(ps->end - ps->s),
+                KILN_JSON_BUDGET_BASE >> 20, KILN_JSON_BUDGET_PER_BYTE);
 }
 
 /* Printable description of the byte at p for error messages. */
@@ -79,8 +127,37 @@ static int literal(Parser *ps, const char *word)
     return 0;
 }
 
+/* The second pass's value of the number text [start, start + n): int64 when it is
+ * integral and fits, else a double. */
+static int convert_number(Parser *ps, KilnJson *v, const char *start, size_t n, bool integral)
+{
+    char buf[128];
+    char *tmp = n < sizeof buf ? buf : malloc(n + 1); /* charged: numbuf */
+    if (!tmp)
+        return fail(ps, "out of memory");
+    memcpy(tmp, start, n);
+    tmp[n] = '\0';
+    double x = strtod(tmp, NULL);
+    long long i = 0;
+    errno = 0;
+    if (integral)
+        i = strtoll(tmp, NULL, 10);
+    if (tmp != buf)
+        free(tmp);
+    if (isinf(x))
+        return fail(ps, "number out of range");
+    if (integral && errno == 0) {
+        v->is_int = true;
+        v->i = i;
+    } else {
+        v->real = x;
+    }
+    return 0;
+}
+
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
+/* Checks the number at ps->p; the second pass also converts it. */
 static int parse_number(Parser *ps, KilnJson *v)
 {
     const char *start = ps->p, *q = ps->p;
@@ -123,29 +200,12 @@ static int parse_number(Parser *ps, KilnJson *v)
         while (q < ps->end && is_digit(*q))
             q++;
     }
-    size_t n = (size_t)(q - start);
-    char buf[128];
-    char *tmp = n < sizeof buf ? buf : malloc(n + 1);
-    if (!tmp)
-        return fail(ps, "out of memory");
-    memcpy(tmp, start, n);
-    tmp[n] = '\0';
     v->kind = KILN_JSON_NUMBER;
-    errno = 0;
-    v->num = strtod(tmp, NULL);
-    bool range = isinf(v->num);
-    if (integral) {
-        errno = 0;
-        long long i = strtoll(tmp, NULL, 10);
-        if (errno == 0) {
-            v->is_int = true;
-            v->i = i;
-        }
-    }
-    if (tmp != buf)
-        free(tmp);
-    if (range)
-        return fail(ps, "number out of range");
+    size_t n = (size_t)(q - start);
+    if (!ps->fill && n >= 128 && n + 1 > ps->numbuf)
+        ps->numbuf = n + 1;
+    if (ps->fill && convert_number(ps, v, start, n, integral))
+        return ps->err;
     ps->p = q;
     return 0;
 }
@@ -226,137 +286,199 @@ static size_t utf8_len(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
-/* The decoded string is never longer than its source text, so one allocation of
- * the raw length suffices. */
-static int parse_string(Parser *ps, char **out, size_t *outlen)
+/* The escape at ps->p (after its backslash) as UTF-8 into o (4 bytes); *k its length. */
+static int escape(Parser *ps, char *o, size_t *k)
 {
-    ps->p++; /* opening quote */
-    const char *q = ps->p;
-    while (q < ps->end && *q != '"') {
-        if (*q == '\\' && q + 1 < ps->end)
-            q++;
-        q++;
+    static const char names[] = "\"\\/bfnrt", chars[] = "\"\\/\b\f\n\r\t";
+    char e = ps->p < ps->end ? *ps->p : '\0';
+    const char *simple = e ? strchr(names, e) : NULL;
+    if (simple) {
+        o[0] = chars[simple - names];
+        *k = 1;
+        ps->p++;
+        return 0;
     }
-    char *s = malloc((size_t)(q - ps->p) + 1);
-    if (!s)
-        return fail(ps, "out of memory");
-    size_t n = 0;
-    for (;;) {
-        if (ps->p >= ps->end) {
-            free(s);
-            return fail(ps, "unterminated string");
-        }
-        unsigned char c = (unsigned char)*ps->p;
-        if (c == '"') {
-            ps->p++;
-            break;
-        }
-        if (c < 0x20) {
-            free(s);
-            return fail(ps, "control character 0x%02x in string (escape it)", c);
-        }
-        if (c == '\\') {
-            ps->p++;
-            char e = ps->p < ps->end ? *ps->p : '\0';
-            const char *simple = strchr("\"\\/bfnrt", e);
-            if (e && simple) {
-                static const char map[] = "\"\\/\b\f\n\r\t";
-                s[n++] = map[simple - "\"\\/bfnrt"];
-                ps->p++;
-                continue;
-            }
-            if (e != 'u') {
-                free(s);
-                return fail(ps, "invalid escape in string");
-            }
-            ps->p++;
-            unsigned cp = 0, lo = 0;
-            if (hex4(ps, &cp)) {
-                free(s);
-                return ps->err;
-            }
-            if (cp >= 0xdc00 && cp <= 0xdfff) {
-                free(s);
-                return fail(ps, "invalid \\u escape: lone low surrogate");
-            }
-            if (cp >= 0xd800 && cp <= 0xdbff) {
-                if (ps->end - ps->p < 2 || ps->p[0] != '\\' || ps->p[1] != 'u') {
-                    free(s);
-                    return fail(ps, "invalid \\u escape: high surrogate without a low one");
-                }
-                ps->p += 2;
-                if (hex4(ps, &lo)) {
-                    free(s);
-                    return ps->err;
-                }
-                if (lo < 0xdc00 || lo > 0xdfff) {
-                    free(s);
-                    return fail(ps, "invalid \\u escape: high surrogate without a low one");
-                }
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-            }
-            if (cp == 0) {
-                free(s);
-                return fail(ps, "\\u0000 is not allowed in strings");
-            }
-            n += put_utf8(s + n, cp);
-            continue;
-        }
-        size_t k = utf8_len((const unsigned char *)ps->p, (const unsigned char *)ps->end);
-        if (k == 0) {
-            free(s);
-            return fail(ps, "invalid UTF-8 in string");
-        }
-        memcpy(s + n, ps->p, k);
-        n += k;
-        ps->p += k;
+    if (e != 'u')
+        return fail(ps, "invalid escape in string");
+    ps->p++;
+    unsigned cp = 0, lo = 0;
+    if (hex4(ps, &cp))
+        return ps->err;
+    if (cp >= 0xdc00 && cp <= 0xdfff)
+        return fail(ps, "invalid \\u escape: lone low surrogate");
+    if (cp >= 0xd800 && cp <= 0xdbff) {
+        if (ps->end - ps->p < 2 || ps->p[0] != '\\' || ps->p[1] != 'u')
+            return fail(ps, "invalid \\u escape: high surrogate without a low one");
+        ps->p += 2;
+        if (hex4(ps, &lo))
+            return ps->err;
+        if (lo < 0xdc00 || lo > 0xdfff)
+            return fail(ps, "invalid \\u escape: high surrogate without a low one");
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
     }
-    s[n] = '\0';
-    *out = s;
-    *outlen = n;
+    if (cp == 0)
+        return fail(ps, "\\u0000 is not allowed in strings");
+    *k = put_utf8(o, cp);
     return 0;
 }
 
-static int grow(Parser *ps, KilnJson *v, size_t *cap, bool keys)
+static bool plain_ascii(char c) { return c >= 0x20 && c < 0x7f && c != '"' && c != '\\'; }
+
+/* The string at ps->p (its opening quote) decoded into out with a NUL after it (out NULL:
+ * only checked and measured); *n its length, never more than its text's. */
+static int parse_string(Parser *ps, char *out, size_t *n)
 {
-    if (v->len < *cap)
-        return 0;
-    size_t nc = *cap ? *cap * 2 : 4;
-    KilnJson *items = realloc(v->items, nc * sizeof *items);
-    if (!items)
-        return fail(ps, "out of memory");
-    v->items = items;
-    if (keys) {
-        char **k = realloc(v->keys, nc * sizeof *k);
-        if (!k)
-            return fail(ps, "out of memory");
-        v->keys = k;
+    size_t k = 0, m = 0;
+    char esc[4];
+    ps->p++;
+    for (;;) {
+        if (ps->p >= ps->end)
+            return fail(ps, "unterminated string");
+        unsigned char c = (unsigned char)*ps->p;
+        const char *from = ps->p;
+        if (c == '"')
+            break;
+        if (c < 0x20)
+            return fail(ps, "control character 0x%02x in string (escape it)", c);
+        if (plain_ascii((char)c)) {
+            while (ps->p < ps->end && plain_ascii(*ps->p))
+                ps->p++;
+            m = (size_t)(ps->p - from);
+        } else if (c == '\\') {
+            ps->p++;
+            if (escape(ps, esc, &m))
+                return ps->err;
+            from = esc;
+        } else if ((m = utf8_len((const unsigned char *)ps->p, (const unsigned char *)ps->end))) {
+            ps->p += m;
+        } else {
+            return fail(ps, "invalid UTF-8 in string");
+        }
+        if (out)
+            memcpy(out + k, from, m);
+        k += m;
     }
-    *cap = nc;
+    ps->p++;
+    if (out)
+        out[k] = '\0';
+    *n = k;
+    return 0;
+}
+
+/* A string value: measured in the first pass, placed among the document's strings in
+ * the second. */
+static int string_value(Parser *ps, KilnJson *v)
+{
+    size_t n;
+    v->kind = KILN_JSON_STRING;
+    if (parse_string(ps, ps->fill ? ps->strs : NULL, &n))
+        return ps->err;
+    if (!ps->fill) {
+        ps->strbytes += n + 1;
+        return 0;
+    }
+    v->str = ps->strs;
+    v->len = (uint32_t)n;
+    ps->strs += n + 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ arrays and objects */
+
+/* Opens the array or object at ps->p: the first pass gives it a count (*idx), the
+ * second its members' (and keys') place in the document (*items). */
+static int open_container(Parser *ps, KilnJson *v, KilnJsonKind kind, size_t *idx,
+                          KilnJson **items)
+{
+    v->kind = kind;
+    ps->p++;
+    if (ps->fill) {
+        if (ps->next >= ps->ncounts)
+            return fail(ps, "internal error: more arrays and objects than counted");
+        uint32_t n = ps->counts[ps->next++];
+        *items = (KilnJson *)ps->vals;
+        v->items = *items;
+        v->len = n;
+        ps->vals += n * sizeof(KilnJson) + (kind == KILN_JSON_OBJECT ? n * sizeof(char *) : 0);
+        return 0;
+    }
+    if (ps->ncounts == ps->counts_cap) {
+        ps->counts_cap = ps->counts_cap ? ps->counts_cap * 2 : 256;
+        if (charge(ps))
+            return ps->err;
+        uint32_t *c = realloc(ps->counts, ps->counts_cap * sizeof *c);
+        if (!c)
+            return fail(ps, "out of memory");
+        ps->counts = c;
+    }
+    *idx = ps->ncounts++;
+    return 0;
+}
+
+static size_t keyset_slots(size_t n)
+{
+    size_t s = 64;
+    while (s < 2 * n)
+        s *= 2;
+    return s;
+}
+
+static size_t keyset_bytes(const KilnJson *v, size_t n)
+{
+    return v->kind == KILN_JSON_OBJECT && n > KEYSET_MIN ? keyset_slots(n) * sizeof(uint32_t) : 0;
+}
+
+/* Closes the array or object v of n members at depth: the first pass records n and the
+ * largest stack of key sets open below v's parent. */
+static int close_container(Parser *ps, const KilnJson *v, size_t idx, uint32_t n, int depth)
+{
+    ps->p++;
+    if (ps->fill)
+        return 0;
+    ps->counts[idx] = n;
+    size_t peak = keyset_bytes(v, n) + ps->keysets[depth + 1];
+    ps->keysets[depth + 1] = 0;
+    if (peak > ps->keysets[depth])
+        ps->keysets[depth] = peak;
+    return depth == 0 ? charge(ps) : 0;
+}
+
+/* Member n of the array or object v: parsed into its place (the second pass) or counted
+ * and charged (the first). */
+static int member(Parser *ps, const KilnJson *v, KilnJson *items, uint32_t n, int depth)
+{
+    KilnJson scratch;
+    if (parse_value(ps, ps->fill ? &items[n] : &scratch, depth + 1))
+        return ps->err;
+    if (ps->fill)
+        return 0;
+    ps->nitems++;
+    return charge(ps);
+}
+
+/* In the second pass, whether member n fits what the first pass counted. */
+static int room(Parser *ps, const KilnJson *v, uint32_t n)
+{
+    if (ps->fill && n >= v->len)
+        return fail(ps, "internal error: more members than counted");
     return 0;
 }
 
 static int parse_array(Parser *ps, KilnJson *v, int depth)
 {
-    v->kind = KILN_JSON_ARRAY;
-    ps->p++;
-    size_t cap = 0;
+    size_t idx = 0;
+    KilnJson *items = NULL;
+    if (open_container(ps, v, KILN_JSON_ARRAY, &idx, &items))
+        return ps->err;
     skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == ']') {
-        ps->p++;
-        return 0;
-    }
-    for (;;) {
-        if (grow(ps, v, &cap, false))
-            return ps->err;
-        KilnJson *it = &v->items[v->len];
-        memset(it, 0, sizeof *it);
-        v->len++;
-        skip_ws(ps);
-        if (parse_value(ps, it, depth + 1))
-            return ps->err;
-        skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == ']')
+        return close_container(ps, v, idx, 0, depth);
+    for (uint32_t n = 0;;) {
         char b[32];
+        skip_ws(ps);
+        if (room(ps, v, n) || member(ps, v, items, n++, depth))
+            return ps->err;
+        skip_ws(ps);
         if (ps->p < ps->end && *ps->p == ',') {
             ps->p++;
             skip_ws(ps);
@@ -364,19 +486,19 @@ static int parse_array(Parser *ps, KilnJson *v, int depth)
                 return fail(ps, "trailing comma in array");
             continue;
         }
-        if (ps->p < ps->end && *ps->p == ']') {
-            ps->p++;
-            return 0;
-        }
+        if (ps->p < ps->end && *ps->p == ']')
+            return close_container(ps, v, idx, n, depth);
         return fail(ps, "expected ',' or ']' in array, got %s", describe(ps, b, sizeof b));
     }
 }
 
-/* Open-addressing set of an object's key indices (+1; 0 empty), for duplicates. */
+/* The second pass's view of an object being read. */
 typedef struct {
-    uint32_t *slot;
+    KilnJson *items;
+    const char **keys; /* after the members */
+    uint32_t *set;     /* over KEYSET_MIN members: mask + 1 slots of key index + 1, 0 empty */
     size_t mask;
-} KeySet;
+} Members;
 
 static uint64_t key_hash(const char *k)
 {
@@ -386,90 +508,63 @@ static uint64_t key_hash(const char *k)
     return h;
 }
 
-/* Adds key n of v unless an equal key is there: returns 1 duplicate, -1 no memory. */
-static int keyset_add(KeySet *ks, const KilnJson *v, size_t n)
+/* Whether key n repeats one of keys 0..n-1 (adding it to the set when there is one). */
+static bool duplicate_key(Members *m, uint32_t n)
 {
-    if ((n + 1) * 2 > ks->mask) { /* keep it at most half full */
-        size_t cap = ks->mask ? (ks->mask + 1) * 4 : 16;
-        uint32_t *slot = calloc(cap, sizeof *slot);
-        if (!slot)
-            return -1;
-        free(ks->slot);
-        ks->slot = slot, ks->mask = cap - 1;
-        for (size_t i = 0; i < n; i++) {
-            size_t h = key_hash(v->keys[i]) & ks->mask;
-            while (ks->slot[h])
-                h = (h + 1) & ks->mask;
-            ks->slot[h] = (uint32_t)i + 1;
-        }
+    if (!m->set) {
+        for (uint32_t i = 0; i < n; i++)
+            if (strcmp(m->keys[i], m->keys[n]) == 0)
+                return true;
+        return false;
     }
-    size_t h = key_hash(v->keys[n]) & ks->mask;
-    for (; ks->slot[h]; h = (h + 1) & ks->mask)
-        if (strcmp(v->keys[ks->slot[h] - 1], v->keys[n]) == 0)
-            return 1;
-    ks->slot[h] = (uint32_t)n + 1;
-    return 0;
+    size_t h = key_hash(m->keys[n]) & m->mask;
+    for (; m->set[h]; h = (h + 1) & m->mask)
+        if (strcmp(m->keys[m->set[h] - 1], m->keys[n]) == 0)
+            return true;
+    m->set[h] = n + 1;
+    return false;
 }
 
-static int parse_members(Parser *ps, KilnJson *v, int depth, KeySet *ks);
-
-static int parse_object(Parser *ps, KilnJson *v, int depth)
+static int parse_key(Parser *ps, Members *m, uint32_t n)
 {
-    KeySet ks = {0};
-    int rc = parse_members(ps, v, depth, &ks);
-    free(ks.slot);
-    return rc;
-}
-
-static int parse_members(Parser *ps, KilnJson *v, int depth, KeySet *ks)
-{
-    v->kind = KILN_JSON_OBJECT;
-    ps->p++;
-    size_t cap = 0;
-    skip_ws(ps);
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
+    const char *at = ps->p;
+    char *k = ps->fill ? ps->strs : NULL;
+    size_t len;
+    if (parse_string(ps, k, &len))
+        return ps->err;
+    if (!ps->fill) {
+        ps->strbytes += len + 1;
+        ps->nkeys++;
         return 0;
     }
-    for (;;) {
+    ps->strs += len + 1;
+    m->keys[n] = k;
+    if (!duplicate_key(m, n))
+        return 0;
+    ps->p = at; /* a key holds no newline: the line is still this one */
+    return fail(ps, "duplicate key \"%.200s\" in object", k);
+}
+
+static int parse_members(Parser *ps, KilnJson *v, Members *m, size_t idx, int depth)
+{
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == '}')
+        return close_container(ps, v, idx, 0, depth);
+    for (uint32_t n = 0;;) {
         char b[32];
         skip_ws(ps);
         if (ps->p >= ps->end || *ps->p != '"')
             return fail(ps, "expected a string key in object, got %s", describe(ps, b, sizeof b));
-        if (v->len >= KILN_JSON_MAX_MEMBERS)
+        if (n >= KILN_JSON_MAX_MEMBERS)
             return fail(ps, "object has more than %d members", KILN_JSON_MAX_MEMBERS);
-        if (grow(ps, v, &cap, true))
+        if (room(ps, v, n) || parse_key(ps, m, n))
             return ps->err;
-        const char *key_at = ps->p;
-        int key_line = ps->line;
-        const char *key_line_start = ps->line_start;
-        char *key;
-        size_t klen;
-        if (parse_string(ps, &key, &klen))
-            return ps->err;
-        v->keys[v->len] = key;
-        int dup = keyset_add(ks, v, v->len);
-        if (dup) {
-            if (dup < 0) {
-                free(key);
-                return fail(ps, "out of memory");
-            }
-            ps->p = key_at;
-            ps->line = key_line;
-            ps->line_start = key_line_start;
-            fail(ps, "duplicate key \"%.200s\" in object", key);
-            free(key);
-            return ps->err;
-        }
-        KilnJson *it = &v->items[v->len];
-        memset(it, 0, sizeof *it);
-        v->len++;
         skip_ws(ps);
         if (ps->p >= ps->end || *ps->p != ':')
             return fail(ps, "expected ':' after object key, got %s", describe(ps, b, sizeof b));
         ps->p++;
         skip_ws(ps);
-        if (parse_value(ps, it, depth + 1))
+        if (member(ps, v, m->items, n++, depth))
             return ps->err;
         skip_ws(ps);
         if (ps->p < ps->end && *ps->p == ',') {
@@ -479,19 +574,37 @@ static int parse_members(Parser *ps, KilnJson *v, int depth, KeySet *ks)
                 return fail(ps, "trailing comma in object");
             continue;
         }
-        if (ps->p < ps->end && *ps->p == '}') {
-            ps->p++;
-            return 0;
-        }
+        if (ps->p < ps->end && *ps->p == '}')
+            return close_container(ps, v, idx, n, depth);
         return fail(ps, "expected ',' or '}' in object, got %s", describe(ps, b, sizeof b));
     }
+}
+
+static int parse_object(Parser *ps, KilnJson *v, int depth)
+{
+    size_t idx = 0, slots = 0;
+    Members m = {0};
+    if (open_container(ps, v, KILN_JSON_OBJECT, &idx, &m.items))
+        return ps->err;
+    if (ps->fill) {
+        m.keys = (const char **)(m.items + v->len);
+        if (v->len > KEYSET_MIN) { /* on the stack of key sets the first pass sized */
+            slots = keyset_slots(v->len);
+            m.set = ps->ks + ps->ks_top;
+            m.mask = slots - 1;
+            memset(m.set, 0, slots * sizeof *m.set);
+            ps->ks_top += slots;
+        }
+    }
+    int rc = parse_members(ps, v, &m, idx, depth);
+    ps->ks_top -= slots;
+    return rc;
 }
 
 static int parse_value(Parser *ps, KilnJson *v, int depth)
 {
     char b[32];
-    v->line = ps->line;
-    v->col = (int)(ps->p - ps->line_start) + 1;
+    *v = (KilnJson){.at = (uint32_t)(ps->p - ps->s)};
     if (ps->p >= ps->end)
         return fail(ps, "expected a value, got end of input");
     char c = *ps->p;
@@ -503,8 +616,7 @@ static int parse_value(Parser *ps, KilnJson *v, int depth)
     case '[':
         return parse_array(ps, v, depth);
     case '"':
-        v->kind = KILN_JSON_STRING;
-        return parse_string(ps, &v->str, &v->len);
+        return string_value(ps, v);
     case 't':
         v->kind = KILN_JSON_BOOL;
         v->b = true;
@@ -522,110 +634,76 @@ static int parse_value(Parser *ps, KilnJson *v, int depth)
     }
 }
 
-static void free_members(KilnJson *v)
+/* ------------------------------------------------------------------ documents */
+
+/* One pass over the whole text into root. */
+static int run_pass(Parser *ps, KilnJson *root)
 {
-    if (v->kind == KILN_JSON_STRING) {
-        free(v->str);
-    } else if (v->kind == KILN_JSON_ARRAY || v->kind == KILN_JSON_OBJECT) {
-        for (size_t i = 0; i < v->len; i++) {
-            free_members(&v->items[i]);
-            if (v->keys)
-                free(v->keys[i]);
-        }
-        free(v->items);
-        free(v->keys);
+    ps->p = ps->line_start = ps->s;
+    ps->line = 1;
+    if (ps->end - ps->s >= 3 && memcmp(ps->s, "\xef\xbb\xbf", 3) == 0)
+        ps->p += 3; /* tolerate a UTF-8 byte order mark written by some editors */
+    skip_ws(ps);
+    if (parse_value(ps, root, 0) == 0) {
+        skip_ws(ps);
+        char b[32];
+        if (ps->p < ps->end)
+            return fail(ps, "unexpected %s after the JSON value", describe(ps, b, sizeof b));
     }
+    return ps->err ? ps->err : ps->fill ? 0 : charge(ps);
 }
 
-void kiln_json_free(KilnJson *v)
+/* The document's allocation as the first pass counted it, its regions handed to the
+ * second (members and keys, then the newline index, then the strings). */
+static KilnJsonDoc *doc_new(Parser *ps)
 {
-    if (!v)
-        return;
-    free_members(v);
-    free(v);
+    size_t bytes = doc_bytes(ps), len = (size_t)(ps->end - ps->s);
+    KilnJsonDoc *doc = malloc(bytes);
+    if (!doc)
+        return NULL;
+    *doc = (KilnJsonDoc){.bytes = bytes, .text_len = len};
+    char *p = (char *)(doc + 1);
+    ps->vals = p;
+    p += ps->nitems * sizeof(KilnJson) + ps->nkeys * sizeof(char *);
+    if (ps->line > 1) {
+        doc->nl = (uint64_t *)p;
+        doc->nl_before = (uint32_t *)(p + (len + 63) / 64 * sizeof(uint64_t));
+        p += kiln_json_newline_bytes(len);
+    }
+    ps->strs = p;
+    return doc;
 }
 
 int kiln_json_parse(const char *text, size_t len, const char *file, KilnJson **out,
                     KilnDiag *d)
 {
     *out = NULL;
-    Parser ps = {text, text + len, text, file, 1, text, d, 0};
+    Parser ps = {.s = text, .end = text + len, .p = text, .file = file, .line = 1,
+                 .line_start = text, .d = d};
     if (len > KILN_JSON_MAX_BYTES)
         return fail(&ps, "document of %zu bytes is larger than the %zu byte limit", len,
                     KILN_JSON_MAX_BYTES);
     if (!text)
         return fail(&ps, "no text");
-    KilnJson *v = calloc(1, sizeof *v);
-    if (!v)
-        return fail(&ps, "out of memory");
-    if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
-        ps.p += 3; /* tolerate a UTF-8 byte order mark written by some editors */
-    skip_ws(&ps);
-    if (parse_value(&ps, v, 0) == 0) {
-        skip_ws(&ps);
-        char b[32];
-        if (ps.p < ps.end)
-            fail(&ps, "unexpected %s after the JSON value", describe(&ps, b, sizeof b));
+    ps.budget = KILN_JSON_BUDGET_BASE + KILN_JSON_BUDGET_PER_BYTE * len;
+    KilnJson scratch;
+    KilnJsonDoc *doc = NULL;
+    if (run_pass(&ps, &scratch) == 0) {
+        if (!(doc = doc_new(&ps)) ||
+            (ps.keysets[0] && !(ps.ks = malloc(ps.keysets[0]))))
+            fail(&ps, "out of memory for the document's %zu bytes", doc_bytes(&ps));
+        ps.fill = true;
+        if (!ps.err)
+            run_pass(&ps, &doc->root);
     }
+    free(ps.counts);
+    free(ps.ks);
     if (ps.err) {
-        kiln_json_free(v);
+        free(doc);
         return ps.err;
     }
-    *out = v;
+    if (doc->nl)
+        kiln_json_index_newlines(doc, text);
+    *out = &doc->root;
     return 0;
-}
-
-int kiln_json_parse_file(const char *path, KilnJson **out, KilnDiag *d)
-{
-    *out = NULL;
-    FILE *f = kiln_rt_fopen_regular(path, "JSON file", 0, NULL); /* FIFOs, devices: refused */
-    if (!f)
-        return kiln_diag_set(d, KILN_EINPUT, "cannot open %s: %s", path,
-                             errno == EINVAL ? "not a regular file" : strerror(errno));
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (n < cap)
-            break;
-        if (cap > KILN_JSON_MAX_BYTES) {
-            free(buf);
-            fclose(f);
-            return kiln_diag_set(d, KILN_EINPUT, "%s is larger than the %zu byte JSON limit",
-                                 path, KILN_JSON_MAX_BYTES);
-        }
-        char *nb = realloc(buf, cap * 2);
-        if (!nb)
-            free(buf);
-        buf = nb;
-        cap *= 2;
-    }
-    bool ioerr = ferror(f);
-    fclose(f);
-    if (!buf)
-        return kiln_diag_set(d, KILN_EINTERNAL, "out of memory reading %s", path);
-    if (ioerr) {
-        free(buf);
-        return kiln_diag_set(d, KILN_EINPUT, "error reading %s", path);
-    }
-    int rc = kiln_json_parse(buf, n, path, out, d);
-    free(buf);
-    return rc;
-}
-
-const KilnJson *kiln_json_get(const KilnJson *obj, const char *key)
-{
-    if (!obj || obj->kind != KILN_JSON_OBJECT)
-        return NULL;
-    for (size_t i = 0; i < obj->len; i++)
-        if (strcmp(obj->keys[i], key) == 0)
-            return &obj->items[i];
-    return NULL;
-}
-
-const char *kiln_json_kind_name(KilnJsonKind k)
-{
-    static const char *names[] = {"null", "boolean", "number", "string", "array", "object"};
-    return (unsigned)k < sizeof names / sizeof *names ? names[k] : "?";
 }

@@ -233,7 +233,7 @@ void kiln_jw_value(KilnJsonWriter *w, const KilnJson *v)
         if (v->is_int)
             kiln_jw_int(w, v->i);
         else
-            kiln_jw_double(w, v->num);
+            kiln_jw_double(w, v->real);
         break;
     case KILN_JSON_STRING: kiln_jw_string(w, v->str); break;
     case KILN_JSON_ARRAY:
@@ -245,7 +245,7 @@ void kiln_jw_value(KilnJsonWriter *w, const KilnJson *v)
     case KILN_JSON_OBJECT:
         kiln_jw_begin_object(w);
         for (size_t i = 0; i < v->len; i++) {
-            kiln_jw_key(w, v->keys[i]);
+            kiln_jw_key(w, kiln_json_key(v, i));
             kiln_jw_value(w, &v->items[i]);
         }
         kiln_jw_end_object(w);

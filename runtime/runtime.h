@@ -152,29 +152,44 @@ typedef enum {
 
 #define KILN_JSON_MAX_DEPTH 64
 #define KILN_JSON_MAX_BYTES ((size_t)64 << 20)
+/* The memory one document may need while it is parsed and after: a base plus a multiple
+ * of its text (runtime/json.c, docs/hardening.md). */
+#define KILN_JSON_BUDGET_BASE ((size_t)16 << 20)
+#define KILN_JSON_BUDGET_PER_BYTE 6
 
-/* A parsed JSON value. Strings are UTF-8, NUL-terminated (\u0000 is rejected).
- * Objects keep member order; duplicate keys are an error. */
+/* A parsed JSON value, 16 bytes. Strings are UTF-8, NUL-terminated (\u0000 is rejected).
+ * Objects keep member order (keys through kiln_json_key); duplicate keys are an error.
+ * Read the payload that `kind` (and `is_int`) names: the others share its bytes. A whole
+ * document is one allocation, freed through its root with kiln_json_free. */
 typedef struct KilnJson {
-    KilnJsonKind kind;
-    bool b;
-    bool is_int;  /* NUMBER written without fraction/exponent that fits int64 */
-    int64_t i;    /* valid when is_int */
-    double num;   /* every NUMBER */
-    char *str;    /* STRING */
-    size_t len;   /* STRING: bytes; ARRAY/OBJECT: members */
-    struct KilnJson *items; /* ARRAY/OBJECT members */
-    char **keys;            /* OBJECT keys, parallel to items */
-    int line, col;          /* where the value starts in the text (1-based) */
+    KilnJsonKind kind : 3;
+    bool b : 1;       /* BOOL */
+    bool is_int : 1;  /* NUMBER written without fraction/exponent that fits int64 */
+    uint32_t at : 27; /* byte offset of the value in its text: kiln_json_where */
+    uint32_t len;     /* STRING: bytes; ARRAY/OBJECT: members; else 0 */
+    union {
+        int64_t i;                    /* NUMBER with is_int */
+        double real;                  /* NUMBER without is_int: kiln_json_num reads both */
+        const char *str;              /* STRING */
+        const struct KilnJson *items; /* ARRAY/OBJECT members */
+    };
 } KilnJson;
 
 /* Strict RFC 8259 JSON. `file` (may be NULL) names the text in errors, which read
- * "FILE:LINE:COL: what". *out is freed with kiln_json_free. */
+ * "FILE:LINE:COL: what". A document that needs more memory than KILN_JSON_BUDGET_BASE +
+ * KILN_JSON_BUDGET_PER_BYTE x its length is refused before its values are allocated.
+ * *out is freed with kiln_json_free. */
 int kiln_json_parse(const char *text, size_t len, const char *file, KilnJson **out,
                     KilnDiag *d);
 int kiln_json_parse_file(const char *path, KilnJson **out, KilnDiag *d);
-void kiln_json_free(KilnJson *v);
+void kiln_json_free(KilnJson *root);
 const KilnJson *kiln_json_get(const KilnJson *obj, const char *key); /* NULL if absent */
+const char *kiln_json_key(const KilnJson *obj, size_t i); /* member i's; NULL: no such */
+double kiln_json_num(const KilnJson *v); /* a NUMBER's value, is_int or not; else 0 */
+/* Where v, a value of the document `root`, starts in the text: 1-based line and column
+ * (in bytes), for messages. */
+void kiln_json_where(const KilnJson *root, const KilnJson *v, int *line, int *col);
+size_t kiln_json_bytes(const KilnJson *root); /* the memory the document holds */
 const char *kiln_json_kind_name(KilnJsonKind k);
 
 /* Streaming writer (pretty, 2-space indent). Misuse (a value where a key is due,

@@ -158,7 +158,7 @@ static KilnFunc *reference_layer(KilnModule *m, const char *recipe, const char *
     const KilnJson *act = kiln_json_get(kernel, "act");
     for (int i = 0; i < g->nattrs; i++)
         if (!strcmp(g->attrs[i].key, "act") && !g->attrs[i].q.dynamic) {
-            g->attrs[i].q.scale = (float)kiln_json_get(act, "scale")->num;
+            g->attrs[i].q.scale = (float)kiln_json_num(kiln_json_get(act, "scale"));
             g->attrs[i].q.zero = (int32_t)kiln_json_get(act, "zero")->i;
         }
     return f;

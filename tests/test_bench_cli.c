@@ -26,7 +26,7 @@ static double num(const KilnJson *o, const char *key)
         fprintf(stderr, "JSON field '%s' missing or not a number\n", key);
         fail();
     }
-    return v->num;
+    return kiln_json_num(v);
 }
 
 static const KilnJson *field(const KilnJson *o, const char *key, KilnJsonKind kind)
@@ -102,7 +102,7 @@ static void check_eviction(const KilnJson *j, const Expect *e)
         assert_string_equal(source, "KILN_BENCH_EVICT_BYTES");
         return;
     }
-    double llc = field(ev, "llc_bytes", KILN_JSON_NUMBER)->num;
+    double llc = kiln_json_num(field(ev, "llc_bytes", KILN_JSON_NUMBER));
     if (!strstr(source, "capped"))
         assert_true(bytes >= 256.0 * 1048576 && bytes >= 4 * llc - 4096);
 }

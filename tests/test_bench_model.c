@@ -132,14 +132,14 @@ static void check_test(const KilnJson *t, int threads, int repeat)
         assert_true(strlen(field(t, names[i], KILN_JSON_STRING)->str) > 0);
     assert_int_equal(field(t, "n_threads", KILN_JSON_NUMBER)->i, threads);
     assert_true(field(t, "model_size", KILN_JSON_NUMBER)->i > 0);
-    double avg = field(t, "avg_ts", KILN_JSON_NUMBER)->num;
-    double sd = field(t, "stddev_ts", KILN_JSON_NUMBER)->num;
+    double avg = kiln_json_num(field(t, "avg_ts", KILN_JSON_NUMBER));
+    double sd = kiln_json_num(field(t, "stddev_ts", KILN_JSON_NUMBER));
     assert_true(avg > 0 && isfinite(avg) && sd >= 0 && isfinite(sd));
     const KilnJson *s = field(t, "samples_ts", KILN_JSON_ARRAY);
     assert_int_equal((int)s->len, repeat);
     double sum = 0;
     for (size_t i = 0; i < s->len; i++)
-        sum += s->items[i].num;
+        sum += kiln_json_num(&s->items[i]);
     assert_true(fabs(sum / repeat - avg) <= 1e-6 * avg); /* the mean of its samples */
     assert_int_equal((int)field(t, "samples_ns", KILN_JSON_ARRAY)->len, repeat);
 }

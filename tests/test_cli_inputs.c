@@ -571,8 +571,8 @@ static void test_eval_nonfinite(void **state)
     const KilnJson *rows = kiln_json_get(j, "rows");
     assert_true(rows && rows->len == 2);
     for (int i = 0; i < 2; i++) {
-        double mean = kiln_json_get(&rows->items[i], "cos_mean")->num;
-        double mn = kiln_json_get(&rows->items[i], "cos_min")->num;
+        double mean = kiln_json_num(kiln_json_get(&rows->items[i], "cos_mean"));
+        double mn = kiln_json_num(kiln_json_get(&rows->items[i], "cos_min"));
         assert_true(mn <= mean && mean <= 1 && mn > 0.9);
     }
     kiln_json_free(j);

@@ -59,7 +59,8 @@ static double weight_bytes(bool per_layer)
     assert_int_equal(pl->len, 211); /* SmolLM2: 30 blocks x 7, and lm_head */
     for (size_t i = 0; i < pl->len; i++) {
         const KilnJson *s = kiln_json_get(&pl->items[i], "sqnr_db");
-        assert_true(s && s->kind == KILN_JSON_NUMBER && s->num > 0 && s->num < 400);
+        assert_true(s && s->kind == KILN_JSON_NUMBER && kiln_json_num(s) > 0 &&
+                    kiln_json_num(s) < 400);
     }
     kiln_json_free(j);
     return w;

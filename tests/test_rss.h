@@ -85,7 +85,7 @@ static inline double tr_weight_bytes(const char *json_path)
     assert_true(rows->kind == KILN_JSON_ARRAY && rows->len >= 2);
     const KilnJson *wb = kiln_json_get(&rows->items[1], "weight_bytes");
     assert_non_null(wb);
-    double v = wb->num;
+    double v = kiln_json_num(wb);
     kiln_json_free(j);
     return v;
 }

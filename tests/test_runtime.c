@@ -608,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_json_invalid),
         cmocka_unit_test(test_json_depth),
         cmocka_unit_test(test_json_writer),
+        cmocka_unit_test(test_json_positions),
         cmocka_unit_test(test_json_fuzz),
         cmocka_unit_test(test_ffi_call),
         cmocka_unit_test(test_aot_load_and_call),

@@ -209,9 +209,9 @@ int kiln_ckpt_write_config(const char *dir, const KilnCheckpoint *c, const Schem
     kiln_jw_init(&w, f);
     kiln_jw_begin_object(&w);
     for (size_t i = 0; cfg && i < cfg->len; i++) {
-        if (strcmp(cfg->keys[i], "quantization_config") == 0)
+        if (strcmp(kiln_json_key(cfg, i), "quantization_config") == 0)
             continue;
-        kiln_jw_key(&w, cfg->keys[i]);
+        kiln_jw_key(&w, kiln_json_key(cfg, i));
         kiln_jw_value(&w, &cfg->items[i]);
     }
     kiln_jw_key(&w, "quantization_config");

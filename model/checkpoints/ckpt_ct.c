@@ -131,8 +131,8 @@ static const struct {
 /* compressed-tensors' match_name (utils/match.py): "re:" + a Python regex tried with
  * re.match (anchored at the start of the name, not at its end), anything else the exact
  * name; every pattern is compiled once, here (ckpt_regex.c). */
-static int ct_compile_targets(const char *dir, const char *key, CtGroup *g, KilnCkRegexes *rx,
-                              KilnDiag *d)
+static int ct_compile_targets(const char *dir, const KilnJson *config, const char *key, CtGroup *g,
+                              KilnCkRegexes *rx, KilnDiag *d)
 {
     size_t n = g->targets ? g->targets->len : 0;
     if (!(g->rx = malloc(sizeof *g->rx * (n + 1))))
@@ -143,8 +143,10 @@ static int ct_compile_targets(const char *dir, const char *key, CtGroup *g, Kiln
         g->rx[i] = -1;
         if (t->kind != KILN_JSON_STRING || strncmp(t->str, "re:", 3))
             continue;
+        int line, col;
+        kiln_json_where(config, t, &line, &col);
         snprintf(where, sizeof where, "%s/config.json:%d: config_groups[\"%.100s\"].targets[%zu]",
-                 dir, t->line, key, i);
+                 dir, line, key, i);
         int rc = kiln_ck_rx_add(rx, where, t->str + 3, &g->rx[i], d);
         if (rc)
             return rc;
@@ -154,7 +156,8 @@ static int ct_compile_targets(const char *dir, const char *key, CtGroup *g, Kiln
 
 /* cfg->groups from config_groups, each group's "re:" targets compiled; what is built so
  * far stays in cfg on error (kiln_ck_ct_free). */
-static int ct_groups(const char *dir, const KilnJson *cg, KilnCtCfg *cfg, KilnDiag *d)
+static int ct_groups(const char *dir, const KilnJson *config, const KilnJson *cg, KilnCtCfg *cfg,
+                     KilnDiag *d)
 {
     if (!cg || cg->kind != KILN_JSON_OBJECT)
         return ERR("%s/config.json: quantization_config has no config_groups object", dir);
@@ -166,16 +169,16 @@ static int ct_groups(const char *dir, const KilnJson *cg, KilnCtCfg *cfg, KilnDi
     char where[512];
     for (size_t i = 0; i < cg->len && !rc; i++) {
         const KilnJson *v = &cg->items[i];
-        snprintf(where, sizeof where, "%s/config.json: config_groups[\"%.100s\"]", dir,
-                 cg->keys[i]);
+        const char *name = kiln_json_key(cg, i);
+        snprintf(where, sizeof where, "%s/config.json: config_groups[\"%.100s\"]", dir, name);
         if (v->kind == KILN_JSON_ARRAY) {
             size_t p = 0, np = sizeof presets / sizeof presets[0];
-            while (p < np && strcasecmp(presets[p].name, cg->keys[i]))
+            while (p < np && strcasecmp(presets[p].name, name))
                 p++;
             if (p == np)
                 return ERR("%s: not a preset scheme kiln knows", where);
             g[i] = (CtGroup){v, NULL, presets[p].w, presets[p].a, true};
-            rc = ct_compile_targets(dir, cg->keys[i], &g[i], cfg->rx, d);
+            rc = ct_compile_targets(dir, config, name, &g[i], cfg->rx, d);
             continue;
         }
         if (v->kind != KILN_JSON_OBJECT)
@@ -190,7 +193,7 @@ static int ct_groups(const char *dir, const KilnJson *cg, KilnCtCfg *cfg, KilnDi
         if (!rc)
             rc = act_bits(w2, &g[i].a, d);
         if (!rc)
-            rc = ct_compile_targets(dir, cg->keys[i], &g[i], cfg->rx, d);
+            rc = ct_compile_targets(dir, config, name, &g[i], cfg->rx, d);
     }
     return rc;
 }
@@ -282,8 +285,8 @@ static int ct_act(KilnCkSrc *s, const char *m, const CtGroup *g, KilnQLinear *q,
     return 0;
 }
 
-int kiln_ck_ct_config(const char *dir, const KilnJson *qc, KilnCheckpoint *c, KilnCtCfg *cfg,
-                      KilnDiag *d)
+int kiln_ck_ct_config(const char *dir, const KilnJson *config, const KilnJson *qc,
+                      KilnCheckpoint *c, KilnCtCfg *cfg, KilnDiag *d)
 {
     const char *fmt = kiln_ck_jstr(qc, "format");
     static const char *const ok[] = {"pack-quantized", "int-quantized", "naive-quantized",
@@ -296,7 +299,7 @@ int kiln_ck_ct_config(const char *dir, const KilnJson *qc, KilnCheckpoint *c, Ki
                    "(pack-quantized, int-quantized, naive-quantized, float-quantized, "
                    "mixed-precision)", dir, fmt);
     snprintf(c->format, sizeof c->format, "%s", fmt ? fmt : "pack-quantized");
-    int rc = ct_groups(dir, kiln_json_get(qc, "config_groups"), cfg, d);
+    int rc = ct_groups(dir, config, kiln_json_get(qc, "config_groups"), cfg, d);
     for (int g = 0; !rc && g < cfg->ngroups; g++)
         if (cfg->groups[g].a.present && c->act.fmt == KILN_QF_NONE)
             c->act = args_spec(&cfg->groups[g].a);

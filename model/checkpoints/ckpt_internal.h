@@ -95,16 +95,16 @@ static inline const char *kiln_ck_jstr(const KilnJson *o, const char *k)
     return v ? v->str : NULL;
 }
 
-/* ckpt_ct.c: compressed-tensors' quantization_config (format, config_groups, ignore,
- * kv_cache_scheme; c->format, c->act, c->kv, c->ignore set), then each layer by the
- * group that targets it. */
+/* ckpt_ct.c: compressed-tensors' quantization_config qc, inside the config.json document
+ * `config` (format, config_groups, ignore, kv_cache_scheme; c->format, c->act, c->kv,
+ * c->ignore set), then each layer by the group that targets it. */
 typedef struct KilnCtCfg {
     struct KilnCtGroup *groups;
     int ngroups;
     struct KilnCkRegexes *rx; /* the groups' "re:" targets, compiled once (ckpt_regex.h) */
 } KilnCtCfg;
-int kiln_ck_ct_config(const char *dir, const KilnJson *qc, KilnCheckpoint *c, KilnCtCfg *cfg,
-                      KilnDiag *d);
+int kiln_ck_ct_config(const char *dir, const KilnJson *config, const KilnJson *qc,
+                      KilnCheckpoint *c, KilnCtCfg *cfg, KilnDiag *d);
 int kiln_ck_ct_layer(KilnCkSrc *s, const KilnCtCfg *cfg, const char *m, KilnQLinear *q,
                      KilnDiag *d);
 void kiln_ck_ct_free(KilnCtCfg *cfg);

@@ -84,7 +84,7 @@ static int list_files(const char *dir, const KilnJson *index, char ***out, int *
             const KilnJson *f = &wm->items[i];
             if (f->kind != KILN_JSON_STRING || !safe_file_name(f->str))
                 rc = ERR("%s/model.safetensors.index.json: weight_map[\"%.200s\"] is not the "
-                         "name of a .safetensors file in the directory", dir, wm->keys[i]);
+                         "name of a .safetensors file in the directory", dir, kiln_json_key(wm, i));
             bool seen = false;
             for (int k = 0; !rc && k < nv && !seen; k++)
                 seen = !strcmp(v[k], f->str);
@@ -160,11 +160,11 @@ static int src_open(KilnCkSrc *s, const char *dir, const KilnJson *index, KilnDi
     /* the index must tell the truth about where each tensor is */
     const KilnJson *wm = index ? kiln_json_get(index, "weight_map") : NULL;
     for (size_t i = 0; !rc && wm && i < wm->len; i++) {
-        KilnCkTensor key = {.name = wm->keys[i]};
+        KilnCkTensor key = {.name = kiln_json_key(wm, i)};
         const KilnCkTensor *e = bsearch(&key, s->e, (size_t)s->ne, sizeof *s->e, cmp_ent);
         if (!e || strcmp(e->file, wm->items[i].str))
             rc = ERR("%s/model.safetensors.index.json: names '%.200s' in %s, which does not "
-                     "hold it", dir, wm->keys[i], wm->items[i].str);
+                     "hold it", dir, kiln_json_key(wm, i), wm->items[i].str);
     }
     for (int i = 0; i < nf; i++)
         free(files[i]);
@@ -415,7 +415,7 @@ static int detect(ReadCtx *x, const char *dir, const KilnJson *cfg, KilnCheckpoi
             if (sparse(kiln_json_get(qc, "sparsity_config")))
                 return ERR("%s: sparse checkpoints are not read by kiln", where);
             x->layout = LAYOUT_CT;
-            return kiln_ck_ct_config(dir, qc, c, &x->ct, d);
+            return kiln_ck_ct_config(dir, cfg, qc, c, &x->ct, d);
         }
         if (!strcmp(qm, "gptq")) {
             x->layout = LAYOUT_GPTQ;

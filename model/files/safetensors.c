@@ -46,10 +46,11 @@ static int st_tensor(KilnModelFile *mf, const char *name, const KilnJson *v, siz
     if (v->kind != KILN_JSON_OBJECT)
         return ERR("%s: tensor '%s': entry is a JSON %s, not an object", p, name,
                    kiln_json_kind_name(v->kind));
-    for (size_t i = 0; i < v->len; i++)
-        if (strcmp(v->keys[i], "dtype") && strcmp(v->keys[i], "shape") &&
-            strcmp(v->keys[i], "data_offsets"))
-            return ERR("%s: tensor '%s': unknown field \"%.100s\"", p, name, v->keys[i]);
+    for (size_t i = 0; i < v->len; i++) {
+        const char *key = kiln_json_key(v, i);
+        if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets"))
+            return ERR("%s: tensor '%s': unknown field \"%.100s\"", p, name, key);
+    }
     const KilnJson *jd = kiln_json_get(v, "dtype"), *js = kiln_json_get(v, "shape"),
                    *jo = kiln_json_get(v, "data_offsets");
     if (!jd || !js || !jo)
@@ -63,7 +64,8 @@ static int st_tensor(KilnModelFile *mf, const char *name, const KilnJson *v, siz
     if (js->kind != KILN_JSON_ARRAY)
         return ERR("%s: tensor '%s': shape is not an array", p, name);
     if (js->len > 4)
-        return ERR("%s: tensor '%s': rank %zu is more than kiln's limit of 4", p, name, js->len);
+        return ERR("%s: tensor '%s': rank %zu is more than kiln's limit of 4", p, name,
+                   (size_t)js->len);
     int64_t numel = 1;
     for (size_t i = 0; i < js->len; i++) {
         const KilnJson *e = &js->items[i];
@@ -111,11 +113,12 @@ static int st_metadata(KilnModelFile *mf, const KilnJson *v, KilnDiag *d)
     if (!mf->meta)
         return kiln_diag_set(d, KILN_EINTERNAL, "%s: out of memory", mf->path);
     for (size_t i = 0; i < v->len; i++) {
+        const char *key = kiln_json_key(v, i);
         if (v->items[i].kind != KILN_JSON_STRING)
             return ERR("%s: __metadata__ \"%.100s\" is a JSON %s; only strings are allowed",
-                       mf->path, v->keys[i], kiln_json_kind_name(v->items[i].kind));
+                       mf->path, key, kiln_json_kind_name(v->items[i].kind));
         KilnMeta *m = &mf->meta[mf->nmeta++];
-        m->key = kiln_mf_strdup(mf, v->keys[i], strlen(v->keys[i]));
+        m->key = kiln_mf_strdup(mf, key, strlen(key));
         m->s = kiln_mf_strdup(mf, v->items[i].str, v->items[i].len);
         if (!m->key || !m->s)
             return kiln_diag_set(d, KILN_EINTERNAL, "%s: out of memory", mf->path);
@@ -161,20 +164,21 @@ int kiln_safetensors_parse(KilnModelFile *mf, KilnDiag *d)
     if (!mf->tensors || !mf->type_names)
         rc = kiln_diag_set(d, KILN_EINTERNAL, "%s: out of memory", mf->path);
     for (size_t i = 0; i < j->len && rc == 0; i++) {
-        if (strcmp(j->keys[i], "__metadata__") == 0) {
+        const char *name = kiln_json_key(j, i);
+        if (strcmp(name, "__metadata__") == 0) {
             rc = st_metadata(mf, &j->items[i], d);
             continue;
         }
-        if (j->keys[i][0] == 0) {
+        if (name[0] == 0) {
             rc = ERR("%s: a tensor has an empty name", mf->path);
             break;
         }
-        if (strlen(j->keys[i]) > KILN_MF_MAX_NAME) {
-            rc = ERR("%s: tensor name of %zu bytes is longer than %d", mf->path,
-                     strlen(j->keys[i]), KILN_MF_MAX_NAME);
+        if (strlen(name) > KILN_MF_MAX_NAME) {
+            rc = ERR("%s: tensor name of %zu bytes is longer than %d", mf->path, strlen(name),
+                     KILN_MF_MAX_NAME);
             break;
         }
-        rc = st_tensor(mf, j->keys[i], &j->items[i], data_size, data,
+        rc = st_tensor(mf, name, &j->items[i], data_size, data,
                        &mf->tensors[mf->ntensors], &mf->type_names[mf->ntensors], d);
         if (rc == 0)
             mf->ntensors++;

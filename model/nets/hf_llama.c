@@ -52,7 +52,7 @@ static int read_config(KilnLlama *m, const KilnHfDir *h, bool *tied, KilnDiag *d
     for (int i = 0; i < 2; i++) {
         if ((v = kiln_json_get(c, fkeys[i])) && v->kind != KILN_JSON_NUMBER)
             return ERR("%s: '%s' is not a number", where, fkeys[i]);
-        double x = v ? v->num : dflt[i];
+        double x = v ? kiln_json_num(v) : dflt[i];
         if ((rc = kiln_shape_float(where, fkeys[i], x, i ? 1 : 0, hi[i], d)))
             return rc;
         *dst[i] = (float)x;

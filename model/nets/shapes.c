@@ -247,7 +247,7 @@ int kiln_bert_config(const KilnJson *cfg, const char *where, KilnBertConfig *c, 
     const KilnJson *v = kiln_json_get(cfg, "layer_norm_eps");
     if (v && v->kind != KILN_JSON_NUMBER)
         return ERR("%s: 'layer_norm_eps' is not a number", where);
-    double eps = v ? v->num : 1e-12;
+    double eps = v ? kiln_json_num(v) : 1e-12;
     if ((rc = kiln_shape_float(where, "layer_norm_eps", eps, 0, KILN_EPS_MAX, d)))
         return rc;
     c->eps = (float)eps;

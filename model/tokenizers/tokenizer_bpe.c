@@ -382,7 +382,7 @@ static int hf_vocab(KilnTokenizer *t, const KilnJson *vocab, const KilnJson *add
         const KilnJson *v = &vocab->items[i];
         if (v->kind != KILN_JSON_NUMBER || !v->is_int || v->i < 0 || v->i >= (1 << 24))
             return kiln_diag_set(d, KILN_EINPUT, "%s: model.vocab[\"%.40s\"] is not an id in "
-                                 "[0, 2^24)", path, vocab->keys[i]);
+                                 "[0, 2^24)", path, kiln_json_key(vocab, i));
         n = v->i + 1 > n ? v->i + 1 : n;
     }
     for (size_t i = 0; added && i < added->len; i++) {
@@ -400,7 +400,8 @@ static int hf_vocab(KilnTokenizer *t, const KilnJson *vocab, const KilnJson *add
         return kiln_diag_set(d, KILN_EINTERNAL, "tokenizer: out of memory");
     int rc = 0;
     for (size_t i = 0; i < vocab->len && !rc; i++)
-        rc = hf_token(t, vocab->items[i].i, vocab->keys[i], strlen(vocab->keys[i]), path, d);
+        rc = hf_token(t, vocab->items[i].i, kiln_json_key(vocab, i),
+                      strlen(kiln_json_key(vocab, i)), path, d);
     for (size_t i = 0; added && i < added->len && !rc; i++) {
         const KilnJson *c = kiln_json_get(&added->items[i], "content");
         rc = hf_token(t, kiln_json_get(&added->items[i], "id")->i, c->str, c->len, path, d);

@@ -12,7 +12,7 @@ CFLAGS := -std=c17 -D_GNU_SOURCE -DKILN_VERSION=\"fuzz\" -g -O1 -fno-omit-frame-
 LIBS := $(shell pkg-config --libs lua5.4 libffi libpcre2-8) -lm -lpthread -ldl
 
 # Every reader the targets reach; runtime/aot.c is compiled into its harness instead.
-LIBSRC := $(wildcard ir/*.c frontend/*.c passes/*.c) runtime/json.c runtime/ffi.c runtime/aot_layout.c \
+LIBSRC := $(wildcard ir/*.c frontend/*.c passes/*.c) runtime/json.c runtime/json_doc.c runtime/ffi.c runtime/aot_layout.c \
   runtime/json_write.c runtime/files.c \
   model/files/modelfile.c model/files/safetensors.c model/files/gguf.c model/nets/shapes.c \
   model/tokenizers/tokenizer.c model/tokenizers/tokenizer_bpe.c \
