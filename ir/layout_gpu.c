@@ -32,6 +32,19 @@ int kiln_gpu_arch(const char *name, int *sm, bool *arch_specific, KilnDiag *d)
     return kiln_diag_set(d, KILN_EINPUT, "unknown GPU arch '%s' (valid: " GPU_ARCH_LIST ")", name ? name : "");
 }
 
+int kiln_gpu_arch_runs_on(const char *arch, const char *device_arch, KilnDiag *d)
+{
+    int sm, dsm;
+    bool specific, dspecific;
+    int rc = kiln_gpu_arch(arch, &sm, &specific, d);
+    if (rc || (rc = kiln_gpu_arch(device_arch, &dsm, &dspecific, d)))
+        return rc;
+    if (specific ? sm != dsm : sm > dsm)
+        return kiln_diag_set(d, KILN_EINPUT, "kernels for %s do not run on an %s device%s", arch, device_arch,
+                             specific ? " (an arch-specific target runs on its own arch only)" : "");
+    return 0;
+}
+
 void kiln_gpu_layout_set_arch(KilnGpuLayout *l, int sm, bool arch_specific)
 {
     l->sm = sm;

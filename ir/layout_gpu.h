@@ -78,6 +78,9 @@ typedef struct KilnGpuLayout {
 /* A CUDA arch name (sm_80, sm_89, sm_90, sm_90a, sm_100) -> its sm number and whether
  * it is arch-specific (sm_90a); KILN_EINPUT naming the valid ones otherwise. */
 int kiln_gpu_arch(const char *name, int *sm, bool *arch_specific, KilnDiag *d);
+/* 0 when kernels built for arch run on a device of device_arch (sm_90a on sm_90 only;
+ * a portable arch on itself and later ones), else KILN_EINPUT saying why. */
+int kiln_gpu_arch_runs_on(const char *arch, const char *device_arch, KilnDiag *d);
 /* Set l's arch (after its family is known) and with it whether its gemm is wgmma. */
 void kiln_gpu_layout_set_arch(KilnGpuLayout *l, int sm, bool arch_specific);
 

@@ -5,7 +5,7 @@
  * swizzle, K-major), and the (row, col) of accumulator register i of thread t. Then a
  * whole 64x64 tile product, computed the way the hardware is specified to read the
  * bytes the kernel's copies wrote, lands in the right output elements. A layout
- * mistake fails here, without a GPU. */
+ * mistake fails here, without a GPU. Also the arch table (sm_90a, sm_100). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "codegen/ptx/wgmma_layout.h"
+#include "ir/layout_gpu.h"
 
 /* ---------------------------------------------------------------- the PTX ISA, restated
  * "Matrix Descriptor": a 64-bit value; bits 13-0 hold (start address & 0x3FFFF) >> 4,
@@ -191,12 +192,33 @@ static void test_tile_product(void **state)
         }
 }
 
+/* The arch table: sm_90a is sm 90 and arch-specific; its kernels run on an sm_90 device
+ * only, portable ones on their arch and later (KILN_GPU_ARCH in the device tools). */
+static void test_arch_table(void **state)
+{
+    (void)state;
+    int sm = 0;
+    bool specific = true;
+    KilnDiag d = {0};
+    assert_int_equal(kiln_gpu_arch("sm_90a", &sm, &specific, &d), 0);
+    assert_true(sm == 90 && specific);
+    assert_int_equal(kiln_gpu_arch("sm_100", &sm, &specific, &d), 0);
+    assert_true(sm == 100 && !specific);
+    assert_int_equal(kiln_gpu_arch("sm_90b", &sm, &specific, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "valid: sm_80, sm_89, sm_90, sm_90a, sm_100"));
+    assert_int_equal(kiln_gpu_arch_runs_on("sm_90a", "sm_90", &d), 0);
+    assert_int_equal(kiln_gpu_arch_runs_on("sm_80", "sm_90", &d), 0);
+    assert_int_equal(kiln_gpu_arch_runs_on("sm_90a", "sm_100", &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "runs on its own arch only"));
+    assert_int_equal(kiln_gpu_arch_runs_on("sm_100", "sm_90", &d), KILN_EINPUT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_descriptor_reads_the_tile), cmocka_unit_test(test_tile_layout_is_a_bijection),
         cmocka_unit_test(test_descriptor_encoding), cmocka_unit_test(test_accumulator_fragment),
-        cmocka_unit_test(test_tile_product),
+        cmocka_unit_test(test_tile_product),              cmocka_unit_test(test_arch_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

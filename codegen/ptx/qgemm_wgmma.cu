@@ -16,6 +16,9 @@
 // Weights that are not the wgmma operand as stored (int4 -> s8/u8; 8-bit codes -> f16/
 // bf16) land raw in a staging tile and are converted into the operand tile.
 #define WG_CONVERT (WBITS == 4 || FAM == FAM_F16 || FAM == FAM_BF16)
+// FP8 wgmma keeps fewer accumulator bits than f32 (about 14, DeepSeek-V3 report 3.3.2):
+// every WG_PROMOTE slices (128 k) the partial is added into f32 registers on CUDA cores.
+#define WG_PROMOTE (FAM == FAM_FP8 ? 4 : 0)
 
 #if FAM == FAM_S8
 #define WG_ACC_T int
@@ -174,8 +177,19 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
     const u8 *codes = wpack + CODES_OFF;
     WG_ACC_T acc[32];
     float outer[32];
+#if WG_PROMOTE
+    float part[32]; // the group's partial, promoted out of acc
+#define WG_PART(i) part[i]
+#else
+#define WG_PART(i) acc[i]
+#endif
     #pragma unroll
-    for (int i = 0; i < 32; i++) { acc[i] = 0; outer[i] = 0.0f; }
+    for (int i = 0; i < 32; i++) {
+        acc[i] = 0; outer[i] = 0.0f;
+#if WG_PROMOTE
+        part[i] = 0.0f;
+#endif
+    }
 
     const int KT = KP / BK;
     // slice kt into stage st: one commit group per slice (empty past the end)
@@ -213,7 +227,13 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
 #endif
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         __syncthreads();
-        bool first = kt % TPG == 0; // a group starts: D = A·B, no accumulate
+        // a group (or a promotion interval) starts: D = A·B, no accumulate
+#if WG_PROMOTE
+        bool first = kt % TPG == 0 || kt % WG_PROMOTE == 0;
+#else
+        bool first = kt % TPG == 0;
+#endif
+        bool group_end = (kt + 1) % TPG == 0 || kt + 1 == KT; // the last group may be ragged
         unsigned a0 = wg_smem(sA[st]), b0 = wg_smem(WG_BTILE(st));
         wg_fence_acc(acc);
         asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
@@ -223,7 +243,12 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
         asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
         wg_fence_acc(acc);
-        if ((kt + 1) % TPG == 0 || kt + 1 == KT) { // a group ends (the last may be ragged)
+#if WG_PROMOTE
+        if (group_end || (kt + 1) % WG_PROMOTE == 0)
+            #pragma unroll
+            for (int i = 0; i < 32; i++) part[i] = fadd_rn(part[i], acc[i]);
+#endif
+        if (group_end) {
             #pragma unroll
             for (int i = 0; i < 32; i++) {
                 i64 m = m0 + wg_acc_row(tid, i), n = n0 + wg_acc_col(tid, i);
@@ -241,9 +266,12 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
 #endif
                     outer[i] = fold_int((int)I, outer[i], m, n, j, wpack, s);
 #else
-                    outer[i] = fold_float(acc[i], outer[i], m, n, j, wpack, s);
+                    outer[i] = fold_float(WG_PART(i), outer[i], m, n, j, wpack, s);
 #endif
                 }
+#if WG_PROMOTE
+                part[i] = 0.0f;
+#endif
             }
         }
         __syncthreads(); // stage st (and the converted tile) are free for the next loads
