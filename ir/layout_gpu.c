@@ -11,20 +11,57 @@ static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 static size_t align256(size_t v) { return (v + 255) / 256 * 256; }
 
 
-static int parse_sm(const KilnFunc *f, int *sm, KilnDiag *d)
+/* The CUDA archs kiln compiles for; sm_90a is sm_90 with its arch-specific features
+ * (wgmma): its cubin and PTX run on sm_90 devices only. */
+static const struct {
+    const char *name;
+    int sm;
+    bool specific;
+} gpu_archs[] = {{"sm_80", 80, false}, {"sm_89", 89, false}, {"sm_90", 90, false},
+                 {"sm_90a", 90, true}, {"sm_100", 100, false}};
+#define GPU_ARCH_LIST "sm_80, sm_89, sm_90, sm_90a, sm_100"
+
+int kiln_gpu_arch(const char *name, int *sm, bool *arch_specific, KilnDiag *d)
+{
+    for (size_t i = 0; name && i < sizeof gpu_archs / sizeof *gpu_archs; i++)
+        if (!strcmp(name, gpu_archs[i].name)) {
+            *sm = gpu_archs[i].sm;
+            *arch_specific = gpu_archs[i].specific;
+            return 0;
+        }
+    return kiln_diag_set(d, KILN_EINPUT, "unknown GPU arch '%s' (valid: " GPU_ARCH_LIST ")", name ? name : "");
+}
+
+int kiln_gpu_arch_runs_on(const char *arch, const char *device_arch, KilnDiag *d)
+{
+    int sm, dsm;
+    bool specific, dspecific;
+    int rc = kiln_gpu_arch(arch, &sm, &specific, d);
+    if (rc || (rc = kiln_gpu_arch(device_arch, &dsm, &dspecific, d)))
+        return rc;
+    if (specific ? sm != dsm : sm > dsm)
+        return kiln_diag_set(d, KILN_EINPUT, "kernels for %s do not run on an %s device%s", arch, device_arch,
+                             specific ? " (an arch-specific target runs on its own arch only)" : "");
+    return 0;
+}
+
+void kiln_gpu_layout_set_arch(KilnGpuLayout *l, int sm, bool arch_specific)
+{
+    l->sm = sm;
+    l->arch_specific = arch_specific;
+    /* int4 weight-only stays on the mma.sync kernel (its own layout work) */
+    l->wgmma = sm == 90 && arch_specific &&
+               (l->family == KILN_GK_MMA_S8 || l->family == KILN_GK_MMA_FP8 ||
+                ((l->family == KILN_GK_MMA_F16 || l->family == KILN_GK_MMA_BF16) && l->wbits == 8));
+}
+
+static int parse_sm(const KilnFunc *f, int *sm, bool *arch_specific, KilnDiag *d)
 {
     const KilnAttr *ta = kiln_fget(f, "target");
     const char *t = ta && (ta->kind == KILN_ATTR_STR || ta->kind == KILN_ATTR_IDENT) ? ta->s : "";
-    if (!strcmp(t, "sm_80"))
-        *sm = 80;
-    else if (!strcmp(t, "sm_89"))
-        *sm = 89;
-    else if (!strcmp(t, "sm_90"))
-        *sm = 90;
-    else
+    if (kiln_gpu_arch(t, sm, arch_specific, NULL))
         return kiln_diag_set(d, KILN_EINPUT,
-                             "GPU kernel: function '%s' has target '%s' (valid: sm_80, sm_89, sm_90)",
-                             f->name, t);
+                             "GPU kernel: function '%s' has target '%s' (valid: " GPU_ARCH_LIST ")", f->name, t);
     return 0;
 }
 
@@ -98,7 +135,8 @@ int kiln_gpu_layout_for(const KilnInst *q, const KilnFunc *f, KilnGpuLayout *out
         return kiln_diag_set(d, KILN_EINPUT, "GPU kernel: function '%s' has no qgemm",
                              f && f->name ? f->name : "?");
     KilnGpuLayout *l = out;
-    int rc = parse_sm(f, &l->sm, d);
+    bool arch_specific = false;
+    int rc = parse_sm(f, &l->sm, &arch_specific, d);
     if (rc)
         return rc;
     const KilnType *wt = &f->values[q->ops[1]].type, *xt = &f->values[q->ops[0]].type;
@@ -115,6 +153,7 @@ int kiln_gpu_layout_for(const KilnInst *q, const KilnFunc *f, KilnGpuLayout *out
                              kiln_dtype_name(wt->dt));
     if ((rc = f32w ? pick_f32_weights(l, q, f, d) : pick_family(l, q, f, d)))
         return rc;
+    kiln_gpu_layout_set_arch(l, l->sm, arch_specific);
     l->N = wt->dim[0];
     l->K = wt->dim[1];
     l->NP = round_up(l->N, KILN_GPU_BN);
@@ -226,16 +265,24 @@ bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M)
 
 /* LDGSTS is cp.async, LDSM ldmatrix (the A fragments, and 8-bit B fragments); F2FP.F16.E4M3/E5M2.UNPACK_B is sm_90's software path: ptxas
  * lowers mma.sync e4m3 to an unpack into f16 plus HMMA there (no FP8 mma.sync unit;
- * Hopper's FP8 rate needs wgmma). The MMA families never hold another family's MMA. */
+ * Hopper's FP8 rate needs wgmma), and on sm_100 alike (tcgen05 is not used). The MMA families never hold another family's MMA.
+ * sm_90a's wgmma layouts: QGMMA/IGMMA/HGMMA (warpgroup MMA) after WARPGROUP.ARRIVE
+ * (wgmma.fence), and no mma.sync opcode in any kernel. */
 static const KilnGpuSass sass_promises[] = {
-    {"mma-s8", 80, 90, "gemm", "IMMA.16832 LDGSTS LDSM", "HMMA QMMA"},
+    {"mma-s8", 80, 100, "gemm", "IMMA.16832 LDGSTS LDSM", "HMMA QMMA"},
     {"mma-fp8", 89, 89, "gemm", "QMMA.16832.F32 LDGSTS LDSM", "HMMA IMMA"},
-    {"mma-fp8", 90, 90, "gemm", "F2FP.F16.E HMMA.16816.F32 LDGSTS LDSM", "QMMA IMMA"},
-    {"mma-f16-dequant", 80, 90, "gemm", "HMMA.16816.F32 LDGSTS LDSM", "IMMA QMMA HMMA.16816.F32.BF16"},
+    {"mma-fp8", 90, 100, "gemm", "F2FP.F16.E HMMA.16816.F32 LDGSTS LDSM", "QMMA IMMA"},
+    {"mma-f16-dequant", 80, 100, "gemm", "HMMA.16816.F32 LDGSTS LDSM", "IMMA QMMA HMMA.16816.F32.BF16"},
     {"fp8-weightonly-f16", 80, 88, "gemm", "HMMA.16816.F32 LDGSTS LDSM", "IMMA QMMA HMMA.16816.F32.BF16"},
-    {"mma-bf16-dequant", 80, 90, "gemm", "HMMA.16816.F32.BF16 LDGSTS LDSM", "IMMA QMMA"},
-    {"f32-fma-dequant", 80, 90, "gemv", "FFMA", "HMMA IMMA QMMA"},
-    {"f32-fma", 80, 90, "gemv", "FFMA", "HMMA IMMA QMMA"},
+    {"mma-bf16-dequant", 80, 100, "gemm", "HMMA.16816.F32.BF16 LDGSTS LDSM", "IMMA QMMA"},
+    {"wgmma-fp8", 90, 90, "gemm", "QGMMA.64x64x32.F32.E WARPGROUP.ARRIVE LDGSTS", "HMMA IMMA QMMA HGMMA IGMMA"},
+    {"wgmma-s8", 90, 90, "gemm", "IGMMA.64x64x32 WARPGROUP.ARRIVE LDGSTS", "HMMA IMMA QMMA HGMMA QGMMA"},
+    {"wgmma-f16-dequant", 90, 90, "gemm", "HGMMA.64x64x16.F32 WARPGROUP.ARRIVE LDGSTS",
+     "HMMA IMMA QMMA IGMMA QGMMA HGMMA.64x64x16.F32.BF16"},
+    {"wgmma-bf16-dequant", 90, 90, "gemm", "HGMMA.64x64x16.F32.BF16 WARPGROUP.ARRIVE LDGSTS",
+     "HMMA IMMA QMMA IGMMA QGMMA"},
+    {"f32-fma-dequant", 80, 100, "gemv", "FFMA", "HMMA IMMA QMMA"},
+    {"f32-fma", 80, 100, "gemv", "FFMA", "HMMA IMMA QMMA"},
 };
 
 const KilnGpuSass *kiln_gpu_sass_promise(const char *layout, int sm)

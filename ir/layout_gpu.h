@@ -48,7 +48,7 @@ typedef enum {
  * f32 range[MP][2]. */
 typedef struct KilnGpuLayout {
     char name[48];  /* the qgemm `layout` attr, e.g. "sm80-mma-s8" */
-    int sm;         /* 80, 89, 90 */
+    int sm;         /* 80, 89, 90, 100 */
     KilnGpuFamily family;
     int64_t N, K, NP, KP; /* NP: N rounded up to BN; KP: K rounded up to BK */
     KilnQuantSpec wspec;
@@ -70,9 +70,21 @@ typedef struct KilnGpuLayout {
     bool has_bias;
     int epilogue; /* 0 none, 1 silu, 2 gelu */
     KilnDType out_dt;
+    /* arch: sm_90a is sm 90 with its arch-specific features; there the gemm kernel of
+     * the S8, FP8 and 8-bit-weight F16/BF16 families is the wgmma one (qgemm_wgmma.cu) */
+    bool arch_specific, wgmma;
 } KilnGpuLayout;
 
-/* Layout for a qgemm of f (arch from f's `target` attr: sm_80, sm_89, sm_90).
+/* A CUDA arch name (sm_80, sm_89, sm_90, sm_90a, sm_100) -> its sm number and whether
+ * it is arch-specific (sm_90a); KILN_EINPUT naming the valid ones otherwise. */
+int kiln_gpu_arch(const char *name, int *sm, bool *arch_specific, KilnDiag *d);
+/* 0 when kernels built for arch run on a device of device_arch (sm_90a on sm_90 only;
+ * a portable arch on itself and later ones), else KILN_EINPUT saying why. */
+int kiln_gpu_arch_runs_on(const char *arch, const char *device_arch, KilnDiag *d);
+/* Set l's arch (after its family is known) and with it whether its gemm is wgmma. */
+void kiln_gpu_layout_set_arch(KilnGpuLayout *l, int sm, bool arch_specific);
+
+/* Layout for a qgemm of f (arch from f's `target` attr: sm_80, sm_89, sm_90, sm_90a, sm_100).
  * KILN_EINPUT for: a non-CUDA target, fp8 activations on sm_80, a group that is not
  * a multiple of KILN_GPU_BK (it need not divide K: ragged last group), dynamic percentile calibration, int4 activations.
  * A qgemm with `outliers` gets the layout of its int8 part alone: no bias, no activation,

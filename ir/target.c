@@ -50,7 +50,14 @@ static const KilnTarget targets[] = {
     {"sm_89", KILN_TGT_CUDA, 0, 0, NULL, 89,
      "NVIDIA Ada: sm_80's mma plus FP8 e4m3/e5m2 mma.sync m16n8k32 -> f32"},
     {"sm_90", KILN_TGT_CUDA, 0, 0, NULL, 90,
-     "NVIDIA Hopper: FP8 e4m3/e5m2, s8 and f16 mma (mma.sync here; wgmma later)"},
+     "NVIDIA Hopper, portable PTX: mma.sync s8 and f16/bf16; FP8 mma.sync runs as an unpack to "
+     "f16 plus f16 tensor cores (Hopper's FP8 units need wgmma: sm_90a)"},
+    {"sm_90a", KILN_TGT_CUDA, KILN_ISA_CUDA_ARCH_SPECIFIC, 0, NULL, 90,
+     "NVIDIA Hopper, arch-specific: warpgroup MMA (wgmma.mma_async) for FP8 e4m3/e5m2, s8 and "
+     "8-bit-weight f16/bf16 GEMMs; runs on sm_90 devices only (not on later archs)"},
+    {"sm_100", KILN_TGT_CUDA, 0, 0, NULL, 100,
+     "NVIDIA Blackwell (datacenter), portable PTX: sm_80/89's mma.sync kernels; Blackwell's "
+     "tcgen05 (UMMA) tensor cores are not used"},
     {"cuda", KILN_TGT_CUDA, 0, 0, NULL, 80,
      "alias: the CUDA device's arch; until the GPU backend queries the device it means sm_80"},
 };

@@ -29,6 +29,9 @@ enum {
     KILN_ISA_AMX_TILE = 64,
     KILN_ISA_AMX_INT8 = 128,
     KILN_ISA_AMX_BF16 = 256,
+    /* CUDA targets: the arch-specific features of an "a" arch (sm_90a: wgmma); its
+     * cubin and PTX run on devices of exactly that arch, never a later one. */
+    KILN_ISA_CUDA_ARCH_SPECIFIC = 1 << 16,
 };
 #define KILN_ISA_V3 (KILN_ISA_AVX2 | KILN_ISA_FMA | KILN_ISA_F16C)
 /* avx512vnni: x86-64-v4 with VNNI but no BF16 (Cascade Lake, Ice Lake, and guests whose
@@ -61,12 +64,12 @@ enum {
 typedef struct KilnTarget {
     const char *name;  /* interp, avx2, avx512, zen3, zen4, sm_80, ... (aliases resolve to these) */
     KilnTargetKind kind;
-    unsigned isa;      /* KILN_ISA_* bits the kernels need, CPU targets */
+    unsigned isa;      /* KILN_ISA_* bits the kernels need (CPU targets; CUDA: arch-specific) */
     unsigned tune;     /* KILN_TUNE_* traits the kernels may rely on, CPU targets */
     const char *level; /* CPU targets: the ISA level the kernels are built for, "avx2",
                         * "avx512vnni", "avx512" or "amx" (the prefix of every layout
                         * name); else NULL */
-    int sm;            /* 80, 89, 90 for CUDA targets, else 0 */
+    int sm;            /* 80, 89, 90, 100 for CUDA targets, else 0 */
     const char *summary; /* one line: what it runs natively */
 } KilnTarget;
 

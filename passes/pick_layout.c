@@ -195,6 +195,16 @@ static void set_layout(Pick *p, const char *fmt, const char *prefix)
     snprintf(p->layout, sizeof p->layout, fmt, prefix);
 }
 
+/* sm_90a: the GEMM (M above the gemv range) runs on warpgroup MMA (codegen/ptx/
+ * qgemm_wgmma.cu; ir/layout_gpu.c kiln_gpu_layout_set_arch decides the same). */
+static bool wgmma_target(const Pick *p)
+{
+    return p->t->kind == KILN_TGT_CUDA && p->t->sm == 90 && (p->t->isa & KILN_ISA_CUDA_ARCH_SPECIFIC);
+}
+#define WGMMA_HOW "operands in shared memory in the no-swizzle core-matrix layout, fed by cp.async " \
+                  "with 4 k slices in flight, one warpgroup per 64x64 tile (no TMA, no warp " \
+                  "specialization); M <= 8 runs the CUDA-core gemv"
+
 /* int8 activations x int8/int4 weights */
 static void pick_int(Pick *p, const char *sm)
 {
@@ -209,6 +219,14 @@ static void pick_int(Pick *p, const char *sm)
         return;
     case KILN_TGT_CPU: return; /* pick_cpu */
     case KILN_TGT_CUDA:
+        if (wgmma_target(p)) {
+            set_layout(p, "%s-wgmma-s8", sm);
+            snprintf(p->why, sizeof p->why,
+                     "%s: warpgroup MMA wgmma.mma_async.m64n64k32 s8 x s8 -> exact s32, " WGMMA_HOW "%s%s", t,
+                     w->fmt == KILN_QF_INT4 ? "; int4 weights unpacked to s8 in shared memory" : "",
+                     asym_a || asym_w ? "; zero points corrected with row sums in the epilogue" : "");
+            break;
+        }
         set_layout(p, "%s-mma-s8", sm);
         snprintf(p->why, sizeof p->why,
                  "%s: tensor cores mma.sync.m16n8k32 s8 x s8 -> exact s32%s%s", t,
@@ -265,13 +283,22 @@ static void pick_fp8(Pick *p, const char *sm)
                      t, spec);
             break;
         }
-        set_layout(p, "%s-mma-fp8", sm);
-        if (p->t->sm >= 90) /* ptxas lowers FP8 mma.sync to unpack + HMMA on Hopper */
+        if (wgmma_target(p)) {
+            set_layout(p, "%s-wgmma-fp8", sm);
             snprintf(p->why, sizeof p->why,
-                     "%s: mma.sync.m16n8k32 e4m3/e5m2 with f32 accumulate, which sm_90 runs as an "
-                     "unpack to f16 plus f16 tensor cores (Hopper's FP8 tensor cores need wgmma, not "
-                     "there yet); fp8 bytes halve the weight traffic",
+                     "%s: native FP8 tensor cores through warpgroup MMA, wgmma.mma_async.m64n64k32 "
+                     "e4m3/e5m2 with f32 accumulate, " WGMMA_HOW,
                      t);
+            break;
+        }
+        set_layout(p, "%s-mma-fp8", sm);
+        if (p->t->sm >= 90) /* ptxas lowers FP8 mma.sync to unpack + HMMA on Hopper and Blackwell */
+            snprintf(p->why, sizeof p->why,
+                     "%s: mma.sync.m16n8k32 e4m3/e5m2 with f32 accumulate, which %s runs as an "
+                     "unpack to f16 plus f16 tensor cores (%s); fp8 bytes halve the weight traffic",
+                     t, t,
+                     p->t->sm == 90 ? "Hopper's FP8 tensor cores need wgmma: target sm_90a"
+                                    : "Blackwell's FP8 tensor cores need tcgen05, which kiln does not emit");
         else
             snprintf(p->why, sizeof p->why,
                      "%s: native FP8 tensor cores, mma.sync.m16n8k32 e4m3/e5m2 with f32 accumulate", t);
@@ -309,6 +336,14 @@ static void pick_weight_only(Pick *p, const char *sm)
                      "%s: weight-only fp8, no FP8 tensor cores: weights decode exactly to f16 in "
                      "registers, mma.sync.m16n8k16 f16 with f32 accumulate",
                      t);
+        } else if (wgmma_target(p) && storage_bits(w) == 8) {
+            set_layout(p, p->act_dtype == KILN_F16 ? "%s-wgmma-f16-dequant" : "%s-wgmma-bf16-dequant",
+                       sm);
+            snprintf(p->why, sizeof p->why,
+                     "%s: weight-only %s: weights stay 8-bit in memory and convert exactly to %s in "
+                     "shared memory, warpgroup MMA wgmma.mma_async.m64n64k16 %s with f32 accumulate, "
+                     WGMMA_HOW,
+                     t, bits_name(w), ad, ad);
         } else {
             set_layout(p, p->act_dtype == KILN_F16 ? "%s-mma-f16-dequant" : "%s-mma-bf16-dequant",
                        sm);
@@ -318,6 +353,8 @@ static void pick_weight_only(Pick *p, const char *sm)
                      "%s with f32 accumulate",
                      t, bits_name(w), storage_bits(w), ad,
                      w->fmt == KILN_QF_INT4 ? " (int4 via lop3 magic-number tricks)" : "", ad);
+            if (wgmma_target(p))
+                append(p->why, sizeof p->why, " (int4 weight-only stays on this mma.sync kernel on sm_90a)");
         }
         break;
     }
@@ -654,7 +691,7 @@ static int pick_one(KilnFunc *f, int qi, const KilnTarget *t, KilnDiag *d)
     if (rc)
         return rc;
     char sm[16];
-    snprintf(sm, sizeof sm, "sm%d", t->sm);
+    snprintf(sm, sizeof sm, "sm%d%s", t->sm, t->isa & KILN_ISA_CUDA_ARCH_SPECIFIC ? "a" : "");
     if (t->kind == KILN_TGT_CPU)
         rc = pick_cpu(&p, d);
     else if (p.f32w)

@@ -79,6 +79,14 @@ static void test_open_real(void **state)
     snprintf(g_arch, sizeof g_arch, "%s", kiln_cuda_arch(g_cuda));
     assert_true(!strncmp(g_arch, "sm_", 3));
     printf("GPU: %s (%s)\n", kiln_cuda_device_name(g_cuda), g_arch);
+    /* KILN_GPU_ARCH plans for another arch the device runs: sm_90a (wgmma) on sm_90 */
+    const char *want = getenv("KILN_GPU_ARCH");
+    if (want && *want) {
+        if (kiln_gpu_arch_runs_on(want, g_arch, &d))
+            fail_msg("KILN_GPU_ARCH: %s", d.msg);
+        snprintf(g_arch, sizeof g_arch, "%s", want);
+        printf("kernels planned for %s (KILN_GPU_ARCH)\n", g_arch);
+    }
 }
 
 /* ------------------------------------------------------------------ GPU vs interpreter */

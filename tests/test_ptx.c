@@ -1,5 +1,5 @@
 /* tests/test_ptx.c — the GPU backend without a GPU: every recipe's layers, lowered for
- * sm_80, sm_89 and sm_90, compile through NVRTC to PTX and cubin; the PTX holds the
+ * sm_80, sm_89, sm_90 and sm_90a, compile through NVRTC to PTX and cubin; the PTX holds the
  * instructions each family promises (and not the ones it must not), ptxas reports no
  * register spills, kernel names/counts match, odd shapes compile, the GPU prepacker
  * writes the documented bytes, and a missing NVRTC is a clear KILN_ENODEV. Each
@@ -122,9 +122,9 @@ static int setup_all(void **state)
         if (strlen(e->d_name) > 4 && !strcmp(e->d_name + strlen(e->d_name) - 4, ".lua"))
             snprintf(paths[np++], sizeof paths[0], "%s/recipes/%s", KILN_SOURCE_DIR, e->d_name);
     closedir(dir);
-    static const char *const archs[] = {"sm_80", "sm_89", "sm_90"};
+    static const char *const archs[] = {"sm_80", "sm_89", "sm_90", "sm_90a"};
     for (int i = 0; i < np; i++)
-        for (int a = 0; a < 3; a++)
+        for (int a = 0; a < 4; a++)
             compile_case(paths[i], archs[a], 16, 256, 512);
     /* odd shapes: N and K off the 64/32 tiles (K a multiple of the group for int4) */
     compile_case(KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua", "sm_80", 1, 40, 72);
@@ -138,6 +138,11 @@ static int setup_all(void **state)
     compile_case(KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua", "sm_90", 67, 96, 576);
     compile_case(KILN_SOURCE_DIR "/recipes/w4a8.lua", "sm_89", 67, 96, 576);
     compile_case(KILN_SOURCE_DIR "/recipes/w4a16-g32-sym.lua", "sm_80", 5, 40, 100);
+    /* sm_90a's wgmma gemm off the tiles and with a ragged last group; sm_100 (portable) */
+    compile_case(KILN_SOURCE_DIR "/recipes/fp8-e4m3-dynamic.lua", "sm_90a", 67, 72, 40);
+    compile_case(KILN_SOURCE_DIR "/recipes/w4a8.lua", "sm_90a", 67, 96, 576);
+    compile_case(KILN_SOURCE_DIR "/recipes/w8a16.lua", "sm_90a", 130, 100, 200);
+    compile_case(KILN_SOURCE_DIR "/recipes/w8a8-int8-static.lua", "sm_100", 67, 130, 384);
     printf("NVRTC %s: %d modules compiled (PTX + cubin) in %.1f s, %.0f ms each on average\n",
            kiln_nvrtc_version(&d), g_ncases, g_total_ms / 1e3, g_ncases ? g_total_ms / g_ncases : 0.0);
     return 0;
@@ -189,6 +194,41 @@ static void test_all_compile(void **state)
 
 static bool has(const char *ptx, const char *s) { return ptx && strstr(ptx, s) != NULL; }
 
+/* The sm_90a gemm: the wgmma of the exact operand types, its fence / commit / wait, the
+ * proxy fence after the generic-proxy shared-memory writes, cp.async, no mma.sync. */
+static bool wgmma_ptx_ok(const Case *c, char *why, size_t n)
+{
+    const char *p = c->ptx;
+    char want[96];
+    if (c->l.family == KILN_GK_MMA_FP8)
+        snprintf(want, sizeof want, "m64n64k32.f32.%s.%s", c->l.adt == KILN_E4M3 ? "e4m3" : "e5m2",
+                 c->l.wdt == KILN_E4M3 ? "e4m3" : "e5m2");
+    else if (c->l.family == KILN_GK_MMA_S8)
+        snprintf(want, sizeof want, "m64n64k32.s32.%s.%s", c->l.azero ? "u8" : "s8",
+                 c->l.wdt == KILN_U8 || c->l.wdt == KILN_U4 ? "u8" : "s8");
+    else
+        snprintf(want, sizeof want, "m64n64k16.f32.%s", c->l.family == KILN_GK_MMA_F16 ? "f16.f16" : "bf16.bf16");
+    char full[160];
+    snprintf(full, sizeof full, "wgmma.mma_async.sync.aligned.%s", want);
+    const char *need[] = {full, "wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned",
+                          "wgmma.wait_group.sync.aligned", "fence.proxy.async.shared::cta",
+                          "cp.async.cg.shared.global", ".target sm_90a"};
+    for (size_t i = 0; i < sizeof need / sizeof *need; i++)
+        if (!has(p, need[i])) {
+            snprintf(why, n, "wgmma gemm lacks %.100s", need[i]);
+            return false;
+        }
+    if (has(p, "mma.sync")) {
+        snprintf(why, n, "mma.sync in a wgmma module");
+        return false;
+    }
+    if (has(c->log, "serialized")) { /* ptxas: wgmma serialized (a fence or register use it dislikes) */
+        snprintf(why, n, "ptxas serializes the wgmma");
+        return false;
+    }
+    return true;
+}
+
 static void test_instructions(void **state)
 {
     (void)state;
@@ -210,6 +250,16 @@ static void test_instructions(void **state)
     } while (0)
         EXPECT(!has(p, "e4m3.e4m3.f32") || c->l.sm >= 89, "e4m3 mma on sm_80");
         EXPECT(c->l.sm >= 89 || !has(p, ".e4m3") || c->l.family != KILN_GK_MMA_FP8, "fp8 family on sm_80");
+        EXPECT(c->l.wgmma == (strstr(c->l.name, "-wgmma-") != NULL), "layout name and wgmma kernel disagree");
+        EXPECT(c->l.wgmma == (!strcmp(c->arch, "sm_90a") && c->l.family != KILN_GK_F32_FMA &&
+                              (c->l.wbits == 8 || c->l.family == KILN_GK_MMA_S8)),
+               "sm_90a's S8, FP8 and 8-bit-weight F16/BF16 gemms are wgmma, nothing else is");
+        EXPECT(!has(p, "wgmma") || c->l.wgmma, "wgmma outside an sm_90a wgmma module");
+        if (c->l.wgmma) {
+            char wg_why[160] = "";
+            if (!wgmma_ptx_ok(c, wg_why, sizeof wg_why))
+                EXPECT(false, wg_why);
+        } else
         switch (c->l.family) {
         case KILN_GK_MMA_S8:
             EXPECT(has(p, "mma.sync.aligned.m16n8k32.row.col.s32.") && has(p, "s8.s32"), "no s8 m16n8k32 mma");
@@ -339,21 +389,28 @@ static void test_odd_shapes(void **state)
     assert_true(odd >= 4);
 }
 
-/* The build embeds the .cu as a C string (codegen/ptx/embed.cmake); what gen.c pastes
- * into every module must be exactly the file on disk, byte for byte. */
+/* The build embeds the CUDA sources as C strings (codegen/ptx/embed.cmake); what gen.c
+ * pastes into every module must be exactly the files on disk, byte for byte. */
 static void test_template_embedded(void **state)
 {
     (void)state;
-    extern const char kiln_ptx_template[];
-    FILE *f = fopen(KILN_SOURCE_DIR "/codegen/ptx/qgemm_template.cu", "rb");
-    assert_non_null(f);
+    extern const char kiln_ptx_template[], kiln_ptx_wgmma_layout[], kiln_ptx_wgmma[];
+    static const struct {
+        const char *path, *text;
+    } files[] = {{KILN_SOURCE_DIR "/codegen/ptx/qgemm_template.cu", kiln_ptx_template},
+                 {KILN_SOURCE_DIR "/codegen/ptx/wgmma_layout.h", kiln_ptx_wgmma_layout},
+                 {KILN_SOURCE_DIR "/codegen/ptx/qgemm_wgmma.cu", kiln_ptx_wgmma}};
     static char buf[1 << 17];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    if (strcmp(buf, kiln_ptx_template))
-        fail_msg("the template kiln compiles differs from codegen/ptx/qgemm_template.cu: "
-                 "the build's embed step (codegen/ptx/embed.cmake) is stale or lossy");
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        FILE *f = fopen(files[i].path, "rb");
+        assert_non_null(f);
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        if (strcmp(buf, files[i].text))
+            fail_msg("the text kiln compiles differs from %s: the build's embed step "
+                     "(codegen/ptx/embed.cmake) is stale or lossy", files[i].path);
+    }
 }
 
 static void test_nvrtc_absent(void **state)
@@ -594,8 +651,13 @@ static void test_layout_errors(void **state)
                                                           .gran = KILN_GRAN_CHANNEL};
     memset(&d, 0, sizeof d);
     assert_int_equal(kiln_gpu_layout_for(kiln_find_qgemm(g), g, &l, &d), KILN_EINPUT);
-    assert_non_null(strstr(d.msg, "valid: sm_80, sm_89, sm_90"));
+    assert_non_null(strstr(d.msg, "valid: sm_80, sm_89, sm_90, sm_90a, sm_100"));
     char *src = NULL;
+    KilnFunc *h = tiny(m, "sm_80", kiln_type2(KILN_I8, 8, 64), "f16");
+    h->values[h->insts[1].result].type.q = g->values[g->insts[1].result].type.q;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(kiln_ptx_source(h, "sm_91", "kq", &src, &d), KILN_EINPUT);
+    assert_non_null(strstr(d.msg, "unknown GPU arch 'sm_91' (valid: sm_80, sm_89, sm_90, sm_90a, sm_100)"));
     memset(&d, 0, sizeof d);
     assert_int_equal(kiln_ptx_source(g, "sm_80", "bad name", &src, &d), KILN_EINPUT);
     assert_null(src);

@@ -1,5 +1,5 @@
 /* tests/test_sass.c — the GPU kernels' machine code, no GPU needed: every shipped
- * recipe's layers, lowered for sm_80, sm_89 and sm_90, compile through NVRTC to a
+ * recipe's layers, lowered for sm_80, sm_89, sm_90, sm_90a and sm_100, compile through NVRTC to a
  * cubin (as `kiln aot` does), `cuobjdump -sass` disassembles it, and each module must
  * hold the SASS opcodes its layout promises (kiln_gpu_sass_promise, ir/layout_gpu.c)
  * and none it must not; the layer's `why` quotes the same promise. cuobjdump and
@@ -33,7 +33,7 @@ typedef struct Case {
     char err[1100];
 } Case;
 
-static Case g_cases[160];
+static Case g_cases[256];
 static int g_ncases;
 static char g_skip[1100];
 static char g_bin[1024]; /* cuobjdump/nvdisasm folder */
@@ -225,11 +225,11 @@ static int setup_all(void **state)
         if (strlen(e->d_name) > 4 && !strcmp(e->d_name + strlen(e->d_name) - 4, ".lua"))
             snprintf(paths[np++], sizeof paths[0], "%s/recipes/%s", KILN_SOURCE_DIR, e->d_name);
     closedir(dir);
-    static const char *const archs[] = {"sm_80", "sm_89", "sm_90"};
+    static const char *const archs[] = {"sm_80", "sm_89", "sm_90", "sm_90a", "sm_100"};
     for (int i = 0; i < np; i++)
-        for (int a = 0; a < 3; a++)
+        for (int a = 0; a < 5; a++)
             compile_case(paths[i], archs[a]);
-    printf("cuobjdump -sass of %d modules (%d recipes x sm_80/89/90) from %s\n", g_ncases, np, g_bin);
+    printf("cuobjdump -sass of %d modules (%d recipes x sm_80/89/90/90a/100) from %s\n", g_ncases, np, g_bin);
     return 0;
 }
 
@@ -339,8 +339,9 @@ static void test_print_evidence(void **state)
     }
 }
 
-/* The layer's `why` quotes the promise the SASS was checked against, and sm_90 FP8
- * does not call itself native. */
+/* The layer's `why` quotes the promise the SASS was checked against, and only a layout
+ * whose SASS holds FP8 tensor-core ops (QMMA on sm_89, QGMMA on sm_90a) calls its FP8
+ * native: sm_90's and sm_100's mma.sync FP8 runs as an unpack plus HMMA. */
 static void test_why_quotes_sass(void **state)
 {
     (void)state;
@@ -352,7 +353,8 @@ static void test_why_quotes_sass(void **state)
             continue;
         char want[256];
         snprintf(want, sizeof want, "SASS %s", c->promise->need);
-        if (!strstr(c->why, want) || (c->sm >= 90 && strstr(c->why, "native FP8"))) {
+        bool fp8_units = strstr(c->promise->need, "QMMA") || strstr(c->promise->need, "QGMMA");
+        if (!strstr(c->why, want) || (!fp8_units && strstr(c->why, "native FP8"))) {
             printf("FAIL %s (%s): why \"%s\" does not quote \"%s\"\n", c->what, c->layout, c->why, want);
             bad++;
         }

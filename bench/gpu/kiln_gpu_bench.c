@@ -1,6 +1,6 @@
 /* bench/gpu/kiln_gpu_bench.c — kernel time of one recipe layer on the GPU (used by
  * bench/gpu/run_device.sh): the recipe's first rule lowered at M,N,K for the device's
- * arch, random weights quantized as the plan says, the module compiled through NVRTC
+ * arch (or $KILN_GPU_ARCH, another arch the device runs: sm_90a's wgmma on sm_90), random weights quantized as the plan says, the module compiled through NVRTC
  * to a cubin, prepacked and uploaded, then kiln_cuda_layer_time (x resident on the
  * device, kernels only). Prints one JSON line.
  *   usage: kiln_gpu_bench RECIPE M N K [ITERS]
@@ -67,7 +67,12 @@ int main(int argc, char **argv)
     KilnCuda *cu = NULL;
     if (kiln_cuda_open(&cu, &d))
         return fail(3, "no GPU", &d);
-    const char *arch = kiln_cuda_arch(cu);
+    const char *arch = kiln_cuda_arch(cu), *want = getenv("KILN_GPU_ARCH");
+    if (want && *want) { /* another arch the device runs: sm_90a (wgmma) on sm_90 */
+        if (kiln_gpu_arch_runs_on(want, arch, &d))
+            return fail(2, "KILN_GPU_ARCH", &d);
+        arch = want;
+    }
     KilnRecipe *r = NULL;
     KilnTarget t;
     KilnModule *m = kiln_module_new();

@@ -136,12 +136,14 @@ def summarize(d):
              % hbm.get("torch", "(absent)"),
              "CUDA events; HBM: 1 GiB device copy, read + write: %s GB/s." % (
                  "%.0f" % hbm["gbs"] if "gbs" in hbm else "n/a"), ""]
-    corr = os.path.join(d, "correctness.log")
-    if os.path.exists(corr):
+    for log, what in (("correctness.log", ""), ("correctness-sm_90a.log", ", sm_90a wgmma kernels")):
+        corr = os.path.join(d, log)
+        if not os.path.exists(corr):
+            continue
         with open(corr) as f:
             text = f.read()
         got = [l for l in text.splitlines() if "matched the interpreter" in l or "FAILED" in l or "SKIP" in l]
-        lines += ["## Every recipe against the interpreter (test_cuda_runtime)", ""] + \
+        lines += ["## Every recipe against the interpreter (test_cuda_runtime%s)" % what, ""] + \
                  ["    " + l for l in got[:20]] + [""]
     lines += ["## Timings", "", "| recipe | M×N×K | kiln layout | kernel | kiln ms | GB/s | TFLOP/s | peers (ms) |",
               "|---|---|---|---|---|---|---|---|"]
@@ -166,11 +168,11 @@ def summarize(d):
                 verdicts.append("W4A16 M=%d %dx%d: %.2fx torch._weight_int4pack_mm (target >= 1)" % (
                     k["M"], k["N"], k["K"], ref["int4pack"] / k["ms"]))
         if name.startswith("fp8") and "scaled_mm" in ref:
-            verdicts.append("FP8 %d^3: %.0f%% of torch._scaled_mm (target >= 70%%)" % (
-                k["M"], 100.0 * ref["scaled_mm"] / k["ms"]))
+            verdicts.append("FP8 %d^3 (%s): %.0f%% of torch._scaled_mm (target >= 70%%)" % (
+                k["M"], k["layout"], 100.0 * ref["scaled_mm"] / k["ms"]))
         if name.startswith("w8a8") and "int_mm" in ref:
-            verdicts.append("W8A8 %dx%dx%d: %.2fx torch._int_mm (target >= 1)" % (
-                k["M"], k["N"], k["K"], ref["int_mm"] / k["ms"]))
+            verdicts.append("W8A8 %dx%dx%d (%s): %.2fx torch._int_mm (target >= 1)" % (
+                k["M"], k["N"], k["K"], k["layout"], ref["int_mm"] / k["ms"]))
     errs = [p for p in peers if "error" in p]
     lines += ["", "## Issue 20 targets", ""] + ["- " + v for v in verdicts] + [""]
     if errs:

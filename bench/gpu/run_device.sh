@@ -4,7 +4,10 @@
 # M in {1, 3, 7, 16, 67, 128, 130, 4096}, N off the tile, K = 200 off the k-slice and the
 # groups), then kernel timings of kiln (bench/gpu/kiln_gpu_bench) and of the PyTorch peers
 # (cuBLAS f16, torch._scaled_mm, torch._int_mm, torch._weight_int4pack_mm, HBM copy) on the
-# same shapes, summarized with the issue's targets.
+# same shapes, summarized with the issue's targets. On an sm_90 device (H100, H200) the
+# correctness run and the FP8 / W8A8 / W8A16 timings are repeated with KILN_GPU_ARCH=sm_90a:
+# the arch-specific wgmma kernels (correctness-sm_90a.log; kiln.jsonl rows with layout
+# sm90a-*), beside the portable sm_90 ones.
 #
 #   run_device.sh [--out DIR] [--build DIR] [--quick] [--no-torch] [--dry-run]
 #
@@ -45,6 +48,7 @@ cases=$(python3 "$root/bench/gpu/peers_gpu.py" cases $quick) || { echo "run_devi
 if [ -n "$dry" ]; then
   echo "out: $out"; echo "build: $build"; if [ -n "$torch" ]; then echo "torch: $py"; else echo "torch: no"; fi
   echo "correctness: $build/test_cuda_runtime"
+  echo "sm_90 device: again with KILN_GPU_ARCH=sm_90a (test_cuda_runtime; kiln_gpu_bench of the fp8, w8a8 and w8a16 cases)"
   python3 -c 'import json,sys; [print("kiln_gpu_bench %s %d %d %d; peers %s" % (c["recipe"], c["M"], c["N"], c["K"], ",".join(c["peers"]) or "-")) for c in json.loads(sys.argv[1])]' "$cases"
   exit 0
 fi
@@ -83,6 +87,14 @@ grep -E "GPU:|matched the interpreter|FAILED|SKIP" "$out/correctness.log" | head
 if grep -q "SKIP: no CUDA" "$out/correctness.log"; then
   echo "no GPU: test_cuda_runtime found no CUDA driver"; exit 3
 fi
+# Hopper: the arch-specific wgmma kernels too (their cubin runs on sm_90 only)
+wgmma=
+if grep -q "^GPU: .*(sm_90)$" "$out/correctness.log"; then
+  wgmma=sm_90a
+  echo "== correctness: test_cuda_runtime, KILN_GPU_ARCH=$wgmma"
+  (cd "$build" && KILN_GPU_ARCH=$wgmma ./test_cuda_runtime) >"$out/correctness-$wgmma.log" 2>&1 || status=1
+  grep -E "GPU:|planned for|matched the interpreter|FAILED" "$out/correctness-$wgmma.log" | head -20
+fi
 
 echo "== kiln timings"
 : >"$out/kiln.jsonl"
@@ -94,6 +106,12 @@ python3 -c 'import json,sys; [print(c["recipe"], c["M"], c["N"], c["K"]) for c i
   if [ $rc -eq 3 ]; then echo "no GPU: $line"; exit 3; fi
   [ $rc -eq 0 ] || line=$(python3 -c 'import json,sys; print(json.dumps({"recipe": sys.argv[1], "shape": sys.argv[2], "error": sys.argv[3]}))' "$r" "$m,$n,$k" "$line")
   echo "$line" | tee -a "$out/kiln.jsonl"
+  case $r in
+    *fp8*|*w8a8*|*w8a16*) [ -z "$wgmma" ] && continue
+      line=$(KILN_GPU_ARCH=$wgmma "$build/kiln_gpu_bench" "$root/$r" "$m" "$n" "$k" 2>&1) ||
+        line=$(python3 -c 'import json,sys; print(json.dumps({"recipe": sys.argv[1], "shape": sys.argv[2], "error": sys.argv[3]}))' "$r" "$m,$n,$k" "$wgmma: $line")
+      echo "$line" | tee -a "$out/kiln.jsonl" ;;
+  esac
 done || exit $?
 
 if [ -n "$torch" ]; then

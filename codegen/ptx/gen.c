@@ -9,7 +9,7 @@
 #include "ir/numerics.h"
 #include "ptx.h"
 
-extern const char kiln_ptx_template[];
+extern const char kiln_ptx_template[], kiln_ptx_wgmma_layout[], kiln_ptx_wgmma[];
 
 typedef struct Buf {
     char *s;
@@ -63,19 +63,6 @@ static uint32_t f32_bits(float v)
     return u;
 }
 
-static int arch_sm(const char *arch, int *sm, KilnDiag *d)
-{
-    if (!strcmp(arch, "sm_80"))
-        *sm = 80;
-    else if (!strcmp(arch, "sm_89"))
-        *sm = 89;
-    else if (!strcmp(arch, "sm_90"))
-        *sm = 90;
-    else
-        return kiln_diag_set(d, KILN_EINPUT, "unknown GPU arch '%s' (valid: sm_80, sm_89, sm_90)", arch);
-    return 0;
-}
-
 static bool valid_symbol(const char *s)
 {
     if (!s || !*s || strlen(s) > 80 || !((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_'))
@@ -93,8 +80,11 @@ static int layout_of(const KilnFunc *f, const char *arch, KilnGpuLayout *l, Kiln
     if (rc)
         return rc;
     if (arch) {
-        if ((rc = arch_sm(arch, &l->sm, d)))
+        int sm;
+        bool specific;
+        if ((rc = kiln_gpu_arch(arch, &sm, &specific, d)))
             return rc;
+        kiln_gpu_layout_set_arch(l, sm, specific);
         if (l->family == KILN_GK_MMA_FP8 && l->sm < 89)
             return kiln_diag_set(d, KILN_EINPUT, "GPU kernel '%s': %s has no FP8 tensor cores", f->name, arch);
     }
@@ -108,8 +98,8 @@ static void defines(Buf *b, const KilnGpuLayout *l, const char *symbol)
 {
     static const int fam[] = {[KILN_GK_MMA_S8] = 0, [KILN_GK_MMA_FP8] = 1, [KILN_GK_MMA_F16] = 2,
                               [KILN_GK_MMA_BF16] = 3, [KILN_GK_F32_FMA] = 4};
-    put(b, "// kiln qgemm module: layout \"%s\", sm_%d\n", l->name, l->sm);
-    put(b, "#define KILN_SM %d\n#define FAM %d\n", l->sm, fam[l->family]);
+    put(b, "// kiln qgemm module: layout \"%s\", sm_%d%s\n", l->name, l->sm, l->arch_specific ? "a" : "");
+    put(b, "#define KILN_SM %d\n#define FAM %d\n#define WGMMA %d\n", l->sm, fam[l->family], l->wgmma);
     put(b, "#define KNAME(s) %s_##s\n", symbol);
     put(b, "#define N_ %lldLL\n#define K_ %lldLL\n#define KP %lld\n#define NG %lld\n#define GLEN %lld\n",
         (long long)l->N, (long long)l->K, (long long)l->KP, (long long)l->ngroups, (long long)l->glen);
@@ -150,6 +140,8 @@ int kiln_ptx_source(const KilnFunc *f, const char *arch, const char *symbol, cha
     Buf b = {0};
     defines(&b, &l, symbol);
     put(&b, "%s", kiln_ptx_template);
+    if (l.wgmma) /* the gemm kernel on wgmma: its index maths, then the kernel */
+        put(&b, "%s%s", kiln_ptx_wgmma_layout, kiln_ptx_wgmma);
     if (b.oom) {
         free(b.s);
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ir/layout_gpu.h"
 #include "ptx.h"
 
 typedef struct _nvrtcProgram *nvrtcProgram;
@@ -147,8 +148,11 @@ int kiln_nvrtc_compile(const char *src, const char *arch, char **ptx, void **cub
     Nvrtc *n = nvrtc(d);
     if (!n)
         return KILN_ENODEV;
-    if (strcmp(arch, "sm_80") && strcmp(arch, "sm_89") && strcmp(arch, "sm_90"))
-        return kiln_diag_set(d, KILN_EINPUT, "unknown GPU arch '%s' (valid: sm_80, sm_89, sm_90)", arch);
+    int sm;
+    bool specific;
+    int rc = kiln_gpu_arch(arch, &sm, &specific, d);
+    if (rc)
+        return rc;
     char archopt[64];
     snprintf(archopt, sizeof archopt, "--gpu-architecture=%s", arch);
     /* IEEE division and no flush-to-zero are NVRTC's defaults, stated to be sure: the
@@ -161,7 +165,6 @@ int kiln_nvrtc_compile(const char *src, const char *arch, char **ptx, void **cub
         return kiln_diag_set(d, KILN_EINTERNAL, "nvrtcCreateProgram: %s", n->GetErrorString(r));
     r = n->CompileProgram(p, (int)(sizeof opts / sizeof *opts), opts);
     char *log = program_log(n, p);
-    int rc = 0;
     if (r) {
         rc = kiln_diag_set(d, KILN_EINTERNAL, "NVRTC %s failed to compile the kernel for %s: %s\n%.800s",
                            n->version, arch, n->GetErrorString(r), log ? log : "");

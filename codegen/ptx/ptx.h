@@ -17,7 +17,7 @@
  * kinds: "range" (dynamic activations only), "prep", "gemv", "gemm" (not for f32-fma). */
 #define KILN_PTX_MAX_KERNELS 4
 
-/* CUDA C source of the module for kernel_ir's (first) qgemm. arch: sm_80|sm_89|sm_90
+/* CUDA C source of the module for kernel_ir's (first) qgemm. arch: sm_80|sm_89|sm_90|sm_90a|sm_100
  * (NULL: the function's `target`). symbol: the kernels' name prefix ([A-Za-z_][A-Za-z0-9_]*).
  * *cuda_src is malloc'd. */
 int kiln_ptx_source(const KilnFunc *kernel_ir, const char *arch, const char *symbol,

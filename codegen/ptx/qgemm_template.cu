@@ -1,6 +1,7 @@
 // codegen/ptx/qgemm_template.cu — the one CUDA C body of every kiln GPU qgemm module.
 // codegen/ptx/gen.c puts a block of #defines (family, shapes, formats, scales, arch) in
-// front of it; an arch- or format-specific path is an #if here, never a second file.
+// front of it; an arch- or format-specific path is an #if here (sm_90a's wgmma gemm
+// alone is its own file, qgemm_wgmma.cu, appended after this one).
 // No CUDA header is needed: half/bf16/fp8 conversions and mma are inline PTX.
 // docs/gpu.md describes the families, the blob and scratch layouts and the ABI.
 // (The build embeds it as a C string via embed.cmake; test_ptx checks that string equals this file.)
@@ -383,7 +384,7 @@ extern "C" __global__ void __launch_bounds__(128) KNAME(gemv)(const float *x, i6
         }
 }
 
-#if FAM != FAM_F32
+#if FAM != FAM_F32 && !WGMMA // sm_90a's wgmma gemm is qgemm_wgmma.cu
 // ---------------------------------------------------------------- GEMM (tensor cores)
 // grid (NP/BN, MP/BM), 128 threads = 2x2 warps of 32x32; per BK=32 slice of k, tiles of A
 // and of the weight codes go global -> shared with cp.async (double buffered), then

@@ -17,6 +17,7 @@ check "dry-run exits 0" '[ $rc -eq 0 ]'
 check "dry-run plans W4A16 decode at 4096x14336" 'grep -q "w4a16-g128-asym.lua 16 4096 14336; peers cublas-f16,int4pack" <<<"$out"'
 check "dry-run plans FP8 8192^3 against _scaled_mm" 'grep -q "fp8-e4m3-dynamic.lua 8192 8192 8192; peers cublas-f16,scaled_mm" <<<"$out"'
 check "dry-run plans W8A8 against _int_mm" 'grep -q "w8a8-int8-dynamic.lua 8192 8192 8192; peers cublas-f16,int_mm" <<<"$out"'
+check "dry-run plans the sm_90a (wgmma) pass on sm_90 devices" 'grep -q "KILN_GPU_ARCH=sm_90a" <<<"$out"'
 out=$("$s" --dry-run --quick --no-torch --out "$tmp/o" 2>&1)
 check "--quick --no-torch --out" 'grep -q "4096 4096 4096" <<<"$out" && grep -q "torch: no" <<<"$out" && grep -q "out: $tmp/o" <<<"$out"'
 "$s" --bogus >/dev/null 2>&1; rc=$?
@@ -42,6 +43,7 @@ mkdir -p "$tmp/run"
 cat >"$tmp/run/kiln.jsonl" <<'J'
 {"recipe": "recipes/w4a16-g128-asym.lua", "layout": "sm90-mma-f16-dequant", "device": "NVIDIA H100", "arch": "sm_90", "M": 1, "N": 14336, "K": 4096, "iters": 50, "ms": 0.02, "weight_bytes": 31195392, "gbs": 1559.8, "tflops": 5.87, "kernel": "gemv"}
 {"recipe": "recipes/fp8-e4m3-dynamic.lua", "layout": "sm90-mma-fp8", "device": "NVIDIA H100", "arch": "sm_90", "M": 8192, "N": 8192, "K": 8192, "iters": 50, "ms": 2.0, "weight_bytes": 67108864, "gbs": 33.6, "tflops": 549.8, "kernel": "gemm"}
+{"recipe": "recipes/fp8-e4m3-dynamic.lua", "layout": "sm90a-wgmma-fp8", "device": "NVIDIA H100", "arch": "sm_90a", "M": 8192, "N": 8192, "K": 8192, "iters": 50, "ms": 1.25, "weight_bytes": 67108864, "gbs": 53.7, "tflops": 879.6, "kernel": "gemm"}
 {"recipe": "recipes/w8a8-int8-dynamic.lua", "shape": "32,4096,4096", "error": "boom"}
 J
 cat >"$tmp/run/peers.jsonl" <<'J'
@@ -52,12 +54,14 @@ cat >"$tmp/run/peers.jsonl" <<'J'
 J
 echo "GPU: NVIDIA H100 (sm_90)" >"$tmp/run/correctness.log"
 echo "2310 GPU runs matched the interpreter on sm_90" >>"$tmp/run/correctness.log"
+printf 'GPU: NVIDIA H100 (sm_90)\nkernels planned for sm_90a (KILN_GPU_ARCH)\n2310 GPU runs matched the interpreter on sm_90a\n' >"$tmp/run/correctness-sm_90a.log"
 python3 "$root/bench/gpu/peers_gpu.py" summarize "$tmp/run" >/dev/null; rc=$?
 md=$(cat "$tmp/run/gpu-results.md" 2>/dev/null)
 check "summarize writes gpu-results.md naming the GPU" '[ $rc -eq 0 ] && grep -q "^# kiln GPU run on NVIDIA H100 80GB HBM3" <<<"$md"'
 check "summary: W4A16 share of HBM" 'grep -q "W4A16 M=1 14336x4096: 52% of HBM (target >= 80%)" <<<"$md"'
 check "summary: W4A16 vs int4pack" 'grep -q "W4A16 M=1 14336x4096: 1.50x torch._weight_int4pack_mm" <<<"$md"'
-check "summary: FP8 vs _scaled_mm" 'grep -q "FP8 8192^3: 50% of torch._scaled_mm (target >= 70%)" <<<"$md"'
+check "summary: FP8 vs _scaled_mm" 'grep -q "FP8 8192^3 (sm90-mma-fp8): 50% of torch._scaled_mm (target >= 70%)" <<<"$md"'
+check "summary: sm_90a wgmma FP8 row and its correctness" 'grep -q "FP8 8192^3 (sm90a-wgmma-fp8): 80% of torch._scaled_mm" <<<"$md" && grep -q "2310 GPU runs matched the interpreter on sm_90a" <<<"$md"'
 check "summary: errors and correctness kept" 'grep -q "error: boom" <<<"$md" && grep -q "int_mm: self.size" <<<"$md" && grep -q "2310 GPU runs matched" <<<"$md"'
 python3 "$root/bench/gpu/peers_gpu.py" >/dev/null 2>&1; rc=$?
 check "peers_gpu.py usage exits 2" '[ $rc -eq 2 ]'
