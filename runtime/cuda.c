@@ -272,7 +272,8 @@ static int launch_all(KilnCuda *c, KilnCudaModule *mod, const KilnGpuLayout *l, 
         snprintf(name, sizeof name, "%s_gemv", sym);
         if ((rc = kiln_cuda_function(mod, name, &fn, d)))
             return rc;
-        return kiln_cuda_launch(c, fn, (unsigned)(l->NP / 4), (unsigned)gv, 1, 128, 1, 1, 0, args, d);
+        return kiln_cuda_launch(c, fn, (unsigned)kiln_gpu_gemv_blocks_x(l), (unsigned)gv, 1,
+                                (unsigned)kiln_gpu_gemv_threads(l), 1, 1, 0, args, d);
     }
     snprintf(name, sizeof name, "%s_gemm", sym);
     if ((rc = kiln_cuda_function(mod, name, &fn, d)))

@@ -20,6 +20,7 @@
 #include "frontend/recipe.h"
 #include "ir/layout.h"
 #include "ir/layout_gpu.h"
+#include "ir/layout_gpu_int4.h"
 #include "ir/numerics.h"
 #include "passes/passes.h"
 
@@ -188,6 +189,7 @@ static void test_all_compile(void **state)
 }
 
 static bool has(const char *ptx, const char *s) { return ptx && strstr(ptx, s) != NULL; }
+static int count(const char *s, const char *sub);
 
 static void test_instructions(void **state)
 {
@@ -234,9 +236,14 @@ static void test_instructions(void **state)
                    "no 16-bit m16n8k16 mma for weight-only");
             EXPECT(!has(p, "m16n8k32"), "8-bit mma in a weight-only kernel");
             EXPECT(has(p, "cp.async.cg.shared.global"), "no cp.async in the GEMM");
-            if (c->l.wbits == 4)
+            if (c->l.wbits == 4) {
                 EXPECT(has(p, "lop3.b32") && has(p, c->l.family == KILN_GK_MMA_F16 ? "1677747200" : "1124090624"),
                        "int4 not converted with the lop3 magic number (0x64006400 / 0x43004300)");
+                /* Marlin-style codes: a thread's B fragments of a k slice are one 128-bit
+                 * load, in the GEMM and in the GEMV */
+                EXPECT(c->l.int4_marlin && count(p, "ld.global.nc.v4.u32") >= 2,
+                       "int4 weight-only B fragments not loaded with ld.global.nc.v4 (128 bits)");
+            }
             if (c->l.wdt == KILN_E4M3 && c->l.sm >= 89)
                 EXPECT(has(p, "cvt.rn.f16x2.e4m3x2"), "sm_89+ fp8 weights not converted by cvt");
             break;
@@ -354,6 +361,21 @@ static void test_template_embedded(void **state)
     if (strcmp(buf, kiln_ptx_template))
         fail_msg("the template kiln compiles differs from codegen/ptx/qgemm_template.cu: "
                  "the build's embed step (codegen/ptx/embed.cmake) is stale or lossy");
+    /* and the int4 layout's index maths and GEMV, embedded the same way */
+    extern const char kiln_ptx_int4_layout[], kiln_ptx_gemv_int4[];
+    static const char *const paths[] = {"/ir/layout_gpu_int4.h", "/codegen/ptx/gemv_int4.cu"};
+    const char *strs[] = {kiln_ptx_int4_layout, kiln_ptx_gemv_int4};
+    for (int i = 0; i < 2; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s%s", KILN_SOURCE_DIR, paths[i]);
+        f = fopen(path, "rb");
+        assert_non_null(f);
+        n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        if (strcmp(buf, strs[i]))
+            fail_msg("the embedded copy of %s is stale or lossy", paths[i]);
+    }
 }
 
 static void test_nvrtc_absent(void **state)
@@ -518,8 +540,14 @@ static void test_prepack_bytes(void **state)
         t.scales[i] = (float)(i + 1);
     blob = malloc(l.pack_bytes);
     assert_int_equal(kiln_gpu_prepack(&l, &t, blob, &d), 0);
-    assert_int_equal(kiln_code_get(KILN_I4, blob + 256 + 32 * 2, 3), 3 - 7);
-    assert_int_equal(blob[256 + 0], (uint8_t)(((-7) & 0xF) | (((-6) & 0xF) << 4)));
+    /* int4 weight-only is the Marlin-style blob (ir/layout_gpu_int4.h): lane 0's word 0
+     * holds W[0, 0] (nibble 0), W[0, 8] (nibble 1), W[0, 1] (nibble 4); W[2, 3] is lane
+     * 4·2 + 1's nibble 4 of word 0, byte 16·9 + 2 */
+    assert_memory_equal(blob, "KILNGP2", 8);
+    assert_int_equal(blob[256 + 0], (uint8_t)(((-7) & 0xF) | ((1 & 0xF) << 4)));
+    assert_int_equal(blob[256 + 2] & 0xF, (-6) & 0xF);
+    assert_int_equal(kiln_code_get(KILN_I4, blob + 256, 2 * (16 * 9 + 2)), 3 - 7);
+    assert_int_equal(kiln_i4_code_nibble(2, 3, 64), 2 * (16 * 9 + 2));
     float s5;
     memcpy(&s5, blob + l.scales_off + 5 * 4, 4);
     assert_true(s5 == 6.0f); /* (n=2, j=1) */
@@ -571,7 +599,7 @@ static void test_prepack_ragged(void **state)
         assert_int_equal(ws[2 * n + 1], w1);
         assert_int_equal(zs[2 * n + 1], 3 + 2 * n + 1);
         assert_true(sc[2 * n + 1] == (float)(2 * n + 2));
-        assert_int_equal(kiln_code_get(KILN_U4, blob + l.codes_off + n * l.row_bytes, 90), 3 + 2 * n + 1);
+        assert_int_equal(kiln_code_get(KILN_U4, blob + l.codes_off, kiln_i4_code_nibble(n, 90, l.KP)), 3 + 2 * n + 1);
     }
     free(blob);
     kiln_tensor_free(&t);
