@@ -309,15 +309,22 @@ static void pick_weight_only(Pick *p, const char *sm)
                      "%s: weight-only fp8, no FP8 tensor cores: weights decode exactly to f16 in "
                      "registers, mma.sync.m16n8k16 f16 with f32 accumulate",
                      t);
+        } else if (w->fmt == KILN_QF_INT4) {
+            set_layout(p, p->act_dtype == KILN_F16 ? "%s-mma-f16-int4" : "%s-mma-bf16-int4", sm);
+            snprintf(p->why, sizeof p->why,
+                     "%s: weight-only int4: Marlin-style pre-shuffled int4, one 128-bit load per "
+                     "thread per 32-k slice holds its B fragments of 4 n tiles (decode is "
+                     "bandwidth-bound), converted exactly to %s in registers with lop3 "
+                     "magic-number tricks, mma.sync.m16n8k16 %s with f32 accumulate",
+                     t, ad, ad);
         } else {
             set_layout(p, p->act_dtype == KILN_F16 ? "%s-mma-f16-dequant" : "%s-mma-bf16-dequant",
                        sm);
             snprintf(p->why, sizeof p->why,
                      "%s: weight-only %s: weights stay %d-bit in memory (decode is "
-                     "bandwidth-bound) and convert exactly to %s in registers%s, mma.sync.m16n8k16 "
+                     "bandwidth-bound) and convert exactly to %s in registers, mma.sync.m16n8k16 "
                      "%s with f32 accumulate",
-                     t, bits_name(w), storage_bits(w), ad,
-                     w->fmt == KILN_QF_INT4 ? " (int4 via lop3 magic-number tricks)" : "", ad);
+                     t, bits_name(w), storage_bits(w), ad, ad);
         }
         break;
     }
