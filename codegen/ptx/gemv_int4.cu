@@ -62,8 +62,10 @@ extern "C" __global__ void __launch_bounds__(256) KNAME(gemv)(const float *x, i6
                     u32 a2 = *(const u32 *)(arow + r * KP + kt * BK + kiln_i4_pair_k(p, lane, 0));
                     float a0 = pair_lo(a2), a1 = pair_hi(a2);
                     #pragma unroll
-                    for (int nt = 0; nt < 4; nt++)
-                        part[r][nt] += a0 * pair_lo(wv[nt][p]) + a1 * pair_hi(wv[nt][p]);
+                    for (int nt = 0; nt < 4; nt++) { // two FFMA, not FMUL + FFMA + FADD
+                        part[r][nt] += a0 * pair_lo(wv[nt][p]);
+                        part[r][nt] += a1 * pair_hi(wv[nt][p]);
+                    }
                 }
             }
             if ((kt + 1) % TPG == 0 || kt + 1 == kt1) { // a group (or this warp's run) ends
