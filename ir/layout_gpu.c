@@ -227,12 +227,15 @@ size_t kiln_gpu_scratch_bytes(const KilnGpuLayout *l, int64_t M)
 
 bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M)
 {
-    return l->family == KILN_GK_F32_FMA || M <= KILN_GPU_GEMV_MAX_M;
+    int64_t max_m = l->int4_marlin ? KILN_GPU_GEMV_MAX_M_INT4 : KILN_GPU_GEMV_MAX_M;
+    return l->family == KILN_GK_F32_FMA || M <= max_m;
 }
 
 int kiln_gpu_gemv_threads(const KilnGpuLayout *l) { return l->int4_marlin ? 256 : 128; }
 
 int64_t kiln_gpu_gemv_blocks_x(const KilnGpuLayout *l) { return l->int4_marlin ? l->NP / KILN_I4_NB : l->NP / 4; }
+
+int kiln_gpu_gemv_rows(const KilnGpuLayout *l) { return l->int4_marlin ? 16 : KILN_GPU_GEMV_ROWS; }
 
 /* LDGSTS is cp.async, LDSM ldmatrix (the A fragments, and 8-bit B fragments); LDG.E.128
  * the int4 layouts' one 128-bit B-fragment load per thread per k slice (ld.global.nc.v4); F2FP.F16.E4M3/E5M2.UNPACK_B is sm_90's software path: ptxas

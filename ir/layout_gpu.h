@@ -30,6 +30,7 @@ typedef enum {
  * (and every f32-fma launch) use the GEMV kernel, larger M the tensor-core GEMM. */
 #define KILN_GPU_GEMV_ROWS 4
 #define KILN_GPU_GEMV_MAX_M 8
+#define KILN_GPU_GEMV_MAX_M_INT4 16
 
 /* Blob (all offsets from the blob start, every section 256-aligned):
  *   [0, 256)     header: "KILNGP1\0" ("KILNGP2\0" for int4_marlin), int64 N, K, NP,
@@ -89,11 +90,14 @@ int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, K
 size_t kiln_gpu_scratch_bytes(const KilnGpuLayout *l, int64_t M);
 /* Whether a launch with M rows uses the GEMV kernel (else the GEMM kernel). */
 bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M);
-/* Threads per block of the GEMV kernel, and its blocks along x (N); along y it takes
- * ceil(M / KILN_GPU_GEMV_ROWS). Row-major codes: NP/4 blocks of 128 (a warp a column);
- * int4_marlin: NP/32 blocks of 256 (a block a 32-column chunk row, 8 warps split K). */
+/* The GEMV launch: threads per block, blocks along x (N) and rows per block (blocks
+ * along y: ceil(M / rows)). Row-major codes: NP/4 blocks of 128 (a warp a column), 4
+ * rows (KILN_GPU_GEMV_ROWS); int4_marlin: NP/32 blocks of 256 (a block a 32-column chunk
+ * row, 8 warps split K, m16n8k16 mma), 16 rows, and it runs for M up to
+ * KILN_GPU_GEMV_MAX_M_INT4 (the whole decode range of one mma m tile). */
 int kiln_gpu_gemv_threads(const KilnGpuLayout *l);
 int64_t kiln_gpu_gemv_blocks_x(const KilnGpuLayout *l);
+int kiln_gpu_gemv_rows(const KilnGpuLayout *l);
 
 /* What a layout promises in the machine code (SASS, as `cuobjdump -sass` prints it
  * for ptxas of CUDA 13): `need` lists opcode prefixes (space-separated, plain string

@@ -252,7 +252,7 @@ static int launch_all(KilnCuda *c, KilnCudaModule *mod, const KilnGpuLayout *l, 
     long long m = (long long)M;
     void *args[] = {&b->x, &m, &b->w, &b->bias, &b->y, &b->scratch};
     int64_t mp = (M + KILN_GPU_BM - 1) / KILN_GPU_BM * KILN_GPU_BM;
-    int64_t gv = (M + KILN_GPU_GEMV_ROWS - 1) / KILN_GPU_GEMV_ROWS;
+    int64_t gv = (M + kiln_gpu_gemv_rows(l) - 1) / kiln_gpu_gemv_rows(l);
     if (mp > 65535LL * KILN_GPU_BM || M > 0x7fffffff || gv > 65535)
         return kiln_diag_set(d, KILN_EINPUT, "GPU qgemm: M=%lld is more rows than one launch takes", m);
     char name[128];

@@ -1,8 +1,9 @@
 /* tests/test_gpu_int4_layout.c — the Marlin-style int4 GPU blob ("KILNGP2"), no GPU
  * needed: walking the blob as the kernels do (thread, 128-bit load, register, nibble)
  * through ir/layout_gpu_int4.h and an independent statement of the mma.m16n8k16 B
- * fragment from the PTX ISA finds exactly W[n, k] for every (n, k), once; and the
- * kernels' lop3 magic-number dequantization, emulated bit for bit, gives code - z. */
+ * fragment from the PTX ISA finds exactly W[n, k] for every (n, k), once; the GEMV's A
+ * registers pair each code with its activation's k; and the kernels' lop3 magic-number
+ * dequantization, emulated bit for bit, gives code - z. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,6 +28,16 @@ static void ptx_b_frag(int lane, int i, int *k, int *n)
     int gid = lane >> 2, tig = lane % 4;
     *k = i < 2 ? tig * 2 + (i & 1) : tig * 2 + 8 + (i & 1);
     *n = gid;
+}
+
+/* PTX ISA, the A fragment of mma.m16n8k16 .f16/.bf16: a0..a7 in four .f16x2 registers
+ * (register r: a_2r, a_2r+1); row = groupID for a0, a1, a4, a5 and groupID + 8 for a2,
+ * a3, a6, a7; col (k) = tig·2 + (i & 1) for i < 4, tig·2 + 8 + (i & 1) for i >= 4. */
+static void ptx_a_frag(int lane, int i, int *row, int *k)
+{
+    int gid = lane >> 2, tig = lane % 4;
+    *row = (i < 2 || (i >= 4 && i < 6)) ? gid : gid + 8;
+    *k = i < 4 ? tig * 2 + (i & 1) : tig * 2 + 8 + (i & 1);
 }
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
@@ -84,7 +95,7 @@ static void check_shape(int64_t N, int64_t K, int group, bool asym, const char *
     size_t rb = kiln_row_bytes(l.wdt, K);
     for (int64_t n = 0; n < N; n++)
         for (int64_t k = 0; k < K; k++)
-            kiln_code_set(l.wdt, (uint8_t *)t.data + (size_t)n * rb, k, asym ? (int)(rnd() % 16) : (int)(rnd() % 16) - 8);
+            kiln_code_set(l.wdt, (uint8_t *)t.data + (size_t)n * rb, k, (int)(rnd() % 16) - (asym ? 0 : 8));
     for (int64_t i = 0; i < t.nscales; i++) {
         t.scales[i] = 0.5f + (float)(rnd() % 64);
         if (asym)
@@ -124,9 +135,9 @@ static void check_shape(int64_t N, int64_t K, int group, bool asym, const char *
                                 assert_int_equal(kiln_i4_word_n(nt, lane), nt * 8 + fn);
                                 int want = want_code(&l, &t, n, k) & 0xF; /* i4: two's complement */
                                 if (code != want && bad++ < 5)
-                                    printf("FAIL %lldx%lld g%d: (n %lld, k %lld) lane %d load %lld reg %d: %d, want %d\n",
-                                           (long long)N, (long long)K, group, (long long)n, (long long)k, lane,
-                                           (long long)kt, nt, code, want);
+                                    printf("FAIL %lldx%lld g%d: (n %lld, k %lld) lane %d load %lld reg %d: %d, "
+                                           "want %d\n", (long long)N, (long long)K, group, (long long)n, (long long)k,
+                                           lane, (long long)kt, nt, code, want);
                                 seen[n * l.KP + k]++;
                             }
                 }
@@ -167,6 +178,23 @@ static void test_kernel_view_finds_w(void **state)
         int group = (int)(32 * (rnd() % 5)); /* 0: per channel */
         check_shape(N, K, group, rnd() % 2, rnd() % 2 ? "f16" : "bf16", "sm_80");
     }
+}
+
+/* The GEMV's A registers (codegen/ptx/gemv_int4.cu): register r of k16 step ks reads
+ * row g + 8·(r % 2) at the k of the B register r / 2 (kiln_i4_pair_k of half h): the
+ * same k the mma pairs with that B register, by the PTX ISA's A layout. */
+static void test_gemv_a_fragment(void **state)
+{
+    (void)state;
+    for (int lane = 0; lane < 32; lane++)
+        for (int ks = 0; ks < 2; ks++)
+            for (int r = 0; r < 4; r++)
+                for (int h = 0; h < 2; h++) {
+                    int row, k;
+                    ptx_a_frag(lane, 2 * r + h, &row, &k);
+                    assert_int_equal(row, (lane >> 2) + 8 * (r % 2));
+                    assert_int_equal(kiln_i4_pair_k(kiln_i4_pair_of(ks, r / 2), lane, h), 16 * ks + k);
+                }
 }
 
 /* ---------------------------------------------------------------- the dequant, emulated */
@@ -243,6 +271,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernel_view_finds_w),
+        cmocka_unit_test(test_gemv_a_fragment),
         cmocka_unit_test(test_dequant_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
