@@ -195,13 +195,14 @@ int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, K
         uint8_t *dst = codes + (size_t)n * l->row_bytes;
         for (int64_t j = 0; j < l->ngroups; j++) {
             int64_t si = scale_index(&l->wspec, n, j, l->ngroups);
+            int64_t gi = l->int4_marlin ? kiln_i4_group_index(n, j, l->NP) : n * l->ngroups + j;
             int32_t z = l->wzero ? wq->zeros[si] : 0;
-            sc[n * l->ngroups + j] = f32w ? 1.0f : wq->scales[si];
+            sc[gi] = f32w ? 1.0f : wq->scales[si];
             if (f32w) { /* plain f32 rows; K..KP-1 stay 0 */
                 memcpy(dst, src, (size_t)l->K * sizeof(float));
                 continue;
             }
-            zs[n * l->ngroups + j] = z;
+            zs[gi] = z;
             int32_t sum = 0;
             int64_t kend = (j + 1) * l->glen < l->KP ? (j + 1) * l->glen : l->KP; /* ragged last */
             for (int64_t k = j * l->glen; k < kend; k++) {
@@ -212,7 +213,7 @@ int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, K
                     kiln_code_set(l->wdt, dst, k, c);
                 sum += c;
             }
-            ws[n * l->ngroups + j] = sum;
+            ws[gi] = sum;
         }
     }
     return 0;

@@ -42,6 +42,7 @@ typedef enum {
  *                int4_marlin: the same NP·KP/2 bytes with the codes permuted into
  *                512-byte chunks, one 128-bit load per lane (ir/layout_gpu_int4.h).
  *   scales_off   f32 [NP][NG]: s_w of (n, group); per-tensor/channel replicated (NG 1).
+ *                int4_marlin: this and the next two are [NG][NP] (kiln_i4_group_index).
  *   zeros_off    i32 [NP][NG]: z_w (asymmetric integer weights; else all 0).
  *   wsum_off     i32 [NP][NG]: sum of the stored codes over the group's GLEN k
  *                (integer weights; the activation zero-point correction). When

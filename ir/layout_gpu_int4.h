@@ -51,6 +51,11 @@ KILN_I4_FN long long kiln_i4_lane_off(long long nb, long long kt, long long nsli
     return (nb * nslices + kt) * KILN_I4_CHUNK_BYTES + (long long)lane * KILN_I4_LANE_BYTES;
 }
 
+/* Index of (column n, group j) in the scales, zeros and wsum sections: group-major
+ * ([NG][NP], np = NP), so a warp's 32 columns of a group are 128 contiguous bytes at
+ * each group's end (row-major blobs keep [NP][NG]). */
+KILN_I4_FN long long kiln_i4_group_index(long long n, long long j, long long np) { return j * np + n; }
+
 /* The other way, for the prepacker: the nibble index (from the codes section; byte
  * index / 2, low nibble first) that holds W[n, k] (k < kp = KP, n < NP). */
 KILN_I4_FN long long kiln_i4_code_nibble(long long n, long long k, long long kp)

@@ -145,14 +145,15 @@ static void check_shape(int64_t N, int64_t K, int group, bool asym, const char *
     for (int64_t i = 0; i < l.NP * l.KP; i++)
         if (seen[i] != 1 && bad++ < 5)
             printf("FAIL (n %lld, k %lld) visited %d times\n", (long long)(i / l.KP), (long long)(i % l.KP), seen[i]);
-    /* scales and zeros stay [NP][NG], read by the kernels' fold at each group end */
+    /* scales and zeros are group-major [NG][NP], read at each group's end */
     for (int64_t n = 0; n < N; n++)
         for (int64_t j = 0; j < l.ngroups; j++) {
             int64_t si = group ? n * l.ngroups + j : n;
             float s;
             int32_t z;
-            memcpy(&s, blob + l.scales_off + (size_t)(n * l.ngroups + j) * 4, 4);
-            memcpy(&z, blob + l.zeros_off + (size_t)(n * l.ngroups + j) * 4, 4);
+            assert_int_equal(kiln_i4_group_index(n, j, l.NP), j * l.NP + n);
+            memcpy(&s, blob + l.scales_off + (size_t)(j * l.NP + n) * 4, 4);
+            memcpy(&z, blob + l.zeros_off + (size_t)(j * l.NP + n) * 4, 4);
             if ((s != t.scales[si] || z != (asym ? t.zeros[si] : 0)) && bad++ < 5)
                 printf("FAIL scale/zero (n %lld, j %lld)\n", (long long)n, (long long)j);
         }

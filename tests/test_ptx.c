@@ -549,8 +549,8 @@ static void test_prepack_bytes(void **state)
     assert_int_equal(kiln_code_get(KILN_I4, blob + 256, 2 * (16 * 9 + 2)), 3 - 7);
     assert_int_equal(kiln_i4_code_nibble(2, 3, 64), 2 * (16 * 9 + 2));
     float s5;
-    memcpy(&s5, blob + l.scales_off + 5 * 4, 4);
-    assert_true(s5 == 6.0f); /* (n=2, j=1) */
+    memcpy(&s5, blob + l.scales_off + (1 * 64 + 2) * 4, 4);
+    assert_true(s5 == 6.0f); /* (n=2, j=1): int4 weight-only scales are [NG][NP] */
     free(blob);
     kiln_tensor_free(&t);
     kiln_module_free(m);
@@ -583,11 +583,14 @@ static void test_prepack_ragged(void **state)
     }
     uint8_t *blob = malloc(l.pack_bytes);
     assert_int_equal(kiln_gpu_prepack(&l, &t, blob, &d), 0);
-    int32_t ws[4], zs[4];
+    int32_t ws[4], zs[4]; /* (n, j) at 2n + j, gathered from the [NG][NP] sections */
     float sc[4];
-    memcpy(ws, blob + l.wsum_off, sizeof ws);
-    memcpy(zs, blob + l.zeros_off, sizeof zs);
-    memcpy(sc, blob + l.scales_off, sizeof sc);
+    for (int i = 0; i < 4; i++) {
+        size_t off = (size_t)((i % 2) * l.NP + i / 2) * 4;
+        memcpy(&ws[i], blob + l.wsum_off + off, 4);
+        memcpy(&zs[i], blob + l.zeros_off + off, 4);
+        memcpy(&sc[i], blob + l.scales_off + off, 4);
+    }
     for (int n = 0; n < 2; n++) {
         int32_t w0 = 0, w1 = 0;
         for (int k = 0; k < 64; k++)

@@ -52,7 +52,7 @@ extern "C" __global__ void __launch_bounds__(256) KNAME(gemv)(const float *x, i6
                 for (int nt = 0; nt < 4; nt++) {
                     int z = 0;
 #if WZERO
-                    z = wzeros(wpack)[(nb * KILN_I4_NB + kiln_i4_word_n(nt, lane)) * NG + j];
+                    z = wzeros(wpack)[WIDX(nb * KILN_I4_NB + kiln_i4_word_n(nt, lane), j)];
 #endif
                     sb[nt] = i4_sub(z);
                 }

@@ -118,6 +118,8 @@ static void defines(Buf *b, const KilnGpuLayout *l, const char *symbol)
     put(b, "#define GROUP_MODE %d\n#define WFMT %d\n#define WZERO %d\n", l->group_mode,
         wfmt_code(l->wdt), l->wzero);
     put(b, "#define W4M %d\n", l->int4_marlin); /* Marlin-style int4 codes (KILNGP2) */
+    if (l->int4_marlin) /* its scales, zeros and wsum are [NG][NP] */
+        put(b, "#define NP_ %lldLL\n", (long long)l->NP);
     put(b, "#define CODES_OFF %zu\n#define SCALES_OFF %zu\n#define ZEROS_OFF %zu\n#define WSUM_OFF %zu\n",
         l->codes_off, l->scales_off, l->zeros_off, l->wsum_off);
     int act = l->weight_only ? 0 : l->aspec.fmt == KILN_QF_INT8 ? 1 : 2;

@@ -148,6 +148,12 @@ static __device__ __forceinline__ void store_y(void *y, i64 i, float v)
 static __device__ __forceinline__ const float *wscales(const u8 *w) { return (const float *)(w + SCALES_OFF); }
 static __device__ __forceinline__ const int *wzeros(const u8 *w) { return (const int *)(w + ZEROS_OFF); }
 static __device__ __forceinline__ const int *wsums(const u8 *w) { return (const int *)(w + WSUM_OFF); }
+// Index of (column n, group j) in those sections: [NP][NG], or group-major for W4M
+#if W4M
+#define WIDX(n, j) kiln_i4_group_index((n), (j), NP_)
+#else
+#define WIDX(n, j) ((n) * NG + (j))
+#endif
 
 // Block-wide min/max (blockDim.x == 256).
 static __device__ void block_minmax(float &lo, float &hi)
@@ -285,7 +291,7 @@ static __device__ __forceinline__ float fold_float(float part, float outer, i64 
                                                    const u8 *w, const Scratch &s)
 {
 #if GROUP_MODE
-    return fadd_rn(outer, fmul_rn(wscales(w)[n * NG + j], part));
+    return fadd_rn(outer, fmul_rn(wscales(w)[WIDX(n, j)], part));
 #elif FAM == FAM_FP8
     return fmul_rn(fmul_rn(s.sa[m], wscales(w)[n]), part);
 #else
@@ -657,7 +663,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
     for (int nt = 0; nt < 4; nt++) {
         int z = 0;
 #if WZERO
-        z = wzeros(wpack)[(n0 + wn * 32 + nt * 8 + g) * NG];
+        z = wzeros(wpack)[WIDX(n0 + wn * 32 + nt * 8 + g, 0)];
 #endif
         sub[nt] = WSUB(z);
     }
@@ -755,7 +761,7 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
             if (j + 1 < NG)
                 #pragma unroll
                 for (int nt = 0; nt < 4; nt++)
-                    sub[nt] = WSUB(wzeros(wpack)[(n0 + wn * 32 + nt * 8 + g) * NG + j + 1]);
+                    sub[nt] = WSUB(wzeros(wpack)[WIDX(n0 + wn * 32 + nt * 8 + g, j + 1)]);
 #endif
         }
         __syncthreads();
