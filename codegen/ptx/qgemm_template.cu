@@ -604,6 +604,28 @@ static __device__ __forceinline__ u32 wsub(int z)
 #endif
 #endif
 
+// The GEMM's staging of one BK slice into smem stage st (macros over its locals tid, s,
+// m0, n0, codes, sA, sW): A rows m0.., weight rows n0.. (W4M: the B fragments come
+// straight from global memory into registers instead, in the kernel)
+#if W4M
+#define LOAD_W(kt, st) do { } while (0)
+#else
+#define LOAD_W(kt, st) do { \
+        for (int c = tid; c < BN * ROWB_W / 16; c += 128) { \
+            int r = c / (ROWB_W / 16), q = c % (ROWB_W / 16); \
+            cp_async16(&sW[st][r * SW_STRIDE + q * 16], codes + (n0 + r) * (i64)WROWB + (kt) * ROWB_W + q * 16); \
+        } \
+    } while (0)
+#endif
+#define LOAD_TILE(kt, st) do { \
+        for (int c = tid; c < BM * ROWB_A / 16; c += 128) { \
+            int r = c / (ROWB_A / 16), q = c % (ROWB_A / 16); \
+            cp_async16(&sA[st][r * SA_STRIDE + q * 16], s.a + (m0 + r) * (i64)(KP * AESZ) + (kt) * ROWB_A + q * 16); \
+        } \
+        LOAD_W(kt, st); \
+        asm volatile("cp.async.commit_group;"); \
+    } while (0)
+
 extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x, i64 M, const u8 *wpack,
     const float *bias, void *y, u8 *scratch)
 {
@@ -627,26 +649,6 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
             for (int c = 0; c < 4; c++) { acc[a][b][c] = 0; outer[a][b][c] = 0.0f; }
 
     const int KT = KP / BK;
-    // stage one BK slice: A rows m0.., weight rows n0.. (W4M: the B fragments come
-    // straight from global memory into registers instead, below)
-#if W4M
-#define LOAD_W(kt, st) do { } while (0)
-#else
-#define LOAD_W(kt, st) do { \
-        for (int c = tid; c < BN * ROWB_W / 16; c += 128) { \
-            int r = c / (ROWB_W / 16), q = c % (ROWB_W / 16); \
-            cp_async16(&sW[st][r * SW_STRIDE + q * 16], codes + (n0 + r) * (i64)WROWB + (kt) * ROWB_W + q * 16); \
-        } \
-    } while (0)
-#endif
-#define LOAD_TILE(kt, st) do { \
-        for (int c = tid; c < BM * ROWB_A / 16; c += 128) { \
-            int r = c / (ROWB_A / 16), q = c % (ROWB_A / 16); \
-            cp_async16(&sA[st][r * SA_STRIDE + q * 16], s.a + (m0 + r) * (i64)(KP * AESZ) + (kt) * ROWB_A + q * 16); \
-        } \
-        LOAD_W(kt, st); \
-        asm volatile("cp.async.commit_group;"); \
-    } while (0)
 
     LOAD_TILE(0, 0);
 #if W4M
