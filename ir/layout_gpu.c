@@ -5,6 +5,7 @@
 
 #include "layout.h"
 #include "layout_gpu.h"
+#include "layout_gpu_int4.h"
 #include "numerics.h"
 
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -174,6 +175,7 @@ int kiln_gpu_layout_for(const KilnInst *q, const KilnFunc *f, KilnGpuLayout *out
     l->glen = l->group_mode ? l->wspec.group : l->KP;
     l->ngroups = (l->KP + l->glen - 1) / l->glen;
     l->wzero = kiln_qformat_is_int(l->wspec.fmt) && !l->wspec.symmetric;
+    l->int4_marlin = l->wbits == 4 && (l->family == KILN_GK_MMA_F16 || l->family == KILN_GK_MMA_BF16);
     l->row_bytes = (size_t)(l->KP * l->wbits / 8);
     size_t nsc = (size_t)(l->NP * l->ngroups) * 4;
     l->codes_off = 256;
@@ -219,33 +221,38 @@ int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, K
                              kiln_dtype_name(l->wdt), l->wzero ? " and zero points" : "");
     uint8_t *b = blob;
     memset(b, 0, l->pack_bytes);
-    memcpy(b, "KILNGP1", 8);
+    memcpy(b, l->int4_marlin ? "KILNGP2" : "KILNGP1", 8);
     int64_t hdr[6] = {l->N, l->K, l->NP, l->KP, l->ngroups, l->glen};
     memcpy(b + 8, hdr, sizeof hdr);
     float *sc = (float *)(b + l->scales_off);
     int32_t *zs = (int32_t *)(b + l->zeros_off), *ws = (int32_t *)(b + l->wsum_off);
     size_t srb = kiln_row_bytes(l->wdt, l->K);
     bool fp8 = kiln_qformat_is_fp8(l->wspec.fmt);
+    uint8_t *codes = b + l->codes_off;
     for (int64_t n = 0; n < l->N; n++) {
         const uint8_t *src = (const uint8_t *)wq->data + (size_t)n * srb;
-        uint8_t *dst = b + l->codes_off + (size_t)n * l->row_bytes;
+        uint8_t *dst = codes + (size_t)n * l->row_bytes;
         for (int64_t j = 0; j < l->ngroups; j++) {
             int64_t si = scale_index(&l->wspec, n, j, l->ngroups);
+            int64_t gi = l->int4_marlin ? kiln_i4_group_index(n, j, l->NP) : n * l->ngroups + j;
             int32_t z = l->wzero ? wq->zeros[si] : 0;
-            sc[n * l->ngroups + j] = f32w ? 1.0f : wq->scales[si];
+            sc[gi] = f32w ? 1.0f : wq->scales[si];
             if (f32w) { /* plain f32 rows; K..KP-1 stay 0 */
                 memcpy(dst, src, (size_t)l->K * sizeof(float));
                 continue;
             }
-            zs[n * l->ngroups + j] = z;
+            zs[gi] = z;
             int32_t sum = 0;
             int64_t kend = (j + 1) * l->glen < l->KP ? (j + 1) * l->glen : l->KP; /* ragged last */
             for (int64_t k = j * l->glen; k < kend; k++) {
                 int32_t c = k < l->K ? kiln_code_get(l->wdt, src, k) : (fp8 ? 0 : z);
-                kiln_code_set(l->wdt, dst, k, c);
+                if (l->int4_marlin) /* a nibble index of the whole codes section */
+                    kiln_code_set(l->wdt, codes, kiln_i4_code_nibble(n, k, l->KP), c);
+                else
+                    kiln_code_set(l->wdt, dst, k, c);
                 sum += c;
             }
-            ws[n * l->ngroups + j] = sum;
+            ws[gi] = sum;
         }
     }
     return 0;
@@ -260,10 +267,18 @@ size_t kiln_gpu_scratch_bytes(const KilnGpuLayout *l, int64_t M)
 
 bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M)
 {
-    return l->family == KILN_GK_F32_FMA || M <= KILN_GPU_GEMV_MAX_M;
+    int64_t max_m = l->int4_marlin ? KILN_GPU_GEMV_MAX_M_INT4 : KILN_GPU_GEMV_MAX_M;
+    return l->family == KILN_GK_F32_FMA || M <= max_m;
 }
 
-/* LDGSTS is cp.async, LDSM ldmatrix (the A fragments, and 8-bit B fragments); F2FP.F16.E4M3/E5M2.UNPACK_B is sm_90's software path: ptxas
+int kiln_gpu_gemv_threads(const KilnGpuLayout *l) { return l->int4_marlin ? 256 : 128; }
+
+int64_t kiln_gpu_gemv_blocks_x(const KilnGpuLayout *l) { return l->int4_marlin ? l->NP / KILN_I4_NB : l->NP / 4; }
+
+int kiln_gpu_gemv_rows(const KilnGpuLayout *l) { return l->int4_marlin ? 16 : KILN_GPU_GEMV_ROWS; }
+
+/* LDGSTS is cp.async, LDSM ldmatrix (the A fragments, and 8-bit B fragments); LDG.E.128
+ * the int4 layouts' one 128-bit B-fragment load per thread per k slice (ld.global.nc.v4); F2FP.F16.E4M3/E5M2.UNPACK_B is sm_90's software path: ptxas
  * lowers mma.sync e4m3 to an unpack into f16 plus HMMA there (no FP8 mma.sync unit;
  * Hopper's FP8 rate needs wgmma), and on sm_100 alike (tcgen05 is not used). The MMA families never hold another family's MMA.
  * sm_90a's wgmma layouts: QGMMA/IGMMA/HGMMA (warpgroup MMA) after WARPGROUP.ARRIVE
@@ -273,8 +288,10 @@ static const KilnGpuSass sass_promises[] = {
     {"mma-fp8", 89, 89, "gemm", "QMMA.16832.F32 LDGSTS LDSM", "HMMA IMMA"},
     {"mma-fp8", 90, 100, "gemm", "F2FP.F16.E HMMA.16816.F32 LDGSTS LDSM", "QMMA IMMA"},
     {"mma-f16-dequant", 80, 100, "gemm", "HMMA.16816.F32 LDGSTS LDSM", "IMMA QMMA HMMA.16816.F32.BF16"},
+    {"mma-f16-int4", 80, 100, "gemm", "HMMA.16816.F32 LDGSTS LDSM LDG.E.128", "IMMA QMMA HMMA.16816.F32.BF16"},
     {"fp8-weightonly-f16", 80, 88, "gemm", "HMMA.16816.F32 LDGSTS LDSM", "IMMA QMMA HMMA.16816.F32.BF16"},
     {"mma-bf16-dequant", 80, 100, "gemm", "HMMA.16816.F32.BF16 LDGSTS LDSM", "IMMA QMMA"},
+    {"mma-bf16-int4", 80, 100, "gemm", "HMMA.16816.F32.BF16 LDGSTS LDSM LDG.E.128", "IMMA QMMA"},
     {"wgmma-fp8", 90, 90, "gemm", "QGMMA.64x64x32.F32.E WARPGROUP.ARRIVE LDGSTS", "HMMA IMMA QMMA HGMMA IGMMA"},
     {"wgmma-s8", 90, 90, "gemm", "IGMMA.64x64x32 WARPGROUP.ARRIVE LDGSTS", "HMMA IMMA QMMA HGMMA QGMMA"},
     {"wgmma-f16-dequant", 90, 90, "gemm", "HGMMA.64x64x16.F32 WARPGROUP.ARRIVE LDGSTS",

@@ -30,14 +30,19 @@ typedef enum {
  * (and every f32-fma launch) use the GEMV kernel, larger M the tensor-core GEMM. */
 #define KILN_GPU_GEMV_ROWS 4
 #define KILN_GPU_GEMV_MAX_M 8
+#define KILN_GPU_GEMV_MAX_M_INT4 16
 
 /* Blob (all offsets from the blob start, every section 256-aligned):
- *   [0, 256)     header: "KILNGP1\0", int64 N, K, NP, KP, NG, GLEN (informative)
+ *   [0, 256)     header: "KILNGP1\0" ("KILNGP2\0" for int4_marlin), int64 N, K, NP,
+ *                KP, NG, GLEN (informative)
  *   codes_off    NP rows of row_bytes: row n holds the KP codes of W[n, :] in the
  *                interpreter's storage form (i8/u8/e4m3/e5m2 one byte each; i4/u4
  *                two per byte, element 2j in the low nibble; f32 weights 4 bytes). Columns K..KP-1 hold
  *                the code of 0 (the zero point, or 0); rows N..NP-1 are 0.
+ *                int4_marlin: the same NP·KP/2 bytes with the codes permuted into
+ *                512-byte chunks, one 128-bit load per lane (ir/layout_gpu_int4.h).
  *   scales_off   f32 [NP][NG]: s_w of (n, group); per-tensor/channel replicated (NG 1).
+ *                int4_marlin: this and the next two are [NG][NP] (kiln_i4_group_index).
  *   zeros_off    i32 [NP][NG]: z_w (asymmetric integer weights; else all 0).
  *   wsum_off     i32 [NP][NG]: sum of the stored codes over the group's GLEN k
  *                (integer weights; the activation zero-point correction). When
@@ -58,6 +63,7 @@ typedef struct KilnGpuLayout {
     int64_t glen, ngroups; /* k per scale group (KP when not grouped) and their count,
                             * ceil(KP/glen): the last group may be shorter (ragged) */
     bool wzero;            /* asymmetric integer weights */
+    bool int4_marlin;      /* int4 weight-only f16/bf16: the Marlin-style codes ("KILNGP2") */
     size_t row_bytes, codes_off, scales_off, zeros_off, wsum_off, pack_bytes;
     /* activations */
     bool weight_only;
@@ -97,6 +103,14 @@ int kiln_gpu_prepack(const KilnGpuLayout *l, const KilnTensor *wq, void *blob, K
 size_t kiln_gpu_scratch_bytes(const KilnGpuLayout *l, int64_t M);
 /* Whether a launch with M rows uses the GEMV kernel (else the GEMM kernel). */
 bool kiln_gpu_use_gemv(const KilnGpuLayout *l, int64_t M);
+/* The GEMV launch: threads per block, blocks along x (N) and rows per block (blocks
+ * along y: ceil(M / rows)). Row-major codes: NP/4 blocks of 128 (a warp a column), 4
+ * rows (KILN_GPU_GEMV_ROWS); int4_marlin: NP/32 blocks of 256 (a block a 32-column chunk
+ * row, 8 warps split K, m16n8k16 mma), 16 rows, and it runs for M up to
+ * KILN_GPU_GEMV_MAX_M_INT4 (the whole decode range of one mma m tile). */
+int kiln_gpu_gemv_threads(const KilnGpuLayout *l);
+int64_t kiln_gpu_gemv_blocks_x(const KilnGpuLayout *l);
+int kiln_gpu_gemv_rows(const KilnGpuLayout *l);
 
 /* What a layout promises in the machine code (SASS, as `cuobjdump -sass` prints it
  * for ptxas of CUDA 13): `need` lists opcode prefixes (space-separated, plain string

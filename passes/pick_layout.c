@@ -344,17 +344,25 @@ static void pick_weight_only(Pick *p, const char *sm)
                      "shared memory, warpgroup MMA wgmma.mma_async.m64n64k16 %s with f32 accumulate, "
                      WGMMA_HOW,
                      t, bits_name(w), ad, ad);
+        } else if (w->fmt == KILN_QF_INT4) {
+            set_layout(p, p->act_dtype == KILN_F16 ? "%s-mma-f16-int4" : "%s-mma-bf16-int4", sm);
+            snprintf(p->why, sizeof p->why,
+                     "%s: weight-only int4: Marlin-style pre-shuffled int4, one 128-bit load per "
+                     "thread per 32-k slice holds its B fragments of 4 n tiles (decode is "
+                     "bandwidth-bound), converted exactly to %s in registers with lop3 "
+                     "magic-number tricks, mma.sync.m16n8k16 %s with f32 accumulate",
+                     t, ad, ad);
+            if (wgmma_target(p))
+                append(p->why, sizeof p->why,
+                       " (int4 weight-only stays on this mma.sync kernel on sm_90a)");
         } else {
             set_layout(p, p->act_dtype == KILN_F16 ? "%s-mma-f16-dequant" : "%s-mma-bf16-dequant",
                        sm);
             snprintf(p->why, sizeof p->why,
                      "%s: weight-only %s: weights stay %d-bit in memory (decode is "
-                     "bandwidth-bound) and convert exactly to %s in registers%s, mma.sync.m16n8k16 "
+                     "bandwidth-bound) and convert exactly to %s in registers, mma.sync.m16n8k16 "
                      "%s with f32 accumulate",
-                     t, bits_name(w), storage_bits(w), ad,
-                     w->fmt == KILN_QF_INT4 ? " (int4 via lop3 magic-number tricks)" : "", ad);
-            if (wgmma_target(p))
-                append(p->why, sizeof p->why, " (int4 weight-only stays on this mma.sync kernel on sm_90a)");
+                     t, bits_name(w), storage_bits(w), ad, ad);
         }
         break;
     }

@@ -252,7 +252,7 @@ static int launch_all(KilnCuda *c, KilnCudaModule *mod, const KilnGpuLayout *l, 
     long long m = (long long)M;
     void *args[] = {&b->x, &m, &b->w, &b->bias, &b->y, &b->scratch};
     int64_t mp = (M + KILN_GPU_BM - 1) / KILN_GPU_BM * KILN_GPU_BM;
-    int64_t gv = (M + KILN_GPU_GEMV_ROWS - 1) / KILN_GPU_GEMV_ROWS;
+    int64_t gv = (M + kiln_gpu_gemv_rows(l) - 1) / kiln_gpu_gemv_rows(l);
     if (mp > 65535LL * KILN_GPU_BM || M > 0x7fffffff || gv > 65535)
         return kiln_diag_set(d, KILN_EINPUT, "GPU qgemm: M=%lld is more rows than one launch takes", m);
     char name[128];
@@ -272,7 +272,8 @@ static int launch_all(KilnCuda *c, KilnCudaModule *mod, const KilnGpuLayout *l, 
         snprintf(name, sizeof name, "%s_gemv", sym);
         if ((rc = kiln_cuda_function(mod, name, &fn, d)))
             return rc;
-        return kiln_cuda_launch(c, fn, (unsigned)(l->NP / 4), (unsigned)gv, 1, 128, 1, 1, 0, args, d);
+        return kiln_cuda_launch(c, fn, (unsigned)kiln_gpu_gemv_blocks_x(l), (unsigned)gv, 1,
+                                (unsigned)kiln_gpu_gemv_threads(l), 1, 1, 0, args, d);
     }
     snprintf(name, sizeof name, "%s_gemm", sym);
     if ((rc = kiln_cuda_function(mod, name, &fn, d)))

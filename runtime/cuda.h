@@ -46,7 +46,7 @@ int kiln_cuda_sync(KilnCuda *c, KilnDiag *d);
 /* A qgemm module compiled from kernel_ir (kiln_ptx_emit with symbol `sym`; image: PTX
  * or cubin) loaded with its weights on the device: wq prepacked (kiln_gpu_prepack) and
  * uploaded with the bias once. kiln_cuda_layer_run uploads x[M,K], launches the kernels
- * (range, prep, then gemv for M <= KILN_GPU_GEMV_MAX_M or f32-fma, else gemm) and
+ * (range, prep, then gemv when kiln_gpu_use_gemv, else gemm) and
  * downloads y[M,N] (the qgemm's output dtype); its device buffers for x, y and scratch
  * grow to the largest M it has seen. */
 typedef struct KilnCudaLayer KilnCudaLayer;
@@ -67,7 +67,7 @@ size_t kiln_cuda_layer_weight_bytes(const KilnCudaLayer *L);
 /* One call of a layer (kiln_cuda_layer_new, _run, _free) for the qgemm module compiled
  * from kernel_ir (kiln_ptx_emit with symbol `symbol`): prepacks wq (kiln_gpu_prepack),
  * uploads x[M,K], weights and bias, launches the kernels
- * (range, prep, then gemv for M <= KILN_GPU_GEMV_MAX_M or f32-fma, else gemm), downloads
+ * (range, prep, then gemv when kiln_gpu_use_gemv, else gemm), downloads
  * y[M,N] (the qgemm's output dtype) into y_host. image: PTX or cubin. */
 int kiln_cuda_qgemm_run_sym(KilnCuda *c, const KilnFunc *kernel_ir, const char *symbol,
                             const void *image, size_t len, const float *x, int64_t M,

@@ -255,6 +255,11 @@ static void test_gpu_vs_interp(void **state)
     run_one(KILN_SOURCE_DIR "/recipes/w8a8-int8-dynamic.lua", 0, 5, 40, 72, &checked); /* K off 32 */
     run_one(KILN_SOURCE_DIR "/recipes/w8a16.lua", 0, 17, 100, 200, &checked);
     run_one(KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua", 0, 4096, 512, 1024, &checked);
+    /* the int4 GEMV's 8 warps split K = 1184 (37 slices) mid-group; M 13 fills rows 8..15
+     * of its m tile in part, M 16 wholly (the int4 GEMV runs up to M 16) */
+    run_one(KILN_SOURCE_DIR "/recipes/w4a16-g128-asym.lua", 0, 3, 100, 1184, &checked);
+    run_one(KILN_SOURCE_DIR "/recipes/w4a16-g128-bf16.lua", 0, 13, 200, 1184, &checked);
+    run_one(KILN_SOURCE_DIR "/recipes/w4a16-g32-sym.lua", 0, 16, 72, 1184, &checked);
     printf("%d GPU runs matched the interpreter on %s\n", checked, g_arch);
     assert_true(checked > 0);
 }

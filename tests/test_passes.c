@@ -354,10 +354,12 @@ static void test_layouts_gpu(void **state)
     const bool S = true, A = false;
     const KilnGran CH = KILN_GRAN_CHANNEL, GR = KILN_GRAN_GROUP;
     expect_layout("sm_80", "dyn", KILN_QF_INT8, S, CH, 0, 256, "sm80-mma-s8", "m16n8k32 s8");
-    expect_layout("sm_80", "f16", KILN_QF_INT4, A, GR, 128, 256, "sm80-mma-f16-dequant",
-                  "m16n8k16 f16");
-    expect_layout("sm_80", "bf16", KILN_QF_INT4, A, GR, 128, 256, "sm80-mma-bf16-dequant",
+    expect_layout("sm_80", "f16", KILN_QF_INT4, A, GR, 128, 256, "sm80-mma-f16-int4",
+                  "Marlin-style pre-shuffled int4, one 128-bit load per thread");
+    expect_layout("sm_80", "bf16", KILN_QF_INT4, A, GR, 128, 256, "sm80-mma-bf16-int4",
                   "m16n8k16 bf16");
+    expect_layout("sm_80", "f16", KILN_QF_INT8, S, CH, 0, 256, "sm80-mma-f16-dequant",
+                  "m16n8k16 f16");
     expect_layout("sm_80", "f32", KILN_QF_INT8, S, CH, 0, 256, "sm80-f32-fma-dequant",
                   "CUDA cores");
     expect_layout("sm_89", "fp8", KILN_QF_FP8_E4M3, S, CH, 0, 256, "sm89-mma-fp8",

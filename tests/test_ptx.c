@@ -20,6 +20,7 @@
 #include "frontend/recipe.h"
 #include "ir/layout.h"
 #include "ir/layout_gpu.h"
+#include "ir/layout_gpu_int4.h"
 #include "ir/numerics.h"
 #include "passes/passes.h"
 
@@ -193,6 +194,7 @@ static void test_all_compile(void **state)
 }
 
 static bool has(const char *ptx, const char *s) { return ptx && strstr(ptx, s) != NULL; }
+static int count(const char *s, const char *sub);
 
 /* The sm_90a gemm: the wgmma of the exact operand types, its fence / commit / wait, the
  * proxy fence after the generic-proxy shared-memory writes, cp.async, no mma.sync. */
@@ -284,9 +286,14 @@ static void test_instructions(void **state)
                    "no 16-bit m16n8k16 mma for weight-only");
             EXPECT(!has(p, "m16n8k32"), "8-bit mma in a weight-only kernel");
             EXPECT(has(p, "cp.async.cg.shared.global"), "no cp.async in the GEMM");
-            if (c->l.wbits == 4)
+            if (c->l.wbits == 4) {
                 EXPECT(has(p, "lop3.b32") && has(p, c->l.family == KILN_GK_MMA_F16 ? "1677747200" : "1124090624"),
                        "int4 not converted with the lop3 magic number (0x64006400 / 0x43004300)");
+                /* Marlin-style codes: a thread's B fragments of a k slice are one 128-bit
+                 * load, in the GEMM and in the GEMV */
+                EXPECT(c->l.int4_marlin && count(p, "ld.global.nc.v4.u32") >= 2,
+                       "int4 weight-only B fragments not loaded with ld.global.nc.v4 (128 bits)");
+            }
             if (c->l.wdt == KILN_E4M3 && c->l.sm >= 89)
                 EXPECT(has(p, "cvt.rn.f16x2.e4m3x2"), "sm_89+ fp8 weights not converted by cvt");
             break;
@@ -395,11 +402,14 @@ static void test_template_embedded(void **state)
 {
     (void)state;
     extern const char kiln_ptx_template[], kiln_ptx_wgmma_layout[], kiln_ptx_wgmma[];
+    extern const char kiln_ptx_int4_layout[], kiln_ptx_gemv_int4[];
     static const struct {
         const char *path, *text;
     } files[] = {{KILN_SOURCE_DIR "/codegen/ptx/qgemm_template.cu", kiln_ptx_template},
                  {KILN_SOURCE_DIR "/codegen/ptx/wgmma_layout.h", kiln_ptx_wgmma_layout},
-                 {KILN_SOURCE_DIR "/codegen/ptx/qgemm_wgmma.cu", kiln_ptx_wgmma}};
+                 {KILN_SOURCE_DIR "/codegen/ptx/qgemm_wgmma.cu", kiln_ptx_wgmma},
+                 {KILN_SOURCE_DIR "/ir/layout_gpu_int4.h", kiln_ptx_int4_layout},
+                 {KILN_SOURCE_DIR "/codegen/ptx/gemv_int4.cu", kiln_ptx_gemv_int4}};
     static char buf[1 << 17];
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         FILE *f = fopen(files[i].path, "rb");
@@ -575,11 +585,17 @@ static void test_prepack_bytes(void **state)
         t.scales[i] = (float)(i + 1);
     blob = malloc(l.pack_bytes);
     assert_int_equal(kiln_gpu_prepack(&l, &t, blob, &d), 0);
-    assert_int_equal(kiln_code_get(KILN_I4, blob + 256 + 32 * 2, 3), 3 - 7);
-    assert_int_equal(blob[256 + 0], (uint8_t)(((-7) & 0xF) | (((-6) & 0xF) << 4)));
+    /* int4 weight-only is the Marlin-style blob (ir/layout_gpu_int4.h): lane 0's word 0
+     * holds W[0, 0] (nibble 0), W[0, 8] (nibble 1), W[0, 1] (nibble 4); W[2, 3] is lane
+     * 4·2 + 1's nibble 4 of word 0, byte 16·9 + 2 */
+    assert_memory_equal(blob, "KILNGP2", 8);
+    assert_int_equal(blob[256 + 0], (uint8_t)(((-7) & 0xF) | ((1 & 0xF) << 4)));
+    assert_int_equal(blob[256 + 2] & 0xF, (-6) & 0xF);
+    assert_int_equal(kiln_code_get(KILN_I4, blob + 256, 2 * (16 * 9 + 2)), 3 - 7);
+    assert_int_equal(kiln_i4_code_nibble(2, 3, 64), 2 * (16 * 9 + 2));
     float s5;
-    memcpy(&s5, blob + l.scales_off + 5 * 4, 4);
-    assert_true(s5 == 6.0f); /* (n=2, j=1) */
+    memcpy(&s5, blob + l.scales_off + (1 * 64 + 2) * 4, 4);
+    assert_true(s5 == 6.0f); /* (n=2, j=1): int4 weight-only scales are [NG][NP] */
     free(blob);
     kiln_tensor_free(&t);
     kiln_module_free(m);
@@ -612,11 +628,14 @@ static void test_prepack_ragged(void **state)
     }
     uint8_t *blob = malloc(l.pack_bytes);
     assert_int_equal(kiln_gpu_prepack(&l, &t, blob, &d), 0);
-    int32_t ws[4], zs[4];
+    int32_t ws[4], zs[4]; /* (n, j) at 2n + j, gathered from the [NG][NP] sections */
     float sc[4];
-    memcpy(ws, blob + l.wsum_off, sizeof ws);
-    memcpy(zs, blob + l.zeros_off, sizeof zs);
-    memcpy(sc, blob + l.scales_off, sizeof sc);
+    for (int i = 0; i < 4; i++) {
+        size_t off = (size_t)((i % 2) * l.NP + i / 2) * 4;
+        memcpy(&ws[i], blob + l.wsum_off + off, 4);
+        memcpy(&zs[i], blob + l.zeros_off + off, 4);
+        memcpy(&sc[i], blob + l.scales_off + off, 4);
+    }
     for (int n = 0; n < 2; n++) {
         int32_t w0 = 0, w1 = 0;
         for (int k = 0; k < 64; k++)
@@ -628,7 +647,7 @@ static void test_prepack_ragged(void **state)
         assert_int_equal(ws[2 * n + 1], w1);
         assert_int_equal(zs[2 * n + 1], 3 + 2 * n + 1);
         assert_true(sc[2 * n + 1] == (float)(2 * n + 2));
-        assert_int_equal(kiln_code_get(KILN_U4, blob + l.codes_off + n * l.row_bytes, 90), 3 + 2 * n + 1);
+        assert_int_equal(kiln_code_get(KILN_U4, blob + l.codes_off, kiln_i4_code_nibble(n, 90, l.KP)), 3 + 2 * n + 1);
     }
     free(blob);
     kiln_tensor_free(&t);

@@ -317,6 +317,30 @@ static void test_promises_hold(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* The int4 weight-only layouts (Marlin-style codes): the promise row holds the GEMM to
+ * LDG.E.128, and the GEMV, the decode kernel, reads its codes with 128-bit loads too. */
+static void test_int4_gemv_128bit(void **state)
+{
+    (void)state;
+    NEED_TOOLS();
+    int n4 = 0, bad = 0;
+    for (int i = 0; i < g_ncases; i++) {
+        const Case *c = &g_cases[i];
+        size_t ll = strlen(c->layout);
+        if (ll < 5 || strcmp(c->layout + ll - 5, "-int4") || !c->sass)
+            continue;
+        n4++;
+        char line[4096];
+        if (!c->promise || !strstr(c->promise->need, "LDG.E.128") || !kernel_line(c->sass, "gemv", line, sizeof line) ||
+            !has_op(line, "LDG.E.128", 9)) {
+            printf("FAIL %s (%s): no LDG.E.128 promised or in the GEMV\n", c->what, c->layout);
+            bad++;
+        }
+    }
+    assert_true(n4 >= 3 * 2); /* w4a16 recipes, f16 and bf16, on every arch */
+    assert_int_equal(bad, 0);
+}
+
 /* The evidence, one line per layout and arch: the promised opcodes as found. */
 static void test_print_evidence(void **state)
 {
@@ -333,7 +357,7 @@ static void test_print_evidence(void **state)
         kernel_line(c->sass, c->promise->kernel, line, sizeof line);
         for (char *tok = strtok(line, " "); tok; tok = strtok(NULL, " "))
             if ((strstr(tok, "MMA") && strncmp(tok, "HFMA2", 5)) || !strncmp(tok, "LDGSTS", 6) || !strncmp(tok, "LDSM", 4) ||
-                !strncmp(tok, "F2FP.F16.E", 10) || !strcmp(tok, "FFMA"))
+                !strncmp(tok, "F2FP.F16.E", 10) || !strcmp(tok, "FFMA") || !strncmp(tok, "LDG.E.128", 9))
                 snprintf(found + strlen(found), sizeof found - strlen(found), "%s ", tok);
         printf("%-26s %s\n", c->layout, found);
     }
@@ -391,6 +415,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_promises_hold),
         cmocka_unit_test(test_why_quotes_sass),
+        cmocka_unit_test(test_int4_gemv_128bit),
         cmocka_unit_test(test_nvdisasm_agrees),
         cmocka_unit_test(test_print_evidence),
     };

@@ -9,7 +9,10 @@
 #include "ir/numerics.h"
 #include "ptx.h"
 
+/* embedded by the build (CMakeLists.txt, codegen/ptx/embed.cmake): the template, sm_90a's
+ * wgmma index maths and kernel, ir/layout_gpu_int4.h and codegen/ptx/gemv_int4.cu */
 extern const char kiln_ptx_template[], kiln_ptx_wgmma_layout[], kiln_ptx_wgmma[];
+extern const char kiln_ptx_int4_layout[], kiln_ptx_gemv_int4[];
 
 typedef struct Buf {
     char *s;
@@ -105,6 +108,9 @@ static void defines(Buf *b, const KilnGpuLayout *l, const char *symbol)
         (long long)l->N, (long long)l->K, (long long)l->KP, (long long)l->ngroups, (long long)l->glen);
     put(b, "#define GROUP_MODE %d\n#define WFMT %d\n#define WZERO %d\n", l->group_mode,
         wfmt_code(l->wdt), l->wzero);
+    put(b, "#define W4M %d\n", l->int4_marlin); /* Marlin-style int4 codes (KILNGP2) */
+    if (l->int4_marlin) /* its scales, zeros and wsum are [NG][NP] */
+        put(b, "#define NP_ %lldLL\n", (long long)l->NP);
     put(b, "#define CODES_OFF %zu\n#define SCALES_OFF %zu\n#define ZEROS_OFF %zu\n#define WSUM_OFF %zu\n",
         l->codes_off, l->scales_off, l->zeros_off, l->wsum_off);
     int act = l->weight_only ? 0 : l->aspec.fmt == KILN_QF_INT8 ? 1 : 2;
@@ -139,9 +145,13 @@ int kiln_ptx_source(const KilnFunc *f, const char *arch, const char *symbol, cha
         return rc;
     Buf b = {0};
     defines(&b, &l, symbol);
+    if (l.int4_marlin) /* the code permutation's index maths, shared with the prepacker */
+        put(&b, "%s", kiln_ptx_int4_layout);
     put(&b, "%s", kiln_ptx_template);
     if (l.wgmma) /* the gemm kernel on wgmma: its index maths, then the kernel */
         put(&b, "%s%s", kiln_ptx_wgmma_layout, kiln_ptx_wgmma);
+    if (l.int4_marlin) /* its GEMV, in place of the template's (which is #if !W4M) */
+        put(&b, "%s", kiln_ptx_gemv_int4);
     if (b.oom) {
         free(b.s);
         return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");

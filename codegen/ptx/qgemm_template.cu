@@ -149,6 +149,12 @@ static __device__ __forceinline__ void store_y(void *y, i64 i, float v)
 static __device__ __forceinline__ const float *wscales(const u8 *w) { return (const float *)(w + SCALES_OFF); }
 static __device__ __forceinline__ const int *wzeros(const u8 *w) { return (const int *)(w + ZEROS_OFF); }
 static __device__ __forceinline__ const int *wsums(const u8 *w) { return (const int *)(w + WSUM_OFF); }
+// Index of (column n, group j) in those sections: [NP][NG], or group-major for W4M
+#if W4M
+#define WIDX(n, j) kiln_i4_group_index((n), (j), NP_)
+#else
+#define WIDX(n, j) ((n) * NG + (j))
+#endif
 
 // Block-wide min/max (blockDim.x == 256).
 static __device__ void block_minmax(float &lo, float &hi)
@@ -286,7 +292,7 @@ static __device__ __forceinline__ float fold_float(float part, float outer, i64 
                                                    const u8 *w, const Scratch &s)
 {
 #if GROUP_MODE
-    return fadd_rn(outer, fmul_rn(wscales(w)[n * NG + j], part));
+    return fadd_rn(outer, fmul_rn(wscales(w)[WIDX(n, j)], part));
 #elif FAM == FAM_FP8
     return fmul_rn(fmul_rn(s.sa[m], wscales(w)[n]), part);
 #else
@@ -302,10 +308,74 @@ static __device__ __forceinline__ float finish(float outer, i64 m, const Scratch
 #endif
 }
 
+#if W4M
+// ---------------------------------------------------------------- Marlin-style int4 (KILNGP2)
+// ir/layout_gpu_int4.h (gen.c pastes it in front) places the codes: a lane's 16 bytes of
+// a chunk are its B fragments of 4 n tiles x 2 k16 steps of one k slice.
+// (volatile: issued where written, ahead of the mma it prefetches for)
+static __device__ __forceinline__ void ldg128(u32 q[4], const u8 *p)
+{
+    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(q[0]), "=r"(q[1]), "=r"(q[2]), "=r"(q[3]) : "l"(p));
+}
+// The subtrahends of zero point z (i4: 8, see i4_dequant), as 16-bit pairs: s0 for the
+// pairs whose codes sit in the low nibble, s1 for f16 pairs 1 and 3 (taken in place).
+struct I4Sub { u32 s0, s1; };
+static __device__ __forceinline__ I4Sub i4_sub(int z)
+{
+#if WFMT == W_I4
+    z = 8; // (c + 8) - 8
+#endif
+    I4Sub r;
+#if FAM == FAM_BF16
+    u32 h = (u32)f32_to_bf16(-(128.0f + (float)z));
+    r.s0 = r.s1 = h | (h << 16);
+#else
+    u32 h = (u32)f32_to_f16(1024.0f + (float)z), h1 = (u32)f32_to_f16(-(64.0f + (float)z));
+    r.s0 = h | (h << 16);
+    r.s1 = h1 | (h1 << 16);
+#endif
+    return r;
+}
+// A word of 8 codes -> its 4 pairs (pair p: nibbles p and p + 4) as f16x2 / bf16x2 of
+// code - z, exact. lop3 ORs a nibble into the mantissa of the magic number 1024 (f16
+// 0x6400) or 128 (bf16 0x4300); f16 takes pairs 1 and 3 where they lie (1024 + 16·code,
+// then fma by 1/16 minus 64 + z), so a word needs one shift, not three; bf16 has too few
+// mantissa bits for that and shifts each pair down.
+static __device__ __forceinline__ void i4_dequant(u32 q, I4Sub sb, u32 out[4])
+{
+#if WFMT == W_I4
+    q ^= 0x88888888u; // two's complement code c -> c + 8 in every nibble
+#endif
+#if FAM == FAM_BF16
+    #pragma unroll
+    for (int p = 0; p < 4; p++) {
+        u32 v;
+        asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(v) : "r"(q >> (4 * p)), "r"(0x000F000Fu), "r"(0x43004300u));
+        asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(out[p]) : "r"(v), "r"(0x3F803F80u), "r"(sb.s0));
+    }
+#else
+    #pragma unroll
+    for (int half = 0; half < 2; half++) {
+        u32 w = q >> (8 * half), lo, hi;
+        asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(lo) : "r"(w), "r"(0x000F000Fu), "r"(0x64006400u));
+        asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(hi) : "r"(w), "r"(0x00F000F0u), "r"(0x64006400u));
+        asm("sub.f16x2 %0, %1, %2;" : "=r"(out[2 * half]) : "r"(lo), "r"(sb.s0));
+        asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(out[2 * half + 1]) : "r"(hi), "r"(0x2C002C00u), "r"(sb.s1));
+    }
+#endif
+}
+// The two halves of a 16-bit pair (f16 or bf16, as FAM) in f32.
+static __device__ __forceinline__ float pair_lo(u32 v)
+{ return FAM == FAM_BF16 ? __int_as_float(v << 16) : f16_to_f32((u16)(v & 0xFFFF)); }
+static __device__ __forceinline__ float pair_hi(u32 v)
+{ return FAM == FAM_BF16 ? __int_as_float(v & 0xFFFF0000u) : f16_to_f32((u16)(v >> 16)); }
+#endif
+
 // ---------------------------------------------------------------- GEMV (small M, CUDA cores)
+#define MV 4
+#if !W4M // W4M: codegen/ptx/gemv_int4.cu, pasted after this file
 // grid (NP/4, ceil(M/4)), 128 threads: warp w computes column n = 4*blockIdx.x + w for the
 // 4 rows 4*blockIdx.y..; lanes split each group's k in runs of 4, reduced by shuffles.
-#define MV 4
 extern "C" __global__ void __launch_bounds__(128) KNAME(gemv)(const float *x, i64 M, const u8 *wpack,
     const float *bias, void *y, u8 *scratch)
 {
@@ -383,6 +453,7 @@ extern "C" __global__ void __launch_bounds__(128) KNAME(gemv)(const float *x, i6
             if (m < M) store_y(y, m * N_ + n, epilogue(finish(outer[r], m, s), n, bias));
         }
 }
+#endif
 
 #if FAM != FAM_F32 && !WGMMA // sm_90a's wgmma gemm is qgemm_wgmma.cu
 // ---------------------------------------------------------------- GEMM (tensor cores)
@@ -493,29 +564,12 @@ static __device__ __forceinline__ void mma(float *c, const u32 *a, const u32 *b)
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #endif
 }
-// Two weight codes (k, k+1) of smem row p -> f16x2 / bf16x2 of (q - z), exact.
-// sub: the per-(n, group) subtrahend, already in the 16-bit pair format.
+#if !W4M
+// Two 8-bit weight codes (k, k+1) of smem row p -> f16x2 / bf16x2 of (q - z), exact.
+// sub: the per-(n, group) subtrahend (int: z; fp8: unused). int4 is W4M: i4_dequant.
 static __device__ __forceinline__ u32 wpair(const u8 *p, int k, u32 sub)
 {
-#if WBITS == 4
-    // lop3-style magic numbers: nibble | 0x6400 is the f16 1024 + q (bf16: 0x4300, 128 + q);
-    // subtracting (magic + z) leaves q - z exactly.
-    u32 b = p[k >> 1];
-    u32 v = b | (b << 12); // nibble k in bits 0..3, nibble k+1 in bits 16..19
-#if WFMT == W_I4
-    v ^= 0x00080008u; // two's complement q -> q + 8; the subtrahend takes the 8 back
-#endif
-    u32 r;
-#if FAM == FAM_BF16
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(v) : "r"(v), "r"(0x000F000Fu), "r"(0x43004300u));
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(v), "r"(0x3F803F80u), "r"(sub));
-    return r;
-#else
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(v) : "r"(v), "r"(0x000F000Fu), "r"(0x64006400u));
-    asm("sub.f16x2 %0, %1, %2;" : "=r"(r) : "r"(v), "r"(sub));
-    return r;
-#endif
-#elif WFMT == W_E4M3 || WFMT == W_E5M2
+#if WFMT == W_E4M3 || WFMT == W_E5M2
     u32 h = fp8x2_to_f16x2((u32)p[k] | ((u32)p[k + 1] << 8), WFMT == W_E4M3);
 #if FAM == FAM_BF16
     return f16x2_to_bf16x2(h);
@@ -537,29 +591,49 @@ static __device__ __forceinline__ u32 wpair(const u8 *p, int k, u32 sub)
 // The subtrahend wpair wants for zero point z.
 static __device__ __forceinline__ u32 wsub(int z)
 {
-#if WBITS == 4
-#if WFMT == W_I4
-    z = 8; // (q + 8) - 8
-#endif
-#if FAM == FAM_BF16
-    u32 h = (u32)f32_to_bf16(-(128.0f + (float)z));
-#else
-    u32 h = (u32)f32_to_f16(1024.0f + (float)z);
-#endif
-    return h | (h << 16);
-#elif WFMT == W_E4M3 || WFMT == W_E5M2
+#if WFMT == W_E4M3 || WFMT == W_E5M2
     return 0;
 #else
     return (u32)z;
 #endif
 }
+#define WSUB_T u32
+#define WSUB(z) wsub(z)
+#else
+#define WSUB_T I4Sub
+#define WSUB(z) i4_sub(z)
 #endif
+#endif
+
+// The GEMM's staging of one BK slice into smem stage st (macros over its locals tid, s,
+// m0, n0, codes, sA, sW): A rows m0.., weight rows n0.. (W4M: the B fragments come
+// straight from global memory into registers instead, in the kernel)
+#if W4M
+#define LOAD_W(kt, st) do { } while (0)
+#else
+#define LOAD_W(kt, st) do { \
+        for (int c = tid; c < BN * ROWB_W / 16; c += 128) { \
+            int r = c / (ROWB_W / 16), q = c % (ROWB_W / 16); \
+            cp_async16(&sW[st][r * SW_STRIDE + q * 16], codes + (n0 + r) * (i64)WROWB + (kt) * ROWB_W + q * 16); \
+        } \
+    } while (0)
+#endif
+#define LOAD_TILE(kt, st) do { \
+        for (int c = tid; c < BM * ROWB_A / 16; c += 128) { \
+            int r = c / (ROWB_A / 16), q = c % (ROWB_A / 16); \
+            cp_async16(&sA[st][r * SA_STRIDE + q * 16], s.a + (m0 + r) * (i64)(KP * AESZ) + (kt) * ROWB_A + q * 16); \
+        } \
+        LOAD_W(kt, st); \
+        asm volatile("cp.async.commit_group;"); \
+    } while (0)
 
 extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x, i64 M, const u8 *wpack,
     const float *bias, void *y, u8 *scratch)
 {
     __shared__ __align__(16) u8 sA[2][BM * SA_STRIDE];
+#if !W4M
     __shared__ __align__(16) u8 sW[2][BN * SW_STRIDE];
+#endif
     Scratch s = scratch_of(scratch, M);
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int g = lane >> 2, tg = lane & 3;
@@ -576,37 +650,39 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
             for (int c = 0; c < 4; c++) { acc[a][b][c] = 0; outer[a][b][c] = 0.0f; }
 
     const int KT = KP / BK;
-    // stage one BK slice: A rows m0.., weight rows n0..
-#define LOAD_TILE(kt, st) do { \
-        for (int c = tid; c < BM * ROWB_A / 16; c += 128) { \
-            int r = c / (ROWB_A / 16), q = c % (ROWB_A / 16); \
-            cp_async16(&sA[st][r * SA_STRIDE + q * 16], s.a + (m0 + r) * (i64)(KP * AESZ) + (kt) * ROWB_A + q * 16); \
-        } \
-        for (int c = tid; c < BN * ROWB_W / 16; c += 128) { \
-            int r = c / (ROWB_W / 16), q = c % (ROWB_W / 16); \
-            cp_async16(&sW[st][r * SW_STRIDE + q * 16], codes + (n0 + r) * (i64)WROWB + (kt) * ROWB_W + q * 16); \
-        } \
-        asm volatile("cp.async.commit_group;"); \
-    } while (0)
 
     LOAD_TILE(0, 0);
+#if W4M
+    // the warp's 32 columns are n block 2·blockIdx.x + wn: one 128-bit load per lane per
+    // k slice holds all its B fragments (ir/layout_gpu_int4.h); the next slice's load is
+    // in flight while this one's mma run
+    const i64 nbw = (i64)blockIdx.x * (BN / KILN_I4_NB) + wn;
+    u32 bq[4], bqn[4] = {0, 0, 0, 0};
+    ldg128(bq, codes + kiln_i4_lane_off(nbw, 0, KT, lane));
+#endif
 #if FAM == FAM_F16 || FAM == FAM_BF16
-    u32 sub[4];
+    WSUB_T sub[4];
     #pragma unroll
     for (int nt = 0; nt < 4; nt++) {
         int z = 0;
 #if WZERO
-        z = wzeros(wpack)[(n0 + wn * 32 + nt * 8 + g) * NG];
+        z = wzeros(wpack)[WIDX(n0 + wn * 32 + nt * 8 + g, 0)];
 #endif
-        sub[nt] = wsub(z);
+        sub[nt] = WSUB(z);
     }
 #endif
     for (int kt = 0; kt < KT; kt++) {
         if (kt + 1 < KT) LOAD_TILE(kt + 1, (kt + 1) & 1);
         else asm volatile("cp.async.commit_group;");
+#if W4M
+        if (kt + 1 < KT) ldg128(bqn, codes + kiln_i4_lane_off(nbw, kt + 1, KT, lane));
+#endif
         asm volatile("cp.async.wait_group 1;");
         __syncthreads();
-        const u8 *tA = sA[kt & 1], *tW = sW[kt & 1];
+        const u8 *tA = sA[kt & 1];
+#if !W4M
+        const u8 *tW = sW[kt & 1];
+#endif
 #if FAM == FAM_S8 || FAM == FAM_FP8
         u32 af[2][4], bf[4][2];
         afrags(af, tA, wm * 32, 0, lane);
@@ -631,15 +707,25 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
             #pragma unroll
             for (int nt = 0; nt < 4; nt++) mma(acc[mt][nt], af[mt], bf[nt]);
 #else
+#if W4M
+        u32 wv[4][4]; // [n tile][pair]: pair kiln_i4_pair_of(ks, b) is register b of k16 step ks
+        #pragma unroll
+        for (int nt = 0; nt < 4; nt++) i4_dequant(bq[nt], sub[nt], wv[nt]);
+#endif
         #pragma unroll
         for (int ks = 0; ks < 2; ks++) {
             u32 af[2][4], bf[4][2];
             afrags(af, tA, wm * 32, ks * 32, lane);
             #pragma unroll
             for (int nt = 0; nt < 4; nt++) {
+#if W4M
+                bf[nt][0] = wv[nt][kiln_i4_pair_of(ks, 0)];
+                bf[nt][1] = wv[nt][kiln_i4_pair_of(ks, 1)];
+#else
                 const u8 *wr = tW + (wn * 32 + nt * 8 + g) * SW_STRIDE;
                 bf[nt][0] = wpair(wr, ks * 16 + tg * 2, sub[nt]);
                 bf[nt][1] = wpair(wr, ks * 16 + 8 + tg * 2, sub[nt]);
+#endif
             }
             #pragma unroll
             for (int mt = 0; mt < 2; mt++)
@@ -678,10 +764,14 @@ extern "C" __global__ void __launch_bounds__(128, 1) KNAME(gemm)(const float *x,
             if (j + 1 < NG)
                 #pragma unroll
                 for (int nt = 0; nt < 4; nt++)
-                    sub[nt] = wsub(wzeros(wpack)[(n0 + wn * 32 + nt * 8 + g) * NG + j + 1]);
+                    sub[nt] = WSUB(wzeros(wpack)[WIDX(n0 + wn * 32 + nt * 8 + g, j + 1)]);
 #endif
         }
         __syncthreads();
+#if W4M
+        #pragma unroll
+        for (int i = 0; i < 4; i++) bq[i] = bqn[i];
+#endif
     }
     #pragma unroll
     for (int mt = 0; mt < 2; mt++)
