@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ir/gran_cost.h"
 #include "passes/passes.h"
 #include "test_util.h"
 
@@ -129,6 +130,66 @@ static void expect_layout(const char *tname, const char *act, KilnQFormat wfmt, 
         print_message("why = \"%s\"\nwanted \"%s\"\n", why, why_part);
     assert_non_null(strstr(why, why_part));
     kiln_module_free(m);
+}
+
+/* per = "auto" follows the target's unit (ir/gran_cost.c): int4 at K=4096 takes groups of
+ * 32 where a group's rescale is cheap and 128 where it stores and rescales tiles or mma
+ * accumulators; int8 stays per channel and dynamic activations per token everywhere. */
+static void test_auto_per_target(void **state)
+{
+    (void)state;
+    const bool S = true;
+    const KilnGran AU = KILN_GRAN_AUTO;
+    expect_layout("avx2", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "avx2-u4s8-maddubs",
+                  "auto -> group=32 on avx2 (avx2 vpmaddwd");
+    expect_layout("avx512", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "avx512-u8s8-vnni",
+                  "auto -> group=64 on avx512 (VNNI vpdpbusd");
+    /* M=4 is below amx_min_m, but the weights serve a layer's every M: tiles decide */
+    expect_layout("amx", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "amx-u8s8-vnni",
+                  "auto -> group=128 on amx (AMX tdpbusd");
+    expect_layout("amx", "bf16", KILN_QF_INT4, S, AU, 0, 4096, "amx-bf16-dot",
+                  "auto -> group=128 on amx (AMX tdpbf16ps");
+    expect_layout("avx512", "bf16", KILN_QF_INT4, S, AU, 0, 4096, "avx512-bf16-dot",
+                  "auto -> group=32 on avx512 (vdpbf16ps");
+    expect_layout("sm_90", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "sm90-mma-s8",
+                  "auto -> group=128 on sm_90 (GPU mma.sync");
+    expect_layout("sm_90", "f16", KILN_QF_INT4, S, AU, 0, 4096, "sm90-mma-f16-dequant",
+                  "auto -> group=32 on sm_90 (GPU dequantize in registers");
+    expect_layout("amx", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "amx-u8s8-tile",
+                  "auto -> channel on amx");
+    expect_layout("sm_80", "f16", KILN_QF_INT8, S, AU, 0, 4096, "sm80-mma-f16-dequant",
+                  "auto -> channel on sm_80");
+    /* an AVX-512 level with VNNI and without BF16 (avx512vnni) is modelled by its bits */
+    KilnTarget vnni = target("avx512");
+    vnni.isa &= ~(unsigned)KILN_ISA_BF16;
+    assert_int_equal(kiln_gran_unit(&vnni, KILN_QF_INT8, KILN_F32), KILN_GU_VNNI);
+    assert_int_equal(kiln_gran_unit(&vnni, KILN_QF_NONE, KILN_BF16), KILN_GU_FMA);
+    KilnTarget sm80 = target("sm_80"); /* fp8 acts there run f16 weight-only */
+    assert_int_equal(kiln_gran_unit(&sm80, KILN_QF_FP8_E4M3, KILN_F32), KILN_GU_GPU_DEQUANT);
+    /* the numbers: symmetric int4 group=128 on f32 FMA, K=4096: 4 bytes of scale per 64
+     * bytes of codes, less channel's 4 per 2048 */
+    KilnQuantSpec w = {.fmt = KILN_QF_INT4, .symmetric = true, .gran = AU};
+    KilnGranCand c[4];
+    assert_int_equal(kiln_gran_candidates(KILN_GU_FMA, &w, 4096, c), 4);
+    assert_int_equal(c[1].group, 128);
+    assert_float_equal(c[1].store, 100.0 * (4.0 / 64 - 4.0 / 2048), 1e-9);
+    assert_float_equal(c[3].acc, 0.0, 1e-12); /* group=32: the most accurate measured */
+    /* no group divides K = 100: int4 auto is an error, int8 auto is per channel */
+    assert_int_equal(kiln_gran_candidates(KILN_GU_FMA, &w, 100, c), 1);
+    assert_int_equal(kiln_gran_resolve_weight(&vnni, KILN_QF_NONE, KILN_F16, &w, 100, NULL, 0), -1);
+    w.fmt = KILN_QF_INT8;
+    assert_int_equal(kiln_gran_resolve_weight(&vnni, KILN_QF_NONE, KILN_F16, &w, 100, NULL, 0), 0);
+    assert_int_equal(w.gran, KILN_GRAN_CHANNEL);
+    /* activations: dynamic -> token, static -> tensor */
+    KilnQuantSpec a = {.fmt = KILN_QF_INT8, .symmetric = true, .gran = AU, .dynamic = true};
+    char why[256];
+    kiln_gran_resolve_act(&sm80, &a, why, sizeof why);
+    assert_int_equal(a.gran, KILN_GRAN_TOKEN);
+    assert_non_null(strstr(why, "act scales auto -> token on sm_80"));
+    a.gran = AU;
+    a.dynamic = false;
+    kiln_gran_resolve_act(&sm80, &a, NULL, 0);
+    assert_int_equal(a.gran, KILN_GRAN_TENSOR);
 }
 
 /* ---------------------------------------------------------------- targets */
@@ -263,7 +324,7 @@ static void test_layouts_cpu(void **state)
     const KilnGran CH = KILN_GRAN_CHANNEL, GR = KILN_GRAN_GROUP, AU = KILN_GRAN_AUTO;
     expect_layout("interp", "dyn", KILN_QF_INT8, S, CH, 0, 256, "reference", "interp:");
     expect_layout("interp", "f32", KILN_QF_INT4, A, AU, 0, 256, "reference",
-                  "auto -> group=128");
+                  "auto -> group=64 on interp (reference interpreter");
     expect_layout("avx2", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx2-i16-madd", "vpmaddwd");
     expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-u4s8-maddubs",
                   "group=64 weight scales");
@@ -272,12 +333,12 @@ static void test_layouts_cpu(void **state)
     expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-u4s8-maddubs",
                   "z_w*sum(q_a - z_a) subtracted per group, still exact int32");
     expect_layout("avx2", "f16", KILN_QF_INT4, A, AU, 0, 96, "avx2-f32-fma",
-                  "auto -> group=32 (largest of 128, 64, 32 dividing K=96)");
+                  "auto -> group=32 on avx2 (f32 FMA on decoded weights, K=96;");
     expect_layout("avx2", "bf16", KILN_QF_FP8_E4M3, S, CH, 0, 64, "avx2-f32-fma",
                   "converted to f32 in registers (exact fp8 decode), then 8-wide FMA in f32 "
                   "(activations rounded to bf16 first)");
     expect_layout("avx2", "fp8", KILN_QF_FP8_E4M3, S, AU, 0, 64, "avx2-f32-fma",
-                  "auto -> channel");
+                  "auto -> channel on avx2");
     expect_layout("avx2", "f32", KILN_QF_NONE, S, CH, 0, 64, "avx2-f32-fma",
                   "the recipe leaves this layer unquantized: f32 weights packed in 16-column "
                   "panels, 4-row x 16-column register blocks of 8-wide FMA");
@@ -540,8 +601,9 @@ static void test_pipeline_print_after_all(void **state)
         snprintf(hdr, sizeof hdr, "; *** IR after %s ***", names[i]);
         assert_non_null(strstr(buf, hdr));
     }
-    /* the end state: weight, quantize (auto resolved), prepack, qgemm, return */
-    assert_non_null(strstr(buf, "u4[32,256]{int4 asym group=128}"));
+    /* the end state: weight, quantize (auto resolved: the model's group=64 for
+     * asymmetric int4 on avx2 at K=256), prepack, qgemm, return */
+    assert_non_null(strstr(buf, "u4[32,256]{int4 asym group=64}"));
     KilnFunc *f = m->funcs[0];
     assert_int_equal(f->ninsts, 5);
     assert_int_equal(f->insts[2].op, KILN_OP_PREPACK);
@@ -759,6 +821,7 @@ int main(void)
         cmocka_unit_test(test_target_lookup),
         cmocka_unit_test(test_target_cpu),
         cmocka_unit_test(test_layouts_cpu),
+        cmocka_unit_test(test_auto_per_target),
         cmocka_unit_test(test_layouts_gpu),
         cmocka_unit_test(test_sm80_fp8_rewrite),
         cmocka_unit_test(test_layout_errors),
