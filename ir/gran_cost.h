@@ -47,7 +47,8 @@ typedef struct {
  * chosen, on which unit, and the runner-up. A spec that is not auto is left alone.
  * -1 for int4 weights when no group divides K (per channel alone is not offered to
  * int4: docs/targets.md). */
-int kiln_gran_candidates(KilnGranUnit u, const KilnQuantSpec *w, int64_t K, KilnGranCand *c);
+int kiln_gran_candidates(KilnGranUnit u, const KilnQuantSpec *w, KilnQFormat act_fmt, int64_t K,
+                         KilnGranCand *c);
 int kiln_gran_resolve_weight(const KilnTarget *t, KilnQFormat act_fmt, KilnDType act_dtype,
                               KilnQuantSpec *w, int64_t K, char *why, size_t n);
 /* Resolve an auto activation spec: dynamic -> token, static -> tensor (the only static

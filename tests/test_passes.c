@@ -134,7 +134,8 @@ static void expect_layout(const char *tname, const char *act, KilnQFormat wfmt, 
 
 /* per = "auto" follows the target's unit (ir/gran_cost.c): int4 at K=4096 takes groups of
  * 32 where a group's rescale is cheap and 128 where it stores and rescales tiles or mma
- * accumulators; int8 stays per channel and dynamic activations per token everywhere. */
+ * accumulators; int8 x int8 groups of 128 or channel; int8 weight-only stays per channel
+ * and dynamic activations per token everywhere. */
 static void test_auto_per_target(void **state)
 {
     (void)state;
@@ -155,8 +156,13 @@ static void test_auto_per_target(void **state)
                   "auto -> group=128 on sm_90 (GPU mma.sync");
     expect_layout("sm_90", "f16", KILN_QF_INT4, S, AU, 0, 4096, "sm90-mma-f16-dequant",
                   "auto -> group=32 on sm_90 (GPU dequantize in registers");
+    /* int8 x int8: groups of 128 where a rescale is cheap, channel on tiles and mma */
+    expect_layout("avx2", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "avx2-i16-madd",
+                  "auto -> group=128 on avx2");
     expect_layout("amx", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "amx-u8s8-tile",
                   "auto -> channel on amx");
+    expect_layout("sm_80", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "sm80-mma-s8",
+                  "auto -> channel on sm_80");
     expect_layout("sm_80", "f16", KILN_QF_INT8, S, AU, 0, 4096, "sm80-mma-f16-dequant",
                   "auto -> channel on sm_80");
     /* an AVX-512 level with VNNI and without BF16 (avx512vnni) is modelled by its bits */
@@ -170,12 +176,12 @@ static void test_auto_per_target(void **state)
      * bytes of codes, less channel's 4 per 2048 */
     KilnQuantSpec w = {.fmt = KILN_QF_INT4, .symmetric = true, .gran = AU};
     KilnGranCand c[4];
-    assert_int_equal(kiln_gran_candidates(KILN_GU_FMA, &w, 4096, c), 4);
+    assert_int_equal(kiln_gran_candidates(KILN_GU_FMA, &w, KILN_QF_NONE, 4096, c), 4);
     assert_int_equal(c[1].group, 128);
     assert_float_equal(c[1].store, 100.0 * (4.0 / 64 - 4.0 / 2048), 1e-9);
     assert_float_equal(c[3].acc, 0.0, 1e-12); /* group=32: the most accurate measured */
     /* no group divides K = 100: int4 auto is an error, int8 auto is per channel */
-    assert_int_equal(kiln_gran_candidates(KILN_GU_FMA, &w, 100, c), 1);
+    assert_int_equal(kiln_gran_candidates(KILN_GU_FMA, &w, KILN_QF_NONE, 100, c), 1);
     assert_int_equal(kiln_gran_resolve_weight(&vnni, KILN_QF_NONE, KILN_F16, &w, 100, NULL, 0), -1);
     w.fmt = KILN_QF_INT8;
     assert_int_equal(kiln_gran_resolve_weight(&vnni, KILN_QF_NONE, KILN_F16, &w, 100, NULL, 0), 0);
