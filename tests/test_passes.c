@@ -133,9 +133,9 @@ static void expect_layout(const char *tname, const char *act, KilnQFormat wfmt, 
 }
 
 /* per = "auto" follows the target's unit (ir/gran_cost.c): int4 at K=4096 takes groups of
- * 32 where a group's rescale is cheap and 128 where it stores and rescales tiles or mma
- * accumulators; int8 x int8 groups of 128 or channel; int8 weight-only stays per channel
- * and dynamic activations per token everywhere. */
+ * 32 where a group's rescale is cheap (avx2, weight-only) and 128 on VNNI, tiles and mma
+ * accumulators; int8 x int8 groups of 128 on avx2, channel elsewhere; int8 weight-only
+ * stays per channel and dynamic activations per token everywhere. */
 static void test_auto_per_target(void **state)
 {
     (void)state;
@@ -144,7 +144,7 @@ static void test_auto_per_target(void **state)
     expect_layout("avx2", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "avx2-u4s8-maddubs",
                   "auto -> group=32 on avx2 (avx2 vpmaddwd");
     expect_layout("avx512", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "avx512-u8s8-vnni",
-                  "auto -> group=64 on avx512 (VNNI vpdpbusd");
+                  "auto -> group=128 on avx512 (VNNI vpdpbusd");
     /* M=4 is below amx_min_m, but the weights serve a layer's every M: tiles decide */
     expect_layout("amx", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "amx-u8s8-vnni",
                   "auto -> group=128 on amx (AMX tdpbusd");
@@ -156,9 +156,11 @@ static void test_auto_per_target(void **state)
                   "auto -> group=128 on sm_90 (GPU mma.sync");
     expect_layout("sm_90", "f16", KILN_QF_INT4, S, AU, 0, 4096, "sm90-mma-f16-dequant",
                   "auto -> group=32 on sm_90 (GPU dequantize in registers");
-    /* int8 x int8: groups of 128 where a rescale is cheap, channel on tiles and mma */
+    /* int8 x int8: groups of 128 where a rescale is cheap, channel on VNNI, tiles, mma */
     expect_layout("avx2", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "avx2-i16-madd",
                   "auto -> group=128 on avx2");
+    expect_layout("avx512", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "avx512-u8s8-vnni",
+                  "auto -> channel on avx512");
     expect_layout("amx", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "amx-u8s8-tile",
                   "auto -> channel on amx");
     expect_layout("sm_80", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "sm80-mma-s8",
