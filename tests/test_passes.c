@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ir/gran_cost.h"
 #include "passes/passes.h"
 #include "test_util.h"
 
@@ -167,37 +166,7 @@ static void test_auto_per_target(void **state)
                   "auto -> channel on sm_80");
     expect_layout("sm_80", "f16", KILN_QF_INT8, S, AU, 0, 4096, "sm80-mma-f16-dequant",
                   "auto -> channel on sm_80");
-    /* an AVX-512 level with VNNI and without BF16 (avx512vnni) is modelled by its bits */
-    KilnTarget vnni = target("avx512");
-    vnni.isa &= ~(unsigned)KILN_ISA_BF16;
-    assert_int_equal(kiln_gran_unit(&vnni, KILN_QF_INT8, KILN_F32), KILN_GU_VNNI);
-    assert_int_equal(kiln_gran_unit(&vnni, KILN_QF_NONE, KILN_BF16), KILN_GU_FMA);
-    KilnTarget sm80 = target("sm_80"); /* fp8 acts there run f16 weight-only */
-    assert_int_equal(kiln_gran_unit(&sm80, KILN_QF_FP8_E4M3, KILN_F32), KILN_GU_GPU_DEQUANT);
-    /* the numbers: symmetric int4 group=128 on f32 FMA, K=4096: 4 bytes of scale per 64
-     * bytes of codes, less channel's 4 per 2048 */
-    KilnQuantSpec w = {.fmt = KILN_QF_INT4, .symmetric = true, .gran = AU};
-    KilnGranCand c[4];
-    assert_int_equal(kiln_gran_candidates(KILN_GU_FMA, &w, KILN_QF_NONE, 4096, c), 4);
-    assert_int_equal(c[1].group, 128);
-    assert_float_equal(c[1].store, 100.0 * (4.0 / 64 - 4.0 / 2048), 1e-9);
-    assert_float_equal(c[3].acc, 0.0, 1e-12); /* group=32: the most accurate measured */
-    /* no group divides K = 100: int4 auto is an error, int8 auto is per channel */
-    assert_int_equal(kiln_gran_candidates(KILN_GU_FMA, &w, KILN_QF_NONE, 100, c), 1);
-    assert_int_equal(kiln_gran_resolve_weight(&vnni, KILN_QF_NONE, KILN_F16, &w, 100, NULL, 0), -1);
-    w.fmt = KILN_QF_INT8;
-    assert_int_equal(kiln_gran_resolve_weight(&vnni, KILN_QF_NONE, KILN_F16, &w, 100, NULL, 0), 0);
-    assert_int_equal(w.gran, KILN_GRAN_CHANNEL);
-    /* activations: dynamic -> token, static -> tensor */
-    KilnQuantSpec a = {.fmt = KILN_QF_INT8, .symmetric = true, .gran = AU, .dynamic = true};
-    char why[256];
-    kiln_gran_resolve_act(&sm80, &a, why, sizeof why);
-    assert_int_equal(a.gran, KILN_GRAN_TOKEN);
-    assert_non_null(strstr(why, "act scales auto -> token on sm_80"));
-    a.gran = AU;
-    a.dynamic = false;
-    kiln_gran_resolve_act(&sm80, &a, NULL, 0);
-    assert_int_equal(a.gran, KILN_GRAN_TENSOR);
+    /* the model's own numbers and edge cases: tests/test_auto_gran.c */
 }
 
 /* ---------------------------------------------------------------- targets */
