@@ -33,18 +33,21 @@ static const struct {
     [KILN_GU_TILE_I8] = {"AMX tdpbusd 16x16 int32 tiles, a layer's prefill at any M", 40, 64, true},
     /* the scale multiplies a group's f32 partial sum once per output vector against
      * ~3 instructions (unpack, convert, FMA) per k; measured: groups of 128..32 within
-     * the noise (+-8 %) of channel at M = 512 and +1..4 % at M = 1 */
+     * the noise (+-8 %) of channel at M = 512 and +1..5 % at M = 1 */
     [KILN_GU_FMA] = {"f32 FMA on decoded weights", 0.5, 1, false},
     /* vdpbf16ps: 2 k x 16 outputs, ~2 to decode the codes; one FMA per 16 outputs */
     [KILN_GU_BF16DOT] = {"vdpbf16ps f32 sums", 1, 2, false},
     /* as TILE_I8 with tdpbf16ps (32 k per 16 cycles, ~26 % of peak): 20 k */
-    [KILN_GU_TILE_BF16] = {"AMX tdpbf16ps 16x16 f32 tiles, a layer's prefill at any M", 20, 32, false},
+    [KILN_GU_TILE_BF16] = {"AMX tdpbf16ps 16x16 f32 tiles, a layer's prefill at any M", 20, 32,
+                           false},
     /* m16n8k32: 4 accumulators a thread; their 4 convert + 4 FMA issue in about the
      * time of one mma (16 cycles a sub-partition): 32 k; an mma step is 32 k */
     [KILN_GU_GPU_MMA] = {"GPU mma.sync accumulator fragments", 32, 32, false},
     /* the scale is applied where codes become f16/bf16 (one multiply per pair of
      * weights whatever the granularity): only the scale bytes count */
-    [KILN_GU_GPU_DEQUANT] = {"GPU dequantize in registers (the scale applied as codes are converted)", 0, 1, false},
+    [KILN_GU_GPU_DEQUANT] = {"GPU dequantize in registers (the scale applied as codes are "
+                             "converted)",
+                             0, 1, false},
 };
 
 KilnGranUnit kiln_gran_unit(const KilnTarget *t, KilnQFormat act_fmt, KilnDType act_dtype)
@@ -105,9 +108,11 @@ int kiln_gran_candidates(KilnGranUnit u, const KilnQuantSpec *w, KilnQFormat act
     bool have[NCAND];
     for (int i = 0; i < NCAND; i++)
         have[i] = i == C_CH || (K > GROUPS[i] && K % GROUPS[i] == 0);
-    const double(*err)[NCAND] = w->fmt == KILN_QF_INT4        ? ERR_INT4
-                                : w->fmt == KILN_QF_INT8 && act_fmt == KILN_QF_INT8 ? ERR_INT8_A8
-                                                                                     : ERR_INT8_WONLY;
+    const double(*err)[NCAND] = ERR_INT8_WONLY;
+    if (w->fmt == KILN_QF_INT4)
+        err = ERR_INT4;
+    else if (w->fmt == KILN_QF_INT8 && act_fmt == KILN_QF_INT8)
+        err = ERR_INT8_A8;
     double bits = kiln_qformat_bits(w->fmt);
     double meta = 4.0 * (1 + !w->symmetric + UNITS[u].wsum); /* f32 scale, zero, wsum */
     int n = 0;
