@@ -193,7 +193,7 @@ kiln_status kiln_layer_plan_format(kiln_ctx *ctx, const kiln_recipe *r, const ch
         return fail(ctx, &d);
     }
     KilnQuantSpec q;
-    if (!kiln_recipe_layer_weights(r->r, name, K, &q)) {
+    if (!kiln_recipe_layer_weights(r->r, name, K, &ctx->be->target, &q)) {
         snprintf(buf, n, "f32");
         return KILN_STATUS_OK;
     }

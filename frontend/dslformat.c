@@ -354,8 +354,9 @@ void kiln__resolve_acts(lua_State *L, KFormat *a, const KFormat *w, int rline, c
     if (wonly)
         kiln__dsl_error(L, fline(L, a, rline, "activations"), "rule \"%s\": option '%s' is for weights, not activations", pat,
                   first_opt(wonly));
-    if (a->per != PER_NONE && a->per != KILN_GRAN_TOKEN && a->per != KILN_GRAN_TENSOR)
-        kiln__dsl_error(L, fline(L, a, rline, "activations"), "rule \"%s\": activations cannot be per = \"%s\" (valid: token, tensor)", pat,
+    if (a->per != PER_NONE && a->per != KILN_GRAN_TOKEN && a->per != KILN_GRAN_TENSOR &&
+        a->per != KILN_GRAN_AUTO) /* auto: the layout pass picks (ir/gran_cost.h) */
+        kiln__dsl_error(L, fline(L, a, rline, "activations"), "rule \"%s\": activations cannot be per = \"%s\" (valid: token, tensor, auto)", pat,
                   per_names[a->per]);
     unsigned stat = a->set & (OPT_SCALE | OPT_ZERO | OPT_CALIB | OPT_PERCENTILE);
     if (!(a->set & OPT_DYNAMIC))

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "frontend/internal.h"
+#include "ir/gran_cost.h"
 #include "ir/numerics.h"
 #include "ir/target.h"
 
@@ -334,11 +335,12 @@ bool kiln_recipe_rule_acts(const KilnRecipe *r, int i, KilnQuantSpec *out)
     if (!r || i < 0 || i >= r->nrules || r->rules[i].a.is_float || r->rules[i].stored_acts)
         return false;
     *out = r->rules[i].a.q;
+    kiln_gran_resolve_act(NULL, out, NULL, 0); /* auto: the same on every target */
     return true;
 }
 
 bool kiln_recipe_layer_weights(const KilnRecipe *r, const char *layer, int64_t K,
-                               KilnQuantSpec *out)
+                               const KilnTarget *t, KilnQuantSpec *out)
 {
     if (!r || kiln_recipe_ignored(r, layer))
         return false;
@@ -346,7 +348,15 @@ bool kiln_recipe_layer_weights(const KilnRecipe *r, const char *layer, int64_t K
     if (ri < 0 || r->rules[ri].stored)
         return false;
     KilnQuantSpec q = r->rules[ri].w.q;
-    if (kiln_spec_resolve_auto(&q, K))
+    KilnTarget host;
+    KilnDiag d = {0};
+    if (!t && kiln_target_lookup("cpu", &host, &d)) /* no usable host CPU: the interpreter's */
+        host = (KilnTarget){.name = "interp", .kind = KILN_TGT_INTERP};
+    if (!t)
+        t = &host;
+    const KFormat *a = &r->rules[ri].a; /* what the layer's qgemm will see, as fuse_qgemm makes it */
+    if (kiln_gran_resolve_weight(t, a->is_float ? KILN_QF_NONE : a->q.fmt,
+                                 a->is_float ? a->fdt : KILN_F32, &q, K, NULL, 0))
         return false;
     *out = q;
     return true;

@@ -5,6 +5,8 @@
 
 #include "ir/ir.h"
 
+struct KilnTarget;
+
 typedef struct KilnRecipe KilnRecipe; /* opaque */
 
 /* Run the recipe file in a sandboxed Lua 5.4 state (base, string, table, math
@@ -70,12 +72,12 @@ const char *kiln_method_name(const KilnMethod *m, char *buf, size_t n);
 /* Rule i's activation format: true and *out set when quantized, false for f16/bf16/f32
  * and for activations = stored (the model file says, layer by layer). */
 bool kiln_recipe_rule_acts(const KilnRecipe *r, int i, KilnQuantSpec *out);
-/* The weight format a layer of K columns gets (per = "auto" resolved as the passes
- * resolve it), without lowering: false when the recipe leaves the layer in f32
- * (ignored, unmatched), takes its stored format, or asks for an auto group no size
- * divides. */
+/* The weight format a layer of K columns gets on target t (per = "auto" resolved as
+ * the passes resolve it there, ir/gran_cost.h; t NULL: the host, "cpu"), without
+ * lowering: false when the recipe leaves the layer in f32 (ignored, unmatched), takes
+ * its stored format, or asks for an auto int4 group no size divides. */
 bool kiln_recipe_layer_weights(const KilnRecipe *r, const char *layer, int64_t K,
-                               KilnQuantSpec *out);
+                               const struct KilnTarget *t, KilnQuantSpec *out);
 /* The recipe's kv_cache: false without one; else either *is_float with *dt (f32, f16,
  * bf16) or the quantized spec in *q. */
 bool kiln_recipe_kv_cache(const KilnRecipe *r, bool *is_float, KilnDType *dt, KilnQuantSpec *q);

@@ -775,25 +775,3 @@ int kiln_quantize_matrix_with(const KilnQuantSpec *spec, const float *x, int64_t
     }
     return 0;
 }
-
-/* ------------------------------------------------------------------ auto granularity */
-
-/* 128 keeps the scale stream small (one f32 per 64 bytes of int4 codes), smaller
- * groups only when K forces them. */
-int kiln_spec_resolve_auto(KilnQuantSpec *w, int64_t K)
-{
-    if (w->gran != KILN_GRAN_AUTO)
-        return 0;
-    if (w->fmt != KILN_QF_INT4) {
-        w->gran = KILN_GRAN_CHANNEL;
-        return 0;
-    }
-    static const int gs[] = {128, 64, 32};
-    for (int i = 0; i < 3; i++)
-        if (K % gs[i] == 0) {
-            w->gran = KILN_GRAN_GROUP;
-            w->group = gs[i];
-            return 0;
-        }
-    return -1;
-}

@@ -34,10 +34,6 @@ float kiln_fp8_e5m2_decode(uint8_t b);
  * [0, 2^bits-1]. For fp8, qmax is the largest finite value (448 / 57344). */
 int kiln_qformat_bits(KilnQFormat f);
 float kiln_qformat_qmax(KilnQFormat f, bool symmetric);
-/* A weight spec's `per = "auto"` for a weight with K columns, the same on every target
- * (docs/targets.md): int4 -> group = the largest of 128, 64, 32 dividing K (-1 when
- * none does; w is left as it was), int8 / fp8 -> channel. 0 when w was not auto. */
-int kiln_spec_resolve_auto(KilnQuantSpec *w, int64_t K);
 int32_t kiln_qformat_qmin(KilnQFormat f, bool symmetric);
 
 /* Scale and zero point of one slice. */

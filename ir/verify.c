@@ -303,8 +303,9 @@ static int check_quant_op(V *v, const KilnType *ta, const KilnType *r, int a)
             return rc;
         if (!r->q.dynamic)
             return bad(v, "result %s: expected a dynamic spec", kiln_type_str(r).s);
-        if (r->q.gran != KILN_GRAN_TOKEN && r->q.gran != KILN_GRAN_TENSOR)
-            return bad(v, "result %s: granularity %s, expected token or tensor", kiln_type_str(r).s,
+        if (r->q.gran != KILN_GRAN_TOKEN && r->q.gran != KILN_GRAN_TENSOR &&
+            r->q.gran != KILN_GRAN_AUTO) /* until pick_layout resolves the qgemm's act */
+            return bad(v, "result %s: granularity %s, expected token, tensor or auto", kiln_type_str(r).s,
                        kiln_gran_name(r->q.gran));
         if (r->q.fmt == KILN_QF_INT4)
             return bad(v, "result %s: dynquant supports int8 and fp8", kiln_type_str(r).s);

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "ir/gran_cost.h"
 #include "ir/layout.h"
 #include "ir/layout_gpu.h"
 #include "ir/numerics.h"
@@ -23,7 +24,7 @@ typedef struct {
     KilnDType act_dtype;
     char layout[64];
     char why[1536];
-    char note[256]; /* how auto was resolved, appended to why */
+    char note[512]; /* how auto was resolved, appended to why */
 } Pick;
 
 
@@ -65,23 +66,19 @@ static int resolve_weight(Pick *p, KilnDiag *d)
                              p->layer, p->yname);
     int64_t K = wt.dim[1];
     if (wt.q.gran == KILN_GRAN_AUTO) {
-        if (wt.q.fmt == KILN_QF_INT4) {
-            if (kiln_spec_resolve_auto(&wt.q, K))
-                return kiln_diag_set(d, KILN_EINPUT,
-                                     "layer \"%s\": int4 weights with per = auto need a group "
-                                     "size of 128, 64 or 32 dividing K, but K=%lld (target %s); "
-                                     "give the rule per = \"channel\" or a group that divides K",
-                                     p->layer, (long long)K, p->t->name);
-            snprintf(p->note, sizeof p->note,
-                     "weight scales auto -> group=%d (largest of 128, 64, 32 dividing K=%lld)",
-                     (int)wt.q.group, (long long)K);
-        } else {
-            kiln_spec_resolve_auto(&wt.q, K);
-            snprintf(p->note, sizeof p->note,
-                     "weight scales auto -> channel (%s: one scale per output row keeps the "
-                     "inner loop free of scales)",
-                     kiln_qformat_name(wt.q.fmt));
-        }
+        /* the granularity model (ir/gran_cost.c) weighs each candidate on the unit this
+         * qgemm's activations put it on */
+        const KilnAttr *a = kiln_get(p->qg, "act"), *ad = kiln_get(p->qg, "act_dtype");
+        KilnQFormat afmt = a && a->kind == KILN_ATTR_SPEC ? a->q.fmt : KILN_QF_NONE;
+        KilnDType adt = KILN_F32;
+        if (ad && ad->kind == KILN_ATTR_IDENT && ad->s)
+            kiln_dtype_parse(ad->s, strlen(ad->s), &adt);
+        if (kiln_gran_resolve_weight(p->t, afmt, adt, &wt.q, K, p->note, sizeof p->note))
+            return kiln_diag_set(d, KILN_EINPUT,
+                                 "layer \"%s\": int4 weights with per = auto need a group size "
+                                 "of 128, 64 or 32 dividing K, but K=%lld (target %s); give the "
+                                 "rule per = \"channel\" or a group that divides K",
+                                 p->layer, (long long)K, p->t->name);
         for (int i = 0; i < n; i++)
             f->values[chain[i]].type.q = wt.q;
     }
@@ -113,10 +110,10 @@ static int read_act(Pick *p, KilnDiag *d)
         p->has_act = true;
         p->act = a->q;
         if (p->act.gran == KILN_GRAN_AUTO) {
-            /* dynamic: per token costs one absmax per row and follows outliers;
-             * static: one calibrated scale is all there is */
-            p->act.gran = p->act.dynamic ? KILN_GRAN_TOKEN : KILN_GRAN_TENSOR;
+            char why[256];
+            kiln_gran_resolve_act(p->t, &p->act, why, sizeof why);
             kiln_set_spec(p->f, p->qg, "act", &p->act);
+            append(p->note, sizeof p->note, "%s%s", p->note[0] ? "; " : "", why);
         }
         bool ok = p->act.fmt == KILN_QF_INT8 ? !kiln_qformat_is_fp8(p->wt->q.fmt)
                   : kiln_qformat_is_fp8(p->act.fmt)       ? kiln_qformat_is_fp8(p->wt->q.fmt)

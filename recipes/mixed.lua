@@ -33,8 +33,9 @@ return recipe "mixed" {
     activations = fp8_e4m3 { per = "token" },
   },
   -- The other attention projections (k, v, o): int8 weights whose scale layout
-  -- the target picks (per = "auto": one scale per output channel for int8 on
-  -- CPUs; for int4 it would be the largest group of 128, 64, 32 dividing K),
+  -- the target picks (per = "auto", docs/targets.md: for int8 weights with bf16
+  -- activations one scale per output channel on every target, since groups gain
+  -- nothing measurable there; int4 would get groups of 32 to 128 by target),
   -- bf16 activations.
   rule "*.self_attn.*" {
     weights = int8 { per = "auto" },

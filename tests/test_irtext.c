@@ -276,8 +276,8 @@ static const struct {
     {"  %d = dequantize %x : f32[4,16]\n  return %d\n", 2,
      "operand 1 (%x): expected a quantized tensor, got f32[4,16]"},
     {"  %q = dynquant %x : i8[4,16]{int8 sym token}\n  return %q\n", 2, "expected a dynamic spec"},
-    {"  %q = dynquant %x : i8[4,16]{int8 sym auto dynamic}\n  return %q\n", 2,
-     "granularity auto, expected token or tensor"},
+    {"  %q = dynquant %x : i8[4,16]{int8 sym channel dynamic}\n  return %q\n", 2,
+     "granularity channel is for weights, not activations"},
     {W "  %q = quantize %w : i4[8,16]{int4 sym channel}\n  %p = pack %q : i4[8,16]{int4 sym channel}\n"
        "  return %p\n",
      4, "expected unpacked i8/u8 codes with an int4 spec, got i4[8,16]{int4 sym channel}"},

@@ -131,6 +131,44 @@ static void expect_layout(const char *tname, const char *act, KilnQFormat wfmt, 
     kiln_module_free(m);
 }
 
+/* per = "auto" follows the target's unit (ir/gran_cost.c): int4 at K=4096 takes groups of
+ * 32 where a group's rescale is cheap (avx2, weight-only) and 128 on VNNI, tiles and mma
+ * accumulators; int8 x int8 groups of 128 on avx2, channel elsewhere; int8 weight-only
+ * stays per channel and dynamic activations per token everywhere. */
+static void test_auto_per_target(void **state)
+{
+    (void)state;
+    const bool S = true;
+    const KilnGran AU = KILN_GRAN_AUTO;
+    expect_layout("avx2", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "avx2-u4s8-maddubs",
+                  "auto -> group=32 on avx2 (avx2 vpmaddwd");
+    expect_layout("avx512", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "avx512-u8s8-vnni",
+                  "auto -> group=128 on avx512 (VNNI vpdpbusd");
+    /* M=4 is below amx_min_m, but the weights serve a layer's every M: tiles decide */
+    expect_layout("amx", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "amx-u8s8-vnni",
+                  "auto -> group=128 on amx (AMX tdpbusd");
+    expect_layout("amx", "bf16", KILN_QF_INT4, S, AU, 0, 4096, "amx-bf16-dot",
+                  "auto -> group=128 on amx (AMX tdpbf16ps");
+    expect_layout("avx512", "bf16", KILN_QF_INT4, S, AU, 0, 4096, "avx512-bf16-dot",
+                  "auto -> group=32 on avx512 (vdpbf16ps");
+    expect_layout("sm_90", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "sm90-mma-s8",
+                  "auto -> group=128 on sm_90 (GPU mma.sync");
+    expect_layout("sm_90", "f16", KILN_QF_INT4, S, AU, 0, 4096, "sm90-mma-f16-int4",
+                  "auto -> group=32 on sm_90 (GPU dequantize in registers");
+    /* int8 x int8: groups of 128 where a rescale is cheap, channel on VNNI, tiles, mma */
+    expect_layout("avx2", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "avx2-i16-madd",
+                  "auto -> group=128 on avx2");
+    expect_layout("avx512", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "avx512-u8s8-vnni",
+                  "auto -> channel on avx512");
+    expect_layout("amx", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "amx-u8s8-tile",
+                  "auto -> channel on amx");
+    expect_layout("sm_80", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "sm80-mma-s8",
+                  "auto -> channel on sm_80");
+    expect_layout("sm_80", "f16", KILN_QF_INT8, S, AU, 0, 4096, "sm80-mma-f16-dequant",
+                  "auto -> channel on sm_80");
+    /* the model's own numbers and edge cases: tests/test_auto_gran.c */
+}
+
 /* ---------------------------------------------------------------- targets */
 
 static void test_target_lookup(void **state)
@@ -277,7 +315,7 @@ static void test_layouts_cpu(void **state)
     const KilnGran CH = KILN_GRAN_CHANNEL, GR = KILN_GRAN_GROUP, AU = KILN_GRAN_AUTO;
     expect_layout("interp", "dyn", KILN_QF_INT8, S, CH, 0, 256, "reference", "interp:");
     expect_layout("interp", "f32", KILN_QF_INT4, A, AU, 0, 256, "reference",
-                  "auto -> group=128");
+                  "auto -> group=64 on interp (reference interpreter");
     expect_layout("avx2", "dyn", KILN_QF_INT8, S, CH, 0, 256, "avx2-i16-madd", "vpmaddwd");
     expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-u4s8-maddubs",
                   "group=64 weight scales");
@@ -286,12 +324,12 @@ static void test_layouts_cpu(void **state)
     expect_layout("avx2", "dyn", KILN_QF_INT4, A, GR, 64, 256, "avx2-u4s8-maddubs",
                   "z_w*sum(q_a - z_a) subtracted per group, still exact int32");
     expect_layout("avx2", "f16", KILN_QF_INT4, A, AU, 0, 96, "avx2-f32-fma",
-                  "auto -> group=32 (largest of 128, 64, 32 dividing K=96)");
+                  "auto -> group=32 on avx2 (f32 FMA on decoded weights, K=96;");
     expect_layout("avx2", "bf16", KILN_QF_FP8_E4M3, S, CH, 0, 64, "avx2-f32-fma",
                   "converted to f32 in registers (exact fp8 decode), then 8-wide FMA in f32 "
                   "(activations rounded to bf16 first)");
     expect_layout("avx2", "fp8", KILN_QF_FP8_E4M3, S, AU, 0, 64, "avx2-f32-fma",
-                  "auto -> channel");
+                  "auto -> channel on avx2");
     expect_layout("avx2", "f32", KILN_QF_NONE, S, CH, 0, 64, "avx2-f32-fma",
                   "the recipe leaves this layer unquantized: f32 weights packed in 16-column "
                   "panels, 4-row x 16-column register blocks of 8-wide FMA");
@@ -563,8 +601,9 @@ static void test_pipeline_print_after_all(void **state)
         snprintf(hdr, sizeof hdr, "; *** IR after %s ***", names[i]);
         assert_non_null(strstr(buf, hdr));
     }
-    /* the end state: weight, quantize (auto resolved), prepack, qgemm, return */
-    assert_non_null(strstr(buf, "u4[32,256]{int4 asym group=128}"));
+    /* the end state: weight, quantize (auto resolved: the model's group=64 for
+     * asymmetric int4 on avx2 at K=256), prepack, qgemm, return */
+    assert_non_null(strstr(buf, "u4[32,256]{int4 asym group=64}"));
     KilnFunc *f = m->funcs[0];
     assert_int_equal(f->ninsts, 5);
     assert_int_equal(f->insts[2].op, KILN_OP_PREPACK);
@@ -782,6 +821,7 @@ int main(void)
         cmocka_unit_test(test_target_lookup),
         cmocka_unit_test(test_target_cpu),
         cmocka_unit_test(test_layouts_cpu),
+        cmocka_unit_test(test_auto_per_target),
         cmocka_unit_test(test_layouts_gpu),
         cmocka_unit_test(test_sm80_fp8_rewrite),
         cmocka_unit_test(test_layout_errors),

@@ -259,7 +259,7 @@ static void test_layer_method_beats_rtn_on_correlated_inputs(void **state)
     correlated(T, test_rows, K);
     memcpy(Tm, T, sizeof(float) * test_rows * K);
     KilnLayerMethod m;
-    assert_int_equal(kiln_layer_method_run(r, "model.layers.0.mlp.up_proj", W, N, K, X, rows, &m, &d), 0);
+    assert_int_equal(kiln_layer_method_run(r, "model.layers.0.mlp.up_proj", NULL, W, N, K, X, rows, &m, &d), 0);
     assert_non_null(m.qw);
     assert_non_null(strstr(m.ran, "gptq"));
     assert_true(m.sqnr_db > m.rtn_sqnr_db);

@@ -99,7 +99,8 @@ static void note_unexercised(const KilnRecipe *r, int i, const char *name, int *
  * independent N(0, 1): GPTQ fitted to 2K rows gained 1.2 dB on them and lost 1.6 dB on
  * the run's input against round to nearest (K = 512); with 8K it is within 0.3 dB of
  * round to nearest on both, the most a method can do without correlated inputs. */
-static int plan_method(const ToolArgs *a, const KilnRecipe *r, ToolPlan *p, int i, KilnDiag *d)
+static int plan_method(const ToolArgs *a, const KilnRecipe *r, const KilnTarget *t, ToolPlan *p,
+                       int i, KilnDiag *d)
 {
     const KilnPlanLayer *l = &p->layers[i];
     int64_t K = l->K, rows = 8 * K < 8192 ? 8 * K : 8192;
@@ -109,7 +110,7 @@ static int plan_method(const ToolArgs *a, const KilnRecipe *r, ToolPlan *p, int 
     int rc = tool_layer_data(a->seed, l->name, l->N, K, &w, &b) ||
                      !(x = tool_layer_calib(a->seed, r, l->name, rows, K))
                  ? kiln_diag_set(d, KILN_EINTERNAL, "out of memory")
-                 : kiln_layer_method_run(r, l->name, w, l->N, K, x, rows, &p->method[i], d);
+                 : kiln_layer_method_run(r, l->name, t, w, l->N, K, x, rows, &p->method[i], d);
     if (!rc && p->method[i].wt) {
         if (p->calib[i] != p->shared)
             free(p->calib[i]);
@@ -160,7 +161,7 @@ int tool_plan(const ToolArgs *a, const KilnRecipe *r, const KilnTarget *t, KilnM
             return kiln_diag_set(d, KILN_EINTERNAL, "out of memory");
         p->layers[i] = (KilnPlanLayer){.name = name, .M = a->M, .N = a->N, .K = a->K,
                                        .calib_x = p->calib[i], .calib_rows = TOOL_CALIB_ROWS};
-        int rc = methods ? plan_method(a, r, p, i, d) : 0;
+        int rc = methods ? plan_method(a, r, t, p, i, d) : 0;
         if (rc)
             return rc;
     }

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/plan.h"
 #include "frontend/recipe.h"
 #include "ir/numerics.h"
 #include "model/checkpoints/checkpoint.h"
@@ -47,7 +48,8 @@ int kiln_quant_format(const KilnRunCtx *rc, const KilnLinear *l, char *buf, size
 {
     KilnQuantSpec q;
     buf[0] = 0;
-    if (!kiln_recipe_layer_weights(rc->fr, l->name, l->K, &q))
+    if (!kiln_recipe_layer_weights(rc->fr, l->name, l->K,
+                                   rc->ctx ? kiln_ctx_target_full(rc->ctx) : NULL, &q))
         return 0;
     KilnQuantSpec w = {.fmt = q.fmt, .symmetric = q.symmetric, .gran = q.gran, .group = q.group};
     kiln_spec_print(&w, buf, n);

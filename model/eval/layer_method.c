@@ -172,7 +172,8 @@ static int measure(const KilnQuantSpec *q, const float *W, const float *X, const
     return rc;
 }
 
-int kiln_layer_method_run(const KilnRecipe *r, const char *layer, const float *W, int64_t N,
+int kiln_layer_method_run(const KilnRecipe *r, const char *layer, const struct KilnTarget *t,
+                          const float *W, int64_t N,
                           int64_t K, const float *X, int64_t rows, KilnLayerMethod *out,
                           KilnDiag *d)
 {
@@ -186,7 +187,7 @@ int kiln_layer_method_run(const KilnRecipe *r, const char *layer, const float *W
     char mn[64];
     kiln_method_name(m, mn, sizeof mn);
     KilnQuantSpec f;
-    if (!kiln_recipe_layer_weights(r, layer, K, &f)) {
+    if (!kiln_recipe_layer_weights(r, layer, K, t, &f)) {
         snprintf(out->skipped, sizeof out->skipped, "%s not run: the recipe gives the layer no "
                  "weight format to round to at K = %lld", mn, (long long)K);
         return 0;

@@ -34,8 +34,10 @@ typedef struct KilnLayerMethod {
 /* Runs rule-of-`layer`'s method of recipe r on W[N,K] with the input rows X[rows,K].
  * No method (or RTN, or an ignored / stored layer): returns 0 with nothing in out. A
  * method it cannot run here (K over KILN_LAYER_METHOD_MAX_K) is said in out->skipped.
- * Errors (GPTQ's H not positive definite, out of memory) go to d. */
-int kiln_layer_method_run(const KilnRecipe *r, const char *layer, const float *W, int64_t N,
+ * The method rounds to the format the layer gets on target t (per = "auto" resolved
+ * there; NULL: the host). Errors (GPTQ's H not positive definite, out of memory) go to d. */
+int kiln_layer_method_run(const KilnRecipe *r, const char *layer, const struct KilnTarget *t,
+                          const float *W, int64_t N,
                           int64_t K, const float *X, int64_t rows, KilnLayerMethod *out,
                           KilnDiag *d);
 /* x[rows,K] → x[:, perm] / s in place, the input the layer takes after the method. */

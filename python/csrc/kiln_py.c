@@ -129,7 +129,7 @@ kiln_status kiln_py_method_run(const kiln_recipe *r, const char *name, const flo
     kiln_py_method *m = calloc(1, sizeof *m);
     if (!m)
         return fail_msg(KILN_STATUS_INTERNAL, "out of memory");
-    if (kiln_layer_method_run(kiln_recipe_frontend(r), name, W, N, K, X, rows, &m->m, &d)) {
+    if (kiln_layer_method_run(kiln_recipe_frontend(r), name, NULL, W, N, K, X, rows, &m->m, &d)) {
         kiln_layer_method_free(&m->m);
         free(m);
         return fail(&d);
