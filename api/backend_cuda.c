@@ -105,8 +105,9 @@ static int cuda_kernel(KilnBackend *b, const KilnFunc *planned, void **out, Kiln
         rc = kiln_gpu_layout_for(kiln_find_qgemm(k->canon), k->canon, &l, d);
     if (!rc)
         snprintf(k->layout, sizeof k->layout, "%s", l.name);
-    /* the cubin runs only on its own arch; a newer GPU JIT-compiles the PTX */
-    bool cubin = !strcmp(be->dev, arch), hit = false;
+    /* the cubin runs only on its own arch (sm_90a's on an sm_90 device); a newer GPU
+     * JIT-compiles the PTX */
+    bool cubin = sm_of(be->dev) == sm_of(arch), hit = false;
     double t0 = kiln_now_ms();
     if (!rc)
         rc = module_image(be, k, arch, cubin, &hit, d);
@@ -254,9 +255,13 @@ int kiln_backend_cuda_open(const KilnTarget *t, bool device_arch, const char *ca
         if (device_arch) /* the alias `cuda`: the device's own arch */
             rc = kiln_target_lookup(be->dev, &be->base.target, d);
     }
-    if (!rc && sm_of(be->dev) < sm_of(be->base.target.name))
-        rc = kiln_diag_set(d, KILN_ENODEV, "target %s needs a newer GPU: %s is %s",
-                           be->base.target.name, kiln_cuda_device_name(be->cuda), be->dev);
+    /* a portable arch runs on itself and later ones (PTX JIT); sm_90a on sm_90 only */
+    bool specific = be->base.target.isa & KILN_ISA_CUDA_ARCH_SPECIFIC;
+    int tsm = sm_of(be->base.target.name), dsm = rc ? 0 : sm_of(be->dev);
+    if (!rc && (specific ? tsm != dsm : tsm > dsm))
+        rc = kiln_diag_set(d, KILN_ENODEV, "target %s %s: %s is %s", be->base.target.name,
+                           specific ? "runs on its own arch only" : "needs a newer GPU",
+                           kiln_cuda_device_name(be->cuda), be->dev);
     KilnDiag cd = {0};
     if (!rc && kiln_cache_open(cache_dir, &be->cache, &cd))
         be->cache = NULL; /* no cache: compile every time */

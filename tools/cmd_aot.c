@@ -651,7 +651,7 @@ static int check_target(Aot *s)
     }
     if (s->t.kind == KILN_TGT_INTERP) {
         fprintf(stderr, "kiln aot: target '%s' builds no kernels (it is the reference "
-                        "interpreter); use cpu, avx2, avx512vnni, avx512, amx, sm_80, sm_89 or sm_90\n",
+                        "interpreter); use cpu, avx2, avx512vnni, avx512, amx, sm_80, sm_89, sm_90, sm_90a or sm_100\n",
                 s->t.name);
         return EXIT_INPUT;
     }
