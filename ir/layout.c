@@ -118,6 +118,7 @@ static void set_tile(const KilnTarget *t, const KilnType *wt, bool avx512, KilnL
     set_name(l, t->level);
     snprintf(l->isa, sizeof l->isa, "%s", t->level);
     l->sw_prefetch = !(t->tune & KILN_TUNE_HUGEPAGE_WEIGHTS);
+    l->pf_ahead = t->tune & KILN_TUNE_FAR_PREFETCH ? KILN_PF_AHEAD_FAR : KILN_PF_AHEAD;
     l->N = wt->dim[0];
     l->K = wt->dim[1];
     l->VL = avx512 ? 16 : 8;

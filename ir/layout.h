@@ -100,6 +100,11 @@ typedef void (*KilnQGemmFn)(const float *x, int64_t M, const void *wpack, const 
  *                       then i32 asum[ngroups] = sum of (q - z) per group;
  *                       f32-fma with zero_by_sum: f32 at 0 unused, then f32
  *                       asum[ngroups] = sum of the prepared activations per group. */
+/* How far ahead of the weight stream the decode loops prefetch (layout pf_ahead;
+ * codegen/cpu/qgemm_gen.c prefetch_ahead has the measurements). */
+#define KILN_PF_AHEAD 1024
+#define KILN_PF_AHEAD_FAR 4096
+
 typedef struct KilnLayout {
     char name[48];     /* "avx2-i16-madd", ... (the qgemm `layout` attr) */
     char isa[16];      /* "avx2", "avx512vnni", "avx512" or "amx": the target's ISA level */
@@ -115,8 +120,11 @@ typedef struct KilnLayout {
     bool int8_words;
     /* decode loops prefetch the weight stream in software (one prefetcht0 per cache
      * line, PF_AHEAD bytes ahead); not on targets whose weights sit in huge pages
-     * (KILN_TUNE_HUGEPAGE_WEIGHTS), where the hardware prefetchers do it alone */
+     * (KILN_TUNE_HUGEPAGE_WEIGHTS), where the hardware prefetchers do it alone;
+     * pf_ahead bytes ahead: KILN_PF_AHEAD, or KILN_PF_AHEAD_FAR with
+     * KILN_TUNE_FAR_PREFETCH (Intel hosts) */
     bool sw_prefetch;
+    int pf_ahead;
     int64_t N, K;
     int NR, KR;        /* panel width (output columns) and k-interleave */
     int KB;            /* k per packed block = per unrolled micro-kernel step (8 for int4) */

@@ -82,7 +82,8 @@ static const struct {
     unsigned bit;
     const char *name;
 } tune_names[] = {{KILN_TUNE_SUBNORMAL_FREE, "subnormal-free"},
-                  {KILN_TUNE_HUGEPAGE_WEIGHTS, "hugepage-weights"}};
+                  {KILN_TUNE_HUGEPAGE_WEIGHTS, "hugepage-weights"},
+                  {KILN_TUNE_FAR_PREFETCH, "far-prefetch"}};
 #define NTUNE (sizeof tune_names / sizeof tune_names[0])
 
 const char *kiln_tune_str(unsigned tune, char *buf, size_t n)
@@ -332,6 +333,8 @@ static void detect_host(void)
         probe_subnormal(&host);
 #endif
     read_thp(&host);
+    if (!strcmp(host.vendor, "GenuineIntel")) /* ir/target.h KILN_TUNE_FAR_PREFETCH */
+        host.tune |= KILN_TUNE_FAR_PREFETCH;
     host.probe_ms = (now_ns() - t0) * 1e-6;
 }
 

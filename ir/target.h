@@ -59,6 +59,14 @@ enum {
      * 1.5-2x faster even in huge pages. Only the host ("cpu") has it: an AOT
      * library cannot know how its caller allocates. */
     KILN_TUNE_HUGEPAGE_WEIGHTS = 2,
+    /* The decode loops' software prefetch runs 4 KiB ahead of the weight stream
+     * instead of 1 KiB (KILN_PF_AHEAD_FAR): on an Intel Xeon (family 6 model 207,
+     * KVM, 1 x 14336 x 4096 cold, 1 thread, two interleaved rounds) W8A16 decode
+     * went 5.43-5.50 -> 4.75-4.86 ms, W4A16 3.20-3.24 -> 2.71-2.76, FP8 5.88-5.90 ->
+     * 4.93-5.07, W4A8 2.84-2.92 -> 2.60-2.61 (2 KiB in between, 8 KiB no better); on
+     * Zen 3, where 1 KiB was tuned, 2 KiB measured the same and 4 KiB worse. Set by
+     * the host probe on Intel cores; only the host ("cpu") has it. */
+    KILN_TUNE_FAR_PREFETCH = 4,
 };
 
 typedef struct KilnTarget {

@@ -555,29 +555,41 @@ static void test_int8_words(void **state)
 
 /* The decode loops prefetch the weight stream in software unless the target's
  * weights sit in huge pages (KILN_TUNE_HUGEPAGE_WEIGHTS, the host's trait where THP
- * is on): the kernel IR's tune attr decides, and the layout name does not change. */
+ * is on AMD), 4 KiB ahead instead of 1 KiB with KILN_TUNE_FAR_PREFETCH (Intel hosts):
+ * the kernel IR's tune attr decides, and the layout name does not change. */
 static void test_prefetch_trait(void **state)
 {
     (void)state;
     static const size_t pick[] = {0, 5, 8, 11, 14}; /* vnni/madd, int8 words, int4, w4a8, fp8 */
-    for (size_t i = 0; i < sizeof pick / sizeof pick[0]; i++)
-        for (int huge = 0; huge < 2; huge++) {
+    static const char *const tunes[] = {NULL, "hugepage-weights", "far-prefetch"};
+    for (size_t i = 0; i < sizeof pick / sizeof pick[0]; i++) {
+        char *plain = NULL;
+        for (int v = 0; v < 3; v++) {
             KilnModule *mod = kiln_module_new();
             KilnFunc *f = build_kernel(mod, &cases[pick[i]], 1, 64, 256, "avx512");
-            if (huge)
-                kiln_fset_str(f, "tune", "hugepage-weights");
+            if (tunes[v])
+                kiln_fset_str(f, "tune", tunes[v]);
             KilnLayout l;
             KilnDiag d = {0};
             char *as = NULL;
+            bool huge = v == 1;
             assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
             assert_int_equal(l.sw_prefetch, !huge);
+            assert_int_equal(l.pf_ahead, v == 2 ? KILN_PF_AHEAD_FAR : KILN_PF_AHEAD);
             assert_int_equal(kiln_cpu_emit_asm(f, "k", &as, &d), 0);
             if ((strstr(as, "prefetcht0") != NULL) != !huge)
                 fail_msg("%s, tune %s: prefetcht0 %s", cases[pick[i]].name,
-                         huge ? "hugepage-weights" : "(none)", huge ? "present" : "missing");
-            free(as);
+                         tunes[v] ? tunes[v] : "(none)", huge ? "present" : "missing");
+            if (v == 0)
+                plain = as;
+            else if (v == 2 && !strcmp(as, plain)) /* the distance reached the code */
+                fail_msg("%s: far-prefetch compiled to the same code as 1 KiB", cases[pick[i]].name);
+            if (v)
+                free(as);
             kiln_module_free(mod);
         }
+        free(plain);
+    }
 }
 
 /* Every case on the microarchitecture targets whose layout differs from their ISA

@@ -304,6 +304,11 @@ static void test_target_cpu(void **state)
     bool amd = !strcmp(h->vendor, "AuthenticAMD");
     assert_int_equal(!!(h->tune & KILN_TUNE_HUGEPAGE_WEIGHTS),
                      thp && amd && !(off && *off && strcmp(off, "0")));
+    /* the far decode prefetch exactly on Intel cores */
+    assert_int_equal(!!(h->tune & KILN_TUNE_FAR_PREFETCH), !strcmp(h->vendor, "GenuineIntel"));
+    assert_int_equal(kiln_tune_parse("far-prefetch,subnormal-free", &tune), 0);
+    assert_int_equal(tune, KILN_TUNE_SUBNORMAL_FREE | KILN_TUNE_FAR_PREFETCH);
+    assert_string_equal(kiln_tune_str(tune, buf, sizeof buf), "subnormal-free,far-prefetch");
 }
 
 /* ---------------------------------------------------------------- pick_layout */

@@ -32,7 +32,8 @@ void kg_load_packed(KilnGen *g, KilnTile *t, LLVMValueRef kb)
 }
 
 /* Decode (one-row tiles) streams each panel once from DRAM: a software
- * prefetch PF_AHEAD bytes ahead of block kb, one per cache line of the block,
+ * prefetch l->pf_ahead bytes ahead of block kb (1 KiB; 4 KiB on Intel hosts,
+ * KILN_TUNE_FAR_PREFETCH, ir/target.h), one per cache line of the block,
  * keeps more lines in flight than the hardware prefetcher alone on 4 KiB pages.
  * Where the runtime keeps the weights in huge pages (KILN_TUNE_HUGEPAGE_WEIGHTS,
  * l->sw_prefetch false) the hardware prefetchers stream alone and the software
@@ -43,7 +44,6 @@ void kg_load_packed(KilnGen *g, KilnTile *t, LLVMValueRef kb)
  * the streaming-read limit (int4 on f32-fma gained nothing while it needed a
  * convert per weight; read from its bits it measured 3.1-3.2 -> 2.8-2.9 ms on
  * one thread, within this VM's noise). */
-#define PF_AHEAD 1024
 
 static void prefetch_ahead(KilnGen *g, KilnTile *t, LLVMValueRef kb)
 {
@@ -52,7 +52,7 @@ static void prefetch_ahead(KilnGen *g, KilnTile *t, LLVMValueRef kb)
     int64_t bytes = (int64_t)l->NR * l->KB * kiln_dtype_bits(l->wdt) / 8;
     if (!l->sw_prefetch)
         return;
-    LLVMValueRef base = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, bytes), ""), kg_i64(g, PF_AHEAD), "");
+    LLVMValueRef base = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, bytes), ""), kg_i64(g, l->pf_ahead), "");
     for (int64_t off = 0; off < bytes; off += 64) {
         LLVMValueRef args[4] = {kg_gep(g, t->wpanel, LLVMBuildAdd(b, base, kg_i64(g, off), "")),
                                 kg_i32(g, 0), kg_i32(g, 3), kg_i32(g, 1)}; /* read, keep, data */
