@@ -470,7 +470,7 @@ double bench_kernel_peak(const BenchLimits *l, const char *layout, const char **
     const char *f = "fma", *i = zmm ? "vfmadd231ps zmm" : "vfmadd231ps ymm";
     double p = zmm ? l->fma_zmm_gflops : l->fma_gflops;
     /* the family follows the level prefix ("avx512vnni-f32-fma" is FMA) */
-    const char *fam = strchr(layout, '-') ? strchr(layout, '-') + 1 : layout;
+    const char *dash = strchr(layout, '-'), *fam = dash ? dash + 1 : layout;
     if (strstr(fam, "i16-madd"))
         f = "vpmaddwd", i = "vpmaddwd+vpaddd ymm", p = l->madd_gops;
     else if (strstr(fam, "maddubs"))
