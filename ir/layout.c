@@ -119,6 +119,7 @@ static void set_tile(const KilnTarget *t, const KilnType *wt, bool avx512, KilnL
     snprintf(l->isa, sizeof l->isa, "%s", t->level);
     l->sw_prefetch = !(t->tune & KILN_TUNE_HUGEPAGE_WEIGHTS);
     l->pf_ahead = t->tune & KILN_TUNE_FAR_PREFETCH ? KILN_PF_AHEAD_FAR : KILN_PF_AHEAD;
+    l->pf_l2 = (t->tune & KILN_TUNE_FAR_PREFETCH) != 0;
     l->N = wt->dim[0];
     l->K = wt->dim[1];
     l->VL = avx512 ? 16 : 8;
@@ -233,8 +234,34 @@ static void set_act_scratch(const KilnQuantSpec *act, KilnDType act_dtype, KilnL
         break;
     }
     l->meta_off = align64(l->act_row_bytes);
-    l->scratch_per_row = l->meta_off + (act || l->zero_by_sum ? align64(8 + 4 * (size_t)l->ngroups) : 0);
+    size_t meta = act || l->zero_by_sum ? 8 + 4 * (size_t)l->ngroups : 0;
+    if (l->act_planes && 16 * (size_t)l->nablk > meta) /* per block: 2^-sh as 2 factors, D01, D23 */
+        meta = 16 * (size_t)l->nablk;
+    l->scratch_per_row = l->meta_off + align64(meta);
     l->scratch_fixed = 0;
+}
+
+/* Decode rows on vpdpbusd with the activations in byte planes (act_planes,
+ * layout.h): v4 levels (all have VNNI), weight-only word codes, and a block of at
+ * least 16 k that divides K and the group. */
+static void set_planes(bool avx512, KilnLayout *l)
+{
+    l->act_planes = false;
+    if (!avx512 || !l->weight_only || !kiln_layout_word_codes(l))
+        return;
+    int64_t unit = l->group;
+    for (int64_t r = l->K % unit; r;) { /* gcd(group, K) */
+        int64_t m = unit % r;
+        unit = r;
+        r = m;
+    }
+    for (int64_t b = 128; b >= 16; b /= 2)
+        if (unit % b == 0 && b % l->KB == 0) {
+            l->act_planes = true;
+            l->ablk = b;
+            l->nablk = l->K / b;
+            return;
+        }
 }
 
 /* The blocked prefill path (f32-fma with quantized weights): its row tile, chunk
@@ -278,6 +305,8 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
     if (rc)
         return rc;
     set_sections(wt, act, l);
+    l->weight_only = act == NULL;
+    set_planes(avx512, l);
     set_act_scratch(act, act_dtype, l);
     set_blocked(avx512, wt->q.fmt == KILN_QF_NONE, l);
     l->has_bias = has_bias;

@@ -122,8 +122,9 @@ typedef struct KilnLayout {
      * line, PF_AHEAD bytes ahead); not on targets whose weights sit in huge pages
      * (KILN_TUNE_HUGEPAGE_WEIGHTS), where the hardware prefetchers do it alone;
      * pf_ahead bytes ahead: KILN_PF_AHEAD, or KILN_PF_AHEAD_FAR with
-     * KILN_TUNE_FAR_PREFETCH (Intel hosts) */
-    bool sw_prefetch;
+     * KILN_TUNE_FAR_PREFETCH (Intel hosts), and there as prefetcht1 (into L2,
+     * pf_l2) rather than prefetcht0 */
+    bool sw_prefetch, pf_l2;
     int pf_ahead;
     int64_t N, K;
     int NR, KR;        /* panel width (output columns) and k-interleave */
@@ -159,6 +160,27 @@ typedef struct KilnLayout {
      * row's f32 [NR] at cbuf_off between chunks. (f32 weights stay on the direct
      * MR x NR path: on Zen 4 this path measured 15-40 % slower for them.) */
     bool blocked;
+    /* Decode rows on VNNI (act_planes; v4 levels, weight-only int4 and int8-word
+     * codes): calls with M < blocked_min_m do not decode the codes to f32. Per
+     * block of ablk k (128, or the largest of 64..16 dividing K and the group, a
+     * multiple of KB) the prologue writes each row's rounded activations a as the
+     * integers A = roundeven(a * 2^sh), sh = 29 - floor(log2(max |a| of the block)),
+     * |A| < 2^30, split into four balanced base-256 digits d0..d3 (A = d0 + 2^8 d1 +
+     * 2^16 d2 + 2^24 d3, each in [-128, 127]), one byte plane of K each at p * K in
+     * the row, in the order the codes come out of a word (int8 words: k; int4: per 8
+     * k, k = 0 2 4 6 1 3 5 7, the low nibbles then the high ones of a word's bytes).
+     * The unsigned stored codes u are vpdpbusd's u8 operand and a plane's four digits
+     * its broadcast s8 one: four int32 sums per block, S_p = sum u * d_p, exact;
+     * sum (u - Z) * A = T01 + 2^16 T23 with T01 = S0 + 2^8 S1 - Z * D01 and T23 =
+     * S2 + 2^8 S3 - Z * D23, D01 = sum d0 + 2^8 d1 and D23 likewise (|T| < 2^31 for
+     * ablk <= 128 and |u - Z| <= 255), times 2^-sh and the weight scale in f32. Row
+     * meta (at meta_off) per block: 2^-sh as two f32 factors (sh is -98..155), i32 D01,
+     * i32 D23. Exact up to A's
+     * rounding: an activation more than 2^29 below its block's largest loses bits
+     * (none for f16 within 2^19, bf16 within 2^22). One vpdpbusd per 16 weights and
+     * plane, against a convert and an FMA per 16 weights on f32. */
+    bool act_planes;
+    int64_t ablk, nablk;
     int MRB;
     int64_t CB, blocked_min_m;
     size_t cbuf_off;

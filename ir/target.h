@@ -64,8 +64,12 @@ enum {
      * KVM, 1 x 14336 x 4096 cold, 1 thread, two interleaved rounds) W8A16 decode
      * went 5.43-5.50 -> 4.75-4.86 ms, W4A16 3.20-3.24 -> 2.71-2.76, FP8 5.88-5.90 ->
      * 4.93-5.07, W4A8 2.84-2.92 -> 2.60-2.61 (2 KiB in between, 8 KiB no better); on
-     * Zen 3, where 1 KiB was tuned, 2 KiB measured the same and 4 KiB worse. Set by
-     * the host probe on Intel cores; only the host ("cpu") has it. */
+     * Zen 3, where 1 KiB was tuned, 2 KiB measured the same and 4 KiB worse. With it
+     * the prefetch is prefetcht1 (into L2) instead of prefetcht0: on the same host,
+     * three interleaved rounds, W8A16 (vpdpbusd decode rows) 4.55-4.65 -> 4.30-4.36
+     * ms, W4A16 2.63-2.65 -> 2.52-2.55, W4A8 2.54-2.55 -> 2.42-2.44, FP8 4.96-4.99 ->
+     * 4.93-4.95, W8A8 the same. Set by the host probe on Intel cores; only the host
+     * ("cpu") has it. */
     KILN_TUNE_FAR_PREFETCH = 4,
 };
 

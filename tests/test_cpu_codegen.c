@@ -167,6 +167,20 @@ static bool extremes;
  * change by a bit and the caller's MXCSR must be back afterwards. */
 static bool wide_range;
 static int64_t subnormal_codes;
+/* Activation rows other than random (test_act_planes): 1 spans 2^0 .. 2^-47 inside
+ * every block of k (the planes round what lies 2^29 below a block's largest); 2 puts
+ * 1.0 at each 128-k block's start and 32639 * 2^-29 (digits d0 = d1 = 127) after it,
+ * negated on odd rows: with `extremes` weights (|u - Z| = 255) the largest int32 T01
+ * the planes kernel forms. */
+static int act_pattern;
+
+static float act_value(int64_t m, int64_t k)
+{
+    if (act_pattern == 1)
+        return ldexpf(frand() < 0 ? -1.0f - 0.5f * frand() : 1.0f, -(int)(k % 48));
+    float v = k % 128 == 0 ? 1.0f : ldexpf(32639.0f, -29);
+    return m % 2 ? -v : v;
+}
 
 static int run_case(const Case *c, int64_t N, int64_t K, const char *target, const int64_t *Ms,
                     int nM, bool run, double *compile_ms)
@@ -244,7 +258,8 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
         kiln_tensor_alloc(&xt, &xty);
         float *x = xt.data;
         for (int64_t i = 0; i < M * K; i++)
-            x[i] = extremes ? -1.0f : frand() * (i % 37 == 0 ? 8.0f : 1.0f);
+            x[i] = act_pattern ? act_value(i / K, i % K)
+                 : extremes ? -1.0f : frand() * (i % 37 == 0 ? 8.0f : 1.0f);
         if (M >= 3)
             memset(x + K, 0, sizeof(float) * (size_t)K); /* an all-zero row: scale 1 */
         KilnTensor ref;
@@ -288,6 +303,16 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
                 for (int64_t k = 0; k < K; k++)
                     s += fabs(x[m * K + k]) * (fabs(deq[n * K + k]) + (zs ? 2 * zs[n * K + k] : 0));
                 tol = 1.2 * 2.0 * (double)K * ldexp(s, -23) + 1e-30;
+                if (l.act_planes && M < l.blocked_min_m) { /* A's rounding, ir/layout.h */
+                    double s2 = 0, bmax = 0;
+                    for (int64_t k = 0; k < K; k++) {
+                        if (k % l.ablk == 0) /* the block's largest |x| */
+                            for (int64_t kk = k, e = 0; kk < k + l.ablk; kk++, e = 1)
+                                bmax = e ? fmax(bmax, fabs(x[m * K + kk])) : fabs(x[m * K + kk]);
+                        s2 += bmax * fabs(deq[n * K + k]);
+                    }
+                    tol += ldexp(s2, -29);
+                }
             }
             if (c->out == KILN_F16)
                 tol += ldexp(fabs(r), -10) + ldexp(1, -24);
@@ -553,6 +578,70 @@ static void test_int8_words(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* Decode rows on VNNI (act_planes, ir/layout.h): which layouts take them and their
+ * block of k; the v4 kernels carry vpdpbusd for weight-only codes (assembly); and where
+ * the host runs a v4 level, rows 1, 2, 7 (planes) and 8 (the blocked f32 path) against
+ * the interpreter on random rows, rows spanning 2^0 .. 2^-47 per block, and the
+ * int32-headroom rows with every weight at |u - Z| = 255. */
+static void test_act_planes(void **state)
+{
+    (void)state;
+    static const int64_t Mp[] = {1, 2, 7, 8};
+    static const Case asym8 = {"w8a16 f32 / w asym channel", WS(INT8, false, CHANNEL, 0), false, {0}, KILN_F32, false, "none", KILN_F32};
+    /* case, K, whether the v4 layout takes planes, its block */
+    static const struct { int ci; int64_t K; bool planes; int64_t ablk; } lay[] = {
+        {5, 256, true, 128}, {5, 200, false, 0}, {7, 576, true, 64}, {8, 256, true, 32},
+        {9, 200, false, 0}, {9, 256, true, 64}, {10, 576, true, 64}, {0, 256, false, 0}, {16, 256, false, 0},
+        {18, 256, false, 0}, {11, 256, false, 0},
+    };
+    KilnTarget ts[8];
+    int nt = cpu_targets(ts, 8), failures = 0;
+    for (int ti = 0; ti < nt; ti++)
+        for (size_t i = 0; i < sizeof lay / sizeof lay[0]; i++) {
+            KilnModule *mod = kiln_module_new();
+            KilnFunc *f = build_kernel(mod, &cases[lay[i].ci], 1, 40, lay[i].K, ts[ti].name);
+            KilnLayout l;
+            KilnDiag d = {0};
+            assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
+            /* bf16 activations go to vdpbf16ps where the level has it */
+            bool v4 = kiln_level_is_v4(ts[ti].level) &&
+                      !(cases[lay[i].ci].act_dtype == KILN_BF16 && kiln_level_has_bf16(ts[ti].level));
+            if (l.act_planes != (v4 && lay[i].planes))
+                fail_msg("%s K=%lld on %s: act_planes %d", cases[lay[i].ci].name, (long long)lay[i].K,
+                         ts[ti].name, l.act_planes);
+            if (l.act_planes) {
+                assert_int_equal(l.ablk, lay[i].ablk);
+                assert_int_equal(l.nablk * l.ablk, l.K);
+                assert_true(l.scratch_per_row >= l.meta_off + 16 * (size_t)l.nablk);
+                char *as = NULL;
+                assert_int_equal(kiln_cpu_emit_asm(f, "k", &as, &d), 0);
+                assert_non_null(strstr(as, "vpdpbusd"));
+                free(as);
+            }
+            kiln_module_free(mod);
+        }
+    const char *v4 = host_runs("avx512") ? "avx512" : host_runs("avx512vnni") ? "avx512vnni" : NULL;
+    if (!v4) {
+        KilnTarget vt;
+        KilnDiag d = {0};
+        assert_int_equal(kiln_target_lookup("avx512vnni", &vt, &d), 0);
+        printf("[ SKIP ] running the planes rows (assembly checked only): avx512vnni: %s\n",
+               kiln_target_cannot_run(&vt));
+        return;
+    }
+    for (act_pattern = 0; act_pattern < 3; act_pattern++) {
+        extremes = act_pattern == 2;
+        for (size_t i = 0; i < sizeof lay / sizeof lay[0]; i++)
+            if (lay[i].planes && act_pattern < 2)
+                failures += run_case(&cases[lay[i].ci], 33, lay[i].K, v4, Mp, 4, true, NULL);
+        if (act_pattern == 2)
+            failures += run_case(&asym8, 40, 256, v4, Mp, 4, true, NULL);
+    }
+    act_pattern = 0;
+    extremes = false;
+    assert_int_equal(failures, 0);
+}
+
 /* The decode loops prefetch the weight stream in software unless the target's
  * weights sit in huge pages (KILN_TUNE_HUGEPAGE_WEIGHTS, the host's trait where THP
  * is on AMD), 4 KiB ahead instead of 1 KiB with KILN_TUNE_FAR_PREFETCH (Intel hosts):
@@ -576,10 +665,13 @@ static void test_prefetch_trait(void **state)
             assert_int_equal(kiln_layout_for(kiln_find_qgemm(f), f, &l, &d), 0);
             assert_int_equal(l.sw_prefetch, !huge);
             assert_int_equal(l.pf_ahead, v == 2 ? KILN_PF_AHEAD_FAR : KILN_PF_AHEAD);
+            assert_int_equal(l.pf_l2, v == 2);
             assert_int_equal(kiln_cpu_emit_asm(f, "k", &as, &d), 0);
-            if ((strstr(as, "prefetcht0") != NULL) != !huge)
-                fail_msg("%s, tune %s: prefetcht0 %s", cases[pick[i]].name,
-                         tunes[v] ? tunes[v] : "(none)", huge ? "present" : "missing");
+            /* far-prefetch prefetches into L2 (prefetcht1), the rest into L1 */
+            const char *insn = v == 2 ? "prefetcht1" : "prefetcht0";
+            if ((strstr(as, insn) != NULL) != !huge)
+                fail_msg("%s, tune %s: %s %s", cases[pick[i]].name,
+                         tunes[v] ? tunes[v] : "(none)", insn, huge ? "present" : "missing");
             if (v == 0)
                 plain = as;
             else if (v == 2 && !strcmp(as, plain)) /* the distance reached the code */
@@ -925,6 +1017,7 @@ int main(void)
         cmocka_unit_test(test_subnormal_weights),
         cmocka_unit_test(test_tuned_targets),
         cmocka_unit_test(test_int8_words),
+        cmocka_unit_test(test_act_planes),
         cmocka_unit_test(test_prefetch_trait),
         cmocka_unit_test(test_avx512),
         cmocka_unit_test(test_compile_time),

@@ -37,7 +37,8 @@ static void print_host(void)
     if (!(h->tune & KILN_TUNE_HUGEPAGE_WEIGHTS))
         printf("  decode prefetch: %d bytes ahead of the weight stream%s\n",
                far ? KILN_PF_AHEAD_FAR : KILN_PF_AHEAD,
-               far ? " (far-prefetch: an Intel core, where 1024 measured 12-17 % slower)" : "");
+               far ? " with prefetcht1 (far-prefetch: an Intel core, where 1024 with prefetcht0 "
+                     "measured 15-22 % slower)" : "");
     if (h->fma_ns > 0)
         printf("  subnormal operands: %s (probe: FMA %.3f ns, with a subnormal operand %.3f ns; "
                "%.2f ms)\n", h->tune & KILN_TUNE_SUBNORMAL_FREE ? "free" : "slow (microcode assist)",

@@ -178,8 +178,27 @@ static double sqnr_floor(const KilnFunc *f, const KilnInst *g)
     return floor_db;
 }
 
+/* Σ_k max|x| of k's block · |deqW[n,k]|: what rounding row m's activations to the
+ * byte planes of an act_planes layout (ir/layout.h) may cost, times 2^-30 per block
+ * maximum (the check allows twice that). */
+static double planes_bound(const float *x, const float *deq, int64_t m, int64_t n, int64_t K,
+                           int64_t ablk)
+{
+    double s = 0, bmax = 0;
+    for (int64_t k = 0; k < K; k++) {
+        if (k % ablk == 0) {
+            bmax = 0;
+            for (int64_t kk = k; kk < k + ablk && kk < K; kk++)
+                bmax = fmax(bmax, fabs(x[m * K + kk]));
+        }
+        s += bmax * fabs(deq[n * K + k]);
+    }
+    return s;
+}
+
 /* Kernel vs interpreter. Both compute the same quantized math; they may differ only
- * in the order of float operations. With u = 2^-24 and B = Σ_k |a_k|·|w_k| (from the
+ * in the order of float operations (and, for act_planes decode rows, in activations
+ * more than 2^29 below their block's largest, planes_bound). With u = 2^-24 and B = Σ_k |a_k|·|w_k| (from the
  * dequantized operands), f32 summation in any order is within K·u·B (Higham); we allow
  * 2·K·u·B + 8u·|y| for the scale products, plus one unit in the last place of a 16-bit
  * output, times 1.25 for silu/gelu (|derivative| <= 1.13). Integer paths are exact in
@@ -205,7 +224,7 @@ static int check_kernel(const KilnFunc *f, const KilnInst *g, const float *x, co
     }
     /* zero-by-sum layouts also sum the offset Z*s along (docs/numerics.md) */
     float *zs = NULL;
-    KilnLayout lay;
+    KilnLayout lay = {0};
     if (!rc && wt->q.fmt != KILN_QF_NONE && kiln_layout_for(g, f, &lay, &d) == 0 && lay.zero_by_sum) {
         const KilnTensor *wq = layer_quantized(ld, wt, &d);
         zs = malloc(sizeof(float) * (size_t)(N * K));
@@ -227,6 +246,8 @@ static int check_kernel(const KilnFunc *f, const KilnInst *g, const float *x, co
             double got = value_at(odt, y, m * N + n);
             double tol = fudge * (2.0 * (double)K * u * B * 1.02 + 8 * u * fabs(ref)) +
                          ulp16 * fabs(ref) + 1e-30;
+            if (lay.act_planes && M < lay.blocked_min_m)
+                tol += fudge * ldexp(planes_bound(x, deq, m, n, K, lay.ablk), -29);
             double err = fabs(got - ref);
             if (!(err <= tol)) {
                 if (bad++ < 5)

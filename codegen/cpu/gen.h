@@ -144,6 +144,13 @@ KilnTile kg_tile_row(KilnGen *g, const KilnTile *t, LLVMValueRef m0, LLVMValueRe
  * (or the model). */
 void kg_emit_amx_bf16_panels(KilnGen *g, LLVMValueRef p0, LLVMValueRef p1);
 
+/* qgemm_gen.c: the decode rows' software prefetch for word block kb. */
+void kg_prefetch_ahead(KilnGen *g, KilnTile *t, LLVMValueRef kb);
+/* qgemm_planes.c (act_planes layouts, ir/layout.h): all M rows' byte planes and block
+ * meta into scratch; one row (t->m0) of one panel on vpdpbusd over them. */
+void kg_emit_planes_prep(KilnGen *g);
+void kg_emit_planes_tile(KilnGen *g, KilnTile *t);
+
 /* qgemm_blocked.c: one panel of the blocked prefill path, all M rows. */
 void kg_emit_blocked_panel(KilnGen *g, KilnTile *t);
 

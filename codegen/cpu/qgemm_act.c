@@ -239,6 +239,17 @@ void kg_emit_act_prep(KilnGen *g)
         emit_range(g, kg_i64(g, 0), LLVMBuildMul(b, g->M, kg_i64(g, l->K), ""), &lo, &hi);
         p = params_from_range(g, lo, hi);
     }
+    LLVMBasicBlockRef rows_done = NULL;
+    if (l->act_planes) { /* decode calls: byte planes for vpdpbusd (qgemm_planes.c) */
+        LLVMBasicBlockRef pl = LLVMAppendBasicBlockInContext(g->c, g->fn, "planes_prep");
+        LLVMBasicBlockRef fl = LLVMAppendBasicBlockInContext(g->c, g->fn, "float_prep");
+        rows_done = LLVMAppendBasicBlockInContext(g->c, g->fn, "rows_done");
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, g->M, kg_i64(g, l->blocked_min_m), ""), pl, fl);
+        LLVMPositionBuilderAtEnd(b, pl);
+        kg_emit_planes_prep(g);
+        LLVMBuildBr(b, rows_done);
+        LLVMPositionBuilderAtEnd(b, fl);
+    }
     KilnLoop lm;
     LLVMValueRef m = kg_loop_begin(g, &lm, kg_i64(g, 0), g->M, 1);
     LLVMValueRef rowp =
@@ -254,6 +265,10 @@ void kg_emit_act_prep(KilnGen *g)
     else
         emit_float_row(g, m, rowp, rp);
     kg_loop_end(g, &lm);
+    if (rows_done) {
+        LLVMBuildBr(b, rows_done);
+        LLVMPositionBuilderAtEnd(b, rows_done);
+    }
     if (l->tiles) { /* the pad rows the last 16-row A tile reads (ir/layout.h): zero, when
                      * the tiles run (not the int4 panel buffer after them, which the tile
                      * path writes whole; decode calls skip it all) */

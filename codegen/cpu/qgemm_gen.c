@@ -33,7 +33,8 @@ void kg_load_packed(KilnGen *g, KilnTile *t, LLVMValueRef kb)
 
 /* Decode (one-row tiles) streams each panel once from DRAM: a software
  * prefetch l->pf_ahead bytes ahead of block kb (1 KiB; 4 KiB on Intel hosts,
- * KILN_TUNE_FAR_PREFETCH, ir/target.h), one per cache line of the block,
+ * KILN_TUNE_FAR_PREFETCH, ir/target.h, and there into L2 only), one per cache
+ * line of the block,
  * keeps more lines in flight than the hardware prefetcher alone on 4 KiB pages.
  * Where the runtime keeps the weights in huge pages (KILN_TUNE_HUGEPAGE_WEIGHTS,
  * l->sw_prefetch false) the hardware prefetchers stream alone and the software
@@ -45,7 +46,7 @@ void kg_load_packed(KilnGen *g, KilnTile *t, LLVMValueRef kb)
  * convert per weight; read from its bits it measured 3.1-3.2 -> 2.8-2.9 ms on
  * one thread, within this VM's noise). */
 
-static void prefetch_ahead(KilnGen *g, KilnTile *t, LLVMValueRef kb)
+void kg_prefetch_ahead(KilnGen *g, KilnTile *t, LLVMValueRef kb)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
@@ -53,9 +54,10 @@ static void prefetch_ahead(KilnGen *g, KilnTile *t, LLVMValueRef kb)
     if (!l->sw_prefetch)
         return;
     LLVMValueRef base = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, bytes), ""), kg_i64(g, l->pf_ahead), "");
+    int loc = l->pf_l2 ? 2 : 3; /* prefetcht1 (into L2) or prefetcht0 */
     for (int64_t off = 0; off < bytes; off += 64) {
         LLVMValueRef args[4] = {kg_gep(g, t->wpanel, LLVMBuildAdd(b, base, kg_i64(g, off), "")),
-                                kg_i32(g, 0), kg_i32(g, 3), kg_i32(g, 1)}; /* read, keep, data */
+                                kg_i32(g, 0), kg_i32(g, loc), kg_i32(g, 1)}; /* read, locality, data */
         kg_call_intr(g, "llvm.prefetch", &g->ptr, 1, args, 4);
     }
 }
@@ -376,7 +378,7 @@ static void emit_maddubs_blocks(KilnGen *g, KilnTile *t, LLVMValueRef kb0, LLVMV
     for (int u = 0; u < U; u++) {
         LLVMValueRef kbu = LLVMBuildAdd(b, kb, kg_i64(g, u), "");
         if (t->R == 1)
-            prefetch_ahead(g, t, kbu);
+            kg_prefetch_ahead(g, t, kbu);
         kg_load_packed(g, t, kbu);
         for (int j = 0; j < l->KB / l->KR; j++) {
             LLVMValueRef k = LLVMBuildAdd(b, LLVMBuildMul(b, kbu, kg_i64(g, l->KB), ""),
@@ -450,7 +452,7 @@ static void emit_tile(KilnGen *g, KilnTile *t)
     }
     LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, kb1, 1);
     if (t->R == 1 && l->wdt != KILN_F32)
-        prefetch_ahead(g, t, kb);
+        kg_prefetch_ahead(g, t, kb);
     if (kg_packed_words(l))
         kg_load_packed(g, t, kb);
     for (int j = 0; j < steps; j++) {
@@ -648,7 +650,10 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
     t.P = l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U4S8_MADDUBS ? 1
         : l->KB / l->KR < KG_MAXP ? l->KB / l->KR : KG_MAXP;
     t.m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
-    emit_tile(g, &t);
+    if (l->act_planes) /* decode rows on vpdpbusd (blocked layouts: M < blocked_min_m here) */
+        kg_emit_planes_tile(g, &t);
+    else
+        emit_tile(g, &t);
     kg_loop_end(g, &lr);
     if (next) {
         LLVMBuildBr(b, next);
