@@ -5,26 +5,29 @@
  * stored unsigned codes as the u8 operand and four digits of a plane broadcast as
  * the s8 one. No code is converted to f32: one vpdpbusd per 16 weights and plane,
  * where the f32 path spends a mask or shift, a vcvtdq2ps and an FMA. */
+#include <math.h>
+
 #include "codegen/cpu/gen.h"
 
 enum { PLANES = 4, META_BYTES = 16 }; /* per block: f32 2^-sh1, 2^-sh2, i32 D01, D23 */
 
-/* Byte position of k in its plane: k for int8 words; for int4 words, per 8 k, the
- * low nibbles of the word's bytes (k = 0 2 4 6) and then the high ones (1 3 5 7). */
-static LLVMValueRef plane_pos(KilnGen *g, LLVMValueRef k)
+/* The kernel's rounding of activations to act_dtype (kiln_round_to), VL lanes. */
+static LLVMValueRef vround_act(KilnGen *g, LLVMValueRef x)
 {
-    if (g->l->int8_words)
-        return k;
     LLVMBuilderRef b = g->b;
-    LLVMValueRef j = LLVMBuildAnd(b, k, kg_i64(g, 7), "");
-    LLVMValueRef odd = LLVMBuildShl(b, LLVMBuildAnd(b, j, kg_i64(g, 1), ""), kg_i64(g, 2), "");
-    return LLVMBuildAdd(b, LLVMBuildAdd(b, LLVMBuildSub(b, k, j, ""), odd, ""),
-                        LLVMBuildLShr(b, j, kg_i64(g, 1), ""), "");
-}
-
-static LLVMValueRef sext8(KilnGen *g, LLVMValueRef v)
-{
-    return LLVMBuildSExt(g->b, LLVMBuildTrunc(g->b, v, g->i8, ""), g->i32, "");
+    unsigned VL = (unsigned)g->l->VL;
+    if (g->l->act_dtype == KILN_F16)
+        return LLVMBuildFPExt(b, LLVMBuildFPTrunc(b, x, kg_vec(g->f16, VL), ""), g->vf, "");
+    if (g->l->act_dtype != KILN_BF16)
+        return x;
+    LLVMValueRef u = LLVMBuildBitCast(b, x, g->vi, ""); /* RNE to the top 16 bits, NaN kept */
+    LLVMValueRef lsb = LLVMBuildAnd(b, LLVMBuildLShr(b, u, kg_vsplat_i(g, g->i32, 16, VL), ""),
+                                    kg_vsplat_i(g, g->i32, 1, VL), "");
+    LLVMValueRef r = LLVMBuildAdd(b, u, LLVMBuildAdd(b, lsb, kg_vsplat_i(g, g->i32, 0x7FFF, VL), ""), "");
+    LLVMValueRef nan = LLVMBuildOr(b, u, kg_vsplat_i(g, g->i32, 0x400000, VL), "");
+    r = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, x, x, ""), nan, r, "");
+    r = LLVMBuildAnd(b, r, kg_vsplat_i(g, g->i32, (int32_t)0xFFFF0000u, VL), "");
+    return LLVMBuildBitCast(b, r, g->vf, "");
 }
 
 /* f32 2^e for e in [-126, 127], from its bits. */
@@ -34,62 +37,95 @@ static LLVMValueRef pow2f(KilnGen *g, LLVMValueRef e)
     return LLVMBuildBitCast(g->b, bits, g->f32, "");
 }
 
-/* Row m's planes and block meta at rowp (layout.h, act_planes). */
+static LLVMValueRef vsext8(KilnGen *g, LLVMValueRef v)
+{
+    LLVMValueRef sh = kg_vsplat_i(g, g->i32, 24, (unsigned)g->l->VL);
+    return LLVMBuildAShr(g->b, LLVMBuildShl(g->b, v, sh, ""), sh, "");
+}
+
+/* One plane's VL digits as bytes, in the plane's order (layout.h): k for int8
+ * words; for int4 words, per 8 k, k = 0 2 4 6 then 1 3 5 7. */
+static void store_digits(KilnGen *g, LLVMValueRef d, LLVMValueRef p)
+{
+    unsigned VL = (unsigned)g->l->VL;
+    if (!g->l->int8_words) {
+        LLVMValueRef mask[16];
+        for (unsigned i = 0; i < VL; i++)
+            mask[i] = kg_i32(g, (int)((i & ~7u) + (i & 4 ? 2 * (i & 3) + 1 : 2 * (i & 3))));
+        d = LLVMBuildShuffleVector(g->b, d, LLVMGetUndef(g->vi), LLVMConstVector(mask, VL), "");
+    }
+    kg_store(g, LLVMBuildTrunc(g->b, d, kg_vec(g->i8, VL), ""), p);
+}
+
+static LLVMValueRef reduce(KilnGen *g, const char *name, LLVMValueRef v)
+{
+    LLVMTypeRef t = LLVMTypeOf(v);
+    return kg_call_intr(g, name, &t, 1, &v, 1);
+}
+
+/* Row m's planes and block meta at rowp (layout.h, act_planes), VL k at a time (ablk
+ * is a multiple of 16). A block whose largest |a| is inf or NaN gets a NaN factor, so
+ * its rows come out NaN. */
 static void emit_planes_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp)
 {
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
-    LLVMTypeRef ft = g->f32, dt = LLVMDoubleTypeInContext(g->c);
+    unsigned VL = (unsigned)l->VL;
+    LLVMTypeRef vf = g->vf;
     LLVMValueRef xrow = kg_gep(g, g->x, LLVMBuildMul(b, m, kg_i64(g, l->K * 4), ""));
     LLVMValueRef meta = kg_gep(g, rowp, kg_i64(g, (int64_t)l->meta_off));
-    LLVMValueRef amax = kg_alloca(g, g->f32, "amax");
-    LLVMValueRef d01 = kg_alloca(g, g->i32, "d01"), d23 = kg_alloca(g, g->i32, "d23");
+    LLVMValueRef vmax = kg_alloca(g, g->vi, "vmax");
+    LLVMValueRef d01 = kg_alloca(g, g->vi, "d01"), d23 = kg_alloca(g, g->vi, "d23");
     KilnLoop lb;
     LLVMValueRef bi = kg_loop_begin(g, &lb, kg_i64(g, 0), kg_i64(g, l->nablk), 1);
     LLVMValueRef k0 = LLVMBuildMul(b, bi, kg_i64(g, l->ablk), "");
     LLVMValueRef k1 = LLVMBuildAdd(b, k0, kg_i64(g, l->ablk), "");
-    kg_st(g, kg_f32(g, 0), amax);
+    kg_st(g, LLVMConstNull(g->vi), vmax);
     KilnLoop lk;
-    LLVMValueRef k = kg_loop_begin(g, &lk, k0, k1, 1);
-    LLVMValueRef v = kg_round_act(g, l->act_dtype, kg_load(g, g->f32, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), ""))));
-    LLVMValueRef mm[2] = {kg_ld(g, g->f32, amax), kg_call_intr(g, "llvm.fabs", &ft, 1, &v, 1)};
-    kg_st(g, kg_call_intr(g, "llvm.maxnum", &ft, 1, mm, 2), amax);
+    LLVMValueRef k = kg_loop_begin(g, &lk, k0, k1, VL);
+    LLVMValueRef v = vround_act(g, kg_load(g, vf, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), ""))));
+    /* |v| as bits: ordered like the values, NaN above inf */
+    LLVMValueRef mm[2] = {kg_ld(g, g->vi, vmax),
+                          LLVMBuildAnd(b, LLVMBuildBitCast(b, v, g->vi, ""), kg_vsplat_i(g, g->i32, 0x7FFFFFFF, VL), "")};
+    LLVMTypeRef vit = g->vi;
+    kg_st(g, kg_call_intr(g, "llvm.umax", &vit, 1, mm, 2), vmax);
     kg_loop_end(g, &lk);
     /* sh = 29 - floor(log2 amax): |A| < 2^30. A zero or subnormal maximum counts as
-     * 2^-126; the unscale 2^-sh goes as two normal factors (sh is -98..155). */
-    LLVMValueRef ebits = LLVMBuildAnd(b, LLVMBuildLShr(b, LLVMBuildBitCast(b, kg_ld(g, g->f32, amax), g->i32, ""),
-                                                       kg_i32(g, 23), ""), kg_i32(g, 0xFF), "");
+     * 2^-126; 2^sh and 2^-sh go as two normal factors each (sh is -98..155). */
+    LLVMValueRef amax = reduce(g, "llvm.vector.reduce.umax", kg_ld(g, g->vi, vmax));
+    LLVMValueRef ebits = LLVMBuildLShr(b, amax, kg_i32(g, 23), "");
+    LLVMValueRef bad = LLVMBuildICmp(b, LLVMIntEQ, ebits, kg_i32(g, 0xFF), "");
     ebits = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntEQ, ebits, kg_i32(g, 0), ""), kg_i32(g, 1), ebits, "");
+    ebits = LLVMBuildSelect(b, bad, kg_i32(g, 127), ebits, "");
     LLVMValueRef sh = LLVMBuildSub(b, kg_i32(g, 29 + 127), ebits, "");
     LLVMValueRef sh1 = LLVMBuildAShr(b, sh, kg_i32(g, 1), "");
     LLVMValueRef sh2 = LLVMBuildSub(b, sh, sh1, "");
-    LLVMValueRef scale = LLVMBuildBitCast(
-        b, LLVMBuildShl(b, LLVMBuildZExt(b, LLVMBuildAdd(b, sh, kg_i32(g, 1023), ""), g->i64, ""), kg_i64(g, 52), ""),
-        dt, "");
     LLVMValueRef mo = kg_gep(g, meta, LLVMBuildMul(b, bi, kg_i64(g, META_BYTES), ""));
-    kg_store(g, pow2f(g, LLVMBuildNeg(b, sh1, "")), mo);
+    kg_store(g, LLVMBuildSelect(b, bad, kg_f32(g, NAN), pow2f(g, LLVMBuildNeg(b, sh1, "")), ""), mo);
     kg_store(g, pow2f(g, LLVMBuildNeg(b, sh2, "")), kg_gep(g, mo, kg_i64(g, 4)));
-    kg_st(g, kg_i32(g, 0), d01);
-    kg_st(g, kg_i32(g, 0), d23);
-    k = kg_loop_begin(g, &lk, k0, k1, 1);
-    v = kg_round_act(g, l->act_dtype, kg_load(g, g->f32, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), ""))));
-    LLVMValueRef av = LLVMBuildFMul(b, LLVMBuildFPExt(b, v, dt, ""), scale, ""); /* exact */
-    av = kg_call_intr(g, "llvm.roundeven", &dt, 1, &av, 1);
-    LLVMValueRef r = LLVMBuildFPToSI(b, av, g->i32, "");
-    LLVMValueRef d[PLANES], pos = plane_pos(g, k);
+    LLVMValueRef s1 = kg_splat(g, pow2f(g, sh1), VL), s2 = kg_splat(g, pow2f(g, sh2), VL);
+    kg_st(g, LLVMConstNull(g->vi), d01);
+    kg_st(g, LLVMConstNull(g->vi), d23);
+    k = kg_loop_begin(g, &lk, k0, k1, VL);
+    v = vround_act(g, kg_load(g, vf, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), ""))));
+    LLVMValueRef av = LLVMBuildFMul(b, LLVMBuildFMul(b, v, s1, ""), s2, ""); /* exact */
+    av = kg_call_intr(g, "llvm.roundeven", &vf, 1, &av, 1);
+    LLVMValueRef lo[2] = {av, kg_splat(g, kg_f32(g, -0x1p30), VL)}; /* NaN -> a number */
+    av = kg_call_intr(g, "llvm.maxnum", &vf, 1, lo, 2);
+    LLVMValueRef hi[2] = {av, kg_splat(g, kg_f32(g, 0x1p30), VL)};
+    av = kg_call_intr(g, "llvm.minnum", &vf, 1, hi, 2);
+    LLVMValueRef r = LLVMBuildFPToSI(b, av, g->vi, ""), d[PLANES];
+    LLVMValueRef eight = kg_vsplat_i(g, g->i32, 8, VL);
     for (int p = 0; p < PLANES; p++) { /* balanced digits: d = sext(low byte), r = (r - d) >> 8 */
-        d[p] = p < PLANES - 1 ? sext8(g, r) : r;
-        r = LLVMBuildAShr(b, LLVMBuildSub(b, r, d[p], ""), kg_i32(g, 8), "");
-        kg_store(g, LLVMBuildTrunc(b, d[p], g->i8, ""),
-                 kg_gep(g, rowp, LLVMBuildAdd(b, pos, kg_i64(g, (int64_t)p * l->K), "")));
+        d[p] = p < PLANES - 1 ? vsext8(g, r) : r;
+        r = LLVMBuildAShr(b, LLVMBuildSub(b, r, d[p], ""), eight, "");
+        store_digits(g, d[p], kg_gep(g, rowp, LLVMBuildAdd(b, k, kg_i64(g, (int64_t)p * l->K), "")));
     }
-    LLVMValueRef e01 = LLVMBuildAdd(b, d[0], LLVMBuildShl(b, d[1], kg_i32(g, 8), ""), "");
-    LLVMValueRef e23 = LLVMBuildAdd(b, d[2], LLVMBuildShl(b, d[3], kg_i32(g, 8), ""), "");
-    kg_st(g, LLVMBuildAdd(b, kg_ld(g, g->i32, d01), e01, ""), d01);
-    kg_st(g, LLVMBuildAdd(b, kg_ld(g, g->i32, d23), e23, ""), d23);
+    kg_st(g, LLVMBuildAdd(b, kg_ld(g, g->vi, d01), LLVMBuildAdd(b, d[0], LLVMBuildShl(b, d[1], eight, ""), ""), ""), d01);
+    kg_st(g, LLVMBuildAdd(b, kg_ld(g, g->vi, d23), LLVMBuildAdd(b, d[2], LLVMBuildShl(b, d[3], eight, ""), ""), ""), d23);
     kg_loop_end(g, &lk);
-    kg_store(g, kg_ld(g, g->i32, d01), kg_gep(g, mo, kg_i64(g, 8)));
-    kg_store(g, kg_ld(g, g->i32, d23), kg_gep(g, mo, kg_i64(g, 12)));
+    kg_store(g, reduce(g, "llvm.vector.reduce.add", kg_ld(g, g->vi, d01)), kg_gep(g, mo, kg_i64(g, 8)));
+    kg_store(g, reduce(g, "llvm.vector.reduce.add", kg_ld(g, g->vi, d23)), kg_gep(g, mo, kg_i64(g, 12)));
     kg_loop_end(g, &lb);
 }
 
