@@ -66,7 +66,7 @@ enum {
      * 4.93-5.07, W4A8 2.84-2.92 -> 2.60-2.61 (2 KiB in between, 8 KiB no better); on
      * Zen 3, where 1 KiB was tuned, 2 KiB measured the same and 4 KiB worse. With it
      * the prefetch is prefetcht1 (into L2) instead of prefetcht0: on the same host,
-     * three interleaved rounds, W8A16 (vpdpbusd decode rows) 4.55-4.65 -> 4.30-4.36
+     * two or three interleaved rounds, W8A16 (vpdpbusd decode rows) 4.55-4.65 -> 4.30-4.36
      * ms, W4A16 2.63-2.65 -> 2.52-2.55, W4A8 2.54-2.55 -> 2.42-2.44, FP8 4.96-4.99 ->
      * 4.93-4.95, W8A8 the same. Set by the host probe on Intel cores; only the host
      * ("cpu") has it. */
