@@ -163,11 +163,9 @@ static void emit_block(KilnGen *g, KilnTile *t, LLVMValueRef kb, int ph,
         }
         for (int v = 0; v < t->NV; v++) {
             LLVMValueRef w = t->packed[v];
-            if (!l->int8_words) {
-                if (h)
-                    w = LLVMBuildLShr(b, w, kg_vsplat_i(g, g->i32, 4, (unsigned)l->VL), "");
-                w = LLVMBuildAnd(b, w, kg_vsplat_i(g, g->i32, 0x0F0F0F0F, (unsigned)l->VL), "");
-            }
+            if (!l->int8_words) /* the high nibbles stay in place: 16 u (the block end divides) */
+                w = LLVMBuildAnd(b, w, kg_vsplat_i(g, g->i32, h ? (int32_t)0xF0F0F0F0u : 0x0F0F0F0F,
+                                                   (unsigned)l->VL), "");
             int c = l->int8_words ? ph : h;
             for (int p = 0; p < PLANES; p++)
                 kg_st(g, dpbusd(g, kg_ld(g, g->vi, s[c][p][v]), w, dg[p]), s[c][p][v]);
@@ -176,7 +174,9 @@ static void emit_block(KilnGen *g, KilnTile *t, LLVMValueRef kb, int ph,
 }
 
 /* Block bi's sums into facc: T01 = S0 + 2^8 S1 - Z*D01, T23 likewise, then
- * (T01 + 2^16 T23) * 2^-sh times the weight scale. */
+ * (T01 + 2^16 T23) * 2^-sh times the weight scale. int4 words keep 16 S_p (the low
+ * nibbles' chain shifted up by 4 plus the high nibbles', read in place as 16 u) and
+ * 16 Z: |16 T| <= 16 * 128 * 15 * 32896 < 2^31; 2^-sh takes the 1/16. */
 static void emit_block_end(KilnGen *g, KilnTile *t, LLVMValueRef bi, LLVMValueRef s[2][PLANES][KG_MAXNV])
 {
     const KilnLayout *l = g->l;
@@ -185,22 +185,29 @@ static void emit_block_end(KilnGen *g, KilnTile *t, LLVMValueRef bi, LLVMValueRe
     LLVMTypeRef vf = g->vf;
     LLVMValueRef mo = kg_gep(g, t->meta[0], LLVMBuildMul(b, bi, kg_i64(g, META_BYTES), ""));
     LLVMValueRef e1 = kg_splat(g, kg_load(g, g->f32, mo), VL);
-    LLVMValueRef e2 = kg_splat(g, kg_load(g, g->f32, kg_gep(g, mo, kg_i64(g, 4))), VL);
+    int unit = l->int8_words ? 1 : 16;
+    LLVMValueRef e2 = kg_load(g, g->f32, kg_gep(g, mo, kg_i64(g, 4)));
+    e2 = kg_splat(g, unit > 1 ? LLVMBuildFMul(b, e2, kg_f32(g, 1.0 / unit), "") : e2, VL);
     LLVMValueRef dd[2] = {kg_load(g, g->i32, kg_gep(g, mo, kg_i64(g, 8))),
                           kg_load(g, g->i32, kg_gep(g, mo, kg_i64(g, 12)))};
     LLVMValueRef wg = LLVMBuildSDiv(b, LLVMBuildMul(b, bi, kg_i64(g, l->ablk), ""), kg_i64(g, l->group), "");
-    int off = kiln_layout_code_offset(l);
+    int off = kiln_layout_code_offset(l) * unit;
     for (int v = 0; v < t->NV; v++) {
         LLVMValueRef sv = kg_load(g, vf, kg_vec_sect(g, t, l->scales_off, wg, v));
         LLVMValueRef zv = NULL;
         if (l->zeros_off)
-            zv = LLVMBuildAdd(b, kg_load(g, g->vi, kg_vec_sect(g, t, l->zeros_off, wg, v)),
-                              kg_vsplat_i(g, g->i32, off, VL), "");
+            zv = LLVMBuildMul(b, LLVMBuildAdd(b, kg_load(g, g->vi, kg_vec_sect(g, t, l->zeros_off, wg, v)),
+                                              kg_vsplat_i(g, g->i32, off / unit, VL), ""),
+                              kg_vsplat_i(g, g->i32, unit, VL), "");
         LLVMValueRef tt[2];
         for (int h = 0; h < 2; h++) {
             LLVMValueRef sp[2];
-            for (int q = 0; q < 2; q++)
-                sp[q] = LLVMBuildAdd(b, kg_ld(g, g->vi, s[0][2 * h + q][v]), kg_ld(g, g->vi, s[1][2 * h + q][v]), "");
+            for (int q = 0; q < 2; q++) {
+                LLVMValueRef s0 = kg_ld(g, g->vi, s[0][2 * h + q][v]);
+                if (unit > 1)
+                    s0 = LLVMBuildShl(b, s0, kg_vsplat_i(g, g->i32, 4, VL), "");
+                sp[q] = LLVMBuildAdd(b, s0, kg_ld(g, g->vi, s[1][2 * h + q][v]), "");
+            }
             LLVMValueRef x = LLVMBuildAdd(b, sp[0], LLVMBuildShl(b, sp[1], kg_vsplat_i(g, g->i32, 8, VL), ""), "");
             LLVMValueRef zd = zv ? LLVMBuildMul(b, zv, kg_splat(g, dd[h], VL), "")
                                  : kg_splat(g, LLVMBuildMul(b, dd[h], kg_i32(g, off), ""), VL);
