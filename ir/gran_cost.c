@@ -24,9 +24,11 @@ static const struct {
      * 8 outputs against 2 k per vpmaddwd said 2: the group's loads of scales and its
      * zero-point and sum bookkeeping cost as much again four times over */
     [KILN_GU_MADD] = {"avx2 vpmaddwd/vpmaddubsw int32 sums", 10, 1, false},
-    /* not measured (no host here runs the avx512 level): avx2's 10 doubled, since
-     * vpdpbusd covers 4 k per instruction where vpmaddwd covers 2 */
-    [KILN_GU_VNNI] = {"VNNI vpdpbusd int32 sums", 20, 4, true},
+    /* measured on avx512vnni (Intel Xeon family 6 model 207, M = 512, 4096 x 4096, one
+     * thread, three interleaved rounds; bench/results/vnni-granularity-2026-12-07.md):
+     * over channel, W8A8 group 128 / 64 / 32 +1.8 / +5.1 / +16.6 %, W4A8 +5.2 / +14.7 /
+     * +21.9 %, i.e. 2.3-9.4 k a group: 6 (the estimate before the measurement was 20) */
+    [KILN_GU_VNNI] = {"VNNI vpdpbusd int32 sums", 6, 4, true},
     /* per 32x32 block and group: 4 tilestored, 64 zmm convert + FMA (~160 cycles)
      * against 4 tdpbusd per 64 k (16 cycles each at peak, the loop runs at ~25 %
      * of it: 4 cycles a k): 160 / 4 = 40 k; a tile step is 64 k */

@@ -143,7 +143,7 @@ static void test_auto_per_target(void **state)
     expect_layout("avx2", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "avx2-u4s8-maddubs",
                   "auto -> group=32 on avx2 (avx2 vpmaddwd");
     expect_layout("avx512", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "avx512-u8s8-vnni",
-                  "auto -> group=128 on avx512 (VNNI vpdpbusd");
+                  "auto -> group=64 on avx512 (VNNI vpdpbusd");
     /* M=4 is below amx_min_m, but the weights serve a layer's every M: tiles decide */
     expect_layout("amx", "dyn", KILN_QF_INT4, S, AU, 0, 4096, "amx-u8s8-vnni",
                   "auto -> group=128 on amx (AMX tdpbusd");
@@ -155,11 +155,12 @@ static void test_auto_per_target(void **state)
                   "auto -> group=128 on sm_90 (GPU mma.sync");
     expect_layout("sm_90", "f16", KILN_QF_INT4, S, AU, 0, 4096, "sm90-mma-f16-int4",
                   "auto -> group=32 on sm_90 (GPU dequantize in registers");
-    /* int8 x int8: groups of 128 where a rescale is cheap, channel on VNNI, tiles, mma */
+    /* int8 x int8: groups of 128 where a rescale is cheap (vpmaddwd, VNNI), channel on
+     * tiles and mma */
     expect_layout("avx2", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "avx2-i16-madd",
                   "auto -> group=128 on avx2");
     expect_layout("avx512", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "avx512-u8s8-vnni",
-                  "auto -> channel on avx512");
+                  "auto -> group=128 on avx512");
     expect_layout("amx", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "amx-u8s8-tile",
                   "auto -> channel on amx");
     expect_layout("sm_80", "dyn", KILN_QF_INT8, S, AU, 0, 4096, "sm80-mma-s8",
