@@ -137,6 +137,20 @@ static void set_tile(const KilnTarget *t, const KilnType *wt, bool avx512, KilnL
     l->group = l->group_mode ? w->group : l->K;
 }
 
+/* gcd(group, K) (group > 0): what a packed block, an activation block of the planes
+ * and a tile step must divide, so that none straddles a group, the ragged last one
+ * included. */
+static int64_t block_unit(const KilnLayout *l)
+{
+    int64_t unit = l->group;
+    for (int64_t r = l->K % unit; r;) {
+        int64_t m = unit % r;
+        unit = r;
+        r = m;
+    }
+    return unit;
+}
+
 /* KB, the k of a packed block, from the block unit that K and the group allow;
  * and whether int8 codes go as column words. */
 static int set_block(const KilnTarget *t, const KilnType *wt, KilnLayout *l, KilnDiag *d)
@@ -147,13 +161,7 @@ static int set_block(const KilnTarget *t, const KilnType *wt, KilnLayout *l, Kil
     /* A group that does not divide K leaves a ragged last group of K mod group k
      * (docs/numerics.md). Blocks must not straddle groups, so the block unit must
      * divide the group and the tail alike, i.e. gcd(group, K). */
-    int64_t tail = l->K % l->group, unit = l->group;
-    for (int64_t a = l->group, r = l->K % a; r;) { /* gcd(group, K) */
-        int64_t m = a % r;
-        a = r;
-        r = m;
-        unit = a;
-    }
+    int64_t tail = l->K % l->group, unit = block_unit(l);
     char rag[64] = "";
     if (tail)
         snprintf(rag, sizeof rag, ", ragged last group of %lld", (long long)tail);
@@ -244,17 +252,12 @@ static void set_act_scratch(const KilnQuantSpec *act, KilnDType act_dtype, KilnL
 /* Decode rows on vpdpbusd with the activations in byte planes (act_planes,
  * layout.h): v4 levels (all have VNNI), weight-only word codes, and a block of at
  * least 16 k that divides K and the group. */
-static void set_planes(bool avx512, KilnLayout *l)
+static void set_planes(bool avx512, bool weight_only, KilnLayout *l)
 {
     l->act_planes = false;
-    if (!avx512 || !l->weight_only || !kiln_layout_word_codes(l))
+    if (!avx512 || !weight_only || !kiln_layout_word_codes(l))
         return;
-    int64_t unit = l->group;
-    for (int64_t r = l->K % unit; r;) { /* gcd(group, K) */
-        int64_t m = unit % r;
-        unit = r;
-        r = m;
-    }
+    int64_t unit = block_unit(l);
     for (int64_t b = 128; b >= 16; b /= 2)
         if (unit % b == 0 && b % l->KB == 0) {
             l->act_planes = true;
@@ -305,8 +308,7 @@ int kiln_layout_make(const KilnTarget *t, const KilnType *wt, const KilnQuantSpe
     if (rc)
         return rc;
     set_sections(wt, act, l);
-    l->weight_only = act == NULL;
-    set_planes(avx512, l);
+    set_planes(avx512, act == NULL, l);
     set_act_scratch(act, act_dtype, l);
     set_blocked(avx512, wt->q.fmt == KILN_QF_NONE, l);
     l->has_bias = has_bias;
@@ -321,18 +323,6 @@ bool kiln_layout_bf16_tiles(const KilnLayout *l)
                    kiln_qformat_is_fp8(l->aspec.fmt) && kiln_layout_fp8_weights(l);
     return strcmp(l->isa, "amx") == 0 && l->NR == 32 &&
            (l->family == KILN_KF_BF16_DOT || fp8_fp8);
-}
-
-/* gcd(group, K): what every tile step must divide. */
-static int64_t tile_unit(const KilnLayout *l)
-{
-    int64_t unit = l->group;
-    for (int64_t r = l->K % unit; r;) {
-        int64_t m = unit % r;
-        unit = r;
-        r = m;
-    }
-    return unit;
 }
 
 /* fp8 x fp8 for bf16 tiles: bf16-dot's blob (KR = 2) and activation rows (bf16
@@ -378,7 +368,7 @@ static void set_tiles(KilnLayout *l, int64_t min_m, bool model, int64_t unit, in
  * dequantized panel in scratch_fixed. */
 static int use_bf16_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
 {
-    int64_t unit = tile_unit(l);
+    int64_t unit = block_unit(l);
     if (unit % 2)
         return kiln_diag_set(d, KILN_EINPUT,
                              "qgemm: bf16 AMX tiles take k in pairs: K and the group must be "
@@ -407,7 +397,7 @@ int kiln_layout_use_tiles(KilnLayout *l, int64_t min_m, bool model, KilnDiag *d)
                              "qgemm: AMX tiles need int8 activations with int8 or int4 weights, "
                              "bf16 activations with quantized weights, or fp8 activations with "
                              "fp8 weights, on the amx target (layout %s)", l->name);
-    set_tiles(l, min_m, model, tile_unit(l), 64, "amx-u8s8-tile");
+    set_tiles(l, min_m, model, block_unit(l), 64, "amx-u8s8-tile");
     /* the TM - 1 pad rows, then (int4) the panel unpacked to bytes, K/4 rows of NR*4 */
     l->scratch_fixed = (size_t)(l->TM - 1) * l->scratch_per_row +
                        (kiln_dtype_bits(l->wdt) == 4 ? (size_t)l->K * (size_t)l->NR : 0);

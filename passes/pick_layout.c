@@ -506,19 +506,13 @@ static void decode_note(Pick *p, const KilnLayout *l)
                "~150-cycle microcode assist)");
     if (l->act_planes)
         append(p->why, sizeof p->why,
-               l->int8_words
-               ? "; calls with fewer than 8 rows (decode) convert no code: each activation row is "
-                 "written per block of k as integers < 2^30 under one power of two, split into four "
-                 "signed byte planes, and vpdpbusd multiplies the stored unsigned codes by each "
-                 "plane (one instruction per 16 weights and plane, exact int32; the code offset "
-                 "and the scales come off per block), against a shift or mask, a convert and an "
-                 "FMA per 16 weights on f32"
-               : "; calls with fewer than 8 rows (decode) convert no code: each activation row is "
-                 "written per block of k as integers < 2^30 under one power of two, split into four "
-                 "signed byte planes, and vpdpbusd multiplies the nibbles (masked into bytes, low "
-                 "and high apart) by each plane (exact int32; the code offset and the scales come "
-                 "off per block), against a shift or mask, a convert and an FMA per 16 weights on "
-                 "f32");
+               "; calls with fewer than 8 rows (decode) convert no code: each activation row is "
+               "written per block of k as integers < 2^30 under one power of two, split into four "
+               "signed byte planes, and vpdpbusd multiplies %s by each plane (%sexact int32; the "
+               "code offset and the scales come off per block), against a shift or mask, a "
+               "convert and an FMA per 16 weights on f32",
+               l->int8_words ? "the stored unsigned codes" : "the nibbles (masked into bytes, low and high apart)",
+               l->int8_words ? "one instruction per 16 weights and plane, " : "");
 }
 
 static void why_float(Pick *p, const KilnLayout *l)

@@ -89,27 +89,45 @@ void kg_loop_end(KilnGen *g, KilnLoop *lp)
     LLVMPositionBuilderAtEnd(g->b, lp->exit);
 }
 
+/* x's lane count: 0 for a scalar, else the vector's. */
+static unsigned lanes_of(LLVMValueRef x)
+{
+    LLVMTypeRef t = LLVMTypeOf(x);
+    return LLVMGetTypeKind(t) == LLVMVectorTypeKind ? LLVMGetVectorSize(t) : 0;
+}
+
+/* el, or el with n lanes */
+static LLVMTypeRef shaped(LLVMTypeRef el, unsigned n) { return n ? kg_vec(el, n) : el; }
+
+/* i32 constant v, or it splatted to n lanes */
+static LLVMValueRef i32_shaped(KilnGen *g, int64_t v, unsigned n)
+{
+    return n ? kg_vsplat_i(g, g->i32, v, n) : kg_i32(g, v);
+}
+
 /* Same as kiln_f32_to_bf16: add 0x7FFF + lsb and truncate; NaN is quieted
- * instead (the add could carry a NaN into Inf). */
+ * instead (the add could carry a NaN into Inf). Scalar or vector x. */
 LLVMValueRef kg_f32_to_bf16_bits(KilnGen *g, LLVMValueRef x)
 {
     LLVMBuilderRef b = g->b;
-    LLVMValueRef u = LLVMBuildBitCast(b, x, g->i32, "");
-    LLVMValueRef lsb = LLVMBuildAnd(b, LLVMBuildLShr(b, u, kg_i32(g, 16), ""), kg_i32(g, 1), "");
-    LLVMValueRef r = LLVMBuildAdd(b, u, LLVMBuildAdd(b, lsb, kg_i32(g, 0x7FFF), ""), "");
-    LLVMValueRef nan = LLVMBuildOr(b, u, kg_i32(g, 0x400000), "");
+    unsigned n = lanes_of(x);
+    LLVMValueRef u = LLVMBuildBitCast(b, x, shaped(g->i32, n), "");
+    LLVMValueRef lsb = LLVMBuildAnd(b, LLVMBuildLShr(b, u, i32_shaped(g, 16, n), ""), i32_shaped(g, 1, n), "");
+    LLVMValueRef r = LLVMBuildAdd(b, u, LLVMBuildAdd(b, lsb, i32_shaped(g, 0x7FFF, n), ""), "");
+    LLVMValueRef nan = LLVMBuildOr(b, u, i32_shaped(g, 0x400000, n), "");
     LLVMValueRef isnan = LLVMBuildFCmp(b, LLVMRealUNO, x, x, "");
     r = LLVMBuildSelect(b, isnan, nan, r, "");
-    return LLVMBuildTrunc(b, LLVMBuildLShr(b, r, kg_i32(g, 16), ""), g->i16, "");
+    return LLVMBuildTrunc(b, LLVMBuildLShr(b, r, i32_shaped(g, 16, n), ""), shaped(g->i16, n), "");
 }
 
 LLVMValueRef kg_round_act(KilnGen *g, KilnDType dt, LLVMValueRef x)
 {
+    unsigned n = lanes_of(x);
     if (dt == KILN_F16)
-        return LLVMBuildFPExt(g->b, LLVMBuildFPTrunc(g->b, x, g->f16, ""), g->f32, "");
+        return LLVMBuildFPExt(g->b, LLVMBuildFPTrunc(g->b, x, shaped(g->f16, n), ""), shaped(g->f32, n), "");
     if (dt == KILN_BF16) {
-        LLVMValueRef h = LLVMBuildZExt(g->b, kg_f32_to_bf16_bits(g, x), g->i32, "");
-        return LLVMBuildBitCast(g->b, LLVMBuildShl(g->b, h, kg_i32(g, 16), ""), g->f32, "");
+        LLVMValueRef h = LLVMBuildZExt(g->b, kg_f32_to_bf16_bits(g, x), shaped(g->i32, n), "");
+        return LLVMBuildBitCast(g->b, LLVMBuildShl(g->b, h, i32_shaped(g, 16, n), ""), shaped(g->f32, n), "");
     }
     return x;
 }

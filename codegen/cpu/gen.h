@@ -45,8 +45,8 @@ void kg_loop_end(KilnGen *g, KilnLoop *lp);
 LLVMTypeRef kg_vec(LLVMTypeRef el, unsigned n);
 
 /* Rounding helpers shared by activation prep and the output store. */
-LLVMValueRef kg_f32_to_bf16_bits(KilnGen *g, LLVMValueRef x);  /* i16, RNE, NaN kept */
-LLVMValueRef kg_round_act(KilnGen *g, KilnDType dt, LLVMValueRef x); /* kiln_round_to */
+LLVMValueRef kg_f32_to_bf16_bits(KilnGen *g, LLVMValueRef x);  /* i16 (lanes), RNE, NaN kept */
+LLVMValueRef kg_round_act(KilnGen *g, KilnDType dt, LLVMValueRef x); /* kiln_round_to, f32 or lanes */
 LLVMValueRef kg_fp8_round(KilnGen *g, KilnQFormat f, LLVMValueRef v); /* dec(enc(v)) */
 
 /* emit.c: LLVM's x86 target, initialized once per process. */

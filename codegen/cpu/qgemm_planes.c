@@ -11,25 +11,6 @@
 
 enum { PLANES = 4, META_BYTES = 16 }; /* per block: f32 2^-sh1, 2^-sh2, i32 D01, D23 */
 
-/* The kernel's rounding of activations to act_dtype (kiln_round_to), VL lanes. */
-static LLVMValueRef vround_act(KilnGen *g, LLVMValueRef x)
-{
-    LLVMBuilderRef b = g->b;
-    unsigned VL = (unsigned)g->l->VL;
-    if (g->l->act_dtype == KILN_F16)
-        return LLVMBuildFPExt(b, LLVMBuildFPTrunc(b, x, kg_vec(g->f16, VL), ""), g->vf, "");
-    if (g->l->act_dtype != KILN_BF16)
-        return x;
-    LLVMValueRef u = LLVMBuildBitCast(b, x, g->vi, ""); /* RNE to the top 16 bits, NaN kept */
-    LLVMValueRef lsb = LLVMBuildAnd(b, LLVMBuildLShr(b, u, kg_vsplat_i(g, g->i32, 16, VL), ""),
-                                    kg_vsplat_i(g, g->i32, 1, VL), "");
-    LLVMValueRef r = LLVMBuildAdd(b, u, LLVMBuildAdd(b, lsb, kg_vsplat_i(g, g->i32, 0x7FFF, VL), ""), "");
-    LLVMValueRef nan = LLVMBuildOr(b, u, kg_vsplat_i(g, g->i32, 0x400000, VL), "");
-    r = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, x, x, ""), nan, r, "");
-    r = LLVMBuildAnd(b, r, kg_vsplat_i(g, g->i32, (int32_t)0xFFFF0000u, VL), "");
-    return LLVMBuildBitCast(b, r, g->vf, "");
-}
-
 /* f32 2^e for e in [-126, 127], from its bits. */
 static LLVMValueRef pow2f(KilnGen *g, LLVMValueRef e)
 {
@@ -83,7 +64,7 @@ static void emit_planes_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp)
     kg_st(g, LLVMConstNull(g->vi), vmax);
     KilnLoop lk;
     LLVMValueRef k = kg_loop_begin(g, &lk, k0, k1, VL);
-    LLVMValueRef v = vround_act(g, kg_load(g, vf, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), ""))));
+    LLVMValueRef v = kg_round_act(g, l->act_dtype, kg_load(g, vf, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), ""))));
     /* |v| as bits: ordered like the values, NaN above inf */
     LLVMValueRef mm[2] = {kg_ld(g, g->vi, vmax),
                           LLVMBuildAnd(b, LLVMBuildBitCast(b, v, g->vi, ""), kg_vsplat_i(g, g->i32, 0x7FFFFFFF, VL), "")};
@@ -107,7 +88,7 @@ static void emit_planes_row(KilnGen *g, LLVMValueRef m, LLVMValueRef rowp)
     kg_st(g, LLVMConstNull(g->vi), d01);
     kg_st(g, LLVMConstNull(g->vi), d23);
     k = kg_loop_begin(g, &lk, k0, k1, VL);
-    v = vround_act(g, kg_load(g, vf, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), ""))));
+    v = kg_round_act(g, l->act_dtype, kg_load(g, vf, kg_gep(g, xrow, LLVMBuildMul(b, k, kg_i64(g, 4), ""))));
     LLVMValueRef av = LLVMBuildFMul(b, LLVMBuildFMul(b, v, s1, ""), s2, ""); /* exact */
     av = kg_call_intr(g, "llvm.roundeven", &vf, 1, &av, 1);
     LLVMValueRef lo[2] = {av, kg_splat(g, kg_f32(g, -0x1p30), VL)}; /* NaN -> a number */
@@ -191,13 +172,13 @@ static void emit_block_end(KilnGen *g, KilnTile *t, LLVMValueRef bi, LLVMValueRe
     LLVMValueRef dd[2] = {kg_load(g, g->i32, kg_gep(g, mo, kg_i64(g, 8))),
                           kg_load(g, g->i32, kg_gep(g, mo, kg_i64(g, 12)))};
     LLVMValueRef wg = LLVMBuildSDiv(b, LLVMBuildMul(b, bi, kg_i64(g, l->ablk), ""), kg_i64(g, l->group), "");
-    int off = kiln_layout_code_offset(l) * unit;
+    int z0 = kiln_layout_code_offset(l); /* Z of symmetric codes; asymmetric: zero + z0 */
     for (int v = 0; v < t->NV; v++) {
         LLVMValueRef sv = kg_load(g, vf, kg_vec_sect(g, t, l->scales_off, wg, v));
-        LLVMValueRef zv = NULL;
+        LLVMValueRef zv = NULL; /* unit * Z per column */
         if (l->zeros_off)
             zv = LLVMBuildMul(b, LLVMBuildAdd(b, kg_load(g, g->vi, kg_vec_sect(g, t, l->zeros_off, wg, v)),
-                                              kg_vsplat_i(g, g->i32, off / unit, VL), ""),
+                                              kg_vsplat_i(g, g->i32, z0, VL), ""),
                               kg_vsplat_i(g, g->i32, unit, VL), "");
         LLVMValueRef tt[2];
         for (int h = 0; h < 2; h++) {
@@ -210,7 +191,7 @@ static void emit_block_end(KilnGen *g, KilnTile *t, LLVMValueRef bi, LLVMValueRe
             }
             LLVMValueRef x = LLVMBuildAdd(b, sp[0], LLVMBuildShl(b, sp[1], kg_vsplat_i(g, g->i32, 8, VL), ""), "");
             LLVMValueRef zd = zv ? LLVMBuildMul(b, zv, kg_splat(g, dd[h], VL), "")
-                                 : kg_splat(g, LLVMBuildMul(b, dd[h], kg_i32(g, off), ""), VL);
+                                 : kg_splat(g, LLVMBuildMul(b, dd[h], kg_i32(g, z0 * unit), ""), VL);
             tt[h] = LLVMBuildSIToFP(b, LLVMBuildSub(b, x, zd, ""), vf, "");
         }
         LLVMValueRef fa[3] = {tt[1], kg_splat(g, kg_f32(g, 65536.0), VL), tt[0]};
