@@ -642,6 +642,29 @@ static void test_act_planes(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* Decode batches (M = 2..7): blocked f32-fma layouts run them on the MR-row
+ * tile, the 2 or 3 rows left over on that tile with its missing rows repeating
+ * the last row (docs/jit-aot.md); act_planes layouts row by row. Every case on
+ * every CPU target the host runs, against the interpreter; the others are
+ * compiled and asm-checked by test_avx512 / test_tuned_targets. */
+static void test_decode_batches(void **state)
+{
+    (void)state;
+    static const int64_t Mb[] = {2, 4, 5, 6, 7};
+    KilnTarget ts[8];
+    int nt = cpu_targets(ts, 8), failures = 0;
+    for (int ti = 0; ti < nt; ti++) {
+        if (!kiln_target_host_runs(&ts[ti])) {
+            printf("[ SKIP ] decode batches on %s (compiled elsewhere): %s\n", ts[ti].name,
+                   kiln_target_cannot_run(&ts[ti]));
+            continue;
+        }
+        for (size_t ci = 0; ci < NCASES; ci++)
+            failures += run_case(&cases[ci], ci % 2 ? 40 : 33, ci % 3 ? 128 : 200, ts[ti].name, Mb, 5, true, NULL);
+    }
+    assert_int_equal(failures, 0);
+}
+
 /* The decode loops prefetch the weight stream in software unless the target's
  * weights sit in huge pages (KILN_TUNE_HUGEPAGE_WEIGHTS, the host's trait where THP
  * is on AMD), 4 KiB ahead instead of 1 KiB with KILN_TUNE_FAR_PREFETCH (Intel hosts):
@@ -1018,6 +1041,7 @@ int main(void)
         cmocka_unit_test(test_tuned_targets),
         cmocka_unit_test(test_int8_words),
         cmocka_unit_test(test_act_planes),
+        cmocka_unit_test(test_decode_batches),
         cmocka_unit_test(test_prefetch_trait),
         cmocka_unit_test(test_avx512),
         cmocka_unit_test(test_compile_time),

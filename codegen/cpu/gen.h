@@ -70,6 +70,7 @@ typedef struct KilnTile {
     int R, NV;
     int P; /* independent accumulator chains per (row, vector), summed per group */
     LLVMValueRef m0, p, ncols, wpanel;
+    LLVMValueRef mlast; /* set: rows past it repeat it (kg_tile_m) */
     LLVMValueRef rowp[KG_MAXR], meta[KG_MAXR];
     LLVMValueRef packed[KG_MAXNV]; /* int4: the block's column words, loaded once per block */
     LLVMValueRef facc[KG_MAXR][KG_MAXNV], gacc[KG_MAXR][KG_MAXNV][KG_MAXP]; /* allocas */
@@ -98,6 +99,7 @@ void kg_group_end(KilnGen *g, KilnTile *t, LLVMValueRef gi);
 /* facc (activation scale last where the interpreter applies it last) through the
  * epilogue into y. */
 void kg_emit_tile_store(KilnGen *g, KilnTile *t);
+LLVMValueRef kg_tile_m(KilnGen *g, const KilnTile *t, int r);
 
 /* tiles.c: AMX tile operations, real (LLVM's AMX intrinsics) or on the scalar model
  * (ir/amx_model.h) for `tiles = "model"`; a tile is a slot from kt_slot. Shapes: m
