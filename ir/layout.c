@@ -261,6 +261,7 @@ static void set_planes(bool avx512, bool weight_only, KilnLayout *l)
     for (int64_t b = 128; b >= 16; b /= 2)
         if (unit % b == 0 && b % l->KB == 0) {
             l->act_planes = true;
+            l->planes_below_m = KILN_PLANES_BELOW_M;
             l->ablk = b;
             l->nablk = l->K / b;
             return;

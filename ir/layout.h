@@ -104,6 +104,12 @@ typedef void (*KilnQGemmFn)(const float *x, int64_t M, const void *wpack, const 
  * codegen/cpu/qgemm_gen.c prefetch_ahead has the measurements). */
 #define KILN_PF_AHEAD 1024
 #define KILN_PF_AHEAD_FAR 4096
+/* act_planes layouts run calls with fewer rows than this on vpdpbusd byte planes,
+ * row by row; from it the MR-row f32 tile, which decodes a panel once per 4 rows
+ * (Intel, 4096 x 4096 cold, 1 thread: at M = 2 planes W4A16 1.00 ms against the
+ * tile's 1.31, W8A16 level; at M = 3 / 4 the tile W8A16 1.59 / 1.59 against 1.79 /
+ * 2.05, W4A16 level / 1.30 against 1.60; bench/results/decode-batches-2026-12-08.md). */
+#define KILN_PLANES_BELOW_M 3
 
 typedef struct KilnLayout {
     char name[48];     /* "avx2-i16-madd", ... (the qgemm `layout` attr) */
@@ -161,7 +167,9 @@ typedef struct KilnLayout {
      * MR x NR path: on Zen 4 this path measured 15-40 % slower for them.) */
     bool blocked;
     /* Decode rows on VNNI (act_planes; v4 levels, weight-only int4 and int8-word
-     * codes): calls with M < blocked_min_m do not decode the codes to f32. Per
+     * codes): calls with M < planes_below_m do not decode the codes to f32 (from
+     * planes_below_m rows to blocked_min_m the direct path's MR-row f32 tile, which
+     * decodes a panel once per 4 rows, is faster). Per
      * block of ablk k (128, or the largest of 64..16 dividing K and the group, a
      * multiple of KB) the prologue writes each row's rounded activations a as the
      * integers A = roundeven(a * 2^sh), sh = 29 - floor(log2(max |a| of the block)),
@@ -180,7 +188,7 @@ typedef struct KilnLayout {
      * (none for f16 within 2^19, bf16 within 2^22). One vpdpbusd per 16 weights and
      * plane, against a convert and an FMA per 16 weights on f32. */
     bool act_planes;
-    int64_t ablk, nablk;
+    int64_t ablk, nablk, planes_below_m;
     int MRB;
     int64_t CB, blocked_min_m;
     size_t cbuf_off;

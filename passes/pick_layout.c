@@ -506,11 +506,12 @@ static void decode_note(Pick *p, const KilnLayout *l)
                "~150-cycle microcode assist)");
     if (l->act_planes)
         append(p->why, sizeof p->why,
-               "; calls with fewer than 8 rows (decode) convert no code: each activation row is "
+               "; calls with fewer than %lld rows (decode) convert no code: each activation row is "
                "written per block of k as integers < 2^30 under one power of two, split into four "
                "signed byte planes, and vpdpbusd multiplies %s by each plane (%sexact int32; the "
                "code offset and the scales come off per block), against a shift or mask, a "
                "convert and an FMA per 16 weights on f32",
+               (long long)l->planes_below_m,
                l->int8_words ? "the stored unsigned codes" : "the nibbles (masked into bytes, low and high apart)",
                l->int8_words ? "one instruction per 16 weights and plane, " : "");
 }

@@ -303,7 +303,7 @@ static int run_case(const Case *c, int64_t N, int64_t K, const char *target, con
                 for (int64_t k = 0; k < K; k++)
                     s += fabs(x[m * K + k]) * (fabs(deq[n * K + k]) + (zs ? 2 * zs[n * K + k] : 0));
                 tol = 1.2 * 2.0 * (double)K * ldexp(s, -23) + 1e-30;
-                if (l.act_planes && M < l.blocked_min_m) { /* A's rounding, ir/layout.h */
+                if (l.act_planes && M < l.planes_below_m) { /* A's rounding, ir/layout.h */
                     double s2 = 0, bmax = 0;
                     for (int64_t k = 0; k < K; k++) {
                         if (k % l.ablk == 0) /* the block's largest |x| */
@@ -580,13 +580,14 @@ static void test_int8_words(void **state)
 
 /* Decode rows on VNNI (act_planes, ir/layout.h): which layouts take them and their
  * block of k; the v4 kernels carry vpdpbusd for weight-only codes (assembly); and where
- * the host runs a v4 level, rows 1, 2, 7 (planes) and 8 (the blocked f32 path) against
+ * the host runs a v4 level, rows 1, 2 (planes: M < planes_below_m), 3, 7 (the MR-row
+ * f32 tile) and 8 (the blocked f32 path) against
  * the interpreter on random rows, rows spanning 2^0 .. 2^-47 per block, and the
  * int32-headroom rows with every weight at |u - Z| = 255. */
 static void test_act_planes(void **state)
 {
     (void)state;
-    static const int64_t Mp[] = {1, 2, 7, 8};
+    static const int64_t Mp[] = {1, 2, 3, 7, 8};
     static const Case asym8 = {"w8a16 f32 / w asym channel", WS(INT8, false, CHANNEL, 0), false, {0}, KILN_F32, false, "none", KILN_F32};
     /* case, K, whether the v4 layout takes planes, its block */
     static const struct { int ci; int64_t K; bool planes; int64_t ablk; } lay[] = {
@@ -611,6 +612,7 @@ static void test_act_planes(void **state)
                          ts[ti].name, l.act_planes);
             if (l.act_planes) {
                 assert_int_equal(l.ablk, lay[i].ablk);
+                assert_true(l.planes_below_m >= 2 && l.planes_below_m <= l.blocked_min_m);
                 assert_int_equal(l.nablk * l.ablk, l.K);
                 assert_true(l.scratch_per_row >= l.meta_off + 16 * (size_t)l.nablk);
                 char *as = NULL;
@@ -633,9 +635,9 @@ static void test_act_planes(void **state)
         extremes = act_pattern == 2;
         for (size_t i = 0; i < sizeof lay / sizeof lay[0]; i++)
             if (lay[i].planes && act_pattern < 2)
-                failures += run_case(&cases[lay[i].ci], 33, lay[i].K, v4, Mp, 4, true, NULL);
+                failures += run_case(&cases[lay[i].ci], 33, lay[i].K, v4, Mp, 5, true, NULL);
         if (act_pattern == 2)
-            failures += run_case(&asym8, 40, 256, v4, Mp, 4, true, NULL);
+            failures += run_case(&asym8, 40, 256, v4, Mp, 5, true, NULL);
     }
     act_pattern = 0;
     extremes = false;
@@ -644,7 +646,8 @@ static void test_act_planes(void **state)
 
 /* Decode batches (M = 2..7): blocked f32-fma layouts run them on the MR-row
  * tile, the 2 or 3 rows left over on that tile with its missing rows repeating
- * the last row (docs/jit-aot.md); act_planes layouts row by row. Every case on
+ * the last row (docs/jit-aot.md); act_planes layouts below planes_below_m rows
+ * row by row on byte planes, from there on the MR tile too. Every case on
  * every CPU target the host runs, against the interpreter; the others are
  * compiled and asm-checked by test_avx512 / test_tuned_targets. */
 static void test_decode_batches(void **state)

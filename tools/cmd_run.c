@@ -246,7 +246,7 @@ static int check_kernel(const KilnFunc *f, const KilnInst *g, const float *x, co
             double got = value_at(odt, y, m * N + n);
             double tol = fudge * (2.0 * (double)K * u * B * 1.02 + 8 * u * fabs(ref)) +
                          ulp16 * fabs(ref) + 1e-30;
-            if (lay.act_planes && M < lay.blocked_min_m)
+            if (lay.act_planes && M < lay.planes_below_m)
                 tol += fudge * ldexp(planes_bound(x, deq, m, n, K, lay.ablk), -29);
             double err = fabs(got - ref);
             if (!(err <= tol)) {

@@ -244,7 +244,7 @@ void kg_emit_act_prep(KilnGen *g)
         LLVMBasicBlockRef pl = LLVMAppendBasicBlockInContext(g->c, g->fn, "planes_prep");
         LLVMBasicBlockRef fl = LLVMAppendBasicBlockInContext(g->c, g->fn, "float_prep");
         rows_done = LLVMAppendBasicBlockInContext(g->c, g->fn, "rows_done");
-        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, g->M, kg_i64(g, l->blocked_min_m), ""), pl, fl);
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, g->M, kg_i64(g, l->planes_below_m), ""), pl, fl);
         LLVMPositionBuilderAtEnd(b, pl);
         kg_emit_planes_prep(g);
         LLVMBuildBr(b, rows_done);

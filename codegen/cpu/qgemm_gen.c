@@ -600,6 +600,49 @@ void kg_panel_begin(KilnGen *g, KilnTile *t, LLVMValueRef p)
                                                LLVMBuildMul(b, p, kg_i64(g, (int64_t)l->panel_code_bytes), ""), ""));
 }
 
+/* The direct path's rows of panel t (every M for unblocked layouts, M < blocked_min_m
+ * for blocked ones). */
+static void emit_direct_rows(KilnGen *g, KilnTile *t)
+{
+    const KilnLayout *l = g->l;
+    LLVMBuilderRef b = g->b;
+    /* MR-row tiles, then single rows. Blocked layouts see only M < blocked_min_m
+     * here (decode batches): their MR-row tile also takes 2 or 3 rows left over
+     * (act_planes layouts: any left over), its missing rows repeating the last one
+     * (same sums, stored to the same y), so a panel is decoded once or twice, not
+     * once per row. act_planes layouts run calls with M < planes_below_m row by
+     * row on vpdpbusd instead, and only those. */
+    LLVMValueRef mfull = LLVMBuildMul(b, LLVMBuildSDiv(b, g->M, kg_i64(g, l->MR), ""), kg_i64(g, l->MR), "");
+    if (l->blocked) {
+        t->mlast = LLVMBuildSub(b, g->M, kg_i64(g, 1), "");
+        LLVMValueRef rest = LLVMBuildICmp(b, LLVMIntSGE, LLVMBuildSub(b, g->M, mfull, ""),
+                                          kg_i64(g, l->act_planes ? 1 : 2), "");
+        mfull = LLVMBuildSelect(b, rest, g->M, mfull, "");
+        if (l->act_planes)
+            mfull = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, g->M, kg_i64(g, l->planes_below_m), ""),
+                                    kg_i64(g, 0), mfull, "");
+    }
+    KilnLoop lm;
+    t->R = l->MR;
+    t->P = 1;
+    t->m0 = kg_loop_begin(g, &lm, kg_i64(g, 0), mfull, l->MR);
+    emit_tile(g, t);
+    kg_loop_end(g, &lm);
+    t->mlast = NULL;
+    KilnLoop lr;
+    t->R = 1;
+    /* one row: a single chain per vector would wait on the FMA (vpdpbusd) latency;
+     * up to 4 chains per vector (docs/jit-aot.md). */
+    t->P = l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U4S8_MADDUBS ? 1
+        : l->KB / l->KR < KG_MAXP ? l->KB / l->KR : KG_MAXP;
+    t->m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
+    if (l->act_planes) /* decode rows on vpdpbusd (M < planes_below_m: the MR tiles took the others) */
+        kg_emit_planes_tile(g, t);
+    else
+        emit_tile(g, t);
+    kg_loop_end(g, &lr);
+}
+
 int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
 {
     const KilnLayout *l = g->l;
@@ -672,39 +715,7 @@ int kg_emit_qgemm(KilnGen *g, const char *symbol, KilnDiag *d)
         LLVMBuildBr(b, next);
         LLVMPositionBuilderAtEnd(b, direct);
     }
-    /* MR-row tiles, then single rows. Blocked layouts see only M < blocked_min_m
-     * here (decode batches): their MR-row tile also takes 2 or 3 rows left over,
-     * its missing rows repeating the last one (same sums, stored to the same y),
-     * so a panel is decoded once or twice, not once per row; act_planes layouts
-     * run their rows one by one on vpdpbusd. */
-    LLVMValueRef mfull = kg_i64(g, 0);
-    if (!l->act_planes) {
-        mfull = LLVMBuildMul(b, LLVMBuildSDiv(b, g->M, kg_i64(g, l->MR), ""), kg_i64(g, l->MR), "");
-        if (l->blocked) {
-            t.mlast = LLVMBuildSub(b, g->M, kg_i64(g, 1), "");
-            LLVMValueRef two = LLVMBuildICmp(b, LLVMIntSGE, LLVMBuildSub(b, g->M, mfull, ""), kg_i64(g, 2), "");
-            mfull = LLVMBuildSelect(b, two, g->M, mfull, "");
-        }
-        KilnLoop lm;
-        t.R = l->MR;
-        t.P = 1;
-        t.m0 = kg_loop_begin(g, &lm, kg_i64(g, 0), mfull, l->MR);
-        emit_tile(g, &t);
-        kg_loop_end(g, &lm);
-        t.mlast = NULL;
-    }
-    KilnLoop lr;
-    t.R = 1;
-    /* one row: a single chain per vector would wait on the FMA (vpdpbusd) latency;
-     * up to 4 chains per vector (docs/jit-aot.md). */
-    t.P = l->family == KILN_KF_I16_MADD || l->family == KILN_KF_U4S8_MADDUBS ? 1
-        : l->KB / l->KR < KG_MAXP ? l->KB / l->KR : KG_MAXP;
-    t.m0 = kg_loop_begin(g, &lr, mfull, g->M, 1);
-    if (l->act_planes) /* decode rows on vpdpbusd (blocked layouts: M < blocked_min_m here) */
-        kg_emit_planes_tile(g, &t);
-    else
-        emit_tile(g, &t);
-    kg_loop_end(g, &lr);
+    emit_direct_rows(g, &t);
     if (next) {
         LLVMBuildBr(b, next);
         LLVMPositionBuilderAtEnd(b, next);
