@@ -612,7 +612,20 @@ static void emit_direct_rows(KilnGen *g, KilnTile *t)
      * (same sums, stored to the same y), so a panel is decoded once or twice, not
      * once per row. act_planes layouts run calls with M < planes_below_m row by
      * row on vpdpbusd instead, and only those. */
-    LLVMValueRef mfull = LLVMBuildMul(b, LLVMBuildSDiv(b, g->M, kg_i64(g, l->MR), ""), kg_i64(g, l->MR), "");
+    LLVMValueRef m8 = kg_i64(g, 0);
+    if (l->blocked && l->VL == 16) { /* 5..7 rows on one 8-row tile (32 zmm: 16 accumulators) */
+        t->mlast = LLVMBuildSub(b, g->M, kg_i64(g, 1), "");
+        m8 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, 5), ""), g->M, m8, "");
+        KilnLoop l8;
+        t->R = 2 * l->MR;
+        t->P = 1;
+        t->m0 = kg_loop_begin(g, &l8, kg_i64(g, 0), m8, 2 * l->MR);
+        emit_tile(g, t);
+        kg_loop_end(g, &l8);
+    }
+    LLVMValueRef mfull = LLVMBuildAdd(b, m8, LLVMBuildMul(b, LLVMBuildSDiv(b, LLVMBuildSub(b, g->M, m8, ""),
+                                                                           kg_i64(g, l->MR), ""),
+                                                          kg_i64(g, l->MR), ""), "");
     if (l->blocked) {
         t->mlast = LLVMBuildSub(b, g->M, kg_i64(g, 1), "");
         LLVMValueRef rest = LLVMBuildICmp(b, LLVMIntSGE, LLVMBuildSub(b, g->M, mfull, ""),
@@ -625,7 +638,7 @@ static void emit_direct_rows(KilnGen *g, KilnTile *t)
     KilnLoop lm;
     t->R = l->MR;
     t->P = 1;
-    t->m0 = kg_loop_begin(g, &lm, kg_i64(g, 0), mfull, l->MR);
+    t->m0 = kg_loop_begin(g, &lm, m8, mfull, l->MR);
     emit_tile(g, t);
     kg_loop_end(g, &lm);
     t->mlast = NULL;
