@@ -14,7 +14,7 @@
 /* Revision of the generated code and the blob layout it reads (ir/layout.h). Part
  * of the kernel cache key (api/compile.c): bump it whenever kernels or kiln_prepack
  * change, so a cache filled by an older kiln is never served to a newer one. */
-#define KILN_CPU_CODEGEN_REV 29
+#define KILN_CPU_CODEGEN_REV 30
 
 /* Targets (function attr `target`): "avx2" (x86-64-v3: +avx2,+fma,+f16c),
  * "avx512vnni" (x86-64-v4 +avx512vnni), "avx512" (x86-64-v4 +avx512vnni +avx512bf16),

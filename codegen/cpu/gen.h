@@ -99,7 +99,6 @@ void kg_group_end(KilnGen *g, KilnTile *t, LLVMValueRef gi);
 /* facc (activation scale last where the interpreter applies it last) through the
  * epilogue into y. */
 void kg_emit_tile_store(KilnGen *g, KilnTile *t);
-LLVMValueRef kg_tile_m(KilnGen *g, const KilnTile *t, int r);
 
 /* tiles.c: AMX tile operations, real (LLVM's AMX intrinsics) or on the scalar model
  * (ir/amx_model.h) for `tiles = "model"`; a tile is a slot from kt_slot. Shapes: m

@@ -111,18 +111,7 @@ static LLVMValueRef load_codes(KilnGen *g, KilnTile *t, LLVMValueRef kb, int j, 
     return kg_load(g, kg_vec(g->i8, n * nv), kg_gep(g, t->wpanel, el));
 }
 
-/* fp8 bytes -> f32, as w * 2^kiln_layout_weight_exp (layout.h).
- * From the bits (subnormal_decode), three ops after the widening load: sign-extend
- * the byte, shift exponent+mantissa into f32 position (the sign bit lands on bit
- * 31, its copies are masked off): w * 2^-bias (bias 120 E4M3, 112 E5M2; exact,
- * subnormal codes become f32 subnormals).
- * Portable: into an f16 and widened by vcvtph2ps (exact for f16 subnormals, no
- * assist, DAZ ignored): E5M2 is an f16's top byte (w); E4M3 sign-extended to i16
- * and shifted left 7 puts exponent and mantissa in f16's places and the sign on
- * bit 15, its copy on bit 14 masked off (w * 2^-8).
- * f32-fma leaves w scaled (the prescaled activations and the per-group unscale
- * take the power of two); bf16-dot multiplies it back to w here (the bf16 dot
- * products read subnormals as zero). */
+/* fp8 bytes -> f16 bits of w * 2^-8 (E4M3) or w (E5M2), fp8_decode's portable decode. */
 static LLVMValueRef fp8_decode_f16(KilnGen *g, LLVMValueRef codes, unsigned n)
 {
     LLVMBuilderRef b = g->b;
@@ -137,6 +126,18 @@ static LLVMValueRef fp8_decode_f16(KilnGen *g, LLVMValueRef codes, unsigned n)
     return LLVMBuildBitCast(b, h, kg_vec(g->f16, n), "");
 }
 
+/* fp8 bytes -> f32, as w * 2^kiln_layout_weight_exp (layout.h).
+ * From the bits (subnormal_decode), three ops after the widening load: sign-extend
+ * the byte, shift exponent+mantissa into f32 position (the sign bit lands on bit
+ * 31, its copies are masked off): w * 2^-bias (bias 120 E4M3, 112 E5M2; exact,
+ * subnormal codes become f32 subnormals).
+ * Portable: into an f16 and widened by vcvtph2ps (exact for f16 subnormals, no
+ * assist, DAZ ignored): E5M2 is an f16's top byte (w); E4M3 sign-extended to i16
+ * and shifted left 7 puts exponent and mantissa in f16's places and the sign on
+ * bit 15, its copy on bit 14 masked off (w * 2^-8).
+ * f32-fma leaves w scaled (the prescaled activations and the per-group unscale
+ * take the power of two); bf16-dot multiplies it back to w here (the bf16 dot
+ * products read subnormals as zero). */
 static LLVMValueRef fp8_decode(KilnGen *g, LLVMValueRef codes, unsigned n)
 {
     LLVMBuilderRef b = g->b;
@@ -434,7 +435,7 @@ static void emit_maddubs_blocks(KilnGen *g, KilnTile *t, LLVMValueRef kb0, LLVMV
 }
 
 /* Row r of tile t: m0 + r, or with mlast set no further than mlast. */
-LLVMValueRef kg_tile_m(KilnGen *g, const KilnTile *t, int r)
+static LLVMValueRef kg_tile_m(KilnGen *g, const KilnTile *t, int r)
 {
     LLVMValueRef m = LLVMBuildAdd(g->b, t->m0, kg_i64(g, r), "");
     if (!t->mlast || r == 0)
@@ -487,6 +488,7 @@ static void emit_tile(KilnGen *g, KilnTile *t)
         kg_emit_tile_store(g, t);
         return;
     }
+    bool pairs = fp8_pairs(l, t->NV);
     LLVMValueRef kb = kg_loop_begin(g, &lk, kb0, kb1, 1);
     if ((t->R == 1 || l->blocked) && l->wdt != KILN_F32) /* tiles that stream the panel from DRAM */
         kg_prefetch_ahead(g, t, kb);
@@ -496,8 +498,8 @@ static void emit_tile(KilnGen *g, KilnTile *t)
         LLVMValueRef k = LLVMBuildAdd(b, LLVMBuildMul(b, kb, kg_i64(g, l->KB), ""),
                                       kg_i64(g, (int64_t)j * l->KR), "");
         LLVMValueRef w[KG_MAXNV];
-        for (int v = 0; v < t->NV; v += fp8_pairs(l, t->NV) ? 2 : 1) {
-            if (fp8_pairs(l, t->NV))
+        for (int v = 0; v < t->NV; v += pairs ? 2 : 1) {
+            if (pairs)
                 fp8_pair_operands(g, t, kb, j, v, &w[v]);
             else
                 w[v] = kg_weight_operand(g, t, kb, j, v, zv[v]);
@@ -607,15 +609,16 @@ static void emit_direct_rows(KilnGen *g, KilnTile *t)
     const KilnLayout *l = g->l;
     LLVMBuilderRef b = g->b;
     /* MR-row tiles, then single rows. Blocked layouts see only M < blocked_min_m
-     * here (decode batches): their MR-row tile also takes 2 or 3 rows left over
-     * (act_planes layouts: any left over), its missing rows repeating the last one
-     * (same sums, stored to the same y), so a panel is decoded once or twice, not
-     * once per row. act_planes layouts run calls with M < planes_below_m row by
-     * row on vpdpbusd instead, and only those. */
+     * here (decode batches): on 512-bit levels 5..7 rows take one 2·MR-row tile,
+     * otherwise the MR-row tile also takes 2 or 3 rows left over; missing rows of a
+     * tile repeat the last one (same sums, stored to the same y), so a panel is
+     * decoded once or twice, not once per row. act_planes layouts run calls with
+     * M < planes_below_m row by row on vpdpbusd instead, and only those. */
     LLVMValueRef m8 = kg_i64(g, 0);
-    if (l->blocked && l->VL == 16) { /* 5..7 rows on one 8-row tile (32 zmm: 16 accumulators) */
+    if (l->blocked)
         t->mlast = LLVMBuildSub(b, g->M, kg_i64(g, 1), "");
-        m8 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGE, g->M, kg_i64(g, 5), ""), g->M, m8, "");
+    if (l->blocked && l->VL == 16) { /* 5..7 rows on one 8-row tile (32 zmm: 16 accumulators) */
+        m8 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, g->M, kg_i64(g, l->MR), ""), g->M, m8, "");
         KilnLoop l8;
         t->R = 2 * l->MR;
         t->P = 1;
@@ -627,9 +630,7 @@ static void emit_direct_rows(KilnGen *g, KilnTile *t)
                                                                            kg_i64(g, l->MR), ""),
                                                           kg_i64(g, l->MR), ""), "");
     if (l->blocked) {
-        t->mlast = LLVMBuildSub(b, g->M, kg_i64(g, 1), "");
-        LLVMValueRef rest = LLVMBuildICmp(b, LLVMIntSGE, LLVMBuildSub(b, g->M, mfull, ""),
-                                          kg_i64(g, l->act_planes ? 1 : 2), "");
+        LLVMValueRef rest = LLVMBuildICmp(b, LLVMIntSGE, LLVMBuildSub(b, g->M, mfull, ""), kg_i64(g, 2), "");
         mfull = LLVMBuildSelect(b, rest, g->M, mfull, "");
         if (l->act_planes)
             mfull = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, g->M, kg_i64(g, l->planes_below_m), ""),
